@@ -1,0 +1,257 @@
+"""The Python client: enqueue tasks (one or many in one round trip), read results, manage dead letters.
+
+`AsyncClient` is the implementation; `Client` is the same API for synchronous code, running the async client
+on a private event loop thread. Tasks are validated here exactly as a worker would validate them, so a bad
+task is refused before it reaches Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine, Iterable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from gopherq.core.broker import Broker, now_ms
+from gopherq.core.connection import Connection
+from gopherq.core.deadletters import DeadLetters
+from gopherq.core.errors import TaskRejected
+from gopherq.core.plugins import PluginManager, load_plugins
+from gopherq.core.settings import Settings, load_settings
+from gopherq.core.task import Backoff, Task, TaskResult, new_task_id
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """Enqueue tasks and read results. Use as `async with AsyncClient(config="gopherq.toml") as client:`."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        config: str | None = None,
+        queue: str | None = None,
+        plugins: PluginManager | None = None,
+    ) -> None:
+        self.settings = settings or load_settings(config)
+        self.queue = queue or self.settings.queue.name
+        self.plugins = plugins or load_plugins(self.settings)
+        self._connection = Connection(self.settings, "client")
+        self._brokers: dict[str, Broker] = {}
+        self.redis: Any = None
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        if self.redis is None:
+            self.redis = await self._connection.open()
+
+    async def close(self) -> None:
+        await self._connection.close()
+        self.redis = None
+        self._brokers.clear()
+
+    def broker(self, queue: str | None = None) -> Broker:
+        name = queue or self.queue
+        if name not in self._brokers:
+            if self.redis is None:
+                raise RuntimeError("client is not connected: use `async with` or await connect()")
+            self._brokers[name] = Broker(self.redis, name)
+        return self._brokers[name]
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """Dead-letter operations on the client's queue."""
+        return DeadLetters(self.broker())
+
+    # -- building ----------------------------------------------------------------------------------------------
+
+    def task(
+        self,
+        type: str = "http",
+        *,
+        id: str | None = None,
+        queue: str | None = None,
+        delay: float | None = None,
+        eta: float | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        backoff: tuple[float, float] | None = None,
+        **fields: Any,
+    ) -> Task:
+        """Build and validate a task (the executor's own fields go in `fields`); raises TaskRejected."""
+        if delay is not None:
+            eta = time.time() + delay
+        task = Task(
+            id=id or new_task_id(),
+            type=type,
+            fields=fields,
+            queue=queue,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            deadline=deadline,
+            eta=eta,
+            created_at=time.time(),
+            backoff=Backoff(*backoff) if backoff else None,
+        )
+        self.validate(task)
+        return task
+
+    def http(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        **control: Any,
+    ) -> Task:
+        """Build an `http` task."""
+        fields: dict[str, Any] = {"method": method, "url": url}
+        if headers:
+            fields["headers"] = headers
+        if body is not None:
+            fields["body"] = body
+        return self.task("http", **control, **fields)
+
+    def validate(self, task: Task) -> None:
+        entry = self.plugins.executor(task.type)
+        if entry is None:
+            known = ", ".join(sorted(self.plugins.executors)) or "none"
+            raise TaskRejected("unknown_type", f"no executor for task type {task.type!r} (registered: {known})")
+        entry.validate(task)
+        size = len(task.encode())
+        limit = self.settings.worker.max_payload_bytes
+        if size > limit:
+            raise TaskRejected("too_large", f"task is {size} bytes, over max_payload_bytes={limit}")
+
+    # -- enqueueing --------------------------------------------------------------------------------------------
+
+    async def enqueue(self, type: str = "http", **kwargs: Any) -> str:
+        """Validate and enqueue one task; returns its id."""
+        return (await self.enqueue_many([self.task(type, **kwargs)]))[0]
+
+    async def enqueue_http(self, url: str, method: str = "GET", **kwargs: Any) -> str:
+        return (await self.enqueue_many([self.http(url, method, **kwargs)]))[0]
+
+    async def enqueue_many(self, tasks: Iterable[Task]) -> list[str]:
+        """Enqueue built tasks in one round trip (per queue); delayed ones go to the delayed set."""
+        await self.connect()
+        ready: dict[str, list[bytes]] = {}
+        delayed: dict[str, list[tuple[bytes, int]]] = {}
+        ids: list[str] = []
+        now = now_ms()
+        for task in tasks:
+            queue = task.queue or self.queue
+            envelope = task.encode()
+            if task.eta is not None and task.eta * 1000 > now:
+                delayed.setdefault(queue, []).append((envelope, int(task.eta * 1000)))
+            else:
+                ready.setdefault(queue, []).append(envelope)
+            ids.append(task.id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue, envelopes in ready.items():
+                pipe.rpush(self.broker(queue).keys.ready, *envelopes)
+            for queue, due in delayed.items():
+                pipe.zadd(self.broker(queue).keys.delayed, {envelope: when for envelope, when in due})
+            await pipe.execute()
+        return ids
+
+    # -- results -----------------------------------------------------------------------------------------------
+
+    async def result(self, task_id: str, queue: str | None = None) -> TaskResult | None:
+        """The task's latest result record, or None when there is none (unknown, not yet run, or expired)."""
+        await self.connect()
+        data = await self.broker(queue).get_result(task_id)
+        return None if data is None else TaskResult.from_dict(data)
+
+    async def wait(self, task_id: str, timeout: float, queue: str | None = None) -> TaskResult | None:
+        """Poll until the task has a final result or `timeout` seconds pass; returns the latest record."""
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            record = await self.result(task_id, queue)
+            if (record is not None and record.status.final) or time.monotonic() >= deadline:
+                return record
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.25)
+
+
+class Client:
+    """The synchronous face of AsyncClient: the same methods, blocking. Close it (or use `with`) when done."""
+
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gopherq-client", daemon=True)
+        self._thread.start()
+        self._async = AsyncClient(settings, **kwargs)
+        self.settings = self._async.settings
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._async.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+    def task(self, type: str = "http", **kwargs: Any) -> Task:
+        return self._async.task(type, **kwargs)
+
+    def http(self, url: str, method: str = "GET", **kwargs: Any) -> Task:
+        return self._async.http(url, method, **kwargs)
+
+    def enqueue(self, type: str = "http", **kwargs: Any) -> str:
+        return self._run(self._async.enqueue(type, **kwargs))
+
+    def enqueue_http(self, url: str, method: str = "GET", **kwargs: Any) -> str:
+        return self._run(self._async.enqueue_http(url, method, **kwargs))
+
+    def enqueue_many(self, tasks: Iterable[Task]) -> list[str]:
+        return self._run(self._async.enqueue_many(list(tasks)))
+
+    def result(self, task_id: str, queue: str | None = None) -> TaskResult | None:
+        return self._run(self._async.result(task_id, queue))
+
+    def wait(self, task_id: str, timeout: float, queue: str | None = None) -> TaskResult | None:
+        return self._run(self._async.wait(task_id, timeout, queue))
+
+    @property
+    def dead_letters(self) -> _SyncDeadLetters:
+        """Dead-letter operations on the client's queue, blocking: `client.dead_letters.list(limit=10)`."""
+        return _SyncDeadLetters(self)
+
+
+class _SyncDeadLetters:
+    """Blocking proxy for DeadLetters."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(DeadLetters, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            async def run() -> Any:
+                await self._client._async.connect()
+                return await method(self._client._async.dead_letters, *args, **kwargs)
+
+            return self._client._run(run())
+
+        return call

@@ -1,0 +1,101 @@
+"""What an executor is, the context it runs in, and the registry entry that adapts sync executors once.
+
+An executor turns a task of one `type` into a result. It declares a pydantic `payload_model` for its own fields
+(optional: without one it gets the raw dict) and an `execute(task, context)` that is `async def` or plain `def`
+(a plain one runs in a thread pool). It returns a JSON-serialisable result, or raises `RetryTask`,
+`PermanentFailure` or any exception (which counts as a failed attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ValidationError
+
+from gopherq.core.errors import TaskRejected
+from gopherq.core.task import Task
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs tasks of one type. Optional extras: `payload_model` (a pydantic model class for the task's own
+    fields), `async open()` called once before the first task, `async close()` called at shutdown."""
+
+    def execute(self, task: Task, context: ExecutionContext) -> Any: ...
+
+
+@dataclass(slots=True)
+class ExecutionContext:
+    """What an executor knows about the attempt it runs: where, which try, and how long it may take."""
+
+    worker_id: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    timeout: float
+    deadline: float | None
+    log: logging.LoggerAdapter[logging.Logger]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def describe_payload_error(exc: ValidationError) -> str:
+    """One line naming the first bad field of an executor payload."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "payload"
+    if error["type"] == "missing":
+        return f"field '{where}' is required"
+    if error["type"] == "extra_forbidden":
+        return f"field '{where}' is not a field of this task type"
+    return f"field '{where}': {error['msg']}"
+
+
+class ExecutorEntry:
+    """A registered executor: validates payloads and calls `execute`, sync ones through a thread pool."""
+
+    def __init__(self, name: str, executor: Any, plugin: str) -> None:
+        if not callable(getattr(executor, "execute", None)):
+            raise TypeError(f"executor {name!r} has no execute(task, context) method")
+        self.name = name
+        self.executor = executor
+        self.plugin = plugin
+        self.payload_model: type[BaseModel] | None = getattr(executor, "payload_model", None)
+        self.run: Callable[[Task, ExecutionContext], Awaitable[Any]]
+        if inspect.iscoroutinefunction(executor.execute):
+            self.run = executor.execute
+        else:
+            sync = executor.execute
+
+            async def run_in_thread(task: Task, context: ExecutionContext) -> Any:
+                return await asyncio.get_running_loop().run_in_executor(None, functools.partial(sync, task, context))
+
+            self.run = run_in_thread
+
+    def validate(self, task: Task) -> None:
+        """Check the task's own fields; sets `task.payload` or raises TaskRejected('schema_invalid')."""
+        if self.payload_model is None:
+            task.payload = task.fields
+            return
+        try:
+            task.payload = self.payload_model.model_validate(task.fields)
+        except ValidationError as exc:
+            raise TaskRejected("schema_invalid", f"{self.name} task: {describe_payload_error(exc)}") from None
+
+    async def open(self) -> None:
+        opener = getattr(self.executor, "open", None)
+        if opener is not None:
+            result = opener()
+            if inspect.isawaitable(result):
+                await result
+
+    async def close(self) -> None:
+        closer = getattr(self.executor, "close", None)
+        if closer is not None:
+            result = closer()
+            if inspect.isawaitable(result):
+                await result

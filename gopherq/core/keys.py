@@ -1,0 +1,93 @@
+"""Every Redis key name GoPherQ uses, in one place.
+
+The ready list of queue Q is the key `Q` itself (the seed's contract: producers `RPUSH Q`). Every other key
+of Q carries the hash tag `{Q}`, so in Redis Cluster it hashes to the same slot as `Q` and every multi-key
+Lua script of one queue runs on one node.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gopherq.core.errors import ConfigError
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+
+def validate_queue_name(name: str) -> str:
+    """Queue names become key names and hash tags: no braces or spaces, at most 128 characters."""
+    if not _QUEUE_NAME.match(name):
+        raise ConfigError(
+            f"invalid queue name {name!r}: use 1-128 letters, digits or . _ : - (no braces or spaces)"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The key names of one queue."""
+
+    queue: str
+
+    def __post_init__(self) -> None:
+        validate_queue_name(self.queue)
+
+    def _tagged(self, suffix: str) -> str:
+        return f"gopherq:{{{self.queue}}}:{suffix}"
+
+    @property
+    def ready(self) -> str:
+        """The ready list (producers RPUSH, workers take from the left)."""
+        return self.queue
+
+    @property
+    def inflight(self) -> str:
+        """Hash: attempt token -> envelope of every claimed, unsettled task."""
+        return self._tagged("inflight")
+
+    @property
+    def leases(self) -> str:
+        """Sorted set: attempt token scored by its lease deadline (ms)."""
+        return self._tagged("leases")
+
+    @property
+    def seq(self) -> str:
+        """Counter that mints attempt tokens."""
+        return self._tagged("seq")
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set: envelopes scored by the time (ms) they become due."""
+        return self._tagged("delayed")
+
+    @property
+    def dead(self) -> str:
+        """Hash: dead-letter entry id -> entry JSON."""
+        return self._tagged("dead")
+
+    @property
+    def dead_index(self) -> str:
+        """Sorted set: dead-letter entry ids scored by when they died (ms), for listing and trimming."""
+        return self._tagged("dead:index")
+
+    @property
+    def stats(self) -> str:
+        """Hash of counters (e.g. dead letters trimmed, late acks refused)."""
+        return self._tagged("stats")
+
+    @property
+    def workers(self) -> str:
+        """Sorted set: worker id scored by its last heartbeat (ms)."""
+        return self._tagged("workers")
+
+    @property
+    def reaper_lock(self) -> str:
+        return self._tagged("reaper:lock")
+
+    def processing(self, worker_id: str) -> str:
+        """The list a blocking fetch moves a task into before it is claimed (see broker.claim)."""
+        return self._tagged(f"processing:{worker_id}")
+
+    def result(self, task_id: str) -> str:
+        return self._tagged(f"result:{task_id}")

@@ -1,0 +1,47 @@
+-- Recover tasks whose holder is gone: in-flight tasks whose lease expired, and whatever sits in the processing
+-- lists of workers whose heartbeat stopped. They go back to the head of the ready list with their `recoveries`
+-- count raised (a crash is a recovery, not an attempt). Serialised across workers by a short lock.
+-- KEYS: 1 ready list, 2 leases, 3 inflight, 4 workers (zset), 5 reaper lock, 6.. processing lists of dead workers
+-- ARGV: 1 now (ms), 2 lock TTL (ms), 3 lock owner, 4 max leases to reap, 5.. dead worker ids (same order as KEYS 6..)
+-- Returns: the recovered envelopes (after marking), or false when another worker holds the lock.
+if not redis.call('SET', KEYS[5], ARGV[3], 'NX', 'PX', ARGV[2]) then return false end
+
+-- Raise the `recoveries` field, which GoPherQ always keeps last in the envelope, without re-encoding the JSON
+-- (re-encoding would change the bytes and turn empty arrays into objects). A value that is not a JSON object
+-- is returned unchanged: the worker dead-letters it when it parses it.
+local function mark(raw)
+  local count = string.match(raw, ',"recoveries":(%d+)}%s*$')
+  if count then
+    return (string.gsub(raw, ',"recoveries":%d+}%s*$', ',"recoveries":' .. (tonumber(count) + 1) .. '}'))
+  end
+  local body = string.match(raw, '^(%s*{.*)}%s*$')
+  if not body then return raw end
+  if string.match(body, '^%s*{%s*$') then return body .. '"recoveries":1}' end
+  return body .. ',"recoveries":1}'
+end
+
+local recovered = {}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+-- Walk backwards so the tasks keep their order at the head of the ready list.
+for i = #expired, 1, -1 do
+  local token = expired[i]
+  local raw = redis.call('HGET', KEYS[3], token)
+  redis.call('ZREM', KEYS[2], token)
+  if raw then
+    redis.call('HDEL', KEYS[3], token)
+    local marked = mark(raw)
+    redis.call('LPUSH', KEYS[1], marked)
+    recovered[#recovered + 1] = marked
+  end
+end
+for k = 6, #KEYS do
+  while true do
+    local raw = redis.call('RPOP', KEYS[k])
+    if not raw then break end
+    local marked = mark(raw)
+    redis.call('LPUSH', KEYS[1], marked)
+    recovered[#recovered + 1] = marked
+  end
+  redis.call('ZREM', KEYS[4], ARGV[k - 1])
+end
+return recovered

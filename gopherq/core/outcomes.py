@@ -1,0 +1,161 @@
+"""Turning what happened to a claimed task into a `Settlement`: success, retry (with backoff), or dead letter.
+
+Pure decisions with no I/O, so the retry policy and the dead-letter format are unit-testable.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from gopherq.core import codec
+from gopherq.core.broker import Settlement
+from gopherq.core.settings import QueueSettings
+from gopherq.core.task import ErrorInfo, Task, TaskResult, TaskStatus
+
+#: Dead-letter reason codes and what each means (documented in docs/guarantees.md).
+DEAD_REASONS = {
+    "parse_error": "the bytes are not valid JSON (or nest too deeply)",
+    "schema_invalid": "valid JSON, but a field is missing or has the wrong type",
+    "unknown_type": "no executor is registered for the task's type",
+    "too_large": "the task is larger than worker.max_payload_bytes; it was not parsed",
+    "retries_exhausted": "every allowed attempt failed",
+    "non_retryable": "the executor reported a failure another attempt cannot fix (e.g. HTTP 404)",
+    "deadline": "the task's deadline passed before it could succeed",
+    "poison": "the task crashed or lost its worker more than worker.max_recoveries times",
+}
+
+
+def backoff_delay(attempt: int, low: float, high: float) -> float:
+    """Exponential backoff with full jitter: uniform between `low` and min(high, low * 2**(attempt-1))."""
+    cap = min(high, low * (2 ** min(attempt - 1, 30)))
+    return random.uniform(low, max(low, cap))
+
+
+def raw_for_storage(raw: bytes) -> dict[str, str]:
+    """The envelope bytes as received: text when they are UTF-8, base64 otherwise."""
+    try:
+        return {"raw": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"raw_base64": base64.b64encode(raw).decode("ascii")}
+
+
+def raw_from_entry(entry: dict[str, Any]) -> bytes:
+    if "raw_base64" in entry:
+        return base64.b64decode(entry["raw_base64"])
+    return str(entry.get("raw", "")).encode("utf-8")
+
+
+@dataclass(slots=True)
+class Decision:
+    """A settlement plus what to announce once Redis has accepted it."""
+
+    settlement: Settlement
+    event: str
+    task: Task | None
+    error: ErrorInfo | None = None
+    duration: float | None = None
+    data: dict[str, Any] | None = None
+
+
+class OutcomePolicy:
+    """Applies the queue's retry and dead-letter rules for one worker."""
+
+    def __init__(self, queue: QueueSettings, worker_id: str) -> None:
+        self.queue = queue
+        self.worker_id = worker_id
+
+    def _record(self, task: Task, status: TaskStatus, started: float | None, finished: float, **extra: Any) -> bytes:
+        record = TaskResult(
+            id=task.id,
+            queue=self.queue.name,
+            type=task.type,
+            status=status,
+            attempts=task.attempt,
+            worker=self.worker_id,
+            started_at=started,
+            finished_at=finished,
+            duration=None if started is None else finished - started,
+            **extra,
+        )
+        return codec.dumps(record.to_dict())
+
+    def success(self, token: str, task: Task, result: Any, started: float, finished: float) -> Decision:
+        body = self._record(task, TaskStatus.SUCCEEDED, started, finished, result=result)
+        return Decision(Settlement("ack", token, task.id, body), "task.succeeded", task, duration=finished - started)
+
+    def failure(
+        self, token: str, task: Task, error: ErrorInfo, retryable: bool, delay: float | None, started: float, finished: float
+    ) -> Decision:
+        """A failed attempt: retry it when allowed, otherwise dead-letter it."""
+        duration = finished - started
+        max_attempts = task.max_attempts or self.queue.max_attempts
+        if not retryable:
+            return self.dead(token, task, "non_retryable", error, started, finished, duration=duration)
+        if task.attempt >= max_attempts:
+            return self.dead(token, task, "retries_exhausted", error, started, finished, duration=duration)
+        low, high = (task.backoff.min, task.backoff.max) if task.backoff else (self.queue.backoff_min, self.queue.backoff_max)
+        wait = min(delay, high) if delay is not None else backoff_delay(task.attempt, low, high)
+        due = finished + wait
+        if task.deadline is not None and due >= task.deadline:
+            return self.dead(token, task, "deadline", error, started, finished, duration=duration)
+        retry = Task(
+            id=task.id,
+            type=task.type,
+            fields=task.fields,
+            queue=task.queue,
+            attempt=task.attempt + 1,
+            max_attempts=task.max_attempts,
+            backoff=task.backoff,
+            timeout=task.timeout,
+            deadline=task.deadline,
+            created_at=task.created_at,
+            recoveries=task.recoveries,
+            last_error=error.to_dict(),
+        )
+        body = self._record(task, TaskStatus.RETRYING, started, finished, error=error, retry_at=due)
+        settlement = Settlement("retry", token, task.id, body, retry.encode(), str(int(due * 1000)))
+        return Decision(settlement, "task.retrying", task, error, duration, {"delay": wait, "retry_at": due})
+
+    def dead(
+        self,
+        token: str,
+        task: Task,
+        reason: str,
+        error: ErrorInfo,
+        started: float | None,
+        finished: float,
+        *,
+        raw: bytes | None = None,
+        duration: float | None = None,
+    ) -> Decision:
+        """Dead-letter a task that was parsed (keeps its id; its result record says why)."""
+        entry = self._entry(task.id, task.id, reason, error, raw if raw is not None else task.encode(), task.attempt, finished)
+        body = self._record(task, TaskStatus.FAILED, started, finished, error=error, dead_reason=reason)
+        settlement = Settlement("dead", token, task.id, body, codec.dumps(entry), task.id)
+        return Decision(settlement, "task.dead_lettered", task, error, duration, {"reason": reason})
+
+    def dead_raw(self, token: str, raw: bytes, reason: str, message: str, now: float) -> Decision:
+        """Dead-letter bytes that never became a task: no result record, an entry id made from the token."""
+        entry_id = f"raw-{token}"
+        error = ErrorInfo(reason, message)
+        entry = self._entry(entry_id, None, reason, error, raw, 0, now)
+        settlement = Settlement("dead", token, entry_id, b"", codec.dumps(entry), entry_id)
+        return Decision(settlement, "task.dead_lettered", None, error, None, {"reason": reason, "entry_id": entry_id})
+
+    def _entry(
+        self, entry_id: str, task_id: str | None, reason: str, error: ErrorInfo, raw: bytes, attempts: int, when: float
+    ) -> dict[str, Any]:
+        return {
+            "id": entry_id,
+            "task_id": task_id,
+            "queue": self.queue.name,
+            "reason": reason,
+            "error": error.to_dict(),
+            "attempts": attempts,
+            "dead_at": when,
+            "worker": self.worker_id,
+            **raw_for_storage(raw),
+        }

@@ -1,0 +1,304 @@
+"""The task envelope, its status and its result record: pure data, no I/O.
+
+The envelope is a flat JSON object: control fields (below) plus the executor's own fields (for `http`: method,
+url, headers/header, body). The seed's format, `{"id":..., "method":..., "url":..., "header":{...}, "body":""}`,
+is a valid envelope of type `http`. Control fields are checked by hand here because this runs once per task on
+the worker's hot path; the executor's fields are validated by the executor's pydantic model.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gopherq.core import codec
+from gopherq.core.errors import TaskRejected
+
+DEFAULT_TYPE = "http"
+
+#: Control fields of the envelope; every other field belongs to the executor.
+CONTROL_FIELDS = frozenset(
+    {
+        "id",
+        "type",
+        "queue",
+        "attempt",
+        "max_attempts",
+        "backoff",
+        "timeout",
+        "deadline",
+        "expires_at",
+        "eta",
+        "created_at",
+        "recoveries",
+        "last_error",
+    }
+)
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a task stands; stored in its result record."""
+
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self is not TaskStatus.RETRYING
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Bounds of the exponential backoff (with full jitter) between attempts, in seconds."""
+
+    min: float
+    max: float
+
+
+@dataclass(slots=True)
+class Task:
+    """One unit of work as it travels through Redis.
+
+    `fields` holds the executor's fields exactly as received; `payload` is filled by the worker with the
+    executor's validated payload model before `execute` is called.
+    """
+
+    id: str
+    type: str = DEFAULT_TYPE
+    fields: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    attempt: int = 1
+    max_attempts: int | None = None
+    backoff: Backoff | None = None
+    timeout: float | None = None
+    deadline: float | None = None
+    eta: float | None = None
+    created_at: float | None = None
+    recoveries: int = 0
+    last_error: dict[str, Any] | None = None
+    payload: Any = None
+    #: True when the producer sent no id and one was assigned here (the worker then records it in Redis).
+    id_assigned: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        """The envelope as a JSON-ready dict; `recoveries` comes last (the reaper's Lua appends it there)."""
+        wire: dict[str, Any] = {"id": self.id, "type": self.type}
+        if self.queue is not None:
+            wire["queue"] = self.queue
+        if self.attempt != 1:
+            wire["attempt"] = self.attempt
+        if self.max_attempts is not None:
+            wire["max_attempts"] = self.max_attempts
+        if self.backoff is not None:
+            wire["backoff"] = {"min": self.backoff.min, "max": self.backoff.max}
+        if self.timeout is not None:
+            wire["timeout"] = self.timeout
+        if self.deadline is not None:
+            wire["deadline"] = self.deadline
+        if self.eta is not None:
+            wire["eta"] = self.eta
+        if self.created_at is not None:
+            wire["created_at"] = self.created_at
+        if self.last_error is not None:
+            wire["last_error"] = self.last_error
+        wire.update(self.fields)
+        if self.recoveries:
+            wire["recoveries"] = self.recoveries
+        return wire
+
+    def encode(self) -> bytes:
+        return codec.dumps(self.to_wire())
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _reject(message: str) -> TaskRejected:
+    return TaskRejected("schema_invalid", message)
+
+
+def _int_field(obj: dict[str, Any], name: str, default: Any, minimum: int) -> Any:
+    value = obj.get(name, default)
+    if value is default:
+        return value
+    if type(value) is not int or value < minimum:
+        raise _reject(f"field '{name}' must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _seconds_field(obj: dict[str, Any], name: str, *, positive: bool = False) -> float | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if type(value) in (int, float):
+        if positive and value <= 0:
+            raise _reject(f"field '{name}' must be a positive number of seconds, got {value!r}")
+        return float(value)
+    raise _reject(f"field '{name}' must be a number of seconds, got {value!r}")
+
+
+def _timestamp_field(obj: dict[str, Any], name: str) -> float | None:
+    """A point in time: Unix seconds, or an ISO-8601 string with a time zone."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if type(value) in (int, float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            return moment.timestamp()
+    raise _reject(f"field '{name}' must be Unix seconds or an ISO-8601 time with a zone, got {value!r}")
+
+
+def _backoff_field(obj: dict[str, Any]) -> Backoff | None:
+    value = obj.get("backoff")
+    if value is None:
+        return None
+    if isinstance(value, dict) and set(value) <= {"min", "max"}:
+        low, high = value.get("min", 1.0), value.get("max", 300.0)
+        if type(low) in (int, float) and type(high) in (int, float) and 0 <= low <= high:
+            return Backoff(float(low), float(high))
+    raise _reject(f"field 'backoff' must be {{'min': s, 'max': s}} with 0 <= min <= max, got {value!r}")
+
+
+def task_from_dict(obj: Any) -> Task:
+    """Build a Task from a decoded envelope; raises TaskRejected naming the bad field."""
+    if not isinstance(obj, dict):
+        raise _reject(f"a task must be a JSON object, got {type(obj).__name__}")
+    task_id = obj.get("id")
+    assigned = task_id is None
+    if assigned:
+        task_id = new_task_id()
+    elif type(task_id) is int:
+        task_id = str(task_id)
+    elif type(task_id) is not str or not task_id or len(task_id) > 200:
+        raise _reject(f"field 'id' must be a non-empty string of at most 200 characters, got {task_id!r}")
+    task_type = obj.get("type", DEFAULT_TYPE)
+    if type(task_type) is not str or not task_type:
+        raise _reject(f"field 'type' must be a non-empty string, got {task_type!r}")
+    queue = obj.get("queue")
+    if queue is not None and type(queue) is not str:
+        raise _reject(f"field 'queue' must be a string, got {queue!r}")
+    last_error = obj.get("last_error")
+    if last_error is not None and not isinstance(last_error, dict):
+        raise _reject(f"field 'last_error' must be an object, got {last_error!r}")
+    deadline = _timestamp_field(obj, "deadline")
+    if deadline is None:
+        deadline = _timestamp_field(obj, "expires_at")
+    return Task(
+        id=task_id,
+        type=task_type,
+        fields={k: v for k, v in obj.items() if k not in CONTROL_FIELDS},
+        queue=queue,
+        attempt=_int_field(obj, "attempt", 1, 1),
+        max_attempts=_int_field(obj, "max_attempts", None, 1),
+        backoff=_backoff_field(obj),
+        timeout=_seconds_field(obj, "timeout", positive=True),
+        deadline=deadline,
+        eta=_timestamp_field(obj, "eta"),
+        created_at=_timestamp_field(obj, "created_at"),
+        recoveries=_int_field(obj, "recoveries", 0, 0),
+        last_error=last_error,
+        id_assigned=assigned,
+    )
+
+
+def decode_task(raw: bytes, max_bytes: int) -> Task:
+    """Parse raw bytes from Redis into a Task, or raise TaskRejected with the dead-letter reason."""
+    if len(raw) > max_bytes:
+        raise TaskRejected("too_large", f"task is {len(raw)} bytes, over max_payload_bytes={max_bytes}")
+    try:
+        obj = codec.loads(raw)
+    except codec.JSONDecodeError as exc:
+        detail = str(exc)
+        if "recursion" in detail.lower():
+            detail = "JSON is nested too deeply"
+        raise TaskRejected("parse_error", f"invalid JSON: {detail}") from None
+    return task_from_dict(obj)
+
+
+@dataclass(slots=True)
+class ErrorInfo:
+    """Why an attempt failed: a reason code, a message, and executor details (e.g. the HTTP response)."""
+
+    reason: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reason": self.reason, "message": self.message}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+@dataclass(slots=True)
+class TaskResult:
+    """The record kept in Redis (with a TTL) for each task: what happened and what it returned."""
+
+    id: str
+    queue: str
+    type: str
+    status: TaskStatus
+    attempts: int
+    worker: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration: float | None = None
+    result: Any = None
+    error: ErrorInfo | None = None
+    dead_reason: str | None = None
+    retry_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "queue": self.queue,
+            "type": self.type,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "worker": self.worker,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration": self.duration,
+            "result": self.result,
+            "error": self.error.to_dict() if self.error else None,
+        }
+        if self.dead_reason is not None:
+            out["dead_reason"] = self.dead_reason
+        if self.retry_at is not None:
+            out["retry_at"] = self.retry_at
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskResult:
+        error = data.get("error")
+        return cls(
+            id=data["id"],
+            queue=data["queue"],
+            type=data["type"],
+            status=TaskStatus(data["status"]),
+            attempts=data["attempts"],
+            worker=data.get("worker"),
+            started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
+            duration=data.get("duration"),
+            result=data.get("result"),
+            error=ErrorInfo(error["reason"], error["message"], error.get("details") or {}) if error else None,
+            dead_reason=data.get("dead_reason"),
+            retry_at=data.get("retry_at"),
+        )
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,196 @@
+"""The built-in `http` executor: one HTTP call per task through one shared httpx client and connection pool.
+
+2xx is success. 408, 429 and 5xx (configurable) are retried, honouring Retry-After; other statuses fail
+without retry. Network errors and timeouts are retried. Every attempt carries an `Idempotency-Key` header
+(the task id unless the task sets its own), so an endpoint can make the retries and redeliveries of
+at-least-once delivery harmless.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import time
+from typing import Any
+
+import httpx
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from gopherq import ExecutionContext, PermanentFailure, PluginSettings, RetryTask, Settings, Task, hookimpl
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class HttpSettings(PluginSettings):
+    """`[plugins.http]`: how the HTTP executor behaves."""
+
+    body_limit: int = Field(64 * 1024, ge=0, description="response bytes kept in the result")
+    retry_statuses: list[int] = Field(
+        default_factory=lambda: [408, 429, *range(500, 600)], description="statuses that are retried"
+    )
+    max_connections: int | None = Field(None, ge=1, description="connection pool size (default: worker concurrency)")
+    user_agent: str = "gopherq"
+    transport: str = Field("httpx", description="'httpx' (default transport) or 'aiohttp' (httpx-aiohttp)")
+
+    @field_validator("transport")
+    @classmethod
+    def _known_transport(cls, value: str) -> str:
+        if value not in ("httpx", "aiohttp"):
+            raise ValueError("must be 'httpx' or 'aiohttp'")
+        return value
+
+
+class HttpPayload(BaseModel):
+    """The fields of an `http` task. `header` (the seed's name) and `headers` are both accepted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = "GET"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict, validation_alias=AliasChoices("headers", "header"))
+    body: str | dict[str, Any] | list[Any] | None = None
+    follow_redirects: bool = False
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        value = value.upper()
+        if value not in METHODS:
+            raise ValueError(f"must be one of {', '.join(sorted(METHODS))}")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an absolute http:// or https:// URL")
+        try:
+            if not httpx.URL(value).host:
+                raise ValueError("has no host")
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        return value
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Parse Retry-After: delta-seconds or an HTTP date. None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class HttpExecutor:
+    """Executes `http` tasks."""
+
+    payload_model = HttpPayload
+
+    def __init__(self, settings: HttpSettings, concurrency: int) -> None:
+        self.settings = settings
+        self.pool_size = settings.max_connections or concurrency
+        self.retry_statuses = frozenset(settings.retry_statuses)
+        self.client: httpx.AsyncClient | None = None
+
+    def _transport(self) -> httpx.AsyncBaseTransport:
+        limits = httpx.Limits(max_connections=self.pool_size, max_keepalive_connections=self.pool_size)
+        if self.settings.transport == "aiohttp":
+            from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found]
+
+            return AiohttpTransport()  # type: ignore[no-any-return]
+        return httpx.AsyncHTTPTransport(limits=limits)
+
+    async def open(self) -> None:
+        if self.client is None:
+            self.client = httpx.AsyncClient(
+                transport=self._transport(),
+                follow_redirects=False,
+                headers={"User-Agent": self.settings.user_agent},
+            )
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    async def execute(self, task: Task, context: ExecutionContext) -> dict[str, Any]:
+        if self.client is None:
+            await self.open()
+        assert self.client is not None
+        payload: HttpPayload = task.payload
+        headers = dict(payload.headers)
+        if not any(name.lower() == "idempotency-key" for name in headers):
+            headers["Idempotency-Key"] = task.id
+        body: dict[str, Any] = {}
+        if isinstance(payload.body, str):
+            if payload.body:
+                body["content"] = payload.body
+        elif payload.body is not None:
+            body["json"] = payload.body
+        started = time.perf_counter()
+        try:
+            request = self.client.build_request(
+                payload.method, payload.url, headers=headers, timeout=context.timeout, **body
+            )
+            response = await self.client.send(request, stream=True, follow_redirects=payload.follow_redirects)
+            try:
+                content, truncated = await self._read_capped(response)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise RetryTask(f"{payload.method} {payload.url}: timed out ({type(exc).__name__})", reason="timeout") from None
+        except httpx.ConnectError as exc:
+            raise RetryTask(f"{payload.method} {payload.url}: cannot connect: {exc}", reason="connect_error") from None
+        except httpx.HTTPError as exc:
+            raise RetryTask(f"{payload.method} {payload.url}: {type(exc).__name__}: {exc}", reason="request_error") from None
+        result = {
+            "status_code": response.status_code,
+            "headers": dict(response.headers),
+            "elapsed": time.perf_counter() - started,
+            **self._body_fields(content, truncated),
+        }
+        status = response.status_code
+        if 200 <= status < 300:
+            return result
+        message = f"{payload.method} {payload.url}: HTTP {status}"
+        if status in self.retry_statuses:
+            delay = retry_after_seconds(response.headers.get("retry-after"))
+            raise RetryTask(message, reason="http_status", delay=delay, details=result)
+        raise PermanentFailure(message, reason="http_status", details=result)
+
+    async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
+        """Read at most body_limit bytes; the rest is discarded (the connection is closed, not drained)."""
+        limit = self.settings.body_limit
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return b"".join(chunks)[:limit], True
+        return b"".join(chunks), False
+
+    @staticmethod
+    def _body_fields(content: bytes, truncated: bool) -> dict[str, Any]:
+        try:
+            fields: dict[str, Any] = {"body": content.decode("utf-8")}
+        except UnicodeDecodeError:
+            fields = {"body_base64": base64.b64encode(content).decode("ascii")}
+        if truncated:
+            fields["body_truncated"] = True
+        return fields
+
+
+@hookimpl
+def gopherq_register_settings(register: Any) -> None:
+    register(HttpSettings)
+
+
+@hookimpl
+def gopherq_register_executors(register: Any, settings: Settings) -> None:
+    register("http", HttpExecutor(settings.plugin("http"), settings.worker.concurrency))

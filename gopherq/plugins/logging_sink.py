@@ -1,0 +1,73 @@
+"""The built-in `logging` sink: one log line per event, naming the event and the task (text or JSON lines)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from gopherq import Event, Settings, SinkSettings, hookimpl
+from gopherq.core import codec
+
+log = logging.getLogger("gopherq.events")
+
+
+class LoggingSinkSettings(SinkSettings):
+    """`[plugins.logging]`: which events to log, at what level, in what format."""
+
+    format: Literal["text", "json"] = "text"
+    level: str = Field("INFO", description="level of the event lines")
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in logging.getLevelNamesMapping():
+            raise ValueError("must be a logging level name such as INFO or WARNING")
+        return value
+
+
+def format_text(event: Event) -> str:
+    parts = [event.name]
+    if event.task_id is not None:
+        parts.append(f"task={event.task_id}")
+    if event.task_type is not None:
+        parts.append(f"type={event.task_type}")
+    if event.attempt is not None:
+        parts.append(f"attempt={event.attempt}")
+    if event.duration is not None:
+        parts.append(f"duration={event.duration * 1000:.1f}ms")
+    if event.error:
+        parts.append(f"error={event.error.get('reason')}: {event.error.get('message')}")
+    for key, value in event.data.items():
+        parts.append(f"{key}={value}")
+    parts.append(f"queue={event.queue} worker={event.worker}")
+    return " ".join(parts)
+
+
+class LoggingSink:
+    """Writes events to the `gopherq.events` logger."""
+
+    def __init__(self, settings: LoggingSinkSettings) -> None:
+        self.level = logging.getLevelNamesMapping()[settings.level]
+        self.json = settings.format == "json"
+
+    async def handle(self, events: list[Event]) -> None:
+        for event in events:
+            line = codec.dumps(event.to_dict()).decode() if self.json else format_text(event)
+            log.log(self.level, "%s", line)
+
+
+@hookimpl
+def gopherq_register_settings(register: Any) -> None:
+    register(LoggingSinkSettings)
+
+
+@hookimpl
+def gopherq_register_sinks(register: Any, settings: Settings) -> None:
+    config: LoggingSinkSettings = settings.plugin("logging")
+    # A sink whose lines the logging configuration would discard is not registered at all, so the worker
+    # does not even build those events.
+    if config.enabled and log.isEnabledFor(logging.getLevelNamesMapping()[config.level]):
+        register("logging", LoggingSink(config), **config.register_kwargs())

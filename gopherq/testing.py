@@ -1,0 +1,1 @@
+"""Helpers for testing GoPherQ plugins (a pytest plugin)."""
