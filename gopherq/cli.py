@@ -23,7 +23,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 config_option = click.option(
-    "-c", "--config", "config", type=click.Path(dir_okay=False), default=None, envvar="GOPHERQ_CONFIG",
+    "-c",
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="GOPHERQ_CONFIG",
     help="TOML config file (default: none; settings from the environment)",
 )
 queue_option = click.option("--queue", "-q", default=None, help="queue name (default: queue.name)")
@@ -67,7 +72,9 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-async def with_client(settings: Settings, queue: str | None, action: Callable[[AsyncClient], Coroutine[Any, Any, T]]) -> T:
+async def with_client(
+    settings: Settings, queue: str | None, action: Callable[[AsyncClient], Coroutine[Any, Any, T]]
+) -> T:
     async with AsyncClient(settings, queue=queue) as client:
         return await action(client)
 
@@ -111,9 +118,18 @@ def run(config: str | None, queue: str | None, concurrency: int | None, processe
 @click.option("--wait", "wait", type=float, default=None, help="wait this many seconds for the result")
 @handle_errors
 def enqueue(
-    config: str | None, queue: str | None, url: str, method: str, headers: tuple[str, ...], body: str | None,
-    json_body: str | None, task_id: str | None, delay: float | None, max_attempts: int | None,
-    timeout: float | None, wait: float | None,
+    config: str | None,
+    queue: str | None,
+    url: str,
+    method: str,
+    headers: tuple[str, ...],
+    body: str | None,
+    json_body: str | None,
+    task_id: str | None,
+    delay: float | None,
+    max_attempts: int | None,
+    timeout: float | None,
+    wait: float | None,
 ) -> None:
     """Enqueue an HTTP task and print its id (with --wait, then its result)."""
     settings = settings_from(config)
@@ -134,8 +150,14 @@ def enqueue(
 
     async def action(client: AsyncClient) -> Any:
         task = client.http(
-            url, method, headers=parsed_headers, body=payload, id=task_id, delay=delay,
-            max_attempts=max_attempts, timeout=timeout,
+            url,
+            method,
+            headers=parsed_headers,
+            body=payload,
+            id=task_id,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
         )
         await client.enqueue_many([task])
         click.echo(task.id)
@@ -313,7 +335,7 @@ def _add_plugin_commands() -> None:
         manager = PluginManager()
         manager.discover(settings.disabled_plugins, settings.pinned_plugins)
         manager.register_commands(cli)
-    except Exception as exc:  # noqa: BLE001 - reported again, with status 2, by commands that load plugins
+    except Exception as exc:
         if os.environ.get("GOPHERQ_DEBUG"):
             click.echo(f"gopherq: plugin commands not loaded: {exc}", err=True)
 

@@ -41,7 +41,9 @@ FAST_WORKER = {
 }
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+) -> Any:
     """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -148,7 +150,9 @@ async def start_worker(aredis: aioredis.Redis) -> AsyncIterator[Callable[..., An
     """`await start_worker(settings, extra_plugins={...})` runs a real Worker in-process; stopped at teardown."""
     running: list[RunningWorker] = []
 
-    async def start(settings: Settings, extra_plugins: dict[str, Any] | None = None, redis_client: Any = None) -> RunningWorker:
+    async def start(
+        settings: Settings, extra_plugins: dict[str, Any] | None = None, redis_client: Any = None
+    ) -> RunningWorker:
         plugins = load_plugins(settings, extra=extra_plugins, sinks=True)
         worker = Worker(settings, plugins, redis_client or aredis)
         task = asyncio.create_task(worker.run())
@@ -209,7 +213,9 @@ def worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> WorkerProcess:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("GOPHERQ_", "REDIS_", "QUEUE_NAME", "NUM_WORKERS"))}
+        full_env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("GOPHERQ_", "REDIS_", "QUEUE_NAME", "NUM_WORKERS"))
+        }
         full_env.update(env or {})
         proc = WorkerProcess(args, full_env, cwd or tmp_path, tmp_path / f"worker-{len(started)}.log")
         started.append(proc)

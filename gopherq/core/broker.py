@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
-
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
 
@@ -49,7 +47,7 @@ class Settlement:
 class Broker:
     """One queue on one Redis, as seen by one worker (or by a client, with `worker_id=None`)."""
 
-    def __init__(self, redis: Redis, queue: str, worker_id: str | None = None) -> None:
+    def __init__(self, redis: Any, queue: str, worker_id: str | None = None) -> None:
         self.redis = redis
         self.keys = QueueKeys(queue)
         self.worker_id = worker_id
@@ -88,7 +86,7 @@ class Broker:
 
     async def wait_for_task(self, timeout: float) -> bool:
         """Block until a task arrives, moving it into this worker's processing list (claimed next)."""
-        moved = await self.redis.blmove(self.keys.ready, self.processing, timeout, "LEFT", "RIGHT")
+        moved = await self.redis.blmove(self.keys.ready, self.processing, timeout, "LEFT", "RIGHT")  # type: ignore[arg-type]
         return moved is not None
 
     async def adopt(self, envelopes: dict[str, bytes]) -> None:
@@ -114,6 +112,7 @@ class Broker:
 
     async def heartbeat(self, tokens: list[str], lease_ms: int) -> None:
         """Say this worker is alive and extend the leases of the tasks it is running, in one round trip."""
+        assert self.worker_id is not None
         async with self.redis.pipeline(transaction=False) as pipe:
             stamp = now_ms()
             pipe.zadd(self.keys.workers, {self.worker_id: stamp})

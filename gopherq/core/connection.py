@@ -40,7 +40,9 @@ class Connection:
     def __init__(self, settings: Settings, role: str) -> None:
         self.settings = settings
         self.name = client_name(role)
-        self.embedded = EmbeddedRedis(settings.data_dir, settings.redis.server_binary) if settings.redis.embedded else None
+        self.embedded = (
+            EmbeddedRedis(settings.data_dir, settings.redis.server_binary) if settings.redis.embedded else None
+        )
         self.client: Any = None
 
     async def open(self) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from gopherq.core import codec
@@ -38,7 +39,7 @@ class DeadLetters:
     async def count(self) -> int:
         return int(await self.redis.zcard(self.keys.dead_index))
 
-    async def list(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    async def list(self, limit: int = 50, offset: int = 0) -> builtins.list[dict[str, Any]]:
         """Entries, newest first."""
         ids = await self.redis.zrevrange(self.keys.dead_index, offset, offset + limit - 1)
         if not ids:
@@ -50,7 +51,7 @@ class DeadLetters:
         raw = await self.redis.hget(self.keys.dead, entry_id)
         return None if raw is None else codec.loads(raw)
 
-    async def requeue(self, entry_ids: list[str] | None = None) -> int:
+    async def requeue(self, entry_ids: builtins.list[str] | None = None) -> int:
         """Requeue the given entries (all when None); returns how many went back to the ready list."""
         if entry_ids is None:
             entry_ids = [item.decode() for item in await self.redis.zrange(self.keys.dead_index, 0, -1)]
@@ -59,11 +60,13 @@ class DeadLetters:
             chunk = entry_ids[start : start + 500]
             entries = await self.redis.hmget(self.keys.dead, chunk)
             args: list[Any] = []
-            for entry_id, raw_entry in zip(chunk, entries):
+            for entry_id, raw_entry in zip(chunk, entries, strict=False):
                 if raw_entry is not None:
                     args += [entry_id, fresh_envelope(raw_from_entry(codec.loads(raw_entry)))]
             if args:
-                moved += int(await self._requeue(keys=[self.keys.dead, self.keys.dead_index, self.keys.ready], args=args))
+                moved += int(
+                    await self._requeue(keys=[self.keys.dead, self.keys.dead_index, self.keys.ready], args=args)
+                )
         return moved
 
     async def purge(self) -> int:

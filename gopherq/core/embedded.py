@@ -101,20 +101,32 @@ class EmbeddedRedis:
                 self.socket.unlink()
             args = [
                 binary,
-                "--port", "0",
-                "--unixsocket", str(self.socket),
-                "--unixsocketperm", "700",
-                "--dir", str(self.data_dir),
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--save", "",
-                "--daemonize", "yes",
-                "--pidfile", str(self.pidfile),
-                "--logfile", str(self.logfile),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(self.data_dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(self.pidfile),
+                "--logfile",
+                str(self.logfile),
             ]
             result = subprocess.run(args, capture_output=True, text=True, check=False)
             if result.returncode != 0:
-                raise BrokerUnavailable(f"embedded redis-server failed to start: {(result.stderr or result.stdout).strip()}")
+                raise BrokerUnavailable(
+                    f"embedded redis-server failed to start: {(result.stderr or result.stdout).strip()}"
+                )
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
                 if self.is_running():
@@ -138,7 +150,8 @@ class EmbeddedRedis:
             with self._client() as client:
                 if only_if_unused:
                     others = [
-                        c for c in client.client_list()
+                        c
+                        for c in client.client_list()
                         if str(c.get("name", "")).startswith(CLIENT_PREFIX) and c.get("name") != own_name
                     ]
                     if others:

@@ -12,7 +12,7 @@ import fnmatch
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -210,5 +210,3 @@ class EventBus:
             c.name: {"delivered": c.delivered, "dropped": c.dropped, "failed_batches": c.failed_batches}
             for c in self.channels
         }
-
-

@@ -12,13 +12,16 @@ import asyncio
 import functools
 import inspect
 import logging
+import sys
+import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from gopherq.core.errors import TaskRejected
+from gopherq.core.errors import TaskFailure, TaskRejected
 from gopherq.core.task import Task
 
 
@@ -99,3 +102,55 @@ class ExecutorEntry:
             result = closer()
             if inspect.isawaitable(result):
                 await result
+
+
+if sys.version_info >= (3, 11):
+    time_limit = asyncio.timeout
+else:  # pragma: no cover - Python 3.10
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def time_limit(seconds: float) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise asyncio.TimeoutError from None
+        finally:
+            handle.cancel()
+
+
+@dataclass(slots=True)
+class AttemptOutcome:
+    """What one attempt produced: a result, or the failure that ended it."""
+
+    started: float
+    finished: float
+    result: Any = None
+    failure: TaskFailure | None = None
+
+
+async def run_attempt(entry: ExecutorEntry, task: Task, context: ExecutionContext) -> AttemptOutcome:
+    """Run one attempt of a validated task under its time limit, turning every exception into a failure.
+
+    Cancellation (shutdown) propagates. This is the execution path of the worker and of gopherq.testing.
+    """
+    started = time.time()
+    try:
+        async with time_limit(context.timeout):
+            result = await entry.run(task, context)
+    except asyncio.TimeoutError:
+        failure = TaskFailure("timeout", f"attempt exceeded its time limit of {context.timeout:g}s")
+    except TaskFailure as exc:
+        failure = exc
+    except Exception as exc:
+        context.log.warning("executor %s raised %s: %s", entry.name, type(exc).__name__, exc)
+        failure = TaskFailure(
+            "exception", f"{type(exc).__name__}: {exc}", details={"traceback": traceback.format_exc(limit=8)[-4000:]}
+        )
+    else:
+        return AttemptOutcome(started, time.time(), result)
+    return AttemptOutcome(started, time.time(), failure=failure)

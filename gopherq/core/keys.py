@@ -18,9 +18,7 @@ _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 def validate_queue_name(name: str) -> str:
     """Queue names become key names and hash tags: no braces or spaces, at most 128 characters."""
     if not _QUEUE_NAME.match(name):
-        raise ConfigError(
-            f"invalid queue name {name!r}: use 1-128 letters, digits or . _ : - (no braces or spaces)"
-        )
+        raise ConfigError(f"invalid queue name {name!r}: use 1-128 letters, digits or . _ : - (no braces or spaces)")
     return name
 
 

@@ -87,7 +87,14 @@ class OutcomePolicy:
         return Decision(Settlement("ack", token, task.id, body), "task.succeeded", task, duration=finished - started)
 
     def failure(
-        self, token: str, task: Task, error: ErrorInfo, retryable: bool, delay: float | None, started: float, finished: float
+        self,
+        token: str,
+        task: Task,
+        error: ErrorInfo,
+        retryable: bool,
+        delay: float | None,
+        started: float,
+        finished: float,
     ) -> Decision:
         """A failed attempt: retry it when allowed, otherwise dead-letter it."""
         duration = finished - started
@@ -96,7 +103,9 @@ class OutcomePolicy:
             return self.dead(token, task, "non_retryable", error, started, finished, duration=duration)
         if task.attempt >= max_attempts:
             return self.dead(token, task, "retries_exhausted", error, started, finished, duration=duration)
-        low, high = (task.backoff.min, task.backoff.max) if task.backoff else (self.queue.backoff_min, self.queue.backoff_max)
+        low, high = (
+            (task.backoff.min, task.backoff.max) if task.backoff else (self.queue.backoff_min, self.queue.backoff_max)
+        )
         wait = min(delay, high) if delay is not None else backoff_delay(task.attempt, low, high)
         due = finished + wait
         if task.deadline is not None and due >= task.deadline:
@@ -132,7 +141,9 @@ class OutcomePolicy:
         duration: float | None = None,
     ) -> Decision:
         """Dead-letter a task that was parsed (keeps its id; its result record says why)."""
-        entry = self._entry(task.id, task.id, reason, error, raw if raw is not None else task.encode(), task.attempt, finished)
+        entry = self._entry(
+            task.id, task.id, reason, error, raw if raw is not None else task.encode(), task.attempt, finished
+        )
         body = self._record(task, TaskStatus.FAILED, started, finished, error=error, dead_reason=reason)
         settlement = Settlement("dead", token, task.id, body, codec.dumps(entry), task.id)
         return Decision(settlement, "task.dead_lettered", task, error, duration, {"reason": reason})

@@ -122,7 +122,9 @@ class PluginManager:
         if pinned_set is not None:
             missing = pinned_set - seen
             if missing:
-                raise PluginError(f"GOPHERQ_LOAD_PLUGINS names plugins that are not installed: {', '.join(sorted(missing))}")
+                raise PluginError(
+                    f"GOPHERQ_LOAD_PLUGINS names plugins that are not installed: {', '.join(sorted(missing))}"
+                )
 
     def add_plugin(self, name: str, plugin: Any, distribution: str | None = None, version: str | None = None) -> None:
         """Register a plugin object directly (tests and embedding; entry points are the normal way)."""
@@ -168,13 +170,17 @@ class PluginManager:
                 table = name or _plugin
                 if table in self.settings_models:
                     owner = self.settings_models[table][1]
-                    raise PluginError(f"{self.info[_plugin].label}: settings table '{table}' is already registered by '{owner}'")
+                    raise PluginError(
+                        f"{self.info[_plugin].label}: settings table '{table}' is already registered by '{owner}'"
+                    )
                 self.settings_models[table] = (model, _plugin)
                 self.info[_plugin].settings.append(table)
 
             self._call("gopherq_register_settings", plugin, func, register=register)
         for table, (model, _) in self.settings_models.items():
-            settings.set_plugin(table, validate_section(model, settings.plugin_table(table), settings, ("plugins", table)))
+            settings.set_plugin(
+                table, validate_section(model, settings.plugin_table(table), settings, ("plugins", table))
+            )
         blocked = {name for name, plugin in self.pm.list_name_plugin() if plugin is None}
         for table in settings.plugins:
             if table in RESERVED_TABLES or table in self.settings_models or table in blocked:
@@ -191,7 +197,10 @@ class PluginManager:
                 label = self.info[_plugin].label
                 if name in self.executors and not replace:
                     owner = self.executors[name].plugin
-                    raise PluginError(f"{label}: executor '{name}' is already registered by plugin '{owner}' (pass replace=True to override)")
+                    raise PluginError(
+                        f"{label}: executor '{name}' is already registered by plugin '{owner}' "
+                        "(pass replace=True to override)"
+                    )
                 try:
                     self.executors[name] = ExecutorEntry(name, executor, _plugin)
                 except TypeError as exc:
@@ -215,7 +224,9 @@ class PluginManager:
             ) -> None:
                 label = self.info[_plugin].label
                 if name in self.sinks and not replace:
-                    raise PluginError(f"{label}: sink '{name}' is already registered by plugin '{self.sinks[name].plugin}'")
+                    raise PluginError(
+                        f"{label}: sink '{name}' is already registered by plugin '{self.sinks[name].plugin}'"
+                    )
                 if not callable(getattr(sink, "handle", None)):
                     raise PluginError(f"{label}: sink '{name}' has no handle(events) method")
                 self.sinks[name] = SinkEntry(name, sink, _plugin, tuple(events), buffer_size, batch_size)

@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        layers = _LAYERS.get()
+        layers = _LAYERS.get() or {}
         return (
             init_settings,
             env_settings,
@@ -219,10 +219,10 @@ class _DictSource(PydanticBaseSettingsSource):
         return self._data.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return self._data
+        return dict(self._data)
 
 
-_LAYERS: ContextVar[dict[str, dict[str, Any]]] = ContextVar("gopherq_settings_layers", default={})
+_LAYERS: ContextVar[dict[str, dict[str, Any]] | None] = ContextVar("gopherq_settings_layers", default=None)
 
 
 def _nest(path: tuple[str, ...], value: Any, into: dict[str, Any]) -> None:
@@ -237,7 +237,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            data: dict[str, Any] = tomllib.load(handle)
+            return data
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except OSError as exc:
@@ -329,7 +330,7 @@ def describe_validation_error(
     if error["type"] == "extra_forbidden":
         valid = _field_names(model, tuple(str(p) for p in error["loc"][:-1]))
         close = difflib.get_close_matches(str(error["loc"][-1]), valid, n=1)
-        hint = f" (did you mean '{'.'.join(loc[:-1] + (close[0],))}'?)" if close else ""
+        hint = f" (did you mean '{'.'.join((*loc[:-1], close[0]))}'?)" if close else ""
         return f"{where}: {key}: unknown key{hint}"
     got = error.get("input")
     shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"

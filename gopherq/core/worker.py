@@ -17,9 +17,7 @@ import random
 import secrets
 import signal
 import socket
-import sys
 import time
-import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -29,9 +27,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gopherq.core import codec
 from gopherq.core.broker import Broker, Settlement
-from gopherq.core.errors import TaskFailure, TaskRejected
+from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
-from gopherq.core.executor import ExecutionContext, ExecutorEntry
+from gopherq.core.executor import ExecutionContext, ExecutorEntry, run_attempt
 from gopherq.core.outcomes import Decision, OutcomePolicy
 from gopherq.core.plugins import PluginManager
 from gopherq.core.settings import Settings
@@ -41,27 +39,6 @@ log = logging.getLogger(__name__)
 
 #: Errors that mean "Redis is not reachable right now": back off and try again, never crash.
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-
-if sys.version_info >= (3, 11):
-    time_limit = asyncio.timeout
-else:  # pragma: no cover - Python 3.10
-
-    def time_limit(seconds: float) -> Any:
-        from contextlib import asynccontextmanager
-
-        @asynccontextmanager
-        async def _limit() -> Any:
-            task = asyncio.current_task()
-            assert task is not None
-            handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
-            try:
-                yield
-            except asyncio.CancelledError:
-                raise asyncio.TimeoutError from None
-            finally:
-                handle.cancel()
-
-        return _limit()
 
 
 def make_worker_id() -> str:
@@ -79,7 +56,9 @@ class Backoff:
         self.failures += 1
         delay = random.uniform(0, min(self.high, self.low * 2**self.failures))
         if self.failures == 1 or self.failures % 10 == 0:
-            log.warning("%s: Redis unavailable (%s); retrying (failure %d)", self.what, exc or type(exc).__name__, self.failures)
+            log.warning(
+                "%s: Redis unavailable (%s); retrying (failure %d)", self.what, exc or type(exc).__name__, self.failures
+            )
         await asyncio.sleep(delay)
 
     def reset(self) -> None:
@@ -158,7 +137,10 @@ class Worker:
         await self._guard("heartbeat", lambda: self.broker.heartbeat([], self.lease_ms), once=True)
         log.info(
             "worker %s started: queue %s, concurrency %d, executors %s",
-            self.id, self.queue, self.concurrency, ", ".join(sorted(self.plugins.executors)) or "none",
+            self.id,
+            self.queue,
+            self.concurrency,
+            ", ".join(sorted(self.plugins.executors)) or "none",
         )
         self.bus.emit("worker.started", data={"concurrency": self.concurrency})
         self._loops = [
@@ -199,11 +181,13 @@ class Worker:
         grace = self.settings.worker.shutdown_timeout
         if self.executing:
             log.info("waiting up to %ss for %d running tasks", grace, len(self.executing))
-            done, pending = await asyncio.wait(set(self.executing), timeout=grace)
+            _done, pending = await asyncio.wait(set(self.executing), timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("%d tasks outlasted shutdown_timeout; putting them back at the head of the queue", len(pending))
+                log.warning(
+                    "%d tasks outlasted shutdown_timeout; putting them back at the head of the queue", len(pending)
+                )
                 await asyncio.gather(*pending, return_exceptions=True)
         await self._guard("final settle", self._flush, attempts=20)
         await self._guard("release staged", self.broker.release_staged, attempts=20)
@@ -293,7 +277,10 @@ class Worker:
         reason = message = None
         entry = self.plugins.executors.get(task.type)
         if task.recoveries > self.settings.worker.max_recoveries:
-            reason, message = "poison", f"task lost its worker {task.recoveries} times (max_recoveries={self.settings.worker.max_recoveries})"
+            reason, message = (
+                "poison",
+                f"task lost its worker {task.recoveries} times (max_recoveries={self.settings.worker.max_recoveries})",
+            )
         elif task.deadline is not None and now >= task.deadline:
             reason, message = "deadline", f"deadline {task.deadline:.3f} passed before attempt {task.attempt}"
         elif entry is None:
@@ -320,10 +307,9 @@ class Worker:
     # -- executing -------------------------------------------------------------------------------------------
 
     async def _execute(self, token: str, task: Task, entry: ExecutorEntry) -> None:
-        started = time.time()
         limit = task.timeout or self.settings.worker.task_timeout
         if task.deadline is not None:
-            limit = max(0.001, min(limit, task.deadline - started))
+            limit = max(0.001, min(limit, task.deadline - time.time()))
         context = ExecutionContext(
             worker_id=self.id,
             queue=self.queue,
@@ -335,29 +321,22 @@ class Worker:
         )
         self.bus.emit("task.started", task_id=task.id, task_type=task.type, attempt=task.attempt)
         try:
-            async with time_limit(limit):
-                result = await entry.run(task, context)
-        except asyncio.TimeoutError:
-            failure = TaskFailure("timeout", f"attempt exceeded its time limit of {limit:g}s")
-        except TaskFailure as exc:
-            failure = exc
+            outcome = await run_attempt(entry, task, context)
         except asyncio.CancelledError:
             if not self._stop.is_set():
                 raise
             self._decide(Decision(Settlement("release", token, task.id), "task.released", task))
             return
-        except Exception as exc:
-            log.warning("task %s: executor %s raised %s: %s", task.id, entry.name, type(exc).__name__, exc)
-            failure = TaskFailure(
-                "exception", f"{type(exc).__name__}: {exc}", details={"traceback": traceback.format_exc(limit=8)[-4000:]}
-            )
-        else:
-            self._decide(self.policy.success(token, task, result, started, time.time()))
+        failure = outcome.failure
+        if failure is None:
+            self._decide(self.policy.success(token, task, outcome.result, outcome.started, outcome.finished))
             return
         error = ErrorInfo(failure.reason, failure.message, failure.details)
         log.info("task %s attempt %d failed: %s: %s", task.id, task.attempt, failure.reason, failure.message)
         self.bus.emit("task.failed", task_id=task.id, task_type=task.type, attempt=task.attempt, error=error.to_dict())
-        self._decide(self.policy.failure(token, task, error, failure.retryable, failure.delay, started, time.time()))
+        self._decide(
+            self.policy.failure(token, task, error, failure.retryable, failure.delay, outcome.started, outcome.finished)
+        )
 
     # -- settling --------------------------------------------------------------------------------------------
 
@@ -383,12 +362,14 @@ class Worker:
             decisions, self._decisions = self._decisions, []
             try:
                 accepted = await self.broker.settle(
-                    [d.settlement for d in decisions], self.settings.queue.result_ttl, self.settings.queue.dead_letter_max
+                    [d.settlement for d in decisions],
+                    self.settings.queue.result_ttl,
+                    self.settings.queue.dead_letter_max,
                 )
             except BaseException:
                 self._decisions[:0] = decisions
                 raise
-            for decision, ok in zip(decisions, accepted):
+            for decision, ok in zip(decisions, accepted, strict=False):
                 self.held.pop(decision.settlement.token, None)
                 self._announce(decision, ok)
 
@@ -399,7 +380,8 @@ class Worker:
             self.stats["refused"] += 1
             log.warning(
                 "task %s: late %s refused: its lease expired and it was handed to another worker",
-                task_id, decision.settlement.kind,
+                task_id,
+                decision.settlement.kind,
             )
             return
         kind = decision.settlement.kind
@@ -410,7 +392,9 @@ class Worker:
         elif kind == "dead":
             self.stats["dead"] += 1
             reason = (decision.data or {}).get("reason")
-            log.warning("task %s dead-lettered (%s): %s", task_id, reason, decision.error.message if decision.error else "")
+            log.warning(
+                "task %s dead-lettered (%s): %s", task_id, reason, decision.error.message if decision.error else ""
+            )
         self.bus.emit(
             decision.event,
             task_id=task_id,

@@ -143,11 +143,15 @@ class HttpExecutor:
             finally:
                 await response.aclose()
         except httpx.TimeoutException as exc:
-            raise RetryTask(f"{payload.method} {payload.url}: timed out ({type(exc).__name__})", reason="timeout") from None
+            raise RetryTask(
+                f"{payload.method} {payload.url}: timed out ({type(exc).__name__})", reason="timeout"
+            ) from None
         except httpx.ConnectError as exc:
             raise RetryTask(f"{payload.method} {payload.url}: cannot connect: {exc}", reason="connect_error") from None
         except httpx.HTTPError as exc:
-            raise RetryTask(f"{payload.method} {payload.url}: {type(exc).__name__}: {exc}", reason="request_error") from None
+            raise RetryTask(
+                f"{payload.method} {payload.url}: {type(exc).__name__}: {exc}", reason="request_error"
+            ) from None
         result = {
             "status_code": response.status_code,
             "headers": dict(response.headers),

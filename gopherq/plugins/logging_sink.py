@@ -23,9 +23,14 @@ class LoggingSinkSettings(SinkSettings):
     @classmethod
     def _known_level(cls, value: str) -> str:
         value = value.upper()
-        if value not in logging.getLevelNamesMapping():
+        if not isinstance(logging.getLevelName(value), int):
             raise ValueError("must be a logging level name such as INFO or WARNING")
         return value
+
+
+def level_number(name: str) -> int:
+    number = logging.getLevelName(name)
+    return number if isinstance(number, int) else logging.INFO
 
 
 def format_text(event: Event) -> str:
@@ -50,7 +55,7 @@ class LoggingSink:
     """Writes events to the `gopherq.events` logger."""
 
     def __init__(self, settings: LoggingSinkSettings) -> None:
-        self.level = logging.getLevelNamesMapping()[settings.level]
+        self.level = level_number(settings.level)
         self.json = settings.format == "json"
 
     async def handle(self, events: list[Event]) -> None:
@@ -69,5 +74,5 @@ def gopherq_register_sinks(register: Any, settings: Settings) -> None:
     config: LoggingSinkSettings = settings.plugin("logging")
     # A sink whose lines the logging configuration would discard is not registered at all, so the worker
     # does not even build those events.
-    if config.enabled and log.isEnabledFor(logging.getLevelNamesMapping()[config.level]):
+    if config.enabled and log.isEnabledFor(level_number(config.level)):
         register("logging", LoggingSink(config), **config.register_kwargs())
