@@ -48,7 +48,12 @@ class Connection:
     async def open(self) -> Any:
         cfg = self.settings.redis
         password = cfg.password.get_secret_value() if cfg.password else None
-        common: dict[str, Any] = {"client_name": self.name, "socket_connect_timeout": 5}
+        # The read timeout must outlast a blocking fetch, or an idle queue would look like a Redis fault.
+        common: dict[str, Any] = {
+            "client_name": self.name,
+            "socket_connect_timeout": 5,
+            "socket_timeout": self.settings.worker.fetch_timeout + 10,
+        }
         if self.embedded is not None:
             url = await asyncio.to_thread(self.embedded.ensure_running)
             self.client = Redis.from_url(url, **common)
