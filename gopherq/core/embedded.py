@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -21,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from gopherq.core.errors import BrokerUnavailable
 
@@ -79,8 +82,15 @@ class EmbeddedRedis:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _client(self) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket), socket_connect_timeout=1, socket_timeout=5)
+    def _client(self, retries: int = 3) -> redis.Redis:
+        # A few short retries ride out a busy moment, and a server that is gone is known as such within a fraction
+        # of a second (redis-py's default retries would take seconds, e.g. after every SHUTDOWN).
+        return redis.Redis(
+            unix_socket_path=str(self.socket),
+            socket_connect_timeout=1,
+            socket_timeout=5,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
+        )
 
     def is_running(self) -> bool:
         if not self.socket.exists():
@@ -156,6 +166,7 @@ class EmbeddedRedis:
                     ]
                     if others:
                         return False
+            with self._client(retries=0) as client:  # SHUTDOWN closes the connection: nothing to retry
                 try:
                     client.shutdown()
                 except redis.ConnectionError:
@@ -168,5 +179,6 @@ class EmbeddedRedis:
 
 
 def client_name(role: str) -> str:
-    """The Redis client name of this gopherq process (used to see who still uses the embedded server)."""
-    return f"{CLIENT_PREFIX}{role}-{os.getpid()}"
+    """A Redis client name for one connection of a gopherq process (used to see who still uses the embedded
+    server). Unique per call: two clients in one process must not mistake each other for themselves."""
+    return f"{CLIENT_PREFIX}{role}-{os.getpid()}-{secrets.token_hex(3)}"

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gopherq.core.errors import ConfigError
 from gopherq.core.keys import validate_queue_name
@@ -144,9 +144,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         layers = _LAYERS.get() or {}
+        environ = layers.get("environ")
         return (
             init_settings,
-            env_settings,
+            env_settings if environ is None else _EnvSource(settings_cls, environ),
             _DictSource(settings_cls, layers.get("aliases", {})),
             _DictSource(settings_cls, layers.get("toml", {})),
         )
@@ -222,7 +223,19 @@ class _DictSource(PydanticBaseSettingsSource):
         return dict(self._data)
 
 
-_LAYERS: ContextVar[dict[str, dict[str, Any]] | None] = ContextVar("gopherq_settings_layers", default=None)
+class _EnvSource(EnvSettingsSource):
+    """The `GOPHERQ_*` variables of the mapping given to `load_settings`, which is not always `os.environ`
+    (tests and embedding applications pass their own, and must not see the process's variables)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {(key if self.case_sensitive else key.lower()): value for key, value in self._environ.items()}
+
+
+_LAYERS: ContextVar[dict[str, Any] | None] = ContextVar("gopherq_settings_layers", default=None)
 
 
 def _nest(path: tuple[str, ...], value: Any, into: dict[str, Any]) -> None:
@@ -268,7 +281,7 @@ def load_settings(
     toml_data = read_toml(path) if path is not None else {}
     aliases, alias_origin = _alias_values(environ)
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
-    token = _LAYERS.set({"toml": toml_data, "aliases": aliases})
+    token = _LAYERS.set({"toml": toml_data, "aliases": aliases, "environ": environ})
     try:
         settings = Settings(**flags)
     except ValidationError as exc:
@@ -333,7 +346,8 @@ def describe_validation_error(
         hint = f" (did you mean '{'.'.join((*loc[:-1], close[0]))}'?)" if close else ""
         return f"{where}: {key}: unknown key{hint}"
     got = error.get("input")
-    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+    secret = any(word in key.lower() for word in ("secret", "password", "token", "headers"))
+    shown = "" if isinstance(got, (dict, list)) or secret else f" (got {got!r})"
     return f"{where}: {key}: {error['msg']}{shown}"
 
 
