@@ -8,6 +8,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from gopherq.core.embedded import EmbeddedRedis, client_name
 from gopherq.core.errors import ConfigError
@@ -53,6 +55,9 @@ class Connection:
             "client_name": self.name,
             "socket_connect_timeout": 5,
             "socket_timeout": self.settings.worker.fetch_timeout + 10,
+            # One quick retry smooths over a dropped connection; longer outages are the caller's to handle (the
+            # worker backs off with jitter and logs), instead of redis-py's default ten retries per command.
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
         }
         if self.embedded is not None:
             url = await asyncio.to_thread(self.embedded.ensure_running)

@@ -104,7 +104,7 @@ class EmbeddedRedis:
     def ensure_running(self) -> str:
         """Start the server unless it already runs; returns its URL."""
         with self._locked():
-            if self.is_running():
+            if self.is_running() or self._wait_for_live_pid():
                 return self.url
             binary = find_server_binary(self.binary)
             with contextlib.suppress(FileNotFoundError):
@@ -145,6 +145,21 @@ class EmbeddedRedis:
                 time.sleep(0.05)
             raise BrokerUnavailable(f"embedded redis-server did not come up on {self.socket}; see {self.logfile}")
 
+    def _wait_for_live_pid(self, timeout: float = 30.0) -> bool:
+        """A server whose process lives but does not answer yet (still loading its append-only file) is waited
+        for, never replaced: unlinking its socket and starting another would split the data."""
+        pid = self.pid()
+        if pid is None or not _process_alive(pid) or not _is_redis(pid):
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _process_alive(pid):
+            if self.is_running():
+                return True
+            time.sleep(0.1)
+        if _process_alive(pid):
+            raise BrokerUnavailable(f"embedded redis-server (pid {pid}) is alive but not answering on {self.socket}")
+        return False
+
     def pid(self) -> int | None:
         try:
             return int(self.pidfile.read_text().strip())
@@ -176,6 +191,30 @@ class EmbeddedRedis:
                 time.sleep(0.05)
             log.info("stopped embedded redis-server on %s", self.socket)
             return True
+
+
+def _process_alive(pid: int) -> bool:
+    """True when `pid` is a running process that is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _is_redis(pid: int) -> bool:
+    """Guards against a stale pid file whose pid now belongs to an unrelated process."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"redis" in cmdline.read()
+    except OSError:
+        return True
 
 
 def client_name(role: str) -> str:

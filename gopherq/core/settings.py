@@ -130,8 +130,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     plugins: dict[str, Any] = Field(default_factory=dict)
 
-    #: Where the TOML file was (None when settings came from elsewhere); relative paths resolve against it.
-    config_path: Path | None = Field(None, exclude=True)
+    _config_path: Path | None = PrivateAttr(None)
     _plugin_settings: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
 
     @classmethod
@@ -151,6 +150,11 @@ class Settings(BaseSettings):
             _DictSource(settings_cls, layers.get("aliases", {})),
             _DictSource(settings_cls, layers.get("toml", {})),
         )
+
+    @property
+    def config_path(self) -> Path | None:
+        """Where the TOML file was (None when settings came from elsewhere); relative paths resolve against it."""
+        return self._config_path
 
     @property
     def base_dir(self) -> Path:
@@ -289,7 +293,7 @@ def load_settings(
         raise ConfigError(describe_validation_error(exc, Settings, sources)) from None
     finally:
         _LAYERS.reset(token)
-    settings.config_path = path.resolve() if path is not None else None
+    settings._config_path = path.resolve() if path is not None else None
     return settings
 
 
