@@ -8,6 +8,7 @@ at-least-once delivery harmless.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import time
@@ -17,6 +18,7 @@ import httpx
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from gopherq import ExecutionContext, PermanentFailure, PluginSettings, RetryTask, Settings, Task, hookimpl
+from gopherq.plugins.egress import EgressGuard, EgressSettings
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -31,6 +33,8 @@ class HttpSettings(PluginSettings):
     max_connections: int | None = Field(None, ge=1, description="connection pool size (default: worker concurrency)")
     user_agent: str = "gopherq"
     transport: str = Field("httpx", description="'httpx' (default transport) or 'aiohttp' (httpx-aiohttp)")
+    per_host_limit: int | None = Field(None, ge=1, description="most requests in flight to one host (scheme+host+port)")
+    egress: EgressSettings = Field(default_factory=EgressSettings)
 
     @field_validator("transport")
     @classmethod
@@ -95,6 +99,8 @@ class HttpExecutor:
         self.settings = settings
         self.pool_size = settings.max_connections or concurrency
         self.retry_statuses = frozenset(settings.retry_statuses)
+        self.guard = EgressGuard(settings.egress)
+        self.host_slots: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
         self.client: httpx.AsyncClient | None = None
 
     def _transport(self) -> httpx.AsyncBaseTransport:
@@ -111,6 +117,7 @@ class HttpExecutor:
                 transport=self._transport(),
                 follow_redirects=False,
                 headers={"User-Agent": self.settings.user_agent},
+                event_hooks={"request": [self.guard.on_request]},
             )
 
     async def close(self) -> None:
@@ -137,11 +144,12 @@ class HttpExecutor:
             request = self.client.build_request(
                 payload.method, payload.url, headers=headers, timeout=context.timeout, **body
             )
-            response = await self.client.send(request, stream=True, follow_redirects=payload.follow_redirects)
-            try:
-                content, truncated = await self._read_capped(response)
-            finally:
-                await response.aclose()
+            slot = self._host_slot(request.url)
+            if slot is None:
+                response, content, truncated = await self._send(request, payload.follow_redirects)
+            else:
+                async with slot:
+                    response, content, truncated = await self._send(request, payload.follow_redirects)
         except httpx.TimeoutException as exc:
             raise RetryTask(
                 f"{payload.method} {payload.url}: timed out ({type(exc).__name__})", reason="timeout"
@@ -166,6 +174,26 @@ class HttpExecutor:
             delay = retry_after_seconds(response.headers.get("retry-after"))
             raise RetryTask(message, reason="http_status", delay=delay, details=result)
         raise PermanentFailure(message, reason="http_status", details=result)
+
+    def _host_slot(self, url: httpx.URL) -> asyncio.Semaphore | None:
+        """The per-host concurrency limit for this URL's origin, when one is configured."""
+        limit = self.settings.per_host_limit
+        if limit is None:
+            return None
+        origin = (url.scheme, url.host, url.port)
+        slot = self.host_slots.get(origin)
+        if slot is None:
+            slot = self.host_slots[origin] = asyncio.Semaphore(limit)
+        return slot
+
+    async def _send(self, request: httpx.Request, follow_redirects: bool) -> tuple[httpx.Response, bytes, bool]:
+        assert self.client is not None
+        response = await self.client.send(request, stream=True, follow_redirects=follow_redirects)
+        try:
+            content, truncated = await self._read_capped(response)
+        finally:
+            await response.aclose()
+        return response, content, truncated
 
     async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
         """Read at most body_limit bytes; the rest is discarded (the connection is closed, not drained)."""
