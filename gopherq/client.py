@@ -1,8 +1,10 @@
 """The Python client: enqueue tasks (one or many in one round trip), read results, manage dead letters.
 
 `AsyncClient` is the implementation; `Client` is the same API for synchronous code, running the async client
-on a private event loop thread. Tasks are validated here exactly as a worker would validate them, so a bad
-task is refused before it reaches Redis.
+on a private event loop thread. Tasks are validated here exactly as a worker would validate them (the envelope
+is encoded and decoded as it will travel), so a bad task is refused before it reaches Redis, with the message
+the worker would have put in its dead letter. With `sinks=True` the client feeds the configured sink plugins
+`task.enqueued` and `task.requeued` events.
 """
 
 from __future__ import annotations
@@ -18,15 +20,24 @@ from gopherq.core.broker import Broker, now_ms
 from gopherq.core.connection import Connection
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import TaskRejected
+from gopherq.core.events import EventBus
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import Settings, load_settings
-from gopherq.core.task import Backoff, Task, TaskResult, new_task_id
+from gopherq.core.task import NESTED_TOO_DEEPLY, Backoff, Task, TaskResult, decode_task, new_task_id
 
 T = TypeVar("T")
 
 
+#: The events a client emits; its sinks are only attached when one of them wants one of these.
+CLIENT_EVENTS = ("task.enqueued", "task.requeued")
+
+
 class AsyncClient:
-    """Enqueue tasks and read results. Use as `async with AsyncClient(config="gopherq.toml") as client:`."""
+    """Enqueue tasks and read results. Use as `async with AsyncClient(config="gopherq.toml") as client:`.
+
+    `sinks=True` loads the sink plugins and feeds them this client's events (`task.enqueued`, `task.requeued`);
+    their buffers are flushed, within `sink_flush_timeout` seconds, by `close()`.
+    """
 
     def __init__(
         self,
@@ -35,10 +46,15 @@ class AsyncClient:
         config: str | None = None,
         queue: str | None = None,
         plugins: PluginManager | None = None,
+        sinks: bool = False,
+        sink_flush_timeout: float = 5.0,
     ) -> None:
         self.settings = settings or load_settings(config)
         self.queue = queue or self.settings.queue.name
-        self.plugins = plugins or load_plugins(self.settings)
+        self.plugins = plugins or load_plugins(self.settings, sinks=sinks)
+        self._sinks = sinks
+        self._sink_flush_timeout = sink_flush_timeout
+        self.bus: EventBus | None = None
         self._connection = Connection(self.settings, "client")
         self._brokers: dict[str, Broker] = {}
         self.redis: Any = None
@@ -53,11 +69,23 @@ class AsyncClient:
     async def connect(self) -> None:
         if self.redis is None:
             self.redis = await self._connection.open()
+            if self._sinks and self.plugins.sinks:
+                bus = EventBus()
+                self.plugins.attach_sinks(bus)
+                if any(bus.wants(name) for name in CLIENT_EVENTS):
+                    bus.start()
+                    self.bus = bus
 
     async def close(self) -> None:
-        await self._connection.close()
-        self.redis = None
-        self._brokers.clear()
+        """Flush the sinks (bounded by `sink_flush_timeout`) and release Redis."""
+        try:
+            if self.bus is not None:
+                bus, self.bus = self.bus, None
+                await bus.close(self._sink_flush_timeout)
+        finally:
+            await self._connection.close()
+            self.redis = None
+            self._brokers.clear()
 
     def broker(self, queue: str | None = None) -> Broker:
         name = queue or self.queue
@@ -69,8 +97,8 @@ class AsyncClient:
 
     @property
     def dead_letters(self) -> DeadLetters:
-        """Dead-letter operations on the client's queue."""
-        return DeadLetters(self.broker())
+        """Dead-letter operations on the client's queue (a requeue emits `task.requeued` to the sinks)."""
+        return DeadLetters(self.broker(), self.bus)
 
     # -- building ----------------------------------------------------------------------------------------------
 
@@ -122,16 +150,29 @@ class AsyncClient:
             fields["body"] = body
         return self.task("http", **control, **fields)
 
-    def validate(self, task: Task) -> None:
+    def validate(self, task: Task) -> bytes:
+        """Check a built task as a worker will check it; returns its envelope, or raises TaskRejected."""
+        try:
+            envelope = task.encode()
+        except TypeError:  # the codec's nesting limit
+            raise TaskRejected("parse_error", NESTED_TOO_DEEPLY) from None
+        task.payload = self.check_envelope(envelope).payload
+        return envelope
+
+    def check_envelope(self, envelope: bytes) -> Task:
+        """Decode and validate an envelope exactly as a worker does before running it (size, JSON, control
+        fields, deadline, type, the executor's payload); returns the task or raises TaskRejected with the
+        reason and message its dead letter would carry."""
+        task = decode_task(envelope, self.settings.worker.max_payload_bytes)
+        start = max(time.time(), task.eta or 0.0)
+        if task.deadline is not None and start >= task.deadline:
+            raise TaskRejected("deadline", f"deadline {task.deadline:.3f} passes before the task can run")
         entry = self.plugins.executor(task.type)
         if entry is None:
             known = ", ".join(sorted(self.plugins.executors)) or "none"
             raise TaskRejected("unknown_type", f"no executor for task type {task.type!r} (registered: {known})")
         entry.validate(task)
-        size = len(task.encode())
-        limit = self.settings.worker.max_payload_bytes
-        if size > limit:
-            raise TaskRejected("too_large", f"task is {size} bytes, over max_payload_bytes={limit}")
+        return task
 
     # -- enqueueing --------------------------------------------------------------------------------------------
 
@@ -142,16 +183,30 @@ class AsyncClient:
     async def enqueue_http(self, url: str, method: str = "GET", **kwargs: Any) -> str:
         return (await self.enqueue_many([self.http(url, method, **kwargs)]))[0]
 
+    async def enqueue_raw(self, envelope: bytes | str, queue: str | None = None) -> str:
+        """Validate and enqueue an envelope given as JSON (e.g. the seed's format); returns the task id.
+
+        The bytes are pushed as given; an envelope without an id gets one first (so this returns it).
+        """
+        raw = envelope.encode() if isinstance(envelope, str) else bytes(envelope)
+        task = self.check_envelope(raw)
+        if queue is not None:
+            task.queue = queue
+        await self._push([(task, task.encode() if task.id_assigned else raw)])
+        return task.id
+
     async def enqueue_many(self, tasks: Iterable[Task]) -> list[str]:
         """Enqueue built tasks in one round trip (per queue); delayed ones go to the delayed set."""
+        return await self._push([(task, task.encode()) for task in tasks])
+
+    async def _push(self, items: list[tuple[Task, bytes]]) -> list[str]:
         await self.connect()
         ready: dict[str, list[bytes]] = {}
         delayed: dict[str, list[tuple[bytes, int]]] = {}
         ids: list[str] = []
         now = now_ms()
-        for task in tasks:
+        for task, envelope in items:
             queue = task.queue or self.queue
-            envelope = task.encode()
             if task.eta is not None and task.eta * 1000 > now:
                 delayed.setdefault(queue, []).append((envelope, int(task.eta * 1000)))
             else:
@@ -163,6 +218,13 @@ class AsyncClient:
             for queue, due in delayed.items():
                 pipe.zadd(self.broker(queue).keys.delayed, {envelope: when for envelope, when in due})
             await pipe.execute()
+        bus = self.bus
+        if bus is not None and bus.wants("task.enqueued"):
+            for task, _ in items:
+                data = {"eta": task.eta} if task.eta is not None and task.eta * 1000 > now else {}
+                bus.emit(
+                    "task.enqueued", queue=task.queue or self.queue, task_id=task.id, task_type=task.type, data=data
+                )
         return ids
 
     # -- results -----------------------------------------------------------------------------------------------
@@ -225,6 +287,15 @@ class Client:
 
     def enqueue_many(self, tasks: Iterable[Task]) -> list[str]:
         return self._run(self._async.enqueue_many(list(tasks)))
+
+    def enqueue_raw(self, envelope: bytes | str, queue: str | None = None) -> str:
+        return self._run(self._async.enqueue_raw(envelope, queue))
+
+    def validate(self, task: Task) -> bytes:
+        return self._async.validate(task)
+
+    def check_envelope(self, envelope: bytes) -> Task:
+        return self._async.check_envelope(envelope)
 
     def result(self, task_id: str, queue: str | None = None) -> TaskResult | None:
         return self._run(self._async.result(task_id, queue))

@@ -132,14 +132,21 @@ class Broker:
             moved += 1
         return moved
 
-    async def reap(self, worker_ttl_ms: int, lock_ms: int, owner: str, limit: int = 1000) -> list[bytes] | None:
-        """Recover expired leases and dead workers' processing lists; None when another worker holds the lock."""
+    async def reap(
+        self, worker_ttl_ms: int, lock_ms: int, owner: str, limit: int = 1000, forget_after_ms: int = 15000
+    ) -> list[bytes] | None:
+        """Recover expired leases and the processing lists of workers silent for `worker_ttl_ms`; None when
+        another worker holds the lock. A silent worker stays listed (and its list checked) for `forget_after_ms`
+        more, so a blocking fetch it left pending on the server cannot strand a task in its list."""
         k = self.keys
         stamp = now_ms()
-        dead = await self.redis.zrangebyscore(k.workers, "-inf", stamp - worker_ttl_ms)
-        dead_ids = [w.decode() for w in dead if w.decode() != self.worker_id]
-        keys = [k.ready, k.leases, k.inflight, k.workers, k.reaper_lock] + [k.processing(w) for w in dead_ids]
-        recovered = await self._reap(keys=keys, args=[stamp, lock_ms, owner, limit, *dead_ids])
+        silent_before = stamp - worker_ttl_ms
+        silent = await self.redis.zrangebyscore(k.workers, "-inf", silent_before)
+        silent_ids = [w.decode() for w in silent if w.decode() != self.worker_id]
+        keys = [k.ready, k.leases, k.inflight, k.workers, k.reaper_lock, k.stats]
+        keys += [k.processing(w) for w in silent_ids]
+        args = [stamp, lock_ms, owner, limit, silent_before, silent_before - forget_after_ms, *silent_ids]
+        recovered = await self._reap(keys=keys, args=args)
         if recovered is None:
             return None
         return list(recovered)

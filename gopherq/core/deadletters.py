@@ -7,15 +7,17 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.broker import Broker, load_script
+from gopherq.core.events import EventBus
 from gopherq.core.outcomes import raw_from_entry
 
 #: Fields reset when a dead letter is requeued: it starts over as a fresh task with the same id.
 _RESET_FIELDS = ("attempt", "recoveries", "last_error")
 
 
-def fresh_envelope(raw: bytes) -> bytes:
-    """The envelope to requeue: attempts, recoveries and last error cleared, id and everything else kept.
-    Bytes that are not a JSON object are requeued unchanged (they will be dead-lettered again unless fixed)."""
+def fresh_envelope(raw: bytes, task_id: str | None = None) -> bytes:
+    """The envelope to requeue: attempts, recoveries and last error cleared, id and everything else kept (a task
+    pushed without an id gets the one the worker assigned, `task_id`). Bytes that are not a JSON object are
+    requeued unchanged (they will be dead-lettered again unless fixed)."""
     try:
         obj = codec.loads(raw)
     except codec.JSONDecodeError:
@@ -24,20 +26,32 @@ def fresh_envelope(raw: bytes) -> bytes:
         return raw
     for field in _RESET_FIELDS:
         obj.pop(field, None)
+    if task_id is not None and "id" not in obj:
+        obj = {"id": task_id, **obj}
     return codec.dumps(obj)
 
 
-class DeadLetters:
-    """The dead-letter queue of one queue."""
+def _with_id(entry_id: bytes | str, raw_entry: bytes) -> dict[str, Any]:
+    """An entry as stored, with its id (the key it is stored under) first."""
+    return {"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id, **codec.loads(raw_entry)}
 
-    def __init__(self, broker: Broker) -> None:
+
+class DeadLetters:
+    """The dead-letter queue of one queue. With an event bus, a requeue emits `task.requeued` per entry."""
+
+    def __init__(self, broker: Broker, bus: EventBus | None = None) -> None:
         self.broker = broker
         self.redis = broker.redis
         self.keys = broker.keys
+        self.bus = bus
         self._requeue = self.redis.register_script(load_script("requeue"))
 
     async def count(self) -> int:
         return int(await self.redis.zcard(self.keys.dead_index))
+
+    async def trimmed(self) -> int:
+        """How many dead letters were dropped, oldest first, because the queue held `dead_letter_max`."""
+        return int(await self.redis.hget(self.keys.stats, "dead_trimmed") or 0)
 
     async def list(self, limit: int = 50, offset: int = 0) -> builtins.list[dict[str, Any]]:
         """Entries, newest first."""
@@ -45,28 +59,41 @@ class DeadLetters:
         if not ids:
             return []
         raw = await self.redis.hmget(self.keys.dead, ids)
-        return [codec.loads(item) for item in raw if item is not None]
+        return [_with_id(entry_id, item) for entry_id, item in zip(ids, raw, strict=True) if item is not None]
 
     async def get(self, entry_id: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(self.keys.dead, entry_id)
-        return None if raw is None else codec.loads(raw)
+        return None if raw is None else _with_id(entry_id, raw)
 
     async def requeue(self, entry_ids: builtins.list[str] | None = None) -> int:
-        """Requeue the given entries (all when None); returns how many went back to the ready list."""
+        """Requeue the given entries (all when None) at the tail of the ready list, attempts reset and id kept;
+        returns how many went back (an id that is not, or no longer, a dead letter is skipped)."""
         if entry_ids is None:
             entry_ids = [item.decode() for item in await self.redis.zrange(self.keys.dead_index, 0, -1)]
         moved = 0
         for start in range(0, len(entry_ids), 500):
             chunk = entry_ids[start : start + 500]
             entries = await self.redis.hmget(self.keys.dead, chunk)
-            args: list[Any] = []
-            for entry_id, raw_entry in zip(chunk, entries, strict=False):
+            args: builtins.list[Any] = []
+            task_ids: dict[str, str | None] = {}
+            for entry_id, raw_entry in zip(chunk, entries, strict=True):
                 if raw_entry is not None:
-                    args += [entry_id, fresh_envelope(raw_from_entry(codec.loads(raw_entry)))]
-            if args:
-                moved += int(
-                    await self._requeue(keys=[self.keys.dead, self.keys.dead_index, self.keys.ready], args=args)
-                )
+                    entry = codec.loads(raw_entry)
+                    task_ids[entry_id] = entry.get("task_id")
+                    args += [entry_id, fresh_envelope(raw_from_entry(entry), entry.get("task_id"))]
+            if not args:
+                continue
+            done = await self._requeue(keys=[self.keys.dead, self.keys.dead_index, self.keys.ready], args=args)
+            moved += len(done)
+            if self.bus is not None:
+                for item in done:
+                    entry_id = item.decode()
+                    self.bus.emit(
+                        "task.requeued",
+                        queue=self.keys.queue,
+                        task_id=task_ids.get(entry_id),
+                        data={"entry_id": entry_id},
+                    )
         return moved
 
     async def purge(self) -> int:

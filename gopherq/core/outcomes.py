@@ -28,6 +28,25 @@ DEAD_REASONS = {
 }
 
 
+#: Longest text kept per error detail in a dead letter (e.g. the last HTTP response body); the rest is cut.
+DEAD_DETAIL_LIMIT = 4096
+
+
+def capped_error(error: ErrorInfo) -> dict[str, Any]:
+    """The error as stored in a dead letter: every long text detail cut to DEAD_DETAIL_LIMIT characters, so a
+    full dead-letter queue stays bounded in memory."""
+    out = error.to_dict()
+    details = out.get("details")
+    if details:
+        capped = dict(details)
+        for key, value in details.items():
+            if isinstance(value, str) and len(value) > DEAD_DETAIL_LIMIT:
+                capped[key] = value[:DEAD_DETAIL_LIMIT]
+                capped[f"{key}_truncated"] = True
+        out["details"] = capped
+    return out
+
+
 def backoff_delay(attempt: int, low: float, high: float) -> float:
     """Exponential backoff with full jitter: uniform between `low` and min(high, low * 2**(attempt-1))."""
     cap = min(high, low * (2 ** min(attempt - 1, 30)))
@@ -122,7 +141,7 @@ class OutcomePolicy:
             deadline=task.deadline,
             created_at=task.created_at,
             recoveries=task.recoveries,
-            last_error=error.to_dict(),
+            last_error=capped_error(error),  # bounded: it travels in the envelope
         )
         body = self._record(task, TaskStatus.RETRYING, started, finished, error=error, retry_at=due)
         settlement = Settlement("retry", token, task.id, body, retry.encode(), str(int(due * 1000)))
@@ -141,9 +160,8 @@ class OutcomePolicy:
         duration: float | None = None,
     ) -> Decision:
         """Dead-letter a task that was parsed (keeps its id; its result record says why)."""
-        entry = self._entry(
-            task.id, task.id, reason, error, raw if raw is not None else task.encode(), task.attempt, finished
-        )
+        entry = self._entry(task.id, reason, error, raw if raw is not None else task.encode(), task.attempt, finished)
+        entry["type"] = task.type
         body = self._record(task, TaskStatus.FAILED, started, finished, error=error, dead_reason=reason)
         settlement = Settlement("dead", token, task.id, body, codec.dumps(entry), task.id)
         return Decision(settlement, "task.dead_lettered", task, error, duration, {"reason": reason})
@@ -152,19 +170,19 @@ class OutcomePolicy:
         """Dead-letter bytes that never became a task: no result record, an entry id made from the token."""
         entry_id = f"raw-{token}"
         error = ErrorInfo(reason, message)
-        entry = self._entry(entry_id, None, reason, error, raw, 0, now)
+        entry = self._entry(None, reason, error, raw, 0, now)
         settlement = Settlement("dead", token, entry_id, b"", codec.dumps(entry), entry_id)
         return Decision(settlement, "task.dead_lettered", None, error, None, {"reason": reason, "entry_id": entry_id})
 
     def _entry(
-        self, entry_id: str, task_id: str | None, reason: str, error: ErrorInfo, raw: bytes, attempts: int, when: float
+        self, task_id: str | None, reason: str, error: ErrorInfo, raw: bytes, attempts: int, when: float
     ) -> dict[str, Any]:
+        """A dead-letter entry; its id is the key it is stored under (see settle.lua), added when it is read."""
         return {
-            "id": entry_id,
             "task_id": task_id,
             "queue": self.queue.name,
             "reason": reason,
-            "error": error.to_dict(),
+            "error": capped_error(error),
             "attempts": attempts,
             "dead_at": when,
             "worker": self.worker_id,

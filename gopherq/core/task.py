@@ -213,18 +213,35 @@ def task_from_dict(obj: Any) -> Task:
     )
 
 
-def decode_task(raw: bytes, max_bytes: int) -> Task:
-    """Parse raw bytes from Redis into a Task, or raise TaskRejected with the dead-letter reason."""
-    if len(raw) > max_bytes:
-        raise TaskRejected("too_large", f"task is {len(raw)} bytes, over max_payload_bytes={max_bytes}")
+#: The codec writes at most this many levels of nesting: a task nested deeper could be read but never written
+#: back (as a retry, a recovery or a dead letter), so it is refused as unparseable.
+MAX_NESTING = 254
+NESTED_TOO_DEEPLY = f"invalid JSON: nested more than {MAX_NESTING} levels deep"
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Parse JSON that will become (part of) a task; raises TaskRejected('parse_error') naming the problem."""
     try:
         obj = codec.loads(raw)
     except codec.JSONDecodeError as exc:
         detail = str(exc)
-        if "recursion" in detail.lower():
-            detail = "JSON is nested too deeply"
+        if "depth" in detail.lower() or "recursion" in detail.lower():
+            raise TaskRejected("parse_error", NESTED_TOO_DEEPLY) from None
         raise TaskRejected("parse_error", f"invalid JSON: {detail}") from None
-    return task_from_dict(obj)
+    data = raw.encode() if isinstance(raw, str) else raw
+    if data.count(b"[") + data.count(b"{") > MAX_NESTING:  # cheap pre-check; only such input pays for the real one
+        try:
+            codec.dumps(obj)
+        except TypeError:  # orjson.JSONEncodeError: recursion limit
+            raise TaskRejected("parse_error", NESTED_TOO_DEEPLY) from None
+    return obj
+
+
+def decode_task(raw: bytes, max_bytes: int) -> Task:
+    """Parse raw bytes from Redis into a Task, or raise TaskRejected with the dead-letter reason."""
+    if len(raw) > max_bytes:
+        raise TaskRejected("too_large", f"task is {len(raw)} bytes, over max_payload_bytes={max_bytes}")
+    return task_from_dict(parse_json(raw))
 
 
 @dataclass(slots=True)

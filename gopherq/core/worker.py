@@ -4,8 +4,10 @@ Four loops share the work: `_fetch_loop` claims up to the free capacity in one r
 ready list when it is empty); each task runs in its own asyncio task under its time limit; `_settle_loop`
 records every outcome that accumulated since its last round trip in one script call; `_heartbeat_loop` renews
 the leases of everything this worker holds; `_maintenance_loop` promotes due delayed tasks and reaps tasks
-whose holder died. Shutdown stops fetching, waits for running tasks up to `shutdown_timeout`, and puts back
-whatever did not finish at the head of the ready list without counting an attempt.
+whose holder died (those two live in `upkeep.py`). A task that already lost its worker twice runs alone, so a
+task that crashes workers becomes poison without dragging its neighbours along. Shutdown stops fetching, waits
+for running tasks up to `shutdown_timeout`, and puts back whatever did not finish at the head of the ready list
+without counting an attempt. No loop ever exits on a Redis error: it backs off and tries again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import secrets
 import signal
 import socket
@@ -21,53 +22,29 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import AuthenticationError
 
-from gopherq.core import codec
 from gopherq.core.broker import Broker, Settlement
-from gopherq.core.errors import TaskRejected
+from gopherq.core.errors import BrokerUnavailable, TaskRejected
 from gopherq.core.events import EventBus
-from gopherq.core.executor import ExecutionContext, ExecutorEntry, run_attempt
+from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry, run_attempt
 from gopherq.core.outcomes import Decision, OutcomePolicy
 from gopherq.core.plugins import PluginManager
+from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff
 from gopherq.core.settings import Settings
 from gopherq.core.task import ErrorInfo, Task, decode_task
+from gopherq.core.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
-#: Errors that mean "Redis is not reachable right now": back off and try again, never crash.
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+__all__ = ["TRANSIENT", "Backoff", "Worker", "make_worker_id"]
 
 
 def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-class Backoff:
-    """Jittered exponential backoff for reconnecting; logs the first failure and then every 10th."""
-
-    def __init__(self, what: str, low: float = 0.1, high: float = 5.0) -> None:
-        self.what, self.low, self.high = what, low, high
-        self.failures = 0
-
-    async def wait(self, exc: BaseException) -> None:
-        self.failures += 1
-        delay = random.uniform(0, min(self.high, self.low * 2**self.failures))
-        if self.failures == 1 or self.failures % 10 == 0:
-            log.warning(
-                "%s: Redis unavailable (%s); retrying (failure %d)", self.what, exc or type(exc).__name__, self.failures
-            )
-        await asyncio.sleep(delay)
-
-    def reset(self) -> None:
-        if self.failures:
-            log.info("%s: Redis reachable again after %d failures", self.what, self.failures)
-        self.failures = 0
-
-
-class Worker:
+class Worker(Upkeep):
     """Runs tasks from one queue until asked to stop. Build it with settings, loaded plugins and a Redis client."""
 
     def __init__(self, settings: Settings, plugins: PluginManager, redis: Any, worker_id: str | None = None) -> None:
@@ -87,6 +64,10 @@ class Worker:
         self.executing: set[asyncio.Task[None]] = set()
         self.held: dict[str, Task | None] = {}  # token -> task, for every claimed, unsettled task
         self._decisions: list[Decision] = []
+        self._flush_lock = asyncio.Lock()
+        # A task recovered this often may be what crashes the worker: it runs alone (see _run_suspect).
+        self.isolate_from = max(1, min(2, cfg.max_recoveries))
+        self._suspect: tuple[str, Task, ExecutorEntry] | None = None
         self._settle_wakeup = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
@@ -94,7 +75,15 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._fetcher: asyncio.Task[None] | None = None
         self._signals = 0
-        self.stats = {"succeeded": 0, "failed": 0, "retried": 0, "dead": 0, "refused": 0, "recovered": 0}
+        self.stats = {
+            "succeeded": 0,
+            "failed": 0,
+            "retried": 0,
+            "deferred": 0,
+            "dead": 0,
+            "refused": 0,
+            "recovered": 0,
+        }
 
     # -- control ---------------------------------------------------------------------------------------------
 
@@ -130,11 +119,16 @@ class Worker:
     async def run(self) -> None:
         """Run until `request_stop`; then shut down gracefully."""
         await self._connect()
+        if self._stop.is_set():
+            log.info("worker %s stopped before Redis could be reached: it held no tasks", self.id)
+            return
         for entry in self.plugins.executors.values():
             await entry.open()
         self.bus.start()
         await self.plugins.call_lifecycle("gopherq_startup", self)
-        await self._guard("heartbeat", lambda: self.broker.heartbeat([], self.lease_ms), once=True)
+        # Registered before the first fetch, so the reaper can always find this worker's processing list.
+        await self._guard("heartbeat", lambda: self.broker.heartbeat([], self.lease_ms))
+        self._check_timings()
         log.info(
             "worker %s started: queue %s, concurrency %d, executors %s",
             self.id,
@@ -158,26 +152,21 @@ class Worker:
             try:
                 await self.redis.ping()
                 break
-            except TRANSIENT as exc:
+            except AuthenticationError as exc:
+                raise BrokerUnavailable(f"Redis refused the credentials: {exc}") from None
+            except RETRYABLE as exc:
                 if self._stop.is_set():
                     return
                 await backoff.wait(exc)
         backoff.reset()
-        try:
-            policy = (await self.redis.config_get("maxmemory-policy")).get(b"maxmemory-policy", b"noeviction")
-            if policy not in (b"noeviction", "noeviction"):
-                log.warning(
-                    "Redis maxmemory-policy is %s, not noeviction: Redis may evict queued tasks under memory pressure",
-                    policy.decode() if isinstance(policy, bytes) else policy,
-                )
-        except RedisError:
-            pass  # CONFIG is often disabled on managed Redis; the warning is best-effort
+        await self._check_eviction_policy()
 
     async def _shutdown(self) -> None:
         self.bus.emit("worker.stopping", data={"running": len(self.executing)})
         if self._fetcher is not None:
             self._fetcher.cancel()
             await asyncio.gather(self._fetcher, return_exceptions=True)
+        self._release_suspect()
         grace = self.settings.worker.shutdown_timeout
         if self.executing:
             log.info("waiting up to %ss for %d running tasks", grace, len(self.executing))
@@ -209,7 +198,7 @@ class Worker:
     async def _guard(
         self, what: str, action: Callable[[], Coroutine[Any, Any, Any]], *, once: bool = False, attempts: int = 0
     ) -> Any:
-        """Run a Redis action, retrying transient failures with backoff (forever, or `attempts` times)."""
+        """Run a Redis action, retrying failures with backoff (`attempts` times, or until asked to stop)."""
         backoff = Backoff(f"{what} ({self.id})")
         tries = 0
         while True:
@@ -217,9 +206,9 @@ class Worker:
                 result = await action()
                 backoff.reset()
                 return result
-            except TRANSIENT as exc:
+            except RETRYABLE as exc:
                 tries += 1
-                if once or (attempts and tries >= attempts):
+                if once or (attempts and tries >= attempts) or (not attempts and self._stop.is_set()):
                     log.warning("%s failed: %s", what, exc)
                     return None
                 await backoff.wait(exc)
@@ -230,6 +219,9 @@ class Worker:
         cfg = self.settings.worker
         backoff = Backoff(f"fetch ({self.id})")
         while not self._quiet.is_set():
+            if self._suspect is not None:
+                await self._run_suspect()
+                continue
             free = self.concurrency - len(self.executing)
             if free <= 0:
                 self._slot_free.clear()
@@ -238,14 +230,40 @@ class Worker:
             try:
                 batch = await self.broker.claim(min(free, cfg.batch_size), self.lease_ms)
                 if not batch:
+                    # A timed-out blocking fetch is not an error: go round and claim again.
                     await self.broker.wait_for_task(cfg.fetch_timeout)
                     backoff.reset()
                     continue
                 backoff.reset()
-            except TRANSIENT as exc:
+            except RETRYABLE as exc:
                 await backoff.wait(exc)
                 continue
             await self._start_batch(batch)
+        # Quiet: what this worker claimed but did not start goes back to the queue for the others.
+        self._release_suspect()
+        await self._guard("release staged", self.broker.release_staged, attempts=5)
+
+    async def _run_suspect(self) -> None:
+        """Run a task that lost its worker `isolate_from` times or more alone: nothing else running, nothing
+        else claimed. If it is what kills the worker, only its own recovery count grows, and the tasks that
+        happened to be claimed with it are not dragged towards poison."""
+        while self.executing:
+            self._slot_free.clear()
+            await self._slot_free.wait()
+        if self._quiet.is_set() or self._suspect is None:
+            return
+        await self._guard("settle before an isolated task", self._flush, attempts=5)
+        token, task, entry = self._suspect
+        self._suspect = None
+        log.warning("task %s lost its worker %d times: running it alone", task.id, task.recoveries)
+        runner = self._launch(token, task, entry)
+        await asyncio.wait({runner})
+
+    def _release_suspect(self) -> None:
+        if self._suspect is not None:
+            token, task, _ = self._suspect
+            self._suspect = None
+            self._decide(Decision(Settlement("release", token, task.id), "", task))
 
     async def _start_batch(self, batch: list[tuple[str, bytes]]) -> None:
         max_bytes = self.settings.worker.max_payload_bytes
@@ -255,22 +273,45 @@ class Worker:
         for token, raw in batch:
             self.held[token] = None
             try:
-                task = decode_task(raw, max_bytes)
-            except TaskRejected as exc:
-                self._decide(self.policy.dead_raw(token, raw, exc.reason, exc.message, now))
+                try:
+                    task = decode_task(raw, max_bytes)
+                except TaskRejected as exc:
+                    self._decide(self.policy.dead_raw(token, raw, exc.reason, exc.message, now))
+                    continue
+                self.held[token] = task
+                if task.id_assigned:
+                    adopt[token] = task.encode()
+                entry = self._admit(token, task, raw, now)
+            except Exception:
+                self._abandon(token, "preparing")
                 continue
-            self.held[token] = task
-            if task.id_assigned:
-                adopt[token] = task.encode()
-            entry = self._admit(token, task, raw, now)
             if entry is not None:
                 ready.append((token, task, entry))
         if adopt:
             await self._guard("adopt", lambda: self.broker.adopt(adopt), attempts=5)
         for token, task, entry in ready:
-            runner = asyncio.create_task(self._execute(token, task, entry))
-            self.executing.add(runner)
-            runner.add_done_callback(self._finished)
+            if task.recoveries < self.isolate_from:
+                self._launch(token, task, entry)
+            elif self._suspect is None:
+                self._suspect = (token, task, entry)
+            else:  # one suspect at a time: the others go back for another worker (or a later turn)
+                self._decide(Decision(Settlement("release", token, task.id), "", task))
+
+    def _launch(self, token: str, task: Task, entry: ExecutorEntry) -> asyncio.Task[None]:
+        runner = asyncio.create_task(self._execute(token, task, entry))
+        self.executing.add(runner)
+        runner.add_done_callback(self._finished)
+        return runner
+
+    def _abandon(self, token: str, doing: str) -> None:
+        """An unexpected error in the worker's own code while handling one task: stop renewing its lease and let
+        the reaper recover it, exactly like a crash (a task that keeps doing this becomes poison)."""
+        task = self.held.pop(token, None)
+        log.exception(
+            "task %s: internal error while %s it; it will be recovered when its lease expires",
+            task.id if task else f"(token {token})",
+            doing,
+        )
 
     def _admit(self, token: str, task: Task, raw: bytes, now: float) -> ExecutorEntry | None:
         """Checks before running: poison, deadline, known type, valid payload. Dead-letters what fails one."""
@@ -292,6 +333,11 @@ class Worker:
             except TaskRejected as exc:
                 reason, message = exc.reason, exc.message
         if reason is None:
+            if task.eta is not None and task.eta > now:
+                # Pushed raw before its time: park it in the delayed set; this is not an attempt.
+                due = str(int(task.eta * 1000))
+                self._decide(Decision(Settlement("defer", token, task.id, b"", task.encode(), due), "", task))
+                return None
             self.bus.emit("task.dequeued", task_id=task.id, task_type=task.type, attempt=task.attempt)
             return entry
         assert message is not None
@@ -307,26 +353,35 @@ class Worker:
     # -- executing -------------------------------------------------------------------------------------------
 
     async def _execute(self, token: str, task: Task, entry: ExecutorEntry) -> None:
-        limit = task.timeout or self.settings.worker.task_timeout
-        if task.deadline is not None:
-            limit = max(0.001, min(limit, task.deadline - time.time()))
-        context = ExecutionContext(
-            worker_id=self.id,
-            queue=self.queue,
-            attempt=task.attempt,
-            max_attempts=task.max_attempts or self.settings.queue.max_attempts,
-            timeout=limit,
-            deadline=task.deadline,
-            log=logging.LoggerAdapter(log, {"task_id": task.id}),
-        )
-        self.bus.emit("task.started", task_id=task.id, task_type=task.type, attempt=task.attempt)
         try:
+            limit = task.timeout or self.settings.worker.task_timeout
+            if task.deadline is not None:
+                limit = max(0.001, min(limit, task.deadline - time.time()))
+            context = ExecutionContext(
+                worker_id=self.id,
+                queue=self.queue,
+                attempt=task.attempt,
+                max_attempts=task.max_attempts or self.settings.queue.max_attempts,
+                timeout=limit,
+                deadline=task.deadline,
+                log=logging.LoggerAdapter(log, {"task_id": task.id}),
+            )
+            self.bus.emit("task.started", task_id=task.id, task_type=task.type, attempt=task.attempt)
             outcome = await run_attempt(entry, task, context)
         except asyncio.CancelledError:
             if not self._stop.is_set():
                 raise
             self._decide(Decision(Settlement("release", token, task.id), "task.released", task))
             return
+        except Exception:
+            self._abandon(token, "running")
+            return
+        try:
+            self._conclude(token, task, outcome)
+        except Exception:
+            self._abandon(token, "recording the outcome of")
+
+    def _conclude(self, token: str, task: Task, outcome: AttemptOutcome) -> None:
         failure = outcome.failure
         if failure is None:
             self._decide(self.policy.success(token, task, outcome.result, outcome.started, outcome.finished))
@@ -352,12 +407,17 @@ class Worker:
             try:
                 await self._flush()
                 backoff.reset()
-            except TRANSIENT as exc:
+            except RETRYABLE as exc:
                 self._settle_wakeup.set()
                 await backoff.wait(exc)
 
     async def _flush(self) -> None:
-        """Settle every pending decision in one round trip; on failure they stay pending."""
+        """Settle every pending decision in one round trip; on failure they stay pending. When it returns, every
+        decision made before the call is settled (a flush in progress elsewhere is waited for)."""
+        async with self._flush_lock:
+            await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
         while self._decisions:
             decisions, self._decisions = self._decisions, []
             try:
@@ -389,12 +449,16 @@ class Worker:
             self.stats["succeeded"] += 1
         elif kind == "retry":
             self.stats["retried"] += 1
+        elif kind == "defer":
+            self.stats["deferred"] += 1
         elif kind == "dead":
             self.stats["dead"] += 1
             reason = (decision.data or {}).get("reason")
             log.warning(
                 "task %s dead-lettered (%s): %s", task_id, reason, decision.error.message if decision.error else ""
             )
+        if not decision.event:
+            return
         self.bus.emit(
             decision.event,
             task_id=task_id,
@@ -404,42 +468,3 @@ class Worker:
             error=decision.error.to_dict() if decision.error else None,
             data=decision.data or {},
         )
-
-    # -- background ------------------------------------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        interval = self.settings.worker.heartbeat_interval
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.broker.heartbeat(list(self.held), self.lease_ms)
-            except TRANSIENT as exc:
-                log.warning("heartbeat failed (%s); leases not renewed this time", exc)
-
-    async def _maintenance_loop(self) -> None:
-        cfg = self.settings.worker
-        next_reap = time.monotonic() + random.uniform(0, cfg.reaper_interval)
-        backoff = Backoff(f"maintenance ({self.id})")
-        while True:
-            await asyncio.sleep(cfg.promote_interval)
-            try:
-                await self.broker.promote()
-                if time.monotonic() >= next_reap:
-                    next_reap = time.monotonic() + cfg.reaper_interval
-                    recovered = await self.broker.reap(self.lease_ms, int(cfg.reaper_interval * 1000), self.id)
-                    if recovered:
-                        self._announce_recovered(recovered)
-                backoff.reset()
-            except TRANSIENT as exc:
-                await backoff.wait(exc)
-
-    def _announce_recovered(self, envelopes: list[bytes]) -> None:
-        self.stats["recovered"] += len(envelopes)
-        for raw in envelopes:
-            try:
-                obj = codec.loads(raw)
-                task_id, recoveries = obj.get("id"), obj.get("recoveries")
-            except (codec.JSONDecodeError, AttributeError):
-                task_id, recoveries = None, None
-            log.warning("task %s recovered from a dead worker or expired lease (recovery %s)", task_id, recoveries)
-            self.bus.emit("task.recovered", task_id=task_id, data={"recoveries": recoveries})

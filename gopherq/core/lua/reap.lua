@@ -1,8 +1,13 @@
 -- Recover tasks whose holder is gone: in-flight tasks whose lease expired, and whatever sits in the processing
 -- lists of workers whose heartbeat stopped. They go back to the head of the ready list with their `recoveries`
 -- count raised (a crash is a recovery, not an attempt). Serialised across workers by a short lock.
--- KEYS: 1 ready list, 2 leases, 3 inflight, 4 workers (zset), 5 reaper lock, 6.. processing lists of dead workers
--- ARGV: 1 now (ms), 2 lock TTL (ms), 3 lock owner, 4 max leases to reap, 5.. dead worker ids (same order as KEYS 6..)
+-- KEYS: 1 ready list, 2 leases, 3 inflight, 4 workers (zset), 5 reaper lock, 6 stats (hash),
+--       7.. processing lists of silent workers
+-- ARGV: 1 now (ms), 2 lock TTL (ms), 3 lock owner, 4 max leases to reap, 5 silent before (ms): a worker whose last
+--       heartbeat is older is presumed dead, 6 forget before (ms): a dead worker whose last heartbeat is older than
+--       this is removed from the workers set, 7.. silent worker ids (same order as KEYS 7..)
+-- A dead worker is remembered for a while after its list is first drained: a blocking fetch it sent just before it
+-- froze can still move a task into its list until that fetch times out, and the next reap must find that task.
 -- Returns: the recovered envelopes (after marking), or false when another worker holds the lock.
 if not redis.call('SET', KEYS[5], ARGV[3], 'NX', 'PX', ARGV[2]) then return false end
 
@@ -34,14 +39,21 @@ for i = #expired, 1, -1 do
     recovered[#recovered + 1] = marked
   end
 end
-for k = 6, #KEYS do
-  while true do
-    local raw = redis.call('RPOP', KEYS[k])
-    if not raw then break end
-    local marked = mark(raw)
-    redis.call('LPUSH', KEYS[1], marked)
-    recovered[#recovered + 1] = marked
+local silent_before, forget_before = tonumber(ARGV[5]), tonumber(ARGV[6])
+for k = 7, #KEYS do
+  local worker = ARGV[k]
+  local seen = redis.call('ZSCORE', KEYS[4], worker)
+  -- Checked again here: the worker may have sent a heartbeat since the caller listed it.
+  if seen and tonumber(seen) <= silent_before then
+    while true do
+      local raw = redis.call('RPOP', KEYS[k])
+      if not raw then break end
+      local marked = mark(raw)
+      redis.call('LPUSH', KEYS[1], marked)
+      recovered[#recovered + 1] = marked
+    end
+    if tonumber(seen) <= forget_before then redis.call('ZREM', KEYS[4], worker) end
   end
-  redis.call('ZREM', KEYS[4], ARGV[k - 1])
 end
+if #recovered > 0 then redis.call('HINCRBY', KEYS[6], 'recovered', #recovered) end
 return recovered

@@ -2,13 +2,13 @@
 -- by someone else meanwhile) is skipped.
 -- KEYS: 1 dead (hash), 2 dead index (zset), 3 ready list
 -- ARGV: entry id 1, envelope 1, entry id 2, envelope 2, ...
--- Returns: how many were requeued.
-local moved = 0
+-- Returns: the ids of the entries that were requeued.
+local moved = {}
 for i = 1, #ARGV, 2 do
   if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then
     redis.call('ZREM', KEYS[2], ARGV[i])
     redis.call('RPUSH', KEYS[3], ARGV[i + 1])
-    moved = moved + 1
+    moved[#moved + 1] = ARGV[i]
   end
 end
 return moved

@@ -6,12 +6,16 @@
 --       kind, token, result JSON ('' for none), data, extra
 --   kind 'ack'     : write the result; data/extra unused
 --   kind 'retry'   : data = new envelope, extra = due time (ms) -> delayed set
---   kind 'dead'    : data = dead-letter entry JSON, extra = entry id -> dead hash + index
+--   kind 'defer'   : as 'retry', for a task that arrived before its eta (not an attempt)
+--   kind 'dead'    : data = dead-letter entry JSON, extra = entry id (the task id; made unique with the token
+--                    when taken) -> dead hash + index
 --   kind 'release' : put the in-flight envelope back at the head of the ready list, unchanged (shutdown)
+-- Counts each kind in the stats hash (acked, retried, deferred, dead_lettered, released, refused_acks).
 -- Returns: one 1 (settled) or 0 (refused: stale token) per item.
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local out = {}
+local counts = {}
 local dead_added = false
 local n = (#ARGV - 3) / 5
 for i = 0, n - 1 do
@@ -20,15 +24,21 @@ for i = 0, n - 1 do
   local envelope = redis.call('HGET', KEYS[3], token)
   if not envelope then
     out[#out + 1] = 0
-    redis.call('HINCRBY', KEYS[7], 'refused_acks', 1)
+    counts['refused'] = (counts['refused'] or 0) + 1
   else
     redis.call('HDEL', KEYS[3], token)
     redis.call('ZREM', KEYS[2], token)
-    if kind == 'retry' then
+    if kind == 'retry' or kind == 'defer' then
       redis.call('ZADD', KEYS[4], ARGV[base + 4], ARGV[base + 3])
     elseif kind == 'dead' then
-      redis.call('HSET', KEYS[5], ARGV[base + 4], ARGV[base + 3])
-      redis.call('ZADD', KEYS[6], ARGV[1], ARGV[base + 4])
+      -- Entries are keyed by task id; another task with the same id already there gets a distinct key.
+      local entry_id = ARGV[base + 4]
+      if redis.call('HSETNX', KEYS[5], entry_id, ARGV[base + 3]) == 0 then
+        entry_id = entry_id .. '.' .. token
+        redis.call('HSET', KEYS[5], entry_id, ARGV[base + 3])
+      end
+      -- Scored by time of death; the fraction keeps a batch's order, so the oldest are trimmed first.
+      redis.call('ZADD', KEYS[6], tonumber(ARGV[1]) + i / 1000, entry_id)
       dead_added = true
     elseif kind == 'release' then
       redis.call('LPUSH', KEYS[1], envelope)
@@ -36,8 +46,14 @@ for i = 0, n - 1 do
     if result ~= '' then
       redis.call('SET', KEYS[8 + i], result, 'EX', ttl)
     end
+    counts[kind] = (counts[kind] or 0) + 1
     out[#out + 1] = 1
   end
+end
+local names = {ack = 'acked', retry = 'retried', defer = 'deferred', dead = 'dead_lettered', release = 'released',
+               refused = 'refused_acks'}
+for kind, count in pairs(counts) do
+  redis.call('HINCRBY', KEYS[7], names[kind] or kind, count)
 end
 if dead_added then
   local over = redis.call('ZCARD', KEYS[6]) - cap

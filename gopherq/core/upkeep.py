@@ -1,0 +1,107 @@
+"""The worker's background duties that keep the delivery protocol alive whatever the tasks do: the heartbeat
+(renewing this worker's leases), promotion of due delayed tasks, the reaper (recovering the tasks of dead
+workers), and the start-up checks of Redis and timings.
+
+A mixin of `Worker`, kept apart so the hot path (fetch, execute, settle) reads on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+from gopherq.core import codec
+from gopherq.core.broker import Broker
+from gopherq.core.events import EventBus
+from gopherq.core.resilience import RETRYABLE, Backoff
+from gopherq.core.settings import Settings
+from gopherq.core.task import Task
+
+log = logging.getLogger("gopherq.core.worker")
+
+
+class Upkeep:
+    """Heartbeat, promote and reap loops, and start-up checks; needs the attributes declared below."""
+
+    id: str
+    settings: Settings
+    redis: Any
+    broker: Broker
+    bus: EventBus
+    lease_ms: int
+    held: dict[str, Task | None]
+    stats: dict[str, int]
+
+    async def _check_eviction_policy(self) -> None:
+        """Warn when Redis may evict keys: an evicted ready list or in-flight hash is lost work."""
+        try:
+            config = await self.redis.config_get("maxmemory-policy")
+        except RETRYABLE:
+            return  # CONFIG is often disabled on managed Redis; the warning is best-effort
+        policy: Any = None
+        for key, value in (config or {}).items():
+            if (key.decode() if isinstance(key, bytes) else key) == "maxmemory-policy":
+                policy = value.decode() if isinstance(value, bytes) else value
+        if policy is not None and policy != "noeviction":
+            log.warning(
+                "Redis maxmemory-policy is %s, not noeviction: under memory pressure Redis may evict queued "
+                "and in-flight tasks; set maxmemory-policy noeviction",
+                policy,
+            )
+
+    def _check_timings(self) -> None:
+        cfg = self.settings.worker
+        if cfg.heartbeat_interval * 2 > cfg.lease_timeout:
+            log.warning(
+                "worker.lease_timeout (%ss) is less than twice worker.heartbeat_interval (%ss): one slow heartbeat "
+                "lets leases expire and running tasks be handed to another worker",
+                cfg.lease_timeout,
+                cfg.heartbeat_interval,
+            )
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.worker.heartbeat_interval
+        failures = Backoff(f"heartbeat ({self.id}): leases not renewed")
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.broker.heartbeat(list(self.held), self.lease_ms)
+                failures.reset()
+            except RETRYABLE as exc:
+                failures.failed(exc)
+
+    async def _maintenance_loop(self) -> None:
+        cfg = self.settings.worker
+        next_reap = time.monotonic() + random.uniform(0, cfg.reaper_interval)
+        # A blocking fetch a frozen worker left on the server may still land in its list until it times out.
+        forget_ms = int((cfg.fetch_timeout + cfg.heartbeat_interval + 2 * cfg.reaper_interval + 1.0) * 1000)
+        lock_ms = int(cfg.reaper_interval * 1000)
+        backoff = Backoff(f"maintenance ({self.id})")
+        while True:
+            await asyncio.sleep(cfg.promote_interval)
+            try:
+                await self.broker.promote()
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + cfg.reaper_interval
+                    recovered = await self.broker.reap(self.lease_ms, lock_ms, self.id, forget_after_ms=forget_ms)
+                    if recovered:
+                        self._announce_recovered(recovered)
+                backoff.reset()
+            except RETRYABLE as exc:
+                await backoff.wait(exc)
+                # After an outage every lease looks expired: give live workers one heartbeat to renew them first.
+                next_reap = time.monotonic() + cfg.heartbeat_interval + cfg.reaper_interval
+
+    def _announce_recovered(self, envelopes: list[bytes]) -> None:
+        self.stats["recovered"] += len(envelopes)
+        for raw in envelopes:
+            try:
+                obj = codec.loads(raw)
+                task_id, recoveries = obj.get("id"), obj.get("recoveries")
+            except (codec.JSONDecodeError, AttributeError):
+                task_id, recoveries = None, None
+            log.warning("task %s recovered from a dead worker or expired lease (recovery %s)", task_id, recoveries)
+            self.bus.emit("task.recovered", task_id=task_id, data={"recoveries": recoveries})
