@@ -116,3 +116,27 @@ async def test_per_host_limit_caps_requests_in_flight(server: HTTPServer) -> Non
         await executor.close()
     assert all(o.failure is None for o in outcomes)
     assert state["peak"] == 2
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_both_transports_classify_outcomes_alike(server: HTTPServer, transport: str) -> None:
+    """The default (aiohttp) and the httpcore transport give the same results and failure reasons."""
+    import socket
+
+    server.expect_request("/ok").respond_with_data("fine", headers={"X-Reply": "1"})
+    server.expect_request("/gone").respond_with_data("no", status=404)
+    server.expect_request("/moved").respond_with_data("", status=303, headers={"Location": "/ok"})
+    settings = HttpSettings(transport=transport)
+    ok = await attempt(settings, server.url_for("/ok"), headers={"X-A": "b"})
+    assert ok.failure is None and ok.result["status_code"] == 200 and ok.result["body"] == "fine"
+    assert ok.result["headers"]["x-reply"] == "1"
+    moved = await attempt(settings, server.url_for("/moved"), method="POST", body="x", follow_redirects=True)
+    assert moved.failure is None and moved.result["body"] == "fine"
+    assert server.log[-1][0].method == "GET"  # 303 turns the POST into a GET
+    gone = await attempt(settings, server.url_for("/gone"))
+    assert gone.failure is not None and gone.failure.reason == "http_status" and not gone.failure.retryable
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    refused = await attempt(settings, f"http://127.0.0.1:{port}/")
+    assert refused.failure is not None and refused.failure.reason == "connect_error"

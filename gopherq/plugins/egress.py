@@ -17,7 +17,6 @@ import asyncio
 import ipaddress
 import socket
 import time
-from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -102,7 +101,3 @@ class EgressGuard:
             reason = self.refusal(address)
             if reason is not None:
                 raise PermanentFailure(f"egress denied for host {host}: {reason}", reason="egress_denied")
-
-    async def on_request(self, request: Any) -> None:
-        """httpx request hook: runs for the first request and for every redirect hop."""
-        await self.check(request.url.host)
