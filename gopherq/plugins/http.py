@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import httpx
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from gopherq import ExecutionContext, PermanentFailure, PluginSettings, RetryTask, Settings, Task, hookimpl
 from gopherq.plugins.egress import EgressGuard, EgressSettings
@@ -63,17 +63,30 @@ class HttpPayload(BaseModel):
             raise ValueError(f"must be one of {', '.join(sorted(METHODS))}")
         return value
 
+    #: The URL as parsed during validation, reused for the request (parsing costs as much as a Redis round trip).
+    _parsed_url: httpx.URL = PrivateAttr()
+
     @field_validator("url")
     @classmethod
     def _absolute_http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an absolute http:// or https:// URL")
-        try:
-            if not httpx.URL(value).host:
-                raise ValueError("has no host")
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"is not a valid URL ({exc})") from None
         return value
+
+    @model_validator(mode="after")
+    def _parse_url(self) -> HttpPayload:
+        try:
+            parsed = httpx.URL(self.url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"url is not a valid URL ({exc})") from None
+        if not parsed.host:
+            raise ValueError("url has no host")
+        self._parsed_url = parsed
+        return self
+
+    @property
+    def parsed_url(self) -> httpx.URL:
+        return self._parsed_url
 
 
 MAX_REDIRECTS = 20
@@ -166,7 +179,7 @@ class HttpExecutor:
         try:
             request = httpx.Request(
                 payload.method,
-                payload.url,
+                payload.parsed_url,
                 headers=headers,
                 extensions={"timeout": httpx.Timeout(context.timeout).as_dict()},
                 **body,
