@@ -9,6 +9,7 @@ An executor turns a task of one `type` into a result. It declares a pydantic `pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -133,14 +134,17 @@ class AttemptOutcome:
     failure: TaskFailure | None = None
 
 
-async def run_attempt(entry: ExecutorEntry, task: Task, context: ExecutionContext) -> AttemptOutcome:
+async def run_attempt(
+    entry: ExecutorEntry, task: Task, context: ExecutionContext, *, enforce_timeout: bool = True
+) -> AttemptOutcome:
     """Run one attempt of a validated task under its time limit, turning every exception into a failure.
 
-    Cancellation (shutdown) propagates. This is the execution path of the worker and of gopherq.testing.
+    Cancellation (shutdown) propagates. This is the execution path of the worker and of gopherq.testing. The
+    worker passes `enforce_timeout=False` because its watchdog enforces every attempt's limit with one timer.
     """
     started = time.time()
     try:
-        async with time_limit(context.timeout):
+        async with time_limit(context.timeout) if enforce_timeout else contextlib.nullcontext():
             result = await entry.run(task, context)
     except asyncio.TimeoutError:
         failure = TaskFailure("timeout", f"attempt exceeded its time limit of {context.timeout:g}s")

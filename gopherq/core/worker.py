@@ -25,7 +25,7 @@ from typing import Any
 from redis.exceptions import AuthenticationError
 
 from gopherq.core.broker import Broker, Settlement
-from gopherq.core.errors import BrokerUnavailable, TaskRejected
+from gopherq.core.errors import BrokerUnavailable, TaskFailure, TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry, run_attempt
 from gopherq.core.outcomes import Decision, OutcomePolicy
@@ -34,6 +34,7 @@ from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff
 from gopherq.core.settings import Settings
 from gopherq.core.task import ErrorInfo, Task, decode_task
 from gopherq.core.upkeep import Upkeep
+from gopherq.core.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Worker(Upkeep):
         self.concurrency = cfg.concurrency
         self.lease_ms = int(cfg.lease_timeout * 1000)
         self.executing: set[asyncio.Task[None]] = set()
+        self.watchdog = Watchdog()
         self.held: dict[str, Task | None] = {}  # token -> task, for every claimed, unsettled task
         self._decisions: list[Decision] = []
         self._flush_lock = asyncio.Lock()
@@ -139,6 +141,7 @@ class Worker(Upkeep):
         self.bus.emit("worker.started", data={"concurrency": self.concurrency})
         self._loops = [
             asyncio.create_task(self._settle_loop(), name="gopherq-settle"),
+            asyncio.create_task(self.watchdog.run(), name="gopherq-watchdog"),
             asyncio.create_task(self._heartbeat_loop(), name="gopherq-heartbeat"),
             asyncio.create_task(self._maintenance_loop(), name="gopherq-maintenance"),
         ]
@@ -298,7 +301,11 @@ class Worker(Upkeep):
                 self._decide(Decision(Settlement("release", token, task.id), "", task))
 
     def _launch(self, token: str, task: Task, entry: ExecutorEntry) -> asyncio.Task[None]:
-        runner = asyncio.create_task(self._execute(token, task, entry))
+        limit = task.timeout or self.settings.worker.task_timeout
+        if task.deadline is not None:
+            limit = max(0.001, min(limit, task.deadline - time.time()))
+        runner = asyncio.create_task(self._execute(token, task, entry, limit))
+        self.watchdog.watch(runner, limit)
         self.executing.add(runner)
         runner.add_done_callback(self._finished)
         return runner
@@ -352,11 +359,9 @@ class Worker(Upkeep):
 
     # -- executing -------------------------------------------------------------------------------------------
 
-    async def _execute(self, token: str, task: Task, entry: ExecutorEntry) -> None:
+    async def _execute(self, token: str, task: Task, entry: ExecutorEntry, limit: float) -> None:
+        started = time.time()
         try:
-            limit = task.timeout or self.settings.worker.task_timeout
-            if task.deadline is not None:
-                limit = max(0.001, min(limit, task.deadline - time.time()))
             context = ExecutionContext(
                 worker_id=self.id,
                 queue=self.queue,
@@ -367,12 +372,16 @@ class Worker(Upkeep):
                 log=logging.LoggerAdapter(log, {"task_id": task.id}),
             )
             self.bus.emit("task.started", task_id=task.id, task_type=task.type, attempt=task.attempt)
-            outcome = await run_attempt(entry, task, context)
+            outcome = await run_attempt(entry, task, context, enforce_timeout=False)
         except asyncio.CancelledError:
-            if not self._stop.is_set():
+            if self.watchdog.expired(asyncio.current_task()):
+                failure = TaskFailure("timeout", f"attempt exceeded its time limit of {limit:g}s")
+                outcome = AttemptOutcome(started, time.time(), failure=failure)
+            elif not self._stop.is_set():
                 raise
-            self._decide(Decision(Settlement("release", token, task.id), "task.released", task))
-            return
+            else:
+                self._decide(Decision(Settlement("release", token, task.id), "task.released", task))
+                return
         except Exception:
             self._abandon(token, "running")
             return
