@@ -9,8 +9,10 @@ the worker's hot path; the executor's fields are validated by the executor's pyd
 from __future__ import annotations
 
 import enum
+import itertools
+import os
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -115,8 +117,22 @@ class Task:
         return codec.dumps(self.to_wire())
 
 
+def _reseed_ids() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = secrets.token_hex(8)
+    _id_counter = itertools.count()
+
+
+_id_prefix = ""
+_id_counter = itertools.count()
+_reseed_ids()
+os.register_at_fork(after_in_child=_reseed_ids)  # a forked child must not mint its parent's ids
+
+
 def new_task_id() -> str:
-    return uuid.uuid4().hex
+    """A unique task id: 64 random bits per process, then a counter. Far cheaper than a uuid4 (one syscall
+    each), which matters when a client builds tens of thousands of tasks per second."""
+    return f"{_id_prefix}{next(_id_counter):08x}"
 
 
 def _reject(message: str) -> TaskRejected:
