@@ -1,27 +1,84 @@
 """GoPherQ: a distributed task queue on Redis whose first-class task is an HTTP call.
 
 This module is the public API: what applications and plugins import. Everything else is internal.
+Plugins need: `hookimpl` and the `Register*` callback types (hooks), `Executor`, `ExecutionContext` and `Task`
+(executors), `Sink`, `Event` and `EventFilter` (sinks), `PluginSettings`, `SinkSettings` and `Settings`
+(settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor raises). See docs/plugins.md.
+
+Names are imported on first use, so importing a submodule (such as `gopherq.testing`, the pytest plugin that
+every test run in an environment with GoPherQ loads) does not pay for Redis, pydantic and the rest.
 """
 
-from gopherq.client import AsyncClient, Client
-from gopherq.core.errors import (
-    BrokerUnavailable,
-    ConfigError,
-    GoPherQError,
-    PermanentFailure,
-    PluginError,
-    RetryTask,
-    TaskFailure,
-    TaskRejected,
-)
-from gopherq.core.events import Event, EventFilter, Sink
-from gopherq.core.executor import ExecutionContext, Executor
-from gopherq.core.hookspecs import hookimpl
-from gopherq.core.settings import Section as PluginSettings
-from gopherq.core.settings import Settings, SinkSettings, load_settings
-from gopherq.core.task import ErrorInfo, Task, TaskResult, TaskStatus
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Public name -> (module, name in that module).
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "AsyncClient": ("gopherq.client", "AsyncClient"),
+    "Client": ("gopherq.client", "Client"),
+    "BrokerUnavailable": ("gopherq.core.errors", "BrokerUnavailable"),
+    "ConfigError": ("gopherq.core.errors", "ConfigError"),
+    "GoPherQError": ("gopherq.core.errors", "GoPherQError"),
+    "PermanentFailure": ("gopherq.core.errors", "PermanentFailure"),
+    "PluginError": ("gopherq.core.errors", "PluginError"),
+    "RetryTask": ("gopherq.core.errors", "RetryTask"),
+    "TaskFailure": ("gopherq.core.errors", "TaskFailure"),
+    "TaskRejected": ("gopherq.core.errors", "TaskRejected"),
+    "Event": ("gopherq.core.events", "Event"),
+    "EventFilter": ("gopherq.core.events", "EventFilter"),
+    "Sink": ("gopherq.core.events", "Sink"),
+    "ExecutionContext": ("gopherq.core.executor", "ExecutionContext"),
+    "Executor": ("gopherq.core.executor", "Executor"),
+    "RegisterExecutor": ("gopherq.core.hookspecs", "RegisterExecutor"),
+    "RegisterSettings": ("gopherq.core.hookspecs", "RegisterSettings"),
+    "RegisterSink": ("gopherq.core.hookspecs", "RegisterSink"),
+    "hookimpl": ("gopherq.core.hookspecs", "hookimpl"),
+    "PluginSettings": ("gopherq.core.settings", "Section"),
+    "Settings": ("gopherq.core.settings", "Settings"),
+    "SinkSettings": ("gopherq.core.settings", "SinkSettings"),
+    "load_settings": ("gopherq.core.settings", "load_settings"),
+    "ErrorInfo": ("gopherq.core.task", "ErrorInfo"),
+    "Task": ("gopherq.core.task", "Task"),
+    "TaskResult": ("gopherq.core.task", "TaskResult"),
+    "TaskStatus": ("gopherq.core.task", "TaskStatus"),
+}
+
+if TYPE_CHECKING:
+    from gopherq.client import AsyncClient, Client
+    from gopherq.core.errors import (
+        BrokerUnavailable,
+        ConfigError,
+        GoPherQError,
+        PermanentFailure,
+        PluginError,
+        RetryTask,
+        TaskFailure,
+        TaskRejected,
+    )
+    from gopherq.core.events import Event, EventFilter, Sink
+    from gopherq.core.executor import ExecutionContext, Executor
+    from gopherq.core.hookspecs import RegisterExecutor, RegisterSettings, RegisterSink, hookimpl
+    from gopherq.core.settings import Section as PluginSettings
+    from gopherq.core.settings import Settings, SinkSettings, load_settings
+    from gopherq.core.task import ErrorInfo, Task, TaskResult, TaskStatus
+else:
+
+    def __getattr__(name: str) -> Any:
+        try:
+            module, attribute = _EXPORTS[name]
+        except KeyError:
+            raise AttributeError(f"module 'gopherq' has no attribute {name!r}") from None
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "AsyncClient",
@@ -37,6 +94,9 @@ __all__ = [
     "PermanentFailure",
     "PluginError",
     "PluginSettings",
+    "RegisterExecutor",
+    "RegisterSettings",
+    "RegisterSink",
     "RetryTask",
     "Settings",
     "Sink",

@@ -8,9 +8,12 @@ import json
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gopherq.client import AsyncClient
 from gopherq.core.embedded import EmbeddedRedis
@@ -18,6 +21,7 @@ from gopherq.core.errors import BrokerUnavailable, ConfigError, PluginError, Tas
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.runner import configure_logging, run_worker
 from gopherq.core.settings import Settings, load_settings
+from gopherq.core.task import parse_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -41,7 +45,8 @@ def fail(message: str, status: int) -> None:
 
 
 def handle_errors(func: F) -> F:
-    """Map GoPherQ errors to one line on stderr: status 2 for bad settings, plugins or input, 1 for Redis."""
+    """Map GoPherQ errors to one line on stderr: status 2 for bad settings, plugins or input, 1 for Redis
+    (unreachable, or the embedded server cannot start)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -53,6 +58,8 @@ def handle_errors(func: F) -> F:
             fail(f"{exc.reason}: {exc.message}", 2)
         except BrokerUnavailable as exc:
             fail(str(exc), 1)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            fail(f"Redis unavailable: {exc}", 1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -73,9 +80,13 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def with_client(
-    settings: Settings, queue: str | None, action: Callable[[AsyncClient], Coroutine[Any, Any, T]]
+    settings: Settings,
+    queue: str | None,
+    action: Callable[[AsyncClient], Coroutine[Any, Any, T]],
+    *,
+    sinks: bool = False,
 ) -> T:
-    async with AsyncClient(settings, queue=queue) as client:
+    async with AsyncClient(settings, queue=queue, sinks=sinks) as client:
         return await action(client)
 
 
@@ -96,7 +107,10 @@ def cli() -> None:
 @click.option("--processes", "-p", type=int, default=None, help="worker processes (worker.processes)")
 @handle_errors
 def run(config: str | None, queue: str | None, concurrency: int | None, processes: int | None) -> None:
-    """Run a worker until SIGTERM/SIGINT (SIGTSTP: stop fetching)."""
+    """Run a worker until SIGTERM/SIGINT (SIGTSTP: stop fetching).
+
+    With --processes N, a supervisor runs N worker processes, forwards those signals and restarts a process
+    that dies."""
     settings = settings_from(
         config, **{"queue.name": queue, "worker.concurrency": concurrency, "worker.processes": processes}
     )
@@ -143,10 +157,7 @@ def enqueue(
         raise click.UsageError("give --body or --json-body, not both")
     payload: Any = body
     if json_body is not None:
-        try:
-            payload = json.loads(json_body)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--json-body") from None
+        payload = parse_json(json_body)  # rejected exactly as a worker would reject it
 
     async def action(client: AsyncClient) -> Any:
         task = client.http(
@@ -205,10 +216,10 @@ def result(config: str | None, queue: str | None, task_id: str, as_json: bool) -
 @json_option
 @handle_errors
 def plugins(config: str | None, as_json: bool) -> None:
-    """List loaded plugins: distribution, version, hooks, and what each registered."""
+    """List loaded plugins: distribution, version, module, hooks, and what each registered."""
     settings = settings_from(config)
     manager = load_plugins(settings, sinks=True)
-    manager.register_commands(cli)
+    manager.register_commands(click.Group())  # a scratch group: records each plugin's commands by name
     rows = [info.to_dict() for info in manager.info.values()]
     if as_json:
         echo_json(rows)
@@ -219,6 +230,8 @@ def plugins(config: str | None, as_json: bool) -> None:
         for key in ("executors", "sinks", "settings", "commands", "hooks"):
             if row[key]:
                 click.echo(f"    {key}: {', '.join(row[key])}")
+    for name in sorted(manager.blocked):
+        click.echo(f"{name}  (installed, not loaded: disabled or not in GOPHERQ_LOAD_PLUGINS)")
 
 
 @cli.command()
@@ -236,35 +249,76 @@ def dlq() -> None:
     """Inspect and manage the dead-letter queue."""
 
 
+def when(stamp: Any) -> str:
+    """A Unix time as local ISO-8601 (seconds), for human-readable listings."""
+    if not isinstance(stamp, (int, float)):
+        return "-"
+    return datetime.fromtimestamp(stamp).isoformat(timespec="seconds")
+
+
 @dlq.command("list")
 @config_option
 @queue_option
 @click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--offset", type=int, default=0, show_default=True, help="skip this many (newest first)")
 @json_option
 @handle_errors
-def dlq_list(config: str | None, queue: str | None, limit: int, as_json: bool) -> None:
+def dlq_list(config: str | None, queue: str | None, limit: int, offset: int, as_json: bool) -> None:
     """List dead letters, newest first."""
     settings = settings_from(config)
-    entries = run_async(with_client(settings, queue, lambda client: client.dead_letters.list(limit)))
+
+    async def action(client: AsyncClient) -> tuple[list[dict[str, Any]], int, int]:
+        dead = client.dead_letters
+        return await dead.list(limit, offset), await dead.count(), await dead.trimmed()
+
+    entries, total, trimmed = run_async(with_client(settings, queue, action))
     if as_json:
         echo_json(entries)
         return
     for entry in entries:
-        click.echo(f"{entry['id']}  {entry['reason']}  attempts={entry['attempts']}  {entry['error']['message']}")
+        message = str(entry.get("error", {}).get("message", ""))
+        click.echo(
+            f"{entry['id']}  {when(entry.get('dead_at'))}  {entry['reason']}  attempts={entry['attempts']}  "
+            f"{message[:160]}"
+        )
+    note = f", {trimmed} older ones trimmed" if trimmed else ""
+    click.echo(f"{len(entries)} of {total} dead letters shown{note}", err=True)
 
 
 @dlq.command("show")
 @config_option
 @queue_option
 @click.argument("entry_id")
+@json_option
 @handle_errors
-def dlq_show(config: str | None, queue: str | None, entry_id: str) -> None:
-    """Show one dead letter in full (JSON)."""
+def dlq_show(config: str | None, queue: str | None, entry_id: str, as_json: bool) -> None:
+    """Show one dead letter in full: why it died, the last error, and the task as received."""
     settings = settings_from(config)
     entry = run_async(with_client(settings, queue, lambda client: client.dead_letters.get(entry_id)))
     if entry is None:
         fail(f"no dead letter {entry_id}", 1)
-    echo_json(entry)
+        return
+    if as_json:
+        echo_json(entry)
+        return
+    error = entry.get("error") or {}
+    for label, value in (
+        ("id", entry["id"]),
+        ("task", entry.get("task_id") or "-"),
+        ("type", entry.get("type") or "-"),
+        ("reason", entry["reason"]),
+        ("attempts", entry.get("attempts")),
+        ("dead at", when(entry.get("dead_at"))),
+        ("worker", entry.get("worker") or "-"),
+        ("error", f"{error.get('reason')}: {error.get('message')}"),
+    ):
+        click.echo(f"{label + ':':10} {value}")
+    details = error.get("details") or {}
+    if "status_code" in details:
+        click.echo(f"{'response:':10} HTTP {details['status_code']}")
+        if details.get("body"):
+            click.echo(f"{'body:':10} {details['body']}")
+    click.echo(f"{'raw:':10} {entry.get('raw', '(base64) ' + str(entry.get('raw_base64', '')))}")
 
 
 @dlq.command("requeue")
@@ -272,16 +326,24 @@ def dlq_show(config: str | None, queue: str | None, entry_id: str) -> None:
 @queue_option
 @click.argument("entry_ids", nargs=-1)
 @click.option("--all", "requeue_all", is_flag=True, help="requeue every dead letter")
+@json_option
 @handle_errors
-def dlq_requeue(config: str | None, queue: str | None, entry_ids: tuple[str, ...], requeue_all: bool) -> None:
-    """Requeue dead letters (attempts reset, id kept)."""
+def dlq_requeue(
+    config: str | None, queue: str | None, entry_ids: tuple[str, ...], requeue_all: bool, as_json: bool
+) -> None:
+    """Requeue dead letters at the tail of the queue (attempts reset, task id kept). Exit 1 when an id is not
+    a dead letter."""
     if bool(entry_ids) == requeue_all:
         raise click.UsageError("give entry ids or --all")
     settings = settings_from(config)
     ids = None if requeue_all else list(entry_ids)
-    moved = run_async(with_client(settings, queue, lambda client: client.dead_letters.requeue(ids)))
-    click.echo(f"requeued {moved}")
-    if not requeue_all and moved < len(entry_ids):
+    moved = run_async(with_client(settings, queue, lambda client: client.dead_letters.requeue(ids), sinks=True))
+    missing = 0 if requeue_all else len(entry_ids) - moved
+    if as_json:
+        echo_json({"requeued": moved, "not_found": missing})
+    else:
+        click.echo(f"requeued {moved}" + (f" ({missing} not found)" if missing else ""))
+    if missing:
         sys.exit(1)
 
 
@@ -289,14 +351,18 @@ def dlq_requeue(config: str | None, queue: str | None, entry_ids: tuple[str, ...
 @config_option
 @queue_option
 @click.option("--yes", is_flag=True, help="do not ask")
+@json_option
 @handle_errors
-def dlq_purge(config: str | None, queue: str | None, yes: bool) -> None:
+def dlq_purge(config: str | None, queue: str | None, yes: bool, as_json: bool) -> None:
     """Delete every dead letter of the queue."""
     if not yes:
         click.confirm("delete every dead letter?", abort=True)
     settings = settings_from(config)
     count = run_async(with_client(settings, queue, lambda client: client.dead_letters.purge()))
-    click.echo(f"purged {count}")
+    if as_json:
+        echo_json({"purged": count})
+    else:
+        click.echo(f"purged {count}")
 
 
 @cli.group()

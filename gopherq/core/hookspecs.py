@@ -1,16 +1,31 @@
-"""Every hook a GoPherQ plugin can implement.
+"""Every hook a GoPherQ plugin can implement, and the types of the `register` callbacks the hooks receive.
 
 Hooks are synchronous and cheap: they register things and return. Anything asynchronous is an object with
 async methods that the core awaits (an executor's `execute`, a sink's `handle`) or an awaitable returned from
 `gopherq_startup` / `gopherq_shutdown`. Implement a hook with `@gopherq.hookimpl` on a function of the same
-name in the module (or object) your entry point names.
+name in the module (or object) your entry point names; a hook may take fewer arguments than its spec, never
+others. Implementing a `gopherq_*` name that is not below stops start-up, so a typo cannot go unnoticed.
+
+Order of a worker's start-up: `gopherq_register_settings` (every plugin), then the `[plugins.<name>]` tables
+are validated, then `gopherq_register_executors`, then `gopherq_register_sinks`, then (in the worker's event
+loop) each executor's `open()`, then `gopherq_startup`. At the end: each executor's `close()`, then
+`gopherq_shutdown`, then the sinks are drained and closed. A client (`AsyncClient`, `gopherq enqueue`) runs
+only the settings and executor hooks, to validate tasks before they reach Redis.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from gopherq.core.events import Sink
+    from gopherq.core.executor import Executor
+    from gopherq.core.settings import Settings
 
 PROJECT = "gopherq"
 
@@ -18,57 +33,98 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@hookspec
-def gopherq_register_settings(register: Any) -> None:
-    """Declare the pydantic model of this plugin's `[plugins.<name>]` table.
+class RegisterSettings(Protocol):
+    """`register(model, name=None)`: validate the `[plugins.<name>]` table (default: your plugin's name) with
+    `model`, a subclass of `gopherq.PluginSettings` (or `gopherq.SinkSettings`)."""
 
-    Called once at start-up, before any other registration hook. Call `register(model)` to validate the
-    table named after your plugin, or `register(model, name="other")` for another table. The validated
-    instance is then available as `settings.plugin("<name>")` in the hooks below. Unknown keys and bad values
-    in that table stop start-up with a one-line error, as for the core settings; `GOPHERQ_PLUGINS__<NAME>__<KEY>`
-    overrides a key. Use `pydantic.SecretStr` for secrets so `gopherq config` masks them.
+    def __call__(self, model: type[BaseModel], name: str | None = None) -> None: ...
+
+
+class RegisterExecutor(Protocol):
+    """`register(task_type, executor, replace=False)`: run tasks whose `type` is `task_type` with `executor`."""
+
+    def __call__(self, name: str, executor: Executor, *, replace: bool = False) -> None: ...
+
+
+class RegisterSink(Protocol):
+    """`register(name, sink, events=..., buffer_size=..., batch_size=..., replace=False)`: feed `sink` the
+    events whose names match `events` (globs such as `task.*`; `!name` excludes), through a buffer of
+    `buffer_size` events (the oldest are dropped when it is full) in batches of at most `batch_size`."""
+
+    def __call__(
+        self,
+        name: str,
+        sink: Sink,
+        *,
+        events: Iterable[str] = ("*",),
+        buffer_size: int = 10000,
+        batch_size: int = 100,
+        replace: bool = False,
+    ) -> None: ...
+
+
+@hookspec
+def gopherq_register_settings(register: RegisterSettings) -> None:
+    """Declare the pydantic model of this plugin's `[plugins.<name>]` table. Returns nothing.
+
+    Runs once per process (worker, client or CLI), before every other registration hook. Call
+    `register(Model)` to validate the table named after your plugin's entry point, or
+    `register(Model, name="other")` for another table (a table has one owner: a second registration of the
+    same name stops start-up). The validated instance is then `settings.plugin("<name>")` in the hooks
+    below; a plugin whose table is absent gets the model's defaults. Unknown keys and bad values stop
+    start-up with a one-line error naming the key and the file, like the core settings;
+    `GOPHERQ_PLUGINS__<NAME>__<KEY>` overrides a key. Declare secrets as `pydantic.SecretStr` so
+    `gopherq config` masks them.
     """
 
 
 @hookspec
-def gopherq_register_executors(register: Any, settings: Any) -> None:
-    """Register executors, by task type, for a worker or a client to use.
+def gopherq_register_executors(register: RegisterExecutor, settings: Settings) -> None:
+    """Register executors, by task type. Returns nothing.
 
-    Called at start-up, after settings are validated. Call `register(type_name, executor)` once per
-    executor; `register(..., replace=True)` overrides one registered by another plugin (otherwise a
-    duplicate name stops start-up). `settings` is the effective `Settings`.
+    Runs once per process after the settings are validated, in workers and in clients (which validate a
+    task's fields with the executor's `payload_model` before enqueueing it). Build executors here but do not
+    open connections: `async open()` on the executor runs in the worker's event loop before the first task.
+    Call `register(type_name, executor)` once per task type; a name another plugin registered stops start-up
+    unless you pass `replace=True`. `settings` is the effective `gopherq.Settings`.
     """
 
 
 @hookspec
-def gopherq_register_sinks(register: Any, settings: Any) -> None:
-    """Register event sinks, for a worker to feed.
+def gopherq_register_sinks(register: RegisterSink, settings: Settings) -> None:
+    """Register event sinks. Returns nothing.
 
-    Called at worker start-up. Call `register(name, sink, events=["task.*"], buffer_size=..., batch_size=...)`
-    for each enabled sink; register nothing when your sink is disabled in its settings. A sink gets events
-    in batches from its own bounded buffer, so it can never slow the worker down.
+    Runs once at worker start-up (and for `gopherq plugins`), after the executors. Call
+    `register(name, sink, **config.register_kwargs())` for each enabled sink, where `config` is your
+    `gopherq.SinkSettings` table, and register nothing when it is disabled: an event no sink wants is never
+    even built. Each sink gets its own bounded buffer and its own task, so a slow or failing sink never slows
+    the worker; what it drops or fails on is counted and logged.
     """
 
 
 @hookspec
 def gopherq_register_commands(cli: Any) -> None:
-    """Add commands to the `gopherq` CLI (a click group): `@cli.command()` and so on.
+    """Add commands to the `gopherq` CLI. Returns nothing.
 
-    Called when the CLI starts, before arguments are parsed.
+    `cli` is the top-level click group: decorate functions with `@cli.command()` (or add a group). Runs when
+    the `gopherq` program starts, before its arguments are parsed, so keep the hook's imports light.
     """
 
 
 @hookspec
 def gopherq_startup(worker: Any) -> Any:
-    """The worker is about to fetch its first task; may return an awaitable, which is awaited.
+    """The worker is connected and its executors are open; it is about to fetch its first task.
 
-    An exception here is logged and does not stop the worker or the other plugins' hooks.
+    Returns None or an awaitable, which the worker awaits before fetching. `worker.settings`, `worker.id` and
+    `worker.queue` describe it. An exception here is logged and does not stop the worker or the other
+    plugins' hooks.
     """
 
 
 @hookspec
 def gopherq_shutdown(worker: Any) -> Any:
-    """The worker has stopped running tasks and is about to exit; may return an awaitable.
+    """The worker has finished (or put back) its tasks and closed its executors, and is about to exit.
 
-    An exception here is logged and does not stop the other plugins' hooks.
+    Returns None or an awaitable, which is awaited before the sinks are drained. An exception here is logged
+    and does not stop the other plugins' hooks.
     """

@@ -12,12 +12,14 @@ import importlib
 import importlib.metadata as metadata
 import inspect
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel
 
 from gopherq.core import hookspecs
 from gopherq.core.errors import ConfigError, PluginError
@@ -30,7 +32,14 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "gopherq"
 
 #: Built-in plugins, by entry-point name; used only when the distribution's entry points are not installed.
-BUILTINS = {"http": "gopherq.plugins.http", "logging": "gopherq.plugins.logging_sink"}
+BUILTINS = {
+    "http": "gopherq.plugins.http",
+    "logging": "gopherq.plugins.logging_sink",
+    "webhook": "gopherq.plugins.webhook_sink",
+}
+
+#: What `gopherq config` shows for the table of a plugin that is not loaded.
+IGNORED_TABLE = "(ignored: the plugin is not loaded)"
 
 #: Keys of the `[plugins]` table that are not plugin tables.
 RESERVED_TABLES = frozenset({"disable", "load"})
@@ -45,6 +54,7 @@ class PluginInfo:
     distribution: str | None
     version: str | None
     builtin: bool
+    entry_point: str | None = None
     hooks: list[str] = field(default_factory=list)
     executors: list[str] = field(default_factory=list)
     sinks: list[str] = field(default_factory=list)
@@ -53,8 +63,8 @@ class PluginInfo:
 
     @property
     def label(self) -> str:
-        dist = f"{self.distribution} {self.version}" if self.distribution else "no distribution"
-        return f"plugin '{self.name}' ({dist})"
+        """How error messages name the plugin: its name, distribution and entry point."""
+        return plugin_label(self.name, self.distribution, self.version, self.entry_point or self.module)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,12 +73,36 @@ class PluginInfo:
             "distribution": self.distribution,
             "version": self.version,
             "builtin": self.builtin,
+            "entry_point": self.entry_point,
             "hooks": self.hooks,
             "executors": self.executors,
             "sinks": self.sinks,
             "settings": self.settings,
             "commands": self.commands,
         }
+
+
+def plugin_label(name: str, distribution: str | None, version: str | None, target: str) -> str:
+    dist = f"distribution {distribution} {version or ''}".rstrip() if distribution else "no distribution"
+    return f"plugin '{name}' ({dist}, {target})"
+
+
+def one_line(text: str) -> str:
+    """Error messages are one line: pluggy's and some import errors span several."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def describe_validation(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's multi-line complaint about a hook's signature, as one line a plugin author can act on."""
+    text = one_line(str(exc))
+    match = re.search(r"hook '(\w+)'.*Argument\(s\) (\{.*?\}) are declared in the hookimpl", text)
+    if match:
+        spec = inspect.signature(getattr(hookspecs, match.group(1)))
+        return (
+            f"hook {match.group(1)} takes argument(s) {match.group(2)} that it is not given "
+            f"(it is given: {', '.join(spec.parameters)})"
+        )
+    return text
 
 
 @dataclass
@@ -91,83 +125,148 @@ class PluginManager:
         self.executors: dict[str, ExecutorEntry] = {}
         self.sinks: dict[str, SinkEntry] = {}
         self.settings_models: dict[str, tuple[type[Any], str]] = {}
+        #: Plugins found but not loaded (disabled, or left out by GOPHERQ_LOAD_PLUGINS).
+        self.blocked: set[str] = set()
+        #: Plugins disabled by `[plugins] disable` / GOPHERQ_DISABLE_PLUGINS: not even `add_plugin` loads them.
+        self.disabled: set[str] = set()
 
     # -- discovery -------------------------------------------------------------------------------------------
 
     def discover(self, disabled: Iterable[str] = (), pinned: Iterable[str] | None = None) -> None:
         """Load every plugin of the entry-point group (built-ins always, third-party ones filtered by `pinned`),
-        except those named in `disabled`."""
+        except those named in `disabled`.
+
+        An entry point found twice with the same target (e.g. an editable install seen through two paths) is
+        loaded once; two different plugins under one name stop start-up.
+        """
         disabled = set(disabled)
+        self.disabled |= disabled
         pinned_set = None if pinned is None else set(pinned)
-        seen: set[str] = set()
+        found: dict[str, list[metadata.EntryPoint]] = {}
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in seen:
+            same_name = found.setdefault(ep.name, [])
+            if all(other.value != ep.value for other in same_name):
+                same_name.append(ep)
+        seen = set(found)
+        for name, module_name in BUILTINS.items():
+            if name in seen:
                 continue
-            seen.add(ep.name)
+            if name in disabled:
+                self.pm.set_blocked(name)
+                self.blocked.add(name)
+                continue
+            self._add(name, importlib.import_module(module_name), None, None, True, module_name)
+        # Built-ins first, so that a third-party plugin can replace what a built-in registered (replace=True).
+        ordered = sorted(found.items(), key=lambda item: item[0] not in BUILTINS)
+        for name, eps in ordered:
+            ep = eps[0]
             dist = ep.dist.name if ep.dist else None
-            builtin = ep.name in BUILTINS and ep.value == BUILTINS[ep.name]
-            if ep.name in disabled or (pinned_set is not None and not builtin and ep.name not in pinned_set):
-                self.pm.set_blocked(ep.name)
-                continue
             version = ep.dist.version if ep.dist else None
-            label = f"plugin '{ep.name}' (distribution {dist or '?'} {version or ''}, entry point {ep.value})"
+            builtin = name in BUILTINS and ep.value == BUILTINS[name]
+            if name in disabled or (pinned_set is not None and not builtin and name not in pinned_set):
+                self.pm.set_blocked(name)
+                self.blocked.add(name)
+                continue
+            if len(eps) > 1:
+                others = "; ".join(
+                    plugin_label(name, o.dist.name if o.dist else None, o.dist.version if o.dist else None, o.value)
+                    for o in eps[1:]
+                )
+                raise PluginError(
+                    f"{plugin_label(name, dist, version, ep.value)}: duplicate plugin name: also {others}"
+                    f" (uninstall one, or disable '{name}')"
+                )
             try:
                 plugin = ep.load()
             except Exception as exc:
-                raise PluginError(f"{label}: failed to import: {type(exc).__name__}: {exc}") from None
-            self._add(ep.name, plugin, dist, version, builtin)
-        for name, module_name in BUILTINS.items():
-            if name not in seen and name not in disabled:
-                self._add(name, importlib.import_module(module_name), None, None, True)
+                label = plugin_label(name, dist, version, ep.value)
+                raise PluginError(f"{label}: failed to import: {type(exc).__name__}: {one_line(str(exc))}") from None
+            self._add(ep.name, plugin, dist, version, builtin, ep.value)
+        unknown = disabled - seen - set(BUILTINS)
+        for name in sorted(unknown):
+            close = difflib.get_close_matches(name, [*seen, *BUILTINS], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            log.warning("disabled plugin '%s' is not installed%s", name, hint)
         if pinned_set is not None:
             missing = pinned_set - seen
             if missing:
                 raise PluginError(
-                    f"GOPHERQ_LOAD_PLUGINS names plugins that are not installed: {', '.join(sorted(missing))}"
+                    f"plugins to load (GOPHERQ_LOAD_PLUGINS or plugins.load) are not installed: "
+                    f"{', '.join(sorted(missing))}"
+                    f" (installed: {', '.join(sorted(seen - set(BUILTINS))) or 'none'})"
                 )
 
     def add_plugin(self, name: str, plugin: Any, distribution: str | None = None, version: str | None = None) -> None:
-        """Register a plugin object directly (tests and embedding; entry points are the normal way)."""
-        self._add(name, plugin, distribution, version, False)
+        """Register a plugin object directly (tests and embedding; entry points are the normal way).
 
-    def _add(self, name: str, plugin: Any, dist: str | None, version: str | None, builtin: bool) -> None:
+        A disabled name is skipped, as it would be from an entry point; a name left out by pinning is not
+        (the caller asked for this plugin explicitly)."""
+        if name in self.disabled:
+            log.info("plugin '%s' is disabled: not loaded", name)
+            return
+        if self.pm.is_blocked(name):
+            self.pm.unblock(name)
+            self.blocked.discard(name)
+        self._add(name, plugin, distribution, version, False, None)
+
+    def _add(
+        self, name: str, plugin: Any, dist: str | None, version: str | None, builtin: bool, target: str | None
+    ) -> None:
         module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
-        info = PluginInfo(name, module, dist, version, builtin)
+        info = PluginInfo(name, module, dist, version, builtin, target)
+        if name in self.info:
+            raise PluginError(f"{info.label}: duplicate plugin name: '{name}' is already {self.info[name].label}")
         try:
-            self.pm.register(plugin, name=name)
+            registered = self.pm.register(plugin, name=name)
         except ValueError as exc:
-            raise PluginError(f"{info.label}: cannot be registered: {exc}") from None
+            raise PluginError(f"{info.label}: cannot be registered: {one_line(str(exc))}") from None
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"{info.label}: {exc}") from None
+            raise PluginError(f"{info.label}: {describe_validation(exc)}") from None
+        if registered is None:  # blocked: pluggy ignores it
+            return
+        unknown = [caller.name for caller in self.pm.get_hookcallers(plugin) or [] if caller.spec is None]
+        if unknown:
+            self.pm.unregister(plugin)
+            close = difflib.get_close_matches(unknown[0], self.hook_names(), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise PluginError(f"{info.label}: implements unknown hook {unknown[0]}{hint}")
         self.info[name] = info
-        for impl_name in dir(plugin):
-            if impl_name.startswith("gopherq_") and self.pm.parse_hookimpl_opts(plugin, impl_name) is not None:
-                if impl_name not in self.pm.hook.__dict__:
-                    close = difflib.get_close_matches(impl_name, list(self.pm.hook.__dict__), n=1)
-                    hint = f" (did you mean {close[0]}?)" if close else ""
-                    raise PluginError(f"{info.label}: implements unknown hook {impl_name}{hint}")
-                info.hooks.append(impl_name)
+        info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
 
-    def _impls(self, hook_name: str) -> list[tuple[str, Callable[..., Any]]]:
+    def hook_names(self) -> list[str]:
+        """The names of every hook spec."""
+        return sorted(name for name in dir(hookspecs) if name.startswith("gopherq_"))
+
+    def _impls(self, hook_name: str) -> list[tuple[str, Callable[..., Any], tuple[str, ...]]]:
+        """(plugin name, function, argument names) of each implementation, in registration order."""
         caller = getattr(self.pm.hook, hook_name)
-        return [(impl.plugin_name, impl.function) for impl in reversed(caller.get_hookimpls())]
+        return [(impl.plugin_name, impl.function, tuple(impl.argnames)) for impl in caller.get_hookimpls()]
 
-    def _call(self, hook_name: str, plugin: str, func: Callable[..., Any], **kwargs: Any) -> Any:
+    def _call(
+        self, hook_name: str, plugin: str, func: Callable[..., Any], argnames: tuple[str, ...], **kwargs: Any
+    ) -> Any:
+        """Call one implementation with the arguments it asks for; its failure names the plugin."""
         try:
-            return func(**kwargs)
+            return func(**{name: kwargs[name] for name in argnames if name in kwargs})
         except (PluginError, ConfigError):
             raise
         except Exception as exc:
-            raise PluginError(f"{self.info[plugin].label}: {hook_name} failed: {type(exc).__name__}: {exc}") from None
+            message = one_line(f"{type(exc).__name__}: {exc}")
+            raise PluginError(f"{self.info[plugin].label}: {hook_name} failed: {message}") from None
 
     # -- registrations ---------------------------------------------------------------------------------------
 
     def configure(self, settings: Settings) -> None:
         """Collect settings models and validate each plugin's `[plugins.<name>]` table into `settings`."""
-        for plugin, func in self._impls("gopherq_register_settings"):
+        for plugin, func, argnames in self._impls("gopherq_register_settings"):
 
             def register(model: type[Any], name: str | None = None, *, _plugin: str = plugin) -> None:
                 table = name or _plugin
+                if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                    raise PluginError(
+                        f"{self.info[_plugin].label}: settings for '{table}' must be a pydantic model class "
+                        f"(a gopherq.PluginSettings subclass), got {model!r}"
+                    )
                 if table in self.settings_models:
                     owner = self.settings_models[table][1]
                     raise PluginError(
@@ -176,14 +275,17 @@ class PluginManager:
                 self.settings_models[table] = (model, _plugin)
                 self.info[_plugin].settings.append(table)
 
-            self._call("gopherq_register_settings", plugin, func, register=register)
+            self._call("gopherq_register_settings", plugin, func, argnames, register=register)
         for table, (model, _) in self.settings_models.items():
             settings.set_plugin(
                 table, validate_section(model, settings.plugin_table(table), settings, ("plugins", table))
             )
-        blocked = {name for name, plugin in self.pm.list_name_plugin() if plugin is None}
         for table in settings.plugins:
-            if table in RESERVED_TABLES or table in self.settings_models or table in blocked:
+            if table in RESERVED_TABLES or table in self.settings_models:
+                continue
+            if table in self.blocked:
+                # Nobody validates or reads it; replaced so that `gopherq config` cannot print a secret from it.
+                settings.plugins[table] = IGNORED_TABLE
                 continue
             close = difflib.get_close_matches(table, list(self.settings_models), n=1)
             hint = f" (did you mean 'plugins.{close[0]}'?)" if close else ""
@@ -191,7 +293,7 @@ class PluginManager:
             raise ConfigError(f"{where}: plugins.{table}: no loaded plugin has settings named '{table}'{hint}")
 
     def register_executors(self, settings: Settings) -> None:
-        for plugin, func in self._impls("gopherq_register_executors"):
+        for plugin, func, argnames in self._impls("gopherq_register_executors"):
 
             def register(name: str, executor: Any, *, replace: bool = False, _plugin: str = plugin) -> None:
                 label = self.info[_plugin].label
@@ -207,10 +309,10 @@ class PluginManager:
                     raise PluginError(f"{label}: {exc}") from None
                 self.info[_plugin].executors.append(name)
 
-            self._call("gopherq_register_executors", plugin, func, register=register, settings=settings)
+            self._call("gopherq_register_executors", plugin, func, argnames, register=register, settings=settings)
 
     def register_sinks(self, settings: Settings) -> None:
-        for plugin, func in self._impls("gopherq_register_sinks"):
+        for plugin, func, argnames in self._impls("gopherq_register_sinks"):
 
             def register(
                 name: str,
@@ -229,16 +331,25 @@ class PluginManager:
                     )
                 if not callable(getattr(sink, "handle", None)):
                     raise PluginError(f"{label}: sink '{name}' has no handle(events) method")
+                if isinstance(events, str):
+                    events = (events,)
+                if buffer_size < 1 or batch_size < 1:
+                    raise PluginError(f"{label}: sink '{name}': buffer_size and batch_size must be at least 1")
                 self.sinks[name] = SinkEntry(name, sink, _plugin, tuple(events), buffer_size, batch_size)
                 self.info[_plugin].sinks.append(name)
 
-            self._call("gopherq_register_sinks", plugin, func, register=register, settings=settings)
+            self._call("gopherq_register_sinks", plugin, func, argnames, register=register, settings=settings)
 
     def register_commands(self, cli: Any) -> None:
-        for plugin, func in self._impls("gopherq_register_commands"):
-            before = set(getattr(cli, "commands", {}))
-            self._call("gopherq_register_commands", plugin, func, cli=cli)
-            self.info[plugin].commands.extend(sorted(set(getattr(cli, "commands", {})) - before))
+        """Let each plugin add commands to the click group `cli`; replacing an existing command is an error."""
+        for plugin, func, argnames in self._impls("gopherq_register_commands"):
+            before = dict(getattr(cli, "commands", {}))
+            self._call("gopherq_register_commands", plugin, func, argnames, cli=cli)
+            after = dict(getattr(cli, "commands", {}))
+            replaced = sorted(name for name, command in before.items() if after.get(name) is not command)
+            if replaced:
+                raise PluginError(f"{self.info[plugin].label}: replaces the command '{replaced[0]}'")
+            self.info[plugin].commands.extend(sorted(set(after) - set(before)))
 
     def attach_sinks(self, bus: EventBus) -> None:
         for entry in self.sinks.values():
@@ -246,9 +357,9 @@ class PluginManager:
 
     async def call_lifecycle(self, hook_name: str, worker: Any) -> None:
         """Run `gopherq_startup`/`gopherq_shutdown` of every plugin; one's failure is logged, not raised."""
-        for plugin, func in self._impls(hook_name):
+        for plugin, func, argnames in self._impls(hook_name):
             try:
-                result = func(worker=worker)
+                result = func(**({"worker": worker} if "worker" in argnames else {}))
                 if inspect.isawaitable(result):
                     await result
             except Exception:
