@@ -461,6 +461,12 @@ class CaptureSink:
     def named(self, name: str) -> list[Event]:
         return [event for event in self.events if event.name == name]
 
+    async def wait_named(self, name: str, count: int = 1, timeout: float = 5.0) -> list[Event]:
+        """The events called `name`, once at least `count` have arrived. Events reach a sink through its own
+        buffer after the settle that records the outcome, so a test that has seen a result waits for them."""
+        await async_wait_until(lambda: len(self.named(name)) >= count, timeout=timeout, what=f"{count} {name} event(s)")
+        return self.named(name)
+
 
 class SinkPlugin:
     """A plugin object registering a CaptureSink under `name`."""

@@ -102,7 +102,7 @@ async def test_a_task_whose_holder_died_is_recovered_and_run_by_another_worker(
     await start_worker(make_settings(), extra_plugins=sleeper_plugins(sleeper, sink))
     record = await final_result(aredis, queue_name, "orphan")
     assert record["status"] == "succeeded" and record["attempts"] == 1  # a recovery is not an attempt
-    [recovered] = sink.named("task.recovered")
+    [recovered] = await sink.wait_named("task.recovered")
     assert recovered.task_id == "orphan" and recovered.data["recoveries"] == 1
     # The ghost wakes up: its late ack is refused, and counted.
     assert await ghost.settle([late_ack(stale_token, "orphan")], 60, 10) == [False]

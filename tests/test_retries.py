@@ -142,7 +142,7 @@ async def test_network_errors_timeouts_408_429_and_5xx_are_retried(
         record = await final(aredis, queue_name, key)
         assert (record["status"], record["attempts"]) == ("succeeded", 2), key
         assert loopback.count(key) == 2
-    retrying = {event.task_id: event for event in sink.named("task.retrying")}
+    retrying = {event.task_id: event for event in await sink.wait_named("task.retrying", len(tasks))}
     assert set(retrying) == set(tasks)
     assert all(0.05 <= event.data["delay"] <= 0.1 for event in retrying.values())
     # A refused connection and a timeout are retried until the attempts run out.
@@ -158,7 +158,7 @@ async def test_network_errors_timeouts_408_429_and_5xx_are_retried(
         assert (record["status"], record["attempts"], record["dead_reason"]) == ("failed", 3, "retries_exhausted")
         entry = await dead_letter(aredis, queue_name, key)
         assert entry["reason"] == "retries_exhausted" and entry["error"]["reason"] == reason
-    dead = {event.task_id: event.data["reason"] for event in sink.named("task.dead_lettered")}
+    dead = {event.task_id: event.data["reason"] for event in await sink.wait_named("task.dead_lettered", 2)}
     assert dead == {"refused": "retries_exhausted", "hangs": "retries_exhausted"}
 
 

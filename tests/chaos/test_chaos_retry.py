@@ -39,6 +39,12 @@ def test_retry_after_spaces_the_attempts(
         timeout=30,
         what="both tasks to succeed",
     )
+    # Events follow the settle that writes the record, through the sink's own buffer: wait for the log lines.
+    wait_until(
+        lambda: all(f"task.succeeded task={key} " in worker.output for key in tasks),
+        timeout=10,
+        what="the success events to be logged",
+    )
     records = results(sync_redis, queue_name, list(tasks))
     gaps = {}
     for key in tasks:
