@@ -8,7 +8,6 @@ so watching an attempt is one heap push, and an attempt that finishes in time co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 
@@ -58,5 +57,10 @@ class Watchdog:
             if not self._heap:
                 await self._wakeup.wait()
                 continue
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._heap[0][0] - loop.time())
+            # A timer that sets the event, not asyncio.wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as its inner wait completes, and this loop must stop when the worker cancels it.
+            alarm = loop.call_at(self._heap[0][0], self._wakeup.set)
+            try:
+                await self._wakeup.wait()
+            finally:
+                alarm.cancel()
