@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+import threading
+import time
 from typing import Any
 
 from gopherq.core.connection import Connection, describe_target
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import Settings
+from gopherq.core.supervisor import Supervisor
 from gopherq.core.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -50,11 +54,31 @@ async def serve(settings: Settings, plugins: PluginManager, worker_id: str | Non
 
 
 def run_worker(settings: Settings, extra_plugins: dict[str, Any] | None = None) -> int:
-    """Run one worker process in the foreground; returns the exit status."""
+    """Run the worker in the foreground (a supervisor of `worker.processes` children when that is > 1);
+    returns the exit status."""
+    if settings.worker.processes > 1:
+        return Supervisor(settings, extra_plugins).run()
     plugins = load_plugins(settings, extra=extra_plugins, sinks=True)
     loop = new_event_loop()
     try:
         loop.run_until_complete(serve(settings, plugins))
     finally:
         loop.close()
+    exit_without_waiting_for_stuck_threads()
     return 0
+
+
+def exit_without_waiting_for_stuck_threads() -> None:
+    """A synchronous executor cancelled at shutdown keeps running in its thread, and the interpreter would wait for
+    it at exit, past shutdown_timeout. Its task is already back in the queue: exit now instead."""
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    deadline = time.monotonic() + 0.5  # idle pool threads end at once (loop.close() shut the pool down)
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t for t in others if t.is_alive()]
+    if stuck:
+        log.warning(
+            "%d executor threads are still running; exiting without waiting (their tasks were put back)", len(stuck)
+        )
+        logging.shutdown()
+        os._exit(0)

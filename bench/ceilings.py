@@ -1,0 +1,164 @@
+"""The limits every figure is read against: HTTP clients with no queue at all, Redis round trips, and GoPherQ's
+delivery protocol (claim + settle Lua scripts) with no executor.
+
+HTTP: N GETs against the same nginx with c requests in flight, by the clients the systems use: GoPherQ's (an
+httpx transport called directly: httpx-aiohttp's by default, httpcore's with `transport = "httpx"`), raw aiohttp
+(the async peers), and requests with c threads (the sync peers). Redis: redis-benchmark on the private server.
+Protocol: one Python process claiming batches of 200 and acknowledging them, the most a GoPherQ worker could do
+on this Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench.peers import run_async
+
+
+async def _drive(count: int, concurrency: int, get: Any, window: float) -> float:
+    """Run `get(i)` for i < count with `concurrency` in flight, for at most `window` seconds (a slow client
+    would otherwise take minutes); returns requests per second."""
+    counter = iter(range(count))
+    start = time.perf_counter()
+    done = 0
+
+    async def lane() -> None:
+        nonlocal done
+        for i in counter:
+            await get(i)
+            done += 1
+            if time.perf_counter() - start > window:
+                return
+
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return done / (time.perf_counter() - start)
+
+
+async def transport_rate(url: str, count: int, concurrency: int, transport: str, window: float) -> float:
+    """GoPherQ's HTTP client exactly: an httpx transport (aiohttp-backed by default, or httpcore) driven
+    through `handle_async_request`, with the pool sized to the concurrency."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    client: httpx.AsyncBaseTransport
+    if transport == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        client = AiohttpTransport(limits=limits)
+    else:
+        client = httpx.AsyncHTTPTransport(limits=limits)
+    try:
+
+        async def get(i: int) -> None:
+            response = await client.handle_async_request(httpx.Request("GET", f"{url}/{i}"))
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}")
+
+        await _drive(min(count, concurrency), concurrency, get, window)  # open the connections first
+        return await _drive(count, concurrency, get, window)
+    finally:
+        await client.aclose()
+
+
+async def aiohttp_rate(url: str, count: int, concurrency: int, window: float) -> float:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def get(i: int) -> None:
+            async with session.get(f"{url}/{i}") as response:
+                await response.read()
+                response.raise_for_status()
+
+        await _drive(min(count, concurrency), concurrency, get, window)
+        return await _drive(count, concurrency, get, window)
+
+
+def requests_rate(url: str, count: int, concurrency: int) -> float:
+    from bench.tasks import http_get
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda i: http_get(f"{url}/{i}"), range(concurrency)))
+        start = time.perf_counter()
+        list(pool.map(lambda i: http_get(f"{url}/{i}"), range(count)))
+        return count / (time.perf_counter() - start)  # requests manages ~1,000/s: count is kept small
+
+
+CLIENT_MODULES = {"requests": "requests", "aiohttp": "aiohttp", "httpx": "httpx", "httpx-aiohttp": "httpx_aiohttp"}
+
+
+def available(client: str) -> bool:
+    """Whether this environment has the client (the smoke run's test environment has no requests)."""
+    import importlib.util
+
+    return importlib.util.find_spec(CLIENT_MODULES[client]) is not None
+
+
+def http_ceiling(client: str, base_url: str, count: int, concurrency: int, window: float = 10.0) -> float:
+    """Requests per second of `client` doing `count` GETs (or as many as it does in `window` seconds)."""
+    url = f"{base_url}/ceil-{uuid.uuid4().hex[:8]}"
+    if client == "requests":
+        return requests_rate(url, count, concurrency)
+    if client == "aiohttp":
+        return float(run_async(aiohttp_rate(url, count, concurrency, window)))
+    transport = "aiohttp" if client == "httpx-aiohttp" else "httpx"
+    return float(run_async(transport_rate(url, count, concurrency, transport, window)))
+
+
+def redis_benchmark(port: int, requests: int) -> dict[str, float]:
+    """Requests per second of PING with 1 client (one round trip at a time) and of PING/LPUSH with 50."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return {}
+    out: dict[str, float] = {}
+    runs = {"PING, 1 client": ["-c", "1", "-t", "ping"], "PING, 50 clients": ["-c", "50", "-t", "ping"]}
+    runs["LPUSH, 50 clients"] = ["-c", "50", "-t", "lpush"]
+    for name, extra in runs.items():
+        args = [binary, "-h", "127.0.0.1", "-p", str(port), "-n", str(requests), "--csv", *extra]
+        text = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+        rates = [float(line.split(",")[1].strip('"')) for line in text.splitlines()[1:] if line.count(",") >= 1]
+        if rates:
+            out[name] = max(rates)  # PING runs PING_INLINE and PING_MBULK: the better of the two
+    return out
+
+
+async def _protocol_rate(redis_url: str, count: int, batch: int) -> float:
+    from redis.asyncio import Redis
+
+    from gopherq.core.broker import Broker, Settlement
+
+    queue = f"ceil{uuid.uuid4().hex[:6]}"
+    redis = Redis.from_url(redis_url)
+    try:
+        broker = Broker(redis, queue, "ceiling:1:0")
+        envelope = b'{"id":"%d","type":"pycall","function":"bench.tasks:anoop","args":[]}'
+        for start in range(0, count, 1000):
+            await redis.rpush(queue, *[envelope % i for i in range(start, min(count, start + 1000))])
+        result = b'{"status":"succeeded","attempts":1}'
+        begin = time.perf_counter()
+        done = 0
+        while done < count:
+            claimed = await broker.claim(batch, 60_000)
+            if not claimed:
+                break
+            items = [Settlement("ack", token, str(i), result=result) for i, (token, _raw) in enumerate(claimed)]
+            await broker.settle(items, 60, 1000)
+            done += len(claimed)
+        return done / (time.perf_counter() - begin)
+    finally:
+        await redis.flushall()
+        await redis.aclose()
+
+
+def protocol_ceiling(redis_url: str, count: int, batch: int = 200) -> float:
+    return float(run_async(_protocol_rate(redis_url, count, batch)))

@@ -1,0 +1,167 @@
+"""GoPherQ: Python tasks through the `pycall` example executor, HTTP tasks through the built-in `http` executor.
+
+Client: `gopherq.AsyncClient` (uvloop); one by one = `enqueue()` per task, bulk = `enqueue_many()` per 1,000.
+Worker: `gopherq run -c <toml>`; logging at WARNING (so the logging sink is off), everything else default
+unless the workload says so. When the pycall plugin is not installed (the smoke run in the test environment)
+the worker is started through bench/gopherq_worker.py, which adds it from examples/ without installing it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench.peers import AsyncPeer, Batch, Context, WorkerSpec
+from gopherq import AsyncClient, Task, load_settings
+from gopherq.core.keys import QueueKeys
+
+#: Worker settings per workload (the fastest reasonable single-process configuration found, see the report).
+NOOP_CONCURRENCY = 500
+NOOP_BATCH = 500
+FUNCTIONS = {"noop": "bench.tasks:anoop", "mark": "bench.tasks:amark", "probe": "bench.tasks:aprobe"}
+
+
+def pycall_installed() -> bool:
+    return any(ep.name == "pycall" for ep in importlib.metadata.entry_points(group="gopherq"))
+
+
+def pycall_source(repo: Path) -> Path:
+    return repo / "examples" / "gopherq-pycall" / "src"
+
+
+#: Decided at import, before the client may put the example's source tree (and its egg-info) on sys.path.
+PYCALL_INSTALLED = pycall_installed()
+
+
+def pycall_extra() -> dict[str, Any]:
+    """The pycall plugin as an extra plugin, unless its entry point is visible (installed, or an egg-info
+    beside the source on sys.path), in which case plugin discovery finds it by itself."""
+    if pycall_installed():
+        return {}
+    import gopherq_pycall
+
+    return {"pycall": gopherq_pycall}
+
+
+class GoPherQPeer(AsyncPeer):
+    name = "gopherq"
+    label = "GoPherQ"
+    dist = "gopherq"
+    has_bulk = True
+    http_client = "built-in `http` executor: httpx-aiohttp transport (default), also the httpx (httpcore) one"
+    configs = {
+        "noop": f"1 process, concurrency {NOOP_CONCURRENCY}, batch_size {NOOP_BATCH}, pycall `async def` noop",
+        "http": "1 process, concurrency = c, built-in http executor (pool size = c, default transport)",
+        "latency": f"1 process, concurrency {NOOP_CONCURRENCY}, batch_size {NOOP_BATCH}",
+    }
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.settings = load_settings(None, {"redis": {"url": ctx.redis_url}, "queue": {"name": ctx.queue}}, {})
+        self.client: AsyncClient | None = None
+        self.installed = PYCALL_INSTALLED
+        #: Where `send` puts tasks: the worker's queue, or a staging list that `release` renames into it.
+        self.send_queue: str | None = None
+
+    def describe(self, spec: WorkerSpec) -> str:
+        text = super().describe(spec)
+        if spec.processes > 1:
+            text = text.replace("1 process", f"{spec.processes} processes (`--processes {spec.processes}`)")
+        if "transport" in spec.options:
+            text += f', `[plugins.http] transport = "{spec.options["transport"]}"`'
+        return text
+
+    # -- client ------------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        plugins = None
+        if not self.installed:
+            import sys
+
+            from gopherq.core.plugins import load_plugins
+
+            if str(pycall_source(self.ctx.repo)) not in sys.path:
+                sys.path.insert(0, str(pycall_source(self.ctx.repo)))
+            plugins = load_plugins(self.settings, extra=pycall_extra())
+        self.client = AsyncClient(self.settings, plugins=plugins, queue=self.send_queue)
+        await self.client.connect()
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+    def _task(self, kind: str, args: tuple[Any, ...]) -> Task:
+        assert self.client is not None
+        if kind == "http":
+            return self.client.http(args[0])
+        return self.client.task("pycall", function=FUNCTIONS[kind], args=list(args))
+
+    async def send_one(self, kind: str, args: tuple[Any, ...]) -> None:
+        assert self.client is not None
+        if kind == "http":
+            await self.client.enqueue_http(args[0])
+        else:
+            await self.client.enqueue("pycall", function=FUNCTIONS[kind], args=list(args))
+
+    async def send_many(self, kind: str, args: Sequence[tuple[Any, ...]]) -> None:
+        assert self.client is not None
+        await self.client.enqueue_many([self._task(kind, a) for a in args])
+
+    # -- staged start (scaling) ----------------------------------------------------------------------------------
+
+    def stage(self, batches: list[Batch]) -> None:
+        """Queue batches on a staging list that no worker reads."""
+        self.send_queue = f"{self.ctx.queue}_staging"
+        try:
+            for batch in batches:
+                self.send(batch)
+        finally:
+            self.send_queue = None
+
+    def workers_ready(self, count: int) -> bool:
+        """Whether `count` worker processes have registered their heartbeat (they are up and fetching)."""
+        with redis.Redis.from_url(self.ctx.redis_url) as client:
+            return int(client.zcard(QueueKeys(self.ctx.queue).workers)) >= count
+
+    def release(self) -> None:
+        """Make the staged tasks the queue at once (RENAME wakes the workers blocked on the ready list)."""
+        with redis.Redis.from_url(self.ctx.redis_url) as client:
+            client.rename(f"{self.ctx.queue}_staging", QueueKeys(self.ctx.queue).ready)
+
+    # -- worker ------------------------------------------------------------------------------------------------
+
+    def config_file(self, spec: WorkerSpec) -> Path:
+        concurrency = spec.concurrency if spec.workload == "http" else NOOP_CONCURRENCY
+        batch = min(concurrency, NOOP_BATCH)
+        lines = [
+            "[redis]",
+            f'url = "{self.ctx.redis_url}"',
+            "[queue]",
+            f'name = "{self.ctx.queue}"',
+            "[worker]",
+            f"concurrency = {concurrency}",
+            f"batch_size = {batch}",
+            f"processes = {spec.processes}",
+            "[logging]",
+            'level = "WARNING"',
+            "[plugins.http]",
+            f"max_connections = {concurrency}",
+        ]
+        if "transport" in spec.options:
+            lines.append(f'transport = "{spec.options["transport"]}"')
+        tag = f"{spec.workload}-c{concurrency}-p{spec.processes}-{spec.options.get('transport', 'default')}"
+        path = self.ctx.run_dir / f"gopherq-{tag}.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def worker(self, spec: WorkerSpec) -> tuple[list[str], dict[str, str]]:
+        config = str(self.config_file(spec))
+        if self.installed:
+            return [self.exe("gopherq"), "run", "-c", config], {}
+        extra_path = str(pycall_source(self.ctx.repo))
+        return [self.exe("python"), "-m", "bench.gopherq_worker", "-c", config], {"BENCH_EXTRA_PATH": extra_path}
