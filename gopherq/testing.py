@@ -80,17 +80,10 @@ def build_plugins(
 ) -> PluginManager:
     """The built-in plugins, the installed plugins named in `load` (through their entry points), and the
     plugin objects in `plugins` (by name), with settings validated and executors (and sinks) registered."""
-    from gopherq.core.plugins import PluginManager
+    from gopherq.core.plugins import load_plugins
 
-    manager = PluginManager()
-    manager.discover(settings.disabled_plugins, [*load, *(settings.pinned_plugins or [])])
-    for name, plugin in (plugins or {}).items():
-        manager.add_plugin(name, plugin)
-    manager.configure(settings)
-    manager.register_executors(settings)
-    if sinks:
-        manager.register_sinks(settings)
-    return manager
+    pinned = [*load, *(settings.pinned_plugins or [])]
+    return load_plugins(settings, extra=plugins, sinks=sinks, pinned=pinned)
 
 
 def make_event(name: str, **fields: Any) -> Event:

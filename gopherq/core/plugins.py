@@ -13,7 +13,7 @@ import importlib.metadata as metadata
 import inspect
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -369,13 +369,20 @@ class PluginManager:
         return self.executors.get(task_type)
 
 
-def load_plugins(settings: Settings, *, extra: dict[str, Any] | None = None, sinks: bool = False) -> PluginManager:
+def load_plugins(
+    settings: Settings,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    sinks: bool = False,
+    pinned: Iterable[str] | None = None,
+) -> PluginManager:
     """Discover plugins, validate their settings and register their executors (and sinks, for a worker).
 
-    `extra` adds plugin objects by name without entry points (tests, embedding).
+    `extra` adds plugin objects by name without entry points (tests, embedding); `pinned` replaces the
+    settings' list of third-party plugins to load (gopherq.testing loads only the plugin under test).
     """
     manager = PluginManager()
-    manager.discover(settings.disabled_plugins, settings.pinned_plugins)
+    manager.discover(settings.disabled_plugins, settings.pinned_plugins if pinned is None else pinned)
     for name, plugin in (extra or {}).items():
         manager.add_plugin(name, plugin)
     manager.configure(settings)

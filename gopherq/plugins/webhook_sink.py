@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import email.utils
 import hashlib
 import hmac
 import logging
@@ -37,6 +36,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gopherq import Event, PluginSettings, RegisterSettings, RegisterSink, Settings, SinkSettings, hookimpl
 from gopherq import __version__ as gopherq_version
+from gopherq.plugins.http import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +59,6 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` header value: `v1,` + base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>"))."""
     mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(mac).decode("ascii")
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def message_body(events: list[Event]) -> bytes:
