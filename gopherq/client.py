@@ -131,7 +131,7 @@ class AsyncClient:
             created_at=time.time(),
             backoff=Backoff(*backoff) if backoff else None,
         )
-        self.validate(task)
+        task.envelope = self.validate(task)
         return task
 
     def http(
@@ -197,7 +197,7 @@ class AsyncClient:
 
     async def enqueue_many(self, tasks: Iterable[Task]) -> list[str]:
         """Enqueue built tasks in one round trip (per queue); delayed ones go to the delayed set."""
-        return await self._push([(task, task.encode()) for task in tasks])
+        return await self._push([(task, task.envelope or task.encode()) for task in tasks])
 
     async def _push(self, items: list[tuple[Task, bytes]]) -> list[str]:
         await self.connect()

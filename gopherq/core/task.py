@@ -86,6 +86,9 @@ class Task:
     payload: Any = None
     #: True when the producer sent no id and one was assigned here (the worker then records it in Redis).
     id_assigned: bool = False
+    #: The encoded envelope, kept by the client that built and validated the task so it is not encoded twice.
+    #: A task is not meant to be changed after it is built; `encode()` always encodes afresh.
+    envelope: bytes | None = field(default=None, repr=False, compare=False)
 
     def to_wire(self) -> dict[str, Any]:
         """The envelope as a JSON-ready dict; `recoveries` comes last (the reaper's Lua appends it there)."""
