@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from pytest_httpserver import HTTPServer
 
 from gopherq.core.broker import Broker
 from gopherq.core.events import Event
@@ -507,15 +508,9 @@ def run_gopherq(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str
 
 def process_gone(pid: int) -> bool:
     """True when no process `pid` runs (a zombie counts as gone: it has exited, only its parent has not reaped it)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state == "Z"
+    from gopherq.core.embedded import process_alive
+
+    return not process_alive(pid)
 
 
 @pytest.fixture
@@ -546,3 +541,24 @@ def _is_redis_server(pid: int) -> bool:
         return Path(f"/proc/{pid}/comm").read_text().startswith("redis-server")
     except OSError:
         return False
+
+
+# -- a loopback HTTP server shared by the HTTP executor tests -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HTTPServer]:
+    """A threaded server, so a handler that hangs (for the timeout tests) does not hold up the others."""
+    httpd = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    httpd.start()
+    yield httpd
+    httpd.clear()
+    httpd.stop()
+
+
+@pytest.fixture
+def http(server: HTTPServer) -> Iterator[HTTPServer]:
+    """The module's server, with no expectations or log left from the previous test."""
+    server.clear()
+    yield server
+    server.clear()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,15 +19,6 @@ from gopherq.plugins.http import HttpExecutor, HttpSettings
 from .test_http_executor import context
 
 
-@pytest.fixture
-def server() -> Iterator[HTTPServer]:
-    httpd = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    httpd.start()
-    yield httpd
-    httpd.clear()
-    httpd.stop()
-
-
 async def attempt(settings: HttpSettings, url: str, **fields: Any) -> Any:
     executor = HttpExecutor(settings, concurrency=20)
     await executor.open()
@@ -41,9 +31,9 @@ async def attempt(settings: HttpSettings, url: str, **fields: Any) -> Any:
         await executor.close()
 
 
-async def test_default_guard_allows_loopback_and_denies_link_local(server: HTTPServer) -> None:
-    server.expect_request("/ok").respond_with_data("fine")
-    outcome = await attempt(HttpSettings(), server.url_for("/ok"))
+async def test_default_guard_allows_loopback_and_denies_link_local(http: HTTPServer) -> None:
+    http.expect_request("/ok").respond_with_data("fine")
+    outcome = await attempt(HttpSettings(), http.url_for("/ok"))
     assert outcome.failure is None and outcome.result["status_code"] == 200
 
     denied = await attempt(HttpSettings(), "http://169.254.169.254/latest/meta-data/")
@@ -52,22 +42,22 @@ async def test_default_guard_allows_loopback_and_denies_link_local(server: HTTPS
     assert "169.254.0.0/16" in denied.failure.message
 
 
-async def test_denied_network_is_never_called(server: HTTPServer) -> None:
-    server.expect_request("/secret").respond_with_data("should not be reached")
+async def test_denied_network_is_never_called(http: HTTPServer) -> None:
+    http.expect_request("/secret").respond_with_data("should not be reached")
     settings = HttpSettings(egress=EgressSettings(deny_private=True))
-    outcome = await attempt(settings, server.url_for("/secret"))
+    outcome = await attempt(settings, http.url_for("/secret"))
     assert outcome.failure is not None and outcome.failure.reason == "egress_denied"
     assert "private address" in outcome.failure.message
-    assert server.log == []
+    assert http.log == []
 
 
-async def test_allow_list_and_redirect_hops_are_checked(server: HTTPServer) -> None:
-    server.expect_request("/hop").respond_with_data("", status=302, headers={"Location": "http://127.0.0.2:9/x"})
+async def test_allow_list_and_redirect_hops_are_checked(http: HTTPServer) -> None:
+    http.expect_request("/hop").respond_with_data("", status=302, headers={"Location": "http://127.0.0.2:9/x"})
     settings = HttpSettings(egress=EgressSettings(allow=["127.0.0.1/32"]))
-    outcome = await attempt(settings, server.url_for("/hop"), follow_redirects=True)
+    outcome = await attempt(settings, http.url_for("/hop"), follow_redirects=True)
     assert outcome.failure is not None and outcome.failure.reason == "egress_denied"
     assert "127.0.0.2 is outside the allowed networks" in outcome.failure.message
-    assert len(server.log) == 1  # the first hop was allowed and made
+    assert len(http.log) == 1  # the first hop was allowed and made
 
 
 async def test_names_are_resolved_before_the_check() -> None:
@@ -87,7 +77,7 @@ def test_bad_network_in_settings_is_a_one_line_error(tmp_path: Any) -> None:
         load_plugins(settings)
 
 
-async def test_per_host_limit_caps_requests_in_flight(server: HTTPServer) -> None:
+async def test_per_host_limit_caps_requests_in_flight(http: HTTPServer) -> None:
     lock = threading.Lock()
     state = {"now": 0, "peak": 0}
     release = threading.Event()
@@ -101,14 +91,14 @@ async def test_per_host_limit_caps_requests_in_flight(server: HTTPServer) -> Non
             state["now"] -= 1
         return Response("ok")
 
-    server.expect_request("/slow").respond_with_handler(handler)
+    http.expect_request("/slow").respond_with_handler(handler)
     executor = HttpExecutor(HttpSettings(per_host_limit=2), concurrency=20)
     await executor.open()
     try:
         entry = ExecutorEntry("http", executor, "http")
         tasks = []
         for n in range(8):
-            task = task_from_dict({"id": f"t{n}", "url": server.url_for("/slow")})
+            task = task_from_dict({"id": f"t{n}", "url": http.url_for("/slow")})
             entry.validate(task)
             tasks.append(run_attempt(entry, task, context()))
         outcomes = await asyncio.gather(*tasks)
@@ -119,21 +109,21 @@ async def test_per_host_limit_caps_requests_in_flight(server: HTTPServer) -> Non
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-async def test_both_transports_classify_outcomes_alike(server: HTTPServer, transport: str) -> None:
+async def test_both_transports_classify_outcomes_alike(http: HTTPServer, transport: str) -> None:
     """The default (aiohttp) and the httpcore transport give the same results and failure reasons."""
     import socket
 
-    server.expect_request("/ok").respond_with_data("fine", headers={"X-Reply": "1"})
-    server.expect_request("/gone").respond_with_data("no", status=404)
-    server.expect_request("/moved").respond_with_data("", status=303, headers={"Location": "/ok"})
+    http.expect_request("/ok").respond_with_data("fine", headers={"X-Reply": "1"})
+    http.expect_request("/gone").respond_with_data("no", status=404)
+    http.expect_request("/moved").respond_with_data("", status=303, headers={"Location": "/ok"})
     settings = HttpSettings(transport=transport)
-    ok = await attempt(settings, server.url_for("/ok"), headers={"X-A": "b"})
+    ok = await attempt(settings, http.url_for("/ok"), headers={"X-A": "b"})
     assert ok.failure is None and ok.result["status_code"] == 200 and ok.result["body"] == "fine"
     assert ok.result["headers"]["x-reply"] == "1"
-    moved = await attempt(settings, server.url_for("/moved"), method="POST", body="x", follow_redirects=True)
+    moved = await attempt(settings, http.url_for("/moved"), method="POST", body="x", follow_redirects=True)
     assert moved.failure is None and moved.result["body"] == "fine"
-    assert server.log[-1][0].method == "GET"  # 303 turns the POST into a GET
-    gone = await attempt(settings, server.url_for("/gone"))
+    assert http.log[-1][0].method == "GET"  # 303 turns the POST into a GET
+    gone = await attempt(settings, http.url_for("/gone"))
     assert gone.failure is not None and gone.failure.reason == "http_status" and not gone.failure.retryable
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -27,23 +27,6 @@ from gopherq.plugins.http import HttpExecutor, HttpSettings
 from .conftest import async_wait_until
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    """A threaded server, so a handler that hangs (for the timeout tests) does not hold up the others."""
-    httpd = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    httpd.start()
-    yield httpd
-    httpd.clear()
-    httpd.stop()
-
-
-@pytest.fixture
-def http(server: HTTPServer) -> Iterator[HTTPServer]:
-    server.clear()
-    yield server
-    server.clear()
-
-
 @pytest.fixture
 def hang(http: HTTPServer) -> Iterator[Callable[[str], None]]:
     """`hang(path)` makes requests to `path` wait until the test ends (the client gives up first)."""

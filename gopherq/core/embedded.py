@@ -149,14 +149,14 @@ class EmbeddedRedis:
         """A server whose process lives but does not answer yet (still loading its append-only file) is waited
         for, never replaced: unlinking its socket and starting another would split the data."""
         pid = self.pid()
-        if pid is None or not _process_alive(pid) or not _is_redis(pid):
+        if pid is None or not process_alive(pid) or not _is_redis(pid):
             return False
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _process_alive(pid):
+        while time.monotonic() < deadline and process_alive(pid):
             if self.is_running():
                 return True
             time.sleep(0.1)
-        if _process_alive(pid):
+        if process_alive(pid):
             raise BrokerUnavailable(f"embedded redis-server (pid {pid}) is alive but not answering on {self.socket}")
         return False
 
@@ -193,7 +193,7 @@ class EmbeddedRedis:
             return True
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """True when `pid` is a running process that is not a zombie."""
     try:
         os.kill(pid, 0)
