@@ -166,9 +166,10 @@ class Worker(Upkeep):
 
     async def _shutdown(self) -> None:
         self.bus.emit("worker.stopping", data={"running": len(self.executing)})
+        fetch_stopped = True
         if self._fetcher is not None:
             self._fetcher.cancel()
-            await asyncio.gather(self._fetcher, return_exceptions=True)
+            fetch_stopped = await self._stopped_within({self._fetcher}, "the fetch loop")
         self._release_suspect()
         grace = self.settings.worker.shutdown_timeout
         if self.executing:
@@ -185,8 +186,10 @@ class Worker(Upkeep):
         await self._guard("release staged", self.broker.release_staged, attempts=20)
         for loop_task in self._loops:
             loop_task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        if not self.held:
+        await self._stopped_within(set(self._loops), "the background loops")
+        # A fetch loop that did not stop may still park a task in this worker's processing list: keep the heartbeat
+        # registration then, so the reaper recovers that list once the heartbeat is stale.
+        if not self.held and fetch_stopped:
             await self._guard("deregister", self.broker.deregister, attempts=5)
         for entry in self.plugins.executors.values():
             try:
@@ -197,6 +200,16 @@ class Worker(Upkeep):
         self.bus.emit("worker.stopped", data=dict(self.stats))
         await self.bus.close(timeout=5.0)
         log.info("worker %s stopped: %s", self.id, self.stats)
+
+    @staticmethod
+    async def _stopped_within(tasks: set[asyncio.Task[None]], what: str, timeout: float = 3.0) -> bool:
+        """Wait for cancelled tasks to finish, but never without bound: shutdown goes on without a stuck one."""
+        if not tasks:
+            return True
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending:
+            log.warning("%s did not stop within %ss of being cancelled; shutting down without it", what, timeout)
+        return not pending
 
     async def _guard(
         self, what: str, action: Callable[[], Coroutine[Any, Any, Any]], *, once: bool = False, attempts: int = 0
