@@ -6,6 +6,8 @@ worker on a real Redis and reads the result records it stores.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import logging
 import socket
@@ -51,9 +53,10 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-async def executor() -> Any:
-    executor = HttpExecutor(HttpSettings(), concurrency=4)
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def executor(request: pytest.FixtureRequest) -> Any:
+    """The executor on each transport: every single-attempt test must pass on both."""
+    executor = HttpExecutor(HttpSettings(transport=request.param), concurrency=4)
     await executor.open()
     yield executor
     await executor.close()
@@ -221,6 +224,74 @@ async def test_one_client_is_shared_by_every_task(http: HTTPServer, executor: Ht
     for _ in range(3):
         await attempt(executor, {"url": http.url_for("/a")})
     assert executor.client is client
+
+
+async def test_gzip_body_is_decoded(http: HTTPServer, executor: HttpExecutor) -> None:
+    http.expect_request("/gz").respond_with_data(
+        gzip.compress(b"squeezed" * 10), headers={"Content-Encoding": "gzip"}, content_type="text/plain"
+    )
+    outcome = await attempt(executor, {"url": http.url_for("/gz")})
+    assert outcome.result["body"] == "squeezed" * 10
+    assert outcome.result["headers"]["content-encoding"] == "gzip"
+
+
+async def test_chunked_and_large_bodies_are_read_in_full(http: HTTPServer, executor: HttpExecutor) -> None:
+    """Bodies without a Content-Length, and bodies past the transport's read-at-once size, are streamed."""
+    http.expect_request("/chunked").respond_with_response(Response(iter([b"one,", b"two,", b"three"])))
+    http.expect_request("/large").respond_with_data("y" * 60_000 + "z" * 5_000)
+    chunked = await attempt(executor, {"url": http.url_for("/chunked")})
+    assert chunked.result["body"] == "one,two,three"
+    assert chunked.result["headers"]["transfer-encoding"] == "chunked"
+    large = await attempt(executor, {"url": http.url_for("/large")})
+    assert large.result["body"] == "y" * 60_000 + "z" * 5_000
+    assert "body_truncated" not in large.result
+
+
+async def test_repeated_response_headers_are_joined(http: HTTPServer, executor: HttpExecutor) -> None:
+    reply = Response("ok")
+    reply.headers.add("X-Many", "a")
+    reply.headers.add("X-Many", "b")
+    http.expect_request("/many").respond_with_response(reply)
+    outcome = await attempt(executor, {"url": http.url_for("/many")})
+    assert outcome.result["headers"]["x-many"] == "a, b"
+
+
+async def test_a_truncated_read_leaves_the_pool_usable(http: HTTPServer) -> None:
+    """Stopping at the body limit drops that connection; the next request on the same executor still works."""
+    http.expect_request("/big").respond_with_data("b" * 200_000)
+    http.expect_request("/after").respond_with_data("fine")
+    executor = HttpExecutor(HttpSettings(body_limit=100), concurrency=1)
+    try:
+        big = await attempt(executor, {"url": http.url_for("/big")})
+        after = await attempt(executor, {"url": http.url_for("/after")})
+    finally:
+        await executor.close()
+    assert big.result["body_truncated"] is True and len(big.result["body"]) == 100
+    assert after.result["body"] == "fine"
+
+
+async def test_a_dropped_connection_is_a_retried_request_error(executor: HttpExecutor) -> None:
+    """A server that closes the connection without answering: retried, with the reason `request_error`."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def accept_and_close() -> None:
+        with contextlib.suppress(OSError):  # the listener is closed under it when the test ends
+            for _ in range(2):  # a client may retry once on a fresh connection
+                conn, _ = listener.accept()
+                conn.recv(65536)
+                conn.close()
+
+    thread = threading.Thread(target=accept_and_close, daemon=True)
+    thread.start()
+    try:
+        outcome = await attempt(executor, {"url": f"http://127.0.0.1:{listener.getsockname()[1]}/"})
+    finally:
+        listener.close()
+    assert outcome.failure is not None
+    assert outcome.failure.retryable
+    assert outcome.failure.reason == "request_error"
 
 
 # -- through a worker: results stored in Redis ---------------------------------------------------------------

@@ -64,6 +64,9 @@ class EgressGuard:
         self.deny_private = settings.deny_private
         self.cache_seconds = settings.dns_cache_seconds
         self._cache: dict[str, tuple[float, list[Address]]] = {}
+        #: The verdict on each IP-literal host seen (None: may be called); it never changes, so it is kept
+        #: until the table is full, then the table starts again.
+        self._literal_verdicts: dict[str, str | None] = {}
 
     def refusal(self, address: Address) -> str | None:
         """Why `address` may not be called, or None when it may."""
@@ -97,7 +100,25 @@ class EgressGuard:
 
     async def check(self, host: str) -> None:
         """Raise PermanentFailure(reason='egress_denied') when `host` resolves to an address it may not call."""
-        for address in await self.addresses(host):
-            reason = self.refusal(address)
-            if reason is not None:
-                raise PermanentFailure(f"egress denied for host {host}: {reason}", reason="egress_denied")
+        if host in self._literal_verdicts:
+            reason = self._literal_verdicts[host]
+        else:
+            reason = None
+            for address in await self.addresses(host):
+                reason = self.refusal(address)
+                if reason is not None:
+                    break
+            if _is_literal(host):
+                if len(self._literal_verdicts) >= 4096:
+                    self._literal_verdicts.clear()
+                self._literal_verdicts[host] = reason
+        if reason is not None:
+            raise PermanentFailure(f"egress denied for host {host}: {reason}", reason="egress_denied")
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

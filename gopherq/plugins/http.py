@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import functools
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from gopherq import ExecutionContext, PermanentFailure, PluginSettings, RetryTask, Settings, Task, hookimpl
 from gopherq.plugins.egress import EgressGuard, EgressSettings
@@ -33,7 +34,9 @@ class HttpSettings(PluginSettings):
     )
     max_connections: int | None = Field(None, ge=1, description="connection pool size (default: worker concurrency)")
     user_agent: str = "gopherq"
-    transport: str = Field("aiohttp", description="'aiohttp' (httpx-aiohttp, the fastest) or 'httpx' (httpcore)")
+    transport: str = Field(
+        "aiohttp", description="'aiohttp' (httpx's API over aiohttp's pool, the fastest) or 'httpx' (httpcore)"
+    )
     per_host_limit: int | None = Field(None, ge=1, description="most requests in flight to one host (scheme+host+port)")
     egress: EgressSettings = Field(default_factory=EgressSettings)
 
@@ -64,10 +67,6 @@ class HttpPayload(BaseModel):
             raise ValueError(f"must be one of {', '.join(sorted(METHODS))}")
         return value
 
-    #: httpx's parse of `url`, made once when the request is built (it costs as much as a Redis round trip, so
-    #: validation, which also runs in every client, checks the URL with the lighter urlsplit instead).
-    _parsed_url: httpx.URL | None = PrivateAttr(None)
-
     @field_validator("url")
     @classmethod
     def _absolute_http_url(cls, value: str) -> str:
@@ -82,15 +81,15 @@ class HttpPayload(BaseModel):
             raise ValueError("has no host")
         return value
 
-    @property
+    @functools.cached_property
     def parsed_url(self) -> httpx.URL:
-        """The URL as httpx parses it; raises PermanentFailure(reason='invalid_url') when httpx cannot."""
-        if self._parsed_url is None:
-            try:
-                self._parsed_url = httpx.URL(self.url)
-            except httpx.InvalidURL as exc:
-                raise PermanentFailure(f"invalid url {self.url!r}: {exc}", reason="invalid_url") from None
-        return self._parsed_url
+        """The URL as httpx parses it, made once when the request is built: it costs as much as a Redis round
+        trip, so validation, which also runs in every client, checks the URL with the lighter urlsplit instead.
+        Raises PermanentFailure(reason='invalid_url') when httpx cannot parse it."""
+        try:
+            return httpx.URL(self.url)
+        except httpx.InvalidURL as exc:
+            raise PermanentFailure(f"invalid url {self.url!r}: {exc}", reason="invalid_url") from None
 
 
 MAX_REDIRECTS = 20
@@ -115,13 +114,6 @@ def redirect_request(previous: httpx.Request, status: int, location: str) -> htt
         headers.pop("content-type", None)
         headers.pop("transfer-encoding", None)
     return httpx.Request(method, url, headers=headers, content=content, extensions=previous.extensions)
-
-
-def _refused(exc: httpx.TimeoutException) -> bool:
-    """httpx-aiohttp reports a refused connection as ConnectTimeout; the aiohttp error beneath says which it was
-    (an OSError that is not a timeout)."""
-    cause = exc.__cause__
-    return isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -150,13 +142,14 @@ class HttpExecutor:
         self.guard = EgressGuard(settings.egress)
         self.host_slots: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
         self.client: httpx.AsyncBaseTransport | None = None
+        self.timeout_extensions: dict[float | None, dict[str, float | None]] = {}
 
     def _transport(self) -> httpx.AsyncBaseTransport:
-        limits = httpx.Limits(max_connections=self.pool_size, max_keepalive_connections=self.pool_size)
         if self.settings.transport == "aiohttp":
-            from httpx_aiohttp import AiohttpTransport
+            from gopherq.plugins.aiohttp_transport import AiohttpTransport
 
-            return AiohttpTransport(limits=limits)  # type: ignore[no-any-return]
+            return AiohttpTransport(self.pool_size)
+        limits = httpx.Limits(max_connections=self.pool_size, max_keepalive_connections=self.pool_size)
         return httpx.AsyncHTTPTransport(limits=limits)
 
     async def open(self) -> None:
@@ -185,7 +178,7 @@ class HttpExecutor:
                 payload.method,
                 payload.parsed_url,
                 headers=headers,
-                extensions={"timeout": httpx.Timeout(context.timeout).as_dict()},
+                extensions={"timeout": self._timeout_extension(context.timeout)},
                 **body,
             )
             slot = self._host_slot(request.url)
@@ -195,10 +188,6 @@ class HttpExecutor:
                 async with slot:
                     response, content, truncated = await self._send(request, payload.follow_redirects)
         except httpx.TimeoutException as exc:
-            if _refused(exc):
-                raise RetryTask(
-                    f"{payload.method} {payload.url}: cannot connect: {exc}", reason="connect_error"
-                ) from None
             raise RetryTask(
                 f"{payload.method} {payload.url}: timed out ({type(exc).__name__})", reason="timeout"
             ) from None
@@ -210,7 +199,7 @@ class HttpExecutor:
             ) from None
         result = {
             "status_code": response.status_code,
-            "headers": dict(response.headers),
+            "headers": _header_dict(response.headers),
             "elapsed": time.perf_counter() - started,
             **self._body_fields(content, truncated),
         }
@@ -222,6 +211,20 @@ class HttpExecutor:
             delay = retry_after_seconds(response.headers.get("retry-after"))
             raise RetryTask(message, reason="http_status", delay=delay, details=result)
         raise PermanentFailure(message, reason="http_status", details=result)
+
+    def _timeout_extension(self, seconds: float | None) -> dict[str, float | None]:
+        """httpx's timeout extension for an attempt time limit, made once per distinct limit (not per request).
+
+        Only connecting and waiting for a pooled connection are limited here: reads and writes are bounded by the
+        attempt's own time limit, which every execution path enforces (the worker's watchdog, run_attempt's
+        timeout), and a per-read timeout would be re-armed by the transport on every chunk received."""
+        extension = self.timeout_extensions.get(seconds)
+        if extension is None:
+            if len(self.timeout_extensions) >= 256:
+                self.timeout_extensions.clear()
+            timeout = httpx.Timeout(connect=seconds, read=None, write=None, pool=seconds)
+            extension = self.timeout_extensions[seconds] = timeout.as_dict()
+        return extension
 
     def _host_slot(self, url: httpx.URL) -> asyncio.Semaphore | None:
         """The per-host concurrency limit for this URL's origin, when one is configured."""
@@ -244,8 +247,9 @@ class HttpExecutor:
         for _ in range(MAX_REDIRECTS + 1):
             await self.guard.check(request.url.host)
             response = await self.client.handle_async_request(request)
-            location = response.headers.get("location")
-            if not (follow_redirects and response.status_code in REDIRECT_STATUSES and location):
+            redirected = follow_redirects and response.status_code in REDIRECT_STATUSES
+            location = response.headers.get("location") if redirected else None
+            if not location:
                 try:
                     content, truncated = await self._read_capped(response)
                 finally:
@@ -276,6 +280,15 @@ class HttpExecutor:
         if truncated:
             fields["body_truncated"] = True
         return fields
+
+
+def _header_dict(headers: httpx.Headers) -> dict[str, str]:
+    """The response headers as `dict(headers)` gives them (lower-case names, repeated ones joined by ", "), in
+    one pass: dict() looks every name up again, scanning all the headers each time."""
+    out: dict[str, str] = {}
+    for name, value in headers.multi_items():
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
 
 
 @hookimpl

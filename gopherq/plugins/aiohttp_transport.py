@@ -1,0 +1,171 @@
+"""An httpx transport over one aiohttp ClientSession, cut down to what the HTTP executor needs.
+
+The executor keeps httpx's API (httpx.Request in, httpx.Response out, httpx's exceptions), but httpx's own
+transport (httpcore) manages about 100 requests/s at a concurrency of 100 on these machines, and the general
+purpose `httpx-aiohttp` transport spends about half of every request converting between the two libraries. This
+one converts only what it must:
+
+- the URL is handed to aiohttp as an already-encoded yarl URL (httpx has parsed and encoded it; aiohttp would
+  parse it again);
+- aiohttp timeouts are built once per distinct httpx timeout, not once per request;
+- errors are mapped by one `except` per kind instead of a context manager per request and per body chunk, and a
+  refused connection is reported as httpx.ConnectError (httpx-aiohttp reports it as a ConnectTimeout);
+- a small body with a Content-Length and no Content-Encoding (the common API answer) is read at once and handed
+  to httpx as content, which httpx then serves without its per-chunk async machinery; any other body is handed
+  over chunk by chunk as aiohttp reads it, undecoded, so httpx still decodes gzip/deflate and the executor can
+  stop reading at its body limit.
+
+It never follows redirects, keeps no cookies and reads no proxy settings from the environment: the executor
+follows redirects itself (checking each hop against the egress guard) and tasks must not share cookies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import httpx
+from yarl import URL
+
+#: Largest body read at once (see the module docstring); larger ones are streamed.
+EAGER_BODY_LIMIT = 64 * 1024
+
+#: aiohttp's ClientTimeout for each distinct httpx timeout dict seen (tasks use a handful of timeouts).
+TimeoutKey = tuple[float | None, float | None, float | None, float | None]
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx.AsyncBaseTransport backed by aiohttp, with a pool of `max_connections` keep-alive connections."""
+
+    def __init__(self, max_connections: int, *, verify: ssl.SSLContext | bool = True) -> None:
+        self.max_connections = max_connections
+        self.ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+        self.session: aiohttp.ClientSession | None = None
+        self.timeouts: dict[TimeoutKey, aiohttp.ClientTimeout] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self.ssl_context)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        return self.session
+
+    def _timeout(self, extension: dict[str, float | None] | None) -> aiohttp.ClientTimeout:
+        if not extension:
+            return aiohttp.ClientTimeout(total=None)
+        key = (extension.get("connect"), extension.get("read"), extension.get("write"), extension.get("pool"))
+        timeout = self.timeouts.get(key)
+        if timeout is None:
+            if len(self.timeouts) > 1024:  # per-task timeouts are a handful; never let odd ones pile up
+                self.timeouts.clear()
+            connect, read, _write, pool = key
+            timeout = self.timeouts[key] = aiohttp.ClientTimeout(
+                total=None, connect=pool, sock_connect=connect, sock_read=read
+            )
+        return timeout
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self.session or self._open()
+        try:
+            data: bytes | None = request.content or None
+        except httpx.RequestNotRead:
+            data = await request.aread() or None
+        try:
+            response = await session.request(
+                request.method,
+                URL(str(request.url), encoded=True),
+                headers=request.headers.multi_items(),
+                data=data,
+                allow_redirects=False,
+                timeout=self._timeout(request.extensions.get("timeout")),
+                server_hostname=request.extensions.get("sni_hostname"),
+            )
+        except Exception as exc:
+            raise _httpx_error(exc, request) from exc
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
+        length = response.content_length
+        if length is not None and length <= EAGER_BODY_LIMIT and "Content-Encoding" not in response.headers:
+            try:
+                content = await response.read()
+            except Exception as exc:
+                response.close()
+                raise _httpx_error(exc, request) from exc
+            response.release()
+            return httpx.Response(
+                response.status,
+                headers=response.raw_headers,
+                content=content,
+                request=request,
+                extensions=extensions,
+            )
+        return httpx.Response(
+            response.status,
+            headers=response.raw_headers,
+            stream=ResponseBody(response, request),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
+class ResponseBody(httpx.AsyncByteStream):
+    """The undecoded body of an aiohttp response, as httpx reads a stream."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self.response = response
+        self.request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self.response.content
+        while True:
+            try:
+                chunk = await content.readany()
+            except Exception as exc:
+                raise _httpx_error(exc, self.request) from exc
+            if not chunk:
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        # release() returns a fully read connection to the pool; close() drops one whose body was left unread.
+        if self.response.content.at_eof():
+            self.response.release()
+        else:
+            self.response.close()
+
+
+def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
+    """The httpx exception that means what an aiohttp (or asyncio) error means; other exceptions unchanged."""
+    message = str(exc) or type(exc).__name__
+    kind: type[httpx.RequestError]
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        kind = httpx.ConnectTimeout
+    elif isinstance(exc, (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        kind = httpx.ReadTimeout
+    elif isinstance(exc, (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError)):
+        kind = httpx.ProxyError
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        kind = httpx.ConnectError
+    elif isinstance(exc, aiohttp.InvalidURL):
+        kind = httpx.UnsupportedProtocol
+    elif isinstance(exc, aiohttp.ClientPayloadError):
+        kind = httpx.ReadError
+    elif isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError)):
+        kind = httpx.RemoteProtocolError
+    elif isinstance(exc, (aiohttp.ClientError, OSError)):
+        kind = httpx.NetworkError
+    else:
+        return exc
+    return kind(message, request=request)
