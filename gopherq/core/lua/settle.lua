@@ -17,17 +17,26 @@ local cap = tonumber(ARGV[3])
 local out = {}
 local counts = {}
 local dead_added = false
+local leases = {}
 local n = (#ARGV - 3) / 5
 for i = 0, n - 1 do
   local base = 4 + i * 5
   local kind, token, result = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-  local envelope = redis.call('HGET', KEYS[3], token)
-  if not envelope then
+  -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
+  -- needs the envelope itself).
+  local held, envelope
+  if kind == 'release' then
+    envelope = redis.call('HGET', KEYS[3], token)
+    held = envelope ~= false
+    if held then redis.call('HDEL', KEYS[3], token) end
+  else
+    held = redis.call('HDEL', KEYS[3], token) == 1
+  end
+  if not held then
     out[#out + 1] = 0
     counts['refused'] = (counts['refused'] or 0) + 1
   else
-    redis.call('HDEL', KEYS[3], token)
-    redis.call('ZREM', KEYS[2], token)
+    leases[#leases + 1] = token
     if kind == 'retry' or kind == 'defer' then
       redis.call('ZADD', KEYS[4], ARGV[base + 4], ARGV[base + 3])
     elseif kind == 'dead' then
@@ -49,6 +58,10 @@ for i = 0, n - 1 do
     counts[kind] = (counts[kind] or 0) + 1
     out[#out + 1] = 1
   end
+end
+-- The settled tokens' leases go in one ZREM per thousand (a call per token costs more than the removal).
+for j = 1, #leases, 1000 do
+  redis.call('ZREM', KEYS[2], unpack(leases, j, math.min(j + 999, #leases)))
 end
 local names = {ack = 'acked', retry = 'retried', defer = 'deferred', dead = 'dead_lettered', release = 'released',
                refused = 'refused_acks'}
