@@ -2,8 +2,9 @@
 delivery protocol (claim + settle Lua scripts) with no executor.
 
 HTTP: N GETs against the same nginx with c requests in flight, by the clients the systems use: GoPherQ's (an
-httpx transport called directly: httpx-aiohttp's by default, httpcore's with `transport = "httpx"`), raw aiohttp
-(the async peers), and requests with c threads (the sync peers). Redis: redis-benchmark on the private server.
+httpx transport called directly: its own aiohttp-backed one by default, httpcore's with `transport = "httpx"`),
+the general-purpose `httpx-aiohttp` transport (for comparison), raw aiohttp (the async peers), and requests with
+c threads (the sync peers). Redis: redis-benchmark on the private server.
 Protocol: one Python process claiming batches of 200 and acknowledging them, the most a GoPherQ worker could do
 on this Redis.
 """
@@ -41,16 +42,20 @@ async def _drive(count: int, concurrency: int, get: Any, window: float) -> float
 
 
 async def transport_rate(url: str, count: int, concurrency: int, transport: str, window: float) -> float:
-    """GoPherQ's HTTP client exactly: an httpx transport (aiohttp-backed by default, or httpcore) driven
-    through `handle_async_request`, with the pool sized to the concurrency."""
+    """An httpx transport driven through `handle_async_request` as GoPherQ's executor drives it, with the pool
+    sized to the concurrency: `gopherq` (GoPherQ's aiohttp-backed transport), `httpx-aiohttp` or `httpx`."""
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     client: httpx.AsyncBaseTransport
-    if transport == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
+    if transport == "gopherq":
+        from gopherq.plugins.aiohttp_transport import AiohttpTransport
 
-        client = AiohttpTransport(limits=limits)
+        client = AiohttpTransport(concurrency)
+    elif transport == "httpx-aiohttp":
+        from httpx_aiohttp import AiohttpTransport as GeneralAiohttpTransport
+
+        client = GeneralAiohttpTransport(limits=limits)
     else:
         client = httpx.AsyncHTTPTransport(limits=limits)
     try:
@@ -94,7 +99,13 @@ def requests_rate(url: str, count: int, concurrency: int) -> float:
         return count / (time.perf_counter() - start)  # requests manages ~1,000/s: count is kept small
 
 
-CLIENT_MODULES = {"requests": "requests", "aiohttp": "aiohttp", "httpx": "httpx", "httpx-aiohttp": "httpx_aiohttp"}
+CLIENT_MODULES = {
+    "requests": "requests",
+    "aiohttp": "aiohttp",
+    "httpx": "httpx",
+    "httpx-aiohttp": "httpx_aiohttp",
+    "gopherq": "gopherq.plugins.aiohttp_transport",
+}
 
 
 def available(client: str) -> bool:
@@ -111,8 +122,7 @@ def http_ceiling(client: str, base_url: str, count: int, concurrency: int, windo
         return requests_rate(url, count, concurrency)
     if client == "aiohttp":
         return float(run_async(aiohttp_rate(url, count, concurrency, window)))
-    transport = "aiohttp" if client == "httpx-aiohttp" else "httpx"
-    return float(run_async(transport_rate(url, count, concurrency, transport, window)))
+    return float(run_async(transport_rate(url, count, concurrency, client, window)))
 
 
 def redis_benchmark(port: int, requests: int) -> dict[str, float]:

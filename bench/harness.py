@@ -114,8 +114,9 @@ PLANS = {
 
 #: Ceiling name -> client (see bench/ceilings.py). The first two are GoPherQ's HTTP client, no queue.
 CEILING_CLIENTS = {
-    "GoPherQ client: httpx-aiohttp transport": "httpx-aiohttp",
+    "GoPherQ client: httpx API, GoPherQ's aiohttp transport": "gopherq",
     "GoPherQ client: httpx (httpcore) transport": "httpx",
+    "httpx API, httpx-aiohttp transport": "httpx-aiohttp",
     "aiohttp": "aiohttp",
     "requests (threads)": "requests",
 }
@@ -176,6 +177,13 @@ class Run:
                 traceback.print_exc()
             self.results.errors.append(message)
             return None
+
+    def _staged(self, work: Workloads, peer: GoPherQPeer, spec: WorkerSpec, name: str) -> float:
+        """One scaling drain; also records the CPU per task of the workers and of redis-server (µs)."""
+        rate = work.staged_drain(peer, spec, self.plan.scaling)
+        for who, seconds in work.last_cpu.items():
+            self.results.add(name, f"cpu_{who}_us", seconds * 1e6, "µs/task")
+        return rate
 
     def repeat(self, system: str, metric: str, unit: str, action: Callable[[], float], ceiling: bool = False) -> None:
         """`reps` measurements of one figure, then one progress line."""
@@ -274,7 +282,7 @@ class Run:
             name = "GoPherQ x1 process (scaling)" if processes == 1 else "GoPherQ x2 processes"
             spec = WorkerSpec("noop", processes=processes)
             r.configs.append((name, "noop drain", peer.describe(spec)))
-            self.repeat(name, "noop_drain", "tasks/s", partial(work.staged_drain, peer, spec, p.scaling))
+            self.repeat(name, "noop_drain", "tasks/s", partial(self._staged, work, peer, spec, name))
         if "soak" not in self.skip:
             say(f"GoPherQ soak: {p.soak_total:,} noop tasks")
             spec = WorkerSpec("noop")
@@ -284,6 +292,9 @@ class Run:
         if p.profile and "profile" not in self.skip:
             say("GoPherQ noop drain under py-spy")
             self.measure("GoPherQ profile", partial(profile.profile_noop, peer, work, p.profile, r, self.img))
+            say("GoPherQ HTTP drain (c=100) under py-spy")
+            action = partial(profile.profile_http, peer, work, p.profile // 2, 100, r)
+            self.measure("GoPherQ HTTP profile", action)
 
     # -- ceilings ------------------------------------------------------------------------------------------------
 

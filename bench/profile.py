@@ -1,7 +1,9 @@
-"""Where a GoPherQ worker spends its time on no-op tasks: py-spy samples the worker during a noop drain.
+"""Where a GoPherQ worker spends its time: py-spy samples the worker during a noop drain and an HTTP drain.
 
-The raw (collapsed) stacks are summed per function into self and inclusive shares of the busy samples, and
-converted to microseconds per task (samples / rate / tasks); a flame graph SVG is written beside the chart.
+The raw (collapsed) stacks of the noop drain are summed per function into self and inclusive shares of the busy
+samples, and converted to microseconds per task (samples / rate / tasks); a flame graph SVG is written beside
+the chart. The HTTP drain's samples are summed per layer (aiohttp, httpx's objects, the executor, the queue
+core, redis-py, the event loop...) by the file of the innermost frame: what each layer costs per task.
 Only samples of busy threads count (py-spy leaves out threads idling in epoll), so the shares add up to the
 worker's CPU time.
 """
@@ -27,12 +29,21 @@ def py_spy() -> str | None:
     return shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
 
 
-def record(work: Workloads, peer: Peer, count: int, out: Path, fmt: str) -> tuple[float, float]:
-    """Queue `count` no-op tasks and start a worker; py-spy attaches once the worker runs tasks (start-up and
-    imports are left out) and stops at the end marker. Returns (drain seconds, sampled seconds)."""
+def record(
+    work: Workloads, peer: Peer, count: int, out: Path, fmt: str, http_concurrency: int = 0
+) -> tuple[float, float]:
+    """Queue `count` no-op tasks (or HTTP GETs to the target, with `http_concurrency`) and start a worker;
+    py-spy attaches once the worker runs tasks (start-up and imports are left out) and stops at the end marker.
+    Returns (drain seconds, sampled seconds)."""
     marks = work._marks()
-    work._queue_between_marks(peer, marks, Batch("noop", count, bulk=True))
-    proc = work.start_worker(peer, WorkerSpec("noop"))
+    if http_concurrency:
+        url = f"{work.ctx.target_url}/profile"
+        batch = Batch("http", count, lambda i: (f"{url}/{i}",), bulk=True)
+        spec = WorkerSpec("http", concurrency=http_concurrency)
+    else:
+        batch, spec = Batch("noop", count, bulk=True), WorkerSpec("noop")
+    work._queue_between_marks(peer, marks, batch)
+    proc = work.start_worker(peer, spec)
     spy: subprocess.Popen[bytes] | None = None
     try:
         work._wait(proc, lambda: "start" in work._read_marks(marks), "profiled drain to start")
@@ -74,6 +85,42 @@ def summarize(raw: Path, tasks: int, top: int = 18) -> tuple[list[tuple[str, flo
     return rows, total
 
 
+#: (layer, path prefixes of the innermost frame's file that put a sample in it), first match wins. py-spy names
+#: files relative to sys.path (`aiohttp/client.py`) or in full.
+LAYERS = [
+    ("event loop (uvloop's C code, sampled in its Python caller)", ("gopherq/core/runner.py", "asyncio/runners.py")),
+    ("aiohttp (with yarl, multidict)", ("aiohttp/", "yarl/", "multidict/", "propcache/")),
+    ("httpx objects (Request, URL, Headers, Response)", ("httpx/",)),
+    ("GoPherQ HTTP executor and transport", ("gopherq/plugins/",)),
+    ("GoPherQ core (claim, run, settle, events)", ("gopherq/core/",)),
+    ("redis-py", ("redis/",)),
+    ("pydantic (task payload validation)", ("pydantic/", "pydantic_core/")),
+    ("asyncio (tasks, futures, timers)", ("asyncio/",)),
+]
+
+
+def _in(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path.startswith(prefix) or f"/{prefix}" in path for prefix in prefixes)
+
+
+def layers(raw: Path, tasks: int) -> tuple[list[tuple[str, float, float]], int]:
+    """(layer, % of busy samples, µs per task) by the file of each sample's innermost frame."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not frames or not count_text.isdigit():
+            continue
+        path = frames[-1].partition(" (")[2]
+        layer = next((name for name, prefixes in LAYERS if _in(path, prefixes)), "other (stdlib, orjson...)")
+        counts[layer] += int(count_text)
+        total += int(count_text)
+    order = [name for name, _ in LAYERS] + ["other (stdlib, orjson...)"]
+    rows = [(name, 100 * counts[name] / total, counts[name] / RATE / tasks * 1e6) for name in order if counts[name]]
+    return rows, total
+
+
 def short(frame: str) -> str:
     """`func (path/to/module.py:123)` -> `func (module.py)`; lines vary between samples of one function."""
     name, _, where = frame.partition(" (")
@@ -102,3 +149,20 @@ def profile_noop(peer: Peer, work: Workloads, count: int, results: Results, img:
     )
     img.mkdir(parents=True, exist_ok=True)
     record(work, peer, count, img / "profile-noop.svg", "flamegraph")
+
+
+def profile_http(peer: Peer, work: Workloads, count: int, concurrency: int, results: Results) -> None:
+    """Per-layer CPU of the worker during an HTTP drain (c = `concurrency`), per task."""
+    if py_spy() is None:
+        return
+    raw = work.ctx.run_dir / "profile-http.txt"
+    seconds, sampled = record(work, peer, count, raw, "raw", http_concurrency=concurrency)
+    tasks = max(1, round(count * min(1.0, sampled / seconds)))
+    rows, samples = layers(raw, tasks)
+    results.profile_http = rows
+    busy = samples / RATE
+    results.profile_http_note = (
+        f"{count:,} HTTP GET tasks to the local nginx at concurrency {concurrency}, drained in {seconds:.2f} s "
+        f"({count / seconds:,.0f}/s under sampling); py-spy ({RATE} Hz) for the last ~{tasks:,}: {busy:.2f} s of "
+        f"CPU = {busy / tasks * 1e6:.0f} µs per task, by the layer of the innermost frame."
+    )

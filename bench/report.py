@@ -22,6 +22,13 @@ COLUMNS = {
     "latency_p99": "latency p99 (ms)",
 }
 
+#: Columns of the scaling CPU table.
+SCALING_COLUMNS = {
+    "noop_drain": "noop drain (tasks/s)",
+    "cpu_worker_us": "GoPherQ processes CPU (µs/task)",
+    "cpu_redis_us": "redis-server CPU (µs/task)",
+}
+
 
 def main_columns(results: Results) -> dict[str, str]:
     """COLUMNS, plus an HTTP column for any other concurrency measured (the smoke run's)."""
@@ -65,7 +72,7 @@ def targets(results: Results) -> list[str]:
         if peer:
             add(f"noop drain >= 4x fastest peer ({peer[0]})", f"{rate / peer[1]:.1f}x", rate >= 4 * peer[1])
     pairs = (
-        ("GoPherQ", "GoPherQ client: httpx-aiohttp transport"),
+        ("GoPherQ", "GoPherQ client: httpx API, GoPherQ's aiohttp transport"),
         ("GoPherQ (httpx transport)", "GoPherQ client: httpx (httpcore) transport"),
     )
     for system, ceiling_name in pairs:
@@ -100,7 +107,23 @@ def targets(results: Results) -> list[str]:
     if one and two:
         ratio = two.median / one.median
         add("2 processes >= 1.6x one", f"{ratio:.2f}x", ratio >= 1.6)
+        bound = two_core_bound(results)
+        if bound is not None:
+            w, r, limit = bound
+            text = f"{limit:.2f}x (w = {w:.1f} µs, r = {r:.1f} µs per task, from the 1-process run)"
+            add("2 processes: most a 2-core machine allows, 2w / (w + r)", text, None)
     return rows
+
+
+def two_core_bound(results: Results) -> tuple[float, float, float] | None:
+    """(w, r, 2w / (w + r)): the speed-up two worker processes can reach at most when they share two cores with
+    redis-server. One process runs at best 1/w tasks/s (w = its CPU per task); two saturate both cores at
+    2 / (w + r) (r = redis-server's CPU per task), so the ratio cannot pass 2w / (w + r)."""
+    metrics = results.table.get("GoPherQ x1 process (scaling)", {})
+    if "cpu_worker_us" not in metrics or "cpu_redis_us" not in metrics:
+        return None
+    w, r = metrics["cpu_worker_us"].median, metrics["cpu_redis_us"].median
+    return w, r, 2 * w / (w + r)
 
 
 def render(results: Results, chart: str | None) -> str:
@@ -116,6 +139,10 @@ def render(results: Results, chart: str | None) -> str:
         columns = {key: key for metrics in results.ceilings.values() for key in metrics}
         out += ["", "### Ceilings (no queue; requests or operations per second)", ""]
         out += table(results.ceilings, columns, "limit")
+    scaling = {name: m for name, m in results.table.items() if "cpu_worker_us" in m}
+    if scaling:
+        out += ["", "### Scaling: where the CPU goes (per task)", ""]
+        out += table(scaling, SCALING_COLUMNS, "run")
     if results.soak:
         out += ["", "### Soak: GoPherQ worker RSS", "", "| tasks processed | RSS (MiB) | tasks/s (segment) |"]
         out += ["|---:|---:|---:|"]
@@ -124,6 +151,10 @@ def render(results: Results, chart: str | None) -> str:
         out += ["", "### Profile of the GoPherQ noop drain (py-spy, worker process)", "", results.profile_note, ""]
         out += ["| function | self % | inclusive % | self µs/task |", "|---|---:|---:|---:|"]
         out += [f"| `{name}` | {own:.1f} | {incl:.1f} | {per:.1f} |" for name, own, incl, per in results.profile]
+    if results.profile_http:
+        out += ["", "### Profile of the GoPherQ HTTP drain by layer (py-spy, worker process)", ""]
+        out += [results.profile_http_note, "", "| layer | CPU % | µs/task |", "|---|---:|---:|"]
+        out += [f"| {name} | {share:.1f} | {per:.1f} |" for name, share, per in results.profile_http]
     out += ["", "### Worker configurations", "", "| system | workload | configuration |", "|---|---|---|"]
     out += [f"| {system} | {workload} | {text} |" for system, workload, text in results.configs]
     out += ["", "### Versions", ""]

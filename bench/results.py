@@ -62,6 +62,9 @@ class Results:
     #: profile: (function, self %, inclusive %, self µs/task)
     profile: list[tuple[str, float, float, float]] = field(default_factory=list)
     profile_note: str = ""
+    #: HTTP drain profile by layer: (layer, % of busy samples, µs/task)
+    profile_http: list[tuple[str, float, float]] = field(default_factory=list)
+    profile_http_note: str = ""
     errors: list[str] = field(default_factory=list)
 
     def add(self, system: str, metric: str, value: float, unit: str) -> None:
@@ -85,6 +88,7 @@ class Results:
         data["configs"] = [tuple(row) for row in data["configs"]]
         data["soak"] = [tuple(row) for row in data["soak"]]
         data["profile"] = [tuple(row) for row in data["profile"]]
+        data["profile_http"] = [tuple(row) for row in data.get("profile_http", [])]
         return cls(**data)
 
     def save(self, path: Path) -> None:

@@ -38,6 +38,8 @@ class Workloads:
         self.timeout = timeout
         self.logs = ctx.run_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        #: CPU seconds per task of the last staged drain: {"worker": all worker processes, "redis": redis-server}
+        self.last_cpu: dict[str, float] = {}
 
     # -- workers -----------------------------------------------------------------------------------------------
 
@@ -143,13 +145,17 @@ class Workloads:
             ]
         )
         proc = self.start_worker(peer, spec)
+        redis_pid = self.redis.proc.pid if self.redis.proc is not None else None
         try:
             self._wait(proc, lambda: peer.workers_ready(spec.processes), "worker processes to start")
+            before = tree_cpu(proc.pid), process_cpu(redis_pid)
             peer.release()
             self._wait(proc, lambda: "end" in self._read_marks(marks), f"{peer.name} staged noop drain")
+            after = tree_cpu(proc.pid), process_cpu(redis_pid)
             found = self._read_marks(marks)
         finally:
             self.stop_worker(proc)
+        self.last_cpu = {"worker": (after[0] - before[0]) / count, "redis": (after[1] - before[1]) / count}
         return count / (found["end"] - found["start"])
 
     def http_drain(self, peer: Peer, spec: WorkerSpec, count: int, window: float) -> float:
@@ -246,6 +252,33 @@ def percentile(sorted_values: list[float], pct: float) -> float:
         return float("nan")
     index = min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values)) - 1))
     return sorted_values[index]
+
+
+def process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of one process so far (0 when it is unknown or gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and every live descendant (a supervisor and its worker processes, which may
+    run in sessions of their own)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    tree, grew = {pid}, True
+    while grew:
+        found = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grew = bool(found)
+    return sum(process_cpu(member) for member in tree)
 
 
 def rss_mib(pid: int) -> float:

@@ -52,7 +52,7 @@ class GoPherQPeer(AsyncPeer):
     label = "GoPherQ"
     dist = "gopherq"
     has_bulk = True
-    http_client = "built-in `http` executor: httpx-aiohttp transport (default), also the httpx (httpcore) one"
+    http_client = "built-in `http` executor: httpx API over its own aiohttp transport (default), also httpcore's"
     configs = {
         "noop": f"1 process, concurrency {NOOP_CONCURRENCY}, batch_size {NOOP_BATCH}, pycall `async def` noop",
         "http": "1 process, concurrency = c, built-in http executor (pool size = c, default transport)",
