@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from bench.peers import run_async
@@ -115,8 +117,27 @@ def available(client: str) -> bool:
     return importlib.util.find_spec(CLIENT_MODULES[client]) is not None
 
 
+def in_fresh_interpreter(*args: str) -> float:
+    """Run one ceiling measurement in a new Python process (`python -m bench.ceilings ...`) and return its figure.
+
+    The harness process has run a whole benchmark by then: its heap (and so its garbage collector's passes) and
+    its imported clients would weigh on a measurement taken in it, by as much as 20 % between runs."""
+    argv = [sys.executable, "-m", "bench.ceilings", *args]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent.parent)
+    if out.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)}: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'failed'}"
+        )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def http_ceiling(client: str, base_url: str, count: int, concurrency: int, window: float = 10.0) -> float:
-    """Requests per second of `client` doing `count` GETs (or as many as it does in `window` seconds)."""
+    """Requests per second of `client` doing `count` GETs (or as many as it does in `window` seconds), measured
+    in a fresh interpreter."""
+    return in_fresh_interpreter("http", client, base_url, str(count), str(concurrency), str(window))
+
+
+def _http_ceiling_here(client: str, base_url: str, count: int, concurrency: int, window: float) -> float:
     url = f"{base_url}/ceil-{uuid.uuid4().hex[:8]}"
     if client == "requests":
         return requests_rate(url, count, concurrency)
@@ -171,4 +192,22 @@ async def _protocol_rate(redis_url: str, count: int, batch: int) -> float:
 
 
 def protocol_ceiling(redis_url: str, count: int, batch: int = 200) -> float:
-    return float(run_async(_protocol_rate(redis_url, count, batch)))
+    """Tasks per second through claim + settle with no executor, measured in a fresh interpreter."""
+    return in_fresh_interpreter("protocol", redis_url, str(count), str(batch))
+
+
+def main(argv: list[str]) -> None:
+    """`python -m bench.ceilings http CLIENT URL COUNT CONCURRENCY WINDOW` or `... protocol REDIS_URL COUNT BATCH`:
+    prints the figure."""
+    if argv[0] == "http":
+        client, url, count, concurrency, window = argv[1:6]
+        print(_http_ceiling_here(client, url, int(count), int(concurrency), float(window)))
+    elif argv[0] == "protocol":
+        redis_url, count, batch = argv[1:4]
+        print(float(run_async(_protocol_rate(redis_url, int(count), int(batch)))))
+    else:
+        raise SystemExit(f"unknown ceiling {argv[0]!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -131,7 +131,7 @@ class Workloads:
             found = self._read_marks(marks)
         finally:
             self.stop_worker(proc)
-        return count / (found["end"] - found["start"])
+        return drain_rate(peer, count, found)
 
     def staged_drain(self, peer: GoPherQPeer, spec: WorkerSpec, count: int) -> float:
         """Like `noop_drain`, but the tasks are released only once every worker process is up, so the
@@ -156,7 +156,7 @@ class Workloads:
         finally:
             self.stop_worker(proc)
         self.last_cpu = {"worker": (after[0] - before[0]) / count, "redis": (after[1] - before[1]) / count}
-        return count / (found["end"] - found["start"])
+        return drain_rate(peer, count, found)
 
     def http_drain(self, peer: Peer, spec: WorkerSpec, count: int, window: float) -> float:
         """HTTP GET tasks per second, from the target's log: (n - 1) / (last request - first request).
@@ -252,6 +252,15 @@ def percentile(sorted_values: list[float], pct: float) -> float:
         return float("nan")
     index = min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values)) - 1))
     return sorted_values[index]
+
+
+def drain_rate(peer: Peer, count: int, marks: dict[str, float]) -> float:
+    """Tasks per second between the start and end markers; a run whose end marker did not start after its start
+    marker (the system ran them out of queue order) measured nothing and is refused, not averaged in."""
+    elapsed = marks["end"] - marks["start"]
+    if elapsed <= 0:
+        raise MeasurementError(f"{peer.name}: the end marker started {-elapsed * 1e6:.0f} µs before the start marker")
+    return count / elapsed
 
 
 def process_cpu(pid: int | None) -> float:
