@@ -8,7 +8,6 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from gopherq import Event, Settings, SinkSettings, hookimpl
-from gopherq.core import codec
 
 log = logging.getLogger("gopherq.events")
 
@@ -60,7 +59,7 @@ class LoggingSink:
 
     async def handle(self, events: list[Event]) -> None:
         for event in events:
-            line = codec.dumps(event.to_dict()).decode() if self.json else format_text(event)
+            line = event.to_json().decode() if self.json else format_text(event)
             log.log(self.level, "%s", line)
 
 
