@@ -9,6 +9,7 @@ import logging
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -410,3 +411,24 @@ async def test_worker_asked_to_stop_before_redis_answers_stops(
         await asyncio.wait_for(running, 10)
     finally:
         await client.aclose()
+
+
+def test_a_worker_process_freezes_start_up_objects_and_collects_young_garbage_less_often() -> None:
+    """What run_worker does to the garbage collector once plugins are loaded, checked in a fresh interpreter (the
+    test process's own collector is left alone); cycles made afterwards are still collected."""
+    code = (
+        "import gc, weakref\n"
+        "from gopherq.core.runner import GC_YOUNG_THRESHOLD, quiet_garbage_collector\n"
+        "quiet_garbage_collector()\n"
+        "assert gc.get_freeze_count() > 1000, gc.get_freeze_count()\n"
+        "assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD\n"
+        "class Node: pass\n"
+        "a, b = Node(), Node(); a.other, b.other = b, a\n"
+        "gone = weakref.ref(a); del a, b\n"
+        "gc.collect()\n"
+        "assert gone() is None\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
