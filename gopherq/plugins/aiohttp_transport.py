@@ -1,9 +1,10 @@
 """An httpx transport over one aiohttp ClientSession, cut down to what the HTTP executor needs.
 
 The executor keeps httpx's API (httpx.Request in, httpx.Response out, httpx's exceptions), but httpx's own
-transport (httpcore) manages about 100 requests/s at a concurrency of 100 on these machines, and the general
-purpose `httpx-aiohttp` transport spends about half of every request converting between the two libraries. This
-one converts only what it must:
+transport (httpcore) manages only a few hundred requests/s at a concurrency of 100 on these machines, and httpx's
+API over the general-purpose `httpx-aiohttp` transport about half of what aiohttp does alone: part of the
+difference is httpx's own objects, part is conversion work between the two libraries. This one converts only what
+it must:
 
 - the URL is handed to aiohttp as an already-encoded yarl URL (httpx has parsed and encoded it; aiohttp would
   parse it again);
