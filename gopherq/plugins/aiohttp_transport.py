@@ -23,6 +23,7 @@ follows redirects itself (checking each hop against the egress guard) and tasks 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,9 +35,6 @@ from yarl import URL
 #: Largest body read at once (see the module docstring); larger ones are streamed.
 EAGER_BODY_LIMIT = 64 * 1024
 
-#: aiohttp's ClientTimeout for each distinct httpx timeout dict seen (tasks use a handful of timeouts).
-TimeoutKey = tuple[float | None, float | None, float | None, float | None]
-
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx.AsyncBaseTransport backed by aiohttp, with a pool of `max_connections` keep-alive connections."""
@@ -45,7 +43,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self.max_connections = max_connections
         self.ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
         self.session: aiohttp.ClientSession | None = None
-        self.timeouts: dict[TimeoutKey, aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self.ssl_context)
@@ -56,20 +53,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             timeout=aiohttp.ClientTimeout(total=None),
         )
         return self.session
-
-    def _timeout(self, extension: dict[str, float | None] | None) -> aiohttp.ClientTimeout:
-        if not extension:
-            return aiohttp.ClientTimeout(total=None)
-        key = (extension.get("connect"), extension.get("read"), extension.get("write"), extension.get("pool"))
-        timeout = self.timeouts.get(key)
-        if timeout is None:
-            if len(self.timeouts) > 1024:  # per-task timeouts are a handful; never let odd ones pile up
-                self.timeouts.clear()
-            connect, read, _write, pool = key
-            timeout = self.timeouts[key] = aiohttp.ClientTimeout(
-                total=None, connect=pool, sock_connect=connect, sock_read=read
-            )
-        return timeout
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self.session or self._open()
@@ -84,7 +67,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=request.headers.multi_items(),
                 data=data,
                 allow_redirects=False,
-                timeout=self._timeout(request.extensions.get("timeout")),
+                timeout=_client_timeout(**request.extensions.get("timeout", {})),
                 server_hostname=request.extensions.get("sni_hostname"),
             )
         except Exception as exc:
@@ -92,33 +75,33 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
+        body: dict[str, Any]
         length = response.content_length
         if length is not None and length <= EAGER_BODY_LIMIT and "Content-Encoding" not in response.headers:
             try:
-                content = await response.read()
+                body = {"content": await response.read()}
             except Exception as exc:
                 response.close()
                 raise _httpx_error(exc, request) from exc
             response.release()
-            return httpx.Response(
-                response.status,
-                headers=response.raw_headers,
-                content=content,
-                request=request,
-                extensions=extensions,
-            )
+        else:
+            body = {"stream": ResponseBody(response, request)}
         return httpx.Response(
-            response.status,
-            headers=response.raw_headers,
-            stream=ResponseBody(response, request),
-            request=request,
-            extensions=extensions,
+            response.status, headers=response.raw_headers, request=request, extensions=extensions, **body
         )
 
     async def aclose(self) -> None:
         if self.session is not None:
             await self.session.close()
             self.session = None
+
+
+@functools.lru_cache(maxsize=1024)  # tasks use a handful of time limits: one ClientTimeout each, not one a request
+def _client_timeout(
+    connect: float | None = None, read: float | None = None, write: float | None = None, pool: float | None = None
+) -> aiohttp.ClientTimeout:
+    """aiohttp's timeout for httpx's timeout extension (aiohttp has no write timeout)."""
+    return aiohttp.ClientTimeout(total=None, connect=pool, sock_connect=connect, sock_read=read)
 
 
 class ResponseBody(httpx.AsyncByteStream):

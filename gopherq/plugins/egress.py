@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import socket
 import time
 
@@ -63,10 +64,9 @@ class EgressGuard:
         self.allow: list[Network] = [ipaddress.ip_network(n, strict=False) for n in settings.allow]
         self.deny_private = settings.deny_private
         self.cache_seconds = settings.dns_cache_seconds
-        self._cache: dict[str, tuple[float, list[Address]]] = {}
-        #: The verdict on each IP-literal host seen (None: may be called); it never changes, so it is kept
-        #: until the table is full, then the table starts again.
-        self._literal_verdicts: dict[str, str | None] = {}
+        #: host -> (valid until, monotonic; why it is refused, or None). An IP literal's verdict never changes;
+        #: a name's lasts as long as its resolved addresses are trusted (dns_cache_seconds).
+        self._verdicts: dict[str, tuple[float, str | None]] = {}
 
     def refusal(self, address: Address) -> str | None:
         """Why `address` may not be called, or None when it may."""
@@ -80,45 +80,36 @@ class EgressGuard:
             return f"{address} is outside the allowed networks"
         return None
 
-    async def addresses(self, host: str) -> list[Address]:
-        try:
-            return [ipaddress.ip_address(host.strip("[]"))]
-        except ValueError:
-            pass
-        cached = self._cache.get(host)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
+    @staticmethod
+    async def resolve(host: str) -> list[Address] | None:
+        """The addresses a host name resolves to; None when it does not resolve."""
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except socket.gaierror:
-            return []  # the request itself will fail with a connect error, which is retried
-        found = list({ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos})
-        if self.cache_seconds:
-            self._cache[host] = (now + self.cache_seconds, found)
-        return found
+            return None  # the request itself will fail with a connect error, which is retried
+        return list({ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos})
 
     async def check(self, host: str) -> None:
         """Raise PermanentFailure(reason='egress_denied') when `host` resolves to an address it may not call."""
-        if host in self._literal_verdicts:
-            reason = self._literal_verdicts[host]
-        else:
-            reason = None
-            for address in await self.addresses(host):
-                reason = self.refusal(address)
-                if reason is not None:
-                    break
-            if _is_literal(host):
-                if len(self._literal_verdicts) >= 4096:
-                    self._literal_verdicts.clear()
-                self._literal_verdicts[host] = reason
-        if reason is not None:
-            raise PermanentFailure(f"egress denied for host {host}: {reason}", reason="egress_denied")
+        now = time.monotonic()
+        verdict = self._verdicts.get(host)
+        if verdict is None or verdict[0] <= now:
+            literal = _literal(host)
+            found = [literal] if literal is not None else await self.resolve(host)
+            reason = next((r for r in map(self.refusal, found or []) if r is not None), None)
+            until = math.inf if literal is not None else now + self.cache_seconds
+            if found is not None and until > now:
+                if len(self._verdicts) >= 4096:  # hosts come from tasks: never let them pile up
+                    self._verdicts.clear()
+                self._verdicts[host] = (until, reason)
+            verdict = (until, reason)
+        if verdict[1] is not None:
+            raise PermanentFailure(f"egress denied for host {host}: {verdict[1]}", reason="egress_denied")
 
 
-def _is_literal(host: str) -> bool:
+def _literal(host: str) -> Address | None:
+    """The address an IP-literal host names (brackets allowed), or None for a name."""
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return False
-    return True
+        return None

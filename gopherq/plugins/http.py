@@ -142,7 +142,6 @@ class HttpExecutor:
         self.guard = EgressGuard(settings.egress)
         self.host_slots: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
         self.client: httpx.AsyncBaseTransport | None = None
-        self.timeout_extensions: dict[float | None, dict[str, float | None]] = {}
 
     def _transport(self) -> httpx.AsyncBaseTransport:
         if self.settings.transport == "aiohttp":
@@ -178,7 +177,7 @@ class HttpExecutor:
                 payload.method,
                 payload.parsed_url,
                 headers=headers,
-                extensions={"timeout": self._timeout_extension(context.timeout)},
+                extensions={"timeout": timeout_extension(context.timeout)},
                 **body,
             )
             slot = self._host_slot(request.url)
@@ -211,20 +210,6 @@ class HttpExecutor:
             delay = retry_after_seconds(response.headers.get("retry-after"))
             raise RetryTask(message, reason="http_status", delay=delay, details=result)
         raise PermanentFailure(message, reason="http_status", details=result)
-
-    def _timeout_extension(self, seconds: float | None) -> dict[str, float | None]:
-        """httpx's timeout extension for an attempt time limit, made once per distinct limit (not per request).
-
-        Only connecting and waiting for a pooled connection are limited here: reads and writes are bounded by the
-        attempt's own time limit, which every execution path enforces (the worker's watchdog, run_attempt's
-        timeout), and a per-read timeout would be re-armed by the transport on every chunk received."""
-        extension = self.timeout_extensions.get(seconds)
-        if extension is None:
-            if len(self.timeout_extensions) >= 256:
-                self.timeout_extensions.clear()
-            timeout = httpx.Timeout(connect=seconds, read=None, write=None, pool=seconds)
-            extension = self.timeout_extensions[seconds] = timeout.as_dict()
-        return extension
 
     def _host_slot(self, url: httpx.URL) -> asyncio.Semaphore | None:
         """The per-host concurrency limit for this URL's origin, when one is configured."""
@@ -280,6 +265,16 @@ class HttpExecutor:
         if truncated:
             fields["body_truncated"] = True
         return fields
+
+
+@functools.lru_cache(maxsize=256)  # one per distinct time limit, not one per request
+def timeout_extension(seconds: float | None) -> dict[str, float | None]:
+    """httpx's timeout extension for an attempt time limit (shared: never modify it).
+
+    Only connecting and waiting for a pooled connection are limited here: reads and writes are bounded by the
+    attempt's own time limit, which every execution path enforces (the worker's watchdog, run_attempt's timeout),
+    and a per-read timeout would be re-armed by the transport on every chunk received."""
+    return httpx.Timeout(connect=seconds, read=None, write=None, pool=seconds).as_dict()
 
 
 def _header_dict(headers: httpx.Headers) -> dict[str, str]:
