@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.peers import Batch, Peer, WorkerSpec
@@ -61,20 +62,23 @@ def record(
     return found["end"] - found["start"], found["end"] - attached
 
 
+def read_stacks(raw: Path) -> Iterator[tuple[list[str], int]]:
+    """(frames outermost first, sample count) for each stack of py-spy's raw (collapsed) output, without py-spy's
+    process and thread pseudo-frames."""
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = [frame for frame in stack.split(";") if frame and not frame.startswith(("process ", "thread "))]
+        if frames and count_text.isdigit():
+            yield frames, int(count_text)
+
+
 def summarize(raw: Path, tasks: int, top: int = 18) -> tuple[list[tuple[str, float, float, float]], int]:
     """(function, self %, inclusive %, self µs per task) for the functions with the most self time."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [short(frame) for frame in stack.split(";")]
-        frames = [frame for frame in frames if not frame.startswith(("process ", "thread "))]
-        if not frames:
-            continue
+    for stack, count in read_stacks(raw):
+        frames = [short(frame) for frame in stack]
         total += count
         own[frames[-1]] += count
         for frame in set(frames):
@@ -107,15 +111,11 @@ def layers(raw: Path, tasks: int) -> tuple[list[tuple[str, float, float]], int]:
     """(layer, % of busy samples, µs per task) by the file of each sample's innermost frame."""
     counts: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
-        if not frames or not count_text.isdigit():
-            continue
+    for frames, count in read_stacks(raw):
         path = frames[-1].partition(" (")[2]
         layer = next((name for name, prefixes in LAYERS if _in(path, prefixes)), "other (stdlib, orjson...)")
-        counts[layer] += int(count_text)
-        total += int(count_text)
+        counts[layer] += count
+        total += count
     order = [name for name, _ in LAYERS] + ["other (stdlib, orjson...)"]
     rows = [(name, 100 * counts[name] / total, counts[name] / RATE / tasks * 1e6) for name in order if counts[name]]
     return rows, total

@@ -263,15 +263,18 @@ def drain_rate(peer: Peer, count: int, marks: dict[str, float]) -> float:
     return count / elapsed
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...), None when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def process_cpu(pid: int | None) -> float:
     """User + system CPU seconds of one process so far (0 when it is unknown or gone)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = proc_stat(pid) if pid is not None else None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
 
 
 def tree_cpu(pid: int) -> float:
@@ -279,9 +282,8 @@ def tree_cpu(pid: int) -> float:
     run in sessions of their own)."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        if entry.name.isdigit() and (fields := proc_stat(int(entry.name))):
+            parents[int(entry.name)] = int(fields[1])
     tree, grew = {pid}, True
     while grew:
         found = {child for child, parent in parents.items() if parent in tree} - tree
