@@ -438,6 +438,13 @@ def private_redis(tmp_path: Path) -> Iterator[Callable[..., PrivateRedis]]:
         server.stop()
 
 
+class NoopExecutor:
+    """The cheapest possible task: whatever a test measures or observes around it shows."""
+
+    async def execute(self, task: Any, context: Any) -> None:
+        return None
+
+
 class ExecutorPlugin:
     """A plugin object registering one executor, for `start_worker(..., extra_plugins={"name": plugin})`."""
 

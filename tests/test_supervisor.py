@@ -64,6 +64,23 @@ def reaper() -> Iterator[set[int]]:
 
 
 @pytest.fixture
+def registered_children(sync_redis: redis.Redis, queue_name: str, reaper: set[int]) -> Callable[[Any], set[int]]:
+    """`registered_children(sup)` waits until both of the supervisor's worker processes have registered and
+    returns their pids (killed at teardown if still alive)."""
+
+    def wait(sup: Any) -> set[int]:
+        children = wait_until(
+            lambda: (found := live_children(sync_redis, queue_name, sup.proc.pid)) and len(found) == 2 and found,
+            timeout=20,
+            what="two worker processes registered",
+        )
+        reaper.update(children)
+        return set(children)
+
+    return wait
+
+
+@pytest.fixture
 def start_supervisor(
     tmp_path: Path, redis_url: str, queue_name: str, worker_process: Callable[..., Any]
 ) -> Callable[..., Any]:
@@ -75,15 +92,13 @@ def start_supervisor(
 
 
 def test_children_start_and_sigterm_stops_them_all(
-    start_supervisor: Callable[..., Any], sync_redis: redis.Redis, queue_name: str, reaper: set[int]
+    start_supervisor: Callable[..., Any],
+    registered_children: Callable[[Any], set[int]],
+    sync_redis: redis.Redis,
+    queue_name: str,
 ) -> None:
     sup = start_supervisor(processes=2)
-    children = wait_until(
-        lambda: (found := live_children(sync_redis, queue_name, sup.proc.pid)) and len(found) == 2 and found,
-        timeout=20,
-        what="two worker processes registered",
-    )
-    reaper.update(children)
+    children = registered_children(sup)
 
     sup.signal(signal.SIGTERM)
     assert sup.wait(20) == 0, sup.output
@@ -93,15 +108,14 @@ def test_children_start_and_sigterm_stops_them_all(
 
 
 def test_sigkilled_child_is_restarted(
-    start_supervisor: Callable[..., Any], sync_redis: redis.Redis, queue_name: str, reaper: set[int]
+    start_supervisor: Callable[..., Any],
+    registered_children: Callable[[Any], set[int]],
+    sync_redis: redis.Redis,
+    queue_name: str,
+    reaper: set[int],
 ) -> None:
     sup = start_supervisor(processes=2)
-    children = wait_until(
-        lambda: (found := live_children(sync_redis, queue_name, sup.proc.pid)) and len(found) == 2 and found,
-        timeout=20,
-        what="two worker processes registered",
-    )
-    reaper.update(children)
+    children = registered_children(sup)
     victim = min(children)
     os.kill(victim, signal.SIGKILL)
 
@@ -120,15 +134,10 @@ def test_sigkilled_child_is_restarted(
 
 
 def test_sigtstp_is_forwarded_to_every_child(
-    start_supervisor: Callable[..., Any], sync_redis: redis.Redis, queue_name: str, reaper: set[int]
+    start_supervisor: Callable[..., Any], registered_children: Callable[[Any], set[int]]
 ) -> None:
     sup = start_supervisor(processes=2)
-    children = wait_until(
-        lambda: (found := live_children(sync_redis, queue_name, sup.proc.pid)) and len(found) == 2 and found,
-        timeout=20,
-        what="two worker processes registered",
-    )
-    reaper.update(children)
+    children = registered_children(sup)
 
     sup.signal(signal.SIGTSTP)
     wait_until(lambda: sup.output.count("is quiet: no new tasks will be fetched") == 2, what="both children quiet")
@@ -140,15 +149,13 @@ def test_sigtstp_is_forwarded_to_every_child(
 
 
 def test_children_stop_by_themselves_when_the_supervisor_is_killed(
-    start_supervisor: Callable[..., Any], sync_redis: redis.Redis, queue_name: str, reaper: set[int]
+    start_supervisor: Callable[..., Any],
+    registered_children: Callable[[Any], set[int]],
+    sync_redis: redis.Redis,
+    queue_name: str,
 ) -> None:
     sup = start_supervisor(processes=2)
-    children = wait_until(
-        lambda: (found := live_children(sync_redis, queue_name, sup.proc.pid)) and len(found) == 2 and found,
-        timeout=20,
-        what="two worker processes registered",
-    )
-    reaper.update(children)
+    children = registered_children(sup)
 
     os.kill(sup.proc.pid, signal.SIGKILL)  # the supervisor only: children run in their own sessions
     sup.wait(10)

@@ -20,12 +20,14 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from gopherq import AsyncClient, ConfigError, ExecutionContext, RegisterExecutor, Settings, Task, hookimpl
+from gopherq import AsyncClient, ConfigError, Settings
 from gopherq.core.events import EventBus
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import load_settings
 from gopherq.plugins.webhook_sink import WebhookEndpoint, WebhookEndpointSink, sign
 from gopherq.testing import PluginHarness, make_event
+
+from .conftest import ExecutorPlugin, NoopExecutor
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -294,20 +296,15 @@ def test_secrets_are_masked_and_endpoints_can_come_from_the_environment() -> Non
 # -- on a real worker ------------------------------------------------------------------------------------------
 
 
-class Noop:
-    async def execute(self, task: Task, context: ExecutionContext) -> None:
-        return None
-
-    @hookimpl
-    def gopherq_register_executors(self, register: RegisterExecutor) -> None:
-        register("noop", self)
+def noop_plugin() -> dict[str, Any]:
+    return {"noop": ExecutorPlugin("noop", NoopExecutor())}
 
 
 async def test_a_worker_posts_signed_task_events(receiver: Receiver, make_settings: Any, start_worker: Any) -> None:
     endpoint = {"url": receiver.url, "secret": SECRET, "events": ["task.succeeded"]}
     settings: Settings = make_settings(plugins={"webhook": {"endpoints": [endpoint]}})
-    await start_worker(settings, extra_plugins={"noop": Noop()})
-    async with AsyncClient(settings, plugins=load_plugins(settings, extra={"noop": Noop()})) as client:
+    await start_worker(settings, extra_plugins=noop_plugin())
+    async with AsyncClient(settings, plugins=load_plugins(settings, extra=noop_plugin())) as client:
         task_id = await client.enqueue("noop")
         assert (await client.wait(task_id, timeout=15)) is not None
     deadline = time.monotonic() + 10
@@ -324,8 +321,8 @@ async def test_a_worker_whose_endpoint_never_answers_still_runs_every_task(
     receiver.hold.clear()
     endpoint = {"url": receiver.url, "timeout": 30, "buffer_size": 10, "batch_size": 1}
     settings: Settings = make_settings(plugins={"webhook": {"endpoints": [endpoint]}})
-    running = await start_worker(settings, extra_plugins={"noop": Noop()})
-    async with AsyncClient(settings, plugins=load_plugins(settings, extra={"noop": Noop()})) as client:
+    running = await start_worker(settings, extra_plugins=noop_plugin())
+    async with AsyncClient(settings, plugins=load_plugins(settings, extra=noop_plugin())) as client:
         ids = await client.enqueue_many([client.task("noop") for _ in range(200)])
         for task_id in ids:
             record = await client.wait(task_id, timeout=20)

@@ -28,27 +28,18 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gopherq import ExecutionContext, RegisterExecutor, RegisterSink, Task, hookimpl
+from gopherq import RegisterSink, hookimpl
 from gopherq.core.events import EventBus
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import load_settings
 from gopherq.core.worker import Worker
 
+from .conftest import ExecutorPlugin, NoopExecutor
+
 #: Events a successful task emits: task.dequeued, task.started, task.succeeded.
 EVENTS_PER_TASK = 3
 
 REDIS_URL = os.environ.get("GOPHERQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-class Noop:
-    """The cheapest possible task, so that any cost of the event path shows."""
-
-    async def execute(self, task: Task, context: ExecutionContext) -> None:
-        return None
-
-    @hookimpl
-    def gopherq_register_executors(self, register: RegisterExecutor) -> None:
-        register("noop", self)
 
 
 @contextmanager
@@ -180,7 +171,9 @@ async def measure(
         for name, make in SETUPS.items():
             url = None if make is None or make is NullSink else stack.enter_context(make())
             settings = worker_settings(f"bench_{uuid.uuid4().hex[:10]}", url, endpoint or {"timeout": 10})
-            extra: dict[str, Any] = {"noop": Noop(), **({"null": NullSink()} if make is NullSink else {})}
+            extra: dict[str, Any] = {"noop": ExecutorPlugin("noop", NoopExecutor())}
+            if make is NullSink:
+                extra["null"] = NullSink()
             redis = aioredis.Redis.from_url(REDIS_URL)
             worker = Worker(settings, load_plugins(settings, extra=extra, sinks=True), redis)
             workers[name] = (worker, redis, asyncio.create_task(worker.run()))
