@@ -1,0 +1,137 @@
+"""The `dlq` command group: list, show, requeue and purge dead letters."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from gopherq.cli.common import (
+    config_option,
+    echo_json,
+    fail,
+    handle_errors,
+    json_option,
+    queue_option,
+    run_async,
+    settings_from,
+    when,
+    with_client,
+)
+from gopherq.cli.root import cli
+from gopherq.client import AsyncClient
+
+
+@cli.group()
+def dlq() -> None:
+    """Inspect and manage the dead-letter queue."""
+
+
+@dlq.command("list")
+@config_option
+@queue_option
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--offset", type=int, default=0, show_default=True, help="skip this many (newest first)")
+@json_option
+@handle_errors
+def dlq_list(config: str | None, queue: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """List dead letters, newest first."""
+    settings = settings_from(config)
+
+    async def action(client: AsyncClient) -> tuple[list[dict[str, Any]], int, int]:
+        dead = client.dead_letters
+        return await dead.list(limit, offset), await dead.count(), await dead.trimmed()
+
+    entries, total, trimmed = run_async(with_client(settings, queue, action))
+    if as_json:
+        echo_json(entries)
+        return
+    for entry in entries:
+        message = str(entry.get("error", {}).get("message", ""))
+        click.echo(
+            f"{entry['id']}  {when(entry.get('dead_at'))}  {entry['reason']}  attempts={entry['attempts']}  "
+            f"{message[:160]}"
+        )
+    note = f", {trimmed} older ones trimmed" if trimmed else ""
+    click.echo(f"{len(entries)} of {total} dead letters shown{note}", err=True)
+
+
+@dlq.command("show")
+@config_option
+@queue_option
+@click.argument("entry_id")
+@json_option
+@handle_errors
+def dlq_show(config: str | None, queue: str | None, entry_id: str, as_json: bool) -> None:
+    """Show one dead letter in full: why it died, the last error, and the task as received."""
+    settings = settings_from(config)
+    entry = run_async(with_client(settings, queue, lambda client: client.dead_letters.get(entry_id)))
+    if entry is None:
+        fail(f"no dead letter {entry_id}", 1)
+        return
+    if as_json:
+        echo_json(entry)
+        return
+    error = entry.get("error") or {}
+    for label, value in (
+        ("id", entry["id"]),
+        ("task", entry.get("task_id") or "-"),
+        ("type", entry.get("type") or "-"),
+        ("reason", entry["reason"]),
+        ("attempts", entry.get("attempts")),
+        ("dead at", when(entry.get("dead_at"))),
+        ("worker", entry.get("worker") or "-"),
+        ("error", f"{error.get('reason')}: {error.get('message')}"),
+    ):
+        click.echo(f"{label + ':':10} {value}")
+    details = error.get("details") or {}
+    if "status_code" in details:
+        click.echo(f"{'response:':10} HTTP {details['status_code']}")
+        if details.get("body"):
+            click.echo(f"{'body:':10} {details['body']}")
+    click.echo(f"{'raw:':10} {entry.get('raw', '(base64) ' + str(entry.get('raw_base64', '')))}")
+
+
+@dlq.command("requeue")
+@config_option
+@queue_option
+@click.argument("entry_ids", nargs=-1)
+@click.option("--all", "requeue_all", is_flag=True, help="requeue every dead letter")
+@json_option
+@handle_errors
+def dlq_requeue(
+    config: str | None, queue: str | None, entry_ids: tuple[str, ...], requeue_all: bool, as_json: bool
+) -> None:
+    """Requeue dead letters at the tail of the queue (attempts reset, task id kept). Exit 1 when an id is not
+    a dead letter."""
+    if bool(entry_ids) == requeue_all:
+        raise click.UsageError("give entry ids or --all")
+    settings = settings_from(config)
+    ids = None if requeue_all else list(entry_ids)
+    moved = run_async(with_client(settings, queue, lambda client: client.dead_letters.requeue(ids), sinks=True))
+    missing = 0 if requeue_all else len(entry_ids) - moved
+    if as_json:
+        echo_json({"requeued": moved, "not_found": missing})
+    else:
+        click.echo(f"requeued {moved}" + (f" ({missing} not found)" if missing else ""))
+    if missing:
+        sys.exit(1)
+
+
+@dlq.command("purge")
+@config_option
+@queue_option
+@click.option("--yes", is_flag=True, help="do not ask")
+@json_option
+@handle_errors
+def dlq_purge(config: str | None, queue: str | None, yes: bool, as_json: bool) -> None:
+    """Delete every dead letter of the queue."""
+    if not yes:
+        click.confirm("delete every dead letter?", abort=True)
+    settings = settings_from(config)
+    count = run_async(with_client(settings, queue, lambda client: client.dead_letters.purge()))
+    if as_json:
+        echo_json({"purged": count})
+    else:
+        click.echo(f"purged {count}")

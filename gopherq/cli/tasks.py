@@ -1,0 +1,117 @@
+"""Commands for single tasks: `enqueue` and `result`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from gopherq.cli.common import (
+    config_option,
+    echo_json,
+    fail,
+    handle_errors,
+    json_option,
+    queue_option,
+    run_async,
+    settings_from,
+    with_client,
+)
+from gopherq.cli.root import cli
+from gopherq.client import AsyncClient
+from gopherq.core.task import parse_json
+
+
+@cli.command()
+@config_option
+@queue_option
+@click.option("--url", required=True, help="URL to call")
+@click.option("--method", "-X", default="GET", show_default=True)
+@click.option("--header", "-H", "headers", multiple=True, help="'Name: value' (repeatable)")
+@click.option("--body", default=None, help="request body (text)")
+@click.option("--json-body", default=None, help="request body (JSON)")
+@click.option("--id", "task_id", default=None, help="task id (default: generated)")
+@click.option("--delay", type=float, default=None, help="run after this many seconds")
+@click.option("--max-attempts", type=int, default=None)
+@click.option("--timeout", type=float, default=None, help="time limit of one attempt, seconds")
+@click.option("--wait", "wait", type=float, default=None, help="wait this many seconds for the result")
+@handle_errors
+def enqueue(
+    config: str | None,
+    queue: str | None,
+    url: str,
+    method: str,
+    headers: tuple[str, ...],
+    body: str | None,
+    json_body: str | None,
+    task_id: str | None,
+    delay: float | None,
+    max_attempts: int | None,
+    timeout: float | None,
+    wait: float | None,
+) -> None:
+    """Enqueue an HTTP task and print its id (with --wait, then its result)."""
+    settings = settings_from(config)
+    parsed_headers: dict[str, str] = {}
+    for header in headers:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected 'Name: value', got {header!r}", param_hint="--header")
+        parsed_headers[name.strip()] = value.strip()
+    if body is not None and json_body is not None:
+        raise click.UsageError("give --body or --json-body, not both")
+    payload: Any = body
+    if json_body is not None:
+        payload = parse_json(json_body)  # rejected exactly as a worker would reject it
+
+    async def action(client: AsyncClient) -> Any:
+        task = client.http(
+            url,
+            method,
+            headers=parsed_headers,
+            body=payload,
+            id=task_id,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+        )
+        await client.enqueue_many([task])
+        click.echo(task.id)
+        if wait is not None:
+            return await client.wait(task.id, wait)
+        return None
+
+    record = run_async(with_client(settings, queue, action))
+    if wait is not None:
+        if record is None or not record.status.final:
+            fail(f"no final result within {wait}s", 1)
+        else:
+            echo_json(record.to_dict())
+            sys.exit(0 if record.status.value == "succeeded" else 1)
+
+
+@cli.command()
+@config_option
+@queue_option
+@click.argument("task_id")
+@json_option
+@handle_errors
+def result(config: str | None, queue: str | None, task_id: str, as_json: bool) -> None:
+    """Show a task's result (exit 1 when unknown or not finished)."""
+    settings = settings_from(config)
+    record = run_async(with_client(settings, queue, lambda client: client.result(task_id)))
+    if record is None:
+        fail(f"no result for task {task_id} (unknown, not run yet, or expired)", 1)
+        return
+    if as_json:
+        echo_json(record.to_dict())
+    else:
+        line = f"{record.id}: {record.status.value} after {record.attempts} attempt(s)"
+        if record.error:
+            line += f" - {record.error.reason}: {record.error.message}"
+        if isinstance(record.result, dict) and "status_code" in record.result:
+            line += f" - HTTP {record.result['status_code']}"
+        click.echo(line)
+    if not record.status.final:
+        sys.exit(1)
