@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 from gopherq.core.errors import ConfigError
 from gopherq.core.keys import validate_queue_name
+from gopherq.core.masking import DEFAULT_MASKED_PARAMS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -116,6 +117,18 @@ class LoggingSettings(Section):
         return value
 
 
+class MaskingSettings(Section):
+    """What `gopherq.core.masking` hides wherever a task, result or event leaves the process."""
+
+    headers: list[str] = Field(
+        default_factory=list,
+        description="header names masked besides Authorization, Proxy-Authorization, Cookie and Set-Cookie",
+    )
+    query_params: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MASKED_PARAMS), description="URL query parameters whose values are masked"
+    )
+
+
 class Settings(BaseSettings):
     """All of GoPherQ's settings. `plugins` holds `disable`, `load` and one raw table per plugin; each plugin's
     table is validated against the model the plugin registers (see core.plugins)."""
@@ -128,6 +141,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
+    masking: MaskingSettings = MaskingSettings()
     plugins: dict[str, Any] = Field(default_factory=dict)
 
     _config_path: Path | None = PrivateAttr(None)

@@ -1,0 +1,87 @@
+"""One masking function for every exit point: results, dead letters, events, logs, CLI, dashboard and API.
+
+A task in Redis keeps its secrets (a retry needs them); whatever GoPherQ shows or sends elsewhere goes through a
+`Masker` first. It walks any JSON-like value and hides: the value of any mapping key that names a secret header
+(case-insensitive, wherever it sits: a task's `headers`, a result's response headers, an event's data), the
+userinfo of every URL, and the values of configured query parameters, in URLs that are values of their own or
+that appear inside free text such as an error message. It knows header names and URLs, not HTTP: any executor's
+payload is masked by the same rules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from gopherq.core.settings import Settings
+
+MASK = "********"
+
+#: Masked whatever the settings say: the headers that carry credentials in every HTTP deployment.
+ALWAYS_MASKED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+#: Query parameters masked unless the settings give another list.
+DEFAULT_MASKED_PARAMS = ("token", "access_token", "api_key", "apikey", "key", "password", "secret", "signature")
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+
+
+class Masker:
+    """Hides secrets in values before they leave the process. Immutable; build one per settings object."""
+
+    __slots__ = ("headers", "params")
+
+    def __init__(self, headers: Iterable[str] = (), query_params: Iterable[str] = DEFAULT_MASKED_PARAMS) -> None:
+        self.headers = ALWAYS_MASKED_HEADERS | {name.lower() for name in headers}
+        self.params = frozenset(name.lower() for name in query_params)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Masker:
+        """The masker the `[masking]` table configures."""
+        cfg = settings.masking
+        return cls(cfg.headers, cfg.query_params)
+
+    def value(self, data: Any) -> Any:
+        """A copy of `data` (dicts, lists, tuples, strings, scalars) with every secret masked."""
+        if isinstance(data, str):
+            return self.text(data)
+        if isinstance(data, Mapping):
+            return {key: self._entry(key, item) for key, item in data.items()}
+        if isinstance(data, (list, tuple)):
+            return [self.value(item) for item in data]
+        return data
+
+    def _entry(self, key: Any, item: Any) -> Any:
+        if isinstance(key, str) and key.lower() in self.headers and item is not None:
+            return MASK
+        return self.value(item)
+
+    def text(self, text: str) -> str:
+        """`text` with every URL in it masked (a whole-string URL included)."""
+        if "://" not in text:
+            return text
+        return _URL_IN_TEXT.sub(lambda match: self.url(match.group(0)), text)
+
+    def url(self, url: str) -> str:
+        """`url` with its userinfo and the values of secret query parameters masked."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return url
+        netloc = parts.netloc
+        if "@" in netloc:
+            creds, _, host = netloc.rpartition("@")
+            user = creds.split(":", 1)[0]
+            netloc = f"{user}:{MASK}@{host}" if ":" in creds else f"{MASK}@{host}"
+        query = parts.query
+        if query and self.params:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(name.lower() in self.params for name, _ in pairs):
+                masked = [(name, MASK if name.lower() in self.params else value) for name, value in pairs]
+                query = urlencode(masked, safe="*")
+        if netloc == parts.netloc and query == parts.query:
+            return url
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
