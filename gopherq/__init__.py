@@ -32,6 +32,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "EventFilter": ("gopherq.core.events", "EventFilter"),
     "Sink": ("gopherq.core.events", "Sink"),
     "ExecutionContext": ("gopherq.core.executor", "ExecutionContext"),
+    "FlowLimits": ("gopherq.core.flow", "FlowLimits"),
     "Executor": ("gopherq.core.executor", "Executor"),
     "RegisterExecutor": ("gopherq.core.hookspecs", "RegisterExecutor"),
     "RegisterSettings": ("gopherq.core.hookspecs", "RegisterSettings"),
@@ -42,6 +43,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SinkSettings": ("gopherq.core.settings", "SinkSettings"),
     "load_settings": ("gopherq.core.settings", "load_settings"),
     "ErrorInfo": ("gopherq.core.task", "ErrorInfo"),
+    "Masker": ("gopherq.core.masking", "Masker"),
     "Task": ("gopherq.core.task", "Task"),
     "TaskResult": ("gopherq.core.task", "TaskResult"),
     "TaskStatus": ("gopherq.core.task", "TaskStatus"),
@@ -61,7 +63,9 @@ if TYPE_CHECKING:
     )
     from gopherq.core.events import Event, EventFilter, Sink
     from gopherq.core.executor import ExecutionContext, Executor
+    from gopherq.core.flow import FlowLimits
     from gopherq.core.hookspecs import RegisterExecutor, RegisterSettings, RegisterSink, hookimpl
+    from gopherq.core.masking import Masker
     from gopherq.core.settings import Section as PluginSettings
     from gopherq.core.settings import Settings, SinkSettings, load_settings
     from gopherq.core.task import ErrorInfo, Task, TaskResult, TaskStatus
@@ -90,7 +94,9 @@ __all__ = [
     "EventFilter",
     "ExecutionContext",
     "Executor",
+    "FlowLimits",
     "GoPherQError",
+    "Masker",
     "PermanentFailure",
     "PluginError",
     "PluginSettings",

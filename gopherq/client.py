@@ -21,6 +21,7 @@ from gopherq.core.connection import Connection
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
+from gopherq.core.flow import FlowGate
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import Settings, load_settings
 from gopherq.core.task import NESTED_TOO_DEEPLY, Backoff, Task, TaskResult, decode_task, new_task_id
@@ -94,6 +95,12 @@ class AsyncClient:
                 raise RuntimeError("client is not connected: use `async with` or await connect()")
             self._brokers[name] = Broker(self.redis, name)
         return self._brokers[name]
+
+    async def flows(self, queue: str | None = None) -> list[dict[str, Any]]:
+        """The flow keys (e.g. hosts) the queue's flow control has seen, with their shared state: circuit,
+        recent failures, rate factor and tasks running (`gopherq hosts`)."""
+        await self.connect()
+        return await FlowGate(self.redis, queue or self.queue).states()
 
     @property
     def dead_letters(self) -> DeadLetters:

@@ -23,13 +23,17 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ValidationError
 
 from gopherq.core.errors import TaskFailure, TaskRejected
+from gopherq.core.flow import FlowLimits
 from gopherq.core.task import Task
 
 
 @runtime_checkable
 class Executor(Protocol):
     """Runs tasks of one type. Optional extras: `payload_model` (a pydantic model class for the task's own
-    fields), `async open()` called once before the first task, `async close()` called at shutdown."""
+    fields), `async open()` called once before the first task, `async close()` called at shutdown, and
+    `flow(task)` / `flow_signal(failure)` for shared flow control (see core/flow.py), and
+    `followups(task, record, succeeded)` returning envelopes to enqueue when a task ends (pushed before the task
+    is settled, so never lost)."""
 
     def execute(self, task: Task, context: ExecutionContext) -> Any: ...
 
@@ -69,6 +73,11 @@ class ExecutorEntry:
         self.executor = executor
         self.plugin = plugin
         self.payload_model: type[BaseModel] | None = getattr(executor, "payload_model", None)
+        #: Optional flow control (see core/flow.py): the task's flow key and limits, and how an attempt ended.
+        self.flow: Callable[[Task], tuple[str, FlowLimits] | None] | None = getattr(executor, "flow", None)
+        self.flow_signal: Callable[[TaskFailure | None], str] | None = getattr(executor, "flow_signal", None)
+        #: Optional: envelopes to enqueue when a task ends (task, result record, succeeded), e.g. callbacks.
+        self.followups: Callable[[Task, bytes, bool], list[bytes]] | None = getattr(executor, "followups", None)
         self.run: Callable[[Task, ExecutionContext], Awaitable[Any]]
         if inspect.iscoroutinefunction(executor.execute):
             self.run = executor.execute

@@ -89,3 +89,20 @@ class QueueKeys:
 
     def result(self, task_id: str) -> str:
         return self._tagged(f"result:{task_id}")
+
+    @property
+    def flows(self) -> str:
+        """Sorted set: flow key (e.g. a host) scored by when a task last passed its limits (ms)."""
+        return self._tagged("flows")
+
+    def flow(self, key: str) -> str:
+        """Hash: the shared state of one flow key (rate, circuit, adaptive slow-down); see core/flow.py."""
+        return self._tagged(f"flow:{key}")
+
+    def flow_slots(self, key: str) -> str:
+        """Sorted set: attempt token -> lease deadline (ms) of every running task holding a concurrency slot."""
+        return self._tagged(f"flow:{key}:slots")
+
+    def seen(self, task_id: str) -> str:
+        """Marker of a task id created through the HTTP API within the idempotency window."""
+        return self._tagged(f"seen:{task_id}")

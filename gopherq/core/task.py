@@ -38,6 +38,7 @@ CONTROL_FIELDS = frozenset(
         "created_at",
         "recoveries",
         "last_error",
+        "flow_slot",
     }
 )
 
@@ -83,6 +84,8 @@ class Task:
     created_at: float | None = None
     recoveries: int = 0
     last_error: dict[str, Any] | None = None
+    #: A rate slot (Unix ms) flow control reserved for this task when it deferred it (see core/flow.py).
+    flow_slot: int | None = None
     payload: Any = None
     #: True when the producer sent no id and one was assigned here (the worker then records it in Redis).
     id_assigned: bool = False
@@ -111,6 +114,8 @@ class Task:
             wire["created_at"] = self.created_at
         if self.last_error is not None:
             wire["last_error"] = self.last_error
+        if self.flow_slot is not None:
+            wire["flow_slot"] = self.flow_slot
         wire.update(self.fields)
         if self.recoveries:
             wire["recoveries"] = self.recoveries
@@ -228,6 +233,7 @@ def task_from_dict(obj: Any) -> Task:
         created_at=_timestamp_field(obj, "created_at"),
         recoveries=_int_field(obj, "recoveries", 0, 0),
         last_error=last_error,
+        flow_slot=_int_field(obj, "flow_slot", None, 0),
         id_assigned=assigned,
     )
 

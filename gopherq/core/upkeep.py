@@ -16,6 +16,7 @@ from typing import Any
 from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.events import EventBus
+from gopherq.core.flow import WorkerFlow
 from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.settings import Settings
 from gopherq.core.task import Task
@@ -33,6 +34,7 @@ class Upkeep:
     bus: EventBus
     lease_ms: int
     held: dict[str, Task | None]
+    flow: WorkerFlow
     stats: dict[str, int]
 
     async def _check_eviction_policy(self) -> None:
@@ -69,6 +71,7 @@ class Upkeep:
             await asyncio.sleep(interval)
             try:
                 await self.broker.heartbeat(list(self.held), self.lease_ms)
+                await self.flow.renew(int(time.time() * 1000) + self.lease_ms)
                 failures.reset()
             except RETRYABLE as exc:
                 failures.failed(exc)

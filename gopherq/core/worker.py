@@ -28,6 +28,7 @@ from gopherq.core.broker import Broker, Settlement
 from gopherq.core.errors import BrokerUnavailable, TaskFailure, TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry, run_attempt
+from gopherq.core.flow import FlowGate, WorkerFlow
 from gopherq.core.outcomes import Decision, OutcomePolicy
 from gopherq.core.plugins import PluginManager
 from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff
@@ -59,6 +60,7 @@ class Worker(Upkeep):
         self.bus = EventBus()
         self.bus.defaults = {"worker": self.id, "queue": self.queue}
         plugins.attach_sinks(self.bus)
+        self.flow = WorkerFlow(FlowGate(redis, self.queue), self.bus)
         cfg = settings.worker
         self.concurrency = cfg.concurrency
         self.lease_ms = int(cfg.lease_timeout * 1000)
@@ -66,6 +68,7 @@ class Worker(Upkeep):
         self.watchdog = Watchdog()
         self.held: dict[str, Task | None] = {}  # token -> task, for every claimed, unsettled task
         self._decisions: list[Decision] = []
+        self._followups: list[bytes] = []  # envelopes tasks asked for when they ended (e.g. callbacks)
         self._flush_lock = asyncio.Lock()
         # A task recovered this often may be what crashes the worker: it runs alone (see _run_suspect).
         self.isolate_from = max(1, min(2, cfg.max_recoveries))
@@ -305,6 +308,7 @@ class Worker(Upkeep):
                 ready.append((token, task, entry))
         if adopt:
             await self._guard("adopt", lambda: self.broker.adopt(adopt), attempts=5)
+        ready = await self._flow_gate(ready)
         for token, task, entry in ready:
             if task.recoveries < self.isolate_from:
                 self._launch(token, task, entry)
@@ -312,6 +316,21 @@ class Worker(Upkeep):
                 self._suspect = (token, task, entry)
             else:  # one suspect at a time: the others go back for another worker (or a later turn)
                 self._decide(Decision(Settlement("release", token, task.id), "", task))
+
+    async def _flow_gate(self, ready: list[tuple[str, Task, ExecutorEntry]]) -> list[tuple[str, Task, ExecutorEntry]]:
+        """Flow control (core/flow.py): tasks over their flow limits are deferred, without an attempt. When Redis
+        cannot be asked, the batch goes back to the queue unchanged (released) rather than run unchecked."""
+        try:
+            run, defer = await self.flow.admit(ready, int(time.time() * 1000) + self.lease_ms)
+        except RETRYABLE as exc:
+            log.warning("flow control check failed (%s): %d tasks go back to the queue", exc, len(ready))
+            for token, task, _entry in ready:
+                self._decide(Decision(Settlement("release", token, task.id), "", task))
+            return []
+        for token, task, due, key in defer:
+            settlement = Settlement("defer", token, task.id, b"", task.encode(), str(due))
+            self._decide(Decision(settlement, "task.throttled", task, data={"flow_key": key, "until": due / 1000}))
+        return run
 
     def _launch(self, token: str, task: Task, entry: ExecutorEntry) -> asyncio.Task[None]:
         limit = task.timeout or self.settings.worker.task_timeout
@@ -327,6 +346,7 @@ class Worker(Upkeep):
         """An unexpected error in the worker's own code while handling one task: stop renewing its lease and let
         the reaper recover it, exactly like a crash (a task that keeps doing this becomes poison)."""
         task = self.held.pop(token, None)
+        self.flow.forget(token)
         log.exception(
             "task %s: internal error while %s it; it will be recovered when its lease expires",
             task.id if task else f"(token {token})",
@@ -393,12 +413,15 @@ class Worker(Upkeep):
             elif not self._stop.is_set():
                 raise
             else:
+                self.flow.released(token)
                 self._decide(Decision(Settlement("release", token, task.id), "task.released", task))
                 return
         except Exception:
             self._abandon(token, "running")
             return
         try:
+            if self.flow.running:
+                self.flow.ended(token, entry, outcome.failure)
             self._conclude(token, task, outcome)
         except Exception:
             self._abandon(token, "recording the outcome of")
@@ -419,6 +442,11 @@ class Worker(Upkeep):
 
     def _decide(self, decision: Decision) -> None:
         self._decisions.append(decision)
+        task = decision.task
+        if task is not None and task.payload is not None and decision.settlement.kind in ("ack", "dead"):
+            entry = self.plugins.executors.get(task.type)
+            if entry is not None and entry.followups is not None:
+                self._followups += entry.followups(task, decision.settlement.result, decision.settlement.kind == "ack")
         self._settle_wakeup.set()
 
     async def _settle_loop(self) -> None:
@@ -442,6 +470,14 @@ class Worker(Upkeep):
     async def _flush_pending(self) -> None:
         while self._decisions:
             decisions, self._decisions = self._decisions, []
+            if self._followups:  # before the settle that ends their tasks: a crash between repeats, never loses
+                followups, self._followups = self._followups, []
+                try:
+                    await self.broker.push(followups)
+                except BaseException:
+                    self._decisions[:0] = decisions
+                    self._followups[:0] = followups
+                    raise
             try:
                 accepted = await self.broker.settle(
                     [d.settlement for d in decisions],
@@ -454,6 +490,7 @@ class Worker(Upkeep):
             for decision, ok in zip(decisions, accepted, strict=False):
                 self.held.pop(decision.settlement.token, None)
                 self._announce(decision, ok)
+        await self.flow.flush()
 
     def _announce(self, decision: Decision, ok: bool) -> None:
         task = decision.task
@@ -473,6 +510,8 @@ class Worker(Upkeep):
             self.stats["retried"] += 1
         elif kind == "defer":
             self.stats["deferred"] += 1
+            if decision.event:
+                log.debug("task %s deferred by flow control until %s", task_id, (decision.data or {}).get("until"))
         elif kind == "dead":
             self.stats["dead"] += 1
             reason = (decision.data or {}).get("reason")

@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
+
+from gopherq.plugins.egress import EgressGuard
 
 #: Largest body read at once (see the module docstring); larger ones are streamed.
 EAGER_BODY_LIMIT = 64 * 1024
@@ -39,13 +43,21 @@ EAGER_BODY_LIMIT = 64 * 1024
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx.AsyncBaseTransport backed by aiohttp, with a pool of `max_connections` keep-alive connections."""
 
-    def __init__(self, max_connections: int, *, verify: ssl.SSLContext | bool = True) -> None:
+    def __init__(
+        self, max_connections: int, *, verify: ssl.SSLContext | bool = True, resolver: Any | None = None
+    ) -> None:
         self.max_connections = max_connections
+        self.resolver = resolver
         self.ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
         self.session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self.ssl_context)
+        if self.resolver is None:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self.ssl_context)
+        else:  # pinned: every connection asks the resolver (no second DNS cache in between)
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections, ssl=self.ssl_context, resolver=self.resolver, use_dns_cache=False
+            )
         self.session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -153,3 +165,37 @@ def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
     else:
         return exc
     return kind(message, request=request)
+
+
+class PinnedResolver(AbstractResolver):
+    """An aiohttp resolver that answers with the addresses the egress guard checked for a host (checking it
+    first when it has not), so the connection goes where the check looked. It never asks DNS on its own."""
+
+    def __init__(self, guard: EgressGuard) -> None:
+        self.guard = guard
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = self.guard.pinned.get(host)
+        if addresses is None:
+            await self.guard.check(host)
+            addresses = self.guard.pinned.get(host)
+        if not addresses:
+            raise OSError(f"cannot resolve {host}")
+        version = {socket.AF_INET: 4, socket.AF_INET6: 6}.get(family)
+        wanted = [address for address in addresses if version is None or address.version == version]
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in (wanted or addresses)
+        ]
+
+    async def close(self) -> None:
+        return None

@@ -6,9 +6,10 @@ and refuses the request (a permanent failure, reason `egress_denied`) when any a
 with an allow-list, outside it. By default only the link-local range (where cloud metadata services live) and
 `0.0.0.0/8` are denied; `deny_private = true` also denies loopback and private ranges.
 
-Known limit: the check resolves the name itself, and the HTTP client resolves it again to connect; a DNS server
-that answers differently the second time (DNS rebinding) is not caught. Pin hosts by IP, or use an egress proxy,
-where that matters.
+The guard also pins: the addresses it checked for a host are the ones the aiohttp transport connects to (through
+`aiohttp_transport.PinnedResolver`, which never resolves on its own), so a DNS server that answers differently
+between the check and the connection (DNS rebinding) cannot steer a request elsewhere. Host header and TLS SNI
+stay the host name. The `httpx` transport resolves again by itself: it is not pinned.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import ipaddress
 import math
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 from pydantic import Field, field_validator
 
@@ -56,10 +58,27 @@ def _normalise(address: Address) -> Address:
     return address
 
 
-class EgressGuard:
-    """Decides whether a host may be called; resolves names (with a small cache) to check their addresses."""
+#: Resolves a host name to addresses (text); None when it does not resolve. Tests pass their own.
+Lookup = Callable[[str], Awaitable[list[str] | None]]
 
-    def __init__(self, settings: EgressSettings) -> None:
+
+async def system_lookup(host: str) -> list[str] | None:
+    """The system resolver's addresses for a host name."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return None  # the request itself will fail with a connect error, which is retried
+    return [str(info[4][0]).split("%", 1)[0] for info in infos]
+
+
+class EgressGuard:
+    """Decides whether a host may be called; resolves names (with a small cache) to check their addresses, and
+    remembers the checked addresses of each host for the connection to use (`pinned`)."""
+
+    def __init__(self, settings: EgressSettings, lookup: Lookup = system_lookup) -> None:
+        self.lookup = lookup
+        #: host -> the addresses its last check allowed; the only addresses a pinned connection may use.
+        self.pinned: dict[str, list[Address]] = {}
         self.deny: list[Network] = [ipaddress.ip_network(n, strict=False) for n in settings.deny]
         self.allow: list[Network] = [ipaddress.ip_network(n, strict=False) for n in settings.allow]
         self.deny_private = settings.deny_private
@@ -80,14 +99,12 @@ class EgressGuard:
             return f"{address} is outside the allowed networks"
         return None
 
-    @staticmethod
-    async def resolve(host: str) -> list[Address] | None:
-        """The addresses a host name resolves to; None when it does not resolve."""
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except socket.gaierror:
-            return None  # the request itself will fail with a connect error, which is retried
-        return list({ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos})
+    async def resolve(self, host: str) -> list[Address] | None:
+        """The addresses a host name resolves to (in the resolver's order); None when it does not resolve."""
+        found = await self.lookup(host)
+        if found is None:
+            return None
+        return list(dict.fromkeys(ipaddress.ip_address(address) for address in found))
 
     async def check(self, host: str) -> None:
         """Raise PermanentFailure(reason='egress_denied') when `host` resolves to an address it may not call."""
@@ -98,6 +115,12 @@ class EgressGuard:
             found = [literal] if literal is not None else await self.resolve(host)
             reason = next((r for r in map(self.refusal, found or []) if r is not None), None)
             until = math.inf if literal is not None else now + self.cache_seconds
+            if literal is None and found and reason is None:
+                if len(self.pinned) >= 4096 and host not in self.pinned:
+                    self.pinned.clear()
+                self.pinned[host] = found
+            elif literal is None:
+                self.pinned.pop(host, None)
             if found is not None and until > now:
                 if len(self._verdicts) >= 4096:  # hosts come from tasks: never let them pile up
                     self._verdicts.clear()

@@ -12,15 +12,29 @@ import asyncio
 import base64
 import email.utils
 import functools
+import json
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from gopherq import ExecutionContext, PermanentFailure, PluginSettings, RetryTask, Settings, Task, hookimpl
+from gopherq import (
+    ExecutionContext,
+    FlowLimits,
+    Masker,
+    PermanentFailure,
+    PluginSettings,
+    RetryTask,
+    Settings,
+    Task,
+    TaskFailure,
+    hookimpl,
+)
 from gopherq.plugins.egress import EgressGuard, EgressSettings
+from gopherq.plugins.http_extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
+from gopherq.plugins.http_flow import FLOW_KEY, HostRule, HostRules, flow_signal
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -39,6 +53,19 @@ class HttpSettings(PluginSettings):
     )
     per_host_limit: int | None = Field(None, ge=1, description="most requests in flight to one host (scheme+host+port)")
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    hosts: list[HostRule] = Field(default_factory=list, description="shared per-host limits ([[plugins.http.hosts]])")
+    signing_secret: SecretStr | None = Field(
+        None, description="whsec_<base64>: signs tasks with sign = true and callbacks (Standard Webhooks)"
+    )
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from gopherq.plugins.webhook_sink import secret_key
+
+            secret_key(value.get_secret_value())
+        return value
 
     @field_validator("transport")
     @classmethod
@@ -55,9 +82,35 @@ class HttpPayload(BaseModel):
 
     method: str = "GET"
     url: str
-    headers: dict[str, str] = Field(default_factory=dict, validation_alias=AliasChoices("headers", "header"))
+    headers: dict[str, str | EnvValue] = Field(default_factory=dict, validation_alias=AliasChoices("headers", "header"))
     body: str | dict[str, Any] | list[Any] | None = None
     follow_redirects: bool = False
+    flow_key: str | None = Field(None, pattern=FLOW_KEY.pattern)
+    success_status: list[int | str] | None = None
+    retry_status: list[int | str] | None = None
+    sign: bool = False
+    on_success: str | None = None
+    on_failure: str | None = None
+
+    @field_validator("success_status", "retry_status")
+    @classmethod
+    def _statuses(cls, value: list[int | str] | None) -> list[int | str] | None:
+        if value is not None:
+            parse_statuses(value)
+        return value
+
+    @field_validator("on_success", "on_failure")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        return None if value is None else cls._absolute_http_url(value)
+
+    @functools.cached_property
+    def success_codes(self) -> frozenset[int] | None:
+        return None if self.success_status is None else parse_statuses(self.success_status)
+
+    @functools.cached_property
+    def retry_codes(self) -> frozenset[int] | None:
+        return None if self.retry_status is None else parse_statuses(self.retry_status)
 
     @field_validator("method")
     @classmethod
@@ -135,8 +188,16 @@ class HttpExecutor:
 
     payload_model = HttpPayload
 
-    def __init__(self, settings: HttpSettings, concurrency: int) -> None:
+    def __init__(self, settings: HttpSettings, concurrency: int, masker: Masker | None = None) -> None:
         self.settings = settings
+        self.rules = HostRules(settings.hosts)
+        self.masker = masker or Masker()
+        secret = settings.signing_secret
+        self.signing_key: bytes | None = None
+        if secret is not None:
+            from gopherq.plugins.webhook_sink import secret_key
+
+            self.signing_key = secret_key(secret.get_secret_value())
         self.pool_size = settings.max_connections or concurrency
         self.retry_statuses = frozenset(settings.retry_statuses)
         self.guard = EgressGuard(settings.egress)
@@ -145,9 +206,9 @@ class HttpExecutor:
 
     def _transport(self) -> httpx.AsyncBaseTransport:
         if self.settings.transport == "aiohttp":
-            from gopherq.plugins.aiohttp_transport import AiohttpTransport
+            from gopherq.plugins.aiohttp_transport import AiohttpTransport, PinnedResolver
 
-            return AiohttpTransport(self.pool_size)
+            return AiohttpTransport(self.pool_size, resolver=PinnedResolver(self.guard))
         limits = httpx.Limits(max_connections=self.pool_size, max_keepalive_connections=self.pool_size)
         return httpx.AsyncHTTPTransport(limits=limits)
 
@@ -160,9 +221,44 @@ class HttpExecutor:
             await self.client.aclose()
             self.client = None
 
+    def flow(self, task: Task) -> tuple[str, FlowLimits] | None:
+        """The task's flow key (its `flow_key`, else the URL's host) and the limits of the first matching
+        `[[plugins.http.hosts]]` rule; None (not flow-controlled) without a matching rule."""
+        if not self.rules:
+            return None
+        payload: HttpPayload = task.payload
+        key = payload.flow_key or urlsplit(payload.url).hostname or ""
+        limits = self.rules.limits(key)
+        return None if limits is None else (key, limits)
+
+    @staticmethod
+    def flow_signal(failure: TaskFailure | None) -> str:
+        return flow_signal(failure)
+
+    def followups(self, task: Task, record: bytes, succeeded: bool) -> list[bytes]:
+        """The callback task to enqueue when this task ends (see http_extras)."""
+        payload = task.payload
+        if not isinstance(payload, HttpPayload) or (payload.on_success is None and payload.on_failure is None):
+            return []
+        return callback_tasks(task, record, succeeded, self.masker)
+
+    def _signature_headers(self, task: Task, headers: dict[str, str], content: bytes) -> None:
+        """Standard Webhooks headers for a task with `sign = true`, computed per attempt."""
+        if self.signing_key is None:
+            raise PermanentFailure(
+                "task asks to be signed but [plugins.http] signing_secret is not set", reason="invalid_request"
+            )
+        from gopherq.plugins.webhook_sink import sign
+
+        msg_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), None) or task.id
+        stamp = int(time.time())
+        headers["webhook-id"] = msg_id
+        headers["webhook-timestamp"] = str(stamp)
+        headers["webhook-signature"] = sign(self.signing_key, msg_id, stamp, content)
+
     async def execute(self, task: Task, context: ExecutionContext) -> dict[str, Any]:
         payload: HttpPayload = task.payload
-        headers = {"User-Agent": self.settings.user_agent, **payload.headers}
+        headers = {"User-Agent": self.settings.user_agent, **resolve_headers(payload.headers)}
         if not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = task.id
         body: dict[str, Any] = {}
@@ -170,7 +266,15 @@ class HttpExecutor:
             if payload.body:
                 body["content"] = payload.body
         elif payload.body is not None:
-            body["json"] = payload.body
+            if payload.sign:
+                body["content"] = json.dumps(payload.body, separators=(",", ":")).encode()
+                if not any(name.lower() == "content-type" for name in headers):
+                    headers["Content-Type"] = "application/json"
+            else:
+                body["json"] = payload.body
+        if payload.sign:
+            content = body.get("content", b"")
+            self._signature_headers(task, headers, content.encode() if isinstance(content, str) else content)
         started = time.perf_counter()
         try:
             request = httpx.Request(
@@ -203,10 +307,11 @@ class HttpExecutor:
             **self._body_fields(content, truncated),
         }
         status = response.status_code
-        if 200 <= status < 300:
+        success = payload.success_codes
+        if (200 <= status < 300) if success is None else (status in success):
             return result
         message = f"{payload.method} {payload.url}: HTTP {status}"
-        if status in self.retry_statuses:
+        if status in (payload.retry_codes if payload.retry_codes is not None else self.retry_statuses):
             delay = retry_after_seconds(response.headers.get("retry-after"))
             raise RetryTask(message, reason="http_status", delay=delay, details=result)
         raise PermanentFailure(message, reason="http_status", details=result)
@@ -293,4 +398,4 @@ def gopherq_register_settings(register: Any) -> None:
 
 @hookimpl
 def gopherq_register_executors(register: Any, settings: Settings) -> None:
-    register("http", HttpExecutor(settings.plugin("http"), settings.worker.concurrency))
+    register("http", HttpExecutor(settings.plugin("http"), settings.worker.concurrency, Masker.from_settings(settings)))

@@ -1,0 +1,276 @@
+"""Flow control shared by every worker: per-key rate (GCRA), global concurrency, circuit breaker, adaptive rate.
+
+The core does not know what a flow key is: an executor may name one per task (the http executor uses the host, or
+the task's `flow_key`) with the limits that apply to it, through two optional methods:
+
+    flow(task) -> tuple[str, FlowLimits] | None        # after validation; None = not flow-controlled
+    flow_signal(failure: TaskFailure | None) -> str    # how an attempt ended: 'ok', 'error', 'slow',
+                                                       # 'slow_error' (both) or 'neutral'
+
+The state of a flow key lives in Redis under the queue's hash tag (`gopherq:{Q}:flow:<key>` and its `:slots`), so
+all workers share it. `FlowGate.admit` checks a claimed batch in one script call, and only when the batch holds
+flow-controlled tasks: a task over its limit is deferred (no attempt consumed) to when its rate slot opens,
+which it reserves, or for `wait` seconds when a concurrency slot or the half-open probe is busy, or until the
+circuit's cool-down ends. `FlowGate.done` frees the concurrency slots at settle time and feeds the breaker (N
+consecutive errors within a window open it; after the cool-down one probe decides) and the adaptive rate (a
+'slow' signal multiplies the rate by `slow_down`, at most once a second; it then regains `ramp_up` of the
+configured rate per second).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gopherq.core.broker import load_script
+from gopherq.core.keys import QueueKeys
+
+if TYPE_CHECKING:
+    from gopherq.core.errors import TaskFailure
+    from gopherq.core.events import EventBus
+    from gopherq.core.executor import ExecutorEntry
+    from gopherq.core.task import Task
+
+log = logging.getLogger(__name__)
+
+SIGNALS = frozenset({"ok", "error", "slow", "slow_error", "neutral"})
+
+
+@dataclass(frozen=True, slots=True)
+class FlowLimits:
+    """The limits of one flow key; every field is optional (0 / None = that limit is off)."""
+
+    rate: float | None = None
+    burst: int = 1
+    concurrency: int | None = None
+    circuit_failures: int = 0
+    circuit_window: float = 30.0
+    circuit_cooldown: float = 30.0
+    wait: float = 0.25
+    slow_down: float = 0.5
+    ramp_up: float = 0.05
+    min_rate_factor: float = 0.05
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What `admit` decided for one task: run now (due == 0) or wait until `due` (Unix ms)."""
+
+    due: int
+    reserved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEvent:
+    """A change of a flow key's shared state: circuit_opened / circuit_half_open / circuit_closed,
+    rate_lowered (value: new fraction of the configured rate) / rate_restored."""
+
+    key: str
+    name: str
+    value: str
+
+
+class FlowGate:
+    """The Redis side of flow control for one queue."""
+
+    def __init__(self, redis: Any, queue: str) -> None:
+        self.redis = redis
+        self.keys = QueueKeys(queue)
+        self._admit = redis.register_script(load_script("flow_admit"))
+        self._done = redis.register_script(load_script("flow_done"))
+
+    async def admit(
+        self, items: list[tuple[str, FlowLimits, str, int | None]], lease_deadline_ms: int
+    ) -> tuple[list[Verdict], list[FlowEvent]]:
+        """Check (flow key, limits, token, reserved slot ms) items in one round trip."""
+        index: dict[str, int] = {}
+        keys = [self.keys.flows]
+        head: list[Any] = []
+        tail: list[Any] = []
+        for key, limits, token, reserved in items:
+            i = index.get(key)
+            if i is None:
+                i = index[key] = len(index) + 1
+                keys += [self.keys.flow(key), self.keys.flow_slots(key)]
+                head += [
+                    key,
+                    limits.rate or 0,
+                    limits.burst,
+                    limits.concurrency or 0,
+                    limits.circuit_failures,
+                    int(limits.wait * 1000),
+                    limits.ramp_up,
+                ]
+            tail += [i, token, "" if reserved is None else reserved]
+        dues, events = await self._admit(
+            keys=keys, args=[int(time.time() * 1000), lease_deadline_ms, len(index), *head, *tail]
+        )
+        verdicts = [Verdict(int(dues[j]), bool(dues[j + 1])) for j in range(0, len(dues), 2)]
+        return verdicts, _events(events)
+
+    async def done(self, items: list[tuple[str, FlowLimits, str, str]]) -> list[FlowEvent]:
+        """Record how (flow key, limits, token, signal) items ended, in one round trip."""
+        index: dict[str, int] = {}
+        keys: list[str] = []
+        head: list[Any] = []
+        tail: list[Any] = []
+        for key, limits, token, signal in items:
+            i = index.get(key)
+            if i is None:
+                i = index[key] = len(index) + 1
+                keys += [self.keys.flow(key), self.keys.flow_slots(key)]
+                head += [
+                    key,
+                    limits.circuit_failures,
+                    int(limits.circuit_window * 1000),
+                    int(limits.circuit_cooldown * 1000),
+                    limits.slow_down,
+                    limits.min_rate_factor,
+                ]
+            tail += [i, token, signal]
+        events = await self._done(keys=keys, args=[int(time.time() * 1000), len(index), *head, *tail])
+        return _events(events)
+
+    async def renew(self, slots: dict[str, list[str]], lease_deadline_ms: int) -> None:
+        """Extend the concurrency slots (flow key -> tokens) of long-running tasks, with the worker's heartbeat."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, tokens in slots.items():
+                pipe.zadd(self.keys.flow_slots(key), {token: lease_deadline_ms for token in tokens}, xx=True)
+            await pipe.execute()
+
+    async def states(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Every flow key seen on this queue, newest first, with its shared state (for `gopherq hosts`)."""
+        names = await self.redis.zrevrange(self.keys.flows, 0, limit - 1, withscores=True)
+        now_ms = time.time() * 1000
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, _ in names:
+                key = name.decode()
+                pipe.hgetall(self.keys.flow(key))
+                pipe.zcount(self.keys.flow_slots(key), now_ms, "+inf")
+            replies = await pipe.execute()
+        out = []
+        for n, (name, seen) in enumerate(names):
+            raw, running = replies[2 * n], replies[2 * n + 1]
+            state = {k.decode(): v.decode() for k, v in raw.items()}
+            open_until = float(state.get("open_until", 0))
+            circuit = "closed"
+            if open_until:
+                circuit = "open" if open_until > now_ms else "half-open"
+            out.append(
+                {
+                    "key": name.decode(),
+                    "circuit": circuit,
+                    "open_until": open_until / 1000 if open_until else None,
+                    "failures": int(state.get("fails", 0)),
+                    "rate_factor": float(state.get("factor", 1)),
+                    "running": int(running),
+                    "last_seen": seen / 1000,
+                }
+            )
+        return out
+
+
+def _events(flat: list[Any]) -> list[FlowEvent]:
+    text = [item.decode() if isinstance(item, bytes) else str(item) for item in flat]
+    return [FlowEvent(text[j], text[j + 1], text[j + 2]) for j in range(0, len(text), 3)]
+
+
+class WorkerFlow:
+    """One worker's side of flow control: gates claimed batches, remembers which running tasks hold flow state,
+    and reports how they ended at settle time. Costs nothing per task when no executor names a flow key."""
+
+    def __init__(self, gate: FlowGate, bus: EventBus) -> None:
+        self.gate = gate
+        self.bus = bus
+        #: token -> (flow key, limits) of every admitted, running flow-controlled task
+        self.running: dict[str, tuple[str, FlowLimits]] = {}
+        self._ended: list[tuple[str, FlowLimits, str, str]] = []
+
+    async def admit(
+        self, ready: list[tuple[str, Task, ExecutorEntry]], lease_deadline_ms: int
+    ) -> tuple[list[tuple[str, Task, ExecutorEntry]], list[tuple[str, Task, int, str]]]:
+        """Split a batch into the tasks that run now and (token, task, due ms, flow key) to defer."""
+        gated: list[tuple[int, str, FlowLimits]] = []
+        for n, (_token, task, entry) in enumerate(ready):
+            if entry.flow is not None:
+                found = entry.flow(task)
+                if found is not None:
+                    gated.append((n, *found))
+        if not gated:
+            return ready, []
+        verdicts, events = await self.gate.admit(
+            [(key, limits, ready[n][0], ready[n][1].flow_slot) for n, key, limits in gated], lease_deadline_ms
+        )
+        self.announce(events)
+        held_back: dict[int, tuple[int, str]] = {}
+        for (n, key, limits), verdict in zip(gated, verdicts, strict=True):
+            token, task, _entry = ready[n]
+            if verdict.due:
+                task.flow_slot = verdict.due if verdict.reserved else None
+                held_back[n] = (verdict.due, key)
+            else:
+                task.flow_slot = None
+                self.running[token] = (key, limits)
+        run = [item for n, item in enumerate(ready) if n not in held_back]
+        defer = [(ready[n][0], ready[n][1], due, key) for n, (due, key) in held_back.items()]
+        return run, defer
+
+    def ended(self, token: str, entry: ExecutorEntry, failure: TaskFailure | None) -> None:
+        """Note how a flow-controlled attempt ended (no-op for other tasks); sent with the next settle."""
+        held = self.running.pop(token, None)
+        if held is not None:
+            signal = (
+                entry.flow_signal(failure) if entry.flow_signal is not None else ("ok" if failure is None else "error")
+            )
+            self._ended.append((held[0], held[1], token, signal if signal in SIGNALS else "neutral"))
+
+    def released(self, token: str) -> None:
+        """A task put back unfinished (shutdown): free its slot without judging the host."""
+        held = self.running.pop(token, None)
+        if held is not None:
+            self._ended.append((held[0], held[1], token, "neutral"))
+
+    def forget(self, token: str) -> None:
+        """A task abandoned to the reaper: its slot expires with its lease."""
+        self.running.pop(token, None)
+
+    async def flush(self) -> None:
+        """Send what ended since the last flush (one round trip); on failure it stays pending."""
+        if not self._ended:
+            return
+        ended, self._ended = self._ended, []
+        try:
+            events = await self.gate.done(ended)
+        except BaseException:
+            self._ended[:0] = ended
+            raise
+        self.announce(events)
+
+    async def renew(self, lease_deadline_ms: int) -> None:
+        if self.running:
+            slots: dict[str, list[str]] = {}
+            for token, (key, limits) in self.running.items():
+                if limits.concurrency:
+                    slots.setdefault(key, []).append(token)
+            if slots:
+                await self.gate.renew(slots, lease_deadline_ms)
+
+    def announce(self, events: list[FlowEvent]) -> None:
+        """Flow state changes become `host.<name>` events and log lines."""
+        for event in events:
+            data: dict[str, Any] = {"key": event.key}
+            if event.name == "circuit_opened":
+                data["until"] = int(event.value) / 1000
+                log.warning("circuit of %s opened until %s", event.key, time.ctime(data["until"]))
+            elif event.name == "circuit_half_open":
+                data["probe"] = event.value
+            elif event.name == "rate_lowered":
+                data["rate_factor"] = float(event.value)
+                log.warning("rate of %s lowered to %.0f%% of its limit", event.key, data["rate_factor"] * 100)
+            elif event.name == "rate_restored":
+                data["rate_factor"] = 1.0
+            else:
+                log.info("circuit of %s closed", event.key)
+            self.bus.emit(f"host.{event.name}", data=data)
