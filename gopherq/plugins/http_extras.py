@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from gopherq import Masker, PermanentFailure, Task
+from gopherq.plugins.http_checks import check_headers
 
 _RANGE = re.compile(r"^\s*([1-5]\d\d)\s*-\s*([1-5]\d\d)\s*$")
 
@@ -46,6 +47,12 @@ def resolve_headers(headers: dict[str, str | EnvValue]) -> dict[str, str]:
                 raise PermanentFailure(
                     f"header {name!r}: environment variable {value.env} is not set on worker", reason="invalid_request"
                 )
+            try:
+                check_headers({name: found})
+            except ValueError as exc:
+                raise PermanentFailure(
+                    f"{exc} (from environment variable {value.env})", reason="invalid_request"
+                ) from None
             out[name] = found
         else:
             out[name] = value
