@@ -140,11 +140,12 @@ class HttpPayload(BaseModel):
     @classmethod
     def _sendable_headers(cls, value: dict[str, str | EnvValue], info: ValidationInfo) -> dict[str, str | EnvValue]:
         # A value from the environment is checked when it is read, at send time (resolve_headers).
-        check_headers({name: item if isinstance(item, str) else "" for name, item in value.items()})
+        texts = {name: item if isinstance(item, str) else "" for name, item in value.items()}
+        check_headers(texts)
         url = info.data.get("url")
         if url is not None and "@" in url:
             try:
-                check_credentials(urlsplit(url), value)
+                check_credentials(urlsplit(url), texts)
             except ValueError as exc:
                 raise ValueError(f"the url {exc}") from None
         return value
