@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gopherq.core.events import EventBus
+from gopherq.core.inspect import Inspector
 from gopherq.core.masking import Masker
 from gopherq.core.settings import Settings
 from gopherq.web import actions, health, metrics, pages
@@ -32,15 +33,13 @@ def create_app(
     redis: Any,
     *,
     bus: EventBus | None = None,
-    inspector: Any = None,
+    inspector: Inspector | None = None,
     areas: Iterable[Area] | None = None,
 ) -> web.Application:
     """The application on an open Redis client (the caller owns and closes it). `bus` receives the events of
     actions taken here (a requeue emits `task.requeued`), so they reach the configured sinks."""
     masker = Masker.from_settings(settings)
     if inspector is None:
-        from gopherq.core.inspect import Inspector  # type: ignore[import-not-found]
-
         inspector = Inspector(redis, settings, masker)
     app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=1024 * 1024)
     app[SETTINGS_KEY] = settings

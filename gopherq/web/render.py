@@ -41,6 +41,7 @@ def build_environment(masker: Masker) -> jinja2.Environment:
         masked=masker.value,
         pretty=pretty_json,
         age=age,
+        ago=ago,
         duration=duration,
         stamp=stamp,
         number=number,
@@ -61,10 +62,18 @@ def age(stamp_s: Any, now: float | None = None) -> str:
     return duration((now if now is not None else time.time()) - stamp_s)
 
 
+def ago(stamp_s: Any) -> str:
+    """`age` followed by "ago", or "-" when the time is unknown."""
+    text = age(stamp_s)
+    return text if text == "-" else f"{text} ago"
+
+
 def duration(seconds: Any) -> str:
     if not isinstance(seconds, (int, float)):
         return "-"
     seconds = max(0.0, float(seconds))
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 90:
@@ -100,9 +109,10 @@ def render_html(request: web.Request, template: str, context: dict[str, Any], st
     from gopherq.web.security import auth_method, csrf_token, set_csrf_cookie
 
     env = request.app[ENV_KEY]
+    token, new = csrf_token(request)
     full = {
         "request": request,
-        "csrf_token": csrf_token(request),
+        "csrf_token": token,
         "poll_seconds": request.app[POLL_KEY],
         "htmx_file": HTMX_FILE,
         "auth": auth_method(request),
@@ -111,5 +121,6 @@ def render_html(request: web.Request, template: str, context: dict[str, Any], st
     }
     text = env.get_template(template).render(full)
     response = web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
-    set_csrf_cookie(request, response)
+    if new:
+        set_csrf_cookie(request, response, token)
     return response

@@ -34,7 +34,6 @@ SESSION_COOKIE = "gopherq_session"
 CSRF_COOKIE = "gopherq_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
-NEW_CSRF = "gopherq_csrf_new"
 
 #: Paths anyone may read: orchestrator probes, the static files, and the login form itself.
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/static/", "/login")
@@ -136,13 +135,11 @@ class Auth:
 
 
 AUTH_KEY = web.AppKey("gopherq_auth", Auth)
-METHOD_KEY = "gopherq_auth_method"
 
 
 def auth_method(request: web.Request) -> AuthMethod:
-    """How the current request authenticated (set by the auth middleware)."""
-    method: AuthMethod = request.get(METHOD_KEY, "none")
-    return method
+    """How the request authenticated ("none" when it did not, or when authentication is off)."""
+    return request.app[AUTH_KEY].identify(request) or "none"
 
 
 def unauthorized(request: web.Request, auth: Auth) -> web.Response:
@@ -185,31 +182,23 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     auth = request.app[AUTH_KEY]
     if not auth.enabled and not is_loopback(request.url.host or ""):
         return web.Response(status=421, text="421: this server answers to loopback names only\n")
-    if request.path.startswith(PUBLIC_PREFIXES):
-        request[METHOD_KEY] = auth.identify(request) or "none"
-        return await handler(request)
-    method = auth.identify(request)
-    if method is None:
+    if not request.path.startswith(PUBLIC_PREFIXES) and auth.identify(request) is None:
         return unauthorized(request, auth)
-    request[METHOD_KEY] = method
     return await handler(request)
 
 
-def csrf_token(request: web.Request) -> str:
-    """This browser's CSRF token: the cookie's, or a new one that `set_csrf_cookie` puts on the answer."""
-    token = request.get(CSRF_COOKIE) or request.cookies.get(CSRF_COOKIE)
-    if not token or len(token) < 32:
-        token = secrets.token_urlsafe(32)
-        request[NEW_CSRF] = token
-    request[CSRF_COOKIE] = token
-    return str(token)
+def csrf_token(request: web.Request) -> tuple[str, bool]:
+    """This browser's CSRF token (the cookie's) and False, or a new one and True: the caller must then set the
+    cookie on its answer with `set_csrf_cookie`."""
+    token = request.cookies.get(CSRF_COOKIE, "")
+    if len(token) >= 32:
+        return token, False
+    return secrets.token_urlsafe(32), True
 
 
-def set_csrf_cookie(request: web.Request, response: web.StreamResponse) -> None:
-    """Send the CSRF cookie when this request minted the token (HttpOnly: pages carry it in their forms)."""
-    new = request.get(NEW_CSRF)
-    if new:
-        response.set_cookie(CSRF_COOKIE, new, httponly=True, samesite="Strict", path="/", secure=request.secure)
+def set_csrf_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    """HttpOnly: pages carry the token in their forms, no script needs to read it."""
+    response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/", secure=request.secure)
 
 
 @web.middleware
