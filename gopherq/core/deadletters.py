@@ -96,6 +96,16 @@ class DeadLetters:
                     )
         return moved
 
+    async def delete(self, entry_ids: builtins.list[str]) -> int:
+        """Delete the given entries; returns how many existed."""
+        if not entry_ids:
+            return 0
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.dead, *entry_ids)
+            pipe.zrem(self.keys.dead_index, *entry_ids)
+            deleted, _ = await pipe.execute()
+        return int(deleted)
+
     async def purge(self) -> int:
         """Delete every dead letter; returns how many there were."""
         async with self.redis.pipeline(transaction=True) as pipe:

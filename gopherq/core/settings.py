@@ -129,6 +129,29 @@ class MaskingSettings(Section):
     )
 
 
+class WebSettings(Section):
+    """The dashboard and HTTP server of `gopherq web`. It binds loopback unless told otherwise, and a
+    non-loopback bind needs `token` or `password` (it refuses to start without)."""
+
+    host: str = Field("127.0.0.1", description="address to bind; anything but loopback needs token or password")
+    port: int = Field(8765, ge=0, le=65535, description="TCP port (0: any free port)")
+    token: SecretStr | None = Field(None, description="bearer token (API clients) and login token (browsers)")
+    username: str = Field("admin", min_length=1, description="basic-auth user name (with `password`)")
+    password: SecretStr | None = Field(None, description="basic-auth password; browsers get a login prompt")
+    poll_interval: float = Field(2.0, ge=0.5, le=60, description="seconds between live updates of a page")
+
+    @field_validator("token", "password")
+    @classmethod
+    def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("must not be empty (leave it out to disable)")
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.token is not None or self.password is not None
+
+
 class Settings(BaseSettings):
     """All of GoPherQ's settings. `plugins` holds `disable`, `load` and one raw table per plugin; each plugin's
     table is validated against the model the plugin registers (see core.plugins)."""
@@ -142,6 +165,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
     masking: MaskingSettings = MaskingSettings()
+    web: WebSettings = WebSettings()
     plugins: dict[str, Any] = Field(default_factory=dict)
 
     _config_path: Path | None = PrivateAttr(None)

@@ -1,0 +1,22 @@
+"""The `web` command: the dashboard, the health probes and /metrics on one HTTP server."""
+
+from __future__ import annotations
+
+import click
+
+from gopherq.cli.common import config_option, handle_errors, run_async, settings_from
+from gopherq.cli.root import cli
+from gopherq.web.server import serve
+
+
+@cli.command()
+@config_option
+@click.option("--host", default=None, help="address to bind (web.host, default 127.0.0.1)")
+@click.option("--port", type=int, default=None, help="TCP port (web.port, default 8765)")
+@handle_errors
+def web(config: str | None, host: str | None, port: int | None) -> None:
+    """Serve the web dashboard, /healthz, /readyz and /metrics until SIGTERM/SIGINT.
+
+    Binds 127.0.0.1 unless told otherwise; any other address needs web.token or web.password."""
+    settings = settings_from(config, **{"web.host": host, "web.port": port})
+    run_async(serve(settings))

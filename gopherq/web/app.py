@@ -1,0 +1,56 @@
+"""Building the aiohttp application: shared state in app keys, the security middlewares, one setup per area.
+
+An area is a function `setup(app)` that adds its routes (and may read the app keys below). The dashboard pages,
+the health probes and the metrics endpoint are areas; the `/v1` API adds itself the same way, to `AREAS` or through
+`create_app(..., areas=...)`, and gets authentication (bearer token) and CSRF (for cookie-authenticated calls)
+from the middlewares without doing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from gopherq.core.events import EventBus
+from gopherq.core.inspect import Inspector
+from gopherq.core.masking import Masker
+from gopherq.core.settings import Settings
+from gopherq.web import actions, health, metrics, pages
+from gopherq.web.render import ENV_KEY, MASKER_KEY, POLL_KEY, STATIC, build_environment
+from gopherq.web.security import AUTH_KEY, MIDDLEWARES, Auth
+from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
+
+Area = Callable[[web.Application], None]
+
+#: The areas every server has, in route-matching order (the API helper appends its own).
+AREAS: list[Area] = [health.setup, metrics.setup, pages.setup, actions.setup]
+
+
+def create_app(
+    settings: Settings,
+    redis: Any,
+    *,
+    bus: EventBus | None = None,
+    inspector: Inspector | None = None,
+    areas: Iterable[Area] | None = None,
+) -> web.Application:
+    """The application on an open Redis client (the caller owns and closes it). `bus` receives the events of
+    actions taken here (a requeue emits `task.requeued`), so they reach the configured sinks."""
+    masker = Masker.from_settings(settings)
+    if inspector is None:
+        inspector = Inspector(redis, settings, masker)
+    app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=1024 * 1024)
+    app[SETTINGS_KEY] = settings
+    app[REDIS_KEY] = redis
+    app[INSPECTOR_KEY] = inspector
+    app[BUS_KEY] = bus
+    app[AUTH_KEY] = Auth.from_settings(settings.web)
+    app[MASKER_KEY] = masker
+    app[ENV_KEY] = build_environment(masker)
+    app[POLL_KEY] = settings.web.poll_interval
+    app.router.add_static("/static/", STATIC, name="static", append_version=False)
+    for setup in AREAS if areas is None else areas:
+        setup(app)
+    return app

@@ -1,0 +1,185 @@
+"""The dashboard's pages and the fragments htmx polls to keep them live: overview, queue, task, dead letter, workers.
+
+Every page is a full HTML document that includes its live part; the live part is also served alone under
+`/fragments/...`, and re-requests itself every `web.poll_interval` seconds, so a page updates without reloading
+and still works (statically) without JavaScript. Handlers only read through the inspector and render.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from gopherq.core import codec
+from gopherq.core.broker import Broker
+from gopherq.core.deadletters import DeadLetters
+from gopherq.core.errors import ConfigError
+from gopherq.core.keys import validate_queue_name
+from gopherq.core.outcomes import raw_from_entry
+from gopherq.web.chart import throughput_chart
+from gopherq.web.render import MASKER_KEY, render_html
+from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY
+
+PAGE_SIZE = 25
+TABS = ("ready", "delayed", "running", "dead")
+NOTICES = {
+    "paused": "Queue paused: workers stop taking new tasks from it.",
+    "resumed": "Queue resumed.",
+    "requeued": "Requeued {n} dead letter(s).",
+    "deleted": "Deleted {n} dead letter(s).",
+}
+
+
+def queue_param(request: web.Request) -> str:
+    """The `{queue}` of the path, validated like any queue name (404 otherwise)."""
+    try:
+        return validate_queue_name(request.match_info["queue"])
+    except ConfigError:
+        raise web.HTTPNotFound(text="404: no such queue\n") from None
+
+
+def dead_letters(request: web.Request, queue: str) -> DeadLetters:
+    return DeadLetters(Broker(request.app[REDIS_KEY], queue), request.app[BUS_KEY])
+
+
+def notice(request: web.Request) -> str | None:
+    template = NOTICES.get(request.query.get("notice", ""))
+    if template is None:
+        return None
+    count = request.query.get("n", "")
+    return template.format(n=int(count) if count.isdigit() else 0)
+
+
+def _int(request: web.Request, name: str, default: int = 0) -> int:
+    value = request.query.get(name, "")
+    return max(0, int(value)) if value.isdigit() else default
+
+
+# -- overview ---------------------------------------------------------------------------------------------------
+
+
+async def overview_context(request: web.Request) -> dict[str, Any]:
+    inspector = request.app[INSPECTOR_KEY]
+    queues = await inspector.queues()
+    series = await asyncio.gather(*(inspector.throughput(queue.name, 60) for queue in queues))
+    rows = []
+    for queue, minutes in zip(queues, series, strict=True):
+        chart = throughput_chart(minutes)
+        rows.append({"queue": queue, "chart": chart, "per_minute": (chart.total_ok + chart.total_bad) / 60})
+    return {"rows": rows}
+
+
+async def overview(request: web.Request) -> web.Response:
+    return render_html(request, "overview.html", {**await overview_context(request), "notice": notice(request)})
+
+
+async def overview_fragment(request: web.Request) -> web.Response:
+    return render_html(request, "fragments/overview.html", await overview_context(request))
+
+
+# -- one queue ----------------------------------------------------------------------------------------------------
+
+
+async def queue_context(request: web.Request, queue: str) -> dict[str, Any]:
+    inspector = request.app[INSPECTOR_KEY]
+    tab = request.query.get("tab", "ready")
+    if tab not in TABS:
+        tab = "ready"
+    offset = _int(request, "offset")
+    info, page = await asyncio.gather(inspector.queue(queue), getattr(inspector, tab)(queue, offset, PAGE_SIZE))
+    return {"info": info, "tab": tab, "tabs": TABS, "page": page, "offset": offset, "page_size": PAGE_SIZE}
+
+
+async def queue_page(request: web.Request) -> web.StreamResponse:
+    queue = queue_param(request)
+    task_id = request.query.get("task", "").strip()
+    if task_id:  # the search box: straight to the task
+        raise web.HTTPSeeOther(request.app.router["task"].url_for(queue=queue, task_id=task_id))
+    context = await queue_context(request, queue)
+    return render_html(request, "queue.html", {**context, "notice": notice(request)})
+
+
+async def queue_fragment(request: web.Request) -> web.Response:
+    return render_html(request, "fragments/queue.html", await queue_context(request, queue_param(request)))
+
+
+# -- one task -------------------------------------------------------------------------------------------------------
+
+
+async def task_context(request: web.Request) -> dict[str, Any]:
+    queue = queue_param(request)
+    task_id = request.match_info["task_id"]
+    task = await request.app[INSPECTOR_KEY].task(queue, task_id)
+    if task is None:
+        raise web.HTTPNotFound(text=f"404: no task {task_id!r} in queue {queue!r}\n")
+    return {"task": task, "queue": queue}
+
+
+async def task_page(request: web.Request) -> web.Response:
+    return render_html(request, "task.html", {**await task_context(request), "notice": notice(request)})
+
+
+async def task_fragment(request: web.Request) -> web.Response:
+    return render_html(request, "fragments/task.html", await task_context(request))
+
+
+# -- one dead letter ------------------------------------------------------------------------------------------------
+
+
+async def dead_letter_page(request: web.Request) -> web.Response:
+    queue = queue_param(request)
+    entry_id = request.match_info["entry_id"]
+    entry = await dead_letters(request, queue).get(entry_id)
+    if entry is None:
+        raise web.HTTPNotFound(text=f"404: no dead letter {entry_id!r} in queue {queue!r}\n")
+    masker = request.app[MASKER_KEY]
+    raw = raw_from_entry(entry)
+    try:
+        task: Any = masker.value(codec.loads(raw))
+    except codec.JSONDecodeError:
+        task = None  # not JSON: shown as text below, URLs masked
+    shown = {key: value for key, value in entry.items() if key not in ("raw", "raw_base64")}
+    return render_html(
+        request,
+        "dead_letter.html",
+        {
+            "queue": queue,
+            "entry": masker.value(shown),
+            "task": task,
+            "raw_text": None if task is not None else masker.text(raw.decode("utf-8", "replace"))[:4000],
+            "notice": notice(request),
+        },
+    )
+
+
+# -- workers --------------------------------------------------------------------------------------------------------
+
+
+async def workers_context(request: web.Request) -> dict[str, Any]:
+    inspector = request.app[INSPECTOR_KEY]
+    names = await inspector.queue_names()
+    lists = await asyncio.gather(*(inspector.workers(name) for name in names))
+    return {"groups": [(name, workers) for name, workers in zip(names, lists, strict=True) if workers]}
+
+
+async def workers_page(request: web.Request) -> web.Response:
+    return render_html(request, "workers.html", await workers_context(request))
+
+
+async def workers_fragment(request: web.Request) -> web.Response:
+    return render_html(request, "fragments/workers.html", await workers_context(request))
+
+
+def setup(app: web.Application) -> None:
+    add = app.router.add_get
+    add("/", overview, name="overview")
+    add("/fragments/overview", overview_fragment, name="overview_fragment")
+    add("/workers", workers_page, name="workers")
+    add("/fragments/workers", workers_fragment, name="workers_fragment")
+    add("/queues/{queue}", queue_page, name="queue")
+    add("/fragments/queues/{queue}", queue_fragment, name="queue_fragment")
+    add("/queues/{queue}/tasks/{task_id}", task_page, name="task")
+    add("/fragments/queues/{queue}/tasks/{task_id}", task_fragment, name="task_fragment")
+    add("/queues/{queue}/dead/{entry_id}", dead_letter_page, name="dead_letter")

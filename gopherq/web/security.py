@@ -1,0 +1,219 @@
+"""Who may use the web server and how: bind checks, authentication, CSRF, loopback Host checks, security headers.
+
+Authentication is optional on a loopback bind and required on any other (`check_bind`). Three credentials are
+accepted when configured: `Authorization: Bearer <token>` (API clients, scrapers), HTTP basic auth (browsers get
+the native prompt) and a session cookie set by the login form (browsers with a token). Tokens and passwords are
+compared with `hmac.compare_digest`; the session cookie is an HMAC of the token, so changing the token logs
+everybody out and the server keeps no session state.
+
+CSRF protects the credentials a browser sends on its own (cookies, basic auth, and none at all on loopback):
+every unsafe request must carry the per-browser token of the `gopherq_csrf` cookie in a `csrf_token` form field or
+an `X-CSRF-Token` header. A request authenticated by a bearer token needs none: no browser attaches that by itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+
+from gopherq.core.errors import ConfigError
+from gopherq.core.settings import WebSettings
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SESSION_COOKIE = "gopherq_session"
+CSRF_COOKIE = "gopherq_csrf"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+
+#: Paths anyone may read: orchestrator probes, the static files, and the login form itself.
+PUBLIC_PREFIXES = ("/healthz", "/readyz", "/static/", "/login")
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+AuthMethod = Literal["none", "bearer", "basic", "session"]
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and `localhost`: the binds that need no authentication."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(cfg: WebSettings, host: str) -> None:
+    """Refuse a non-loopback bind without authentication (ConfigError: one line, exit 2)."""
+    if not is_loopback(host) and not cfg.auth_enabled:
+        raise ConfigError(
+            f"web: refusing to listen on {host} without authentication: set web.token or web.password "
+            "(or bind 127.0.0.1)"
+        )
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """The configured credentials and the checks on them."""
+
+    token: str | None
+    username: str
+    password: str | None
+
+    @classmethod
+    def from_settings(cls, cfg: WebSettings) -> Auth:
+        return cls(
+            cfg.token.get_secret_value() if cfg.token else None,
+            cfg.username,
+            cfg.password.get_secret_value() if cfg.password else None,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None or self.password is not None
+
+    def session_value(self) -> str:
+        """The session cookie's value: an HMAC of the token (only a token login sets one)."""
+        assert self.token is not None
+        return hmac.new(self.token.encode(), b"gopherq-web-session", hashlib.sha256).hexdigest()
+
+    def check_token(self, given: str) -> bool:
+        return self.token is not None and _same(given, self.token)
+
+    def identify(self, request: web.Request) -> AuthMethod | None:
+        """How the request authenticated, or None when it did not (always "none" when auth is off)."""
+        if not self.enabled:
+            return "none"
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and self.check_token(value.strip()):
+            return "bearer"
+        if scheme.lower() == "basic" and self.password is not None and self._basic_ok(value.strip()):
+            return "basic"
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie and self.token is not None and _same(cookie, self.session_value()):
+            return "session"
+        return None
+
+    def _basic_ok(self, value: str) -> bool:
+        assert self.password is not None
+        try:
+            user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        # Both compared every time, so a wrong user name takes as long as a wrong password.
+        user_ok = _same(user, self.username)
+        password_ok = _same(password, self.password)
+        return bool(sep) and user_ok and password_ok
+
+
+AUTH_KEY = web.AppKey("gopherq_auth", Auth)
+
+
+def auth_method(request: web.Request) -> AuthMethod:
+    """How the request authenticated ("none" when it did not, or when authentication is off)."""
+    return request.app[AUTH_KEY].identify(request) or "none"
+
+
+def unauthorized(request: web.Request, auth: Auth) -> web.Response:
+    """401: a login page for browsers, a short text otherwise; a basic-auth challenge when a password is set."""
+    headers = {"Cache-Control": "no-store"}
+    if auth.password is not None:
+        headers["WWW-Authenticate"] = 'Basic realm="gopherq", charset="UTF-8"'
+    wants_html = "text/html" in request.headers.get("Accept", "") and request.method == "GET"
+    if wants_html and auth.token is not None:
+        from gopherq.web.render import render_html  # the login page is a page like any other
+
+        return render_html(request, "login.html", {"next": request.path_qs, "failed": False}, status=401)
+    return web.Response(status=401, text="401: authentication required\n", headers=headers)
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer, errors included, carries the security headers; dynamic ones are never cached."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+        _decorate(request, response)
+        raise
+    _decorate(request, response)
+    return response
+
+
+def _decorate(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if not request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse unauthenticated requests outside the public paths with 401. With authentication off, only loopback
+    Host names are served (a DNS-rebinding page cannot talk to the unauthenticated server under its own name)."""
+    auth = request.app[AUTH_KEY]
+    if not auth.enabled and not is_loopback(request.url.host or ""):
+        return web.Response(status=421, text="421: this server answers to loopback names only\n")
+    if not request.path.startswith(PUBLIC_PREFIXES) and auth.identify(request) is None:
+        return unauthorized(request, auth)
+    return await handler(request)
+
+
+def csrf_token(request: web.Request) -> tuple[str, bool]:
+    """This browser's CSRF token (the cookie's) and False, or a new one and True: the caller must then set the
+    cookie on its answer with `set_csrf_cookie`."""
+    token = request.cookies.get(CSRF_COOKIE, "")
+    if len(token) >= 32:
+        return token, False
+    return secrets.token_urlsafe(32), True
+
+
+def set_csrf_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    """HttpOnly: pages carry the token in their forms, no script needs to read it."""
+    response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/", secure=request.secure)
+
+
+@web.middleware
+async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Reject an unsafe request whose CSRF token is missing or differs from the cookie's with 403."""
+    if request.method in UNSAFE_METHODS and auth_method(request) != "bearer":
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        given = request.headers.get(CSRF_HEADER, "")
+        if not given and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            form = await request.post()
+            field = form.get(CSRF_FIELD, "")
+            given = field if isinstance(field, str) else ""
+        if not cookie or not given or not _same(given, cookie):
+            return web.Response(status=403, text="403: missing or wrong CSRF token; reload the page and retry\n")
+    return await handler(request)
+
+
+MIDDLEWARES = (security_headers, authenticate, csrf)
