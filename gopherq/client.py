@@ -50,6 +50,7 @@ class AsyncClient:
         plugins: PluginManager | None = None,
         sinks: bool = False,
         sink_flush_timeout: float = 5.0,
+        redis: Any = None,
     ) -> None:
         self.settings = settings or load_settings(config)
         self.queue = queue or self.settings.queue.name
@@ -59,7 +60,9 @@ class AsyncClient:
         self.bus: EventBus | None = None
         self._connection = Connection(self.settings, "client")
         self._brokers: dict[str, Broker] = {}
-        self.redis: Any = None
+        #: A Redis client given by the caller (e.g. the web server's) is used as is and never closed here.
+        self._borrowed = redis
+        self.redis: Any = redis
         self._inspector: Inspector | None = None
 
     async def __aenter__(self) -> AsyncClient:
@@ -86,10 +89,11 @@ class AsyncClient:
                 bus, self.bus = self.bus, None
                 await bus.close(self._sink_flush_timeout)
         finally:
-            await self._connection.close()
-            self.redis = None
-            self._inspector = None
-            self._brokers.clear()
+            if self._borrowed is None:
+                await self._connection.close()
+                self.redis = None
+                self._inspector = None
+                self._brokers.clear()
 
     def broker(self, queue: str | None = None) -> Broker:
         name = queue or self.queue
@@ -184,7 +188,11 @@ class AsyncClient:
         """Decode and validate an envelope exactly as a worker does before running it (size, JSON, control
         fields, deadline, type, the executor's payload); returns the task or raises TaskRejected with the
         reason and message its dead letter would carry."""
-        task = decode_task(envelope, self.settings.worker.max_payload_bytes)
+        return self.check_task(decode_task(envelope, self.settings.worker.max_payload_bytes))
+
+    def check_task(self, task: Task) -> Task:
+        """Validate a decoded task as a worker does (deadline, type, the executor's payload): sets its payload
+        and returns it, or raises TaskRejected."""
         start = max(time.time(), task.eta or 0.0)
         if task.deadline is not None and start >= task.deadline:
             raise TaskRejected("deadline", f"deadline {task.deadline:.3f} passes before the task can run")
@@ -215,6 +223,23 @@ class AsyncClient:
             task.queue = queue
         await self._push([(task, task.encode() if task.id_assigned else raw)])
         return task.id
+
+    async def create(self, tasks: list[Task], window: int, queue: str | None = None) -> list[bool]:
+        """Enqueue built tasks idempotently, in one round trip: a task whose id was created this way within
+        `window` seconds is not enqueued again. Returns, per task, whether it was created (False: seen)."""
+        await self.connect()
+        now = now_ms()
+        items = []
+        for task in tasks:
+            due = int(task.eta * 1000) if task.eta is not None and task.eta * 1000 > now else None
+            items.append((task.id, task.envelope or task.encode(), due))
+        created = await self.broker(queue).create(items, window)
+        bus = self.bus
+        if bus is not None and bus.wants("task.enqueued"):
+            for task, new in zip(tasks, created, strict=True):
+                if new:
+                    bus.emit("task.enqueued", queue=queue or self.queue, task_id=task.id, task_type=task.type)
+        return created
 
     async def enqueue_many(self, tasks: Iterable[Task]) -> list[str]:
         """Enqueue built tasks in one round trip (per queue); delayed ones go to the delayed set."""

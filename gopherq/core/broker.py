@@ -56,6 +56,7 @@ class Broker:
         self._reap = redis.register_script(load_script("reap"))
         self._promote = redis.register_script(load_script("promote"))
         self._adopt = redis.register_script(load_script("adopt"))
+        self._create = redis.register_script(load_script("create"))
 
     @property
     def processing(self) -> str:
@@ -68,6 +69,18 @@ class Broker:
         """Append envelopes to the ready list in one round trip."""
         if envelopes:
             await self.redis.rpush(self.keys.ready, *envelopes)
+
+    async def create(self, items: list[tuple[str, bytes, int | None]], window: int) -> list[bool]:
+        """Enqueue (task id, envelope, due ms or None) items unless their id was seen within `window` seconds,
+        in one round trip; returns, per item, whether it was created."""
+        if not items:
+            return []
+        keys = [self.keys.ready, self.keys.delayed, *(self.keys.seen(task_id) for task_id, _, _ in items)]
+        args: list[Any] = [window]
+        for _, envelope, due in items:
+            args += [envelope, "" if due is None else due]
+        flags = await self._create(keys=keys, args=args)
+        return [bool(flag) for flag in flags]
 
     async def push_delayed(self, due: list[tuple[bytes, int]]) -> None:
         """Add envelopes to the delayed set, each with its due time in ms."""

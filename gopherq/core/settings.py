@@ -152,6 +152,18 @@ class WebSettings(Section):
         return self.token is not None or self.password is not None
 
 
+class ApiSettings(Section):
+    """The `/v1` HTTP enqueue API, served by `gopherq web` (and `gopherq api`) with the web server's authentication."""
+
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="largest request body accepted; a larger one is answered 413"
+    )
+    max_batch: int = Field(10000, ge=1, description="most tasks in one POST")
+    idempotency_window: int = Field(
+        86400, ge=1, description="seconds a created task id is remembered: the same id again is not enqueued twice"
+    )
+
+
 class Settings(BaseSettings):
     """All of GoPherQ's settings. `plugins` holds `disable`, `load` and one raw table per plugin; each plugin's
     table is validated against the model the plugin registers (see core.plugins)."""
@@ -166,6 +178,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     masking: MaskingSettings = MaskingSettings()
     web: WebSettings = WebSettings()
+    api: ApiSettings = ApiSettings()
     plugins: dict[str, Any] = Field(default_factory=dict)
 
     _config_path: Path | None = PrivateAttr(None)

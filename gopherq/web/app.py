@@ -17,7 +17,7 @@ from gopherq.core.events import EventBus
 from gopherq.core.inspect import Inspector
 from gopherq.core.masking import Masker
 from gopherq.core.settings import Settings
-from gopherq.web import actions, health, metrics, pages
+from gopherq.web import actions, api, health, metrics, pages
 from gopherq.web.render import ENV_KEY, MASKER_KEY, POLL_KEY, STATIC, build_environment
 from gopherq.web.security import AUTH_KEY, MIDDLEWARES, Auth
 from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
@@ -25,7 +25,10 @@ from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
 Area = Callable[[web.Application], None]
 
 #: The areas every server has, in route-matching order (the API helper appends its own).
-AREAS: list[Area] = [health.setup, metrics.setup, pages.setup, actions.setup]
+AREAS: list[Area] = [health.setup, metrics.setup, api.setup, pages.setup, actions.setup]
+
+#: The areas of `gopherq api`: the `/v1` API and the probes, no dashboard.
+API_AREAS: list[Area] = [health.setup, api.setup]
 
 
 def create_app(

@@ -203,8 +203,10 @@ def set_csrf_cookie(request: web.Request, response: web.StreamResponse, token: s
 
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Reject an unsafe request whose CSRF token is missing or differs from the cookie's with 403."""
-    if request.method in UNSAFE_METHODS and auth_method(request) != "bearer":
+    """Reject an unsafe request whose CSRF token is missing or differs from the cookie's with 403. The `/v1` API
+    is exempt: it accepts JSON bodies and DELETE only, which no browser sends cross-site without a CORS preflight
+    (and this server grants none)."""
+    if request.method in UNSAFE_METHODS and not request.path.startswith("/v1/") and auth_method(request) != "bearer":
         cookie = request.cookies.get(CSRF_COOKIE, "")
         given = request.headers.get(CSRF_HEADER, "")
         if not given and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):

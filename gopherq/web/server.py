@@ -11,13 +11,13 @@ from aiohttp import web
 from gopherq.client import AsyncClient
 from gopherq.core.connection import describe_target
 from gopherq.core.settings import Settings
-from gopherq.web.app import create_app
+from gopherq.web.app import Area, create_app
 from gopherq.web.security import check_bind
 
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def serve(settings: Settings, stop: asyncio.Event | None = None, areas: list[Area] | None = None) -> None:
     """Serve `settings.web.host:port` until SIGINT/SIGTERM (or `stop` is set). Starts even when Redis is down:
     /readyz says so until it answers."""
     cfg = settings.web
@@ -27,7 +27,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with AsyncClient(settings, sinks=True) as client:
-        app = create_app(settings, client.redis, bus=client.bus)
+        app = create_app(settings, client.redis, bus=client.bus, areas=areas)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         try:

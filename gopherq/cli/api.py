@@ -1,0 +1,23 @@
+"""The `api` command: the `/v1` HTTP enqueue API (and the health probes) without the dashboard."""
+
+from __future__ import annotations
+
+import click
+
+from gopherq.cli.common import config_option, handle_errors, run_async, settings_from
+from gopherq.cli.root import cli
+from gopherq.web.app import API_AREAS
+from gopherq.web.server import serve
+
+
+@cli.command()
+@config_option
+@click.option("--host", default=None, help="address to bind (web.host, default 127.0.0.1)")
+@click.option("--port", type=int, default=None, help="TCP port (web.port, default 8765)")
+@handle_errors
+def api(config: str | None, host: str | None, port: int | None) -> None:
+    """Serve the /v1 enqueue API, /healthz and /readyz until SIGTERM/SIGINT (`gopherq web` serves them too).
+
+    Binds 127.0.0.1 unless told otherwise; any other address needs web.token or web.password."""
+    settings = settings_from(config, **{"web.host": host, "web.port": port})
+    run_async(serve(settings, areas=API_AREAS))

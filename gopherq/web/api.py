@@ -1,0 +1,159 @@
+"""The `/v1` HTTP API: producers in any language enqueue, look up and cancel tasks with nothing but HTTP.
+
+    POST   /v1/queues/{queue}/tasks   one task envelope, or {"tasks": [...]}: validated as a worker would, then
+                                      created in one Redis round trip; 201 with the ids (200 when every id had
+                                      already been created within `api.idempotency_window`: nothing enqueued twice)
+    GET    /v1/queues/{queue}         the queue's counts (the inspection layer's QueueInfo)
+    GET    /v1/tasks/{id}?queue=Q     the task's state, envelope and result (masked)
+    DELETE /v1/tasks/{id}?queue=Q     cancel a task that has not started
+    GET    /v1/openapi.json           this API as an OpenAPI 3.1 document
+
+Authentication is the web server's (bearer token; loopback only without one). The API takes JSON bodies only, so
+a browser cannot send it a cross-site request without a CORS preflight, which this server never grants: that is
+why `/v1` needs no CSRF token (see security.csrf). Errors are JSON `{"error": {"reason", "message"}}`, with the
+reason codes and messages the CLI and the client give: 400 for a body that is not JSON or not a task, 422 for a
+task that fails validation, 413 for a body over `api.max_body_bytes`, 415 for a body that is not JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gopherq.client import AsyncClient
+from gopherq.core.errors import ConfigError, TaskRejected
+from gopherq.core.keys import validate_queue_name
+from gopherq.core.plugins import load_plugins
+from gopherq.core.task import Task, parse_json, task_from_dict
+from gopherq.web.openapi import OPENAPI
+from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
+
+API_PREFIX = "/v1/"
+
+CLIENT_KEY: web.AppKey[AsyncClient] = web.AppKey("gopherq_api_client")
+
+
+def problem(status: int, reason: str, message: str, **extra: Any) -> web.Response:
+    """A JSON error answer."""
+    return web.json_response({"error": {"reason": reason, "message": message, **extra}}, status=status)
+
+
+def _queue(request: web.Request, name: str | None = None) -> str:
+    queue = name or request.query.get("queue") or request.app[SETTINGS_KEY].queue.name
+    try:
+        return validate_queue_name(queue)
+    except ConfigError as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": {"reason": "invalid_queue", "message": str(exc)}}),
+            content_type="application/json",
+        ) from None
+
+
+async def _body(request: web.Request) -> bytes | web.Response:
+    """The request body, or the error answer: 415 when it is not JSON, 413 when it is over the limit."""
+    if request.content_type != "application/json":
+        return problem(415, "unsupported_media_type", "send the task as JSON (Content-Type: application/json)")
+    limit = request.app[SETTINGS_KEY].api.max_body_bytes
+    too_large = problem(413, "too_large", f"request body is over api.max_body_bytes={limit}")
+    if request.content_length is not None and request.content_length > limit:
+        return too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _build(client: AsyncClient, obj: Any, queue: str) -> Task:
+    """A validated task from one envelope (raises TaskRejected, as the client and the worker would)."""
+    task = task_from_dict(obj)
+    if task.queue is not None and task.queue != queue:
+        raise TaskRejected("schema_invalid", f"field 'queue' is {task.queue!r} but the URL names queue {queue!r}")
+    client.check_task(task)
+    task.envelope = task.encode()
+    return task
+
+
+async def create_tasks(request: web.Request) -> web.Response:
+    queue = _queue(request, request.match_info["queue"])
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    settings = request.app[SETTINGS_KEY]
+    try:
+        parsed = parse_json(body)
+    except TaskRejected as exc:
+        return problem(400, exc.reason, exc.message)
+    batch = isinstance(parsed, dict) and set(parsed) == {"tasks"}
+    envelopes = parsed["tasks"] if batch else [parsed]
+    if not isinstance(envelopes, list) or not envelopes:
+        return problem(400, "schema_invalid", "field 'tasks' must be a non-empty array of task objects")
+    if len(envelopes) > settings.api.max_batch:
+        return problem(413, "too_large", f"{len(envelopes)} tasks in one request, over api.max_batch")
+    client = request.app[CLIENT_KEY]
+    tasks: list[Task] = []
+    for index, obj in enumerate(envelopes):
+        try:
+            tasks.append(_build(client, obj, queue))
+        except TaskRejected as exc:
+            where = {"index": index} if batch else {}
+            status = 400 if exc.reason == "parse_error" else 422
+            return problem(status, exc.reason, exc.message, **where)
+    created = await client.create(tasks, settings.api.idempotency_window, queue)
+    status = 201 if any(created) else 200
+    if batch:
+        return web.json_response({"ids": [t.id for t in tasks], "created": created}, status=status)
+    return web.json_response({"id": tasks[0].id, "created": created[0]}, status=status)
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    queue = _queue(request, request.match_info["queue"])
+    info = await request.app[INSPECTOR_KEY].queue(queue)
+    return web.json_response(info.to_dict())
+
+
+async def get_task(request: web.Request) -> web.Response:
+    queue = _queue(request)
+    task_id = request.match_info["task_id"]
+    info = await request.app[INSPECTOR_KEY].task(queue, task_id, events=int(request.query.get("events", 20)))
+    if info is None:
+        return problem(404, "not_found", f"no task {task_id!r} in queue {queue!r} (unknown, or its result expired)")
+    return web.json_response(info.to_dict())
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    queue = _queue(request)
+    task_id = request.match_info["task_id"]
+    cancel = getattr(request.app[CLIENT_KEY], "cancel", None)
+    if cancel is None:  # cancellation is issue 11's (client.cancel); until it is merged the route says so
+        return problem(501, "not_implemented", "this server's version cannot cancel tasks")
+    outcome = await cancel(task_id, queue)
+    if outcome == "finished":
+        return problem(409, "finished", f"task {task_id!r} has already ended", outcome=outcome)
+    return web.json_response({"id": task_id, "outcome": outcome}, status=202 if outcome == "requested" else 200)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+async def _open_client(app: web.Application) -> None:
+    settings = app[SETTINGS_KEY]
+    client = AsyncClient(settings, plugins=load_plugins(settings), redis=app[REDIS_KEY])
+    client.bus = app[BUS_KEY]
+    app[CLIENT_KEY] = client
+
+
+def setup(app: web.Application) -> None:
+    """Add the `/v1` routes (an area of the web application, see app.py)."""
+    app.on_startup.append(_open_client)
+    app.router.add_post("/v1/queues/{queue}/tasks", create_tasks, name="api_create")
+    app.router.add_get("/v1/queues/{queue}", get_queue, name="api_queue")
+    app.router.add_get("/v1/tasks/{task_id}", get_task, name="api_task")
+    app.router.add_delete("/v1/tasks/{task_id}", cancel_task, name="api_cancel")
+    app.router.add_get("/v1/openapi.json", openapi, name="api_openapi")
