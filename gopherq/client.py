@@ -23,6 +23,7 @@ from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.flow import FlowGate
 from gopherq.core.inspect import Inspector
+from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import Settings, load_settings
 from gopherq.core.task import NESTED_TOO_DEEPLY, Backoff, Task, TaskResult, decode_task, new_task_id
@@ -60,6 +61,7 @@ class AsyncClient:
         self.bus: EventBus | None = None
         self._connection = Connection(self.settings, "client")
         self._brokers: dict[str, Broker] = {}
+        self.masker = Masker.from_settings(self.settings)
         #: A Redis client given by the caller (e.g. the web server's) is used as is and never closed here.
         self._borrowed = redis
         self.redis: Any = redis
@@ -77,6 +79,7 @@ class AsyncClient:
             self.redis = await self._connection.open()
             if self._sinks and self.plugins.sinks:
                 bus = EventBus()
+                bus.masker = self.masker
                 self.plugins.attach_sinks(bus)
                 if any(bus.wants(name) for name in CLIENT_EVENTS):
                     bus.start()
@@ -112,7 +115,7 @@ class AsyncClient:
     @property
     def dead_letters(self) -> DeadLetters:
         """Dead-letter operations on the client's queue (a requeue emits `task.requeued` to the sinks)."""
-        return DeadLetters(self.broker(), self.bus)
+        return DeadLetters(self.broker(), self.bus, self.masker)
 
     @property
     def inspect(self) -> Inspector:
@@ -276,10 +279,11 @@ class AsyncClient:
     # -- results -----------------------------------------------------------------------------------------------
 
     async def result(self, task_id: str, queue: str | None = None) -> TaskResult | None:
-        """The task's latest result record, or None when there is none (unknown, not yet run, or expired)."""
+        """The task's latest result record, or None when there is none (unknown, not yet run, or expired). Secrets
+        in it (a response's Set-Cookie, credentials in a URL of an error message) are masked (`[masking]`)."""
         await self.connect()
         data = await self.broker(queue).get_result(task_id)
-        return None if data is None else TaskResult.from_dict(data)
+        return None if data is None else TaskResult.from_dict(self.masker.value(data))
 
     async def wait(self, task_id: str, timeout: float, queue: str | None = None) -> TaskResult | None:
         """Poll until the task has a final result or `timeout` seconds pass; returns the latest record."""

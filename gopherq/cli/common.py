@@ -16,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gopherq.client import AsyncClient
 from gopherq.core.errors import BrokerUnavailable, ConfigError, PluginError, TaskRejected
+from gopherq.core.masking import Masker
 from gopherq.core.runner import configure_logging
 from gopherq.core.settings import Settings, load_settings
 
@@ -67,7 +68,7 @@ def settings_from(config: str | None, **flags: Any) -> Settings:
             section, name = key.split(".")
             overrides.setdefault(section, {})[name] = value
     settings = load_settings(config, overrides)
-    configure_logging(settings.logging.level)
+    configure_logging(settings.logging.level, Masker.from_settings(settings))
     return settings
 
 

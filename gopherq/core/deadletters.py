@@ -8,6 +8,7 @@ from typing import Any
 from gopherq.core import codec
 from gopherq.core.broker import Broker, load_script
 from gopherq.core.events import EventBus
+from gopherq.core.masking import Masker
 from gopherq.core.outcomes import raw_from_entry
 
 #: Fields reset when a dead letter is requeued: it starts over as a fresh task with the same id.
@@ -36,10 +37,25 @@ def _with_id(entry_id: bytes | str, raw_entry: bytes) -> dict[str, Any]:
     return {"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id, **codec.loads(raw_entry)}
 
 
-class DeadLetters:
-    """The dead-letter queue of one queue. With an event bus, a requeue emits `task.requeued` per entry."""
+def masked_entry(entry: dict[str, Any], masker: Masker) -> dict[str, Any]:
+    """A dead letter fit to show: every secret masked, the raw envelope's headers included (it is JSON text, so it
+    is parsed, masked and written again; text that is not JSON has the URLs in it masked)."""
+    shown: dict[str, Any] = masker.value({key: value for key, value in entry.items() if key != "raw"})
+    raw = entry.get("raw")
+    if isinstance(raw, str):
+        try:
+            shown["raw"] = codec.dumps(masker.value(codec.loads(raw))).decode()
+        except (codec.JSONDecodeError, TypeError):
+            shown["raw"] = masker.text(raw)
+    return shown
 
-    def __init__(self, broker: Broker, bus: EventBus | None = None) -> None:
+
+class DeadLetters:
+    """The dead-letter queue of one queue. With an event bus, a requeue emits `task.requeued` per entry. With a
+    masker, `list` and `get` return entries fit to show (`masked_entry`); requeueing always uses the raw bytes."""
+
+    def __init__(self, broker: Broker, bus: EventBus | None = None, masker: Masker | None = None) -> None:
+        self.masker = masker
         self.broker = broker
         self.redis = broker.redis
         self.keys = broker.keys
@@ -59,11 +75,15 @@ class DeadLetters:
         if not ids:
             return []
         raw = await self.redis.hmget(self.keys.dead, ids)
-        return [_with_id(entry_id, item) for entry_id, item in zip(ids, raw, strict=True) if item is not None]
+        entries = [_with_id(entry_id, item) for entry_id, item in zip(ids, raw, strict=True) if item is not None]
+        return entries if self.masker is None else [masked_entry(entry, self.masker) for entry in entries]
 
     async def get(self, entry_id: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(self.keys.dead, entry_id)
-        return None if raw is None else _with_id(entry_id, raw)
+        if raw is None:
+            return None
+        entry = _with_id(entry_id, raw)
+        return entry if self.masker is None else masked_entry(entry, self.masker)
 
     async def requeue(self, entry_ids: builtins.list[str] | None = None) -> int:
         """Requeue the given entries (all when None) at the tail of the ready list, attempts reset and id kept;

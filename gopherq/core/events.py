@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from gopherq.core import codec
+from gopherq.core.masking import Masker
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,8 @@ class EventBus:
         self.channels: list[SinkChannel] = []
         self._routes: dict[str, Sequence[SinkChannel]] = {}
         self.defaults: dict[str, Any] = {}
+        #: Masks the `error` and `data` of every event before a sink sees it (set by the worker and the client).
+        self.masker: Masker | None = None
 
     def add_sink(
         self, name: str, sink: Sink, events: Iterable[str] = ("*",), buffer_size: int = 10000, batch_size: int = 100
@@ -322,6 +325,8 @@ class EventBus:
         if not route:
             return
         data = data or None  # an empty dict need not wait in a buffer
+        if self.masker is not None and (error is not None or data is not None):
+            error, data = self.masker.value(error), self.masker.value(data)
         pending = (name, time.time(), self.defaults, worker, queue, task_id, task_type, attempt, duration, error, data)
         for channel in route:
             channel.put(pending)

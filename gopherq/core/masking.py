@@ -10,6 +10,7 @@ payload is masked by the same rules.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -85,3 +86,20 @@ class Masker:
         if netloc == parts.netloc and query == parts.query:
             return url
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class MaskingFilter(logging.Filter):
+    """A logging filter that masks the URLs in a record's message (a failed attempt's log line names its URL), for
+    the handlers GoPherQ installs. Records without a URL pass through untouched."""
+
+    def __init__(self, masker: Masker) -> None:
+        super().__init__()
+        self.masker = masker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "://" in message:
+            masked = self.masker.text(message)
+            if masked != message:
+                record.msg, record.args = masked, None
+        return True

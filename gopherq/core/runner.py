@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from gopherq.core.connection import Connection, describe_target
+from gopherq.core.masking import Masker, MaskingFilter
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import Settings
 from gopherq.core.supervisor import Supervisor
@@ -20,14 +21,22 @@ from gopherq.core.worker import Worker
 log = logging.getLogger(__name__)
 
 
-def configure_logging(level: str) -> None:
-    """One stderr handler for the gopherq loggers; the process may configure others as it likes."""
+def configure_logging(level: str, masker: Masker | None = None) -> None:
+    """One stderr handler for the gopherq loggers, masking secrets in URLs (the process may configure others as it
+    likes)."""
     logger = logging.getLogger("gopherq")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_MASKING)
         logger.addHandler(handler)
+    if masker is not None:
+        _MASKING.masker = masker
     logger.setLevel(level)
+
+
+#: The filter of the handler configure_logging installs; its masker follows the latest settings.
+_MASKING = MaskingFilter(Masker())
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

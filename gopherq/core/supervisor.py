@@ -35,6 +35,7 @@ import redis
 
 from gopherq.core.embedded import EmbeddedRedis, client_name
 from gopherq.core.errors import ConfigError, GoPherQError, PluginError
+from gopherq.core.masking import Masker
 from gopherq.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ def child_main() -> None:
     try:
         data = pickle.load(stdin)
         settings: Settings = data["settings"]
-        configure_logging(settings.logging.level)
+        configure_logging(settings.logging.level, Masker.from_settings(settings))
         extra = {name: importlib.import_module(module) for name, module in data["plugins"].items()}
     except Exception as exc:
         log.error("worker process could not read its settings from the supervisor: %s", exc)

@@ -30,6 +30,7 @@ from gopherq.core.errors import BrokerUnavailable, TaskFailure, TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry, run_attempt
 from gopherq.core.flow import FlowGate, WorkerFlow
+from gopherq.core.masking import Masker
 from gopherq.core.outcomes import Decision, OutcomePolicy
 from gopherq.core.plugins import PluginManager
 from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff
@@ -64,6 +65,7 @@ class Worker(Upkeep):
         self.policy = OutcomePolicy(settings.queue, self.id)
         self.bus = EventBus()
         self.bus.defaults = {"worker": self.id, "queue": self.queue}
+        self.bus.masker = Masker.from_settings(settings)
         plugins.attach_sinks(self.bus)
         self.flow = WorkerFlow(FlowGate(redis, self.queue), self.bus)
         cfg = settings.worker

@@ -17,6 +17,7 @@ task that fails validation, 413 for a body over `api.max_body_bytes`, 415 for a 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -25,6 +26,7 @@ from aiohttp import web
 from gopherq.client import AsyncClient
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import validate_queue_name
+from gopherq.core.masking import Masker
 from gopherq.core.plugins import load_plugins
 from gopherq.core.task import Task, parse_json, task_from_dict
 from gopherq.web.openapi import OPENAPI
@@ -33,11 +35,59 @@ from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
 API_PREFIX = "/v1/"
 
 CLIENT_KEY: web.AppKey[AsyncClient] = web.AppKey("gopherq_api_client")
+COALESCER_KEY: web.AppKey[Coalescer] = web.AppKey("gopherq_api_coalescer")
+
+
+class Coalescer:
+    """Creates the tasks of every request that arrives within one turn of the event loop in one Redis call per
+    queue: under concurrent single-task POSTs the round trip (and redis-py's work per call) is shared instead of
+    paid per request. Each request still gets its own answer; a Redis error fails every request of the call."""
+
+    def __init__(self, client: AsyncClient, window: int) -> None:
+        self.client = client
+        self.window = window
+        self.pending: dict[str, list[tuple[list[Task], asyncio.Future[list[bool]]]]] = {}
+        self.sending: set[asyncio.Future[None]] = set()
+
+    async def create(self, tasks: list[Task], queue: str) -> list[bool]:
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        waiting = self.pending.get(queue)
+        if waiting is None:
+            waiting = self.pending[queue] = []
+            asyncio.get_running_loop().call_soon(self._flush, queue)
+        waiting.append((tasks, future))
+        return await future
+
+    def _flush(self, queue: str) -> None:
+        sending = asyncio.ensure_future(self._send(queue, self.pending.pop(queue)))
+        self.sending.add(sending)
+        sending.add_done_callback(self.sending.discard)
+
+    async def _send(self, queue: str, waiting: list[tuple[list[Task], asyncio.Future[list[bool]]]]) -> None:
+        tasks = [task for batch, _ in waiting for task in batch]
+        try:
+            created = await self.client.create(tasks, self.window, queue)
+        except BaseException as exc:
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for batch, future in waiting:
+            if not future.done():
+                future.set_result(created[start : start + len(batch)])
+            start += len(batch)
 
 
 def problem(status: int, reason: str, message: str, **extra: Any) -> web.Response:
-    """A JSON error answer."""
-    return web.json_response({"error": {"reason": reason, "message": message, **extra}}, status=status)
+    """A JSON error answer (its message masked: it may quote a URL of the request)."""
+    return web.json_response({"error": {"reason": reason, "message": _MASKER.text(message), **extra}}, status=status)
+
+
+#: Error messages name fields, not values, but a URL may slip in: masked with the default rules.
+_MASKER = Masker()
 
 
 def _queue(request: web.Request, name: str | None = None) -> str:
@@ -96,6 +146,7 @@ async def create_tasks(request: web.Request) -> web.Response:
     if len(envelopes) > settings.api.max_batch:
         return problem(413, "too_large", f"{len(envelopes)} tasks in one request, over api.max_batch")
     client = request.app[CLIENT_KEY]
+    coalescer = request.app[COALESCER_KEY]
     tasks: list[Task] = []
     for index, obj in enumerate(envelopes):
         try:
@@ -104,7 +155,7 @@ async def create_tasks(request: web.Request) -> web.Response:
             where = {"index": index} if batch else {}
             status = 400 if exc.reason == "parse_error" else 422
             return problem(status, exc.reason, exc.message, **where)
-    created = await client.create(tasks, settings.api.idempotency_window, queue)
+    created = await coalescer.create(tasks, queue)
     status = 201 if any(created) else 200
     if batch:
         return web.json_response({"ids": [t.id for t in tasks], "created": created}, status=status)
@@ -147,6 +198,7 @@ async def _open_client(app: web.Application) -> None:
     client = AsyncClient(settings, plugins=load_plugins(settings), redis=app[REDIS_KEY])
     client.bus = app[BUS_KEY]
     app[CLIENT_KEY] = client
+    app[COALESCER_KEY] = Coalescer(client, settings.api.idempotency_window)
 
 
 def setup(app: web.Application) -> None:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gopherq.client import AsyncClient
 from gopherq.core.connection import describe_target
+from gopherq.core.runner import quiet_garbage_collector
 from gopherq.core.settings import Settings
 from gopherq.web.app import Area, create_app
 from gopherq.web.security import check_bind
@@ -33,6 +34,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None, areas: li
         try:
             site = web.TCPSite(runner, cfg.host, cfg.port)
             await site.start()
+            quiet_garbage_collector()  # long-running like a worker: the same collector tuning (core/runner.py)
             host, port = runner.addresses[0][:2]
             shown = f"[{host}]" if ":" in host else host
             auth = "token" if cfg.token else ("basic auth" if cfg.password else "no authentication: loopback only")

@@ -14,7 +14,7 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.broker import Broker
-from gopherq.core.deadletters import DeadLetters
+from gopherq.core.deadletters import DeadLetters, masked_entry
 from gopherq.core.inspect.models import (
     DeadLetterSummary,
     MinuteCounts,
@@ -360,7 +360,7 @@ class Inspector:
             worker=worker,
             since=since,
             result=self.masker.value(result) if isinstance(result, dict) else None,
-            dead_letter=self.masker.value(dead) if isinstance(dead, dict) else None,
+            dead_letter=masked_entry(dead, self.masker) if isinstance(dead, dict) else None,
             events=timeline,
         )
 
