@@ -155,6 +155,7 @@ def test_global_concurrency_holds_across_three_worker_processes(
     queue_name: str,
     sync_redis: redis.Redis,
     worker_process: Callable[..., Any],
+    run_gopherq: Callable[..., Any],
     flow_server: FlowServer,
 ) -> None:
     cfg = config(tmp_path, redis_url, queue_name, 'match = "127.0.0.1"\nconcurrency = 3\nwait = 0.05')
@@ -167,6 +168,10 @@ def test_global_concurrency_holds_across_three_worker_processes(
     done = results(sync_redis, queue_name, ids)
     assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in done)  # held back, not retried
     assert sync_redis.zcard(QueueKeys(queue_name).flow_slots("127.0.0.1")) == 0  # every slot given back
+    listed = run_gopherq(["hosts", "-c", str(cfg)])
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("127.0.0.1  circuit=closed  failures=0  rate=100%  running=0")
+    assert "1 host(s)" in listed.stderr
 
 
 @pytest.mark.chaos

@@ -308,6 +308,7 @@ class Worker(Upkeep):
         if self._suspect is not None:
             token, task, _ = self._suspect
             self._suspect = None
+            self.flow.released(token)
             self._decide(Decision(Settlement("release", token, task.id), "", task))
 
     async def _start_batch(self, batch: list[tuple[str, bytes]]) -> None:
@@ -342,6 +343,7 @@ class Worker(Upkeep):
             elif self._suspect is None:
                 self._suspect = (token, task, entry)
             else:  # one suspect at a time: the others go back for another worker (or a later turn)
+                self.flow.released(token)
                 self._decide(Decision(Settlement("release", token, task.id), "", task))
 
     async def _flow_gate(self, ready: list[tuple[str, Task, ExecutorEntry]]) -> list[tuple[str, Task, ExecutorEntry]]:
