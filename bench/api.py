@@ -7,7 +7,7 @@ each workload keeps `--connections` concurrent keep-alive connections busy for `
 after another: `single` posts one task per request, `batch` posts `{"tasks": [...]}` of `--batch` tasks. Every
 task has a fresh id, so every one is really created (idempotency marker and push in one Lua call). The rate is
 tasks accepted (201) per second of the window; the ready list's length afterwards is checked against it. The load
-generator runs in this process (one event loop; `--clients N` forks N of them when it is the bottleneck).
+generator is a minimal HTTP/1.1 client in this process (one event loop; `--clients N` forks N of them).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import multiprocessing
 import os
 import shutil
@@ -29,33 +28,56 @@ from bench.services import RedisServer, free_port, stop_process, wait_for
 
 TOKEN = "bench-token-0123456789abcdef"
 QUEUE = "bench_api"
+#: What the tasks would call (nothing runs them): a host name, as producers' tasks have.
+TARGET = "https://api.partner.example/v1/hook"
 
 
 async def _load(url: str, seconds: float, connections: int, batch: int, prefix: str) -> int:
-    import aiohttp
+    """Keep `connections` keep-alive connections busy for `seconds`; returns the tasks accepted (201).
 
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    A minimal HTTP/1.1 client on asyncio streams (write a request, read the status line, headers and a
+    Content-Length body): a full client library costs about as much CPU per request as the server, and on a small
+    machine the measurement would then be of the load generator."""
+    host, _, rest = url.removeprefix("http://").partition("/")
+    address, _, port = host.partition(":")
+    path = "/" + rest
     counter = itertools.count()
     accepted = 0
     deadline = time.monotonic() + seconds
 
-    async def one(session: aiohttp.ClientSession) -> None:
-        nonlocal accepted
-        while time.monotonic() < deadline:
-            n = next(counter)
-            if batch:
-                tasks = [{"id": f"{prefix}-{n}-{i}", "url": "http://127.0.0.1/x"} for i in range(batch)]
-                body = json.dumps({"tasks": tasks}).encode()
-            else:
-                body = json.dumps({"id": f"{prefix}-{n}", "url": "http://127.0.0.1/x"}).encode()
-            async with session.post(url, data=body, headers=headers) as response:
-                await response.read()
-                if response.status == 201:
-                    accepted += batch or 1
+    def task(task_id: str) -> str:
+        return f'{{"id":"{task_id}","method":"POST","url":"{TARGET}","body":{{"n":1}}}}'
 
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(one(session) for _ in range(connections)))
+    def request(n: int) -> bytes:
+        if batch:
+            body = ('{"tasks":[' + ",".join(task(f"{prefix}-{n}-{i}") for i in range(batch)) + "]}").encode()
+        else:
+            body = task(f"{prefix}-{n}").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    async def one() -> None:
+        nonlocal accepted
+        reader, writer = await asyncio.open_connection(address, int(port))
+        try:
+            while time.monotonic() < deadline:
+                writer.write(request(next(counter)))
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                if status == 201:
+                    accepted += batch or 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one() for _ in range(connections)))
     return accepted
 
 
