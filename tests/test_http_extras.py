@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -129,12 +130,16 @@ async def test_callbacks_fire_once_per_task_end_and_are_signed(
         ok = await client.enqueue_http(http.url_for("/work"), on_success=hook, on_failure=hook)
         bad = await client.enqueue_http(http.url_for("/broken"), on_success=hook, on_failure=hook)
         plain = await client.enqueue_http(http.url_for("/work"))
-        for task_id in (f"{ok}.on_success", f"{bad}.on_failure", plain):
+        late = {"id": "late", "url": http.url_for("/work"), "deadline": time.time() - 1, "on_failure": hook}
+        await client.redis.rpush(settings.queue.name, json.dumps(late))  # raw: dead before it is validated
+        for task_id in (f"{ok}.on_success", f"{bad}.on_failure", plain, "late.on_failure"):
             await client.wait(task_id, timeout=15)
     calls = [entry[0] for entry in http.log if entry[0].path == "/hook"]
-    await async_wait_until(lambda: len(sink.named("task.succeeded")) >= 4, what="callbacks settled")
-    assert len(calls) == 2  # one per task end; none for the task without callbacks
-    bodies = {json.loads(call.get_data())["type"]: call for call in calls}
+    await async_wait_until(lambda: len(sink.named("task.succeeded")) >= 5, what="callbacks settled")
+    assert len(calls) == 3  # one per task end; none for the task without callbacks
+    bodies = {json.loads(call.get_data())["data"]["id"]: call for call in calls}
+    assert json.loads(bodies["late"].get_data())["data"]["dead_reason"] == "deadline"
+    bodies = {json.loads(call.get_data())["type"]: call for call in calls if b'"late"' not in call.get_data()}
     success, failure = bodies["task.succeeded"], bodies["task.failed"]
     assert json.loads(success.get_data())["data"]["id"] == ok
     assert json.loads(failure.get_data())["data"]["dead_reason"] == "non_retryable"
@@ -142,4 +147,8 @@ async def test_callbacks_fire_once_per_task_end_and_are_signed(
     for call in calls:
         msg_id, stamp = call.headers["webhook-id"], int(call.headers["webhook-timestamp"])
         assert call.headers["webhook-signature"] == sign(secret_key(SECRET), msg_id, stamp, call.get_data())
-    assert {call.headers["webhook-id"] for call in calls} == {f"{ok}.on_success", f"{bad}.on_failure"}
+    assert {call.headers["webhook-id"] for call in calls} == {
+        f"{ok}.on_success",
+        f"{bad}.on_failure",
+        "late.on_failure",
+    }

@@ -472,7 +472,7 @@ class Worker(Upkeep):
     def _decide(self, decision: Decision) -> None:
         self._decisions.append(decision)
         task = decision.task
-        if task is not None and task.payload is not None and decision.settlement.kind in ("ack", "dead"):
+        if task is not None and decision.settlement.kind in ("ack", "dead"):
             entry = self.plugins.executors.get(task.type)
             if entry is not None and entry.followups is not None:
                 self._followups += entry.followups(task, decision.settlement.result, decision.settlement.kind == "ack")

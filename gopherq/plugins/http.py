@@ -18,7 +18,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from gopherq import (
     ExecutionContext,
@@ -270,6 +279,11 @@ class HttpExecutor:
     def followups(self, task: Task, record: bytes, succeeded: bool) -> list[bytes]:
         """The callback task to enqueue when this task ends (see http_extras)."""
         payload = task.payload
+        if payload is None and ("on_success" in task.fields or "on_failure" in task.fields):
+            try:  # dead before it was validated (deadline, poison): its callback still fires when it can
+                payload = task.payload = HttpPayload.model_validate(task.fields)
+            except ValidationError:
+                return []
         if not isinstance(payload, HttpPayload) or (payload.on_success is None and payload.on_failure is None):
             return []
         return callback_tasks(task, record, succeeded, self.masker)
