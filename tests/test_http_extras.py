@@ -18,7 +18,7 @@ from gopherq.core.settings import Settings
 from gopherq.core.task import task_from_dict
 from gopherq.plugins.egress import EgressGuard, EgressSettings
 from gopherq.plugins.http import HttpExecutor, HttpSettings
-from gopherq.plugins.webhook_sink import secret_key, sign
+from gopherq.plugins.signing import secret_key, sign
 from tests.conftest import CaptureSink, SinkPlugin, async_wait_until
 
 from .test_http_executor import context, last_request

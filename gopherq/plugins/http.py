@@ -45,6 +45,7 @@ from gopherq.plugins.egress import EgressGuard, EgressSettings
 from gopherq.plugins.http_checks import basic_auth, check_credentials, check_headers, check_host
 from gopherq.plugins.http_extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
 from gopherq.plugins.http_flow import FLOW_KEY, HostRule, HostRules, flow_signal
+from gopherq.plugins.signing import secret_key, sign
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -72,8 +73,6 @@ class HttpSettings(PluginSettings):
     @classmethod
     def _signing_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            from gopherq.plugins.webhook_sink import secret_key
-
             secret_key(value.get_secret_value())
         return value
 
@@ -236,8 +235,6 @@ class HttpExecutor:
         secret = settings.signing_secret
         self.signing_key: bytes | None = None
         if secret is not None:
-            from gopherq.plugins.webhook_sink import secret_key
-
             self.signing_key = secret_key(secret.get_secret_value())
         self.pool_size = settings.max_connections or concurrency
         self.retry_statuses = frozenset(settings.retry_statuses)
@@ -294,8 +291,6 @@ class HttpExecutor:
             raise PermanentFailure(
                 "task asks to be signed but [plugins.http] signing_secret is not set", reason="invalid_request"
             )
-        from gopherq.plugins.webhook_sink import sign
-
         msg_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), None) or task.id
         stamp = int(time.time())
         headers["webhook-id"] = msg_id

@@ -20,10 +20,6 @@ an endpoint is failing, its buffer fills and the oldest events are dropped and c
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
 import logging
 import random
 import time
@@ -37,28 +33,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from gopherq import Event, PluginSettings, RegisterSettings, RegisterSink, Settings, SinkSettings, hookimpl
 from gopherq import __version__ as gopherq_version
 from gopherq.plugins.http import retry_after_seconds
+from gopherq.plugins.signing import secret_key, sign
 
 log = logging.getLogger(__name__)
-
-SECRET_PREFIX = "whsec_"
-
-
-def secret_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret: the base64 text after the `whsec_` prefix, decoded."""
-    text = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
-    try:
-        key = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if not key:
-        raise ValueError(f"must be '{SECRET_PREFIX}' followed by a base64 key (e.g. {SECRET_PREFIX}" + "MfKQ9r8...)")
-    return key
-
-
-def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` header value: `v1,` + base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>"))."""
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode("ascii")
 
 
 def message_body(events: list[Event]) -> bytes:
