@@ -87,6 +87,8 @@ async def test_health_probes(dashboard: Start) -> None:
         assert (await down.get("/healthz"))[0] == 200
         status, body, _ = await down.get("/readyz")
         assert status == 503 and "Redis unavailable" in body
+        status, body, _ = await down.get("/")
+        assert status == 503 and body.startswith("503: Redis unavailable")
     finally:
         await nowhere.aclose()
 

@@ -151,6 +151,7 @@ def test_the_overview_follows_tasks_without_a_reload(stack: Callable[..., Stack]
     s.open("/workers")
     wait_until(lambda: "alive" in s.text_of("#workers"), timeout=15, what="the worker on the workers page")
     assert s.fits_phone()
+    s.shot("workers")
 
 
 def test_requeue_a_dead_letter_from_its_page_and_watch_it_succeed(
@@ -179,6 +180,7 @@ def test_requeue_a_dead_letter_from_its_page_and_watch_it_succeed(
     assert "400" in s.text_of("main")
     assert SECRET not in s.driver.page_source and "Bearer" not in s.driver.page_source
     assert '"Authorization": "********"' in s.text_of("#received")
+    s.shot("dead-letter")
 
     s.click("form[action$='/dead/requeue'] button")
     wait_until(lambda: "/tasks/order-1042" in s.driver.current_url, timeout=15, what="the task page")
