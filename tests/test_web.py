@@ -13,6 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import ClientSession, CookieJar
 from aiohttp.test_utils import TestServer
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from gopherq import AsyncClient
 from gopherq.core.broker import Broker
@@ -81,7 +83,8 @@ async def test_health_probes(dashboard: Start) -> None:
     assert (await app.get("/healthz"))[:2] == (200, "ok\n")
     assert (await app.get("/readyz"))[:2] == (200, "ready\n")
 
-    nowhere = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)  # nothing listens there
+    # Nothing listens there; no retries, so the test does not wait for backoffs.
+    nowhere = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     try:
         down = await dashboard(redis_client=nowhere)
         assert (await down.get("/healthz"))[0] == 200
