@@ -285,3 +285,20 @@ async def test_a_secret_never_appears_in_any_page_or_fragment(
         assert SECRET not in body, path
         masks += body.count("********")
     assert masks >= 10  # the secrets were there, masked
+
+
+def test_the_throughput_chart_scales_to_the_busiest_minute() -> None:
+    from gopherq.core.inspect import MinuteCounts
+    from gopherq.web.chart import HEIGHT, throughput_chart
+
+    minutes = [MinuteCounts(minute=60 * n) for n in range(58)]
+    minutes += [MinuteCounts(minute=3480, succeeded=30, failed=5, dead=5), MinuteCounts(minute=3540, succeeded=10)]
+    chart = throughput_chart(minutes)
+    assert len(chart.bars) == 60 and chart.peak == 40
+    assert (chart.total_ok, chart.total_bad) == (40, 10)
+    busiest, last = chart.bars[-2], chart.bars[-1]
+    assert busiest.ok_height + busiest.bad_height == pytest.approx(HEIGHT - 2)
+    assert busiest.bad_y + busiest.bad_height == pytest.approx(busiest.ok_y)  # failures stacked on successes
+    assert last.ok_height == pytest.approx((HEIGHT - 2) / 4) and last.bad_height == 0
+    assert busiest.title == "00:58 UTC: 30 succeeded, 10 failed"
+    assert throughput_chart([MinuteCounts(minute=0)] * 60).empty
