@@ -292,7 +292,10 @@ def test_the_throughput_chart_scales_to_the_busiest_minute() -> None:
     from gopherq.web.chart import HEIGHT, throughput_chart
 
     minutes = [MinuteCounts(minute=60 * n) for n in range(58)]
-    minutes += [MinuteCounts(minute=3480, succeeded=30, failed=5, dead=5), MinuteCounts(minute=3540, succeeded=10)]
+    minutes += [
+        MinuteCounts(minute=3480, succeeded=30, failed=10, retried=5, dead=5),
+        MinuteCounts(minute=3540, succeeded=10),
+    ]
     chart = throughput_chart(minutes)
     assert len(chart.bars) == 60 and chart.peak == 40
     assert (chart.total_ok, chart.total_bad) == (40, 10)
@@ -302,3 +305,26 @@ def test_the_throughput_chart_scales_to_the_busiest_minute() -> None:
     assert last.ok_height == pytest.approx((HEIGHT - 2) / 4) and last.bad_height == 0
     assert busiest.title == "00:58 UTC: 30 succeeded, 10 failed"
     assert throughput_chart([MinuteCounts(minute=0)] * 60).empty
+
+
+async def test_metrics_are_served_behind_the_token_and_parse(
+    dashboard: Start, aredis: aioredis.Redis, queue_name: str, loopback: LoopbackServer
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    app = await dashboard(web={"token": SECRET})
+    async with AsyncClient(app.settings) as client:
+        for _ in range(3):
+            await client.enqueue_http(loopback.url("/ok"))
+        await client.enqueue_http(loopback.url("/ok"), delay=3600)
+    assert (await app.get("/metrics"))[0] == 401
+    status, body, headers = await app.get("/metrics", headers={"Authorization": f"Bearer {SECRET}"})
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    samples = {
+        (sample.name, sample.labels.get("queue")): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+    assert samples[("gopherq_queue_ready_tasks", queue_name)] == 3
+    assert samples[("gopherq_queue_delayed_tasks", queue_name)] == 1
+    assert samples[("gopherq_queue_dead_tasks", queue_name)] == 0

@@ -74,8 +74,8 @@ class Stack:
         if not SHOTS:
             return
         self.resize(*size)
-        height = self.driver.execute_script("return document.documentElement.scrollHeight")
-        self.resize(size[0], min(max(int(height), size[1]), 2400))
+        height = self.driver.execute_script("return document.querySelector('footer').getBoundingClientRect().bottom")
+        self.resize(size[0], min(max(int(height) + 8, 480), 2400))
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
         self.resize(*DESKTOP)
@@ -140,10 +140,13 @@ def test_the_overview_follows_tasks_without_a_reload(stack: Callable[..., Stack]
 
     for n in range(12):
         s.push({"id": f"ok-{n}", "method": "GET", "url": loopback.url("/ok?min_ms=5&max_ms=50"), "body": ""})
-    s.wait_text(f'{card} [data-stat="processed"]', "12")
+    for n in range(2):
+        s.push({"id": f"bad-{n}", "method": "GET", "url": loopback.url("/status/500"), "max_attempts": 1})
+    s.wait_text(f'{card} [data-stat="processed"]', "14")
     s.wait_text(f'{card} [data-stat="ready"]', "0")
+    s.wait_text(f'{card} [data-stat="dead"]', "2")
     assert s.driver.execute_script("return window.gopherqMarker") == 42
-    assert "12 ok" in s.text_of(f"{card} .chart-head")
+    wait_until(lambda: "12 ok · 2 failed" in s.text_of(f"{card} .chart-head"), timeout=10, what="the chart's totals")
     assert s.fits_phone()
     s.shot("overview")
     s.shot("overview-phone", PHONE)
@@ -186,6 +189,8 @@ def test_requeue_a_dead_letter_from_its_page_and_watch_it_succeed(
     wait_until(lambda: "/tasks/order-1042" in s.driver.current_url, timeout=15, what="the task page")
     s.wait_text("[data-state]", "succeeded")
     assert "Requeued 1 dead letter(s)." in s.text_of(".notice")
+    for event in ("task.dead_lettered", "task.requeued", "task.succeeded"):  # the timeline, from the stream
+        wait_until(lambda e=event: e in s.text_of(".timeline"), timeout=15, what=f"{event} in the timeline")
     assert SECRET not in s.driver.page_source
     assert s.fits_phone()
     s.shot("task")
