@@ -244,6 +244,25 @@ async def test_pages_and_dead_letter_actions(
     status, body, _ = await app.get(headers["Location"])
     assert "Requeued 1 dead letter(s)." in body
 
+    letters = Broker(aredis, queue_name).keys
+    async with AsyncClient(app.settings) as client:
+        doomed = [await client.enqueue_http(loopback.url("/status/400"), max_attempts=1) for _ in range(3)]
+        worker = await start_worker(app.settings)
+        # the requeued task fails again: four dead letters
+        await async_wait_until(lambda: _at_least(aredis.zcard(letters.dead_index), 4), what="4 dead letters")
+        await worker.stop()
+    delete = f"/queues/{queue_name}/dead/delete"
+    status, _, headers = await app.post(delete, {"csrf_token": token, "entry_id": doomed[0]})
+    assert status == 303 and "notice=deleted&n=1" in headers["Location"]
+    status, _, headers = await app.post(delete, {"csrf_token": token, "entry_id": doomed[0]})
+    assert "notice=deleted&n=0" in headers["Location"]  # already gone
+    status, _, headers = await app.post(delete, {"csrf_token": token, "all": "1"})
+    assert "notice=deleted&n=3" in headers["Location"] and await aredis.zcard(letters.dead_index) == 0
+
+
+async def _at_least(count: Any, wanted: int) -> bool:
+    return int(await count) >= wanted
+
 
 async def test_a_secret_never_appears_in_any_page_or_fragment(
     dashboard: Start, aredis: aioredis.Redis, queue_name: str, start_worker: Any, loopback: LoopbackServer

@@ -35,11 +35,24 @@ def config_text(redis_url: str, queue: str, **web: str) -> str:
 class Stack:
     """A worker and a dashboard on one queue, and a browser pointed at the dashboard."""
 
-    def __init__(self, server: WebServer, driver: Any, queue: str, sync_redis: redis.Redis) -> None:
+    def __init__(
+        self,
+        server: WebServer,
+        driver: Any,
+        queue: str,
+        sync_redis: redis.Redis,
+        spawn: Callable[[], WorkerProcess],
+    ) -> None:
         self.server = server
         self.driver = driver
         self.queue = queue
         self.redis = sync_redis
+        self.spawn = spawn
+        self.workers: list[WorkerProcess] = []
+
+    def start_worker(self) -> None:
+        """Start one more `gopherq run` on the stack's config."""
+        self.workers.append(self.spawn())
 
     def open(self, path: str) -> None:
         self.driver.get(self.server.url(path))
@@ -119,10 +132,11 @@ def stack(
         sync_redis = redis.Redis.from_url(server.url)
         clients.append(sync_redis)
         config = write_config(tmp_path, config_text(server.url, queue_name, **web))
-        if worker:
-            worker_process(["run", "-c", str(config)])
         browser.delete_all_cookies()
-        stack = Stack(web_server(config), browser, queue_name, sync_redis)
+        spawn = lambda: worker_process(["run", "-c", str(config)])  # noqa: E731
+        stack = Stack(web_server(config), browser, queue_name, sync_redis, spawn)
+        if worker:
+            stack.start_worker()
         stack.resize(*DESKTOP)
         return stack
 
@@ -230,3 +244,23 @@ def test_a_browser_logs_in_with_the_token(stack: Callable[..., Stack]) -> None:
     assert s.text_of("h1") == "Workers"
     s.click("form[action='/logout'] button")
     wait_until(lambda: s.driver.find_elements("css selector", field), timeout=10, what="the login form again")
+
+
+def test_a_killed_worker_shows_as_gone_and_its_task_is_recovered(
+    stack: Callable[..., Stack], loopback: LoopbackServer
+) -> None:
+    """The newcomer's tour: a worker is SIGKILLed mid-task; the workers page says so, another worker recovers
+    the task once its lease expires, and the task page follows it to success."""
+    s = stack()
+    s.push({"id": "long-1", "method": "GET", "url": loopback.url("/slow_once?seconds=60")})
+    s.open("/workers")
+    wait_until(lambda: "long-1" in s.text_of("#workers"), timeout=15, what="the running task on the workers page")
+    first = s.workers[0]
+    first.kill()
+    wait_until(lambda: "gone" in s.text_of("#workers"), timeout=30, what="the killed worker to show as gone")
+
+    s.start_worker()
+    s.open(f"/queues/{s.queue}/tasks/long-1")
+    s.wait_text("[data-state]", "succeeded", timeout=60)
+    wait_until(lambda: "task.recovered" in s.text_of(".timeline"), timeout=15, what="the recovery in the timeline")
+    assert loopback.count("long-1") == 2
