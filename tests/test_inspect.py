@@ -46,12 +46,12 @@ def client_for(settings: Settings, extra: dict[str, Any]) -> AsyncClient:
 
 
 async def test_queue_counts_latency_and_pages(make_settings: Callable[..., Settings], queue_name: str) -> None:
-    settings = make_settings()
+    settings = make_settings(masking={"headers": ["X-Api-Key"]})
     async with AsyncClient(settings) as client:
         ids = [
             await client.enqueue_http(
                 f"https://user:pw@example.com/item/{n}?token=abc",
-                headers={"Authorization": SECRET},
+                headers={"X-Api-Key": SECRET},
                 id=f"r{n}",
             )
             for n in range(7)
@@ -80,7 +80,7 @@ async def test_queue_counts_latency_and_pages(make_settings: Callable[..., Setti
 
         ready_task = await inspect.task(queue_name, "r5")
         assert ready_task is not None and ready_task.state == "ready"
-        assert ready_task.envelope is not None and ready_task.envelope["headers"]["Authorization"] == "********"
+        assert ready_task.envelope is not None and ready_task.envelope["headers"]["X-Api-Key"] == "********"
         delayed_task = await inspect.task(queue_name, "d1")
         assert delayed_task is not None and delayed_task.state == "delayed"
         assert await inspect.task(queue_name, "nope") is None
