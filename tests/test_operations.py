@@ -23,6 +23,7 @@ from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings, load_settings
 from gopherq.metrics import render_metrics
+from gopherq.plugins.metrics_sink import BoundedLabel, status_class
 from gopherq.plugins.stream_sink import StreamSink, StreamSinkSettings
 from tests.conftest import GOPHERQ, LoopbackServer, cli_env, free_port, wait_until, write_config
 
@@ -254,3 +255,52 @@ async def _events(config: Path, queue: str) -> list[Any]:
     async with AsyncClient(settings_of(config)) as client:
         inspector: Inspector = client.inspect
         return await inspector.events(queue, count=10_000)
+
+
+def test_label_values_from_task_data_are_bounded() -> None:
+    label = BoundedLabel(2)
+    seen = [label(v) for v in ("http", "pycall", "http", "made-up", None)]
+    assert seen == ["http", "pycall", "http", "other", "other"]
+    assert [status_class(s) for s in (200, 302, 404, 503, 99, "x")] == ["2xx", "3xx", "4xx", "5xx", "other", "other"]
+
+
+def test_events_follow_prints_new_events_until_interrupted(
+    tmp_path: Path, redis_url: str, queue_name: str, make_settings: Callable[..., Settings]
+) -> None:
+    config = write_config(tmp_path, config_text(redis_url, queue_name))
+    proc = subprocess.Popen(
+        [GOPHERQ, "events", "--follow", "--json", "-c", str(config)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        sink = StreamSink(make_settings(), StreamSinkSettings())
+
+        async def write() -> None:
+            await sink.open()
+            try:
+                for n in range(3):
+                    await sink.handle([Event("task.started", time.time(), queue=queue_name, task_id=f"f{n}")])
+            finally:
+                await sink.close()
+
+        lines: list[str] = []
+        assert proc.stdout is not None
+
+        def read_three() -> bool:
+            # The follower may start after some of the writes: it prints the latest ones first, then new ones.
+            asyncio.run(write())
+            while len(lines) < 3:
+                lines.append(proc.stdout.readline())  # type: ignore[union-attr]
+            return True
+
+        wait_until(read_three, timeout=30, what="three followed events")
+        assert [json.loads(line)["name"] for line in lines] == ["task.started"] * 3
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

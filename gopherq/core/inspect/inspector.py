@@ -8,6 +8,7 @@ Everything returned that holds an envelope, a result, an error or event data is 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -461,13 +462,19 @@ class Inspector:
         return _text(entries[0][0]) if entries else "0-0"
 
     async def follow(
-        self, queue: str, after: str | None = None, task_id: str | None = None, block: float = 1.0
+        self,
+        queue: str,
+        after: str | None = None,
+        task_id: str | None = None,
+        block: float = 1.0,
+        stop: asyncio.Event | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Yield the queue's events as they are written, after the entry id `after` (default: from now on),
-        only `task_id`'s when given; waits on the stream (XREAD BLOCK, `block` seconds at a time) without end."""
+        only `task_id`'s when given; waits on the stream (XREAD BLOCK, `block` seconds at a time) until `stop` is
+        set (checked between reads: the end comes within `block` seconds, without cancelling a blocked read)."""
         key = self.keys(queue).events
         last = after if after not in (None, "", "$") else await self.last_event_id(queue)
-        while True:
+        while stop is None or not stop.is_set():
             read = await self.redis.xread({key: last}, count=1000, block=max(1, int(block * 1000)))
             for entry_id, fields in read[0][1] if read else []:
                 last = _text(entry_id)
