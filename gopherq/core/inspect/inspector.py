@@ -404,7 +404,11 @@ class Inspector:
     # -- events ----------------------------------------------------------------------------------------------
 
     def _event(self, entry_id: Any, fields: dict[Any, Any]) -> StreamEvent:
+        """A stream entry as the `stream` sink writes it (one field `event`, the whole event as JSON), or with
+        one JSON-valued field per event attribute (as another writer may)."""
         values = {_text(key): _decode(value) for key, value in fields.items()}
+        if isinstance(values.get("event"), dict):
+            values = values["event"]
         data = values.get("data")
         error = values.get("error")
         attempt = values.get("attempt")
