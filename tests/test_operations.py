@@ -5,7 +5,10 @@ kept across a SIGKILL), the inspection commands with --json, pause/resume from t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import pty
 import signal
 import subprocess
 import time
@@ -16,9 +19,11 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from gopherq import AsyncClient, Event
+from gopherq.core.broker import Broker, Settlement
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings, load_settings
@@ -304,3 +309,57 @@ def test_events_follow_prints_new_events_until_interrupted(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def _dead_letters(redis_url: str, queue: str, count: int) -> None:
+    """`count` dead letters, made as a worker makes them (claim, then settle as dead)."""
+
+    async def make() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await client.rpush(queue, *(json.dumps({"id": f"d{n}", "type": "nope"}) for n in range(count)))
+            broker = Broker(client, queue, "w1")
+            claimed = await broker.claim(count, 60_000)
+            assert claimed is not None
+            items = []
+            for token, raw in claimed:
+                task_id = json.loads(raw)["id"]
+                entry = json.dumps({"task_id": task_id, "reason": "unknown_type", "raw": raw.decode()}).encode()
+                items.append(Settlement("dead", token, task_id, b"", entry, task_id))
+            await broker.settle(items, 60, 10_000)
+        finally:
+            await client.aclose()
+
+    asyncio.run(make())
+
+
+def test_dlq_requeue_all_shows_a_progress_bar_on_a_terminal_only(
+    tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    config = write_config(tmp_path, config_text(redis_url, queue_name))
+    _dead_letters(redis_url, queue_name, 1200)
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [GOPHERQ, "dlq", "requeue", "--all", "-c", str(config)],
+            env=cli_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=secondary,
+            stderr=secondary,
+        )
+        os.close(secondary)
+        output = b""
+        with contextlib.suppress(OSError):  # EIO once the command has exited and closed the terminal
+            while chunk := os.read(primary, 65536):
+                output += chunk
+    finally:
+        os.close(primary)
+    assert proc.wait(60) == 0
+    text = output.decode(errors="replace")
+    assert "requeueing" in text and "100%" in text and "requeued 1200" in text
+    # Not a terminal, or --json: no bar, only the answer.
+    redis.Redis.from_url(redis_url).delete(queue_name)
+    _dead_letters(redis_url, queue_name, 3)
+    quiet = gq(config, "dlq", "requeue", "--all", "--json")
+    assert quiet.returncode == 0 and json.loads(quiet.stdout) == {"requeued": 3, "not_found": 0}
+    assert "requeueing" not in quiet.stderr and "%" not in quiet.stderr
