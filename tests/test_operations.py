@@ -5,7 +5,10 @@ kept across a SIGKILL), the inspection commands with --json, pause/resume from t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import pty
 import signal
 import subprocess
 import time
@@ -16,13 +19,16 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from gopherq import AsyncClient, Event
+from gopherq.core.broker import Broker, Settlement
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings, load_settings
 from gopherq.metrics import render_metrics
+from gopherq.plugins.metrics_sink import BoundedLabel, status_class
 from gopherq.plugins.stream_sink import StreamSink, StreamSinkSettings
 from tests.conftest import GOPHERQ, LoopbackServer, cli_env, free_port, wait_until, write_config
 
@@ -76,7 +82,8 @@ async def test_stream_sink_writes_masked_json_fields_and_caps_the_stream(
     entries = sync_redis.xrange(key)
     assert sink.written == 1000
     _last_id, fields = entries[-1]
-    decoded = {k.decode(): json.loads(v) for k, v in fields.items()}
+    assert list(fields) == [b"event"]
+    decoded = json.loads(fields[b"event"])
     assert decoded["event"] == "task.failed" and decoded["task_id"] == "t999" and decoded["attempt"] == 1
     assert decoded["data"] == {"headers": {"Authorization": "********"}, "n": 999}
     dump = repr(entries)
@@ -144,7 +151,7 @@ def test_worker_stream_cli_and_metrics(
     def outcomes() -> dict[str, int]:
         names: dict[str, int] = {}
         for _id, fields in sync_redis.xrange(keys.events):
-            name = json.loads(fields[b"event"])
+            name = json.loads(fields[b"event"])["event"]
             names[name] = names.get(name, 0) + 1
         return names
 
@@ -154,8 +161,8 @@ def test_worker_stream_cli_and_metrics(
         what="every outcome in the stream",
     )
     seen = outcomes()
-    assert seen["task.enqueued"] == 8 and seen["task.retrying"] == 1 and seen.get("task.started") == 9
-    assert "task.dequeued" not in seen  # left out by the stream's default filter
+    assert seen["task.enqueued"] == 8 and seen["task.retrying"] == 1 and seen["task.failed"] == 3
+    assert "task.dequeued" not in seen and "task.started" not in seen  # left out by the stream's default filter
     raw_stream = repr(sync_redis.xrange(keys.events))
     assert SECRET not in raw_stream and URL_SECRET not in raw_stream
 
@@ -172,17 +179,16 @@ def test_worker_stream_cli_and_metrics(
     assert task.returncode == 0, task.stderr
     shown = json.loads(task.stdout)
     assert shown["state"] == "succeeded" and shown["result"]["result"]["status_code"] == 200
-    assert [e["name"] for e in shown["events"]] == ["task.enqueued", "task.started", "task.succeeded"]
+    assert [e["name"] for e in shown["events"]] == ["task.enqueued", "task.succeeded"]
+    assert shown["events"][1]["data"] == {"http_status": 200, "http_host": "127.0.0.1"}
     dead = json.loads(gq(config, "task", "flaky", "--json").stdout)
     assert dead["state"] == "dead" and dead["dead_letter"]["reason"] == "retries_exhausted"
     events = gq(config, "events", "--json", "--task", "flaky")
     lines = [json.loads(line) for line in events.stdout.splitlines()]
     assert [e["name"] for e in sorted(lines, key=lambda e: e["timestamp"])] == [
         "task.enqueued",
-        "task.started",
         "task.failed",
         "task.retrying",
-        "task.started",
         "task.failed",
         "task.dead_lettered",
     ]
@@ -254,3 +260,106 @@ async def _events(config: Path, queue: str) -> list[Any]:
     async with AsyncClient(settings_of(config)) as client:
         inspector: Inspector = client.inspect
         return await inspector.events(queue, count=10_000)
+
+
+def test_label_values_from_task_data_are_bounded() -> None:
+    label = BoundedLabel(2)
+    seen = [label(v) for v in ("http", "pycall", "http", "made-up", None)]
+    assert seen == ["http", "pycall", "http", "other", "other"]
+    assert [status_class(s) for s in (200, 302, 404, 503, 99, "x")] == ["2xx", "3xx", "4xx", "5xx", "other", "other"]
+
+
+def test_events_follow_prints_new_events_until_interrupted(
+    tmp_path: Path, redis_url: str, queue_name: str, make_settings: Callable[..., Settings]
+) -> None:
+    config = write_config(tmp_path, config_text(redis_url, queue_name))
+    proc = subprocess.Popen(
+        [GOPHERQ, "events", "--follow", "--json", "-c", str(config)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        sink = StreamSink(make_settings(), StreamSinkSettings())
+
+        async def write() -> None:
+            await sink.open()
+            try:
+                for n in range(3):
+                    await sink.handle([Event("task.started", time.time(), queue=queue_name, task_id=f"f{n}")])
+            finally:
+                await sink.close()
+
+        lines: list[str] = []
+        assert proc.stdout is not None
+
+        def read_three() -> bool:
+            # The follower may start after some of the writes: it prints the latest ones first, then new ones.
+            asyncio.run(write())
+            while len(lines) < 3:
+                lines.append(proc.stdout.readline())  # type: ignore[union-attr]
+            return True
+
+        wait_until(read_three, timeout=30, what="three followed events")
+        assert [json.loads(line)["name"] for line in lines] == ["task.started"] * 3
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _dead_letters(redis_url: str, queue: str, count: int) -> None:
+    """`count` dead letters, made as a worker makes them (claim, then settle as dead)."""
+
+    async def make() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await client.rpush(queue, *(json.dumps({"id": f"d{n}", "type": "nope"}) for n in range(count)))
+            broker = Broker(client, queue, "w1")
+            claimed = await broker.claim(count, 60_000)
+            assert claimed is not None
+            items = []
+            for token, raw in claimed:
+                task_id = json.loads(raw)["id"]
+                entry = json.dumps({"task_id": task_id, "reason": "unknown_type", "raw": raw.decode()}).encode()
+                items.append(Settlement("dead", token, task_id, b"", entry, task_id))
+            await broker.settle(items, 60, 10_000)
+        finally:
+            await client.aclose()
+
+    asyncio.run(make())
+
+
+def test_dlq_requeue_all_shows_a_progress_bar_on_a_terminal_only(
+    tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    config = write_config(tmp_path, config_text(redis_url, queue_name))
+    _dead_letters(redis_url, queue_name, 1200)
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [GOPHERQ, "dlq", "requeue", "--all", "-c", str(config)],
+            env=cli_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=secondary,
+            stderr=secondary,
+        )
+        os.close(secondary)
+        output = b""
+        with contextlib.suppress(OSError):  # EIO once the command has exited and closed the terminal
+            while chunk := os.read(primary, 65536):
+                output += chunk
+    finally:
+        os.close(primary)
+    assert proc.wait(60) == 0
+    text = output.decode(errors="replace")
+    assert "requeueing" in text and "100%" in text and "requeued 1200" in text
+    # Not a terminal, or --json: no bar, only the answer.
+    redis.Redis.from_url(redis_url).delete(queue_name)
+    _dead_letters(redis_url, queue_name, 3)
+    quiet = gq(config, "dlq", "requeue", "--all", "--json")
+    assert quiet.returncode == 0 and json.loads(quiet.stdout) == {"requeued": 3, "not_found": 0}
+    assert "requeueing" not in quiet.stderr and "%" not in quiet.stderr

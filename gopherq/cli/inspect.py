@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import sys
 import time
 
@@ -160,20 +162,24 @@ def events(config: str | None, queue: str | None, task_id: str | None, count: in
         click.echo(json.dumps(event.to_dict(), default=str) if as_json else _event_line(event))
 
     async def action(client: AsyncClient) -> None:
+        # With --follow, Ctrl-C or SIGTERM ends the command between two reads (cancelling a Redis call mid-way can
+        # leave its connection in a state where closing it never finishes).
+        stop = asyncio.Event()
+        if follow:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
         inspect = client.inspect
         latest = await inspect.events(name, count=count, task_id=task_id, latest=True)
         for event in latest:
             show(event)
         if follow:
             after = latest[-1].id if latest else await inspect.last_event_id(name)
-            async for event in inspect.follow(name, after=after, task_id=task_id):
+            async for event in inspect.follow(name, after=after, task_id=task_id, block=0.5, stop=stop):
                 show(event)
                 sys.stdout.flush()
 
-    try:
-        run_async(with_client(settings, queue, action))
-    except KeyboardInterrupt:
-        pass
+    run_async(with_client(settings, queue, action))
 
 
 def _set_paused(config: str | None, queue: str | None, paused: bool, as_json: bool) -> None:

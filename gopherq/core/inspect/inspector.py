@@ -8,6 +8,7 @@ Everything returned that holds an envelope, a result, an error or event data is 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -403,7 +404,11 @@ class Inspector:
     # -- events ----------------------------------------------------------------------------------------------
 
     def _event(self, entry_id: Any, fields: dict[Any, Any]) -> StreamEvent:
+        """A stream entry as the `stream` sink writes it (one field `event`, the whole event as JSON), or with
+        one JSON-valued field per event attribute (as another writer may)."""
         values = {_text(key): _decode(value) for key, value in fields.items()}
+        if isinstance(values.get("event"), dict):
+            values = values["event"]
         data = values.get("data")
         error = values.get("error")
         attempt = values.get("attempt")
@@ -461,13 +466,19 @@ class Inspector:
         return _text(entries[0][0]) if entries else "0-0"
 
     async def follow(
-        self, queue: str, after: str | None = None, task_id: str | None = None, block: float = 1.0
+        self,
+        queue: str,
+        after: str | None = None,
+        task_id: str | None = None,
+        block: float = 1.0,
+        stop: asyncio.Event | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Yield the queue's events as they are written, after the entry id `after` (default: from now on),
-        only `task_id`'s when given; waits on the stream (XREAD BLOCK, `block` seconds at a time) without end."""
+        only `task_id`'s when given; waits on the stream (XREAD BLOCK, `block` seconds at a time) until `stop` is
+        set (checked between reads: the end comes within `block` seconds, without cancelling a blocked read)."""
         key = self.keys(queue).events
         last = after if after not in (None, "", "$") else await self.last_event_id(queue)
-        while True:
+        while stop is None or not stop.is_set():
             read = await self.redis.xread({key: last}, count=1000, block=max(1, int(block * 1000)))
             for entry_id, fields in read[0][1] if read else []:
                 last = _text(entry_id)
