@@ -347,3 +347,18 @@ async def test_metrics_are_served_behind_the_token_and_parse(
     assert samples[("gopherq_queue_ready_tasks", queue_name)] == 3
     assert samples[("gopherq_queue_delayed_tasks", queue_name)] == 1
     assert samples[("gopherq_queue_dead_tasks", queue_name)] == 0
+
+
+async def test_a_queue_tab_is_paginated(dashboard: Start, aredis: aioredis.Redis, queue_name: str) -> None:
+    from gopherq.web.pages import PAGE_SIZE
+
+    app = await dashboard()
+    await aredis.rpush(
+        queue_name, *(f'{{"id":"t{n:03}","method":"GET","url":"http://127.0.0.1:9/"}}' for n in range(30))
+    )
+    _, first, _ = await app.get(f"/queues/{queue_name}?tab=ready")
+    assert "t000" in first and f"t{PAGE_SIZE - 1:03}" in first and f"t{PAGE_SIZE:03}" not in first
+    assert f"1\u2013{PAGE_SIZE} of 30" in first and f"offset={PAGE_SIZE}" in first
+    _, second, _ = await app.get(f"/fragments/queues/{queue_name}?tab=ready&offset={PAGE_SIZE}")
+    assert f"t{PAGE_SIZE:03}" in second and "t029" in second and "t000" not in second
+    assert f"{PAGE_SIZE + 1}\u201330 of 30" in second and "Older" not in second and "Newer" in second
