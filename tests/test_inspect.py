@@ -10,11 +10,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gopherq import AsyncClient, Client, PermanentFailure
+from gopherq import AsyncClient, Client, Event, PermanentFailure
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import Settings
+from gopherq.plugins.stream_sink import StreamSink, StreamSinkSettings
 from tests.conftest import ExecutorPlugin, NoopExecutor, async_wait_until
 
 SECRET = "Bearer s3cr3t-value"
@@ -46,12 +47,12 @@ def client_for(settings: Settings, extra: dict[str, Any]) -> AsyncClient:
 
 
 async def test_queue_counts_latency_and_pages(make_settings: Callable[..., Settings], queue_name: str) -> None:
-    settings = make_settings()
+    settings = make_settings(masking={"headers": ["X-Api-Key"]})
     async with AsyncClient(settings) as client:
         ids = [
             await client.enqueue_http(
                 f"https://user:pw@example.com/item/{n}?token=abc",
-                headers={"Authorization": SECRET},
+                headers={"X-Api-Key": SECRET},
                 id=f"r{n}",
             )
             for n in range(7)
@@ -80,7 +81,7 @@ async def test_queue_counts_latency_and_pages(make_settings: Callable[..., Setti
 
         ready_task = await inspect.task(queue_name, "r5")
         assert ready_task is not None and ready_task.state == "ready"
-        assert ready_task.envelope is not None and ready_task.envelope["headers"]["Authorization"] == "********"
+        assert ready_task.envelope is not None and ready_task.envelope["headers"]["X-Api-Key"] == "********"
         delayed_task = await inspect.task(queue_name, "d1")
         assert delayed_task is not None and delayed_task.state == "delayed"
         assert await inspect.task(queue_name, "nope") is None
@@ -199,3 +200,42 @@ async def test_queue_names_come_from_scan(
         assert (await inspector.queue(other)).totals["succeeded"] == 3
     finally:
         await aredis.delete(keys.stats)
+
+
+async def test_events_pages_latest_task_filter_and_follow(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    settings = make_settings()
+    sink = StreamSink(settings, StreamSinkSettings())
+    await sink.open()
+
+    def event(n: int) -> Event:
+        return Event("task.started", time.time(), worker="w", queue=queue_name, task_id=f"t{n % 3}", data={"n": n})
+
+    try:
+        await sink.handle([event(n) for n in range(30)])
+        inspector = Inspector(aredis, settings)
+        first = await inspector.events(queue_name, count=10)
+        assert [e.data["n"] for e in first] == list(range(10))
+        second = await inspector.events(queue_name, after=first[-1].id, count=10)
+        assert [e.data["n"] for e in second] == list(range(10, 20))
+        latest = await inspector.events(queue_name, count=5, latest=True)
+        assert [e.data["n"] for e in latest] == list(range(25, 30))
+        only = await inspector.events(queue_name, count=4, task_id="t1")
+        assert [e.data["n"] for e in only] == [1, 4, 7, 10] and {e.task_id for e in only} == {"t1"}
+        start = await inspector.last_event_id(queue_name)
+        assert start == latest[-1].id
+
+        async def collect() -> list[int]:
+            seen = []
+            async for item in inspector.follow(queue_name, after=start, task_id="t2", block=0.2):
+                seen.append(item.data["n"])
+                if len(seen) == 2:
+                    return seen
+            return seen
+
+        follower = asyncio.create_task(collect())
+        await sink.handle([event(n) for n in range(30, 36)])
+        assert await asyncio.wait_for(follower, 10) == [32, 35]
+    finally:
+        await sink.close()

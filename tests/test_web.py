@@ -13,6 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import ClientSession, CookieJar
 from aiohttp.test_utils import TestServer
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from gopherq import AsyncClient
 from gopherq.core.broker import Broker
@@ -81,12 +83,15 @@ async def test_health_probes(dashboard: Start) -> None:
     assert (await app.get("/healthz"))[:2] == (200, "ok\n")
     assert (await app.get("/readyz"))[:2] == (200, "ready\n")
 
-    nowhere = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)  # nothing listens there
+    # Nothing listens there; no retries, so the test does not wait for backoffs.
+    nowhere = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     try:
         down = await dashboard(redis_client=nowhere)
         assert (await down.get("/healthz"))[0] == 200
         status, body, _ = await down.get("/readyz")
         assert status == 503 and "Redis unavailable" in body
+        status, body, _ = await down.get("/")
+        assert status == 503 and body.startswith("503: Redis unavailable")
     finally:
         await nowhere.aclose()
 
@@ -239,6 +244,25 @@ async def test_pages_and_dead_letter_actions(
     status, body, _ = await app.get(headers["Location"])
     assert "Requeued 1 dead letter(s)." in body
 
+    letters = Broker(aredis, queue_name).keys
+    async with AsyncClient(app.settings) as client:
+        doomed = [await client.enqueue_http(loopback.url("/status/400"), max_attempts=1) for _ in range(3)]
+        worker = await start_worker(app.settings)
+        # the requeued task fails again: four dead letters
+        await async_wait_until(lambda: _at_least(aredis.zcard(letters.dead_index), 4), what="4 dead letters")
+        await worker.stop()
+    delete = f"/queues/{queue_name}/dead/delete"
+    status, _, headers = await app.post(delete, {"csrf_token": token, "entry_id": doomed[0]})
+    assert status == 303 and "notice=deleted&n=1" in headers["Location"]
+    status, _, headers = await app.post(delete, {"csrf_token": token, "entry_id": doomed[0]})
+    assert "notice=deleted&n=0" in headers["Location"]  # already gone
+    status, _, headers = await app.post(delete, {"csrf_token": token, "all": "1"})
+    assert "notice=deleted&n=3" in headers["Location"] and await aredis.zcard(letters.dead_index) == 0
+
+
+async def _at_least(count: Any, wanted: int) -> bool:
+    return int(await count) >= wanted
+
 
 async def test_a_secret_never_appears_in_any_page_or_fragment(
     dashboard: Start, aredis: aioredis.Redis, queue_name: str, start_worker: Any, loopback: LoopbackServer
@@ -248,8 +272,9 @@ async def test_a_secret_never_appears_in_any_page_or_fragment(
     app = await dashboard(masking={"headers": ["X-Api-Key"]})
     headers = {"Authorization": f"Bearer {SECRET}", "X-Api-Key": SECRET, "Cookie": f"sid={SECRET}"}
 
+    other = {"X-Api-Key": SECRET, "Cookie": f"sid={SECRET}"}  # userinfo and Authorization do not go together
+
     def url(path: str, userinfo: bool = False) -> str:
-        # (userinfo only in tasks that never run: the HTTP client refuses it beside an Authorization header)
         base = loopback.url(path) + f"&token={SECRET}"
         return base.replace("http://", f"http://user:{SECRET}@") if userinfo else base
 
@@ -263,9 +288,9 @@ async def test_a_secret_never_appears_in_any_page_or_fragment(
         await async_wait_until(lambda: client.dead_letters.count(), what="the dead letter")
         await async_wait_until(lambda: client.broker().get_result(ids["done"]), what="the done task")
         await async_wait_until(lambda: loopback.count(ids["running"]), what="the running task")
-        ids["delayed"] = await client.enqueue_http(url("/ok?x=1", True), headers=headers, delay=3600)
+        ids["delayed"] = await client.enqueue_http(url("/ok?x=1", True), headers=other, delay=3600)
         await app.post(f"/queues/{queue_name}/pause", {"csrf_token": await app.csrf()})  # so one stays ready
-        ids["ready"] = await client.enqueue_http(url("/ok?x=1", True), headers=headers)
+        ids["ready"] = await client.enqueue_http(url("/ok?x=1", True), headers=other)
 
     paths = ["/", "/fragments/overview", "/workers", "/fragments/workers", f"/queues/{queue_name}/dead/{ids['dead']}"]
     for tab in ("ready", "delayed", "running", "dead"):
@@ -279,3 +304,61 @@ async def test_a_secret_never_appears_in_any_page_or_fragment(
         assert SECRET not in body, path
         masks += body.count("********")
     assert masks >= 10  # the secrets were there, masked
+
+
+def test_the_throughput_chart_scales_to_the_busiest_minute() -> None:
+    from gopherq.core.inspect import MinuteCounts
+    from gopherq.web.chart import HEIGHT, throughput_chart
+
+    minutes = [MinuteCounts(minute=60 * n) for n in range(58)]
+    minutes += [
+        MinuteCounts(minute=3480, succeeded=30, failed=10, retried=5, dead=5),
+        MinuteCounts(minute=3540, succeeded=10),
+    ]
+    chart = throughput_chart(minutes)
+    assert len(chart.bars) == 60 and chart.peak == 40
+    assert (chart.total_ok, chart.total_bad) == (40, 10)
+    busiest, last = chart.bars[-2], chart.bars[-1]
+    assert busiest.ok_height + busiest.bad_height == pytest.approx(HEIGHT - 2)
+    assert busiest.bad_y + busiest.bad_height == pytest.approx(busiest.ok_y)  # failures stacked on successes
+    assert last.ok_height == pytest.approx((HEIGHT - 2) / 4) and last.bad_height == 0
+    assert busiest.title == "00:58 UTC: 30 succeeded, 10 failed"
+    assert throughput_chart([MinuteCounts(minute=0)] * 60).empty
+
+
+async def test_metrics_are_served_behind_the_token_and_parse(
+    dashboard: Start, aredis: aioredis.Redis, queue_name: str, loopback: LoopbackServer
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    app = await dashboard(web={"token": SECRET})
+    async with AsyncClient(app.settings) as client:
+        for _ in range(3):
+            await client.enqueue_http(loopback.url("/ok"))
+        await client.enqueue_http(loopback.url("/ok"), delay=3600)
+    assert (await app.get("/metrics"))[0] == 401
+    status, body, headers = await app.get("/metrics", headers={"Authorization": f"Bearer {SECRET}"})
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    samples = {
+        (sample.name, sample.labels.get("queue")): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+    assert samples[("gopherq_queue_ready_tasks", queue_name)] == 3
+    assert samples[("gopherq_queue_delayed_tasks", queue_name)] == 1
+    assert samples[("gopherq_queue_dead_tasks", queue_name)] == 0
+
+
+async def test_a_queue_tab_is_paginated(dashboard: Start, aredis: aioredis.Redis, queue_name: str) -> None:
+    from gopherq.web.pages import PAGE_SIZE
+
+    app = await dashboard()
+    await aredis.rpush(
+        queue_name, *(f'{{"id":"t{n:03}","method":"GET","url":"http://127.0.0.1:9/"}}' for n in range(30))
+    )
+    _, first, _ = await app.get(f"/queues/{queue_name}?tab=ready")
+    assert "t000" in first and f"t{PAGE_SIZE - 1:03}" in first and f"t{PAGE_SIZE:03}" not in first
+    assert f"1\u2013{PAGE_SIZE} of 30" in first and f"offset={PAGE_SIZE}" in first
+    _, second, _ = await app.get(f"/fragments/queues/{queue_name}?tab=ready&offset={PAGE_SIZE}")
+    assert f"t{PAGE_SIZE:03}" in second and "t029" in second and "t000" not in second
+    assert f"{PAGE_SIZE + 1}\u201330 of 30" in second and "Older" not in second and "Newer" in second

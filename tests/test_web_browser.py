@@ -35,11 +35,24 @@ def config_text(redis_url: str, queue: str, **web: str) -> str:
 class Stack:
     """A worker and a dashboard on one queue, and a browser pointed at the dashboard."""
 
-    def __init__(self, server: WebServer, driver: Any, queue: str, sync_redis: redis.Redis) -> None:
+    def __init__(
+        self,
+        server: WebServer,
+        driver: Any,
+        queue: str,
+        sync_redis: redis.Redis,
+        spawn: Callable[[], WorkerProcess],
+    ) -> None:
         self.server = server
         self.driver = driver
         self.queue = queue
         self.redis = sync_redis
+        self.spawn = spawn
+        self.workers: list[WorkerProcess] = []
+
+    def start_worker(self) -> None:
+        """Start one more `gopherq run` on the stack's config."""
+        self.workers.append(self.spawn())
 
     def open(self, path: str) -> None:
         self.driver.get(self.server.url(path))
@@ -74,8 +87,8 @@ class Stack:
         if not SHOTS:
             return
         self.resize(*size)
-        height = self.driver.execute_script("return document.documentElement.scrollHeight")
-        self.resize(size[0], min(max(int(height), size[1]), 2400))
+        height = self.driver.execute_script("return document.querySelector('footer').getBoundingClientRect().bottom")
+        self.resize(size[0], min(max(int(height) + 8, 480), 2400))
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
         self.resize(*DESKTOP)
@@ -119,10 +132,11 @@ def stack(
         sync_redis = redis.Redis.from_url(server.url)
         clients.append(sync_redis)
         config = write_config(tmp_path, config_text(server.url, queue_name, **web))
-        if worker:
-            worker_process(["run", "-c", str(config)])
         browser.delete_all_cookies()
-        stack = Stack(web_server(config), browser, queue_name, sync_redis)
+        spawn = lambda: worker_process(["run", "-c", str(config)])  # noqa: E731
+        stack = Stack(web_server(config), browser, queue_name, sync_redis, spawn)
+        if worker:
+            stack.start_worker()
         stack.resize(*DESKTOP)
         return stack
 
@@ -140,10 +154,13 @@ def test_the_overview_follows_tasks_without_a_reload(stack: Callable[..., Stack]
 
     for n in range(12):
         s.push({"id": f"ok-{n}", "method": "GET", "url": loopback.url("/ok?min_ms=5&max_ms=50"), "body": ""})
-    s.wait_text(f'{card} [data-stat="processed"]', "12")
+    for n in range(2):
+        s.push({"id": f"bad-{n}", "method": "GET", "url": loopback.url("/status/500"), "max_attempts": 1})
+    s.wait_text(f'{card} [data-stat="processed"]', "14")
     s.wait_text(f'{card} [data-stat="ready"]', "0")
+    s.wait_text(f'{card} [data-stat="dead"]', "2")
     assert s.driver.execute_script("return window.gopherqMarker") == 42
-    assert "12 ok" in s.text_of(f"{card} .chart-head")
+    wait_until(lambda: "12 ok · 2 failed" in s.text_of(f"{card} .chart-head"), timeout=10, what="the chart's totals")
     assert s.fits_phone()
     s.shot("overview")
     s.shot("overview-phone", PHONE)
@@ -151,6 +168,7 @@ def test_the_overview_follows_tasks_without_a_reload(stack: Callable[..., Stack]
     s.open("/workers")
     wait_until(lambda: "alive" in s.text_of("#workers"), timeout=15, what="the worker on the workers page")
     assert s.fits_phone()
+    s.shot("workers")
 
 
 def test_requeue_a_dead_letter_from_its_page_and_watch_it_succeed(
@@ -179,11 +197,14 @@ def test_requeue_a_dead_letter_from_its_page_and_watch_it_succeed(
     assert "400" in s.text_of("main")
     assert SECRET not in s.driver.page_source and "Bearer" not in s.driver.page_source
     assert '"Authorization": "********"' in s.text_of("#received")
+    s.shot("dead-letter")
 
     s.click("form[action$='/dead/requeue'] button")
     wait_until(lambda: "/tasks/order-1042" in s.driver.current_url, timeout=15, what="the task page")
     s.wait_text("[data-state]", "succeeded")
     assert "Requeued 1 dead letter(s)." in s.text_of(".notice")
+    for event in ("task.dead_lettered", "task.requeued", "task.succeeded"):  # the timeline, from the stream
+        wait_until(lambda e=event: e in s.text_of(".timeline"), timeout=15, what=f"{event} in the timeline")
     assert SECRET not in s.driver.page_source
     assert s.fits_phone()
     s.shot("task")
@@ -223,3 +244,23 @@ def test_a_browser_logs_in_with_the_token(stack: Callable[..., Stack]) -> None:
     assert s.text_of("h1") == "Workers"
     s.click("form[action='/logout'] button")
     wait_until(lambda: s.driver.find_elements("css selector", field), timeout=10, what="the login form again")
+
+
+def test_a_killed_worker_shows_as_gone_and_its_task_is_recovered(
+    stack: Callable[..., Stack], loopback: LoopbackServer
+) -> None:
+    """The newcomer's tour: a worker is SIGKILLed mid-task; the workers page says so, another worker recovers
+    the task once its lease expires, and the task page follows it to success."""
+    s = stack()
+    s.push({"id": "long-1", "method": "GET", "url": loopback.url("/slow_once?seconds=60")})
+    s.open("/workers")
+    wait_until(lambda: "long-1" in s.text_of("#workers"), timeout=15, what="the running task on the workers page")
+    first = s.workers[0]
+    first.kill()
+    wait_until(lambda: "gone" in s.text_of("#workers"), timeout=30, what="the killed worker to show as gone")
+
+    s.start_worker()
+    s.open(f"/queues/{s.queue}/tasks/long-1")
+    s.wait_text("[data-state]", "succeeded", timeout=60)
+    wait_until(lambda: "task.recovered" in s.text_of(".timeline"), timeout=15, what="the recovery in the timeline")
+    assert loopback.count("long-1") == 2

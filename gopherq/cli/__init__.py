@@ -10,7 +10,16 @@ import os
 
 import click
 
-from gopherq.cli import api, dlq, hosts, server, tasks, web, worker  # noqa: F401  (they register their commands)
+from gopherq.cli import (  # noqa: F401  (they register their commands)
+    api,
+    dlq,
+    hosts,
+    inspect,
+    server,
+    tasks,
+    web,
+    worker,
+)
 from gopherq.cli.root import cli
 from gopherq.core.plugins import PluginManager
 from gopherq.core.settings import load_settings

@@ -152,6 +152,17 @@ class WebSettings(Section):
         return self.token is not None or self.password is not None
 
 
+class MetricsSettings(Section):
+    """Prometheus metrics of each worker process, served on their own port (off unless `port` is set)."""
+
+    port: int | None = Field(
+        None, ge=1, le=65535, description="serve /metrics of each worker on this port (processes > 1: the next free)"
+    )
+    host: str = Field("127.0.0.1", description="address the worker's metrics port binds")
+    http_host_label: bool = Field(False, description="label HTTP responses by target host (bounded by http_hosts_max)")
+    http_hosts_max: int = Field(20, ge=1, le=1000, description="distinct host labels kept; the rest count as 'other'")
+
+
 class ApiSettings(Section):
     """The `/v1` HTTP enqueue API, served by `gopherq web` (and `gopherq api`) with the web server's authentication."""
 
@@ -178,6 +189,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     masking: MaskingSettings = MaskingSettings()
     web: WebSettings = WebSettings()
+    metrics: MetricsSettings = MetricsSettings()
     api: ApiSettings = ApiSettings()
     plugins: dict[str, Any] = Field(default_factory=dict)
 

@@ -451,21 +451,32 @@ class Worker(Upkeep):
         try:
             if self.flow.running:
                 self.flow.ended(token, entry, outcome.failure)
-            self._conclude(token, task, outcome)
+            self._conclude(token, task, outcome, context.event_data)
         except Exception:
             self._abandon(token, "recording the outcome of")
 
-    def _conclude(self, token: str, task: Task, outcome: AttemptOutcome) -> None:
+    def _conclude(self, token: str, task: Task, outcome: AttemptOutcome, facts: dict[str, Any] | None = None) -> None:
+        """Record the attempt's outcome; `facts` (the executor's `context.event_data`) go into its events."""
         failure = outcome.failure
         if failure is None:
-            self._decide(self.policy.success(token, task, outcome.result, outcome.started, outcome.finished))
-            return
-        error = ErrorInfo(failure.reason, failure.message, failure.details)
-        log.info("task %s attempt %d failed: %s: %s", task.id, task.attempt, failure.reason, failure.message)
-        self.bus.emit("task.failed", task_id=task.id, task_type=task.type, attempt=task.attempt, error=error.to_dict())
-        self._decide(
-            self.policy.failure(token, task, error, failure.retryable, failure.delay, outcome.started, outcome.finished)
-        )
+            decision = self.policy.success(token, task, outcome.result, outcome.started, outcome.finished)
+        else:
+            error = ErrorInfo(failure.reason, failure.message, failure.details)
+            log.info("task %s attempt %d failed: %s: %s", task.id, task.attempt, failure.reason, failure.message)
+            self.bus.emit(
+                "task.failed",
+                task_id=task.id,
+                task_type=task.type,
+                attempt=task.attempt,
+                error=error.to_dict(),
+                data=facts,
+            )
+            decision = self.policy.failure(
+                token, task, error, failure.retryable, failure.delay, outcome.started, outcome.finished
+            )
+        if facts:
+            decision.data = {**facts, **decision.data} if decision.data else facts
+        self._decide(decision)
 
     # -- settling --------------------------------------------------------------------------------------------
 

@@ -355,6 +355,7 @@ class HttpExecutor:
             **self._body_fields(content, truncated),
         }
         status = response.status_code
+        context.event_data = {"http_status": status, "http_host": request.url.host}
         success = payload.success_codes
         if (200 <= status < 300) if success is None else (status in success):
             return result

@@ -20,7 +20,7 @@ from gopherq.web.state import INSPECTOR_KEY
 
 def local_path(value: object, default: str) -> str:
     """`value` when it is a path on this server (not `//host` or a URL), else `default`."""
-    if isinstance(value, str) and value.startswith("/") and not value.startswith(("//", "/\\")):
+    if isinstance(value, str) and value.startswith("/") and not value.startswith(("//", "/\\")) and value.isprintable():
         return value
     return default
 

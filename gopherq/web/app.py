@@ -8,10 +8,12 @@ from the middlewares without doing anything.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from gopherq.core.events import EventBus
 from gopherq.core.inspect import Inspector
@@ -19,16 +21,28 @@ from gopherq.core.masking import Masker
 from gopherq.core.settings import Settings
 from gopherq.web import actions, api, health, metrics, pages
 from gopherq.web.render import ENV_KEY, MASKER_KEY, POLL_KEY, STATIC, build_environment
-from gopherq.web.security import AUTH_KEY, MIDDLEWARES, Auth
+from gopherq.web.security import AUTH_KEY, MIDDLEWARES, Auth, Handler
 from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
 
 Area = Callable[[web.Application], None]
+
+log = logging.getLogger(__name__)
 
 #: The areas every server has, in route-matching order (the API helper appends its own).
 AREAS: list[Area] = [health.setup, metrics.setup, api.setup, pages.setup, actions.setup]
 
 #: The areas of `gopherq api`: the `/v1` API and the probes, no dashboard.
 API_AREAS: list[Area] = [health.setup, api.setup]
+
+
+@web.middleware
+async def redis_unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A page that cannot reach Redis answers 503 with one line (and a live fragment keeps its last content)."""
+    try:
+        return await handler(request)
+    except (RedisError, OSError) as exc:
+        log.warning("%s %s: Redis unavailable: %s", request.method, request.path, exc)
+        return web.Response(status=503, text=f"503: Redis unavailable ({type(exc).__name__}); retrying helps\n")
 
 
 def create_app(
@@ -44,7 +58,7 @@ def create_app(
     masker = Masker.from_settings(settings)
     if inspector is None:
         inspector = Inspector(redis, settings, masker)
-    app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[*MIDDLEWARES, redis_unavailable], client_max_size=1024 * 1024)
     app[SETTINGS_KEY] = settings
     app[REDIS_KEY] = redis
     app[INSPECTOR_KEY] = inspector

@@ -17,7 +17,8 @@ GAP = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Bar:
-    """One minute: a green part (succeeded) under a red part (failed or dead-lettered)."""
+    """One minute: a green part (attempts that succeeded) under a red part (attempts that failed: retried or
+    dead-lettered)."""
 
     x: float
     width: float
@@ -48,8 +49,8 @@ def _count(minute: Any, name: str) -> int:
 
 
 def throughput_chart(minutes: Sequence[Any]) -> Chart:
-    """Bars for `minutes` (oldest first, objects or dicts with succeeded/failed/dead counts and a `minute`)."""
-    counts = [(_count(m, "succeeded"), _count(m, "failed") + _count(m, "dead"), _count(m, "minute")) for m in minutes]
+    """Bars for `minutes` (oldest first: MinuteCounts, or dicts with their fields)."""
+    counts = [(_count(m, "succeeded"), _count(m, "failed"), _count(m, "minute")) for m in minutes]
     peak = max((ok + bad for ok, bad, _ in counts), default=0)
     slot = WIDTH / max(len(counts), 1)
     bars = []

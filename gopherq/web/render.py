@@ -44,6 +44,7 @@ def build_environment(masker: Masker) -> jinja2.Environment:
         ago=ago,
         duration=duration,
         stamp=stamp,
+        clock=clock,
         number=number,
         percent=percent,
     )
@@ -90,6 +91,13 @@ def stamp(stamp_s: Any) -> str:
     if not isinstance(stamp_s, (int, float)) or stamp_s <= 0:
         return "-"
     return datetime.fromtimestamp(stamp_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def clock(stamp_s: Any) -> str:
+    """A Unix time as UTC time of day to the millisecond, for timelines (the date is in `stamp`)."""
+    if not isinstance(stamp_s, (int, float)) or stamp_s <= 0:
+        return "-"
+    return datetime.fromtimestamp(stamp_s, timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
 def number(value: Any) -> str:

@@ -8,8 +8,10 @@ Everything returned that holds an envelope, a result, an error or event data is 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from gopherq.core import codec
@@ -346,6 +348,8 @@ class Inspector:
                 elif status in ("failed", "cancelled"):
                     state = status
         timeline = await self.events(queue, count=events, task_id=task_id, latest=True)
+        # Stream order is write order: a producer's `task.enqueued` can land after the worker's first events.
+        timeline.sort(key=lambda event: (event.timestamp or 0.0, event.id))
         if state == "unknown" and result is None and not timeline:
             return None
         if isinstance(envelope, bytes):
@@ -400,7 +404,11 @@ class Inspector:
     # -- events ----------------------------------------------------------------------------------------------
 
     def _event(self, entry_id: Any, fields: dict[Any, Any]) -> StreamEvent:
+        """A stream entry as the `stream` sink writes it (one field `event`, the whole event as JSON), or with
+        one JSON-valued field per event attribute (as another writer may)."""
         values = {_text(key): _decode(value) for key, value in fields.items()}
+        if isinstance(values.get("event"), dict):
+            values = values["event"]
         data = values.get("data")
         error = values.get("error")
         attempt = values.get("attempt")
@@ -426,12 +434,10 @@ class Inspector:
         task_id: str | None = None,
         *,
         latest: bool = False,
-        block: float = 0.0,
     ) -> list[StreamEvent]:
         """Events of the queue's stream, oldest first: at most `count` after the entry id `after` ("-": from the
         oldest kept), or with `latest=True` the last `count`. `task_id` keeps that task's events only (looking
-        through at most EVENT_SCAN_LIMIT entries). `block` > 0 waits up to that many seconds for new events
-        when there are none after `after` (for followers)."""
+        through at most EVENT_SCAN_LIMIT entries). To wait for new events, use `follow`."""
         key = self.keys(queue).events
         count = max(1, count)
         if latest:
@@ -442,9 +448,6 @@ class Inspector:
         while len(out) < count and scanned < EVENT_SCAN_LIMIT:
             chunk = count if task_id is None else 1000
             entries = await self.redis.xrange(key, start, "+", count=chunk)
-            if not entries and block > 0 and not out and scanned == 0 and after not in ("-", ""):
-                read = await self.redis.xread({key: after}, count=chunk, block=int(block * 1000))
-                entries = read[0][1] if read else []
             if not entries:
                 break
             scanned += len(entries)
@@ -456,6 +459,32 @@ class Inspector:
             if task_id is None:
                 break
         return out[:count]
+
+    async def last_event_id(self, queue: str) -> str:
+        """The id of the newest event in the queue's stream ("0-0" when it is empty): where a follower starts."""
+        entries = await self.redis.xrevrange(self.keys(queue).events, "+", "-", count=1)
+        return _text(entries[0][0]) if entries else "0-0"
+
+    async def follow(
+        self,
+        queue: str,
+        after: str | None = None,
+        task_id: str | None = None,
+        block: float = 1.0,
+        stop: asyncio.Event | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Yield the queue's events as they are written, after the entry id `after` (default: from now on),
+        only `task_id`'s when given; waits on the stream (XREAD BLOCK, `block` seconds at a time) until `stop` is
+        set (checked between reads: the end comes within `block` seconds, without cancelling a blocked read)."""
+        key = self.keys(queue).events
+        last = after if after not in (None, "", "$") else await self.last_event_id(queue)
+        while stop is None or not stop.is_set():
+            read = await self.redis.xread({key: last}, count=1000, block=max(1, int(block * 1000)))
+            for entry_id, fields in read[0][1] if read else []:
+                last = _text(entry_id)
+                event = self._event(entry_id, fields)
+                if task_id is None or event.task_id == task_id:
+                    yield event
 
     async def _latest(self, key: str, count: int, task_id: str | None) -> list[StreamEvent]:
         out: list[StreamEvent] = []
