@@ -10,7 +10,7 @@ gopherq/plugins/metrics_sink.py.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -56,10 +56,45 @@ class QueueSnapshot(Collector):
         yield totals
 
 
+#: (metric name, help, flow state key) of the per-destination gauges of flow control ([[plugins.http.hosts]]).
+FLOW_GAUGES = (
+    (
+        "gopherq_host_rate_factor",
+        "Fraction of a destination's rate limit allowed now (lowered on 429/503).",
+        "rate_factor",
+    ),
+    ("gopherq_host_circuit_open", "1 while a destination's circuit breaker is open or half-open.", "circuit"),
+    ("gopherq_host_failures", "Consecutive failures counted towards a destination's circuit breaker.", "failures"),
+    ("gopherq_host_running_tasks", "Tasks holding one of a destination's global concurrency slots.", "running"),
+)
+
+#: Most destinations per queue in one scrape (the most recently seen): label cardinality stays bounded.
+FLOW_KEYS_MAX = 100
+
+
+class FlowSnapshot(Collector):
+    """The flow-control gauges of each queue's destinations, read once per scrape."""
+
+    def __init__(self, flows: dict[str, list[dict[str, Any]]]) -> None:
+        self.flows = flows
+
+    def collect(self) -> Iterator[Metric]:
+        for name, text, field in FLOW_GAUGES:
+            gauge = GaugeMetricFamily(name, text, labels=["queue", "key"])
+            for queue, states in self.flows.items():
+                for state in states:
+                    value = state[field]
+                    if field == "circuit":
+                        value = value != "closed"
+                    gauge.add_metric([queue, state["key"]], float(value))
+            yield gauge
+
+
 async def render_metrics(inspector: Inspector, queues: list[str] | None = None) -> tuple[bytes, str]:
     """The Prometheus text exposition of every known queue (or of `queues`): (body, content type)."""
     names = queues if queues is not None else await inspector.queue_names()
     infos = [await inspector.queue(name) for name in names]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(QueueSnapshot(infos))
+    registry.register(FlowSnapshot({name: await inspector.flows(name, FLOW_KEYS_MAX) for name in names}))
     return generate_latest(registry), CONTENT_TYPE_LATEST

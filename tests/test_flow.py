@@ -18,8 +18,10 @@ from gopherq import TaskFailure
 from gopherq.client import AsyncClient
 from gopherq.core import codec
 from gopherq.core.flow import FlowGate
+from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
+from gopherq.metrics import render_metrics
 from gopherq.plugins.http import HostRule
 from gopherq.plugins.http_flow import HostRules, flow_signal
 from tests.conftest import CaptureSink, SinkPlugin, free_port, wait_until, write_config
@@ -216,12 +218,26 @@ async def test_a_429_storm_lowers_the_rate_for_everyone_and_it_recovers(
         gate = FlowGate(aredis, settings.queue.name)
         state = (await gate.states())[0]
         assert state["key"] == "127.0.0.1" and state["rate_factor"] < 1
+        assert await host_metric(aredis, settings, "gopherq_host_rate_factor") < 1  # visible in /metrics too
         flow_server.storm = False
         await sink.wait_named("host.rate_restored", timeout=30)
         for task_id in ids:
             result = await client.wait(task_id, timeout=30)
             assert result is not None and result.status.value == "succeeded"
     assert (await gate.states())[0]["rate_factor"] == 1.0
+    assert await host_metric(aredis, settings, "gopherq_host_rate_factor") == 1.0
+
+
+async def host_metric(aredis: Any, settings: Settings, name: str) -> float:
+    """The value of a per-host gauge of the queue's destination 127.0.0.1, as `/metrics` renders it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body, _ = await render_metrics(Inspector(aredis, settings), [settings.queue.name])
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == {"queue": settings.queue.name, "key": "127.0.0.1"}:
+                return float(sample.value)
+    raise AssertionError(f"{name} not in the metrics")
 
 
 async def test_a_refusing_host_opens_its_circuit_without_consuming_attempts_and_a_probe_closes_it(
@@ -238,6 +254,7 @@ async def test_a_refusing_host_opens_its_circuit_without_consuming_attempts_and_
         assert opened[0].data["key"] == "127.0.0.1"
         gate = FlowGate(aredis, settings.queue.name)
         assert (await gate.states())[0]["circuit"] in ("open", "half-open")
+        assert await host_metric(aredis, settings, "gopherq_host_circuit_open") == 1.0
         # While open, only the single probe per cool-down calls the host: attempts are not burnt.
         await sink.wait_named("host.circuit_half_open", count=2, timeout=20)
         failed = len(sink.named("task.failed"))

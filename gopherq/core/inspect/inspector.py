@@ -17,6 +17,7 @@ from typing import Any
 from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters, masked_entry
+from gopherq.core.flow import FlowGate
 from gopherq.core.inspect.models import (
     DeadLetterSummary,
     MinuteCounts,
@@ -152,6 +153,10 @@ class Inspector:
 
     async def queues(self) -> list[QueueInfo]:
         return [await self.queue(name) for name in await self.queue_names()]
+
+    async def flows(self, queue: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The flow-control state of the destinations the queue's tasks called (core/flow.py), newest first."""
+        return await FlowGate(self.redis, queue).states(limit)
 
     async def pause(self, queue: str) -> None:
         """Workers stop claiming from the queue within about a second (running tasks finish)."""
