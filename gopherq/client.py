@@ -21,7 +21,6 @@ from gopherq.core.connection import Connection
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
-from gopherq.core.flow import FlowGate
 from gopherq.core.inspect import Inspector
 from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
@@ -105,12 +104,6 @@ class AsyncClient:
                 raise RuntimeError("client is not connected: use `async with` or await connect()")
             self._brokers[name] = Broker(self.redis, name)
         return self._brokers[name]
-
-    async def flows(self, queue: str | None = None) -> list[dict[str, Any]]:
-        """The flow keys (e.g. hosts) the queue's flow control has seen, with their shared state: circuit,
-        recent failures, rate factor and tasks running (`gopherq hosts`)."""
-        await self.connect()
-        return await FlowGate(self.redis, queue or self.queue).states()
 
     @property
     def dead_letters(self) -> DeadLetters:

@@ -26,7 +26,7 @@ from gopherq.cli.root import cli
 def hosts(config: str | None, queue: str | None, as_json: bool) -> None:
     """List hosts (flow keys) under [[plugins.http.hosts]] rules: circuit, failures, rate, running tasks."""
     settings = settings_from(config)
-    states = run_async(with_client(settings, queue, lambda client: client.flows(queue)))
+    states = run_async(with_client(settings, queue, lambda client: client.inspect.flows(client.queue)))
     if as_json:
         echo_json(states)
         return
