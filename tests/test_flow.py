@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import redis
 from gopherq import TaskFailure
 from gopherq.client import AsyncClient
 from gopherq.core import codec
-from gopherq.core.flow import FlowGate
+from gopherq.core.flow import FlowGate, FlowLimits
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
@@ -146,6 +147,26 @@ def test_what_an_http_attempt_signals_to_the_breaker_and_the_rate() -> None:
     assert flow_signal(status(503)) == "slow_error"
     assert flow_signal(status(500)) == "error"
     assert flow_signal(status(404)) == "neutral"
+
+
+async def test_over_the_rate_a_task_reserves_the_next_slot_and_a_slow_down_restarts_the_schedule(
+    aredis: Any, queue_name: str
+) -> None:
+    gate = FlowGate(aredis, queue_name)
+    limits = FlowLimits(rate=10, burst=1, slow_down=0.5)
+    verdicts, _ = await gate.admit([("h", limits, str(n), None) for n in range(5)], 2**50)
+    assert verdicts[0].due == 0 and verdicts[0].reservation == 0  # within the rate: runs now
+    dues = [v.due for v in verdicts[1:]]
+    assert all(abs((b - a) - 100) <= 2 for a, b in itertools.pairwise(dues))  # 10/s: one slot per 100 ms
+    held = verdicts[1].reservation
+    assert held > 0 and all(v.reservation == held for v in verdicts[1:])
+    back, _ = await gate.admit([("h", limits, "1", held)], 2**50)
+    assert back[0].due == 0  # a reserved slot is not checked twice
+    await gate.done([("h", limits, "0", "slow")])  # a 429: half the rate, the schedule restarts
+    again, _ = await gate.admit([("h", limits, str(n), held) for n in (2, 3, 4)], 2**50)
+    assert again[0].due == 0 and again[1].due > 0  # the old reservations are checked again
+    assert abs((again[2].due - again[1].due) - 200) <= 2  # at 5/s
+    assert again[1].reservation > held
 
 
 # -- across worker processes ---------------------------------------------------------------------------------------

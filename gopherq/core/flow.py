@@ -10,11 +10,11 @@ the task's `flow_key`) with the limits that apply to it, through two optional me
 The state of a flow key lives in Redis under the queue's hash tag (`gopherq:{Q}:flow:<key>` and its `:slots`), so
 all workers share it. `FlowGate.admit` checks a claimed batch in one script call, and only when the batch holds
 flow-controlled tasks: a task over its limit is deferred (no attempt consumed) to when its rate slot opens,
-which it reserves, or for `wait` seconds when a concurrency slot or the half-open probe is busy, or until the
-circuit's cool-down ends. `FlowGate.done` frees the concurrency slots at settle time and feeds the breaker (N
-consecutive errors within a window open it; after the cool-down one probe decides) and the adaptive rate (a
-'slow' signal multiplies the rate by `slow_down`, at most once a second; it then regains `ramp_up` of the
-configured rate per second).
+which it reserves (a slow-down cancels older reservations), or for `wait` seconds when a concurrency slot or the
+half-open probe is busy, or until the circuit's cool-down ends. `FlowGate.done` frees the concurrency slots at
+settle time and feeds the breaker (N consecutive errors within a window open it; after the cool-down one probe
+decides) and the adaptive rate (a 'slow' signal multiplies the rate by `slow_down`, at most once a second; it
+then regains `ramp_up` of the configured rate per second).
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ class FlowLimits:
 
 @dataclass(slots=True)
 class Verdict:
-    """What `admit` decided for one task: run now (due == 0) or wait until `due` (Unix ms)."""
+    """What `admit` decided for one task: run now (due == 0) or wait until `due` (Unix ms), holding the rate
+    reservation made at `reservation` (Unix ms; 0 = none), which the task carries in its envelope (`flow_slot`)."""
 
     due: int
-    reserved: bool
+    reservation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ class FlowGate:
     async def admit(
         self, items: list[tuple[str, FlowLimits, str, int | None]], lease_deadline_ms: int
     ) -> tuple[list[Verdict], list[FlowEvent]]:
-        """Check (flow key, limits, token, reserved slot ms) items in one round trip."""
+        """Check (flow key, limits, token, reservation ms) items in one round trip."""
         index: dict[str, int] = {}
         keys = [self.keys.flows]
         head: list[Any] = []
@@ -107,7 +108,7 @@ class FlowGate:
         dues, events = await self._admit(
             keys=keys, args=[int(time.time() * 1000), lease_deadline_ms, len(index), *head, *tail]
         )
-        verdicts = [Verdict(int(dues[j]), bool(dues[j + 1])) for j in range(0, len(dues), 2)]
+        verdicts = [Verdict(int(dues[j]), int(dues[j + 1])) for j in range(0, len(dues), 2)]
         return verdicts, _events(events)
 
     async def done(self, items: list[tuple[str, FlowLimits, str, str]]) -> list[FlowEvent]:
@@ -208,7 +209,7 @@ class WorkerFlow:
         for (n, key, limits), verdict in zip(gated, verdicts, strict=True):
             token, task, _entry = ready[n]
             if verdict.due:
-                task.flow_slot = verdict.due if verdict.reserved else None
+                task.flow_slot = verdict.reservation or None
                 held_back[n] = (verdict.due, key)
             else:
                 task.flow_slot = None

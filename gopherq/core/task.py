@@ -84,7 +84,7 @@ class Task:
     created_at: float | None = None
     recoveries: int = 0
     last_error: dict[str, Any] | None = None
-    #: A rate slot (Unix ms) flow control reserved for this task when it deferred it (see core/flow.py).
+    #: When flow control reserved a rate slot for this task and deferred it to that slot (Unix ms; core/flow.py).
     flow_slot: int | None = None
     payload: Any = None
     #: True when the producer sent no id and one was assigned here (the worker then records it in Redis).

@@ -4,8 +4,11 @@
 -- ARGV: 1 now (ms), 2 lease deadline (ms), 3 number of flow keys K,
 --       then 7 per key: name, rate (per s, 0 = none), burst, concurrency (0 = none), circuit (0 = no breaker),
 --                       wait (ms a task waits for a busy slot or probe), ramp (rate fraction regained per s),
---       then 3 per task: key index (1-based), token, reserved slot (ms, '' for none)
--- Returns: {dues, events}: per task a due time (0 = run now) and 1 when the due time is a reserved rate slot;
+--       then 3 per task: key index (1-based), token, reservation (ms it was made, '' for none)
+-- A task over the rate reserves the next slot and is deferred to it; it comes back holding the reservation (the
+-- time it was made, kept in its envelope) and runs without a second check, unless the rate was lowered after the
+-- reservation was made (a slow-down restarts the schedule: older reservations are checked again).
+-- Returns: {dues, events}: per task a due time (0 = run now) and the reservation it holds (0 = none);
 --          events are triples {key, name, value}.
 local now = tonumber(ARGV[1])
 local lease = ARGV[2]
@@ -23,7 +26,9 @@ local dues, events = {}, {}
 for i = 1, k do
   local c, state = cfg[i], KEYS[2 * i]
   c.factor = 1
+  c.slowed_at = 0
   if c.rate > 0 then
+    c.slowed_at = tonumber(redis.call('HGET', state, 'slowed_at') or '0')
     local factor = tonumber(redis.call('HGET', state, 'factor') or '1')
     if factor < 1 then
       local since = tonumber(redis.call('HGET', state, 'factor_at') or now)
@@ -48,6 +53,7 @@ for j = first, #ARGV, 3 do
   local state, slots = KEYS[2 * i], KEYS[2 * i + 1]
   local token, reserved = ARGV[j + 1], tonumber(ARGV[j + 2])
   local due, kept = 0, 0
+  if reserved and reserved < c.slowed_at then reserved = nil end
   -- Circuit: open -> wait for the cool-down; half-open -> one probe at a time, the others wait.
   if c.circuit > 0 then
     local open_until = tonumber(redis.call('HGET', state, 'open_until'))
@@ -74,10 +80,10 @@ for j = first, #ARGV, 3 do
     end
     if redis.call('ZCARD', slots) >= c.conc then
       due = now + c.wait
-      if reserved then kept = 1; due = math.max(due, reserved) end
+      if reserved then kept = reserved end
     end
   end
-  if due == 0 and c.rate > 0 and not (reserved and reserved <= now + c.wait) then
+  if due == 0 and c.rate > 0 and not reserved then
     -- GCRA: tat is the theoretical arrival time of the next request at the current (possibly lowered) rate.
     local interval = 1000 / (c.rate * c.factor)
     local tat = math.max(tonumber(redis.call('HGET', state, 'tat') or now), now)
@@ -86,7 +92,7 @@ for j = first, #ARGV, 3 do
     if allowed_at > now then
       -- Over the rate: the slot at allowed_at is reserved for this task, which runs then without a new check.
       due = math.ceil(allowed_at)
-      kept = 1
+      kept = now
     end
   end
   if due == 0 then

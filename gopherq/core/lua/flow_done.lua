@@ -58,7 +58,8 @@ for j = 3 + k * 6, #ARGV, 3 do
     if now - last >= 1000 then
       local factor = tonumber(redis.call('HGET', state, 'factor') or '1')
       local lowered = math.max(c.floor, factor * c.slow)
-      redis.call('HSET', state, 'factor', tostring(lowered), 'factor_at', now, 'slowed_at', now)
+      -- The schedule restarts at the lower rate: reservations made before now are checked again (flow_admit).
+      redis.call('HSET', state, 'factor', tostring(lowered), 'factor_at', now, 'slowed_at', now, 'tat', now)
       event(c.name, 'rate_lowered', lowered)
     end
   end
