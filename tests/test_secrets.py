@@ -1,8 +1,9 @@
 """The secret corpus: tasks carrying secrets in every place a secret goes (Authorization, Proxy-Authorization, Cookie,
 a configured header, URL userinfo, a secret query parameter, a response's Set-Cookie) are run by a real worker
 process, and every output is collected in one place and grepped: results (client and CLI), dead-letter listings
-(CLI), events of every sink (logging, webhook), logs, CLI output and the HTTP API's answers. None may hold a
-secret; the raw task in Redis keeps them (a retry needs them)."""
+(CLI), events of every sink (logging, webhook, the Redis stream), logs, CLI output (result, dlq, config, events,
+task) and the HTTP API's answers. None may hold a secret; the raw task in Redis keeps them (a retry needs them).
+"""
 
 from __future__ import annotations
 
@@ -111,6 +112,10 @@ async def test_no_secret_reaches_any_output(
         ["dlq", "show", "secret-fail"],
         ["dlq", "show", "secret-fail", "--json"],
         ["config"],
+        ["events", "-n", "500"],
+        ["events", "-n", "500", "--json"],
+        ["task", "secret-fail", "--json"],
+        ["task", "secret-ok"],
     ):
         done = run_gopherq([*args, "-c", str(config)])
         corpus.append(f"{args}: {done.returncode} {done.stdout} {done.stderr}")
@@ -120,6 +125,9 @@ async def test_no_secret_reaches_any_output(
     proc.wait(20)
     corpus.append(proc.output)  # the worker's logs and the logging sink's event lines
     corpus.extend(body.decode() for body in events)
+    stream = sync_redis.xrange(keys.events)  # the stream sink, as stored
+    assert any(b"task.dead_lettered" in repr(entry).encode() for entry in stream)
+    corpus.extend(repr(entry) for entry in stream)
 
     text = "\n".join(corpus)
     # The corpus is real: it holds both tasks' outcomes, the failure's HTTP answer and the masks themselves.
