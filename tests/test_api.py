@@ -45,10 +45,10 @@ class Api:
 async def api(make_settings: Callable[..., Settings], aredis: aioredis.Redis) -> AsyncIterator[Callable[..., Any]]:
     opened: list[tuple[TestServer, ClientSession]] = []
 
-    async def start(token: str | None = TOKEN, areas: Any = None, **sections: Any) -> Api:
+    async def start(token: str | None = TOKEN, areas: Any = None, redis_client: Any = None, **sections: Any) -> Api:
         web = {"token": token} if token else {}
         settings = make_settings(web=web, **sections)
-        server = TestServer(create_app(settings, aredis, areas=areas), host="127.0.0.1")
+        server = TestServer(create_app(settings, redis_client or aredis, areas=areas), host="127.0.0.1")
         await server.start_server()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         session = ClientSession(headers=headers)
@@ -158,6 +158,17 @@ async def test_a_body_over_the_limit_is_413(api: Callable[..., Any], aredis: aio
     status, body = await app.call("POST", path, {"tasks": [{"url": "http://127.0.0.1/"}] * 11})
     assert status == 413 and "max_batch" in body["error"]["message"]
     assert await aredis.llen(app.queue) == 0
+
+
+async def test_redis_down_is_503_with_retry_after_and_nothing_half_done(api: Callable[..., Any]) -> None:
+    unreachable = aioredis.Redis(port=free_port(), socket_connect_timeout=1)
+    app = await api(redis_client=unreachable)
+    async with app.session.post(
+        app.server.make_url(f"/v1/queues/{app.queue}/tasks"), json={"url": "http://127.0.0.1/"}
+    ) as response:
+        assert response.status == 503 and response.headers["Retry-After"] == "1"
+        assert (await response.json())["error"]["reason"] == "unavailable"
+    await unreachable.aclose()
 
 
 async def test_task_and_queue_lookups_and_cancel(

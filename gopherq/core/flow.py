@@ -180,7 +180,8 @@ def _events(flat: list[Any]) -> list[FlowEvent]:
 
 class WorkerFlow:
     """One worker's side of flow control: gates claimed batches, remembers which running tasks hold flow state,
-    and reports how they ended at settle time. Costs nothing per task when no executor names a flow key."""
+    and reports how they ended at settle time. Redis is asked once per claimed batch and once per settle, and only
+    when they hold flow-controlled tasks."""
 
     def __init__(self, gate: FlowGate, bus: EventBus) -> None:
         self.gate = gate
@@ -250,6 +251,8 @@ class WorkerFlow:
         self.announce(events)
 
     async def renew(self, lease_deadline_ms: int) -> None:
+        """Extend the concurrency slots of the running tasks with the heartbeat (a slot outlives its task's worker
+        by one lease at most)."""
         if self.running:
             slots: dict[str, list[str]] = {}
             for token, (key, limits) in self.running.items():

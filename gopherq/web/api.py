@@ -12,7 +12,8 @@ Authentication is the web server's (bearer token; loopback only without one). Th
 a browser cannot send it a cross-site request without a CORS preflight, which this server never grants: that is
 why `/v1` needs no CSRF token (see security.csrf). Errors are JSON `{"error": {"reason", "message"}}`, with the
 reason codes and messages the CLI and the client give: 400 for a body that is not JSON or not a task, 422 for a
-task that fails validation, 413 for a body over `api.max_body_bytes`, 415 for a body that is not JSON.
+task that fails validation, 413 for a body over `api.max_body_bytes`, 415 for a body that is not JSON, 503 (with
+Retry-After) when Redis cannot take the tasks: nothing was created, and the same request can be sent again.
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import Masker
 from gopherq.core.plugins import load_plugins
+from gopherq.core.resilience import RETRYABLE
 from gopherq.core.task import Task, parse_json, task_from_dict
 from gopherq.web.openapi import OPENAPI
 from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
-
-API_PREFIX = "/v1/"
 
 CLIENT_KEY: web.AppKey[AsyncClient] = web.AppKey("gopherq_api_client")
 COALESCER_KEY: web.AppKey[Coalescer] = web.AppKey("gopherq_api_coalescer")
@@ -155,7 +155,12 @@ async def create_tasks(request: web.Request) -> web.Response:
             where = {"index": index} if batch else {}
             status = 400 if exc.reason == "parse_error" else 422
             return problem(status, exc.reason, exc.message, **where)
-    created = await coalescer.create(tasks, queue)
+    try:
+        created = await coalescer.create(tasks, queue)
+    except RETRYABLE as exc:  # nothing was created (the script runs whole or not at all): the producer retries
+        response = problem(503, "unavailable", f"Redis cannot take the tasks now: {exc}")
+        response.headers["Retry-After"] = "1"
+        return response
     status = 201 if any(created) else 200
     if batch:
         return web.json_response({"ids": [t.id for t in tasks], "created": created}, status=status)

@@ -24,6 +24,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         415: "the body is not application/json",
         422: "a task fails validation (the message names the field)",
         501: "this server cannot cancel tasks",
+        503: "Redis cannot take the tasks now (Retry-After): nothing was created; send the same request again",
     }
     return {str(code): _answer(meaning[code], _ERROR) for code in codes}
 
@@ -84,7 +85,7 @@ OPENAPI: dict[str, Any] = {
                         "every task id was already created within the idempotency window: nothing enqueued",
                         {"$ref": "#/components/schemas/Created"},
                     ),
-                    **_errors(400, 401, 413, 415, 422),
+                    **_errors(400, 401, 413, 415, 422, 503),
                 },
             }
         },
