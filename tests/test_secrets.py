@@ -32,6 +32,8 @@ SECRETS = {
     "password": "PASSWD-5ecret-5555",
     "token": "TOKEN-5ecret-6666",
     "set_cookie": "SETCOOKIE-5ecret-7777",
+    "signing_secret": "c2lnbmluZy01ZWNyZXQtODg4OA==",  # base64 of signing-5ecret-8888
+    "env_header": "ENVHEADER-5ecret-9999",
 }
 
 
@@ -54,11 +56,13 @@ async def test_no_secret_reaches_any_output(
     http.expect_request("/ok").respond_with_data("fine", headers=set_cookie)
     http.expect_request("/fail").respond_with_data("broken", status=500, headers=set_cookie)
     http.expect_request("/events").respond_with_handler(receive)
+    http.expect_request("/callback").respond_with_data("thanks")
     config = write_config(
         tmp_path,
         f'[redis]\nurl = "{redis_url}"\n[queue]\nname = "{queue_name}"\nmax_attempts = 2\nbackoff_min = 0.05\n'
         "backoff_max = 0.1\n[worker]\npromote_interval = 0.05\n"
         '[masking]\nheaders = ["X-Api-Key"]\n[logging]\nlevel = "INFO"\n[plugins.logging]\nevents = ["*"]\n'
+        f'[plugins.http]\nsigning_secret = "whsec_{SECRETS["signing_secret"]}"\n'
         f'[[plugins.webhook.endpoints]]\nurl = "{http.url_for("/events")}"\nbatch_size = 1\n',
     )
     settings = load_settings(str(config), environ={})
@@ -66,7 +70,13 @@ async def test_no_secret_reaches_any_output(
     ok_task = {
         "id": "secret-ok",
         "url": f"http://user:{SECRETS['password']}@127.0.0.1:{port}/ok?token={SECRETS['token']}",
-        "headers": {"Cookie": f"c={SECRETS['cookie']}", "X-Api-Key": SECRETS["api_key"]},
+        "headers": {
+            "Cookie": f"c={SECRETS['cookie']}",
+            "X-Api-Key": SECRETS["api_key"],
+            "X-Partner": {"env": "GOPHERQ_TEST_PARTNER"},  # read by the worker at send time: never in Redis
+        },
+        "sign": True,
+        "on_success": f"http://127.0.0.1:{port}/callback?token={SECRETS['token']}",
     }
     failing_task = {
         "id": "secret-fail",
@@ -86,9 +96,9 @@ async def test_no_secret_reaches_any_output(
                     return f"{response.status} {await response.text()}"
 
             corpus.append(await call("POST", f"/v1/queues/{queue_name}/tasks", {"tasks": [ok_task, failing_task]}))
-            proc = worker_process(["run", "-c", str(config)])
+            proc = worker_process(["run", "-c", str(config)], env={"GOPHERQ_TEST_PARTNER": SECRETS["env_header"]})
             keys = QueueKeys(queue_name)
-            wait_until(lambda: sync_redis.get(keys.result("secret-ok")), timeout=30, what="the ok task")
+            wait_until(lambda: sync_redis.get(keys.result("secret-ok.on_success")), timeout=30, what="the callback")
             wait_until(lambda: sync_redis.zcard(keys.dead_index) == 1, timeout=30, what="the failing task to die")
             for path in ("/v1/tasks/secret-ok", "/v1/tasks/secret-fail", f"/v1/queues/{queue_name}"):
                 corpus.append(await call("GET", f"{path}?queue={queue_name}" if "tasks" in path else path))
@@ -96,9 +106,12 @@ async def test_no_secret_reaches_any_output(
         await server.close()
     # The raw task in Redis keeps its secrets: a retry needs them (and the test would prove nothing otherwise).
     assert SECRETS["authorization"] in sync_redis.hget(keys.dead, "secret-fail").decode()
+    sent = [entry[0] for entry in http.log if entry[0].path == "/ok"]
+    assert sent[0].headers["X-Partner"] == SECRETS["env_header"] and "webhook-signature" in sent[0].headers
+    assert any(entry[0].path == "/callback" for entry in http.log)
 
     async with AsyncClient(settings) as client:
-        for task_id in ("secret-ok", "secret-fail"):
+        for task_id in ("secret-ok", "secret-fail", "secret-ok.on_success"):
             record = await client.result(task_id)
             assert record is not None
             corpus.append(json.dumps(record.to_dict()))
@@ -131,7 +144,8 @@ async def test_no_secret_reaches_any_output(
 
     text = "\n".join(corpus)
     # The corpus is real: it holds both tasks' outcomes, the failure's HTTP answer and the masks themselves.
-    for expected in ("secret-ok", "secret-fail", "task.failed", "HTTP 500", "retries_exhausted", "********", "201"):
+    expected_parts = ("secret-ok", "secret-fail", "on_success", "task.failed", "HTTP 500", "retries_exhausted", "201")
+    for expected in (*expected_parts, "********"):
         assert expected in text, expected
     leaked = {name: value for name, value in SECRETS.items() if value in text}
     where = {name: [part[:120] for part in corpus if value in part] for name, value in leaked.items()}
