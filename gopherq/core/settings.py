@@ -133,7 +133,7 @@ class MetricsSettings(Section):
     """Prometheus metrics of each worker process, served on their own port (off unless `port` is set)."""
 
     port: int | None = Field(
-        None, ge=1, le=65535, description="serve /metrics of each worker on this port (processes > 1: the next free)"
+        None, ge=1, le=65535, description="serve /metrics of each worker on this port (worker process i of N: port + i)"
     )
     host: str = Field("127.0.0.1", description="address the worker's metrics port binds")
     http_host_label: bool = Field(False, description="label HTTP responses by target host (bounded by http_hosts_max)")
