@@ -3,7 +3,8 @@
 This module is the public API: what applications and plugins import. Everything else is internal.
 Plugins need: `hookimpl` and the `Register*` callback types (hooks), `Executor`, `ExecutionContext` and `Task`
 (executors), `Sink`, `Event` and `EventFilter` (sinks), `PluginSettings`, `SinkSettings` and `Settings`
-(settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor raises). See docs/plugins.md.
+(settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor raises), and for plugins that
+write to Redis or show data: `RedisConnection`, `QueueKeys` and `Masker`. See docs/plugins.md.
 
 Names are imported on first use, so importing a submodule (such as `gopherq.testing`, the pytest plugin that
 every test run in an environment with GoPherQ loads) does not pay for Redis, pydantic and the rest.
@@ -37,6 +38,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "RegisterSettings": ("gopherq.core.hookspecs", "RegisterSettings"),
     "RegisterSink": ("gopherq.core.hookspecs", "RegisterSink"),
     "hookimpl": ("gopherq.core.hookspecs", "hookimpl"),
+    "Inspector": ("gopherq.core.inspect", "Inspector"),
+    "QueueKeys": ("gopherq.core.keys", "QueueKeys"),
+    "Masker": ("gopherq.core.masking", "Masker"),
+    "RedisConnection": ("gopherq.core.connection", "Connection"),
     "PluginSettings": ("gopherq.core.settings", "Section"),
     "Settings": ("gopherq.core.settings", "Settings"),
     "SinkSettings": ("gopherq.core.settings", "SinkSettings"),
@@ -49,6 +54,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 
 if TYPE_CHECKING:
     from gopherq.client import AsyncClient, Client
+    from gopherq.core.connection import Connection as RedisConnection
     from gopherq.core.errors import (
         BrokerUnavailable,
         ConfigError,
@@ -62,6 +68,9 @@ if TYPE_CHECKING:
     from gopherq.core.events import Event, EventFilter, Sink
     from gopherq.core.executor import ExecutionContext, Executor
     from gopherq.core.hookspecs import RegisterExecutor, RegisterSettings, RegisterSink, hookimpl
+    from gopherq.core.inspect import Inspector
+    from gopherq.core.keys import QueueKeys
+    from gopherq.core.masking import Masker
     from gopherq.core.settings import Section as PluginSettings
     from gopherq.core.settings import Settings, SinkSettings, load_settings
     from gopherq.core.task import ErrorInfo, Task, TaskResult, TaskStatus
@@ -91,9 +100,13 @@ __all__ = [
     "ExecutionContext",
     "Executor",
     "GoPherQError",
+    "Inspector",
+    "Masker",
     "PermanentFailure",
     "PluginError",
     "PluginSettings",
+    "QueueKeys",
+    "RedisConnection",
     "RegisterExecutor",
     "RegisterSettings",
     "RegisterSink",

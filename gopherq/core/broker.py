@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 from gopherq.core import codec
-from gopherq.core.keys import QueueKeys
+from gopherq.core.keys import COUNTS_TTL, QueueKeys
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,14 @@ class Broker:
 
     # -- consuming -------------------------------------------------------------------------------------------
 
-    async def claim(self, count: int, lease_ms: int) -> list[tuple[str, bytes]]:
-        """Claim up to `count` tasks; returns (attempt token, envelope) pairs."""
+    async def claim(self, count: int, lease_ms: int) -> list[tuple[str, bytes]] | None:
+        """Claim up to `count` tasks; returns (attempt token, envelope) pairs, or None when the queue is paused."""
         k = self.keys
         flat = await self._claim(
-            keys=[k.ready, self.processing, k.leases, k.inflight, k.seq], args=[count, now_ms() + lease_ms]
+            keys=[k.ready, self.processing, k.leases, k.inflight, k.seq, k.paused], args=[count, now_ms() + lease_ms]
         )
+        if flat is None:
+            return None
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def wait_for_task(self, timeout: float) -> bool:
@@ -102,16 +104,20 @@ class Broker:
         if not items:
             return []
         k = self.keys
-        keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats]
-        args: list[Any] = [now_ms(), result_ttl, dead_cap]
+        stamp = now_ms()
+        keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats, k.counts(stamp // 60000 * 60)]
+        args: list[Any] = [stamp, result_ttl, dead_cap, COUNTS_TTL]
         for item in items:
             keys.append(k.result(item.task_id))
             args += [item.kind, item.token, item.result, item.data, item.extra]
         flags = await self._settle(keys=keys, args=args)
         return [bool(flag) for flag in flags]
 
-    async def heartbeat(self, tokens: list[str], lease_ms: int) -> None:
-        """Say this worker is alive and extend the leases of the tasks it is running, in one round trip."""
+    async def heartbeat(
+        self, tokens: list[str], lease_ms: int, info: dict[str, Any] | None = None, info_ttl: int = 60
+    ) -> None:
+        """Say this worker is alive, extend the leases of the tasks it is running and refresh what it tells
+        others about itself (`info`, kept `info_ttl` seconds), in one round trip."""
         assert self.worker_id is not None
         async with self.redis.pipeline(transaction=False) as pipe:
             stamp = now_ms()
@@ -119,11 +125,19 @@ class Broker:
             if tokens:
                 deadline = stamp + lease_ms
                 pipe.zadd(self.keys.leases, {token: deadline for token in tokens}, xx=True)
+            if info:
+                info_key = self.keys.worker_info(self.worker_id)
+                pipe.hset(info_key, mapping=info)
+                pipe.expire(info_key, info_ttl)
             await pipe.execute()
 
     async def deregister(self) -> None:
-        """Remove this worker's heartbeat (on clean shutdown, after its processing list is empty)."""
-        await self.redis.zrem(self.keys.workers, self.worker_id)
+        """Remove this worker's heartbeat and info (on clean shutdown, after its processing list is empty)."""
+        assert self.worker_id is not None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.keys.workers, self.worker_id)
+            pipe.delete(self.keys.worker_info(self.worker_id))
+            await pipe.execute()
 
     async def release_staged(self) -> int:
         """Put anything a blocking fetch left in this worker's processing list back at the ready list's head."""

@@ -1,8 +1,14 @@
 -- Claim up to ARGV[1] tasks for one worker, atomically: each gets an attempt token, an in-flight record and a
 -- lease. Tasks a blocking fetch already moved into the worker's processing list are claimed first.
--- KEYS: 1 ready list, 2 this worker's processing list, 3 leases (zset), 4 inflight (hash), 5 token counter
+-- KEYS: 1 ready list, 2 this worker's processing list, 3 leases (zset), 4 inflight (hash), 5 token counter,
+--       6 paused flag
 -- ARGV: 1 max tasks, 2 lease deadline (ms)
--- Returns: {token1, envelope1, token2, envelope2, ...}
+-- Returns: {token1, envelope1, token2, envelope2, ...}, or false when the queue is paused (anything staged goes
+-- back to the head of the ready list).
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do end
+  return false
+end
 local want = tonumber(ARGV[1])
 local items = {}
 local staged = redis.call('LPOP', KEYS[2], want)

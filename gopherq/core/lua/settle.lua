@@ -1,8 +1,8 @@
 -- Settle a batch of claimed tasks in one round trip. Every item is fenced by its attempt token: if the token is
 -- no longer in flight (its lease expired and the reaper handed the task to someone else) the item is refused.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 delayed, 5 dead (hash), 6 dead index (zset), 7 stats (hash),
---       8.. one result key per item (in item order)
--- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, then 5 per item:
+--       8 this minute's counts (hash), 9.. one result key per item (in item order)
+-- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, 4 counts TTL (s), then 5 per item:
 --       kind, token, result JSON ('' for none), data, extra
 --   kind 'ack'     : write the result; data/extra unused
 --   kind 'retry'   : data = new envelope, extra = due time (ms) -> delayed set
@@ -10,7 +10,8 @@
 --   kind 'dead'    : data = dead-letter entry JSON, extra = entry id (the task id; made unique with the token
 --                    when taken) -> dead hash + index
 --   kind 'release' : put the in-flight envelope back at the head of the ready list, unchanged (shutdown)
--- Counts each kind in the stats hash (acked, retried, deferred, dead_lettered, released, refused_acks).
+-- Counts each kind in the stats hash (acked, retried, deferred, dead_lettered, released, refused_acks), and the
+-- outcomes (succeeded, retried, dead) in this minute's counts hash, once per kind per batch.
 -- Returns: one 1 (settled) or 0 (refused: stale token) per item.
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
@@ -18,9 +19,9 @@ local out = {}
 local counts = {}
 local dead_added = false
 local leases = {}
-local n = (#ARGV - 3) / 5
+local n = (#ARGV - 4) / 5
 for i = 0, n - 1 do
-  local base = 4 + i * 5
+  local base = 5 + i * 5
   local kind, token, result = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
@@ -53,7 +54,7 @@ for i = 0, n - 1 do
       redis.call('LPUSH', KEYS[1], envelope)
     end
     if result ~= '' then
-      redis.call('SET', KEYS[8 + i], result, 'EX', ttl)
+      redis.call('SET', KEYS[9 + i], result, 'EX', ttl)
     end
     counts[kind] = (counts[kind] or 0) + 1
     out[#out + 1] = 1
@@ -68,6 +69,15 @@ local names = {ack = 'acked', retry = 'retried', defer = 'deferred', dead = 'dea
 for kind, count in pairs(counts) do
   redis.call('HINCRBY', KEYS[7], names[kind] or kind, count)
 end
+local minute = {ack = 'succeeded', retry = 'retried', dead = 'dead'}
+local counted = false
+for kind, field in pairs(minute) do
+  if counts[kind] then
+    redis.call('HINCRBY', KEYS[8], field, counts[kind])
+    counted = true
+  end
+end
+if counted then redis.call('EXPIRE', KEYS[8], ARGV[4]) end
 if dead_added then
   local over = redis.call('ZCARD', KEYS[6]) - cap
   if over > 0 then
