@@ -83,6 +83,11 @@ class QueueKeys:
     def reaper_lock(self) -> str:
         return self._tagged("reaper:lock")
 
+    @property
+    def probe(self) -> str:
+        """Scratch key of `gopherq check`'s permission probe; it never outlives the probe."""
+        return self._tagged("probe")
+
     def processing(self, worker_id: str) -> str:
         """The list a blocking fetch moves a task into before it is claimed (see broker.claim)."""
         return self._tagged(f"processing:{worker_id}")
