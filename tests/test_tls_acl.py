@@ -184,3 +184,15 @@ def test_a_wrong_ca_is_refused_with_a_clear_line(
     proc = run_gopherq(["ping", "-c", str(write_config(tmp_path, text))])
     assert proc.returncode == 1
     assert "certificate verify failed" in proc.stderr.lower(), proc.stderr
+
+
+def test_a_rediss_url_works_as_well(
+    tls_redis: TlsRedis, tmp_path: Path, queue_name: str, run_gopherq: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    text = (
+        f"[redis]\nurl = 'rediss://gopherq:gopherq-pw@127.0.0.1:{tls_redis.port}/0'\ntls_ca_file = 'ca.pem'\n"
+        f"tls_cert_file = 'client.pem'\ntls_key_file = 'client-key.pem'\n[queue]\nname = '{queue_name}'\n"
+    )
+    proc = run_gopherq(["check", "-c", str(write_config(tmp_path, text))])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok: rediss://gopherq:") and "gopherq-pw" not in proc.stdout
