@@ -1,5 +1,6 @@
 """The documentation site builds with `mkdocs build --strict` (a broken link or anchor, a missing page or a
-docstring the API reference cannot render fails it), with the README as its home page and every docs page in it."""
+docstring the API reference cannot render fails it), with the README as its home page and every docs page in it;
+and every core setting has its row in docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -12,11 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import REPO
+from gopherq.core.settings import Settings
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed (pip install -e '.[docs]')"
-)
+from .conftest import REPO
 
 
 def nav_pages(nav: list[object]) -> list[str]:
@@ -27,6 +26,9 @@ def nav_pages(nav: list[object]) -> list[str]:
     return pages
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed (pip install -e '.[docs]')"
+)
 def test_mkdocs_build_strict_passes_and_publishes_every_page(tmp_path: Path) -> None:
     site = tmp_path / "site"
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
@@ -47,3 +49,15 @@ def test_mkdocs_build_strict_passes_and_publishes_every_page(tmp_path: Path) -> 
     reference = (site / "reference" / "index.html").read_text()
     for name in ("gopherq.client.Client", "gopherq.core.task.Task", "gopherq.core.hookspecs.gopherq_startup"):
         assert f'id="{name}"' in reference, name
+
+
+def test_every_core_setting_has_a_row_in_configuration_md() -> None:
+    text = (REPO / "docs" / "configuration.md").read_text()
+    missing = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        for key in getattr(model, "model_fields", {}):
+            table = text.partition(f"### `[{section}]`")[2].partition("\n### ")[0]
+            if f"| `{key}` |" not in table:
+                missing.append(f"{section}.{key}")
+    assert missing == [], f"settings without a row in docs/configuration.md: {missing}"
