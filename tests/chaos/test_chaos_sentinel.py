@@ -19,6 +19,8 @@ from tests.chaos.conftest import Fleet, print_figures, queue_sizes, queue_stats,
 from tests.conftest import GOPHERQ, LoopbackServer, free_port, wait_until, write_config
 
 SERVICE = "gopherq-test"
+PASSWORD = "data-pw"  # of the master and the replica
+SENTINEL_PASSWORD = "sentinel-pw"  # of the Sentinels themselves
 BEFORE = 600  # tasks queued before the failover
 AFTER = 100  # tasks enqueued through Sentinel after it
 
@@ -41,26 +43,11 @@ class SentinelSet:
         ):
             data = directory / name
             data.mkdir()
-            self.procs.append(
-                _start(
-                    [
-                        "redis-server",
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--dir",
-                        str(data),
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "yes",
-                        "--logfile",
-                        str(data / "redis.log"),
-                        *extra,
-                    ]
-                )
-            )
+            # Both may become master, and both replicate from the other then: each has the password and knows it.
+            auth = ["--requirepass", PASSWORD, "--masterauth", PASSWORD]
+            command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", ""]
+            command += ["--appendonly", "yes", "--logfile", str(data / "redis.log"), *auth, *extra]
+            self.procs.append(_start(command))
         for index, port in enumerate(self.sentinel_ports):
             conf = directory / f"sentinel-{index}.conf"  # Sentinel rewrites its file: it must be its own
             conf.write_text(
@@ -68,11 +55,14 @@ class SentinelSet:
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.master_port} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} 2000\n"
                 f"sentinel failover-timeout {SERVICE} 10000\n"
+                f"sentinel auth-pass {SERVICE} {PASSWORD}\n"
+                f"requirepass {SENTINEL_PASSWORD}\nsentinel sentinel-pass {SENTINEL_PASSWORD}\n"
             )
             self.procs.append(_start(["redis-server", str(conf), "--sentinel"]))
 
     def client(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=2)
+        password = SENTINEL_PASSWORD if port in self.sentinel_ports else PASSWORD
+        return redis.Redis(port=port, password=password, socket_timeout=5, socket_connect_timeout=2)
 
     def master_address(self, sentinel_port: int) -> int | None:
         try:
@@ -135,7 +125,8 @@ def test_a_sentinel_failover_under_load_loses_nothing_and_the_worker_follows_by_
     sentinels = ", ".join(f'"127.0.0.1:{port}"' for port in sentinel_set.sentinel_ports)
     config = write_config(
         tmp_path,
-        f'[redis]\nsentinels = [{sentinels}]\nservice_name = "{SERVICE}"\n[queue]\nname = "{queue_name}"\n'
+        f'[redis]\nsentinels = [{sentinels}]\nservice_name = "{SERVICE}"\npassword = "{PASSWORD}"\n'
+        f'sentinel_password = "{SENTINEL_PASSWORD}"\n[queue]\nname = "{queue_name}"\n'
         "[worker]\nconcurrency = 50\nlease_timeout = 2.0\nheartbeat_interval = 0.5\nreaper_interval = 0.5\n"
         'promote_interval = 0.1\n[plugins.logging]\nevents = ["worker.*", "task.recovered"]\n',
     )
