@@ -7,6 +7,7 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,22 @@ def test_ping_and_check_pass_against_the_test_redis(run_gopherq: Run, redis_url:
     report = json.loads(check.stdout)
     assert report["ok"] is True and report["role"] == "master" and report["problems"] == []
     assert report["scripts"] >= 7
+
+
+def test_check_warns_about_eviction_and_a_missing_append_only_file(
+    run_gopherq: Run, private_redis: Callable[..., Any], queue_name: str
+) -> None:
+    server = private_redis("--maxmemory-policy", "allkeys-lru", "--appendonly", "no")
+    env = {"GOPHERQ_REDIS__URL": server.url, "GOPHERQ_QUEUE__NAME": queue_name}
+    proc = run_gopherq(["check"], env=env)
+    assert proc.returncode == 0, proc.stderr  # risks, not faults: the worker would run
+    assert "gopherq: warning: maxmemory-policy is allkeys-lru" in proc.stderr
+    assert "gopherq: warning: appendonly is no" in proc.stderr
+    ping = run_gopherq(["ping"], env=env)
+    assert ping.returncode == 0 and ping.stderr == ""  # a health check stays quiet
+    durable = private_redis("--appendonly", "yes")
+    quiet = run_gopherq(["check"], env={"GOPHERQ_REDIS__URL": durable.url, "GOPHERQ_QUEUE__NAME": queue_name})
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
 
 
 def test_unreachable_redis_is_one_line_and_status_1(run_gopherq: Run) -> None:

@@ -25,6 +25,8 @@ def _report(report: HealthReport, masker: Masker, as_json: bool) -> None:
         echo_json(masker.value({"ok": report.ok, **{k: getattr(report, k) for k in report.__slots__}}))
     elif report.ok:
         click.echo(masker.text(report.summary()))
+        for warning in report.warnings:
+            click.echo(f"gopherq: warning: {masker.text(warning)}", err=True)
     else:
         click.echo(f"gopherq: error: {masker.text(report.summary())}", err=True)
     sys.exit(0 if report.ok else 1)
@@ -47,6 +49,7 @@ def ping(config: str | None, queue: str | None, as_json: bool) -> None:
 @json_option
 @handle_errors
 def check(config: str | None, queue: str | None, as_json: bool) -> None:
-    """Like `ping`, and also that the server is a master of a supported version (prints what it found)."""
+    """Like `ping`, and also that the server is a master of a supported version (prints what it found), with a
+    warning when Redis may evict keys or keeps no append-only file."""
     settings = settings_from(config)
     _report(run_async(probe(settings, queue, full=True)), Masker.from_settings(settings), as_json)

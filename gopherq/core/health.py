@@ -39,6 +39,8 @@ class HealthReport:
     scripts: int = 0
     latency_ms: float = 0.0
     problems: list[str] = field(default_factory=list)
+    #: Risks that do not stop GoPherQ from working (eviction, no append-only file): `check` shows them.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -84,6 +86,7 @@ async def probe(settings: Settings, queue: str | None = None, *, full: bool = Tr
         report.latency_ms = (time.perf_counter() - started) * 1000
         if full:
             await _describe_server(redis, report)
+            await _durability_warnings(redis, report)
         report.scripts = await verify_access(redis, queue)
     except AuthenticationError as exc:
         report.problems.append(f"Redis refused the credentials: {exc}")
@@ -114,3 +117,29 @@ async def _describe_server(redis: Any, report: HealthReport) -> None:
         report.problems.append(f"server {report.server} is too old: GoPherQ needs Redis 6.2 or later (BLMOVE)")
     if report.role not in ("master", "?"):
         report.problems.append(f"server is a {report.role}, not the master: tasks cannot be written there")
+
+
+async def _durability_warnings(redis: Any, report: HealthReport) -> None:
+    """What could lose tasks even though everything works: eviction, and no append-only file."""
+    try:
+        config = {**_flat(await redis.config_get("maxmemory-policy")), **_flat(await redis.config_get("appendonly"))}
+    except ResponseError:
+        return  # CONFIG is often denied (managed Redis, a restricted user): nothing to say then
+    policy = config.get("maxmemory-policy")
+    if policy not in (None, "noeviction"):
+        report.warnings.append(f"maxmemory-policy is {policy}: under memory pressure Redis may evict queued tasks")
+    if config.get("appendonly") == "no":
+        report.warnings.append("appendonly is no: a Redis restart loses the tasks written since the last snapshot")
+
+
+def _flat(config: Any) -> dict[str, str]:
+    """CONFIG GET's answer as str -> str; a cluster client's per-node answers are merged (one node says enough)."""
+    out: dict[str, str] = {}
+    for key, value in (config or {}).items():
+        if isinstance(value, dict):
+            out.update(_flat(value))
+        else:
+            out[key.decode() if isinstance(key, bytes) else str(key)] = (
+                value.decode() if isinstance(value, bytes) else str(value)
+            )
+    return out
