@@ -4,6 +4,7 @@ Redis (Sentinel, TLS, ACL user): validated with one-line errors, secrets masked.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from gopherq.core.connection import tls_kwargs
 from gopherq.core.errors import ConfigError
 from gopherq.core.settings import load_settings
 
-from .conftest import free_port, write_config
+from .conftest import REPO, free_port, write_config
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -101,3 +102,13 @@ def test_sentinel_settings_come_from_the_environment(tmp_path: Path) -> None:
     )
     assert settings.redis.sentinels == ["a:1", "b:2"] and settings.redis.service_name == "svc"
     assert tls_kwargs(settings) == {}
+
+
+def test_the_permission_probe_runs_every_command_of_every_script() -> None:
+    """A command added to a delivery script must be added to probe.lua too, or a Redis user lacking it would pass
+    `gopherq check` and fail halfway through a delivery."""
+    lua = REPO / "gopherq" / "core" / "lua"
+    calls = re.compile(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]")
+    used = {name.upper() for path in lua.glob("*.lua") for name in calls.findall(path.read_text())}
+    probed = {name.upper() for name in calls.findall((lua / "probe.lua").read_text())}
+    assert used - probed == set(), f"add these commands to gopherq/core/lua/probe.lua: {sorted(used - probed)}"

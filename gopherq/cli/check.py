@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import click
@@ -22,7 +23,7 @@ from gopherq.core.masking import Masker
 
 def _report(report: HealthReport, masker: Masker, as_json: bool) -> None:
     if as_json:
-        echo_json(masker.value({"ok": report.ok, **{k: getattr(report, k) for k in report.__slots__}}))
+        echo_json(masker.value({"ok": report.ok, **dataclasses.asdict(report)}))
     elif report.ok:
         click.echo(masker.text(report.summary()))
         for warning in report.warnings:
