@@ -44,6 +44,13 @@ def test_the_wheel_runs_a_worker_from_a_fresh_venv_outside_the_checkout(
         metadata = archive.read(f"gopherq-{version}.dist-info/METADATA").decode()
     assert {f"gopherq/core/lua/{name}" for name in scripts} <= names
     assert "gopherq/py.typed" in names
+    # Every file of the package in the checkout is in the wheel (the dashboard's static files and templates too).
+    package = {
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "gopherq").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    }
+    assert package - names == set()
     assert not any(name.startswith(("tests/", "bench/")) for name in names)
     assert "Provides-Extra: embedded" in metadata and "Provides-Extra: docs" in metadata
     assert "Classifier: Typing :: Typed" in metadata
