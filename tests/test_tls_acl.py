@@ -196,3 +196,46 @@ def test_a_rediss_url_works_as_well(
     proc = run_gopherq(["check", "-c", str(write_config(tmp_path, text))])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok: rediss://gopherq:") and "gopherq-pw" not in proc.stdout
+
+
+def test_sentinel_over_tls_names_the_tls_master(
+    tls_redis: TlsRedis,
+    tmp_path: Path,
+    queue_name: str,
+    loopback: LoopbackServer,
+    run_gopherq: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    """With `tls = true` and `sentinels`, both the Sentinel and the master it names are reached over TLS."""
+    port, certs = free_port(), tls_redis.certs
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port 0\nbind 127.0.0.1\ntls-port {port}\ntls-cert-file {certs['server']}\n"
+        f"tls-key-file {certs['server-key']}\ntls-ca-cert-file {certs['ca']}\ntls-auth-clients yes\n"
+        f"tls-replication yes\ndir {tmp_path}\nlogfile {tmp_path / 'sentinel.log'}\n"
+        f"sentinel monitor tlsmaster 127.0.0.1 {tls_redis.port} 1\n"
+        "sentinel auth-user tlsmaster admin\nsentinel auth-pass tlsmaster admin-pw\n"
+    )
+    sentinel = subprocess.Popen(
+        ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        text = tls_redis.config("gopherq", "gopherq-pw", queue_name).replace(
+            f"address = '127.0.0.1:{tls_redis.port}'", f"sentinels = ['127.0.0.1:{port}']\nservice_name = 'tlsmaster'"
+        )
+        config = write_config(tmp_path, text)
+
+        def checked() -> bool:
+            return run_gopherq(["check", "-c", str(config)]).returncode == 0
+
+        wait_until(checked, timeout=30, interval=0.5, what="gopherq check through the TLS Sentinel")
+        with Client(load_settings(config, environ={})) as client:
+            task_id = client.enqueue_http(loopback.url("/ok"))
+        admin = tls_redis.client("admin", "admin-pw")
+        try:
+            assert admin.llen(queue_name) == 1  # the task reached the TLS master the Sentinel named
+        finally:
+            admin.close()
+        assert task_id
+    finally:
+        sentinel.terminate()
+        sentinel.wait(10)
