@@ -23,7 +23,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="the issue's sizes, 30+ min")
     mode.add_argument("--smoke", dest="mode", action="store_const", const="smoke", help="GoPherQ only, seconds")
     parser.add_argument("--only", default="", help="comma-separated systems (e.g. gopherq,celery)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: soak, profile, ceilings")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: soak, profile, ceilings, api")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md", help="markdown report")
     parser.add_argument("--img", type=Path, default=REPO / "docs" / "img", help="directory for the PNG chart")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default: 3, smoke: 1)")

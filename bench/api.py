@@ -100,6 +100,58 @@ def _gopherq() -> str:
     return shutil.which("gopherq", path=str(Path(sys.executable).parent)) or "gopherq"
 
 
+class ApiServer:
+    """One `gopherq api` process on a free loopback port, against the given Redis, with token auth on."""
+
+    def __init__(self, run_dir: Path, redis: RedisServer) -> None:
+        self.run_dir = run_dir
+        self.redis = redis
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1/queues/{QUEUE}/tasks"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = itertools.count()
+
+    def start(self) -> ApiServer:
+        config = self.run_dir / "gopherq-api.toml"
+        config.write_text(
+            f'[redis]\nurl = "{self.redis.url}"\n[queue]\nname = "{QUEUE}"\n'
+            f'[web]\nport = {self.port}\ntoken = "{TOKEN}"\n[logging]\nlevel = "WARNING"\n'
+        )
+        log = (self.run_dir / "api.log").open("wb")
+        self.proc = subprocess.Popen(
+            [_gopherq(), "api", "-c", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        wait_for(self._up, 30, "the API server")
+        return self
+
+    def _up(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def measure(self, seconds: float, batch: int, connections: int = 64, clients: int = 1) -> float:
+        """Tasks created per second over `seconds` (single-task POSTs when `batch` is 0); checks they are queued."""
+        self.redis.flush()
+        rate = measure(self.url, seconds, connections, batch, clients, f"r{next(self.runs)}")
+        with self.redis.client() as check:
+            queued = check.llen(QUEUE)
+        if queued < rate * seconds * 0.9:
+            raise RuntimeError(f"{queued} tasks queued, fewer than the {rate * seconds:.0f} accepted")
+        return rate
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -109,49 +161,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1, help="load generator processes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gopherq-bench-api-") as tmp:
-        run_dir = Path(tmp)
-        redis_server = RedisServer(run_dir).start()
-        port = free_port()
-        config = run_dir / "gopherq.toml"
-        config.write_text(
-            f'[redis]\nurl = "redis://127.0.0.1:{redis_server.port}/0"\n[queue]\nname = "{QUEUE}"\n'
-            f'[web]\nport = {port}\ntoken = "{TOKEN}"\n[logging]\nlevel = "WARNING"\n'
-        )
-        log = (run_dir / "api.log").open("wb")
-        server = subprocess.Popen(
-            [_gopherq(), "api", "-c", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        redis_server = RedisServer(Path(tmp)).start()
+        server = ApiServer(Path(tmp), redis_server).start()
         try:
-            import urllib.request
-
-            def up() -> bool:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                        return response.status == 200
-                except OSError:
-                    return False
-
-            wait_for(up, 30, "the API server")
-            url = f"http://127.0.0.1:{port}/v1/queues/{QUEUE}/tasks"
             print(f"| workload | tasks/s (median of {args.reps}) | min | max |")
             print("|---|---|---|---|")
             for name, batch in (("single POST", 0), (f"batch of {args.batch}", args.batch)):
-                rates = []
-                for rep in range(args.reps):
-                    redis_server.flush()
-                    rate = measure(url, args.seconds, args.connections, batch, args.clients, f"{name[:1]}{rep}")
-                    with redis_server.client() as check:
-                        queued = check.llen(QUEUE)
-                    assert queued >= rate * args.seconds * 0.9, f"{queued} tasks queued, fewer than accepted"
-                    rates.append(rate)
-                rates.sort()
+                rates = sorted(
+                    server.measure(args.seconds, batch, args.connections, args.clients) for _ in range(args.reps)
+                )
                 print(f"| {name} | {rates[len(rates) // 2]:,.0f} | {rates[0]:,.0f} | {rates[-1]:,.0f} |")
         finally:
-            stop_process(server)
-            log.close()
+            server.stop()
             redis_server.stop()
 
 

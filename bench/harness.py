@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 
 from bench import ceilings, profile
+from bench.api import ApiServer
 from bench.peers import PEERS, Context, Peer, WorkerSpec, load_peer
 from bench.peers.gopherq import GoPherQPeer
 from bench.report import write_chart, write_markdown
@@ -214,6 +215,8 @@ class Run:
                     gopherq = load_peer("gopherq", ctx)
                     assert isinstance(gopherq, GoPherQPeer)
                     self._gopherq_extras(gopherq, work)
+                    if "api" not in self.skip:
+                        self._api(run_dir, redis)
                 if "ceilings" not in self.skip:
                     self._ceilings(redis, target)
             finally:
@@ -295,6 +298,20 @@ class Run:
             say("GoPherQ HTTP drain (c=100) under py-spy")
             action = partial(profile.profile_http, peer, work, p.profile // 2, 100, r)
             self.measure("GoPherQ HTTP profile", action)
+
+    def _api(self, run_dir: Path, redis: RedisServer) -> None:
+        """The /v1 enqueue API (bench/api.py): one `gopherq api` process, single-task POSTs and batches of 1,000."""
+        name = "GoPherQ"  # the API's columns of GoPherQ's row
+        seconds = min(self.plan.http_window, 10.0) / (4 if self.mode == "smoke" else 1)
+        self.results.configs.append((name, "HTTP API", "one `gopherq api` process, token auth, 64 connections"))
+        server = ApiServer(run_dir, redis)
+        if self.measure("GoPherQ HTTP API start", server.start) is None:
+            return
+        try:
+            self.repeat(name, "api_single", "tasks/s", partial(server.measure, seconds, 0))
+            self.repeat(name, "api_batch", "tasks/s", partial(server.measure, seconds, 1000))
+        finally:
+            server.stop()
 
     # -- ceilings ------------------------------------------------------------------------------------------------
 

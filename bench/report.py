@@ -20,6 +20,8 @@ COLUMNS = {
     "http_c500": "HTTP c=500 (tasks/s)",
     "latency_p50": "latency p50 (ms)",
     "latency_p99": "latency p99 (ms)",
+    "api_single": "API POST 1 task (tasks/s)",
+    "api_batch": "API POST 1,000 tasks (tasks/s)",
 }
 
 #: Columns of the scaling CPU table.
@@ -91,6 +93,12 @@ def targets(results: Results) -> list[str]:
     if "enqueue_bulk" in gq:
         rate = gq["enqueue_bulk"].median
         add("bulk enqueue >= 50,000 tasks/s", f"{fmt(rate)}/s", rate >= 50_000)
+    if "api_single" in gq:
+        rate = gq["api_single"].median
+        add("HTTP API: >= 5,000 single-task POSTs/s (one server process)", f"{fmt(rate)}/s", rate >= 5_000)
+    if "api_batch" in gq:
+        rate = gq["api_batch"].median
+        add("HTTP API: >= 50,000 tasks/s in batches (one server process)", f"{fmt(rate)}/s", rate >= 50_000)
     if "latency_p50" in gq:
         p50 = gq["latency_p50"].median
         add("p50 enqueue-to-start < 2 ms (at 500/s)", f"{p50:.2f} ms", p50 < 2)
@@ -134,7 +142,7 @@ def render(results: Results, chart: str | None) -> str:
     out += table(results.table, main_columns(results), "system")
     if chart:
         out += ["", f"![benchmark chart]({chart})"]
-    out += ["", "### Targets (issue 5)", "", *targets(results)]
+    out += ["", "### Targets (issues 5 and 10)", "", *targets(results)]
     if results.ceilings:
         columns = {key: key for metrics in results.ceilings.values() for key in metrics}
         out += ["", "### Ceilings (no queue; requests or operations per second)", ""]
