@@ -222,13 +222,14 @@ class AsyncClient:
 
     async def create(self, tasks: list[Task], window: int, queue: str | None = None) -> list[bool]:
         """Enqueue built tasks idempotently, in one round trip: a task whose id was created this way within
-        `window` seconds is not enqueued again. Returns, per task, whether it was created (False: seen)."""
+        `window` seconds is not enqueued again (an id assigned here, not given by the producer, is not
+        remembered). Returns, per task, whether it was created (False: seen)."""
         await self.connect()
         now = now_ms()
-        items = []
+        items: list[tuple[str | None, bytes, int | None]] = []
         for task in tasks:
             due = int(task.eta * 1000) if task.eta is not None and task.eta * 1000 > now else None
-            items.append((task.id, task.envelope or task.encode(), due))
+            items.append((None if task.id_assigned else task.id, task.envelope or task.encode(), due))
         created = await self.broker(queue).create(items, window)
         bus = self.bus
         if bus is not None and bus.wants("task.enqueued"):

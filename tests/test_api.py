@@ -98,6 +98,8 @@ async def test_creation_is_idempotent_by_task_id(api: Callable[..., Any], aredis
     assert 0 < await aredis.ttl(QueueKeys(app.queue).seen("order-42")) <= 86400
     status, body = await app.call("POST", path, {"url": "http://127.0.0.1/"})
     assert status == 201 and body["id"]  # no id: one is assigned and returned
+    assert not await aredis.exists(QueueKeys(app.queue).seen(body["id"]))  # nobody can send it again: no marker
+    assert await aredis.llen(app.queue) == 2
 
 
 async def test_a_batch_is_created_in_one_request_and_delayed_tasks_wait(

@@ -70,15 +70,18 @@ class Broker:
         if envelopes:
             await self.redis.rpush(self.keys.ready, *envelopes)
 
-    async def create(self, items: list[tuple[str, bytes, int | None]], window: int) -> list[bool]:
+    async def create(self, items: list[tuple[str | None, bytes, int | None]], window: int) -> list[bool]:
         """Enqueue (task id, envelope, due ms or None) items unless their id was seen within `window` seconds,
-        in one round trip; returns, per item, whether it was created."""
+        in one round trip; returns, per item, whether it was created. An item without an id (None: one the
+        server assigned) is always created and leaves no marker."""
         if not items:
             return []
-        keys = [self.keys.ready, self.keys.delayed, *(self.keys.seen(task_id) for task_id, _, _ in items)]
+        keys = [self.keys.ready, self.keys.delayed]
         args: list[Any] = [window]
-        for _, envelope, due in items:
-            args += [envelope, "" if due is None else due]
+        for task_id, envelope, due in items:
+            if task_id is not None:
+                keys.append(self.keys.seen(task_id))
+            args += [envelope, "" if due is None else due, "" if task_id is None else "1"]
         flags = await self._create(keys=keys, args=args)
         return [bool(flag) for flag in flags]
 
