@@ -46,6 +46,12 @@ for i = 1, k do
     c.factor = factor
   end
 end
+-- Tasks held back without a slot time come back in waves (the n-th of a batch after n / wave waits), not all
+-- at once: a backlog of thousands does not cycle through the claim every `wait`.
+local function later(c, wave)
+  c.held = (c.held or 0) + 1
+  return now + c.wait * (1 + math.floor((c.held - 1) / wave))
+end
 local first = 4 + k * 7
 for j = first, #ARGV, 3 do
   local i = tonumber(ARGV[j])
@@ -54,12 +60,6 @@ for j = first, #ARGV, 3 do
   local token, reserved = ARGV[j + 1], tonumber(ARGV[j + 2])
   local due, kept = 0, 0
   if reserved and reserved < c.slowed_at then reserved = nil end
-  -- Tasks held back without a slot time come back in waves (the n-th of a batch after n / wave waits), not
-  -- all at once: a backlog of thousands does not cycle through the claim every `wait`.
-  local function later(wave)
-    c.held = (c.held or 0) + 1
-    return now + c.wait * (1 + math.floor((c.held - 1) / wave))
-  end
   -- Circuit: open -> wait for the cool-down; half-open -> one probe at a time, the others wait.
   if c.circuit > 0 then
     local open_until = tonumber(redis.call('HGET', state, 'open_until'))
@@ -69,7 +69,7 @@ for j = first, #ARGV, 3 do
       else
         local probe_until = tonumber(redis.call('HGET', state, 'probe_until'))
         if probe_until and probe_until > now then
-          due = later(10)
+          due = later(c, 10)
         else
           redis.call('HSET', state, 'probe', token, 'probe_until', lease)
           events[#events + 1] = c.name
@@ -85,7 +85,7 @@ for j = first, #ARGV, 3 do
       c.purged = true
     end
     if redis.call('ZCARD', slots) >= c.conc then
-      due = later(c.conc)
+      due = later(c, c.conc)
       if reserved then kept = reserved end
     end
   end
