@@ -191,6 +191,8 @@ async def test_task_and_queue_lookups_and_cancel(
     _, body = await app.call("GET", "/v1/tasks/done-1")
     assert body["result"]["result"]["status_code"] == 200
     assert "hunter2" not in json.dumps(body)  # masked, like every other exit point
+    status, body = await app.call("GET", "/v1/tasks/done-1?events=many")
+    assert status == 400 and body["error"]["reason"] == "invalid_parameter"
     status, body = await app.call("GET", "/v1/tasks/never-seen")
     assert status == 404 and body["error"]["reason"] == "not_found"
     status, body = await app.call("GET", f"/v1/queues/{app.queue}")

@@ -176,7 +176,10 @@ async def get_queue(request: web.Request) -> web.Response:
 async def get_task(request: web.Request) -> web.Response:
     queue = _queue(request)
     task_id = request.match_info["task_id"]
-    info = await request.app[INSPECTOR_KEY].task(queue, task_id, events=int(request.query.get("events", 20)))
+    events = request.query.get("events", "20")
+    if not events.isdigit() or int(events) > 1000:
+        return problem(400, "invalid_parameter", f"events must be a whole number from 0 to 1000, got {events!r}")
+    info = await request.app[INSPECTOR_KEY].task(queue, task_id, events=int(events))
     if info is None:
         return problem(404, "not_found", f"no task {task_id!r} in queue {queue!r} (unknown, or its result expired)")
     return web.json_response(info.to_dict())

@@ -16,7 +16,7 @@ def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str,
 
 def _errors(*codes: int) -> dict[str, Any]:
     meaning = {
-        400: 'the body is not JSON, or not a task object / {"tasks": [...]}',
+        400: 'a body that is not JSON or not a task object / {"tasks": [...]}, or a bad query parameter',
         401: "authentication required (Authorization: Bearer <token>)",
         404: "unknown task (or its result expired)",
         409: "the task has already ended",
@@ -41,6 +41,13 @@ _QUEUE_QUERY = {
     "required": False,
     "schema": {"type": "string"},
     "description": "default: queue.name",
+}
+_EVENTS = {
+    "name": "events",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 20},
+    "description": "how many of the task's latest events to include",
 }
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -101,8 +108,8 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "getTask",
                 "summary": "A task's state, envelope, result and recent events (secrets masked)",
-                "parameters": [_TASK_ID, _QUEUE_QUERY],
-                "responses": {"200": _answer("the task", {"type": "object"}), **_errors(401, 404)},
+                "parameters": [_TASK_ID, _QUEUE_QUERY, _EVENTS],
+                "responses": {"200": _answer("the task", {"type": "object"}), **_errors(400, 401, 404)},
             },
             "delete": {
                 "operationId": "cancelTask",
