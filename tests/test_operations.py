@@ -363,3 +363,23 @@ def test_dlq_requeue_all_shows_a_progress_bar_on_a_terminal_only(
     quiet = gq(config, "dlq", "requeue", "--all", "--json")
     assert quiet.returncode == 0 and json.loads(quiet.stdout) == {"requeued": 3, "not_found": 0}
     assert "requeueing" not in quiet.stderr and "%" not in quiet.stderr
+
+
+def test_each_worker_process_serves_metrics_on_its_own_port(
+    tmp_path: Path, redis_url: str, queue_name: str, worker_process: Callable[..., Any]
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, config_text(redis_url, queue_name, metrics=f"port = {port}"))
+    worker = worker_process(["run", "-c", str(config), "--processes", "2"])
+
+    def scrape(where: int) -> str | None:
+        try:
+            return str(urllib.request.urlopen(f"http://127.0.0.1:{where}/metrics", timeout=5).read().decode())
+        except OSError:
+            return None
+
+    for where in (port, port + 1):
+        body = wait_until(lambda where=where: scrape(where), timeout=30, what=f"metrics on port {where}")
+        assert "gopherq_worker_running_tasks" in body
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0

@@ -105,6 +105,11 @@ class QueueKeys:
         """Hash: outcomes settled during one minute (`minute`: Unix seconds of its start), kept COUNTS_TTL."""
         return self._tagged(f"counts:{minute}")
 
+    @property
+    def probe(self) -> str:
+        """Scratch key of `gopherq check`'s permission probe; it never outlives the probe."""
+        return self._tagged("probe")
+
     def processing(self, worker_id: str) -> str:
         """The list a blocking fetch moves a task into before it is claimed (see broker.claim)."""
         return self._tagged(f"processing:{worker_id}")

@@ -7,8 +7,8 @@ the event sinks' delivered and dropped counts and the tasks running now. Label v
 (type, reason, host) are bounded: past a limit, new values count as `other`, so a producer cannot blow up the
 number of series. Off by default: without a port nothing is registered and no event is built for it.
 
-With `worker.processes` > 1 each child binds the first free port from `port` on, so N children use
-port..port+N-1. The server runs in a daemon thread of the worker process (prometheus-client's own).
+With `worker.processes` = N the supervisor gives child i the port `port + i` (N children: port..port+N-1). The
+server runs in a daemon thread of the worker process (prometheus-client's own).
 """
 
 from __future__ import annotations
@@ -89,7 +89,6 @@ class MetricsSink:
         cfg = settings.metrics
         self.port = cfg.port
         self.host = cfg.host
-        self.ports_to_try = max(1, settings.worker.processes)
         self.registry = CollectorRegistry(auto_describe=True)
         self.live = LiveCollector()
         self.registry.register(self.live)
@@ -121,7 +120,6 @@ class MetricsSink:
             "gopherq_http_responses", "HTTP responses the executor received.", http_labels, registry=self.registry
         )
         self.server: Any = None
-        self.bound_port: int | None = None
 
     async def handle(self, events: list[Event]) -> None:
         for event in events:
@@ -150,22 +148,15 @@ class MetricsSink:
                     self.http.labels(queue, status_class(status)).inc()
 
     def serve(self, worker: Any) -> None:
-        """Start the HTTP server on the first free port from `port` (called once the worker is up)."""
+        """Start the HTTP server (called once the worker is up); a port in use is logged, not fatal."""
         assert self.port is not None
         self.live.worker = worker
-        last_error: OSError | None = None
-        for port in range(self.port, min(65536, self.port + self.ports_to_try)):
-            try:
-                self.server, _thread = start_http_server(port, addr=self.host, registry=self.registry)
-            except OSError as exc:
-                last_error = exc
-                continue
-            self.bound_port = port
-            log.info("worker %s serves Prometheus metrics on http://%s:%d/metrics", worker.id, self.host, port)
+        try:
+            self.server, _thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        except OSError as exc:
+            log.error("metrics: cannot serve on %s port %d: %s", self.host, self.port, exc)
             return
-        log.error(
-            "metrics: cannot bind %s port %s (tried %d ports): %s", self.host, self.port, self.ports_to_try, last_error
-        )
+        log.info("worker %s serves Prometheus metrics on http://%s:%d/metrics", worker.id, self.host, self.port)
 
     def stop(self) -> None:
         if self.server is not None:

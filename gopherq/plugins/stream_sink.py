@@ -11,13 +11,17 @@ attribute cost ten times more (redis-py packs every argument in Python).
 The sink opens its own Redis connection (a `gopherq.RedisConnection` on the same settings), so it works the same
 in a worker and in a client with `sinks=True`, and never shares the worker's connection with the hot path. What
 was written survives a SIGKILLed worker; what still waited in the sink's buffer does not (see the bus's `dropped`
-count). A batch that fails on a Redis error is retried a few times, then dropped and counted.
+count). While Redis cannot be reached (down, restarting, loading) a batch is held and retried with backoff, one
+warning line when it starts and one when it ends; meanwhile newer events wait in the buffer (whose oldest are
+dropped, and counted, only when it is full). An error reply (e.g. out of memory) fails the batch, which the bus
+logs and counts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any
 
 import orjson
@@ -29,9 +33,9 @@ from gopherq import Event, Masker, QueueKeys, RedisConnection, Settings, SinkSet
 
 log = logging.getLogger(__name__)
 
-#: Tries per batch when Redis errors, and the pause before each retry (seconds, doubled each time).
-ATTEMPTS = 3
-RETRY_DELAY = 0.2
+#: Pause before retrying a batch Redis refused (seconds): doubled on each failure up to RETRY_MAX, jittered.
+RETRY_MIN = 0.2
+RETRY_MAX = 5.0
 
 
 class StreamSinkSettings(SinkSettings):
@@ -79,6 +83,7 @@ class StreamSink:
         self.script: Any = None
         self.keys: dict[str, str] = {}
         self.written = 0
+        self.failing = False
         self.skipped = 0
 
     async def open(self) -> None:
@@ -100,16 +105,22 @@ class StreamSink:
             lines.setdefault(event.queue, []).append(entry_json(event, self.masker))
         if not lines:
             return
-        delay = RETRY_DELAY
-        for attempt in range(1, ATTEMPTS + 1):
+        delay = RETRY_MIN
+        while True:
             try:
                 await self._write(lines)
                 break
-            except (RedisConnectionError, RedisTimeoutError):
-                if attempt == ATTEMPTS:
-                    raise
-                await asyncio.sleep(delay)
-                delay *= 2
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                # Held, not dropped: the worker never waits for this sink, and while the batch waits here the
+                # sink's buffer takes the newer events (dropping and counting the oldest once it is full).
+                if not self.failing:
+                    self.failing = True
+                    log.warning("stream sink: cannot write events (%s); holding them and retrying", exc)
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, RETRY_MAX)
+        if self.failing:
+            self.failing = False
+            log.info("stream sink: writing events again")
         self.written += sum(len(batch) for batch in lines.values())
 
     async def _write(self, lines: dict[str, list[bytes]]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gopherq.core.inspect.inspector import EVENT_SCAN_LIMIT, SEARCH_LIMIT, Inspector, totals_from_stats
+from gopherq.core.inspect.inspector import Inspector, totals_from_stats
 from gopherq.core.inspect.models import (
     OUTCOMES,
     DeadLetterSummary,
@@ -15,6 +15,8 @@ from gopherq.core.inspect.models import (
     TaskSummary,
     WorkerInfo,
 )
+from gopherq.core.inspect.reading import SEARCH_LIMIT
+from gopherq.core.inspect.stream import EVENT_SCAN_LIMIT
 
 __all__ = [
     "EVENT_SCAN_LIMIT",

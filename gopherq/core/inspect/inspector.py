@@ -8,13 +8,10 @@ Everything returned that holds an envelope, a result, an error or event data is 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.inspect.models import (
@@ -23,20 +20,24 @@ from gopherq.core.inspect.models import (
     Page,
     QueueInfo,
     RunningTask,
-    StreamEvent,
     TaskInfo,
     TaskSummary,
     WorkerInfo,
 )
+from gopherq.core.inspect.reading import (
+    decode,
+    find_in_hash,
+    find_in_list,
+    find_in_zset,
+    id_pattern,
+    integer,
+    number,
+    text,
+)
+from gopherq.core.inspect.stream import EventReader
 from gopherq.core.keys import COUNTS_TTL, QueueKeys, validate_queue_name
 from gopherq.core.masking import Masker
 from gopherq.core.settings import Settings
-
-#: Most entries of one unindexed place (ready list, in-flight hash, delayed set) a task lookup reads.
-SEARCH_LIMIT = 10_000
-
-#: Most recent stream entries a task's timeline (or a filtered event read) looks through.
-EVENT_SCAN_LIMIT = 10_000
 
 #: Suffixes of the keys whose presence makes a queue known to `queue_names`.
 _QUEUE_MARKERS = ("workers", "stats", "events")
@@ -46,34 +47,6 @@ _TAGGED = re.compile(r"^gopherq:\{(?P<queue>[^{}]+)\}:(?P<suffix>[a-z]+)$")
 _VERB_FIELDS = ("method", "verb", "action")
 _TARGET_FIELDS = ("url", "uri", "endpoint", "target", "function", "func", "path", "name")
 _SUMMARY_MAX = 160
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
-
-
-def _number(value: Any, default: float | None = None) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _integer(value: Any, default: int | None = None) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _decode(raw: Any) -> Any:
-    """Parsed JSON, or None when `raw` is not JSON."""
-    if raw is None:
-        return None
-    try:
-        return codec.loads(raw)
-    except (codec.JSONDecodeError, TypeError):
-        return None
 
 
 def totals_from_stats(stats: dict[str, int]) -> dict[str, int]:
@@ -88,12 +61,7 @@ def totals_from_stats(stats: dict[str, int]) -> dict[str, int]:
     }
 
 
-def _id_pattern(task_id: str) -> re.Pattern[bytes]:
-    """Finds `"id": "<task_id>"` in envelope bytes, however the producer spaced its JSON."""
-    return re.compile(rb'"id"\s*:\s*' + re.escape(codec.dumps(task_id)))
-
-
-class Inspector:
+class Inspector(EventReader):
     """Reads (and pauses or resumes) queues on one Redis. Build it with the client the caller already has."""
 
     def __init__(self, redis: Any, settings: Settings, masker: Masker | None = None) -> None:
@@ -110,7 +78,7 @@ class Inspector:
         """The configured queue and every queue that has workers, counters or events in Redis, sorted."""
         names = {self.settings.queue.name}
         async for key in self.redis.scan_iter(match="gopherq:{*}:*", count=1000):
-            match = _TAGGED.match(_text(key))
+            match = _TAGGED.match(text(key))
             if match and match["suffix"] in _QUEUE_MARKERS:
                 names.add(match["queue"])
         return sorted(names)
@@ -131,13 +99,13 @@ class Inspector:
             pipe.hgetall(k.stats)
             ready, delayed, running, dead, oldest, paused, workers, stats = await pipe.execute()
         latency = 0.0
-        envelope = _decode(oldest)
+        envelope = decode(oldest)
         if isinstance(envelope, dict):
-            stamps = [_number(envelope.get(f)) for f in ("created_at", "eta")]
+            stamps = [number(envelope.get(f)) for f in ("created_at", "eta")]
             since = max((s for s in stamps if s is not None), default=None)
             if since is not None:
                 latency = max(0.0, now - since)
-        counters = {_text(key): int(value) for key, value in stats.items()}
+        counters = {text(key): int(value) for key, value in stats.items()}
         return QueueInfo(
             name=name,
             ready=int(ready),
@@ -173,7 +141,7 @@ class Inspector:
             buckets = await pipe.execute()
         out = []
         for start, bucket in zip(starts, buckets, strict=True):
-            counts = {_text(key): int(value) for key, value in bucket.items()}
+            counts = {text(key): int(value) for key, value in bucket.items()}
             succeeded, retried, dead = counts.get("succeeded", 0), counts.get("retried", 0), counts.get("dead", 0)
             out.append(MinuteCounts(start, succeeded + retried + dead, succeeded, retried + dead, retried, dead))
         return out
@@ -188,30 +156,30 @@ class Inspector:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for member, _ in members:
-                pipe.hgetall(k.worker_info(_text(member)))
+                pipe.hgetall(k.worker_info(text(member)))
             infos = await pipe.execute()
         alive_after = time.time() - self.settings.worker.lease_timeout
         out = []
         for (member, score), raw in zip(members, infos, strict=True):
-            worker_id = _text(member)
-            info = {_text(key): value for key, value in raw.items()}
+            worker_id = text(member)
+            info = {text(key): value for key, value in raw.items()}
             host, _, rest = worker_id.partition(":")
             heartbeat = float(score) / 1000
-            running = _decode(info.get("running")) or []
-            stats = _decode(info.get("stats"))
+            running = decode(info.get("running")) or []
+            stats = decode(info.get("stats"))
             out.append(
                 WorkerInfo(
                     id=worker_id,
-                    host=_text(info["host"]) if "host" in info else host or None,
-                    pid=_integer(info.get("pid"), _integer(rest.partition(":")[0])),
+                    host=text(info["host"]) if "host" in info else host or None,
+                    pid=integer(info.get("pid"), integer(rest.partition(":")[0])),
                     queue=queue,
-                    started=_number(info.get("started")),
-                    concurrency=_integer(info.get("concurrency")),
+                    started=number(info.get("started")),
+                    concurrency=integer(info.get("concurrency")),
                     last_heartbeat=heartbeat,
                     alive=heartbeat >= alive_after,
                     running=[RunningTask(task_id, str(token), since) for token, task_id, since in running],
                     stats={str(name): int(value) for name, value in stats.items()} if isinstance(stats, dict) else {},
-                    running_count=_integer(info.get("running_count"), len(running)) or 0,
+                    running_count=integer(info.get("running_count"), len(running)) or 0,
                 )
             )
         return out
@@ -224,10 +192,10 @@ class Inspector:
 
     def summarise(self, raw: Any, state: str, **when: Any) -> TaskSummary:
         """A page line for one envelope (bytes as stored); bytes that are not a JSON object still get a line."""
-        envelope = _decode(raw)
+        envelope = decode(raw)
         if not isinstance(envelope, dict):
-            text = self.masker.text(_text(raw or b""))
-            return TaskSummary(None, None, state, 0, None, text[:_SUMMARY_MAX], **when)
+            shown = self.masker.text(text(raw or b""))
+            return TaskSummary(None, None, state, 0, None, shown[:_SUMMARY_MAX], **when)
         task_type = str(envelope.get("type") or ("http" if "url" in envelope else "")) or None
         verb = next((str(envelope[f]) for f in _VERB_FIELDS if isinstance(envelope.get(f), str)), None)
         target = next((str(envelope[f]) for f in _TARGET_FIELDS if isinstance(envelope.get(f), str)), None)
@@ -237,8 +205,8 @@ class Inspector:
             id=None if task_id is None else str(task_id),
             type=task_type,
             state=state,
-            attempt=_integer(envelope.get("attempt"), 1) or 1,
-            max_attempts=_integer(envelope.get("max_attempts")),
+            attempt=integer(envelope.get("attempt"), 1) or 1,
+            max_attempts=integer(envelope.get("max_attempts")),
             summary=self.masker.text(summary)[:_SUMMARY_MAX],
             **when,
         )
@@ -253,10 +221,10 @@ class Inspector:
             total, items = await pipe.execute()
         out = []
         for raw in items:
-            envelope = _decode(raw)
+            envelope = decode(raw)
             enqueued = None
             if isinstance(envelope, dict):
-                enqueued = _number(envelope.get("eta")) or _number(envelope.get("created_at"))
+                enqueued = number(envelope.get("eta")) or number(envelope.get("created_at"))
             out.append(self.summarise(raw, "ready", enqueued_at=enqueued))
         return Page(out, int(total), offset, limit)
 
@@ -280,7 +248,7 @@ class Inspector:
             pipe.zcard(k.leases)
             pipe.zrange(k.leases, offset, offset + limit - 1)
             total, tokens = await pipe.execute()
-        tokens = [_text(token) for token in tokens]
+        tokens = [text(token) for token in tokens]
         envelopes = await self.redis.hmget(k.inflight, tokens) if tokens else []
         holders = await self._holders(queue) if tokens else {}
         out = []
@@ -307,8 +275,8 @@ class Inspector:
                     task_id=entry.get("task_id"),
                     reason=str(entry.get("reason")),
                     error=self.masker.text(message[0] if message else "")[: _SUMMARY_MAX * 2],
-                    died_at=_number(entry.get("dead_at")),
-                    attempts=_integer(entry.get("attempts"), 0) or 0,
+                    died_at=number(entry.get("dead_at")),
+                    attempts=integer(entry.get("attempts"), 0) or 0,
                 )
             )
         return Page(out, total, offset, limit)
@@ -319,30 +287,30 @@ class Inspector:
         """Everything known about a task: where it is now (running, delayed, ready, dead, finished), its
         envelope, result record, dead letter and last `events` events. None when nothing at all is known."""
         k = self.keys(queue)
-        pattern = _id_pattern(task_id)
+        pattern = id_pattern(task_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(k.result(task_id))
             pipe.hget(k.dead, task_id)
             raw_result, raw_dead = await pipe.execute()
-        result = _decode(raw_result)
-        dead = _decode(raw_dead)
+        result = decode(raw_result)
+        dead = decode(raw_dead)
         status = result.get("status") if isinstance(result, dict) else None
         state, worker, since = "unknown", None, None
         envelope: Any = None
-        found = await self._find_running(queue, pattern)
+        found = await find_in_hash(self.redis, k.inflight, pattern)
         if found is not None:
             state, envelope = "running", found[1]
             worker, since = (await self._holders(queue)).get(found[0], (None, None))
         elif status == "succeeded":
             state = "succeeded"
         elif isinstance(dead, dict):
-            state, envelope = "dead", _decode(dead.get("raw"))
+            state, envelope = "dead", decode(dead.get("raw"))
         else:
-            raw = await self._find_delayed(k, pattern)
+            raw = await find_in_zset(self.redis, k.delayed, pattern)
             if raw is not None:
                 state, envelope = "delayed", raw
             else:
-                raw = await self._find_ready(k, pattern)
+                raw = await find_in_list(self.redis, k.ready, pattern)
                 if raw is not None:
                     state, envelope = "ready", raw
                 elif status in ("failed", "cancelled"):
@@ -353,7 +321,7 @@ class Inspector:
         if state == "unknown" and result is None and not timeline:
             return None
         if isinstance(envelope, bytes):
-            envelope = _decode(envelope) or {"raw": _text(envelope)}
+            envelope = decode(envelope) or {"raw": text(envelope)}
         if isinstance(dead, dict):
             dead = {"id": task_id, **dead}
         return TaskInfo(
@@ -367,139 +335,3 @@ class Inspector:
             dead_letter=self.masker.value(dead) if isinstance(dead, dict) else None,
             events=timeline,
         )
-
-    async def _find_running(self, queue: str, pattern: re.Pattern[bytes]) -> tuple[str, bytes] | None:
-        k = self.keys(queue)
-        cursor, seen = 0, 0
-        while True:
-            cursor, batch = await self.redis.hscan(k.inflight, cursor, count=1000)
-            for token, raw in batch.items():
-                if pattern.search(raw):
-                    return _text(token), raw
-            seen += len(batch)
-            if not cursor or seen >= SEARCH_LIMIT:
-                return None
-
-    async def _find_delayed(self, k: QueueKeys, pattern: re.Pattern[bytes]) -> bytes | None:
-        cursor, seen = 0, 0
-        while True:
-            cursor, batch = await self.redis.zscan(k.delayed, cursor, count=1000)
-            for raw, _score in batch:
-                if pattern.search(raw):
-                    return bytes(raw)
-            seen += len(batch)
-            if not cursor or seen >= SEARCH_LIMIT:
-                return None
-
-    async def _find_ready(self, k: QueueKeys, pattern: re.Pattern[bytes]) -> bytes | None:
-        for start in range(0, SEARCH_LIMIT, 1000):
-            batch = await self.redis.lrange(k.ready, start, start + 999)
-            for raw in batch:
-                if pattern.search(raw):
-                    return bytes(raw)
-            if len(batch) < 1000:
-                return None
-        return None
-
-    # -- events ----------------------------------------------------------------------------------------------
-
-    def _event(self, entry_id: Any, fields: dict[Any, Any]) -> StreamEvent:
-        """A stream entry as the `stream` sink writes it (one field `event`, the whole event as JSON), or with
-        one JSON-valued field per event attribute (as another writer may)."""
-        values = {_text(key): _decode(value) for key, value in fields.items()}
-        if isinstance(values.get("event"), dict):
-            values = values["event"]
-        data = values.get("data")
-        error = values.get("error")
-        attempt = values.get("attempt")
-        return StreamEvent(
-            id=_text(entry_id),
-            name=str(values.get("event") or ""),
-            timestamp=_number(values.get("timestamp")),
-            task_id=None if values.get("task_id") is None else str(values["task_id"]),
-            worker=values.get("worker"),
-            queue=values.get("queue"),
-            data=self.masker.value(data) if isinstance(data, dict) else {},
-            task_type=values.get("task_type"),
-            attempt=attempt if isinstance(attempt, int) else None,
-            duration=_number(values.get("duration")),
-            error=self.masker.value(error) if isinstance(error, dict) else None,
-        )
-
-    async def events(
-        self,
-        queue: str,
-        after: str = "-",
-        count: int = 100,
-        task_id: str | None = None,
-        *,
-        latest: bool = False,
-    ) -> list[StreamEvent]:
-        """Events of the queue's stream, oldest first: at most `count` after the entry id `after` ("-": from the
-        oldest kept), or with `latest=True` the last `count`. `task_id` keeps that task's events only (looking
-        through at most EVENT_SCAN_LIMIT entries). To wait for new events, use `follow`."""
-        key = self.keys(queue).events
-        count = max(1, count)
-        if latest:
-            return await self._latest(key, count, task_id)
-        out: list[StreamEvent] = []
-        start = "-" if after in ("-", "") else f"({after}"
-        scanned = 0
-        while len(out) < count and scanned < EVENT_SCAN_LIMIT:
-            chunk = count if task_id is None else 1000
-            entries = await self.redis.xrange(key, start, "+", count=chunk)
-            if not entries:
-                break
-            scanned += len(entries)
-            for entry_id, fields in entries:
-                event = self._event(entry_id, fields)
-                if task_id is None or event.task_id == task_id:
-                    out.append(event)
-            start = f"({_text(entries[-1][0])}"
-            if task_id is None:
-                break
-        return out[:count]
-
-    async def last_event_id(self, queue: str) -> str:
-        """The id of the newest event in the queue's stream ("0-0" when it is empty): where a follower starts."""
-        entries = await self.redis.xrevrange(self.keys(queue).events, "+", "-", count=1)
-        return _text(entries[0][0]) if entries else "0-0"
-
-    async def follow(
-        self,
-        queue: str,
-        after: str | None = None,
-        task_id: str | None = None,
-        block: float = 1.0,
-        stop: asyncio.Event | None = None,
-    ) -> AsyncIterator[StreamEvent]:
-        """Yield the queue's events as they are written, after the entry id `after` (default: from now on),
-        only `task_id`'s when given; waits on the stream (XREAD BLOCK, `block` seconds at a time) until `stop` is
-        set (checked between reads: the end comes within `block` seconds, without cancelling a blocked read)."""
-        key = self.keys(queue).events
-        last = after if after not in (None, "", "$") else await self.last_event_id(queue)
-        while stop is None or not stop.is_set():
-            read = await self.redis.xread({key: last}, count=1000, block=max(1, int(block * 1000)))
-            for entry_id, fields in read[0][1] if read else []:
-                last = _text(entry_id)
-                event = self._event(entry_id, fields)
-                if task_id is None or event.task_id == task_id:
-                    yield event
-
-    async def _latest(self, key: str, count: int, task_id: str | None) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        end, scanned = "+", 0
-        while len(out) < count and scanned < EVENT_SCAN_LIMIT:
-            chunk = count if task_id is None else 1000
-            entries = await self.redis.xrevrange(key, end, "-", count=chunk)
-            if not entries:
-                break
-            scanned += len(entries)
-            for entry_id, fields in entries:
-                event = self._event(entry_id, fields)
-                if task_id is None or event.task_id == task_id:
-                    out.append(event)
-            end = f"({_text(entries[-1][0])}"
-            if task_id is None:
-                break
-        return list(reversed(out[:count]))
