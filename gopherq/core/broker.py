@@ -15,13 +15,31 @@ from importlib import resources
 from typing import Any
 
 from gopherq.core import codec
+from gopherq.core.errors import TaskRejected
 from gopherq.core.keys import QueueKeys
+from gopherq.core.task import TaskResult, TaskStatus, task_from_dict
 
 log = logging.getLogger(__name__)
 
 
 def load_script(name: str) -> str:
-    return resources.files("gopherq.core").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+    """A script's source, with each `--@include <name>` line replaced by that shared file (e.g. levels.lua)."""
+    text = resources.files("gopherq.core").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith("--@include "):
+            lines[i] = load_script(line.split()[1])
+    return "".join(lines)
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def decode_holder(reply: Any) -> str | None:
+    """The reply of enqueue.lua: None, or the id of the task holding the uniqueness key."""
+    return None if reply is None else reply.decode()
 
 
 def now_ms() -> int:
@@ -32,8 +50,10 @@ def now_ms() -> int:
 class Settlement:
     """The outcome of one claimed task, recorded by `Broker.settle`.
 
-    kind: 'ack' (finished, result written), 'retry' (data: new envelope, extra: due ms), 'dead' (data: entry
-    JSON, extra: entry id) or 'release' (back to the head of the ready list, unchanged).
+    kind: 'ack' (finished, result written), 'cancel' (as 'ack', for a cancelled task), 'retry' (data: new
+    envelope, extra: due ms), 'dead' (data: entry JSON, extra: entry id) or 'release' (back to the head of its
+    ready list, unchanged). `unique_key`: the task's uniqueness lock, freed when it ends ('ack', 'cancel',
+    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded.
     """
 
     kind: str
@@ -42,6 +62,8 @@ class Settlement:
     result: bytes = b""
     data: bytes = b""
     extra: str = ""
+    unique_key: str | None = None
+    cancelled: bool = False
 
 
 class Broker:
@@ -56,6 +78,10 @@ class Broker:
         self._reap = redis.register_script(load_script("reap"))
         self._promote = redis.register_script(load_script("promote"))
         self._adopt = redis.register_script(load_script("adopt"))
+        self._enqueue = redis.register_script(load_script("enqueue"))
+        self._cancel_delayed = redis.register_script(load_script("cancel"))
+        #: Ids of tasks whose cancellation is pending, as the last claim saw them (empty almost always).
+        self.cancel_requests: frozenset[str] = frozenset()
 
     @property
     def processing(self) -> str:
@@ -74,14 +100,46 @@ class Broker:
         if due:
             await self.redis.zadd(self.keys.delayed, {envelope: when for envelope, when in due})
 
+    async def push_special(
+        self,
+        task_id: str,
+        envelope: bytes,
+        due_ms: int | None,
+        priority: str | None,
+        unique_key: str | None,
+        lock_ms: int,
+        pipe: Any = None,
+    ) -> str | None:
+        """Enqueue one task of a priority level and/or with a uniqueness key (see enqueue.lua); returns None when
+        it was enqueued, or the id of the task that holds its uniqueness key (a duplicate: nothing enqueued).
+        With `pipe`, the call is queued on that pipeline instead (its reply, from `execute`, is the same)."""
+        k = self.keys
+        target = k.delayed if due_ms is not None else k.level(priority)
+        keys = [target, k.ready]
+        if unique_key is not None:
+            keys.append(k.unique(unique_key))
+        args = [envelope, "" if due_ms is None else due_ms, task_id, lock_ms if unique_key is not None else ""]
+        if pipe is not None:
+            await self._enqueue(keys=keys, args=args, client=pipe)
+            return None
+        return decode_holder(await self._enqueue(keys=keys, args=args))
+
     # -- consuming -------------------------------------------------------------------------------------------
 
-    async def claim(self, count: int, lease_ms: int) -> list[tuple[str, bytes]]:
-        """Claim up to `count` tasks; returns (attempt token, envelope) pairs."""
+    async def claim(self, count: int, lease_ms: int, order: str = "hdl") -> list[tuple[str, bytes]]:
+        """Claim up to `count` tasks, taking the priority levels in `order` (h, d, l); returns (attempt token,
+        envelope) pairs, and updates `cancel_requests`."""
         k = self.keys
+        default, high, low = k.ready_lists
         flat = await self._claim(
-            keys=[k.ready, self.processing, k.leases, k.inflight, k.seq], args=[count, now_ms() + lease_ms]
+            keys=[default, self.processing, k.leases, k.inflight, k.seq, k.cancels, high, low],
+            args=[count, now_ms() + lease_ms, order],
         )
+        if len(flat) >= 2 and flat[-2] == b"!cancels":
+            self.cancel_requests = frozenset(item.decode() for item in flat[-1])
+            flat = flat[:-2]
+        elif self.cancel_requests:
+            self.cancel_requests = frozenset()
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def wait_for_task(self, timeout: float) -> bool:
@@ -107,6 +165,13 @@ class Broker:
         for item in items:
             keys.append(k.result(item.task_id))
             args += [item.kind, item.token, item.result, item.data, item.extra]
+            if item.unique_key is not None and item.kind in ("ack", "cancel", "dead"):
+                keys.append(k.unique(item.unique_key))
+                args += ["unlock", item.task_id, "", "", ""]
+            if item.cancelled:
+                keys.append(k.cancels)
+                args += ["uncancel", item.task_id, "", "", ""]
+        keys += k.ready_lists[1:]
         flags = await self._settle(keys=keys, args=args)
         return [bool(flag) for flag in flags]
 
@@ -145,6 +210,7 @@ class Broker:
         silent_ids = [w.decode() for w in silent if w.decode() != self.worker_id]
         keys = [k.ready, k.leases, k.inflight, k.workers, k.reaper_lock, k.stats]
         keys += [k.processing(w) for w in silent_ids]
+        keys += k.ready_lists[1:]
         args = [stamp, lock_ms, owner, limit, silent_before, silent_before - forget_after_ms, *silent_ids]
         recovered = await self._reap(keys=keys, args=args)
         if recovered is None:
@@ -153,7 +219,53 @@ class Broker:
 
     async def promote(self, limit: int = 1000) -> int:
         """Move due delayed tasks to the ready list; returns how many moved."""
-        return int(await self._promote(keys=[self.keys.delayed, self.keys.ready], args=[now_ms(), limit]))
+        return int(await self._promote(keys=[self.keys.delayed, *self.keys.ready_lists], args=[now_ms(), limit]))
+
+    # -- cancelling ------------------------------------------------------------------------------------------
+
+    async def cancel(self, task_id: str, result_ttl: int) -> str:
+        """Ask for a task to be cancelled; returns what happened:
+
+        - 'finished': it already has a final result; nothing to cancel.
+        - 'cancelled': it was waiting in the delayed set and is now removed and recorded as cancelled.
+        - 'requested': the request is recorded; a worker that claims the task records it as cancelled instead
+          of running it, and a worker running it cancels the attempt within `worker.cancel_poll_interval`.
+
+        A ready task is not searched for (that would scan the list): the claim script hands every worker the
+        pending requests with each batch, so it never starts. Requests older than `result_ttl` are dropped.
+        """
+        k = self.keys
+        record = await self.get_result(task_id)
+        if record is not None and TaskStatus(record["status"]).final:
+            return "finished"
+        await self.redis.zadd(k.cancels, {task_id: now_ms()})
+        pattern = '*"id":' + glob_escape(codec.dumps(task_id).decode()) + "*"
+        async for envelope, _score in self.redis.zscan_iter(k.delayed, match=pattern, count=1000):
+            try:
+                task = task_from_dict(codec.loads(envelope))
+            except (TaskRejected, codec.JSONDecodeError):
+                continue
+            if task.id != task_id:
+                continue
+            stamp = time.time()
+            body = TaskResult(
+                task.id, self.keys.queue, task.type, TaskStatus.CANCELLED, task.attempt - 1, finished_at=stamp
+            ).to_dict()
+            keys = [k.delayed, k.cancels, k.stats, k.result(task_id)]
+            if task.unique_key is not None:
+                keys.append(k.unique(task.unique_key))
+            if await self._cancel_delayed(keys=keys, args=[envelope, codec.dumps(body), result_ttl, task_id]):
+                return "cancelled"
+        return "requested"
+
+    async def cancel_requests_now(self, older_than_ms: int) -> set[str]:
+        """The ids whose cancellation is pending, after dropping requests older than `older_than_ms` (so a request
+        for a task that never comes is not kept for ever)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self.keys.cancels, "-inf", now_ms() - older_than_ms)
+            pipe.zrange(self.keys.cancels, 0, 999)
+            _, ids = await pipe.execute()
+        return {item.decode() for item in ids}
 
     # -- reading ---------------------------------------------------------------------------------------------
 
@@ -165,12 +277,13 @@ class Broker:
         """Sizes of the queue's parts, for status output and tests."""
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(k.ready)
+            for name in k.ready_lists:
+                pipe.llen(name)
             pipe.hlen(k.inflight)
             pipe.zcard(k.delayed)
             pipe.zcard(k.dead_index)
-            ready, inflight, delayed, dead = await pipe.execute()
-        return {"ready": ready, "inflight": inflight, "delayed": delayed, "dead": dead}
+            default, high, low, inflight, delayed, dead = await pipe.execute()
+        return {"ready": default + high + low, "inflight": inflight, "delayed": delayed, "dead": dead}
 
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.stats)

@@ -83,7 +83,7 @@ class DeadLetters:
                     args += [entry_id, fresh_envelope(raw_from_entry(entry), entry.get("task_id"))]
             if not args:
                 continue
-            done = await self._requeue(keys=[self.keys.dead, self.keys.dead_index, self.keys.ready], args=args)
+            done = await self._requeue(keys=[self.keys.dead, self.keys.dead_index, *self.keys.ready_lists], args=args)
             moved += len(done)
             if self.bus is not None:
                 for item in done:

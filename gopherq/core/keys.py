@@ -83,6 +83,32 @@ class QueueKeys:
     def reaper_lock(self) -> str:
         return self._tagged("reaper:lock")
 
+    def level(self, priority: str | None) -> str:
+        """The ready list of a priority level: the plain list `Q` is the default level (raw producers feed it);
+        `high` and `low` have lists of their own."""
+        if priority is None or priority == "default":
+            return self.queue
+        return self._tagged(f"ready:{priority}")
+
+    @property
+    def ready_lists(self) -> tuple[str, str, str]:
+        """The default, high and low ready lists, in the order the scripts take them in KEYS."""
+        return self.queue, self.level("high"), self.level("low")
+
+    @property
+    def cancels(self) -> str:
+        """Sorted set: ids of tasks whose cancellation was asked for, scored by when (ms); see broker.cancel."""
+        return self._tagged("cancels")
+
+    def unique(self, unique_key: str) -> str:
+        """String: the id of the task that holds this uniqueness key, with the key's window as its TTL."""
+        return self._tagged(f"unique:{unique_key}")
+
+    @property
+    def schedules(self) -> str:
+        """Hash: schedule name -> the last slot (Unix s) enqueued for it; see schedule.lua."""
+        return self._tagged("schedules")
+
     def processing(self, worker_id: str) -> str:
         """The list a blocking fetch moves a task into before it is claimed (see broker.claim)."""
         return self._tagged(f"processing:{worker_id}")

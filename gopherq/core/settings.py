@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -103,6 +103,26 @@ class WorkerSettings(Section):
     fetch_timeout: float = Field(1.0, gt=0, le=10, description="blocking fetch timeout, seconds")
     max_payload_bytes: int = Field(1024 * 1024, ge=64, description="larger tasks are dead-lettered unparsed")
     max_recoveries: int = Field(3, ge=0, description="crash recoveries before a task is poison")
+    priority_mode: Literal["strict", "weighted"] = Field(
+        "strict", description="strict: a level is served only when the more urgent ones are empty; weighted: shares"
+    )
+    priority_weights: dict[str, int] = Field(
+        default_factory=lambda: {"high": 6, "default": 3, "low": 1},
+        description="weighted mode: relative share of batches of the high, default and low levels",
+    )
+    cancel_poll_interval: float = Field(
+        0.5, gt=0, le=1.0, description="how often a running worker looks for cancel requests of its tasks, seconds"
+    )
+
+    @field_validator("priority_weights")
+    @classmethod
+    def _valid_weights(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = set(value) - {"high", "default", "low"}
+        if unknown:
+            raise ValueError(f"unknown level {sorted(unknown)[0]!r}: the levels are high, default and low")
+        if any(weight < 0 for weight in value.values()) or not any(value.values()):
+            raise ValueError("weights must be >= 0 and at least one > 0")
+        return {"high": 0, "default": 0, "low": 0, **value}
 
 
 class LoggingSettings(Section):

@@ -38,8 +38,14 @@ CONTROL_FIELDS = frozenset(
         "created_at",
         "recoveries",
         "last_error",
+        "priority",
+        "unique_key",
+        "unique_for",
     }
 )
+
+#: Priority levels, most urgent first. `default` is the plain ready list (what a raw `RPUSH Q` feeds).
+PRIORITIES = ("high", "default", "low")
 
 
 class TaskStatus(str, enum.Enum):
@@ -48,6 +54,7 @@ class TaskStatus(str, enum.Enum):
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def final(self) -> bool:
@@ -83,6 +90,12 @@ class Task:
     created_at: float | None = None
     recoveries: int = 0
     last_error: dict[str, Any] | None = None
+    #: "high" or "low"; None is the default level.
+    priority: str | None = None
+    #: While a task with this key is ready, delayed or running, an identical enqueue is refused.
+    unique_key: str | None = None
+    #: How long (s) the uniqueness lock lasts at most; it is freed sooner when the task ends.
+    unique_for: float | None = None
     payload: Any = None
     #: True when the producer sent no id and one was assigned here (the worker then records it in Redis).
     id_assigned: bool = False
@@ -111,6 +124,12 @@ class Task:
             wire["created_at"] = self.created_at
         if self.last_error is not None:
             wire["last_error"] = self.last_error
+        if self.priority is not None:
+            wire["priority"] = self.priority
+        if self.unique_key is not None:
+            wire["unique_key"] = self.unique_key
+        if self.unique_for is not None:
+            wire["unique_for"] = self.unique_for
         wire.update(self.fields)
         if self.recoveries:
             wire["recoveries"] = self.recoveries
@@ -211,6 +230,14 @@ def task_from_dict(obj: Any) -> Task:
     last_error = obj.get("last_error")
     if last_error is not None and not isinstance(last_error, dict):
         raise _reject(f"field 'last_error' must be an object, got {last_error!r}")
+    priority = obj.get("priority")
+    if priority == "default":
+        priority = None
+    elif priority is not None and priority not in PRIORITIES:
+        raise _reject(f"field 'priority' must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    unique_key = obj.get("unique_key")
+    if unique_key is not None and (type(unique_key) is not str or not unique_key or len(unique_key) > 200):
+        raise _reject(f"field 'unique_key' must be a non-empty string of at most 200 characters, got {unique_key!r}")
     deadline = _timestamp_field(obj, "deadline")
     if deadline is None:
         deadline = _timestamp_field(obj, "expires_at")
@@ -228,6 +255,9 @@ def task_from_dict(obj: Any) -> Task:
         created_at=_timestamp_field(obj, "created_at"),
         recoveries=_int_field(obj, "recoveries", 0, 0),
         last_error=last_error,
+        priority=priority,
+        unique_key=unique_key,
+        unique_for=_seconds_field(obj, "unique_for", positive=True),
         id_assigned=assigned,
     )
 

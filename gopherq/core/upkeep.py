@@ -34,6 +34,8 @@ class Upkeep:
     lease_ms: int
     held: dict[str, Task | None]
     stats: dict[str, int]
+    executing: set[asyncio.Task[None]]
+    cancelling: set[asyncio.Task[None]]
 
     async def _check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys: an evicted ready list or in-flight hash is lost work."""
@@ -94,6 +96,32 @@ class Upkeep:
                 await backoff.wait(exc)
                 # After an outage every lease looks expired: give live workers one heartbeat to renew them first.
                 next_reap = time.monotonic() + cfg.heartbeat_interval + cfg.reaper_interval
+
+    async def _cancel_watch_loop(self) -> None:
+        """Cancel running attempts whose task a client asked to cancel. One small read per interval, and only
+        while this worker holds tasks; each runner is named after its attempt token (see Worker._launch)."""
+        interval = self.settings.worker.cancel_poll_interval
+        keep_ms = self.settings.queue.result_ttl * 1000
+        failures = Backoff(f"cancel watch ({self.id})")
+        while True:
+            await asyncio.sleep(interval)
+            if not self.held:
+                continue
+            try:
+                requested = await self.broker.cancel_requests_now(keep_ms)
+                failures.reset()
+            except RETRYABLE as exc:
+                failures.failed(exc)
+                continue
+            if not requested:
+                continue
+            tokens = {token for token, task in self.held.items() if task is not None and task.id in requested}
+            for runner in list(self.executing) if tokens else ():
+                if runner.get_name() in tokens and not runner.done() and runner not in self.cancelling:
+                    task = self.held.get(runner.get_name())
+                    log.info("task %s: cancelling its running attempt on request", task.id if task else "?")
+                    self.cancelling.add(runner)
+                    runner.cancel()
 
     def _announce_recovered(self, envelopes: list[bytes]) -> None:
         self.stats["recovered"] += len(envelopes)
