@@ -18,6 +18,14 @@ __version__ = "0.1.0"
 
 #: Public name -> (module, name in that module).
 _EXPORTS: dict[str, tuple[str, str]] = {
+    "App": ("gopherq.functions", "App"),
+    "Handle": ("gopherq.functions", "Handle"),
+    "TaskFailed": ("gopherq.functions", "TaskFailed"),
+    "TaskFunction": ("gopherq.functions", "TaskFunction"),
+    "Serializer": ("gopherq.functions", "Serializer"),
+    "JsonSerializer": ("gopherq.functions", "JsonSerializer"),
+    "Schedule": ("gopherq.core.schedules", "Schedule"),
+    "Enqueued": ("gopherq.client", "Enqueued"),
     "AsyncClient": ("gopherq.client", "AsyncClient"),
     "Client": ("gopherq.client", "Client"),
     "BrokerUnavailable": ("gopherq.core.errors", "BrokerUnavailable"),
@@ -48,7 +56,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 if TYPE_CHECKING:
-    from gopherq.client import AsyncClient, Client
+    from gopherq.client import AsyncClient, Client, Enqueued
     from gopherq.core.errors import (
         BrokerUnavailable,
         ConfigError,
@@ -62,9 +70,11 @@ if TYPE_CHECKING:
     from gopherq.core.events import Event, EventFilter, Sink
     from gopherq.core.executor import ExecutionContext, Executor
     from gopherq.core.hookspecs import RegisterExecutor, RegisterSettings, RegisterSink, hookimpl
+    from gopherq.core.schedules import Schedule
     from gopherq.core.settings import Section as PluginSettings
     from gopherq.core.settings import Settings, SinkSettings, load_settings
     from gopherq.core.task import ErrorInfo, Task, TaskResult, TaskStatus
+    from gopherq.functions import App, Handle, JsonSerializer, Serializer, TaskFailed, TaskFunction
 else:
 
     def __getattr__(name: str) -> Any:
@@ -81,16 +91,20 @@ else:
 
 
 __all__ = [
+    "App",
     "AsyncClient",
     "BrokerUnavailable",
     "Client",
     "ConfigError",
+    "Enqueued",
     "ErrorInfo",
     "Event",
     "EventFilter",
     "ExecutionContext",
     "Executor",
     "GoPherQError",
+    "Handle",
+    "JsonSerializer",
     "PermanentFailure",
     "PluginError",
     "PluginSettings",
@@ -98,11 +112,15 @@ __all__ = [
     "RegisterSettings",
     "RegisterSink",
     "RetryTask",
+    "Schedule",
+    "Serializer",
     "Settings",
     "Sink",
     "SinkSettings",
     "Task",
+    "TaskFailed",
     "TaskFailure",
+    "TaskFunction",
     "TaskRejected",
     "TaskResult",
     "TaskStatus",

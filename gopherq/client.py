@@ -24,6 +24,7 @@ from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.plugins import PluginManager, load_plugins
+from gopherq.core.schedules import upcoming
 from gopherq.core.settings import Settings, load_settings
 from gopherq.core.task import NESTED_TOO_DEEPLY, Backoff, Task, TaskResult, decode_task, new_task_id
 
@@ -279,6 +280,11 @@ class AsyncClient:
             task.id, envelope, due, task.priority, task.unique_key, max(1, int(window * 1000)), pipe
         )
 
+    async def schedules(self) -> list[dict[str, Any]]:
+        """The configured periodic schedules with their last slot and next run time (Unix seconds)."""
+        await self.connect()
+        return await upcoming(self.settings.schedules, self.queue, self.redis)
+
     # -- cancelling --------------------------------------------------------------------------------------------
 
     async def cancel(self, task_id: str, queue: str | None = None) -> str:
@@ -357,6 +363,9 @@ class Client:
 
     def cancel(self, task_id: str, queue: str | None = None) -> str:
         return self._run(self._async.cancel(task_id, queue))
+
+    def schedules(self) -> list[dict[str, Any]]:
+        return self._run(self._async.schedules())
 
     def enqueue_raw(self, envelope: bytes | str, queue: str | None = None) -> str:
         return self._run(self._async.enqueue_raw(envelope, queue))

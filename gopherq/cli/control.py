@@ -1,4 +1,4 @@
-"""Commands that steer tasks: `cancel`."""
+"""Commands that steer tasks: `cancel`, and `schedules` (the periodic tasks and their next runs)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from gopherq.cli.common import (
     queue_option,
     run_async,
     settings_from,
+    when,
     with_client,
 )
 from gopherq.cli.root import cli
@@ -42,3 +43,23 @@ def cancel(config: str | None, queue: str | None, as_json: bool, task_id: str) -
         click.echo(f"{task_id}: {CANCEL_MESSAGES[outcome]}")
     if outcome == "finished":
         sys.exit(1)
+
+
+@cli.command()
+@config_option
+@json_option
+@handle_errors
+def schedules(config: str | None, as_json: bool) -> None:
+    """List the periodic schedules with their last slot and next run time."""
+    settings = settings_from(config)
+    rows = run_async(with_client(settings, None, lambda client: client.schedules()))
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no schedules (add [[schedules]] tables to the config)")
+    for row in rows:
+        click.echo(
+            f"{row['name']}: {row['rule']} -> {row['queue']}, next {when(row['next_run'])}, "
+            f"last {when(row['last_slot'])}, catch_up {row['catch_up']}"
+        )

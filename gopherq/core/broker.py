@@ -27,7 +27,7 @@ def load_script(name: str) -> str:
     text = resources.files("gopherq.core").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     for i, line in enumerate(lines):
-        if line.startswith("--@include "):
+        if line.lstrip().startswith("--@include "):
             lines[i] = load_script(line.split()[1])
     return "".join(lines)
 
@@ -80,6 +80,7 @@ class Broker:
         self._adopt = redis.register_script(load_script("adopt"))
         self._enqueue = redis.register_script(load_script("enqueue"))
         self._cancel_delayed = redis.register_script(load_script("cancel"))
+        self._schedule = redis.register_script(load_script("schedule"))
         #: Ids of tasks whose cancellation is pending, as the last claim saw them (empty almost always).
         self.cancel_requests: frozenset[str] = frozenset()
 
@@ -220,6 +221,18 @@ class Broker:
     async def promote(self, limit: int = 1000) -> int:
         """Move due delayed tasks to the ready list; returns how many moved."""
         return int(await self._promote(keys=[self.keys.delayed, *self.keys.ready_lists], args=[now_ms(), limit]))
+
+    async def run_schedule(
+        self, name: str, last: int | None, new_last: int, envelopes: list[bytes], priority: str | None
+    ) -> tuple[bool, int | None]:
+        """Move schedule `name`'s last slot from `last` to `new_last` and enqueue `envelopes`, atomically (see
+        schedule.lua); returns (True, None), or (False, the current last slot) when `last` was stale."""
+        k = self.keys
+        keys = [k.schedules, k.level(priority), k.ready]
+        reply = await self._schedule(keys=keys, args=[name, "" if last is None else last, new_last, *envelopes])
+        if int(reply[0]) == 1:
+            return True, None
+        return False, int(reply[1]) if reply[1] else None
 
     # -- cancelling ------------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from gopherq.core.errors import ConfigError
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import DEFAULT_MASKED_PARAMS
+from gopherq.core.schedules import Schedule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -162,6 +163,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
     masking: MaskingSettings = MaskingSettings()
+    schedules: list[Schedule] = Field(default_factory=list)
     plugins: dict[str, Any] = Field(default_factory=dict)
 
     _config_path: Path | None = PrivateAttr(None)

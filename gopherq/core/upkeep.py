@@ -15,10 +15,13 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.broker import Broker
+from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
+from gopherq.core.plugins import PluginManager
 from gopherq.core.resilience import RETRYABLE, Backoff
+from gopherq.core.schedules import Scheduler, validate_schedules
 from gopherq.core.settings import Settings
-from gopherq.core.task import Task
+from gopherq.core.task import Task, decode_task
 
 log = logging.getLogger("gopherq.core.worker")
 
@@ -35,6 +38,8 @@ class Upkeep:
     held: dict[str, Task | None]
     stats: dict[str, int]
     executing: set[asyncio.Task[None]]
+    plugins: PluginManager
+    scheduler: Scheduler | None
     cancelling: set[asyncio.Task[None]]
 
     async def _check_eviction_policy(self) -> None:
@@ -53,6 +58,26 @@ class Upkeep:
                 "and in-flight tasks; set maxmemory-policy noeviction",
                 policy,
             )
+
+    def _make_scheduler(self) -> Scheduler | None:
+        """The periodic schedules this worker ticks (every worker does; each slot is enqueued once). Their tasks
+        are checked now, as a worker would check them, so a bad schedule stops start-up (exit 2), not a slot."""
+        schedules = self.settings.schedules
+        if not schedules:
+            return None
+        max_bytes = self.settings.worker.max_payload_bytes
+
+        def check(envelope: bytes) -> None:
+            task = decode_task(envelope, max_bytes)
+            entry = self.plugins.executors.get(task.type)
+            if entry is None:
+                raise TaskRejected("unknown_type", f"no executor for task type {task.type!r}")
+            entry.validate(task)
+
+        validate_schedules(schedules, check)
+        queues = {schedule.queue or self.broker.keys.queue for schedule in schedules}
+        brokers = {queue: Broker(self.redis, queue) for queue in queues}
+        return Scheduler(schedules, self.broker.keys.queue, brokers)
 
     def _check_timings(self) -> None:
         cfg = self.settings.worker
@@ -86,6 +111,8 @@ class Upkeep:
             await asyncio.sleep(cfg.promote_interval)
             try:
                 await self.broker.promote()
+                if self.scheduler is not None:
+                    await self.scheduler.tick()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + cfg.reaper_interval
                     recovered = await self.broker.reap(self.lease_ms, lock_ms, self.id, forget_after_ms=forget_ms)

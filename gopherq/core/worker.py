@@ -66,6 +66,7 @@ class Worker(Upkeep):
         self.executing: set[asyncio.Task[None]] = set()
         self.levels = LevelOrder(cfg.priority_mode, cfg.priority_weights)
         self.cancelling: set[asyncio.Task[None]] = set()  # runners cancelled on request (see upkeep)
+        self.scheduler = self._make_scheduler()
         self.watchdog = Watchdog()
         self.held: dict[str, Task | None] = {}  # token -> task, for every claimed, unsettled task
         self._decisions: list[Decision] = []
