@@ -18,6 +18,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from gopherq.client import AsyncClient, Client
 from gopherq.core.errors import GoPherQError, TaskRejected
+from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import Settings, load_settings
 from gopherq.core.task import TaskResult
 
@@ -184,6 +185,7 @@ class App:
         self._config = config
         self._serializer = serializer
         self._client: Client | None = None
+        self._plugins: PluginManager | None = None
 
     @property
     def settings(self) -> Settings:
@@ -211,7 +213,10 @@ class App:
         return self._client
 
     def async_client(self) -> AsyncClient:
-        return AsyncClient(self.settings)
+        """A new async client (use it with `async with`); the plugins that validate tasks are loaded once."""
+        if self._plugins is None:
+            self._plugins = load_plugins(self.settings)
+        return AsyncClient(self.settings, plugins=self._plugins)
 
     def close(self) -> None:
         if self._client is not None:

@@ -121,3 +121,15 @@ def test_the_schedules_command(run_gopherq: Callable[..., Any], redis_url: str, 
     [row] = codec.loads(done.stdout)
     assert row["name"] == "nightly" and row["last_slot"] is None
     assert datetime.fromtimestamp(row["next_run"], ZoneInfo("Europe/Berlin")).hour == 3
+
+
+def test_gopherq_config_masks_secrets_in_scheduled_tasks(run_gopherq: Callable[..., Any], tmp_path: Any) -> None:
+    config = tmp_path / "gopherq.toml"
+    config.write_text(
+        "[[schedules]]\nname = 'sync'\nevery = 60\n"
+        "task = { url = 'https://user:pw@example.com/x?token=abc', headers = { Authorization = 'Bearer s3cr3t' } }\n"
+    )
+    done = run_gopherq(["config", "-c", str(config)])
+    assert done.returncode == 0, done.stderr
+    assert "s3cr3t" not in done.stdout and "abc" not in done.stdout and ":pw@" not in done.stdout
+    assert codec.loads(done.stdout)["schedules"][0]["name"] == "sync"

@@ -72,6 +72,7 @@ class Broker:
     def __init__(self, redis: Any, queue: str, worker_id: str | None = None) -> None:
         self.redis = redis
         self.keys = QueueKeys(queue)
+        self._levels = self.keys.ready_lists[1:]  # the high and low lists, passed last to settle and reap
         self.worker_id = worker_id
         self._claim = redis.register_script(load_script("claim"))
         self._settle = redis.register_script(load_script("settle"))
@@ -131,9 +132,8 @@ class Broker:
         """Claim up to `count` tasks, taking the priority levels in `order` (h, d, l); returns (attempt token,
         envelope) pairs, and updates `cancel_requests`."""
         k = self.keys
-        default, high, low = k.ready_lists
         flat = await self._claim(
-            keys=[default, self.processing, k.leases, k.inflight, k.seq, k.cancels, high, low],
+            keys=[k.ready, self.processing, k.leases, k.inflight, k.seq, k.cancels, *self._levels],
             args=[count, now_ms() + lease_ms, order],
         )
         if len(flat) >= 2 and flat[-2] == b"!cancels":
@@ -172,7 +172,7 @@ class Broker:
             if item.cancelled:
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
-        keys += k.ready_lists[1:]
+        keys += self._levels
         flags = await self._settle(keys=keys, args=args)
         return [bool(flag) for flag in flags]
 
@@ -211,7 +211,7 @@ class Broker:
         silent_ids = [w.decode() for w in silent if w.decode() != self.worker_id]
         keys = [k.ready, k.leases, k.inflight, k.workers, k.reaper_lock, k.stats]
         keys += [k.processing(w) for w in silent_ids]
-        keys += k.ready_lists[1:]
+        keys += self._levels
         args = [stamp, lock_ms, owner, limit, silent_before, silent_before - forget_after_ms, *silent_ids]
         recovered = await self._reap(keys=keys, args=args)
         if recovered is None:
@@ -274,11 +274,11 @@ class Broker:
     async def cancel_requests_now(self, older_than_ms: int) -> set[str]:
         """The ids whose cancellation is pending, after dropping requests older than `older_than_ms` (so a request
         for a task that never comes is not kept for ever)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(self.keys.cancels, "-inf", now_ms() - older_than_ms)
-            pipe.zrange(self.keys.cancels, 0, 999)
-            _, ids = await pipe.execute()
-        return {item.decode() for item in ids}
+        entries = await self.redis.zrange(self.keys.cancels, 0, 999, withscores=True)
+        oldest = now_ms() - older_than_ms
+        if entries and min(score for _, score in entries) < oldest:
+            await self.redis.zremrangebyscore(self.keys.cancels, "-inf", oldest)
+        return {item.decode() for item, score in entries if score >= oldest}
 
     # -- reading ---------------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 from gopherq.core.errors import ConfigError
 from gopherq.core.keys import validate_queue_name
-from gopherq.core.masking import DEFAULT_MASKED_PARAMS
+from gopherq.core.masking import DEFAULT_MASKED_PARAMS, Masker
 from gopherq.core.schedules import Schedule
 
 if sys.version_info >= (3, 11):
@@ -225,6 +225,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         for name, value in self._plugin_settings.items():
             data["plugins"][name] = value.model_dump(mode="json")
+        data["schedules"] = Masker.from_settings(self).value(data["schedules"])  # their tasks' headers and URLs
         data["redis"]["password"] = "**********" if self.redis.password else None
         if self.redis.url:
             data["redis"]["url"] = mask_url(self.redis.url)
