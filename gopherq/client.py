@@ -184,8 +184,10 @@ class AsyncClient:
         """Check a built task as a worker will check it; returns its envelope, or raises TaskRejected."""
         try:
             envelope = task.encode()
-        except TypeError:  # the codec's nesting limit
-            raise TaskRejected("parse_error", NESTED_TOO_DEEPLY) from None
+        except TypeError as exc:  # orjson's encode error: the nesting limit, or a value JSON cannot carry
+            if "recursion" in str(exc).lower():
+                raise TaskRejected("parse_error", NESTED_TOO_DEEPLY) from None
+            raise TaskRejected("schema_invalid", f"task {task.id} cannot be encoded as JSON: {exc}") from None
         task.payload = self.check_envelope(envelope).payload
         return envelope
 

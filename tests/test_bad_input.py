@@ -49,7 +49,56 @@ CASES: dict[str, tuple[bytes, str, str]] = {
     ),
     "bad_id": (b'{"id": {"a": 1}, "url": "http://127.0.0.1/"}', "schema_invalid", "field 'id' must be a non-empty"),
     "unknown_type": (b'{"id": "t", "type": "fax"}', "unknown_type", "no executor for task type 'fax' (registered: "),
+    "negative_timeout": (
+        b'{"id": "b6", "url": "http://127.0.0.1/", "timeout": -1}',
+        "schema_invalid",
+        "field 'timeout' must be a positive number of seconds, got -1",
+    ),
+    "nan_max_attempts": (
+        b'{"id": "b7", "url": "http://127.0.0.1/", "max_attempts": "NaN"}',
+        "schema_invalid",
+        "field 'max_attempts' must be an integer >= 1, got 'NaN'",
+    ),
+    "crlf_in_header_value": (
+        b'{"id": "h1", "url": "http://127.0.0.1/", "headers": {"X-A": "v\\r\\nX-Injected: 1"}}',
+        "schema_invalid",
+        "header 'X-A' has a CR or LF in its value",
+    ),
+    "crlf_in_header_name": (
+        b'{"id": "h2", "url": "http://127.0.0.1/", "header": {"X-A\\r\\nX-Injected": "1"}}',
+        "schema_invalid",
+        "is not a valid HTTP token",
+    ),
+    "non_ascii_header_value": (
+        '{"id": "h3", "url": "http://127.0.0.1/", "headers": {"X-A": "caf\u00e9"}}'.encode(),
+        "schema_invalid",
+        "header 'X-A' has a control or non-ASCII character in its value",
+    ),
+    "integer_host": (
+        b'{"id": "n1", "url": "http://2130706433:8080/"}',
+        "schema_invalid",
+        "has a host '2130706433' that is not a canonical IPv4 address",
+    ),
+    "host_with_a_space": (
+        b'{"id": "n2", "url": "http://exa mple.com/"}',
+        "schema_invalid",
+        "has a host 'exa mple.com' with characters a host name cannot have",
+    ),
+    "credentials_and_authorization": (
+        b'{"id": "a1", "url": "http://u:p@127.0.0.1/", "headers": {"Authorization": "Bearer x"}}',
+        "schema_invalid",
+        "has credentials (user:password@) and the task also sets an Authorization header: give only one",
+    ),
 }
+
+
+def producer_id(raw: bytes) -> str | None:
+    """The id a producer gave, when the bytes are a JSON object with a string id: what the worker must keep."""
+    try:
+        obj = codec.loads(raw)
+    except codec.JSONDecodeError:
+        return None
+    return obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
 
 
 def bad_input_settings(make_settings: Callable[..., Settings]) -> Settings:
@@ -90,6 +139,16 @@ async def test_each_bad_task_is_dead_lettered_with_its_reason_and_the_next_task_
         entry_id, entry = entries[raw]  # the bytes as received, even when they are not UTF-8
         assert (entry["reason"], entry["error"]["reason"]) == (reason, reason), name
         assert message in entry["error"]["message"], name
+        # The producer's id names the dead letter and the failed result record; only bytes without one (or too
+        # large to be parsed at all) get a generated id.
+        task_id = producer_id(raw) if reason != "too_large" else None
+        if task_id is None:
+            assert entry_id.startswith("raw-") and entry["task_id"] is None, name
+            continue
+        assert (entry_id, entry["task_id"]) == (task_id, task_id), name
+        record = await broker.get_result(task_id)
+        assert record is not None, name
+        assert (record["status"], record["dead_reason"], record["error"]["reason"]) == ("failed", reason, reason), name
     assert not running.worker._fetcher.done()  # still fetching
     assert running.worker.stats["dead"] == len(CASES) and running.worker.stats["succeeded"] == len(CASES)
 
@@ -183,6 +242,15 @@ async def test_gopherq_enqueue_refuses_the_same_input_with_the_same_message(
             (["--url", "http://127.0.0.1/", "--method", "FETCH"], client_says(b'{"url":"http://x/","method":"FETCH"}')),
             (["--url", "http://127.0.0.1/", "--json-body", '{"a": '], parse_says('{"a": ')),
             (["--url", "http://127.0.0.1/", "--json-body", deep], f"parse_error: {NESTED_TOO_DEEPLY}"),
+            (["--url", "http://2130706433:1/"], client_says(CASES["integer_host"][0])),
+            (
+                ["--url", "http://127.0.0.1/", "-H", "X-A: v\r\nX-Injected: 1"],
+                client_says(CASES["crlf_in_header_value"][0]),
+            ),
+            (
+                ["--url", "http://user:pw@127.0.0.1:1/x?token=t", "-H", "Authorization: Bearer abc"],
+                "schema_invalid: http task: field 'headers': Value error, the url has credentials (user:password@)",
+            ),
             (["--url", "http://127.0.0.1/", "--body", "x" * LIMIT], "too_large: task is"),
         ]
     results = await asyncio.gather(*(asyncio.to_thread(enqueue_cli, settings, *args) for args, _ in cases))

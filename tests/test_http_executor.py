@@ -6,6 +6,7 @@ worker on a real Redis and reads the result records it stores.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import json
@@ -20,11 +21,11 @@ import redis.asyncio as aioredis
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from gopherq import AsyncClient, RetryTask, Settings, TaskStatus
+from gopherq import AsyncClient, RetryTask, Settings, TaskRejected, TaskStatus
 from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry, run_attempt
 from gopherq.core.keys import QueueKeys
 from gopherq.core.task import task_from_dict
-from gopherq.plugins.http import HttpExecutor, HttpSettings
+from gopherq.plugins.http import HttpExecutor, HttpPayload, HttpSettings
 
 from .conftest import async_wait_until
 
@@ -352,3 +353,86 @@ async def test_result_records_expire_after_result_ttl(
             return await client.result(task_id) is None
 
         await async_wait_until(expired, timeout=5, interval=0.1, what="the result record to expire")
+
+
+# -- requests that cannot be built (issue 13) ------------------------------------------------------------------
+
+
+async def test_url_userinfo_is_sent_as_basic_auth_on_both_transports(http: HTTPServer, executor: HttpExecutor) -> None:
+    http.expect_request("/private").respond_with_data("in")
+    url = http.url_for("/private").replace("://", "://user:p%40ss@", 1)
+    outcome = await attempt(executor, {"url": url, "headers": {"Cookie": "sid=c"}})
+    assert outcome.failure is None, outcome.failure
+    request = last_request(http)
+    assert request.headers["Authorization"] == "Basic " + base64.b64encode(b"user:p@ss").decode()
+    assert request.headers["Cookie"] == "sid=c"
+
+
+async def test_a_redirect_to_an_unsupported_scheme_fails_at_once_as_invalid_request(
+    http: HTTPServer, executor: HttpExecutor
+) -> None:
+    http.expect_request("/away").respond_with_data("", status=302, headers={"Location": "ftp://127.0.0.1/file"})
+    outcome = await attempt(executor, {"url": http.url_for("/away"), "follow_redirects": True})
+    failure = outcome.failure
+    assert failure is not None and failure.reason == "invalid_request", failure
+    assert not failure.retryable
+    assert "\n" not in failure.message and "the request cannot be sent" in failure.message
+    assert "traceback" not in failure.details
+
+
+async def test_a_request_validation_did_not_foresee_fails_at_once_as_invalid_request(
+    http: HTTPServer, executor: HttpExecutor
+) -> None:
+    """Whatever slips past validation (here a payload built without it) and makes the request unbuildable is a
+    permanent failure naming the problem, never a retried `exception`; nothing is sent."""
+    entry = ExecutorEntry("http", executor, "http")
+    task = task_from_dict({"id": "task002"})
+    url = http.url_for("/never")
+    for headers in ({"X-A": "v\r\nX-Injected: 1"}, {"X-A": "caf\u00e9"}):
+        task.payload = HttpPayload.model_construct(method="GET", url=url, headers=headers, body=None)
+        outcome = await run_attempt(entry, task, context())
+        failure = outcome.failure
+        assert failure is not None and failure.reason == "invalid_request", (headers, failure)
+        assert not failure.retryable and "\n" not in failure.message
+    assert not http.log, "nothing reached the server"
+
+
+async def test_credentials_in_the_url_and_an_authorization_header_are_refused_at_enqueue_and_by_the_worker(
+    make_settings: Callable[..., Settings],
+    start_worker: Callable[..., Any],
+    http: HTTPServer,
+    aredis: aioredis.Redis,
+) -> None:
+    http.expect_request("/x").respond_with_data("ok")
+    url = http.url_for("/x").replace("://", "://user:pw@", 1) + "?token=t"
+    headers = {"Authorization": "Bearer abc", "Cookie": "sid=c"}
+    settings = make_settings()
+    async with AsyncClient(settings) as client:
+        with pytest.raises(TaskRejected) as refused:
+            await client.enqueue_http(url, headers=headers)
+        assert refused.value.reason == "schema_invalid"
+        assert "has credentials (user:password@) and the task also sets an Authorization header" in str(refused.value)
+        await start_worker(settings)
+        raw = json.dumps({"id": "both", "url": url, "headers": headers})
+        await aredis.rpush(settings.queue.name, raw)
+        record = await client.wait("both", 15)
+    assert record is not None and record.status is TaskStatus.FAILED
+    assert record.error is not None and (record.error.reason, record.dead_reason) == ("schema_invalid",) * 2
+    assert not http.log, "nothing was sent"
+
+
+async def test_a_redirect_to_an_unsupported_scheme_is_dead_lettered_after_one_attempt(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any], http: HTTPServer
+) -> None:
+    http.expect_request("/away").respond_with_data("", status=302, headers={"Location": "ftp://127.0.0.1/file"})
+    settings = make_settings(queue={"max_attempts": 5})
+    await start_worker(settings)
+    async with AsyncClient(settings) as client:
+        task_id = await client.enqueue("http", url=http.url_for("/away"), follow_redirects=True)
+        record = await client.wait(task_id, 15)
+        entries = await client.dead_letters.list()
+    assert record is not None and record.status is TaskStatus.FAILED and record.attempts == 1
+    assert record.error is not None and record.error.reason == "invalid_request"
+    assert record.dead_reason == "non_retryable"
+    [entry] = entries
+    assert entry["reason"] == "non_retryable" and "traceback" not in entry["error"].get("details", {})

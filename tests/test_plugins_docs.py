@@ -57,3 +57,27 @@ if __name__ == "__main__":
         print(f"refreshed {len(embedded(GUIDE.read_text()))} blocks in {GUIDE.relative_to(REPO)}")
     else:
         sys.exit("usage: python -m tests.test_plugins_docs --fix")
+
+
+def test_every_reason_code_is_documented_and_every_documented_one_exists() -> None:
+    """docs/guarantees.md's two reason tables list exactly what the code records: dead-letter reasons, and the
+    error reasons of the core and of the built-in HTTP executor (found in their source)."""
+    import re
+    from pathlib import Path
+
+    from gopherq.core.outcomes import DEAD_REASONS
+
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "guarantees.md").read_text()
+    dead_table = doc[doc.index("### Reason codes") : doc.index("### Why an attempt failed")]
+    error_table = doc[doc.index("### Why an attempt failed") : doc.index("## Bad input never stops")]
+    row = re.compile(r"^\| `([a-z_]+)` \|", re.MULTILINE)
+    assert set(row.findall(dead_table)) == set(DEAD_REASONS)
+    sources = [root / "gopherq" / "core" / "executor.py", root / "gopherq" / "plugins" / "http.py"]
+    sources.append(root / "gopherq" / "plugins" / "egress.py")
+    used = set()
+    for source in sources:
+        text = source.read_text()
+        used |= set(re.findall(r"""reason=["']([a-z_]+)["']""", text))
+        used |= set(re.findall(r"""TaskFailure\(\s*["']([a-z_]+)["']""", text))
+    assert set(row.findall(error_table)) == used

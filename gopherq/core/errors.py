@@ -28,10 +28,14 @@ class TaskRejected(GoPherQError):
     `too_large`, ...); the message names what is wrong.
     """
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, task_id: str | None = None, task_type: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        #: The producer's id and type when the bytes parsed as an object that has them: the dead letter, the
+        #: result record and the events keep them, so the producer can still look its task up.
+        self.task_id = task_id
+        self.task_type = task_type
 
 
 class TaskFailure(GoPherQError):

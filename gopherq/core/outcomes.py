@@ -12,8 +12,9 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.broker import Settlement
+from gopherq.core.errors import TaskRejected
 from gopherq.core.settings import QueueSettings
-from gopherq.core.task import ErrorInfo, Task, TaskResult, TaskStatus
+from gopherq.core.task import DEFAULT_TYPE, ErrorInfo, Task, TaskResult, TaskStatus
 
 #: Dead-letter reason codes and what each means (documented in docs/guarantees.md).
 DEAD_REASONS = {
@@ -190,10 +191,15 @@ class OutcomePolicy:
         settlement = Settlement("dead", token, task.id, body, codec.dumps(entry), task.id, unique_key=task.unique_key)
         return Decision(settlement, "task.dead_lettered", task, error, duration, {"reason": reason})
 
-    def dead_raw(self, token: str, raw: bytes, reason: str, message: str, now: float) -> Decision:
-        """Dead-letter bytes that never became a task: no result record, an entry id made from the token."""
+    def dead_raw(self, token: str, raw: bytes, rejected: TaskRejected, now: float) -> Decision:
+        """Dead-letter bytes that never became a task. When they carry a usable id (a JSON object with a string
+        `id`), the producer's id names the entry, gets a failed result record and is in the event, as for any
+        task; otherwise the entry id is made from the token and there is no result record."""
+        reason, error = rejected.reason, ErrorInfo(rejected.reason, rejected.message)
+        if rejected.task_id is not None:
+            task = Task(id=rejected.task_id, type=rejected.task_type or DEFAULT_TYPE)
+            return self.dead(token, task, reason, error, None, now, raw=raw)
         entry_id = f"raw-{token}"
-        error = ErrorInfo(reason, message)
         entry = self._entry(None, reason, error, raw, 0, now)
         settlement = Settlement("dead", token, entry_id, b"", codec.dumps(entry), entry_id)
         return Decision(settlement, "task.dead_lettered", None, error, None, {"reason": reason, "entry_id": entry_id})

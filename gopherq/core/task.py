@@ -210,7 +210,8 @@ def _backoff_field(obj: dict[str, Any]) -> Backoff | None:
 
 
 def task_from_dict(obj: Any) -> Task:
-    """Build a Task from a decoded envelope; raises TaskRejected naming the bad field."""
+    """Build a Task from a decoded envelope; raises TaskRejected naming the bad field (and carrying the task's
+    id and type when those two are usable, so the rejection is recorded under the producer's id)."""
     if not isinstance(obj, dict):
         raise _reject(f"a task must be a JSON object, got {type(obj).__name__}")
     task_id = obj.get("id")
@@ -223,7 +224,20 @@ def task_from_dict(obj: Any) -> Task:
         raise _reject(f"field 'id' must be a non-empty string of at most 200 characters, got {task_id!r}")
     task_type = obj.get("type", DEFAULT_TYPE)
     if type(task_type) is not str or not task_type:
-        raise _reject(f"field 'type' must be a non-empty string, got {task_type!r}")
+        raise TaskRejected(
+            "schema_invalid",
+            f"field 'type' must be a non-empty string, got {task_type!r}",
+            task_id=None if assigned else task_id,
+        )
+    try:
+        return _control_fields(obj, task_id, task_type, assigned)
+    except TaskRejected as exc:
+        if not assigned:
+            exc.task_id, exc.task_type = task_id, task_type
+        raise
+
+
+def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned: bool) -> Task:
     queue = obj.get("queue")
     if queue is not None and type(queue) is not str:
         raise _reject(f"field 'queue' must be a string, got {queue!r}")
@@ -282,7 +296,10 @@ def parse_json(raw: bytes | str) -> Any:
         try:
             codec.dumps(obj)
         except TypeError:  # orjson.JSONEncodeError: recursion limit
-            raise TaskRejected("parse_error", NESTED_TOO_DEEPLY) from None
+            task_id = obj.get("id") if isinstance(obj, dict) else None
+            raise TaskRejected(
+                "parse_error", NESTED_TOO_DEEPLY, task_id=task_id if isinstance(task_id, str) and task_id else None
+            ) from None
     return obj
 
 

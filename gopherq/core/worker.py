@@ -299,7 +299,7 @@ class Worker(Upkeep):
                 try:
                     task = decode_task(raw, max_bytes)
                 except TaskRejected as exc:
-                    self._decide(self.policy.dead_raw(token, raw, exc.reason, exc.message, now))
+                    self._decide(self.policy.dead_raw(token, raw, exc, now))
                     continue
                 self.held[token] = task
                 if cancels and task.id in cancels:

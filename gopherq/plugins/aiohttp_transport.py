@@ -142,7 +142,7 @@ def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
         kind = httpx.ProxyError
     elif isinstance(exc, aiohttp.ClientConnectorError):
         kind = httpx.ConnectError
-    elif isinstance(exc, aiohttp.InvalidURL):
+    elif isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
         kind = httpx.UnsupportedProtocol
     elif isinstance(exc, aiohttp.ClientPayloadError):
         kind = httpx.ReadError

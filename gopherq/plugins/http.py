@@ -17,10 +17,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from gopherq import ExecutionContext, PermanentFailure, PluginSettings, RetryTask, Settings, Task, hookimpl
 from gopherq.plugins.egress import EgressGuard, EgressSettings
+from gopherq.plugins.http_checks import basic_auth, check_credentials, check_headers, check_host
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -79,18 +80,47 @@ class HttpPayload(BaseModel):
             raise ValueError("must be an absolute http:// or https:// URL")
         if not parts.hostname:
             raise ValueError("has no host")
+        check_host(parts)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable_headers(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        check_headers(value)
+        url = info.data.get("url")
+        if url is not None and "@" in url:
+            try:
+                check_credentials(urlsplit(url), value)
+            except ValueError as exc:
+                raise ValueError(f"the url {exc}") from None
         return value
 
     @functools.cached_property
     def parsed_url(self) -> httpx.URL:
-        """The URL as httpx parses it, made once when the request is built: it costs as much as a Redis round
-        trip, so validation, which also runs in every client, checks the URL with the lighter urlsplit instead.
-        Raises PermanentFailure(reason='invalid_url') when httpx cannot parse it."""
+        """The URL as httpx parses it (userinfo taken out: see `credentials`), made once when the request is built:
+        it costs as much as a Redis round trip, so validation, which also runs in every client, checks the URL
+        with the lighter urlsplit instead. Raises PermanentFailure(reason='invalid_request') when httpx cannot
+        parse it: another attempt would fail the same way."""
+        url = self.url
+        if self.credentials is not None:
+            url = self.credentials[0]
         try:
-            return httpx.URL(self.url)
-        except httpx.InvalidURL as exc:
-            raise PermanentFailure(f"invalid url {self.url!r}: {exc}", reason="invalid_url") from None
+            return httpx.URL(url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise PermanentFailure(f"invalid url {self.url!r}: {exc}", reason="invalid_request") from None
 
+    @functools.cached_property
+    def credentials(self) -> tuple[str, str] | None:
+        """(URL without userinfo, Authorization value) when the URL carries user:password@: sent as HTTP Basic
+        auth, as httpx's client does, by both transports alike (validation refuses an Authorization header
+        beside it)."""
+        return basic_auth(urlsplit(self.url)) if "@" in self.url else None
+
+
+#: Errors raised while a request is built or before it is sent, which every attempt would raise again: the URL
+#: or a header cannot be encoded, the transport refuses the request, or a redirect leads to an unsupported scheme.
+#: Validation refuses what it can foresee; these are the rest, and they fail the task without a retry.
+NOT_SENDABLE = (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError, ValueError)
 
 MAX_REDIRECTS = 20
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -165,6 +195,8 @@ class HttpExecutor:
         headers = {"User-Agent": self.settings.user_agent, **payload.headers}
         if not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = task.id
+        if payload.credentials is not None:
+            headers["Authorization"] = payload.credentials[1]
         body: dict[str, Any] = {}
         if isinstance(payload.body, str):
             if payload.body:
@@ -192,6 +224,11 @@ class HttpExecutor:
             ) from None
         except httpx.ConnectError as exc:
             raise RetryTask(f"{payload.method} {payload.url}: cannot connect: {exc}", reason="connect_error") from None
+        except NOT_SENDABLE as exc:
+            raise PermanentFailure(
+                f"{payload.method} {payload.url}: the request cannot be sent: {type(exc).__name__}: {exc}",
+                reason="invalid_request",
+            ) from None
         except httpx.HTTPError as exc:
             raise RetryTask(
                 f"{payload.method} {payload.url}: {type(exc).__name__}: {exc}", reason="request_error"
