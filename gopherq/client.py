@@ -18,7 +18,7 @@ from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
 from typing import Any, NamedTuple, TypeVar
 
-from gopherq.core.broker import Broker, decode_holder, now_ms
+from gopherq.core.broker import Broker, SpecialPush, now_ms
 from gopherq.core.connection import Connection
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import TaskRejected
@@ -252,17 +252,21 @@ class AsyncClient:
             else:
                 ready.setdefault(queue, []).append(envelope)
             results.append(Enqueued(task.id))
-        if items:
+        if ready or delayed:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for _, task, envelope, due in special:  # one script call each (enqueue.lua), answered first
-                    await self._push_special(task, envelope, due, pipe)
                 for queue, envelopes in ready.items():
                     pipe.rpush(self.broker(queue).keys.ready, *envelopes)
                 for queue, due_at in delayed.items():
                     pipe.zadd(self.broker(queue).keys.delayed, {envelope: when for envelope, when in due_at})
-                replies = await pipe.execute()
-            for (index, _, _, _), reply in zip(special, replies, strict=False):
-                holder = decode_holder(reply)
+                await pipe.execute()
+        by_queue: dict[str, list[tuple[int, SpecialPush]]] = {}
+        for index, task, envelope, due in special:  # one script call per queue (enqueue.lua)
+            window = task.unique_for if task.unique_for is not None else self.settings.queue.result_ttl
+            push = SpecialPush(task.id, envelope, due, task.priority, task.unique_key, max(1, int(window * 1000)))
+            by_queue.setdefault(task.queue or self.queue, []).append((index, push))
+        for queue, pushes in by_queue.items():
+            holders = await self.broker(queue).push_special([push for _, push in pushes])
+            for (index, _), holder in zip(pushes, holders, strict=True):
                 if holder is not None:
                     results[index] = Enqueued(holder, duplicate=True)
         bus = self.bus
@@ -275,12 +279,6 @@ class AsyncClient:
                     "task.enqueued", queue=task.queue or self.queue, task_id=task.id, task_type=task.type, data=data
                 )
         return results
-
-    async def _push_special(self, task: Task, envelope: bytes, due: int | None, pipe: Any) -> None:
-        window = task.unique_for if task.unique_for is not None else self.settings.queue.result_ttl
-        await self.broker(task.queue).push_special(
-            task.id, envelope, due, task.priority, task.unique_key, max(1, int(window * 1000)), pipe
-        )
 
     async def schedules(self) -> list[dict[str, Any]]:
         """The configured periodic schedules with their last slot and next run time (Unix seconds)."""

@@ -12,6 +12,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gopherq import AsyncClient, ExecutionContext, Settings, Task
+from gopherq.core import codec
+from gopherq.core.broker import Broker, Settlement
 from gopherq.core.plugins import load_plugins
 
 from .conftest import CaptureSink, ExecutorPlugin, SinkPlugin, async_wait_until
@@ -130,3 +132,15 @@ async def test_the_cancel_command(
     assert '"outcome": "cancelled"' in done.stdout
     again = await asyncio.to_thread(run_gopherq, ["cancel", task_id], env=env)
     assert again.returncode == 1 and "already finished" in again.stdout
+
+
+async def test_a_request_for_a_task_that_ends_first_does_not_linger(aredis: aioredis.Redis, queue_name: str) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    await broker.push([codec.dumps({"id": "t1", "type": "sleep"})])
+    [(token, _)] = await broker.claim(1, lease_ms=60000)
+    # The request arrives while the task runs, and the worker learns of it (its watch loop) as the task succeeds.
+    assert await broker.cancel("t1", result_ttl=60) == "requested"
+    broker.cancel_requests = frozenset(await broker.cancel_requests_now(60000))
+    assert await broker.settle([Settlement("ack", token, "t1", b'{"status":"succeeded"}')], 60, 100) == [True]
+    assert await aredis.zcard(broker.keys.cancels) == 0
+    assert await broker.cancel("t1", result_ttl=60) == "finished"

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from gopherq import AsyncClient, ExecutionContext, Settings, Task
 from gopherq.core import codec
-from gopherq.core.broker import Broker, Settlement, now_ms
+from gopherq.core.broker import Broker, Settlement, SpecialPush, now_ms
 from gopherq.core.plugins import load_plugins
 
 from .conftest import ExecutorPlugin, async_wait_until
@@ -120,7 +120,7 @@ async def test_recovery_release_and_promotion_return_a_task_to_its_level(
     broker = Broker(aredis, queue_name, "w-gone")
     keys = broker.keys
     envelope = codec.dumps({"id": "h1", "type": "rec", "priority": "high"})
-    assert await broker.push_special("h1", envelope, None, "high", None, 0) is None
+    assert await broker.push_special([SpecialPush("h1", envelope, priority="high")]) == [None]
     # Reap: a lease that expired goes back to the head of the high list.
     [(token, _)] = await broker.claim(1, lease_ms=-1000)
     assert await broker.reap(worker_ttl_ms=60000, lock_ms=1000, owner="me") is not None

@@ -94,3 +94,15 @@ async def test_the_lock_lapses_with_its_window_and_delayed_tasks_hold_it(
         assert first.id  # the delayed one is still there; only its lock lapsed
         # Different fields: a different key, never a duplicate.
         assert not (await client.submit([client.task("work", x=2, unique_for=60)]))[0].duplicate
+
+
+async def test_the_enqueue_command_reports_a_duplicate(
+    run_gopherq: Callable[..., Any], redis_url: str, queue_name: str, aredis: aioredis.Redis
+) -> None:
+    env = {"GOPHERQ_REDIS__URL": redis_url, "GOPHERQ_QUEUE__NAME": queue_name}
+    args = ["enqueue", "--url", "https://example.com/x", "--unique-for", "60", "--priority", "low"]
+    first = await asyncio.to_thread(run_gopherq, args, env=env)
+    second = await asyncio.to_thread(run_gopherq, args, env=env)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout == second.stdout and "already queued or running" in second.stderr
+    assert await aredis.llen(f"gopherq:{{{queue_name}}}:ready:low") == 1

@@ -17,6 +17,7 @@ from typing import Any
 from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
 from gopherq.core.keys import QueueKeys
+from gopherq.core.priorities import LETTERS
 from gopherq.core.task import TaskResult, TaskStatus, task_from_dict
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,25 @@ def glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-def decode_holder(reply: Any) -> str | None:
-    """The reply of enqueue.lua: None, or the id of the task holding the uniqueness key."""
-    return None if reply is None else reply.decode()
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+#: Settlement kinds that end a task (its uniqueness lock and any cancel request for it go with it).
+ENDING = frozenset({"ack", "cancel", "dead"})
+
+
+@dataclass(slots=True)
+class SpecialPush:
+    """A task for `Broker.push_special`: its priority level (None: default) and/or uniqueness key (held for
+    `lock_ms` at most), and its due time when it is delayed."""
+
+    task_id: str
+    envelope: bytes
+    due_ms: int | None = None
+    priority: str | None = None
+    unique_key: str | None = None
+    lock_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -102,29 +115,21 @@ class Broker:
         if due:
             await self.redis.zadd(self.keys.delayed, {envelope: when for envelope, when in due})
 
-    async def push_special(
-        self,
-        task_id: str,
-        envelope: bytes,
-        due_ms: int | None,
-        priority: str | None,
-        unique_key: str | None,
-        lock_ms: int,
-        pipe: Any = None,
-    ) -> str | None:
-        """Enqueue one task of a priority level and/or with a uniqueness key (see enqueue.lua); returns None when
-        it was enqueued, or the id of the task that holds its uniqueness key (a duplicate: nothing enqueued).
-        With `pipe`, the call is queued on that pipeline instead (its reply, from `execute`, is the same)."""
+    async def push_special(self, items: list[SpecialPush]) -> list[str | None]:
+        """Enqueue tasks of a priority level and/or with a uniqueness key, in one call (see enqueue.lua); returns,
+        per task, None when it was enqueued, or the id of the task that holds its uniqueness key (a duplicate:
+        nothing enqueued)."""
         k = self.keys
-        target = k.delayed if due_ms is not None else k.level(priority)
-        keys = [target, k.ready]
-        if unique_key is not None:
-            keys.append(k.unique(unique_key))
-        args = [envelope, "" if due_ms is None else due_ms, task_id, lock_ms if unique_key is not None else ""]
-        if pipe is not None:
-            await self._enqueue(keys=keys, args=args, client=pipe)
-            return None
-        return decode_holder(await self._enqueue(keys=keys, args=args))
+        keys = [k.ready, *self._levels, k.delayed]
+        args: list[Any] = []
+        for item in items:
+            if item.unique_key is not None:
+                keys.append(k.unique(item.unique_key))
+            level = LETTERS[item.priority or "default"]
+            due = "" if item.due_ms is None else item.due_ms
+            args += [item.envelope, level, due, item.task_id, item.lock_ms if item.unique_key is not None else ""]
+        replies = await self._enqueue(keys=keys, args=args)
+        return [reply.decode() or None for reply in replies]
 
     # -- consuming -------------------------------------------------------------------------------------------
 
@@ -163,13 +168,16 @@ class Broker:
         k = self.keys
         keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats]
         args: list[Any] = [now_ms(), result_ttl, dead_cap]
+        # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
+        # request) takes the request with it, so it does not linger until it expires.
+        pending = self.cancel_requests
         for item in items:
             keys.append(k.result(item.task_id))
             args += [item.kind, item.token, item.result, item.data, item.extra]
-            if item.unique_key is not None and item.kind in ("ack", "cancel", "dead"):
+            if item.unique_key is not None and item.kind in ENDING:
                 keys.append(k.unique(item.unique_key))
                 args += ["unlock", item.task_id, "", "", ""]
-            if item.cancelled:
+            if item.cancelled or (pending and item.kind in ENDING and item.task_id in pending):
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
         keys += self._levels

@@ -140,6 +140,7 @@ class Upkeep:
             except RETRYABLE as exc:
                 failures.failed(exc)
                 continue
+            self.broker.cancel_requests = frozenset(requested)  # so a task that ends meanwhile drops its request
             if not requested:
                 continue
             tokens = {token for token, task in self.held.items() if task is not None and task.id in requested}
