@@ -141,6 +141,8 @@ class Upkeep:
                 failures.failed(exc)
                 continue
             self.broker.cancel_requests = frozenset(requested)  # so a task that ends meanwhile drops its request
+            if self.cancelling:  # a runner that finished before its cancellation landed
+                self.cancelling = {runner for runner in self.cancelling if not runner.done()}
             if not requested:
                 continue
             tokens = {token for token, task in self.held.items() if task is not None and task.id in requested}
