@@ -173,6 +173,16 @@ class BoundCall(Generic[P, R]):
         return Handle(app, outcome.id, fields.get("queue"), outcome.duplicate)
 
 
+class TaskDecorator(Protocol):
+    """What `@app.task(...)` with options returns: a decorator typed like `@app.task` itself."""
+
+    @overload
+    def __call__(self, func: Callable[P, Awaitable[R]], /) -> TaskFunction[P, R]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+
 class App:
     """Registers functions as tasks and enqueues them. `App(config="gopherq.toml")`, `App(settings)`, or `App()`
     (settings from the environment). Workers find the functions by importing the modules listed in
@@ -230,7 +240,7 @@ class App:
     def task(self, func: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
     @overload
-    def task(self, /, **options: Any) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+    def task(self, /, **options: Any) -> TaskDecorator: ...
 
     def task(self, func: Any = None, /, **options: Any) -> Any:
         """Register `func` as a task: `@app.task`, or `@app.task(queue=..., priority=..., max_attempts=...)` with

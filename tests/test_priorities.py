@@ -4,6 +4,7 @@ return a task to its own level."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ class Recorder:
 
     async def execute(self, task: Task, context: ExecutionContext) -> None:
         self.started.append(task.id)
+        await asyncio.sleep(0.001)  # a little work, so the drain cannot outrun the test's late enqueue
 
 
 def client_for(settings: Settings, recorder: Any) -> AsyncClient:
@@ -47,7 +49,7 @@ async def test_strict_priorities_are_served_in_order_under_load(
         levels["default"].append("raw-0")
         await start_worker(settings, extra_plugins={"rec": ExecutorPlugin("rec", recorder)})
         # More urgent work arriving mid-drain jumps ahead of what is left.
-        await async_wait_until(lambda: len(recorder.started) >= 100, what="the drain to start")
+        await async_wait_until(lambda: len(recorder.started) >= 50, interval=0.005, what="the drain to start")
         late = await client.enqueue_many([client.task("rec", id=f"late-{i}", priority="high") for i in range(50)])
         await async_wait_until(lambda: len(recorder.started) == 951, timeout=60, what="every task")
     order = {task_id: i for i, task_id in enumerate(recorder.started)}
