@@ -10,8 +10,6 @@ the worker would have put in its dead letter. With `sinks=True` the client feeds
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import threading
 import time
 from collections.abc import Coroutine, Iterable
@@ -26,7 +24,7 @@ from gopherq.core.events import EventBus
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.schedules import upcoming
 from gopherq.core.settings import Settings, load_settings
-from gopherq.core.task import NESTED_TOO_DEEPLY, Backoff, Task, TaskResult, decode_task, new_task_id
+from gopherq.core.task import NESTED_TOO_DEEPLY, Backoff, Task, TaskResult, decode_task, new_task_id, unique_key_of
 
 T = TypeVar("T")
 
@@ -41,13 +39,6 @@ class Enqueued(NamedTuple):
 
     id: str
     duplicate: bool = False
-
-
-def unique_key_of(task_type: str, fields: dict[str, Any]) -> str:
-    """The uniqueness key of a task given `unique_for` without `unique_key`: a digest of its type and fields, so
-    two enqueues of the same call are the same key."""
-    canonical = json.dumps([task_type, fields], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 
 class AsyncClient:

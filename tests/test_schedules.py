@@ -133,3 +133,19 @@ def test_gopherq_config_masks_secrets_in_scheduled_tasks(run_gopherq: Callable[.
     assert done.returncode == 0, done.stderr
     assert "s3cr3t" not in done.stdout and "abc" not in done.stdout and ":pw@" not in done.stdout
     assert codec.loads(done.stdout)["schedules"][0]["name"] == "sync"
+
+
+async def test_a_unique_scheduled_task_never_overlaps_itself(aredis: aioredis.Redis, queue_name: str) -> None:
+    schedule = Schedule(name="sync", every=1, catch_up="all", task={"type": "x", "unique_for": 600})
+    scheduler = Scheduler([schedule], queue_name, {queue_name: Broker(aredis, queue_name)})
+    t0 = 1_800_000_000
+    assert await scheduler.tick(now=t0 + 0.5) == 0  # starts the schedule
+    assert await scheduler.tick(now=t0 + 3.5) == 1  # three slots due, one task: it is unique
+    assert await scheduler.tick(now=t0 + 4.5) == 0  # skipped: the task of slot 3 still holds the key
+    [raw] = await aredis.lrange(queue_name, 0, -1)
+    task = codec.loads(raw)
+    assert task["id"] == f"sync@{t0 + 3}"
+    lock = f"gopherq:{{{queue_name}}}:unique:{task['unique_key']}"
+    assert await aredis.get(lock) == task["id"].encode()
+    await aredis.delete(lock)  # the task ended (settle frees the lock)
+    assert await scheduler.tick(now=t0 + 5.5) == 1

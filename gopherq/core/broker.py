@@ -231,16 +231,30 @@ class Broker:
         return int(await self._promote(keys=[self.keys.delayed, *self.keys.ready_lists], args=[now_ms(), limit]))
 
     async def run_schedule(
-        self, name: str, last: int | None, new_last: int, envelopes: list[bytes], priority: str | None
-    ) -> tuple[bool, int | None]:
-        """Move schedule `name`'s last slot from `last` to `new_last` and enqueue `envelopes`, atomically (see
-        schedule.lua); returns (True, None), or (False, the current last slot) when `last` was stale."""
+        self,
+        name: str,
+        last: int | None,
+        new_last: int,
+        envelopes: list[tuple[str, bytes]],
+        priority: str | None = None,
+        unique: tuple[str, int] | None = None,
+    ) -> tuple[bool, int]:
+        """Move schedule `name`'s last slot from `last` to `new_last` and enqueue `envelopes` ((task id, envelope)
+        pairs), atomically (see schedule.lua). `unique`: (uniqueness key, lock ms) of a unique task, of which one
+        envelope at most is given. Returns (True, how many were enqueued: 0 when the key was held), or (False, the
+        current last slot, -1 for none) when `last` was stale."""
         k = self.keys
         keys = [k.schedules, k.level(priority), k.ready]
-        reply = await self._schedule(keys=keys, args=[name, "" if last is None else last, new_last, *envelopes])
+        lock_ms: Any = ""
+        holder = ""
+        if unique is not None and envelopes:
+            keys.append(k.unique(unique[0]))
+            lock_ms, holder = unique[1], envelopes[0][0]
+        args = [name, "" if last is None else last, new_last, lock_ms, holder, *(env for _, env in envelopes)]
+        reply = await self._schedule(keys=keys, args=args)
         if int(reply[0]) == 1:
-            return True, None
-        return False, int(reply[1]) if reply[1] else None
+            return True, int(reply[1])
+        return False, int(reply[1]) if reply[1] else -1
 
     # -- cancelling ------------------------------------------------------------------------------------------
 

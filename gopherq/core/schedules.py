@@ -18,6 +18,7 @@ from gopherq.core import codec
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import QueueKeys
 from gopherq.core.resilience import RETRYABLE
+from gopherq.core.task import CONTROL_FIELDS, DEFAULT_TYPE, unique_key_of
 
 if TYPE_CHECKING:
     from gopherq.core.broker import Broker
@@ -36,7 +37,8 @@ class Schedule(BaseModel):
     """One periodic task: `cron` (five fields, in `timezone`) or `every` (seconds, aligned to the Unix epoch), the
     task to enqueue (an envelope without `id`: each slot's task gets the id `<name>@<slot>`), the queue it goes to
     (default: the worker's), and what to do with slots missed while no worker ran (`catch_up`): `none` skips them,
-    `one` enqueues one task for all of them, `all` enqueues one per slot."""
+    `one` enqueues one task for all of them, `all` enqueues one per slot. A task with `unique_key`/`unique_for`
+    never overlaps itself: a slot is skipped while the previous slot's task is still queued or running."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -97,16 +99,36 @@ class Schedule(BaseModel):
     def next_slot(self, after: float) -> int:
         return next(self.slots_after(int(after)))
 
+    def task_id(self, slot: int) -> str:
+        return f"{self.name}@{slot}"
+
     def envelope(self, slot: int) -> bytes:
-        return codec.dumps({"id": f"{self.name}@{slot}", **self.task, "created_at": time.time()})
+        task = dict(self.task)
+        if task.get("unique_for") is not None and task.get("unique_key") is None:
+            fields = {k: v for k, v in task.items() if k not in CONTROL_FIELDS}
+            task["unique_key"] = unique_key_of(task.get("type", DEFAULT_TYPE), fields)
+        return codec.dumps({"id": self.task_id(slot), **task, "created_at": time.time()})
+
+    def unique(self, default_window: int) -> tuple[str, int] | None:
+        """(uniqueness key, lock ms) when the schedule's task is unique: a slot is skipped while the task of an
+        earlier one still holds the key."""
+        task = self.task
+        if task.get("unique_key") is None and task.get("unique_for") is None:
+            return None
+        key = task.get("unique_key") or codec.loads(self.envelope(0))["unique_key"]
+        window = task.get("unique_for") or default_window
+        return str(key), max(1, int(float(window) * 1000))
 
 
 class Scheduler:
     """Runs in every worker's maintenance loop. It keeps each schedule's next slot in memory and talks to Redis
     only when a slot is due: one script call per schedule per slot per worker, and the first caller wins."""
 
-    def __init__(self, schedules: list[Schedule], default_queue: str, brokers: dict[str, Broker]) -> None:
+    def __init__(
+        self, schedules: list[Schedule], default_queue: str, brokers: dict[str, Broker], result_ttl: int = 86400
+    ) -> None:
         self.schedules = schedules
+        self.result_ttl = result_ttl
         self.default_queue = default_queue
         self.brokers = brokers
         #: name -> last slot as known here (None: not read yet).
@@ -146,17 +168,26 @@ class Scheduler:
                     return 0
                 new_last = pending[-1]
                 pending = self._apply_catch_up(schedule, pending, now)
-            envelopes = [schedule.envelope(slot) for slot in pending]
+            unique = schedule.unique(self.result_ttl)
+            if unique is not None:
+                pending = pending[-1:]  # a unique task runs once at a time: one task for the slots due
+            envelopes = [(schedule.task_id(slot), schedule.envelope(slot)) for slot in pending]
             ok, value = await broker.run_schedule(
-                schedule.name, last, new_last, envelopes, schedule.task.get("priority")
+                schedule.name, last, new_last, envelopes, schedule.task.get("priority"), unique
             )
             if ok:
                 self.last[schedule.name] = new_last
                 self.due_at[schedule.name] = schedule.next_slot(new_last)
-                if envelopes:
-                    log.info("schedule %s: enqueued %d task(s) for slot %s", schedule.name, len(envelopes), new_last)
-                return len(envelopes)
-            self.last[schedule.name] = value
+                if value:
+                    log.info("schedule %s: enqueued %d task(s) for slot %s", schedule.name, value, new_last)
+                elif envelopes:
+                    log.info(
+                        "schedule %s: slot %s skipped: its unique task is still queued or running",
+                        schedule.name,
+                        new_last,
+                    )
+                return value
+            self.last[schedule.name] = None if value < 0 else value
         return 0
 
     @staticmethod

@@ -9,7 +9,9 @@ the worker's hot path; the executor's fields are validated by the executor's pyd
 from __future__ import annotations
 
 import enum
+import hashlib
 import itertools
+import json
 import os
 import secrets
 import time
@@ -155,6 +157,13 @@ def new_task_id() -> str:
     """A unique task id: 64 random bits per process, then a counter. Far cheaper than a uuid4 (one syscall
     each), which matters when a client builds tens of thousands of tasks per second."""
     return f"{_id_prefix}{next(_id_counter):08x}"
+
+
+def unique_key_of(task_type: str, fields: dict[str, Any]) -> str:
+    """The uniqueness key of a task given `unique_for` without `unique_key`: a digest of its type and fields, so
+    two enqueues of the same call are the same key."""
+    canonical = json.dumps([task_type, fields], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 
 def _reject(message: str) -> TaskRejected:

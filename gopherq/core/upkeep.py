@@ -77,7 +77,7 @@ class Upkeep:
         validate_schedules(schedules, check)
         queues = {schedule.queue or self.broker.keys.queue for schedule in schedules}
         brokers = {queue: Broker(self.redis, queue) for queue in queues}
-        return Scheduler(schedules, self.broker.keys.queue, brokers)
+        return Scheduler(schedules, self.broker.keys.queue, brokers, self.settings.queue.result_ttl)
 
     def _check_timings(self) -> None:
         cfg = self.settings.worker
