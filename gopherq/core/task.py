@@ -253,18 +253,10 @@ def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned:
     last_error = obj.get("last_error")
     if last_error is not None and not isinstance(last_error, dict):
         raise _reject(f"field 'last_error' must be an object, got {last_error!r}")
-    priority = obj.get("priority")
-    if priority == "default":
-        priority = None
-    elif priority is not None and priority not in PRIORITIES:
-        raise _reject(f"field 'priority' must be one of {', '.join(PRIORITIES)}, got {priority!r}")
-    unique_key = obj.get("unique_key")
-    if unique_key is not None and (type(unique_key) is not str or not unique_key or len(unique_key) > 200):
-        raise _reject(f"field 'unique_key' must be a non-empty string of at most 200 characters, got {unique_key!r}")
     deadline = _timestamp_field(obj, "deadline")
     if deadline is None:
         deadline = _timestamp_field(obj, "expires_at")
-    return Task(
+    task = Task(
         id=task_id,
         type=task_type,
         fields={k: v for k, v in obj.items() if k not in CONTROL_FIELDS},
@@ -278,11 +270,24 @@ def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned:
         created_at=_timestamp_field(obj, "created_at"),
         recoveries=_int_field(obj, "recoveries", 0, 0),
         last_error=last_error,
-        priority=priority,
-        unique_key=unique_key,
-        unique_for=_seconds_field(obj, "unique_for", positive=True),
         id_assigned=assigned,
     )
+    if "priority" in obj or "unique_key" in obj or "unique_for" in obj:  # the common task pays three lookups
+        _task_control_fields(obj, task)
+    return task
+
+
+def _task_control_fields(obj: dict[str, Any], task: Task) -> None:
+    """The task-control fields (priority and uniqueness), checked and set on `task`."""
+    priority = obj.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise _reject(f"field 'priority' must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    task.priority = None if priority == "default" else priority
+    unique_key = obj.get("unique_key")
+    if unique_key is not None and (type(unique_key) is not str or not unique_key or len(unique_key) > 200):
+        raise _reject(f"field 'unique_key' must be a non-empty string of at most 200 characters, got {unique_key!r}")
+    task.unique_key = unique_key
+    task.unique_for = _seconds_field(obj, "unique_for", positive=True)
 
 
 #: The codec writes at most this many levels of nesting: a task nested deeper could be read but never written
