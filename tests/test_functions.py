@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gopherq import Settings, TaskFailed, TaskRejected
+from gopherq import ConfigError, Settings, TaskFailed, TaskRejected
 from gopherq.functions import REGISTRY
 
 from . import function_targets as targets
@@ -64,3 +64,11 @@ def test_the_sync_api_enqueues_with_options(settings: Settings, sync_redis: Any,
     with pytest.raises(TimeoutError):
         handle.result(timeout=0.2)  # no worker runs here
     targets.app.close()
+
+
+async def test_a_module_that_cannot_be_imported_stops_start_up(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    settings = make_settings(plugins={"functions": {"modules": ["tests.no_such_module"]}})
+    with pytest.raises(ConfigError, match=r"plugins\.functions\.modules: cannot import 'tests\.no_such_module'"):
+        await start_worker(settings)

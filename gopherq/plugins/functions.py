@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from gopherq import (
+    ConfigError,
     ExecutionContext,
     PermanentFailure,
     PluginSettings,
@@ -55,9 +56,18 @@ class FunctionExecutor:
         self.serializer: Serializer | None = None
 
     async def open(self) -> None:
-        self.serializer = resolve_serializer(self.settings.serializer)
+        """Import the function modules and the serializer; either failing stops start-up with one line."""
+        try:
+            self.serializer = resolve_serializer(self.settings.serializer)
+        except Exception as exc:
+            raise ConfigError(f"plugins.functions.serializer: {type(exc).__name__}: {exc}") from None
         for module in self.settings.modules:
-            importlib.import_module(module)
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # an import can raise anything
+                raise ConfigError(
+                    f"plugins.functions.modules: cannot import {module!r}: {type(exc).__name__}: {exc}"
+                ) from None
 
     async def execute(self, task: Task, context: ExecutionContext) -> Any:
         payload: FunctionPayload = task.payload
