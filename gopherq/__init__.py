@@ -3,7 +3,8 @@
 This module is the public API: what applications and plugins import. Everything else is internal.
 Plugins need: `hookimpl` and the `Register*` callback types (hooks), `Executor`, `ExecutionContext` and `Task`
 (executors), `Sink`, `Event` and `EventFilter` (sinks), `PluginSettings`, `SinkSettings` and `Settings`
-(settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor raises). See docs/plugins.md.
+(settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor raises), and for plugins that
+write to Redis or show data: `RedisConnection`, `QueueKeys` and `Masker`. See docs/plugins.md.
 
 Names are imported on first use, so importing a submodule (such as `gopherq.testing`, the pytest plugin that
 every test run in an environment with GoPherQ loads) does not pay for Redis, pydantic and the rest.
@@ -45,6 +46,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "RegisterSettings": ("gopherq.core.hookspecs", "RegisterSettings"),
     "RegisterSink": ("gopherq.core.hookspecs", "RegisterSink"),
     "hookimpl": ("gopherq.core.hookspecs", "hookimpl"),
+    "Inspector": ("gopherq.core.inspect", "Inspector"),
+    "QueueKeys": ("gopherq.core.keys", "QueueKeys"),
+    "Masker": ("gopherq.core.masking", "Masker"),
+    "RedisConnection": ("gopherq.core.connection", "Connection"),
     "PluginSettings": ("gopherq.core.settings", "Section"),
     "Settings": ("gopherq.core.settings", "Settings"),
     "SinkSettings": ("gopherq.core.settings", "SinkSettings"),
@@ -57,6 +62,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 
 if TYPE_CHECKING:
     from gopherq.client import AsyncClient, Client, Enqueued
+    from gopherq.core.connection import Connection as RedisConnection
     from gopherq.core.errors import (
         BrokerUnavailable,
         ConfigError,
@@ -70,6 +76,9 @@ if TYPE_CHECKING:
     from gopherq.core.events import Event, EventFilter, Sink
     from gopherq.core.executor import ExecutionContext, Executor
     from gopherq.core.hookspecs import RegisterExecutor, RegisterSettings, RegisterSink, hookimpl
+    from gopherq.core.inspect import Inspector
+    from gopherq.core.keys import QueueKeys
+    from gopherq.core.masking import Masker
     from gopherq.core.schedules import Schedule
     from gopherq.core.settings import Section as PluginSettings
     from gopherq.core.settings import Settings, SinkSettings, load_settings
@@ -104,10 +113,14 @@ __all__ = [
     "Executor",
     "GoPherQError",
     "Handle",
+    "Inspector",
     "JsonSerializer",
+    "Masker",
     "PermanentFailure",
     "PluginError",
     "PluginSettings",
+    "QueueKeys",
+    "RedisConnection",
     "RegisterExecutor",
     "RegisterSettings",
     "RegisterSink",

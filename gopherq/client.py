@@ -1,4 +1,4 @@
-"""The Python client: enqueue tasks (one or many in one round trip), read results, manage dead letters.
+"""The Python client: enqueue tasks (one or many in one round trip), read results, manage dead letters, inspect.
 
 `AsyncClient` is the implementation; `Client` is the same API for synchronous code, running the async client
 on a private event loop thread. Tasks are validated here exactly as a worker would validate them (the envelope
@@ -21,6 +21,7 @@ from gopherq.core.connection import Connection
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
+from gopherq.core.inspect import Inspector
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.schedules import upcoming
 from gopherq.core.settings import Settings, load_settings
@@ -67,6 +68,7 @@ class AsyncClient:
         self._connection = Connection(self.settings, "client")
         self._brokers: dict[str, Broker] = {}
         self.redis: Any = None
+        self._inspector: Inspector | None = None
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -94,6 +96,7 @@ class AsyncClient:
         finally:
             await self._connection.close()
             self.redis = None
+            self._inspector = None
             self._brokers.clear()
 
     def broker(self, queue: str | None = None) -> Broker:
@@ -108,6 +111,15 @@ class AsyncClient:
     def dead_letters(self) -> DeadLetters:
         """Dead-letter operations on the client's queue (a requeue emits `task.requeued` to the sinks)."""
         return DeadLetters(self.broker(), self.bus)
+
+    @property
+    def inspect(self) -> Inspector:
+        """The inspection API (queues, workers, tasks, pages, events, pause/resume) on this client's Redis."""
+        if self.redis is None:
+            raise RuntimeError("client is not connected: use `async with` or await connect()")
+        if self._inspector is None:
+            self._inspector = Inspector(self.redis, self.settings)
+        return self._inspector
 
     # -- building ----------------------------------------------------------------------------------------------
 
@@ -374,24 +386,29 @@ class Client:
         return self._run(self._async.wait(task_id, timeout, queue))
 
     @property
-    def dead_letters(self) -> _SyncDeadLetters:
+    def dead_letters(self) -> Any:
         """Dead-letter operations on the client's queue, blocking: `client.dead_letters.list(limit=10)`."""
-        return _SyncDeadLetters(self)
+        return _Blocking(self, "dead_letters")
+
+    @property
+    def inspect(self) -> Any:
+        """The inspection API, blocking: `client.inspect.queue("my_tasks_queue")` (see AsyncClient.inspect)."""
+        return _Blocking(self, "inspect")
 
 
-class _SyncDeadLetters:
-    """Blocking proxy for DeadLetters."""
+class _Blocking:
+    """Blocking proxy for an async helper of the AsyncClient (its dead letters, its inspector)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, attribute: str) -> None:
         self._client = client
+        self._attribute = attribute
 
     def __getattr__(self, name: str) -> Any:
-        method = getattr(DeadLetters, name)
-
         def call(*args: Any, **kwargs: Any) -> Any:
             async def run() -> Any:
                 await self._client._async.connect()
-                return await method(self._client._async.dead_letters, *args, **kwargs)
+                target = getattr(self._client._async, self._attribute)
+                return await getattr(target, name)(*args, **kwargs)
 
             return self._client._run(run())
 

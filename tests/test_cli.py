@@ -133,7 +133,7 @@ def test_config_prints_effective_settings_with_precedence_and_masked_secrets(run
     assert shown["redis"]["password"] == "**********"
     assert shown["plugins"]["http"]["body_limit"] == 1024
     assert shown["worker"]["shutdown_timeout"] == 25.0  # default
-    assert "secret" not in proc.stdout
+    assert "file-secret" not in proc.stdout and "env-secret" not in proc.stdout
 
 
 def test_config_masks_the_password_in_a_redis_url(run_gopherq: Run) -> None:

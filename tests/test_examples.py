@@ -151,7 +151,8 @@ def test_gopherq_plugins_lists_both_examples(examples_path: Path, redis_url: str
         [GOPHERQ, "plugins", "--json"], env={**env, "GOPHERQ_LOAD_PLUGINS": "pycall"}, capture_output=True, text=True
     )
     assert pinned.returncode == 0, pinned.stderr
-    assert {row["name"] for row in json.loads(pinned.stdout)} == {"http", "logging", "webhook", "pycall"}
+    names = {row["name"] for row in json.loads(pinned.stdout)}
+    assert names == {"http", "logging", "webhook", "stream", "metrics", "pycall"}
 
 
 def test_the_examples_are_lint_and_type_clean() -> None:

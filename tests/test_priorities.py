@@ -13,6 +13,8 @@ import redis.asyncio as aioredis
 from gopherq import AsyncClient, ExecutionContext, Settings, Task
 from gopherq.core import codec
 from gopherq.core.broker import Broker, Settlement, SpecialPush, now_ms
+from gopherq.core.inspect import Inspector
+from gopherq.core.keys import WAKE_MARKER
 from gopherq.core.plugins import load_plugins
 
 from .conftest import ExecutorPlugin, async_wait_until
@@ -150,3 +152,19 @@ async def test_bad_priority_is_refused_with_the_field_named(make_settings: Calla
             assert "priority" in str(exc) and "high, default, low" in str(exc)
         else:
             raise AssertionError("an unknown priority was accepted")
+
+
+async def test_the_inspection_layer_sees_every_level(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    settings = make_settings()
+    async with client_for(settings, Recorder()) as client:
+        for level in ("low", "default", "high"):
+            await client.enqueue_many([client.task("rec", id=f"{level}-{i}", priority=level) for i in range(2)])
+    assert await aredis.lindex(queue_name, 0) == WAKE_MARKER  # left by the first low task (the list was empty)
+    inspector = Inspector(aredis, settings)
+    assert (await inspector.queue(queue_name)).ready == 7  # six tasks and the marker
+    page = await inspector.ready(queue_name, offset=1, limit=4)
+    assert [item.id for item in page.items] == ["high-1", "default-0", "default-1"]  # the marker is left out
+    info = await inspector.task(queue_name, "low-1")
+    assert info is not None and info.state == "ready"

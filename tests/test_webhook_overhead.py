@@ -125,7 +125,7 @@ def worker_settings(queue: str, url: str | None, endpoint: dict[str, Any]) -> An
         "redis": {"url": REDIS_URL},
         "queue": {"name": queue, "result_ttl": 120},
         "worker": {"concurrency": 100, "batch_size": 200, "shutdown_timeout": 5},
-        "plugins": {"logging": {"enabled": False}, "webhook": webhook},
+        "plugins": {"logging": {"enabled": False}, "stream": {"enabled": False}, "webhook": webhook},
     }
     return load_settings(None, overrides, environ={})
 

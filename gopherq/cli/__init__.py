@@ -10,7 +10,14 @@ import os
 
 import click
 
-from gopherq.cli import control, dlq, server, tasks, worker  # noqa: F401  (they register their commands)
+from gopherq.cli import (  # noqa: F401  (they register their commands)
+    control,
+    dlq,
+    inspect,
+    server,
+    tasks,
+    worker,
+)
 from gopherq.cli.root import cli
 from gopherq.core.plugins import PluginManager
 from gopherq.core.settings import load_settings

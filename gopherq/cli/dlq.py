@@ -109,7 +109,17 @@ def dlq_requeue(
         raise click.UsageError("give entry ids or --all")
     settings = settings_from(config)
     ids = None if requeue_all else list(entry_ids)
-    moved = run_async(with_client(settings, queue, lambda client: client.dead_letters.requeue(ids), sinks=True))
+    show_progress = not as_json and sys.stdout.isatty()
+
+    async def action(client: AsyncClient) -> int:
+        dead = client.dead_letters
+        if not show_progress:
+            return await dead.requeue(ids)
+        total = len(ids) if ids is not None else await dead.count()
+        with click.progressbar(length=total, label="requeueing", file=sys.stderr) as bar:
+            return await dead.requeue(ids, progress=bar.update)
+
+    moved = run_async(with_client(settings, queue, action, sinks=True))
     missing = 0 if requeue_all else len(entry_ids) - moved
     if as_json:
         echo_json({"requeued": moved, "not_found": missing})

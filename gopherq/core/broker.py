@@ -16,7 +16,7 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
-from gopherq.core.keys import QueueKeys
+from gopherq.core.keys import COUNTS_TTL, QueueKeys
 from gopherq.core.priorities import LETTERS
 from gopherq.core.task import TaskResult, TaskStatus, task_from_dict
 
@@ -133,14 +133,16 @@ class Broker:
 
     # -- consuming -------------------------------------------------------------------------------------------
 
-    async def claim(self, count: int, lease_ms: int, order: str = "hdl") -> list[tuple[str, bytes]]:
+    async def claim(self, count: int, lease_ms: int, order: str = "hdl") -> list[tuple[str, bytes]] | None:
         """Claim up to `count` tasks, taking the priority levels in `order` (h, d, l); returns (attempt token,
-        envelope) pairs, and updates `cancel_requests`."""
+        envelope) pairs, or None when the queue is paused; updates `cancel_requests`."""
         k = self.keys
         flat = await self._claim(
-            keys=[k.ready, self.processing, k.leases, k.inflight, k.seq, k.cancels, *self._levels],
+            keys=[k.ready, self.processing, k.leases, k.inflight, k.seq, k.paused, k.cancels, *self._levels],
             args=[count, now_ms() + lease_ms, order],
         )
+        if flat is None:
+            return None
         if len(flat) >= 2 and flat[-2] == b"!cancels":
             self.cancel_requests = frozenset(item.decode() for item in flat[-1])
             flat = flat[:-2]
@@ -166,8 +168,9 @@ class Broker:
         if not items:
             return []
         k = self.keys
-        keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats]
-        args: list[Any] = [now_ms(), result_ttl, dead_cap]
+        stamp = now_ms()
+        keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats, k.counts(stamp // 60000 * 60)]
+        args: list[Any] = [stamp, result_ttl, dead_cap, COUNTS_TTL]
         # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
         # request) takes the request with it, so it does not linger until it expires.
         pending = self.cancel_requests
@@ -184,8 +187,11 @@ class Broker:
         flags = await self._settle(keys=keys, args=args)
         return [bool(flag) for flag in flags]
 
-    async def heartbeat(self, tokens: list[str], lease_ms: int) -> None:
-        """Say this worker is alive and extend the leases of the tasks it is running, in one round trip."""
+    async def heartbeat(
+        self, tokens: list[str], lease_ms: int, info: dict[str, Any] | None = None, info_ttl: int = 60
+    ) -> None:
+        """Say this worker is alive, extend the leases of the tasks it is running and refresh what it tells
+        others about itself (`info`, kept `info_ttl` seconds), in one round trip."""
         assert self.worker_id is not None
         async with self.redis.pipeline(transaction=False) as pipe:
             stamp = now_ms()
@@ -193,11 +199,19 @@ class Broker:
             if tokens:
                 deadline = stamp + lease_ms
                 pipe.zadd(self.keys.leases, {token: deadline for token in tokens}, xx=True)
+            if info:
+                info_key = self.keys.worker_info(self.worker_id)
+                pipe.hset(info_key, mapping=info)
+                pipe.expire(info_key, info_ttl)
             await pipe.execute()
 
     async def deregister(self) -> None:
-        """Remove this worker's heartbeat (on clean shutdown, after its processing list is empty)."""
-        await self.redis.zrem(self.keys.workers, self.worker_id)
+        """Remove this worker's heartbeat and info (on clean shutdown, after its processing list is empty)."""
+        assert self.worker_id is not None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.keys.workers, self.worker_id)
+            pipe.delete(self.keys.worker_info(self.worker_id))
+            await pipe.execute()
 
     async def release_staged(self) -> int:
         """Put anything a blocking fetch left in this worker's processing list back at the ready list's head."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from typing import Any
 
 from gopherq.core import codec
@@ -65,9 +66,12 @@ class DeadLetters:
         raw = await self.redis.hget(self.keys.dead, entry_id)
         return None if raw is None else _with_id(entry_id, raw)
 
-    async def requeue(self, entry_ids: builtins.list[str] | None = None) -> int:
+    async def requeue(
+        self, entry_ids: builtins.list[str] | None = None, progress: Callable[[int], Any] | None = None
+    ) -> int:
         """Requeue the given entries (all when None) at the tail of the ready list, attempts reset and id kept;
-        returns how many went back (an id that is not, or no longer, a dead letter is skipped)."""
+        returns how many went back (an id that is not, or no longer, a dead letter is skipped). `progress` is
+        called with the number of entries handled after each chunk (e.g. a progress bar's `update`)."""
         if entry_ids is None:
             entry_ids = [item.decode() for item in await self.redis.zrange(self.keys.dead_index, 0, -1)]
         moved = 0
@@ -82,6 +86,8 @@ class DeadLetters:
                     task_ids[entry_id] = entry.get("task_id")
                     args += [entry_id, fresh_envelope(raw_from_entry(entry), entry.get("task_id"))]
             if not args:
+                if progress is not None:
+                    progress(len(chunk))
                 continue
             done = await self._requeue(keys=[self.keys.dead, self.keys.dead_index, *self.keys.ready_lists], args=args)
             moved += len(done)
@@ -94,6 +100,8 @@ class DeadLetters:
                         task_id=task_ids.get(entry_id),
                         data={"entry_id": entry_id},
                     )
+            if progress is not None:
+                progress(len(chunk))
         return moved
 
     async def purge(self) -> int:

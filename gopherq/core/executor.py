@@ -46,6 +46,10 @@ class ExecutionContext:
     deadline: float | None
     log: logging.LoggerAdapter[logging.Logger]
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Small facts about this attempt (e.g. an HTTP status and host) that the worker adds to the `data` of the
+    #: attempt's outcome events (task.succeeded, task.failed, task.retrying, task.dead_lettered), where sinks
+    #: such as the metrics sink read them. Set a fresh dict; keep it small and free of secrets' values.
+    event_data: dict[str, Any] | None = None
 
 
 def describe_payload_error(exc: ValidationError) -> str:

@@ -12,6 +12,13 @@ from dataclasses import dataclass
 
 from gopherq.core.errors import ConfigError
 
+#: Seconds a per-minute counts hash is kept: a day and an hour, so a full day of minutes can always be read.
+COUNTS_TTL = 90000
+
+#: What a priority enqueue leaves in the plain ready list to wake a worker blocked on it (levels.lua and claim.lua
+#: use the same literal; the claim script drops it).
+WAKE_MARKER = b"gopherq:wake"
+
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
@@ -82,6 +89,25 @@ class QueueKeys:
     @property
     def reaper_lock(self) -> str:
         return self._tagged("reaper:lock")
+
+    @property
+    def paused(self) -> str:
+        """String (the Unix time it was paused): while it exists, workers claim nothing from the queue."""
+        return self._tagged("paused")
+
+    @property
+    def events(self) -> str:
+        """Stream of the queue's events, capped (written by the built-in `stream` sink)."""
+        return self._tagged("events")
+
+    def worker_info(self, worker_id: str) -> str:
+        """Hash: what a worker tells others about itself (host, pid, concurrency, stats, running tasks),
+        refreshed with its heartbeat and expiring when it stops."""
+        return self._tagged(f"worker:{worker_id}")
+
+    def counts(self, minute: int) -> str:
+        """Hash: outcomes settled during one minute (`minute`: Unix seconds of its start), kept COUNTS_TTL."""
+        return self._tagged(f"counts:{minute}")
 
     def level(self, priority: str | None) -> str:
         """The ready list of a priority level: the plain list `Q` is the default level (raw producers feed it);

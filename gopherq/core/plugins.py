@@ -36,6 +36,8 @@ BUILTINS = {
     "http": "gopherq.plugins.http",
     "logging": "gopherq.plugins.logging_sink",
     "webhook": "gopherq.plugins.webhook_sink",
+    "stream": "gopherq.plugins.stream_sink",
+    "metrics": "gopherq.plugins.metrics_sink",
 }
 
 #: What `gopherq config` shows for the table of a plugin that is not loaded.

@@ -150,6 +150,17 @@ class MaskingSettings(Section):
     )
 
 
+class MetricsSettings(Section):
+    """Prometheus metrics of each worker process, served on their own port (off unless `port` is set)."""
+
+    port: int | None = Field(
+        None, ge=1, le=65535, description="serve /metrics of each worker on this port (worker process i of N: port + i)"
+    )
+    host: str = Field("127.0.0.1", description="address the worker's metrics port binds")
+    http_host_label: bool = Field(False, description="label HTTP responses by target host (bounded by http_hosts_max)")
+    http_hosts_max: int = Field(20, ge=1, le=1000, description="distinct host labels kept; the rest count as 'other'")
+
+
 class Settings(BaseSettings):
     """All of GoPherQ's settings. `plugins` holds `disable`, `load` and one raw table per plugin; each plugin's
     table is validated against the model the plugin registers (see core.plugins)."""
@@ -163,6 +174,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
     masking: MaskingSettings = MaskingSettings()
+    metrics: MetricsSettings = MetricsSettings()
     schedules: list[Schedule] = Field(default_factory=list)
     plugins: dict[str, Any] = Field(default_factory=dict)
 

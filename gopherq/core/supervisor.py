@@ -151,8 +151,16 @@ class Supervisor:
 
     # -- children --------------------------------------------------------------------------------------------
 
+    def _settings_for(self, slot: Slot) -> Settings:
+        """A child's settings: the shared ones, with its own metrics port (`[metrics] port` + its index)."""
+        port = self.child_settings.metrics.port
+        if port is None:
+            return self.child_settings
+        metrics = self.child_settings.metrics.model_copy(update={"port": port + slot.index})
+        return self.child_settings.model_copy(update={"metrics": metrics})
+
     def _spawn(self, slot: Slot) -> None:
-        payload = pickle.dumps({"settings": self.child_settings, "plugins": self.extra_modules})
+        payload = pickle.dumps({"settings": self._settings_for(slot), "plugins": self.extra_modules})
         proc = subprocess.Popen([sys.executable, "-c", CHILD_CODE], stdin=subprocess.PIPE, start_new_session=True)
         assert proc.stdin is not None
         try:

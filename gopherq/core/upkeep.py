@@ -8,8 +8,11 @@ A mixin of `Worker`, kept apart so the hot path (fetch, execute, settle) reads o
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import os
 import random
+import socket
 import time
 from typing import Any
 
@@ -25,6 +28,9 @@ from gopherq.core.task import Task, decode_task
 
 log = logging.getLogger("gopherq.core.worker")
 
+#: Most running tasks a worker lists in its info (the count is always exact).
+RUNNING_LISTED = 1000
+
 
 class Upkeep:
     """Heartbeat, promote and reap loops, and start-up checks; needs the attributes declared below."""
@@ -37,6 +43,9 @@ class Upkeep:
     lease_ms: int
     held: dict[str, Task | None]
     stats: dict[str, int]
+    concurrency: int
+    started_at: float
+    claimed_batches: list[tuple[int, float]]
     executing: set[asyncio.Task[None]]
     plugins: PluginManager
     scheduler: Scheduler | None
@@ -95,10 +104,47 @@ class Upkeep:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.broker.heartbeat(list(self.held), self.lease_ms)
+                await self.broker.heartbeat(list(self.held), self.lease_ms, *self.worker_info())
                 failures.reset()
             except RETRYABLE as exc:
                 failures.failed(exc)
+
+    def worker_info(self) -> tuple[dict[str, Any], int]:
+        """What this worker tells others (the inspection API) about itself, and for how long (seconds) it stays
+        readable if no heartbeat refreshes it: written with each heartbeat, so it costs no round trip."""
+        cfg = self.settings.worker
+        running = self.running_tasks()
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queue": self.broker.keys.queue,
+            "started": self.started_at,
+            "concurrency": self.concurrency,
+            "stats": codec.dumps(self.stats),
+            "running": codec.dumps(running[:RUNNING_LISTED]),
+            "running_count": len(running),
+        }
+        return info, int(cfg.lease_timeout * 2 + cfg.heartbeat_interval * 2 + 10)
+
+    def running_tasks(self) -> list[list[Any]]:
+        """[token, task id, claimed at] of every task this worker holds, oldest first. The claim time comes from
+        `claimed_batches` (a batch's tokens are consecutive), which is trimmed here to what is still held."""
+        batches = self.claimed_batches
+        if not self.held:
+            batches.clear()
+            return []
+        tokens = sorted((int(token), task) for token, task in self.held.items())
+        firsts = [first for first, _ in batches]
+        oldest = bisect.bisect_right(firsts, tokens[0][0]) - 1
+        if oldest > 0:
+            del batches[:oldest]
+            del firsts[:oldest]
+        running: list[list[Any]] = []
+        for token, task in tokens:
+            at = bisect.bisect_right(firsts, token) - 1
+            since = batches[at][1] if at >= 0 else None
+            running.append([str(token), task.id if task is not None else None, since])
+        return running
 
     async def _maintenance_loop(self) -> None:
         cfg = self.settings.worker

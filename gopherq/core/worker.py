@@ -13,6 +13,7 @@ without counting an attempt. No loop ever exits on a Redis error: it backs off a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -40,6 +41,10 @@ from gopherq.core.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 __all__ = ["TRANSIENT", "Backoff", "Worker", "make_worker_id"]
+
+
+#: Seconds between two claim attempts of a worker whose queue is paused.
+PAUSE_POLL = 0.5
 
 
 def make_worker_id() -> str:
@@ -81,6 +86,11 @@ class Worker(Upkeep):
         self._loops: list[asyncio.Task[None]] = []
         self._fetcher: asyncio.Task[None] | None = None
         self._signals = 0
+        self._was_paused = False
+        self.started_at = time.time()
+        #: (first token, claim time) of every batch claimed since the oldest held one: when each task was claimed,
+        #: without a write per task (read by the heartbeat for the worker's info; see Upkeep.running_tasks).
+        self.claimed_batches: list[tuple[int, float]] = []
         self.stats = {
             "succeeded": 0,
             "failed": 0,
@@ -134,7 +144,7 @@ class Worker(Upkeep):
         self.bus.start()
         await self.plugins.call_lifecycle("gopherq_startup", self)
         # Registered before the first fetch, so the reaper can always find this worker's processing list.
-        await self._guard("heartbeat", lambda: self.broker.heartbeat([], self.lease_ms))
+        await self._guard("heartbeat", lambda: self.broker.heartbeat([], self.lease_ms, *self.worker_info()))
         self._check_timings()
         log.info(
             "worker %s started: queue %s, concurrency %d, executors %s",
@@ -251,6 +261,12 @@ class Worker(Upkeep):
                 continue
             try:
                 batch = await self.broker.claim(min(free, cfg.batch_size), self.lease_ms, self.levels.next())
+                if batch is None:
+                    await self._paused()
+                    continue
+                if self._was_paused:
+                    self._was_paused = False
+                    log.info("queue %s resumed: worker %s fetches again", self.queue, self.id)
                 if not batch:
                     # A timed-out blocking fetch is not an error: go round and claim again.
                     await self.broker.wait_for_task(cfg.fetch_timeout)
@@ -264,6 +280,14 @@ class Worker(Upkeep):
         # Quiet: what this worker claimed but did not start goes back to the queue for the others.
         self._release_suspect()
         await self._guard("release staged", self.broker.release_staged, attempts=5)
+
+    async def _paused(self) -> None:
+        """The queue is paused: ask again in PAUSE_POLL seconds (or stop waiting when told to stop)."""
+        if not self._was_paused:
+            self._was_paused = True
+            log.info("queue %s is paused: worker %s claims nothing until it is resumed", self.queue, self.id)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), PAUSE_POLL)
 
     async def _run_suspect(self) -> None:
         """Run a task that lost its worker `isolate_from` times or more alone: nothing else running, nothing
@@ -292,6 +316,7 @@ class Worker(Upkeep):
         adopt: dict[str, bytes] = {}
         ready: list[tuple[str, Task, ExecutorEntry]] = []
         now = time.time()
+        self.claimed_batches.append((int(batch[0][0]), now))  # tokens of a batch are consecutive (claim.lua)
         cancels = self.broker.cancel_requests
         for token, raw in batch:
             self.held[token] = None
@@ -414,21 +439,32 @@ class Worker(Upkeep):
             self._abandon(token, "running")
             return
         try:
-            self._conclude(token, task, outcome)
+            self._conclude(token, task, outcome, context.event_data)
         except Exception:
             self._abandon(token, "recording the outcome of")
 
-    def _conclude(self, token: str, task: Task, outcome: AttemptOutcome) -> None:
+    def _conclude(self, token: str, task: Task, outcome: AttemptOutcome, facts: dict[str, Any] | None = None) -> None:
+        """Record the attempt's outcome; `facts` (the executor's `context.event_data`) go into its events."""
         failure = outcome.failure
         if failure is None:
-            self._decide(self.policy.success(token, task, outcome.result, outcome.started, outcome.finished))
-            return
-        error = ErrorInfo(failure.reason, failure.message, failure.details)
-        log.info("task %s attempt %d failed: %s: %s", task.id, task.attempt, failure.reason, failure.message)
-        self.bus.emit("task.failed", task_id=task.id, task_type=task.type, attempt=task.attempt, error=error.to_dict())
-        self._decide(
-            self.policy.failure(token, task, error, failure.retryable, failure.delay, outcome.started, outcome.finished)
-        )
+            decision = self.policy.success(token, task, outcome.result, outcome.started, outcome.finished)
+        else:
+            error = ErrorInfo(failure.reason, failure.message, failure.details)
+            log.info("task %s attempt %d failed: %s: %s", task.id, task.attempt, failure.reason, failure.message)
+            self.bus.emit(
+                "task.failed",
+                task_id=task.id,
+                task_type=task.type,
+                attempt=task.attempt,
+                error=error.to_dict(),
+                data=facts,
+            )
+            decision = self.policy.failure(
+                token, task, error, failure.retryable, failure.delay, outcome.started, outcome.finished
+            )
+        if facts:
+            decision.data = {**facts, **decision.data} if decision.data else facts
+        self._decide(decision)
 
     # -- settling --------------------------------------------------------------------------------------------
 

@@ -240,6 +240,7 @@ class HttpExecutor:
             **self._body_fields(content, truncated),
         }
         status = response.status_code
+        context.event_data = {"http_status": status, "http_host": request.url.host}
         if 200 <= status < 300:
             return result
         message = f"{payload.method} {payload.url}: HTTP {status}"

@@ -3,10 +3,15 @@
 -- lists of the priority levels, in the order ARGV[3] gives (only when a high or low list exists: otherwise just
 -- the plain list, as before priorities). Wake markers (see levels.lua) are dropped.
 -- KEYS: 1 ready list, 2 this worker's processing list, 3 leases (zset), 4 inflight (hash), 5 token counter,
---       6 cancel requests (zset), 7 high-priority list, 8 low-priority list
--- ARGV: 1 max tasks, 2 lease deadline (ms), 3 level order (e.g. 'hdl': h = KEYS[7], d = KEYS[1], l = KEYS[8])
+--       6 paused flag, 7 cancel requests (zset), 8 high-priority list, 9 low-priority list
+-- ARGV: 1 max tasks, 2 lease deadline (ms), 3 level order (e.g. 'hdl': h = KEYS[8], d = KEYS[1], l = KEYS[9])
 -- Returns: {token1, envelope1, token2, envelope2, ...}, then, when cancellations are pending, '!cancels' and the
---          list of their task ids (the worker settles those tasks as cancelled instead of running them).
+-- list of their task ids (the worker settles those tasks as cancelled instead of running them); or false when the
+-- queue is paused (anything staged goes back to the head of the ready list).
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do end
+  return false
+end
 local want = tonumber(ARGV[1])
 local items = {}
 local wake = 'gopherq:wake'
@@ -23,10 +28,10 @@ local function take(key)
 end
 take(KEYS[2])
 if #items < want then
-  if redis.call('EXISTS', KEYS[7], KEYS[8]) == 0 then
+  if redis.call('EXISTS', KEYS[8], KEYS[9]) == 0 then
     take(KEYS[1])
   else
-    local lists = {h = KEYS[7], d = KEYS[1], l = KEYS[8]}
+    local lists = {h = KEYS[8], d = KEYS[1], l = KEYS[9]}
     for c in string.gmatch(ARGV[3], '.') do
       if #items >= want then break end
       take(lists[c])
@@ -48,7 +53,7 @@ for i = 1, n do
 end
 redis.call('HSET', KEYS[4], unpack(hargs))
 redis.call('ZADD', KEYS[3], unpack(zargs))
-local cancels = redis.call('ZRANGE', KEYS[6], 0, 999)
+local cancels = redis.call('ZRANGE', KEYS[7], 0, 999)
 if #cancels > 0 then
   out[#out + 1] = '!cancels'
   out[#out + 1] = cancels

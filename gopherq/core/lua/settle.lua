@@ -1,8 +1,9 @@
 -- Settle a batch of claimed tasks in one round trip. Every item is fenced by its attempt token: if the token is
 -- no longer in flight (its lease expired and the reaper handed the task to someone else) the item is refused.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 delayed, 5 dead (hash), 6 dead index (zset), 7 stats (hash),
---       8.. one key per item (in item order), then the high- and low-priority lists (last two)
--- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, then 5 per item:
+--       8 this minute's counts (hash), 9.. one key per item (in item order), then the high- and low-priority
+--       lists (last two)
+-- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, 4 counts TTL (s), then 5 per item:
 --       kind, token, result JSON ('' for none), data, extra
 --   kind 'ack'     : write the result (item key: the result key); data/extra unused
 --   kind 'cancel'  : as 'ack', for a task cancelled before or while it ran (counted apart)
@@ -16,7 +17,8 @@
 --   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
 --   task's cancel request.
--- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks).
+-- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks),
+-- and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per kind per batch.
 -- Returns: one 1 (settled) or 0 (refused: stale token) per item.
 local ready, high, low = KEYS[1], KEYS[#KEYS - 1], KEYS[#KEYS]
 --@include levels
@@ -27,9 +29,9 @@ local counts = {}
 local dead_added = false
 local leases = {}
 local last_held = false
-local n = (#ARGV - 3) / 5
+local n = (#ARGV - 4) / 5
 for i = 0, n - 1 do
-  local base = 4 + i * 5
+  local base = 5 + i * 5
   local kind, token, result = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
@@ -37,9 +39,9 @@ for i = 0, n - 1 do
   if kind == 'unlock' or kind == 'uncancel' then
     if last_held then
       if kind == 'uncancel' then
-        redis.call('ZREM', KEYS[8 + i], token)
-      elseif redis.call('GET', KEYS[8 + i]) == token then
-        redis.call('DEL', KEYS[8 + i])
+        redis.call('ZREM', KEYS[9 + i], token)
+      elseif redis.call('GET', KEYS[9 + i]) == token then
+        redis.call('DEL', KEYS[9 + i])
       end
     end
     held = nil
@@ -75,7 +77,7 @@ for i = 0, n - 1 do
       push_level('LPUSH', envelope)
     end
     if result ~= '' then
-      redis.call('SET', KEYS[8 + i], result, 'EX', ttl)
+      redis.call('SET', KEYS[9 + i], result, 'EX', ttl)
     end
     counts[kind] = (counts[kind] or 0) + 1
     out[#out + 1] = 1
@@ -90,6 +92,15 @@ local names = {ack = 'acked', cancel = 'cancelled', retry = 'retried', defer = '
 for kind, count in pairs(counts) do
   redis.call('HINCRBY', KEYS[7], names[kind] or kind, count)
 end
+local minute = {ack = 'succeeded', cancel = 'cancelled', retry = 'retried', dead = 'dead'}
+local counted = false
+for kind, field in pairs(minute) do
+  if counts[kind] then
+    redis.call('HINCRBY', KEYS[8], field, counts[kind])
+    counted = true
+  end
+end
+if counted then redis.call('EXPIRE', KEYS[8], ARGV[4]) end
 if dead_added then
   local over = redis.call('ZCARD', KEYS[6]) - cap
   if over > 0 then

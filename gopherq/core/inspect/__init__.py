@@ -1,0 +1,36 @@
+"""The inspection layer: one query for every face (CLI, client, dashboard, API) over a queue's Redis state."""
+
+from __future__ import annotations
+
+from gopherq.core.inspect.inspector import Inspector, totals_from_stats
+from gopherq.core.inspect.models import (
+    OUTCOMES,
+    DeadLetterSummary,
+    MinuteCounts,
+    Page,
+    QueueInfo,
+    RunningTask,
+    StreamEvent,
+    TaskInfo,
+    TaskSummary,
+    WorkerInfo,
+)
+from gopherq.core.inspect.reading import SEARCH_LIMIT
+from gopherq.core.inspect.stream import EVENT_SCAN_LIMIT
+
+__all__ = [
+    "EVENT_SCAN_LIMIT",
+    "OUTCOMES",
+    "SEARCH_LIMIT",
+    "DeadLetterSummary",
+    "Inspector",
+    "MinuteCounts",
+    "Page",
+    "QueueInfo",
+    "RunningTask",
+    "StreamEvent",
+    "TaskInfo",
+    "TaskSummary",
+    "WorkerInfo",
+    "totals_from_stats",
+]

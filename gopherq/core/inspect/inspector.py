@@ -1,0 +1,354 @@
+"""The Inspector: every read of a queue's state that the CLI, the client, the dashboard and the API show.
+
+One query, four faces: none of them talks to Redis on its own. Every call is bounded: lists come in pages, key
+discovery uses SCAN (never KEYS), and looking a task up by id searches at most SEARCH_LIMIT entries of each
+unindexed place (ready list, in-flight hash, delayed set) and the last EVENT_SCAN_LIMIT events of the stream.
+Everything returned that holds an envelope, a result, an error or event data is masked.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from gopherq.core.broker import Broker
+from gopherq.core.deadletters import DeadLetters
+from gopherq.core.inspect.models import (
+    DeadLetterSummary,
+    MinuteCounts,
+    Page,
+    QueueInfo,
+    RunningTask,
+    TaskInfo,
+    TaskSummary,
+    WorkerInfo,
+)
+from gopherq.core.inspect.reading import (
+    decode,
+    find_in_hash,
+    find_in_list,
+    find_in_zset,
+    id_pattern,
+    integer,
+    number,
+    text,
+)
+from gopherq.core.inspect.stream import EventReader
+from gopherq.core.keys import COUNTS_TTL, WAKE_MARKER, QueueKeys, validate_queue_name
+from gopherq.core.masking import Masker
+from gopherq.core.settings import Settings
+
+#: Suffixes of the keys whose presence makes a queue known to `queue_names`.
+_QUEUE_MARKERS = ("workers", "stats", "events")
+_TAGGED = re.compile(r"^gopherq:\{(?P<queue>[^{}]+)\}:(?P<suffix>[a-z]+)$")
+
+#: Payload fields a summary line is made of: a method-like one, then a target-like one.
+_VERB_FIELDS = ("method", "verb", "action")
+_TARGET_FIELDS = ("url", "uri", "endpoint", "target", "function", "func", "path", "name")
+_SUMMARY_MAX = 160
+
+
+def totals_from_stats(stats: dict[str, int]) -> dict[str, int]:
+    """All-time outcome counts from the stats hash settle.lua keeps."""
+    succeeded, retried, dead = stats.get("acked", 0), stats.get("retried", 0), stats.get("dead_lettered", 0)
+    return {
+        "processed": succeeded + retried + dead,
+        "succeeded": succeeded,
+        "failed": retried + dead,
+        "retried": retried,
+        "dead": dead,
+    }
+
+
+class Inspector(EventReader):
+    """Reads (and pauses or resumes) queues on one Redis. Build it with the client the caller already has."""
+
+    def __init__(self, redis: Any, settings: Settings, masker: Masker | None = None) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.masker = masker or Masker.from_settings(settings)
+
+    def keys(self, queue: str) -> QueueKeys:
+        return QueueKeys(validate_queue_name(queue))
+
+    # -- queues ----------------------------------------------------------------------------------------------
+
+    async def queue_names(self) -> list[str]:
+        """The configured queue and every queue that has workers, counters or events in Redis, sorted."""
+        names = {self.settings.queue.name}
+        async for key in self.redis.scan_iter(match="gopherq:{*}:*", count=1000):
+            match = _TAGGED.match(text(key))
+            if match and match["suffix"] in _QUEUE_MARKERS:
+                names.add(match["queue"])
+        return sorted(names)
+
+    async def queue(self, name: str) -> QueueInfo:
+        """Sizes, latency, pause state, live workers and totals of one queue, in one round trip."""
+        k = self.keys(name)
+        now = time.time()
+        alive_after = int((now - self.settings.worker.lease_timeout) * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(k.ready)
+            pipe.zcard(k.delayed)
+            pipe.hlen(k.inflight)
+            pipe.zcard(k.dead_index)
+            pipe.lindex(k.ready, 0)
+            pipe.exists(k.paused)
+            pipe.zcount(k.workers, alive_after, "+inf")
+            pipe.hgetall(k.stats)
+            pipe.llen(k.level("high"))
+            pipe.llen(k.level("low"))
+            ready, delayed, running, dead, oldest, paused, workers, stats, high, low = await pipe.execute()
+        ready += high + low  # every priority level's list (see docs/tasks.md)
+        latency = 0.0
+        envelope = decode(oldest)
+        if isinstance(envelope, dict):
+            stamps = [number(envelope.get(f)) for f in ("created_at", "eta")]
+            since = max((s for s in stamps if s is not None), default=None)
+            if since is not None:
+                latency = max(0.0, now - since)
+        counters = {text(key): int(value) for key, value in stats.items()}
+        return QueueInfo(
+            name=name,
+            ready=int(ready),
+            delayed=int(delayed),
+            running=int(running),
+            dead=int(dead),
+            latency=latency,
+            paused=bool(paused),
+            workers=int(workers),
+            totals=totals_from_stats(counters),
+        )
+
+    async def queues(self) -> list[QueueInfo]:
+        return [await self.queue(name) for name in await self.queue_names()]
+
+    async def pause(self, queue: str) -> None:
+        """Workers stop claiming from the queue within about a second (running tasks finish)."""
+        await self.redis.set(self.keys(queue).paused, str(time.time()))
+
+    async def resume(self, queue: str) -> None:
+        await self.redis.delete(self.keys(queue).paused)
+
+    async def throughput(self, queue: str, minutes: int = 60) -> list[MinuteCounts]:
+        """Outcomes per minute over the last `minutes` (at most a day), oldest first, the current minute last;
+        minutes with nothing settled are zeros."""
+        k = self.keys(queue)
+        minutes = max(1, min(minutes, COUNTS_TTL // 60 - 60))
+        current = int(time.time()) // 60 * 60
+        starts = [current - 60 * back for back in range(minutes - 1, -1, -1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for start in starts:
+                pipe.hgetall(k.counts(start))
+            buckets = await pipe.execute()
+        out = []
+        for start, bucket in zip(starts, buckets, strict=True):
+            counts = {text(key): int(value) for key, value in bucket.items()}
+            succeeded, retried, dead = counts.get("succeeded", 0), counts.get("retried", 0), counts.get("dead", 0)
+            out.append(MinuteCounts(start, succeeded + retried + dead, succeeded, retried + dead, retried, dead))
+        return out
+
+    # -- workers ---------------------------------------------------------------------------------------------
+
+    async def workers(self, queue: str) -> list[WorkerInfo]:
+        """Every worker registered on the queue (alive ones, and dead ones until the reaper forgets them)."""
+        k = self.keys(queue)
+        members = await self.redis.zrange(k.workers, 0, -1, withscores=True)
+        if not members:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for member, _ in members:
+                pipe.hgetall(k.worker_info(text(member)))
+            infos = await pipe.execute()
+        alive_after = time.time() - self.settings.worker.lease_timeout
+        out = []
+        for (member, score), raw in zip(members, infos, strict=True):
+            worker_id = text(member)
+            info = {text(key): value for key, value in raw.items()}
+            host, _, rest = worker_id.partition(":")
+            heartbeat = float(score) / 1000
+            running = decode(info.get("running")) or []
+            stats = decode(info.get("stats"))
+            out.append(
+                WorkerInfo(
+                    id=worker_id,
+                    host=text(info["host"]) if "host" in info else host or None,
+                    pid=integer(info.get("pid"), integer(rest.partition(":")[0])),
+                    queue=queue,
+                    started=number(info.get("started")),
+                    concurrency=integer(info.get("concurrency")),
+                    last_heartbeat=heartbeat,
+                    alive=heartbeat >= alive_after,
+                    running=[RunningTask(task_id, str(token), since) for token, task_id, since in running],
+                    stats={str(name): int(value) for name, value in stats.items()} if isinstance(stats, dict) else {},
+                    running_count=integer(info.get("running_count"), len(running)) or 0,
+                )
+            )
+        return out
+
+    async def _holders(self, queue: str) -> dict[str, tuple[str, float | None]]:
+        """token -> (worker id, claimed at), from the workers' own lists."""
+        return {task.token: (worker.id, task.since) for worker in await self.workers(queue) for task in worker.running}
+
+    # -- pages -----------------------------------------------------------------------------------------------
+
+    def summarise(self, raw: Any, state: str, **when: Any) -> TaskSummary:
+        """A page line for one envelope (bytes as stored); bytes that are not a JSON object still get a line."""
+        envelope = decode(raw)
+        if not isinstance(envelope, dict):
+            shown = self.masker.text(text(raw or b""))
+            return TaskSummary(None, None, state, 0, None, shown[:_SUMMARY_MAX], **when)
+        task_type = str(envelope.get("type") or ("http" if "url" in envelope else "")) or None
+        verb = next((str(envelope[f]) for f in _VERB_FIELDS if isinstance(envelope.get(f), str)), None)
+        target = next((str(envelope[f]) for f in _TARGET_FIELDS if isinstance(envelope.get(f), str)), None)
+        summary = " ".join(part for part in (verb, target) if part) or (task_type or "")
+        task_id = envelope.get("id")
+        return TaskSummary(
+            id=None if task_id is None else str(task_id),
+            type=task_type,
+            state=state,
+            attempt=integer(envelope.get("attempt"), 1) or 1,
+            max_attempts=integer(envelope.get("max_attempts")),
+            summary=self.masker.text(summary)[:_SUMMARY_MAX],
+            **when,
+        )
+
+    async def ready(self, queue: str, offset: int = 0, limit: int = 50) -> Page[TaskSummary]:
+        """The ready lists from their heads, most urgent priority level first (the order a strict worker takes
+        them in); wake markers (see docs/tasks.md) are left out."""
+        k = self.keys(queue)
+        offset, limit = max(0, offset), max(1, limit)
+        lists = [k.level("high"), k.ready, k.level("low")]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in lists:
+                pipe.llen(name)
+            sizes = await pipe.execute()
+        items: list[bytes] = []
+        start = offset
+        for name, size in zip(lists, sizes, strict=True):
+            if start < size and len(items) < limit:
+                items += await self.redis.lrange(name, start, start + limit - len(items) - 1)
+            start = max(0, start - size)
+        total = sum(sizes)
+        out = []
+        for raw in items:
+            if raw == WAKE_MARKER:
+                continue
+            envelope = decode(raw)
+            enqueued = None
+            if isinstance(envelope, dict):
+                enqueued = number(envelope.get("eta")) or number(envelope.get("created_at"))
+            out.append(self.summarise(raw, "ready", enqueued_at=enqueued))
+        return Page(out, int(total), offset, limit)
+
+    async def delayed(self, queue: str, offset: int = 0, limit: int = 50) -> Page[TaskSummary]:
+        """The delayed set (retries waiting, tasks with an eta), soonest first."""
+        k = self.keys(queue)
+        offset, limit = max(0, offset), max(1, limit)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(k.delayed)
+            pipe.zrange(k.delayed, offset, offset + limit - 1, withscores=True)
+            total, items = await pipe.execute()
+        out = [self.summarise(raw, "delayed", due_at=float(score) / 1000) for raw, score in items]
+        return Page(out, int(total), offset, limit)
+
+    async def running(self, queue: str, offset: int = 0, limit: int = 50) -> Page[TaskSummary]:
+        """Claimed, unsettled tasks, nearest lease deadline first, with their worker and claim time once that
+        worker's heartbeat has listed them."""
+        k = self.keys(queue)
+        offset, limit = max(0, offset), max(1, limit)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(k.leases)
+            pipe.zrange(k.leases, offset, offset + limit - 1)
+            total, tokens = await pipe.execute()
+        tokens = [text(token) for token in tokens]
+        envelopes = await self.redis.hmget(k.inflight, tokens) if tokens else []
+        holders = await self._holders(queue) if tokens else {}
+        out = []
+        for token, raw in zip(tokens, envelopes, strict=True):
+            if raw is None:
+                continue  # settled between the two reads
+            worker, since = holders.get(token, (None, None))
+            out.append(self.summarise(raw, "running", since=since, worker=worker, token=token))
+        return Page(out, int(total), offset, limit)
+
+    async def dead(self, queue: str, offset: int = 0, limit: int = 50) -> Page[DeadLetterSummary]:
+        """Dead letters, newest first."""
+        letters = DeadLetters(Broker(self.redis, queue))
+        offset, limit = max(0, offset), max(1, limit)
+        entries = await letters.list(limit, offset)
+        total = await letters.count()
+        out = []
+        for entry in entries:
+            error = entry.get("error") or {}
+            message = f"{error.get('reason', '')}: {error.get('message', '')}".splitlines()
+            out.append(
+                DeadLetterSummary(
+                    entry_id=str(entry["id"]),
+                    task_id=entry.get("task_id"),
+                    reason=str(entry.get("reason")),
+                    error=self.masker.text(message[0] if message else "")[: _SUMMARY_MAX * 2],
+                    died_at=number(entry.get("dead_at")),
+                    attempts=integer(entry.get("attempts"), 0) or 0,
+                )
+            )
+        return Page(out, total, offset, limit)
+
+    # -- one task --------------------------------------------------------------------------------------------
+
+    async def task(self, queue: str, task_id: str, events: int = 50) -> TaskInfo | None:
+        """Everything known about a task: where it is now (running, delayed, ready, dead, finished), its
+        envelope, result record, dead letter and last `events` events. None when nothing at all is known."""
+        k = self.keys(queue)
+        pattern = id_pattern(task_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(k.result(task_id))
+            pipe.hget(k.dead, task_id)
+            raw_result, raw_dead = await pipe.execute()
+        result = decode(raw_result)
+        dead = decode(raw_dead)
+        status = result.get("status") if isinstance(result, dict) else None
+        state, worker, since = "unknown", None, None
+        envelope: Any = None
+        found = await find_in_hash(self.redis, k.inflight, pattern)
+        if found is not None:
+            state, envelope = "running", found[1]
+            worker, since = (await self._holders(queue)).get(found[0], (None, None))
+        elif status == "succeeded":
+            state = "succeeded"
+        elif isinstance(dead, dict):
+            state, envelope = "dead", decode(dead.get("raw"))
+        else:
+            raw = await find_in_zset(self.redis, k.delayed, pattern)
+            if raw is not None:
+                state, envelope = "delayed", raw
+            else:
+                for name in (k.level("high"), k.ready, k.level("low")):  # every priority level
+                    raw = await find_in_list(self.redis, name, pattern)
+                    if raw is not None:
+                        state, envelope = "ready", raw
+                        break
+                else:
+                    if status in ("failed", "cancelled"):
+                        state = status
+        timeline = await self.events(queue, count=events, task_id=task_id, latest=True)
+        # Stream order is write order: a producer's `task.enqueued` can land after the worker's first events.
+        timeline.sort(key=lambda event: (event.timestamp or 0.0, event.id))
+        if state == "unknown" and result is None and not timeline:
+            return None
+        if isinstance(envelope, bytes):
+            envelope = decode(envelope) or {"raw": text(envelope)}
+        if isinstance(dead, dict):
+            dead = {"id": task_id, **dead}
+        return TaskInfo(
+            id=task_id,
+            queue=queue,
+            state=state,
+            envelope=self.masker.value(envelope) if envelope is not None else None,
+            worker=worker,
+            since=since,
+            result=self.masker.value(result) if isinstance(result, dict) else None,
+            dead_letter=self.masker.value(dead) if isinstance(dead, dict) else None,
+            events=timeline,
+        )

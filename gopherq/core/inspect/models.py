@@ -1,0 +1,185 @@
+"""What the inspection API answers: frozen, JSON-ready records of queues, workers, tasks and events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+
+class _ToDict(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+T = TypeVar("T", bound=_ToDict)
+
+#: Outcome names of the counters, in display order. processed = succeeded + failed; failed = retried + dead.
+OUTCOMES = ("processed", "succeeded", "failed", "retried", "dead")
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """One queue at a glance. `latency`: seconds the oldest ready task has waited (0.0 when none is ready, or
+    when it carries no `created_at`/`eta` to tell); `totals`: all-time outcome counts (see OUTCOMES)."""
+
+    name: str
+    ready: int
+    delayed: int
+    running: int
+    dead: int
+    latency: float
+    paused: bool
+    workers: int
+    totals: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningTask:
+    """A task a worker holds: its attempt token and when the worker claimed it (Unix seconds, None if unknown)."""
+
+    task_id: str | None
+    token: str
+    since: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker as it last described itself. `alive`: its heartbeat is younger than `worker.lease_timeout` (the
+    reaper's test). `running` lists at most 1000 tasks; `running_count` is exact."""
+
+    id: str
+    host: str | None
+    pid: int | None
+    queue: str
+    started: float | None
+    concurrency: int | None
+    last_heartbeat: float
+    alive: bool
+    running: list[RunningTask]
+    stats: dict[str, int]
+    running_count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _plain(self)
+        out["running"] = [task.to_dict() for task in self.running]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """One line of a ready, delayed or running page. `enqueued_at` (ready: created_at or eta), `due_at`
+    (delayed) or `since` (running: when claimed) is set, whichever applies; `summary` is short text such as
+    "GET https://host/path" (masked), taken from the payload's method- and url-like fields, else the type."""
+
+    id: str | None
+    type: str | None
+    state: str
+    attempt: int
+    max_attempts: int | None
+    summary: str
+    enqueued_at: float | None = None
+    due_at: float | None = None
+    since: float | None = None
+    worker: str | None = None
+    token: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterSummary:
+    """One line of the dead-letter page; `entry_id` is what `dlq requeue` / `DeadLetters.requeue` take."""
+
+    entry_id: str
+    task_id: str | None
+    reason: str
+    error: str
+    died_at: float | None
+    attempts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """An event read back from the queue's stream (`id` is the stream entry id), masked."""
+
+    id: str
+    name: str
+    timestamp: float | None
+    task_id: str | None
+    worker: str | None
+    queue: str | None
+    data: dict[str, Any]
+    task_type: str | None = None
+    attempt: int | None = None
+    duration: float | None = None
+    error: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """Everything known about one task. `state`: ready, delayed, running, succeeded, failed, dead, cancelled or
+    unknown. `worker`/`since` are set while it runs (once its worker's heartbeat has listed it)."""
+
+    id: str
+    queue: str
+    state: str
+    envelope: dict[str, Any] | None
+    worker: str | None
+    since: float | None
+    result: dict[str, Any] | None
+    dead_letter: dict[str, Any] | None
+    events: list[StreamEvent] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _plain(self)
+        out["events"] = [event.to_dict() for event in self.events]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """A slice of a longer list: `items` from `offset` (at most `limit`), of `total`."""
+
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": [item.to_dict() for item in self.items],
+            "total": self.total,
+            "offset": self.offset,
+            "limit": self.limit,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCounts:
+    """Outcomes settled during one minute (`minute`: Unix seconds of its start)."""
+
+    minute: int
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)

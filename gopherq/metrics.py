@@ -1,0 +1,65 @@
+"""Prometheus metrics of queues as the Inspector sees them, rendered per scrape (what `gopherq web` serves at
+/metrics): sizes, latency, pause state, live workers and all-time outcome totals from the Redis counters.
+
+Every scrape builds a fresh registry from one Inspector read per queue, so nothing is kept between scrapes and
+any process (the dashboard, a sidecar) can serve the same numbers. Per-worker metrics (outcomes by type and
+reason, attempt durations, HTTP responses, sink drops) come from each worker's own port: see
+gopherq/plugins/metrics_sink.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gopherq.core.inspect.models import OUTCOMES, QueueInfo
+
+if TYPE_CHECKING:
+    from gopherq.core.inspect import Inspector
+
+#: (metric name, help, QueueInfo attribute) of the per-queue gauges.
+QUEUE_GAUGES = (
+    ("gopherq_queue_ready_tasks", "Tasks waiting in the ready list.", "ready"),
+    ("gopherq_queue_delayed_tasks", "Tasks waiting in the delayed set (retries, tasks with an eta).", "delayed"),
+    ("gopherq_queue_running_tasks", "Tasks claimed by a worker and not yet settled.", "running"),
+    ("gopherq_queue_dead_tasks", "Dead letters kept.", "dead"),
+    ("gopherq_queue_latency_seconds", "Age of the oldest ready task.", "latency"),
+    ("gopherq_queue_paused", "1 while the queue is paused.", "paused"),
+    ("gopherq_workers_alive", "Workers whose heartbeat is younger than the lease timeout.", "workers"),
+)
+
+
+class QueueSnapshot(Collector):
+    """The metric families of a set of QueueInfo read once (a collector for one scrape's registry)."""
+
+    def __init__(self, queues: Iterable[QueueInfo]) -> None:
+        self.queues = list(queues)
+
+    def collect(self) -> Iterator[Metric]:
+        for name, text, attribute in QUEUE_GAUGES:
+            gauge = GaugeMetricFamily(name, text, labels=["queue"])
+            for info in self.queues:
+                gauge.add_metric([info.name], float(getattr(info, attribute)))
+            yield gauge
+        totals = CounterMetricFamily(
+            "gopherq_queue_tasks",
+            "Outcomes settled on the queue since it began (processed = succeeded + failed; failed = retried + dead).",
+            labels=["queue", "outcome"],
+        )
+        for info in self.queues:
+            for outcome in OUTCOMES:
+                totals.add_metric([info.name, outcome], float(info.totals.get(outcome, 0)))
+        yield totals
+
+
+async def render_metrics(inspector: Inspector, queues: list[str] | None = None) -> tuple[bytes, str]:
+    """The Prometheus text exposition of every known queue (or of `queues`): (body, content type)."""
+    names = queues if queues is not None else await inspector.queue_names()
+    infos = [await inspector.queue(name) for name in names]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueSnapshot(infos))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,152 @@
+"""The built-in `stream` sink: every event of a queue, masked, appended to the capped Redis stream
+`gopherq:{Q}:events`, which `gopherq events`, task timelines and the dashboard's live view read.
+
+Each stream entry has one field, `event`, whose value is the event as one JSON object (`Event.to_dict()`: `event`
+(the name), `timestamp`, `worker`, `queue`, `task_id`, `task_type`, `attempt`, `duration`, `error`, `data`), with
+`error` and `data` masked. A batch of events costs one round trip and one command: the events of a queue go as
+JSON lines in a single argument of a small Lua script that XADDs each (`MAXLEN ~ <maxlen>`). Building the
+command costs the worker a few microseconds per event, where a pipeline of XADDs with one field per event
+attribute cost ten times more (redis-py packs every argument in Python).
+
+The sink opens its own Redis connection (a `gopherq.RedisConnection` on the same settings), so it works the same
+in a worker and in a client with `sinks=True`, and never shares the worker's connection with the hot path. What
+was written survives a SIGKILLed worker; what still waited in the sink's buffer does not (see the bus's `dropped`
+count). While Redis cannot be reached (down, restarting, loading) a batch is held and retried with backoff, one
+warning line when it starts and one when it ends; meanwhile newer events wait in the buffer (whose oldest are
+dropped, and counted, only when it is full). An error reply (e.g. out of memory) fails the batch, which the bus
+logs and counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import orjson
+from pydantic import Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gopherq import Event, Masker, QueueKeys, RedisConnection, Settings, SinkSettings, hookimpl
+
+log = logging.getLogger(__name__)
+
+#: Pause before retrying a batch Redis refused (seconds): doubled on each failure up to RETRY_MAX, jittered.
+RETRY_MIN = 0.2
+RETRY_MAX = 5.0
+
+
+class StreamSinkSettings(SinkSettings):
+    """`[plugins.stream]`: on by default; `maxlen` caps each queue's stream (approximately, as Redis trims)."""
+
+    maxlen: int = Field(100_000, ge=1, description="events kept per queue stream (XADD MAXLEN ~)")
+    events: list[str] = Field(
+        default_factory=lambda: ["*", "!task.dequeued", "!task.started"],
+        description="event-name globs; '!x' excludes (attempt starts are left out: see docs/operations.md)",
+    )
+    batch_size: int = Field(500, ge=1, description="most events written in one round trip")
+
+
+#: XADD each JSON line of ARGV[2] to the stream KEYS[1], capped at ARGV[1] (approximately). orjson escapes newlines
+#: inside strings, so a line is always one whole event.
+XADD_LINES = """
+local n = 0
+for line in string.gmatch(ARGV[2], '[^\\n]+') do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', line)
+  n = n + 1
+end
+return n
+"""
+
+
+def entry_json(event: Event, masker: Masker) -> bytes:
+    """One stream entry's value: the event as compact JSON, its free-form parts (`error`, `data`) masked."""
+    out = event.to_dict()
+    if "error" in out:
+        out["error"] = masker.value(out["error"])
+    if "data" in out:
+        out["data"] = masker.value(out["data"])
+    return orjson.dumps(out, default=str)
+
+
+class StreamSink:
+    """Appends events to their queue's stream, one pipeline per batch."""
+
+    def __init__(self, settings: Settings, config: StreamSinkSettings) -> None:
+        self.settings = settings
+        self.maxlen = config.maxlen
+        self.masker = Masker.from_settings(settings)
+        self.connection = RedisConnection(settings, "stream")
+        self.redis: Any = None
+        self.script: Any = None
+        self.keys: dict[str, str] = {}
+        self.written = 0
+        self.failing = False
+        self.skipped = 0
+
+    async def open(self) -> None:
+        self.redis = await self.connection.open()
+        self.script = self.redis.register_script(XADD_LINES)
+
+    def _key(self, queue: str) -> str:
+        key = self.keys.get(queue)
+        if key is None:
+            key = self.keys[queue] = QueueKeys(queue).events
+        return key
+
+    async def handle(self, events: list[Event]) -> None:
+        lines: dict[str, list[bytes]] = {}
+        for event in events:
+            if event.queue is None:
+                self.skipped += 1
+                continue
+            lines.setdefault(event.queue, []).append(entry_json(event, self.masker))
+        if not lines:
+            return
+        delay = RETRY_MIN
+        while True:
+            try:
+                await self._write(lines)
+                break
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                # Held, not dropped: the worker never waits for this sink, and while the batch waits here the
+                # sink's buffer takes the newer events (dropping and counting the oldest once it is full).
+                if not self.failing:
+                    self.failing = True
+                    log.warning("stream sink: cannot write events (%s); holding them and retrying", exc)
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, RETRY_MAX)
+        if self.failing:
+            self.failing = False
+            log.info("stream sink: writing events again")
+        self.written += sum(len(batch) for batch in lines.values())
+
+    async def _write(self, lines: dict[str, list[bytes]]) -> None:
+        if len(lines) == 1:  # a worker's events: all of one queue
+            [(queue, batch)] = lines.items()
+            await self.script(keys=[self._key(queue)], args=[self.maxlen, b"\n".join(batch)])
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue, batch in lines.items():
+                await self.script(keys=[self._key(queue)], args=[self.maxlen, b"\n".join(batch)], client=pipe)
+            await pipe.execute()
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    def stats(self) -> dict[str, int]:
+        return {"written": self.written, "skipped_without_queue": self.skipped}
+
+
+@hookimpl
+def gopherq_register_settings(register: Any) -> None:
+    register(StreamSinkSettings)
+
+
+@hookimpl
+def gopherq_register_sinks(register: Any, settings: Settings) -> None:
+    config: StreamSinkSettings = settings.plugin("stream")
+    if config.enabled:
+        register("stream", StreamSink(settings, config), **config.register_kwargs())
