@@ -11,6 +11,7 @@ import os
 import click
 
 from gopherq.cli import (  # noqa: F401  (they register their commands)
+    check,
     control,
     dlq,
     inspect,

@@ -109,6 +109,11 @@ class QueueKeys:
         """Hash: outcomes settled during one minute (`minute`: Unix seconds of its start), kept COUNTS_TTL."""
         return self._tagged(f"counts:{minute}")
 
+    @property
+    def probe(self) -> str:
+        """Scratch key of `gopherq check`'s permission probe; it never outlives the probe."""
+        return self._tagged("probe")
+
     def level(self, priority: str | None) -> str:
         """The ready list of a priority level: the plain list `Q` is the default level (raw producers feed it);
         `high` and `low` have lists of their own."""

@@ -16,7 +16,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -59,15 +68,47 @@ class RedisSettings(Section):
 
     url: str | None = Field(None, description="redis://, rediss:// or unix:// URL")
     address: str | None = Field(None, description="host:port (the seed's REDIS_ADDRESS)")
+    username: str | None = Field(None, description="ACL user (Redis 6+); with `password`")
     password: SecretStr | None = None
     db: int = Field(0, ge=0)
     cluster: bool = Field(False, description="connect with the Redis Cluster client")
+    sentinels: list[str] = Field(default_factory=list, description="host:port of each Sentinel (Sentinel mode)")
+    service_name: str = Field("mymaster", min_length=1, description="Sentinel mode: the monitored master's name")
+    sentinel_username: str | None = Field(None, description="Sentinel mode: ACL user of the Sentinels themselves")
+    sentinel_password: SecretStr | None = Field(None, description="Sentinel mode: password of the Sentinels")
+    tls: bool = Field(False, description="TLS to `address` or the Sentinel-managed servers (a URL says rediss://)")
+    tls_ca_file: str | None = Field(None, description="CA bundle that signed the server certificate (PEM)")
+    tls_cert_file: str | None = Field(None, description="client certificate for mutual TLS (PEM)")
+    tls_key_file: str | None = Field(None, description="private key of `tls_cert_file` (PEM)")
+    tls_check_hostname: bool = Field(True, description="verify that the certificate names the host")
     data_dir: str = Field(".gopherq", description="embedded mode: data directory, relative to the config file")
     server_binary: str | None = Field(None, description="embedded mode: redis-server to run (default: PATH)")
 
+    @field_validator("sentinels")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port, got {entry!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> RedisSettings:
+        if self.sentinels and (self.url or self.address or self.cluster):
+            raise ValueError("sentinels: give either sentinels (with service_name) or url/address/cluster, not both")
+        if self.tls_key_file and not self.tls_cert_file:
+            raise ValueError("tls_key_file: needs tls_cert_file")
+        return self
+
     @property
     def embedded(self) -> bool:
-        return self.url is None and self.address is None
+        return self.url is None and self.address is None and not self.sentinels
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether connections to the data servers are encrypted (`rediss://`, or `tls = true`)."""
+        return self.tls or (self.url or "").startswith("rediss://")
 
 
 class QueueSettings(Section):
@@ -239,6 +280,7 @@ class Settings(BaseSettings):
             data["plugins"][name] = value.model_dump(mode="json")
         data["schedules"] = Masker.from_settings(self).value(data["schedules"])  # their tasks' headers and URLs
         data["redis"]["password"] = "**********" if self.redis.password else None
+        data["redis"]["sentinel_password"] = "**********" if self.redis.sentinel_password else None
         if self.redis.url:
             data["redis"]["url"] = mask_url(self.redis.url)
         return data

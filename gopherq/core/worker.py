@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, NoPermissionError
 
 from gopherq.core.broker import Broker, Settlement
 from gopherq.core.errors import BrokerUnavailable, TaskFailure, TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry, run_attempt
+from gopherq.core.health import verify_access
 from gopherq.core.outcomes import Decision, OutcomePolicy
 from gopherq.core.plugins import PluginManager
 from gopherq.core.priorities import LevelOrder
@@ -169,10 +170,12 @@ class Worker(Upkeep):
         backoff = Backoff(f"worker {self.id}", high=10.0)
         while True:
             try:
-                await self.redis.ping()
+                await verify_access(self.redis, self.queue)
                 break
             except AuthenticationError as exc:
                 raise BrokerUnavailable(f"Redis refused the credentials: {exc}") from None
+            except NoPermissionError as exc:
+                raise BrokerUnavailable(f"the Redis user lacks a permission GoPherQ needs: {exc}") from None
             except RETRYABLE as exc:
                 if self._stop.is_set():
                     return
