@@ -12,6 +12,7 @@ import click
 
 from gopherq.cli import (  # noqa: F401  (they register their commands)
     check,
+    control,
     dlq,
     inspect,
     server,
