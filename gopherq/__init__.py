@@ -19,6 +19,14 @@ __version__ = "0.1.0"
 
 #: Public name -> (module, name in that module).
 _EXPORTS: dict[str, tuple[str, str]] = {
+    "App": ("gopherq.functions", "App"),
+    "Handle": ("gopherq.functions", "Handle"),
+    "TaskFailed": ("gopherq.functions", "TaskFailed"),
+    "TaskFunction": ("gopherq.functions", "TaskFunction"),
+    "Serializer": ("gopherq.functions", "Serializer"),
+    "JsonSerializer": ("gopherq.functions", "JsonSerializer"),
+    "Schedule": ("gopherq.core.schedules", "Schedule"),
+    "Enqueued": ("gopherq.client", "Enqueued"),
     "AsyncClient": ("gopherq.client", "AsyncClient"),
     "Client": ("gopherq.client", "Client"),
     "BrokerUnavailable": ("gopherq.core.errors", "BrokerUnavailable"),
@@ -54,7 +62,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 if TYPE_CHECKING:
-    from gopherq.client import AsyncClient, Client
+    from gopherq.client import AsyncClient, Client, Enqueued
     from gopherq.core.connection import Connection as RedisConnection
     from gopherq.core.errors import (
         BrokerUnavailable,
@@ -73,9 +81,11 @@ if TYPE_CHECKING:
     from gopherq.core.inspect import Inspector
     from gopherq.core.keys import QueueKeys
     from gopherq.core.masking import Masker
+    from gopherq.core.schedules import Schedule
     from gopherq.core.settings import Section as PluginSettings
     from gopherq.core.settings import Settings, SinkSettings, load_settings
     from gopherq.core.task import ErrorInfo, Task, TaskResult, TaskStatus
+    from gopherq.functions import App, Handle, JsonSerializer, Serializer, TaskFailed, TaskFunction
 else:
 
     def __getattr__(name: str) -> Any:
@@ -92,10 +102,12 @@ else:
 
 
 __all__ = [
+    "App",
     "AsyncClient",
     "BrokerUnavailable",
     "Client",
     "ConfigError",
+    "Enqueued",
     "ErrorInfo",
     "Event",
     "EventFilter",
@@ -103,7 +115,9 @@ __all__ = [
     "Executor",
     "FlowLimits",
     "GoPherQError",
+    "Handle",
     "Inspector",
+    "JsonSerializer",
     "Masker",
     "PermanentFailure",
     "PluginError",
@@ -114,11 +128,15 @@ __all__ = [
     "RegisterSettings",
     "RegisterSink",
     "RetryTask",
+    "Schedule",
+    "Serializer",
     "Settings",
     "Sink",
     "SinkSettings",
     "Task",
+    "TaskFailed",
     "TaskFailure",
+    "TaskFunction",
     "TaskRejected",
     "TaskResult",
     "TaskStatus",

@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from gopherq.core.broker import Broker, now_ms
+from gopherq.core.broker import Broker, SpecialPush, now_ms
 from gopherq.core.connection import Connection
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import TaskRejected
@@ -24,14 +24,23 @@ from gopherq.core.events import EventBus
 from gopherq.core.inspect import Inspector
 from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
+from gopherq.core.schedules import upcoming
 from gopherq.core.settings import Settings, load_settings
-from gopherq.core.task import NESTED_TOO_DEEPLY, Backoff, Task, TaskResult, decode_task, new_task_id
+from gopherq.core.task import NESTED_TOO_DEEPLY, Backoff, Task, TaskResult, decode_task, new_task_id, unique_key_of
 
 T = TypeVar("T")
 
 
 #: The events a client emits; its sinks are only attached when one of them wants one of these.
-CLIENT_EVENTS = ("task.enqueued", "task.requeued")
+CLIENT_EVENTS = ("task.enqueued", "task.requeued", "task.cancelled")
+
+
+class Enqueued(NamedTuple):
+    """What became of one task handed to `submit`: its id, or, when `duplicate`, the id of the unique task with
+    the same key that is already ready, delayed or running (nothing was enqueued)."""
+
+    id: str
+    duplicate: bool = False
 
 
 class AsyncClient:
@@ -133,11 +142,20 @@ class AsyncClient:
         timeout: float | None = None,
         deadline: float | None = None,
         backoff: tuple[float, float] | None = None,
+        priority: str | None = None,
+        unique_key: str | None = None,
+        unique_for: float | None = None,
         **fields: Any,
     ) -> Task:
-        """Build and validate a task (the executor's own fields go in `fields`); raises TaskRejected."""
+        """Build and validate a task (the executor's own fields go in `fields`); raises TaskRejected.
+
+        `priority`: "high", "default" or "low". `unique_for` (seconds) and/or `unique_key`: while a task with the
+        same key is ready, delayed or running, enqueueing another is refused (see `submit`); without
+        `unique_key` the key is made from the type and fields."""
         if delay is not None:
             eta = time.time() + delay
+        if unique_for is not None and unique_key is None:
+            unique_key = unique_key_of(type, fields)
         task = Task(
             id=id or new_task_id(),
             type=type,
@@ -149,6 +167,9 @@ class AsyncClient:
             eta=eta,
             created_at=time.time(),
             backoff=Backoff(*backoff) if backoff else None,
+            priority=None if priority == "default" else priority,
+            unique_key=unique_key,
+            unique_for=unique_for,
         )
         task.envelope = self.validate(task)
         return task
@@ -217,58 +238,88 @@ class AsyncClient:
         task = self.check_envelope(raw)
         if queue is not None:
             task.queue = queue
-        await self._push([(task, task.encode() if task.id_assigned else raw)])
-        return task.id
+        return (await self._push([(task, task.encode() if task.id_assigned else raw)]))[0].id
 
-    async def create(self, tasks: list[Task], window: int, queue: str | None = None) -> list[bool]:
-        """Enqueue built tasks idempotently, in one round trip: a task whose id was created this way within
-        `window` seconds is not enqueued again (an id assigned here, not given by the producer, is not
-        remembered). Returns, per task, whether it was created (False: seen)."""
-        await self.connect()
-        now = now_ms()
-        items: list[tuple[str | None, bytes, int | None]] = []
-        for task in tasks:
-            due = int(task.eta * 1000) if task.eta is not None and task.eta * 1000 > now else None
-            items.append((None if task.id_assigned else task.id, task.envelope or task.encode(), due))
-        created = await self.broker(queue).create(items, window)
-        bus = self.bus
-        if bus is not None and bus.wants("task.enqueued"):
-            for task, new in zip(tasks, created, strict=True):
-                if new:
-                    bus.emit("task.enqueued", queue=queue or self.queue, task_id=task.id, task_type=task.type)
-        return created
+    async def create(self, tasks: list[Task], window: int) -> list[Enqueued]:
+        """Enqueue built tasks idempotently (the HTTP API): a task whose id was created this way within `window`
+        seconds is not enqueued again, and is reported as a duplicate of itself; a unique task's duplicate names
+        the holder of its key. An id assigned here, not given by the producer, is not remembered."""
+        return await self._push([(task, task.envelope or task.encode()) for task in tasks], seen_for=window)
 
     async def enqueue_many(self, tasks: Iterable[Task]) -> list[str]:
-        """Enqueue built tasks in one round trip (per queue); delayed ones go to the delayed set."""
+        """Enqueue built tasks in one round trip (per queue); delayed ones go to the delayed set. A unique task
+        refused as a duplicate gives the id of the task that holds its key (`submit` says which were)."""
+        return [item.id for item in await self.submit(tasks)]
+
+    async def submit(self, tasks: Iterable[Task]) -> list[Enqueued]:
+        """`enqueue_many`, saying for each task whether it was refused as a duplicate of a unique task."""
         return await self._push([(task, task.envelope or task.encode()) for task in tasks])
 
-    async def _push(self, items: list[tuple[Task, bytes]]) -> list[str]:
+    async def _push(self, items: list[tuple[Task, bytes]], seen_for: int | None = None) -> list[Enqueued]:
+        """Push in one round trip per kind; with `seen_for`, every task whose producer gave its id is created at
+        most once within that many seconds (see `create`)."""
         await self.connect()
         ready: dict[str, list[bytes]] = {}
         delayed: dict[str, list[tuple[bytes, int]]] = {}
-        ids: list[str] = []
+        special: list[tuple[int, Task, bytes, int | None]] = []
+        results: list[Enqueued] = []
         now = now_ms()
         for task, envelope in items:
             queue = task.queue or self.queue
-            if task.eta is not None and task.eta * 1000 > now:
-                delayed.setdefault(queue, []).append((envelope, int(task.eta * 1000)))
+            due = int(task.eta * 1000) if task.eta is not None and task.eta * 1000 > now else None
+            if task.priority is not None or task.unique_key is not None or (seen_for and not task.id_assigned):
+                special.append((len(results), task, envelope, due))  # one script call each (enqueue.lua)
+            elif due is not None:
+                delayed.setdefault(queue, []).append((envelope, due))
             else:
                 ready.setdefault(queue, []).append(envelope)
-            ids.append(task.id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue, envelopes in ready.items():
-                pipe.rpush(self.broker(queue).keys.ready, *envelopes)
-            for queue, due in delayed.items():
-                pipe.zadd(self.broker(queue).keys.delayed, {envelope: when for envelope, when in due})
-            await pipe.execute()
+            results.append(Enqueued(task.id))
+        if ready or delayed:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue, envelopes in ready.items():
+                    pipe.rpush(self.broker(queue).keys.ready, *envelopes)
+                for queue, due_at in delayed.items():
+                    pipe.zadd(self.broker(queue).keys.delayed, {envelope: when for envelope, when in due_at})
+                await pipe.execute()
+        by_queue: dict[str, list[tuple[int, SpecialPush]]] = {}
+        for index, task, envelope, due in special:  # one script call per queue (enqueue.lua)
+            window = task.unique_for if task.unique_for is not None else self.settings.queue.result_ttl
+            push = SpecialPush(task.id, envelope, due, task.priority, task.unique_key, max(1, int(window * 1000)))
+            if seen_for and not task.id_assigned:
+                push.seen_for = seen_for
+            by_queue.setdefault(task.queue or self.queue, []).append((index, push))
+        for queue, pushes in by_queue.items():
+            holders = await self.broker(queue).push_special([push for _, push in pushes])
+            for (index, _), holder in zip(pushes, holders, strict=True):
+                if holder is not None:
+                    results[index] = Enqueued(holder, duplicate=True)
         bus = self.bus
         if bus is not None and bus.wants("task.enqueued"):
-            for task, _ in items:
+            for (task, _), outcome in zip(items, results, strict=True):
+                if outcome.duplicate:
+                    continue
                 data = {"eta": task.eta} if task.eta is not None and task.eta * 1000 > now else {}
                 bus.emit(
                     "task.enqueued", queue=task.queue or self.queue, task_id=task.id, task_type=task.type, data=data
                 )
-        return ids
+        return results
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """The configured periodic schedules with their last slot and next run time (Unix seconds)."""
+        await self.connect()
+        return await upcoming(self.settings.schedules, self.queue, self.redis)
+
+    # -- cancelling --------------------------------------------------------------------------------------------
+
+    async def cancel(self, task_id: str, queue: str | None = None) -> str:
+        """Cancel a task: 'cancelled' (it was delayed, and is removed), 'requested' (a worker records it as
+        cancelled when it claims it, or cancels its running attempt within a second), or 'finished' (it already
+        ended; nothing done). See `Broker.cancel`."""
+        await self.connect()
+        outcome = await self.broker(queue).cancel(task_id, self.settings.queue.result_ttl)
+        if outcome == "cancelled" and self.bus is not None:
+            self.bus.emit("task.cancelled", queue=queue or self.queue, task_id=task_id, data={"running": False})
+        return outcome
 
     # -- results -----------------------------------------------------------------------------------------------
 
@@ -331,6 +382,15 @@ class Client:
 
     def enqueue_many(self, tasks: Iterable[Task]) -> list[str]:
         return self._run(self._async.enqueue_many(list(tasks)))
+
+    def submit(self, tasks: Iterable[Task]) -> list[Enqueued]:
+        return self._run(self._async.submit(list(tasks)))
+
+    def cancel(self, task_id: str, queue: str | None = None) -> str:
+        return self._run(self._async.cancel(task_id, queue))
+
+    def schedules(self) -> list[dict[str, Any]]:
+        return self._run(self._async.schedules())
 
     def enqueue_raw(self, envelope: bytes | str, queue: str | None = None) -> str:
         return self._run(self._async.enqueue_raw(envelope, queue))

@@ -370,6 +370,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive loopback ports that are free now, below the ephemeral range (32768 and up
+    on Linux), so an outgoing connection cannot take one of them before the server that is to listen there."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randrange(20000, 32768 - count)
+        socks: list[socket.socket] = []
+        try:
+            for offset in range(count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free loopback ports")
+
+
 class PrivateRedis:
     """A redis-server of the test's own, on a free loopback port with its data in `directory`, that the test may
     configure, kill and restart (the shared Redis must never be touched that way)."""

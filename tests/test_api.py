@@ -102,6 +102,21 @@ async def test_creation_is_idempotent_by_task_id(api: Callable[..., Any], aredis
     assert await aredis.llen(app.queue) == 2
 
 
+async def test_priorities_and_unique_keys_hold_through_the_api(api: Callable[..., Any], aredis: aioredis.Redis) -> None:
+    app = await api()
+    path = f"/v1/queues/{app.queue}/tasks"
+    first = await app.call("POST", path, {"id": "u1", "url": "http://127.0.0.1/", "unique_key": "order-7"})
+    other = await app.call("POST", path, {"id": "u2", "url": "http://127.0.0.1/", "unique_key": "order-7"})
+    assert first == (201, {"id": "u1", "created": True})
+    assert other == (200, {"id": "u1", "created": False})  # the task that holds the key
+    assert not await aredis.exists(QueueKeys(app.queue).seen("u2"))  # refused: u2 may be sent again later
+    status, _ = await app.call("POST", path, {"id": "hi", "url": "http://127.0.0.1/", "priority": "high"})
+    assert status == 201
+    keys = QueueKeys(app.queue)
+    assert [json.loads(raw)["id"] for raw in await aredis.lrange(keys.level("high"), 0, -1)] == ["hi"]
+    assert await aredis.llen(app.queue) == 1  # u1 only (a wake marker aside, when the plain list was empty)
+
+
 async def test_a_batch_is_created_in_one_request_and_delayed_tasks_wait(
     api: Callable[..., Any], aredis: aioredis.Redis
 ) -> None:

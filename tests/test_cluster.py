@@ -145,3 +145,30 @@ async def test_worker_and_client_on_a_cluster(cluster: list[int], start_worker: 
         await async_wait_until(all_done, timeout=20, what="tasks on the cluster to succeed")
         assert (await client.result(ids[7])).result == {"echo": 7}  # type: ignore[union-attr]
         await handle.stop()
+
+        # Task control on the cluster: every key of it is in the queue's slot, and the scripts run there.
+        levels = [keys.level("high"), keys.level("low"), keys.cancels, keys.unique("k"), keys.schedules]
+        assert {slot(name) for name in levels} == {slot(keys.ready)}
+        [first, again] = await client.submit(
+            [client.task("echo", value="u", unique_key="k", priority="high") for _ in range(2)]
+        )
+        assert again == (first.id, True)
+        later = await client.enqueue("echo", value="x", delay=3600)
+        assert await client.cancel(later) == "cancelled"
+        scheduled = load_settings(
+            None,
+            {**settings.model_dump(), "schedules": [{"name": "s", "every": 1, "task": {"type": "echo", "value": 1}}]},
+            environ={},
+        )
+        handle = await start_worker(scheduled, extra_plugins={"echo": EchoPlugin()}, redis_client=client.redis)
+        record = await client.wait(first.id, timeout=20)
+        assert record is not None and record.status.value == "succeeded"
+
+        async def a_slot_ran() -> bool:
+            return (
+                bool(await client.redis.hget(keys.schedules, "s"))
+                and (await client.broker().stats()).get("acked", 0) >= 53
+            )
+
+        await async_wait_until(a_slot_ran, timeout=20, what="a scheduled slot on the cluster")
+        await handle.stop()

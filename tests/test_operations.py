@@ -30,7 +30,7 @@ from gopherq.core.settings import Settings, load_settings
 from gopherq.metrics import render_metrics
 from gopherq.plugins.metrics_sink import BoundedLabel, status_class
 from gopherq.plugins.stream_sink import StreamSink, StreamSinkSettings
-from tests.conftest import GOPHERQ, LoopbackServer, cli_env, free_port, wait_until, write_config
+from tests.conftest import GOPHERQ, LoopbackServer, cli_env, free_port, free_ports, wait_until, write_config
 
 SECRET = "s3cr3t-bearer-value"
 URL_SECRET = "hunter2"
@@ -368,7 +368,7 @@ def test_dlq_requeue_all_shows_a_progress_bar_on_a_terminal_only(
 def test_each_worker_process_serves_metrics_on_its_own_port(
     tmp_path: Path, redis_url: str, queue_name: str, worker_process: Callable[..., Any]
 ) -> None:
-    port = free_port()
+    port = free_ports(2)
     config = write_config(tmp_path, config_text(redis_url, queue_name, metrics=f"port = {port}"))
     worker = worker_process(["run", "-c", str(config), "--processes", "2"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,17 @@ def test_a_non_loopback_bind_without_auth_refuses_to_start(run_gopherq: Any, tmp
     assert done.stderr.strip().count("\n") == 0  # one line
     assert "refusing to listen on 0.0.0.0 without authentication" in done.stderr
     assert "web.token" in done.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(run_gopherq: Any, tmp_path: Path) -> None:
+    config = write_config(tmp_path, '[redis]\nurl = "redis://127.0.0.1:6379/0"\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_gopherq(["web", "-c", str(config), "--port", str(port)], timeout=30)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert f"web: cannot listen on 127.0.0.1:{port}" in done.stderr
 
 
 async def test_pages_and_dead_letter_actions(

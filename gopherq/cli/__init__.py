@@ -13,6 +13,7 @@ import click
 from gopherq.cli import (  # noqa: F401  (they register their commands)
     api,
     check,
+    control,
     dlq,
     hosts,
     inspect,

@@ -35,6 +35,9 @@ from gopherq.core.task import parse_json
 @click.option("--delay", type=float, default=None, help="run after this many seconds")
 @click.option("--max-attempts", type=int, default=None)
 @click.option("--timeout", type=float, default=None, help="time limit of one attempt, seconds")
+@click.option("--priority", type=click.Choice(["high", "default", "low"]), default=None, help="priority level")
+@click.option("--unique-key", default=None, help="refuse the task while one with this key is waiting or running")
+@click.option("--unique-for", type=float, default=None, help="seconds the uniqueness lock lasts at most")
 @click.option("--wait", "wait", type=float, default=None, help="wait this many seconds for the result")
 @handle_errors
 def enqueue(
@@ -49,6 +52,9 @@ def enqueue(
     delay: float | None,
     max_attempts: int | None,
     timeout: float | None,
+    priority: str | None,
+    unique_key: str | None,
+    unique_for: float | None,
     wait: float | None,
 ) -> None:
     """Enqueue an HTTP task and print its id (with --wait, then its result)."""
@@ -75,11 +81,16 @@ def enqueue(
             delay=delay,
             max_attempts=max_attempts,
             timeout=timeout,
+            priority=priority,
+            unique_key=unique_key,
+            unique_for=unique_for,
         )
-        await client.enqueue_many([task])
-        click.echo(task.id)
+        [outcome] = await client.submit([task])
+        click.echo(outcome.id)
+        if outcome.duplicate:
+            click.echo(f"gopherq: a task with this uniqueness key is already queued or running: {outcome.id}", err=True)
         if wait is not None:
-            return await client.wait(task.id, wait)
+            return await client.wait(outcome.id, wait)
         return None
 
     record = run_async(with_client(settings, queue, action))

@@ -15,25 +15,60 @@ from importlib import resources
 from typing import Any
 
 from gopherq.core import codec
+from gopherq.core.errors import TaskRejected
 from gopherq.core.keys import COUNTS_TTL, QueueKeys
+from gopherq.core.priorities import LETTERS
+from gopherq.core.task import TaskResult, TaskStatus, task_from_dict
 
 log = logging.getLogger(__name__)
 
 
 def load_script(name: str) -> str:
-    return resources.files("gopherq.core").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+    """A script's source, with each `--@include <name>` line replaced by that shared file (e.g. levels.lua)."""
+    text = resources.files("gopherq.core").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("--@include "):
+            lines[i] = load_script(line.split()[1])
+    return "".join(lines)
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+#: Settlement kinds that end a task (its uniqueness lock and any cancel request for it go with it).
+ENDING = frozenset({"ack", "cancel", "dead"})
+
+
+@dataclass(slots=True)
+class SpecialPush:
+    """A task for `Broker.push_special`: its priority level (None: default) and/or uniqueness key (held for
+    `lock_ms` at most), and its due time when it is delayed."""
+
+    task_id: str
+    envelope: bytes
+    due_ms: int | None = None
+    priority: str | None = None
+    unique_key: str | None = None
+    lock_ms: int = 0
+    #: Seconds the task id is remembered, so the same id is not enqueued again (None: not remembered).
+    seen_for: int | None = None
+
+
 @dataclass(slots=True)
 class Settlement:
     """The outcome of one claimed task, recorded by `Broker.settle`.
 
-    kind: 'ack' (finished, result written), 'retry' (data: new envelope, extra: due ms), 'dead' (data: entry
-    JSON, extra: entry id) or 'release' (back to the head of the ready list, unchanged).
+    kind: 'ack' (finished, result written), 'cancel' (as 'ack', for a cancelled task), 'retry' (data: new
+    envelope, extra: due ms), 'dead' (data: entry JSON, extra: entry id) or 'release' (back to the head of its
+    ready list, unchanged). `unique_key`: the task's uniqueness lock, freed when it ends ('ack', 'cancel',
+    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded.
     """
 
     kind: str
@@ -42,6 +77,8 @@ class Settlement:
     result: bytes = b""
     data: bytes = b""
     extra: str = ""
+    unique_key: str | None = None
+    cancelled: bool = False
 
 
 class Broker:
@@ -50,13 +87,18 @@ class Broker:
     def __init__(self, redis: Any, queue: str, worker_id: str | None = None) -> None:
         self.redis = redis
         self.keys = QueueKeys(queue)
+        self._levels = self.keys.ready_lists[1:]  # the high and low lists, passed last to settle and reap
         self.worker_id = worker_id
         self._claim = redis.register_script(load_script("claim"))
         self._settle = redis.register_script(load_script("settle"))
         self._reap = redis.register_script(load_script("reap"))
         self._promote = redis.register_script(load_script("promote"))
         self._adopt = redis.register_script(load_script("adopt"))
-        self._create = redis.register_script(load_script("create"))
+        self._enqueue = redis.register_script(load_script("enqueue"))
+        self._cancel_delayed = redis.register_script(load_script("cancel"))
+        self._schedule = redis.register_script(load_script("schedule"))
+        #: Ids of tasks whose cancellation is pending, as the last claim saw them (empty almost always).
+        self.cancel_requests: frozenset[str] = frozenset()
 
     @property
     def processing(self) -> str:
@@ -70,36 +112,52 @@ class Broker:
         if envelopes:
             await self.redis.rpush(self.keys.ready, *envelopes)
 
-    async def create(self, items: list[tuple[str | None, bytes, int | None]], window: int) -> list[bool]:
-        """Enqueue (task id, envelope, due ms or None) items unless their id was seen within `window` seconds,
-        in one round trip; returns, per item, whether it was created. An item without an id (None: one the
-        server assigned) is always created and leaves no marker."""
-        if not items:
-            return []
-        keys = [self.keys.ready, self.keys.delayed]
-        args: list[Any] = [window]
-        for task_id, envelope, due in items:
-            if task_id is not None:
-                keys.append(self.keys.seen(task_id))
-            args += [envelope, "" if due is None else due, "" if task_id is None else "1"]
-        flags = await self._create(keys=keys, args=args)
-        return [bool(flag) for flag in flags]
-
     async def push_delayed(self, due: list[tuple[bytes, int]]) -> None:
         """Add envelopes to the delayed set, each with its due time in ms."""
         if due:
             await self.redis.zadd(self.keys.delayed, {envelope: when for envelope, when in due})
 
+    async def push_special(self, items: list[SpecialPush]) -> list[str | None]:
+        """Enqueue tasks of a priority level, with a uniqueness key and/or remembered by id, in one call (see
+        enqueue.lua); returns, per task, None when it was enqueued, or the id of the task it duplicates (the holder
+        of its uniqueness key, or itself when its id was seen): nothing enqueued."""
+        k = self.keys
+        keys = [k.ready, *self._levels, k.delayed]
+        ids: list[bytes] = []
+        specs: list[str] = []
+        for item in items:
+            if item.unique_key is not None:
+                keys.append(k.unique(item.unique_key))
+            if item.seen_for is not None:
+                keys.append(k.seen(item.task_id))
+            task_id = item.task_id.encode()
+            ids.append(task_id)
+            level = LETTERS[item.priority or "default"]
+            due = "" if item.due_ms is None else item.due_ms
+            lock = item.lock_ms if item.unique_key is not None else ""
+            seen = "" if item.seen_for is None else item.seen_for
+            specs.append(f"{len(item.envelope)},{len(task_id)},{level},{due},{lock},{seen}\n")
+        args = [b"".join(item.envelope for item in items), b"".join(ids), "".join(specs)]
+        replies = await self._enqueue(keys=keys, args=args)
+        return [reply.decode() or None for reply in replies]
+
     # -- consuming -------------------------------------------------------------------------------------------
 
-    async def claim(self, count: int, lease_ms: int) -> list[tuple[str, bytes]] | None:
-        """Claim up to `count` tasks; returns (attempt token, envelope) pairs, or None when the queue is paused."""
+    async def claim(self, count: int, lease_ms: int, order: str = "hdl") -> list[tuple[str, bytes]] | None:
+        """Claim up to `count` tasks, taking the priority levels in `order` (h, d, l); returns (attempt token,
+        envelope) pairs, or None when the queue is paused; updates `cancel_requests`."""
         k = self.keys
         flat = await self._claim(
-            keys=[k.ready, self.processing, k.leases, k.inflight, k.seq, k.paused], args=[count, now_ms() + lease_ms]
+            keys=[k.ready, self.processing, k.leases, k.inflight, k.seq, k.paused, k.cancels, *self._levels],
+            args=[count, now_ms() + lease_ms, order],
         )
         if flat is None:
             return None
+        if len(flat) >= 2 and flat[-2] == b"!cancels":
+            self.cancel_requests = frozenset(item.decode() for item in flat[-1])
+            flat = flat[:-2]
+        elif self.cancel_requests:
+            self.cancel_requests = frozenset()
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def wait_for_task(self, timeout: float) -> bool:
@@ -123,9 +181,19 @@ class Broker:
         stamp = now_ms()
         keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats, k.counts(stamp // 60000 * 60)]
         args: list[Any] = [stamp, result_ttl, dead_cap, COUNTS_TTL]
+        # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
+        # request) takes the request with it, so it does not linger until it expires.
+        pending = self.cancel_requests
         for item in items:
             keys.append(k.result(item.task_id))
             args += [item.kind, item.token, item.result, item.data, item.extra]
+            if item.unique_key is not None and item.kind in ENDING:
+                keys.append(k.unique(item.unique_key))
+                args += ["unlock", item.task_id, "", "", ""]
+            if item.cancelled or (pending and item.kind in ENDING and item.task_id in pending):
+                keys.append(k.cancels)
+                args += ["uncancel", item.task_id, "", "", ""]
+        keys += self._levels
         flags = await self._settle(keys=keys, args=args)
         return [bool(flag) for flag in flags]
 
@@ -175,6 +243,7 @@ class Broker:
         silent_ids = [w.decode() for w in silent if w.decode() != self.worker_id]
         keys = [k.ready, k.leases, k.inflight, k.workers, k.reaper_lock, k.stats]
         keys += [k.processing(w) for w in silent_ids]
+        keys += self._levels
         args = [stamp, lock_ms, owner, limit, silent_before, silent_before - forget_after_ms, *silent_ids]
         recovered = await self._reap(keys=keys, args=args)
         if recovered is None:
@@ -183,7 +252,79 @@ class Broker:
 
     async def promote(self, limit: int = 1000) -> int:
         """Move due delayed tasks to the ready list; returns how many moved."""
-        return int(await self._promote(keys=[self.keys.delayed, self.keys.ready], args=[now_ms(), limit]))
+        return int(await self._promote(keys=[self.keys.delayed, *self.keys.ready_lists], args=[now_ms(), limit]))
+
+    async def run_schedule(
+        self,
+        name: str,
+        last: int | None,
+        new_last: int,
+        envelopes: list[tuple[str, bytes]],
+        priority: str | None = None,
+        unique: tuple[str, int] | None = None,
+    ) -> tuple[bool, int]:
+        """Move schedule `name`'s last slot from `last` to `new_last` and enqueue `envelopes` ((task id, envelope)
+        pairs), atomically (see schedule.lua). `unique`: (uniqueness key, lock ms) of a unique task, of which one
+        envelope at most is given. Returns (True, how many were enqueued: 0 when the key was held), or (False, the
+        current last slot, -1 for none) when `last` was stale."""
+        k = self.keys
+        keys = [k.schedules, k.level(priority), k.ready]
+        lock_ms: Any = ""
+        holder = ""
+        if unique is not None and envelopes:
+            keys.append(k.unique(unique[0]))
+            lock_ms, holder = unique[1], envelopes[0][0]
+        args = [name, "" if last is None else last, new_last, lock_ms, holder, *(env for _, env in envelopes)]
+        reply = await self._schedule(keys=keys, args=args)
+        if int(reply[0]) == 1:
+            return True, int(reply[1])
+        return False, int(reply[1]) if reply[1] else -1
+
+    # -- cancelling ------------------------------------------------------------------------------------------
+
+    async def cancel(self, task_id: str, result_ttl: int) -> str:
+        """Ask for a task to be cancelled; returns what happened:
+
+        - 'finished': it already has a final result; nothing to cancel.
+        - 'cancelled': it was waiting in the delayed set and is now removed and recorded as cancelled.
+        - 'requested': the request is recorded; a worker that claims the task records it as cancelled instead
+          of running it, and a worker running it cancels the attempt within `worker.cancel_poll_interval`.
+
+        A ready task is not searched for (that would scan the list): the claim script hands every worker the
+        pending requests with each batch, so it never starts. Requests older than `result_ttl` are dropped.
+        """
+        k = self.keys
+        record = await self.get_result(task_id)
+        if record is not None and TaskStatus(record["status"]).final:
+            return "finished"
+        await self.redis.zadd(k.cancels, {task_id: now_ms()})
+        pattern = '*"id":' + glob_escape(codec.dumps(task_id).decode()) + "*"
+        async for envelope, _score in self.redis.zscan_iter(k.delayed, match=pattern, count=1000):
+            try:
+                task = task_from_dict(codec.loads(envelope))
+            except (TaskRejected, codec.JSONDecodeError):
+                continue
+            if task.id != task_id:
+                continue
+            stamp = time.time()
+            body = TaskResult(
+                task.id, self.keys.queue, task.type, TaskStatus.CANCELLED, task.attempt - 1, finished_at=stamp
+            ).to_dict()
+            keys = [k.delayed, k.cancels, k.stats, k.result(task_id)]
+            if task.unique_key is not None:
+                keys.append(k.unique(task.unique_key))
+            if await self._cancel_delayed(keys=keys, args=[envelope, codec.dumps(body), result_ttl, task_id]):
+                return "cancelled"
+        return "requested"
+
+    async def cancel_requests_now(self, older_than_ms: int) -> set[str]:
+        """The ids whose cancellation is pending, after dropping requests older than `older_than_ms` (so a request
+        for a task that never comes is not kept for ever)."""
+        entries = await self.redis.zrange(self.keys.cancels, 0, 999, withscores=True)
+        oldest = now_ms() - older_than_ms
+        if entries and min(score for _, score in entries) < oldest:
+            await self.redis.zremrangebyscore(self.keys.cancels, "-inf", oldest)
+        return {item.decode() for item, score in entries if score >= oldest}
 
     # -- reading ---------------------------------------------------------------------------------------------
 
@@ -195,12 +336,13 @@ class Broker:
         """Sizes of the queue's parts, for status output and tests."""
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(k.ready)
+            for name in k.ready_lists:
+                pipe.llen(name)
             pipe.hlen(k.inflight)
             pipe.zcard(k.delayed)
             pipe.zcard(k.dead_index)
-            ready, inflight, delayed, dead = await pipe.execute()
-        return {"ready": ready, "inflight": inflight, "delayed": delayed, "dead": dead}
+            default, high, low, inflight, delayed, dead = await pipe.execute()
+        return {"ready": default + high + low, "inflight": inflight, "delayed": delayed, "dead": dead}
 
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.stats)

@@ -109,7 +109,7 @@ class DeadLetters:
                 if progress is not None:
                     progress(len(chunk))
                 continue
-            done = await self._requeue(keys=[self.keys.dead, self.keys.dead_index, self.keys.ready], args=args)
+            done = await self._requeue(keys=[self.keys.dead, self.keys.dead_index, *self.keys.ready_lists], args=args)
             moved += len(done)
             if self.bus is not None:
                 for item in done:

@@ -35,6 +35,7 @@ EVENT_NAMES = (
     "task.recovered",
     "task.requeued",
     "task.released",
+    "task.cancelled",
     "worker.started",
     "worker.quiet",
     "worker.stopping",

@@ -15,6 +15,10 @@ from gopherq.core.errors import ConfigError
 #: Seconds a per-minute counts hash is kept: a day and an hour, so a full day of minutes can always be read.
 COUNTS_TTL = 90000
 
+#: What a priority enqueue leaves in the plain ready list to wake a worker blocked on it (levels.lua and claim.lua
+#: use the same literal; the claim script drops it).
+WAKE_MARKER = b"gopherq:wake"
+
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
@@ -109,6 +113,32 @@ class QueueKeys:
     def probe(self) -> str:
         """Scratch key of `gopherq check`'s permission probe; it never outlives the probe."""
         return self._tagged("probe")
+
+    def level(self, priority: str | None) -> str:
+        """The ready list of a priority level: the plain list `Q` is the default level (raw producers feed it);
+        `high` and `low` have lists of their own."""
+        if priority is None or priority == "default":
+            return self.queue
+        return self._tagged(f"ready:{priority}")
+
+    @property
+    def ready_lists(self) -> tuple[str, str, str]:
+        """The default, high and low ready lists, in the order the scripts take them in KEYS."""
+        return self.queue, self.level("high"), self.level("low")
+
+    @property
+    def cancels(self) -> str:
+        """Sorted set: ids of tasks whose cancellation was asked for, scored by when (ms); see broker.cancel."""
+        return self._tagged("cancels")
+
+    def unique(self, unique_key: str) -> str:
+        """String: the id of the task that holds this uniqueness key, with the key's window as its TTL."""
+        return self._tagged(f"unique:{unique_key}")
+
+    @property
+    def schedules(self) -> str:
+        """Hash: schedule name -> the last slot (Unix s) enqueued for it; see schedule.lua."""
+        return self._tagged("schedules")
 
     def processing(self, worker_id: str) -> str:
         """The list a blocking fetch moves a task into before it is claimed (see broker.claim)."""

@@ -104,7 +104,28 @@ class OutcomePolicy:
 
     def success(self, token: str, task: Task, result: Any, started: float, finished: float) -> Decision:
         body = self._record(task, TaskStatus.SUCCEEDED, started, finished, result=result)
-        return Decision(Settlement("ack", token, task.id, body), "task.succeeded", task, duration=finished - started)
+        settlement = Settlement("ack", token, task.id, body, unique_key=task.unique_key)
+        return Decision(settlement, "task.succeeded", task, duration=finished - started)
+
+    def cancelled(self, token: str, task: Task, started: float | None, finished: float) -> Decision:
+        """A task cancelled on request: before it started (`started` None) or while it ran. Not retried."""
+        attempts = task.attempt if started is not None else task.attempt - 1
+        body = codec.dumps(
+            TaskResult(
+                id=task.id,
+                queue=self.queue.name,
+                type=task.type,
+                status=TaskStatus.CANCELLED,
+                attempts=attempts,
+                worker=self.worker_id,
+                started_at=started,
+                finished_at=finished,
+                duration=None if started is None else finished - started,
+            ).to_dict()
+        )
+        settlement = Settlement("cancel", token, task.id, body, unique_key=task.unique_key, cancelled=True)
+        duration = None if started is None else finished - started
+        return Decision(settlement, "task.cancelled", task, duration=duration, data={"running": started is not None})
 
     def failure(
         self,
@@ -143,6 +164,9 @@ class OutcomePolicy:
             created_at=task.created_at,
             recoveries=task.recoveries,
             last_error=capped_error(error),  # bounded: it travels in the envelope
+            priority=task.priority,
+            unique_key=task.unique_key,
+            unique_for=task.unique_for,
         )
         body = self._record(task, TaskStatus.RETRYING, started, finished, error=error, retry_at=due)
         settlement = Settlement("retry", token, task.id, body, retry.encode(), str(int(due * 1000)))
@@ -164,7 +188,7 @@ class OutcomePolicy:
         entry = self._entry(task.id, reason, error, raw if raw is not None else task.encode(), task.attempt, finished)
         entry["type"] = task.type
         body = self._record(task, TaskStatus.FAILED, started, finished, error=error, dead_reason=reason)
-        settlement = Settlement("dead", token, task.id, body, codec.dumps(entry), task.id)
+        settlement = Settlement("dead", token, task.id, body, codec.dumps(entry), task.id, unique_key=task.unique_key)
         return Decision(settlement, "task.dead_lettered", task, error, duration, {"reason": reason})
 
     def dead_raw(self, token: str, raw: bytes, rejected: TaskRejected, now: float) -> Decision:

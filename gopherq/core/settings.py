@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,7 +31,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 from gopherq.core.errors import ConfigError
 from gopherq.core.keys import validate_queue_name
-from gopherq.core.masking import DEFAULT_MASKED_PARAMS
+from gopherq.core.masking import DEFAULT_MASKED_PARAMS, Masker
+from gopherq.core.schedules import Schedule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -144,6 +145,26 @@ class WorkerSettings(Section):
     fetch_timeout: float = Field(1.0, gt=0, le=10, description="blocking fetch timeout, seconds")
     max_payload_bytes: int = Field(1024 * 1024, ge=64, description="larger tasks are dead-lettered unparsed")
     max_recoveries: int = Field(3, ge=0, description="crash recoveries before a task is poison")
+    priority_mode: Literal["strict", "weighted"] = Field(
+        "strict", description="strict: a level is served only when the more urgent ones are empty; weighted: shares"
+    )
+    priority_weights: dict[str, int] = Field(
+        default_factory=lambda: {"high": 6, "default": 3, "low": 1},
+        description="weighted mode: relative share of batches of the high, default and low levels",
+    )
+    cancel_poll_interval: float = Field(
+        0.5, gt=0, le=1.0, description="how often a running worker looks for cancel requests of its tasks, seconds"
+    )
+
+    @field_validator("priority_weights")
+    @classmethod
+    def _valid_weights(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = set(value) - {"high", "default", "low"}
+        if unknown:
+            raise ValueError(f"unknown level {sorted(unknown)[0]!r}: the levels are high, default and low")
+        if any(weight < 0 for weight in value.values()) or not any(value.values()):
+            raise ValueError("weights must be >= 0 and at least one > 0")
+        return {"high": 0, "default": 0, "low": 0, **value}
 
 
 class LoggingSettings(Section):
@@ -232,6 +253,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     metrics: MetricsSettings = MetricsSettings()
     api: ApiSettings = ApiSettings()
+    schedules: list[Schedule] = Field(default_factory=list)
     plugins: dict[str, Any] = Field(default_factory=dict)
 
     _config_path: Path | None = PrivateAttr(None)
@@ -293,6 +315,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         for name, value in self._plugin_settings.items():
             data["plugins"][name] = value.model_dump(mode="json")
+        data["schedules"] = Masker.from_settings(self).value(data["schedules"])  # their tasks' headers and URLs
         data["redis"]["password"] = "**********" if self.redis.password else None
         data["redis"]["sentinel_password"] = "**********" if self.redis.sentinel_password else None
         if self.redis.url:

@@ -9,7 +9,9 @@ the worker's hot path; the executor's fields are validated by the executor's pyd
 from __future__ import annotations
 
 import enum
+import hashlib
 import itertools
+import json
 import os
 import secrets
 import time
@@ -39,8 +41,14 @@ CONTROL_FIELDS = frozenset(
         "recoveries",
         "last_error",
         "flow_slot",
+        "priority",
+        "unique_key",
+        "unique_for",
     }
 )
+
+#: Priority levels, most urgent first. `default` is the plain ready list (what a raw `RPUSH Q` feeds).
+PRIORITIES = ("high", "default", "low")
 
 
 class TaskStatus(str, enum.Enum):
@@ -49,6 +57,7 @@ class TaskStatus(str, enum.Enum):
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def final(self) -> bool:
@@ -86,6 +95,12 @@ class Task:
     last_error: dict[str, Any] | None = None
     #: When flow control reserved a rate slot for this task and deferred it to that slot (Unix ms; core/flow.py).
     flow_slot: int | None = None
+    #: "high" or "low"; None is the default level.
+    priority: str | None = None
+    #: While a task with this key is ready, delayed or running, an identical enqueue is refused.
+    unique_key: str | None = None
+    #: How long (s) the uniqueness lock lasts at most; it is freed sooner when the task ends.
+    unique_for: float | None = None
     payload: Any = None
     #: True when the producer sent no id and one was assigned here (the worker then records it in Redis).
     id_assigned: bool = False
@@ -116,6 +131,12 @@ class Task:
             wire["last_error"] = self.last_error
         if self.flow_slot is not None:
             wire["flow_slot"] = self.flow_slot
+        if self.priority is not None:
+            wire["priority"] = self.priority
+        if self.unique_key is not None:
+            wire["unique_key"] = self.unique_key
+        if self.unique_for is not None:
+            wire["unique_for"] = self.unique_for
         wire.update(self.fields)
         if self.recoveries:
             wire["recoveries"] = self.recoveries
@@ -141,6 +162,13 @@ def new_task_id() -> str:
     """A unique task id: 64 random bits per process, then a counter. Far cheaper than a uuid4 (one syscall
     each), which matters when a client builds tens of thousands of tasks per second."""
     return f"{_id_prefix}{next(_id_counter):08x}"
+
+
+def unique_key_of(task_type: str, fields: dict[str, Any]) -> str:
+    """The uniqueness key of a task given `unique_for` without `unique_key`: a digest of its type and fields, so
+    two enqueues of the same call are the same key."""
+    canonical = json.dumps([task_type, fields], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 
 def _reject(message: str) -> TaskRejected:
@@ -233,7 +261,7 @@ def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned:
     deadline = _timestamp_field(obj, "deadline")
     if deadline is None:
         deadline = _timestamp_field(obj, "expires_at")
-    return Task(
+    task = Task(
         id=task_id,
         type=task_type,
         fields={k: v for k, v in obj.items() if k not in CONTROL_FIELDS},
@@ -250,6 +278,22 @@ def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned:
         flow_slot=_int_field(obj, "flow_slot", None, 0),
         id_assigned=assigned,
     )
+    if "priority" in obj or "unique_key" in obj or "unique_for" in obj:  # the common task pays three lookups
+        _task_control_fields(obj, task)
+    return task
+
+
+def _task_control_fields(obj: dict[str, Any], task: Task) -> None:
+    """The task-control fields (priority and uniqueness), checked and set on `task`."""
+    priority = obj.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise _reject(f"field 'priority' must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    task.priority = None if priority == "default" else priority
+    unique_key = obj.get("unique_key")
+    if unique_key is not None and (type(unique_key) is not str or not unique_key or len(unique_key) > 200):
+        raise _reject(f"field 'unique_key' must be a non-empty string of at most 200 characters, got {unique_key!r}")
+    task.unique_key = unique_key
+    task.unique_for = _seconds_field(obj, "unique_for", positive=True)
 
 
 #: The codec writes at most this many levels of nesting: a task nested deeper could be read but never written

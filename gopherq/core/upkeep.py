@@ -18,11 +18,14 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.broker import Broker
+from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.flow import WorkerFlow
+from gopherq.core.plugins import PluginManager
 from gopherq.core.resilience import RETRYABLE, Backoff
+from gopherq.core.schedules import Scheduler, validate_schedules
 from gopherq.core.settings import Settings
-from gopherq.core.task import Task
+from gopherq.core.task import Task, decode_task
 
 log = logging.getLogger("gopherq.core.worker")
 
@@ -45,6 +48,10 @@ class Upkeep:
     concurrency: int
     started_at: float
     claimed_batches: list[tuple[int, float]]
+    executing: set[asyncio.Task[None]]
+    plugins: PluginManager
+    scheduler: Scheduler | None
+    cancelling: set[asyncio.Task[None]]
 
     async def _check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys: an evicted ready list or in-flight hash is lost work."""
@@ -62,6 +69,26 @@ class Upkeep:
                 "and in-flight tasks; set maxmemory-policy noeviction",
                 policy,
             )
+
+    def _make_scheduler(self) -> Scheduler | None:
+        """The periodic schedules this worker ticks (every worker does; each slot is enqueued once). Their tasks
+        are checked now, as a worker would check them, so a bad schedule stops start-up (exit 2), not a slot."""
+        schedules = self.settings.schedules
+        if not schedules:
+            return None
+        max_bytes = self.settings.worker.max_payload_bytes
+
+        def check(envelope: bytes) -> None:
+            task = decode_task(envelope, max_bytes)
+            entry = self.plugins.executors.get(task.type)
+            if entry is None:
+                raise TaskRejected("unknown_type", f"no executor for task type {task.type!r}")
+            entry.validate(task)
+
+        validate_schedules(schedules, check)
+        queues = {schedule.queue or self.broker.keys.queue for schedule in schedules}
+        brokers = {queue: Broker(self.redis, queue) for queue in queues}
+        return Scheduler(schedules, self.broker.keys.queue, brokers, self.settings.queue.result_ttl)
 
     def _check_timings(self) -> None:
         cfg = self.settings.worker
@@ -133,6 +160,8 @@ class Upkeep:
             await asyncio.sleep(cfg.promote_interval)
             try:
                 await self.broker.promote()
+                if self.scheduler is not None:
+                    await self.scheduler.tick()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + cfg.reaper_interval
                     recovered = await self.broker.reap(self.lease_ms, lock_ms, self.id, forget_after_ms=forget_ms)
@@ -143,6 +172,35 @@ class Upkeep:
                 await backoff.wait(exc)
                 # After an outage every lease looks expired: give live workers one heartbeat to renew them first.
                 next_reap = time.monotonic() + cfg.heartbeat_interval + cfg.reaper_interval
+
+    async def _cancel_watch_loop(self) -> None:
+        """Cancel running attempts whose task a client asked to cancel. One small read per interval, and only
+        while this worker holds tasks; each runner is named after its attempt token (see Worker._launch)."""
+        interval = self.settings.worker.cancel_poll_interval
+        keep_ms = self.settings.queue.result_ttl * 1000
+        failures = Backoff(f"cancel watch ({self.id})")
+        while True:
+            await asyncio.sleep(interval)
+            if not self.held:
+                continue
+            try:
+                requested = await self.broker.cancel_requests_now(keep_ms)
+                failures.reset()
+            except RETRYABLE as exc:
+                failures.failed(exc)
+                continue
+            self.broker.cancel_requests = frozenset(requested)  # so a task that ends meanwhile drops its request
+            if self.cancelling:  # a runner that finished before its cancellation landed
+                self.cancelling = {runner for runner in self.cancelling if not runner.done()}
+            if not requested:
+                continue
+            tokens = {token for token, task in self.held.items() if task is not None and task.id in requested}
+            for runner in list(self.executing) if tokens else ():
+                if runner.get_name() in tokens and not runner.done() and runner not in self.cancelling:
+                    task = self.held.get(runner.get_name())
+                    log.info("task %s: cancelling its running attempt on request", task.id if task else "?")
+                    self.cancelling.add(runner)
+                    runner.cancel()
 
     def _announce_recovered(self, envelopes: list[bytes]) -> None:
         self.stats["recovered"] += len(envelopes)

@@ -34,6 +34,7 @@ from gopherq.core.health import verify_access
 from gopherq.core.masking import Masker
 from gopherq.core.outcomes import Decision, OutcomePolicy
 from gopherq.core.plugins import PluginManager
+from gopherq.core.priorities import LevelOrder
 from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff
 from gopherq.core.settings import Settings
 from gopherq.core.task import ErrorInfo, Task, decode_task
@@ -73,6 +74,9 @@ class Worker(Upkeep):
         self.concurrency = cfg.concurrency
         self.lease_ms = int(cfg.lease_timeout * 1000)
         self.executing: set[asyncio.Task[None]] = set()
+        self.levels = LevelOrder(cfg.priority_mode, cfg.priority_weights)
+        self.cancelling: set[asyncio.Task[None]] = set()  # runners cancelled on request (see upkeep)
+        self.scheduler = self._make_scheduler()
         self.watchdog = Watchdog()
         self.held: dict[str, Task | None] = {}  # token -> task, for every claimed, unsettled task
         self._decisions: list[Decision] = []
@@ -101,6 +105,7 @@ class Worker(Upkeep):
             "dead": 0,
             "refused": 0,
             "recovered": 0,
+            "cancelled": 0,
         }
 
     # -- control ---------------------------------------------------------------------------------------------
@@ -160,6 +165,7 @@ class Worker(Upkeep):
             asyncio.create_task(self.watchdog.run(), name="gopherq-watchdog"),
             asyncio.create_task(self._heartbeat_loop(), name="gopherq-heartbeat"),
             asyncio.create_task(self._maintenance_loop(), name="gopherq-maintenance"),
+            asyncio.create_task(self._cancel_watch_loop(), name="gopherq-cancel-watch"),
         ]
         self._fetcher = asyncio.create_task(self._fetch_loop(), name="gopherq-fetch")
         await self._stop.wait()
@@ -262,7 +268,7 @@ class Worker(Upkeep):
                 await self._slot_free.wait()
                 continue
             try:
-                batch = await self.broker.claim(min(free, cfg.batch_size), self.lease_ms)
+                batch = await self.broker.claim(min(free, cfg.batch_size), self.lease_ms, self.levels.next())
                 if batch is None:
                     await self._paused()
                     continue
@@ -320,6 +326,7 @@ class Worker(Upkeep):
         ready: list[tuple[str, Task, ExecutorEntry]] = []
         now = time.time()
         self.claimed_batches.append((int(batch[0][0]), now))  # tokens of a batch are consecutive (claim.lua)
+        cancels = self.broker.cancel_requests
         for token, raw in batch:
             self.held[token] = None
             try:
@@ -329,6 +336,9 @@ class Worker(Upkeep):
                     self._decide(self.policy.dead_raw(token, raw, exc, now))
                     continue
                 self.held[token] = task
+                if cancels and task.id in cancels:
+                    self._decide(self.policy.cancelled(token, task, None, now))
+                    continue
                 if task.id_assigned:
                     adopt[token] = task.encode()
                 entry = self._admit(token, task, raw, now)
@@ -368,7 +378,7 @@ class Worker(Upkeep):
         limit = task.timeout or self.settings.worker.task_timeout
         if task.deadline is not None:
             limit = max(0.001, min(limit, task.deadline - time.time()))
-        runner = asyncio.create_task(self._execute(token, task, entry, limit))
+        runner = asyncio.create_task(self._execute(token, task, entry, limit), name=token)
         self.watchdog.watch(runner, limit)
         self.executing.add(runner)
         runner.add_done_callback(self._finished)
@@ -439,9 +449,15 @@ class Worker(Upkeep):
             self.bus.emit("task.started", task_id=task.id, task_type=task.type, attempt=task.attempt)
             outcome = await run_attempt(entry, task, context, enforce_timeout=False)
         except asyncio.CancelledError:
-            if self.watchdog.expired(asyncio.current_task()):
+            current = asyncio.current_task()
+            if self.watchdog.expired(current):
                 failure = TaskFailure("timeout", f"attempt exceeded its time limit of {limit:g}s")
                 outcome = AttemptOutcome(started, time.time(), failure=failure)
+            elif current in self.cancelling:
+                self.cancelling.discard(current)  # type: ignore[arg-type]
+                self.flow.released(token)
+                self._decide(self.policy.cancelled(token, task, started, time.time()))
+                return
             elif not self._stop.is_set():
                 raise
             else:
@@ -555,6 +571,8 @@ class Worker(Upkeep):
             self.stats["deferred"] += 1
             if decision.event:
                 log.debug("task %s deferred by flow control until %s", task_id, (decision.data or {}).get("until"))
+        elif kind == "cancel":
+            self.stats["cancelled"] += 1
         elif kind == "dead":
             self.stats["dead"] += 1
             reason = (decision.data or {}).get("reason")

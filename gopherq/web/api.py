@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gopherq.client import AsyncClient
+from gopherq.client import AsyncClient, Enqueued
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import Masker
@@ -39,34 +39,33 @@ COALESCER_KEY: web.AppKey[Coalescer] = web.AppKey("gopherq_api_coalescer")
 
 
 class Coalescer:
-    """Creates the tasks of every request that arrives within one turn of the event loop in one Redis call per
-    queue: under concurrent single-task POSTs the round trip (and redis-py's work per call) is shared instead of
-    paid per request. Each request still gets its own answer; a Redis error fails every request of the call."""
+    """Creates the tasks of every request that arrives within one turn of the event loop in one Redis call: under
+    concurrent single-task POSTs the round trip (and redis-py's work per call) is shared instead of paid per
+    request. Each request still gets its own answer; a Redis error fails every request of the call."""
 
     def __init__(self, client: AsyncClient, window: int) -> None:
         self.client = client
         self.window = window
-        self.pending: dict[str, list[tuple[list[Task], asyncio.Future[list[bool]]]]] = {}
+        self.pending: list[tuple[list[Task], asyncio.Future[list[Enqueued]]]] = []
         self.sending: set[asyncio.Future[None]] = set()
 
-    async def create(self, tasks: list[Task], queue: str) -> list[bool]:
-        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        waiting = self.pending.get(queue)
-        if waiting is None:
-            waiting = self.pending[queue] = []
-            asyncio.get_running_loop().call_soon(self._flush, queue)
-        waiting.append((tasks, future))
+    async def create(self, tasks: list[Task]) -> list[Enqueued]:
+        future: asyncio.Future[list[Enqueued]] = asyncio.get_running_loop().create_future()
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.pending.append((tasks, future))
         return await future
 
-    def _flush(self, queue: str) -> None:
-        sending = asyncio.ensure_future(self._send(queue, self.pending.pop(queue)))
+    def _flush(self) -> None:
+        waiting, self.pending = self.pending, []
+        sending = asyncio.ensure_future(self._send(waiting))
         self.sending.add(sending)
         sending.add_done_callback(self.sending.discard)
 
-    async def _send(self, queue: str, waiting: list[tuple[list[Task], asyncio.Future[list[bool]]]]) -> None:
+    async def _send(self, waiting: list[tuple[list[Task], asyncio.Future[list[Enqueued]]]]) -> None:
         tasks = [task for batch, _ in waiting for task in batch]
         try:
-            created = await self.client.create(tasks, self.window, queue)
+            outcomes = await self.client.create(tasks, self.window)
         except BaseException as exc:
             for _, future in waiting:
                 if not future.done():
@@ -77,7 +76,7 @@ class Coalescer:
         start = 0
         for batch, future in waiting:
             if not future.done():
-                future.set_result(created[start : start + len(batch)])
+                future.set_result(outcomes[start : start + len(batch)])
             start += len(batch)
 
 
@@ -124,6 +123,7 @@ def _build(client: AsyncClient, obj: Any, queue: str) -> Task:
     task = task_from_dict(obj)
     if task.queue is not None and task.queue != queue:
         raise TaskRejected("schema_invalid", f"field 'queue' is {task.queue!r} but the URL names queue {queue!r}")
+    task.queue = queue
     client.check_task(task)
     task.envelope = task.encode()
     return task
@@ -156,15 +156,16 @@ async def create_tasks(request: web.Request) -> web.Response:
             status = 400 if exc.reason == "parse_error" else 422
             return problem(status, exc.reason, exc.message, **where)
     try:
-        created = await coalescer.create(tasks, queue)
+        outcomes = await coalescer.create(tasks)
     except RETRYABLE as exc:  # nothing was created (the script runs whole or not at all): the producer retries
         response = problem(503, "unavailable", f"Redis cannot take the tasks now: {exc}")
         response.headers["Retry-After"] = "1"
         return response
+    created = [not outcome.duplicate for outcome in outcomes]
     status = 201 if any(created) else 200
     if batch:
-        return web.json_response({"ids": [t.id for t in tasks], "created": created}, status=status)
-    return web.json_response({"id": tasks[0].id, "created": created[0]}, status=status)
+        return web.json_response({"ids": [outcome.id for outcome in outcomes], "created": created}, status=status)
+    return web.json_response({"id": outcomes[0].id, "created": created[0]}, status=status)
 
 
 async def get_queue(request: web.Request) -> web.Response:

@@ -36,7 +36,7 @@ from gopherq.core.inspect.reading import (
     text,
 )
 from gopherq.core.inspect.stream import EventReader
-from gopherq.core.keys import COUNTS_TTL, QueueKeys, validate_queue_name
+from gopherq.core.keys import COUNTS_TTL, WAKE_MARKER, QueueKeys, validate_queue_name
 from gopherq.core.masking import Masker
 from gopherq.core.settings import Settings
 
@@ -98,7 +98,10 @@ class Inspector(EventReader):
             pipe.exists(k.paused)
             pipe.zcount(k.workers, alive_after, "+inf")
             pipe.hgetall(k.stats)
-            ready, delayed, running, dead, oldest, paused, workers, stats = await pipe.execute()
+            pipe.llen(k.level("high"))
+            pipe.llen(k.level("low"))
+            ready, delayed, running, dead, oldest, paused, workers, stats, high, low = await pipe.execute()
+        ready += high + low  # every priority level's list (see docs/tasks.md)
         latency = 0.0
         envelope = decode(oldest)
         if isinstance(envelope, dict):
@@ -217,15 +220,26 @@ class Inspector(EventReader):
         )
 
     async def ready(self, queue: str, offset: int = 0, limit: int = 50) -> Page[TaskSummary]:
-        """The ready list from its head (the next task to run first)."""
+        """The ready lists from their heads, most urgent priority level first (the order a strict worker takes
+        them in); wake markers (see docs/tasks.md) are left out."""
         k = self.keys(queue)
         offset, limit = max(0, offset), max(1, limit)
+        lists = [k.level("high"), k.ready, k.level("low")]
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(k.ready)
-            pipe.lrange(k.ready, offset, offset + limit - 1)
-            total, items = await pipe.execute()
+            for name in lists:
+                pipe.llen(name)
+            sizes = await pipe.execute()
+        items: list[bytes] = []
+        start = offset
+        for name, size in zip(lists, sizes, strict=True):
+            if start < size and len(items) < limit:
+                items += await self.redis.lrange(name, start, start + limit - len(items) - 1)
+            start = max(0, start - size)
+        total = sum(sizes)
         out = []
         for raw in items:
+            if raw == WAKE_MARKER:
+                continue
             envelope = decode(raw)
             enqueued = None
             if isinstance(envelope, dict):
@@ -315,11 +329,14 @@ class Inspector(EventReader):
             if raw is not None:
                 state, envelope = "delayed", raw
             else:
-                raw = await find_in_list(self.redis, k.ready, pattern)
-                if raw is not None:
-                    state, envelope = "ready", raw
-                elif status in ("failed", "cancelled"):
-                    state = status
+                for name in (k.level("high"), k.ready, k.level("low")):  # every priority level
+                    raw = await find_in_list(self.redis, name, pattern)
+                    if raw is not None:
+                        state, envelope = "ready", raw
+                        break
+                else:
+                    if status in ("failed", "cancelled"):
+                        state = status
         timeline = await self.events(queue, count=events, task_id=task_id, latest=True)
         # Stream order is write order: a producer's `task.enqueued` can land after the worker's first events.
         timeline.sort(key=lambda event: (event.timestamp or 0.0, event.id))

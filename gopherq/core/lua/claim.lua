@@ -1,24 +1,41 @@
 -- Claim up to ARGV[1] tasks for one worker, atomically: each gets an attempt token, an in-flight record and a
--- lease. Tasks a blocking fetch already moved into the worker's processing list are claimed first.
+-- lease. Tasks a blocking fetch already moved into the worker's processing list are claimed first; then the ready
+-- lists of the priority levels, in the order ARGV[3] gives (only when a high or low list exists: otherwise just
+-- the plain list, as before priorities). Wake markers (see levels.lua) are dropped.
 -- KEYS: 1 ready list, 2 this worker's processing list, 3 leases (zset), 4 inflight (hash), 5 token counter,
---       6 paused flag
--- ARGV: 1 max tasks, 2 lease deadline (ms)
--- Returns: {token1, envelope1, token2, envelope2, ...}, or false when the queue is paused (anything staged goes
--- back to the head of the ready list).
+--       6 paused flag, 7 cancel requests (zset), 8 high-priority list, 9 low-priority list
+-- ARGV: 1 max tasks, 2 lease deadline (ms), 3 level order (e.g. 'hdl': h = KEYS[8], d = KEYS[1], l = KEYS[9])
+-- Returns: {token1, envelope1, token2, envelope2, ...}, then, when cancellations are pending, '!cancels' and the
+-- list of their task ids (the worker settles those tasks as cancelled instead of running them); or false when the
+-- queue is paused (anything staged goes back to the head of the ready list).
 if redis.call('EXISTS', KEYS[6]) == 1 then
   while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do end
   return false
 end
 local want = tonumber(ARGV[1])
 local items = {}
-local staged = redis.call('LPOP', KEYS[2], want)
-if staged then
-  for i = 1, #staged do items[#items + 1] = staged[i] end
+local wake = 'gopherq:wake'
+local function take(key)
+  while #items < want do
+    local popped = redis.call('LPOP', key, want - #items)
+    if not popped then return end
+    local dropped = false
+    for i = 1, #popped do
+      if popped[i] ~= wake then items[#items + 1] = popped[i] else dropped = true end
+    end
+    if not dropped then return end
+  end
 end
+take(KEYS[2])
 if #items < want then
-  local ready = redis.call('LPOP', KEYS[1], want - #items)
-  if ready then
-    for i = 1, #ready do items[#items + 1] = ready[i] end
+  if redis.call('EXISTS', KEYS[8], KEYS[9]) == 0 then
+    take(KEYS[1])
+  else
+    local lists = {h = KEYS[8], d = KEYS[1], l = KEYS[9]}
+    for c in string.gmatch(ARGV[3], '.') do
+      if #items >= want then break end
+      take(lists[c])
+    end
   end
 end
 local n = #items
@@ -36,4 +53,9 @@ for i = 1, n do
 end
 redis.call('HSET', KEYS[4], unpack(hargs))
 redis.call('ZADD', KEYS[3], unpack(zargs))
+local cancels = redis.call('ZRANGE', KEYS[7], 0, 999)
+if #cancels > 0 then
+  out[#out + 1] = '!cancels'
+  out[#out + 1] = cancels
+end
 return out

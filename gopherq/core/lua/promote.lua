@@ -1,10 +1,25 @@
--- Move due tasks from the delayed set to the tail of the ready list, atomically (so two workers running it at
--- once never move a task twice).
--- KEYS: 1 delayed (zset), 2 ready list
+-- Move due tasks from the delayed set to the tail of their priority level's ready list, atomically (so two
+-- workers running it at once never move a task twice).
+-- KEYS: 1 delayed (zset), 2 ready list, 3 high-priority list, 4 low-priority list
 -- ARGV: 1 now (ms), 2 max tasks to move
 -- Returns: how many were moved.
+local ready, high, low = KEYS[2], KEYS[3], KEYS[4]
+--@include levels
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 if #due == 0 then return 0 end
 redis.call('ZREM', KEYS[1], unpack(due))
-redis.call('RPUSH', KEYS[2], unpack(due))
+-- One RPUSH per level, keeping the order of each.
+local lists = {}
+for i = 1, #due do
+  local key = level_key(due[i])
+  if not lists[key] then lists[key] = {} end
+  local list = lists[key]
+  list[#list + 1] = due[i]
+end
+for key, list in pairs(lists) do
+  wake(key)
+  for j = 1, #list, 1000 do
+    redis.call('RPUSH', key, unpack(list, j, math.min(j + 999, #list)))
+  end
+end
 return #due

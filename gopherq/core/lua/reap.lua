@@ -2,7 +2,7 @@
 -- lists of workers whose heartbeat stopped. They go back to the head of the ready list with their `recoveries`
 -- count raised (a crash is a recovery, not an attempt). Serialised across workers by a short lock.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 workers (zset), 5 reaper lock, 6 stats (hash),
---       7.. processing lists of silent workers
+--       7.. processing lists of silent workers, then the high- and low-priority lists (last two)
 -- ARGV: 1 now (ms), 2 lock TTL (ms), 3 lock owner, 4 max leases to reap, 5 silent before (ms): a worker whose last
 --       heartbeat is older is presumed dead, 6 forget before (ms): a dead worker whose last heartbeat is older than
 --       this is removed from the workers set, 7.. silent worker ids (same order as KEYS 7..)
@@ -10,6 +10,8 @@
 -- froze can still move a task into its list until that fetch times out, and the next reap must find that task.
 -- Returns: the recovered envelopes (after marking), or false when another worker holds the lock.
 if not redis.call('SET', KEYS[5], ARGV[3], 'NX', 'PX', ARGV[2]) then return false end
+local ready, high, low = KEYS[1], KEYS[#KEYS - 1], KEYS[#KEYS]
+--@include levels
 
 -- Raise the `recoveries` field, which GoPherQ always keeps last in the envelope, without re-encoding the JSON
 -- (re-encoding would change the bytes and turn empty arrays into objects). A value that is not a JSON object
@@ -35,12 +37,12 @@ for i = #expired, 1, -1 do
   if raw then
     redis.call('HDEL', KEYS[3], token)
     local marked = mark(raw)
-    redis.call('LPUSH', KEYS[1], marked)
+    push_level('LPUSH', marked)
     recovered[#recovered + 1] = marked
   end
 end
 local silent_before, forget_before = tonumber(ARGV[5]), tonumber(ARGV[6])
-for k = 7, #KEYS do
+for k = 7, #KEYS - 2 do
   local worker = ARGV[k]
   local seen = redis.call('ZSCORE', KEYS[4], worker)
   -- Checked again here: the worker may have sent a heartbeat since the caller listed it.
@@ -48,9 +50,12 @@ for k = 7, #KEYS do
     while true do
       local raw = redis.call('RPOP', KEYS[k])
       if not raw then break end
-      local marked = mark(raw)
-      redis.call('LPUSH', KEYS[1], marked)
-      recovered[#recovered + 1] = marked
+      -- A wake marker a blocking fetch moved here has done its job: it is dropped.
+      if raw ~= WAKE then
+        local marked = mark(raw)
+        push_level('LPUSH', marked)
+        recovered[#recovered + 1] = marked
+      end
     end
     if tonumber(seen) <= forget_before then redis.call('ZREM', KEYS[4], worker) end
   end

@@ -1,24 +1,34 @@
 -- Settle a batch of claimed tasks in one round trip. Every item is fenced by its attempt token: if the token is
 -- no longer in flight (its lease expired and the reaper handed the task to someone else) the item is refused.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 delayed, 5 dead (hash), 6 dead index (zset), 7 stats (hash),
---       8 this minute's counts (hash), 9.. one result key per item (in item order)
+--       8 this minute's counts (hash), 9.. one key per item (in item order), then the high- and low-priority
+--       lists (last two)
 -- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, 4 counts TTL (s), then 5 per item:
 --       kind, token, result JSON ('' for none), data, extra
---   kind 'ack'     : write the result; data/extra unused
+--   kind 'ack'     : write the result (item key: the result key); data/extra unused
+--   kind 'cancel'  : as 'ack', for a task cancelled before or while it ran (counted apart)
 --   kind 'retry'   : data = new envelope, extra = due time (ms) -> delayed set
 --   kind 'defer'   : as 'retry', for a task that arrived before its eta (not an attempt)
 --   kind 'dead'    : data = dead-letter entry JSON, extra = entry id (the task id; made unique with the token
 --                    when taken) -> dead hash + index
---   kind 'release' : put the in-flight envelope back at the head of the ready list, unchanged (shutdown)
--- Counts each kind in the stats hash (acked, retried, deferred, dead_lettered, released, refused_acks), and the
--- outcomes (succeeded, retried, dead) in this minute's counts hash, once per kind per batch.
+--   kind 'release' : put the in-flight envelope back at the head of its priority level's ready list, unchanged
+--                    (shutdown)
+--   Two kinds are not items of their own but follow the item they belong to, and act only when it was settled
+--   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
+--   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
+--   task's cancel request.
+-- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks),
+-- and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per kind per batch.
 -- Returns: one 1 (settled) or 0 (refused: stale token) per item.
+local ready, high, low = KEYS[1], KEYS[#KEYS - 1], KEYS[#KEYS]
+--@include levels
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local out = {}
 local counts = {}
 local dead_added = false
 local leases = {}
+local last_held = false
 local n = (#ARGV - 4) / 5
 for i = 0, n - 1 do
   local base = 5 + i * 5
@@ -26,17 +36,30 @@ for i = 0, n - 1 do
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
   local held, envelope
-  if kind == 'release' then
+  if kind == 'unlock' or kind == 'uncancel' then
+    if last_held then
+      if kind == 'uncancel' then
+        redis.call('ZREM', KEYS[9 + i], token)
+      elseif redis.call('GET', KEYS[9 + i]) == token then
+        redis.call('DEL', KEYS[9 + i])
+      end
+    end
+    held = nil
+  elseif kind == 'release' then
     envelope = redis.call('HGET', KEYS[3], token)
     held = envelope ~= false
     if held then redis.call('HDEL', KEYS[3], token) end
   else
     held = redis.call('HDEL', KEYS[3], token) == 1
   end
-  if not held then
+  if held == nil then
+    -- an after-effect of the previous item: nothing to report
+  elseif not held then
+    last_held = false
     out[#out + 1] = 0
     counts['refused'] = (counts['refused'] or 0) + 1
   else
+    last_held = true
     leases[#leases + 1] = token
     if kind == 'retry' or kind == 'defer' then
       redis.call('ZADD', KEYS[4], ARGV[base + 4], ARGV[base + 3])
@@ -51,7 +74,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', KEYS[6], tonumber(ARGV[1]) + i / 1000, entry_id)
       dead_added = true
     elseif kind == 'release' then
-      redis.call('LPUSH', KEYS[1], envelope)
+      push_level('LPUSH', envelope)
     end
     if result ~= '' then
       redis.call('SET', KEYS[9 + i], result, 'EX', ttl)
@@ -64,12 +87,12 @@ end
 for j = 1, #leases, 1000 do
   redis.call('ZREM', KEYS[2], unpack(leases, j, math.min(j + 999, #leases)))
 end
-local names = {ack = 'acked', retry = 'retried', defer = 'deferred', dead = 'dead_lettered', release = 'released',
-               refused = 'refused_acks'}
+local names = {ack = 'acked', cancel = 'cancelled', retry = 'retried', defer = 'deferred', dead = 'dead_lettered',
+               release = 'released', refused = 'refused_acks'}
 for kind, count in pairs(counts) do
   redis.call('HINCRBY', KEYS[7], names[kind] or kind, count)
 end
-local minute = {ack = 'succeeded', retry = 'retried', dead = 'dead'}
+local minute = {ack = 'succeeded', cancel = 'cancelled', retry = 'retried', dead = 'dead'}
 local counted = false
 for kind, field in pairs(minute) do
   if counts[kind] then

@@ -1,0 +1,65 @@
+"""Commands that steer tasks: `cancel`, and `schedules` (the periodic tasks and their next runs)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from gopherq.cli.common import (
+    config_option,
+    echo_json,
+    handle_errors,
+    json_option,
+    queue_option,
+    run_async,
+    settings_from,
+    when,
+    with_client,
+)
+from gopherq.cli.root import cli
+
+#: What `cancel` prints for each outcome of `AsyncClient.cancel`.
+CANCEL_MESSAGES = {
+    "cancelled": "cancelled: it was waiting (delayed or for a retry) and is removed",
+    "requested": "cancel requested: it will not start, or its running attempt stops within a second",
+    "finished": "not cancelled: it had already finished",
+}
+
+
+@cli.command()
+@config_option
+@queue_option
+@json_option
+@click.argument("task_id")
+@handle_errors
+def cancel(config: str | None, queue: str | None, as_json: bool, task_id: str) -> None:
+    """Cancel a ready, delayed or running task (exit 1 when it had already finished)."""
+    settings = settings_from(config)
+    outcome = run_async(with_client(settings, queue, lambda client: client.cancel(task_id), sinks=True))
+    if as_json:
+        echo_json({"id": task_id, "outcome": outcome})
+    else:
+        click.echo(f"{task_id}: {CANCEL_MESSAGES[outcome]}")
+    if outcome == "finished":
+        sys.exit(1)
+
+
+@cli.command()
+@config_option
+@json_option
+@handle_errors
+def schedules(config: str | None, as_json: bool) -> None:
+    """List the periodic schedules with their last slot and next run time."""
+    settings = settings_from(config)
+    rows = run_async(with_client(settings, None, lambda client: client.schedules()))
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no schedules (add [[schedules]] tables to the config)")
+    for row in rows:
+        click.echo(
+            f"{row['name']}: {row['rule']} -> {row['queue']}, next {when(row['next_run'])}, "
+            f"last {when(row['last_slot'])}, catch_up {row['catch_up']}"
+        )

@@ -1,0 +1,248 @@
+"""Periodic tasks: `[[schedules]]` (or `Schedule` objects), their slots, and the tick that enqueues each due slot
+exactly once across any number of workers, with no beat process to keep alive."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gopherq.core import codec
+from gopherq.core.errors import ConfigError, TaskRejected
+from gopherq.core.keys import QueueKeys
+from gopherq.core.resilience import RETRYABLE
+from gopherq.core.task import CONTROL_FIELDS, DEFAULT_TYPE, unique_key_of
+
+if TYPE_CHECKING:
+    from gopherq.core.broker import Broker
+
+log = logging.getLogger(__name__)
+
+#: Most slots one tick enqueues for one schedule (`catch_up = "all"` after a long downtime goes on next tick).
+MAX_SLOTS_PER_TICK = 1000
+#: With `catch_up = "none"`, a slot noticed later than this (seconds) counts as missed and is skipped.
+ON_TIME = 10.0
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+
+
+class Schedule(BaseModel):
+    """One periodic task: `cron` (five fields, in `timezone`) or `every` (seconds, aligned to the Unix epoch), the
+    task to enqueue (an envelope without `id`: each slot's task gets the id `<name>@<slot>`), the queue it goes to
+    (default: the worker's), and what to do with slots missed while no worker ran (`catch_up`): `none` skips them,
+    `one` enqueues one task for all of them, `all` enqueues one per slot. A task with `unique_key`/`unique_for`
+    never overlaps itself: a slot is skipped while the previous slot's task is still queued or running."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    cron: str | None = None
+    every: int | None = Field(None, ge=1, description="seconds between slots")
+    timezone: str = "UTC"
+    task: dict[str, Any]
+    queue: str | None = None
+    catch_up: Literal["none", "one", "all"] = "one"
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use 1-100 letters, digits or . _ : -")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Europe/Berlin')") from None
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronSim(value, datetime.now(ZoneInfo("UTC")))
+            except CronSimError as exc:
+                raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Schedule:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of 'cron' and 'every'")
+        if "id" in self.task:
+            raise ValueError("a schedule's task has no 'id': each slot's task gets '<name>@<slot>'")
+        return self
+
+    def slots_after(self, last: int) -> Iterator[int]:
+        """Every slot (Unix seconds) after `last`, in order, without end."""
+        if self.every is not None:
+            slot = (last // self.every + 1) * self.every
+            while True:
+                yield slot
+                slot += self.every
+        assert self.cron is not None
+        zone = ZoneInfo(self.timezone)
+        for moment in CronSim(self.cron, datetime.fromtimestamp(last, zone)):
+            yield int(moment.timestamp())
+
+    def next_slot(self, after: float) -> int:
+        return next(self.slots_after(int(after)))
+
+    def task_id(self, slot: int) -> str:
+        return f"{self.name}@{slot}"
+
+    def envelope(self, slot: int) -> bytes:
+        task = dict(self.task)
+        if task.get("unique_for") is not None and task.get("unique_key") is None:
+            fields = {k: v for k, v in task.items() if k not in CONTROL_FIELDS}
+            task["unique_key"] = unique_key_of(task.get("type", DEFAULT_TYPE), fields)
+        return codec.dumps({"id": self.task_id(slot), **task, "created_at": time.time()})
+
+    def unique(self, default_window: int) -> tuple[str, int] | None:
+        """(uniqueness key, lock ms) when the schedule's task is unique: a slot is skipped while the task of an
+        earlier one still holds the key."""
+        task = self.task
+        if task.get("unique_key") is None and task.get("unique_for") is None:
+            return None
+        key = task.get("unique_key") or codec.loads(self.envelope(0))["unique_key"]
+        window = task.get("unique_for") or default_window
+        return str(key), max(1, int(float(window) * 1000))
+
+
+class Scheduler:
+    """Runs in every worker's maintenance loop. It keeps each schedule's next slot in memory and talks to Redis
+    only when a slot is due: one script call per schedule per slot per worker, and the first caller wins."""
+
+    def __init__(
+        self, schedules: list[Schedule], default_queue: str, brokers: dict[str, Broker], result_ttl: int = 86400
+    ) -> None:
+        self.schedules = schedules
+        self.result_ttl = result_ttl
+        self.default_queue = default_queue
+        self.brokers = brokers
+        #: name -> last slot as known here (None: not read yet).
+        self.last: dict[str, int | None] = {s.name: None for s in schedules}
+        self.due_at: dict[str, float] = {s.name: 0.0 for s in schedules}
+
+    def queue_of(self, schedule: Schedule) -> str:
+        return schedule.queue or self.default_queue
+
+    async def tick(self, now: float | None = None) -> int:
+        """Enqueue every slot that is due; returns how many tasks this worker enqueued."""
+        now = time.time() if now is None else now
+        enqueued = 0
+        for schedule in self.schedules:
+            if now >= self.due_at[schedule.name]:
+                try:
+                    enqueued += await self._run(schedule, now)
+                except RETRYABLE:
+                    raise
+                except Exception:  # a bug here must not stop the maintenance loop (promotion, reaping)
+                    log.exception("schedule %s: tick failed; trying again in a second", schedule.name)
+                    self.due_at[schedule.name] = now + 1.0
+        return enqueued
+
+    async def _run(self, schedule: Schedule, now: float) -> int:
+        broker = self.brokers[self.queue_of(schedule)]
+        for _ in range(3):  # a lost compare-and-set tells us the current slot: go again from there
+            last = self.last[schedule.name]
+            if last is None:
+                # First sight of this schedule anywhere: it starts with the next slot; nothing is enqueued.
+                pending: list[int] = []
+                new_last = int(now)
+            else:
+                pending = self._pending(schedule, last, now)
+                if not pending:
+                    self.due_at[schedule.name] = schedule.next_slot(last)
+                    return 0
+                new_last = pending[-1]
+                pending = self._apply_catch_up(schedule, pending, now)
+            unique = schedule.unique(self.result_ttl)
+            if unique is not None:
+                pending = pending[-1:]  # a unique task runs once at a time: one task for the slots due
+            envelopes = [(schedule.task_id(slot), schedule.envelope(slot)) for slot in pending]
+            ok, value = await broker.run_schedule(
+                schedule.name, last, new_last, envelopes, schedule.task.get("priority"), unique
+            )
+            if ok:
+                self.last[schedule.name] = new_last
+                self.due_at[schedule.name] = schedule.next_slot(new_last)
+                if value:
+                    log.info("schedule %s: enqueued %d task(s) for slot %s", schedule.name, value, new_last)
+                elif envelopes:
+                    log.info(
+                        "schedule %s: slot %s skipped: its unique task is still queued or running",
+                        schedule.name,
+                        new_last,
+                    )
+                return value
+            self.last[schedule.name] = None if value < 0 else value
+        return 0
+
+    @staticmethod
+    def _pending(schedule: Schedule, last: int, now: float) -> list[int]:
+        pending: list[int] = []
+        for slot in schedule.slots_after(last):
+            if slot > now or len(pending) >= MAX_SLOTS_PER_TICK:
+                break
+            pending.append(slot)
+        return pending
+
+    @staticmethod
+    def _apply_catch_up(schedule: Schedule, pending: list[int], now: float) -> list[int]:
+        if schedule.catch_up == "all":
+            return pending
+        latest = pending[-1]
+        if schedule.catch_up == "one" or now - latest <= ON_TIME:
+            return [latest]
+        return []
+
+
+def validate_schedules(schedules: list[Schedule], check: Any) -> None:
+    """Check each schedule's task as a worker will (`check(envelope)` raises TaskRejected); one bad schedule stops
+    start-up with a line naming it. Queue names are checked too (they become key names)."""
+    names = set()
+    for schedule in schedules:
+        if schedule.name in names:
+            raise ConfigError(f"schedules: two schedules are named {schedule.name!r}")
+        names.add(schedule.name)
+        if schedule.queue is not None:
+            QueueKeys(schedule.queue)
+        try:
+            check(schedule.envelope(0))
+        except TaskRejected as exc:
+            raise ConfigError(f"schedules: {schedule.name}: task: {exc.message}") from None
+
+
+async def upcoming(
+    schedules: list[Schedule], default_queue: str, redis: Any, now: float | None = None
+) -> list[dict[str, Any]]:
+    """Each schedule with its last enqueued slot (from Redis) and its next run time, for `gopherq schedules`."""
+    now = time.time() if now is None else now
+    rows = []
+    for schedule in schedules:
+        queue = schedule.queue or default_queue
+        raw = await redis.hget(QueueKeys(queue).schedules, schedule.name)
+        last = int(raw) if raw is not None else None
+        rows.append(
+            {
+                "name": schedule.name,
+                "queue": queue,
+                "rule": f"cron {schedule.cron!r} {schedule.timezone}" if schedule.cron else f"every {schedule.every}s",
+                "catch_up": schedule.catch_up,
+                "last_slot": last,
+                "next_run": schedule.next_slot(max(now, last or 0)),
+            }
+        )
+    return rows

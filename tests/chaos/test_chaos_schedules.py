@@ -1,0 +1,81 @@
+"""Periodic schedules on real worker processes: two workers ticking a schedule every second for 30 s enqueue each
+slot exactly once; a schedule keeps firing, without a gap, while workers are SIGKILLed and restarted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.chaos.conftest import Fleet, chaos_config, queue_sizes
+from tests.conftest import LoopbackServer, wait_until
+
+
+def schedule_config(tmp_path: Path, redis_url: str, queue_name: str, url: str) -> Path:
+    config = chaos_config(tmp_path, redis_url, queue_name, worker={"concurrency": 5})
+    config.write_text(
+        config.read_text() + f'\n[[schedules]]\nname = "beat"\nevery = 1\ntask = {{ method = "GET", url = "{url}" }}\n'
+    )
+    return config
+
+
+def slots_seen(sync_redis: redis.Redis, queue_name: str) -> list[int]:
+    """The slots of every scheduled task that has a result record (one per task id, whatever the deliveries)."""
+    keys = sync_redis.scan_iter(match=f"gopherq:{{{queue_name}}}:result:beat@*", count=1000)
+    return sorted(int(key.decode().rsplit("@", 1)[1]) for key in keys)
+
+
+def wait_drained(sync_redis: redis.Redis, queue_name: str) -> None:
+    def drained() -> bool:
+        sizes = queue_sizes(sync_redis, queue_name)
+        return sizes["ready"] == sizes["inflight"] == sizes["delayed"] == 0
+
+    wait_until(drained, timeout=30, interval=0.2, what="the queue to drain")
+
+
+@pytest.mark.chaos
+def test_two_workers_fire_each_slot_of_a_one_second_schedule_exactly_once(
+    tmp_path: Path, redis_url: str, queue_name: str, sync_redis: redis.Redis, fleet: Fleet, loopback: LoopbackServer
+) -> None:
+    config = schedule_config(tmp_path, redis_url, queue_name, loopback.url("/ok"))
+    workers = [fleet.start(config) for _ in range(2)]
+    for proc in workers:
+        wait_until(lambda p=proc: "started: queue" in p.output, timeout=30, what="worker start")
+    wait_until(lambda: len(slots_seen(sync_redis, queue_name)) >= 30, timeout=120, interval=0.5, what="30 slots")
+    for proc in workers:
+        proc.signal(15)
+        proc.wait(30)
+    wait_drained(sync_redis, queue_name)
+    slots = slots_seen(sync_redis, queue_name)
+    assert len(slots) >= 25, slots
+    assert slots == list(range(slots[0], slots[-1] + 1)), "a slot was skipped"
+    requests = loopback.snapshot()
+    assert {key: n for key, n in requests.items() if n != 1} == {}, "a slot ran twice"
+    assert len(requests) == len(slots)
+
+
+@pytest.mark.chaos
+def test_a_schedule_keeps_firing_while_workers_are_sigkilled_and_restarted(
+    tmp_path: Path, redis_url: str, queue_name: str, sync_redis: redis.Redis, fleet: Fleet, loopback: LoopbackServer
+) -> None:
+    config = schedule_config(tmp_path, redis_url, queue_name, loopback.url("/ok"))
+    workers = [fleet.start(config) for _ in range(2)]
+    for proc in workers:
+        wait_until(lambda p=proc: "started: queue" in p.output, timeout=30, what="worker start")
+    for round_ in range(4):
+        seen = len(slots_seen(sync_redis, queue_name))
+        wait_until(lambda s=seen: len(slots_seen(sync_redis, queue_name)) >= s + 2, timeout=30, what="two more slots")
+        victim = workers[round_ % 2]
+        victim.kill()
+        workers[round_ % 2] = fleet.start(config)
+    seen = len(slots_seen(sync_redis, queue_name))
+    wait_until(lambda: len(slots_seen(sync_redis, queue_name)) >= seen + 2, timeout=30, what="slots after the kills")
+    for proc in workers:
+        proc.signal(15)
+        proc.wait(30)
+    wait_drained(sync_redis, queue_name)
+    slots = slots_seen(sync_redis, queue_name)
+    assert len(slots) >= 8, slots
+    assert slots == list(range(slots[0], slots[-1] + 1)), "a slot was lost while workers were killed"
+    assert all(loopback.count(f"beat@{slot}") >= 1 for slot in slots)

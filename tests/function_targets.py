@@ -1,0 +1,37 @@
+"""Functions registered as tasks, imported by the worker through `[plugins.functions] modules` in test_functions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import gopherq
+
+app = gopherq.App()
+
+
+@app.task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@app.task(max_attempts=1)
+async def describe(name: str, *, tags: list[str] | None = None, nested: dict[str, Any] | None = None) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return {"name": name, "tags": tags or [], "nested": nested, "thread": threading.current_thread().name}
+
+
+@app.task(max_attempts=1)
+def thread_name() -> str:
+    return threading.current_thread().name
+
+
+@app.task(max_attempts=1)
+def returns_a_set() -> Any:
+    return {1, 2}
+
+
+@app.task(max_attempts=1)
+def fails(message: str) -> None:
+    raise ValueError(message)
