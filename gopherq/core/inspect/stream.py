@@ -62,13 +62,22 @@ class EventReader:
         key = self.keys(queue).events
         count = max(1, count)
         if latest:
-            return await self._latest(key, count, task_id)
+            return list(reversed(await self._scan(key, "+", count, task_id, newest_first=True)))
+        return await self._scan(key, "-" if after in ("-", "") else f"({after}", count, task_id, newest_first=False)
+
+    async def _scan(
+        self, key: str, bound: str, count: int, task_id: str | None, *, newest_first: bool
+    ) -> list[StreamEvent]:
+        """Up to `count` events from `bound` on, oldest first (XRANGE) or newest first (XREVRANGE). Filtered by
+        `task_id`, it reads on in chunks of 1,000 until it has `count` or has looked through EVENT_SCAN_LIMIT."""
         out: list[StreamEvent] = []
-        start = "-" if after in ("-", "") else f"({after}"
         scanned = 0
         while len(out) < count and scanned < EVENT_SCAN_LIMIT:
             chunk = count if task_id is None else 1000
-            entries = await self.redis.xrange(key, start, "+", count=chunk)
+            if newest_first:
+                entries = await self.redis.xrevrange(key, bound, "-", count=chunk)
+            else:
+                entries = await self.redis.xrange(key, bound, "+", count=chunk)
             if not entries:
                 break
             scanned += len(entries)
@@ -76,7 +85,7 @@ class EventReader:
                 event = self._event(entry_id, fields)
                 if task_id is None or event.task_id == task_id:
                     out.append(event)
-            start = f"({text(entries[-1][0])}"
+            bound = f"({text(entries[-1][0])}"
             if task_id is None:
                 break
         return out[:count]
@@ -106,21 +115,3 @@ class EventReader:
                 event = self._event(entry_id, fields)
                 if task_id is None or event.task_id == task_id:
                     yield event
-
-    async def _latest(self, key: str, count: int, task_id: str | None) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        end, scanned = "+", 0
-        while len(out) < count and scanned < EVENT_SCAN_LIMIT:
-            chunk = count if task_id is None else 1000
-            entries = await self.redis.xrevrange(key, end, "-", count=chunk)
-            if not entries:
-                break
-            scanned += len(entries)
-            for entry_id, fields in entries:
-                event = self._event(entry_id, fields)
-                if task_id is None or event.task_id == task_id:
-                    out.append(event)
-            end = f"({text(entries[-1][0])}"
-            if task_id is None:
-                break
-        return list(reversed(out[:count]))
