@@ -17,7 +17,8 @@ local out = {}
 local key = 4
 local pushes = {d = {}, h = {}, l = {}}  -- pushed per list at the end, a thousand at a time, in task order
 local envelopes, ids, at_envelope, at_id = ARGV[1], ARGV[2], 1, 1
-for envelope_len, id_len, level, due, ttl, seen in string.gmatch(ARGV[3], '(%d+),(%d+),(%a),([^,]*),([^,]*),([^\n]*)\n') do
+local SPEC = '(%d+),(%d+),(%a),([^,]*),([^,]*),([^\n]*)\n'
+for envelope_len, id_len, level, due, ttl, seen in string.gmatch(ARGV[3], SPEC) do
   local envelope = string.sub(envelopes, at_envelope, at_envelope + envelope_len - 1)
   local id = string.sub(ids, at_id, at_id + id_len - 1)
   at_envelope, at_id = at_envelope + envelope_len, at_id + id_len
