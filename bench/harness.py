@@ -281,6 +281,13 @@ class Run:
         for c in p.concurrency:
             spec = WorkerSpec("http", concurrency=c, options={"transport": "httpx"})
             self._http(peer, work, "GoPherQ (httpx transport)", spec)
+        for variant, name, what in (
+            ("low", "GoPherQ (priorities in use)", "every task on the `low` priority level"),
+            ("unique", "GoPherQ (unique tasks)", "a `unique_key` on every task"),
+        ):
+            spec = WorkerSpec("noop")
+            r.configs.append((name, "noop drain", f"{peer.describe(spec)}, {what}"))
+            self.repeat(name, "noop_drain", "tasks/s", partial(self._variant_drain, work, peer, spec, variant))
         for processes in (1, 2):
             name = "GoPherQ x1 process (scaling)" if processes == 1 else "GoPherQ x2 processes"
             spec = WorkerSpec("noop", processes=processes)
@@ -298,6 +305,14 @@ class Run:
             say("GoPherQ HTTP drain (c=100) under py-spy")
             action = partial(profile.profile_http, peer, work, p.profile // 2, 100, r)
             self.measure("GoPherQ HTTP profile", action)
+
+    def _variant_drain(self, work: Workloads, peer: GoPherQPeer, spec: WorkerSpec, variant: str) -> float:
+        """The noop drain with task-control fields on the tasks (see GoPherQPeer.variant): their cost."""
+        peer.variant = variant
+        try:
+            return work.noop_drain(peer, spec, self.plan.noop)
+        finally:
+            peer.variant = None
 
     def _api(self, run_dir: Path, redis: RedisServer) -> None:
         """The /v1 enqueue API (bench/api.py): one `gopherq api` process, single-task POSTs and batches of 1,000."""

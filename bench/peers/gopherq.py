@@ -66,6 +66,11 @@ class GoPherQPeer(AsyncPeer):
         self.installed = PYCALL_INSTALLED
         #: Where `send` puts tasks: the worker's queue, or a staging list that `release` renames into it.
         self.send_queue: str | None = None
+        #: The task-control variant of a drain (None: plain tasks). "low": every task, the markers too, on the low
+        #: priority level, so each claim goes through the priority lists; "unique": a unique key on every no-op
+        #: task, so each enqueue takes a lock and each settle frees one.
+        self.variant: str | None = None
+        self._unique = 0
 
     def describe(self, spec: WorkerSpec) -> str:
         text = super().describe(spec)
@@ -99,11 +104,19 @@ class GoPherQPeer(AsyncPeer):
         assert self.client is not None
         if kind == "http":
             return self.client.http(args[0])
-        return self.client.task("pycall", function=FUNCTIONS[kind], args=list(args))
+        control: dict[str, Any] = {}
+        if self.variant == "low":
+            control["priority"] = "low"
+        elif self.variant == "unique" and kind == "noop":
+            self._unique += 1
+            control["unique_key"] = f"u{self._unique}"
+        return self.client.task("pycall", function=FUNCTIONS[kind], args=list(args), **control)
 
     async def send_one(self, kind: str, args: tuple[Any, ...]) -> None:
         assert self.client is not None
-        if kind == "http":
+        if self.variant is not None:
+            await self.client.enqueue_many([self._task(kind, args)])
+        elif kind == "http":
             await self.client.enqueue_http(args[0])
         else:
             await self.client.enqueue("pycall", function=FUNCTIONS[kind], args=list(args))

@@ -1,12 +1,12 @@
 """The built-in `stream` sink: every event of a queue, masked, appended to the capped Redis stream
 `gopherq:{Q}:events`, which `gopherq events`, task timelines and the dashboard's live view read.
 
-Each stream entry has one field, `event`, whose value is the event as one JSON object (`Event.to_dict()`: `event`
-(the name), `timestamp`, `worker`, `queue`, `task_id`, `task_type`, `attempt`, `duration`, `error`, `data`), with
-`error` and `data` masked. A batch of events costs one round trip and one command: the events of a queue go as
-JSON lines in a single argument of a small Lua script that XADDs each (`MAXLEN ~ <maxlen>`). Building the
-command costs the worker a few microseconds per event, where a pipeline of XADDs with one field per event
-attribute cost ten times more (redis-py packs every argument in Python).
+Each stream entry has one field, `event`, whose value is the event as one JSON object with the keys of
+`Event.to_dict()`: `event` (the name), `timestamp`, `worker`, `queue`, `task_id`, `task_type`, `attempt`,
+`duration` (null when absent), and `error` and `data` when the event has them, masked. A batch of events costs
+one round trip and one command: the events of a queue go as JSON lines in a single argument of a small Lua script
+that XADDs each (`MAXLEN ~ <maxlen>`). Building the command costs the worker a few microseconds per event, where a
+pipeline of XADDs with one field per event attribute cost ten times more (redis-py packs every argument in Python).
 
 The sink opens its own Redis connection (a `gopherq.RedisConnection` on the same settings), so it works the same
 in a worker and in a client with `sinks=True`, and never shares the worker's connection with the hot path. What
@@ -62,12 +62,23 @@ return n
 
 
 def entry_json(event: Event, masker: Masker) -> bytes:
-    """One stream entry's value: the event as compact JSON, its free-form parts (`error`, `data`) masked."""
-    out = event.to_dict()
-    if "error" in out:
-        out["error"] = masker.value(out["error"])
-    if "data" in out:
-        out["data"] = masker.value(out["data"])
+    """One stream entry's value: the event as compact JSON (the keys of `Event.to_dict()`, absent values as
+    null), its free-form parts (`error`, `data`) masked. Built as one dict literal rather than through
+    `to_dict()`: this runs once per event, and the literal costs a third as much."""
+    out: dict[str, Any] = {
+        "event": event.name,
+        "timestamp": event.timestamp,
+        "worker": event.worker,
+        "queue": event.queue,
+        "task_id": event.task_id,
+        "task_type": event.task_type,
+        "attempt": event.attempt,
+        "duration": event.duration,
+    }
+    if event.error is not None:
+        out["error"] = masker.value(event.error)
+    if event.data:
+        out["data"] = masker.value(event.data)
     return orjson.dumps(out, default=str)
 
 
