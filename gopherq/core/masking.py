@@ -27,6 +27,8 @@ ALWAYS_MASKED_HEADERS = frozenset({"authorization", "proxy-authorization", "cook
 #: Query parameters masked unless the settings give another list.
 DEFAULT_MASKED_PARAMS = ("token", "access_token", "api_key", "apikey", "key", "password", "secret", "signature")
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 
 
@@ -46,14 +48,32 @@ class Masker:
         return cls(cfg.headers, cfg.query_params)
 
     def value(self, data: Any) -> Any:
-        """A copy of `data` (dicts, lists, tuples, strings, scalars) with every secret masked."""
+        """`data` (dicts, lists, tuples, strings, scalars) with every secret masked: a copy, or `data` itself when
+        it is a flat mapping with nothing to mask (the common event data, masked on every event)."""
         if isinstance(data, str):
             return self.text(data)
         if isinstance(data, Mapping):
+            if self._plain(data):
+                return data
             return {key: self._entry(key, item) for key, item in data.items()}
         if isinstance(data, (list, tuple)):
             return [self.value(item) for item in data]
         return data
+
+    def _plain(self, data: Mapping[Any, Any]) -> bool:
+        """Whether a mapping holds only numbers, booleans, nulls and URL-free strings under keys that name no
+        secret header: then there is nothing to mask in it."""
+        headers = self.headers
+        for key, item in data.items():
+            kind = type(item)
+            if kind is str:
+                if "://" in item:
+                    return False
+            elif kind not in _SCALARS:
+                return False
+            if type(key) is str and key.lower() in headers:
+                return False
+        return True
 
     def _entry(self, key: Any, item: Any) -> Any:
         if isinstance(key, str) and key.lower() in self.headers and item is not None:

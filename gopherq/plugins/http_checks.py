@@ -10,6 +10,7 @@ client enqueues and every task a worker admits.
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import re
 from urllib.parse import SplitResult, unquote
@@ -38,7 +39,21 @@ def check_headers(headers: dict[str, str]) -> None:
 
 def check_host(parts: SplitResult) -> None:
     """Raise ValueError when the URL's host is not one a request can be sent to, whatever the attempt."""
-    host = parts.hostname or ""
+    problem = _host_problem(parts.hostname or "")
+    if problem is not None:
+        raise ValueError(problem)
+
+
+@functools.lru_cache(maxsize=4096)  # tasks call a few hosts, over and over: one verdict each
+def _host_problem(host: str) -> str | None:
+    try:
+        _check_host_name(host)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _check_host_name(host: str) -> None:
     if ":" in host:  # an IPv6 literal: urlsplit has already checked it
         return
     if host.isascii():
