@@ -37,6 +37,7 @@ from gopherq.core.plugins import PluginManager
 from gopherq.core.priorities import LevelOrder
 from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff
 from gopherq.core.settings import Settings
+from gopherq.core.settling import Settling
 from gopherq.core.task import ErrorInfo, Task, decode_task
 from gopherq.core.upkeep import Upkeep
 from gopherq.core.watchdog import Watchdog
@@ -54,7 +55,7 @@ def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-class Worker(Upkeep):
+class Worker(Upkeep, Settling):
     """Runs tasks from one queue until asked to stop. Build it with settings, loaded plugins and a Redis client."""
 
     def __init__(self, settings: Settings, plugins: PluginManager, redis: Any, worker_id: str | None = None) -> None:
@@ -496,97 +497,3 @@ class Worker(Upkeep):
         if facts:
             decision.data = {**facts, **decision.data} if decision.data else facts
         self._decide(decision)
-
-    # -- settling --------------------------------------------------------------------------------------------
-
-    def _decide(self, decision: Decision) -> None:
-        self._decisions.append(decision)
-        task = decision.task
-        if task is not None and decision.settlement.kind in ("ack", "dead"):
-            entry = self.plugins.executors.get(task.type)
-            if entry is not None and entry.followups is not None:
-                self._followups += entry.followups(task, decision.settlement.result, decision.settlement.kind == "ack")
-        self._settle_wakeup.set()
-
-    async def _settle_loop(self) -> None:
-        backoff = Backoff(f"settle ({self.id})")
-        while True:
-            await self._settle_wakeup.wait()
-            self._settle_wakeup.clear()
-            try:
-                await self._flush()
-                backoff.reset()
-            except RETRYABLE as exc:
-                self._settle_wakeup.set()
-                await backoff.wait(exc)
-
-    async def _flush(self) -> None:
-        """Settle every pending decision in one round trip; on failure they stay pending. When it returns, every
-        decision made before the call is settled (a flush in progress elsewhere is waited for)."""
-        async with self._flush_lock:
-            await self._flush_pending()
-
-    async def _flush_pending(self) -> None:
-        while self._decisions:
-            decisions, self._decisions = self._decisions, []
-            if self._followups:  # before the settle that ends their tasks: a crash between repeats, never loses
-                followups, self._followups = self._followups, []
-                try:
-                    await self.broker.push(followups)
-                except BaseException:
-                    self._decisions[:0] = decisions
-                    self._followups[:0] = followups
-                    raise
-            try:
-                accepted = await self.broker.settle(
-                    [d.settlement for d in decisions],
-                    self.settings.queue.result_ttl,
-                    self.settings.queue.dead_letter_max,
-                )
-            except BaseException:
-                self._decisions[:0] = decisions
-                raise
-            for decision, ok in zip(decisions, accepted, strict=False):
-                self.held.pop(decision.settlement.token, None)
-                self._announce(decision, ok)
-        await self.flow.flush()
-
-    def _announce(self, decision: Decision, ok: bool) -> None:
-        task = decision.task
-        task_id = task.id if task else decision.settlement.task_id
-        if not ok:
-            self.stats["refused"] += 1
-            log.warning(
-                "task %s: late %s refused: its lease expired and it was handed to another worker",
-                task_id,
-                decision.settlement.kind,
-            )
-            return
-        kind = decision.settlement.kind
-        if kind == "ack":
-            self.stats["succeeded"] += 1
-        elif kind == "retry":
-            self.stats["retried"] += 1
-        elif kind == "defer":
-            self.stats["deferred"] += 1
-            if decision.event:
-                log.debug("task %s deferred by flow control until %s", task_id, (decision.data or {}).get("until"))
-        elif kind == "cancel":
-            self.stats["cancelled"] += 1
-        elif kind == "dead":
-            self.stats["dead"] += 1
-            reason = (decision.data or {}).get("reason")
-            log.warning(
-                "task %s dead-lettered (%s): %s", task_id, reason, decision.error.message if decision.error else ""
-            )
-        if not decision.event:
-            return
-        self.bus.emit(
-            decision.event,
-            task_id=task_id,
-            task_type=task.type if task else None,
-            attempt=task.attempt if task else None,
-            duration=decision.duration,
-            error=decision.error.to_dict() if decision.error else None,
-            data=decision.data or {},
-        )
