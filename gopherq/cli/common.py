@@ -96,3 +96,9 @@ def when(stamp: Any) -> str:
     if not isinstance(stamp, (int, float)):
         return "-"
     return datetime.fromtimestamp(stamp).isoformat(timespec="seconds")
+
+
+def bind_options(func: F) -> F:
+    """`--host` and `--port` of the commands that serve HTTP (`web`, `api`): they override `web.host`/`web.port`."""
+    func = click.option("--port", type=int, default=None, help="TCP port (web.port, default 8765)")(func)
+    return click.option("--host", default=None, help="address to bind (web.host, default 127.0.0.1)")(func)

@@ -32,19 +32,7 @@ def _age(stamp: float | None) -> str:
 
 
 def _event_line(event: StreamEvent) -> str:
-    parts = [when(event.timestamp), event.name]
-    if event.task_id is not None:
-        parts.append(f"task={event.task_id}")
-    if event.attempt is not None:
-        parts.append(f"attempt={event.attempt}")
-    if event.duration is not None:
-        parts.append(f"duration={event.duration * 1000:.1f}ms")
-    if event.error:
-        parts.append(f"error={event.error.get('reason')}: {event.error.get('message')}")
-    parts += [f"{key}={value}" for key, value in event.data.items()]
-    if event.worker:
-        parts.append(f"worker={event.worker}")
-    return " ".join(parts)
+    return f"{when(event.timestamp)} {event.to_text()}"
 
 
 @cli.command()

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import click
-
-from gopherq.cli.common import config_option, handle_errors, run_async, settings_from
+from gopherq.cli.common import bind_options, config_option, handle_errors, run_async, settings_from
 from gopherq.cli.root import cli
 from gopherq.web.server import serve
 
 
 @cli.command()
 @config_option
-@click.option("--host", default=None, help="address to bind (web.host, default 127.0.0.1)")
-@click.option("--port", type=int, default=None, help="TCP port (web.port, default 8765)")
+@bind_options
 @handle_errors
 def web(config: str | None, host: str | None, port: int | None) -> None:
     """Serve the web dashboard, /healthz, /readyz and /metrics until SIGTERM/SIGINT.

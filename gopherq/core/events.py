@@ -77,6 +77,24 @@ class Event:
             out["data"] = self.data
         return out
 
+    def to_text(self) -> str:
+        """One human-readable line (`task.succeeded task=... type=... attempt=1 duration=1.2ms ... queue=...
+        worker=...`), for the logging sink and `gopherq events`."""
+        parts = [self.name]
+        if self.task_id is not None:
+            parts.append(f"task={self.task_id}")
+        if self.task_type is not None:
+            parts.append(f"type={self.task_type}")
+        if self.attempt is not None:
+            parts.append(f"attempt={self.attempt}")
+        if self.duration is not None:
+            parts.append(f"duration={self.duration * 1000:.1f}ms")
+        if self.error:
+            parts.append(f"error={self.error.get('reason')}: {self.error.get('message')}")
+        parts += [f"{key}={value}" for key, value in self.data.items()]
+        parts.append(f"queue={self.queue} worker={self.worker}")
+        return " ".join(parts)
+
     def to_json(self) -> bytes:
         """`to_dict()` as compact JSON (UTF-8 bytes); values JSON cannot represent are written as strings."""
         return codec.dumps(self.to_dict())

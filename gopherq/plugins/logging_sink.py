@@ -32,24 +32,6 @@ def level_number(name: str) -> int:
     return number if isinstance(number, int) else logging.INFO
 
 
-def format_text(event: Event) -> str:
-    parts = [event.name]
-    if event.task_id is not None:
-        parts.append(f"task={event.task_id}")
-    if event.task_type is not None:
-        parts.append(f"type={event.task_type}")
-    if event.attempt is not None:
-        parts.append(f"attempt={event.attempt}")
-    if event.duration is not None:
-        parts.append(f"duration={event.duration * 1000:.1f}ms")
-    if event.error:
-        parts.append(f"error={event.error.get('reason')}: {event.error.get('message')}")
-    for key, value in event.data.items():
-        parts.append(f"{key}={value}")
-    parts.append(f"queue={event.queue} worker={event.worker}")
-    return " ".join(parts)
-
-
 class LoggingSink:
     """Writes events to the `gopherq.events` logger."""
 
@@ -59,7 +41,7 @@ class LoggingSink:
 
     async def handle(self, events: list[Event]) -> None:
         for event in events:
-            line = event.to_json().decode() if self.json else format_text(event)
+            line = event.to_json().decode() if self.json else event.to_text()
             log.log(self.level, "%s", line)
 
 

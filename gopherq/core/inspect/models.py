@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from gopherq.core.events import Event
+
 
 class _ToDict(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
@@ -129,6 +131,11 @@ class StreamEvent:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
+
+    def to_text(self) -> str:
+        """One line, as the logging sink writes the same event (`Event.to_text`)."""
+        fields = (self.worker, self.queue, self.task_id, self.task_type, self.attempt, self.duration, self.error)
+        return Event(self.name, self.timestamp or 0.0, *fields, self.data).to_text()
 
 
 @dataclass(frozen=True, slots=True)
