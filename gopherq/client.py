@@ -238,13 +238,13 @@ class AsyncClient:
         task = self.check_envelope(raw)
         if queue is not None:
             task.queue = queue
-        return (await self._push([(task, task.encode() if task.id_assigned else raw)]))[0].id
+        return (await self._push([task], [task.encode() if task.id_assigned else raw]))[0].id
 
     async def create(self, tasks: list[Task], window: int) -> list[Enqueued]:
         """Enqueue built tasks idempotently (the HTTP API): a task whose id was created this way within `window`
         seconds is not enqueued again, and is reported as a duplicate of itself; a unique task's duplicate names
         the holder of its key. An id assigned here, not given by the producer, is not remembered."""
-        return await self._push([(task, task.envelope or task.encode()) for task in tasks], seen_for=window)
+        return await self._push(tasks, [task.envelope or task.encode() for task in tasks], seen_for=window)
 
     async def enqueue_many(self, tasks: Iterable[Task]) -> list[str]:
         """Enqueue built tasks in one round trip (per queue); delayed ones go to the delayed set. A unique task
@@ -253,56 +253,65 @@ class AsyncClient:
 
     async def submit(self, tasks: Iterable[Task]) -> list[Enqueued]:
         """`enqueue_many`, saying for each task whether it was refused as a duplicate of a unique task."""
-        return await self._push([(task, task.envelope or task.encode()) for task in tasks])
+        tasks = list(tasks)
+        return await self._push(tasks, [task.envelope or task.encode() for task in tasks])
 
-    async def _push(self, items: list[tuple[Task, bytes]], seen_for: int | None = None) -> list[Enqueued]:
+    async def _push(self, tasks: list[Task], envelopes: list[bytes], seen_for: int | None = None) -> list[Enqueued]:
         """Push in one round trip per kind; with `seen_for`, every task whose producer gave its id is created at
-        most once within that many seconds (see `create`)."""
+        most once within that many seconds (see `create`). Keeps no per-task object but the pushes themselves
+        while Redis works: the HTTP API has tens of thousands of tasks in flight, and every object alive across a
+        garbage collection costs the collector's time."""
         await self.connect()
         ready: dict[str, list[bytes]] = {}
         delayed: dict[str, list[tuple[bytes, int]]] = {}
-        special: list[tuple[int, Task, bytes, int | None]] = []
-        results: list[Enqueued] = []
+        special: dict[str, tuple[list[int], list[SpecialPush]]] = {}
         now = now_ms()
-        for task, envelope in items:
+        result_ttl = self.settings.queue.result_ttl
+        for index, task in enumerate(tasks):
             queue = task.queue or self.queue
             due = int(task.eta * 1000) if task.eta is not None and task.eta * 1000 > now else None
-            if task.priority is not None or task.unique_key is not None or (seen_for and not task.id_assigned):
-                special.append((len(results), task, envelope, due))  # one script call each (enqueue.lua)
+            seen = seen_for if seen_for and not task.id_assigned else None
+            if task.priority is not None or task.unique_key is not None or seen is not None:
+                lock_ms = 0
+                if task.unique_key is not None:
+                    window = task.unique_for if task.unique_for is not None else result_ttl
+                    lock_ms = max(1, int(window * 1000))
+                push = SpecialPush(task.id, envelopes[index], due, task.priority, task.unique_key, lock_ms, seen)
+                indexes, pushes = special.setdefault(queue, ([], []))
+                indexes.append(index)
+                pushes.append(push)  # one script call per queue (enqueue.lua)
             elif due is not None:
-                delayed.setdefault(queue, []).append((envelope, due))
+                delayed.setdefault(queue, []).append((envelopes[index], due))
             else:
-                ready.setdefault(queue, []).append(envelope)
-            results.append(Enqueued(task.id))
+                ready.setdefault(queue, []).append(envelopes[index])
         if ready or delayed:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for queue, envelopes in ready.items():
-                    pipe.rpush(self.broker(queue).keys.ready, *envelopes)
+                for queue, batch in ready.items():
+                    pipe.rpush(self.broker(queue).keys.ready, *batch)
                 for queue, due_at in delayed.items():
                     pipe.zadd(self.broker(queue).keys.delayed, {envelope: when for envelope, when in due_at})
                 await pipe.execute()
-        by_queue: dict[str, list[tuple[int, SpecialPush]]] = {}
-        for index, task, envelope, due in special:  # one script call per queue (enqueue.lua)
-            window = task.unique_for if task.unique_for is not None else self.settings.queue.result_ttl
-            push = SpecialPush(task.id, envelope, due, task.priority, task.unique_key, max(1, int(window * 1000)))
-            if seen_for and not task.id_assigned:
-                push.seen_for = seen_for
-            by_queue.setdefault(task.queue or self.queue, []).append((index, push))
-        for queue, pushes in by_queue.items():
-            holders = await self.broker(queue).push_special([push for _, push in pushes])
-            for (index, _), holder in zip(pushes, holders, strict=True):
+        duplicates: dict[int, str] = {}
+        for queue, (indexes, pushes) in special.items():
+            holders = await self.broker(queue).push_special(pushes)
+            for index, holder in zip(indexes, holders, strict=True):
                 if holder is not None:
-                    results[index] = Enqueued(holder, duplicate=True)
+                    duplicates[index] = holder
         bus = self.bus
         if bus is not None and bus.wants("task.enqueued"):
-            for (task, _), outcome in zip(items, results, strict=True):
-                if outcome.duplicate:
+            for index, task in enumerate(tasks):
+                if index in duplicates:
                     continue
-                data = {"eta": task.eta} if task.eta is not None and task.eta * 1000 > now else {}
+                data = {"eta": task.eta} if task.eta is not None and task.eta * 1000 > now else None
                 bus.emit(
                     "task.enqueued", queue=task.queue or self.queue, task_id=task.id, task_type=task.type, data=data
                 )
-        return results
+        if not duplicates:
+            return [Enqueued(task.id) for task in tasks]
+        return [
+            Enqueued(duplicates[index], duplicate=True) if index in duplicates else Enqueued(task.id)
+            for index, task in enumerate(tasks)
+        ]
 
     async def schedules(self) -> list[dict[str, Any]]:
         """The configured periodic schedules with their last slot and next run time (Unix seconds)."""

@@ -251,36 +251,49 @@ def task_from_dict(obj: Any) -> Task:
         raise
 
 
+#: The control fields every envelope may carry without further checks here (task_from_dict has read them).
+_IDENTITY_FIELDS = frozenset({"id", "type"})
+
+
 def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned: bool) -> Task:
+    """The task, with the executor's fields split off and the control fields checked. Only the control fields
+    the envelope has are looked at: most envelopes carry none beyond `id` (and perhaps `type` and `queue`), and
+    this runs for every task a worker takes and every task a client or the HTTP API creates."""
+    present = CONTROL_FIELDS.intersection(obj)
+    fields = dict(obj)
+    for name in present:
+        del fields[name]
+    task = Task(id=task_id, type=task_type, fields=fields, id_assigned=assigned)
+    if not present <= _IDENTITY_FIELDS:
+        _set_control_fields(obj, task)
+    return task
+
+
+def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
+    """Check the envelope's control fields other than id and type, in a fixed order (the first bad one is the one
+    reported), and set them on `task`."""
     queue = obj.get("queue")
     if queue is not None and type(queue) is not str:
         raise _reject(f"field 'queue' must be a string, got {queue!r}")
+    task.queue = queue
     last_error = obj.get("last_error")
     if last_error is not None and not isinstance(last_error, dict):
         raise _reject(f"field 'last_error' must be an object, got {last_error!r}")
+    task.last_error = last_error
     deadline = _timestamp_field(obj, "deadline")
     if deadline is None:
         deadline = _timestamp_field(obj, "expires_at")
-    task = Task(
-        id=task_id,
-        type=task_type,
-        fields={k: v for k, v in obj.items() if k not in CONTROL_FIELDS},
-        queue=queue,
-        attempt=_int_field(obj, "attempt", 1, 1),
-        max_attempts=_int_field(obj, "max_attempts", None, 1),
-        backoff=_backoff_field(obj),
-        timeout=_seconds_field(obj, "timeout", positive=True),
-        deadline=deadline,
-        eta=_timestamp_field(obj, "eta"),
-        created_at=_timestamp_field(obj, "created_at"),
-        recoveries=_int_field(obj, "recoveries", 0, 0),
-        last_error=last_error,
-        flow_slot=_int_field(obj, "flow_slot", None, 0),
-        id_assigned=assigned,
-    )
-    if "priority" in obj or "unique_key" in obj or "unique_for" in obj:  # the common task pays three lookups
+    task.deadline = deadline
+    task.attempt = _int_field(obj, "attempt", 1, 1)
+    task.max_attempts = _int_field(obj, "max_attempts", None, 1)
+    task.backoff = _backoff_field(obj)
+    task.timeout = _seconds_field(obj, "timeout", positive=True)
+    task.eta = _timestamp_field(obj, "eta")
+    task.created_at = _timestamp_field(obj, "created_at")
+    task.recoveries = _int_field(obj, "recoveries", 0, 0)
+    task.flow_slot = _int_field(obj, "flow_slot", None, 0)
+    if "priority" in obj or "unique_key" in obj or "unique_for" in obj:
         _task_control_fields(obj, task)
-    return task
 
 
 def _task_control_fields(obj: dict[str, Any], task: Task) -> None:

@@ -42,7 +42,7 @@ from gopherq import (
     hookimpl,
 )
 from gopherq.plugins.egress import EgressGuard, EgressSettings
-from gopherq.plugins.http_checks import basic_auth, check_credentials, check_headers, check_host
+from gopherq.plugins.http_checks import basic_auth, check_credentials, check_headers, check_url
 from gopherq.plugins.http_extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
 from gopherq.plugins.http_flow import FLOW_KEY, HostRule, HostRules, flow_signal
 from gopherq.plugins.signing import secret_key, sign
@@ -132,16 +132,7 @@ class HttpPayload(BaseModel):
     @field_validator("url")
     @classmethod
     def _absolute_http_url(cls, value: str) -> str:
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError as exc:
-            raise ValueError(f"is not a valid URL ({exc})") from None
-        if parts.scheme not in ("http", "https"):
-            raise ValueError("must be an absolute http:// or https:// URL")
-        if not parts.hostname:
-            raise ValueError("has no host")
-        check_host(parts)
+        check_url(value)
         return value
 
     @field_validator("headers")

@@ -13,7 +13,7 @@ import base64
 import functools
 import ipaddress
 import re
-from urllib.parse import SplitResult, unquote
+from urllib.parse import SplitResult, unquote, urlsplit
 
 #: RFC 9110 `token`: the characters a header name may have.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -37,11 +37,36 @@ def check_headers(headers: dict[str, str]) -> None:
             raise ValueError(f"header {name!r} has a control or non-ASCII character in its value")
 
 
-def check_host(parts: SplitResult) -> None:
-    """Raise ValueError when the URL's host is not one a request can be sent to, whatever the attempt."""
-    problem = _host_problem(parts.hostname or "")
+#: URLs up to this long have their verdict cached: tasks call the same few endpoints over and over, and a URL's
+#: check costs more than the rest of an `http` task's validation. Longer ones are checked each time, so the cache's
+#: memory stays small whatever producers send.
+_CACHED_URL_CHARS = 2048
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError when `url` is not an absolute http:// or https:// URL with a host a request can be sent
+    to (a valid port, a host name or canonical address): a request to it would fail on every attempt."""
+    problem = _cached_url_problem(url) if len(url) <= _CACHED_URL_CHARS else _url_problem(url)
     if problem is not None:
         raise ValueError(problem)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_url_problem(url: str) -> str | None:
+    return _url_problem(url)
+
+
+def _url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must be an absolute http:// or https:// URL"
+    if not parts.hostname:
+        return "has no host"
+    return _host_problem(parts.hostname)
 
 
 @functools.lru_cache(maxsize=4096)  # tasks call a few hosts, over and over: one verdict each

@@ -38,26 +38,43 @@ CLIENT_KEY: web.AppKey[AsyncClient] = web.AppKey("gopherq_api_client")
 COALESCER_KEY: web.AppKey[Coalescer] = web.AppKey("gopherq_api_coalescer")
 
 
-class Coalescer:
-    """Creates the tasks of every request that arrives within one turn of the event loop in one Redis call: under
-    concurrent single-task POSTs the round trip (and redis-py's work per call) is shared instead of paid per
-    request. Each request still gets its own answer; a Redis error fails every request of the call."""
+#: Most tasks the coalescer puts in one Redis call by joining requests. A Lua script holds Redis for its whole run
+#: (every worker's claim waits behind it), so requests are joined only up to about a thousand tasks: that already
+#: shares the round trip among hundreds of single-task POSTs, while a batch request goes alone, as one call.
+COALESCE_TASKS = 1000
 
-    def __init__(self, client: AsyncClient, window: int) -> None:
+
+class Coalescer:
+    """Creates the tasks of the requests that arrive within one turn of the event loop in one Redis call, up to
+    COALESCE_TASKS tasks: under concurrent single-task POSTs the round trip (and redis-py's work per call) is shared
+    instead of paid per request. Each request still gets its own answer; a Redis error fails every request of the
+    call."""
+
+    def __init__(self, client: AsyncClient, window: int, limit: int = COALESCE_TASKS) -> None:
         self.client = client
         self.window = window
+        self.limit = limit
         self.pending: list[tuple[list[Task], asyncio.Future[list[Enqueued]]]] = []
+        self.pending_tasks = 0
+        self.scheduled: asyncio.Handle | None = None
         self.sending: set[asyncio.Future[None]] = set()
 
     async def create(self, tasks: list[Task]) -> list[Enqueued]:
-        future: asyncio.Future[list[Enqueued]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Enqueued]] = loop.create_future()
+        if self.pending and self.pending_tasks + len(tasks) > self.limit:
+            self._flush()  # this request would make the call too big: send what waits, start another
         if not self.pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.scheduled = loop.call_soon(self._flush)
         self.pending.append((tasks, future))
+        self.pending_tasks += len(tasks)
         return await future
 
     def _flush(self) -> None:
-        waiting, self.pending = self.pending, []
+        if self.scheduled is not None:
+            self.scheduled.cancel()
+            self.scheduled = None
+        waiting, self.pending, self.pending_tasks = self.pending, [], 0
         sending = asyncio.ensure_future(self._send(waiting))
         self.sending.add(sending)
         sending.add_done_callback(self.sending.discard)
@@ -121,12 +138,50 @@ async def _body(request: web.Request) -> bytes | web.Response:
 def _build(client: AsyncClient, obj: Any, queue: str) -> Task:
     """A validated task from one envelope (raises TaskRejected, as the client and the worker would)."""
     task = task_from_dict(obj)
-    if task.queue is not None and task.queue != queue:
-        raise TaskRejected("schema_invalid", f"field 'queue' is {task.queue!r} but the URL names queue {queue!r}")
-    task.queue = queue
+    _place(task, queue)
     client.check_task(task)
     task.envelope = task.encode()
     return task
+
+
+def _place(task: Task, queue: str) -> None:
+    if task.queue is not None and task.queue != queue:
+        raise TaskRejected("schema_invalid", f"field 'queue' is {task.queue!r} but the URL names queue {queue!r}")
+    task.queue = queue
+
+
+def build_batch(client: AsyncClient, envelopes: list[Any], queue: str) -> list[Task]:
+    """Validated tasks from a request's envelopes, built one step at a time over the whole batch (control fields,
+    then the queue, then the executor's validation, then encoding): each step's code then stays hot in the CPU's
+    caches, which makes a batch of a thousand about a third cheaper than going task by task. When a task is
+    refused, the batch is gone through again task by task, so the error names the first bad task, with its index
+    (`BatchRejected`)."""
+    try:
+        tasks = [task_from_dict(obj) for obj in envelopes]
+        for task in tasks:
+            _place(task, queue)
+        for task in tasks:
+            client.check_task(task)
+            task.payload = None  # the executor's model was needed to validate, not to enqueue: freed at once
+        for task in tasks:
+            task.envelope = task.encode()
+    except TaskRejected:
+        for index, obj in enumerate(envelopes):
+            try:
+                _build(client, obj, queue)
+            except TaskRejected as exc:
+                raise BatchRejected(index, exc) from None
+        raise  # a task refused in the batch but not alone: cannot happen (the checks look at one task each)
+    return tasks
+
+
+class BatchRejected(Exception):
+    """The task at `index` of a request was refused (`rejection` says why)."""
+
+    def __init__(self, index: int, rejection: TaskRejected) -> None:
+        super().__init__(index, rejection)
+        self.index = index
+        self.rejection = rejection
 
 
 async def create_tasks(request: web.Request) -> web.Response:
@@ -147,14 +202,13 @@ async def create_tasks(request: web.Request) -> web.Response:
         return problem(413, "too_large", f"{len(envelopes)} tasks in one request, over api.max_batch")
     client = request.app[CLIENT_KEY]
     coalescer = request.app[COALESCER_KEY]
-    tasks: list[Task] = []
-    for index, obj in enumerate(envelopes):
-        try:
-            tasks.append(_build(client, obj, queue))
-        except TaskRejected as exc:
-            where = {"index": index} if batch else {}
-            status = 400 if exc.reason == "parse_error" else 422
-            return problem(status, exc.reason, exc.message, **where)
+    try:
+        tasks = build_batch(client, envelopes, queue)
+    except BatchRejected as refused:
+        rejection = refused.rejection
+        where = {"index": refused.index} if batch else {}
+        status = 400 if rejection.reason == "parse_error" else 422
+        return problem(status, rejection.reason, rejection.message, **where)
     try:
         outcomes = await coalescer.create(tasks)
     except RETRYABLE as exc:  # nothing was created (the script runs whole or not at all): the producer retries

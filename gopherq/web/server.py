@@ -12,7 +12,7 @@ from aiohttp import web
 from gopherq.client import AsyncClient
 from gopherq.core.connection import describe_target
 from gopherq.core.errors import ConfigError
-from gopherq.core.runner import quiet_garbage_collector
+from gopherq.core.runner import WEB_GC_YOUNG_THRESHOLD, quiet_garbage_collector
 from gopherq.core.settings import Settings
 from gopherq.web.app import Area, create_app
 from gopherq.web.security import check_bind
@@ -53,7 +53,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None, areas: li
                 await site.start()
             except OSError as exc:  # taken since check_address looked
                 raise ConfigError(f"web: cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
-            quiet_garbage_collector()  # long-running like a worker: the same collector tuning (core/runner.py)
+            quiet_garbage_collector(WEB_GC_YOUNG_THRESHOLD)  # long-running like a worker (core/runner.py)
             host, port = runner.addresses[0][:2]
             shown = f"[{host}]" if ":" in host else host
             auth = "token" if cfg.token else ("basic auth" if cfg.password else "no authentication: loopback only")
