@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from gopherq.client import AsyncClient, Enqueued
+from gopherq.core import codec
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import Masker
@@ -97,9 +98,15 @@ class Coalescer:
             start += len(batch)
 
 
+def answer(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer, encoded by the codec (orjson): aiohttp's `json_response` uses the standard library's encoder,
+    which cost a tenth of the server's time per single-task POST."""
+    return web.Response(body=codec.dumps(data), status=status, content_type="application/json")
+
+
 def problem(status: int, reason: str, message: str, **extra: Any) -> web.Response:
     """A JSON error answer (its message masked: it may quote a URL of the request)."""
-    return web.json_response({"error": {"reason": reason, "message": _MASKER.text(message), **extra}}, status=status)
+    return answer({"error": {"reason": reason, "message": _MASKER.text(message), **extra}}, status=status)
 
 
 #: Error messages name fields, not values, but a URL may slip in: masked with the default rules.
@@ -122,17 +129,20 @@ async def _body(request: web.Request) -> bytes | web.Response:
     if request.content_type != "application/json":
         return problem(415, "unsupported_media_type", "send the task as JSON (Content-Type: application/json)")
     limit = request.app[SETTINGS_KEY].api.max_body_bytes
-    too_large = problem(413, "too_large", f"request body is over api.max_body_bytes={limit}")
     if request.content_length is not None and request.content_length > limit:
-        return too_large
+        return _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > limit:
-            return too_large
+            return _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(limit: int) -> web.Response:
+    return problem(413, "too_large", f"request body is over api.max_body_bytes={limit}")
 
 
 def _build(client: AsyncClient, obj: Any, queue: str) -> Task:
@@ -218,14 +228,14 @@ async def create_tasks(request: web.Request) -> web.Response:
     created = [not outcome.duplicate for outcome in outcomes]
     status = 201 if any(created) else 200
     if batch:
-        return web.json_response({"ids": [outcome.id for outcome in outcomes], "created": created}, status=status)
-    return web.json_response({"id": outcomes[0].id, "created": created[0]}, status=status)
+        return answer({"ids": [outcome.id for outcome in outcomes], "created": created}, status=status)
+    return answer({"id": outcomes[0].id, "created": created[0]}, status=status)
 
 
 async def get_queue(request: web.Request) -> web.Response:
     queue = _queue(request, request.match_info["queue"])
     info = await request.app[INSPECTOR_KEY].queue(queue)
-    return web.json_response(info.to_dict())
+    return answer(info.to_dict())
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -237,7 +247,7 @@ async def get_task(request: web.Request) -> web.Response:
     info = await request.app[INSPECTOR_KEY].task(queue, task_id, events=int(events))
     if info is None:
         return problem(404, "not_found", f"no task {task_id!r} in queue {queue!r} (unknown, or its result expired)")
-    return web.json_response(info.to_dict())
+    return answer(info.to_dict())
 
 
 async def cancel_task(request: web.Request) -> web.Response:
@@ -249,11 +259,11 @@ async def cancel_task(request: web.Request) -> web.Response:
     outcome = await cancel(task_id, queue)
     if outcome == "finished":
         return problem(409, "finished", f"task {task_id!r} has already ended", outcome=outcome)
-    return web.json_response({"id": task_id, "outcome": outcome}, status=202 if outcome == "requested" else 200)
+    return answer({"id": task_id, "outcome": outcome}, status=202 if outcome == "requested" else 200)
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(OPENAPI)
+    return answer(OPENAPI)
 
 
 async def _open_client(app: web.Application) -> None:
