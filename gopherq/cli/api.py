@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gopherq.cli.common import bind_options, config_option, handle_errors, run_async, settings_from
+from gopherq.cli.common import bind_options, config_option, handle_errors, run_server, settings_from
 from gopherq.cli.root import cli
 from gopherq.web.app import API_AREAS
 from gopherq.web.server import serve
@@ -17,4 +17,4 @@ def api(config: str | None, host: str | None, port: int | None) -> None:
 
     Binds 127.0.0.1 unless told otherwise; any other address needs web.token or web.password."""
     settings = settings_from(config, **{"web.host": host, "web.port": port})
-    run_async(serve(settings, areas=API_AREAS))
+    run_server(serve(settings, areas=API_AREAS))

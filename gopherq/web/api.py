@@ -129,9 +129,15 @@ async def _body(request: web.Request) -> bytes | web.Response:
     if request.content_type != "application/json":
         return problem(415, "unsupported_media_type", "send the task as JSON (Content-Type: application/json)")
     limit = request.app[SETTINGS_KEY].api.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return _too_large(limit)
-    chunks: list[bytes] = []
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            return _too_large(limit)
+        try:
+            return await request.content.readexactly(length)
+        except asyncio.IncompleteReadError as exc:  # the producer hung up mid-body
+            return problem(400, "parse_error", f"request body ended after {len(exc.partial)} of {length} bytes")
+    chunks: list[bytes] = []  # chunked transfer: counted as it arrives
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
         size += len(chunk)
