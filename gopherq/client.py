@@ -306,8 +306,6 @@ class AsyncClient:
                 bus.emit(
                     "task.enqueued", queue=task.queue or self.queue, task_id=task.id, task_type=task.type, data=data
                 )
-        if not duplicates:
-            return [Enqueued(task.id) for task in tasks]
         return [
             Enqueued(duplicates[index], duplicate=True) if index in duplicates else Enqueued(task.id)
             for index, task in enumerate(tasks)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from gopherq.cli.common import bind_options, config_option, handle_errors, run_server, settings_from
+from gopherq.cli.common import bind_options, config_option, handle_errors, settings_from
 from gopherq.cli.root import cli
+from gopherq.core.runner import run_on_fast_loop
 from gopherq.web.app import API_AREAS
 from gopherq.web.server import serve
 
@@ -17,4 +18,4 @@ def api(config: str | None, host: str | None, port: int | None) -> None:
 
     Binds 127.0.0.1 unless told otherwise; any other address needs web.token or web.password."""
     settings = settings_from(config, **{"web.host": host, "web.port": port})
-    run_server(serve(settings, areas=API_AREAS))
+    run_on_fast_loop(serve(settings, areas=API_AREAS))  # uvloop with the `fast` extra, as workers

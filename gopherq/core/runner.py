@@ -9,7 +9,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from gopherq.core.connection import Connection, describe_target
 from gopherq.core.masking import Masker, MaskingFilter
@@ -19,6 +20,8 @@ from gopherq.core.supervisor import Supervisor
 from gopherq.core.worker import Worker
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def configure_logging(level: str, masker: Masker | None = None) -> None:
@@ -49,6 +52,22 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
+def run_on_fast_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a long-lived process's main coroutine (a worker, `gopherq web`, `gopherq api`) on `new_event_loop()`,
+    then, as asyncio.run does, cancel and await what is left and close the loop."""
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
 async def serve(settings: Settings, plugins: PluginManager, worker_id: str | None = None) -> Worker:
     """Connect, run a worker until it is told to stop, and release Redis."""
     connection = Connection(settings, "worker")
@@ -70,11 +89,7 @@ def run_worker(settings: Settings, extra_plugins: dict[str, Any] | None = None) 
         return Supervisor(settings, extra_plugins).run()
     plugins = load_plugins(settings, extra=extra_plugins, sinks=True)
     quiet_garbage_collector()
-    loop = new_event_loop()
-    try:
-        loop.run_until_complete(serve(settings, plugins))
-    finally:
-        loop.close()
+    run_on_fast_loop(serve(settings, plugins))
     exit_without_waiting_for_stuck_threads()
     return 0
 
