@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from gopherq.core import codec
+from gopherq.core.loglines import escape_controls
 from gopherq.core.masking import Masker
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class Event:
             parts.append(f"error={self.error.get('reason')}: {self.error.get('message')}")
         parts += [f"{key}={value}" for key, value in self.data.items()]
         parts.append(f"queue={self.queue} worker={self.worker}")
-        return " ".join(parts)
+        return escape_controls(" ".join(parts))  # one line, whatever a producer put in the id or the error
 
     def to_json(self) -> bytes:
         """`to_dict()` as compact JSON (UTF-8 bytes); values JSON cannot represent are written as strings."""

@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from gopherq.core.connection import Connection, describe_target
+from gopherq.core.loglines import EscapingFormatter
 from gopherq.core.masking import Masker, MaskingFilter
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import Settings
@@ -24,13 +25,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: The format of every gopherq process's log lines: each record is one line starting with this prefix.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def configure_logging(level: str, masker: Masker | None = None) -> None:
-    """One stderr handler for the gopherq loggers, masking secrets in URLs (the process may configure others as it
+    """One stderr handler for the gopherq loggers, masking secrets in URLs and escaping control characters, so
+    text from producers can neither leak a secret nor forge a line (the process may configure others as it
     likes)."""
     logger = logging.getLogger("gopherq")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(EscapingFormatter(LOG_FORMAT))
         handler.addFilter(_MASKING)
         logger.addHandler(handler)
     if masker is not None:

@@ -2,14 +2,16 @@
 
 A task queue that calls URLs taken from its tasks is a server-side request forgery risk: whoever can enqueue can
 make the worker call the cloud metadata service or an internal admin port. The guard resolves each request's host
-and refuses the request (a permanent failure, reason `egress_denied`) when any address is in a denied network or,
-with an allow-list, outside it. By default only the link-local range (where cloud metadata services live) and
-`0.0.0.0/8` are denied; `deny_private = true` also denies loopback and private ranges.
+and refuses the request (a permanent failure, reason `egress_denied`) when any address is refused: always for the
+unspecified addresses (0.0.0.0/8, ::), then for a `deny` network (by default link-local, where metadata services
+answer), a private or reserved range with `deny_private = true` (the table in `egress_ranges`), or, with an
+allow-list, an address outside it. An IPv6 address that spells an IPv4 one (NAT64, 6to4, Teredo, ...) is judged
+as that IPv4 address too, so no spelling of a denied address passes.
 
-The guard also pins: the addresses it checked for a host are the ones the aiohttp transport connects to (through
-`aiohttp_transport.PinnedResolver`, which never resolves on its own), so a DNS server that answers differently
-between the check and the connection (DNS rebinding) cannot steer a request elsewhere. Host header and TLS SNI
-stay the host name. The `httpx` transport resolves again by itself: it is not pinned.
+The guard also pins: the addresses it checked for a host are the only ones either transport connects to (aiohttp
+through `aiohttp_transport.PinnedResolver`, httpx's own through `httpx_transport.PinnedBackend`; neither resolves
+on its own), so a DNS server that answers differently between the check and the connection (DNS rebinding) cannot
+steer a request elsewhere. Host header and TLS SNI stay the host name.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from collections.abc import Awaitable, Callable
 from pydantic import Field, field_validator
 
 from gopherq import PermanentFailure, PluginSettings
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-#: Link-local (cloud metadata at 169.254.169.254 and fd00:ec2::254's neighbours), "this network", and the
-#: AWS IPv6 metadata address.
-DEFAULT_DENY = ["169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "fd00:ec2::254/128"]
+from gopherq.plugins.egress_ranges import (
+    ALWAYS_DENIED,
+    DEFAULT_DENY,
+    PRIVATE,
+    Address,
+    Network,
+    embedded_ipv4,
+    find,
+    normalise,
+)
 
 
 class EgressSettings(PluginSettings):
@@ -38,7 +43,9 @@ class EgressSettings(PluginSettings):
 
     deny: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY), description="networks never called")
     allow: list[str] = Field(default_factory=list, description="when non-empty, the only networks called")
-    deny_private: bool = Field(False, description="also deny loopback, private, link-local and unique-local ranges")
+    deny_private: bool = Field(
+        False, description="also deny loopback, private and every reserved range (egress_ranges.PRIVATE)"
+    )
     dns_cache_seconds: float = Field(30.0, ge=0, description="how long a host's resolved addresses are reused")
 
     @field_validator("deny", "allow")
@@ -50,12 +57,6 @@ class EgressSettings(PluginSettings):
             except ValueError:
                 raise ValueError(f"{value!r} is not an IP network (e.g. 10.0.0.0/8 or fd00::/8)") from None
         return values
-
-
-def _normalise(address: Address) -> Address:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 #: Resolves a host name to addresses (text); None when it does not resolve. Tests pass their own.
@@ -88,13 +89,29 @@ class EgressGuard:
         self._verdicts: dict[str, tuple[float, str | None]] = {}
 
     def refusal(self, address: Address) -> str | None:
-        """Why `address` may not be called, or None when it may."""
-        address = _normalise(address)
+        """Why `address` may not be called, or None when it may. An IPv6 address that embeds IPv4 addresses is
+        refused when it, or any address it embeds, would be."""
+        address = normalise(address)
+        reason = self._own_refusal(address)
+        if reason is not None:
+            return reason
+        for form, embedded in embedded_ipv4(address):
+            reason = self._own_refusal(embedded)
+            if reason is not None:
+                return f"{address} embeds {embedded} ({form}), and {reason}"
+        return None
+
+    def _own_refusal(self, address: Address) -> str | None:
+        row = find(address, ALWAYS_DENIED)
+        if row is not None:
+            return f"{address} is {row.reason}: never called"
         for network in self.deny:
             if address.version == network.version and address in network:
                 return f"{address} is in denied network {network}"
-        if self.deny_private and (address.is_private or address.is_loopback or address.is_link_local):
-            return f"{address} is a private address (deny_private = true)"
+        if self.deny_private:
+            row = find(address, PRIVATE)
+            if row is not None:
+                return f"{address} is not a public address: {row.network} is {row.reason} (deny_private = true)"
         if self.allow and not any(address.version == n.version and address in n for n in self.allow):
             return f"{address} is outside the allowed networks"
         return None
@@ -105,6 +122,21 @@ class EgressGuard:
         if found is None:
             return None
         return list(dict.fromkeys(ipaddress.ip_address(address) for address in found))
+
+    async def addresses(self, host: str) -> list[Address]:
+        """The addresses a new connection to `host` may use: the ones its last check allowed (checking first when
+        there is none, which raises PermanentFailure(reason='egress_denied') when `host` is refused); empty when
+        the name does not resolve. Both transports connect through this and nothing else, so what they reach is
+        what the guard judged."""
+        literal = _literal(host)
+        if literal is not None:
+            await self.check(host)  # an IP literal's verdict is cached for good: this costs a dict lookup
+            return [literal]
+        found = self.pinned.get(host)
+        if found is None:
+            await self.check(host)
+            found = self.pinned.get(host)
+        return found or []
 
     async def check(self, host: str) -> None:
         """Raise PermanentFailure(reason='egress_denied') when `host` resolves to an address it may not call."""

@@ -238,8 +238,9 @@ class HttpExecutor:
             from gopherq.plugins.aiohttp_transport import AiohttpTransport, PinnedResolver
 
             return AiohttpTransport(self.pool_size, resolver=PinnedResolver(self.guard))
-        limits = httpx.Limits(max_connections=self.pool_size, max_keepalive_connections=self.pool_size)
-        return httpx.AsyncHTTPTransport(limits=limits)
+        from gopherq.plugins.httpx_transport import PinnedHTTPTransport
+
+        return PinnedHTTPTransport(self.guard, self.pool_size)
 
     async def open(self) -> None:
         if self.client is None:

@@ -1,0 +1,80 @@
+"""Log lines that text from a producer cannot forge, split or colour: control characters are written as escapes.
+
+Task ids, URLs, header names and error messages come from whoever enqueues, and they end up in log lines. A line
+feed in one of them would start a line that looks like another record; a carriage return or an ANSI sequence would
+rewrite what a terminal shows; a bidi override would reorder it. `EscapingFormatter`, which `configure_logging`
+installs on the one handler of every gopherq process (worker, supervisor, web, API, CLI), escapes them in each
+record's message, so a record is exactly one line starting with the format's prefix. A traceback stays multi-line:
+its frames are GoPherQ's own code, and the exception messages in it are escaped the same way. `Event.to_text`, the
+line `gopherq events` prints, uses `escape_controls` too.
+
+The escapes are for safety and reading, not for parsing back: a backslash already in the text is left as it is.
+`\\n`, `\\r` and `\\t` are written so; every other character becomes `\\uXXXX`, which keeps a JSON line valid
+JSON (the logging sink's `format = "json"` lines go through the same formatter).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+from types import TracebackType
+
+#: C0 and C1 controls and DEL; the Unicode line and paragraph separators; the bidi marks, embeddings, overrides
+#: and isolates (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or f"\\u{ord(char):04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control, line-separator and bidi character written as an escape (`\\n`, `\\u001b`):
+    the result is one line that shows what the text holds. Text without any comes back as it is (the common
+    case costs one regex search)."""
+    if _UNSAFE.search(text) is None:
+        return text
+    return _UNSAFE.sub(_escape, text)
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+class EscapingFormatter(logging.Formatter):
+    """A logging.Formatter whose records are one line each, whatever their message holds (see the module)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: ExcInfo) -> str:
+        exc_type, exc, tb = ei
+        if exc_type is None or exc is None:
+            return super().formatException(ei)
+        messages = _exception_lines(exc)
+        chunks = traceback.format_exception(exc_type, exc, tb)
+        return "".join(_escape_chunk(chunk) if chunk in messages else chunk for chunk in chunks).rstrip("\n")
+
+
+def _exception_lines(exc: BaseException) -> set[str]:
+    """The `Type: message` parts traceback prints for `exc` and the exceptions chained to it: the only parts of
+    a traceback whose text may come from a producer."""
+    found: set[str] = set()
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.update(traceback.format_exception_only(type(current), current))
+        pending += [current.__cause__, current.__context__]
+    return found
+
+
+def _escape_chunk(chunk: str) -> str:
+    """An exception's `Type: message\\n` part with the message's own line breaks and controls escaped."""
+    body = chunk[:-1] if chunk.endswith("\n") else chunk
+    return escape_controls(body) + ("\n" if chunk.endswith("\n") else "")

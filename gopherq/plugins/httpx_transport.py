@@ -1,0 +1,75 @@
+"""httpx's own transport (httpcore) for `transport = "httpx"`, pinned to the addresses the egress guard checked.
+
+httpcore resolves a host itself when it opens a connection, so between the guard's check and the connection a DNS
+server could answer with another address (DNS rebinding), and within `dns_cache_seconds` the guard would not look
+again. `PinnedBackend` is an httpcore network backend that never resolves: it asks the guard for the host's
+checked addresses (`EgressGuard.addresses`, the same source aiohttp's `PinnedResolver` uses) and connects to one
+of them. httpcore still takes the Host header and the TLS server name from the URL, so certificates are checked
+against the host name, not the address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore
+import httpx
+
+from gopherq.plugins.egress import EgressGuard
+
+
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Connects to the addresses the egress guard allowed for a host, in the resolver's order, never elsewhere."""
+
+    def __init__(self, guard: EgressGuard, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self.guard = guard
+        self.inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await self.guard.addresses(host)  # raises PermanentFailure when the host is refused
+        if not addresses:
+            raise httpcore.ConnectError(f"cannot resolve {host}")
+        options = list(socket_options or ())
+        for address in addresses[:-1]:
+            try:
+                return await self.inner.connect_tcp(str(address), port, timeout, local_address, options)
+            except httpcore.ConnectError:  # refused or unreachable: the next address may answer
+                continue
+        return await self.inner.connect_tcp(str(addresses[-1]), port, timeout, local_address, options)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not used by the http executor")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class PinnedHTTPTransport(httpx.AsyncHTTPTransport):
+    """httpx.AsyncHTTPTransport whose connection pool connects through `PinnedBackend`.
+
+    httpx builds its pool without a way to pass a network backend, so the pool is built again here with the same
+    settings httpx gives it and the backend added; the class refuses to start when a later httpx stores its pool
+    differently, rather than connect unpinned."""
+
+    def __init__(self, guard: EgressGuard, max_connections: int) -> None:
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        super().__init__(limits=limits)
+        if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
+            raise RuntimeError("this httpx version keeps its connection pool elsewhere: cannot pin its connections")
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=PinnedBackend(guard),
+        )
