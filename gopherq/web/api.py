@@ -153,7 +153,7 @@ def _too_large(limit: int) -> web.Response:
 
 def _build(client: AsyncClient, obj: Any, queue: str) -> Task:
     """A validated task from one envelope (raises TaskRejected, as the client and the worker would)."""
-    task = task_from_dict(obj)
+    task = task_from_dict(obj, producer=True)
     _place(task, queue)
     client.check_task(task)
     task.envelope = task.encode()
@@ -173,7 +173,7 @@ def build_batch(client: AsyncClient, envelopes: list[Any], queue: str) -> list[T
     refused, the batch is gone through again task by task, so the error names the first bad task, with its index
     (`BatchRejected`)."""
     try:
-        tasks = [task_from_dict(obj) for obj in envelopes]
+        tasks = [task_from_dict(obj, producer=True) for obj in envelopes]
         for task in tasks:
             _place(task, queue)
         for task in tasks:
