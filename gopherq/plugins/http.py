@@ -272,7 +272,10 @@ class HttpExecutor:
         return flow_signal(failure)
 
     def followups(self, task: Task, record: bytes, succeeded: bool) -> list[bytes]:
-        """The callback task to enqueue when this task ends (see http_extras)."""
+        """The callback task to enqueue when this task ends (see http_extras); none without a signing secret (a
+        callback is signed: it could never be sent, and the task itself was dead-lettered for asking one)."""
+        if self.signing_key is None:
+            return []
         payload = task.payload
         if payload is None and ("on_success" in task.fields or "on_failure" in task.fields):
             try:  # dead before it was validated (deadline, poison): its callback still fires when it can
