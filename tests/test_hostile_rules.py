@@ -13,6 +13,8 @@ import re
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +22,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from gopherq import AsyncClient, ConfigError, Settings, TaskRejected
 from gopherq.core import codec
@@ -28,7 +32,8 @@ from gopherq.core.masking import MASK, Masker
 from gopherq.core.schedules import Schedule, Scheduler
 from gopherq.web import create_app
 from gopherq.web.app import API_AREAS
-from tests.conftest import GOPHERQ, CaptureSink, LoopbackServer, SinkPlugin, async_wait_until, cli_env
+from gopherq.web.openapi import OPENAPI
+from tests.conftest import GOPHERQ, CaptureSink, LoopbackServer, SinkPlugin, async_wait_until, cli_env, free_port
 
 from . import function_targets as targets
 
@@ -167,8 +172,14 @@ def test_python_functions_and_gopherq_enqueue_refuse_them_too(settings: Settings
         ("--url", "http://127.0.0.1:9/", "--delay", "1e300"): "field 'eta' is more than queue.max_horizon",
         ("--url", "http://127.0.0.1:9/", "--unique-key", "k\r1"): "field 'unique_key' must not contain control",
     }
-    for args, message in cases.items():
-        done = subprocess.run([GOPHERQ, "enqueue", *args], env=env, capture_output=True, text=True, timeout=60)
+    with ThreadPoolExecutor(len(cases)) as pool:
+        runs = pool.map(
+            lambda args: subprocess.run(
+                [GOPHERQ, "enqueue", *args], env=env, capture_output=True, text=True, timeout=60
+            ),
+            cases,
+        )
+    for done, message in zip(runs, cases.values(), strict=True):
         [line] = done.stderr.strip().splitlines()
         assert done.returncode == 2 and line.startswith("gopherq: error: schema_invalid: ") and message in line, line
 
@@ -347,3 +358,81 @@ async def test_nested_secrets_are_masked_in_results_dead_letters_and_events(
         assert entry["task_id"] == task_id and "SECRET" not in json.dumps(entry)
     [event] = await sink.wait_named("task.dead_lettered")
     assert "SECRET" not in json.dumps(event.to_dict(), default=str)
+
+
+def documented_answers() -> dict[tuple[str, str], set[int]]:
+    """docs/api.md's status-code table: (method, path) -> codes."""
+    text = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    rows = re.findall(r"^\| `(GET|POST|DELETE) (/v1/\S+)` \| ((?:`\d{3}`,? ?)+) \|$", text, re.MULTILINE)
+    return {(method, path): {int(code) for code in re.findall(r"\d{3}", codes)} for method, path, codes in rows}
+
+
+async def test_docs_api_md_lists_every_answer_the_server_gives(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis
+) -> None:
+    documented = documented_answers()
+    in_openapi = {
+        (method.upper(), path.replace("{task_id}", "{id}")): {int(code) for code in operation["responses"]}
+        for path, item in OPENAPI["paths"].items()
+        for method, operation in item.items()
+    }
+    assert documented == in_openapi
+    token = "rules-token-0123456789"
+    settings = make_settings(web={"token": token}, api={"max_body_bytes": 1024})
+    open_settings = make_settings()
+    unreachable = aioredis.Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    servers = [
+        TestServer(create_app(settings, aredis, areas=API_AREAS), host="127.0.0.1"),
+        TestServer(create_app(open_settings, aredis, areas=API_AREAS), host="127.0.0.1"),
+        TestServer(create_app(settings, unreachable, areas=API_AREAS), host="127.0.0.1"),
+    ]
+    for server in servers:
+        await server.start_server()
+    authed, open_, down = servers
+    queue = settings.queue.name
+    tasks = f"/v1/queues/{queue}/tasks"
+    answered: dict[tuple[str, str], set[int]] = {}
+
+    async def ask(route: tuple[str, str], path: str, server: TestServer = authed, **kwargs: Any) -> None:
+        headers = kwargs.pop("headers", {})
+        if server is not open_ and kwargs.pop("auth", True):
+            headers["Authorization"] = f"Bearer {token}"
+        async with ClientSession() as session:
+            async with session.request(route[0], server.make_url(path), headers=headers, **kwargs) as response:
+                answered.setdefault(route, set()).add(response.status)
+
+    try:
+        post, queue_info = ("POST", "/v1/queues/{queue}/tasks"), ("GET", "/v1/queues/{queue}")
+        get_task, cancel = ("GET", "/v1/tasks/{id}"), ("DELETE", "/v1/tasks/{id}")
+        schema = ("GET", "/v1/openapi.json")
+        elsewhere = {"headers": {"Host": "attacker.example"}}
+        for body in ({"id": "s1", "url": "http://127.0.0.1:9/"},) * 2:  # 201, then 200: the same id again
+            await ask(post, tasks, json=body)
+        await ask(post, tasks, json={"id": "d1", "url": "http://127.0.0.1:9/", "eta": time.time() + 60})
+        await ask(post, tasks, data=b"{", headers={"Content-Type": "application/json"})
+        await ask(post, tasks, json={"url": "http://127.0.0.1:9/"}, auth=False)
+        await ask(post, tasks, json={"url": "http://127.0.0.1:9/", "body": "x" * 2000})
+        await ask(post, tasks, data=b"url=x", headers={"Content-Type": "text/plain"})
+        await ask(post, tasks, open_, json={"url": "http://127.0.0.1:9/"}, **elsewhere)
+        await ask(post, tasks, json={"url": "ftp://127.0.0.1/"})
+        await ask(post, tasks, down, json={"url": "http://127.0.0.1:9/"})
+        for server, extra in ((authed, {}), (authed, {"auth": False}), (open_, elsewhere), (down, {})):
+            await ask(queue_info, f"/v1/queues/{queue}", server, **extra)
+            await ask(get_task, f"/v1/tasks/s1?queue={queue}", server, **extra)
+        await ask(queue_info, "/v1/queues/not%20a%20queue")
+        await ask(get_task, f"/v1/tasks/s1?queue={queue}&events=many")
+        await ask(get_task, f"/v1/tasks/never-seen?queue={queue}")
+        await ask(cancel, f"/v1/tasks/d1?queue={queue}")  # delayed: cancelled (200)
+        await ask(cancel, f"/v1/tasks/d1?queue={queue}")  # now finished (409)
+        await ask(cancel, f"/v1/tasks/s1?queue={queue}")  # ready: requested (202)
+        await ask(cancel, "/v1/tasks/s1?queue=not%20a%20queue")
+        await ask(cancel, f"/v1/tasks/s1?queue={queue}", auth=False)
+        await ask(cancel, f"/v1/tasks/s1?queue={queue}", open_, **elsewhere)
+        await ask(cancel, f"/v1/tasks/s1?queue={queue}", down)
+        for server, extra in ((authed, {}), (authed, {"auth": False}), (open_, elsewhere)):
+            await ask(schema, "/v1/openapi.json", server, **extra)
+    finally:
+        for server in servers:
+            await server.close()
+        await unreachable.aclose()
+    assert answered == documented

@@ -259,10 +259,7 @@ async def get_task(request: web.Request) -> web.Response:
 async def cancel_task(request: web.Request) -> web.Response:
     queue = _queue(request)
     task_id = request.match_info["task_id"]
-    cancel = getattr(request.app[CLIENT_KEY], "cancel", None)
-    if cancel is None:  # cancellation is issue 11's (client.cancel); until it is merged the route says so
-        return problem(501, "not_implemented", "this server's version cannot cancel tasks")
-    outcome = await cancel(task_id, queue)
+    outcome = await request.app[CLIENT_KEY].cancel(task_id, queue)
     if outcome == "finished":
         return problem(409, "finished", f"task {task_id!r} has already ended", outcome=outcome)
     return answer({"id": task_id, "outcome": outcome}, status=202 if outcome == "requested" else 200)
