@@ -265,8 +265,10 @@ def task_from_dict(obj: Any, *, producer: bool = False) -> Task:
         task_id = new_task_id()
     elif type(task_id) is int:
         task_id = str(task_id)
-    elif (problem := name_problem(task_id)) is not None:  # shown escaped (repr): no id ends or forges a line
-        raise _reject(f"field 'id' {problem}, got {task_id!r}")
+    elif type(task_id) is not str or not (0 < len(task_id) <= MAX_NAME_CHARS and task_id.isprintable()):
+        problem = name_problem(task_id)  # the common id passes the test above, inline on the worker's hot path
+        if problem is not None:  # shown escaped (repr): no id ends or forges a line
+            raise _reject(f"field 'id' {problem}, got {task_id!r}")
     task_type = obj.get("type", DEFAULT_TYPE)
     if type(task_type) is not str or not task_type:
         raise TaskRejected(
@@ -305,17 +307,23 @@ def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned:
     return task
 
 
+#: Queue names already found valid (at most 1024): a worker reads the same few names on task after task.
+_VALID_QUEUES: set[str] = set()
+
+
 def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
     """Check the envelope's control fields other than id and type, in a fixed order (the first bad one is the one
     reported), and set them on `task`."""
     queue = obj.get("queue")
-    if queue is not None:
+    if queue is not None and queue not in _VALID_QUEUES:
         if type(queue) is not str:
             raise _reject(f"field 'queue' must be a string, got {queue!r}")
         try:
             validate_queue_name(queue)
         except ConfigError as exc:
             raise _reject(f"field 'queue': {exc}") from None
+        if len(_VALID_QUEUES) < 1024:
+            _VALID_QUEUES.add(queue)
     task.queue = queue
     last_error = obj.get("last_error")
     if last_error is not None and not isinstance(last_error, dict):
