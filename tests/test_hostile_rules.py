@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from gopherq import AsyncClient, ConfigError, Settings, TaskRejected
 from gopherq.core import codec
 from gopherq.core.broker import Broker
+from gopherq.core.deadletters import fresh_envelope
 from gopherq.core.masking import MASK, Masker
 from gopherq.core.schedules import Schedule, Scheduler
 from gopherq.web import create_app
@@ -436,3 +437,8 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
             await server.close()
         await unreachable.aclose()
     assert answered == documented
+
+
+def test_a_requeued_dead_letter_carries_none_of_the_fields_gopherq_keeps() -> None:
+    kept = codec.dumps({**ADD, "id": "t1", **RESERVED})
+    assert codec.loads(fresh_envelope(kept)) == {**ADD, "id": "t1"}
