@@ -60,6 +60,7 @@ HOSTILE: dict[str, tuple[dict[str, Any], str, str]] = {
         "field 'unique_key' must not contain control characters",
     ),
     "queue_not_a_queue_name": ({**ADD, "queue": "a {b}"}, "schema_invalid", "field 'queue': invalid queue name"),
+    "queue_not_a_string": ({**ADD, "queue": ["q"]}, "schema_invalid", "field 'queue' must be a string, got ['q']"),
     "eta_beyond_the_horizon": ({**ADD, "eta": 1e300}, "schema_invalid", "field 'eta' is more than queue.max_horizon"),
     "deadline_beyond_the_horizon": (
         {**ADD, "deadline": 1e300},

@@ -315,7 +315,7 @@ def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
     """Check the envelope's control fields other than id and type, in a fixed order (the first bad one is the one
     reported), and set them on `task`."""
     queue = obj.get("queue")
-    if queue is not None and queue not in _VALID_QUEUES:
+    if queue is not None and (type(queue) is not str or queue not in _VALID_QUEUES):
         if type(queue) is not str:
             raise _reject(f"field 'queue' must be a string, got {queue!r}")
         try:
