@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
 from typing import Any, NamedTuple, TypeVar
 
+from gopherq.core.admission import admit
 from gopherq.core.broker import Broker, SpecialPush, now_ms
 from gopherq.core.connection import Connection
 from gopherq.core.deadletters import DeadLetters
@@ -26,7 +27,7 @@ from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.schedules import upcoming
 from gopherq.core.settings import Settings, load_settings
-from gopherq.core.task import NESTED_TOO_DEEPLY, Backoff, Task, TaskResult, decode_task, new_task_id, unique_key_of
+from gopherq.core.task import NESTED_TOO_DEEPLY, Backoff, Task, TaskResult, decode_task, new_task_id
 
 T = TypeVar("T")
 
@@ -151,11 +152,9 @@ class AsyncClient:
 
         `priority`: "high", "default" or "low". `unique_for` (seconds) and/or `unique_key`: while a task with the
         same key is ready, delayed or running, enqueueing another is refused (see `submit`); without
-        `unique_key` the key is made from the type and fields."""
+        `unique_key` the key is made from the type and fields (by the envelope's rule, `task_from_dict`)."""
         if delay is not None:
             eta = time.time() + delay
-        if unique_for is not None and unique_key is None:
-            unique_key = unique_key_of(type, fields)
         task = Task(
             id=id or new_task_id(),
             type=type,
@@ -191,33 +190,32 @@ class AsyncClient:
         return self.task("http", **control, **fields)
 
     def validate(self, task: Task) -> bytes:
-        """Check a built task as a worker will check it; returns its envelope, or raises TaskRejected."""
+        """Check a built task as a worker will check it; returns its envelope, or raises TaskRejected. The task
+        gets the uniqueness key the envelope's rule makes when it has `unique_for` without `unique_key`."""
         try:
             envelope = task.encode()
         except TypeError as exc:  # orjson's encode error: the nesting limit, or a value JSON cannot carry
             if "recursion" in str(exc).lower():
                 raise TaskRejected("parse_error", NESTED_TOO_DEEPLY) from None
             raise TaskRejected("schema_invalid", f"task {task.id} cannot be encoded as JSON: {exc}") from None
-        task.payload = self.check_envelope(envelope).payload
+        checked = self.check_envelope(envelope)
+        task.payload = checked.payload
+        if task.unique_key is None and checked.unique_key is not None:
+            # Made from the envelope that is pushed, so the worker makes the same key from the same bytes.
+            task.unique_key = checked.unique_key
         return envelope
 
     def check_envelope(self, envelope: bytes) -> Task:
-        """Decode and validate an envelope exactly as a worker does before running it (size, JSON, control
-        fields, deadline, type, the executor's payload); returns the task or raises TaskRejected with the
-        reason and message its dead letter would carry."""
-        return self.check_task(decode_task(envelope, self.settings.worker.max_payload_bytes))
+        """Decode and validate an envelope from a producer exactly as a worker does before running it (size, JSON,
+        control fields, deadline and horizon, type, the executor's payload), refusing also the fields GoPherQ
+        keeps (`attempt`, `recoveries`, ...); returns the task or raises TaskRejected with the reason and message
+        its dead letter would carry."""
+        return self.check_task(decode_task(envelope, self.settings.worker.max_payload_bytes, producer=True))
 
     def check_task(self, task: Task) -> Task:
-        """Validate a decoded task as a worker does (deadline, type, the executor's payload): sets its payload
-        and returns it, or raises TaskRejected."""
-        start = max(time.time(), task.eta or 0.0)
-        if task.deadline is not None and start >= task.deadline:
-            raise TaskRejected("deadline", f"deadline {task.deadline:.3f} passes before the task can run")
-        entry = self.plugins.executor(task.type)
-        if entry is None:
-            known = ", ".join(sorted(self.plugins.executors)) or "none"
-            raise TaskRejected("unknown_type", f"no executor for task type {task.type!r} (registered: {known})")
-        entry.validate(task)
+        """Validate a decoded task as a worker does (core.admission.admit: deadline, horizon, type, the
+        executor's payload): sets its payload and returns it, or raises TaskRejected."""
+        admit(task, self.plugins.executors, time.time(), self.settings.queue.max_horizon)
         return task
 
     # -- enqueueing --------------------------------------------------------------------------------------------

@@ -158,6 +158,7 @@ class PluginHarness:
     ) -> TaskRun:
         """Run one attempt of a task the way a worker does, and report what it did."""
         from gopherq.core import codec
+        from gopherq.core.admission import admit
         from gopherq.core.errors import TaskRejected
         from gopherq.core.executor import ExecutionContext, run_attempt
         from gopherq.core.task import ErrorInfo
@@ -165,13 +166,8 @@ class PluginHarness:
         task = self.task(envelope)
         if attempt is not None:
             task.attempt = attempt
-        entry = self.plugins.executor(task.type)
-        if entry is None:
-            known = ", ".join(sorted(self.plugins.executors)) or "none"
-            message = f"no executor for task type {task.type!r} (registered: {known})"
-            return TaskRun("rejected", error=ErrorInfo("unknown_type", message))
-        try:
-            entry.validate(task)
+        try:  # the checks a worker makes before it runs a task
+            entry = admit(task, self.plugins.executors, time.time(), self.settings.queue.max_horizon)
         except TaskRejected as exc:
             return TaskRun("rejected", error=ErrorInfo(exc.reason, exc.message))
         if entry.name not in self._opened:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,7 @@ async def test_a_batch_is_created_in_one_request_and_delayed_tasks_wait(
 ) -> None:
     app = await api()
     tasks = [{"id": f"b{n}", "url": f"http://127.0.0.1/{n}"} for n in range(500)]
-    tasks.append({"id": "later", "url": "http://127.0.0.1/later", "eta": 4102444800})
+    tasks.append({"id": "later", "url": "http://127.0.0.1/later", "eta": time.time() + 3600})
     tasks.append({"id": "b0", "url": "http://127.0.0.1/0"})  # the same id twice in one batch: created once
     status, body = await app.call("POST", f"/v1/queues/{app.queue}/tasks", {"tasks": tasks})
     assert status == 201
@@ -252,7 +253,7 @@ async def test_task_and_queue_lookups_and_cancel(
     status, body = await app.call("GET", f"/v1/queues/{app.queue}")
     assert status == 200 and body["name"] == app.queue and body["totals"]["succeeded"] >= 1
 
-    status, _ = await app.call("POST", path, {"id": "later-1", "url": loopback.url("/ok"), "eta": 4102444800})
+    status, _ = await app.call("POST", path, {"id": "later-1", "url": loopback.url("/ok"), "eta": time.time() + 3600})
     assert status == 201
     status, body = await app.call("DELETE", "/v1/tasks/later-1")
     if status == 501:

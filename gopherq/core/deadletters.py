@@ -11,15 +11,17 @@ from gopherq.core.broker import Broker, load_script
 from gopherq.core.events import EventBus
 from gopherq.core.masking import Masker
 from gopherq.core.outcomes import raw_from_entry
+from gopherq.core.task import RESERVED_FIELDS
 
-#: Fields reset when a dead letter is requeued: it starts over as a fresh task with the same id.
-_RESET_FIELDS = ("attempt", "recoveries", "last_error")
+#: Fields reset when a dead letter is requeued: it starts over as a fresh task with the same id (every field
+#: GoPherQ keeps on a task as it moves).
+_RESET_FIELDS = sorted(RESERVED_FIELDS)
 
 
 def fresh_envelope(raw: bytes, task_id: str | None = None) -> bytes:
-    """The envelope to requeue: attempts, recoveries and last error cleared, id and everything else kept (a task
-    pushed without an id gets the one the worker assigned, `task_id`). Bytes that are not a JSON object are
-    requeued unchanged (they will be dead-lettered again unless fixed)."""
+    """The envelope to requeue: attempts, recoveries, last error and flow slot cleared, id and everything else kept
+    (a task pushed without an id gets the one the worker assigned, `task_id`). Bytes that are not a JSON object
+    are requeued unchanged (they will be dead-lettered again unless fixed)."""
     try:
         obj = codec.loads(raw)
     except codec.JSONDecodeError:

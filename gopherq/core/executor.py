@@ -31,9 +31,11 @@ from gopherq.core.task import Task
 class Executor(Protocol):
     """Runs tasks of one type. Optional extras: `payload_model` (a pydantic model class for the task's own
     fields), `async open()` called once before the first task, `async close()` called at shutdown, and
-    `flow(task)` / `flow_signal(failure)` for shared flow control (see core/flow.py), and
+    `flow(task)` / `flow_signal(failure)` for shared flow control (see core/flow.py),
     `followups(task, record, succeeded)` returning envelopes to enqueue when a task ends (pushed before the task
-    is settled, so never lost)."""
+    is settled, so never lost), and `check(task)`, called after the payload is validated wherever a task is
+    (every producer entry point and the worker), raising ValueError for what the payload model cannot know
+    alone: a task that needs a setting of the executor that is not set can never run, so it is refused."""
 
     def execute(self, task: Task, context: ExecutionContext) -> Any: ...
 
@@ -87,6 +89,8 @@ class ExecutorEntry:
         self.flow_signal: Callable[[TaskFailure | None], str] | None = getattr(executor, "flow_signal", None)
         #: Optional: envelopes to enqueue when a task ends (task, result record, succeeded), e.g. callbacks.
         self.followups: Callable[[Task, bytes, bool], list[bytes]] | None = getattr(executor, "followups", None)
+        #: Optional: checks of a validated payload against the executor's own settings (raises ValueError).
+        self.check: Callable[[Task], None] | None = getattr(executor, "check", None)
         self.run: Callable[[Task, ExecutionContext], Awaitable[Any]]
         if inspect.iscoroutinefunction(executor.execute):
             self.run = executor.execute
@@ -102,11 +106,16 @@ class ExecutorEntry:
         """Check the task's own fields; sets `task.payload` or raises TaskRejected('schema_invalid')."""
         if self._validate_payload is None:
             task.payload = task.fields
-            return
-        try:
-            task.payload = self._validate_payload(task.fields)
-        except ValidationError as exc:
-            raise TaskRejected("schema_invalid", f"{self.name} task: {describe_payload_error(exc)}") from None
+        else:
+            try:
+                task.payload = self._validate_payload(task.fields)
+            except ValidationError as exc:
+                raise TaskRejected("schema_invalid", f"{self.name} task: {describe_payload_error(exc)}") from None
+        if self.check is not None:
+            try:
+                self.check(task)
+            except ValueError as exc:
+                raise TaskRejected("schema_invalid", f"{self.name} task: {exc}") from None
 
     async def open(self) -> None:
         opener = getattr(self.executor, "open", None)

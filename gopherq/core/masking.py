@@ -4,8 +4,10 @@ A task in Redis keeps its secrets (a retry needs them); whatever GoPherQ shows o
 `Masker` first. It walks any JSON-like value and hides: the value of any mapping key that names a secret header
 (case-insensitive, wherever it sits: a task's `headers`, a result's response headers, an event's data), the
 userinfo of every URL, and the values of configured query parameters, in URLs that are values of their own or
-that appear inside free text such as an error message. It knows header names and URLs, not HTTP: any executor's
-payload is masked by the same rules.
+that appear inside free text such as an error message, and in URLs nested inside a URL (a query value such as
+`?next=https://user:pw@host/?token=t`, percent-encoded or not, a path or a fragment), down to MAX_URL_NESTING
+levels, below which a nested URL is hidden whole. It knows header names and URLs, not HTTP: any executor's payload
+is masked by the same rules.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from gopherq.core.settings import Settings
@@ -30,6 +32,13 @@ DEFAULT_MASKED_PARAMS = ("token", "access_token", "api_key", "apikey", "key", "p
 _SCALARS = frozenset({int, float, bool, type(None)})
 
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+
+#: How many levels of URLs inside URLs are masked (a redirect target in a query value is one level); a URL nested
+#: deeper is replaced whole by the mask, so the work per URL stays bounded whatever a producer sends.
+MAX_URL_NESTING = 4
+
+#: "://" percent-encoded (lower-cased): a URL inside a query value encoded once more than the value itself.
+_ENCODED_SCHEME_END = "%3a%2f%2f"
 
 
 class Masker:
@@ -87,7 +96,11 @@ class Masker:
         return _URL_IN_TEXT.sub(lambda match: self.url(match.group(0)), text)
 
     def url(self, url: str) -> str:
-        """`url` with its userinfo and the values of secret query parameters masked."""
+        """`url` with its userinfo and the values of secret query parameters masked, and so every URL nested in
+        it (see MAX_URL_NESTING)."""
+        return self._url(url, MAX_URL_NESTING)
+
+    def _url(self, url: str, depth: int) -> str:
         try:
             parts = urlsplit(url)
         except ValueError:
@@ -98,14 +111,31 @@ class Masker:
             user = creds.split(":", 1)[0]
             netloc = f"{user}:{MASK}@{host}" if ":" in creds else f"{MASK}@{host}"
         query = parts.query
-        if query and self.params:
+        if query:
             pairs = parse_qsl(query, keep_blank_values=True)
-            if any(name.lower() in self.params for name, _ in pairs):
-                masked = [(name, MASK if name.lower() in self.params else value) for name, value in pairs]
+            masked = [(self._nested(name, depth), self._param(name, value, depth)) for name, value in pairs]
+            if masked != pairs:
                 query = urlencode(masked, safe="*")
-        if netloc == parts.netloc and query == parts.query:
+        path, fragment = self._nested(parts.path, depth), self._nested(parts.fragment, depth)
+        if netloc == parts.netloc and query == parts.query and path == parts.path and fragment == parts.fragment:
             return url
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        return urlunsplit((parts.scheme, netloc, path, query, fragment))
+
+    def _param(self, name: str, value: str, depth: int) -> str:
+        return MASK if name.lower() in self.params else self._nested(value, depth)
+
+    def _nested(self, text: str, depth: int) -> str:
+        """`text`, a part of a URL at `depth` levels left, with the URLs in it masked: a URL as is, or one
+        percent-encoded once more than its container; at no level left, a part holding a URL is masked whole."""
+        if "://" not in text:
+            if _ENCODED_SCHEME_END not in text.lower():
+                return text
+            decoded = unquote(text)
+            masked = self._nested(decoded, depth - 1)
+            return text if masked == decoded else masked
+        if depth <= 0:
+            return MASK
+        return _URL_IN_TEXT.sub(lambda match: self._url(match.group(0), depth - 1), text)
 
 
 class MaskingFilter(logging.Filter):

@@ -18,7 +18,7 @@ from gopherq.core import codec
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import QueueKeys
 from gopherq.core.resilience import RETRYABLE
-from gopherq.core.task import CONTROL_FIELDS, DEFAULT_TYPE, unique_key_of
+from gopherq.core.task import task_from_dict
 
 if TYPE_CHECKING:
     from gopherq.core.broker import Broker
@@ -105,19 +105,23 @@ class Schedule(BaseModel):
     def envelope(self, slot: int) -> bytes:
         task = dict(self.task)
         if task.get("unique_for") is not None and task.get("unique_key") is None:
-            fields = {k: v for k, v in task.items() if k not in CONTROL_FIELDS}
-            task["unique_key"] = unique_key_of(task.get("type", DEFAULT_TYPE), fields)
+            task["unique_key"] = self.unique_key()  # written out: the key the slot's lock is taken with
         return codec.dumps({"id": self.task_id(slot), **task, "created_at": time.time()})
+
+    def unique_key(self) -> str | None:
+        """The task's uniqueness key by the envelope's own rule (task_from_dict), the same for every slot; None
+        when the task is not unique. Raises TaskRejected for a task that is not a valid envelope."""
+        return task_from_dict({"id": self.name, **self.task}).unique_key
 
     def unique(self, default_window: int) -> tuple[str, int] | None:
         """(uniqueness key, lock ms) when the schedule's task is unique: a slot is skipped while the task of an
         earlier one still holds the key."""
-        task = self.task
-        if task.get("unique_key") is None and task.get("unique_for") is None:
+        if self.task.get("unique_key") is None and self.task.get("unique_for") is None:
             return None
-        key = task.get("unique_key") or codec.loads(self.envelope(0))["unique_key"]
-        window = task.get("unique_for") or default_window
-        return str(key), max(1, int(float(window) * 1000))
+        key = self.unique_key()
+        assert key is not None
+        window = self.task.get("unique_for") or default_window
+        return key, max(1, int(float(window) * 1000))
 
 
 class Scheduler:

@@ -120,6 +120,9 @@ class QueueSettings(Section):
     backoff_max: float = Field(300.0, ge=0, description="largest retry delay, seconds")
     result_ttl: int = Field(86400, ge=1, description="how long result records are kept, seconds")
     dead_letter_max: int = Field(10000, ge=1, description="dead letters kept; the oldest are trimmed")
+    max_horizon: int = Field(
+        366 * 86400, ge=1, description="furthest ahead a task's eta or deadline may lie, and its longest unique_for, s"
+    )
 
     @field_validator("name")
     @classmethod

@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from gopherq.core import codec
-from gopherq.core.errors import TaskRejected
+from gopherq.core.errors import ConfigError, TaskRejected
+from gopherq.core.keys import validate_queue_name
 
 DEFAULT_TYPE = "http"
 
@@ -46,6 +48,19 @@ CONTROL_FIELDS = frozenset(
         "unique_for",
     }
 )
+
+#: The control fields GoPherQ itself keeps on a task as it moves (retries, recoveries, flow control). No producer
+#: entry point accepts them (see `task_from_dict(producer=True)`); a worker reads them from whatever it fetches,
+#: because GoPherQ's own moves of a task (a retry, a recovery, a deferral) are moves of bytes that carry them.
+RESERVED_FIELDS = frozenset({"attempt", "recoveries", "last_error", "flow_slot"})
+
+#: Longest id or uniqueness key, in characters.
+MAX_NAME_CHARS = 200
+
+#: Characters no id or uniqueness key may contain: the C0 controls, DEL, the C1 controls and the Unicode line and
+#: paragraph separators. Each of them can end or forge a log line, and none can be sent in an HTTP header. Any
+#: other character is accepted (a non-ASCII id is delivered like any other).
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 #: Priority levels, most urgent first. `default` is the plain ready list (what a raw `RPUSH Q` feeds).
 PRIORITIES = ("high", "default", "low")
@@ -171,6 +186,16 @@ def unique_key_of(task_type: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 
+def name_problem(value: Any) -> str | None:
+    """Why `value` cannot be a task id or uniqueness key, or None when it can: the one rule for both, applied
+    wherever an envelope is read (every producer entry point, and the worker for raw pushes)."""
+    if type(value) is not str or not value or len(value) > MAX_NAME_CHARS:
+        return f"must be a non-empty string of at most {MAX_NAME_CHARS} characters"
+    if not value.isprintable() and CONTROL_CHARACTERS.search(value):  # isprintable: the C fast path for most ids
+        return "must not contain control characters (C0, DEL, C1, U+2028, U+2029)"
+    return None
+
+
 def _reject(message: str) -> TaskRejected:
     return TaskRejected("schema_invalid", message)
 
@@ -223,19 +248,27 @@ def _backoff_field(obj: dict[str, Any]) -> Backoff | None:
     raise _reject(f"field 'backoff' must be {{'min': s, 'max': s}} with 0 <= min <= max, got {value!r}")
 
 
-def task_from_dict(obj: Any) -> Task:
+def task_from_dict(obj: Any, *, producer: bool = False) -> Task:
     """Build a Task from a decoded envelope; raises TaskRejected naming the bad field (and carrying the task's
-    id and type when those two are usable, so the rejection is recorded under the producer's id)."""
+    id and type when those two are usable, so the rejection is recorded under the producer's id).
+
+    This is the one place the envelope's own rules live, for every path: the id rule, each control field's type
+    and range, the queue name, and the uniqueness key (`unique_for` without `unique_key` makes it from the type
+    and fields). `producer=True` is for the entry points that take a task from a producer (the client,
+    `enqueue_raw`, the CLI, the HTTP API, schedules): they also refuse RESERVED_FIELDS. A worker reading what it
+    fetched cannot, since a retried or recovered task carries them."""
     if not isinstance(obj, dict):
         raise _reject(f"a task must be a JSON object, got {type(obj).__name__}")
-    task_id = obj.get("id")
+    task_id: Any = obj.get("id")
     assigned = task_id is None
     if assigned:
         task_id = new_task_id()
     elif type(task_id) is int:
         task_id = str(task_id)
-    elif type(task_id) is not str or not task_id or len(task_id) > 200:
-        raise _reject(f"field 'id' must be a non-empty string of at most 200 characters, got {task_id!r}")
+    elif type(task_id) is not str or not (0 < len(task_id) <= MAX_NAME_CHARS and task_id.isprintable()):
+        problem = name_problem(task_id)  # the common id passes the test above, inline on the worker's hot path
+        if problem is not None:  # shown escaped (repr): no id ends or forges a line
+            raise _reject(f"field 'id' {problem}, got {task_id!r}")
     task_type = obj.get("type", DEFAULT_TYPE)
     if type(task_type) is not str or not task_type:
         raise TaskRejected(
@@ -244,7 +277,7 @@ def task_from_dict(obj: Any) -> Task:
             task_id=None if assigned else task_id,
         )
     try:
-        return _control_fields(obj, task_id, task_type, assigned)
+        return _control_fields(obj, task_id, task_type, assigned, producer)
     except TaskRejected as exc:
         if not assigned:
             exc.task_id, exc.task_type = task_id, task_type
@@ -255,11 +288,16 @@ def task_from_dict(obj: Any) -> Task:
 _IDENTITY_FIELDS = frozenset({"id", "type"})
 
 
-def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned: bool) -> Task:
+def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned: bool, producer: bool) -> Task:
     """The task, with the executor's fields split off and the control fields checked. Only the control fields
     the envelope has are looked at: most envelopes carry none beyond `id` (and perhaps `type` and `queue`), and
     this runs for every task a worker takes and every task a client or the HTTP API creates."""
     present = CONTROL_FIELDS.intersection(obj)
+    if producer and not RESERVED_FIELDS.isdisjoint(present):
+        name = min(RESERVED_FIELDS.intersection(present))
+        raise _reject(
+            f"field '{name}' is kept by GoPherQ (attempts, recoveries and flow slots): a producer cannot set it"
+        )
     fields = dict(obj)
     for name in present:
         del fields[name]
@@ -269,12 +307,23 @@ def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned:
     return task
 
 
+#: Queue names already found valid (at most 1024): a worker reads the same few names on task after task.
+_VALID_QUEUES: set[str] = set()
+
+
 def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
     """Check the envelope's control fields other than id and type, in a fixed order (the first bad one is the one
     reported), and set them on `task`."""
     queue = obj.get("queue")
-    if queue is not None and type(queue) is not str:
-        raise _reject(f"field 'queue' must be a string, got {queue!r}")
+    if queue is not None and (type(queue) is not str or queue not in _VALID_QUEUES):
+        if type(queue) is not str:
+            raise _reject(f"field 'queue' must be a string, got {queue!r}")
+        try:
+            validate_queue_name(queue)
+        except ConfigError as exc:
+            raise _reject(f"field 'queue': {exc}") from None
+        if len(_VALID_QUEUES) < 1024:
+            _VALID_QUEUES.add(queue)
     task.queue = queue
     last_error = obj.get("last_error")
     if last_error is not None and not isinstance(last_error, dict):
@@ -303,10 +352,16 @@ def _task_control_fields(obj: dict[str, Any], task: Task) -> None:
         raise _reject(f"field 'priority' must be one of {', '.join(PRIORITIES)}, got {priority!r}")
     task.priority = None if priority == "default" else priority
     unique_key = obj.get("unique_key")
-    if unique_key is not None and (type(unique_key) is not str or not unique_key or len(unique_key) > 200):
-        raise _reject(f"field 'unique_key' must be a non-empty string of at most 200 characters, got {unique_key!r}")
-    task.unique_key = unique_key
+    if unique_key is not None:
+        problem = name_problem(unique_key)
+        if problem is not None:
+            raise _reject(f"field 'unique_key' {problem}, got {unique_key!r}")
     task.unique_for = _seconds_field(obj, "unique_for", positive=True)
+    if unique_key is None and task.unique_for is not None:
+        # The uniqueness rule, for every path: the key is a function of the envelope, so a producer entry point
+        # (which takes the lock with it) and the worker (which frees the lock with it) always agree.
+        unique_key = unique_key_of(task.type, task.fields)
+    task.unique_key = unique_key
 
 
 #: The codec writes at most this many levels of nesting: a task nested deeper could be read but never written
@@ -336,11 +391,12 @@ def parse_json(raw: bytes | str) -> Any:
     return obj
 
 
-def decode_task(raw: bytes, max_bytes: int) -> Task:
-    """Parse raw bytes from Redis into a Task, or raise TaskRejected with the dead-letter reason."""
+def decode_task(raw: bytes, max_bytes: int, *, producer: bool = False) -> Task:
+    """Parse raw bytes from Redis (or from a producer: `producer=True`, see task_from_dict) into a Task, or raise
+    TaskRejected with the dead-letter reason."""
     if len(raw) > max_bytes:
         raise TaskRejected("too_large", f"task is {len(raw)} bytes, over max_payload_bytes={max_bytes}")
-    return task_from_dict(parse_json(raw))
+    return task_from_dict(parse_json(raw), producer=producer)
 
 
 @dataclass(slots=True)

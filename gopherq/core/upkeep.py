@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from gopherq.core import codec
+from gopherq.core.admission import admit
 from gopherq.core.broker import Broker
-from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.flow import WorkerFlow
 from gopherq.core.plugins import PluginManager
@@ -77,13 +77,10 @@ class Upkeep:
         if not schedules:
             return None
         max_bytes = self.settings.worker.max_payload_bytes
+        horizon = self.settings.queue.max_horizon
 
-        def check(envelope: bytes) -> None:
-            task = decode_task(envelope, max_bytes)
-            entry = self.plugins.executors.get(task.type)
-            if entry is None:
-                raise TaskRejected("unknown_type", f"no executor for task type {task.type!r}")
-            entry.validate(task)
+        def check(envelope: bytes) -> None:  # a schedule is a producer: the rules of every entry point
+            admit(decode_task(envelope, max_bytes, producer=True), self.plugins.executors, time.time(), horizon)
 
         validate_schedules(schedules, check)
         queues = {schedule.queue or self.broker.keys.queue for schedule in schedules}

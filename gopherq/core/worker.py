@@ -25,6 +25,7 @@ from typing import Any
 
 from redis.exceptions import AuthenticationError, NoPermissionError
 
+from gopherq.core.admission import admit
 from gopherq.core.broker import Broker, Settlement
 from gopherq.core.errors import BrokerUnavailable, TaskFailure, TaskRejected
 from gopherq.core.events import EventBus
@@ -397,25 +398,21 @@ class Worker(Upkeep, Settling):
         )
 
     def _admit(self, token: str, task: Task, raw: bytes, now: float) -> ExecutorEntry | None:
-        """Checks before running: poison, deadline, known type, valid payload. Dead-letters what fails one."""
+        """Checks before running: poison, then what every entry point checks (core.admission: deadline, horizon,
+        known type, valid payload). Dead-letters what fails one."""
         reason = message = None
-        entry = self.plugins.executors.get(task.type)
+        entry = None
         if task.recoveries > self.settings.worker.max_recoveries:
             reason, message = (
                 "poison",
                 f"task lost its worker {task.recoveries} times (max_recoveries={self.settings.worker.max_recoveries})",
             )
-        elif task.deadline is not None and now >= task.deadline:
-            reason, message = "deadline", f"deadline {task.deadline:.3f} passed before attempt {task.attempt}"
-        elif entry is None:
-            known = ", ".join(sorted(self.plugins.executors)) or "none"
-            reason, message = "unknown_type", f"no executor for task type {task.type!r} (registered: {known})"
         else:
             try:
-                entry.validate(task)
+                entry = admit(task, self.plugins.executors, now, self.settings.queue.max_horizon)
             except TaskRejected as exc:
                 reason, message = exc.reason, exc.message
-        if reason is None:
+        if entry is not None:
             if task.eta is not None and task.eta > now:
                 # Pushed raw before its time: park it in the delayed set; this is not an attempt.
                 due = str(int(task.eta * 1000))
@@ -423,7 +420,7 @@ class Worker(Upkeep, Settling):
                 return None
             self.bus.emit("task.dequeued", task_id=task.id, task_type=task.type, attempt=task.attempt)
             return entry
-        assert message is not None
+        assert reason is not None and message is not None
         error = task.last_error if reason in ("poison", "deadline") and task.last_error else None
         info = ErrorInfo(reason, message, {"last_error": error} if error else {})
         self._decide(self.policy.dead(token, task, reason, info, None, now, raw=raw))

@@ -13,6 +13,7 @@ import base64
 import email.utils
 import functools
 import json
+import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,6 +49,9 @@ from gopherq.plugins.http_flow import FLOW_KEY, HostRule, HostRules, flow_signal
 from gopherq.plugins.signing import secret_key, sign
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+#: Control characters (C0, DEL, C1) refused anywhere in a task's URL, as in task ids.
+_URL_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class HttpSettings(PluginSettings):
@@ -132,6 +136,9 @@ class HttpPayload(BaseModel):
     @field_validator("url")
     @classmethod
     def _absolute_http_url(cls, value: str) -> str:
+        control = _URL_CONTROL.search(value)
+        if control is not None:  # urlsplit would silently drop a CR, LF or tab; no request can carry the rest
+            raise ValueError(f"has a control character ({control.group()!r}) at position {control.start()}")
         check_url(value)
         return value
 
@@ -266,7 +273,10 @@ class HttpExecutor:
         return flow_signal(failure)
 
     def followups(self, task: Task, record: bytes, succeeded: bool) -> list[bytes]:
-        """The callback task to enqueue when this task ends (see http_extras)."""
+        """The callback task to enqueue when this task ends (see http_extras); none without a signing secret (a
+        callback is signed: it could never be sent, and the task itself was dead-lettered for asking one)."""
+        if self.signing_key is None:
+            return []
         payload = task.payload
         if payload is None and ("on_success" in task.fields or "on_failure" in task.fields):
             try:  # dead before it was validated (deadline, poison): its callback still fires when it can
@@ -276,6 +286,14 @@ class HttpExecutor:
         if not isinstance(payload, HttpPayload) or (payload.on_success is None and payload.on_failure is None):
             return []
         return callback_tasks(task, record, succeeded, self.masker)
+
+    def check(self, task: Task) -> None:
+        """Refuse, wherever the task is validated, one that asks to be signed (`sign`, `on_success`,
+        `on_failure`) when `[plugins.http] signing_secret` is not set: it could never be sent."""
+        if self.signing_key is None:
+            for field in ("sign", "on_success", "on_failure"):  # a callback is an http task with sign = true
+                if getattr(task.payload, field):
+                    raise ValueError(f"field '{field}' needs [plugins.http] signing_secret, which is not set")
 
     def _signature_headers(self, task: Task, headers: dict[str, str], content: bytes) -> None:
         """Standard Webhooks headers for a task with `sign = true`, computed per attempt."""

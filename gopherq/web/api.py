@@ -153,7 +153,7 @@ def _too_large(limit: int) -> web.Response:
 
 def _build(client: AsyncClient, obj: Any, queue: str) -> Task:
     """A validated task from one envelope (raises TaskRejected, as the client and the worker would)."""
-    task = task_from_dict(obj)
+    task = task_from_dict(obj, producer=True)
     _place(task, queue)
     client.check_task(task)
     task.envelope = task.encode()
@@ -173,7 +173,7 @@ def build_batch(client: AsyncClient, envelopes: list[Any], queue: str) -> list[T
     refused, the batch is gone through again task by task, so the error names the first bad task, with its index
     (`BatchRejected`)."""
     try:
-        tasks = [task_from_dict(obj) for obj in envelopes]
+        tasks = [task_from_dict(obj, producer=True) for obj in envelopes]
         for task in tasks:
             _place(task, queue)
         for task in tasks:
@@ -259,10 +259,7 @@ async def get_task(request: web.Request) -> web.Response:
 async def cancel_task(request: web.Request) -> web.Response:
     queue = _queue(request)
     task_id = request.match_info["task_id"]
-    cancel = getattr(request.app[CLIENT_KEY], "cancel", None)
-    if cancel is None:  # cancellation is issue 11's (client.cancel); until it is merged the route says so
-        return problem(501, "not_implemented", "this server's version cannot cancel tasks")
-    outcome = await cancel(task_id, queue)
+    outcome = await request.app[CLIENT_KEY].cancel(task_id, queue)
     if outcome == "finished":
         return problem(409, "finished", f"task {task_id!r} has already ended", outcome=outcome)
     return answer({"id": task_id, "outcome": outcome}, status=202 if outcome == "requested" else 200)

@@ -14,19 +14,33 @@ def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str,
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+#: What the server's middlewares answer on any route, as plain text (see web/security.py and web/app.py).
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+_EVERY_ROUTE = {
+    "401": {"description": "authentication required (Authorization: Bearer <token>)", "content": _TEXT},
+    "421": {"description": "without a token the server answers loopback host names only", "content": _TEXT},
+}
+_REDIS_DOWN = {
+    "503": {"description": "Redis cannot be reached now; the same request can be sent again", "content": _TEXT}
+}
+
+
+def _errors(*codes: int, redis: bool = True) -> dict[str, Any]:
+    """The JSON error answers `codes` of a route, the middlewares' 401 and 421, and their 503 when Redis is down
+    (`redis`: the route reads Redis)."""
     meaning = {
-        400: 'a body that is not JSON or not a task object / {"tasks": [...]}, or a bad query parameter',
-        401: "authentication required (Authorization: Bearer <token>)",
+        400: 'a body that is not JSON or not a task object / {"tasks": [...]}, an invalid queue name, or a bad query'
+        " parameter",
         404: "unknown task (or its result expired)",
         409: "the task has already ended",
         413: "the body is over api.max_body_bytes, or the batch over api.max_batch",
         415: "the body is not application/json",
         422: "a task fails validation (the message names the field)",
-        501: "this server cannot cancel tasks",
         503: "Redis cannot take the tasks now (Retry-After): nothing was created; send the same request again",
     }
-    return {str(code): _answer(meaning[code], _ERROR) for code in codes}
+    answers = {**_EVERY_ROUTE, **(_REDIS_DOWN if redis else {})}
+    answers.update({str(code): _answer(meaning[code], _ERROR) for code in codes})
+    return answers
 
 
 _QUEUE = {
@@ -92,7 +106,7 @@ OPENAPI: dict[str, Any] = {
                         "every task id was already created within the idempotency window: nothing enqueued",
                         {"$ref": "#/components/schemas/Created"},
                     ),
-                    **_errors(400, 401, 413, 415, 422, 503),
+                    **_errors(400, 413, 415, 422, 503),
                 },
             }
         },
@@ -101,7 +115,7 @@ OPENAPI: dict[str, Any] = {
                 "operationId": "getQueue",
                 "summary": "A queue's counts, latency and totals",
                 "parameters": [_QUEUE],
-                "responses": {"200": _answer("the queue", {"type": "object"}), **_errors(401)},
+                "responses": {"200": _answer("the queue", {"type": "object"}), **_errors(400)},
             }
         },
         "/v1/tasks/{task_id}": {
@@ -109,7 +123,7 @@ OPENAPI: dict[str, Any] = {
                 "operationId": "getTask",
                 "summary": "A task's state, envelope, result and recent events (secrets masked)",
                 "parameters": [_TASK_ID, _QUEUE_QUERY, _EVENTS],
-                "responses": {"200": _answer("the task", {"type": "object"}), **_errors(400, 401, 404)},
+                "responses": {"200": _answer("the task", {"type": "object"}), **_errors(400, 404)},
             },
             "delete": {
                 "operationId": "cancelTask",
@@ -118,7 +132,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": _answer("cancelled", {"type": "object"}),
                     "202": _answer("cancellation requested: a worker records it", {"type": "object"}),
-                    **_errors(401, 409, 501),
+                    **_errors(400, 409),
                 },
             },
         },
@@ -126,7 +140,7 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "getOpenApi",
                 "summary": "This document",
-                "responses": {"200": _answer("OpenAPI 3.1", {"type": "object"})},
+                "responses": {"200": _answer("OpenAPI 3.1", {"type": "object"}), **_errors(redis=False)},
             }
         },
     },
