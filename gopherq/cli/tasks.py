@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -121,8 +122,13 @@ def result(config: str | None, queue: str | None, task_id: str, as_json: bool) -
         line = f"{record.id}: {record.status.value} after {record.attempts} attempt(s)"
         if record.error:
             line += f" - {record.error.reason}: {record.error.message}"
-        if isinstance(record.result, dict) and "status_code" in record.result:
+        http = isinstance(record.result, dict) and "status_code" in record.result
+        if http:
             line += f" - HTTP {record.result['status_code']}"
         click.echo(line)
+        if http and record.result.get("body") not in (None, ""):
+            click.echo(str(record.result["body"]))  # an HTTP task's result, for a reader: the response body
+        elif not http and record.result is not None:
+            click.echo(f"result: {json.dumps(record.result, default=str)}")
     if not record.status.final:
         sys.exit(1)

@@ -31,9 +31,12 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "gopherq"
 
-#: Built-in plugins, by entry-point name; used only when the distribution's entry points are not installed.
+#: Built-in plugins, by entry-point name: the one list of them. pyproject.toml declares exactly these as the
+#: `gopherq` entry points of the distribution (a test checks it); this copy decides what counts as built-in (always
+#: loaded, whatever `load` pins) and registers them when running from a source tree that was never installed.
 BUILTINS = {
     "http": "gopherq.plugins.http",
+    "functions": "gopherq.plugins.functions",
     "logging": "gopherq.plugins.logging_sink",
     "webhook": "gopherq.plugins.webhook_sink",
     "stream": "gopherq.plugins.stream_sink",
@@ -82,6 +85,19 @@ class PluginInfo:
             "settings": self.settings,
             "commands": self.commands,
         }
+
+
+#: Warnings about the plugin selection already given in this process.
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Log a warning about the plugin selection once per process: a process may load plugins several times (the
+    CLI for its plugin commands and then for the command itself, a client and an App), and the same setting
+    deserves the same warning once."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 
 def plugin_label(name: str, distribution: str | None, version: str | None, target: str) -> str:
@@ -188,7 +204,7 @@ class PluginManager:
         for name in sorted(unknown):
             close = difflib.get_close_matches(name, [*seen, *BUILTINS], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            log.warning("disabled plugin '%s' is not installed%s", name, hint)
+            warn_once(f"disabled plugin '{name}' is not installed{hint}")
         if pinned_set is not None:
             missing = pinned_set - seen
             if missing:

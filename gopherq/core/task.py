@@ -52,12 +52,21 @@ PRIORITIES = ("high", "default", "low")
 
 
 class TaskStatus(str, enum.Enum):
-    """Where a task stands; stored in its result record."""
+    """Where a task stands; stored in its result record. One word per outcome, the same in records, events, the
+    CLI, the API and the dashboard: an *attempt* fails (`task.failed`, then a retry or not), a *task* that ends
+    without success is `dead`: it is in the dead-letter queue, and the record's `dead_reason` says why."""
 
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    DEAD = "dead"
     CANCELLED = "cancelled"
+    #: The old name of DEAD, kept so that code written against it still works.
+    FAILED = "dead"
+
+    @classmethod
+    def _missing_(cls, value: object) -> TaskStatus | None:
+        """Records written before the status was renamed say "failed": they read as DEAD."""
+        return cls.DEAD if value == "failed" else None
 
     @property
     def final(self) -> bool:
@@ -213,14 +222,31 @@ def _timestamp_field(obj: dict[str, Any], name: str) -> float | None:
 
 
 def _backoff_field(obj: dict[str, Any]) -> Backoff | None:
-    value = obj.get("backoff")
+    return parse_backoff(obj.get("backoff"))
+
+
+#: What `backoff` may be, for error messages.
+BACKOFF_SHAPES = "{'min': s, 'max': s} (either may be left out) or [min, max], with 0 <= min <= max"
+
+
+def parse_backoff(value: Any) -> Backoff | None:
+    """The one reading of a task's `backoff`, whatever the entry point (a raw envelope, the client, `@app.task`,
+    the HTTP API, a schedule): `{"min": s, "max": s}` (defaults 1 and 300), a `[min, max]` pair (a list, or a
+    tuple from Python), or a `Backoff`. None is no backoff of its own. Anything else is refused with a message
+    that shows the value as given."""
     if value is None:
         return None
-    if isinstance(value, dict) and set(value) <= {"min", "max"}:
+    low: Any = None
+    high: Any = None
+    if isinstance(value, Backoff):
+        low, high = value.min, value.max
+    elif isinstance(value, dict) and set(value) <= {"min", "max"}:
         low, high = value.get("min", 1.0), value.get("max", 300.0)
-        if type(low) in (int, float) and type(high) in (int, float) and 0 <= low <= high:
-            return Backoff(float(low), float(high))
-    raise _reject(f"field 'backoff' must be {{'min': s, 'max': s}} with 0 <= min <= max, got {value!r}")
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        low, high = value
+    if type(low) in (int, float) and type(high) in (int, float) and 0 <= low <= high:
+        return Backoff(float(low), float(high))
+    raise _reject(f"field 'backoff' must be {BACKOFF_SHAPES}, got {value!r}")
 
 
 def task_from_dict(obj: Any) -> Task:
