@@ -225,8 +225,7 @@ class AsyncClient:
             raise TaskRejected("deadline", f"deadline {task.deadline:.3f} passes before the task can run")
         entry = self.plugins.executor(task.type)
         if entry is None:
-            known = ", ".join(sorted(self.plugins.executors)) or "none"
-            raise TaskRejected("unknown_type", f"no executor for task type {task.type!r} (registered: {known})")
+            raise self.plugins.no_executor(task.type)
         entry.validate(task)
         return task
 

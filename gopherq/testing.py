@@ -180,9 +180,8 @@ class PluginHarness:
             task.attempt = attempt
         entry = self.plugins.executor(task.type)
         if entry is None:
-            known = ", ".join(sorted(self.plugins.executors)) or "none"
-            message = f"no executor for task type {task.type!r} (registered: {known})"
-            return TaskRun("rejected", error=ErrorInfo("unknown_type", message))
+            rejected = self.plugins.no_executor(task.type)
+            return TaskRun("rejected", error=ErrorInfo(rejected.reason, rejected.message))
         try:
             entry.validate(task)
         except TaskRejected as exc:

@@ -74,15 +74,25 @@ LINGER = 0.05
 class Event:
     """Something that happened. Task events carry the task fields; `data` holds the rest (e.g. retry delay)."""
 
+    #: What happened: one of the names of EVENTS (e.g. `task.succeeded`), or a plugin's own.
     name: str
+    #: When, in Unix seconds.
     timestamp: float
+    #: The worker that emitted it; None for a client's events.
     worker: str | None = None
+    #: The queue it concerns.
     queue: str | None = None
+    #: The task it concerns (task events).
     task_id: str | None = None
+    #: The task's type (task events).
     task_type: str | None = None
+    #: The attempt's number (attempt events).
     attempt: int | None = None
+    #: Seconds the attempt took (outcome events of an attempt).
     duration: float | None = None
+    #: Why the attempt failed: `{"reason", "message", "details"}`, masked.
     error: dict[str, Any] | None = None
+    #: The rest, by event (see EVENTS), masked; e.g. `delay` and `retry_at` of `task.retrying`.
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,12 +141,17 @@ class Event:
 
 @runtime_checkable
 class Sink(Protocol):
-    """Receives events in batches, from its own buffer and task. `handle` may be `async def` or plain `def`
-    (run in a thread); an exception from it is logged and counted, and the next batch comes anyway.
+    """Receives events in batches (`handle(events)`), from its own buffer and task, one batch at a time; an
+    exception from `handle` is logged and counted, and the next batch comes anyway.
 
-    Optional extras, each sync or async: `open()` runs in the worker's event loop before the first batch (a
-    sink whose `open` fails gets no events: they are counted as dropped); `close()` runs at shutdown after
-    the last batch; `stats()` returns a dict of the sink's own counters, logged with the bus's at shutdown.
+    Where it runs: `async def` methods are awaited on the worker's event loop (never block in them). Plain `def`
+    methods (`open`, `handle`, `close`) all run in one thread of the sink's own, one call at a time: what `open`
+    makes (a sqlite3 connection, which refuses other threads) works in `handle`, and a slow sink blocks neither
+    the loop nor the other sinks.
+
+    Optional extras, each sync or async: `open()` runs before the first batch (a sink whose `open` fails gets no
+    events: they are counted as dropped); `close()` runs at shutdown after the last batch; `stats()` (plain
+    `def`, called on the loop) returns a dict of the sink's own counters, logged with the bus's at shutdown.
     """
 
     def handle(self, events: list[Event]) -> Any: ...
@@ -191,11 +206,8 @@ def build_event(item: Event | PendingEvent) -> Event:
 
 
 class SinkChannel:
-    """One sink's bounded buffer and consumer task. When the buffer is full the oldest event is dropped.
-
-    A sink's plain-`def` methods (`open`, `handle`, `close`) all run in one thread of the sink's own, one call at a
-    time: a resource made in `open` (a sqlite3 connection, which refuses other threads) works in `handle`, and
-    a slow sink blocks neither the event loop nor the other sinks. `async def` methods run on the event loop."""
+    """One sink's bounded buffer and consumer task. When the buffer is full the oldest event is dropped. The
+    sink's plain `def` methods run in a thread of the channel's own (see `Sink`)."""
 
     def __init__(self, name: str, sink: Sink, accepts: EventFilter, buffer_size: int, batch_size: int) -> None:
         self.name = name

@@ -52,13 +52,21 @@ class Executor(Protocol):
 class ExecutionContext:
     """What an executor knows about the attempt it runs: where, which try, and how long it may take."""
 
+    #: The id of the worker running the attempt (`host:pid:random`).
     worker_id: str
+    #: The queue the task came from.
     queue: str
+    #: This attempt's number, from 1.
     attempt: int
+    #: Attempts the task may have in all (its own `max_attempts`, or the queue's).
     max_attempts: int
+    #: Seconds this attempt may take; past them an `async def execute` is cancelled (a thread cannot be).
     timeout: float
+    #: Unix time after which no attempt starts (the task's `deadline`), or None.
     deadline: float | None
+    #: A logger adapter on the worker's logger whose records carry the task's id as `task_id`.
     log: logging.LoggerAdapter[logging.Logger]
+    #: Free for the executor's own use during the attempt.
     extra: dict[str, Any] = field(default_factory=dict)
     #: Small facts about this attempt (e.g. an HTTP status and host) that the worker adds to the `data` of the
     #: attempt's outcome events (task.succeeded, task.failed, task.retrying, task.dead_lettered), where sinks

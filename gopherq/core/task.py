@@ -56,9 +56,14 @@ class TaskStatus(str, enum.Enum):
     CLI, the API and the dashboard: an *attempt* fails (`task.failed`, then a retry or not), a *task* that ends
     without success is `dead`: it is in the dead-letter queue, and the record's `dead_reason` says why."""
 
+    #: An attempt failed and another is scheduled (`retry_at`); the only status that is not final.
     RETRYING = "retrying"
+    #: An attempt succeeded; `result` is what the executor returned.
     SUCCEEDED = "succeeded"
+    #: The task ended without success and is in the dead-letter queue; `dead_reason` says why (a reason code),
+    #: `error` what the last attempt said. Records written by earlier versions say "failed": they read as this.
     DEAD = "dead"
+    #: The task was cancelled on request.
     CANCELLED = "cancelled"
     #: The old name of DEAD, kept so that code written against it still works.
     FAILED = "dead"
@@ -373,8 +378,11 @@ def decode_task(raw: bytes, max_bytes: int) -> Task:
 class ErrorInfo:
     """Why an attempt failed: a reason code, a message, and executor details (e.g. the HTTP response)."""
 
+    #: A reason code (`timeout`, `exception`, `http_status`, ...: docs/guarantees.md lists them).
     reason: str
+    #: One line saying what went wrong.
     message: str
+    #: The executor's details (e.g. the HTTP response; a traceback for an unexpected exception).
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -388,18 +396,31 @@ class ErrorInfo:
 class TaskResult:
     """The record kept in Redis (with a TTL) for each task: what happened and what it returned."""
 
+    #: The task's id.
     id: str
+    #: Its queue.
     queue: str
+    #: Its type.
     type: str
+    #: Where it stands (see TaskStatus).
     status: TaskStatus
+    #: Attempts made so far.
     attempts: int
+    #: The worker of the last attempt.
     worker: str | None = None
+    #: When the last attempt started (Unix seconds).
     started_at: float | None = None
+    #: When it ended.
     finished_at: float | None = None
+    #: Seconds the last attempt took.
     duration: float | None = None
+    #: What the executor returned (JSON), when it succeeded.
     result: Any = None
+    #: Why the last attempt failed.
     error: ErrorInfo | None = None
+    #: Why the task is dead (a dead-letter reason code), when its status is `dead`.
     dead_reason: str | None = None
+    #: When the next attempt is due, while `retrying`.
     retry_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:

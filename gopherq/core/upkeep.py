@@ -18,7 +18,6 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.broker import Broker
-from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.flow import WorkerFlow
 from gopherq.core.plugins import PluginManager
@@ -82,7 +81,7 @@ class Upkeep:
             task = decode_task(envelope, max_bytes)
             entry = self.plugins.executors.get(task.type)
             if entry is None:
-                raise TaskRejected("unknown_type", f"no executor for task type {task.type!r}")
+                raise self.plugins.no_executor(task.type)
             entry.validate(task)
 
         validate_schedules(schedules, check)

@@ -408,8 +408,8 @@ class Worker(Upkeep, Settling):
         elif task.deadline is not None and now >= task.deadline:
             reason, message = "deadline", f"deadline {task.deadline:.3f} passed before attempt {task.attempt}"
         elif entry is None:
-            known = ", ".join(sorted(self.plugins.executors)) or "none"
-            reason, message = "unknown_type", f"no executor for task type {task.type!r} (registered: {known})"
+            rejected = self.plugins.no_executor(task.type)
+            reason, message = rejected.reason, rejected.message
         else:
             try:
                 entry.validate(task)

@@ -336,7 +336,7 @@ class Inspector(EventReader):
                         state, envelope = "ready", raw
                         break
                 else:
-                    if status in ("dead", "failed", "cancelled"):  # "failed": a record written before 0.2
+                    if status in ("dead", "failed", "cancelled"):  # "failed": a record of an earlier version
                         state = "dead" if status == "failed" else status
         timeline = await self.events(queue, count=events, task_id=task_id, latest=True)  # in time order
         if state == "unknown" and result is None and not timeline:
