@@ -139,14 +139,21 @@ class ExecutorEntry:
         self.run: Callable[[Task, ExecutionContext], Awaitable[Any]]
         if inspect.iscoroutinefunction(executor.execute):
             self.run = executor.execute
-        else:
+        elif self.own_threads is None:
             sync = executor.execute
 
             async def run_in_thread(task: Task, context: ExecutionContext) -> Any:
-                call = functools.partial(sync, task, context)
-                return await asyncio.get_running_loop().run_in_executor(self._thread_pool(), call)
+                return await asyncio.get_running_loop().run_in_executor(None, functools.partial(sync, task, context))
 
             self.run = run_in_thread
+        else:
+            own = executor.execute
+
+            async def run_in_own_threads(task: Task, context: ExecutionContext) -> Any:
+                call = functools.partial(own, task, context)
+                return await asyncio.get_running_loop().run_in_executor(self._thread_pool(), call)
+
+            self.run = run_in_own_threads
 
     def _thread_pool(self) -> ThreadPoolExecutor | None:
         """The executor's own threads when it asks for them (made on first use), else None: the default pool."""
