@@ -27,7 +27,15 @@ from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.schedules import upcoming
 from gopherq.core.settings import Settings, load_settings
-from gopherq.core.task import NESTED_TOO_DEEPLY, Backoff, Task, TaskResult, decode_task, new_task_id
+from gopherq.core.task import (
+    NESTED_TOO_DEEPLY,
+    Backoff,
+    Task,
+    TaskResult,
+    decode_task,
+    new_task_id,
+    parse_backoff,
+)
 
 T = TypeVar("T")
 
@@ -142,7 +150,7 @@ class AsyncClient:
         max_attempts: int | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
-        backoff: tuple[float, float] | None = None,
+        backoff: dict[str, float] | tuple[float, float] | Backoff | None = None,
         priority: str | None = None,
         unique_key: str | None = None,
         unique_for: float | None = None,
@@ -150,7 +158,8 @@ class AsyncClient:
     ) -> Task:
         """Build and validate a task (the executor's own fields go in `fields`); raises TaskRejected.
 
-        `priority`: "high", "default" or "low". `unique_for` (seconds) and/or `unique_key`: while a task with the
+        `backoff`: `{"min": s, "max": s}` or `(min, max)`, as in an envelope. `priority`: "high", "default" or
+        "low". `unique_for` (seconds) and/or `unique_key`: while a task with the
         same key is ready, delayed or running, enqueueing another is refused (see `submit`); without
         `unique_key` the key is made from the type and fields (by the envelope's rule, `task_from_dict`)."""
         if delay is not None:
@@ -165,7 +174,7 @@ class AsyncClient:
             deadline=deadline,
             eta=eta,
             created_at=time.time(),
-            backoff=Backoff(*backoff) if backoff else None,
+            backoff=parse_backoff(backoff),
             priority=None if priority == "default" else priority,
             unique_key=unique_key,
             unique_for=unique_for,
@@ -215,7 +224,7 @@ class AsyncClient:
     def check_task(self, task: Task) -> Task:
         """Validate a decoded task as a worker does (core.admission.admit: deadline, horizon, type, the
         executor's payload): sets its payload and returns it, or raises TaskRejected."""
-        admit(task, self.plugins.executors, time.time(), self.settings.queue.max_horizon)
+        admit(task, self.plugins, time.time(), self.settings.queue.max_horizon)
         return task
 
     # -- enqueueing --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from gopherq.client import AsyncClient, Client
 from gopherq.core.errors import GoPherQError, TaskRejected
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import Settings, load_settings
-from gopherq.core.task import TaskResult
+from gopherq.core.task import TaskResult, TaskStatus
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -65,12 +65,13 @@ def resolve_serializer(spec: str) -> Serializer:
 
 
 class TaskFailed(GoPherQError):
-    """A function task ended without a value: it failed (dead-lettered) or was cancelled. `record` says why."""
+    """A function task ended without a value: it is dead (dead-lettered) or was cancelled. `record` says why."""
 
     def __init__(self, record: TaskResult) -> None:
         self.record = record
         error = f": {record.error.reason}: {record.error.message}" if record.error else ""
-        super().__init__(f"task {record.id} {record.status.value}{error}")
+        ended = "was cancelled" if record.status is TaskStatus.CANCELLED else f"is {record.status.value}"
+        super().__init__(f"task {record.id} {ended}{error}")
 
 
 #: Every function registered with `@app.task` in this process, by name; the worker runs only these.
@@ -102,7 +103,7 @@ class Handle(Generic[R]):
     def _value(self, record: TaskResult | None, timeout: float) -> R:
         if record is None or not record.status.final:
             raise TimeoutError(f"task {self.id} did not finish within {timeout}s")
-        if record.status.value != "succeeded":
+        if record.status is not TaskStatus.SUCCEEDED:
             raise TaskFailed(record)
         return self.app.serializer.loads(record.result)  # type: ignore[no-any-return]
 

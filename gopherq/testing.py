@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
+#: The built-in sink that writes to Redis: a PluginHarness leaves it out unless the test switches it on.
+REDIS_SINK = "stream"
+
 #: Worker timings that make retries and recovery happen within a test's lifetime.
 FAST_WORKER = {
     "lease_timeout": 2.0,
@@ -121,6 +124,11 @@ class PluginHarness:
     entry points instead; `settings` is nested overrides or a `Settings`. Use it as `async with
     PluginHarness(...) as harness:` (executors are opened on first use and closed at the end), or call
     `run_sync` from synchronous tests.
+
+    A harness touches no Redis: the built-in `stream` sink, which writes events to Redis (and would start an
+    embedded redis-server where none is configured), is left out unless the test's settings switch it on
+    explicitly (`{"plugins": {"stream": {"enabled": True}}}`, with a `[redis]` to write to). For a real queue,
+    use the `gopherq_queue` fixture.
     """
 
     def __init__(
@@ -134,6 +142,11 @@ class PluginHarness:
         self.settings = build_settings(settings, config)
         self.plugins = build_plugins(self.settings, plugins, load)
         self._opened: set[str] = set()
+        if self.settings.plugin_table(REDIS_SINK).get("enabled") is not True:
+            entry = self.plugins.sinks.get(REDIS_SINK)
+            if entry is not None and entry.plugin == REDIS_SINK:
+                del self.plugins.sinks[REDIS_SINK]
+                self.plugins.info[REDIS_SINK].sinks.remove(REDIS_SINK)
 
     async def __aenter__(self) -> PluginHarness:
         return self
@@ -167,7 +180,7 @@ class PluginHarness:
         if attempt is not None:
             task.attempt = attempt
         try:  # the checks a worker makes before it runs a task
-            entry = admit(task, self.plugins.executors, time.time(), self.settings.queue.max_horizon)
+            entry = admit(task, self.plugins, time.time(), self.settings.queue.max_horizon)
         except TaskRejected as exc:
             return TaskRun("rejected", error=ErrorInfo(exc.reason, exc.message))
         if entry.name not in self._opened:
@@ -335,6 +348,21 @@ class RedisQueue:
                 await asyncio.wait_for(task, effective.worker.shutdown_timeout + 10)
             finally:
                 await connection.aclose()
+
+    async def push_raw(self, *envelopes: bytes | str | Mapping[str, Any]) -> None:
+        """Push tasks onto this queue's ready list as they are, unvalidated, as a producer's `RPUSH` would: to test
+        what a worker does with what no client would send. A mapping is encoded as JSON; bytes and str are pushed
+        unchanged (malformed JSON included)."""
+        import json
+
+        import redis.asyncio as aioredis
+
+        raw = [item if isinstance(item, (bytes, str)) else json.dumps(dict(item)) for item in envelopes]
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            await client.rpush(self.name, *raw)
+        finally:
+            await client.aclose()
 
     def cleanup(self) -> None:
         import redis

@@ -148,7 +148,7 @@ async def test_each_bad_task_is_dead_lettered_with_its_reason_and_the_next_task_
         assert (entry_id, entry["task_id"]) == (task_id, task_id), name
         record = await broker.get_result(task_id)
         assert record is not None, name
-        assert (record["status"], record["dead_reason"], record["error"]["reason"]) == ("failed", reason, reason), name
+        assert (record["status"], record["dead_reason"], record["error"]["reason"]) == ("dead", reason, reason), name
     assert not running.worker._fetcher.done()  # still fetching
     assert running.worker.stats["dead"] == len(CASES) and running.worker.stats["succeeded"] == len(CASES)
 

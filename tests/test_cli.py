@@ -199,7 +199,9 @@ def test_run_enqueue_result_against_a_worker(
 
     shown = run_gopherq(["result", "-c", config, "--queue", queue_name, "cli-task-1"])
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.strip() == "cli-task-1: succeeded after 1 attempt(s) - HTTP 200"
+    first, _, body = shown.stdout.partition("\n")
+    assert first == "cli-task-1: succeeded after 1 attempt(s) - HTTP 200"
+    assert json.loads(body) == {"got": "it"}  # the response body
     as_json = run_gopherq(["result", "-c", config, "-q", queue_name, "cli-task-1", "--json"])
     assert json.loads(as_json.stdout)["result"]["status_code"] == 200
 
@@ -212,7 +214,7 @@ def test_run_enqueue_result_against_a_worker(
     assert json.loads(rest)["error"]["reason"] == "http_status"
     failed = run_gopherq(["result", "-c", config, "-q", queue_name, task_id])
     assert failed.returncode == 0, failed.stderr
-    assert f"{task_id}: failed after 1 attempt(s) - http_status:" in failed.stdout
+    assert f"{task_id}: dead after 1 attempt(s) - http_status:" in failed.stdout
 
     # Without --wait only the id is printed; --body is sent as is.
     proc = run_gopherq(

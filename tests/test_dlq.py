@@ -86,7 +86,7 @@ async def test_requeue_keeps_the_id_and_resets_attempts(
     url = loopback.url("/flaky/2?status=503")  # two failures (all the attempts), then success
     await aredis.rpush(queue_name, codec.dumps({"id": "second-chance", "url": url, "header": {"X-A": "b"}}))
     record = await final(aredis, queue_name, "second-chance")
-    assert (record["status"], record["dead_reason"], record["attempts"]) == ("failed", "retries_exhausted", 2)
+    assert (record["status"], record["dead_reason"], record["attempts"]) == ("dead", "retries_exhausted", 2)
     async with AsyncClient(settings) as client:
         [entry] = await client.dead_letters.list()
         assert entry["id"] == "second-chance" and entry["task_id"] == "second-chance"

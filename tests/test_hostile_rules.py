@@ -303,7 +303,7 @@ async def test_the_horizon_is_a_setting_and_holds_for_raw_pushes(
         await start_worker(settings)
         await aredis.rpush(settings.queue.name, codec.dumps({**ADD, "id": "far", "eta": time.time() + 120}))
         record = await async_wait_until(lambda: client.result("far"), what="the far task dead-lettered")
-        assert record.status.value == "failed" and record.error is not None
+        assert record.status.value == "dead" and record.error is not None
         assert record.error.message.startswith("field 'eta' is more than queue.max_horizon (60s)")
         assert await client.cancel(later) == "cancelled"  # it was waiting in the delayed set, accepted
 

@@ -177,7 +177,7 @@ async def test_an_executor_exception_fails_the_task_with_its_error_recorded_and_
         failed = await client.wait(bad, timeout=15)
         good = await client.enqueue("flaky")
         succeeded = await client.wait(good, timeout=15)
-    assert failed is not None and failed.status.value == "failed"
+    assert failed is not None and failed.status.value == "dead"
     assert failed.error is not None
     assert (failed.error.reason, failed.error.message) == ("exception", "ValueError: boom")
     assert "ValueError: boom" in failed.error.details["traceback"]

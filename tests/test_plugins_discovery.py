@@ -162,7 +162,7 @@ def load(**plugins: Any) -> PluginManager:
 
 def test_pinning_loads_only_the_named_third_party_plugins_and_every_builtin(installed: dict[str, Path]) -> None:
     manager = load(load=["good"])
-    assert set(manager.info) == {"http", "logging", "webhook", "stream", "metrics", "good"}
+    assert set(manager.info) == {"http", "functions", "logging", "webhook", "stream", "metrics", "good"}
     good = manager.info["good"]
     assert (good.distribution, good.version, good.module, good.entry_point) == (
         "gq-good",
@@ -221,11 +221,13 @@ def test_disabled_plugins_are_not_even_added_directly() -> None:
 
 
 def test_disabling_a_plugin_that_is_not_installed_warns_with_a_did_you_mean(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("gopherq.core.plugins._WARNED", set())  # warned once per process: forget earlier tests'
     with caplog.at_level(logging.WARNING, logger="gopherq.core.plugins"):
         load(disable=["webhok"])
-    assert "disabled plugin 'webhok' is not installed (did you mean 'webhook'?)" in caplog.text
+        load(disable=["webhok"])
+    assert caplog.text.count("disabled plugin 'webhok' is not installed (did you mean 'webhook'?)") == 1
 
 
 def test_pinning_a_plugin_that_is_not_installed_is_an_error(installed: dict[str, Path]) -> None:

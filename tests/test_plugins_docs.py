@@ -37,8 +37,10 @@ def test_the_guide_embeds_both_example_plugins_verbatim() -> None:
     assert paths == [
         "examples/gopherq-pycall/pyproject.toml",
         "examples/gopherq-pycall/src/gopherq_pycall/__init__.py",
+        "examples/gopherq-pycall/tests/test_pycall.py",
         "examples/gopherq-jsonl/pyproject.toml",
         "examples/gopherq-jsonl/src/gopherq_jsonl/__init__.py",
+        "examples/gopherq-jsonl/tests/test_jsonl.py",
     ]
     for path, body in blocks:
         assert body == (REPO / path).read_text(), (

@@ -155,7 +155,7 @@ async def test_network_errors_timeouts_408_429_and_5xx_are_retried(
     )
     for key, reason in (("refused", "connect_error"), ("hangs", "timeout")):
         record = await final(aredis, queue_name, key)
-        assert (record["status"], record["attempts"], record["dead_reason"]) == ("failed", 3, "retries_exhausted")
+        assert (record["status"], record["attempts"], record["dead_reason"]) == ("dead", 3, "retries_exhausted")
         entry = await dead_letter(aredis, queue_name, key)
         assert entry["reason"] == "retries_exhausted" and entry["error"]["reason"] == reason
     dead = {event.task_id: event.data["reason"] for event in await sink.wait_named("task.dead_lettered", 2)}
@@ -174,7 +174,7 @@ async def test_other_4xx_are_not_retried_and_the_dead_letter_keeps_the_response(
     await start_worker(fast_retries(make_settings))
     await push(aredis, queue_name, {"id": "no", "url": loopback.url(f"/status/{status}?body_size=20000")})
     record = await final(aredis, queue_name, "no")
-    assert (record["status"], record["attempts"], record["dead_reason"]) == ("failed", 1, "non_retryable")
+    assert (record["status"], record["attempts"], record["dead_reason"]) == ("dead", 1, "non_retryable")
     assert loopback.count("no") == 1
     entry = await dead_letter(aredis, queue_name, "no")
     details = entry["error"]["details"]
@@ -220,7 +220,7 @@ async def test_a_task_past_its_deadline_gets_no_further_attempt(
     record = await final(aredis, queue_name, "expired")
     assert record["dead_reason"] == "deadline" and loopback.count("expired") == 0
     record = await final(aredis, queue_name, "runs-out")
-    assert record["dead_reason"] == "deadline" and record["status"] == "failed"
+    assert record["dead_reason"] == "deadline" and record["status"] == "dead"
     assert 2 <= loopback.count("runs-out") <= 6  # about one attempt per 0.2 s until the deadline
     entry = await dead_letter(aredis, queue_name, "runs-out")
     assert entry["reason"] == "deadline"

@@ -71,7 +71,7 @@ async def test_the_lock_is_freed_when_the_task_ends_or_dead_letters(
         second = (await client.submit([client.task("work", unique_key="report-7", fail=True)]))[0]
         assert not second.duplicate and second.id != first.id
         record = await client.wait(second.id, timeout=10)
-        assert record is not None and record.status.value == "failed"  # dead-lettered
+        assert record is not None and record.status.value == "dead"  # dead-lettered
         third = (await client.submit([client.task("work", unique_key="report-7")]))[0]
         assert not third.duplicate
         await client.wait(third.id, timeout=10)

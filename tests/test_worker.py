@@ -205,7 +205,7 @@ async def test_each_attempt_runs_under_its_time_limit(
     )
     found = await results(aredis, queue_name, ["own", "default"])
     for task_id in ("own", "default"):
-        assert found[task_id]["status"] == "failed"
+        assert found[task_id]["status"] == "dead"
         assert found[task_id]["error"]["reason"] == "timeout"
     assert "0.1s" in found["own"]["error"]["message"]
     assert "0.2s" in found["default"]["error"]["message"]
@@ -227,7 +227,7 @@ async def test_executors_are_selected_by_type(
     found = await results(aredis, queue_name, ["a", "b", "c", "d"])
     assert found["a"]["result"] == {"by": "alpha", "fields": {"x": 1}}
     assert found["b"]["result"] == {"by": "beta", "fields": {"y": 2}}
-    assert found["c"]["status"] == "failed"
+    assert found["c"]["status"] == "dead"
     assert found["c"]["dead_reason"] == "unknown_type"
     assert "'gamma'" in found["c"]["error"]["message"]
     assert found["d"]["error"]["reason"] == "exception"

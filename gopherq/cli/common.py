@@ -14,9 +14,11 @@ import click
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gopherq.cli.root import plugins_dirs
 from gopherq.client import AsyncClient
 from gopherq.core.errors import BrokerUnavailable, ConfigError, PluginError, TaskRejected
 from gopherq.core.masking import Masker
+from gopherq.core.plugin_paths import configured_paths
 from gopherq.core.runner import configure_logging
 from gopherq.core.settings import Settings, load_settings
 
@@ -68,6 +70,9 @@ def settings_from(config: str | None, **flags: Any) -> Settings:
             section, name = key.split(".")
             overrides.setdefault(section, {})[name] = value
     settings = load_settings(config, overrides)
+    extra = plugins_dirs()
+    if extra:  # `gopherq --plugins-dir DIR ...`: added to the configured folders
+        settings.plugins["paths"] = [*map(str, configured_paths(settings)), *extra]
     configure_logging(settings.logging.level, Masker.from_settings(settings))
     return settings
 

@@ -90,7 +90,7 @@ def workers(config: str | None, queue: str | None, as_json: bool) -> None:
             click.echo("    " + " ".join(f"{key}={value}" for key, value in worker.stats.items()))
         for task in worker.running[:20]:
             click.echo(f"    {task.task_id}  token {task.token}  for {_age(task.since)}")
-    click.echo(f"{len(found)} worker(s) on {name}", err=True)
+    click.echo(f"{len(found)} worker(s) on {name}")
 
 
 @cli.command()
@@ -119,6 +119,7 @@ def task(config: str | None, queue: str | None, task_id: str, event_count: int, 
     click.echo(f"{'task:':10} {info.id}")
     click.echo(f"{'queue:':10} {info.queue}")
     click.echo(f"{'state:':10} {info.state}")
+    click.echo(f"{'type:':10} {info.type or '-'}")
     if info.worker:
         click.echo(f"{'worker:':10} {info.worker} (for {_age(info.since)})")
     if info.envelope is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -18,6 +19,7 @@ from gopherq.cli.common import (
     settings_from,
     with_client,
 )
+from gopherq.cli.payload import json_object, task_fields
 from gopherq.cli.root import cli
 from gopherq.client import AsyncClient
 from gopherq.core.task import parse_json
@@ -26,11 +28,15 @@ from gopherq.core.task import parse_json
 @cli.command()
 @config_option
 @queue_option
-@click.option("--url", required=True, help="URL to call")
-@click.option("--method", "-X", default="GET", show_default=True)
-@click.option("--header", "-H", "headers", multiple=True, help="'Name: value' (repeatable)")
-@click.option("--body", default=None, help="request body (text)")
-@click.option("--json-body", default=None, help="request body (JSON)")
+@click.option("--type", "task_type", default="http", show_default=True, help="task type: the executor that runs it")
+@click.option(
+    "--payload", callback=json_object, metavar="JSON|@FILE", help="the task's own fields: a JSON object, or @file.json"
+)
+@click.option("--url", default=None, help="http: URL to call")
+@click.option("--method", "-X", default=None, help="http: method (default GET)")
+@click.option("--header", "-H", "headers", multiple=True, help="http: 'Name: value' (repeatable)")
+@click.option("--body", default=None, help="http: request body (text)")
+@click.option("--json-body", default=None, help="http: request body (JSON)")
 @click.option("--id", "task_id", default=None, help="task id (default: generated)")
 @click.option("--delay", type=float, default=None, help="run after this many seconds")
 @click.option("--max-attempts", type=int, default=None)
@@ -43,8 +49,10 @@ from gopherq.core.task import parse_json
 def enqueue(
     config: str | None,
     queue: str | None,
-    url: str,
-    method: str,
+    task_type: str,
+    payload: dict[str, Any] | None,
+    url: str | None,
+    method: str | None,
     headers: tuple[str, ...],
     body: str | None,
     json_body: str | None,
@@ -57,7 +65,8 @@ def enqueue(
     unique_for: float | None,
     wait: float | None,
 ) -> None:
-    """Enqueue an HTTP task and print its id (with --wait, then its result)."""
+    """Enqueue a task and print its id (with --wait, then its result): an HTTP task from --url and the HTTP options,
+    or a task of any type from --type and --payload, validated by its executor as a worker would."""
     settings = settings_from(config)
     parsed_headers: dict[str, str] = {}
     for header in headers:
@@ -67,16 +76,15 @@ def enqueue(
         parsed_headers[name.strip()] = value.strip()
     if body is not None and json_body is not None:
         raise click.UsageError("give --body or --json-body, not both")
-    payload: Any = body
+    request_body: Any = body
     if json_body is not None:
-        payload = parse_json(json_body)  # rejected exactly as a worker would reject it
+        request_body = parse_json(json_body)  # rejected exactly as a worker would reject it
+    http = {"url": url, "method": method, "headers": parsed_headers or None, "body": request_body}
+    fields = task_fields(task_type, payload, http)
 
     async def action(client: AsyncClient) -> Any:
-        task = client.http(
-            url,
-            method,
-            headers=parsed_headers,
-            body=payload,
+        task = client.task(
+            task_type,
             id=task_id,
             delay=delay,
             max_attempts=max_attempts,
@@ -84,6 +92,7 @@ def enqueue(
             priority=priority,
             unique_key=unique_key,
             unique_for=unique_for,
+            **fields,
         )
         [outcome] = await client.submit([task])
         click.echo(outcome.id)
@@ -121,8 +130,13 @@ def result(config: str | None, queue: str | None, task_id: str, as_json: bool) -
         line = f"{record.id}: {record.status.value} after {record.attempts} attempt(s)"
         if record.error:
             line += f" - {record.error.reason}: {record.error.message}"
-        if isinstance(record.result, dict) and "status_code" in record.result:
+        http = isinstance(record.result, dict) and "status_code" in record.result
+        if http:
             line += f" - HTTP {record.result['status_code']}"
         click.echo(line)
+        if http and record.result.get("body") not in (None, ""):
+            click.echo(str(record.result["body"]))  # an HTTP task's result, for a reader: the response body
+        elif not http and record.result is not None:
+            click.echo(f"result: {json.dumps(record.result, default=str)}")
     if not record.status.final:
         sys.exit(1)

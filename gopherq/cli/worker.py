@@ -43,7 +43,10 @@ def plugins(config: str | None, as_json: bool) -> None:
         echo_json(rows)
         return
     for row in rows:
-        dist = f"{row['distribution']} {row['version']}" if row["distribution"] else "(source tree)"
+        if row["path"]:
+            dist = f"from {row['path']}"
+        else:
+            dist = f"{row['distribution']} {row['version']}" if row["distribution"] else "(source tree)"
         click.echo(f"{row['name']}  {dist}  module {row['module']}{'  [built-in]' if row['builtin'] else ''}")
         for key in ("executors", "sinks", "settings", "commands", "hooks"):
             if row[key]:

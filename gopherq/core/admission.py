@@ -10,14 +10,13 @@ dead-letter, with the same reason and message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from gopherq.core.errors import TaskRejected
 from gopherq.core.executor import ExecutorEntry
+from gopherq.core.plugins import PluginManager
 from gopherq.core.task import Task
 
 
-def admit(task: Task, executors: Mapping[str, ExecutorEntry], now: float, horizon: float) -> ExecutorEntry:
+def admit(task: Task, plugins: PluginManager, now: float, horizon: float) -> ExecutorEntry:
     """The executor of `task` once every check has passed (its payload is then set); raises TaskRejected with
     the dead-letter reason otherwise. `horizon` is `queue.max_horizon`: an eta or a deadline further ahead, or a
     uniqueness window longer, is refused (a task parked for centuries, or a lock Redis cannot set, is a mistake
@@ -29,10 +28,9 @@ def admit(task: Task, executors: Mapping[str, ExecutorEntry], now: float, horizo
             "schema_invalid",
             f"field 'unique_for' is longer than queue.max_horizon ({horizon:g}s), got {task.unique_for!r}",
         )
-    entry = executors.get(task.type)
+    entry = plugins.executor(task.type)
     if entry is None:
-        known = ", ".join(sorted(executors)) or "none"
-        raise TaskRejected("unknown_type", f"no executor for task type {task.type!r} (registered: {known})")
+        raise plugins.no_executor(task.type)
     entry.validate(task)
     return entry
 

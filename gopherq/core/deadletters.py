@@ -66,6 +66,7 @@ class DeadLetters:
         self._requeue = self.redis.register_script(load_script("requeue"))
 
     async def count(self) -> int:
+        """How many dead letters the queue holds."""
         return int(await self.redis.zcard(self.keys.dead_index))
 
     async def trimmed(self) -> int:
@@ -82,6 +83,7 @@ class DeadLetters:
         return entries if self.masker is None else [masked_entry(entry, self.masker) for entry in entries]
 
     async def get(self, entry_id: str) -> dict[str, Any] | None:
+        """One entry (its id is the task's id, or `raw-...` for bytes that never became a task), or None."""
         raw = await self.redis.hget(self.keys.dead, entry_id)
         if raw is None:
             return None

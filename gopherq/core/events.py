@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import fnmatch
+import functools
 import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,24 +26,40 @@ from gopherq.core.masking import Masker
 
 log = logging.getLogger(__name__)
 
+#: Every event the core and the built-in plugins emit (plugins may emit their own), and when; `data` keys in
+#: parentheses. This catalogue is what docs/reference.md lists (docs/gen_reference.py renders it).
+EVENTS: dict[str, str] = {
+    "task.enqueued": "a client enqueued the task (only clients created with `sinks=True` feed sinks; `data.eta` when "
+    "it is delayed)",
+    "task.dequeued": "a worker claimed the task and it passed validation",
+    "task.started": "an attempt starts",
+    "task.succeeded": "the attempt succeeded and its result is stored (`data` holds the executor's "
+    "`context.event_data`, e.g. `http_status`)",
+    "task.failed": "the attempt failed (`error` says why); a `task.retrying` or `task.dead_lettered` follows",
+    "task.retrying": "the task is scheduled for another attempt (`data.delay`, `data.retry_at`)",
+    "task.dead_lettered": "the task went to the dead-letter queue (`data.reason`; `data.entry_id` when the bytes "
+    "never became a task); its result record's status is `dead`",
+    "task.recovered": "a task held by a dead worker, or whose lease expired, was put back (`data.recoveries`)",
+    "task.requeued": "a dead letter was requeued (`data.entry_id`)",
+    "task.released": "a running task was put back at shutdown (no attempt counted)",
+    "task.cancelled": "the task was cancelled on request (`data.running`: whether an attempt was cut short)",
+    "task.throttled": "flow control deferred the task, no attempt counted (`data.flow_key`, `data.until`)",
+    "host.circuit_opened": "a flow key's circuit breaker opened (`data.key`, `data.until`)",
+    "host.circuit_half_open": "a flow key's circuit lets a trial task through (`data.key`, `data.probe`)",
+    "host.circuit_closed": "a flow key's circuit closed again (`data.key`)",
+    "host.rate_lowered": "a 429/503 lowered a flow key's shared rate (`data.key`, `data.rate_factor`)",
+    "host.rate_restored": "a flow key's shared rate is back to its limit (`data.key`, `data.rate_factor`: 1.0)",
+    "worker.started": "a worker started (`data.concurrency`)",
+    "worker.quiet": "a worker stopped fetching (SIGTSTP); it finishes what it runs",
+    "worker.stopping": "a worker is shutting down (`data.running`: tasks still running)",
+    "worker.stopped": "a worker stopped (`data` has its counters)",
+}
+
 #: Every event name the core emits (plugins may emit their own).
-EVENT_NAMES = (
-    "task.enqueued",
-    "task.dequeued",
-    "task.started",
-    "task.succeeded",
-    "task.failed",
-    "task.retrying",
-    "task.dead_lettered",
-    "task.recovered",
-    "task.requeued",
-    "task.released",
-    "task.cancelled",
-    "worker.started",
-    "worker.quiet",
-    "worker.stopping",
-    "worker.stopped",
-)
+EVENT_NAMES = tuple(EVENTS)
+
+#: Outcomes that follow a `task.failed` of the same attempt: their text line names the error's reason only.
+FOLLOWS_FAILED_ATTEMPT = frozenset({"task.retrying", "task.dead_lettered"})
 
 
 #: Seconds between two "sink is full" warnings of one sink.
@@ -57,15 +75,25 @@ LINGER = 0.05
 class Event:
     """Something that happened. Task events carry the task fields; `data` holds the rest (e.g. retry delay)."""
 
+    #: What happened: one of the names of EVENTS (e.g. `task.succeeded`), or a plugin's own.
     name: str
+    #: When, in Unix seconds.
     timestamp: float
+    #: The worker that emitted it; None for a client's events.
     worker: str | None = None
+    #: The queue it concerns.
     queue: str | None = None
+    #: The task it concerns (task events).
     task_id: str | None = None
+    #: The task's type (task events).
     task_type: str | None = None
+    #: The attempt's number (attempt events).
     attempt: int | None = None
+    #: Seconds the attempt took (outcome events of an attempt).
     duration: float | None = None
+    #: Why the attempt failed: `{"reason", "message", "details"}`, masked.
     error: dict[str, Any] | None = None
+    #: The rest, by event (see EVENTS), masked; e.g. `delay` and `retry_at` of `task.retrying`.
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,7 +108,12 @@ class Event:
 
     def to_text(self) -> str:
         """One human-readable line (`task.succeeded task=... type=... attempt=1 duration=1.2ms ... queue=...
-        worker=...`), for the logging sink and `gopherq events`."""
+        worker=...`), for the logging sink and `gopherq events`; what the event does not have is left out (a
+        client's events have no worker).
+
+        A failed attempt is one line with its error: `task.failed`. The outcome that follows it (`task.retrying`,
+        or `task.dead_lettered` of a task that ran) names only the error's reason, so a log does not repeat the
+        message; a task dead-lettered without running (bad input) shows the message there, its only line."""
         parts = [self.name]
         if self.task_id is not None:
             parts.append(f"task={self.task_id}")
@@ -91,9 +124,15 @@ class Event:
         if self.duration is not None:
             parts.append(f"duration={self.duration * 1000:.1f}ms")
         if self.error:
-            parts.append(f"error={self.error.get('reason')}: {self.error.get('message')}")
+            if self.name in FOLLOWS_FAILED_ATTEMPT and self.duration is not None:
+                parts.append(f"error={self.error.get('reason')}")
+            else:
+                parts.append(f"error={self.error.get('reason')}: {self.error.get('message')}")
         parts += [f"{key}={value}" for key, value in self.data.items()]
-        parts.append(f"queue={self.queue} worker={self.worker}")
+        if self.queue is not None:
+            parts.append(f"queue={self.queue}")
+        if self.worker is not None:
+            parts.append(f"worker={self.worker}")
         return escape_controls(" ".join(parts))  # one line, whatever a producer put in the id or the error
 
     def to_json(self) -> bytes:
@@ -103,12 +142,17 @@ class Event:
 
 @runtime_checkable
 class Sink(Protocol):
-    """Receives events in batches, from its own buffer and task. `handle` may be `async def` or plain `def`
-    (run in a thread); an exception from it is logged and counted, and the next batch comes anyway.
+    """Receives events in batches (`handle(events)`), from its own buffer and task, one batch at a time; an
+    exception from `handle` is logged and counted, and the next batch comes anyway.
 
-    Optional extras, each sync or async: `open()` runs in the worker's event loop before the first batch (a
-    sink whose `open` fails gets no events: they are counted as dropped); `close()` runs at shutdown after
-    the last batch; `stats()` returns a dict of the sink's own counters, logged with the bus's at shutdown.
+    Where it runs: `async def` methods are awaited on the worker's event loop (never block in them). Plain `def`
+    methods (`open`, `handle`, `close`) all run in one thread of the sink's own, one call at a time: what `open`
+    makes (a sqlite3 connection, which refuses other threads) works in `handle`, and a slow sink blocks neither
+    the loop nor the other sinks.
+
+    Optional extras, each sync or async: `open()` runs before the first batch (a sink whose `open` fails gets no
+    events: they are counted as dropped); `close()` runs at shutdown after the last batch; `stats()` (plain
+    `def`, called on the loop) returns a dict of the sink's own counters, logged with the bus's at shutdown.
     """
 
     def handle(self, events: list[Event]) -> Any: ...
@@ -127,11 +171,12 @@ class EventFilter:
         )
 
 
-async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
-    """Await `func(*args)` when it is a coroutine function; run it in a thread otherwise."""
+async def call_maybe_async(func: Callable[..., Any], *args: Any, thread: Executor | None = None) -> Any:
+    """Await `func(*args)` when it is a coroutine function; run it in `thread` (default: the loop's default pool)
+    otherwise."""
     if inspect.iscoroutinefunction(func):
         return await func(*args)
-    result = await asyncio.to_thread(func, *args)
+    result = await asyncio.get_running_loop().run_in_executor(thread, functools.partial(func, *args))
     if inspect.isawaitable(result):
         return await result
     return result
@@ -162,7 +207,8 @@ def build_event(item: Event | PendingEvent) -> Event:
 
 
 class SinkChannel:
-    """One sink's bounded buffer and consumer task. When the buffer is full the oldest event is dropped."""
+    """One sink's bounded buffer and consumer task. When the buffer is full the oldest event is dropped. The
+    sink's plain `def` methods run in a thread of the channel's own (see `Sink`)."""
 
     def __init__(self, name: str, sink: Sink, accepts: EventFilter, buffer_size: int, batch_size: int) -> None:
         self.name = name
@@ -182,6 +228,16 @@ class SinkChannel:
         self._closing = False
         self._broken = False
         self._next_drop_log = 0.0
+        #: The thread of the sink's plain methods: made when the first of them is called.
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def _call(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run one of the sink's methods: awaited when async, in the sink's own thread when plain."""
+        if inspect.iscoroutinefunction(func):
+            return await func(*args)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"gopherq-sink-{self.name}")
+        return await call_maybe_async(func, *args, thread=self._thread)
 
     @property
     def buffer(self) -> list[Event]:
@@ -215,7 +271,7 @@ class SinkChannel:
         if opener is None:
             return
         try:
-            await call_maybe_async(opener)
+            await self._call(opener)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -244,7 +300,7 @@ class SinkChannel:
                 if self._handle_is_async:
                     await self.sink.handle(batch)
                 else:
-                    await call_maybe_async(self.sink.handle, batch)
+                    await self._call(self.sink.handle, batch)
                 self.delivered += len(batch)
             except asyncio.CancelledError:
                 raise
@@ -275,9 +331,12 @@ class SinkChannel:
         closer = getattr(self.sink, "close", None)
         if closer is not None:
             try:
-                await asyncio.wait_for(call_maybe_async(closer), timeout)
+                await asyncio.wait_for(self._call(closer), timeout)
             except Exception:
                 log.exception("event sink %s failed to close", self.name)
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)  # its last call has returned, or timed out and is abandoned
+            self._thread = None
 
     def stats(self) -> dict[str, Any]:
         """This channel's counters, plus the sink's own `stats()` when it has one."""

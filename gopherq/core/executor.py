@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import functools
 import inspect
 import logging
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,18 +26,27 @@ from pydantic import BaseModel, ValidationError
 
 from gopherq.core.errors import TaskFailure, TaskRejected
 from gopherq.core.flow import FlowLimits
-from gopherq.core.task import Task
+from gopherq.core.task import CONTROL_FIELDS, Task
 
 
 @runtime_checkable
 class Executor(Protocol):
-    """Runs tasks of one type. Optional extras: `payload_model` (a pydantic model class for the task's own
-    fields), `async open()` called once before the first task, `async close()` called at shutdown, and
-    `flow(task)` / `flow_signal(failure)` for shared flow control (see core/flow.py),
-    `followups(task, record, succeeded)` returning envelopes to enqueue when a task ends (pushed before the task
-    is settled, so never lost), and `check(task)`, called after the payload is validated wherever a task is
-    (every producer entry point and the worker), raising ValueError for what the payload model cannot know
-    alone: a task that needs a setting of the executor that is not set can never run, so it is refused."""
+    """Runs tasks of one type: `execute(task, context)` runs one attempt and returns its JSON-serialisable result,
+    or raises (`RetryTask`, `PermanentFailure`, `TaskFailure`, or anything: a failed attempt).
+
+    Where it runs: an `async def execute` is awaited on the worker's event loop (never block in it). A plain
+    `def execute` runs in a thread of the event loop's default pool, any of its threads, several tasks at once;
+    a plain `open`/`close` runs on the event-loop thread itself. Give the executor an `own_threads = N` attribute
+    and its plain `open`, `execute` and `close` all run in N threads of its own instead (N = 1: one thread, one
+    task at a time, which is what a sqlite3 connection made in `open` needs).
+
+    Optional extras: `payload_model` (a pydantic model class for the task's own fields), `open()` called once
+    before the first task, `close()` called at shutdown (each sync or async), `own_threads` (above), `flow(task)` /
+    `flow_signal(failure)` for shared flow control (see core/flow.py), and `followups(task, record, succeeded)`
+    returning envelopes to enqueue when a task ends (pushed before the task is settled, so never lost), and
+    `check(task)`, called after the payload is validated wherever a task is (every producer entry point and the
+    worker), raising ValueError for what the payload model cannot know alone: a task that needs a setting of
+    the executor that is not set can never run, so it is refused."""
 
     def execute(self, task: Task, context: ExecutionContext) -> Any: ...
 
@@ -44,13 +55,21 @@ class Executor(Protocol):
 class ExecutionContext:
     """What an executor knows about the attempt it runs: where, which try, and how long it may take."""
 
+    #: The id of the worker running the attempt (`host:pid:random`).
     worker_id: str
+    #: The queue the task came from.
     queue: str
+    #: This attempt's number, from 1.
     attempt: int
+    #: Attempts the task may have in all (its own `max_attempts`, or the queue's).
     max_attempts: int
+    #: Seconds this attempt may take; past them an `async def execute` is cancelled (a thread cannot be).
     timeout: float
+    #: Unix time after which no attempt starts (the task's `deadline`), or None.
     deadline: float | None
+    #: A logger adapter on the worker's logger whose records carry the task's id as `task_id`.
     log: logging.LoggerAdapter[logging.Logger]
+    #: Free for the executor's own use during the attempt.
     extra: dict[str, Any] = field(default_factory=dict)
     #: Small facts about this attempt (e.g. an HTTP status and host) that the worker adds to the `data` of the
     #: attempt's outcome events (task.succeeded, task.failed, task.retrying, task.dead_lettered), where sinks
@@ -58,15 +77,40 @@ class ExecutionContext:
     event_data: dict[str, Any] | None = None
 
 
-def describe_payload_error(exc: ValidationError) -> str:
-    """One line naming the first bad field of an executor payload."""
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "payload"
-    if error["type"] == "missing":
-        return f"field '{where}' is required"
-    if error["type"] == "extra_forbidden":
-        return f"field '{where}' is not a field of this task type"
-    return f"field '{where}': {error['msg']}"
+#: Most problems one payload error lists; the rest are counted.
+MAX_PROBLEMS = 10
+
+
+def describe_payload_error(exc: ValidationError, known: Iterable[str] = ()) -> str:
+    """Every problem of an executor payload (at most MAX_PROBLEMS, then how many more), on one line, each naming
+    its field. A field the model does not have gets a did-you-mean from `known` (the model's fields and the
+    envelope's control fields): `qurey` is most likely `query`, `max_attemps` is `max_attempts`."""
+    names = list(known)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "payload"
+        if error["type"] == "missing":
+            problems.append(f"field '{where}' is required")
+        elif error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(where, names, n=1) if len(error["loc"]) == 1 else []
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"field '{where}' is not a field of this task type{hint}")
+        else:
+            problems.append(f"field '{where}': {error['msg']}")
+    shown = problems[:MAX_PROBLEMS]
+    if len(problems) > MAX_PROBLEMS:
+        shown.append(f"and {len(problems) - MAX_PROBLEMS} more")
+    return "; ".join(shown)
+
+
+def model_field_names(model: type[BaseModel]) -> list[str]:
+    """The names a payload may use for the model's fields (aliases included)."""
+    names = []
+    for name, info in model.model_fields.items():
+        names.append(name)
+        if isinstance(info.alias, str):
+            names.append(info.alias)
+    return names
 
 
 class ExecutorEntry:
@@ -91,16 +135,36 @@ class ExecutorEntry:
         self.followups: Callable[[Task, bytes, bool], list[bytes]] | None = getattr(executor, "followups", None)
         #: Optional: checks of a validated payload against the executor's own settings (raises ValueError).
         self.check: Callable[[Task], None] | None = getattr(executor, "check", None)
+        #: Optional: the number of threads of the executor's own, in which its plain-def `open`, `execute` and
+        #: `close` run (None: `execute` runs in the loop's default pool, `open`/`close` on the loop).
+        self.own_threads: int | None = getattr(executor, "own_threads", None)
+        if self.own_threads is not None and (type(self.own_threads) is not int or self.own_threads < 1):
+            raise TypeError(f"executor {name!r}: own_threads must be an integer >= 1 or None, got {self.own_threads!r}")
+        self._pool: ThreadPoolExecutor | None = None
         self.run: Callable[[Task, ExecutionContext], Awaitable[Any]]
         if inspect.iscoroutinefunction(executor.execute):
             self.run = executor.execute
-        else:
+        elif self.own_threads is None:
             sync = executor.execute
 
             async def run_in_thread(task: Task, context: ExecutionContext) -> Any:
                 return await asyncio.get_running_loop().run_in_executor(None, functools.partial(sync, task, context))
 
             self.run = run_in_thread
+        else:
+            own = executor.execute
+
+            async def run_in_own_threads(task: Task, context: ExecutionContext) -> Any:
+                call = functools.partial(own, task, context)
+                return await asyncio.get_running_loop().run_in_executor(self._thread_pool(), call)
+
+            self.run = run_in_own_threads
+
+    def _thread_pool(self) -> ThreadPoolExecutor | None:
+        """The executor's own threads when it asks for them (made on first use), else None: the default pool."""
+        if self.own_threads is not None and self._pool is None:
+            self._pool = ThreadPoolExecutor(self.own_threads, thread_name_prefix=f"gopherq-{self.name}")
+        return self._pool
 
     def validate(self, task: Task) -> None:
         """Check the task's own fields; sets `task.payload` or raises TaskRejected('schema_invalid')."""
@@ -110,7 +174,11 @@ class ExecutorEntry:
             try:
                 task.payload = self._validate_payload(task.fields)
             except ValidationError as exc:
-                raise TaskRejected("schema_invalid", f"{self.name} task: {describe_payload_error(exc)}") from None
+                assert self.payload_model is not None
+                known = [*model_field_names(self.payload_model), *sorted(CONTROL_FIELDS)]
+                raise TaskRejected(
+                    "schema_invalid", f"{self.name} task: {describe_payload_error(exc, known)}"
+                ) from None
         if self.check is not None:
             try:
                 self.check(task)
@@ -118,18 +186,26 @@ class ExecutorEntry:
                 raise TaskRejected("schema_invalid", f"{self.name} task: {exc}") from None
 
     async def open(self) -> None:
-        opener = getattr(self.executor, "open", None)
-        if opener is not None:
-            result = opener()
-            if inspect.isawaitable(result):
-                await result
+        await self._lifecycle("open")
 
     async def close(self) -> None:
-        closer = getattr(self.executor, "close", None)
-        if closer is not None:
-            result = closer()
-            if inspect.isawaitable(result):
-                await result
+        try:
+            await self._lifecycle("close")
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)  # nothing runs in it any more: close() was its last call
+                self._pool = None
+
+    async def _lifecycle(self, method: str) -> None:
+        """Call the executor's optional `open`/`close`: awaited when async; a plain one runs in the executor's own
+        threads when it has them (so what `open` makes belongs to the thread `execute` runs in), else inline."""
+        func = getattr(self.executor, method, None)
+        if func is None:
+            return
+        pool = None if inspect.iscoroutinefunction(func) else self._thread_pool()
+        result = func() if pool is None else await asyncio.get_running_loop().run_in_executor(pool, func)
+        if inspect.isawaitable(result):
+            await result
 
 
 if sys.version_info >= (3, 11):
@@ -178,7 +254,8 @@ async def run_attempt(
     except TaskFailure as exc:
         failure = exc
     except Exception as exc:
-        context.log.warning("executor %s raised %s: %s", entry.name, type(exc).__name__, exc)
+        # Not logged here: the failure (with this traceback) is recorded and is the `task.failed` event, which the
+        # logging sink writes as the attempt's one log line.
         failure = TaskFailure(
             "exception", f"{type(exc).__name__}: {exc}", details={"traceback": traceback.format_exc(limit=8)[-4000:]}
         )

@@ -75,6 +75,10 @@ def gopherq_register_settings(register: RegisterSettings) -> None:
     start-up with a one-line error naming the key and the file, like the core settings;
     `GOPHERQ_PLUGINS__<NAME>__<KEY>` overrides a key. Declare secrets as `pydantic.SecretStr` so
     `gopherq config` masks them.
+
+    Runs in: every process that loads plugins: workers (each process of `gopherq run`), `gopherq web` and
+    `gopherq api`, clients (`Client`, `AsyncClient`, `App`) and the CLI commands that make one, `gopherq plugins`,
+    `gopherq config`, and the test kit (`PluginHarness`, `gopherq_queue`).
     """
 
 
@@ -87,6 +91,10 @@ def gopherq_register_executors(register: RegisterExecutor, settings: Settings) -
     open connections: `async open()` on the executor runs in the worker's event loop before the first task.
     Call `register(type_name, executor)` once per task type; a name another plugin registered stops start-up
     unless you pass `replace=True`. `settings` is the effective `gopherq.Settings`.
+
+    Runs in: every process that loads plugins: workers (each process of `gopherq run`), `gopherq web` and
+    `gopherq api`, clients (`Client`, `AsyncClient`, `App`) and the CLI commands that make one, `gopherq plugins`,
+    `gopherq config`, and the test kit (`PluginHarness`, `gopherq_queue`).
     """
 
 
@@ -94,11 +102,15 @@ def gopherq_register_executors(register: RegisterExecutor, settings: Settings) -
 def gopherq_register_sinks(register: RegisterSink, settings: Settings) -> None:
     """Register event sinks. Returns nothing.
 
-    Runs once at worker start-up (and for `gopherq plugins`), after the executors. Call
+    Runs once per process that feeds sinks (see below), after the executors. Call
     `register(name, sink, **config.register_kwargs())` for each enabled sink, where `config` is your
     `gopherq.SinkSettings` table, and register nothing when it is disabled: an event no sink wants is never
     even built. Each sink gets its own bounded buffer and its own task, so a slow or failing sink never slows
     the worker; what it drops or fails on is counted and logged.
+
+    Runs in: workers; `gopherq web` (the dashboard's requeue and cancel emit `task.requeued` and
+    `task.cancelled`); clients created with `sinks=True`, such as those of `gopherq dlq requeue` and
+    `gopherq cancel`; `gopherq plugins`; and the test kit (`PluginHarness.deliver`, `gopherq_queue`).
     """
 
 
@@ -108,6 +120,8 @@ def gopherq_register_commands(cli: Any) -> None:
 
     `cli` is the top-level click group: decorate functions with `@cli.command()` (or add a group). Runs when
     the `gopherq` program starts, before its arguments are parsed, so keep the hook's imports light.
+
+    Runs in: the `gopherq` program, at every invocation (and `gopherq plugins`, which lists the commands).
     """
 
 
@@ -118,6 +132,9 @@ def gopherq_startup(worker: Any) -> Any:
     Returns None or an awaitable, which the worker awaits before fetching. `worker.settings`, `worker.id` and
     `worker.queue` describe it. An exception here is logged and does not stop the worker or the other
     plugins' hooks.
+
+    Runs in: workers only (each process of `gopherq run`, and the test kit's `gopherq_queue.worker`), in the
+    worker's event loop.
     """
 
 
@@ -127,4 +144,6 @@ def gopherq_shutdown(worker: Any) -> Any:
 
     Returns None or an awaitable, which is awaited before the sinks are drained. An exception here is logged
     and does not stop the other plugins' hooks.
+
+    Runs in: workers only, in the worker's event loop.
     """

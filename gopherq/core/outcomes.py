@@ -187,13 +187,13 @@ class OutcomePolicy:
         """Dead-letter a task that was parsed (keeps its id; its result record says why)."""
         entry = self._entry(task.id, reason, error, raw if raw is not None else task.encode(), task.attempt, finished)
         entry["type"] = task.type
-        body = self._record(task, TaskStatus.FAILED, started, finished, error=error, dead_reason=reason)
+        body = self._record(task, TaskStatus.DEAD, started, finished, error=error, dead_reason=reason)
         settlement = Settlement("dead", token, task.id, body, codec.dumps(entry), task.id, unique_key=task.unique_key)
         return Decision(settlement, "task.dead_lettered", task, error, duration, {"reason": reason})
 
     def dead_raw(self, token: str, raw: bytes, rejected: TaskRejected, now: float) -> Decision:
         """Dead-letter bytes that never became a task. When they carry a usable id (a JSON object with a string
-        `id`), the producer's id names the entry, gets a failed result record and is in the event, as for any
+        `id`), the producer's id names the entry, gets a dead result record and is in the event, as for any
         task; otherwise the entry id is made from the token and there is no result record."""
         reason, error = rejected.reason, ErrorInfo(rejected.reason, rejected.message)
         if rejected.task_id is not None:

@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,18 +23,22 @@ import pluggy
 from pydantic import BaseModel
 
 from gopherq.core import hookspecs
-from gopherq.core.errors import ConfigError, PluginError
+from gopherq.core.errors import ConfigError, PluginError, TaskRejected
 from gopherq.core.events import EventBus, Sink
 from gopherq.core.executor import ExecutorEntry
+from gopherq.core.plugin_paths import LocalPlugin, configured_paths, find_local_plugins
 from gopherq.core.settings import Settings, validate_section
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "gopherq"
 
-#: Built-in plugins, by entry-point name; used only when the distribution's entry points are not installed.
+#: Built-in plugins, by entry-point name: the one list of them. pyproject.toml declares exactly these as the
+#: `gopherq` entry points of the distribution (a test checks it); this copy decides what counts as built-in (always
+#: loaded, whatever `load` pins) and registers them when running from a source tree that was never installed.
 BUILTINS = {
     "http": "gopherq.plugins.http",
+    "functions": "gopherq.plugins.functions",
     "logging": "gopherq.plugins.logging_sink",
     "webhook": "gopherq.plugins.webhook_sink",
     "stream": "gopherq.plugins.stream_sink",
@@ -44,7 +49,7 @@ BUILTINS = {
 IGNORED_TABLE = "(ignored: the plugin is not loaded)"
 
 #: Keys of the `[plugins]` table that are not plugin tables.
-RESERVED_TABLES = frozenset({"disable", "load"})
+RESERVED_TABLES = frozenset({"disable", "load", "paths"})
 
 
 @dataclass
@@ -57,6 +62,8 @@ class PluginInfo:
     version: str | None
     builtin: bool
     entry_point: str | None = None
+    #: The folder it was loaded from (`[plugins] paths`), for a plugin that is not installed.
+    path: str | None = None
     hooks: list[str] = field(default_factory=list)
     executors: list[str] = field(default_factory=list)
     sinks: list[str] = field(default_factory=list)
@@ -66,7 +73,7 @@ class PluginInfo:
     @property
     def label(self) -> str:
         """How error messages name the plugin: its name, distribution and entry point."""
-        return plugin_label(self.name, self.distribution, self.version, self.entry_point or self.module)
+        return plugin_label(self.name, self.distribution, self.version, self.entry_point or self.module, self.path)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +83,7 @@ class PluginInfo:
             "version": self.version,
             "builtin": self.builtin,
             "entry_point": self.entry_point,
+            "path": self.path,
             "hooks": self.hooks,
             "executors": self.executors,
             "sinks": self.sinks,
@@ -84,7 +92,24 @@ class PluginInfo:
         }
 
 
-def plugin_label(name: str, distribution: str | None, version: str | None, target: str) -> str:
+#: Warnings about the plugin selection already given in this process.
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Log a warning about the plugin selection once per process: a process may load plugins several times (the
+    CLI for its plugin commands and then for the command itself, a client and an App), and the same setting
+    deserves the same warning once."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
+
+
+def plugin_label(
+    name: str, distribution: str | None, version: str | None, target: str, path: str | Path | None = None
+) -> str:
+    if path is not None:
+        return f"plugin '{name}' (from {path}, {target})"
     dist = f"distribution {distribution} {version or ''}".rstrip() if distribution else "no distribution"
     return f"plugin '{name}' ({dist}, {target})"
 
@@ -134,8 +159,11 @@ class PluginManager:
 
     # -- discovery -------------------------------------------------------------------------------------------
 
-    def discover(self, disabled: Iterable[str] = (), pinned: Iterable[str] | None = None) -> None:
+    def discover(
+        self, disabled: Iterable[str] = (), pinned: Iterable[str] | None = None, paths: Iterable[Path] = ()
+    ) -> None:
         """Load every plugin of the entry-point group (built-ins always, third-party ones filtered by `pinned`),
+        then the plugins of the folders in `paths` (see core/plugin_paths.py; named there, so always loaded),
         except those named in `disabled`.
 
         An entry point found twice with the same target (e.g. an editable install seen through two paths) is
@@ -184,11 +212,15 @@ class PluginManager:
                 label = plugin_label(name, dist, version, ep.value)
                 raise PluginError(f"{label}: failed to import: {type(exc).__name__}: {one_line(str(exc))}") from None
             self._add(ep.name, plugin, dist, version, builtin, ep.value)
+        local = find_local_plugins(paths)
+        for found_locally in local:
+            self._add_local(found_locally, disabled)
+        seen |= {plugin.name for plugin in local}
         unknown = disabled - seen - set(BUILTINS)
         for name in sorted(unknown):
             close = difflib.get_close_matches(name, [*seen, *BUILTINS], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            log.warning("disabled plugin '%s' is not installed%s", name, hint)
+            warn_once(f"disabled plugin '{name}' is not installed{hint}")
         if pinned_set is not None:
             missing = pinned_set - seen
             if missing:
@@ -197,6 +229,27 @@ class PluginManager:
                     f"{', '.join(sorted(missing))}"
                     f" (installed: {', '.join(sorted(seen - set(BUILTINS))) or 'none'})"
                 )
+
+    def _add_local(self, plugin: LocalPlugin, disabled: set[str]) -> None:
+        """Load a plugin found in a folder, unless disabled; its name may not be a loaded plugin's."""
+        if plugin.name in disabled:
+            self.pm.set_blocked(plugin.name)
+            self.blocked.add(plugin.name)
+            return
+        label = plugin_label(plugin.name, None, None, plugin.target, plugin.origin)
+        if plugin.name in self.info:
+            raise PluginError(
+                f"{label}: duplicate plugin name: '{plugin.name}' is already {self.info[plugin.name].label}"
+                " (uninstall one, remove the folder from plugins.paths, or disable the name)"
+            )
+        if self.pm.is_blocked(plugin.name):  # an installed namesake left out by `load`: this one is asked for
+            self.pm.unblock(plugin.name)
+            self.blocked.discard(plugin.name)
+        try:
+            loaded = plugin.load()
+        except Exception as exc:
+            raise PluginError(f"{label}: failed to import: {type(exc).__name__}: {one_line(str(exc))}") from None
+        self._add(plugin.name, loaded, None, None, False, plugin.target, plugin.origin)
 
     def add_plugin(self, name: str, plugin: Any, distribution: str | None = None, version: str | None = None) -> None:
         """Register a plugin object directly (tests and embedding; entry points are the normal way).
@@ -212,10 +265,17 @@ class PluginManager:
         self._add(name, plugin, distribution, version, False, None)
 
     def _add(
-        self, name: str, plugin: Any, dist: str | None, version: str | None, builtin: bool, target: str | None
+        self,
+        name: str,
+        plugin: Any,
+        dist: str | None,
+        version: str | None,
+        builtin: bool,
+        target: str | None,
+        path: Path | None = None,
     ) -> None:
         module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
-        info = PluginInfo(name, module, dist, version, builtin, target)
+        info = PluginInfo(name, module, dist, version, builtin, target, path=None if path is None else str(path))
         if name in self.info:
             raise PluginError(f"{info.label}: duplicate plugin name: '{name}' is already {self.info[name].label}")
         try:
@@ -370,6 +430,15 @@ class PluginManager:
     def executor(self, task_type: str) -> ExecutorEntry | None:
         return self.executors.get(task_type)
 
+    def no_executor(self, task_type: str) -> TaskRejected:
+        """The rejection of a task whose type no loaded plugin runs, the same wherever it is found (client, HTTP
+        API, worker, schedules, test kit): what is registered, and where executors come from."""
+        known = ", ".join(sorted(self.executors)) or "none"
+        hint = "executors come from plugins: see `gopherq plugins`, and [plugins] load, disable and paths"
+        if self.blocked:
+            hint = f"installed but not loaded: {', '.join(sorted(self.blocked))}; {hint}"
+        return TaskRejected("unknown_type", f"no executor for task type {task_type!r} (registered: {known}; {hint})")
+
 
 def load_plugins(
     settings: Settings,
@@ -384,7 +453,9 @@ def load_plugins(
     settings' list of third-party plugins to load (gopherq.testing loads only the plugin under test).
     """
     manager = PluginManager()
-    manager.discover(settings.disabled_plugins, settings.pinned_plugins if pinned is None else pinned)
+    manager.discover(
+        settings.disabled_plugins, settings.pinned_plugins if pinned is None else pinned, configured_paths(settings)
+    )
     for name, plugin in (extra or {}).items():
         manager.add_plugin(name, plugin)
     manager.configure(settings)

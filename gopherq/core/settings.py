@@ -54,6 +54,7 @@ SEED_ENV: dict[str, tuple[str, ...]] = {
 PLUGIN_ENV: dict[str, tuple[str, ...]] = {
     "GOPHERQ_DISABLE_PLUGINS": ("plugins", "disable"),
     "GOPHERQ_LOAD_PLUGINS": ("plugins", "load"),
+    "GOPHERQ_PLUGIN_PATHS": ("plugins", "paths"),
 }
 
 
@@ -241,8 +242,8 @@ class ApiSettings(Section):
 
 
 class Settings(BaseSettings):
-    """All of GoPherQ's settings. `plugins` holds `disable`, `load` and one raw table per plugin; each plugin's
-    table is validated against the model the plugin registers (see core.plugins)."""
+    """All of GoPherQ's settings. `plugins` holds `disable`, `load`, `paths` and one raw table per plugin; each
+    plugin's table is validated against the model the plugin registers (see core.plugins)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True

@@ -67,12 +67,26 @@ PRIORITIES = ("high", "default", "low")
 
 
 class TaskStatus(str, enum.Enum):
-    """Where a task stands; stored in its result record."""
+    """Where a task stands; stored in its result record. One word per outcome, the same in records, events, the
+    CLI, the API and the dashboard: an *attempt* fails (`task.failed`, then a retry or not), a *task* that ends
+    without success is `dead`: it is in the dead-letter queue, and the record's `dead_reason` says why."""
 
+    #: An attempt failed and another is scheduled (`retry_at`); the only status that is not final.
     RETRYING = "retrying"
+    #: An attempt succeeded; `result` is what the executor returned.
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    #: The task ended without success and is in the dead-letter queue; `dead_reason` says why (a reason code),
+    #: `error` what the last attempt said. Records written by earlier versions say "failed": they read as this.
+    DEAD = "dead"
+    #: The task was cancelled on request.
     CANCELLED = "cancelled"
+    #: The old name of DEAD, kept so that code written against it still works.
+    FAILED = "dead"
+
+    @classmethod
+    def _missing_(cls, value: object) -> TaskStatus | None:
+        """Records written before the status was renamed say "failed": they read as DEAD."""
+        return cls.DEAD if value == "failed" else None
 
     @property
     def final(self) -> bool:
@@ -238,14 +252,31 @@ def _timestamp_field(obj: dict[str, Any], name: str) -> float | None:
 
 
 def _backoff_field(obj: dict[str, Any]) -> Backoff | None:
-    value = obj.get("backoff")
+    return parse_backoff(obj.get("backoff"))
+
+
+#: What `backoff` may be, for error messages.
+BACKOFF_SHAPES = "{'min': s, 'max': s} (either may be left out) or [min, max], with 0 <= min <= max"
+
+
+def parse_backoff(value: Any) -> Backoff | None:
+    """The one reading of a task's `backoff`, whatever the entry point (a raw envelope, the client, `@app.task`,
+    the HTTP API, a schedule): `{"min": s, "max": s}` (defaults 1 and 300), a `[min, max]` pair (a list, or a
+    tuple from Python), or a `Backoff`. None is no backoff of its own. Anything else is refused with a message
+    that shows the value as given."""
     if value is None:
         return None
-    if isinstance(value, dict) and set(value) <= {"min", "max"}:
+    low: Any = None
+    high: Any = None
+    if isinstance(value, Backoff):
+        low, high = value.min, value.max
+    elif isinstance(value, dict) and set(value) <= {"min", "max"}:
         low, high = value.get("min", 1.0), value.get("max", 300.0)
-        if type(low) in (int, float) and type(high) in (int, float) and 0 <= low <= high:
-            return Backoff(float(low), float(high))
-    raise _reject(f"field 'backoff' must be {{'min': s, 'max': s}} with 0 <= min <= max, got {value!r}")
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        low, high = value
+    if type(low) in (int, float) and type(high) in (int, float) and 0 <= low <= high:
+        return Backoff(float(low), float(high))
+    raise _reject(f"field 'backoff' must be {BACKOFF_SHAPES}, got {value!r}")
 
 
 def task_from_dict(obj: Any, *, producer: bool = False) -> Task:
@@ -403,8 +434,11 @@ def decode_task(raw: bytes, max_bytes: int, *, producer: bool = False) -> Task:
 class ErrorInfo:
     """Why an attempt failed: a reason code, a message, and executor details (e.g. the HTTP response)."""
 
+    #: A reason code (`timeout`, `exception`, `http_status`, ...: docs/guarantees.md lists them).
     reason: str
+    #: One line saying what went wrong.
     message: str
+    #: The executor's details (e.g. the HTTP response; a traceback for an unexpected exception).
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -418,18 +452,31 @@ class ErrorInfo:
 class TaskResult:
     """The record kept in Redis (with a TTL) for each task: what happened and what it returned."""
 
+    #: The task's id.
     id: str
+    #: Its queue.
     queue: str
+    #: Its type.
     type: str
+    #: Where it stands (see TaskStatus).
     status: TaskStatus
+    #: Attempts made so far.
     attempts: int
+    #: The worker of the last attempt.
     worker: str | None = None
+    #: When the last attempt started (Unix seconds).
     started_at: float | None = None
+    #: When it ended.
     finished_at: float | None = None
+    #: Seconds the last attempt took.
     duration: float | None = None
+    #: What the executor returned (JSON), when it succeeded.
     result: Any = None
+    #: Why the last attempt failed.
     error: ErrorInfo | None = None
+    #: Why the task is dead (a dead-letter reason code), when its status is `dead`.
     dead_reason: str | None = None
+    #: When the next attempt is due, while `retrying`.
     retry_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -80,7 +80,7 @@ class Upkeep:
         horizon = self.settings.queue.max_horizon
 
         def check(envelope: bytes) -> None:  # a schedule is a producer: the rules of every entry point
-            admit(decode_task(envelope, max_bytes, producer=True), self.plugins.executors, time.time(), horizon)
+            admit(decode_task(envelope, max_bytes, producer=True), self.plugins, time.time(), horizon)
 
         validate_schedules(schedules, check)
         queues = {schedule.queue or self.broker.keys.queue for schedule in schedules}

@@ -409,7 +409,7 @@ class Worker(Upkeep, Settling):
             )
         else:
             try:
-                entry = admit(task, self.plugins.executors, now, self.settings.queue.max_horizon)
+                entry = admit(task, self.plugins, now, self.settings.queue.max_horizon)
             except TaskRejected as exc:
                 reason, message = exc.reason, exc.message
         if entry is not None:
@@ -479,7 +479,8 @@ class Worker(Upkeep, Settling):
             decision = self.policy.success(token, task, outcome.result, outcome.started, outcome.finished)
         else:
             error = ErrorInfo(failure.reason, failure.message, failure.details)
-            log.info("task %s attempt %d failed: %s: %s", task.id, task.attempt, failure.reason, failure.message)
+            # DEBUG: at the default level the logging sink's `task.failed` line is the one line of a failed attempt.
+            log.debug("task %s attempt %d failed: %s: %s", task.id, task.attempt, failure.reason, failure.message)
             self.bus.emit(
                 "task.failed",
                 task_id=task.id,

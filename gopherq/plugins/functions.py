@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import os
+import sys
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,17 +58,24 @@ class FunctionExecutor:
         self.serializer: Serializer | None = None
 
     async def open(self) -> None:
-        """Import the function modules and the serializer; either failing stops start-up with one line."""
+        """Import the function modules and the serializer; either failing stops start-up with one line.
+
+        The worker's working directory is importable, as in Celery: `modules = ["myapp.tasks"]` finds
+        `./myapp/tasks.py` of the directory the worker was started from (appended to `sys.path`, so a local file
+        never hides an installed package of the same name)."""
+        cwd = os.getcwd()
+        if cwd not in sys.path and "" not in sys.path:
+            sys.path.append(cwd)
         try:
             self.serializer = resolve_serializer(self.settings.serializer)
         except Exception as exc:
-            raise ConfigError(f"plugins.functions.serializer: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(f"plugins.functions.serializer: {type(exc).__name__}: {exc}{_where(exc)}") from None
         for module in self.settings.modules:
             try:
                 importlib.import_module(module)
             except Exception as exc:  # an import can raise anything
                 raise ConfigError(
-                    f"plugins.functions.modules: cannot import {module!r}: {type(exc).__name__}: {exc}"
+                    f"plugins.functions.modules: cannot import {module!r}: {type(exc).__name__}: {exc}{_where(exc)}"
                 ) from None
 
     async def execute(self, task: Task, context: ExecutionContext) -> Any:
@@ -94,6 +103,16 @@ class FunctionExecutor:
             raise PermanentFailure(
                 f"the result of {payload.function} cannot be serialised: {exc}", reason="bad_result"
             ) from None
+
+
+def _where(exc: Exception) -> str:
+    """For a module that is not found: where the worker looked, and what to do about it."""
+    if not isinstance(exc, ModuleNotFoundError):
+        return ""
+    return (
+        f" (a worker imports from its working directory, {os.getcwd()}, and the installed packages: start it from"
+        " the directory that holds the module, or pip install your project into the worker's environment)"
+    )
 
 
 @hookimpl

@@ -33,6 +33,7 @@ from gopherq.core.inspect.reading import (
     id_pattern,
     integer,
     number,
+    task_type,
     text,
 )
 from gopherq.core.inspect.stream import EventReader
@@ -335,11 +336,9 @@ class Inspector(EventReader):
                         state, envelope = "ready", raw
                         break
                 else:
-                    if status in ("failed", "cancelled"):
-                        state = status
-        timeline = await self.events(queue, count=events, task_id=task_id, latest=True)
-        # Stream order is write order: a producer's `task.enqueued` can land after the worker's first events.
-        timeline.sort(key=lambda event: (event.timestamp or 0.0, event.id))
+                    if status in ("dead", "failed", "cancelled"):  # "failed": a record of an earlier version
+                        state = "dead" if status == "failed" else status
+        timeline = await self.events(queue, count=events, task_id=task_id, latest=True)  # in time order
         if state == "unknown" and result is None and not timeline:
             return None
         if isinstance(envelope, bytes):
@@ -347,6 +346,7 @@ class Inspector(EventReader):
         if isinstance(dead, dict):
             dead = {"id": task_id, **dead}
         return TaskInfo(
+            type=task_type(envelope, result, dead, timeline),
             id=task_id,
             queue=queue,
             state=state,

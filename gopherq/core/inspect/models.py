@@ -140,8 +140,10 @@ class StreamEvent:
 
 @dataclass(frozen=True, slots=True)
 class TaskInfo:
-    """Everything known about one task. `state`: ready, delayed, running, succeeded, failed, dead, cancelled or
-    unknown. `worker`/`since` are set while it runs (once its worker's heartbeat has listed it)."""
+    """Everything known about one task. `state`: ready, delayed, running, succeeded, dead, cancelled or unknown.
+    `worker`/`since` are set while it runs (once its worker's heartbeat has listed it). `type` is the task's type
+    from whichever record has it (envelope, result record, dead letter, events): a finished task keeps no
+    envelope, and its type is not `http` just because that is the envelope's default."""
 
     id: str
     queue: str
@@ -152,6 +154,7 @@ class TaskInfo:
     result: dict[str, Any] | None
     dead_letter: dict[str, Any] | None
     events: list[StreamEvent] = field(default_factory=list)
+    type: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = _plain(self)

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from gopherq.core import codec
+from gopherq.core.task import DEFAULT_TYPE
 
 #: Most entries of one unindexed place (ready list, in-flight hash, delayed set) a task lookup reads.
 SEARCH_LIMIT = 10_000
@@ -80,3 +81,15 @@ async def find_in_list(redis: Any, key: str, pattern: re.Pattern[bytes]) -> byte
         if len(batch) < 1000:
             return None
     return None
+
+
+def task_type(envelope: Any, result: Any, dead: Any, events: list[Any]) -> str | None:
+    """A task's type from the first of its records that names one: the result record, the dead letter, the
+    envelope (whose `type` defaults to `http`, so it is asked only when it parsed as a task), the events."""
+    for record, key in ((result, "type"), (dead, "type")):
+        if isinstance(record, dict) and isinstance(record.get(key), str):
+            return str(record[key])
+    if isinstance(envelope, dict) and "raw" not in envelope:
+        kind = envelope.get("type", DEFAULT_TYPE)
+        return kind if isinstance(kind, str) else None
+    return next((event.task_type for event in events if event.task_type), None)

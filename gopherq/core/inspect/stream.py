@@ -58,12 +58,19 @@ class EventReader:
     ) -> list[StreamEvent]:
         """Events of the queue's stream, oldest first: at most `count` after the entry id `after` ("-": from the
         oldest kept), or with `latest=True` the last `count`. `task_id` keeps that task's events only (looking
-        through at most EVENT_SCAN_LIMIT entries). To wait for new events, use `follow`."""
+        through at most EVENT_SCAN_LIMIT entries), in the order they happened: stream order is write order, and a
+        producer's `task.enqueued` can be written after a worker's first events of the task. To wait for new
+        events, use `follow`."""
         key = self.keys(queue).events
         count = max(1, count)
         if latest:
-            return list(reversed(await self._scan(key, "+", count, task_id, newest_first=True)))
-        return await self._scan(key, "-" if after in ("-", "") else f"({after}", count, task_id, newest_first=False)
+            found = list(reversed(await self._scan(key, "+", count, task_id, newest_first=True)))
+        else:
+            start = "-" if after in ("-", "") else f"({after}"
+            found = await self._scan(key, start, count, task_id, newest_first=False)
+        if task_id is not None:
+            found.sort(key=lambda event: (event.timestamp or 0.0, event.id))
+        return found
 
     async def _scan(
         self, key: str, bound: str, count: int, task_id: str | None, *, newest_first: bool

@@ -14,9 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO
 
-from pydantic import Field
-
 from gopherq import Event, RegisterSettings, RegisterSink, Settings, SinkSettings, hookimpl
+from pydantic import Field
 
 __version__ = "0.1.0"
 

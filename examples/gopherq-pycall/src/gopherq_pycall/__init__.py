@@ -20,8 +20,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from gopherq import (
     ExecutionContext,
     PermanentFailure,
@@ -32,6 +30,7 @@ from gopherq import (
     Task,
     hookimpl,
 )
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __version__ = "0.1.0"
 
