@@ -83,6 +83,7 @@ class RedisSettings(Section):
     tls_check_hostname: bool = Field(True, description="verify that the certificate names the host")
     data_dir: str = Field(".gopherq", description="embedded mode: data directory, relative to the config file")
     server_binary: str | None = Field(None, description="embedded mode: redis-server to run (default: PATH)")
+    command_timeout: float | None = Field(None, gt=0, le=300, description="seconds a command may go unanswered")
 
     @field_validator("sentinels")
     @classmethod
