@@ -202,6 +202,7 @@ class WebSettings(Section):
     username: str = Field("admin", min_length=1, description="basic-auth user name (with `password`)")
     password: SecretStr | None = Field(None, description="basic-auth password; browsers get a login prompt")
     poll_interval: float = Field(2.0, ge=0.5, le=60, description="seconds between live updates of a page")
+    session_ttl: int = Field(43200, ge=60, description="seconds a dashboard login lasts (logout ends it sooner)")
 
     @field_validator("token", "password")
     @classmethod
