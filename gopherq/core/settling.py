@@ -16,7 +16,7 @@ from gopherq.core.events import EventBus
 from gopherq.core.flow import WorkerFlow
 from gopherq.core.outcomes import Decision
 from gopherq.core.plugins import PluginManager
-from gopherq.core.resilience import RETRYABLE, Backoff
+from gopherq.core.resilience import RETRYABLE, Backoff, Outage
 from gopherq.core.settings import Settings
 from gopherq.core.task import Task
 
@@ -32,6 +32,7 @@ class Settling:
     bus: EventBus
     plugins: PluginManager
     flow: WorkerFlow
+    outage: Outage
     held: dict[str, Task | None]
     stats: dict[str, int]
     _decisions: list[Decision]
@@ -49,7 +50,7 @@ class Settling:
         self._settle_wakeup.set()
 
     async def _settle_loop(self) -> None:
-        backoff = Backoff(f"settle ({self.id})")
+        backoff = Backoff("settle", outage=self.outage)
         while True:
             await self._settle_wakeup.wait()
             self._settle_wakeup.clear()

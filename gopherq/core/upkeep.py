@@ -19,10 +19,11 @@ from typing import Any
 from gopherq.core import codec
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker
+from gopherq.core.connection import command_timeout
 from gopherq.core.events import EventBus
 from gopherq.core.flow import WorkerFlow
 from gopherq.core.plugins import PluginManager
-from gopherq.core.resilience import RETRYABLE, Backoff
+from gopherq.core.resilience import RETRYABLE, Backoff, Outage
 from gopherq.core.schedules import Scheduler, validate_schedules
 from gopherq.core.settings import Settings
 from gopherq.core.task import Task, decode_task
@@ -44,6 +45,7 @@ class Upkeep:
     lease_ms: int
     held: dict[str, Task | None]
     flow: WorkerFlow
+    outage: Outage
     stats: dict[str, int]
     concurrency: int
     started_at: float
@@ -96,10 +98,18 @@ class Upkeep:
                 cfg.lease_timeout,
                 cfg.heartbeat_interval,
             )
+        timeout = command_timeout(self.settings)
+        if timeout >= cfg.lease_timeout:
+            log.warning(
+                "redis.command_timeout (%ss) is not shorter than worker.lease_timeout (%ss): Redis can stop answering "
+                "for longer than a lease before this worker notices",
+                timeout,
+                cfg.lease_timeout,
+            )
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.worker.heartbeat_interval
-        failures = Backoff(f"heartbeat ({self.id}): leases not renewed")
+        failures = Backoff("heartbeat (leases not renewed)", outage=self.outage)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -152,7 +162,7 @@ class Upkeep:
         # A blocking fetch a frozen worker left on the server may still land in its list until it times out.
         forget_ms = int((cfg.fetch_timeout + cfg.heartbeat_interval + 2 * cfg.reaper_interval + 1.0) * 1000)
         lock_ms = int(cfg.reaper_interval * 1000)
-        backoff = Backoff(f"maintenance ({self.id})")
+        backoff = Backoff("maintenance", outage=self.outage)
         while True:
             await asyncio.sleep(cfg.promote_interval)
             try:
@@ -175,7 +185,7 @@ class Upkeep:
         while this worker holds tasks; each runner is named after its attempt token (see Worker._launch)."""
         interval = self.settings.worker.cancel_poll_interval
         keep_ms = self.settings.queue.result_ttl * 1000
-        failures = Backoff(f"cancel watch ({self.id})")
+        failures = Backoff("cancel watch", outage=self.outage)
         while True:
             await asyncio.sleep(interval)
             if not self.held:

@@ -27,6 +27,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker, Settlement
+from gopherq.core.connection import blocking_wait
 from gopherq.core.errors import BrokerUnavailable, TaskFailure, TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry, run_attempt
@@ -36,7 +37,7 @@ from gopherq.core.masking import Masker
 from gopherq.core.outcomes import Decision, OutcomePolicy
 from gopherq.core.plugins import PluginManager
 from gopherq.core.priorities import LevelOrder
-from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff
+from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff, Outage
 from gopherq.core.settings import Settings
 from gopherq.core.settling import Settling
 from gopherq.core.task import ErrorInfo, Task, decode_task
@@ -66,6 +67,7 @@ class Worker(Upkeep, Settling):
         self.id = worker_id or make_worker_id()
         self.queue = settings.queue.name
         self.broker = Broker(redis, self.queue, self.id)
+        self.outage = Outage(f"worker {self.id}")  # one warning per Redis outage, whichever loop sees it first
         self.policy = OutcomePolicy(settings.queue, self.id)
         self.bus = EventBus()
         self.bus.defaults = {"worker": self.id, "queue": self.queue}
@@ -99,16 +101,8 @@ class Worker(Upkeep, Settling):
         #: (first token, claim time) of every batch claimed since the oldest held one: when each task was claimed,
         #: without a write per task (read by the heartbeat for the worker's info; see Upkeep.running_tasks).
         self.claimed_batches: list[tuple[int, float]] = []
-        self.stats = {
-            "succeeded": 0,
-            "failed": 0,
-            "retried": 0,
-            "deferred": 0,
-            "dead": 0,
-            "refused": 0,
-            "recovered": 0,
-            "cancelled": 0,
-        }
+        outcomes = ("succeeded", "failed", "retried", "deferred", "dead", "refused", "recovered", "cancelled")
+        self.stats = dict.fromkeys(outcomes, 0)
 
     # -- control ---------------------------------------------------------------------------------------------
 
@@ -174,7 +168,7 @@ class Worker(Upkeep, Settling):
         await self._shutdown()
 
     async def _connect(self) -> None:
-        backoff = Backoff(f"worker {self.id}", high=10.0)
+        backoff = Backoff("start-up", high=10.0, outage=self.outage)
         while True:
             try:
                 await verify_access(self.redis, self.queue)
@@ -241,7 +235,7 @@ class Worker(Upkeep, Settling):
         self, what: str, action: Callable[[], Coroutine[Any, Any, Any]], *, once: bool = False, attempts: int = 0
     ) -> Any:
         """Run a Redis action, retrying failures with backoff (`attempts` times, or until asked to stop)."""
-        backoff = Backoff(f"{what} ({self.id})")
+        backoff = Backoff(what, outage=self.outage)
         tries = 0
         while True:
             try:
@@ -259,7 +253,8 @@ class Worker(Upkeep, Settling):
 
     async def _fetch_loop(self) -> None:
         cfg = self.settings.worker
-        backoff = Backoff(f"fetch ({self.id})")
+        backoff = Backoff("fetch", outage=self.outage)
+        wait = blocking_wait(self.settings)
         while not self._quiet.is_set():
             if self._suspect is not None:
                 await self._run_suspect()
@@ -279,7 +274,7 @@ class Worker(Upkeep, Settling):
                     log.info("queue %s resumed: worker %s fetches again", self.queue, self.id)
                 if not batch:
                     # A timed-out blocking fetch is not an error: go round and claim again.
-                    await self.broker.wait_for_task(cfg.fetch_timeout)
+                    await self.broker.wait_for_task(wait)
                     backoff.reset()
                     continue
                 backoff.reset()

@@ -12,8 +12,13 @@ Authentication is the web server's (bearer token; loopback only without one). Th
 a browser cannot send it a cross-site request without a CORS preflight, which this server never grants: that is
 why `/v1` needs no CSRF token (see security.csrf). Errors are JSON `{"error": {"reason", "message"}}`, with the
 reason codes and messages the CLI and the client give: 400 for a body that is not JSON or not a task, 422 for a
-task that fails validation, 413 for a body over `api.max_body_bytes`, 415 for a body that is not JSON, 503 (with
-Retry-After) when Redis cannot take the tasks: nothing was created, and the same request can be sent again.
+task that fails validation, 413 for a body over `api.max_body_bytes`, 415 for a body that is not JSON.
+
+When Redis fails, the answer is a 503 that says only what is known (see `unavailable`): reason `unavailable` (with
+Retry-After) when no command reached Redis, so nothing was created; reason `outcome_unknown` when a command was
+sent but not confirmed (a timeout, a connection lost mid-call, an error reply): the tasks may or may not exist, and
+sending the request again is safe only when every task carries its own id (`resend_safe`, and then Retry-After),
+because an id is created once within `api.idempotency_window`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from aiohttp import web
 
 from gopherq.client import AsyncClient, Enqueued
 from gopherq.core import codec
+from gopherq.core.connection import watch_writes
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import Masker
@@ -83,7 +89,11 @@ class Coalescer:
     async def _send(self, waiting: list[tuple[list[Task], asyncio.Future[list[Enqueued]]]]) -> None:
         tasks = [task for batch, _ in waiting for task in batch]
         try:
-            outcomes = await self.client.create(tasks, self.window)
+            with watch_writes(self.client.redis) as writes:
+                try:
+                    outcomes = await self.client.create(tasks, self.window)
+                except RETRYABLE as exc:
+                    raise CreateFailed(exc, writes.maybe_sent) from exc
         except BaseException as exc:
             for _, future in waiting:
                 if not future.done():
@@ -96,6 +106,42 @@ class Coalescer:
             if not future.done():
                 future.set_result(outcomes[start : start + len(batch)])
             start += len(batch)
+
+
+class CreateFailed(Exception):
+    """Redis failed a create call: `error` is what redis-py raised; `maybe_sent` is False only when no command of
+    the call reached Redis (then nothing was created)."""
+
+    def __init__(self, error: BaseException, maybe_sent: bool) -> None:
+        super().__init__(error, maybe_sent)
+        self.error = error
+        self.maybe_sent = maybe_sent
+
+
+def unavailable(failure: CreateFailed, tasks: list[Task], window: int) -> web.Response:
+    """The 503 of a create that Redis failed, saying only what is known. Nothing sent: `unavailable`, nothing was
+    created, send it again. Sent but not confirmed (a timeout is not a refusal: the command may still run when Redis
+    wakes up; a connection lost mid-call, or an error reply to one command of several, leave it as open):
+    `outcome_unknown`, the tasks may exist; sending again is safe only when every task carries the producer's own
+    id, which is created once within `api.idempotency_window`."""
+    error = f"{type(failure.error).__name__}: {failure.error}"
+    if not failure.maybe_sent:
+        response = problem(503, "unavailable", f"Redis is unavailable ({error}): nothing was created; send it again")
+        response.headers["Retry-After"] = "1"
+        return response
+    safe = all(not task.id_assigned for task in tasks)
+    if safe:
+        advice = (
+            "sending the same request again is safe: a task id is created once within "
+            f"api.idempotency_window ({window}s)"
+        )
+    else:
+        advice = "sending it again may create them twice: give every task an id to make a resend safe"
+    message = f"Redis did not confirm the tasks ({error}): they may or may not have been created; {advice}"
+    response = problem(503, "outcome_unknown", message, resend_safe=safe, ids=[task.id for task in tasks])
+    if safe:
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 def answer(data: Any, status: int = 200) -> web.Response:
@@ -227,10 +273,8 @@ async def create_tasks(request: web.Request) -> web.Response:
         return problem(status, rejection.reason, rejection.message, **where)
     try:
         outcomes = await coalescer.create(tasks)
-    except RETRYABLE as exc:  # nothing was created (the script runs whole or not at all): the producer retries
-        response = problem(503, "unavailable", f"Redis cannot take the tasks now: {exc}")
-        response.headers["Retry-After"] = "1"
-        return response
+    except CreateFailed as failure:
+        return unavailable(failure, tasks, settings.api.idempotency_window)
     created = [not outcome.duplicate for outcome in outcomes]
     status = 201 if any(created) else 200
     if batch:

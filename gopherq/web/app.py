@@ -22,6 +22,7 @@ from gopherq.core.settings import Settings
 from gopherq.web import actions, api, health, metrics, pages
 from gopherq.web.render import ENV_KEY, MASKER_KEY, POLL_KEY, STATIC, build_environment
 from gopherq.web.security import AUTH_KEY, MIDDLEWARES, Auth, Handler
+from gopherq.web.sessions import SESSIONS_KEY, Sessions
 from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
 
 Area = Callable[[web.Application], None]
@@ -64,6 +65,7 @@ def create_app(
     app[INSPECTOR_KEY] = inspector
     app[BUS_KEY] = bus
     app[AUTH_KEY] = Auth.from_settings(settings.web)
+    app[SESSIONS_KEY] = Sessions(redis, settings.web.session_ttl)
     app[MASKER_KEY] = masker
     app[ENV_KEY] = build_environment(masker)
     app[POLL_KEY] = settings.web.poll_interval

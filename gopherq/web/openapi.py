@@ -36,7 +36,13 @@ def _errors(*codes: int, redis: bool = True) -> dict[str, Any]:
         413: "the body is over api.max_body_bytes, or the batch over api.max_batch",
         415: "the body is not application/json",
         422: "a task fails validation (the message names the field)",
-        503: "Redis cannot take the tasks now (Retry-After): nothing was created; send the same request again",
+        503: (
+            "Redis failed the call. reason 'unavailable' (with Retry-After): no command reached Redis, nothing was "
+            "created, send the same request again. reason 'outcome_unknown': the call was sent but not confirmed "
+            "(e.g. Redis timed out), so the tasks may or may not exist; resend_safe is true (with Retry-After) when "
+            "every task has its own id, making a resend safe within api.idempotency_window, and false otherwise "
+            "(a resend may create tasks twice); ids names the tasks"
+        ),
     }
     answers = {**_EVERY_ROUTE, **(_REDIS_DOWN if redis else {})}
     answers.update({str(code): _answer(meaning[code], _ERROR) for code in codes})
@@ -182,6 +188,8 @@ OPENAPI: dict[str, Any] = {
                             "reason": {"type": "string"},
                             "message": {"type": "string"},
                             "index": {"type": "integer"},
+                            "resend_safe": {"type": "boolean"},
+                            "ids": {"type": "array", "items": {"type": "string"}},
                         },
                     }
                 },

@@ -107,12 +107,13 @@ class EventReader:
         queue: str,
         after: str | None = None,
         task_id: str | None = None,
-        block: float = 1.0,
+        block: float = 0.5,
         stop: asyncio.Event | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Yield the queue's events as they are written, after the entry id `after` (default: from now on),
         only `task_id`'s when given; waits on the stream (XREAD BLOCK, `block` seconds at a time) until `stop` is
-        set (checked between reads: the end comes within `block` seconds, without cancelling a blocked read)."""
+        set (checked between reads: the end comes within `block` seconds, without cancelling a blocked read).
+        Keep `block` under half of `redis.command_timeout` (1 s at the least): a read blocked longer would time out."""
         key = self.keys(queue).events
         last = after if after not in (None, "", "$") else await self.last_event_id(queue)
         while stop is None or not stop.is_set():
