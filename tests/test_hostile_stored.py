@@ -21,12 +21,14 @@ from gopherq.core.bounds import SHOWN_FIELD, SHOWN_TEXT, bounded, cut_bytes, cut
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters, masked_raw_text
 from gopherq.core.errors import TaskRejected
+from gopherq.core.events import Event
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.masking import Masker, drop_cut_url
 from gopherq.core.outcomes import DEAD_ERROR_LIMIT, RAW_PREFIX_BYTES, OutcomePolicy, capped_error, raw_for_storage
 from gopherq.core.settings import QueueSettings, Settings, load_settings
 from gopherq.core.task import ErrorInfo
+from gopherq.plugins.stream_sink import ENTRY_BYTES, entry_json
 from gopherq.web import create_app
 from tests.conftest import LoopbackServer, PrivateRedis, async_wait_until
 
@@ -216,6 +218,12 @@ async def test_every_face_bounds_each_stored_field_and_says_what_it_cut(
     downloaded = codec.loads(raw)
     assert status == 200 and downloaded["body"] == body and downloaded["headers"]["Authorization"] == "********"
 
+    # The stream keeps each event bounded too: the failed attempt's event carried the 60 KB body.
+    entries = await aredis.xrange(keys.events, "-", "+")
+    assert entries and max(len(fields[b"event"]) for _, fields in entries) <= ENTRY_BYTES + 512
+    failed = [codec.loads(f[b"event"]) for _, f in entries if codec.loads(f[b"event"])["event"] == "task.failed"]
+    assert failed[0]["truncated"]["error.details.body"] == {"bytes": 60000}
+
 
 async def test_events_another_writer_made_big_are_bounded_when_read(
     make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
@@ -309,6 +317,14 @@ def test_a_dead_letters_error_is_bounded_whatever_the_executor_said() -> None:
     policy = OutcomePolicy(queue_settings(), "w")
     decision = policy.dead_raw("7", b"x" * 50_000, TaskRejected("too_large", "task is 50000 bytes"), 1.0)
     assert len(decision.settlement.data) < RAW_PREFIX_BYTES + 1024
+
+
+def test_an_event_over_the_entry_bound_is_cut_and_says_so() -> None:
+    event = Event("task.failed", 1.0, "w", "q", "t", error={"reason": "http_status", "message": "x" * 50_000})
+    line = entry_json(event, Masker())
+    assert len(line) <= ENTRY_BYTES + 256
+    assert codec.loads(line)["truncated"] == {"error.message": {"bytes": 50_000}}
+    assert "truncated" not in codec.loads(entry_json(Event("task.succeeded", 1.0, "w", "q", "t"), Masker()))
 
 
 def queue_settings() -> QueueSettings:

@@ -181,6 +181,7 @@ class SinkChannel:
         self._closing = False
         self._broken = False
         self._next_drop_log = 0.0
+        self._handling = 0  # events of the batch the sink is handling now
 
     @property
     def buffer(self) -> list[Event]:
@@ -238,6 +239,7 @@ class SinkChannel:
             if self._broken:
                 self.dropped += len(items)
                 continue
+            self._handling = len(items)
             try:
                 batch = [build_event(item) for item in items]
                 if self._handle_is_async:
@@ -245,9 +247,11 @@ class SinkChannel:
                 else:
                     await call_maybe_async(self.sink.handle, batch)
                 self.delivered += len(batch)
+                self._handling = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._handling = 0
                 self.failed_batches += 1
                 self.failed_events += len(items)
                 if self.failed_batches <= 3 or self.failed_batches % 100 == 0:
@@ -267,7 +271,7 @@ class SinkChannel:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except (asyncio.TimeoutError, Exception):
                 self._task.cancel()
-                left = len(self._queue)
+                left = len(self._queue) + self._handling  # the batch the sink held (e.g. retrying) too
                 if left:
                     self.dropped += left
                     log.warning("event sink %s: %d events not delivered at shutdown", self.name, left)
