@@ -4,7 +4,9 @@ This module is the public API: what applications and plugins import. Everything 
 Plugins need: `hookimpl` and the `Register*` callback types (hooks), `Executor`, `ExecutionContext` and `Task`
 (executors), `Sink`, `Event` and `EventFilter` (sinks), `PluginSettings`, `SinkSettings` and `Settings`
 (settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor raises), and for plugins that
-write to Redis or show data: `RedisConnection`, `QueueKeys` and `Masker`. See docs/plugins.md.
+write to Redis or show data: `RedisConnection`, `QueueKeys`, `Masker`, `bounded` (cut a value to a size),
+`redis_unavailable` (an error that means "try again later") and `Backoff` (the wait between tries). See
+docs/plugins.md.
 
 Names are imported on first use, so importing a submodule (such as `gopherq.testing`, the pytest plugin that
 every test run in an environment with GoPherQ loads) does not pay for Redis, pydantic and the rest.
@@ -50,6 +52,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Inspector": ("gopherq.core.inspect", "Inspector"),
     "QueueKeys": ("gopherq.core.keys", "QueueKeys"),
     "Masker": ("gopherq.core.masking", "Masker"),
+    "bounded": ("gopherq.core.bounds", "bounded"),
+    "Backoff": ("gopherq.core.resilience", "Backoff"),
+    "redis_unavailable": ("gopherq.core.resilience", "unavailable"),
     "RedisConnection": ("gopherq.core.connection", "Connection"),
     "PluginSettings": ("gopherq.core.settings", "Section"),
     "Settings": ("gopherq.core.settings", "Settings"),
@@ -63,6 +68,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 
 if TYPE_CHECKING:
     from gopherq.client import AsyncClient, Client, Enqueued
+    from gopherq.core.bounds import bounded
     from gopherq.core.connection import Connection as RedisConnection
     from gopherq.core.errors import (
         BrokerUnavailable,
@@ -81,6 +87,8 @@ if TYPE_CHECKING:
     from gopherq.core.inspect import Inspector
     from gopherq.core.keys import QueueKeys
     from gopherq.core.masking import Masker
+    from gopherq.core.resilience import Backoff
+    from gopherq.core.resilience import unavailable as redis_unavailable
     from gopherq.core.schedules import Schedule
     from gopherq.core.settings import Section as PluginSettings
     from gopherq.core.settings import Settings, SinkSettings, load_settings
@@ -104,6 +112,7 @@ else:
 __all__ = [
     "App",
     "AsyncClient",
+    "Backoff",
     "BrokerUnavailable",
     "Client",
     "ConfigError",
@@ -140,6 +149,8 @@ __all__ = [
     "TaskRejected",
     "TaskResult",
     "TaskStatus",
+    "bounded",
     "hookimpl",
     "load_settings",
+    "redis_unavailable",
 ]

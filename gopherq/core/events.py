@@ -228,6 +228,7 @@ class SinkChannel:
         self._closing = False
         self._broken = False
         self._next_drop_log = 0.0
+        self._handling = 0  # events of the batch the sink is handling now
         #: The thread of the sink's plain methods: made when the first of them is called.
         self._thread: ThreadPoolExecutor | None = None
 
@@ -295,6 +296,7 @@ class SinkChannel:
             if self._broken:
                 self.dropped += len(items)
                 continue
+            self._handling = len(items)
             try:
                 batch = [build_event(item) for item in items]
                 if self._handle_is_async:
@@ -302,9 +304,11 @@ class SinkChannel:
                 else:
                     await self._call(self.sink.handle, batch)
                 self.delivered += len(batch)
+                self._handling = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._handling = 0
                 self.failed_batches += 1
                 self.failed_events += len(items)
                 if self.failed_batches <= 3 or self.failed_batches % 100 == 0:
@@ -324,7 +328,7 @@ class SinkChannel:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except (asyncio.TimeoutError, Exception):
                 self._task.cancel()
-                left = len(self._queue)
+                left = len(self._queue) + self._handling  # the batch the sink held (e.g. retrying) too
                 if left:
                     self.dropped += left
                     log.warning("event sink %s: %d events not delivered at shutdown", self.name, left)

@@ -17,8 +17,16 @@ import logging
 import random
 import time
 
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
@@ -28,6 +36,20 @@ TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 #: Errors a long-running loop survives: the transient ones plus any error reply (OOM, MISCONF, READONLY, ...).
 RETRYABLE = (RedisError, ConnectionError, OSError)
+
+#: Error replies that say Redis refuses writes for now, not that the command is wrong: out of memory under
+#: `noeviction`, a read-only replica (the old master during a failover), the master or the cluster down, a slot
+#: on the move. The same command succeeds later, as after a lost connection.
+REFUSED = (OutOfMemoryError, ReadOnlyError, MasterDownError, ClusterDownError, TryAgainError)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means "Redis cannot take this now, but will": unreachable, loading its data, or refusing
+    writes (REFUSED, and MISCONF: a failed background save stops writes until one succeeds). A writer that must
+    not lose what it writes holds it and tries again; any other error reply is the command's own fault."""
+    if isinstance(exc, (*TRANSIENT, *REFUSED)):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith("MISCONF")
 
 
 class Outage:
@@ -88,13 +110,17 @@ class Outage:
 
 
 class Backoff:
-    """Jittered exponential backoff for reconnecting. On its own it logs the first failure and then every 10th; with
-    an `outage`, transient failures (no answer, no connection) are the outage's to report, and only error replies
-    (OOM, READONLY, ...) are logged here."""
+    """Jittered exponential backoff for reconnecting. On its own it logs the first failure and then every
+    `repeat`th (0: only the first), and one line when it succeeds again; with an `outage`, transient failures (no
+    answer, no connection) are the outage's to report, and only error replies (OOM, READONLY, ...) are logged
+    here."""
 
-    def __init__(self, what: str, low: float = 0.1, high: float = 2.0, outage: Outage | None = None) -> None:
+    def __init__(
+        self, what: str, low: float = 0.1, high: float = 2.0, outage: Outage | None = None, *, repeat: int = 10
+    ) -> None:
         self.what, self.low, self.high = what, low, high
         self.outage = outage
+        self.repeat = repeat
         self.failures = 0
         self.logged = False
 
@@ -114,7 +140,7 @@ class Backoff:
         if self.outage is not None and isinstance(exc, TRANSIENT):
             self.outage.failed(self.what, exc)
             return
-        if self.failures == 1 or self.failures % 10 == 0:
+        if self.failures == 1 or (self.repeat and self.failures % self.repeat == 0):
             self.logged = True
             kind = "unavailable" if isinstance(exc, TRANSIENT) else "refused a command"
             log.warning(

@@ -4,7 +4,9 @@
                                       created in one Redis round trip; 201 with the ids (200 when every id had
                                       already been created within `api.idempotency_window`: nothing enqueued twice)
     GET    /v1/queues/{queue}         the queue's counts (the inspection layer's QueueInfo)
-    GET    /v1/tasks/{id}?queue=Q     the task's state, envelope and result (masked)
+    GET    /v1/tasks/{id}?queue=Q     the task's state, envelope and result (masked; each stored field bounded,
+                                      what was cut listed in `truncated`)
+    GET    /v1/queues/{queue}/dead/{entry_id}/raw   a dead letter's stored bytes (masked), as a download
     DELETE /v1/tasks/{id}?queue=Q     cancel a task that has not started
     GET    /v1/openapi.json           this API as an OpenAPI 3.1 document
 
@@ -39,6 +41,7 @@ from gopherq.core.plugins import load_plugins
 from gopherq.core.resilience import RETRYABLE
 from gopherq.core.task import Task, parse_json, task_from_dict
 from gopherq.web.openapi import OPENAPI
+from gopherq.web.pages import raw_download
 from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
 
 CLIENT_KEY: web.AppKey[AsyncClient] = web.AppKey("gopherq_api_client")
@@ -300,6 +303,17 @@ async def get_task(request: web.Request) -> web.Response:
     return answer(info.to_dict())
 
 
+async def get_dead_letter_raw(request: web.Request) -> web.Response:
+    """A dead letter's stored bytes, masked, as a download: the whole of what an answer shows cut (see
+    `truncated` in GET /v1/tasks/{id})."""
+    queue = _queue(request, request.match_info["queue"])
+    entry_id = request.match_info["entry_id"]
+    raw = await request.app[INSPECTOR_KEY].dead_letter_raw(queue, entry_id)
+    if raw is None:
+        return problem(404, "not_found", f"no dead letter {entry_id!r} in queue {queue!r}")
+    return raw_download(raw, entry_id)
+
+
 async def cancel_task(request: web.Request) -> web.Response:
     queue = _queue(request)
     task_id = request.match_info["task_id"]
@@ -328,4 +342,5 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v1/queues/{queue}", get_queue, name="api_queue")
     app.router.add_get("/v1/tasks/{task_id}", get_task, name="api_task")
     app.router.add_delete("/v1/tasks/{task_id}", cancel_task, name="api_cancel")
+    app.router.add_get("/v1/queues/{queue}/dead/{entry_id}/raw", get_dead_letter_raw, name="api_dead_raw")
     app.router.add_get("/v1/openapi.json", openapi, name="api_openapi")

@@ -128,6 +128,10 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "getTask",
                 "summary": "A task's state, envelope, result and recent events (secrets masked)",
+                "description": "Each stored field is bounded: a text to 16 KiB, a field (envelope, result, dead "
+                "letter) to 64 KiB, an event to 8 KiB; `truncated` maps the path of each cut to the full size "
+                '(`{"bytes": n}` or `{"items": n}`). A dead letter\'s stored bytes are served whole by '
+                "GET /v1/queues/{queue}/dead/{entry_id}/raw.",
                 "parameters": [_TASK_ID, _QUEUE_QUERY, _EVENTS],
                 "responses": {"200": _answer("the task", {"type": "object"}), **_errors(400, 404)},
             },
@@ -141,6 +145,27 @@ OPENAPI: dict[str, Any] = {
                     **_errors(400, 409),
                 },
             },
+        },
+        "/v1/queues/{queue}/dead/{entry_id}/raw": {
+            "get": {
+                "operationId": "getDeadLetterRaw",
+                "summary": "A dead letter's stored bytes (secrets masked), as a download",
+                "description": "What GET /v1/tasks/{task_id} shows of them is cut (its `truncated` says where); "
+                "this is what is stored: at most worker.max_payload_bytes, or the first 4 KiB of a task that was "
+                "larger (its dead letter has `raw_size` and `raw_sha256` of the whole).",
+                "parameters": [
+                    _QUEUE,
+                    {"name": "entry_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the bytes, as an attachment",
+                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "404": _answer("no such dead letter", _ERROR),
+                    **_errors(401),
+                },
+            }
         },
         "/v1/openapi.json": {
             "get": {

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gopherq.core.bounds import EVENT_FIELD, EVENT_TEXT, Cuts, bounded
 from gopherq.core.inspect.models import StreamEvent
 from gopherq.core.inspect.reading import decode, number, text
 from gopherq.core.keys import QueueKeys
@@ -30,8 +31,12 @@ class EventReader:
         values = {text(key): decode(value) for key, value in fields.items()}
         if isinstance(values.get("event"), dict):
             values = values["event"]
-        data = values.get("data")
-        error = values.get("error")
+        cuts: Cuts = {}
+        if sum(len(value) for value in fields.values() if isinstance(value, bytes)) > EVENT_FIELD:
+            # Another writer's event, or one written before the stream sink bounded them: bounded here.
+            values = bounded(values, text=EVENT_TEXT, total=EVENT_FIELD, cuts=cuts)
+        data = self.masker.value(values.get("data")) if isinstance(values.get("data"), dict) else {}
+        error = self.masker.value(values.get("error")) if isinstance(values.get("error"), dict) else None
         attempt = values.get("attempt")
         return StreamEvent(
             id=text(entry_id),
@@ -40,11 +45,12 @@ class EventReader:
             task_id=None if values.get("task_id") is None else str(values["task_id"]),
             worker=values.get("worker"),
             queue=values.get("queue"),
-            data=self.masker.value(data) if isinstance(data, dict) else {},
+            data=data,
             task_type=values.get("task_type"),
             attempt=attempt if isinstance(attempt, int) else None,
             duration=number(values.get("duration")),
-            error=self.masker.value(error) if isinstance(error, dict) else None,
+            error=error,
+            truncated=cuts,
         )
 
     async def events(
