@@ -100,11 +100,11 @@ class Masker:
         return "".join(self._text_parts(text, MAX_URL_NESTING))
 
     def _text_parts(self, text: str, depth: int) -> Iterator[str]:
-        """`text` in pieces, each URL masked with `depth` levels of nesting left. A URL is `scheme://rest`: its scheme the longest run of scheme
-        characters before `://` that starts with a letter, its rest up to a space, a quote or an angle bracket.
-        Found from each `://`, in time linear in the text (a regular expression that tries every letter as a
-        scheme's start takes quadratic time on a long run of letters: minutes for a megabyte, which a producer's
-        task or an endpoint's answer can be)."""
+        """`text` in pieces, each URL masked with `depth` levels of nesting left. A URL is `scheme://rest`: its
+        scheme the longest run of scheme characters before `://` that starts with a letter, its rest up to a
+        space, a quote or an angle bracket. Found from each `://`, in time linear in the text (a regular
+        expression that tries every letter as a scheme's start takes quadratic time on a long run of letters:
+        minutes for a megabyte, which a producer's task or an endpoint's answer can be)."""
         done = 0
         at = text.find("://")
         while at >= 0:

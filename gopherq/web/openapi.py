@@ -162,8 +162,7 @@ OPENAPI: dict[str, Any] = {
                         "description": "the bytes, as an attachment",
                         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                     },
-                    "404": _answer("no such dead letter", _ERROR),
-                    **_errors(401),
+                    **_errors(400, 404),
                 },
             }
         },
