@@ -72,6 +72,7 @@ def enqueue(
         payload = parse_json(json_body)  # rejected exactly as a worker would reject it
 
     async def action(client: AsyncClient) -> Any:
+        client.origin = "cli"  # for the plugins' gopherq_before_enqueue (the otel plugin reads TRACEPARENT)
         task = client.http(
             url,
             method,

@@ -45,6 +45,7 @@ class EventReader:
             attempt=attempt if isinstance(attempt, int) else None,
             duration=number(values.get("duration")),
             error=self.masker.value(error) if isinstance(error, dict) else None,
+            trace_id=values.get("trace_id") if isinstance(values.get("trace_id"), str) else None,
         )
 
     async def events(
