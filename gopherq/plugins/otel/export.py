@@ -98,7 +98,7 @@ class BoundedProcessor(SpanProcessor):
         self.exported = 0
         self.dropped = 0
         self.failed = 0
-        self._warned = False
+        self._warned = isinstance(exporter, DroppingExporter)  # make_exporter has said why, once
         self._closed = False
         self._wakeup = threading.Event()
         self._lock = threading.Lock()  # one export at a time (the thread's, or a flush's)
