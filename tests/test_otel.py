@@ -330,3 +330,61 @@ def test_a_failing_enqueue_hook_never_costs_the_task(make_settings: Callable[...
     task = AsyncClient(make_settings(), plugins=plugins).http("http://127.0.0.1:9/")
     assert task.trace is None  # the bad trace was dropped; the task itself is fine
     assert plugins.before_enqueue is not None and plugins.before_enqueue.failures == 1
+
+
+async def test_the_attempt_duration_histogram_has_the_attempts_trace_as_exemplar(
+    make_settings: Callable[..., Settings],
+    start_worker: Callable[..., Any],
+    service: TracedService,
+    spans: Callable[[], list[ReadableSpan]],
+) -> None:
+    from aiohttp import ClientSession
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    settings = make_settings(plugins={"otel": {"enabled": True}}, metrics={"port": port})
+    await start_worker(settings)
+    async with AsyncClient(settings) as client:
+        task_id = await client.enqueue_http(service.url("/ok"))
+        assert (await client.wait(task_id, timeout=15)) is not None
+    [consumer] = by_kind(spans(), SpanKind.CONSUMER)
+    trace_id = format(consumer.context.trace_id, "032x")
+    headers = {"Accept": "application/openmetrics-text; version=1.0.0"}
+
+    async def scraped() -> str:
+        async with ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/metrics", headers=headers) as response:
+                text = await response.text()
+        return text if f'trace_id="{trace_id}"' in text else ""
+
+    text = await async_wait_until(scraped, what="the exemplar")
+    [line] = [line for line in text.splitlines() if f'trace_id="{trace_id}"' in line]
+    assert line.startswith("gopherq_attempt_duration_seconds_bucket{")
+
+
+@pytest.mark.parametrize("trace_url", ["https://tempo.example/trace/{trace_id}", None])
+async def test_the_dashboards_task_page_links_to_the_trace(
+    make_settings: Callable[..., Settings], aredis: Any, trace_url: str | None
+) -> None:
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+
+    from gopherq.web import create_app
+
+    settings = make_settings(plugins={"otel": {"trace_url": trace_url}})  # the link needs no tracing in the web
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with AsyncClient(settings) as client:
+        task_id = await client.enqueue_http("http://127.0.0.1:9/", trace={"traceparent": parent})
+    server = TestServer(create_app(settings, aredis), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as session:
+            async with session.get(server.make_url(f"/queues/{settings.queue.name}/tasks/{task_id}")) as response:
+                assert response.status == 200
+                page = await response.text()
+    finally:
+        await server.close()
+    assert "4bf92f3577b34da6a3ce929d0e0e4736" in page
+    link = '<a href="https://tempo.example/trace/4bf92f3577b34da6a3ce929d0e0e4736" rel="noopener noreferrer"'
+    assert (link in page) is (trace_url is not None)

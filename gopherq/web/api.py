@@ -30,11 +30,10 @@ from gopherq.core import codec
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import Masker
-from gopherq.core.plugins import load_plugins
 from gopherq.core.resilience import RETRYABLE
 from gopherq.core.task import Task, parse_json, task_from_dict
 from gopherq.web.openapi import OPENAPI
-from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
+from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, REDIS_KEY, SETTINGS_KEY
 
 CLIENT_KEY: web.AppKey[AsyncClient] = web.AppKey("gopherq_api_client")
 COALESCER_KEY: web.AppKey[Coalescer] = web.AppKey("gopherq_api_coalescer")
@@ -281,7 +280,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def _open_client(app: web.Application) -> None:
     settings = app[SETTINGS_KEY]
-    client = AsyncClient(settings, plugins=load_plugins(settings), redis=app[REDIS_KEY])
+    client = AsyncClient(settings, plugins=app[PLUGINS_KEY], redis=app[REDIS_KEY])
     client.bus = app[BUS_KEY]
     app[CLIENT_KEY] = client
     app[COALESCER_KEY] = Coalescer(client, settings.api.idempotency_window)
