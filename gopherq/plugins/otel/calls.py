@@ -55,13 +55,7 @@ class SpanCall:
     def propagate(self, headers: MutableMapping[str, str]) -> None:
         out: dict[str, str] = {}
         propagate.inject(out, context=trace.set_span_in_context(self.span))
-        present = {name.lower() for name in headers}
-        if "traceparent" in present:  # the task's own context wins, with its own tracestate
-            out.pop("traceparent", None)
-            out.pop("tracestate", None)
-        for name, value in out.items():
-            if name.lower() not in present:
-                headers[name] = value
+        _merge(headers, out)
 
     def answered(self, status: int) -> None:
         span = self.span
@@ -82,6 +76,50 @@ class SpanCall:
                 span.set_attribute("error.type", type(error).__name__)
                 span.set_status(Status(StatusCode.ERROR))
         span.end()
+
+
+class ContextCall:
+    """A call of an attempt whose span is not recorded (sampled out): no CLIENT span, which no standard sampler would
+    record either (they follow the parent, or decide on the same trace id), but the attempt's context still goes out
+    (with the sampled flag off), so the called service follows the decision."""
+
+    __slots__ = ()
+
+    def propagate(self, headers: MutableMapping[str, str]) -> None:
+        out: dict[str, str] = {}
+        propagate.inject(out)  # the current context: the attempt's span
+        _merge(headers, out)
+
+    def answered(self, status: int) -> None:
+        return None
+
+    def __enter__(self) -> ContextCall:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        return None
+
+
+def _merge(headers: MutableMapping[str, str], out: dict[str, str]) -> None:
+    """Add the propagation headers `out` to `headers`, except those the request has (a task's own traceparent wins,
+    with its own tracestate)."""
+    present = {name.lower() for name in headers}
+    if "traceparent" in present:
+        out.pop("traceparent", None)
+        out.pop("tracestate", None)
+    for name, value in out.items():
+        if name.lower() not in present:
+            headers[name] = value
+
+
+UNRECORDED = ContextCall()
+
+
+class UnrecordedCalls:
+    """`context.calls` of an attempt whose span is not recorded."""
+
+    def begin(self, kind: str, operation: str, target: str) -> ContextCall:
+        return UNRECORDED
 
 
 class SpanCalls:

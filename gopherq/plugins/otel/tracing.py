@@ -28,7 +28,7 @@ from opentelemetry.trace import INVALID_SPAN, Link, SpanKind, Status, StatusCode
 
 from gopherq import AttemptOutcome, AttemptRunner, ExecutionContext, Masker, Settings, Task, hookimpl
 from gopherq.core.tracecontext import BAGGAGE_MAX, TRACE_KEYS, TRACESTATE_MAX
-from gopherq.plugins.otel.calls import SpanCalls
+from gopherq.plugins.otel.calls import SpanCalls, UnrecordedCalls
 from gopherq.plugins.otel.export import BoundedProcessor, make_exporter
 from gopherq.plugins.otel.settings import OtelSettings
 
@@ -159,6 +159,7 @@ class Tracing:
     def gopherq_wrap_attempt(self, run: AttemptRunner) -> AttemptRunner:
         tracer = self.tracer
         calls = self._calls
+        unrecorded = UnrecordedCalls()
         exemplars = self.config.exemplars
         masker = self.masker
 
@@ -177,11 +178,12 @@ class Tracing:
                         "messaging.client.id": context.worker_id,
                         "gopherq.task.type": task.type,
                         "gopherq.task.attempt": task.attempt,
-                        "gopherq.task.recoveries": task.recoveries,
                     }
                 )
+                if task.recoveries:
+                    span.set_attribute("gopherq.task.recoveries", task.recoveries)
             token = otel_context.attach(trace.set_span_in_context(span, parent))
-            context.calls = calls
+            context.calls = calls if recording else unrecorded
             try:
                 outcome = await run(entry, task, context)
             except BaseException:  # cancelled: a time limit, a cancellation, shutdown
