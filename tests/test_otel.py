@@ -5,6 +5,7 @@ and the assertions follow one trace from the producer's span through each attemp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -111,6 +112,23 @@ def traced_settings(make_settings: Callable[..., Settings]) -> Callable[..., Set
         )
 
     return build
+
+
+@contextlib.contextmanager
+def function_app(settings: Settings) -> Iterator[Any]:
+    """tests.function_targets' App on `settings`, with no client or plugins left from an earlier test."""
+    from tests import function_targets as targets
+
+    def reset() -> None:
+        targets.app.close()
+        targets.app._plugins = None
+
+    reset()
+    targets.app.settings = settings
+    try:
+        yield targets
+    finally:
+        reset()
 
 
 def by_kind(found: list[ReadableSpan], kind: SpanKind) -> list[ReadableSpan]:
@@ -228,16 +246,18 @@ async def test_a_task_that_sets_its_own_traceparent_header_keeps_it(
 
 
 async def test_function_tasks_run_inside_the_consumer_span(
-    traced_settings: Callable[..., Settings],
     make_settings: Callable[..., Settings],
     start_worker: Callable[..., Any],
     spans: Callable[[], list[ReadableSpan]],
 ) -> None:
-    from tests import function_targets as targets
-
     settings = make_settings(plugins={"otel": {"enabled": True}, "functions": {"modules": ["tests.function_targets"]}})
-    targets.app.settings = settings
-    await start_worker(settings)
+    with function_app(settings) as targets:
+        await start_worker(settings)
+        await run_traced_functions(targets, spans)
+
+
+async def run_traced_functions(targets: Any, spans: Callable[[], list[ReadableSpan]]) -> None:
+    """Each traced function's own span is a child of its attempt's span."""
     for func in (targets.traced_sync, targets.traced_async):
         EXPORTER.clear()
         handle = await func.aenqueue("x")
@@ -388,3 +408,27 @@ async def test_the_dashboards_task_page_links_to_the_trace(
     assert "4bf92f3577b34da6a3ce929d0e0e4736" in page
     link = '<a href="https://tempo.example/trace/4bf92f3577b34da6a3ce929d0e0e4736" rel="noopener noreferrer"'
     assert (link in page) is (trace_url is not None)
+
+
+async def test_the_sync_client_and_delay_carry_the_callers_span(
+    traced_settings: Callable[..., Settings],
+    spans: Callable[[], list[ReadableSpan]],
+) -> None:
+    from gopherq import Client
+
+    settings = traced_settings()
+
+    def produce() -> tuple[int, str, str]:
+        with TRACER.start_as_current_span("sync caller") as caller, function_app(settings) as targets:
+            with Client(settings) as client:
+                task_id = client.enqueue_http("http://127.0.0.1:9/")
+            handle = targets.add.delay(1, 2)  # the App's own (sync) client
+        return caller.get_span_context().trace_id, task_id, handle.id
+
+    trace_id, task_id, function_id = await asyncio.to_thread(produce)
+    async with AsyncClient(settings) as client:
+        for queued in (task_id, function_id):
+            info = await client.inspect.task(settings.queue.name, queued)
+            assert info is not None and info.trace_id == format(trace_id, "032x"), queued
+    producers = by_kind(spans(), SpanKind.PRODUCER)
+    assert {span.attributes["messaging.message.id"] for span in producers} == {task_id, function_id}
