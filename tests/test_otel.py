@@ -432,3 +432,17 @@ async def test_the_sync_client_and_delay_carry_the_callers_span(
             assert info is not None and info.trace_id == format(trace_id, "032x"), queued
     producers = by_kind(spans(), SpanKind.PRODUCER)
     assert {span.attributes["messaging.message.id"] for span in producers} == {task_id, function_id}
+
+
+def test_without_opentelemetry_the_plugin_warns_once_and_adds_nothing(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sys
+
+    for name in [name for name in sys.modules if name == "opentelemetry" or name.startswith("opentelemetry.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # `import opentelemetry` now fails, as when not installed
+    plugins = load_plugins(make_settings(plugins={"otel": {"enabled": True}}))
+    assert plugins.before_enqueue is None and plugins.hook_caller("gopherq_wrap_attempt") is None
+    [warning] = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert "OpenTelemetry is not installed" in warning.getMessage()

@@ -176,7 +176,8 @@ def gopherq_wrap_attempt(run: AttemptRunner, settings: Settings) -> AttemptRunne
     """Wrap every attempt a worker runs: return an async function with `run`'s signature `(entry, task, context)`
     that awaits `run(entry, task, context)` and returns its outcome (an `AttemptOutcome`), or None to wrap nothing.
 
-    Called once per worker at start-up (not per task); each plugin wraps the runner of the plugins before it.
+    Called once per worker process, before its first attempt (not per task); each plugin wraps the runner of the
+    plugins before it.
     The wrapper runs in the attempt's own asyncio task, so what it makes current (a context variable, e.g. a
     span) is current while the executor runs, in a sync executor's thread too. It may set `context.calls` to
     observe the executor's outgoing calls (see core/calls.py) and add to `context.event_data` after `run`

@@ -32,7 +32,10 @@ __all__ = ["OtelSettings"]
 
 def available() -> bool:
     """Whether the OpenTelemetry SDK is installed (the `otel` extra)."""
-    return importlib.util.find_spec("opentelemetry.sdk") is not None
+    try:
+        return importlib.util.find_spec("opentelemetry.sdk") is not None
+    except (ImportError, ValueError):  # a parent package missing or unusable
+        return False
 
 
 @hookimpl
