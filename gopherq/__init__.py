@@ -43,9 +43,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "EventFilter": ("gopherq.core.events", "EventFilter"),
     "Sink": ("gopherq.core.events", "Sink"),
     "ExecutionContext": ("gopherq.core.executor", "ExecutionContext"),
+    "AttemptOutcome": ("gopherq.core.executor", "AttemptOutcome"),
+    "AttemptRunner": ("gopherq.core.executor", "AttemptRunner"),
+    "OutboundCall": ("gopherq.core.calls", "OutboundCall"),
+    "OutboundCalls": ("gopherq.core.calls", "OutboundCalls"),
     "FlowLimits": ("gopherq.core.flow", "FlowLimits"),
     "Executor": ("gopherq.core.executor", "Executor"),
     "RegisterExecutor": ("gopherq.core.hookspecs", "RegisterExecutor"),
+    "RegisterHooks": ("gopherq.core.hookspecs", "RegisterHooks"),
     "RegisterSettings": ("gopherq.core.hookspecs", "RegisterSettings"),
     "RegisterSink": ("gopherq.core.hookspecs", "RegisterSink"),
     "hookimpl": ("gopherq.core.hookspecs", "hookimpl"),
@@ -69,6 +74,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 if TYPE_CHECKING:
     from gopherq.client import AsyncClient, Client, Enqueued
     from gopherq.core.bounds import bounded
+    from gopherq.core.calls import OutboundCall, OutboundCalls
     from gopherq.core.connection import Connection as RedisConnection
     from gopherq.core.errors import (
         BrokerUnavailable,
@@ -81,9 +87,9 @@ if TYPE_CHECKING:
         TaskRejected,
     )
     from gopherq.core.events import Event, EventFilter, Sink
-    from gopherq.core.executor import ExecutionContext, Executor
+    from gopherq.core.executor import AttemptOutcome, AttemptRunner, ExecutionContext, Executor
     from gopherq.core.flow import FlowLimits
-    from gopherq.core.hookspecs import RegisterExecutor, RegisterSettings, RegisterSink, hookimpl
+    from gopherq.core.hookspecs import RegisterExecutor, RegisterHooks, RegisterSettings, RegisterSink, hookimpl
     from gopherq.core.inspect import Inspector
     from gopherq.core.keys import QueueKeys
     from gopherq.core.masking import Masker
@@ -112,6 +118,8 @@ else:
 __all__ = [
     "App",
     "AsyncClient",
+    "AttemptOutcome",
+    "AttemptRunner",
     "Backoff",
     "BrokerUnavailable",
     "Client",
@@ -128,12 +136,15 @@ __all__ = [
     "Inspector",
     "JsonSerializer",
     "Masker",
+    "OutboundCall",
+    "OutboundCalls",
     "PermanentFailure",
     "PluginError",
     "PluginSettings",
     "QueueKeys",
     "RedisConnection",
     "RegisterExecutor",
+    "RegisterHooks",
     "RegisterSettings",
     "RegisterSink",
     "RetryTask",

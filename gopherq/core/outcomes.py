@@ -18,6 +18,7 @@ from gopherq.core.errors import TaskRejected
 from gopherq.core.masking import drop_cut_url
 from gopherq.core.settings import QueueSettings
 from gopherq.core.task import DEFAULT_TYPE, ErrorInfo, Task, TaskResult, TaskStatus
+from gopherq.core.tracecontext import trace_id
 
 #: Dead-letter reason codes and what each means (documented in docs/guarantees.md).
 DEAD_REASONS = {
@@ -135,6 +136,7 @@ class OutcomePolicy:
             started_at=started,
             finished_at=finished,
             duration=None if started is None else finished - started,
+            trace_id=trace_id(task.trace),
             **extra,
         )
         return codec.dumps(record.to_dict())
@@ -158,6 +160,7 @@ class OutcomePolicy:
                 started_at=started,
                 finished_at=finished,
                 duration=None if started is None else finished - started,
+                trace_id=trace_id(task.trace),
             ).to_dict()
         )
         settlement = Settlement("cancel", token, task.id, body, unique_key=task.unique_key, cancelled=True)
@@ -204,6 +207,7 @@ class OutcomePolicy:
             priority=task.priority,
             unique_key=task.unique_key,
             unique_for=task.unique_for,
+            trace=task.trace,
         )
         body = self._record(task, TaskStatus.RETRYING, started, finished, error=error, retry_at=due)
         settlement = Settlement("retry", token, task.id, body, retry.encode(), str(int(due * 1000)))
@@ -224,6 +228,8 @@ class OutcomePolicy:
         """Dead-letter a task that was parsed (keeps its id; its result record says why)."""
         entry = self._entry(task.id, reason, error, raw if raw is not None else task.encode(), task.attempt, finished)
         entry["type"] = task.type
+        if task.trace is not None:
+            entry["trace_id"] = trace_id(task.trace)
         body = self._record(task, TaskStatus.DEAD, started, finished, error=error, dead_reason=reason)
         settlement = Settlement("dead", token, task.id, body, codec.dumps(entry), task.id, unique_key=task.unique_key)
         return Decision(settlement, "task.dead_lettered", task, error, duration, {"reason": reason})

@@ -46,7 +46,14 @@ class Settling:
         if task is not None and decision.settlement.kind in ("ack", "dead"):
             entry = self.plugins.executors.get(task.type)
             if entry is not None and entry.followups is not None:
-                self._followups += entry.followups(task, decision.settlement.result, decision.settlement.kind == "ack")
+                followups = entry.followups(task, decision.settlement.result, decision.settlement.kind == "ack")
+                hook = self.plugins.before_enqueue
+                if followups and hook is not None:
+                    followups = [
+                        hook.envelope(envelope, task.queue or self.broker.keys.queue, "callback", parent=task)
+                        for envelope in followups
+                    ]
+                self._followups += followups
         self._settle_wakeup.set()
 
     async def _settle_loop(self) -> None:
@@ -130,4 +137,5 @@ class Settling:
             duration=decision.duration,
             error=decision.error.to_dict() if decision.error else None,
             data=decision.data or {},
+            trace=task.trace if task else None,
         )

@@ -87,7 +87,9 @@ class Upkeep:
         validate_schedules(schedules, check)
         queues = {schedule.queue or self.broker.keys.queue for schedule in schedules}
         brokers = {queue: Broker(self.redis, queue) for queue in queues}
-        return Scheduler(schedules, self.broker.keys.queue, brokers, self.settings.queue.result_ttl)
+        scheduler = Scheduler(schedules, self.broker.keys.queue, brokers, self.settings.queue.result_ttl)
+        scheduler.before_enqueue = self.plugins.before_enqueue
+        return scheduler
 
     def _check_timings(self) -> None:
         cfg = self.settings.worker

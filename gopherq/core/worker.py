@@ -30,7 +30,7 @@ from gopherq.core.broker import Broker, Settlement
 from gopherq.core.connection import blocking_wait
 from gopherq.core.errors import BrokerUnavailable, TaskFailure, TaskRejected
 from gopherq.core.events import EventBus
-from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry, run_attempt
+from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry
 from gopherq.core.flow import FlowGate, WorkerFlow
 from gopherq.core.health import verify_access
 from gopherq.core.masking import Masker
@@ -413,7 +413,7 @@ class Worker(Upkeep, Settling):
                 due = str(int(task.eta * 1000))
                 self._decide(Decision(Settlement("defer", token, task.id, b"", task.encode(), due), "", task))
                 return None
-            self.bus.emit("task.dequeued", task_id=task.id, task_type=task.type, attempt=task.attempt)
+            self.bus.emit("task.dequeued", task_id=task.id, task_type=task.type, attempt=task.attempt, trace=task.trace)
             return entry
         assert reason is not None and message is not None
         error = task.last_error if reason in ("poison", "deadline") and task.last_error else None
@@ -439,8 +439,8 @@ class Worker(Upkeep, Settling):
                 deadline=task.deadline,
                 log=logging.LoggerAdapter(log, {"task_id": task.id}),
             )
-            self.bus.emit("task.started", task_id=task.id, task_type=task.type, attempt=task.attempt)
-            outcome = await run_attempt(entry, task, context, enforce_timeout=False)
+            self.bus.emit("task.started", task_id=task.id, task_type=task.type, attempt=task.attempt, trace=task.trace)
+            outcome = await self.plugins.run_attempt(entry, task, context)  # wrapped by plugins, if any
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self.watchdog.expired(current):
@@ -483,6 +483,7 @@ class Worker(Upkeep, Settling):
                 attempt=task.attempt,
                 error=error.to_dict(),
                 data=facts,
+                trace=task.trace,
             )
             decision = self.policy.failure(
                 token, task, error, failure.retryable, failure.delay, outcome.started, outcome.finished

@@ -99,6 +99,8 @@ def entry_json(event: Event, masker: Masker) -> bytes:
         out["error"] = masker.value(event.error)
     if event.data:
         out["data"] = masker.value(event.data)
+    if event.trace_id is not None:
+        out["trace_id"] = event.trace_id
     line = orjson.dumps(out, default=str)
     if len(line) <= ENTRY_BYTES:
         return line

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -37,12 +38,11 @@ from gopherq.core.connection import watch_writes
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import Masker
-from gopherq.core.plugins import load_plugins
 from gopherq.core.resilience import RETRYABLE
 from gopherq.core.task import Task, parse_json, task_from_dict
 from gopherq.web.openapi import OPENAPI
 from gopherq.web.pages import raw_download
-from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
+from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, REDIS_KEY, SETTINGS_KEY
 
 CLIENT_KEY: web.AppKey[AsyncClient] = web.AppKey("gopherq_api_client")
 COALESCER_KEY: web.AppKey[Coalescer] = web.AppKey("gopherq_api_coalescer")
@@ -215,16 +215,22 @@ def _place(task: Task, queue: str) -> None:
     task.queue = queue
 
 
-def build_batch(client: AsyncClient, envelopes: list[Any], queue: str) -> list[Task]:
+def build_batch(
+    client: AsyncClient, envelopes: list[Any], queue: str, carrier: Mapping[str, str] | None = None
+) -> list[Task]:
     """Validated tasks from a request's envelopes, built one step at a time over the whole batch (control fields,
     then the queue, then the executor's validation, then encoding): each step's code then stays hot in the CPU's
     caches, which makes a batch of a thousand about a third cheaper than going task by task. When a task is
     refused, the batch is gone through again task by task, so the error names the first bad task, with its index
-    (`BatchRejected`)."""
+    (`BatchRejected`). `carrier` (the request's headers) goes to the plugins' `gopherq_before_enqueue`."""
     try:
         tasks = [task_from_dict(obj, producer=True) for obj in envelopes]
         for task in tasks:
             _place(task, queue)
+        hook = client.plugins.before_enqueue
+        if hook is not None:
+            for task in tasks:
+                hook(task, queue, "api", carrier)
         for task in tasks:
             client.check_task(task)
             task.payload = None  # the executor's model was needed to validate, not to enqueue: freed at once
@@ -268,7 +274,7 @@ async def create_tasks(request: web.Request) -> web.Response:
     client = request.app[CLIENT_KEY]
     coalescer = request.app[COALESCER_KEY]
     try:
-        tasks = build_batch(client, envelopes, queue)
+        tasks = build_batch(client, envelopes, queue, request.headers)
     except BatchRejected as refused:
         rejection = refused.rejection
         where = {"index": refused.index} if batch else {}
@@ -329,7 +335,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def _open_client(app: web.Application) -> None:
     settings = app[SETTINGS_KEY]
-    client = AsyncClient(settings, plugins=load_plugins(settings), redis=app[REDIS_KEY])
+    client = AsyncClient(settings, plugins=app[PLUGINS_KEY], redis=app[REDIS_KEY])
     client.bus = app[BUS_KEY]
     app[CLIENT_KEY] = client
     app[COALESCER_KEY] = Coalescer(client, settings.api.idempotency_window)

@@ -19,7 +19,7 @@ from gopherq.core.errors import ConfigError
 from gopherq.core.keys import validate_queue_name
 from gopherq.web.chart import throughput_chart
 from gopherq.web.render import render_html
-from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY
+from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, REDIS_KEY, SETTINGS_KEY
 
 PAGE_SIZE = 25
 TABS = ("ready", "delayed", "running", "dead")
@@ -113,7 +113,8 @@ async def task_context(request: web.Request) -> dict[str, Any]:
     task = await request.app[INSPECTOR_KEY].task(queue, task_id)
     if task is None:
         raise web.HTTPNotFound(text=f"404: no task {task_id!r} in queue {queue!r}\n")
-    return {"task": task, "queue": queue}
+    links = request.app[PLUGINS_KEY].task_links(task, request.app[SETTINGS_KEY])  # e.g. the trace (otel)
+    return {"task": task, "queue": queue, "links": links}
 
 
 async def task_page(request: web.Request) -> web.Response:

@@ -51,6 +51,7 @@ class EventReader:
             duration=number(values.get("duration")),
             error=error,
             truncated=cuts,
+            trace_id=values.get("trace_id") if isinstance(values.get("trace_id"), str) else None,
         )
 
     async def events(
