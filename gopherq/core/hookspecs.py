@@ -169,6 +169,9 @@ def gopherq_register_hooks(register: RegisterHooks, settings: Settings) -> None:
     core skips them entirely. Implement them on an object registered here only when your settings enable them,
     so a disabled plugin keeps that cost at zero. (`gopherq_register_settings` and this hook are not called again
     for what is added.)
+
+    Runs in: every process that loads plugins, once, right after the settings are validated (before the
+    executors are registered).
     """
 
 
@@ -187,6 +190,9 @@ def gopherq_before_enqueue(
     leaves the environment to the plugin). `parent` is the task whose end enqueued this one (callbacks), else
     None. A `trace` you set is checked like a producer's (a bad one is dropped). An exception is logged and the
     task is enqueued as it was: a plugin here must never cost a task.
+
+    Runs in: producers: clients (`Client`, `AsyncClient`, `App`), `gopherq enqueue`, `gopherq api` and
+    `gopherq web` (the `/v1` API), and workers (schedules and callbacks).
     """
 
 
@@ -202,6 +208,8 @@ def gopherq_wrap_attempt(run: AttemptRunner, settings: Settings) -> AttemptRunne
     observe the executor's outgoing calls (see core/calls.py) and add to `context.event_data` after `run`
     returns. Cancellation (a time limit, `cancel`, shutdown) arrives as `asyncio.CancelledError` and must
     propagate. Any other exception escaping it fails the attempt (reason `exception`).
+
+    Runs in: workers only (each process of `gopherq run`).
     """
 
 
@@ -212,4 +220,6 @@ def gopherq_task_links(task: TaskInfo, settings: Settings) -> list[tuple[str, st
 
     Runs in the web server each time a task page is rendered. `task.trace_id` is the task's trace id when it has
     one. An exception is logged and the page is shown without your links.
+
+    Runs in: `gopherq web` only, each time it renders a task page.
     """
