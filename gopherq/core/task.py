@@ -38,6 +38,7 @@ CONTROL_FIELDS = frozenset(
         "expires_at",
         "eta",
         "created_at",
+        "ready_at",
         "recoveries",
         "last_error",
         "flow_slot",
@@ -91,6 +92,9 @@ class Task:
     deadline: float | None = None
     eta: float | None = None
     created_at: float | None = None
+    #: When the task last became ready again after its creation (a retry or deferral came due, a dead letter was
+    #: requeued, a crashed worker's task was recovered, a shutdown put it back): kept by GoPherQ, see ready_since.
+    ready_at: float | None = None
     recoveries: int = 0
     last_error: dict[str, Any] | None = None
     #: When flow control reserved a rate slot for this task and deferred it to that slot (Unix ms; core/flow.py).
@@ -108,8 +112,19 @@ class Task:
     #: A task is not meant to be changed after it is built; `encode()` always encodes afresh.
     envelope: bytes | None = field(default=None, repr=False, compare=False)
 
+    def ready_since(self) -> float | None:
+        """When the task became ready to run (Unix seconds), None when its envelope cannot tell (a raw push
+        without `created_at`): the latest of `created_at`, `eta` and `ready_at`, since each move that makes a task
+        ready again stamps a later time. Queue latency and the time-in-queue histogram both count from here."""
+        since = self.created_at
+        for stamp in (self.eta, self.ready_at):
+            if stamp is not None and (since is None or stamp > since):
+                since = stamp
+        return since
+
     def to_wire(self) -> dict[str, Any]:
-        """The envelope as a JSON-ready dict; `recoveries` comes last (the reaper's Lua appends it there)."""
+        """The envelope as a JSON-ready dict. `ready_at` then `recoveries` come last: the Lua scripts that recover
+        or put back a task rewrite that tail in place (see levels.lua)."""
         wire: dict[str, Any] = {"id": self.id, "type": self.type}
         if self.queue is not None:
             wire["queue"] = self.queue
@@ -138,12 +153,23 @@ class Task:
         if self.unique_for is not None:
             wire["unique_for"] = self.unique_for
         wire.update(self.fields)
+        if self.ready_at is not None:
+            wire["ready_at"] = self.ready_at
         if self.recoveries:
             wire["recoveries"] = self.recoveries
         return wire
 
     def encode(self) -> bytes:
         return codec.dumps(self.to_wire())
+
+
+def queue_wait(task: Task, started: float) -> dict[str, Any] | None:
+    """What a `task.started` event says of the task's time in the queue: `waited`, seconds from when it became
+    ready (Task.ready_since) to this start, and its priority level; None when its envelope cannot tell."""
+    since = task.ready_since()
+    if since is None:
+        return None
+    return {"waited": round(max(0.0, started - since), 6), "priority": task.priority or "default"}
 
 
 def _reseed_ids() -> None:
@@ -290,6 +316,7 @@ def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
     task.timeout = _seconds_field(obj, "timeout", positive=True)
     task.eta = _timestamp_field(obj, "eta")
     task.created_at = _timestamp_field(obj, "created_at")
+    task.ready_at = _timestamp_field(obj, "ready_at")
     task.recoveries = _int_field(obj, "recoveries", 0, 0)
     task.flow_slot = _int_field(obj, "flow_slot", None, 0)
     if "priority" in obj or "unique_key" in obj or "unique_for" in obj:
