@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from gopherq.core.errors import ConfigError
 from gopherq.core.keys import QUEUE_REGISTRY, QueueKeys
@@ -104,8 +104,13 @@ class QueueRegistry:
 
     async def listed(self) -> list[str]:
         """The registered names whose queue has something in Redis, or was noted within FORGET_AFTER, sorted. The
-        others are dropped from the registry (best-effort: a read-only user just lists)."""
-        entries = await self.redis.zrange(QUEUE_REGISTRY, 0, LIST_MAX - 1, withscores=True)
+        others are dropped from the registry (best-effort: a read-only user just lists). A user that may not read
+        the registry gets none."""
+        try:
+            entries = await self.redis.zrange(QUEUE_REGISTRY, 0, LIST_MAX - 1, withscores=True)
+        except ResponseError as exc:  # e.g. NOPERM: a user restricted to its queue's keys lists what it is told
+            log.debug("queue registry: cannot read it: %s", exc)
+            return []
         if not entries:
             return []
         names = [(name.decode() if isinstance(name, bytes) else str(name), float(score)) for name, score in entries]
@@ -118,10 +123,12 @@ class QueueRegistry:
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, _ in valid:
                 pipe.exists(*presence_keys(keys))
-            present = await pipe.execute()
+            present = await pipe.execute(raise_on_error=False)  # a queue this user may not read is not listed
         cutoff = (time.time() - FORGET_AFTER) * 1000
         out, stale = [], []
         for (keys, score), count in zip(valid, present, strict=True):
+            if isinstance(count, Exception):
+                continue
             if count or score >= cutoff:
                 out.append(keys.queue)
             else:
