@@ -330,7 +330,7 @@ async def _orphaned(inspect: Inspector, queue: str) -> bool:
     return (await inspect.queue(queue)).orphaned == 1
 
 
-async def test_recovery_and_release_stamp_the_envelope_tail_in_place(aredis: aioredis.Redis, queue_name: str) -> None:
+async def test_recovery_stamps_the_envelope_tail_in_place(aredis: aioredis.Redis, queue_name: str) -> None:
     """The Lua rewrite of `ready_at` and `recoveries` at the end of the JSON, whatever the envelope ends with."""
     worker = Broker(aredis, queue_name, "w1")
     shapes = [b'{"id":"a"}', b'{"id":"b","ready_at":1.5,"recoveries":2}', b'{"id":"c","x":[],"ready_at":7}  ', b"{}"]

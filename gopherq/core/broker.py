@@ -67,8 +67,8 @@ class Settlement:
 
     kind: 'ack' (finished, result written), 'cancel' (as 'ack', for a cancelled task), 'retry' (data: new
     envelope, extra: due ms), 'dead' (data: entry JSON, extra: entry id) or 'release' (back to the head of its
-    ready list, only its `ready_at` stamped). `unique_key`: the task's uniqueness lock, freed when it ends ('ack',
-    'cancel', 'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded.
+    ready list, unchanged). `unique_key`: the task's uniqueness lock, freed when it ends ('ack', 'cancel',
+    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded.
     """
 
     kind: str

@@ -93,7 +93,8 @@ class Task:
     eta: float | None = None
     created_at: float | None = None
     #: When the task last became ready again after its creation (a retry or deferral came due, a dead letter was
-    #: requeued, a crashed worker's task was recovered, a shutdown put it back): kept by GoPherQ, see ready_since.
+    #: requeued, a crashed worker's task was recovered): kept by GoPherQ, see ready_since. (A task a shutdown puts
+    #: back is put back unchanged, as if never claimed: it has been ready since it first was.)
     ready_at: float | None = None
     recoveries: int = 0
     last_error: dict[str, Any] | None = None
@@ -123,8 +124,8 @@ class Task:
         return since
 
     def to_wire(self) -> dict[str, Any]:
-        """The envelope as a JSON-ready dict. `ready_at` then `recoveries` come last: the Lua scripts that recover
-        or put back a task rewrite that tail in place (see levels.lua)."""
+        """The envelope as a JSON-ready dict. `ready_at` then `recoveries` come last: the reaper's Lua rewrites that
+        tail in place when it recovers a task (see levels.lua)."""
         wire: dict[str, Any] = {"id": self.id, "type": self.type}
         if self.queue is not None:
             wire["queue"] = self.queue

@@ -2,14 +2,14 @@
 
 A task's wait counts from when it became ready (`Task.ready_since`): its `created_at` when it was enqueued, its
 `eta` when it was enqueued for later, or the `ready_at` GoPherQ stamps when it becomes ready again (a retry or a
-flow-control deferral comes due, a dead letter is requeued, a crashed worker's task is recovered, a shutdown puts it
-back). Those stamps are written by the moves themselves, so reading them costs the delivery path nothing.
+flow-control deferral comes due, a dead letter is requeued, a crashed worker's task is recovered). Those stamps are
+written by the moves themselves, so reading them costs the delivery path nothing. A task a shutdown puts back goes
+back unchanged, as if it had never been claimed: its wait goes on counting from when it first became ready.
 
 One call of heads.lua per queue reads each level's length, its wake markers (not tasks: subtracted) and the tasks at
 its head, at most HEAD_TASKS and HEAD_BYTES per level. A level's latency is the age of the oldest task among those:
-tasks put back at the head (recovered, released) are younger than the ones behind them, so the first few are
-compared rather than the first alone; more than HEAD_TASKS put back at once can hide an older task behind them
-until they are taken.
+tasks recovered to the head are younger than the ones behind them, so the first few are compared rather than the
+first alone; more than HEAD_TASKS recovered at once can hide an older task behind them until they are taken.
 
 A raw push (`RPUSH Q` without `created_at`) carries no time: GoPherQ cannot know when it arrived. Such a task at
 the head of its list is measured from the first inspection (CLI, dashboard, API or `/metrics` scrape) that saw it

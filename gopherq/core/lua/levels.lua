@@ -30,7 +30,7 @@ end
 -- seconds) and "recoveries" (see Task.to_wire). `restamp` sets "ready_at" to `now_ms` and, with `recovered`, raises
 -- "recoveries" by one, by rewriting that tail in place: re-encoding would change the bytes and turn empty arrays
 -- into objects. A value that is not a JSON object is returned unchanged (the worker dead-letters it when it parses
--- it). Used by the scripts that put a task back (recovery, release), never per task of a claim or settle batch.
+-- it). Used by the reaper (reap.lua), never per task of a claim or settle batch.
 local function restamp(raw, now_ms, recovered)
   local body, count = string.match(raw, '^(%s*{.*),"recoveries":(%d+)}%s*$')
   if not body then

@@ -11,8 +11,8 @@
 --   kind 'defer'   : as 'retry', for a task that arrived before its eta (not an attempt)
 --   kind 'dead'    : data = dead-letter entry JSON, extra = entry id (the task id; made unique with the token
 --                    when taken) -> dead hash + index
---   kind 'release' : put the in-flight envelope back at the head of its priority level's ready list (shutdown),
---                    with only its `ready_at` stamped now (see restamp in levels.lua)
+--   kind 'release' : put the in-flight envelope back at the head of its priority level's ready list, unchanged
+--                    (shutdown)
 --   Two kinds are not items of their own but follow the item they belong to, and act only when it was settled
 --   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
@@ -74,7 +74,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', KEYS[6], tonumber(ARGV[1]) + i / 1000, entry_id)
       dead_added = true
     elseif kind == 'release' then
-      push_level('LPUSH', restamp(envelope, tonumber(ARGV[1]), false))
+      push_level('LPUSH', envelope)
     end
     if result ~= '' then
       redis.call('SET', KEYS[9 + i], result, 'EX', ttl)
