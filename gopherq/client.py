@@ -25,7 +25,7 @@ from gopherq.core.events import EventBus
 from gopherq.core.inspect import Inspector
 from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
-from gopherq.core.schedules import upcoming
+from gopherq.core.registry import QueueRegistry
 from gopherq.core.settings import Settings, load_settings
 from gopherq.core.task import (
     NESTED_TOO_DEEPLY,
@@ -86,6 +86,7 @@ class AsyncClient:
         #: Where this client's tasks come from, for the plugins' `gopherq_before_enqueue` ("client"; the command
         #: line sets "cli").
         self.origin = "client"
+        self._registry: QueueRegistry | None = None
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -116,6 +117,7 @@ class AsyncClient:
                 await self._connection.close()
                 self.redis = None
                 self._inspector = None
+                self._registry = None
                 self._brokers.clear()
 
     def broker(self, queue: str | None = None) -> Broker:
@@ -130,6 +132,15 @@ class AsyncClient:
     def dead_letters(self) -> DeadLetters:
         """Dead-letter operations on the client's queue (a requeue emits `task.requeued` to the sinks)."""
         return DeadLetters(self.broker(), self.bus, self.masker)
+
+    @property
+    def registry(self) -> QueueRegistry:
+        """Where the queues this client enqueues to are noted, so inspection lists them (see core/registry.py)."""
+        if self.redis is None:
+            raise RuntimeError("client is not connected: use `async with` or await connect()")
+        if self._registry is None:
+            self._registry = QueueRegistry(self.redis)
+        return self._registry
 
     @property
     def inspect(self) -> Inspector:
@@ -305,13 +316,21 @@ class AsyncClient:
                 delayed.setdefault(queue, []).append((envelopes[index], due))
             else:
                 ready.setdefault(queue, []).append(envelopes[index])
+        registry = self.registry
         if ready or delayed:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for queue, batch in ready.items():
                     pipe.rpush(self.broker(queue).keys.ready, *batch)
                 for queue, due_at in delayed.items():
                     pipe.zadd(self.broker(queue).keys.delayed, {envelope: when for envelope, when in due_at})
-                await pipe.execute()
+                # The queue registry's note (once a minute per queue) rides along; its own failure is ignored.
+                noted = registry.stage(pipe, [*ready, *delayed, *special])
+                replies = await pipe.execute(raise_on_error=not noted)
+            for reply in replies[:-1] if noted else ():
+                if isinstance(reply, Exception):
+                    raise reply
+        elif special:
+            await registry.note(*special)
         duplicates: dict[int, str] = {}
         for queue, (indexes, pushes) in special.items():
             holders = await self.broker(queue).push_special(pushes)
@@ -340,7 +359,7 @@ class AsyncClient:
     async def schedules(self) -> list[dict[str, Any]]:
         """The configured periodic schedules with their last slot and next run time (Unix seconds)."""
         await self.connect()
-        return await upcoming(self.settings.schedules, self.queue, self.redis)
+        return await self.inspect.schedules(self.queue)
 
     # -- cancelling --------------------------------------------------------------------------------------------
 

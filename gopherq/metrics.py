@@ -1,21 +1,32 @@
 """Prometheus metrics of queues as the Inspector sees them, rendered per scrape (what `gopherq web` serves at
-/metrics): sizes, latency, pause state, live workers and all-time outcome totals from the Redis counters.
+/metrics): sizes, latency (overall and per priority level), pause state, live workers, orphaned tasks, the oldest
+running task's age, dead letters trimmed, all-time outcome totals from the Redis counters, and the schedules' last
+and next slots and last successes; plus `gopherq_build_info` and the serving process's own collectors.
 
 Every scrape builds a fresh registry from one Inspector read per queue, so nothing is kept between scrapes and
 any process (the dashboard, a sidecar) can serve the same numbers. Per-worker metrics (outcomes by type and
-reason, attempt durations, HTTP responses, sink drops) come from each worker's own port: see
+reason, attempt durations, time in queue, HTTP responses, sink drops) come from each worker's own port: see
 gopherq/plugins/metrics_sink.py.
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gopherq import __version__
 from gopherq.core.inspect.models import OUTCOMES, QueueInfo
 
 if TYPE_CHECKING:
@@ -27,9 +38,33 @@ QUEUE_GAUGES = (
     ("gopherq_queue_delayed_tasks", "Tasks waiting in the delayed set (retries, tasks with an eta).", "delayed"),
     ("gopherq_queue_running_tasks", "Tasks claimed by a worker and not yet settled.", "running"),
     ("gopherq_queue_dead_tasks", "Dead letters kept.", "dead"),
-    ("gopherq_queue_latency_seconds", "Age of the oldest ready task.", "latency"),
+    (
+        "gopherq_queue_latency_seconds",
+        "How long the oldest ready task, at any priority level, has waited since it became ready.",
+        "latency",
+    ),
     ("gopherq_queue_paused", "1 while the queue is paused.", "paused"),
     ("gopherq_workers_alive", "Workers whose heartbeat is younger than the lease timeout.", "workers"),
+    (
+        "gopherq_queue_orphaned_tasks",
+        "Running tasks held by a worker whose heartbeat is gone (recovered when a worker of this queue runs).",
+        "orphaned",
+    ),
+    (
+        "gopherq_queue_oldest_running_seconds",
+        "How long the longest-running task of a live worker has been running.",
+        "oldest_running",
+    ),
+)
+
+#: (metric name, help, LevelInfo attribute) of the per-priority-level gauges.
+LEVEL_GAUGES = (
+    ("gopherq_queue_level_ready_tasks", "Tasks waiting in one priority level's ready list.", "ready"),
+    (
+        "gopherq_queue_level_latency_seconds",
+        "How long the oldest ready task of one priority level has waited since it became ready.",
+        "latency",
+    ),
 )
 
 
@@ -54,6 +89,72 @@ class QueueSnapshot(Collector):
             for outcome in OUTCOMES:
                 totals.add_metric([info.name, outcome], float(info.totals.get(outcome, 0)))
         yield totals
+        for name, text, attribute in LEVEL_GAUGES:
+            gauge = GaugeMetricFamily(name, text, labels=["queue", "priority"])
+            for info in self.queues:
+                for level, reading in info.levels.items():
+                    gauge.add_metric([info.name, level], float(getattr(reading, attribute)))
+            yield gauge
+        trimmed = CounterMetricFamily(
+            "gopherq_queue_dead_trimmed",
+            "Dead letters dropped, oldest first, because the queue held queue.dead_letter_max.",
+            labels=["queue"],
+        )
+        for info in self.queues:
+            trimmed.add_metric([info.name], float(info.dead_trimmed))
+        yield trimmed
+
+
+#: (metric name, help, schedule row key) of the per-schedule gauges; a schedule without the value has no sample.
+SCHEDULE_GAUGES = (
+    ("gopherq_schedule_last_slot_timestamp_seconds", "The last slot of a schedule that was enqueued.", "last_slot"),
+    (
+        "gopherq_schedule_next_slot_timestamp_seconds",
+        "The slot due after the last one enqueued: once it is past, the schedule is late (no worker ticked it).",
+        "next_slot",
+    ),
+    (
+        "gopherq_schedule_last_success_timestamp_seconds",
+        "When a task of a schedule last succeeded.",
+        "last_success",
+    ),
+)
+
+
+class ScheduleSnapshot(Collector):
+    """The schedules' gauges, from one read of their state (`Inspector.schedules`)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def collect(self) -> Iterator[Metric]:
+        for name, text, key in SCHEDULE_GAUGES:
+            gauge = GaugeMetricFamily(name, text, labels=["queue", "schedule"])
+            for row in self.rows:
+                if row.get(key) is not None:
+                    gauge.add_metric([row["queue"], row["name"]], float(row[key]))
+            yield gauge
+
+
+class BuildInfo(Collector):
+    """`gopherq_build_info{version, python}` = 1: which GoPherQ (and Python) a process runs."""
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "gopherq_build_info",
+            "The GoPherQ version and Python version of this process.",
+            labels=["version", "python"],
+        )
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield info
+
+
+def register_process_collectors(registry: CollectorRegistry) -> None:
+    """`gopherq_build_info` and prometheus-client's process, platform (`python_info`) and garbage-collector
+    collectors, on `registry`."""
+    registry.register(BuildInfo())
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
 
 
 #: (metric name, help, flow state key) of the per-destination gauges of flow control ([[plugins.http.hosts]]).
@@ -97,4 +198,6 @@ async def render_metrics(inspector: Inspector, queues: list[str] | None = None) 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(QueueSnapshot(infos))
     registry.register(FlowSnapshot({name: await inspector.flows(name, FLOW_KEYS_MAX) for name in names}))
+    registry.register(ScheduleSnapshot(await inspector.schedules()))
+    register_process_collectors(registry)
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -26,6 +26,7 @@ from pytest_httpserver import HTTPServer
 from gopherq.core.broker import Broker
 from gopherq.core.events import Event
 from gopherq.core.hookspecs import hookimpl
+from gopherq.core.keys import QUEUE_REGISTRY
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import Settings, load_settings
 from gopherq.core.worker import Worker
@@ -88,12 +89,13 @@ def redis_url() -> str:
 
 @pytest.fixture
 def queue_name(redis_url: str) -> Iterator[str]:
-    """A fresh queue name; every key of it is deleted afterwards."""
+    """A fresh queue name; every key of it, and its name in the queue registry, are deleted afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
     client = redis.Redis.from_url(redis_url)
     keys = [name, *client.scan_iter(match=f"gopherq:{{{name}}}:*", count=1000)]
     client.delete(*keys)
+    client.zrem(QUEUE_REGISTRY, name, f"{name}_other")
     client.close()
 
 

@@ -171,4 +171,16 @@ async def test_worker_and_client_on_a_cluster(cluster: list[int], start_worker: 
             )
 
         await async_wait_until(a_slot_ran, timeout=20, what="a scheduled slot on the cluster")
+
+        # Inspection: the queue registry lives in a slot of its own, read apart from the per-queue reads (heads.lua
+        # and one EXISTS over the queue's keys), which stay in the queue's slot.
+        inspect = client.inspect
+        assert queue in await inspect.registry.listed()
+        info = await inspect.queue(queue)
+        assert info.workers == 1 and info.levels["high"].ready == 0
+        others = [f"{queue}_{n}" for n in range(6)]  # on every node: the SCAN of `discover` covers them all
+        for other in others:
+            await client.redis.hset(QueueKeys(other).stats, "acked", 1)
+        assert await inspect.discover() == sorted(others)
+        assert set(others) <= set(await inspect.queue_names())
         await handle.stop()

@@ -7,9 +7,11 @@ import asyncio
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from gopherq import AsyncClient, Client
@@ -210,5 +212,5 @@ def test_the_sync_client_manages_dead_letters(make_settings: Callable[..., Setti
         sync_redis.zadd(f"gopherq:{{{queue}}}:dead:index", {"x": 1})
         assert dead.get("x")["reason"] == "poison"
         assert dead.requeue(["x"]) == 1
-        assert codec.loads(sync_redis.lpop(queue)) == {"id": "x"}
+        assert codec.loads(sync_redis.lpop(queue)) == {"id": "x", "ready_at": pytest.approx(time.time(), abs=60)}
         assert dead.purge() == 0

@@ -187,21 +187,6 @@ def test_sync_client_exposes_the_inspector(make_settings: Callable[..., Settings
         assert client.inspect.task(queue_name, "s1").state == "ready"
 
 
-async def test_queue_names_come_from_scan(
-    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
-) -> None:
-    other = f"{queue_name}_other"
-    keys = QueueKeys(other)
-    await aredis.hset(keys.stats, "acked", 3)
-    try:
-        inspector = Inspector(aredis, make_settings())
-        names = await inspector.queue_names()
-        assert queue_name in names and other in names
-        assert (await inspector.queue(other)).totals["succeeded"] == 3
-    finally:
-        await aredis.delete(keys.stats)
-
-
 async def test_events_pages_latest_task_filter_and_follow(
     make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
 ) -> None:

@@ -212,9 +212,9 @@ def test_worker_stream_cli_and_metrics(
         value(found, "gopherq_tasks_total", queue=queue_name, type="http", outcome="retried", reason="http_status") == 1
     )
     assert value(found, "gopherq_task_retries_total", queue=queue_name, type="http") == 1
-    assert value(found, "gopherq_http_responses_total", queue=queue_name, status_class="2xx") == 6
-    assert value(found, "gopherq_http_responses_total", queue=queue_name, status_class="4xx") == 1
-    assert value(found, "gopherq_http_responses_total", queue=queue_name, status_class="5xx") == 2
+    assert value(found, "gopherq_http_responses_total", queue=queue_name, status_class="2xx", code="200") == 6
+    assert value(found, "gopherq_http_responses_total", queue=queue_name, status_class="4xx", code="404") == 1
+    assert value(found, "gopherq_http_responses_total", queue=queue_name, status_class="5xx", code="503") == 2
     assert (
         value(found, "gopherq_attempt_duration_seconds_count", queue=queue_name, type="http", outcome="succeeded") == 6
     )

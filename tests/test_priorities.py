@@ -163,8 +163,11 @@ async def test_the_inspection_layer_sees_every_level(
             await client.enqueue_many([client.task("rec", id=f"{level}-{i}", priority=level) for i in range(2)])
     assert await aredis.lindex(queue_name, 0) == WAKE_MARKER  # left by the first low task (the list was empty)
     inspector = Inspector(aredis, settings)
-    assert (await inspector.queue(queue_name)).ready == 7  # six tasks and the marker
+    info = await inspector.queue(queue_name)
+    assert info.ready == 6  # tasks only: the marker is not counted
+    assert {name: level.ready for name, level in info.levels.items()} == {"high": 2, "default": 2, "low": 2}
     page = await inspector.ready(queue_name, offset=1, limit=4)
     assert [item.id for item in page.items] == ["high-1", "default-0", "default-1"]  # the marker is left out
-    info = await inspector.task(queue_name, "low-1")
-    assert info is not None and info.state == "ready"
+    assert page.total == 6
+    found = await inspector.task(queue_name, "low-1")
+    assert found is not None and found.state == "ready"

@@ -261,6 +261,8 @@ def test_a_killed_worker_shows_as_gone_and_its_task_is_recovered(
     first = s.workers[0]
     first.kill()
     wait_until(lambda: "gone" in s.text_of("#workers"), timeout=30, what="the killed worker to show as gone")
+    s.open(f"/queues/{s.queue}?tab=running")  # held by nobody alive: orphaned until a worker of the queue runs
+    wait_until(lambda: "orphaned" in s.text_of("#queue"), timeout=15, what="the task shown as orphaned")
 
     s.start_worker()
     s.open(f"/queues/{s.queue}/tasks/long-1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
@@ -50,7 +51,8 @@ def cancel(config: str | None, queue: str | None, as_json: bool, task_id: str) -
 @json_option
 @handle_errors
 def schedules(config: str | None, as_json: bool) -> None:
-    """List the periodic schedules with their last slot and next run time."""
+    """List the periodic schedules with their last slot, next run time and last success (LATE when a slot came
+    due more than a minute ago and no worker enqueued it)."""
     settings = settings_from(config)
     rows = run_async(with_client(settings, None, lambda client: client.schedules()))
     if as_json:
@@ -59,7 +61,9 @@ def schedules(config: str | None, as_json: bool) -> None:
     if not rows:
         click.echo("no schedules (add [[schedules]] tables to the config)")
     for row in rows:
+        late = row["next_slot"] is not None and row["next_slot"] < time.time() - 60
         click.echo(
             f"{row['name']}: {row['rule']} -> {row['queue']}, next {when(row['next_run'])}, "
-            f"last {when(row['last_slot'])}, catch_up {row['catch_up']}"
+            f"last {when(row['last_slot'])}, last success {when(row['last_success'])}, catch_up {row['catch_up']}"
+            + (f"  LATE: the slot of {when(row['next_slot'])} was not enqueued (no worker?)" if late else "")
         )

@@ -24,7 +24,7 @@ from gopherq.cli.common import (
 )
 from gopherq.cli.root import cli
 from gopherq.client import AsyncClient
-from gopherq.core.inspect import StreamEvent, TaskInfo
+from gopherq.core.inspect import ORPHANED_NOTE, QueueInfo, StreamEvent, TaskInfo
 
 
 def _age(stamp: float | None) -> str:
@@ -37,22 +37,32 @@ def _event_line(event: StreamEvent) -> str:
 
 @cli.command()
 @config_option
+@click.option("--scan", is_flag=True, help="first register queues found by one SCAN of every key (slow on big Redis)")
 @json_option
 @handle_errors
-def queues(config: str | None, as_json: bool) -> None:
-    """Every known queue: sizes, latency, pause state, live workers and outcome totals."""
+def queues(config: str | None, scan: bool, as_json: bool) -> None:
+    """Every queue that has anything: sizes, latency, pause state, live workers, orphaned tasks and outcome
+    totals."""
     settings = settings_from(config)
-    infos = run_async(with_client(settings, None, lambda client: client.inspect.queues()))
+
+    async def action(client: AsyncClient) -> list[QueueInfo]:
+        if scan:
+            found = await client.inspect.discover()
+            click.echo(f"--scan: {len(found)} queue(s) registered: {' '.join(found) or '-'}", err=True)
+        return await client.inspect.queues()
+
+    infos = run_async(with_client(settings, None, action))
     if as_json:
         echo_json([info.to_dict() for info in infos])
         return
-    header = ("QUEUE", "READY", "DELAYED", "RUNNING", "DEAD", "LATENCY", "WORKERS", "SUCCEEDED", "FAILED", "STATE")
+    header = "QUEUE READY DELAYED RUNNING ORPHANED DEAD LATENCY WORKERS SUCCEEDED FAILED STATE".split()
     rows = [
         (
             info.name,
             info.ready,
             info.delayed,
             info.running,
+            info.orphaned,
             info.dead,
             f"{info.latency:.1f}s",
             info.workers,
@@ -65,6 +75,9 @@ def queues(config: str | None, as_json: bool) -> None:
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
         click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for info in infos:
+        if info.orphaned:
+            click.echo(f"{info.name}: {info.orphaned} orphaned task(s), {ORPHANED_NOTE}", err=True)
 
 
 @cli.command()
@@ -118,7 +131,7 @@ def task(config: str | None, queue: str | None, task_id: str, event_count: int, 
         return
     click.echo(f"{'task:':10} {info.id}")
     click.echo(f"{'queue:':10} {info.queue}")
-    click.echo(f"{'state:':10} {info.state}")
+    click.echo(f"{'state:':10} {info.state}" + (f" ({ORPHANED_NOTE})" if info.state == "orphaned" else ""))
     click.echo(f"{'type:':10} {info.type or '-'}")
     if info.worker:
         click.echo(f"{'worker:':10} {info.worker} (for {_age(info.since)})")

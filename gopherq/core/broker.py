@@ -206,10 +206,16 @@ class Broker:
         return [bool(flag) for flag in flags]
 
     async def heartbeat(
-        self, tokens: list[str], lease_ms: int, info: dict[str, Any] | None = None, info_ttl: int = 60
+        self,
+        tokens: list[str],
+        lease_ms: int,
+        info: dict[str, Any] | None = None,
+        info_ttl: int = 60,
+        successes: dict[str, float] | None = None,
     ) -> None:
         """Say this worker is alive, extend the leases of the tasks it is running and refresh what it tells
-        others about itself (`info`, kept `info_ttl` seconds), in one round trip."""
+        others about itself (`info`, kept `info_ttl` seconds), in one round trip; `successes` (schedule name ->
+        when a task of it last succeeded) go into the queue's schedule successes in the same round trip."""
         assert self.worker_id is not None
         async with self.redis.pipeline(transaction=False) as pipe:
             stamp = now_ms()
@@ -221,7 +227,14 @@ class Broker:
                 info_key = self.keys.worker_info(self.worker_id)
                 pipe.hset(info_key, mapping=info)
                 pipe.expire(info_key, info_ttl)
+            if successes:
+                pipe.hset(self.keys.schedule_successes, mapping=successes)
             await pipe.execute()
+
+    async def record_schedule_successes(self, successes: dict[str, float]) -> None:
+        """Write schedule successes the heartbeat has not written yet (at shutdown)."""
+        if successes:
+            await self.redis.hset(self.keys.schedule_successes, mapping=successes)
 
     async def deregister(self) -> None:
         """Remove this worker's heartbeat and info (on clean shutdown, after its processing list is empty)."""

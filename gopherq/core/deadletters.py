@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import functools
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from gopherq.core.broker import Broker, load_script
 from gopherq.core.events import EventBus
 from gopherq.core.masking import MASK, Masker, drop_cut_url
 from gopherq.core.outcomes import raw_from_entry
+from gopherq.core.registry import QueueRegistry
 from gopherq.core.task import RESERVED_FIELDS
 
 #: Fields reset when a dead letter is requeued: it starts over as a fresh task with the same id (every field
@@ -20,9 +22,10 @@ from gopherq.core.task import RESERVED_FIELDS
 _RESET_FIELDS = sorted(RESERVED_FIELDS)
 
 
-def fresh_envelope(raw: bytes, task_id: str | None = None) -> bytes:
+def fresh_envelope(raw: bytes, task_id: str | None = None, now: float | None = None) -> bytes:
     """The envelope to requeue: attempts, recoveries, last error and flow slot cleared, id and everything else kept
-    (a task pushed without an id gets the one the worker assigned, `task_id`). Bytes that are not a JSON object
+    (a task pushed without an id gets the one the worker assigned, `task_id`), and `ready_at` stamped `now`: a
+    requeued task has waited since its requeue, not since it was first created. Bytes that are not a JSON object
     are requeued unchanged (they will be dead-lettered again unless fixed)."""
     try:
         obj = codec.loads(raw)
@@ -34,6 +37,8 @@ def fresh_envelope(raw: bytes, task_id: str | None = None) -> bytes:
         obj.pop(field, None)
     if task_id is not None and "id" not in obj:
         obj = {"id": task_id, **obj}
+    obj.pop("ready_at", None)
+    obj["ready_at"] = time.time() if now is None else now  # last: where GoPherQ keeps it (see Task.to_wire)
     return codec.dumps(obj)
 
 
@@ -126,6 +131,7 @@ class DeadLetters:
         returns how many went back (an id that is not, or no longer, a dead letter is skipped, and so is the dead
         letter of a `too_large` task, which keeps only a prefix of it). `progress` is
         called with the number of entries handled after each chunk (e.g. a progress bar's `update`)."""
+        await QueueRegistry(self.redis).note(self.keys.queue)  # requeued tasks make it a queue with work to list
         if entry_ids is None:
             entry_ids = [item.decode() for item in await self.redis.zrange(self.keys.dead_index, 0, -1)]
         moved = 0
@@ -134,13 +140,14 @@ class DeadLetters:
             entries = await self.redis.hmget(self.keys.dead, chunk)
             args: builtins.list[Any] = []
             task_ids: dict[str, str | None] = {}
+            now = time.time()
             for entry_id, raw_entry in zip(chunk, entries, strict=True):
                 if raw_entry is not None:
                     entry = codec.loads(raw_entry)
                     if entry.get("raw_truncated"):
                         continue  # only a prefix of a too_large task was kept: there is no task to requeue
                     task_ids[entry_id] = entry.get("task_id")
-                    args += [entry_id, fresh_envelope(raw_from_entry(entry), entry.get("task_id"))]
+                    args += [entry_id, fresh_envelope(raw_from_entry(entry), entry.get("task_id"), now)]
             if not args:
                 if progress is not None:
                     progress(len(chunk))

@@ -19,6 +19,10 @@ COUNTS_TTL = 90000
 #: use the same literal; the claim script drops it).
 WAKE_MARKER = b"gopherq:wake"
 
+#: Sorted set of every queue name GoPherQ has seen in use, scored by when it was last noted (ms); see registry.py.
+#: A key of no queue's hash tag: in Redis Cluster it lives in a slot of its own, and no per-queue script touches it.
+QUEUE_REGISTRY = "gopherq:queues"
+
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
@@ -146,6 +150,17 @@ class QueueKeys:
     def schedules(self) -> str:
         """Hash: schedule name -> the last slot (Unix s) enqueued for it; see schedule.lua."""
         return self._tagged("schedules")
+
+    @property
+    def schedule_successes(self) -> str:
+        """Hash: schedule name -> when a task of that schedule last succeeded (Unix s), written with heartbeats."""
+        return self._tagged("schedules:succeeded")
+
+    @property
+    def heads(self) -> str:
+        """Hash: priority level -> "<digest>:<ms>", when an inspection first saw the level's current head, for a
+        head whose envelope carries no time of its own (a raw push); see core/inspect/readiness.py."""
+        return self._tagged("heads")
 
     def processing(self, worker_id: str) -> str:
         """The list a blocking fetch moves a task into before it is claimed (see broker.claim)."""

@@ -202,6 +202,7 @@ class OutcomePolicy:
             timeout=task.timeout,
             deadline=task.deadline,
             created_at=task.created_at,
+            ready_at=due,  # it is ready again when its retry comes due: queue latency counts from there
             recoveries=task.recoveries,
             last_error=capped_error(error),  # bounded: it travels in the envelope
             priority=task.priority,

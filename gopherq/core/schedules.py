@@ -240,21 +240,31 @@ def validate_schedules(schedules: list[Schedule], check: Any) -> None:
 async def upcoming(
     schedules: list[Schedule], default_queue: str, redis: Any, now: float | None = None
 ) -> list[dict[str, Any]]:
-    """Each schedule with its last enqueued slot (from Redis) and its next run time, for `gopherq schedules`."""
+    """Each schedule with its last enqueued slot (from Redis), the slot due after it (`next_slot`, None before the
+    first tick: once it is past, the schedule is late, as no worker ticked it), its next run time, and when a task
+    of it last succeeded (`last_success`, written by the workers' heartbeats), for `gopherq schedules` and the
+    metrics. One round trip."""
     now = time.time() if now is None else now
+    async with redis.pipeline(transaction=False) as pipe:
+        for schedule in schedules:
+            keys = QueueKeys(schedule.queue or default_queue)
+            pipe.hget(keys.schedules, schedule.name)
+            pipe.hget(keys.schedule_successes, schedule.name)
+        replies = await pipe.execute() if schedules else []
     rows = []
-    for schedule in schedules:
-        queue = schedule.queue or default_queue
-        raw = await redis.hget(QueueKeys(queue).schedules, schedule.name)
+    for index, schedule in enumerate(schedules):
+        raw, success = replies[2 * index], replies[2 * index + 1]
         last = int(raw) if raw is not None else None
         rows.append(
             {
                 "name": schedule.name,
-                "queue": queue,
+                "queue": schedule.queue or default_queue,
                 "rule": f"cron {schedule.cron!r} {schedule.timezone}" if schedule.cron else f"every {schedule.every}s",
                 "catch_up": schedule.catch_up,
                 "last_slot": last,
+                "next_slot": None if last is None else schedule.next_slot(last),
                 "next_run": schedule.next_slot(max(now, last or 0)),
+                "last_success": None if success is None else float(success),
             }
         )
     return rows

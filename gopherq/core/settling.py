@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from gopherq.core.broker import Broker
 from gopherq.core.events import EventBus
@@ -39,6 +40,8 @@ class Settling:
     _followups: list[bytes]
     _flush_lock: asyncio.Lock
     _settle_wakeup: asyncio.Event
+    schedule_names: frozenset[str]
+    schedule_successes: dict[str, float]
 
     def _decide(self, decision: Decision) -> None:
         self._decisions.append(decision)
@@ -113,6 +116,10 @@ class Settling:
         kind = decision.settlement.kind
         if kind == "ack":
             self.stats["succeeded"] += 1
+            if self.schedule_names:  # a schedule's task is named "<schedule>@<slot>" (see Schedule.task_id)
+                name, at, slot = task_id.rpartition("@")
+                if at and name in self.schedule_names and slot.isdigit():
+                    self.schedule_successes[name] = time.time()
         elif kind == "retry":
             self.stats["retried"] += 1
         elif kind == "defer":

@@ -41,6 +41,7 @@ CONTROL_FIELDS = frozenset(
         "expires_at",
         "eta",
         "created_at",
+        "ready_at",
         "recoveries",
         "last_error",
         "flow_slot",
@@ -54,7 +55,7 @@ CONTROL_FIELDS = frozenset(
 #: The control fields GoPherQ itself keeps on a task as it moves (retries, recoveries, flow control). No producer
 #: entry point accepts them (see `task_from_dict(producer=True)`); a worker reads them from whatever it fetches,
 #: because GoPherQ's own moves of a task (a retry, a recovery, a deferral) are moves of bytes that carry them.
-RESERVED_FIELDS = frozenset({"attempt", "recoveries", "last_error", "flow_slot"})
+RESERVED_FIELDS = frozenset({"attempt", "recoveries", "last_error", "ready_at", "flow_slot"})
 
 #: Longest id or uniqueness key, in characters.
 MAX_NAME_CHARS = 200
@@ -122,6 +123,10 @@ class Task:
     deadline: float | None = None
     eta: float | None = None
     created_at: float | None = None
+    #: When the task last became ready again after its creation (a retry or deferral came due, a dead letter was
+    #: requeued, a crashed worker's task was recovered): kept by GoPherQ, see ready_since. (A task a shutdown puts
+    #: back is put back unchanged, as if never claimed: it has been ready since it first was.)
+    ready_at: float | None = None
     recoveries: int = 0
     last_error: dict[str, Any] | None = None
     #: When flow control reserved a rate slot for this task and deferred it to that slot (Unix ms; core/flow.py).
@@ -142,8 +147,19 @@ class Task:
     #: A task is not meant to be changed after it is built; `encode()` always encodes afresh.
     envelope: bytes | None = field(default=None, repr=False, compare=False)
 
+    def ready_since(self) -> float | None:
+        """When the task became ready to run (Unix seconds), None when its envelope cannot tell (a raw push
+        without `created_at`): the latest of `created_at`, `eta` and `ready_at`, since each move that makes a task
+        ready again stamps a later time. Queue latency and the time-in-queue histogram both count from here."""
+        since = self.created_at
+        for stamp in (self.eta, self.ready_at):
+            if stamp is not None and (since is None or stamp > since):
+                since = stamp
+        return since
+
     def to_wire(self) -> dict[str, Any]:
-        """The envelope as a JSON-ready dict; `recoveries` comes last (the reaper's Lua appends it there)."""
+        """The envelope as a JSON-ready dict. `ready_at` then `recoveries` come last: the reaper's Lua rewrites that
+        tail in place when it recovers a task (see levels.lua)."""
         wire: dict[str, Any] = {"id": self.id, "type": self.type}
         if self.queue is not None:
             wire["queue"] = self.queue
@@ -174,12 +190,23 @@ class Task:
         if self.trace is not None:
             wire["trace"] = self.trace
         wire.update(self.fields)
+        if self.ready_at is not None:
+            wire["ready_at"] = self.ready_at
         if self.recoveries:
             wire["recoveries"] = self.recoveries
         return wire
 
     def encode(self) -> bytes:
         return codec.dumps(self.to_wire())
+
+
+def queue_wait(task: Task, started: float) -> dict[str, Any] | None:
+    """What a `task.started` event says of the task's time in the queue: `waited`, seconds from when it became
+    ready (Task.ready_since) to this start, and its priority level; None when its envelope cannot tell."""
+    since = task.ready_since()
+    if since is None:
+        return None
+    return {"waited": round(max(0.0, started - since), 6), "priority": task.priority or "default"}
 
 
 def _reseed_ids() -> None:
@@ -377,6 +404,7 @@ def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
     task.timeout = _seconds_field(obj, "timeout", positive=True)
     task.eta = _timestamp_field(obj, "eta")
     task.created_at = _timestamp_field(obj, "created_at")
+    task.ready_at = _timestamp_field(obj, "ready_at")
     task.recoveries = _int_field(obj, "recoveries", 0, 0)
     task.flow_slot = _int_field(obj, "flow_slot", None, 0)
     if "priority" in obj or "unique_key" in obj or "unique_for" in obj:

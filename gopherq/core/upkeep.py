@@ -23,6 +23,7 @@ from gopherq.core.connection import command_timeout
 from gopherq.core.events import EventBus
 from gopherq.core.flow import WorkerFlow
 from gopherq.core.plugins import PluginManager
+from gopherq.core.registry import QueueRegistry
 from gopherq.core.resilience import RETRYABLE, Backoff, Outage
 from gopherq.core.schedules import Scheduler, validate_schedules
 from gopherq.core.settings import Settings
@@ -54,6 +55,11 @@ class Upkeep:
     plugins: PluginManager
     scheduler: Scheduler | None
     cancelling: set[asyncio.Task[None]]
+    registry: QueueRegistry
+    #: When the longest-running task this worker holds was claimed, as of the last heartbeat (None: none).
+    oldest_claimed: float | None = None
+    schedule_names: frozenset[str]
+    schedule_successes: dict[str, float]
 
     async def _check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys: an evicted ready list or in-flight hash is lost work."""
@@ -74,7 +80,14 @@ class Upkeep:
 
     def _make_scheduler(self) -> Scheduler | None:
         """The periodic schedules this worker ticks (every worker does; each slot is enqueued once). Their tasks
-        are checked now, as a worker would check them, so a bad schedule stops start-up (exit 2), not a slot."""
+        are checked now, as a worker would check them, so a bad schedule stops start-up (exit 2), not a slot.
+        Also sets up the queue registry's notes and the record of the schedules whose tasks run here."""
+        self.registry = QueueRegistry(self.redis)
+        queue = self.broker.keys.queue
+        #: When a task of each schedule that feeds this queue last succeeded, not written yet: the heartbeat writes
+        #: them (Settling._announce notes them), so they cost no round trip of their own.
+        self.schedule_names = frozenset(s.name for s in self.settings.schedules if (s.queue or queue) == queue)
+        self.schedule_successes = {}
         schedules = self.settings.schedules
         if not schedules:
             return None
@@ -109,16 +122,42 @@ class Upkeep:
                 cfg.lease_timeout,
             )
 
+    def noted_queues(self) -> list[str]:
+        """The queues this worker makes known in the queue registry: its own, and those its schedules feed."""
+        targets = self.scheduler.brokers if self.scheduler is not None else {}
+        return [self.broker.keys.queue, *targets]
+
+    async def _write_schedule_successes(self) -> None:
+        """At shutdown: the schedule successes no heartbeat has written yet."""
+        successes, self.schedule_successes = self.schedule_successes, {}
+        try:
+            await self.broker.record_schedule_successes(successes)
+        except BaseException:
+            self.schedule_successes = {**successes, **self.schedule_successes}
+            raise
+
+    @staticmethod
+    async def _stopped_within(tasks: set[asyncio.Task[None]], what: str, timeout: float = 3.0) -> bool:
+        """Wait for cancelled tasks to finish, but never without bound: shutdown goes on without a stuck one."""
+        if not tasks:
+            return True
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending:
+            log.warning("%s did not stop within %ss of being cancelled; shutting down without it", what, timeout)
+        return not pending
+
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.worker.heartbeat_interval
         failures = Backoff("heartbeat (leases not renewed)", outage=self.outage)
         while True:
             await asyncio.sleep(interval)
+            successes, self.schedule_successes = self.schedule_successes, {}
             try:
-                await self.broker.heartbeat(list(self.held), self.lease_ms, *self.worker_info())
+                await self.broker.heartbeat(list(self.held), self.lease_ms, *self.worker_info(), successes=successes)
                 await self.flow.renew(int(time.time() * 1000) + self.lease_ms)
                 failures.reset()
             except RETRYABLE as exc:
+                self.schedule_successes = {**successes, **self.schedule_successes}  # written with the next one
                 failures.failed(exc)
 
     def worker_info(self) -> tuple[dict[str, Any], int]:
@@ -126,6 +165,7 @@ class Upkeep:
         readable if no heartbeat refreshes it: written with each heartbeat, so it costs no round trip."""
         cfg = self.settings.worker
         running = self.running_tasks()
+        oldest = self.oldest_claimed = running[0][2] if running else None
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -135,6 +175,9 @@ class Upkeep:
             "stats": codec.dumps(self.stats),
             "running": codec.dumps(running[:RUNNING_LISTED]),
             "running_count": len(running),
+            # When the longest-running task was claimed ("" when none): what the inspector's oldest-running age
+            # reads, without the whole list.
+            "oldest": "" if oldest is None else oldest,
         }
         return info, int(cfg.lease_timeout * 2 + cfg.heartbeat_interval * 2 + 10)
 
@@ -168,6 +211,7 @@ class Upkeep:
         while True:
             await asyncio.sleep(cfg.promote_interval)
             try:
+                await self.registry.note(*self.noted_queues())  # once a minute: the registry may have been lost
                 await self.broker.promote()
                 if self.scheduler is not None:
                     await self.scheduler.tick()

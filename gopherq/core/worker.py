@@ -40,7 +40,7 @@ from gopherq.core.priorities import LevelOrder
 from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff, Outage
 from gopherq.core.settings import Settings
 from gopherq.core.settling import Settling
-from gopherq.core.task import ErrorInfo, Task, decode_task
+from gopherq.core.task import ErrorInfo, Task, decode_task, queue_wait
 from gopherq.core.upkeep import Upkeep
 from gopherq.core.watchdog import Watchdog
 
@@ -147,6 +147,7 @@ class Worker(Upkeep, Settling):
         await self.plugins.call_lifecycle("gopherq_startup", self)
         # Registered before the first fetch, so the reaper can always find this worker's processing list.
         await self._guard("heartbeat", lambda: self.broker.heartbeat([], self.lease_ms, *self.worker_info()))
+        await self.registry.note(*self.noted_queues())
         self._check_timings()
         log.info(
             "worker %s started: queue %s, concurrency %d, executors %s",
@@ -204,6 +205,7 @@ class Worker(Upkeep, Settling):
                 await asyncio.gather(*pending, return_exceptions=True)
         await self._guard("final settle", self._flush, attempts=20)
         await self._guard("release staged", self.broker.release_staged, attempts=20)
+        await self._guard("schedule successes", self._write_schedule_successes, attempts=5)
         for loop_task in self._loops:
             loop_task.cancel()
         await self._stopped_within(set(self._loops), "the background loops")
@@ -220,16 +222,6 @@ class Worker(Upkeep, Settling):
         self.bus.emit("worker.stopped", data=dict(self.stats))
         await self.bus.close(timeout=5.0)
         log.info("worker %s stopped: %s", self.id, self.stats)
-
-    @staticmethod
-    async def _stopped_within(tasks: set[asyncio.Task[None]], what: str, timeout: float = 3.0) -> bool:
-        """Wait for cancelled tasks to finish, but never without bound: shutdown goes on without a stuck one."""
-        if not tasks:
-            return True
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        if pending:
-            log.warning("%s did not stop within %ss of being cancelled; shutting down without it", what, timeout)
-        return not pending
 
     async def _guard(
         self, what: str, action: Callable[[], Coroutine[Any, Any, Any]], *, once: bool = False, attempts: int = 0
@@ -367,6 +359,7 @@ class Worker(Upkeep, Settling):
                 self._decide(Decision(Settlement("release", token, task.id), "", task))
             return []
         for token, task, due, key in defer:
+            task.ready_at = due / 1000  # ready again when its slot opens: queue latency counts from there
             settlement = Settlement("defer", token, task.id, b"", task.encode(), str(due))
             self._decide(Decision(settlement, "task.throttled", task, data={"flow_key": key, "until": due / 1000}))
         return run
@@ -439,7 +432,15 @@ class Worker(Upkeep, Settling):
                 deadline=task.deadline,
                 log=logging.LoggerAdapter(log, {"task_id": task.id}),
             )
-            self.bus.emit("task.started", task_id=task.id, task_type=task.type, attempt=task.attempt, trace=task.trace)
+            waited = queue_wait(task, started) if self.bus.wants("task.started") else None
+            self.bus.emit(
+                "task.started",
+                task_id=task.id,
+                task_type=task.type,
+                attempt=task.attempt,
+                data=waited,
+                trace=task.trace,
+            )
             outcome = await self.plugins.run_attempt(entry, task, context)  # wrapped by plugins, if any
         except asyncio.CancelledError:
             current = asyncio.current_task()

@@ -2,11 +2,14 @@
 
 It counts what the worker's events say: task outcomes by queue, type, outcome and reason
 (`gopherq_tasks_total`), attempt durations (`gopherq_attempt_duration_seconds`, with the attempt's trace id as an
-exemplar when the `otel` plugin recorded its span), retries, recoveries and HTTP responses by status class (and
-by target host when `[metrics] http_host_label` is on); at each scrape it adds
-the event sinks' delivered and dropped counts and the tasks running now. Label values that come from task data
-(type, reason, host) are bounded: past a limit, new values count as `other`, so a producer cannot blow up the
-number of series. Off by default: without a port nothing is registered and no event is built for it.
+exemplar when the `otel` plugin recorded its span), time in queue from ready to start
+(`gopherq_task_queue_wait_seconds`, from `task.started`), retries, recoveries and HTTP responses by status class and
+exact code (and by target host when `[metrics] http_host_label` is on); at each scrape it adds the event sinks'
+delivered and dropped counts, the tasks running now and the age of the longest-running one, `gopherq_build_info`
+and prometheus-client's process, platform and garbage-collector collectors. Label values that come from task data
+(type, reason, host, status code) are bounded: past a limit (or outside 100-599 for a code), new values count as
+`other`, so a producer cannot blow up the number of series. Off by default: without a port nothing is registered
+and no event is built for it.
 
 With `worker.processes` = N the supervisor gives child i the port `port + i` (N children: port..port+N-1). The
 server runs in a daemon thread of the worker process (prometheus-client's own).
@@ -15,6 +18,7 @@ server runs in a daemon thread of the worker process (prometheus-client's own).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,17 +27,24 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gopherq import Event, Settings, hookimpl
+from gopherq.metrics import register_process_collectors
 
 log = logging.getLogger(__name__)
 
 #: The events this sink reads.
-EVENTS = ("task.succeeded", "task.retrying", "task.dead_lettered", "task.recovered")
+EVENTS = ("task.started", "task.succeeded", "task.retrying", "task.dead_lettered", "task.recovered")
 
 #: Distinct task types and failure reasons kept as label values before the rest count as "other".
 LABEL_VALUES_MAX = 50
 
 #: Attempt duration buckets, seconds: from a no-op to a slow HTTP call.
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+#: Time-in-queue buckets, seconds: from a task taken at once to one that waited an hour.
+WAIT_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
+
+#: The priority levels, the only values of the `priority` label.
+PRIORITIES = frozenset({"high", "default", "low"})
 
 OUTCOME_OF = {"task.succeeded": "succeeded", "task.retrying": "retried", "task.dead_lettered": "dead"}
 
@@ -55,8 +66,17 @@ class BoundedLabel:
         return "other"
 
 
+def _valid_status(status: Any) -> bool:
+    return type(status) is int and 100 <= status <= 599
+
+
 def status_class(status: Any) -> str:
-    return f"{int(status) // 100}xx" if isinstance(status, int) and 100 <= status < 600 else "other"
+    return f"{status // 100}xx" if _valid_status(status) else "other"
+
+
+def status_code(status: Any) -> str:
+    """The exact code as a label value: one of the 500 valid codes (100-599), anything else "other"."""
+    return str(status) if _valid_status(status) else "other"
 
 
 class LiveCollector(Collector):
@@ -81,6 +101,14 @@ class LiveCollector(Collector):
         running = GaugeMetricFamily("gopherq_worker_running_tasks", "Tasks this worker is running.", labels=["queue"])
         running.add_metric([worker.queue], float(len(worker.executing)))
         yield running
+        since = worker.oldest_claimed  # as of the last heartbeat (read here, never computed in this thread)
+        oldest = GaugeMetricFamily(
+            "gopherq_worker_oldest_running_seconds",
+            "How long this worker's longest-running task has been running (0 when none).",
+            labels=["queue"],
+        )
+        oldest.add_metric([worker.queue], max(0.0, time.time() - since) if since is not None else 0.0)
+        yield oldest
 
 
 class MetricsSink:
@@ -93,6 +121,7 @@ class MetricsSink:
         self.registry = CollectorRegistry(auto_describe=True)
         self.live = LiveCollector()
         self.registry.register(self.live)
+        register_process_collectors(self.registry)
         self.task_type = BoundedLabel(LABEL_VALUES_MAX)
         self.reason = BoundedLabel(LABEL_VALUES_MAX)
         self.http_host = BoundedLabel(cfg.http_hosts_max) if cfg.http_host_label else None
@@ -116,7 +145,15 @@ class MetricsSink:
             ["queue"],
             registry=self.registry,
         )
-        http_labels = ["queue", "status_class", "host"] if self.http_host else ["queue", "status_class"]
+        self.wait = Histogram(
+            "gopherq_task_queue_wait_seconds",
+            "Time in queue: from when a task became ready (enqueued, retry or eta due, requeued, recovered) to the "
+            "start of its attempt. Tasks whose envelope does not tell (a raw push without created_at) are left out.",
+            ["queue", "priority"],
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        http_labels = ["queue", "status_class", "code"] + (["host"] if self.http_host else [])
         self.http = Counter(
             "gopherq_http_responses", "HTTP responses the executor received.", http_labels, registry=self.registry
         )
@@ -125,6 +162,12 @@ class MetricsSink:
     async def handle(self, events: list[Event]) -> None:
         for event in events:
             queue = event.queue or ""
+            if event.name == "task.started":
+                waited = event.data.get("waited")
+                if isinstance(waited, (int, float)):
+                    priority = event.data.get("priority")
+                    self.wait.labels(queue, priority if priority in PRIORITIES else "default").observe(waited)
+                continue
             if event.name == "task.recovered":
                 self.recovered.labels(queue).inc()
                 continue
@@ -148,9 +191,10 @@ class MetricsSink:
             status = data.get("http_status")
             if status is not None:
                 if self.http_host is not None:
-                    self.http.labels(queue, status_class(status), self.http_host(data.get("http_host"))).inc()
+                    host = self.http_host(data.get("http_host"))
+                    self.http.labels(queue, status_class(status), status_code(status), host).inc()
                 else:
-                    self.http.labels(queue, status_class(status)).inc()
+                    self.http.labels(queue, status_class(status), status_code(status)).inc()
 
     def serve(self, worker: Any) -> None:
         """Start the HTTP server (called once the worker is up); a port in use is logged, not fatal."""

@@ -3,6 +3,7 @@
     POST   /v1/queues/{queue}/tasks   one task envelope, or {"tasks": [...]}: validated as a worker would, then
                                       created in one Redis round trip; 201 with the ids (200 when every id had
                                       already been created within `api.idempotency_window`: nothing enqueued twice)
+    GET    /v1/queues                 every queue that has anything, with its counts
     GET    /v1/queues/{queue}         the queue's counts (the inspection layer's QueueInfo)
     GET    /v1/tasks/{id}?queue=Q     the task's state, envelope and result (masked; each stored field bounded,
                                       what was cut listed in `truncated`)
@@ -291,6 +292,11 @@ async def create_tasks(request: web.Request) -> web.Response:
     return answer({"id": outcomes[0].id, "created": created[0]}, status=status)
 
 
+async def list_queues(request: web.Request) -> web.Response:
+    """Every queue that has anything (the inspection layer's listing), with its numbers."""
+    return answer({"queues": [info.to_dict() for info in await request.app[INSPECTOR_KEY].queues()]})
+
+
 async def get_queue(request: web.Request) -> web.Response:
     queue = _queue(request, request.match_info["queue"])
     info = await request.app[INSPECTOR_KEY].queue(queue)
@@ -345,6 +351,7 @@ def setup(app: web.Application) -> None:
     """Add the `/v1` routes (an area of the web application, see app.py)."""
     app.on_startup.append(_open_client)
     app.router.add_post("/v1/queues/{queue}/tasks", create_tasks, name="api_create")
+    app.router.add_get("/v1/queues", list_queues, name="api_queues")
     app.router.add_get("/v1/queues/{queue}", get_queue, name="api_queue")
     app.router.add_get("/v1/tasks/{task_id}", get_task, name="api_task")
     app.router.add_delete("/v1/tasks/{task_id}", cancel_task, name="api_cancel")

@@ -116,10 +116,17 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/v1/queues": {
+            "get": {
+                "operationId": "listQueues",
+                "summary": "Every queue that has anything: counts, latency, orphaned tasks and totals of each",
+                "responses": {"200": _answer("the queues", {"type": "object"}), **_errors(401)},
+            }
+        },
         "/v1/queues/{queue}": {
             "get": {
                 "operationId": "getQueue",
-                "summary": "A queue's counts, latency and totals",
+                "summary": "A queue's counts, latency (overall and per priority level), orphaned tasks and totals",
                 "parameters": [_QUEUE],
                 "responses": {"200": _answer("the queue", {"type": "object"}), **_errors(400)},
             }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from gopherq.core.inspect.inspector import Inspector, totals_from_stats
+from gopherq.core.inspect.inspector import Inspector
 from gopherq.core.inspect.models import (
+    ORPHANED_NOTE,
     OUTCOMES,
     DeadLetterInfo,
     DeadLetterSummary,
+    LevelInfo,
     MinuteCounts,
     Page,
     QueueInfo,
@@ -16,16 +18,19 @@ from gopherq.core.inspect.models import (
     TaskSummary,
     WorkerInfo,
 )
+from gopherq.core.inspect.queues import totals_from_stats
 from gopherq.core.inspect.reading import SEARCH_LIMIT
 from gopherq.core.inspect.stream import EVENT_SCAN_LIMIT
 
 __all__ = [
     "EVENT_SCAN_LIMIT",
+    "ORPHANED_NOTE",
     "OUTCOMES",
     "SEARCH_LIMIT",
     "DeadLetterInfo",
     "DeadLetterSummary",
     "Inspector",
+    "LevelInfo",
     "MinuteCounts",
     "Page",
     "QueueInfo",

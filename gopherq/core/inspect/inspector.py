@@ -1,34 +1,33 @@
 """The Inspector: every read of a queue's state that the CLI, the client, the dashboard and the API show.
 
-One query, four faces: none of them talks to Redis on its own. Every call is bounded: lists come in pages, key
-discovery uses SCAN (never KEYS), and looking a task up by id searches at most SEARCH_LIMIT entries of each
-unindexed place (ready list, in-flight hash, delayed set) and the last EVENT_SCAN_LIMIT events of the stream.
-Everything returned that holds an envelope, a result, an error or event data is masked, and bounded: each stored
-field (an envelope, a result record, a dead letter, an event) is cut to the limits of core/bounds.py, and what was
-cut is said (`truncated`), so no page, fragment or API answer grows with what a producer or an endpoint sent.
+One query, four faces: none of them talks to Redis on its own. Every call is bounded: lists come in pages, queues
+are found in the queue registry (SCAN only on request: `discover`), and looking a task up by id searches at most
+SEARCH_LIMIT entries of each unindexed place (ready list, in-flight hash, delayed set) and the last EVENT_SCAN_LIMIT
+events of the stream. Everything returned that holds an envelope, a result, an error or event data is masked, and
+bounded: each stored field (an envelope, a result record, a dead letter, an event) is cut to the limits of
+core/bounds.py, and what was cut is said (`truncated`), so no page, fragment or API answer grows with what a
+producer or an endpoint sent. Queue-level reads live in queues.py, events in stream.py.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from gopherq.core.bounds import SHOWN_FIELD, SHOWN_TEXT, Cuts, bounded, cut_text
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters, masked_entry, masked_raw, masked_raw_text
-from gopherq.core.flow import FlowGate
 from gopherq.core.inspect.models import (
     DeadLetterInfo,
     DeadLetterSummary,
-    MinuteCounts,
     Page,
-    QueueInfo,
     RunningTask,
     TaskInfo,
     TaskSummary,
     WorkerInfo,
 )
+from gopherq.core.inspect.queues import QueueReader
+from gopherq.core.inspect.readiness import ready_since
 from gopherq.core.inspect.reading import (
     decode,
     find_in_hash,
@@ -41,14 +40,10 @@ from gopherq.core.inspect.reading import (
     text,
 )
 from gopherq.core.inspect.stream import EventReader
-from gopherq.core.keys import COUNTS_TTL, WAKE_MARKER, QueueKeys, validate_queue_name
+from gopherq.core.keys import WAKE_MARKER, QueueKeys, validate_queue_name
 from gopherq.core.masking import Masker, drop_cut_url
 from gopherq.core.outcomes import raw_from_entry
 from gopherq.core.settings import Settings
-
-#: Suffixes of the keys whose presence makes a queue known to `queue_names`.
-_QUEUE_MARKERS = ("workers", "stats", "events")
-_TAGGED = re.compile(r"^gopherq:\{(?P<queue>[^{}]+)\}:(?P<suffix>[a-z]+)$")
 
 #: Payload fields a summary line is made of: a method-like one, then a target-like one.
 _VERB_FIELDS = ("method", "verb", "action")
@@ -58,19 +53,7 @@ _SUMMARY_MAX = 160
 _ID_MAX = 256
 
 
-def totals_from_stats(stats: dict[str, int]) -> dict[str, int]:
-    """All-time outcome counts from the stats hash settle.lua keeps."""
-    succeeded, retried, dead = stats.get("acked", 0), stats.get("retried", 0), stats.get("dead_lettered", 0)
-    return {
-        "processed": succeeded + retried + dead,
-        "succeeded": succeeded,
-        "failed": retried + dead,
-        "retried": retried,
-        "dead": dead,
-    }
-
-
-class Inspector(EventReader):
+class Inspector(QueueReader, EventReader):
     """Reads (and pauses or resumes) queues on one Redis. Build it with the client the caller already has."""
 
     def __init__(self, redis: Any, settings: Settings, masker: Masker | None = None) -> None:
@@ -80,87 +63,6 @@ class Inspector(EventReader):
 
     def keys(self, queue: str) -> QueueKeys:
         return QueueKeys(validate_queue_name(queue))
-
-    # -- queues ----------------------------------------------------------------------------------------------
-
-    async def queue_names(self) -> list[str]:
-        """The configured queue and every queue that has workers, counters or events in Redis, sorted."""
-        names = {self.settings.queue.name}
-        async for key in self.redis.scan_iter(match="gopherq:{*}:*", count=1000):
-            match = _TAGGED.match(text(key))
-            if match and match["suffix"] in _QUEUE_MARKERS:
-                names.add(match["queue"])
-        return sorted(names)
-
-    async def queue(self, name: str) -> QueueInfo:
-        """Sizes, latency, pause state, live workers and totals of one queue, in one round trip."""
-        k = self.keys(name)
-        now = time.time()
-        alive_after = int((now - self.settings.worker.lease_timeout) * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(k.ready)
-            pipe.zcard(k.delayed)
-            pipe.hlen(k.inflight)
-            pipe.zcard(k.dead_index)
-            pipe.lindex(k.ready, 0)
-            pipe.exists(k.paused)
-            pipe.zcount(k.workers, alive_after, "+inf")
-            pipe.hgetall(k.stats)
-            pipe.llen(k.level("high"))
-            pipe.llen(k.level("low"))
-            ready, delayed, running, dead, oldest, paused, workers, stats, high, low = await pipe.execute()
-        ready += high + low  # every priority level's list (see docs/tasks.md)
-        latency = 0.0
-        envelope = decode(oldest)
-        if isinstance(envelope, dict):
-            stamps = [number(envelope.get(f)) for f in ("created_at", "eta")]
-            since = max((s for s in stamps if s is not None), default=None)
-            if since is not None:
-                latency = max(0.0, now - since)
-        counters = {text(key): int(value) for key, value in stats.items()}
-        return QueueInfo(
-            name=name,
-            ready=int(ready),
-            delayed=int(delayed),
-            running=int(running),
-            dead=int(dead),
-            latency=latency,
-            paused=bool(paused),
-            workers=int(workers),
-            totals=totals_from_stats(counters),
-        )
-
-    async def queues(self) -> list[QueueInfo]:
-        return [await self.queue(name) for name in await self.queue_names()]
-
-    async def flows(self, queue: str, limit: int = 1000) -> list[dict[str, Any]]:
-        """The flow-control state of the destinations the queue's tasks called (core/flow.py), newest first."""
-        return await FlowGate(self.redis, queue).states(limit)
-
-    async def pause(self, queue: str) -> None:
-        """Workers stop claiming from the queue within about a second (running tasks finish)."""
-        await self.redis.set(self.keys(queue).paused, str(time.time()))
-
-    async def resume(self, queue: str) -> None:
-        await self.redis.delete(self.keys(queue).paused)
-
-    async def throughput(self, queue: str, minutes: int = 60) -> list[MinuteCounts]:
-        """Outcomes per minute over the last `minutes` (at most a day), oldest first, the current minute last;
-        minutes with nothing settled are zeros."""
-        k = self.keys(queue)
-        minutes = max(1, min(minutes, COUNTS_TTL // 60 - 60))
-        current = int(time.time()) // 60 * 60
-        starts = [current - 60 * back for back in range(minutes - 1, -1, -1)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for start in starts:
-                pipe.hgetall(k.counts(start))
-            buckets = await pipe.execute()
-        out = []
-        for start, bucket in zip(starts, buckets, strict=True):
-            counts = {text(key): int(value) for key, value in bucket.items()}
-            succeeded, retried, dead = counts.get("succeeded", 0), counts.get("retried", 0), counts.get("dead", 0)
-            out.append(MinuteCounts(start, succeeded + retried + dead, succeeded, retried + dead, retried, dead))
-        return out
 
     # -- workers ---------------------------------------------------------------------------------------------
 
@@ -245,23 +147,20 @@ class Inspector(EventReader):
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in lists:
                 pipe.llen(name)
-            sizes = await pipe.execute()
+            pipe.lpos(k.ready, WAKE_MARKER, count=0, maxlen=1000)  # markers are not tasks (see heads.lua)
+            *sizes, markers = await pipe.execute()
         items: list[bytes] = []
         start = offset
         for name, size in zip(lists, sizes, strict=True):
             if start < size and len(items) < limit:
                 items += await self.redis.lrange(name, start, start + limit - len(items) - 1)
             start = max(0, start - size)
-        total = sum(sizes)
+        total = sum(sizes) - len(markers or ())
         out = []
         for raw in items:
             if raw == WAKE_MARKER:
                 continue
-            envelope = decode(raw)
-            enqueued = None
-            if isinstance(envelope, dict):
-                enqueued = number(envelope.get("eta")) or number(envelope.get("created_at"))
-            out.append(self.summarise(raw, "ready", enqueued_at=enqueued))
+            out.append(self.summarise(raw, "ready", enqueued_at=ready_since(raw)))
         return Page(out, int(total), offset, limit)
 
     async def delayed(self, queue: str, offset: int = 0, limit: int = 50) -> Page[TaskSummary]:
@@ -277,22 +176,25 @@ class Inspector(EventReader):
 
     async def running(self, queue: str, offset: int = 0, limit: int = 50) -> Page[TaskSummary]:
         """Claimed, unsettled tasks, nearest lease deadline first, with their worker and claim time once that
-        worker's heartbeat has listed them."""
+        worker's heartbeat has listed them. A task whose lease has expired (its worker's heartbeat is gone) is
+        `orphaned` (ORPHANED_NOTE): it comes first, as the nearest deadlines do."""
         k = self.keys(queue)
         offset, limit = max(0, offset), max(1, limit)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(k.leases)
-            pipe.zrange(k.leases, offset, offset + limit - 1)
-            total, tokens = await pipe.execute()
-        tokens = [text(token) for token in tokens]
+            pipe.zrange(k.leases, offset, offset + limit - 1, withscores=True)
+            total, leased = await pipe.execute()
+        tokens = [text(token) for token, _ in leased]
         envelopes = await self.redis.hmget(k.inflight, tokens) if tokens else []
         holders = await self._holders(queue) if tokens else {}
+        now_ms = time.time() * 1000
         out = []
-        for token, raw in zip(tokens, envelopes, strict=True):
+        for (token, (_, deadline)), raw in zip(zip(tokens, leased, strict=True), envelopes, strict=True):
             if raw is None:
                 continue  # settled between the two reads
             worker, since = holders.get(token, (None, None))
-            out.append(self.summarise(raw, "running", since=since, worker=worker, token=token))
+            state = "orphaned" if deadline <= now_ms else "running"
+            out.append(self.summarise(raw, state, since=since, worker=worker, token=token))
         return Page(out, int(total), offset, limit)
 
     async def dead(self, queue: str, offset: int = 0, limit: int = 50) -> Page[DeadLetterSummary]:
@@ -337,6 +239,9 @@ class Inspector(EventReader):
         if found is not None:
             state, envelope = "running", found[1]
             worker, since = (await self._holders(queue)).get(found[0], (None, None))
+            deadline = await self.redis.zscore(k.leases, found[0])
+            if deadline is not None and deadline <= time.time() * 1000:
+                state = "orphaned"  # its worker's heartbeat is gone: ORPHANED_NOTE
         elif status == "succeeded":
             state = "succeeded"
         elif isinstance(dead, dict):

@@ -24,9 +24,31 @@ def _plain(obj: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class LevelInfo:
+    """One priority level's ready list: the tasks in it and how long the oldest has been ready (seconds)."""
+
+    ready: int
+    latency: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+#: Shown beside orphaned tasks, wherever they are shown.
+ORPHANED_NOTE = "recovered when a worker of this queue runs"
+
+
+@dataclass(frozen=True, slots=True)
 class QueueInfo:
-    """One queue at a glance. `latency`: seconds the oldest ready task has waited (0.0 when none is ready, or
-    when it carries no `created_at`/`eta` to tell); `totals`: all-time outcome counts (see OUTCOMES)."""
+    """One queue at a glance.
+
+    `ready`: tasks waiting at every priority level (`levels` splits them); `latency`: seconds the oldest of them has
+    been ready, counted from when it became ready (see core/inspect/readiness.py; 0.0 when none is ready).
+    `running`: tasks held by a worker, of which `orphaned` are held by one whose heartbeat is gone (lease expired,
+    or staged in a silent worker's list): ORPHANED_NOTE. `oldest_running`: seconds since the longest-running task
+    was claimed, as its worker last reported (0.0 when none). `dead_trimmed`: dead letters dropped, oldest first,
+    because the queue held `dead_letter_max`. `totals`: all-time outcome counts (see OUTCOMES).
+    """
 
     name: str
     ready: int
@@ -37,9 +59,15 @@ class QueueInfo:
     paused: bool
     workers: int
     totals: dict[str, int]
+    levels: dict[str, LevelInfo] = field(default_factory=dict)
+    orphaned: int = 0
+    oldest_running: float = 0.0
+    dead_trimmed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        out = _plain(self)
+        out["levels"] = {name: level.to_dict() for name, level in self.levels.items()}
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +107,10 @@ class WorkerInfo:
 
 @dataclass(frozen=True, slots=True)
 class TaskSummary:
-    """One line of a ready, delayed or running page. `enqueued_at` (ready: created_at or eta), `due_at`
-    (delayed) or `since` (running: when claimed) is set, whichever applies; `summary` is short text such as
-    "GET https://host/path" (masked), taken from the payload's method- and url-like fields, else the type."""
+    """One line of a ready, delayed or running page (`state` "orphaned" on the running page: ORPHANED_NOTE).
+    `enqueued_at` (ready: when it became ready), `due_at` (delayed) or `since` (running: when claimed) is set,
+    whichever applies; `summary` is short text such as "GET https://host/path" (masked), taken from the
+    payload's method- and url-like fields, else the type."""
 
     id: str | None
     type: str | None
@@ -147,10 +176,11 @@ class StreamEvent:
 
 @dataclass(frozen=True, slots=True)
 class TaskInfo:
-    """Everything known about one task. `state`: ready, delayed, running, succeeded, dead, cancelled or unknown.
-    `worker`/`since` are set while it runs (once its worker's heartbeat has listed it). `type` is the task's type
-    from whichever record has it (envelope, result record, dead letter, events): a finished task keeps no
-    envelope, and its type is not `http` just because that is the envelope's default."""
+    """Everything known about one task. `state`: ready, delayed, running, orphaned (held by a worker whose
+    heartbeat is gone: ORPHANED_NOTE), succeeded, dead, cancelled or unknown. `worker`/`since` are set while it
+    runs (once its worker's heartbeat has listed it). `type` is the task's type from whichever record has it
+    (envelope, result record, dead letter, events): a finished task keeps no envelope, and its type is not `http`
+    just because that is the envelope's default."""
 
     id: str
     queue: str

@@ -25,3 +25,22 @@ local function push_level(command, raw)
   wake(key)
   redis.call(command, key, raw)
 end
+
+-- GoPherQ keeps two fields last in an envelope, in this order: "ready_at" (when the task last became ready, Unix
+-- seconds) and "recoveries" (see Task.to_wire). `restamp` sets "ready_at" to `now_ms` and, with `recovered`, raises
+-- "recoveries" by one, by rewriting that tail in place: re-encoding would change the bytes and turn empty arrays
+-- into objects. A value that is not a JSON object is returned unchanged (the worker dead-letters it when it parses
+-- it). Used by the reaper (reap.lua), never per task of a claim or settle batch.
+local function restamp(raw, now_ms, recovered)
+  local body, count = string.match(raw, '^(%s*{.*),"recoveries":(%d+)}%s*$')
+  if not body then
+    body = string.match(raw, '^(%s*{.*)}%s*$')
+    if not body then return raw end
+  end
+  body = string.match(body, '^(.*),"ready_at":[%d.]+$') or string.match(body, '^(%s*{%s*)"ready_at":[%d.]+$') or body
+  local tail = '"ready_at":' .. string.format('%.3f', now_ms / 1000)
+  count = tonumber(count or 0) + (recovered and 1 or 0)
+  if count > 0 then tail = tail .. ',"recoveries":' .. count end
+  if string.match(body, '^%s*{%s*$') then return body .. tail .. '}' end
+  return body .. ',' .. tail .. '}'
+end

@@ -1,6 +1,7 @@
 -- Recover tasks whose holder is gone: in-flight tasks whose lease expired, and whatever sits in the processing
 -- lists of workers whose heartbeat stopped. They go back to the head of the ready list with their `recoveries`
--- count raised (a crash is a recovery, not an attempt). Serialised across workers by a short lock.
+-- count raised (a crash is a recovery, not an attempt) and `ready_at` stamped. Serialised across workers by a short
+-- lock.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 workers (zset), 5 reaper lock, 6 stats (hash),
 --       7.. processing lists of silent workers, then the high- and low-priority lists, then the reaped tokens (zset)
 -- ARGV: 1 now (ms), 2 lock TTL (ms), 3 lock owner, 4 max leases to reap, 5 silent before (ms): a worker whose last
@@ -16,19 +17,10 @@ if not redis.call('SET', KEYS[5], ARGV[3], 'NX', 'PX', ARGV[2]) then return fals
 local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
 --@include levels
 
--- Raise the `recoveries` field, which GoPherQ always keeps last in the envelope, without re-encoding the JSON
--- (re-encoding would change the bytes and turn empty arrays into objects). A value that is not a JSON object
--- is returned unchanged: the worker dead-letters it when it parses it.
-local function mark(raw)
-  local count = string.match(raw, ',"recoveries":(%d+)}%s*$')
-  if count then
-    return (string.gsub(raw, ',"recoveries":%d+}%s*$', ',"recoveries":' .. (tonumber(count) + 1) .. '}'))
-  end
-  local body = string.match(raw, '^(%s*{.*)}%s*$')
-  if not body then return raw end
-  if string.match(body, '^%s*{%s*$') then return body .. '"recoveries":1}' end
-  return body .. ',"recoveries":1}'
-end
+-- A recovered task goes back with its `recoveries` raised and `ready_at` stamped now (see restamp in levels.lua):
+-- a crash is a recovery, not an attempt, and the task has been ready again since this moment.
+local now = tonumber(ARGV[1])
+local function mark(raw) return restamp(raw, now, true) end
 
 local recovered = {}
 local taken = {}

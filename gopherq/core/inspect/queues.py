@@ -1,0 +1,155 @@
+"""The Inspector's queue-level reads: which queues exist, each one's numbers, its throughput, its schedules, and
+pausing it. These are the numbers alerts are written on (docs/operations.md#alert-rules), so each is what it says in
+the cases that matter: every queue that has anything is listed (the queue registry, core/registry.py), `ready`
+counts tasks only, latency counts from when the oldest task became ready (readiness.py), and a task held by a
+worker whose heartbeat is gone is counted as orphaned.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gopherq.core.flow import FlowGate
+from gopherq.core.inspect.models import MinuteCounts, QueueInfo
+from gopherq.core.inspect.readiness import ReadyLevels
+from gopherq.core.inspect.reading import number, text
+from gopherq.core.keys import COUNTS_TTL, QueueKeys
+from gopherq.core.registry import QueueRegistry
+from gopherq.core.schedules import upcoming
+from gopherq.core.settings import Settings
+
+#: Most workers of one queue read for its numbers (the workers set holds live ones and dead ones until reaped).
+WORKERS_READ = 1000
+
+
+def totals_from_stats(stats: dict[str, int]) -> dict[str, int]:
+    """All-time outcome counts from the stats hash settle.lua keeps."""
+    succeeded, retried, dead = stats.get("acked", 0), stats.get("retried", 0), stats.get("dead_lettered", 0)
+    return {
+        "processed": succeeded + retried + dead,
+        "succeeded": succeeded,
+        "failed": retried + dead,
+        "retried": retried,
+        "dead": dead,
+    }
+
+
+class QueueReader:
+    """The Inspector's queue methods (a mixin; needs `redis`, `settings` and `keys`)."""
+
+    redis: Any
+    settings: Settings
+    _registry: QueueRegistry | None = None
+    _levels: ReadyLevels | None = None
+
+    def keys(self, queue: str) -> QueueKeys:
+        raise NotImplementedError
+
+    @property
+    def registry(self) -> QueueRegistry:
+        if self._registry is None:
+            self._registry = QueueRegistry(self.redis)
+        return self._registry
+
+    async def queue_names(self) -> list[str]:
+        """Every queue that has anything in Redis (see QueueRegistry.listed), the configured queue and the queues
+        the configured schedules feed, sorted."""
+        names = {self.settings.queue.name, *(s.queue for s in self.settings.schedules if s.queue)}
+        names.update(await self.registry.listed())
+        return sorted(names)
+
+    async def discover(self) -> list[str]:
+        """Register every queue that has GoPherQ keys but is not registered yet (one SCAN of the whole keyspace:
+        an admin action, `gopherq queues --scan`); returns their names."""
+        return await self.registry.discover()
+
+    async def queue(self, name: str) -> QueueInfo:
+        """Sizes, latency (overall and per priority level), pause state, live workers, orphaned tasks, the oldest
+        running task's age and totals of one queue: three round trips at most, whatever its size."""
+        k = self.keys(name)
+        now = time.time()
+        now_ms = int(now * 1000)
+        alive_after = now_ms - int(self.settings.worker.lease_timeout * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(k.delayed)
+            pipe.hlen(k.inflight)
+            pipe.zcard(k.dead_index)
+            pipe.exists(k.paused)
+            pipe.zrange(k.workers, 0, WORKERS_READ - 1, withscores=True)
+            pipe.hgetall(k.stats)
+            pipe.zcount(k.leases, "-inf", now_ms)  # leases no heartbeat renewed: their holder is gone
+            delayed, running, dead, paused, workers, stats, expired = await pipe.execute()
+        if self._levels is None:
+            self._levels = ReadyLevels(self.redis)
+        levels = await self._levels.read(k, now)
+        alive = [text(worker) for worker, score in workers if score >= alive_after]
+        silent = [text(worker) for worker, score in workers if score < alive_after]
+        stranded, oldest = 0, None
+        if workers:
+            # Tasks a silent worker's blocking fetch staged but never claimed are held by nobody alive either; and
+            # each live worker says when it claimed its longest-running task.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for worker in silent:
+                    pipe.llen(k.processing(worker))
+                for worker in alive:
+                    pipe.hget(k.worker_info(worker), "oldest")
+                replies = await pipe.execute()
+            stranded = sum(int(n) for n in replies[: len(silent)])
+            claims = [stamp for stamp in map(number, replies[len(silent) :]) if stamp is not None]
+            oldest = min(claims, default=None)
+        counters = {text(key): int(value) for key, value in stats.items()}
+        return QueueInfo(
+            name=name,
+            ready=levels.ready,
+            delayed=int(delayed),
+            running=int(running) + stranded,
+            dead=int(dead),
+            latency=levels.latency,
+            paused=bool(paused),
+            workers=len(alive),
+            totals=totals_from_stats(counters),
+            levels=levels.levels,
+            orphaned=min(int(expired), int(running)) + stranded,
+            oldest_running=0.0 if oldest is None else max(0.0, now - oldest),
+            dead_trimmed=counters.get("dead_trimmed", 0),
+        )
+
+    async def queues(self) -> list[QueueInfo]:
+        return [await self.queue(name) for name in await self.queue_names()]
+
+    async def flows(self, queue: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The flow-control state of the destinations the queue's tasks called (core/flow.py), newest first."""
+        return await FlowGate(self.redis, queue).states(limit)
+
+    async def schedules(self, default_queue: str | None = None) -> list[dict[str, Any]]:
+        """The configured periodic schedules: rule, last slot enqueued, the slot due after it (`next_slot`: past
+        means late, no worker ticked it), next run and when a task of each last succeeded (`last_success`).
+        `default_queue`: where a schedule without a queue of its own goes (the configured queue)."""
+        return await upcoming(self.settings.schedules, default_queue or self.settings.queue.name, self.redis)
+
+    async def pause(self, queue: str) -> None:
+        """Workers stop claiming from the queue within about a second (running tasks finish)."""
+        await self.redis.set(self.keys(queue).paused, str(time.time()))
+        await self.registry.note(queue)  # a paused queue is listed even when nothing else of it is in Redis yet
+
+    async def resume(self, queue: str) -> None:
+        await self.redis.delete(self.keys(queue).paused)
+
+    async def throughput(self, queue: str, minutes: int = 60) -> list[MinuteCounts]:
+        """Outcomes per minute over the last `minutes` (at most a day), oldest first, the current minute last;
+        minutes with nothing settled are zeros."""
+        k = self.keys(queue)
+        minutes = max(1, min(minutes, COUNTS_TTL // 60 - 60))
+        current = int(time.time()) // 60 * 60
+        starts = [current - 60 * back for back in range(minutes - 1, -1, -1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for start in starts:
+                pipe.hgetall(k.counts(start))
+            buckets = await pipe.execute()
+        out = []
+        for start, bucket in zip(starts, buckets, strict=True):
+            counts = {text(key): int(value) for key, value in bucket.items()}
+            succeeded, retried, dead = counts.get("succeeded", 0), counts.get("retried", 0), counts.get("dead", 0)
+            out.append(MinuteCounts(start, succeeded + retried + dead, succeeded, retried + dead, retried, dead))
+        return out
