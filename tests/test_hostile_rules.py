@@ -98,7 +98,13 @@ HOSTILE: dict[str, tuple[dict[str, Any], str, str]] = {
 }
 
 #: The fields GoPherQ keeps, each with a value a producer might try.
-RESERVED = {"attempt": 2, "recoveries": 99, "last_error": {"reason": "x", "message": "y"}, "flow_slot": 1}
+RESERVED = {
+    "attempt": 2,
+    "recoveries": 99,
+    "last_error": {"reason": "x", "message": "y"},
+    "ready_at": 1.0,
+    "flow_slot": 1,
+}
 RESERVED_MESSAGE = "is kept by GoPherQ (attempts, recoveries and flow slots): a producer cannot set it"
 
 
@@ -419,7 +425,9 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
         await ask(post, tasks, open_, json={"url": "http://127.0.0.1:9/"}, **elsewhere)
         await ask(post, tasks, json={"url": "ftp://127.0.0.1/"})
         await ask(post, tasks, down, json={"url": "http://127.0.0.1:9/"})
+        queues = ("GET", "/v1/queues")
         for server, extra in ((authed, {}), (authed, {"auth": False}), (open_, elsewhere), (down, {})):
+            await ask(queues, "/v1/queues", server, **extra)
             await ask(queue_info, f"/v1/queues/{queue}", server, **extra)
             await ask(get_task, f"/v1/tasks/s1?queue={queue}", server, **extra)
         await ask(queue_info, "/v1/queues/not%20a%20queue")
@@ -449,4 +457,5 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
 
 def test_a_requeued_dead_letter_carries_none_of_the_fields_gopherq_keeps() -> None:
     kept = codec.dumps({**ADD, "id": "t1", **RESERVED})
-    assert codec.loads(fresh_envelope(kept)) == {**ADD, "id": "t1"}
+    # Requeued, it is ready again from the requeue on: `ready_at` is GoPherQ's stamp, not the one it carried.
+    assert codec.loads(fresh_envelope(kept, now=1234.5)) == {**ADD, "id": "t1", "ready_at": 1234.5}

@@ -120,7 +120,7 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "listQueues",
                 "summary": "Every queue that has anything: counts, latency, orphaned tasks and totals of each",
-                "responses": {"200": _answer("the queues", {"type": "object"}), **_errors(401)},
+                "responses": {"200": _answer("the queues", {"type": "object"}), **_errors()},
             }
         },
         "/v1/queues/{queue}": {
