@@ -2,13 +2,13 @@
 (renewing this worker's leases), promotion of due delayed tasks, the reaper (recovering the tasks of dead
 workers), and the start-up checks of Redis and timings.
 
-A mixin of `Worker`, kept apart so the hot path (fetch, execute, settle) reads on its own.
+One object of the worker's, kept apart so the hot path (fetch, execute, settle) reads on its own. It shares only
+`Holdings` (what the worker holds) and the worker's counters with the other parts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import os
 import random
@@ -21,11 +21,12 @@ from gopherq.core.admission import admit
 from gopherq.core.broker import Broker
 from gopherq.core.events import EventBus
 from gopherq.core.flow import WorkerFlow
+from gopherq.core.holdings import Holdings
 from gopherq.core.plugins import PluginManager
 from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.schedules import Scheduler, validate_schedules
 from gopherq.core.settings import Settings
-from gopherq.core.task import Task, decode_task
+from gopherq.core.task import decode_task
 
 log = logging.getLogger("gopherq.core.worker")
 
@@ -34,26 +35,34 @@ RUNNING_LISTED = 1000
 
 
 class Upkeep:
-    """Heartbeat, promote and reap loops, and start-up checks; needs the attributes declared below."""
+    """Heartbeat, maintenance (promote, schedules, reap) and cancel-watch loops, and the start-up checks."""
 
-    id: str
-    settings: Settings
-    redis: Any
-    broker: Broker
-    bus: EventBus
-    lease_ms: int
-    held: dict[str, Task | None]
-    flow: WorkerFlow
-    stats: dict[str, int]
-    concurrency: int
-    started_at: float
-    claimed_batches: list[tuple[int, float]]
-    executing: set[asyncio.Task[None]]
-    plugins: PluginManager
-    scheduler: Scheduler | None
-    cancelling: set[asyncio.Task[None]]
+    def __init__(
+        self,
+        worker_id: str,
+        settings: Settings,
+        redis: Any,
+        broker: Broker,
+        bus: EventBus,
+        flow: WorkerFlow,
+        plugins: PluginManager,
+        holdings: Holdings,
+        stats: dict[str, int],
+    ) -> None:
+        self.worker_id = worker_id
+        self.settings = settings
+        self.redis = redis
+        self.broker = broker
+        self.bus = bus
+        self.flow = flow
+        self.plugins = plugins
+        self.holdings = holdings
+        self.stats = stats
+        self.lease_ms = int(settings.worker.lease_timeout * 1000)
+        self.started_at = time.time()
+        self.scheduler = self._make_scheduler()
 
-    async def _check_eviction_policy(self) -> None:
+    async def check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys: an evicted ready list or in-flight hash is lost work."""
         try:
             config = await self.redis.config_get("maxmemory-policy")
@@ -87,7 +96,7 @@ class Upkeep:
         brokers = {queue: Broker(self.redis, queue) for queue in queues}
         return Scheduler(schedules, self.broker.keys.queue, brokers, self.settings.queue.result_ttl)
 
-    def _check_timings(self) -> None:
+    def check_timings(self) -> None:
         cfg = self.settings.worker
         if cfg.heartbeat_interval * 2 > cfg.lease_timeout:
             log.warning(
@@ -97,13 +106,13 @@ class Upkeep:
                 cfg.heartbeat_interval,
             )
 
-    async def _heartbeat_loop(self) -> None:
+    async def heartbeat_loop(self) -> None:
         interval = self.settings.worker.heartbeat_interval
-        failures = Backoff(f"heartbeat ({self.id}): leases not renewed")
+        failures = Backoff(f"heartbeat ({self.worker_id}): leases not renewed")
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.broker.heartbeat(list(self.held), self.lease_ms, *self.worker_info())
+                await self.broker.heartbeat(list(self.holdings.tasks), self.lease_ms, *self.worker_info())
                 await self.flow.renew(int(time.time() * 1000) + self.lease_ms)
                 failures.reset()
             except RETRYABLE as exc:
@@ -113,46 +122,26 @@ class Upkeep:
         """What this worker tells others (the inspection API) about itself, and for how long (seconds) it stays
         readable if no heartbeat refreshes it: written with each heartbeat, so it costs no round trip."""
         cfg = self.settings.worker
-        running = self.running_tasks()
+        running = self.holdings.running()
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "queue": self.broker.keys.queue,
             "started": self.started_at,
-            "concurrency": self.concurrency,
+            "concurrency": cfg.concurrency,
             "stats": codec.dumps(self.stats),
             "running": codec.dumps(running[:RUNNING_LISTED]),
             "running_count": len(running),
         }
         return info, int(cfg.lease_timeout * 2 + cfg.heartbeat_interval * 2 + 10)
 
-    def running_tasks(self) -> list[list[Any]]:
-        """[token, task id, claimed at] of every task this worker holds, oldest first. The claim time comes from
-        `claimed_batches` (a batch's tokens are consecutive), which is trimmed here to what is still held."""
-        batches = self.claimed_batches
-        if not self.held:
-            batches.clear()
-            return []
-        tokens = sorted((int(token), task) for token, task in self.held.items())
-        firsts = [first for first, _ in batches]
-        oldest = bisect.bisect_right(firsts, tokens[0][0]) - 1
-        if oldest > 0:
-            del batches[:oldest]
-            del firsts[:oldest]
-        running: list[list[Any]] = []
-        for token, task in tokens:
-            at = bisect.bisect_right(firsts, token) - 1
-            since = batches[at][1] if at >= 0 else None
-            running.append([str(token), task.id if task is not None else None, since])
-        return running
-
-    async def _maintenance_loop(self) -> None:
+    async def maintenance_loop(self) -> None:
         cfg = self.settings.worker
         next_reap = time.monotonic() + random.uniform(0, cfg.reaper_interval)
         # A blocking fetch a frozen worker left on the server may still land in its list until it times out.
         forget_ms = int((cfg.fetch_timeout + cfg.heartbeat_interval + 2 * cfg.reaper_interval + 1.0) * 1000)
         lock_ms = int(cfg.reaper_interval * 1000)
-        backoff = Backoff(f"maintenance ({self.id})")
+        backoff = Backoff(f"maintenance ({self.worker_id})")
         while True:
             await asyncio.sleep(cfg.promote_interval)
             try:
@@ -161,7 +150,9 @@ class Upkeep:
                     await self.scheduler.tick()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + cfg.reaper_interval
-                    recovered = await self.broker.reap(self.lease_ms, lock_ms, self.id, forget_after_ms=forget_ms)
+                    recovered = await self.broker.reap(
+                        self.lease_ms, lock_ms, self.worker_id, forget_after_ms=forget_ms
+                    )
                     if recovered:
                         self._announce_recovered(recovered)
                 backoff.reset()
@@ -170,15 +161,16 @@ class Upkeep:
                 # After an outage every lease looks expired: give live workers one heartbeat to renew them first.
                 next_reap = time.monotonic() + cfg.heartbeat_interval + cfg.reaper_interval
 
-    async def _cancel_watch_loop(self) -> None:
+    async def cancel_watch_loop(self) -> None:
         """Cancel running attempts whose task a client asked to cancel. One small read per interval, and only
-        while this worker holds tasks; each runner is named after its attempt token (see Worker._launch)."""
+        while this worker holds tasks; each runner is named after its attempt token (see Worker.launch)."""
         interval = self.settings.worker.cancel_poll_interval
         keep_ms = self.settings.queue.result_ttl * 1000
-        failures = Backoff(f"cancel watch ({self.id})")
+        failures = Backoff(f"cancel watch ({self.worker_id})")
         while True:
             await asyncio.sleep(interval)
-            if not self.held:
+            holdings = self.holdings
+            if not holdings.tasks:
                 continue
             try:
                 requested = await self.broker.cancel_requests_now(keep_ms)
@@ -187,16 +179,17 @@ class Upkeep:
                 failures.failed(exc)
                 continue
             self.broker.cancel_requests = frozenset(requested)  # so a task that ends meanwhile drops its request
-            if self.cancelling:  # a runner that finished before its cancellation landed
-                self.cancelling = {runner for runner in self.cancelling if not runner.done()}
+            cancelling = holdings.cancelling
+            for runner in [runner for runner in cancelling if runner.done()]:  # finished before the cancel landed
+                cancelling.discard(runner)
             if not requested:
                 continue
-            tokens = {token for token, task in self.held.items() if task is not None and task.id in requested}
-            for runner in list(self.executing) if tokens else ():
-                if runner.get_name() in tokens and not runner.done() and runner not in self.cancelling:
-                    task = self.held.get(runner.get_name())
+            tokens = {token for token, task in holdings.tasks.items() if task is not None and task.id in requested}
+            for runner in list(holdings.runners) if tokens else ():
+                if runner.get_name() in tokens and not runner.done() and runner not in cancelling:
+                    task = holdings.tasks.get(runner.get_name())
                     log.info("task %s: cancelling its running attempt on request", task.id if task else "?")
-                    self.cancelling.add(runner)
+                    cancelling.add(runner)
                     runner.cancel()
 
     def _announce_recovered(self, envelopes: list[bytes]) -> None:
