@@ -193,6 +193,9 @@ def hooks(page: Page) -> None:
     for cls in (hookspecs.RegisterSettings, hookspecs.RegisterExecutor, hookspecs.RegisterSink):
         page.heading(4, f"`{cls.__name__}`")
         page.add(code(signature(cls.__call__, "register")), docstring(cls))
+    page.heading(3, "`WorkerView`")
+    page.add(docstring(hookspecs.WorkerView))
+    page.methods(4, hookspecs.WorkerView)
 
 
 def executors(page: Page) -> None:
@@ -203,6 +206,18 @@ def executors(page: Page) -> None:
     page.add(docstring(executor))
     page.heading(3, "`Executor`")
     page.add(code(signature(executor.Executor.execute, "execute")), docstring(executor.Executor))
+    page.heading(3, "The optional extras of an executor")
+    page.add("Each is a runtime-checkable protocol (`gopherq.core.executor`): an executor has it by having the member.")
+    for extra in executor.EXTRAS:
+        page.heading(4, f"`{extra.__name__}`")
+        members = [name for name in vars(extra) if not name.startswith("_")]
+        for name in members:
+            value = vars(extra)[name]
+            if callable(value):
+                page.add(code(signature(value, name)))
+        for name, kind in extra.__annotations__.items():
+            page.add(code(f"{name}: {kind}"))
+        page.add(docstring(extra))
     page.heading(3, "`ExecutionContext`")
     page.add(docstring(executor.ExecutionContext))
     page.fields(executor.ExecutionContext)

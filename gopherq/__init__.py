@@ -1,10 +1,11 @@
 """GoPherQ: a distributed task queue on Redis whose first-class task is an HTTP call.
 
 This module is the public API: what applications and plugins import. Everything else is internal.
-Plugins need: `hookimpl` and the `Register*` callback types (hooks), `Executor`, `ExecutionContext` and `Task`
-(executors), `Sink`, `Event` and `EventFilter` (sinks), `PluginSettings`, `SinkSettings` and `Settings`
-(settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor raises), and for plugins that
-write to Redis or show data: `RedisConnection`, `QueueKeys` and `Masker`. See docs/plugins.md.
+Plugins need: `hookimpl`, the `Register*` callback types and `WorkerView` (hooks), `Executor`,
+`ExecutionContext` and `Task` (executors), `Sink`, `Event` and `EventFilter` (sinks), `PluginSettings`,
+`SinkSettings` and `Settings` (settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor
+raises), and for plugins that write to Redis or show data: `RedisConnection`, `QueueKeys` and `Masker`. See
+docs/plugins.md.
 
 Names are imported on first use, so importing a submodule (such as `gopherq.testing`, the pytest plugin that
 every test run in an environment with GoPherQ loads) does not pay for Redis, pydantic and the rest.
@@ -46,6 +47,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "RegisterExecutor": ("gopherq.core.hookspecs", "RegisterExecutor"),
     "RegisterSettings": ("gopherq.core.hookspecs", "RegisterSettings"),
     "RegisterSink": ("gopherq.core.hookspecs", "RegisterSink"),
+    "WorkerView": ("gopherq.core.hookspecs", "WorkerView"),
     "hookimpl": ("gopherq.core.hookspecs", "hookimpl"),
     "Inspector": ("gopherq.core.inspect", "Inspector"),
     "QueueKeys": ("gopherq.core.keys", "QueueKeys"),
@@ -77,7 +79,7 @@ if TYPE_CHECKING:
     from gopherq.core.events import Event, EventFilter, Sink
     from gopherq.core.executor import ExecutionContext, Executor
     from gopherq.core.flow import FlowLimits
-    from gopherq.core.hookspecs import RegisterExecutor, RegisterSettings, RegisterSink, hookimpl
+    from gopherq.core.hookspecs import RegisterExecutor, RegisterSettings, RegisterSink, WorkerView, hookimpl
     from gopherq.core.inspect import Inspector
     from gopherq.core.keys import QueueKeys
     from gopherq.core.masking import Masker
@@ -140,6 +142,7 @@ __all__ = [
     "TaskRejected",
     "TaskResult",
     "TaskStatus",
+    "WorkerView",
     "hookimpl",
     "load_settings",
 ]

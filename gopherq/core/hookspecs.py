@@ -11,21 +11,30 @@ are validated, then `gopherq_register_executors`, then `gopherq_register_sinks`,
 loop) each executor's `open()`, then `gopherq_startup`. At the end: each executor's `close()`, then
 `gopherq_shutdown`, then the sinks are drained and closed. A client (`AsyncClient`, `gopherq enqueue`) runs
 only the settings and executor hooks, to validate tasks before they reach Redis.
+
+Every hook spec's docstring has the same parts, in this order, from which docs/reference.md is generated: a
+one-line summary, then `Called when:`, `Arguments:`, `Returns:`, `Errors:` and `Runs in:` paragraphs.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
+from gopherq.core.events import SINK_BATCH_SIZE, SINK_BUFFER_SIZE
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from gopherq.core.events import Sink
+    from gopherq.core.events import EventBus, Sink
     from gopherq.core.executor import Executor
     from gopherq.core.settings import Settings
+
+#: The parts of every hook spec's docstring, in order (checked by tests/test_reference.py).
+DOCSTRING_PARTS = ("Called when:", "Arguments:", "Returns:", "Errors:", "Runs in:")
 
 PROJECT = "gopherq"
 
@@ -57,24 +66,60 @@ class RegisterSink(Protocol):
         sink: Sink,
         *,
         events: Iterable[str] = ("*",),
-        buffer_size: int = 10000,
-        batch_size: int = 100,
+        buffer_size: int = SINK_BUFFER_SIZE,
+        batch_size: int = SINK_BATCH_SIZE,
         replace: bool = False,
     ) -> None: ...
 
 
+class WorkerView(Protocol):
+    """What `gopherq_startup` and `gopherq_shutdown` see of the worker they run in (read it, do not change it)."""
+
+    @property
+    def id(self) -> str:
+        """The worker's id (`host:pid:random`)."""
+
+    @property
+    def queue(self) -> str:
+        """The queue it runs tasks from."""
+
+    @property
+    def settings(self) -> Settings:
+        """Its effective settings."""
+
+    @property
+    def concurrency(self) -> int:
+        """Most tasks it runs at once."""
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Its counters: succeeded, failed, retried, deferred, dead, refused, recovered, cancelled."""
+
+    @property
+    def executing(self) -> set[asyncio.Task[None]]:
+        """The attempts running now (one asyncio task each); `len()` of it is what a gauge wants."""
+
+    @property
+    def bus(self) -> EventBus:
+        """Its event bus: `bus.stats()` counts each sink's delivered, dropped and failed events."""
+
+
 @hookspec
 def gopherq_register_settings(register: RegisterSettings) -> None:
-    """Declare the pydantic model of this plugin's `[plugins.<name>]` table. Returns nothing.
+    """Declare the pydantic model of this plugin's `[plugins.<name>]` table.
 
-    Runs once per process (worker, client or CLI), before every other registration hook. Call
-    `register(Model)` to validate the table named after your plugin's entry point, or
-    `register(Model, name="other")` for another table (a table has one owner: a second registration of the
-    same name stops start-up). The validated instance is then `settings.plugin("<name>")` in the hooks
-    below; a plugin whose table is absent gets the model's defaults. Unknown keys and bad values stop
-    start-up with a one-line error naming the key and the file, like the core settings;
-    `GOPHERQ_PLUGINS__<NAME>__<KEY>` overrides a key. Declare secrets as `pydantic.SecretStr` so
-    `gopherq config` masks them.
+    Called when: once per process, before every other registration hook.
+
+    Arguments: `register`, a `RegisterSettings`. Call `register(Model)` to validate the table named after your
+    plugin's entry point, or `register(Model, name="other")` for another table (a table has one owner). The
+    validated instance is then `settings.plugin("<name>")` in the hooks below; a plugin whose table is absent
+    gets the model's defaults. `GOPHERQ_PLUGINS__<NAME>__<KEY>` overrides a key. Declare secrets as
+    `pydantic.SecretStr` so `gopherq config` masks them.
+
+    Returns: nothing.
+
+    Errors: a second registration of the same table name stops start-up; so do unknown keys and bad values in
+    the table, with a one-line error naming the key and the file, like the core settings.
 
     Runs in: every process that loads plugins: workers (each process of `gopherq run`), `gopherq web` and
     `gopherq api`, clients (`Client`, `AsyncClient`, `App`) and the CLI commands that make one, `gopherq plugins`,
@@ -84,13 +129,19 @@ def gopherq_register_settings(register: RegisterSettings) -> None:
 
 @hookspec
 def gopherq_register_executors(register: RegisterExecutor, settings: Settings) -> None:
-    """Register executors, by task type. Returns nothing.
+    """Register executors, by task type.
 
-    Runs once per process after the settings are validated, in workers and in clients (which validate a
-    task's fields with the executor's `payload_model` before enqueueing it). Build executors here but do not
-    open connections: `async open()` on the executor runs in the worker's event loop before the first task.
-    Call `register(type_name, executor)` once per task type; a name another plugin registered stops start-up
-    unless you pass `replace=True`. `settings` is the effective `gopherq.Settings`.
+    Called when: once per process, after the settings are validated, in workers and in clients (which validate
+    a task's fields with the executor's `payload_model` before enqueueing it). Build executors here but do not
+    open connections: the executor's `open()` runs in the worker's event loop before the first task.
+
+    Arguments: `register`, a `RegisterExecutor`: call `register(type_name, executor)` once per task type;
+    `settings`, the effective `gopherq.Settings`.
+
+    Returns: nothing.
+
+    Errors: a name another plugin registered stops start-up unless you pass `replace=True`; so does an object
+    that is not an `Executor` (no `execute`) or has a bad `own_threads`.
 
     Runs in: every process that loads plugins: workers (each process of `gopherq run`), `gopherq web` and
     `gopherq api`, clients (`Client`, `AsyncClient`, `App`) and the CLI commands that make one, `gopherq plugins`,
@@ -100,13 +151,20 @@ def gopherq_register_executors(register: RegisterExecutor, settings: Settings) -
 
 @hookspec
 def gopherq_register_sinks(register: RegisterSink, settings: Settings) -> None:
-    """Register event sinks. Returns nothing.
+    """Register event sinks.
 
-    Runs once per process that feeds sinks (see below), after the executors. Call
-    `register(name, sink, **config.register_kwargs())` for each enabled sink, where `config` is your
-    `gopherq.SinkSettings` table, and register nothing when it is disabled: an event no sink wants is never
-    even built. Each sink gets its own bounded buffer and its own task, so a slow or failing sink never slows
-    the worker; what it drops or fails on is counted and logged.
+    Called when: once per process that feeds sinks (see below), after the executors.
+
+    Arguments: `register`, a `RegisterSink`: call `register(name, sink, **config.register_kwargs())` for each
+    enabled sink, where `config` is your `gopherq.SinkSettings` table, and register nothing when it is disabled:
+    an event no sink wants is never even built; `settings`, the effective `gopherq.Settings`. Each sink gets its
+    own bounded buffer and its own task, so a slow or failing sink never slows the worker; what it drops or fails
+    on is counted and logged.
+
+    Returns: nothing.
+
+    Errors: a name already registered stops start-up unless you pass `replace=True`; so do a sink without
+    `handle(events)` and a `buffer_size` or `batch_size` below 1.
 
     Runs in: workers; `gopherq web` (the dashboard's requeue and cancel emit `task.requeued` and
     `task.cancelled`); clients created with `sinks=True`, such as those of `gopherq dlq requeue` and
@@ -116,22 +174,31 @@ def gopherq_register_sinks(register: RegisterSink, settings: Settings) -> None:
 
 @hookspec
 def gopherq_register_commands(cli: Any) -> None:
-    """Add commands to the `gopherq` CLI. Returns nothing.
+    """Add commands to the `gopherq` CLI.
 
-    `cli` is the top-level click group: decorate functions with `@cli.command()` (or add a group). Runs when
-    the `gopherq` program starts, before its arguments are parsed, so keep the hook's imports light.
+    Called when: the `gopherq` program starts, before its arguments are parsed, so keep the hook's imports light.
+
+    Arguments: `cli`, the top-level click group: decorate functions with `@cli.command()` (or add a group).
+
+    Returns: nothing.
+
+    Errors: replacing a command that already exists stops the program with an error naming the plugin.
 
     Runs in: the `gopherq` program, at every invocation (and `gopherq plugins`, which lists the commands).
     """
 
 
 @hookspec
-def gopherq_startup(worker: Any) -> Any:
+def gopherq_startup(worker: WorkerView) -> Any:
     """The worker is connected and its executors are open; it is about to fetch its first task.
 
-    Returns None or an awaitable, which the worker awaits before fetching. `worker.settings`, `worker.id` and
-    `worker.queue` describe it. An exception here is logged and does not stop the worker or the other
-    plugins' hooks.
+    Called when: once per worker, after every executor's `open()`, before the first claim.
+
+    Arguments: `worker`, a `WorkerView` (its id, queue, settings, counters, running attempts and event bus).
+
+    Returns: None or an awaitable, which the worker awaits before fetching.
+
+    Errors: an exception here is logged and does not stop the worker or the other plugins' hooks.
 
     Runs in: workers only (each process of `gopherq run`, and the test kit's `gopherq_queue.worker`), in the
     worker's event loop.
@@ -139,11 +206,16 @@ def gopherq_startup(worker: Any) -> Any:
 
 
 @hookspec
-def gopherq_shutdown(worker: Any) -> Any:
+def gopherq_shutdown(worker: WorkerView) -> Any:
     """The worker has finished (or put back) its tasks and closed its executors, and is about to exit.
 
-    Returns None or an awaitable, which is awaited before the sinks are drained. An exception here is logged
-    and does not stop the other plugins' hooks.
+    Called when: once per worker, after every executor's `close()`, before the sinks are drained.
+
+    Arguments: `worker`, the same `WorkerView` as at start-up.
+
+    Returns: None or an awaitable, which is awaited before the sinks are drained.
+
+    Errors: an exception here is logged and does not stop the other plugins' hooks.
 
     Runs in: workers only, in the worker's event loop.
     """

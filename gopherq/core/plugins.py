@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from gopherq.core import hookspecs
 from gopherq.core.errors import ConfigError, PluginError, TaskRejected
-from gopherq.core.events import EventBus, Sink
+from gopherq.core.events import SINK_BATCH_SIZE, SINK_BUFFER_SIZE, EventBus, Sink
 from gopherq.core.executor import ExecutorEntry
 from gopherq.core.plugin_paths import LocalPlugin, configured_paths, find_local_plugins
 from gopherq.core.settings import Settings, validate_section
@@ -381,8 +381,8 @@ class PluginManager:
                 sink: Sink,
                 *,
                 events: Iterable[str] = ("*",),
-                buffer_size: int = 10000,
-                batch_size: int = 100,
+                buffer_size: int = SINK_BUFFER_SIZE,
+                batch_size: int = SINK_BATCH_SIZE,
                 replace: bool = False,
                 _plugin: str = plugin,
             ) -> None:
@@ -417,7 +417,7 @@ class PluginManager:
         for entry in self.sinks.values():
             bus.add_sink(entry.name, entry.sink, entry.events, entry.buffer_size, entry.batch_size)
 
-    async def call_lifecycle(self, hook_name: str, worker: Any) -> None:
+    async def call_lifecycle(self, hook_name: str, worker: hookspecs.WorkerView) -> None:
         """Run `gopherq_startup`/`gopherq_shutdown` of every plugin; one's failure is logged, not raised."""
         for plugin, func, argnames in self._impls(hook_name):
             try:

@@ -36,6 +36,8 @@ from gopherq import (
     Masker,
     PermanentFailure,
     PluginSettings,
+    RegisterExecutor,
+    RegisterSettings,
     RetryTask,
     Settings,
     Task,
@@ -451,10 +453,10 @@ def _header_dict(headers: httpx.Headers) -> dict[str, str]:
 
 
 @hookimpl
-def gopherq_register_settings(register: Any) -> None:
+def gopherq_register_settings(register: RegisterSettings) -> None:
     register(HttpSettings)
 
 
 @hookimpl
-def gopherq_register_executors(register: Any, settings: Settings) -> None:
+def gopherq_register_executors(register: RegisterExecutor, settings: Settings) -> None:
     register("http", HttpExecutor(settings.plugin("http"), settings.worker.concurrency, Masker.from_settings(settings)))

@@ -29,7 +29,17 @@ from pydantic import Field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gopherq import Event, Masker, QueueKeys, RedisConnection, Settings, SinkSettings, hookimpl
+from gopherq import (
+    Event,
+    Masker,
+    QueueKeys,
+    RedisConnection,
+    RegisterSettings,
+    RegisterSink,
+    Settings,
+    SinkSettings,
+    hookimpl,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +162,12 @@ class StreamSink:
 
 
 @hookimpl
-def gopherq_register_settings(register: Any) -> None:
+def gopherq_register_settings(register: RegisterSettings) -> None:
     register(StreamSinkSettings)
 
 
 @hookimpl
-def gopherq_register_sinks(register: Any, settings: Settings) -> None:
+def gopherq_register_sinks(register: RegisterSink, settings: Settings) -> None:
     config: StreamSinkSettings = settings.plugin("stream")
     if config.enabled:
         register("stream", StreamSink(settings, config), **config.register_kwargs())
