@@ -281,6 +281,9 @@ class Run:
         for c in p.concurrency:
             spec = WorkerSpec("http", concurrency=c, options={"transport": "httpx"})
             self._http(peer, work, "GoPherQ (httpx transport)", spec)
+        for ratio, name in (("0.01", "GoPherQ (tracing on, 1 %)"), ("1.0", "GoPherQ (tracing on, 100 %)")):
+            for c in p.concurrency:  # the otel plugin: a CONSUMER and a CLIENT span per task, traceparent sent
+                self._http(peer, work, name, WorkerSpec("http", concurrency=c, options={"tracing": ratio}))
         for variant, name, what in (
             ("low", "GoPherQ (priorities in use)", "every task on the `low` priority level"),
             ("unique", "GoPherQ (unique tasks)", "a `unique_key` on every task"),

@@ -52,7 +52,14 @@ def ensure() -> None:
         return
     print("bench: installing the peers and gopherq into bench/.venv (bench/requirements.txt)", flush=True)
     pip("-U", "pip")
-    pip("-r", str(BENCH / "requirements.txt"), "-e", f"{REPO}[fast]", "-e", str(REPO / "examples" / "gopherq-pycall"))
+    pip(
+        "-r",
+        str(BENCH / "requirements.txt"),
+        "-e",
+        f"{REPO}[fast,otel]",
+        "-e",
+        str(REPO / "examples" / "gopherq-pycall"),
+    )
     pip("--no-deps", "-r", str(BENCH / "requirements-nodeps.txt"))
     STAMP.write_text(fingerprint())
 

@@ -4,8 +4,9 @@ This module is the public API: what applications and plugins import. Everything 
 Plugins need: `hookimpl`, the `Register*` callback types and `WorkerView` (hooks), `Executor`,
 `ExecutionContext` and `Task` (executors), `Sink`, `Event` and `EventFilter` (sinks), `PluginSettings`,
 `SinkSettings` and `Settings` (settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor
-raises), and for plugins that write to Redis or show data: `RedisConnection`, `QueueKeys` and `Masker`. See
-docs/plugins.md.
+raises), and for plugins that write to Redis or show data: `RedisConnection`, `QueueKeys`, `Masker`, `bounded`
+(cut a value to a size), `redis_unavailable` (an error that means "try again later") and `Backoff` (the wait
+between tries). See docs/plugins.md.
 
 Names are imported on first use, so importing a submodule (such as `gopherq.testing`, the pytest plugin that
 every test run in an environment with GoPherQ loads) does not pay for Redis, pydantic and the rest.
@@ -42,9 +43,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "EventFilter": ("gopherq.core.events", "EventFilter"),
     "Sink": ("gopherq.core.events", "Sink"),
     "ExecutionContext": ("gopherq.core.executor", "ExecutionContext"),
+    "AttemptOutcome": ("gopherq.core.executor", "AttemptOutcome"),
+    "AttemptRunner": ("gopherq.core.executor", "AttemptRunner"),
+    "OutboundCall": ("gopherq.core.calls", "OutboundCall"),
+    "OutboundCalls": ("gopherq.core.calls", "OutboundCalls"),
     "FlowLimits": ("gopherq.core.flow", "FlowLimits"),
     "Executor": ("gopherq.core.executor", "Executor"),
     "RegisterExecutor": ("gopherq.core.hookspecs", "RegisterExecutor"),
+    "RegisterHooks": ("gopherq.core.hookspecs", "RegisterHooks"),
     "RegisterSettings": ("gopherq.core.hookspecs", "RegisterSettings"),
     "RegisterSink": ("gopherq.core.hookspecs", "RegisterSink"),
     "WorkerView": ("gopherq.core.hookspecs", "WorkerView"),
@@ -52,6 +58,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Inspector": ("gopherq.core.inspect", "Inspector"),
     "QueueKeys": ("gopherq.core.keys", "QueueKeys"),
     "Masker": ("gopherq.core.masking", "Masker"),
+    "bounded": ("gopherq.core.bounds", "bounded"),
+    "Backoff": ("gopherq.core.resilience", "Backoff"),
+    "redis_unavailable": ("gopherq.core.resilience", "unavailable"),
     "RedisConnection": ("gopherq.core.connection", "Connection"),
     "PluginSettings": ("gopherq.core.settings", "Section"),
     "Settings": ("gopherq.core.settings", "Settings"),
@@ -65,6 +74,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 
 if TYPE_CHECKING:
     from gopherq.client import AsyncClient, Client, Enqueued
+    from gopherq.core.bounds import bounded
+    from gopherq.core.calls import OutboundCall, OutboundCalls
     from gopherq.core.connection import Connection as RedisConnection
     from gopherq.core.errors import (
         BrokerUnavailable,
@@ -77,12 +88,21 @@ if TYPE_CHECKING:
         TaskRejected,
     )
     from gopherq.core.events import Event, EventFilter, Sink
-    from gopherq.core.executor import ExecutionContext, Executor
+    from gopherq.core.executor import AttemptOutcome, AttemptRunner, ExecutionContext, Executor
     from gopherq.core.flow import FlowLimits
-    from gopherq.core.hookspecs import RegisterExecutor, RegisterSettings, RegisterSink, WorkerView, hookimpl
+    from gopherq.core.hookspecs import (
+        RegisterExecutor,
+        RegisterHooks,
+        RegisterSettings,
+        RegisterSink,
+        WorkerView,
+        hookimpl,
+    )
     from gopherq.core.inspect import Inspector
     from gopherq.core.keys import QueueKeys
     from gopherq.core.masking import Masker
+    from gopherq.core.resilience import Backoff
+    from gopherq.core.resilience import unavailable as redis_unavailable
     from gopherq.core.schedules import Schedule
     from gopherq.core.settings import Section as PluginSettings
     from gopherq.core.settings import Settings, SinkSettings, load_settings
@@ -106,6 +126,9 @@ else:
 __all__ = [
     "App",
     "AsyncClient",
+    "AttemptOutcome",
+    "AttemptRunner",
+    "Backoff",
     "BrokerUnavailable",
     "Client",
     "ConfigError",
@@ -121,12 +144,15 @@ __all__ = [
     "Inspector",
     "JsonSerializer",
     "Masker",
+    "OutboundCall",
+    "OutboundCalls",
     "PermanentFailure",
     "PluginError",
     "PluginSettings",
     "QueueKeys",
     "RedisConnection",
     "RegisterExecutor",
+    "RegisterHooks",
     "RegisterSettings",
     "RegisterSink",
     "RetryTask",
@@ -143,6 +169,8 @@ __all__ = [
     "TaskResult",
     "TaskStatus",
     "WorkerView",
+    "bounded",
     "hookimpl",
     "load_settings",
+    "redis_unavailable",
 ]

@@ -83,6 +83,9 @@ class AsyncClient:
         self._borrowed = redis
         self.redis: Any = redis
         self._inspector: Inspector | None = None
+        #: Where this client's tasks come from, for the plugins' `gopherq_before_enqueue` ("client"; the command
+        #: line sets "cli").
+        self.origin = "client"
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -154,14 +157,17 @@ class AsyncClient:
         priority: str | None = None,
         unique_key: str | None = None,
         unique_for: float | None = None,
+        trace: dict[str, str] | None = None,
         **fields: Any,
     ) -> Task:
         """Build and validate a task (the executor's own fields go in `fields`); raises TaskRejected.
 
         `backoff`: `{"min": s, "max": s}` or `(min, max)`, as in an envelope. `priority`: "high", "default" or
-        "low". `unique_for` (seconds) and/or `unique_key`: while a task with the
-        same key is ready, delayed or running, enqueueing another is refused (see `submit`); without
-        `unique_key` the key is made from the type and fields (by the envelope's rule, `task_from_dict`)."""
+        "low". `unique_for` (seconds) and/or `unique_key`: while a task with the same key is ready, delayed or
+        running, enqueueing another is refused (see `submit`); without `unique_key` the key is made from the type
+        and fields (by the envelope's rule, `task_from_dict`). `trace`: the W3C trace context to keep with the task
+        (`{"traceparent": ..., "tracestate": ..., "baggage": ...}`); the `otel` plugin, when enabled, fills it from
+        the current span."""
         if delay is not None:
             eta = time.time() + delay
         task = Task(
@@ -178,7 +184,11 @@ class AsyncClient:
             priority=None if priority == "default" else priority,
             unique_key=unique_key,
             unique_for=unique_for,
+            trace=trace,
         )
+        hook = self.plugins.before_enqueue
+        if hook is not None:
+            hook(task, queue or self.queue, self.origin)
         task.envelope = self.validate(task)
         return task
 
@@ -245,7 +255,11 @@ class AsyncClient:
         task = self.check_envelope(raw)
         if queue is not None:
             task.queue = queue
-        return (await self._push([task], [task.encode() if task.id_assigned else raw]))[0].id
+        hook = self.plugins.before_enqueue
+        if hook is not None:
+            hook(task, task.queue or self.queue, self.origin)
+        changed = task.id_assigned or hook is not None
+        return (await self._push([task], [task.encode() if changed else raw]))[0].id
 
     async def create(self, tasks: list[Task], window: int) -> list[Enqueued]:
         """Enqueue built tasks idempotently (the HTTP API): a task whose id was created this way within `window`
@@ -311,7 +325,12 @@ class AsyncClient:
                     continue
                 data = {"eta": task.eta} if task.eta is not None and task.eta * 1000 > now else None
                 bus.emit(
-                    "task.enqueued", queue=task.queue or self.queue, task_id=task.id, task_type=task.type, data=data
+                    "task.enqueued",
+                    queue=task.queue or self.queue,
+                    task_id=task.id,
+                    task_type=task.type,
+                    data=data,
+                    trace=task.trace,
                 )
         return [
             Enqueued(duplicates[index], duplicate=True) if index in duplicates else Enqueued(task.id)

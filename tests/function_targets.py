@@ -35,3 +35,21 @@ def returns_a_set() -> Any:
 @app.task(max_attempts=1)
 def fails(message: str) -> None:
     raise ValueError(message)
+
+
+@app.task(max_attempts=1)
+def traced_sync(value: str) -> str:
+    """Opens a span of its own (the otel tests check it nests under the attempt's span)."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests").start_as_current_span("user work"):
+        return value
+
+
+@app.task(max_attempts=1)
+async def traced_async(value: str) -> str:
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests").start_as_current_span("user work"):
+        await asyncio.sleep(0)
+        return value

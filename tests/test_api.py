@@ -17,6 +17,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from gopherq.client import AsyncClient, Enqueued
+from gopherq.core.connection import Connection
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
 from gopherq.core.task import Task
@@ -217,15 +218,22 @@ async def test_a_body_over_the_limit_is_413(api: Callable[..., Any], aredis: aio
     assert await aredis.llen(app.queue) == 0
 
 
-async def test_redis_down_is_503_with_retry_after_and_nothing_half_done(api: Callable[..., Any]) -> None:
-    unreachable = aioredis.Redis(port=free_port(), socket_connect_timeout=1)
+async def test_redis_down_is_503_with_retry_after_and_nothing_half_done(
+    api: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    # The server's own kind of client (core/connection.py), which can tell that no command reached Redis.
+    connection = Connection(make_settings(redis={"url": f"redis://127.0.0.1:{free_port()}/0"}), "client")
+    unreachable = await connection.open()
     app = await api(redis_client=unreachable)
-    async with app.session.post(
-        app.server.make_url(f"/v1/queues/{app.queue}/tasks"), json={"url": "http://127.0.0.1/"}
-    ) as response:
-        assert response.status == 503 and response.headers["Retry-After"] == "1"
-        assert (await response.json())["error"]["reason"] == "unavailable"
-    await unreachable.aclose()
+    try:
+        async with app.session.post(
+            app.server.make_url(f"/v1/queues/{app.queue}/tasks"), json={"url": "http://127.0.0.1/"}
+        ) as response:
+            assert response.status == 503 and response.headers["Retry-After"] == "1"
+            error = (await response.json())["error"]
+            assert error["reason"] == "unavailable" and "nothing was created" in error["message"]
+    finally:
+        await connection.close()
 
 
 async def test_task_and_queue_lookups_and_cancel(

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
+from gopherq.core import broker as broker_module
 from gopherq.core import codec
-from gopherq.core.broker import Broker, Settlement, now_ms
+from gopherq.core.broker import REAPED_KEEP_MS, Broker, Settlement, now_ms
 from gopherq.core.task import decode_task
 
 LEASE_MS = 60_000
@@ -85,15 +87,61 @@ async def test_ack_removes_the_task_and_stores_the_result_with_a_ttl(broker: Bro
     assert 0 < await aredis.ttl(worker.keys.result("a")) <= 120
 
 
-async def test_settle_refuses_a_stale_token(broker: Broker, aredis: aioredis.Redis) -> None:
+async def test_a_settle_sent_again_after_its_reply_was_lost_is_recognised_and_writes_nothing_twice(
+    broker: Broker, aredis: aioredis.Redis
+) -> None:
+    """What redis-py's resend after a dropped connection, or the worker's next settle after a Redis restart, does:
+    the same settle again. Every kind is reported settled, counted once, and nothing is written a second time."""
+    worker = Broker(aredis, broker.keys.queue, "w1")
+    await worker.push([envelope(name) for name in ("ok", "again", "dead", "back")])
+    tokens = {codec.loads(raw)["id"]: token for token, raw in await worker.claim(10, LEASE_MS)}
+    due = now_ms() + 60_000
+    items = [
+        Settlement("ack", tokens["ok"], "ok", codec.dumps({"first": True})),
+        Settlement("retry", tokens["again"], "again", b"", envelope("again", attempt=2), str(due)),
+        Settlement("dead", tokens["dead"], "dead", b"", codec.dumps({"id": "dead"}), "dead"),
+        Settlement("release", tokens["back"], "back"),
+    ]
+    assert await worker.settle(items, 60, 10) == [True] * 4
+    again = [*items[1:], Settlement("ack", tokens["ok"], "ok", codec.dumps({"second": True}))]
+    assert await worker.settle(again, 60, 10) == [True] * 4
+    assert await worker.get_result("ok") == {"first": True}
+    assert await aredis.zcard(worker.keys.delayed) == 1
+    assert await aredis.hkeys(worker.keys.dead) == [b"dead"]  # not a second entry under "dead.<token>"
+    assert await aredis.lrange(worker.keys.ready, 0, -1) == [envelope("back")]  # released once
+    stats = await worker.stats()
+    assert stats["acked"] == stats["retried"] == stats["dead_lettered"] == stats["released"] == 1
+    assert stats["settles_repeated"] == 4 and "refused_acks" not in stats
+
+
+async def test_settle_refuses_a_token_the_reaper_handed_to_another_worker(
+    broker: Broker, aredis: aioredis.Redis
+) -> None:
     worker = Broker(aredis, broker.keys.queue, "w1")
     await worker.push([envelope("a")])
-    [(token, _)] = await worker.claim(1, LEASE_MS)
-    ack = Settlement("ack", token, "a", codec.dumps({"first": True}))
-    assert await worker.settle([ack], 60, 10) == [True]
-    late = Settlement("ack", token, "a", codec.dumps({"second": True}))
+    [(token, _)] = await worker.claim(1, lease_ms=-1)  # its lease has already expired
+    assert await Broker(aredis, broker.keys.queue, "w2").reap(60_000, 1, "w2") is not None
+    assert await aredis.zscore(worker.keys.reaped, token) is not None
+    [(second, _)] = await Broker(aredis, broker.keys.queue, "w2").claim(1, LEASE_MS)
+    assert await worker.settle([Settlement("ack", second, "a", codec.dumps({"second": True}))], 60, 10) == [True]
+    late = Settlement("ack", token, "a", codec.dumps({"late": True}))
     assert await worker.settle([late], 60, 10) == [False]
-    assert await worker.get_result("a") == {"first": True}
+    assert await worker.get_result("a") == {"second": True}
+    stats = await worker.stats()
+    assert stats["refused_acks"] == 1 and stats["acked"] == 1 and "settles_repeated" not in stats
+
+
+async def test_the_reaper_remembers_a_bounded_number_of_tokens_for_a_bounded_time(
+    broker: Broker, aredis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = Broker(aredis, broker.keys.queue, "w1")
+    stamp = now_ms()
+    await aredis.zadd(worker.keys.reaped, {"ancient": stamp - REAPED_KEEP_MS - 1000, "old": stamp - 2, "recent": stamp})
+    await worker.push([envelope("a")])
+    [(token, _)] = await worker.claim(1, lease_ms=-1)
+    monkeypatch.setattr(broker_module, "REAPED_MAX", 2)
+    await worker.reap(60_000, 1, "w1")
+    assert await aredis.zrange(worker.keys.reaped, 0, -1) == [b"recent", token.encode()]
 
 
 async def test_settle_many_outcomes_in_one_call(broker: Broker, aredis: aioredis.Redis) -> None:

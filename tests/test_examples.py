@@ -152,7 +152,7 @@ def test_gopherq_plugins_lists_both_examples(examples_path: Path, redis_url: str
     )
     assert pinned.returncode == 0, pinned.stderr
     names = {row["name"] for row in json.loads(pinned.stdout)}
-    assert names == {"http", "functions", "logging", "webhook", "stream", "metrics", "pycall"}
+    assert names == {"http", "functions", "logging", "webhook", "stream", "metrics", "otel", "pycall"}
 
 
 def test_the_examples_are_lint_and_type_clean() -> None:

@@ -29,6 +29,7 @@ from gopherq import AsyncClient, ConfigError, Settings, TaskRejected
 from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import fresh_envelope
+from gopherq.core.keys import QueueKeys
 from gopherq.core.masking import MASK, Masker
 from gopherq.core.schedules import Schedule, Scheduler
 from gopherq.web import create_app
@@ -433,6 +434,12 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
         await ask(cancel, f"/v1/tasks/s1?queue={queue}", down)
         for server, extra in ((authed, {}), (authed, {"auth": False}), (open_, elsewhere)):
             await ask(schema, "/v1/openapi.json", server, **extra)
+        dead_raw = ("GET", "/v1/queues/{queue}/dead/{entry_id}/raw")
+        await aredis.hset(QueueKeys(queue).dead, "dead-1", codec.dumps({"task_id": "dead-1", "raw": "{}"}))
+        for server, extra in ((authed, {}), (authed, {"auth": False}), (open_, elsewhere), (down, {})):
+            await ask(dead_raw, f"/v1/queues/{queue}/dead/dead-1/raw", server, **extra)
+        await ask(dead_raw, f"/v1/queues/{queue}/dead/never-dead/raw")
+        await ask(dead_raw, "/v1/queues/not%20a%20queue/dead/dead-1/raw")
     finally:
         for server in servers:
             await server.close()

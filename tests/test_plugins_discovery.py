@@ -162,7 +162,7 @@ def load(**plugins: Any) -> PluginManager:
 
 def test_pinning_loads_only_the_named_third_party_plugins_and_every_builtin(installed: dict[str, Path]) -> None:
     manager = load(load=["good"])
-    assert set(manager.info) == {"http", "functions", "logging", "webhook", "stream", "metrics", "good"}
+    assert set(manager.info) == {"http", "functions", "logging", "webhook", "stream", "metrics", "otel", "good"}
     good = manager.info["good"]
     assert (good.distribution, good.version, good.module, good.entry_point) == (
         "gq-good",
@@ -209,7 +209,7 @@ def test_two_distributions_claiming_one_plugin_name_stop_start_up(
 
 def test_disable_blocks_third_party_and_builtin_plugins_alike(installed: dict[str, Path]) -> None:
     manager = load(disable=["broken", "typo", "http", "webhook"])
-    assert set(manager.info) == {"logging", "stream", "metrics", "functions", "good"}
+    assert set(manager.info) == {"logging", "stream", "metrics", "otel", "functions", "good"}
     assert manager.executors["http"].plugin == "good"  # only the replacement: the built-in is not loaded
     assert {"broken", "typo", "http", "webhook"} <= manager.blocked
 

@@ -78,6 +78,8 @@ class GoPherQPeer(AsyncPeer):
             text = text.replace("1 process", f"{spec.processes} processes (`--processes {spec.processes}`)")
         if "transport" in spec.options:
             text += f', `[plugins.http] transport = "{spec.options["transport"]}"`'
+        if "tracing" in spec.options:
+            text += f', `[plugins.otel] enabled, sample_ratio = {spec.options["tracing"]}, exporter = "none"`'
         return text
 
     # -- client ------------------------------------------------------------------------------------------------
@@ -167,7 +169,15 @@ class GoPherQPeer(AsyncPeer):
         ]
         if "transport" in spec.options:
             lines.append(f'transport = "{spec.options["transport"]}"')
+        if "tracing" in spec.options:  # the otel plugin at this sample ratio; spans recorded, none exported
+            lines += [
+                "[plugins.otel]",
+                "enabled = true",
+                'exporter = "none"',
+                f"sample_ratio = {spec.options['tracing']}",
+            ]
         tag = f"{spec.workload}-c{concurrency}-p{spec.processes}-{spec.options.get('transport', 'default')}"
+        tag += f"-traced{spec.options['tracing']}" if "tracing" in spec.options else ""
         path = self.ctx.run_dir / f"gopherq-{tag}.toml"
         path.write_text("\n".join(lines) + "\n")
         return path

@@ -104,7 +104,7 @@ def dlq_requeue(
     config: str | None, queue: str | None, entry_ids: tuple[str, ...], requeue_all: bool, as_json: bool
 ) -> None:
     """Requeue dead letters at the tail of the queue (attempts reset, task id kept). Exit 1 when an id is not
-    a dead letter."""
+    a dead letter, or is one that cannot be requeued (a too_large task: only a prefix of it was kept)."""
     if bool(entry_ids) == requeue_all:
         raise click.UsageError("give entry ids or --all")
     settings = settings_from(config)
@@ -124,7 +124,7 @@ def dlq_requeue(
     if as_json:
         echo_json({"requeued": moved, "not_found": missing})
     else:
-        click.echo(f"requeued {moved}" + (f" ({missing} not found)" if missing else ""))
+        click.echo(f"requeued {moved}" + (f" ({missing} not found, or too large to requeue)" if missing else ""))
     if missing:
         sys.exit(1)
 

@@ -83,6 +83,7 @@ def enqueue(
     fields = task_fields(task_type, payload, http)
 
     async def action(client: AsyncClient) -> Any:
+        client.origin = "cli"  # for the plugins' gopherq_before_enqueue (the otel plugin reads TRACEPARENT)
         task = client.task(
             task_type,
             id=task_id,

@@ -45,6 +45,11 @@ def now_ms() -> int:
 #: Settlement kinds that end a task (its uniqueness lock and any cancel request for it go with it).
 ENDING = frozenset({"ack", "cancel", "dead"})
 
+#: How long (ms) and how many of the attempt tokens the reaper took back are remembered (see QueueKeys.reaped): a
+#: late settle arriving after that is taken for a repeated one, and accepted without writing anything.
+REAPED_KEEP_MS = 24 * 3600 * 1000
+REAPED_MAX = 100_000
+
 
 @dataclass(slots=True)
 class SpecialPush:
@@ -174,7 +179,9 @@ class Broker:
             await self._adopt(keys=[self.keys.inflight], args=args)
 
     async def settle(self, items: list[Settlement], result_ttl: int, dead_cap: int) -> list[bool]:
-        """Record outcomes in one round trip; returns, per item, False when its token was stale (refused)."""
+        """Record outcomes in one round trip; returns, per item, False when its token was stale (refused: the reaper
+        handed the task to another worker). Sending the same settle again (its reply was lost) is safe: an item an
+        earlier run already recorded is reported True, and nothing is written twice."""
         if not items:
             return []
         k = self.keys
@@ -194,6 +201,7 @@ class Broker:
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
         keys += self._levels
+        keys.append(k.reaped)
         flags = await self._settle(keys=keys, args=args)
         return [bool(flag) for flag in flags]
 
@@ -243,8 +251,10 @@ class Broker:
         silent_ids = [w.decode() for w in silent if w.decode() != self.worker_id]
         keys = [k.ready, k.leases, k.inflight, k.workers, k.reaper_lock, k.stats]
         keys += [k.processing(w) for w in silent_ids]
-        keys += self._levels
-        args = [stamp, lock_ms, owner, limit, silent_before, silent_before - forget_after_ms, *silent_ids]
+        keys += [*self._levels, k.reaped]
+        forget_before = silent_before - forget_after_ms
+        args = [stamp, lock_ms, owner, limit, silent_before, forget_before, stamp - REAPED_KEEP_MS, REAPED_MAX]
+        args += silent_ids
         recovered = await self._reap(keys=keys, args=args)
         if recovered is None:
             return None

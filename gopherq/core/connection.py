@@ -1,10 +1,20 @@
 """Opening the Redis client a gopherq process uses: a URL, the seed's host:port address, a Redis Cluster, a
 Sentinel-managed master, or the embedded server (started on demand and stopped by the last gopherq process that
-leaves it); with TLS and an ACL user where the settings ask for them."""
+leaves it); with TLS and an ACL user where the settings ask for them.
+
+Every command has a deadline, `command_timeout`: a Redis that stops answering (frozen, partitioned, stalled on a
+disk) fails the command with TimeoutError within seconds, well inside a task's lease, so the worker notices and says
+so. A command that timed out may still run when Redis wakes up, so redis-py does not send it again by itself; only a
+command that met a broken connection is sent once more (after a restart, the pooled connections are all broken).
+`watch_writes` tells whether a failed call reached Redis at all, which is what the HTTP API needs to answer truthfully.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from redis.asyncio import Redis
@@ -12,6 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gopherq.core.embedded import EmbeddedRedis, client_name
 from gopherq.core.errors import ConfigError
@@ -30,6 +41,23 @@ def describe_target(settings: Settings) -> str:
     if cfg.sentinels:
         return f"master {cfg.service_name!r} of Sentinels {', '.join(cfg.sentinels)} db {cfg.db}"
     return f"embedded ({settings.data_dir})"
+
+
+def command_timeout(settings: Settings) -> float:
+    """Seconds a command may go unanswered before it fails with TimeoutError: `redis.command_timeout`, or by
+    default a third of `worker.lease_timeout`, between 1 and 5 seconds. Shorter than the lease, so a Redis freeze is
+    noticed (and logged) before the leases it holds up expire; long enough that a busy machine does not time out
+    healthy commands."""
+    configured = settings.redis.command_timeout
+    if configured is not None:
+        return configured
+    return min(5.0, max(1.0, settings.worker.lease_timeout / 3))
+
+
+def blocking_wait(settings: Settings) -> float:
+    """How long one blocking fetch (BLMOVE) waits on an empty queue: `worker.fetch_timeout`, but at most half the
+    command timeout, so an idle queue's reply always arrives well before the command's deadline."""
+    return min(settings.worker.fetch_timeout, command_timeout(settings) / 2)
 
 
 def _address_kwargs(address: str) -> dict[str, Any]:
@@ -71,18 +99,19 @@ class Connection:
     async def open(self) -> Any:
         cfg = self.settings.redis
         password = cfg.password.get_secret_value() if cfg.password else None
-        # The read timeout must outlast a blocking fetch, or an idle queue would look like a Redis fault.
+        # A blocking fetch waits at most half of this (blocking_wait), so an idle queue never looks like a fault.
         common: dict[str, Any] = {
             "client_name": self.name,
             "socket_connect_timeout": 5,
-            "socket_timeout": self.settings.worker.fetch_timeout + 10,
-            # One quick retry smooths over a dropped connection; longer outages are the caller's to handle (the
-            # worker backs off with jitter and logs), instead of redis-py's default ten retries per command.
-            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+            "socket_timeout": command_timeout(self.settings),
+            # One quick retry smooths over a connection found broken (a restart, an idle connection dropped); a
+            # timeout is not retried: the command may still run. Longer outages are the caller's to handle (the
+            # worker backs off with jitter and logs), instead of redis-py's default retries per command.
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,)),
         }
         if self.embedded is not None:
             url = await asyncio.to_thread(self.embedded.ensure_running)
-            self.client = Redis.from_url(url, **common)
+            self.client = _track_writes(Redis.from_url(url, **common))
             return self.client
         if not (cfg.url or "").startswith("unix:"):
             common["socket_keepalive"] = True
@@ -107,7 +136,7 @@ class Connection:
             assert cfg.address is not None
             ssl = {"ssl": True, **tls} if tls else {}
             self.client = Redis(password=password, db=cfg.db, **_address_kwargs(cfg.address), **ssl, **common)
-        return self.client
+        return _track_writes(self.client)
 
     def _sentinel_master(self, password: str | None, tls: dict[str, Any], common: dict[str, Any]) -> Any:
         """A client of the master the Sentinels name. Its pool asks them again on every new connection and
@@ -136,3 +165,68 @@ class Connection:
             self._sentinel = None
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop, True, self.name)
+
+
+# -- did a failed call reach Redis? ----------------------------------------------------------------------------------
+
+
+class Writes:
+    """What the calls made inside one `watch_writes` block sent towards Redis: how many commands (or pipelines)
+    were handed to a socket. When none was, a failure is a clean refusal: Redis never saw the command."""
+
+    __slots__ = ("count", "known")
+
+    def __init__(self, known: bool) -> None:
+        self.count = 0
+        #: False when the client cannot tell (not opened by `Connection`, or a Redis Cluster client).
+        self.known = known
+
+    @property
+    def maybe_sent(self) -> bool:
+        """False only when it is certain that no command reached Redis."""
+        return self.count > 0 or not self.known
+
+
+_WATCHING: ContextVar[Writes | None] = ContextVar("gopherq_redis_writes", default=None)
+_TRACKING: dict[type, type] = {}
+
+
+@contextlib.contextmanager
+def watch_writes(client: Any) -> Iterator[Writes]:
+    """Count the commands the current asyncio task (and the tasks it starts) sends inside the block, through any
+    client opened by `Connection`; `client` is the one the block uses, and says whether its sends are counted."""
+    writes = Writes(known=getattr(_pool_class(client), "gopherq_counts_writes", False))
+    token = _WATCHING.set(writes)
+    try:
+        yield writes
+    finally:
+        _WATCHING.reset(token)
+
+
+def _pool_class(client: Any) -> Any:
+    return getattr(getattr(client, "connection_pool", None), "connection_class", None)
+
+
+def _track_writes(client: Any) -> Any:
+    """Make the client's connections count what they send into the current `watch_writes` block: the pool builds
+    its connections from a subclass of its own connection class (plain, TLS, Unix socket, Sentinel-managed) whose
+    only change is that count. Done before the first connection exists, so every connection counts."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None and not getattr(pool.connection_class, "gopherq_counts_writes", False):
+        pool.connection_class = _counting(pool.connection_class)
+    return client
+
+
+def _counting(base: type) -> type:
+    counting = _TRACKING.get(base)
+    if counting is None:
+
+        async def send_packed_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+            writes = _WATCHING.get()
+            if writes is not None:
+                writes.count += 1
+            return await base.send_packed_command(self, *args, **kwargs)  # type: ignore[attr-defined]
+
+        namespace = {"send_packed_command": send_packed_command, "gopherq_counts_writes": True, "__module__": __name__}
+        counting = _TRACKING[base] = type(base.__name__, (base,), namespace)
+    return counting

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import builtins
+import functools
+import re
 from collections.abc import Callable
 from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.broker import Broker, load_script
 from gopherq.core.events import EventBus
-from gopherq.core.masking import Masker
+from gopherq.core.masking import MASK, Masker, drop_cut_url
 from gopherq.core.outcomes import raw_from_entry
 from gopherq.core.task import RESERVED_FIELDS
 
@@ -42,15 +44,42 @@ def _with_id(entry_id: bytes | str, raw_entry: bytes) -> dict[str, Any]:
 
 def masked_entry(entry: dict[str, Any], masker: Masker) -> dict[str, Any]:
     """A dead letter fit to show: every secret masked, the raw envelope's headers included (it is JSON text, so it
-    is parsed, masked and written again; text that is not JSON has the URLs in it masked)."""
+    is parsed, masked and written again; text that is not JSON, such as the prefix of a `too_large` task, is masked
+    by `masked_raw_text`)."""
     shown: dict[str, Any] = masker.value({key: value for key, value in entry.items() if key != "raw"})
     raw = entry.get("raw")
     if isinstance(raw, str):
         try:
             shown["raw"] = codec.dumps(masker.value(codec.loads(raw))).decode()
         except (codec.JSONDecodeError, TypeError):
-            shown["raw"] = masker.text(raw)
+            shown["raw"] = masked_raw_text(raw, masker, cut=bool(entry.get("raw_truncated")))
     return shown
+
+
+def masked_raw(entry: dict[str, Any], masker: Masker) -> bytes:
+    """A dead letter's stored bytes, secrets masked, as the download serves them: JSON parsed, masked and written
+    again; anything else masked as text, with the bytes that are not UTF-8 kept as they are."""
+    raw = raw_from_entry(entry)
+    try:
+        return codec.dumps(masker.value(codec.loads(raw)))
+    except (codec.JSONDecodeError, TypeError):
+        text = raw.decode("utf-8", "surrogateescape")
+        return masked_raw_text(text, masker, cut=bool(entry.get("raw_truncated"))).encode("utf-8", "surrogateescape")
+
+
+def masked_raw_text(text: str, masker: Masker, cut: bool = False) -> str:
+    """Bytes that are not JSON (or no longer whole), masked as well as text allows: every URL, and the value of
+    every `"<secret header>": "..."` pair in them (to its closing quote, or to the end when the text stops first).
+    `cut`: the text is a prefix, so a URL it ends in is dropped."""
+    if cut:
+        text = drop_cut_url(text)
+    return _secret_pairs(masker.headers).sub(lambda m: m.group(1) + MASK + m.group(3), masker.text(text))
+
+
+@functools.lru_cache(maxsize=8)
+def _secret_pairs(headers: frozenset[str]) -> re.Pattern[str]:
+    names = "|".join(re.escape(name) for name in sorted(headers))
+    return re.compile(rf'("(?:{names})"\s*:\s*")((?:[^"\\]|\\.)*)("?)', re.IGNORECASE)
 
 
 class DeadLetters:
@@ -94,7 +123,8 @@ class DeadLetters:
         self, entry_ids: builtins.list[str] | None = None, progress: Callable[[int], Any] | None = None
     ) -> int:
         """Requeue the given entries (all when None) at the tail of the ready list, attempts reset and id kept;
-        returns how many went back (an id that is not, or no longer, a dead letter is skipped). `progress` is
+        returns how many went back (an id that is not, or no longer, a dead letter is skipped, and so is the dead
+        letter of a `too_large` task, which keeps only a prefix of it). `progress` is
         called with the number of entries handled after each chunk (e.g. a progress bar's `update`)."""
         if entry_ids is None:
             entry_ids = [item.decode() for item in await self.redis.zrange(self.keys.dead_index, 0, -1)]
@@ -107,6 +137,8 @@ class DeadLetters:
             for entry_id, raw_entry in zip(chunk, entries, strict=True):
                 if raw_entry is not None:
                     entry = codec.loads(raw_entry)
+                    if entry.get("raw_truncated"):
+                        continue  # only a prefix of a too_large task was kept: there is no task to requeue
                     task_ids[entry_id] = entry.get("task_id")
                     args += [entry_id, fresh_envelope(raw_from_entry(entry), entry.get("task_id"))]
             if not args:

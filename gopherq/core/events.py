@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 from gopherq.core import codec
 from gopherq.core.loglines import escape_controls
 from gopherq.core.masking import Masker
+from gopherq.core.tracecontext import trace_id
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,12 @@ class Event:
     error: dict[str, Any] | None = None
     #: The rest, by event (see EVENTS), masked; e.g. `delay` and `retry_at` of `task.retrying`.
     data: dict[str, Any] = field(default_factory=dict)
+    #: The trace the task belongs to (from its envelope's `trace` field), when it has one.
+    trace_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"event": self.name, "timestamp": self.timestamp}
-        for key in ("worker", "queue", "task_id", "task_type", "attempt", "duration", "error"):
+        for key in ("worker", "queue", "task_id", "task_type", "attempt", "duration", "error", "trace_id"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -134,6 +137,8 @@ class Event:
             else:
                 parts.append(f"error={self.error.get('reason')}: {self.error.get('message')}")
         parts += [f"{key}={value}" for key, value in self.data.items()]
+        if self.trace_id is not None:
+            parts.append(f"trace_id={self.trace_id}")
         if self.queue is not None:
             parts.append(f"queue={self.queue}")
         if self.worker is not None:
@@ -188,15 +193,15 @@ async def call_maybe_async(func: Callable[..., Any], *args: Any, thread: Executo
 
 
 #: An event not built yet: (name, timestamp, bus defaults, worker, queue, task_id, task_type, attempt, duration,
-#: error, data). Emitting stores this flat tuple, and the Event is made only when a sink takes it: an event that a
-#: full buffer drops (a dead sink) is never built, and what waits in a buffer is small.
-PendingEvent = tuple[str, float, dict[str, Any], Any, Any, Any, Any, Any, Any, Any, Any]
+#: error, data, trace). Emitting stores this flat tuple, and the Event is made only when a sink takes it: an event
+#: that a full buffer drops (a dead sink) is never built, and what waits in a buffer is small.
+PendingEvent = tuple[str, float, dict[str, Any], Any, Any, Any, Any, Any, Any, Any, Any, Any]
 
 
 def build_event(item: Event | PendingEvent) -> Event:
     if isinstance(item, Event):
         return item
-    name, timestamp, defaults, worker, queue, task_id, task_type, attempt, duration, error, data = item
+    name, timestamp, defaults, worker, queue, task_id, task_type, attempt, duration, error, data, trace = item
     return Event(
         name,
         timestamp,
@@ -208,6 +213,7 @@ def build_event(item: Event | PendingEvent) -> Event:
         duration,
         error,
         {} if data is None else data,
+        trace_id(trace),  # read here, in the sink's task, not where the event is emitted
     )
 
 
@@ -233,6 +239,7 @@ class SinkChannel:
         self._closing = False
         self._broken = False
         self._next_drop_log = 0.0
+        self._handling = 0  # events of the batch the sink is handling now
         #: The thread of the sink's plain methods: made when the first of them is called.
         self._thread: ThreadPoolExecutor | None = None
 
@@ -300,6 +307,7 @@ class SinkChannel:
             if self._broken:
                 self.dropped += len(items)
                 continue
+            self._handling = len(items)
             try:
                 batch = [build_event(item) for item in items]
                 if self._handle_is_async:
@@ -307,9 +315,11 @@ class SinkChannel:
                 else:
                     await self._call(self.sink.handle, batch)
                 self.delivered += len(batch)
+                self._handling = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._handling = 0
                 self.failed_batches += 1
                 self.failed_events += len(items)
                 if self.failed_batches <= 3 or self.failed_batches % 100 == 0:
@@ -329,7 +339,7 @@ class SinkChannel:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except (asyncio.TimeoutError, Exception):
                 self._task.cancel()
-                left = len(self._queue)
+                left = len(self._queue) + self._handling  # the batch the sink held (e.g. retrying) too
                 if left:
                     self.dropped += left
                     log.warning("event sink %s: %d events not delivered at shutdown", self.name, left)
@@ -399,9 +409,11 @@ class EventBus:
         data: dict[str, Any] | None = None,
         queue: str | None = None,
         worker: str | None = None,
+        trace: dict[str, str] | None = None,
     ) -> None:
-        """Hand an event (the fields of `Event`; `worker` and `queue` default to the bus's `defaults`) to every
-        sink that wants it; never blocks. Explicit keywords rather than **fields: this runs several times per task
+        """Hand an event (the fields of `Event`; `worker` and `queue` default to the bus's `defaults`; `trace` is
+        the task's `trace` field, whose trace id becomes the event's `trace_id`) to every sink that wants it; never
+        blocks. Explicit keywords rather than **fields: this runs several times per task
         and must cost next to nothing, whether a sink wants the event or not."""
         route = self._routes.get(name)
         if route is None:
@@ -411,7 +423,20 @@ class EventBus:
         data = data or None  # an empty dict need not wait in a buffer
         if self.masker is not None and (error is not None or data is not None):
             error, data = self.masker.value(error), self.masker.value(data)
-        pending = (name, time.time(), self.defaults, worker, queue, task_id, task_type, attempt, duration, error, data)
+        pending = (
+            name,
+            time.time(),
+            self.defaults,
+            worker,
+            queue,
+            task_id,
+            task_type,
+            attempt,
+            duration,
+            error,
+            data,
+            trace,
+        )
         for channel in route:
             channel.put(pending)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import difflib
 import functools
 import inspect
@@ -24,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
+from gopherq.core.calls import OutboundCalls
 from gopherq.core.errors import TaskFailure, TaskRejected
 from gopherq.core.flow import FlowLimits
 from gopherq.core.task import CONTROL_FIELDS, Task
@@ -149,6 +151,9 @@ class ExecutionContext:
     #: attempt's outcome events (task.succeeded, task.failed, task.retrying, task.dead_lettered), where sinks
     #: such as the metrics sink read them. Set a fresh dict; keep it small and free of secrets' values.
     event_data: dict[str, Any] | None = None
+    #: Set by a plugin that wraps attempts to observe the calls the executor makes to other services (see
+    #: core/calls.py); None when nothing observes them, and then an executor does nothing extra.
+    calls: OutboundCalls | None = None
 
 
 #: Most problems one payload error lists; the rest are counted.
@@ -228,14 +233,17 @@ class ExecutorEntry:
             sync = executor.execute
 
             async def run_in_thread(task: Task, context: ExecutionContext) -> Any:
-                return await asyncio.get_running_loop().run_in_executor(None, functools.partial(sync, task, context))
+                # In the attempt's context (as asyncio.to_thread does), so what a wrapper made current (e.g. a
+                # span) is current in the thread too.
+                call = functools.partial(contextvars.copy_context().run, sync, task, context)
+                return await asyncio.get_running_loop().run_in_executor(None, call)
 
             self.run = run_in_thread
         else:
             own = executor.execute
 
             async def run_in_own_threads(task: Task, context: ExecutionContext) -> Any:
-                call = functools.partial(own, task, context)
+                call = functools.partial(contextvars.copy_context().run, own, task, context)
                 return await asyncio.get_running_loop().run_in_executor(self._thread_pool(), call)
 
             self.run = run_in_own_threads
@@ -320,6 +328,27 @@ class AttemptOutcome:
     finished: float
     result: Any = None
     failure: TaskFailure | None = None
+
+
+#: How an attempt is run: `run_attempt` (without its own time limit, in the worker), possibly wrapped by plugins
+#: (`gopherq_wrap_attempt`). A runner returns the attempt's outcome and raises only on cancellation.
+AttemptRunner = Callable[["ExecutorEntry", Task, ExecutionContext], Awaitable["AttemptOutcome"]]
+
+
+def guarded(run: AttemptRunner) -> AttemptRunner:
+    """A wrapped runner whose wrappers' own failures fail the attempt (reason `exception`) instead of escaping into
+    the worker, where they would look like a crash and end as poison."""
+
+    async def run_guarded(entry: ExecutorEntry, task: Task, context: ExecutionContext) -> AttemptOutcome:
+        started = time.time()
+        try:
+            return await run(entry, task, context)
+        except Exception as exc:
+            context.log.error("task %s: an attempt wrapper failed: %s: %s", task.id, type(exc).__name__, exc)
+            failure = TaskFailure("exception", f"attempt wrapper failed: {type(exc).__name__}: {exc}")
+            return AttemptOutcome(started, time.time(), failure=failure)
+
+    return run_guarded
 
 
 async def run_attempt(

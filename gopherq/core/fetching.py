@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker
+from gopherq.core.connection import blocking_wait
 from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.executor import ExecutorEntry
@@ -25,7 +26,7 @@ from gopherq.core.holdings import Holdings
 from gopherq.core.outcomes import Decision, OutcomePolicy
 from gopherq.core.plugins import PluginManager
 from gopherq.core.priorities import LevelOrder
-from gopherq.core.resilience import RETRYABLE, Backoff, guarded
+from gopherq.core.resilience import RETRYABLE, Backoff, Outage, with_retries
 from gopherq.core.settings import Settings
 from gopherq.core.task import Task, decode_task
 
@@ -55,6 +56,7 @@ class Fetcher:
         flush: Callable[[], Awaitable[None]],
         launch: Callable[[str, Task, ExecutorEntry], asyncio.Task[None]],
         quiet: asyncio.Event,
+        outage: Outage,
     ) -> None:
         self.worker_id = worker_id
         self.settings = settings
@@ -68,6 +70,7 @@ class Fetcher:
         self.flush = flush
         self.launch = launch
         self.quiet = quiet
+        self.outage = outage
         cfg = settings.worker
         self.concurrency = cfg.concurrency
         self.lease_ms = int(cfg.lease_timeout * 1000)
@@ -81,7 +84,8 @@ class Fetcher:
     async def run(self) -> None:
         """Claim and start tasks until the worker is quiet; then put back what was claimed and not started."""
         cfg = self.settings.worker
-        backoff = Backoff(f"fetch ({self.worker_id})")
+        backoff = Backoff("fetch", outage=self.outage)
+        wait = blocking_wait(self.settings)
         runners = self.holdings.runners
         slot_free = self.holdings.slot_free
         while not self.quiet.is_set():
@@ -103,7 +107,7 @@ class Fetcher:
                     log.info("queue %s resumed: worker %s fetches again", self.broker.keys.queue, self.worker_id)
                 if not batch:
                     # A timed-out blocking fetch is not an error: go round and claim again.
-                    await self.broker.wait_for_task(cfg.fetch_timeout)
+                    await self.broker.wait_for_task(wait)
                     backoff.reset()
                     continue
                 backoff.reset()
@@ -113,7 +117,7 @@ class Fetcher:
             await self._start_batch(batch)
         # Quiet: what this worker claimed but did not start goes back to the queue for the others.
         self.release_suspect()
-        await guarded(f"release staged ({self.worker_id})", self.broker.release_staged, attempts=5)
+        await with_retries("release staged", self.broker.release_staged, outage=self.outage, attempts=5)
 
     async def _paused(self) -> None:
         """The queue is paused: ask again in PAUSE_POLL seconds (or stop waiting when told to stop)."""
@@ -133,7 +137,7 @@ class Fetcher:
             await self.holdings.slot_free.wait()
         if self.quiet.is_set() or self.suspect is None:
             return
-        await guarded(f"settle before an isolated task ({self.worker_id})", self.flush, attempts=5)
+        await with_retries("settle before an isolated task", self.flush, outage=self.outage, attempts=5)
         token, task, entry = self.suspect
         self.suspect = None
         log.warning("task %s lost its worker %d times: running it alone", task.id, task.recoveries)
@@ -178,7 +182,7 @@ class Fetcher:
             if entry is not None:
                 ready.append((token, task, entry))
         if adopt:
-            await guarded(f"adopt ({self.worker_id})", lambda: self.broker.adopt(adopt), attempts=5)
+            await with_retries("adopt", lambda: self.broker.adopt(adopt), outage=self.outage, attempts=5)
         ready = await self._flow_gate(ready)
         for token, task, entry in ready:
             if task.recoveries < self.isolate_from:
@@ -220,7 +224,7 @@ class Fetcher:
             # Pushed raw before its time: park it in the delayed set; this is not an attempt.
             self.decide(self.policy.defer(token, task, int(task.eta * 1000)))
             return None
-        self.bus.emit("task.dequeued", task_id=task.id, task_type=task.type, attempt=task.attempt)
+        self.bus.emit("task.dequeued", task_id=task.id, task_type=task.type, attempt=task.attempt, trace=task.trace)
         return entry
 
     def abandon(self, token: str, doing: str) -> None:

@@ -7,10 +7,11 @@ name in the module (or object) your entry point names; a hook may take fewer arg
 others. Implementing a `gopherq_*` name that is not below stops start-up, so a typo cannot go unnoticed.
 
 Order of a worker's start-up: `gopherq_register_settings` (every plugin), then the `[plugins.<name>]` tables
-are validated, then `gopherq_register_executors`, then `gopherq_register_sinks`, then (in the worker's event
-loop) each executor's `open()`, then `gopherq_startup`. At the end: each executor's `close()`, then
-`gopherq_shutdown`, then the sinks are drained and closed. A client (`AsyncClient`, `gopherq enqueue`) runs
-only the settings and executor hooks, to validate tasks before they reach Redis.
+are validated, then `gopherq_register_hooks` (a plugin adds the hooks its settings call for), then
+`gopherq_register_executors`, then `gopherq_register_sinks`, then (in the worker's event loop) each executor's
+`open()`, then `gopherq_startup`. At the end: each executor's `close()`, then `gopherq_shutdown`, then the sinks
+are drained and closed. A client (`AsyncClient`, `gopherq enqueue`) runs only the settings, hooks and executor
+registrations, to validate tasks before they reach Redis; it calls `gopherq_before_enqueue` for each task.
 
 Every hook spec's docstring has the same parts, in this order, from which docs/reference.md is generated: a
 one-line summary, then `Called when:`, `Arguments:`, `Returns:`, `Errors:` and `Runs in:` paragraphs.
@@ -19,7 +20,7 @@ one-line summary, then `Called when:`, `Arguments:`, `Returns:`, `Errors:` and `
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
@@ -30,8 +31,10 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from gopherq.core.events import EventBus, Sink
-    from gopherq.core.executor import Executor
+    from gopherq.core.executor import AttemptRunner, Executor
+    from gopherq.core.inspect.models import TaskInfo
     from gopherq.core.settings import Settings
+    from gopherq.core.task import Task
 
 #: The parts of every hook spec's docstring, in order (checked by tests/test_reference.py).
 DOCSTRING_PARTS = ("Called when:", "Arguments:", "Returns:", "Errors:", "Runs in:")
@@ -70,6 +73,13 @@ class RegisterSink(Protocol):
         batch_size: int = SINK_BATCH_SIZE,
         replace: bool = False,
     ) -> None: ...
+
+
+class RegisterHooks(Protocol):
+    """`register(obj)`: add the `gopherq_*` hook implementations of `obj` (any object or module) as part of your
+    plugin."""
+
+    def __call__(self, obj: object) -> None: ...
 
 
 class WorkerView(Protocol):
@@ -218,4 +228,91 @@ def gopherq_shutdown(worker: WorkerView) -> Any:
     Errors: an exception here is logged and does not stop the other plugins' hooks.
 
     Runs in: workers only, in the worker's event loop.
+    """
+
+
+@hookspec
+def gopherq_register_hooks(register: RegisterHooks, settings: Settings) -> None:
+    """Add hook implementations that depend on the settings.
+
+    Called when: once per process, right after the settings are validated (before the executors are registered).
+
+    Arguments: `register`, a `RegisterHooks`: `register(obj)` adds `obj`'s hooks as if your plugin's module had
+    them; `settings`, the effective `gopherq.Settings`. The hooks below that run per task
+    (`gopherq_before_enqueue`, `gopherq_wrap_attempt`) cost nothing at all when no plugin implements them: the
+    core skips them entirely. Implement them on an object registered here only when your settings enable them,
+    so a disabled plugin keeps that cost at zero. (`gopherq_register_settings` and this hook are not called again
+    for what is added.)
+
+    Returns: nothing.
+
+    Errors: an exception stops start-up, naming the plugin, like the other registration hooks.
+
+    Runs in: every process that loads plugins, as `gopherq_register_settings`.
+    """
+
+
+@hookspec
+def gopherq_before_enqueue(
+    task: Task, queue: str, origin: str, carrier: Mapping[str, str] | None, parent: Task | None
+) -> None:
+    """A task is about to be enqueued in `queue`: fill in what your plugin adds to envelopes (e.g. `task.trace`).
+
+    Called when: once per task, before the task is validated and encoded: in a client (`origin` "client":
+    `enqueue`, `enqueue_many`, `enqueue_raw`, `.delay()`), the HTTP API ("api"), the command line ("cli"), a
+    worker's scheduler ("schedule": each run of a periodic task) and a worker that enqueues a task's follow-up
+    ("callback", e.g. `on_success`).
+
+    Arguments: `task`, the task to change in place; `queue`, where it goes; `origin` (above); `carrier`, what came
+    with the producer's request: the API's request headers (a case-insensitive mapping), otherwise None (the
+    command line leaves the environment to the plugin); `parent`, the task whose end enqueued this one
+    (callbacks), else None.
+
+    Returns: nothing; change `task` in place. A `trace` you set is checked like a producer's (a bad one is
+    dropped).
+
+    Errors: an exception is logged and the task is enqueued as it was: a plugin here must never cost a task.
+
+    Runs in: the producing process: clients, `gopherq api`, the command line, and workers (schedules and
+    follow-ups).
+    """
+
+
+@hookspec
+def gopherq_wrap_attempt(run: AttemptRunner, settings: Settings) -> AttemptRunner | None:
+    """Wrap every attempt a worker runs.
+
+    Called when: once per worker process, before its first attempt (not per task); each plugin wraps the runner
+    of the plugins before it.
+
+    Arguments: `run`, the `AttemptRunner` to wrap, an async function `(entry, task, context)` that returns an
+    `AttemptOutcome`; `settings`, the effective `gopherq.Settings`.
+
+    Returns: an async function with `run`'s signature that awaits `run(entry, task, context)` and returns its
+    outcome, or None to wrap nothing. The wrapper runs in the attempt's own asyncio task, so what it makes current
+    (a context variable, e.g. a span) is current while the executor runs, in a sync executor's thread too. It may
+    set `context.calls` to observe the executor's outgoing calls (see core/calls.py) and add to
+    `context.event_data` after `run` returns.
+
+    Errors: cancellation (a time limit, `cancel`, shutdown) arrives as `asyncio.CancelledError` and must
+    propagate. Any other exception escaping the wrapper fails the attempt (reason `exception`).
+
+    Runs in: workers only, in the worker's event loop.
+    """
+
+
+@hookspec
+def gopherq_task_links(task: TaskInfo, settings: Settings) -> list[tuple[str, str]] | None:
+    """Links the dashboard's task page shows for a task (e.g. to its trace in a tracing UI).
+
+    Called when: each time a task page is rendered.
+
+    Arguments: `task`, the page's `TaskInfo` (`task.trace_id` is the task's trace id when it has one);
+    `settings`, the effective `gopherq.Settings`.
+
+    Returns: a list of (label, url), or None.
+
+    Errors: an exception is logged and the page is shown without your links.
+
+    Runs in: the web server (`gopherq web`).
     """

@@ -77,6 +77,13 @@ class QueueKeys:
         return self._tagged("dead:index")
 
     @property
+    def reaped(self) -> str:
+        """Sorted set: attempt tokens the reaper took back because their lease expired, scored by when (ms), kept a
+        day. A settle that finds its token gone looks here: reaped means a late settle (refused); not reaped means
+        the token went with an earlier run of the same settle whose reply was lost (see settle.lua)."""
+        return self._tagged("reaped")
+
+    @property
     def stats(self) -> str:
         """Hash of counters (e.g. dead letters trimmed, late acks refused)."""
         return self._tagged("stats")

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import random
 from dataclasses import dataclass
 from typing import Any
 
 from gopherq.core import codec
+from gopherq.core.bounds import bounded, cut_bytes, cut_text
 from gopherq.core.broker import Settlement
 from gopherq.core.errors import TaskRejected
 from gopherq.core.executor import AttemptOutcome
+from gopherq.core.masking import drop_cut_url
 from gopherq.core.settings import QueueSettings
 from gopherq.core.task import DEFAULT_TYPE, ErrorInfo, Task, TaskResult, TaskStatus
+from gopherq.core.tracecontext import trace_id
 
 #: Dead-letter reason codes and what each means (documented in docs/guarantees.md).
 DEAD_REASONS = {
@@ -36,20 +40,43 @@ DEAD_REASONS = {
 #: Longest text kept per error detail in a dead letter (e.g. the last HTTP response body); the rest is cut.
 DEAD_DETAIL_LIMIT = 4096
 
+#: Most bytes (as JSON) of the error a dead letter keeps, all its details together (e.g. response headers).
+DEAD_ERROR_LIMIT = 16 * 1024
+
+#: Bytes a dead letter keeps of a task over `worker.max_payload_bytes` (`too_large`): the first RAW_PREFIX_BYTES,
+#: with the full size and the SHA-256 of the whole. The whole is never stored.
+RAW_PREFIX_BYTES = 4096
+
 
 def capped_error(error: ErrorInfo) -> dict[str, Any]:
-    """The error as stored in a dead letter: every long text detail cut to DEAD_DETAIL_LIMIT characters, so a
-    full dead-letter queue stays bounded in memory."""
+    """The error as stored in a dead letter (and carried as a retry's `last_error`): the message and every long
+    text detail cut to DEAD_DETAIL_LIMIT bytes (marked `message_truncated`, `<key>_truncated`), and whatever else is
+    in the details cut to DEAD_ERROR_LIMIT in all, so a full dead-letter queue stays bounded in memory. A URL a cut
+    goes through is dropped, as it could no longer be masked reliably when shown."""
     out = error.to_dict()
+    message = _capped_text(out["message"])
+    if message is not out["message"]:
+        out["message"], out["message_truncated"] = message, True
     details = out.get("details")
     if details:
-        capped = dict(details)
+        capped: dict[str, Any] = {}
         for key, value in details.items():
-            if isinstance(value, str) and len(value) > DEAD_DETAIL_LIMIT:
-                capped[key] = value[:DEAD_DETAIL_LIMIT]
+            text = _capped_text(value) if isinstance(value, str) else value
+            capped[key] = text
+            if text is not value:
                 capped[f"{key}_truncated"] = True
+        if len(codec.dumps(capped)) > DEAD_ERROR_LIMIT:  # rare: a walk costs twenty times the check
+            capped = bounded(capped, text=DEAD_DETAIL_LIMIT, total=DEAD_ERROR_LIMIT)
         out["details"] = capped
     return out
+
+
+def _capped_text(text: str) -> str:
+    """`text` itself when it fits in DEAD_DETAIL_LIMIT bytes, else its prefix that does, without a cut URL."""
+    if len(text) <= DEAD_DETAIL_LIMIT // 4:
+        return text
+    cut = cut_text(text, DEAD_DETAIL_LIMIT)
+    return cut if cut is text else drop_cut_url(cut)
 
 
 def backoff_delay(attempt: int, low: float, high: float) -> float:
@@ -58,12 +85,23 @@ def backoff_delay(attempt: int, low: float, high: float) -> float:
     return random.uniform(low, max(low, cap))
 
 
-def raw_for_storage(raw: bytes) -> dict[str, str]:
-    """The envelope bytes as received: text when they are UTF-8, base64 otherwise."""
+def raw_for_storage(raw: bytes, keep: int | None = None) -> dict[str, Any]:
+    """The envelope bytes as a dead letter stores them: `raw`, text, when they are UTF-8 and JSON escapes them
+    cheaply (at most a third more bytes, as for any ordinary JSON), else `raw_base64`; so they never take more
+    than 4/3 of their size. With `keep`, bytes longer than that are stored as their first `keep` bytes (a UTF-8
+    character is never split) with `raw_truncated`, `raw_size` (the full size) and `raw_sha256` (of the whole, hex):
+    the whole is never stored, and hashing reads it where it already is, without a copy."""
+    extra: dict[str, Any] = {}
+    if keep is not None and len(raw) > keep:
+        extra = {"raw_truncated": True, "raw_size": len(raw), "raw_sha256": hashlib.sha256(raw).hexdigest()}
+        raw = cut_bytes(raw, keep)
     try:
-        return {"raw": raw.decode("utf-8")}
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return {"raw_base64": base64.b64encode(raw).decode("ascii")}
+        return {"raw_base64": base64.b64encode(raw).decode("ascii"), **extra}
+    if len(codec.dumps(text)) - 2 > len(raw) * 4 // 3:  # quotes, backslashes or control characters galore
+        return {"raw_base64": base64.b64encode(raw).decode("ascii"), **extra}
+    return {"raw": text, **extra}
 
 
 def raw_from_entry(entry: dict[str, Any]) -> bytes:
@@ -102,6 +140,7 @@ class OutcomePolicy:
             started_at=started,
             finished_at=finished,
             duration=None if started is None else finished - started,
+            trace_id=trace_id(task.trace),
             **extra,
         )
         return codec.dumps(record.to_dict())
@@ -154,6 +193,7 @@ class OutcomePolicy:
                 started_at=started,
                 finished_at=finished,
                 duration=None if started is None else finished - started,
+                trace_id=trace_id(task.trace),
             ).to_dict()
         )
         settlement = Settlement("cancel", token, task.id, body, unique_key=task.unique_key, cancelled=True)
@@ -216,6 +256,8 @@ class OutcomePolicy:
         """Dead-letter a task that was parsed (keeps its id; its result record says why)."""
         entry = self._entry(task.id, reason, error, raw if raw is not None else task.encode(), task.attempt, finished)
         entry["type"] = task.type
+        if task.trace is not None:
+            entry["trace_id"] = trace_id(task.trace)
         body = self._record(task, TaskStatus.DEAD, started, finished, error=error, dead_reason=reason)
         settlement = Settlement("dead", token, task.id, body, codec.dumps(entry), task.id, unique_key=task.unique_key)
         return Decision(settlement, "task.dead_lettered", task, error, duration, {"reason": reason})
@@ -236,7 +278,9 @@ class OutcomePolicy:
     def _entry(
         self, task_id: str | None, reason: str, error: ErrorInfo, raw: bytes, attempts: int, when: float
     ) -> dict[str, Any]:
-        """A dead-letter entry; its id is the key it is stored under (see settle.lua), added when it is read."""
+        """A dead-letter entry; its id is the key it is stored under (see settle.lua), added when it is read. Of a
+        `too_large` task, which was never parsed, only a prefix of the bytes is kept (see raw_for_storage)."""
+        keep = RAW_PREFIX_BYTES if reason == "too_large" else None
         return {
             "task_id": task_id,
             "queue": self.queue.name,
@@ -245,5 +289,5 @@ class OutcomePolicy:
             "attempts": attempts,
             "dead_at": when,
             "worker": self.worker_id,
-            **raw_for_storage(raw),
+            **raw_for_storage(raw, keep),
         }

@@ -8,6 +8,7 @@ when running from a source tree that was never installed, they are registered di
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.metadata as metadata
 import inspect
@@ -23,9 +24,10 @@ import pluggy
 from pydantic import BaseModel
 
 from gopherq.core import hookspecs
+from gopherq.core.enqueuing import BeforeEnqueue, before_enqueue
 from gopherq.core.errors import ConfigError, PluginError, TaskRejected
 from gopherq.core.events import SINK_BATCH_SIZE, SINK_BUFFER_SIZE, EventBus, Sink
-from gopherq.core.executor import ExecutorEntry
+from gopherq.core.executor import AttemptRunner, ExecutorEntry, guarded, run_attempt
 from gopherq.core.plugin_paths import LocalPlugin, configured_paths, find_local_plugins
 from gopherq.core.settings import Settings, validate_section
 
@@ -43,6 +45,7 @@ BUILTINS = {
     "webhook": "gopherq.plugins.webhook_sink",
     "stream": "gopherq.plugins.stream_sink",
     "metrics": "gopherq.plugins.metrics_sink",
+    "otel": "gopherq.plugins.otel",
 }
 
 #: What `gopherq config` shows for the table of a plugin that is not loaded.
@@ -156,6 +159,9 @@ class PluginManager:
         self.blocked: set[str] = set()
         #: Plugins disabled by `[plugins] disable` / GOPHERQ_DISABLE_PLUGINS: not even `add_plugin` loads them.
         self.disabled: set[str] = set()
+        #: Objects added by `gopherq_register_hooks`, by their pluggy name -> the plugin that added them.
+        self.owners: dict[str, str] = {}
+        self.settings: Settings | None = None
 
     # -- discovery -------------------------------------------------------------------------------------------
 
@@ -302,7 +308,16 @@ class PluginManager:
     def _impls(self, hook_name: str) -> list[tuple[str, Callable[..., Any], tuple[str, ...]]]:
         """(plugin name, function, argument names) of each implementation, in registration order."""
         caller = getattr(self.pm.hook, hook_name)
-        return [(impl.plugin_name, impl.function, tuple(impl.argnames)) for impl in caller.get_hookimpls()]
+        return [
+            (self.owners.get(impl.plugin_name, impl.plugin_name), impl.function, tuple(impl.argnames))
+            for impl in caller.get_hookimpls()
+        ]
+
+    def hook_caller(self, hook_name: str) -> Any:
+        """The hook's caller, or None when no plugin implements it: a per-task hook is then skipped entirely
+        (pluggy's call costs about a microsecond even with nothing to call)."""
+        caller = getattr(self.pm.hook, hook_name)
+        return caller if caller.get_hookimpls() else None
 
     def _call(
         self, hook_name: str, plugin: str, func: Callable[..., Any], argnames: tuple[str, ...], **kwargs: Any
@@ -320,6 +335,7 @@ class PluginManager:
 
     def configure(self, settings: Settings) -> None:
         """Collect settings models and validate each plugin's `[plugins.<name>]` table into `settings`."""
+        self.settings = settings
         for plugin, func, argnames in self._impls("gopherq_register_settings"):
 
             def register(model: type[Any], name: str | None = None, *, _plugin: str = plugin) -> None:
@@ -353,6 +369,58 @@ class PluginManager:
             hint = f" (did you mean 'plugins.{close[0]}'?)" if close else ""
             where = settings.config_path or "settings"
             raise ConfigError(f"{where}: plugins.{table}: no loaded plugin has settings named '{table}'{hint}")
+
+    def register_hooks(self, settings: Settings) -> None:
+        """Let each plugin add hook implementations that its settings call for (`gopherq_register_hooks`)."""
+        for plugin, func, argnames in self._impls("gopherq_register_hooks"):
+
+            def register(obj: object, *, _plugin: str = plugin) -> None:
+                info = self.info[_plugin]
+                name = f"{_plugin}:{len([o for o in self.owners.values() if o == _plugin]) + 1}"
+                try:
+                    self.pm.register(obj, name=name)
+                except (ValueError, pluggy.PluginValidationError) as exc:
+                    raise PluginError(f"{info.label}: cannot register hooks of {obj!r}: {one_line(str(exc))}") from None
+                unknown = [caller.name for caller in self.pm.get_hookcallers(obj) or [] if caller.spec is None]
+                if unknown:
+                    self.pm.unregister(obj)
+                    raise PluginError(f"{info.label}: implements unknown hook {unknown[0]}")
+                self.owners[name] = _plugin
+                info.hooks = sorted({*info.hooks, *(caller.name for caller in self.pm.get_hookcallers(obj) or [])})
+
+            self._call("gopherq_register_hooks", plugin, func, argnames, register=register, settings=settings)
+
+    @functools.cached_property
+    def run_attempt(self) -> AttemptRunner:
+        """How a worker runs an attempt: `run_attempt` without its own time limit (the worker's watchdog enforces
+        it), wrapped by the plugins (`attempt_runner`). Built once, on first use."""
+        base = functools.partial(run_attempt, enforce_timeout=False)
+        return base if self.settings is None else self.attempt_runner(base, self.settings)
+
+    @functools.cached_property
+    def before_enqueue(self) -> BeforeEnqueue | None:
+        """The plugins' `gopherq_before_enqueue` (see core/enqueuing.py), or None when none implements it."""
+        return before_enqueue(self)
+
+    def attempt_runner(self, run: AttemptRunner, settings: Settings) -> AttemptRunner:
+        """`run` wrapped by every plugin's `gopherq_wrap_attempt` (once, at start-up); `run` itself when none
+        wraps it, so attempts cost nothing more."""
+        wrapped = run
+        for plugin, func, argnames in self._impls("gopherq_wrap_attempt"):
+            outer = self._call("gopherq_wrap_attempt", plugin, func, argnames, run=wrapped, settings=settings)
+            if outer is not None:
+                wrapped = outer
+        return run if wrapped is run else guarded(wrapped)
+
+    def task_links(self, task: Any, settings: Settings) -> list[tuple[str, str]]:
+        """The links plugins offer for a task page (`gopherq_task_links`); one plugin's failure is logged."""
+        links: list[tuple[str, str]] = []
+        for plugin, func, argnames in self._impls("gopherq_task_links"):
+            try:
+                links += self._call("gopherq_task_links", plugin, func, argnames, task=task, settings=settings) or []
+            except PluginError as exc:
+                log.warning("%s", exc)
+        return links
 
     def register_executors(self, settings: Settings) -> None:
         for plugin, func, argnames in self._impls("gopherq_register_executors"):
@@ -459,6 +527,7 @@ def load_plugins(
     for name, plugin in (extra or {}).items():
         manager.add_plugin(name, plugin)
     manager.configure(settings)
+    manager.register_hooks(settings)
     manager.register_executors(settings)
     if sinks:
         manager.register_sinks(settings)

@@ -22,6 +22,7 @@ from gopherq.core.task import task_from_dict
 
 if TYPE_CHECKING:
     from gopherq.core.broker import Broker
+    from gopherq.core.enqueuing import BeforeEnqueue
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ class Scheduler:
         #: name -> last slot as known here (None: not read yet).
         self.last: dict[str, int | None] = {s.name: None for s in schedules}
         self.due_at: dict[str, float] = {s.name: 0.0 for s in schedules}
+        #: The plugins' `gopherq_before_enqueue` (origin "schedule"), or None.
+        self.before_enqueue: BeforeEnqueue | None = None
 
     def queue_of(self, schedule: Schedule) -> str:
         return schedule.queue or self.default_queue
@@ -175,7 +178,7 @@ class Scheduler:
             unique = schedule.unique(self.result_ttl)
             if unique is not None:
                 pending = pending[-1:]  # a unique task runs once at a time: one task for the slots due
-            envelopes = [(schedule.task_id(slot), schedule.envelope(slot)) for slot in pending]
+            envelopes = [(schedule.task_id(slot), self._envelope(schedule, slot)) for slot in pending]
             ok, value = await broker.run_schedule(
                 schedule.name, last, new_last, envelopes, schedule.task.get("priority"), unique
             )
@@ -193,6 +196,11 @@ class Scheduler:
                 return value
             self.last[schedule.name] = None if value < 0 else value
         return 0
+
+    def _envelope(self, schedule: Schedule, slot: int) -> bytes:
+        envelope = schedule.envelope(slot)
+        hook = self.before_enqueue
+        return envelope if hook is None else hook.envelope(envelope, self.queue_of(schedule), "schedule")
 
     @staticmethod
     def _pending(schedule: Schedule, last: int, now: float) -> list[int]:

@@ -85,6 +85,7 @@ class RedisSettings(Section):
     tls_check_hostname: bool = Field(True, description="verify that the certificate names the host")
     data_dir: str = Field(".gopherq", description="embedded mode: data directory, relative to the config file")
     server_binary: str | None = Field(None, description="embedded mode: redis-server to run (default: PATH)")
+    command_timeout: float | None = Field(None, gt=0, le=300, description="seconds a command may go unanswered")
 
     @field_validator("sentinels")
     @classmethod
@@ -206,6 +207,7 @@ class WebSettings(Section):
     username: str = Field("admin", min_length=1, description="basic-auth user name (with `password`)")
     password: SecretStr | None = Field(None, description="basic-auth password; browsers get a login prompt")
     poll_interval: float = Field(2.0, ge=0.5, le=60, description="seconds between live updates of a page")
+    session_ttl: int = Field(43200, ge=60, description="seconds a dashboard login lasts (logout ends it sooner)")
 
     @field_validator("token", "password")
     @classmethod

@@ -13,11 +13,11 @@ import logging
 
 from gopherq.core.broker import Broker
 from gopherq.core.events import EventBus
-from gopherq.core.executor import ExecutorEntry
 from gopherq.core.flow import WorkerFlow
 from gopherq.core.holdings import Holdings
 from gopherq.core.outcomes import Decision
-from gopherq.core.resilience import RETRYABLE, Backoff
+from gopherq.core.plugins import PluginManager
+from gopherq.core.resilience import RETRYABLE, Backoff, Outage
 from gopherq.core.settings import QueueSettings
 
 log = logging.getLogger("gopherq.core.worker")  # the worker's log lines, under the name operators filter on
@@ -33,16 +33,18 @@ class Settler:
         broker: Broker,
         bus: EventBus,
         flow: WorkerFlow,
-        executors: dict[str, ExecutorEntry],
+        plugins: PluginManager,
         holdings: Holdings,
         stats: dict[str, int],
+        outage: Outage,
     ) -> None:
         self.worker_id = worker_id
         self.queue = queue
         self.broker = broker
         self.bus = bus
         self.flow = flow
-        self.executors = executors
+        self.plugins = plugins
+        self.outage = outage
         self.held = holdings.tasks
         self.stats = stats
         self._decisions: list[Decision] = []
@@ -55,14 +57,21 @@ class Settler:
         self._decisions.append(decision)
         task = decision.task
         if task is not None and decision.settlement.kind in ("ack", "dead"):
-            entry = self.executors.get(task.type)
+            entry = self.plugins.executors.get(task.type)
             if entry is not None and entry.followups is not None:
-                self._followups += entry.followups(task, decision.settlement.result, decision.settlement.kind == "ack")
+                followups = entry.followups(task, decision.settlement.result, decision.settlement.kind == "ack")
+                hook = self.plugins.before_enqueue
+                if followups and hook is not None:
+                    followups = [
+                        hook.envelope(envelope, task.queue or self.broker.keys.queue, "callback", parent=task)
+                        for envelope in followups
+                    ]
+                self._followups += followups
         self._wakeup.set()
 
     async def run(self) -> None:
         """The settle loop: flush whenever decisions wait; a Redis error keeps them pending and backs off."""
-        backoff = Backoff(f"settle ({self.worker_id})")
+        backoff = Backoff("settle", outage=self.outage)
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -140,4 +149,5 @@ class Settler:
             duration=decision.duration,
             error=decision.error.to_dict() if decision.error else None,
             data=decision.data or {},
+            trace=task.trace if task else None,
         )

@@ -23,6 +23,7 @@ from typing import Any
 from gopherq.core import codec
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import validate_queue_name
+from gopherq.core.tracecontext import check_trace
 
 DEFAULT_TYPE = "http"
 
@@ -46,6 +47,7 @@ CONTROL_FIELDS = frozenset(
         "priority",
         "unique_key",
         "unique_for",
+        "trace",
     }
 )
 
@@ -130,6 +132,9 @@ class Task:
     unique_key: str | None = None
     #: How long (s) the uniqueness lock lasts at most; it is freed sooner when the task ends.
     unique_for: float | None = None
+    #: W3C trace context of the producer (`traceparent`, `tracestate`, `baggage`): kept, never read by the core
+    #: beyond its trace id (see core/tracecontext.py); filled and read by the `otel` plugin.
+    trace: dict[str, str] | None = None
     payload: Any = None
     #: True when the producer sent no id and one was assigned here (the worker then records it in Redis).
     id_assigned: bool = False
@@ -166,6 +171,8 @@ class Task:
             wire["unique_key"] = self.unique_key
         if self.unique_for is not None:
             wire["unique_for"] = self.unique_for
+        if self.trace is not None:
+            wire["trace"] = self.trace
         wire.update(self.fields)
         if self.recoveries:
             wire["recoveries"] = self.recoveries
@@ -374,6 +381,8 @@ def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
     task.flow_slot = _int_field(obj, "flow_slot", None, 0)
     if "priority" in obj or "unique_key" in obj or "unique_for" in obj:
         _task_control_fields(obj, task)
+    if obj.get("trace") is not None:
+        task.trace = check_trace(obj["trace"])
 
 
 def _task_control_fields(obj: dict[str, Any], task: Task) -> None:
@@ -478,6 +487,8 @@ class TaskResult:
     dead_reason: str | None = None
     #: When the next attempt is due, while `retrying`.
     retry_at: float | None = None
+    #: The trace the task belongs to (from its `trace` field), so a result leads to its trace.
+    trace_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -497,6 +508,8 @@ class TaskResult:
             out["dead_reason"] = self.dead_reason
         if self.retry_at is not None:
             out["retry_at"] = self.retry_at
+        if self.trace_id is not None:
+            out["trace_id"] = self.trace_id
         return out
 
     @classmethod
@@ -516,6 +529,7 @@ class TaskResult:
             error=ErrorInfo(error["reason"], error["message"], error.get("details") or {}) if error else None,
             dead_reason=data.get("dead_reason"),
             retry_at=data.get("retry_at"),
+            trace_id=data.get("trace_id"),
         )
 
 

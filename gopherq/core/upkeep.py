@@ -19,11 +19,12 @@ from typing import Any
 from gopherq.core import codec
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker
+from gopherq.core.connection import command_timeout
 from gopherq.core.events import EventBus
 from gopherq.core.flow import WorkerFlow
 from gopherq.core.holdings import Holdings
 from gopherq.core.plugins import PluginManager
-from gopherq.core.resilience import RETRYABLE, Backoff
+from gopherq.core.resilience import RETRYABLE, Backoff, Outage
 from gopherq.core.schedules import Scheduler, validate_schedules
 from gopherq.core.settings import Settings
 from gopherq.core.task import decode_task
@@ -48,6 +49,7 @@ class Upkeep:
         plugins: PluginManager,
         holdings: Holdings,
         stats: dict[str, int],
+        outage: Outage,
     ) -> None:
         self.worker_id = worker_id
         self.settings = settings
@@ -58,6 +60,7 @@ class Upkeep:
         self.plugins = plugins
         self.holdings = holdings
         self.stats = stats
+        self.outage = outage
         self.lease_ms = int(settings.worker.lease_timeout * 1000)
         self.started_at = time.time()
         self.scheduler = self._make_scheduler()
@@ -94,7 +97,9 @@ class Upkeep:
         validate_schedules(schedules, check)
         queues = {schedule.queue or self.broker.keys.queue for schedule in schedules}
         brokers = {queue: Broker(self.redis, queue) for queue in queues}
-        return Scheduler(schedules, self.broker.keys.queue, brokers, self.settings.queue.result_ttl)
+        scheduler = Scheduler(schedules, self.broker.keys.queue, brokers, self.settings.queue.result_ttl)
+        scheduler.before_enqueue = self.plugins.before_enqueue
+        return scheduler
 
     def check_timings(self) -> None:
         cfg = self.settings.worker
@@ -105,10 +110,18 @@ class Upkeep:
                 cfg.lease_timeout,
                 cfg.heartbeat_interval,
             )
+        timeout = command_timeout(self.settings)
+        if timeout >= cfg.lease_timeout:
+            log.warning(
+                "redis.command_timeout (%ss) is not shorter than worker.lease_timeout (%ss): Redis can stop answering "
+                "for longer than a lease before this worker notices",
+                timeout,
+                cfg.lease_timeout,
+            )
 
     async def heartbeat_loop(self) -> None:
         interval = self.settings.worker.heartbeat_interval
-        failures = Backoff(f"heartbeat ({self.worker_id}): leases not renewed")
+        failures = Backoff("heartbeat (leases not renewed)", outage=self.outage)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -141,7 +154,7 @@ class Upkeep:
         # A blocking fetch a frozen worker left on the server may still land in its list until it times out.
         forget_ms = int((cfg.fetch_timeout + cfg.heartbeat_interval + 2 * cfg.reaper_interval + 1.0) * 1000)
         lock_ms = int(cfg.reaper_interval * 1000)
-        backoff = Backoff(f"maintenance ({self.worker_id})")
+        backoff = Backoff("maintenance", outage=self.outage)
         while True:
             await asyncio.sleep(cfg.promote_interval)
             try:
@@ -166,7 +179,7 @@ class Upkeep:
         while this worker holds tasks; each runner is named after its attempt token (see Worker.launch)."""
         interval = self.settings.worker.cancel_poll_interval
         keep_ms = self.settings.queue.result_ttl * 1000
-        failures = Backoff(f"cancel watch ({self.worker_id})")
+        failures = Backoff("cancel watch", outage=self.outage)
         while True:
             await asyncio.sleep(interval)
             holdings = self.holdings

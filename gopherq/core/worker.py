@@ -29,7 +29,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 from gopherq.core.broker import Broker
 from gopherq.core.errors import BrokerUnavailable, TaskFailure
 from gopherq.core.events import EventBus
-from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry, run_attempt
+from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry
 from gopherq.core.fetching import PAUSE_POLL, Fetcher
 from gopherq.core.flow import FlowGate, WorkerFlow
 from gopherq.core.health import verify_access
@@ -37,7 +37,7 @@ from gopherq.core.holdings import Holdings
 from gopherq.core.masking import Masker
 from gopherq.core.outcomes import OutcomePolicy
 from gopherq.core.plugins import PluginManager
-from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff, guarded
+from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff, Outage, with_retries
 from gopherq.core.settings import Settings
 from gopherq.core.settling import Settler
 from gopherq.core.task import Task
@@ -64,6 +64,7 @@ class Worker:
         self.queue = settings.queue.name
         self.concurrency = settings.worker.concurrency
         self.broker = Broker(redis, self.queue, self.id)
+        self.outage = Outage(f"worker {self.id}")  # one warning per Redis outage, whichever loop sees it first
         self.policy = OutcomePolicy(settings.queue, self.id)
         self.bus = EventBus()
         self.bus.defaults = {"worker": self.id, "queue": self.queue}
@@ -71,26 +72,18 @@ class Worker:
         plugins.attach_sinks(self.bus)
         self.flow = WorkerFlow(FlowGate(redis, self.queue), self.bus)
         self.watchdog = Watchdog()
-        self.stats = {
-            "succeeded": 0,
-            "failed": 0,
-            "retried": 0,
-            "deferred": 0,
-            "dead": 0,
-            "refused": 0,
-            "recovered": 0,
-            "cancelled": 0,
-        }
+        outcomes = ("succeeded", "failed", "retried", "deferred", "dead", "refused", "recovered", "cancelled")
+        self.stats = dict.fromkeys(outcomes, 0)
         self.holdings = Holdings()
         #: The asyncio tasks running attempts (the same set as `holdings.runners`).
         self.executing = self.holdings.runners
         self._stop = asyncio.Event()
         self._quiet = asyncio.Event()
         self.settler = Settler(
-            self.id, settings.queue, self.broker, self.bus, self.flow, plugins.executors, self.holdings, self.stats
+            self.id, settings.queue, self.broker, self.bus, self.flow, plugins, self.holdings, self.stats, self.outage
         )
         self.upkeep = Upkeep(
-            self.id, settings, redis, self.broker, self.bus, self.flow, plugins, self.holdings, self.stats
+            self.id, settings, redis, self.broker, self.bus, self.flow, plugins, self.holdings, self.stats, self.outage
         )
         self.fetcher = Fetcher(
             self.id,
@@ -105,6 +98,7 @@ class Worker:
             self.settler.flush,
             self.launch,
             self._quiet,
+            self.outage,
         )
         self._decide = self.settler.decide  # bound once: the per-task path pays no extra lookup
         self._loops: list[asyncio.Task[None]] = []
@@ -158,9 +152,10 @@ class Worker:
         await self.plugins.call_lifecycle("gopherq_startup", self)
         # Registered before the first fetch, so the reaper can always find this worker's processing list.
         lease_ms = self.upkeep.lease_ms
-        await guarded(
-            f"heartbeat ({self.id})",
+        await with_retries(
+            "heartbeat",
             lambda: self.broker.heartbeat([], lease_ms, *self.upkeep.worker_info()),
+            outage=self.outage,
             stopping=self._stop,
         )
         self.upkeep.check_timings()
@@ -184,7 +179,7 @@ class Worker:
         await self._shutdown()
 
     async def _connect(self) -> None:
-        backoff = Backoff(f"worker {self.id}", high=10.0)
+        backoff = Backoff("start-up", high=10.0, outage=self.outage)
         while True:
             try:
                 await verify_access(self.redis, self.queue)
@@ -218,15 +213,15 @@ class Worker:
                     "%d tasks outlasted shutdown_timeout; putting them back at the head of the queue", len(pending)
                 )
                 await asyncio.gather(*pending, return_exceptions=True)
-        await guarded(f"final settle ({self.id})", self.settler.flush, attempts=20)
-        await guarded(f"release staged ({self.id})", self.broker.release_staged, attempts=20)
+        await with_retries("final settle", self.settler.flush, outage=self.outage, attempts=20)
+        await with_retries("release staged", self.broker.release_staged, outage=self.outage, attempts=20)
         for loop_task in self._loops:
             loop_task.cancel()
         await self._stopped_within(set(self._loops), "the background loops")
         # A fetch loop that did not stop may still park a task in this worker's processing list: keep the heartbeat
         # registration then, so the reaper recovers that list once the heartbeat is stale.
         if not self.holdings.tasks and fetch_stopped:
-            await guarded(f"deregister ({self.id})", self.broker.deregister, attempts=5)
+            await with_retries("deregister", self.broker.deregister, outage=self.outage, attempts=5)
         for entry in self.plugins.executors.values():
             try:
                 await entry.close()
@@ -273,8 +268,8 @@ class Worker:
                 deadline=task.deadline,
                 log=logging.LoggerAdapter(log, {"task_id": task.id}),
             )
-            self.bus.emit("task.started", task_id=task.id, task_type=task.type, attempt=task.attempt)
-            outcome = await run_attempt(entry, task, context, enforce_timeout=False)
+            self.bus.emit("task.started", task_id=task.id, task_type=task.type, attempt=task.attempt, trace=task.trace)
+            outcome = await self.plugins.run_attempt(entry, task, context)  # wrapped by plugins, if any
         except asyncio.CancelledError:
             current = asyncio.current_task()
             cancelling = self.holdings.cancelling
@@ -316,6 +311,7 @@ class Worker:
                 attempt=task.attempt,
                 error=decision.error.to_dict() if decision.error else None,
                 data=facts,
+                trace=task.trace,
             )
         if facts:
             decision.data = {**facts, **decision.data} if decision.data else facts

@@ -9,6 +9,7 @@ functions are awaited; plain ones run in a thread pool, so a slow one never bloc
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import importlib
 import os
@@ -95,7 +96,8 @@ class FunctionExecutor:
         if registered.is_async:
             result = await registered.func(*args, **kwargs)
         else:
-            call = functools.partial(registered.func, *args, **kwargs)
+            # In the attempt's context, so a span a plugin made current is the parent of the function's own spans.
+            call = functools.partial(contextvars.copy_context().run, registered.func, *args, **kwargs)
             result = await asyncio.get_running_loop().run_in_executor(None, call)
         try:
             return serializer.dumps(result)

@@ -34,6 +34,7 @@ from gopherq import (
     ExecutionContext,
     FlowLimits,
     Masker,
+    OutboundCall,
     PermanentFailure,
     PluginSettings,
     RegisterExecutor,
@@ -310,10 +311,18 @@ class HttpExecutor:
         headers["webhook-signature"] = sign(self.signing_key, msg_id, stamp, content)
 
     async def execute(self, task: Task, context: ExecutionContext) -> dict[str, Any]:
+        if context.calls is None:  # nothing observes outgoing calls (no tracing): nothing extra to do
+            return await self._execute(task, context, None)
+        with context.calls.begin("http", task.payload.method, task.payload.url) as call:
+            return await self._execute(task, context, call)
+
+    async def _execute(self, task: Task, context: ExecutionContext, call: OutboundCall | None) -> dict[str, Any]:
         payload: HttpPayload = task.payload
         headers = {"User-Agent": self.settings.user_agent, **resolve_headers(payload.headers)}
         if not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = task.id
+        if call is not None:
+            call.propagate(headers)  # e.g. traceparent, unless the task sets its own
         if payload.credentials is not None:
             headers["Authorization"] = payload.credentials[1]
         body: dict[str, Any] = {}
@@ -367,6 +376,8 @@ class HttpExecutor:
             **self._body_fields(content, truncated),
         }
         status = response.status_code
+        if call is not None:
+            call.answered(status)
         context.event_data = {"http_status": status, "http_host": request.url.host}
         success = payload.success_codes
         if (200 <= status < 300) if success is None else (status in success):

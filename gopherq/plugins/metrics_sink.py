@@ -1,8 +1,9 @@
 """The built-in `metrics` sink: Prometheus metrics of one worker process on its own port (`[metrics] port`).
 
 It counts what the worker's events say: task outcomes by queue, type, outcome and reason
-(`gopherq_tasks_total`), attempt durations (`gopherq_attempt_duration_seconds`), retries, recoveries and HTTP
-responses by status class (and by target host when `[metrics] http_host_label` is on); at each scrape it adds
+(`gopherq_tasks_total`), attempt durations (`gopherq_attempt_duration_seconds`, with the attempt's trace id as an
+exemplar when the `otel` plugin recorded its span), retries, recoveries and HTTP responses by status class (and
+by target host when `[metrics] http_host_label` is on); at each scrape it adds
 the event sinks' delivered and dropped counts and the tasks running now. Label values that come from task data
 (type, reason, host) are bounded: past a limit, new values count as `other`, so a producer cannot blow up the
 number of series. Off by default: without a port nothing is registered and no event is built for it.
@@ -139,7 +140,11 @@ class MetricsSink:
                 self.retries.labels(queue, task_type).inc()
             self.tasks.labels(queue, task_type, outcome, reason).inc()
             if event.duration is not None:
-                self.duration.labels(queue, task_type, outcome).observe(event.duration)
+                # An exemplar links the observation to the attempt's trace when it was recorded (the otel plugin
+                # puts `attempt_trace_id` in the data); the OpenMetrics exposition shows it.
+                trace_id = data.get("attempt_trace_id")
+                exemplar = {"trace_id": trace_id} if isinstance(trace_id, str) and len(trace_id) == 32 else None
+                self.duration.labels(queue, task_type, outcome).observe(event.duration, exemplar)
             status = data.get("http_status")
             if status is not None:
                 if self.http_host is not None:

@@ -11,25 +11,30 @@ pipeline of XADDs with one field per event attribute cost ten times more (redis-
 The sink opens its own Redis connection (a `gopherq.RedisConnection` on the same settings), so it works the same
 in a worker and in a client with `sinks=True`, and never shares the worker's connection with the hot path. What
 was written survives a SIGKILLed worker; what still waited in the sink's buffer does not (see the bus's `dropped`
-count). While Redis cannot be reached (down, restarting, loading) a batch is held and retried with backoff, one
-warning line when it starts and one when it ends; meanwhile newer events wait in the buffer (whose oldest are
-dropped, and counted, only when it is full). An error reply (e.g. out of memory) fails the batch, which the bus
-logs and counts.
+count).
+
+While Redis cannot take the events, because it is unreachable (down, restarting, loading its data) or refuses
+writes (out of memory under `noeviction`, a read-only replica after a failover, a failed background save), the
+batch is held and retried with jittered exponential backoff: one WARNING line when writing starts failing and one
+INFO line when it works again, no traceback per batch. Meanwhile newer events wait in the sink's bounded buffer
+(`buffer_size`), whose oldest are dropped, and counted (`dropped`), only when it is full. Any other error reply
+(e.g. the key is not a stream) is the batch's own: it fails, and the bus logs and counts it.
+
+An entry is bounded: an event whose JSON would be over ENTRY_BYTES (an endpoint's long error, say) has its
+texts cut to TEXT_BYTES and its parts cut to fit, and says what was cut in `truncated`; so the stream takes
+at most about `maxlen` x 8 KiB.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from typing import Any
 
 import orjson
 from pydantic import Field
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gopherq import (
+    Backoff,
     Event,
     Masker,
     QueueKeys,
@@ -38,12 +43,19 @@ from gopherq import (
     RegisterSink,
     Settings,
     SinkSettings,
+    bounded,
     hookimpl,
+    redis_unavailable,
 )
 
 log = logging.getLogger(__name__)
 
-#: Pause before retrying a batch Redis refused (seconds): doubled on each failure up to RETRY_MAX, jittered.
+#: Most bytes of one stream entry (the event as JSON), and of one text in it: the limits the inspection layer
+#: applies to the events it reads (core/bounds.py EVENT_FIELD and EVENT_TEXT).
+ENTRY_BYTES = 8 * 1024
+TEXT_BYTES = 4 * 1024
+
+#: Pause before retrying a batch Redis could not take (seconds): growing on each failure up to RETRY_MAX, jittered.
 RETRY_MIN = 0.2
 RETRY_MAX = 5.0
 
@@ -73,8 +85,8 @@ return n
 
 def entry_json(event: Event, masker: Masker) -> bytes:
     """One stream entry's value: the event as compact JSON (the keys of `Event.to_dict()`, absent values as
-    null), its free-form parts (`error`, `data`) masked. Built as one dict literal rather than through
-    `to_dict()`: this runs once per event, and the literal costs a third as much."""
+    null), its free-form parts (`error`, `data`) masked, and bounded (see the module). Built as one dict literal
+    rather than through `to_dict()`: this runs once per event, and the literal costs a third as much."""
     out: dict[str, Any] = {
         "event": event.name,
         "timestamp": event.timestamp,
@@ -89,7 +101,15 @@ def entry_json(event: Event, masker: Masker) -> bytes:
         out["error"] = masker.value(event.error)
     if event.data:
         out["data"] = masker.value(event.data)
-    return orjson.dumps(out, default=str)
+    if event.trace_id is not None:
+        out["trace_id"] = event.trace_id
+    line = orjson.dumps(out, default=str)
+    if len(line) <= ENTRY_BYTES:
+        return line
+    cuts: dict[str, dict[str, int]] = {}
+    out = bounded(orjson.loads(line), text=TEXT_BYTES, total=ENTRY_BYTES, cuts=cuts)
+    out["truncated"] = cuts
+    return orjson.dumps(out)
 
 
 class StreamSink:
@@ -104,8 +124,10 @@ class StreamSink:
         self.script: Any = None
         self.keys: dict[str, str] = {}
         self.written = 0
-        self.failing = False
         self.skipped = 0
+        self.retries = 0
+        #: Paced retries of a held batch; logs one line when writing fails and one when it works again.
+        self.backoff = Backoff("stream sink: cannot write events, holding them", RETRY_MIN, RETRY_MAX, repeat=0)
 
     async def open(self) -> None:
         self.redis = await self.connection.open()
@@ -126,22 +148,18 @@ class StreamSink:
             lines.setdefault(event.queue, []).append(entry_json(event, self.masker))
         if not lines:
             return
-        delay = RETRY_MIN
         while True:
             try:
                 await self._write(lines)
                 break
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except Exception as exc:
+                if not redis_unavailable(exc):
+                    raise  # the batch's own fault: failed, logged and counted by the bus
                 # Held, not dropped: the worker never waits for this sink, and while the batch waits here the
                 # sink's buffer takes the newer events (dropping and counting the oldest once it is full).
-                if not self.failing:
-                    self.failing = True
-                    log.warning("stream sink: cannot write events (%s); holding them and retrying", exc)
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, RETRY_MAX)
-        if self.failing:
-            self.failing = False
-            log.info("stream sink: writing events again")
+                self.retries += 1
+                await self.backoff.wait(exc)
+        self.backoff.reset()
         self.written += sum(len(batch) for batch in lines.values())
 
     async def _write(self, lines: dict[str, list[bytes]]) -> None:
@@ -158,7 +176,7 @@ class StreamSink:
         await self.connection.close()
 
     def stats(self) -> dict[str, int]:
-        return {"written": self.written, "skipped_without_queue": self.skipped}
+        return {"written": self.written, "skipped_without_queue": self.skipped, "write_retries": self.retries}
 
 
 @hookimpl

@@ -14,7 +14,8 @@ from multidict import MultiDictProxy
 
 from gopherq.web import pages
 from gopherq.web.render import render_html
-from gopherq.web.security import AUTH_KEY, SESSION_COOKIE
+from gopherq.web.security import AUTH_KEY, SESSION_COOKIE, identity
+from gopherq.web.sessions import SESSIONS_KEY
 from gopherq.web.state import INSPECTOR_KEY
 
 
@@ -78,21 +79,30 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    """Check the token from the form; on success set the session cookie (HttpOnly, SameSite=Strict)."""
+    """Check the token from the form; on success start a session (in Redis) and set its cookie (HttpOnly,
+    SameSite=Strict). A new session id every time, so a cookie planted before the login is worth nothing."""
     auth = request.app[AUTH_KEY]
+    sessions = request.app[SESSIONS_KEY]
     form = await request.post()
     target = local_path(form.get("next"), "/")
     token = form.get("token")
     if not isinstance(token, str) or not auth.check_token(token):
         return render_html(request, "login.html", {"next": target, "failed": True}, status=401)
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:
+        await sessions.end(previous)
     response = web.HTTPSeeOther(target)
     response.set_cookie(
-        SESSION_COOKIE, auth.session_value(), httponly=True, samesite="Strict", path="/", secure=request.secure
+        SESSION_COOKIE, await sessions.start(token), httponly=True, samesite="Strict", path="/", secure=request.secure
     )
     raise response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session in Redis (every web process forgets it at once), then drop the cookie."""
+    session = identity(request).session
+    if session is not None:
+        await request.app[SESSIONS_KEY].end(session)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     raise response

@@ -4,7 +4,9 @@
                                       created in one Redis round trip; 201 with the ids (200 when every id had
                                       already been created within `api.idempotency_window`: nothing enqueued twice)
     GET    /v1/queues/{queue}         the queue's counts (the inspection layer's QueueInfo)
-    GET    /v1/tasks/{id}?queue=Q     the task's state, envelope and result (masked)
+    GET    /v1/tasks/{id}?queue=Q     the task's state, envelope and result (masked; each stored field bounded,
+                                      what was cut listed in `truncated`)
+    GET    /v1/queues/{queue}/dead/{entry_id}/raw   a dead letter's stored bytes (masked), as a download
     DELETE /v1/tasks/{id}?queue=Q     cancel a task that has not started
     GET    /v1/openapi.json           this API as an OpenAPI 3.1 document
 
@@ -12,28 +14,35 @@ Authentication is the web server's (bearer token; loopback only without one). Th
 a browser cannot send it a cross-site request without a CORS preflight, which this server never grants: that is
 why `/v1` needs no CSRF token (see security.csrf). Errors are JSON `{"error": {"reason", "message"}}`, with the
 reason codes and messages the CLI and the client give: 400 for a body that is not JSON or not a task, 422 for a
-task that fails validation, 413 for a body over `api.max_body_bytes`, 415 for a body that is not JSON, 503 (with
-Retry-After) when Redis cannot take the tasks: nothing was created, and the same request can be sent again.
+task that fails validation, 413 for a body over `api.max_body_bytes`, 415 for a body that is not JSON.
+
+When Redis fails, the answer is a 503 that says only what is known (see `unavailable`): reason `unavailable` (with
+Retry-After) when no command reached Redis, so nothing was created; reason `outcome_unknown` when a command was
+sent but not confirmed (a timeout, a connection lost mid-call, an error reply): the tasks may or may not exist, and
+sending the request again is safe only when every task carries its own id (`resend_safe`, and then Retry-After),
+because an id is created once within `api.idempotency_window`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from gopherq.client import AsyncClient, Enqueued
 from gopherq.core import codec
+from gopherq.core.connection import watch_writes
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import Masker
-from gopherq.core.plugins import load_plugins
 from gopherq.core.resilience import RETRYABLE
 from gopherq.core.task import Task, parse_json, task_from_dict
 from gopherq.web.openapi import OPENAPI
-from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
+from gopherq.web.pages import raw_download
+from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, REDIS_KEY, SETTINGS_KEY
 
 CLIENT_KEY: web.AppKey[AsyncClient] = web.AppKey("gopherq_api_client")
 COALESCER_KEY: web.AppKey[Coalescer] = web.AppKey("gopherq_api_coalescer")
@@ -83,7 +92,11 @@ class Coalescer:
     async def _send(self, waiting: list[tuple[list[Task], asyncio.Future[list[Enqueued]]]]) -> None:
         tasks = [task for batch, _ in waiting for task in batch]
         try:
-            outcomes = await self.client.create(tasks, self.window)
+            with watch_writes(self.client.redis) as writes:
+                try:
+                    outcomes = await self.client.create(tasks, self.window)
+                except RETRYABLE as exc:
+                    raise CreateFailed(exc, writes.maybe_sent) from exc
         except BaseException as exc:
             for _, future in waiting:
                 if not future.done():
@@ -96,6 +109,42 @@ class Coalescer:
             if not future.done():
                 future.set_result(outcomes[start : start + len(batch)])
             start += len(batch)
+
+
+class CreateFailed(Exception):
+    """Redis failed a create call: `error` is what redis-py raised; `maybe_sent` is False only when no command of
+    the call reached Redis (then nothing was created)."""
+
+    def __init__(self, error: BaseException, maybe_sent: bool) -> None:
+        super().__init__(error, maybe_sent)
+        self.error = error
+        self.maybe_sent = maybe_sent
+
+
+def unavailable(failure: CreateFailed, tasks: list[Task], window: int) -> web.Response:
+    """The 503 of a create that Redis failed, saying only what is known. Nothing sent: `unavailable`, nothing was
+    created, send it again. Sent but not confirmed (a timeout is not a refusal: the command may still run when Redis
+    wakes up; a connection lost mid-call, or an error reply to one command of several, leave it as open):
+    `outcome_unknown`, the tasks may exist; sending again is safe only when every task carries the producer's own
+    id, which is created once within `api.idempotency_window`."""
+    error = f"{type(failure.error).__name__}: {failure.error}"
+    if not failure.maybe_sent:
+        response = problem(503, "unavailable", f"Redis is unavailable ({error}): nothing was created; send it again")
+        response.headers["Retry-After"] = "1"
+        return response
+    safe = all(not task.id_assigned for task in tasks)
+    if safe:
+        advice = (
+            "sending the same request again is safe: a task id is created once within "
+            f"api.idempotency_window ({window}s)"
+        )
+    else:
+        advice = "sending it again may create them twice: give every task an id to make a resend safe"
+    message = f"Redis did not confirm the tasks ({error}): they may or may not have been created; {advice}"
+    response = problem(503, "outcome_unknown", message, resend_safe=safe, ids=[task.id for task in tasks])
+    if safe:
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 def answer(data: Any, status: int = 200) -> web.Response:
@@ -166,16 +215,22 @@ def _place(task: Task, queue: str) -> None:
     task.queue = queue
 
 
-def build_batch(client: AsyncClient, envelopes: list[Any], queue: str) -> list[Task]:
+def build_batch(
+    client: AsyncClient, envelopes: list[Any], queue: str, carrier: Mapping[str, str] | None = None
+) -> list[Task]:
     """Validated tasks from a request's envelopes, built one step at a time over the whole batch (control fields,
     then the queue, then the executor's validation, then encoding): each step's code then stays hot in the CPU's
     caches, which makes a batch of a thousand about a third cheaper than going task by task. When a task is
     refused, the batch is gone through again task by task, so the error names the first bad task, with its index
-    (`BatchRejected`)."""
+    (`BatchRejected`). `carrier` (the request's headers) goes to the plugins' `gopherq_before_enqueue`."""
     try:
         tasks = [task_from_dict(obj, producer=True) for obj in envelopes]
         for task in tasks:
             _place(task, queue)
+        hook = client.plugins.before_enqueue
+        if hook is not None:
+            for task in tasks:
+                hook(task, queue, "api", carrier)
         for task in tasks:
             client.check_task(task)
             task.payload = None  # the executor's model was needed to validate, not to enqueue: freed at once
@@ -219,7 +274,7 @@ async def create_tasks(request: web.Request) -> web.Response:
     client = request.app[CLIENT_KEY]
     coalescer = request.app[COALESCER_KEY]
     try:
-        tasks = build_batch(client, envelopes, queue)
+        tasks = build_batch(client, envelopes, queue, request.headers)
     except BatchRejected as refused:
         rejection = refused.rejection
         where = {"index": refused.index} if batch else {}
@@ -227,10 +282,8 @@ async def create_tasks(request: web.Request) -> web.Response:
         return problem(status, rejection.reason, rejection.message, **where)
     try:
         outcomes = await coalescer.create(tasks)
-    except RETRYABLE as exc:  # nothing was created (the script runs whole or not at all): the producer retries
-        response = problem(503, "unavailable", f"Redis cannot take the tasks now: {exc}")
-        response.headers["Retry-After"] = "1"
-        return response
+    except CreateFailed as failure:
+        return unavailable(failure, tasks, settings.api.idempotency_window)
     created = [not outcome.duplicate for outcome in outcomes]
     status = 201 if any(created) else 200
     if batch:
@@ -256,6 +309,17 @@ async def get_task(request: web.Request) -> web.Response:
     return answer(info.to_dict())
 
 
+async def get_dead_letter_raw(request: web.Request) -> web.Response:
+    """A dead letter's stored bytes, masked, as a download: the whole of what an answer shows cut (see
+    `truncated` in GET /v1/tasks/{id})."""
+    queue = _queue(request, request.match_info["queue"])
+    entry_id = request.match_info["entry_id"]
+    raw = await request.app[INSPECTOR_KEY].dead_letter_raw(queue, entry_id)
+    if raw is None:
+        return problem(404, "not_found", f"no dead letter {entry_id!r} in queue {queue!r}")
+    return raw_download(raw, entry_id)
+
+
 async def cancel_task(request: web.Request) -> web.Response:
     queue = _queue(request)
     task_id = request.match_info["task_id"]
@@ -271,7 +335,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def _open_client(app: web.Application) -> None:
     settings = app[SETTINGS_KEY]
-    client = AsyncClient(settings, plugins=load_plugins(settings), redis=app[REDIS_KEY])
+    client = AsyncClient(settings, plugins=app[PLUGINS_KEY], redis=app[REDIS_KEY])
     client.bus = app[BUS_KEY]
     app[CLIENT_KEY] = client
     app[COALESCER_KEY] = Coalescer(client, settings.api.idempotency_window)
@@ -284,4 +348,5 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v1/queues/{queue}", get_queue, name="api_queue")
     app.router.add_get("/v1/tasks/{task_id}", get_task, name="api_task")
     app.router.add_delete("/v1/tasks/{task_id}", cancel_task, name="api_cancel")
+    app.router.add_get("/v1/queues/{queue}/dead/{entry_id}/raw", get_dead_letter_raw, name="api_dead_raw")
     app.router.add_get("/v1/openapi.json", openapi, name="api_openapi")

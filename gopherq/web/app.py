@@ -18,11 +18,13 @@ from redis.exceptions import RedisError
 from gopherq.core.events import EventBus
 from gopherq.core.inspect import Inspector
 from gopherq.core.masking import Masker
+from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import Settings
 from gopherq.web import actions, api, health, metrics, pages
 from gopherq.web.render import ENV_KEY, MASKER_KEY, POLL_KEY, STATIC, build_environment
 from gopherq.web.security import AUTH_KEY, MIDDLEWARES, Auth, Handler
-from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY, SETTINGS_KEY
+from gopherq.web.sessions import SESSIONS_KEY, Sessions
+from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, REDIS_KEY, SETTINGS_KEY
 
 Area = Callable[[web.Application], None]
 
@@ -52,9 +54,11 @@ def create_app(
     bus: EventBus | None = None,
     inspector: Inspector | None = None,
     areas: Iterable[Area] | None = None,
+    plugins: PluginManager | None = None,
 ) -> web.Application:
     """The application on an open Redis client (the caller owns and closes it). `bus` receives the events of
-    actions taken here (a requeue emits `task.requeued`), so they reach the configured sinks."""
+    actions taken here (a requeue emits `task.requeued`), so they reach the configured sinks. `plugins`: the
+    process's loaded plugins (loaded here when not given)."""
     masker = Masker.from_settings(settings)
     if inspector is None:
         inspector = Inspector(redis, settings, masker)
@@ -63,7 +67,9 @@ def create_app(
     app[REDIS_KEY] = redis
     app[INSPECTOR_KEY] = inspector
     app[BUS_KEY] = bus
+    app[PLUGINS_KEY] = plugins or load_plugins(settings)
     app[AUTH_KEY] = Auth.from_settings(settings.web)
+    app[SESSIONS_KEY] = Sessions(redis, settings.web.session_ttl)
     app[MASKER_KEY] = masker
     app[ENV_KEY] = build_environment(masker)
     app[POLL_KEY] = settings.web.poll_interval

@@ -36,7 +36,13 @@ def _errors(*codes: int, redis: bool = True) -> dict[str, Any]:
         413: "the body is over api.max_body_bytes, or the batch over api.max_batch",
         415: "the body is not application/json",
         422: "a task fails validation (the message names the field)",
-        503: "Redis cannot take the tasks now (Retry-After): nothing was created; send the same request again",
+        503: (
+            "Redis failed the call. reason 'unavailable' (with Retry-After): no command reached Redis, nothing was "
+            "created, send the same request again. reason 'outcome_unknown': the call was sent but not confirmed "
+            "(e.g. Redis timed out), so the tasks may or may not exist; resend_safe is true (with Retry-After) when "
+            "every task has its own id, making a resend safe within api.idempotency_window, and false otherwise "
+            "(a resend may create tasks twice); ids names the tasks"
+        ),
     }
     answers = {**_EVERY_ROUTE, **(_REDIS_DOWN if redis else {})}
     answers.update({str(code): _answer(meaning[code], _ERROR) for code in codes})
@@ -122,6 +128,10 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "getTask",
                 "summary": "A task's state, envelope, result and recent events (secrets masked)",
+                "description": "Each stored field is bounded: a text to 16 KiB, a field (envelope, result, dead "
+                "letter) to 64 KiB, an event to 8 KiB; `truncated` maps the path of each cut to the full size "
+                '(`{"bytes": n}` or `{"items": n}`). A dead letter\'s stored bytes are served whole by '
+                "GET /v1/queues/{queue}/dead/{entry_id}/raw.",
                 "parameters": [_TASK_ID, _QUEUE_QUERY, _EVENTS],
                 "responses": {"200": _answer("the task", {"type": "object"}), **_errors(400, 404)},
             },
@@ -135,6 +145,26 @@ OPENAPI: dict[str, Any] = {
                     **_errors(400, 409),
                 },
             },
+        },
+        "/v1/queues/{queue}/dead/{entry_id}/raw": {
+            "get": {
+                "operationId": "getDeadLetterRaw",
+                "summary": "A dead letter's stored bytes (secrets masked), as a download",
+                "description": "What GET /v1/tasks/{task_id} shows of them is cut (its `truncated` says where); "
+                "this is what is stored: at most worker.max_payload_bytes, or the first 4 KiB of a task that was "
+                "larger (its dead letter has `raw_size` and `raw_sha256` of the whole).",
+                "parameters": [
+                    _QUEUE,
+                    {"name": "entry_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the bytes, as an attachment",
+                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    **_errors(400, 404),
+                },
+            }
         },
         "/v1/openapi.json": {
             "get": {
@@ -182,6 +212,8 @@ OPENAPI: dict[str, Any] = {
                             "reason": {"type": "string"},
                             "message": {"type": "string"},
                             "index": {"type": "integer"},
+                            "resend_safe": {"type": "boolean"},
+                            "ids": {"type": "array", "items": {"type": "string"}},
                         },
                     }
                 },

@@ -8,19 +8,18 @@ and still works (statically) without JavaScript. Handlers only read through the 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from aiohttp import web
 
-from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import ConfigError
 from gopherq.core.keys import validate_queue_name
-from gopherq.core.outcomes import raw_from_entry
 from gopherq.web.chart import throughput_chart
-from gopherq.web.render import MASKER_KEY, render_html
-from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, REDIS_KEY
+from gopherq.web.render import render_html
+from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, REDIS_KEY, SETTINGS_KEY
 
 PAGE_SIZE = 25
 TABS = ("ready", "delayed", "running", "dead")
@@ -114,7 +113,8 @@ async def task_context(request: web.Request) -> dict[str, Any]:
     task = await request.app[INSPECTOR_KEY].task(queue, task_id)
     if task is None:
         raise web.HTTPNotFound(text=f"404: no task {task_id!r} in queue {queue!r}\n")
-    return {"task": task, "queue": queue}
+    links = request.app[PLUGINS_KEY].task_links(task, request.app[SETTINGS_KEY])  # e.g. the trace (otel)
+    return {"task": task, "queue": queue, "links": links}
 
 
 async def task_page(request: web.Request) -> web.Response:
@@ -131,26 +131,32 @@ async def task_fragment(request: web.Request) -> web.Response:
 async def dead_letter_page(request: web.Request) -> web.Response:
     queue = queue_param(request)
     entry_id = request.match_info["entry_id"]
-    entry = await dead_letters(request, queue).get(entry_id)
-    if entry is None:
+    letter = await request.app[INSPECTOR_KEY].dead_letter(queue, entry_id)
+    if letter is None:
         raise web.HTTPNotFound(text=f"404: no dead letter {entry_id!r} in queue {queue!r}\n")
-    masker = request.app[MASKER_KEY]
-    raw = raw_from_entry(entry)
-    try:
-        task: Any = masker.value(codec.loads(raw))
-    except codec.JSONDecodeError:
-        task = None  # not JSON: shown as text below, URLs masked
-    shown = {key: value for key, value in entry.items() if key not in ("raw", "raw_base64")}
-    return render_html(
-        request,
-        "dead_letter.html",
-        {
-            "queue": queue,
-            "entry": masker.value(shown),
-            "task": task,
-            "raw_text": None if task is not None else masker.text(raw.decode("utf-8", "replace"))[:4000],
-            "notice": notice(request),
-        },
+    context = {"queue": queue, "letter": letter, "entry": {"id": letter.id, **letter.entry}, "notice": notice(request)}
+    return render_html(request, "dead_letter.html", context)
+
+
+async def dead_letter_raw(request: web.Request) -> web.Response:
+    """The dead letter's stored bytes, masked, as a download (see `raw_download`)."""
+    queue = queue_param(request)
+    entry_id = request.match_info["entry_id"]
+    raw = await request.app[INSPECTOR_KEY].dead_letter_raw(queue, entry_id)
+    if raw is None:
+        raise web.HTTPNotFound(text=f"404: no dead letter {entry_id!r} in queue {queue!r}\n")
+    return raw_download(raw, entry_id)
+
+
+def raw_download(raw: bytes, entry_id: str) -> web.Response:
+    """Stored bytes as an attachment, never rendered: a browser saves them (`nosniff` is on every answer), so a
+    producer's bytes cannot run as a page of this site. They are what the dead letter keeps: at most
+    `worker.max_payload_bytes`, or the prefix kept of a `too_large` task (its entry has the full size and SHA-256)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", entry_id)[:100] or "dead-letter"
+    return web.Response(
+        body=raw,
+        content_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{name}.raw"'},
     )
 
 
@@ -183,3 +189,4 @@ def setup(app: web.Application) -> None:
     add("/queues/{queue}/tasks/{task_id}", task_page, name="task")
     add("/fragments/queues/{queue}/tasks/{task_id}", task_fragment, name="task_fragment")
     add("/queues/{queue}/dead/{entry_id}", dead_letter_page, name="dead_letter")
+    add("/queues/{queue}/dead/{entry_id}/raw", dead_letter_raw, name="dead_letter_raw")

@@ -129,6 +129,6 @@ def render_html(request: web.Request, template: str, context: dict[str, Any], st
     }
     text = env.get_template(template).render(full)
     response = web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
-    if new:
-        set_csrf_cookie(request, response, token)
+    if new is not None:
+        set_csrf_cookie(request, response, new)
     return response

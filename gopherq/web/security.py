@@ -3,30 +3,36 @@
 Authentication is optional on a loopback bind and required on any other (`check_bind`). Three credentials are
 accepted when configured: `Authorization: Bearer <token>` (API clients, scrapers), HTTP basic auth (browsers get
 the native prompt) and a session cookie set by the login form (browsers with a token). Tokens and passwords are
-compared with `hmac.compare_digest`; the session cookie is an HMAC of the token, so changing the token logs
-everybody out and the server keeps no session state.
+compared with `hmac.compare_digest`. Sessions live in Redis (web/sessions.py): logout ends one for every web
+process, and changing the token ends them all.
 
 CSRF protects the credentials a browser sends on its own (cookies, basic auth, and none at all on loopback):
-every unsafe request must carry the per-browser token of the `gopherq_csrf` cookie in a `csrf_token` form field or
-an `X-CSRF-Token` header. A request authenticated by a bearer token needs none: no browser attaches that by itself.
+every unsafe request must carry, in a `csrf_token` form field or an `X-CSRF-Token` header, the token the server
+derived for what its credentials are bound to: the session, the basic-auth user, or, when nobody is logged in, the
+random `gopherq_csrf` cookie the server set. The token is an HMAC under a server secret, so an equal cookie and
+field that an attacker plants are refused, and so is a token of another session. A request authenticated by a
+bearer token needs none: no browser attaches that by itself.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import ipaddress
-import secrets
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
 from gopherq.core.errors import ConfigError
+from gopherq.core.resilience import RETRYABLE
 from gopherq.core.settings import WebSettings
+from gopherq.web.sessions import SESSIONS_KEY, Sessions, random_id, well_formed
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,6 +43,9 @@ CSRF_HEADER = "X-CSRF-Token"
 
 #: Paths anyone may read: orchestrator probes, the static files, and the login form itself.
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/static/", "/login")
+
+#: Paths that never render a page nor take a form: no identity to establish beyond the Host check.
+PLAIN_PREFIXES = ("/healthz", "/readyz", "/static/")
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -80,6 +89,19 @@ def _same(given: str, expected: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """How a request authenticated, and what its CSRF token is bound to (None: the per-browser cookie)."""
+
+    method: AuthMethod
+    binding: str | None = None
+    session: str | None = None
+
+
+#: A request that presented no credentials (all of them when authentication is off).
+ANONYMOUS = Identity("none")
+
+
+@dataclass(frozen=True, slots=True)
 class Auth:
     """The configured credentials and the checks on them."""
 
@@ -99,27 +121,23 @@ class Auth:
     def enabled(self) -> bool:
         return self.token is not None or self.password is not None
 
-    def session_value(self) -> str:
-        """The session cookie's value: an HMAC of the token (only a token login sets one)."""
-        assert self.token is not None
-        return hmac.new(self.token.encode(), b"gopherq-web-session", hashlib.sha256).hexdigest()
-
     def check_token(self, given: str) -> bool:
         return self.token is not None and _same(given, self.token)
 
-    def identify(self, request: web.Request) -> AuthMethod | None:
-        """How the request authenticated, or None when it did not (always "none" when auth is off)."""
+    async def identify(self, request: web.Request, sessions: Sessions) -> Identity | None:
+        """How the request authenticated, or None when it did not (always ANONYMOUS when auth is off). A session
+        cookie is looked up in Redis (RedisError propagates)."""
         if not self.enabled:
-            return "none"
+            return ANONYMOUS
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and self.check_token(value.strip()):
-            return "bearer"
+            return Identity("bearer")
         if scheme.lower() == "basic" and self.password is not None and self._basic_ok(value.strip()):
-            return "basic"
+            return Identity("basic", binding=f"basic\0{self.username}")
         cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie and self.token is not None and _same(cookie, self.session_value()):
-            return "session"
+        if cookie and self.token is not None and await sessions.valid(cookie, self.token):
+            return Identity("session", binding=f"session\0{cookie}", session=cookie)
         return None
 
     def _basic_ok(self, value: str) -> bool:
@@ -135,11 +153,19 @@ class Auth:
 
 
 AUTH_KEY = web.AppKey("gopherq_auth", Auth)
+#: Where `authenticate` keeps the request's Identity (a RequestKey where aiohttp has them, 3.12 and later).
+IDENTITY_KEY: Any = web.RequestKey("gopherq_identity", Identity) if hasattr(web, "RequestKey") else "gopherq_identity"
+
+
+def identity(request: web.Request) -> Identity:
+    """The request's identity, as the `authenticate` middleware established it (ANONYMOUS when it did not)."""
+    found = request.get(IDENTITY_KEY)
+    return found if isinstance(found, Identity) else ANONYMOUS
 
 
 def auth_method(request: web.Request) -> AuthMethod:
     """How the request authenticated ("none" when it did not, or when authentication is off)."""
-    return request.app[AUTH_KEY].identify(request) or "none"
+    return identity(request).method
 
 
 def unauthorized(request: web.Request, auth: Auth) -> web.Response:
@@ -148,7 +174,7 @@ def unauthorized(request: web.Request, auth: Auth) -> web.Response:
     if auth.password is not None:
         headers["WWW-Authenticate"] = 'Basic realm="gopherq", charset="UTF-8"'
     wants_html = "text/html" in request.headers.get("Accept", "") and request.method == "GET"
-    if wants_html and auth.token is not None:
+    if wants_html and auth.token is not None and request.app[SESSIONS_KEY].ready:
         from gopherq.web.render import render_html  # the login page is a page like any other
 
         return render_html(request, "login.html", {"next": request.path_qs, "failed": False}, status=401)
@@ -178,42 +204,65 @@ def _decorate(request: web.Request, response: web.StreamResponse) -> None:
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse unauthenticated requests outside the public paths with 401. With authentication off, only loopback
-    Host names are served (a DNS-rebinding page cannot talk to the unauthenticated server under its own name)."""
+    Host names are served (a DNS-rebinding page cannot talk to the unauthenticated server under its own name).
+    Records the request's identity for the CSRF check and the pages, and makes sure the CSRF secret is loaded
+    before any page can render a form."""
     auth = request.app[AUTH_KEY]
     if not auth.enabled and not is_loopback(request.url.host or ""):
         return web.Response(status=421, text="421: this server answers to loopback names only\n")
-    if not request.path.startswith(PUBLIC_PREFIXES) and auth.identify(request) is None:
+    if request.path.startswith(PLAIN_PREFIXES):
+        return await handler(request)
+    sessions = request.app[SESSIONS_KEY]
+    try:
+        if not request.path.startswith("/v1/"):
+            await sessions.load_secret()
+        found = await auth.identify(request, sessions)
+    except RETRYABLE as exc:
+        log.warning("%s %s: Redis unavailable: %s", request.method, request.path, exc)
+        return web.Response(status=503, text=f"503: Redis unavailable ({type(exc).__name__}); retrying helps\n")
+    request[IDENTITY_KEY] = found or ANONYMOUS
+    if found is None and not request.path.startswith(PUBLIC_PREFIXES):
         return unauthorized(request, auth)
     return await handler(request)
 
 
-def csrf_token(request: web.Request) -> tuple[str, bool]:
-    """This browser's CSRF token (the cookie's) and False, or a new one and True: the caller must then set the
-    cookie on its answer with `set_csrf_cookie`."""
-    token = request.cookies.get(CSRF_COOKIE, "")
-    if len(token) >= 32:
-        return token, False
-    return secrets.token_urlsafe(32), True
+def csrf_token(request: web.Request) -> tuple[str, str | None]:
+    """The CSRF token the request's forms must carry, and a new per-browser cookie value when one must be set with
+    `set_csrf_cookie` (only for a browser nobody has logged in with, that has none yet)."""
+    sessions = request.app[SESSIONS_KEY]
+    binding = identity(request).binding
+    if binding is not None:
+        return sessions.csrf_token(binding), None
+    cookie = request.cookies.get(CSRF_COOKIE)
+    new = None if well_formed(cookie) else random_id()
+    return sessions.csrf_token(f"browser\0{new or cookie}"), new
 
 
-def set_csrf_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
-    """HttpOnly: pages carry the token in their forms, no script needs to read it."""
-    response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/", secure=request.secure)
+def _expected_token(request: web.Request) -> str | None:
+    """What an unsafe request must carry, or None when nothing can be right (no credentials and no cookie)."""
+    if identity(request).binding is None and not well_formed(request.cookies.get(CSRF_COOKIE)):
+        return None
+    return csrf_token(request)[0]
+
+
+def set_csrf_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
+    """HttpOnly: pages carry the token in their forms, no script needs to read the cookie."""
+    response.set_cookie(CSRF_COOKIE, value, httponly=True, samesite="Strict", path="/", secure=request.secure)
 
 
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Reject an unsafe request whose CSRF token is missing or differs from the cookie's with 403. The `/v1` API
-    is exempt: it accepts JSON bodies and DELETE only, which no browser sends cross-site without a CORS preflight
-    (and this server grants none)."""
+    """Reject an unsafe request whose CSRF token is missing or is not the one derived for its credentials with 403.
+    The `/v1` API is exempt: it accepts JSON bodies and DELETE only, which no browser sends cross-site without a
+    CORS preflight (and this server grants none)."""
     if request.method in UNSAFE_METHODS and not request.path.startswith("/v1/") and auth_method(request) != "bearer":
-        cookie = request.cookies.get(CSRF_COOKIE, "")
         given = request.headers.get(CSRF_HEADER, "")
         if not given and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             form = await request.post()
             field = form.get(CSRF_FIELD, "")
             given = field if isinstance(field, str) else ""
-        if not cookie or not given or not _same(given, cookie):
+        expected = _expected_token(request)
+        if expected is None or not given or not _same(given, expected):
             return web.Response(status=403, text="403: missing or wrong CSRF token; reload the page and retry\n")
     return await handler(request)
 

@@ -1,10 +1,14 @@
-"""Redis killed and restarted under a running worker (1,000 tasks queued, 50 in flight): nothing is lost, and
-the same worker process resumes on its own, without spinning the CPU while Redis is away."""
+"""Redis killed and restarted under a running worker (1,000 tasks queued, 50 in flight): nothing is lost, the same
+worker process resumes on its own, without spinning the CPU while Redis is away, and a task that ran once is never
+reported as a refused late ack (a settle Redis ran just before it died is sent again and recognised), nor loses its
+`task.succeeded` event."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,13 @@ def test_a_redis_restart_loses_nothing_and_the_worker_resumes_by_itself(
     loopback: LoopbackServer,
 ) -> None:
     server = private_redis("--appendonly", "yes", "--appendfsync", "always")
-    config = chaos_config(tmp_path, server.url, queue_name, worker={"concurrency": IN_FLIGHT, "lease_timeout": 5.0})
+    config = chaos_config(
+        tmp_path,
+        server.url,
+        queue_name,
+        worker={"concurrency": IN_FLIGHT, "lease_timeout": 5.0},
+        events=("task.succeeded", "task.recovered", "worker.*"),
+    )
     worker = fleet.start(config)
     wait_until(lambda: "started: queue" in worker.output, timeout=30, what="worker start")
     client = redis.Redis.from_url(server.url)
@@ -63,6 +73,11 @@ def test_a_redis_restart_loses_nothing_and_the_worker_resumes_by_itself(
         return sizes["ready"] == sizes["inflight"] == sizes["delayed"] == 0
 
     wait_until(drained, timeout=90, interval=0.2, what="the queue to drain")
+
+    def succeeded_events() -> Counter[str]:
+        return Counter(re.findall(r"task\.succeeded task=(r\d{4}) ", worker.output))
+
+    wait_until(lambda: len(succeeded_events()) == len(ids), timeout=30, what="every task.succeeded event")
     records = results(client, queue_name, ids)
     lost = [task_id for task_id in ids if (records[task_id] or {}).get("status") != "succeeded"]
     calls = loopback.snapshot()
@@ -83,6 +98,7 @@ def test_a_redis_restart_loses_nothing_and_the_worker_resumes_by_itself(
             "duplicate deliveries": sum(max(0, calls.get(t, 0) - 1) for t in ids),
             "accepted completions (acked)": stats.get("acked", 0),
             "refused late settles": stats.get("refused_acks", 0),
+            "settles recognised as repeats": stats.get("settles_repeated", 0),
             "recovered by the reaper": stats.get("recovered", 0),
             "worker restarted": "no" if worker.alive else "it died",
             "scripts loaded again after the restart": f"{sum(reloaded)} of {len(SCRIPTS)}",
@@ -91,6 +107,10 @@ def test_a_redis_restart_loses_nothing_and_the_worker_resumes_by_itself(
     assert at_restart["ready"] >= QUEUED - 50 and at_restart["inflight"] == IN_FLIGHT
     assert lost == []
     assert stats["acked"] == len(ids)
+    # Each task ran once and succeeded: none of its settles is a refused late ack, and its event is there, once.
+    ran_once = [t for t in ids if calls.get(t, 0) == 1]
+    assert stats.get("refused_acks", 0) == 0, [t for t in ran_once if f"task {t}: late" in worker.output]
+    assert succeeded_events() == Counter(ids)
     assert worker.alive  # the same process resumed on its own
     assert all(reloaded)
     assert cpu_during < DOWNTIME * 0.5  # backing off, not spinning

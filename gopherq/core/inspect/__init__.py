@@ -5,6 +5,7 @@ from __future__ import annotations
 from gopherq.core.inspect.inspector import Inspector, totals_from_stats
 from gopherq.core.inspect.models import (
     OUTCOMES,
+    DeadLetterInfo,
     DeadLetterSummary,
     MinuteCounts,
     Page,
@@ -22,6 +23,7 @@ __all__ = [
     "EVENT_SCAN_LIMIT",
     "OUTCOMES",
     "SEARCH_LIMIT",
+    "DeadLetterInfo",
     "DeadLetterSummary",
     "Inspector",
     "MinuteCounts",

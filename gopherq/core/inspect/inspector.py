@@ -3,7 +3,9 @@
 One query, four faces: none of them talks to Redis on its own. Every call is bounded: lists come in pages, key
 discovery uses SCAN (never KEYS), and looking a task up by id searches at most SEARCH_LIMIT entries of each
 unindexed place (ready list, in-flight hash, delayed set) and the last EVENT_SCAN_LIMIT events of the stream.
-Everything returned that holds an envelope, a result, an error or event data is masked.
+Everything returned that holds an envelope, a result, an error or event data is masked, and bounded: each stored
+field (an envelope, a result record, a dead letter, an event) is cut to the limits of core/bounds.py, and what was
+cut is said (`truncated`), so no page, fragment or API answer grows with what a producer or an endpoint sent.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import re
 import time
 from typing import Any
 
+from gopherq.core.bounds import SHOWN_FIELD, SHOWN_TEXT, Cuts, bounded, cut_text
 from gopherq.core.broker import Broker
-from gopherq.core.deadletters import DeadLetters, masked_entry
+from gopherq.core.deadletters import DeadLetters, masked_entry, masked_raw, masked_raw_text
 from gopherq.core.flow import FlowGate
 from gopherq.core.inspect.models import (
+    DeadLetterInfo,
     DeadLetterSummary,
     MinuteCounts,
     Page,
@@ -38,7 +42,8 @@ from gopherq.core.inspect.reading import (
 )
 from gopherq.core.inspect.stream import EventReader
 from gopherq.core.keys import COUNTS_TTL, WAKE_MARKER, QueueKeys, validate_queue_name
-from gopherq.core.masking import Masker
+from gopherq.core.masking import Masker, drop_cut_url
+from gopherq.core.outcomes import raw_from_entry
 from gopherq.core.settings import Settings
 
 #: Suffixes of the keys whose presence makes a queue known to `queue_names`.
@@ -49,6 +54,8 @@ _TAGGED = re.compile(r"^gopherq:\{(?P<queue>[^{}]+)\}:(?P<suffix>[a-z]+)$")
 _VERB_FIELDS = ("method", "verb", "action")
 _TARGET_FIELDS = ("url", "uri", "endpoint", "target", "function", "func", "path", "name")
 _SUMMARY_MAX = 160
+#: Most bytes of a task id a page line shows (longer ids are refused at enqueue; a raw push may still have one).
+_ID_MAX = 256
 
 
 def totals_from_stats(stats: dict[str, int]) -> dict[str, int]:
@@ -199,20 +206,29 @@ class Inspector(EventReader):
 
     # -- pages -----------------------------------------------------------------------------------------------
 
+    def shown(self, value: Any, path: str, cuts: Cuts) -> Any:
+        """A stored field as every face shows it: cut to SHOWN_TEXT per text and SHOWN_FIELD in all (each cut
+        added to `cuts`), then masked. Cut first, so a huge field costs the masker no more than a small one (a URL
+        a cut goes through is dropped whole, see core/bounds.py)."""
+        return self.masker.value(bounded(value, text=SHOWN_TEXT, total=SHOWN_FIELD, path=path, cuts=cuts))
+
     def summarise(self, raw: Any, state: str, **when: Any) -> TaskSummary:
         """A page line for one envelope (bytes as stored); bytes that are not a JSON object still get a line."""
         envelope = decode(raw)
         if not isinstance(envelope, dict):
-            shown = self.masker.text(text(raw or b""))
+            raw = raw or b""
+            head = text(raw[: _SUMMARY_MAX * 4])  # a line shows 160 characters: the rest is not even decoded
+            shown = self.masker.text(drop_cut_url(head) if len(raw) > _SUMMARY_MAX * 4 else head)
             return TaskSummary(None, None, state, 0, None, shown[:_SUMMARY_MAX], **when)
         task_type = str(envelope.get("type") or ("http" if "url" in envelope else "")) or None
         verb = next((str(envelope[f]) for f in _VERB_FIELDS if isinstance(envelope.get(f), str)), None)
         target = next((str(envelope[f]) for f in _TARGET_FIELDS if isinstance(envelope.get(f), str)), None)
         summary = " ".join(part for part in (verb, target) if part) or (task_type or "")
+        summary = drop_cut_url(cut_text(summary, _SUMMARY_MAX * 4)) if len(summary) > _SUMMARY_MAX else summary
         task_id = envelope.get("id")
         return TaskSummary(
-            id=None if task_id is None else str(task_id),
-            type=task_type,
+            id=None if task_id is None else cut_text(str(task_id), _ID_MAX),
+            type=None if task_type is None else cut_text(task_type, _ID_MAX),
             state=state,
             attempt=integer(envelope.get("attempt"), 1) or 1,
             max_attempts=integer(envelope.get("max_attempts")),
@@ -341,19 +357,63 @@ class Inspector(EventReader):
         timeline = await self.events(queue, count=events, task_id=task_id, latest=True)  # in time order
         if state == "unknown" and result is None and not timeline:
             return None
+        cuts: Cuts = {}
         if isinstance(envelope, bytes):
-            envelope = decode(envelope) or {"raw": text(envelope)}
-        if isinstance(dead, dict):
-            dead = {"id": task_id, **dead}
+            parsed = decode(envelope)
+            if parsed is None and len(envelope) > SHOWN_TEXT:  # not JSON: shown as text, the stored size said
+                cuts["envelope.raw"] = {"bytes": len(envelope)}
+                parsed = {"raw": drop_cut_url(text(envelope[:SHOWN_TEXT]))}
+            envelope = parsed if parsed is not None else {"raw": text(envelope)}
+        if isinstance(dead, dict):  # masked first: its raw bytes are JSON text, masked only while whole
+            dead = masked_entry({"id": task_id, **dead}, self.masker)
+            dead = bounded(dead, text=SHOWN_TEXT, total=SHOWN_FIELD, path="dead_letter", cuts=cuts)
+        for index, event in enumerate(timeline):
+            cuts.update({f"events[{index}].{path}": cut for path, cut in event.truncated.items()})
         return TaskInfo(
             type=task_type(envelope, result, dead, timeline),
             id=task_id,
             queue=queue,
             state=state,
-            envelope=self.masker.value(envelope) if envelope is not None else None,
+            envelope=self.shown(envelope, "envelope", cuts) if envelope is not None else None,
             worker=worker,
             since=since,
-            result=self.masker.value(result) if isinstance(result, dict) else None,
-            dead_letter=masked_entry(dead, self.masker) if isinstance(dead, dict) else None,
+            result=self.shown(result, "result", cuts) if isinstance(result, dict) else None,
+            dead_letter=dead if isinstance(dead, dict) else None,
             events=timeline,
+            truncated=cuts,
         )
+
+    # -- one dead letter -------------------------------------------------------------------------------------
+
+    async def dead_letter(self, queue: str, entry_id: str) -> DeadLetterInfo | None:
+        """One dead letter, fit to show (masked, each field bounded; see DeadLetterInfo); None when there is none."""
+        entry = await DeadLetters(Broker(self.redis, queue)).get(entry_id)
+        if entry is None:
+            return None
+        raw = raw_from_entry(entry)
+        cuts: Cuts = {}
+        fields = {key: value for key, value in entry.items() if key not in ("raw", "raw_base64")}
+        task = decode(raw)
+        raw_text = None
+        if task is not None:
+            task = self.shown(task, "task", cuts)
+        else:
+            head = raw.decode("utf-8", "replace")
+            raw_text = bounded(head, text=SHOWN_TEXT, total=SHOWN_FIELD, path="raw_text", cuts=cuts)
+            raw_text = masked_raw_text(raw_text, self.masker, cut=bool(entry.get("raw_truncated")))
+            if "raw_text" in cuts:
+                cuts["raw_text"] = {"bytes": len(raw)}  # the stored size (decoding may have grown it)
+        return DeadLetterInfo(
+            id=entry_id,
+            queue=queue,
+            entry=self.shown(fields, "entry", cuts),
+            task=task,
+            raw_text=raw_text,
+            truncated=cuts,
+        )
+
+    async def dead_letter_raw(self, queue: str, entry_id: str) -> bytes | None:
+        """A dead letter's stored bytes, masked (see deadletters.masked_raw): at most `worker.max_payload_bytes`,
+        or the prefix kept of a `too_large` task. None when there is no such dead letter."""
+        entry = await DeadLetters(Broker(self.redis, queue)).get(entry_id)
+        return None if entry is None else masked_raw(entry, self.masker)

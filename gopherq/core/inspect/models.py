@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from gopherq.core.events import Event
+from gopherq.core.tracecontext import TRACEPARENT
 
 
 class _ToDict(Protocol):
@@ -128,14 +129,20 @@ class StreamEvent:
     attempt: int | None = None
     duration: float | None = None
     error: dict[str, Any] | None = None
+    trace_id: str | None = None
+    #: What was cut of `data` and `error` to show the event, by path (see core/bounds.py); left out when empty.
+    truncated: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        out = _plain(self)
+        if not self.truncated:
+            del out["truncated"]
+        return out
 
     def to_text(self) -> str:
         """One line, as the logging sink writes the same event (`Event.to_text`)."""
         fields = (self.worker, self.queue, self.task_id, self.task_type, self.attempt, self.duration, self.error)
-        return Event(self.name, self.timestamp or 0.0, *fields, self.data).to_text()
+        return Event(self.name, self.timestamp or 0.0, *fields, self.data, self.trace_id).to_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +162,42 @@ class TaskInfo:
     dead_letter: dict[str, Any] | None
     events: list[StreamEvent] = field(default_factory=list)
     type: str | None = None
+    #: What was cut to show it, by path (`envelope.body`, `dead_letter.raw`, ...): see core/bounds.py.
+    truncated: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace the task belongs to: from its result record, its dead letter, or its envelope's `trace`."""
+        for record in (self.result, self.dead_letter):
+            found = record.get("trace_id") if record else None
+            if isinstance(found, str):
+                return found
+        trace = (self.envelope or {}).get("trace")
+        parent = trace.get("traceparent") if isinstance(trace, dict) else None
+        return parent[3:35] if isinstance(parent, str) and TRACEPARENT.match(parent) else None
 
     def to_dict(self) -> dict[str, Any]:
         out = _plain(self)
         out["events"] = [event.to_dict() for event in self.events]
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterInfo:
+    """One dead letter as a page or an answer shows it. `entry`: its fields but the stored bytes (reason, error,
+    attempts, `raw_size` and `raw_sha256` when only a prefix was kept, ...); `task`: the stored bytes parsed, when
+    they are JSON, else `raw_text`: them as text. All masked, each field bounded; `truncated` says what was cut,
+    by path (see core/bounds.py). The stored bytes in full, masked, are `Inspector.dead_letter_raw`."""
+
+    id: str
+    queue: str
+    entry: dict[str, Any]
+    task: Any
+    raw_text: str | None
+    truncated: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
 
 
 @dataclass(frozen=True, slots=True)

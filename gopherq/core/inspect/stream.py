@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gopherq.core.bounds import EVENT_FIELD, EVENT_TEXT, Cuts, bounded
 from gopherq.core.inspect.models import StreamEvent
 from gopherq.core.inspect.reading import decode, number, text
 from gopherq.core.keys import QueueKeys
@@ -30,8 +31,12 @@ class EventReader:
         values = {text(key): decode(value) for key, value in fields.items()}
         if isinstance(values.get("event"), dict):
             values = values["event"]
-        data = values.get("data")
-        error = values.get("error")
+        cuts: Cuts = {}
+        if sum(len(value) for value in fields.values() if isinstance(value, bytes)) > EVENT_FIELD:
+            # Another writer's event, or one written before the stream sink bounded them: bounded here.
+            values = bounded(values, text=EVENT_TEXT, total=EVENT_FIELD, cuts=cuts)
+        data = self.masker.value(values.get("data")) if isinstance(values.get("data"), dict) else {}
+        error = self.masker.value(values.get("error")) if isinstance(values.get("error"), dict) else None
         attempt = values.get("attempt")
         return StreamEvent(
             id=text(entry_id),
@@ -40,11 +45,13 @@ class EventReader:
             task_id=None if values.get("task_id") is None else str(values["task_id"]),
             worker=values.get("worker"),
             queue=values.get("queue"),
-            data=self.masker.value(data) if isinstance(data, dict) else {},
+            data=data,
             task_type=values.get("task_type"),
             attempt=attempt if isinstance(attempt, int) else None,
             duration=number(values.get("duration")),
-            error=self.masker.value(error) if isinstance(error, dict) else None,
+            error=error,
+            truncated=cuts,
+            trace_id=values.get("trace_id") if isinstance(values.get("trace_id"), str) else None,
         )
 
     async def events(
@@ -107,12 +114,13 @@ class EventReader:
         queue: str,
         after: str | None = None,
         task_id: str | None = None,
-        block: float = 1.0,
+        block: float = 0.5,
         stop: asyncio.Event | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Yield the queue's events as they are written, after the entry id `after` (default: from now on),
         only `task_id`'s when given; waits on the stream (XREAD BLOCK, `block` seconds at a time) until `stop` is
-        set (checked between reads: the end comes within `block` seconds, without cancelling a blocked read)."""
+        set (checked between reads: the end comes within `block` seconds, without cancelling a blocked read).
+        Keep `block` under half of `redis.command_timeout` (1 s at the least): a read blocked longer would time out."""
         key = self.keys(queue).events
         last = after if after not in (None, "", "$") else await self.last_event_id(queue)
         while stop is None or not stop.is_set():

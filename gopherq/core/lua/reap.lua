@@ -2,15 +2,18 @@
 -- lists of workers whose heartbeat stopped. They go back to the head of the ready list with their `recoveries`
 -- count raised (a crash is a recovery, not an attempt). Serialised across workers by a short lock.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 workers (zset), 5 reaper lock, 6 stats (hash),
---       7.. processing lists of silent workers, then the high- and low-priority lists (last two)
+--       7.. processing lists of silent workers, then the high- and low-priority lists, then the reaped tokens (zset)
 -- ARGV: 1 now (ms), 2 lock TTL (ms), 3 lock owner, 4 max leases to reap, 5 silent before (ms): a worker whose last
 --       heartbeat is older is presumed dead, 6 forget before (ms): a dead worker whose last heartbeat is older than
---       this is removed from the workers set, 7.. silent worker ids (same order as KEYS 7..)
+--       this is removed from the workers set, 7 reaped tokens older than this (ms) are forgotten, 8 most reaped
+--       tokens kept, 9.. silent worker ids (same order as KEYS 7..)
+-- Every token taken back from an expired lease is recorded in the reaped set, so that its holder's late settle
+-- is told apart from a settle repeated after a lost reply (settle.lua).
 -- A dead worker is remembered for a while after its list is first drained: a blocking fetch it sent just before it
 -- froze can still move a task into its list until that fetch times out, and the next reap must find that task.
 -- Returns: the recovered envelopes (after marking), or false when another worker holds the lock.
 if not redis.call('SET', KEYS[5], ARGV[3], 'NX', 'PX', ARGV[2]) then return false end
-local ready, high, low = KEYS[1], KEYS[#KEYS - 1], KEYS[#KEYS]
+local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
 --@include levels
 
 -- Raise the `recoveries` field, which GoPherQ always keeps last in the envelope, without re-encoding the JSON
@@ -28,6 +31,7 @@ local function mark(raw)
 end
 
 local recovered = {}
+local taken = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
 -- Walk backwards so the tasks keep their order at the head of the ready list.
 for i = #expired, 1, -1 do
@@ -39,11 +43,20 @@ for i = #expired, 1, -1 do
     local marked = mark(raw)
     push_level('LPUSH', marked)
     recovered[#recovered + 1] = marked
+    taken[#taken + 1] = ARGV[1]
+    taken[#taken + 1] = token
   end
 end
+if #taken > 0 then
+  for j = 1, #taken, 2000 do
+    redis.call('ZADD', reaped, unpack(taken, j, math.min(j + 1999, #taken)))
+  end
+  redis.call('ZREMRANGEBYSCORE', reaped, '-inf', '(' .. ARGV[7])
+  redis.call('ZREMRANGEBYRANK', reaped, 0, -tonumber(ARGV[8]) - 1)
+end
 local silent_before, forget_before = tonumber(ARGV[5]), tonumber(ARGV[6])
-for k = 7, #KEYS - 2 do
-  local worker = ARGV[k]
+for k = 7, #KEYS - 3 do
+  local worker = ARGV[k + 2]
   local seen = redis.call('ZSCORE', KEYS[4], worker)
   -- Checked again here: the worker may have sent a heartbeat since the caller listed it.
   if seen and tonumber(seen) <= silent_before then

@@ -1,8 +1,11 @@
 -- Settle a batch of claimed tasks in one round trip. Every item is fenced by its attempt token: if the token is
--- no longer in flight (its lease expired and the reaper handed the task to someone else) the item is refused.
+-- no longer in flight because its lease expired and the reaper handed the task to someone else (the reaper records
+-- such tokens), the item is refused. A token gone but never reaped went with an earlier run of this very settle
+-- whose reply was lost (a dropped connection, a Redis restart, a timeout), sent again: the item is reported as
+-- settled (2) and nothing is written twice.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 delayed, 5 dead (hash), 6 dead index (zset), 7 stats (hash),
 --       8 this minute's counts (hash), 9.. one key per item (in item order), then the high- and low-priority
---       lists (last two)
+--       lists, then the reaped tokens (zset; last three)
 -- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, 4 counts TTL (s), then 5 per item:
 --       kind, token, result JSON ('' for none), data, extra
 --   kind 'ack'     : write the result (item key: the result key); data/extra unused
@@ -17,10 +20,12 @@
 --   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
 --   task's cancel request.
--- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks),
--- and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per kind per batch.
--- Returns: one 1 (settled) or 0 (refused: stale token) per item.
-local ready, high, low = KEYS[1], KEYS[#KEYS - 1], KEYS[#KEYS]
+-- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
+-- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per
+-- kind per batch.
+-- Returns: one 1 (settled), 2 (already settled by an earlier run of the same settle) or 0 (refused: stale token)
+-- per item.
+local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
 --@include levels
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
@@ -55,9 +60,14 @@ for i = 0, n - 1 do
   if held == nil then
     -- an after-effect of the previous item: nothing to report
   elseif not held then
-    last_held = false
-    out[#out + 1] = 0
-    counts['refused'] = (counts['refused'] or 0) + 1
+    last_held = false  -- its after-effects were done by whoever removed the token
+    if redis.call('ZSCORE', reaped, token) then
+      out[#out + 1] = 0
+      counts['refused'] = (counts['refused'] or 0) + 1
+    else
+      out[#out + 1] = 2
+      counts['repeated'] = (counts['repeated'] or 0) + 1
+    end
   else
     last_held = true
     leases[#leases + 1] = token
@@ -88,7 +98,7 @@ for j = 1, #leases, 1000 do
   redis.call('ZREM', KEYS[2], unpack(leases, j, math.min(j + 999, #leases)))
 end
 local names = {ack = 'acked', cancel = 'cancelled', retry = 'retried', defer = 'deferred', dead = 'dead_lettered',
-               release = 'released', refused = 'refused_acks'}
+               release = 'released', refused = 'refused_acks', repeated = 'settles_repeated'}
 for kind, count in pairs(counts) do
   redis.call('HINCRBY', KEYS[7], names[kind] or kind, count)
 end

@@ -1,0 +1,236 @@
+"""The `otel` plugin's per-task hooks: a PRODUCER span per enqueue, a CONSUMER span per attempt, and the tracer
+provider they use. Registered (through `gopherq_register_hooks`) only when the plugin is enabled.
+
+Span names and attributes follow the OpenTelemetry messaging conventions: `send <queue>` (PRODUCER) and
+`process <queue>` (CONSUMER), with `messaging.system` = `gopherq`, `messaging.operation.type` (`send`,
+`process`), `messaging.destination.name` (the queue) and `messaging.message.id` (the task id).
+
+One PRODUCER span per task, even in a batch: each task's context must name a span of its own for its attempts to
+hang under, and a task is the unit a trace UI (and a sampler) should show, so a batch of ten thousand tasks is ten
+thousand small traces (each a child of the caller's span when there is one), not one trace nobody can open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import INVALID_SPAN, Link, SpanKind, Status, StatusCode
+
+from gopherq import AttemptOutcome, AttemptRunner, ExecutionContext, Masker, Settings, Task, hookimpl
+from gopherq.core.tracecontext import BAGGAGE_MAX, TRACE_KEYS, TRACESTATE_MAX
+from gopherq.plugins.otel.calls import SpanCalls, UnrecordedCalls
+from gopherq.plugins.otel.export import BoundedProcessor, make_exporter
+from gopherq.plugins.otel.settings import OtelSettings
+
+log = logging.getLogger("gopherq.plugins.otel")
+
+SYSTEM = "gopherq"
+
+#: Environment variables the command line reads its parent context from (OpenTelemetry's environment carrier).
+_ENV_NAMES = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE", "baggage": "BAGGAGE"}
+
+
+class _Getter(Getter[Mapping[str, str]]):
+    """Reads a carrier whose keys may be upper-case (the environment) or any case (a request's headers)."""
+
+    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        if value is None:
+            value = carrier.get(_ENV_NAMES.get(key, key))
+        return None if value is None else [value]
+
+    def keys(self, carrier: Mapping[str, str]) -> list[str]:
+        return list(carrier)
+
+
+GETTER = _Getter()
+
+
+def extract(carrier: Mapping[str, str]) -> Context:
+    """The context a carrier describes (the configured propagators: W3C trace context and baggage by default),
+    on its own: nothing of the caller's current context leaks in."""
+    return propagate.extract(carrier, getter=GETTER, context=Context())
+
+
+def to_trace(carrier: dict[str, str]) -> dict[str, str] | None:
+    """The envelope's `trace` from what the propagators wrote: the W3C keys, within the core's size limits (an
+    over-long tracestate or baggage is left out: W3C lets a propagator drop it)."""
+    if "traceparent" not in carrier:
+        return None
+    trace_field = {key: carrier[key] for key in TRACE_KEYS if key in carrier}
+    if len(trace_field.get("tracestate", "")) > TRACESTATE_MAX:
+        del trace_field["tracestate"]
+    if len(trace_field.get("baggage", "")) > BAGGAGE_MAX:
+        del trace_field["baggage"]
+    return trace_field
+
+
+def build_provider(config: OtelSettings) -> tuple[Any, BoundedProcessor | None]:
+    """The tracer provider to use: the application's, when it installed an SDK provider of its own (a web app that
+    enqueues), else one of ours, installed as the global provider so that function tasks' spans reach it too."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current, None
+    name = config.service_name or os.environ.get("OTEL_SERVICE_NAME") or "gopherq"
+    sampler = None if config.sample_ratio is None else ParentBased(TraceIdRatioBased(config.sample_ratio))
+    provider = TracerProvider(resource=Resource.create({"service.name": name}), sampler=sampler)
+    processor = None
+    exporter = make_exporter(config)
+    if exporter is not None:
+        processor = BoundedProcessor(exporter, config)
+        provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    return trace.get_tracer_provider(), processor
+
+
+class Tracing:
+    """The hooks of an enabled `otel` plugin (one per process)."""
+
+    def __init__(self, config: OtelSettings, settings: Settings) -> None:
+        self.config = config
+        self.masker = Masker.from_settings(settings)
+        self.link_retries = config.retries == "link"
+        self.processor: BoundedProcessor | None = None
+        self._tracer: Any = None
+        self._calls: SpanCalls | None = None
+
+    @property
+    def tracer(self) -> Any:
+        """Built on first use, in the process that uses it (after a fork, not before)."""
+        if self._tracer is None:
+            from gopherq import __version__
+
+            provider, self.processor = build_provider(self.config)
+            self._tracer = provider.get_tracer("gopherq", __version__)
+            self._calls = SpanCalls(self._tracer, self.masker)
+        return self._tracer
+
+    # -- enqueue -----------------------------------------------------------------------------------------------
+
+    def _producer_parent(self, task: Task, origin: str, carrier: Mapping[str, str] | None, parent: Task | None) -> Any:
+        if task.trace is not None:  # the producer gave its own context
+            return extract(task.trace)
+        if origin == "api":
+            return extract(carrier or {})
+        if origin == "cli":
+            return extract(os.environ)
+        if origin == "schedule":
+            return Context()  # each run of a periodic task is a trace of its own
+        if parent is not None:
+            return extract(parent.trace or {})
+        return otel_context.get_current()
+
+    @hookimpl
+    def gopherq_before_enqueue(
+        self, task: Task, queue: str, origin: str, carrier: Mapping[str, str] | None, parent: Task | None
+    ) -> None:
+        ctx = self._producer_parent(task, origin, carrier, parent)
+        span = self.tracer.start_span(f"send {queue}", context=ctx, kind=SpanKind.PRODUCER)
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "messaging.system": SYSTEM,
+                    "messaging.operation.type": "send",
+                    "messaging.operation.name": "send",
+                    "messaging.destination.name": queue,
+                    "messaging.message.id": task.id,
+                    "gopherq.task.type": task.type,
+                    "gopherq.origin": origin,
+                }
+            )
+        span.end()
+        out: dict[str, str] = {}
+        propagate.inject(out, context=trace.set_span_in_context(span, ctx))
+        task.trace = to_trace(out)
+
+    # -- attempts ----------------------------------------------------------------------------------------------
+
+    @hookimpl
+    def gopherq_wrap_attempt(self, run: AttemptRunner) -> AttemptRunner:
+        tracer = self.tracer
+        calls = self._calls
+        unrecorded = UnrecordedCalls()
+        exemplars = self.config.exemplars
+        masker = self.masker
+
+        async def traced(entry: Any, task: Task, context: ExecutionContext) -> AttemptOutcome:
+            parent, links = self._consumer_parent(task)
+            span = tracer.start_span(f"process {context.queue}", context=parent, kind=SpanKind.CONSUMER, links=links)
+            recording = span.is_recording()
+            if recording:
+                span.set_attributes(
+                    {
+                        "messaging.system": SYSTEM,
+                        "messaging.operation.type": "process",
+                        "messaging.operation.name": "process",
+                        "messaging.destination.name": context.queue,
+                        "messaging.message.id": task.id,
+                        "messaging.client.id": context.worker_id,
+                        "gopherq.task.type": task.type,
+                        "gopherq.task.attempt": task.attempt,
+                    }
+                )
+                if task.recoveries:
+                    span.set_attribute("gopherq.task.recoveries", task.recoveries)
+            token = otel_context.attach(trace.set_span_in_context(span, parent))
+            context.calls = calls if recording else unrecorded
+            try:
+                outcome = await run(entry, task, context)
+            except BaseException:  # cancelled: a time limit, a cancellation, shutdown
+                if recording:
+                    span.set_attribute("error.type", "cancelled")
+                    span.set_status(Status(StatusCode.ERROR, "attempt cancelled (time limit, cancel or shutdown)"))
+                raise
+            else:
+                if recording:
+                    failure = outcome.failure
+                    if failure is not None:
+                        span.set_attribute("error.type", failure.reason)
+                        span.set_status(Status(StatusCode.ERROR, masker.text(failure.message)[:1000]))
+                    if exemplars:
+                        facts = context.event_data or {}
+                        context.event_data = {
+                            **facts,
+                            "attempt_trace_id": format(span.get_span_context().trace_id, "032x"),
+                        }
+                return outcome
+            finally:
+                otel_context.detach(token)
+                span.end()
+
+        return traced
+
+    def _consumer_parent(self, task: Task) -> tuple[Any, list[Link] | None]:
+        """The first attempt is a child of the producer span; a retry or a recovery starts a trace of its own,
+        linked to the producer span (unless `retries = "child"`), so a retry days later does not stretch the
+        original trace. The producer's baggage is kept either way."""
+        if task.trace is None:
+            return Context(), None
+        producer = extract(task.trace)
+        if (task.attempt == 1 and task.recoveries == 0) or not self.link_retries:
+            return producer, None
+        linked = trace.get_current_span(producer).get_span_context()
+        links = [Link(linked, {"gopherq.link": "producer"})] if linked.is_valid else None
+        return trace.set_span_in_context(INVALID_SPAN, producer), links
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    @hookimpl
+    def gopherq_startup(self, worker: Any) -> None:
+        _ = self.tracer  # the provider and its export thread, before the first task rather than during it
+
+    @hookimpl
+    def gopherq_shutdown(self, worker: Any) -> None:
+        """Export what is left (within `shutdown_timeout`) and log the totals."""
+        if self.processor is not None:
+            self.processor.shutdown()
