@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gopherq.core.broker import load_script
 from gopherq.core.keys import QueueKeys
+from gopherq.core.scripts import scripts
 
 if TYPE_CHECKING:
     from gopherq.core.errors import TaskFailure
@@ -79,8 +79,8 @@ class FlowGate:
     def __init__(self, redis: Any, queue: str) -> None:
         self.redis = redis
         self.keys = QueueKeys(queue)
-        self._admit = redis.register_script(load_script("flow_admit"))
-        self._done = redis.register_script(load_script("flow_done"))
+        self._admit = scripts(redis)["flow_admit"]
+        self._done = scripts(redis)["flow_done"]
 
     async def admit(
         self, items: list[tuple[str, FlowLimits, str, int | None]], lease_deadline_ms: int

@@ -22,8 +22,9 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from gopherq.core import codec
-from gopherq.core.broker import Broker, load_script
+from gopherq.core.broker import Broker
 from gopherq.core.connection import Connection, command_timeout
+from gopherq.core.scripts import load_script
 from gopherq.core.settings import Settings, load_settings
 from gopherq.web import create_app
 from gopherq.web.app import API_AREAS
