@@ -303,10 +303,10 @@ def functions(page: Page) -> None:
 
 
 def plugin_settings(page: Page) -> None:
-    from gopherq.core.settings import Section, SinkSettings
+    from gopherq.core.settings import PluginSettings, SinkSettings
 
     page.heading(3, "`PluginSettings`")
-    page.add(docstring(Section), "Its subclasses' fields are the keys of the plugin's `[plugins.<name>]` table.")
+    page.add(docstring(PluginSettings), "Its subclasses' fields are the keys of the plugin's `[plugins.<name>]` table.")
     page.heading(3, "`SinkSettings`")
     page.add(docstring(SinkSettings))
     page.fields(SinkSettings)

@@ -61,8 +61,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "bounded": ("gopherq.core.bounds", "bounded"),
     "Backoff": ("gopherq.core.resilience", "Backoff"),
     "redis_unavailable": ("gopherq.core.resilience", "unavailable"),
-    "RedisConnection": ("gopherq.core.connection", "Connection"),
-    "PluginSettings": ("gopherq.core.settings", "Section"),
+    "RedisConnection": ("gopherq.core.connection", "RedisConnection"),
+    "PluginSettings": ("gopherq.core.settings", "PluginSettings"),
     "Settings": ("gopherq.core.settings", "Settings"),
     "SinkSettings": ("gopherq.core.settings", "SinkSettings"),
     "load_settings": ("gopherq.core.settings", "load_settings"),
@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from gopherq.client import AsyncClient, Client, Enqueued
     from gopherq.core.bounds import bounded
     from gopherq.core.calls import OutboundCall, OutboundCalls
-    from gopherq.core.connection import Connection as RedisConnection
+    from gopherq.core.connection import RedisConnection
     from gopherq.core.errors import (
         BrokerUnavailable,
         ConfigError,
@@ -104,8 +104,7 @@ if TYPE_CHECKING:
     from gopherq.core.resilience import Backoff
     from gopherq.core.resilience import unavailable as redis_unavailable
     from gopherq.core.schedules import Schedule
-    from gopherq.core.settings import Section as PluginSettings
-    from gopherq.core.settings import Settings, SinkSettings, load_settings
+    from gopherq.core.settings import PluginSettings, Settings, SinkSettings, load_settings
     from gopherq.core.task import ErrorInfo, Task, TaskResult, TaskStatus
     from gopherq.functions import App, Handle, JsonSerializer, Serializer, TaskFailed, TaskFunction
 else:

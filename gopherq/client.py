@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker, SpecialPush, now_ms
-from gopherq.core.connection import Connection
+from gopherq.core.connection import RedisConnection
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
@@ -29,7 +29,7 @@ from gopherq.core.schedules import upcoming
 from gopherq.core.settings import Settings, load_settings
 from gopherq.core.task import (
     NESTED_TOO_DEEPLY,
-    Backoff,
+    RetryBackoff,
     Task,
     TaskResult,
     decode_task,
@@ -76,7 +76,7 @@ class AsyncClient:
         self._sinks = sinks
         self._sink_flush_timeout = sink_flush_timeout
         self.bus: EventBus | None = None
-        self._connection = Connection(self.settings, "client")
+        self._connection = RedisConnection(self.settings, "client")
         self._brokers: dict[str, Broker] = {}
         self.masker = Masker.from_settings(self.settings)
         #: A Redis client given by the caller (e.g. the web server's) is used as is and never closed here.
@@ -153,7 +153,7 @@ class AsyncClient:
         max_attempts: int | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
-        backoff: dict[str, float] | tuple[float, float] | Backoff | None = None,
+        backoff: dict[str, float] | tuple[float, float] | RetryBackoff | None = None,
         priority: str | None = None,
         unique_key: str | None = None,
         unique_for: float | None = None,

@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 
-from gopherq.core.connection import Connection, describe_target
+from gopherq.core.connection import RedisConnection, describe_target
 from gopherq.core.errors import BrokerUnavailable
 from gopherq.core.keys import QueueKeys
 from gopherq.core.scripts import load_script, script_names, scripts
@@ -71,7 +71,7 @@ async def probe(settings: Settings, queue: str | None = None, *, full: bool = Tr
     Never raises for a Redis problem: it lands in `problems`."""
     queue = queue or settings.queue.name
     report = HealthReport(target=describe_target(settings))
-    connection = Connection(settings, "check")
+    connection = RedisConnection(settings, "check")
     try:
         redis = await connection.open()
         started = time.perf_counter()

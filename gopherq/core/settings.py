@@ -65,6 +65,11 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+class PluginSettings(Section):
+    """Base of a plugin's settings table (`[plugins.<name>]`): unknown keys are errors, not silently ignored.
+    Register the subclass with `gopherq_register_settings`."""
+
+
 class RedisSettings(Section):
     """Where Redis is. With neither `url` nor `address`, GoPherQ runs an embedded redis-server of its own."""
 
@@ -503,7 +508,7 @@ def validate_section(
         raise ConfigError(describe_validation_error(exc, model, sources, prefix=loc)) from None
 
 
-class SinkSettings(Section):
+class SinkSettings(PluginSettings):
     """Base for a sink plugin's settings table: every sink can be switched off and filtered the same way."""
 
     enabled: bool = True

@@ -96,8 +96,9 @@ class TaskStatus(str, enum.Enum):
 
 
 @dataclass(slots=True)
-class Backoff:
-    """Bounds of the exponential backoff (with full jitter) between attempts, in seconds."""
+class RetryBackoff:
+    """Bounds of a task's exponential backoff (with full jitter) between attempts, in seconds. (Not the
+    `resilience.Backoff` a worker waits with between Redis calls.)"""
 
     min: float
     max: float
@@ -117,7 +118,7 @@ class Task:
     queue: str | None = None
     attempt: int = 1
     max_attempts: int | None = None
-    backoff: Backoff | None = None
+    backoff: RetryBackoff | None = None
     timeout: float | None = None
     deadline: float | None = None
     eta: float | None = None
@@ -258,7 +259,7 @@ def _timestamp_field(obj: dict[str, Any], name: str) -> float | None:
     raise _reject(f"field '{name}' must be Unix seconds or an ISO-8601 time with a zone, got {value!r}")
 
 
-def _backoff_field(obj: dict[str, Any]) -> Backoff | None:
+def _backoff_field(obj: dict[str, Any]) -> RetryBackoff | None:
     return parse_backoff(obj.get("backoff"))
 
 
@@ -266,23 +267,23 @@ def _backoff_field(obj: dict[str, Any]) -> Backoff | None:
 BACKOFF_SHAPES = "{'min': s, 'max': s} (either may be left out) or [min, max], with 0 <= min <= max"
 
 
-def parse_backoff(value: Any) -> Backoff | None:
+def parse_backoff(value: Any) -> RetryBackoff | None:
     """The one reading of a task's `backoff`, whatever the entry point (a raw envelope, the client, `@app.task`,
     the HTTP API, a schedule): `{"min": s, "max": s}` (defaults 1 and 300), a `[min, max]` pair (a list, or a
-    tuple from Python), or a `Backoff`. None is no backoff of its own. Anything else is refused with a message
+    tuple from Python), or a `RetryBackoff`. None is no backoff of its own. Anything else is refused with a message
     that shows the value as given."""
     if value is None:
         return None
     low: Any = None
     high: Any = None
-    if isinstance(value, Backoff):
+    if isinstance(value, RetryBackoff):
         low, high = value.min, value.max
     elif isinstance(value, dict) and set(value) <= {"min", "max"}:
         low, high = value.get("min", 1.0), value.get("max", 300.0)
     elif isinstance(value, (list, tuple)) and len(value) == 2:
         low, high = value
     if type(low) in (int, float) and type(high) in (int, float) and 0 <= low <= high:
-        return Backoff(float(low), float(high))
+        return RetryBackoff(float(low), float(high))
     raise _reject(f"field 'backoff' must be {BACKOFF_SHAPES}, got {value!r}")
 
 
