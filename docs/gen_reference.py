@@ -250,7 +250,8 @@ def sinks(page: Page) -> None:
 
 
 def results(page: Page) -> None:
-    from gopherq.core.task import ErrorInfo, TaskResult, TaskStatus
+    from gopherq.core.results import ErrorInfo, TaskResult
+    from gopherq.core.task import TaskStatus
 
     page.heading(3, "`TaskStatus`")
     page.add(docstring(TaskStatus))

@@ -66,9 +66,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Settings": ("gopherq.core.settings", "Settings"),
     "SinkSettings": ("gopherq.core.settings", "SinkSettings"),
     "load_settings": ("gopherq.core.settings", "load_settings"),
-    "ErrorInfo": ("gopherq.core.task", "ErrorInfo"),
+    "ErrorInfo": ("gopherq.core.results", "ErrorInfo"),
     "Task": ("gopherq.core.task", "Task"),
-    "TaskResult": ("gopherq.core.task", "TaskResult"),
+    "TaskResult": ("gopherq.core.results", "TaskResult"),
     "TaskStatus": ("gopherq.core.task", "TaskStatus"),
 }
 
@@ -103,9 +103,10 @@ if TYPE_CHECKING:
     from gopherq.core.masking import Masker
     from gopherq.core.resilience import Backoff
     from gopherq.core.resilience import unavailable as redis_unavailable
+    from gopherq.core.results import ErrorInfo, TaskResult
     from gopherq.core.schedules import Schedule
     from gopherq.core.settings import PluginSettings, Settings, SinkSettings, load_settings
-    from gopherq.core.task import ErrorInfo, Task, TaskResult, TaskStatus
+    from gopherq.core.task import Task, TaskStatus
     from gopherq.functions import App, Handle, JsonSerializer, Serializer, TaskFailed, TaskFunction
 else:
 

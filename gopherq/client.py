@@ -25,17 +25,10 @@ from gopherq.core.events import EventBus
 from gopherq.core.inspect import Inspector
 from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
+from gopherq.core.results import TaskResult
 from gopherq.core.schedules import upcoming
 from gopherq.core.settings import Settings, load_settings
-from gopherq.core.task import (
-    NESTED_TOO_DEEPLY,
-    RetryBackoff,
-    Task,
-    TaskResult,
-    decode_task,
-    new_task_id,
-    parse_backoff,
-)
+from gopherq.core.task import NESTED_TOO_DEEPLY, RetryBackoff, Task, decode_task, new_task_id, parse_backoff
 
 T = TypeVar("T")
 

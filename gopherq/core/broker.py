@@ -17,8 +17,9 @@ from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
 from gopherq.core.keys import COUNTS_TTL, QueueKeys
 from gopherq.core.priorities import LETTERS
+from gopherq.core.results import TaskResult
 from gopherq.core.scripts import scripts
-from gopherq.core.task import TaskResult, TaskStatus, task_from_dict
+from gopherq.core.task import TaskStatus, task_from_dict
 
 log = logging.getLogger(__name__)
 

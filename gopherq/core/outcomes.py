@@ -20,8 +20,9 @@ from gopherq.core.broker import Settlement
 from gopherq.core.errors import TaskRejected
 from gopherq.core.executor import AttemptOutcome
 from gopherq.core.masking import drop_cut_url
+from gopherq.core.results import ErrorInfo, TaskResult
 from gopherq.core.settings import QueueSettings
-from gopherq.core.task import DEFAULT_TYPE, ErrorInfo, Task, TaskResult, TaskStatus
+from gopherq.core.task import DEFAULT_TYPE, Task, TaskStatus
 from gopherq.core.tracecontext import trace_id
 
 #: Dead-letter reason codes and what each means (documented in docs/guarantees.md).
