@@ -248,7 +248,8 @@ def gopherq_register_hooks(register: RegisterHooks, settings: Settings) -> None:
 
     Errors: an exception stops start-up, naming the plugin, like the other registration hooks.
 
-    Runs in: every process that loads plugins, as `gopherq_register_settings`.
+    Runs in: every process that loads plugins, once, right after the settings are validated (before the
+    executors are registered).
     """
 
 
@@ -273,8 +274,8 @@ def gopherq_before_enqueue(
 
     Errors: an exception is logged and the task is enqueued as it was: a plugin here must never cost a task.
 
-    Runs in: the producing process: clients, `gopherq api`, the command line, and workers (schedules and
-    follow-ups).
+    Runs in: producers: clients (`Client`, `AsyncClient`, `App`), `gopherq enqueue`, `gopherq api` and
+    `gopherq web` (the `/v1` API), and workers (schedules and callbacks).
     """
 
 
@@ -297,7 +298,7 @@ def gopherq_wrap_attempt(run: AttemptRunner, settings: Settings) -> AttemptRunne
     Errors: cancellation (a time limit, `cancel`, shutdown) arrives as `asyncio.CancelledError` and must
     propagate. Any other exception escaping the wrapper fails the attempt (reason `exception`).
 
-    Runs in: workers only, in the worker's event loop.
+    Runs in: workers only (each process of `gopherq run`), in the worker's event loop.
     """
 
 
@@ -314,5 +315,5 @@ def gopherq_task_links(task: TaskInfo, settings: Settings) -> list[tuple[str, st
 
     Errors: an exception is logged and the page is shown without your links.
 
-    Runs in: the web server (`gopherq web`).
+    Runs in: `gopherq web` only, each time it renders a task page.
     """
