@@ -16,18 +16,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gopherq.core.admission import admit
-from gopherq.core.broker import Broker
 from gopherq.core.connection import blocking_wait
 from gopherq.core.errors import TaskRejected
-from gopherq.core.events import EventBus
 from gopherq.core.executor import ExecutorEntry
-from gopherq.core.flow import WorkerFlow
-from gopherq.core.holdings import Holdings
 from gopherq.core.outcomes import Decision, OutcomePolicy
-from gopherq.core.plugins import PluginManager
 from gopherq.core.priorities import LevelOrder
-from gopherq.core.resilience import RETRYABLE, Backoff, Outage, with_retries
-from gopherq.core.settings import Settings
+from gopherq.core.resilience import RETRYABLE, Backoff, with_retries
+from gopherq.core.shared import Shared
 from gopherq.core.task import Task, decode_task
 
 log = logging.getLogger("gopherq.core.worker")  # the worker's log lines, under the name operators filter on
@@ -44,34 +39,27 @@ class Fetcher:
 
     def __init__(
         self,
-        worker_id: str,
-        settings: Settings,
-        broker: Broker,
-        bus: EventBus,
-        plugins: PluginManager,
-        flow: WorkerFlow,
+        shared: Shared,
         policy: OutcomePolicy,
-        holdings: Holdings,
         decide: Callable[[Decision], None],
         flush: Callable[[], Awaitable[None]],
         launch: Callable[[str, Task, ExecutorEntry], asyncio.Task[None]],
         quiet: asyncio.Event,
-        outage: Outage,
     ) -> None:
-        self.worker_id = worker_id
-        self.settings = settings
-        self.broker = broker
-        self.bus = bus
-        self.plugins = plugins
-        self.flow = flow
-        self.policy = policy
-        self.holdings = holdings
-        self.decide = decide
-        self.flush = flush
-        self.launch = launch
-        self.quiet = quiet
-        self.outage = outage
-        cfg = settings.worker
+        self.worker_id, self.settings, self.broker, self.bus = (
+            shared.worker_id,
+            shared.settings,
+            shared.broker,
+            shared.bus,
+        )
+        self.plugins, self.flow, self.holdings, self.outage = (
+            shared.plugins,
+            shared.flow,
+            shared.holdings,
+            shared.outage,
+        )
+        self.policy, self.decide, self.flush, self.launch, self.quiet = policy, decide, flush, launch, quiet
+        cfg = self.settings.worker
         self.concurrency = cfg.concurrency
         self.lease_ms = int(cfg.lease_timeout * 1000)
         self.levels = LevelOrder(cfg.priority_mode, cfg.priority_weights)

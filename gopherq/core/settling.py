@@ -11,14 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gopherq.core.broker import Broker
-from gopherq.core.events import EventBus
-from gopherq.core.flow import WorkerFlow
-from gopherq.core.holdings import Holdings
 from gopherq.core.outcomes import Decision
-from gopherq.core.plugins import PluginManager
-from gopherq.core.resilience import RETRYABLE, Backoff, Outage
-from gopherq.core.settings import QueueSettings
+from gopherq.core.resilience import RETRYABLE, Backoff
+from gopherq.core.shared import Shared
 
 log = logging.getLogger("gopherq.core.worker")  # the worker's log lines, under the name operators filter on
 
@@ -26,27 +21,10 @@ log = logging.getLogger("gopherq.core.worker")  # the worker's log lines, under 
 class Settler:
     """The settle side of one worker: collects decisions, records them in batches, counts and announces them."""
 
-    def __init__(
-        self,
-        worker_id: str,
-        queue: QueueSettings,
-        broker: Broker,
-        bus: EventBus,
-        flow: WorkerFlow,
-        plugins: PluginManager,
-        holdings: Holdings,
-        stats: dict[str, int],
-        outage: Outage,
-    ) -> None:
-        self.worker_id = worker_id
-        self.queue = queue
-        self.broker = broker
-        self.bus = bus
-        self.flow = flow
-        self.plugins = plugins
-        self.outage = outage
-        self.held = holdings.tasks
-        self.stats = stats
+    def __init__(self, shared: Shared) -> None:
+        self.queue = shared.settings.queue
+        self.broker, self.bus, self.flow, self.plugins = shared.broker, shared.bus, shared.flow, shared.plugins
+        self.held, self.stats, self.outage = shared.holdings.tasks, shared.stats, shared.outage
         self._decisions: list[Decision] = []
         self._followups: list[bytes] = []  # envelopes tasks asked for when they ended (e.g. callbacks)
         self._flush_lock = asyncio.Lock()

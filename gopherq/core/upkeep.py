@@ -20,13 +20,9 @@ from gopherq.core import codec
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker
 from gopherq.core.connection import command_timeout
-from gopherq.core.events import EventBus
-from gopherq.core.flow import WorkerFlow
-from gopherq.core.holdings import Holdings
-from gopherq.core.plugins import PluginManager
-from gopherq.core.resilience import RETRYABLE, Backoff, Outage
+from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.schedules import Scheduler, validate_schedules
-from gopherq.core.settings import Settings
+from gopherq.core.shared import Shared
 from gopherq.core.task import decode_task
 
 log = logging.getLogger("gopherq.core.worker")
@@ -38,30 +34,11 @@ RUNNING_LISTED = 1000
 class Upkeep:
     """Heartbeat, maintenance (promote, schedules, reap) and cancel-watch loops, and the start-up checks."""
 
-    def __init__(
-        self,
-        worker_id: str,
-        settings: Settings,
-        redis: Any,
-        broker: Broker,
-        bus: EventBus,
-        flow: WorkerFlow,
-        plugins: PluginManager,
-        holdings: Holdings,
-        stats: dict[str, int],
-        outage: Outage,
-    ) -> None:
-        self.worker_id = worker_id
-        self.settings = settings
-        self.redis = redis
-        self.broker = broker
-        self.bus = bus
-        self.flow = flow
-        self.plugins = plugins
-        self.holdings = holdings
-        self.stats = stats
-        self.outage = outage
-        self.lease_ms = int(settings.worker.lease_timeout * 1000)
+    def __init__(self, shared: Shared) -> None:
+        self.worker_id, self.settings, self.redis = shared.worker_id, shared.settings, shared.redis
+        self.broker, self.bus, self.flow, self.plugins = shared.broker, shared.bus, shared.flow, shared.plugins
+        self.holdings, self.stats, self.outage = shared.holdings, shared.stats, shared.outage
+        self.lease_ms = int(self.settings.worker.lease_timeout * 1000)
         self.started_at = time.time()
         self.scheduler = self._make_scheduler()
 

@@ -40,6 +40,7 @@ from gopherq.core.plugins import PluginManager
 from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff, Outage, with_retries
 from gopherq.core.settings import Settings
 from gopherq.core.settling import Settler
+from gopherq.core.shared import Shared
 from gopherq.core.task import Task
 from gopherq.core.upkeep import Upkeep
 from gopherq.core.watchdog import Watchdog
@@ -79,27 +80,12 @@ class Worker:
         self.executing = self.holdings.runners
         self._stop = asyncio.Event()
         self._quiet = asyncio.Event()
-        self.settler = Settler(
-            self.id, settings.queue, self.broker, self.bus, self.flow, plugins, self.holdings, self.stats, self.outage
-        )
-        self.upkeep = Upkeep(
+        shared = Shared(
             self.id, settings, redis, self.broker, self.bus, self.flow, plugins, self.holdings, self.stats, self.outage
         )
-        self.fetcher = Fetcher(
-            self.id,
-            settings,
-            self.broker,
-            self.bus,
-            plugins,
-            self.flow,
-            self.policy,
-            self.holdings,
-            self.settler.decide,
-            self.settler.flush,
-            self.launch,
-            self._quiet,
-            self.outage,
-        )
+        self.settler = Settler(shared)
+        self.upkeep = Upkeep(shared)
+        self.fetcher = Fetcher(shared, self.policy, self.settler.decide, self.settler.flush, self.launch, self._quiet)
         self._decide = self.settler.decide  # bound once: the per-task path pays no extra lookup
         self._loops: list[asyncio.Task[None]] = []
         self._fetcher: asyncio.Task[None] | None = None
