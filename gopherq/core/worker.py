@@ -6,7 +6,8 @@
   counts and announces each one;
 - `Upkeep` (upkeep.py) renews the leases of everything this worker holds (the heartbeat), promotes due delayed
   tasks, ticks schedules, reaps tasks whose holder died and cancels attempts on request;
-- `Holdings` (holdings.py) is the one state they share: the tasks this worker holds and their runners.
+- `Holdings` (holdings.py) is the one state they share: the tasks this worker holds and their runners; each part
+  is built from one `Shared` (shared.py): the id, settings, Redis side, event bus, flow control, plugins and counters.
 
 Shutdown stops fetching, waits for running tasks up to `shutdown_timeout`, and puts back whatever did not finish at
 the head of the ready list without counting an attempt. No loop ever exits on a Redis error: it backs off and tries
