@@ -193,6 +193,9 @@ def hooks(page: Page) -> None:
     for cls in (hookspecs.RegisterSettings, hookspecs.RegisterExecutor, hookspecs.RegisterSink):
         page.heading(4, f"`{cls.__name__}`")
         page.add(code(signature(cls.__call__, "register")), docstring(cls))
+    page.heading(3, "`WorkerView`")
+    page.add(docstring(hookspecs.WorkerView))
+    page.methods(4, hookspecs.WorkerView)
 
 
 def executors(page: Page) -> None:
@@ -203,6 +206,18 @@ def executors(page: Page) -> None:
     page.add(docstring(executor))
     page.heading(3, "`Executor`")
     page.add(code(signature(executor.Executor.execute, "execute")), docstring(executor.Executor))
+    page.heading(3, "The optional extras of an executor")
+    page.add("Each is a runtime-checkable protocol (`gopherq.core.executor`): an executor has it by having the member.")
+    for extra in executor.EXTRAS:
+        page.heading(4, f"`{extra.__name__}`")
+        members = [name for name in vars(extra) if not name.startswith("_")]
+        for name in members:
+            value = vars(extra)[name]
+            if callable(value):
+                page.add(code(signature(value, name)))
+        for name, kind in extra.__annotations__.items():
+            page.add(code(f"{name}: {kind}"))
+        page.add(docstring(extra))
     page.heading(3, "`ExecutionContext`")
     page.add(docstring(executor.ExecutionContext))
     page.fields(executor.ExecutionContext)
@@ -235,7 +250,8 @@ def sinks(page: Page) -> None:
 
 
 def results(page: Page) -> None:
-    from gopherq.core.task import ErrorInfo, TaskResult, TaskStatus
+    from gopherq.core.results import ErrorInfo, TaskResult
+    from gopherq.core.task import TaskStatus
 
     page.heading(3, "`TaskStatus`")
     page.add(docstring(TaskStatus))
@@ -288,10 +304,10 @@ def functions(page: Page) -> None:
 
 
 def plugin_settings(page: Page) -> None:
-    from gopherq.core.settings import Section, SinkSettings
+    from gopherq.core.settings import PluginSettings, SinkSettings
 
     page.heading(3, "`PluginSettings`")
-    page.add(docstring(Section), "Its subclasses' fields are the keys of the plugin's `[plugins.<name>]` table.")
+    page.add(docstring(PluginSettings), "Its subclasses' fields are the keys of the plugin's `[plugins.<name>]` table.")
     page.heading(3, "`SinkSettings`")
     page.add(docstring(SinkSettings))
     page.fields(SinkSettings)

@@ -1,12 +1,12 @@
 """GoPherQ: a distributed task queue on Redis whose first-class task is an HTTP call.
 
 This module is the public API: what applications and plugins import. Everything else is internal.
-Plugins need: `hookimpl` and the `Register*` callback types (hooks), `Executor`, `ExecutionContext` and `Task`
-(executors), `Sink`, `Event` and `EventFilter` (sinks), `PluginSettings`, `SinkSettings` and `Settings`
-(settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor raises), and for plugins that
-write to Redis or show data: `RedisConnection`, `QueueKeys`, `Masker`, `bounded` (cut a value to a size),
-`redis_unavailable` (an error that means "try again later") and `Backoff` (the wait between tries). See
-docs/plugins.md.
+Plugins need: `hookimpl`, the `Register*` callback types and `WorkerView` (hooks), `Executor`,
+`ExecutionContext` and `Task` (executors), `Sink`, `Event` and `EventFilter` (sinks), `PluginSettings`,
+`SinkSettings` and `Settings` (settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor
+raises), and for plugins that write to Redis or show data: `RedisConnection`, `QueueKeys`, `Masker`, `bounded`
+(cut a value to a size), `redis_unavailable` (an error that means "try again later") and `Backoff` (the wait
+between tries). See docs/plugins.md.
 
 Names are imported on first use, so importing a submodule (such as `gopherq.testing`, the pytest plugin that
 every test run in an environment with GoPherQ loads) does not pay for Redis, pydantic and the rest.
@@ -53,6 +53,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "RegisterHooks": ("gopherq.core.hookspecs", "RegisterHooks"),
     "RegisterSettings": ("gopherq.core.hookspecs", "RegisterSettings"),
     "RegisterSink": ("gopherq.core.hookspecs", "RegisterSink"),
+    "WorkerView": ("gopherq.core.hookspecs", "WorkerView"),
     "hookimpl": ("gopherq.core.hookspecs", "hookimpl"),
     "Inspector": ("gopherq.core.inspect", "Inspector"),
     "QueueKeys": ("gopherq.core.keys", "QueueKeys"),
@@ -60,14 +61,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "bounded": ("gopherq.core.bounds", "bounded"),
     "Backoff": ("gopherq.core.resilience", "Backoff"),
     "redis_unavailable": ("gopherq.core.resilience", "unavailable"),
-    "RedisConnection": ("gopherq.core.connection", "Connection"),
-    "PluginSettings": ("gopherq.core.settings", "Section"),
+    "RedisConnection": ("gopherq.core.connection", "RedisConnection"),
+    "PluginSettings": ("gopherq.core.settings", "PluginSettings"),
     "Settings": ("gopherq.core.settings", "Settings"),
     "SinkSettings": ("gopherq.core.settings", "SinkSettings"),
     "load_settings": ("gopherq.core.settings", "load_settings"),
-    "ErrorInfo": ("gopherq.core.task", "ErrorInfo"),
+    "ErrorInfo": ("gopherq.core.results", "ErrorInfo"),
     "Task": ("gopherq.core.task", "Task"),
-    "TaskResult": ("gopherq.core.task", "TaskResult"),
+    "TaskResult": ("gopherq.core.results", "TaskResult"),
     "TaskStatus": ("gopherq.core.task", "TaskStatus"),
 }
 
@@ -75,7 +76,7 @@ if TYPE_CHECKING:
     from gopherq.client import AsyncClient, Client, Enqueued
     from gopherq.core.bounds import bounded
     from gopherq.core.calls import OutboundCall, OutboundCalls
-    from gopherq.core.connection import Connection as RedisConnection
+    from gopherq.core.connection import RedisConnection
     from gopherq.core.errors import (
         BrokerUnavailable,
         ConfigError,
@@ -89,16 +90,23 @@ if TYPE_CHECKING:
     from gopherq.core.events import Event, EventFilter, Sink
     from gopherq.core.executor import AttemptOutcome, AttemptRunner, ExecutionContext, Executor
     from gopherq.core.flow import FlowLimits
-    from gopherq.core.hookspecs import RegisterExecutor, RegisterHooks, RegisterSettings, RegisterSink, hookimpl
+    from gopherq.core.hookspecs import (
+        RegisterExecutor,
+        RegisterHooks,
+        RegisterSettings,
+        RegisterSink,
+        WorkerView,
+        hookimpl,
+    )
     from gopherq.core.inspect import Inspector
     from gopherq.core.keys import QueueKeys
     from gopherq.core.masking import Masker
     from gopherq.core.resilience import Backoff
     from gopherq.core.resilience import unavailable as redis_unavailable
+    from gopherq.core.results import ErrorInfo, TaskResult
     from gopherq.core.schedules import Schedule
-    from gopherq.core.settings import Section as PluginSettings
-    from gopherq.core.settings import Settings, SinkSettings, load_settings
-    from gopherq.core.task import ErrorInfo, Task, TaskResult, TaskStatus
+    from gopherq.core.settings import PluginSettings, Settings, SinkSettings, load_settings
+    from gopherq.core.task import Task, TaskStatus
     from gopherq.functions import App, Handle, JsonSerializer, Serializer, TaskFailed, TaskFunction
 else:
 
@@ -160,6 +168,7 @@ __all__ = [
     "TaskRejected",
     "TaskResult",
     "TaskStatus",
+    "WorkerView",
     "bounded",
     "hookimpl",
     "load_settings",

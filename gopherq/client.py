@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker, SpecialPush, now_ms
-from gopherq.core.connection import Connection
+from gopherq.core.connection import RedisConnection
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
@@ -26,16 +26,9 @@ from gopherq.core.inspect import Inspector
 from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.registry import QueueRegistry
+from gopherq.core.results import TaskResult
 from gopherq.core.settings import Settings, load_settings
-from gopherq.core.task import (
-    NESTED_TOO_DEEPLY,
-    Backoff,
-    Task,
-    TaskResult,
-    decode_task,
-    new_task_id,
-    parse_backoff,
-)
+from gopherq.core.task import NESTED_TOO_DEEPLY, RetryBackoff, Task, decode_task, new_task_id, parse_backoff
 
 T = TypeVar("T")
 
@@ -76,7 +69,7 @@ class AsyncClient:
         self._sinks = sinks
         self._sink_flush_timeout = sink_flush_timeout
         self.bus: EventBus | None = None
-        self._connection = Connection(self.settings, "client")
+        self._connection = RedisConnection(self.settings, "client")
         self._brokers: dict[str, Broker] = {}
         self.masker = Masker.from_settings(self.settings)
         #: A Redis client given by the caller (e.g. the web server's) is used as is and never closed here.
@@ -164,7 +157,7 @@ class AsyncClient:
         max_attempts: int | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
-        backoff: dict[str, float] | tuple[float, float] | Backoff | None = None,
+        backoff: dict[str, float] | tuple[float, float] | RetryBackoff | None = None,
         priority: str | None = None,
         unique_key: str | None = None,
         unique_for: float | None = None,

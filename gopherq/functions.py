@@ -19,8 +19,9 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 from gopherq.client import AsyncClient, Client
 from gopherq.core.errors import GoPherQError, TaskRejected
 from gopherq.core.plugins import PluginManager, load_plugins
+from gopherq.core.results import TaskResult
 from gopherq.core.settings import Settings, load_settings
-from gopherq.core.task import TaskResult, TaskStatus
+from gopherq.core.task import TaskStatus
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from gopherq.client import AsyncClient
     from gopherq.core.events import Event
     from gopherq.core.plugins import PluginManager
+    from gopherq.core.results import ErrorInfo
     from gopherq.core.settings import Settings
-    from gopherq.core.task import ErrorInfo, Task
+    from gopherq.core.task import Task
     from gopherq.core.worker import Worker
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -174,7 +175,7 @@ class PluginHarness:
         from gopherq.core.admission import admit
         from gopherq.core.errors import TaskRejected
         from gopherq.core.executor import ExecutionContext, run_attempt
-        from gopherq.core.task import ErrorInfo
+        from gopherq.core.results import ErrorInfo
 
         task = self.task(envelope)
         if attempt is not None:

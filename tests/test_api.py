@@ -17,7 +17,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from gopherq.client import AsyncClient, Enqueued
-from gopherq.core.connection import Connection
+from gopherq.core.connection import RedisConnection
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
 from gopherq.core.task import Task
@@ -222,7 +222,7 @@ async def test_redis_down_is_503_with_retry_after_and_nothing_half_done(
     api: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     # The server's own kind of client (core/connection.py), which can tell that no command reached Redis.
-    connection = Connection(make_settings(redis={"url": f"redis://127.0.0.1:{free_port()}/0"}), "client")
+    connection = RedisConnection(make_settings(redis={"url": f"redis://127.0.0.1:{free_port()}/0"}), "client")
     unreachable = await connection.open()
     app = await api(redis_client=unreachable)
     try:

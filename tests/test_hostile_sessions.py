@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from aiohttp import ClientSession, CookieJar
 from aiohttp.test_utils import TestServer
 
-from gopherq.core.connection import Connection
+from gopherq.core.connection import RedisConnection
 from gopherq.core.settings import Settings
 from gopherq.web import create_app
 from gopherq.web.security import CSRF_COOKIE, SESSION_COOKIE
@@ -230,7 +230,7 @@ async def test_an_anonymous_pair_is_refused_for_a_basic_auth_browser(
 async def test_a_session_cookie_when_redis_is_down_is_a_503_not_a_login(
     site: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    connection = Connection(make_settings(redis={"url": f"redis://127.0.0.1:{free_port()}/0"}), "client")
+    connection = RedisConnection(make_settings(redis={"url": f"redis://127.0.0.1:{free_port()}/0"}), "client")
     app = await site(redis_client=await connection.open(), web={"token": TOKEN})
     try:
         browser = app.browser()

@@ -163,7 +163,7 @@ async def test_pause_stops_claiming_and_resume_restarts(
         await inspect.pause(queue_name)
         assert (await inspect.queue(queue_name)).paused
         running = await start_worker(settings, extra)
-        await async_wait_until(lambda: running.worker._was_paused, what="the worker to see the pause")
+        await async_wait_until(lambda: running.worker.fetcher.was_paused, what="the worker to see the pause")
         await client.enqueue_many([client.task("noop", id=f"p{n}") for n in range(5)])
         # Several claim polls pass while paused: nothing is taken (not even into the worker's processing list).
         for _ in range(4):

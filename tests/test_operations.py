@@ -27,9 +27,9 @@ from gopherq.core.broker import Broker, Settlement
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings, load_settings
-from gopherq.metrics import render_metrics
 from gopherq.plugins.metrics_sink import BoundedLabel, status_class
 from gopherq.plugins.stream_sink import StreamSink, StreamSinkSettings
+from gopherq.web.exposition import render_metrics
 from tests.conftest import GOPHERQ, LoopbackServer, cli_env, free_port, free_ports, wait_until, write_config
 
 SECRET = "s3cr3t-bearer-value"

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from gopherq import App, Client, Event, ExecutionContext, Task, TaskRejected, hookimpl
 from gopherq.core.plugins import BUILTINS, load_plugins
 from gopherq.core.settings import load_settings
-from gopherq.core.task import Backoff, TaskStatus, parse_backoff, task_from_dict
+from gopherq.core.task import RetryBackoff, TaskStatus, parse_backoff, task_from_dict
 from gopherq.testing import PluginHarness, RedisQueue, make_event
 from tests.conftest import REPO, ExecutorPlugin, NoopExecutor, write_config
 
@@ -54,17 +54,17 @@ def test_pinning_third_party_plugins_keeps_the_functions_plugin() -> None:
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        ({"min": 1, "max": 5}, Backoff(1.0, 5.0)),
-        ({"max": 5}, Backoff(1.0, 5.0)),
-        ((0.5, 2), Backoff(0.5, 2.0)),
-        ([0.5, 2], Backoff(0.5, 2.0)),
-        (Backoff(3, 4), Backoff(3.0, 4.0)),
+        ({"min": 1, "max": 5}, RetryBackoff(1.0, 5.0)),
+        ({"max": 5}, RetryBackoff(1.0, 5.0)),
+        ((0.5, 2), RetryBackoff(0.5, 2.0)),
+        ([0.5, 2], RetryBackoff(0.5, 2.0)),
+        (RetryBackoff(3, 4), RetryBackoff(3.0, 4.0)),
         (None, None),
     ],
 )
-def test_backoff_shapes_are_the_same_for_every_entry_point(given: Any, expected: Backoff | None) -> None:
+def test_backoff_shapes_are_the_same_for_every_entry_point(given: Any, expected: RetryBackoff | None) -> None:
     assert parse_backoff(given) == expected
-    if not isinstance(given, (Backoff, tuple)):  # JSON has no tuple and no Backoff: the rest travel raw too
+    if not isinstance(given, (RetryBackoff, tuple)):  # JSON has no tuple and no RetryBackoff: the rest travel raw too
         assert task_from_dict({"id": "t", "backoff": given}).backoff == expected
 
 
@@ -80,7 +80,7 @@ def test_the_client_and_functions_accept_the_documented_backoff_dict(make_settin
     settings = make_settings()
     with Client(settings) as client:
         task = client.task("http", url="http://127.0.0.1:9/", backoff={"min": 1, "max": 5})
-        assert task.backoff == Backoff(1.0, 5.0)
+        assert task.backoff == RetryBackoff(1.0, 5.0)
         assert json.loads(task.envelope or b"")["backoff"] == {"min": 1.0, "max": 5.0}
         with pytest.raises(TaskRejected, match=r"got \{'min': 9, 'max': 1\}"):
             client.task("http", url="http://127.0.0.1:9/", backoff={"min": 9, "max": 1})

@@ -51,8 +51,18 @@ def test_every_hook_says_which_processes_run_it() -> None:
             assert "\n    Runs in: " in (spec.__doc__ or ""), f"{name}: its docstring has no 'Runs in:' paragraph"
 
 
-#: The first string literal of an `.emit(...)` or `Decision(...)` call: the event's name.
-EMITTED = re.compile(r'(?:\.emit|Decision)\((?:[^()"]|\([^()]*\))*?"([a-z]+\.[a-z_]+)"')
+def test_every_hook_docstring_has_the_same_skeleton() -> None:
+    for name, spec in vars(hookspecs).items():
+        if name.startswith("gopherq_"):
+            doc = spec.__doc__ or ""
+            places = [doc.find(f"\n    {part} ") for part in hookspecs.DOCSTRING_PARTS]
+            assert -1 not in places, f"{name}: its docstring lacks one of {hookspecs.DOCSTRING_PARTS}"
+            assert places == sorted(places), f"{name}: the parts of its docstring are not in the usual order"
+
+
+#: The first string literal of an `.emit(...)` or `Decision(...)` call, or of an outcomes.py decision that names its
+#: event (`policy.release(...)`, `policy.defer(...)`): the event's name.
+EMITTED = re.compile(r'(?:\.emit|Decision|\.release|\.defer)\((?:[^()"]|\([^()]*\))*?"([a-z]+\.[a-z_]+)"')
 
 
 def test_every_event_the_code_emits_is_in_the_catalogue() -> None:

@@ -15,9 +15,9 @@ from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.outcomes import DEAD_DETAIL_LIMIT, OutcomePolicy, backoff_delay
 from gopherq.core.resilience import Backoff
+from gopherq.core.results import ErrorInfo
 from gopherq.core.settings import QueueSettings, Settings
-from gopherq.core.task import Backoff as TaskBackoff
-from gopherq.core.task import ErrorInfo, Task
+from gopherq.core.task import RetryBackoff, Task
 from gopherq.plugins.http import retry_after_seconds
 from tests.conftest import CaptureSink, LoopbackServer, SinkPlugin, async_wait_until
 
@@ -77,7 +77,7 @@ def test_a_retry_goes_to_the_delayed_set_with_the_next_attempt_and_the_last_erro
 def test_retry_after_is_honoured_but_capped_by_the_max_delay() -> None:
     assert failing(Task(id="t"), delay=7.0).data["delay"] == 7.0
     assert failing(Task(id="t"), delay=3600.0).data["delay"] == 60.0
-    per_task = Task(id="t", backoff=TaskBackoff(0.1, 5.0))
+    per_task = Task(id="t", backoff=RetryBackoff(0.1, 5.0))
     decision = policy().failure("7", per_task, ErrorInfo("x", "y"), True, 3600.0, 0.0, 1.0)
     assert decision.data["delay"] == 5.0
 

@@ -9,7 +9,7 @@ import pytest
 
 from gopherq import ErrorInfo, TaskRejected, TaskResult, TaskStatus
 from gopherq.core.executor import ExecutorEntry
-from gopherq.core.task import Backoff, Task, decode_task, task_from_dict
+from gopherq.core.task import RetryBackoff, Task, decode_task, task_from_dict
 from gopherq.plugins.http import HttpExecutor, HttpPayload, HttpSettings
 
 SEED = (
@@ -75,7 +75,7 @@ def test_round_trip_keeps_every_control_field_and_puts_recoveries_last() -> None
         queue="q",
         attempt=3,
         max_attempts=7,
-        backoff=Backoff(0.5, 9.0),
+        backoff=RetryBackoff(0.5, 9.0),
         timeout=2.5,
         deadline=2_000_000_000.0,
         created_at=1_700_000_000.0,
@@ -87,7 +87,7 @@ def test_round_trip_keeps_every_control_field_and_puts_recoveries_last() -> None
     back = decode_task(task.encode(), 1 << 20)
     for name in ("id", "type", "fields", "queue", "attempt", "max_attempts", "timeout", "deadline", "recoveries"):
         assert getattr(back, name) == getattr(task, name), name
-    assert back.backoff == Backoff(0.5, 9.0)
+    assert back.backoff == RetryBackoff(0.5, 9.0)
     assert back.last_error == {"reason": "timeout", "message": "slow"}
 
 

@@ -11,26 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
 from gopherq.core.keys import COUNTS_TTL, QueueKeys
 from gopherq.core.priorities import LETTERS
-from gopherq.core.task import TaskResult, TaskStatus, task_from_dict
+from gopherq.core.results import TaskResult
+from gopherq.core.scripts import scripts
+from gopherq.core.task import TaskStatus, task_from_dict
 
 log = logging.getLogger(__name__)
-
-
-def load_script(name: str) -> str:
-    """A script's source, with each `--@include <name>` line replaced by that shared file (e.g. levels.lua)."""
-    text = resources.files("gopherq.core").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if line.lstrip().startswith("--@include "):
-            lines[i] = load_script(line.split()[1])
-    return "".join(lines)
 
 
 def glob_escape(text: str) -> str:
@@ -94,14 +85,15 @@ class Broker:
         self.keys = QueueKeys(queue)
         self._levels = self.keys.ready_lists[1:]  # the high and low lists, passed last to settle and reap
         self.worker_id = worker_id
-        self._claim = redis.register_script(load_script("claim"))
-        self._settle = redis.register_script(load_script("settle"))
-        self._reap = redis.register_script(load_script("reap"))
-        self._promote = redis.register_script(load_script("promote"))
-        self._adopt = redis.register_script(load_script("adopt"))
-        self._enqueue = redis.register_script(load_script("enqueue"))
-        self._cancel_delayed = redis.register_script(load_script("cancel"))
-        self._schedule = redis.register_script(load_script("schedule"))
+        registry = scripts(redis)  # registered once per client, shared by every broker on it
+        self._claim = registry["claim"]
+        self._settle = registry["settle"]
+        self._reap = registry["reap"]
+        self._promote = registry["promote"]
+        self._adopt = registry["adopt"]
+        self._enqueue = registry["enqueue"]
+        self._cancel_delayed = registry["cancel"]
+        self._schedule = registry["schedule"]
         #: Ids of tasks whose cancellation is pending, as the last claim saw them (empty almost always).
         self.cancel_requests: frozenset[str] = frozenset()
 

@@ -83,7 +83,7 @@ def tls_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-class Connection:
+class RedisConnection:
     """The Redis client of one gopherq process. `open()` returns it; `close()` releases it (and stops the
     embedded server when this was the last gopherq process using it)."""
 
@@ -178,7 +178,7 @@ class Writes:
 
     def __init__(self, known: bool) -> None:
         self.count = 0
-        #: False when the client cannot tell (not opened by `Connection`, or a Redis Cluster client).
+        #: False when the client cannot tell (not opened by `RedisConnection`, or a Redis Cluster client).
         self.known = known
 
     @property
@@ -194,7 +194,7 @@ _TRACKING: dict[type, type] = {}
 @contextlib.contextmanager
 def watch_writes(client: Any) -> Iterator[Writes]:
     """Count the commands the current asyncio task (and the tasks it starts) sends inside the block, through any
-    client opened by `Connection`; `client` is the one the block uses, and says whether its sends are counted."""
+    client opened by `RedisConnection`; `client` is the one the block uses, and says whether its sends are counted."""
     writes = Writes(known=getattr(_pool_class(client), "gopherq_counts_writes", False))
     token = _WATCHING.set(writes)
     try:

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from gopherq.core import codec
-from gopherq.core.broker import Broker, load_script
+from gopherq.core.broker import Broker
 from gopherq.core.events import EventBus
 from gopherq.core.masking import MASK, Masker, drop_cut_url
 from gopherq.core.outcomes import raw_from_entry
 from gopherq.core.registry import QueueRegistry
+from gopherq.core.scripts import scripts
 from gopherq.core.task import RESERVED_FIELDS
 
 #: Fields reset when a dead letter is requeued: it starts over as a fresh task with the same id (every field
@@ -97,7 +98,7 @@ class DeadLetters:
         self.redis = broker.redis
         self.keys = broker.keys
         self.bus = bus
-        self._requeue = self.redis.register_script(load_script("requeue"))
+        self._requeue = scripts(self.redis)["requeue"]
 
     async def count(self) -> int:
         """How many dead letters the queue holds."""

@@ -42,15 +42,89 @@ class Executor(Protocol):
     and its plain `open`, `execute` and `close` all run in N threads of its own instead (N = 1: one thread, one
     task at a time, which is what a sqlite3 connection made in `open` needs).
 
-    Optional extras: `payload_model` (a pydantic model class for the task's own fields), `open()` called once
-    before the first task, `close()` called at shutdown (each sync or async), `own_threads` (above), `flow(task)` /
-    `flow_signal(failure)` for shared flow control (see core/flow.py), and `followups(task, record, succeeded)`
-    returning envelopes to enqueue when a task ends (pushed before the task is settled, so never lost), and
-    `check(task)`, called after the payload is validated wherever a task is (every producer entry point and the
-    worker), raising ValueError for what the payload model cannot know alone: a task that needs a setting of
-    the executor that is not set can never run, so it is refused."""
+    `execute` is the whole required contract. Each optional extra is a small protocol of its own, below, which an
+    executor has simply by having the member (no base class to inherit): `WithPayloadModel` (`payload_model`, a
+    pydantic model class for the task's own fields), `Opens` (`open()`, called once before the first task) and
+    `Closes` (`close()`, called at shutdown), each sync or async, `WithOwnThreads` (`own_threads`, above),
+    `FlowControlled` (`flow(task)`) and `FlowSignals` (`flow_signal(failure)`) for shared flow control (see
+    core/flow.py), `WithFollowups` (`followups(task, record, succeeded)`, envelopes to enqueue when a task ends,
+    pushed before the task is settled, so never lost), and `Checks` (`check(task)`, called after the payload is
+    validated wherever a task is, every producer entry point and the worker, raising ValueError for what the
+    payload model cannot know alone: a task that needs a setting of the executor that is not set can never run,
+    so it is refused)."""
 
     def execute(self, task: Task, context: ExecutionContext) -> Any: ...
+
+
+@runtime_checkable
+class WithPayloadModel(Protocol):
+    """An executor whose task fields are validated by a pydantic model (None: the task gets the raw dict)."""
+
+    payload_model: type[BaseModel] | None
+
+
+@runtime_checkable
+class Opens(Protocol):
+    """An executor with something to open once, before its first task (sync or async)."""
+
+    def open(self) -> Any: ...
+
+
+@runtime_checkable
+class Closes(Protocol):
+    """An executor with something to close at shutdown, after its last task (sync or async)."""
+
+    def close(self) -> Any: ...
+
+
+@runtime_checkable
+class WithOwnThreads(Protocol):
+    """An executor whose plain-def `open`, `execute` and `close` run in N threads of its own (None: the default)."""
+
+    own_threads: int | None
+
+
+@runtime_checkable
+class FlowControlled(Protocol):
+    """An executor that names a task's flow key and its limits (None: the task is not flow-controlled)."""
+
+    def flow(self, task: Task) -> tuple[str, FlowLimits] | None: ...
+
+
+@runtime_checkable
+class FlowSignals(Protocol):
+    """An executor that says how an attempt ended for flow control: 'ok', 'error', 'slow', 'slow_error' or
+    'neutral' (`failure` is None after a success)."""
+
+    def flow_signal(self, failure: TaskFailure | None) -> str: ...
+
+
+@runtime_checkable
+class WithFollowups(Protocol):
+    """An executor that asks for envelopes to enqueue when a task ends (e.g. callbacks), given the task, its
+    result record and whether it succeeded."""
+
+    def followups(self, task: Task, record: bytes, succeeded: bool) -> list[bytes]: ...
+
+
+@runtime_checkable
+class Checks(Protocol):
+    """An executor that checks a validated payload against its own settings (raises ValueError)."""
+
+    def check(self, task: Task) -> None: ...
+
+
+#: Every optional extra of the executor contract, in the order docs/reference.md lists them.
+EXTRAS: tuple[type, ...] = (
+    WithPayloadModel,
+    Opens,
+    Closes,
+    WithOwnThreads,
+    Checks,
+    FlowControlled,
+    FlowSignals,
+    WithFollowups,
+)
 
 
 @dataclass(slots=True)
@@ -122,27 +196,33 @@ class ExecutorEntry:
     """A registered executor: validates payloads and calls `execute`, sync ones through a thread pool."""
 
     def __init__(self, name: str, executor: Any, plugin: str) -> None:
-        if not callable(getattr(executor, "execute", None)):
+        if not callable(getattr(executor, "execute", None)):  # the protocol check does not see a non-callable
             raise TypeError(f"executor {name!r} has no execute(task, context) method")
         self.name = name
         self.executor = executor
         self.plugin = plugin
-        self.payload_model: type[BaseModel] | None = getattr(executor, "payload_model", None)
+        self.payload_model = executor.payload_model if isinstance(executor, WithPayloadModel) else None
         #: The model's own validator, called directly: `model_validate` is a Python wrapper around it that costs
         #: a fifth of an `http` payload's validation, which runs for every task a client creates or a worker runs.
         self._validate_payload: Callable[[Any], Any] | None = (
             None if self.payload_model is None else self.payload_model.__pydantic_validator__.validate_python
         )
         #: Optional flow control (see core/flow.py): the task's flow key and limits, and how an attempt ended.
-        self.flow: Callable[[Task], tuple[str, FlowLimits] | None] | None = getattr(executor, "flow", None)
-        self.flow_signal: Callable[[TaskFailure | None], str] | None = getattr(executor, "flow_signal", None)
+        self.flow: Callable[[Task], tuple[str, FlowLimits] | None] | None = (
+            executor.flow if isinstance(executor, FlowControlled) else None
+        )
+        self.flow_signal: Callable[[TaskFailure | None], str] | None = (
+            executor.flow_signal if isinstance(executor, FlowSignals) else None
+        )
         #: Optional: envelopes to enqueue when a task ends (task, result record, succeeded), e.g. callbacks.
-        self.followups: Callable[[Task, bytes, bool], list[bytes]] | None = getattr(executor, "followups", None)
+        self.followups: Callable[[Task, bytes, bool], list[bytes]] | None = (
+            executor.followups if isinstance(executor, WithFollowups) else None
+        )
         #: Optional: checks of a validated payload against the executor's own settings (raises ValueError).
-        self.check: Callable[[Task], None] | None = getattr(executor, "check", None)
+        self.check: Callable[[Task], None] | None = executor.check if isinstance(executor, Checks) else None
         #: Optional: the number of threads of the executor's own, in which its plain-def `open`, `execute` and
         #: `close` run (None: `execute` runs in the loop's default pool, `open`/`close` on the loop).
-        self.own_threads: int | None = getattr(executor, "own_threads", None)
+        self.own_threads = executor.own_threads if isinstance(executor, WithOwnThreads) else None
         if self.own_threads is not None and (type(self.own_threads) is not int or self.own_threads < 1):
             raise TypeError(f"executor {name!r}: own_threads must be an integer >= 1 or None, got {self.own_threads!r}")
         self._pool: ThreadPoolExecutor | None = None
@@ -207,8 +287,13 @@ class ExecutorEntry:
     async def _lifecycle(self, method: str) -> None:
         """Call the executor's optional `open`/`close`: awaited when async; a plain one runs in the executor's own
         threads when it has them (so what `open` makes belongs to the thread `execute` runs in), else inline."""
-        func = getattr(self.executor, method, None)
-        if func is None:
+        executor = self.executor
+        func: Callable[[], Any]
+        if method == "open" and isinstance(executor, Opens):
+            func = executor.open
+        elif method == "close" and isinstance(executor, Closes):
+            func = executor.close
+        else:
             return
         pool = None if inspect.iscoroutinefunction(func) else self._thread_pool()
         result = func() if pool is None else await asyncio.get_running_loop().run_in_executor(pool, func)

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from gopherq.core.broker import load_script
 from gopherq.core.keys import QueueKeys
+from gopherq.core.scripts import scripts
 
 if TYPE_CHECKING:
     from gopherq.core.errors import TaskFailure
     from gopherq.core.events import EventBus
-    from gopherq.core.executor import ExecutorEntry
     from gopherq.core.task import Task
 
 log = logging.getLogger(__name__)
@@ -73,14 +73,30 @@ class FlowEvent:
     value: str
 
 
+class FlowSource(Protocol):
+    """What flow control needs of a registered executor (`executor.ExecutorEntry`): its optional `flow` and
+    `flow_signal` (see the module docstring). Declared here so that flow control does not import the executor
+    module, which imports `FlowLimits` from here."""
+
+    @property
+    def flow(self) -> Callable[[Task], tuple[str, FlowLimits] | None] | None: ...
+
+    @property
+    def flow_signal(self) -> Callable[[TaskFailure | None], str] | None: ...
+
+
+#: A ready task's executor entry, kept as it is through `WorkerFlow.admit`.
+E = TypeVar("E", bound=FlowSource)
+
+
 class FlowGate:
     """The Redis side of flow control for one queue."""
 
     def __init__(self, redis: Any, queue: str) -> None:
         self.redis = redis
         self.keys = QueueKeys(queue)
-        self._admit = redis.register_script(load_script("flow_admit"))
-        self._done = redis.register_script(load_script("flow_done"))
+        self._admit = scripts(redis)["flow_admit"]
+        self._done = scripts(redis)["flow_done"]
 
     async def admit(
         self, items: list[tuple[str, FlowLimits, str, int | None]], lease_deadline_ms: int
@@ -191,8 +207,8 @@ class WorkerFlow:
         self._ended: list[tuple[str, FlowLimits, str, str]] = []
 
     async def admit(
-        self, ready: list[tuple[str, Task, ExecutorEntry]], lease_deadline_ms: int
-    ) -> tuple[list[tuple[str, Task, ExecutorEntry]], list[tuple[str, Task, int, str]]]:
+        self, ready: list[tuple[str, Task, E]], lease_deadline_ms: int
+    ) -> tuple[list[tuple[str, Task, E]], list[tuple[str, Task, int, str]]]:
         """Split a batch into the tasks that run now and (token, task, due ms, flow key) to defer."""
         gated: list[tuple[int, str, FlowLimits]] = []
         for n, (_token, task, entry) in enumerate(ready):
@@ -219,7 +235,7 @@ class WorkerFlow:
         defer = [(ready[n][0], ready[n][1], due, key) for n, (due, key) in held_back.items()]
         return run, defer
 
-    def ended(self, token: str, entry: ExecutorEntry, failure: TaskFailure | None) -> None:
+    def ended(self, token: str, entry: FlowSource, failure: TaskFailure | None) -> None:
         """Note how a flow-controlled attempt ended (no-op for other tasks); sent with the next settle."""
         held = self.running.pop(token, None)
         if held is not None:

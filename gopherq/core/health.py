@@ -8,25 +8,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 
-from gopherq.core.broker import load_script
-from gopherq.core.connection import Connection, describe_target
+from gopherq.core.connection import RedisConnection, describe_target
 from gopherq.core.errors import BrokerUnavailable
 from gopherq.core.keys import QueueKeys
+from gopherq.core.scripts import load_script, script_names, scripts
 from gopherq.core.settings import Settings
 
 #: Oldest server that has every command GoPherQ uses (BLMOVE, ZADD GT/LT arrive in 6.2).
 MIN_VERSION = (6, 2)
-
-
-def script_names() -> list[str]:
-    """Every Lua script shipped in the package (the delivery scripts and the probe)."""
-    folder = resources.files("gopherq.core").joinpath("lua")
-    return sorted(entry.name[: -len(".lua")] for entry in folder.iterdir() if entry.name.endswith(".lua"))
 
 
 @dataclass(slots=True)
@@ -62,7 +55,7 @@ async def verify_access(redis: Any, queue: str) -> int:
     for name in names:
         await redis.script_load(load_script(name))
     keys = QueueKeys(queue)
-    await redis.register_script(load_script("probe"))(keys=[keys.probe])
+    await scripts(redis)["probe"](keys=[keys.probe])
     # The commands the worker and client send themselves, in harmless forms on keys of the queue's hash tag.
     await redis.blmove(keys.probe, keys.probe, 0.01, "LEFT", "RIGHT")
     await redis.lmove(keys.probe, keys.probe, "LEFT", "RIGHT")
@@ -78,7 +71,7 @@ async def probe(settings: Settings, queue: str | None = None, *, full: bool = Tr
     Never raises for a Redis problem: it lands in `problems`."""
     queue = queue or settings.queue.name
     report = HealthReport(target=describe_target(settings))
-    connection = Connection(settings, "check")
+    connection = RedisConnection(settings, "check")
     try:
         redis = await connection.open()
         started = time.perf_counter()

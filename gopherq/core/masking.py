@@ -15,11 +15,27 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-if TYPE_CHECKING:
-    from gopherq.core.settings import Settings
+
+class MaskingTable(Protocol):
+    """The `[masking]` settings table (`settings.MaskingSettings`), as the masker reads it."""
+
+    @property
+    def headers(self) -> Iterable[str]: ...
+
+    @property
+    def query_params(self) -> Iterable[str]: ...
+
+
+class WithMasking(Protocol):
+    """Settings that have a `[masking]` table (`gopherq.Settings`): declared here so that masking, which the
+    settings module uses, does not import it back."""
+
+    @property
+    def masking(self) -> MaskingTable: ...
+
 
 MASK = "********"
 
@@ -55,7 +71,7 @@ class Masker:
         self.params = frozenset(name.lower() for name in query_params)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Masker:
+    def from_settings(cls, settings: WithMasking) -> Masker:
         """The masker the `[masking]` table configures."""
         cfg = settings.masking
         return cls(cfg.headers, cfg.query_params)

@@ -1,11 +1,14 @@
-"""Turning what happened to a claimed task into a `Settlement`: success, retry (with backoff), or dead letter.
+"""Every "what happens to this task now" of the worker: an attempt's outcome, a refusal before running, a flow
+deferral, a release or a cancellation, each turned into a `Decision` (a `Settlement` plus what to announce).
 
-Pure decisions with no I/O, so the retry policy and the dead-letter format are unit-testable.
+Pure decisions with no I/O, so the retry policy and the dead-letter format are unit-testable. The words used here
+(attempt outcome, decision, settlement, result record, held, token, lease) are in docs/plugins.md's glossary.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import random
 from dataclasses import dataclass
@@ -15,9 +18,11 @@ from gopherq.core import codec
 from gopherq.core.bounds import bounded, cut_bytes, cut_text
 from gopherq.core.broker import Settlement
 from gopherq.core.errors import TaskRejected
+from gopherq.core.executor import AttemptOutcome
 from gopherq.core.masking import drop_cut_url
+from gopherq.core.results import ErrorInfo, TaskResult
 from gopherq.core.settings import QueueSettings
-from gopherq.core.task import DEFAULT_TYPE, ErrorInfo, Task, TaskResult, TaskStatus
+from gopherq.core.task import DEFAULT_TYPE, Task, TaskStatus
 from gopherq.core.tracecontext import trace_id
 
 #: Dead-letter reason codes and what each means (documented in docs/guarantees.md).
@@ -141,6 +146,37 @@ class OutcomePolicy:
         )
         return codec.dumps(record.to_dict())
 
+    def concluded(self, token: str, task: Task, outcome: AttemptOutcome) -> Decision:
+        """An attempt that ran to its end: a success, or a failure that is retried or dead-lettered (the decision's
+        `error` is then the attempt's failure)."""
+        failure = outcome.failure
+        if failure is None:
+            return self.success(token, task, outcome.result, outcome.started, outcome.finished)
+        error = ErrorInfo(failure.reason, failure.message, failure.details)
+        return self.failure(token, task, error, failure.retryable, failure.delay, outcome.started, outcome.finished)
+
+    @staticmethod
+    def release(token: str, task: Task, event: str = "") -> Decision:
+        """Put the task back at the head of its ready list, unchanged and without counting an attempt (shutdown,
+        a second suspect, a flow check Redis could not answer)."""
+        return Decision(Settlement("release", token, task.id), event, task)
+
+    @staticmethod
+    def defer(token: str, task: Task, due_ms: int, event: str = "", data: dict[str, Any] | None = None) -> Decision:
+        """Park the task in the delayed set until `due_ms` (Unix ms), without counting an attempt: an `eta` not yet
+        reached, or flow control (`event` 'task.throttled'). It is ready again from then on: queue latency counts
+        from `ready_at`."""
+        task.ready_at = due_ms / 1000
+        settlement = Settlement("defer", token, task.id, b"", task.encode(), str(due_ms))
+        return Decision(settlement, event, task, data=data)
+
+    def refused(self, token: str, task: Task, reason: str, message: str, now: float, raw: bytes) -> Decision:
+        """Dead-letter a task refused before it ran (poison, or a check of core.admission). A poison or deadline
+        refusal keeps the task's last attempt error, so the dead letter says what kept failing."""
+        error = task.last_error if reason in ("poison", "deadline") and task.last_error else None
+        info = ErrorInfo(reason, message, {"last_error": error} if error else {})
+        return self.dead(token, task, reason, info, None, now, raw=raw)
+
     def success(self, token: str, task: Task, result: Any, started: float, finished: float) -> Decision:
         body = self._record(task, TaskStatus.SUCCEEDED, started, finished, result=result)
         settlement = Settlement("ack", token, task.id, body, unique_key=task.unique_key)
@@ -191,24 +227,19 @@ class OutcomePolicy:
         due = finished + wait
         if task.deadline is not None and due >= task.deadline:
             return self.dead(token, task, "deadline", error, started, finished, duration=duration)
-        retry = Task(
-            id=task.id,
-            type=task.type,
-            fields=task.fields,
-            queue=task.queue,
+        # The next attempt's envelope: the same task, one attempt on, carrying its last error (bounded: it travels in
+        # the envelope). What belonged to this run only (a reached eta, a used flow slot, the validated payload, the
+        # cached envelope) is dropped.
+        retry = dataclasses.replace(
+            task,
             attempt=task.attempt + 1,
-            max_attempts=task.max_attempts,
-            backoff=task.backoff,
-            timeout=task.timeout,
-            deadline=task.deadline,
-            created_at=task.created_at,
-            ready_at=due,  # it is ready again when its retry comes due: queue latency counts from there
-            recoveries=task.recoveries,
-            last_error=capped_error(error),  # bounded: it travels in the envelope
-            priority=task.priority,
-            unique_key=task.unique_key,
-            unique_for=task.unique_for,
-            trace=task.trace,
+            last_error=capped_error(error),
+            eta=None,
+            ready_at=due,  # ready again when its retry comes due: queue latency counts from there
+            flow_slot=None,
+            payload=None,
+            id_assigned=False,
+            envelope=None,
         )
         body = self._record(task, TaskStatus.RETRYING, started, finished, error=error, retry_at=due)
         settlement = Settlement("retry", token, task.id, body, retry.encode(), str(int(due * 1000)))

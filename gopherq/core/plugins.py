@@ -13,9 +13,7 @@ import importlib
 import importlib.metadata as metadata
 import inspect
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,8 +24,9 @@ from pydantic import BaseModel
 from gopherq.core import hookspecs
 from gopherq.core.enqueuing import BeforeEnqueue, before_enqueue
 from gopherq.core.errors import ConfigError, PluginError, TaskRejected
-from gopherq.core.events import EventBus, Sink
+from gopherq.core.events import SINK_BATCH_SIZE, SINK_BUFFER_SIZE, EventBus, Sink
 from gopherq.core.executor import AttemptRunner, ExecutorEntry, guarded, run_attempt
+from gopherq.core.plugin_info import PluginInfo, SinkEntry, describe_validation, one_line, plugin_label, warn_once
 from gopherq.core.plugin_paths import LocalPlugin, configured_paths, find_local_plugins
 from gopherq.core.settings import Settings, validate_section
 
@@ -53,96 +52,6 @@ IGNORED_TABLE = "(ignored: the plugin is not loaded)"
 
 #: Keys of the `[plugins]` table that are not plugin tables.
 RESERVED_TABLES = frozenset({"disable", "load", "paths"})
-
-
-@dataclass
-class PluginInfo:
-    """What `gopherq plugins` shows about one plugin."""
-
-    name: str
-    module: str
-    distribution: str | None
-    version: str | None
-    builtin: bool
-    entry_point: str | None = None
-    #: The folder it was loaded from (`[plugins] paths`), for a plugin that is not installed.
-    path: str | None = None
-    hooks: list[str] = field(default_factory=list)
-    executors: list[str] = field(default_factory=list)
-    sinks: list[str] = field(default_factory=list)
-    settings: list[str] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        """How error messages name the plugin: its name, distribution and entry point."""
-        return plugin_label(self.name, self.distribution, self.version, self.entry_point or self.module, self.path)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "module": self.module,
-            "distribution": self.distribution,
-            "version": self.version,
-            "builtin": self.builtin,
-            "entry_point": self.entry_point,
-            "path": self.path,
-            "hooks": self.hooks,
-            "executors": self.executors,
-            "sinks": self.sinks,
-            "settings": self.settings,
-            "commands": self.commands,
-        }
-
-
-#: Warnings about the plugin selection already given in this process.
-_WARNED: set[str] = set()
-
-
-def warn_once(message: str) -> None:
-    """Log a warning about the plugin selection once per process: a process may load plugins several times (the
-    CLI for its plugin commands and then for the command itself, a client and an App), and the same setting
-    deserves the same warning once."""
-    if message not in _WARNED:
-        _WARNED.add(message)
-        log.warning("%s", message)
-
-
-def plugin_label(
-    name: str, distribution: str | None, version: str | None, target: str, path: str | Path | None = None
-) -> str:
-    if path is not None:
-        return f"plugin '{name}' (from {path}, {target})"
-    dist = f"distribution {distribution} {version or ''}".rstrip() if distribution else "no distribution"
-    return f"plugin '{name}' ({dist}, {target})"
-
-
-def one_line(text: str) -> str:
-    """Error messages are one line: pluggy's and some import errors span several."""
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
-
-
-def describe_validation(exc: pluggy.PluginValidationError) -> str:
-    """pluggy's multi-line complaint about a hook's signature, as one line a plugin author can act on."""
-    text = one_line(str(exc))
-    match = re.search(r"hook '(\w+)'.*Argument\(s\) (\{.*?\}) are declared in the hookimpl", text)
-    if match:
-        spec = inspect.signature(getattr(hookspecs, match.group(1)))
-        return (
-            f"hook {match.group(1)} takes argument(s) {match.group(2)} that it is not given "
-            f"(it is given: {', '.join(spec.parameters)})"
-        )
-    return text
-
-
-@dataclass
-class SinkEntry:
-    name: str
-    sink: Sink
-    plugin: str
-    events: tuple[str, ...]
-    buffer_size: int
-    batch_size: int
 
 
 class PluginManager:
@@ -449,8 +358,8 @@ class PluginManager:
                 sink: Sink,
                 *,
                 events: Iterable[str] = ("*",),
-                buffer_size: int = 10000,
-                batch_size: int = 100,
+                buffer_size: int = SINK_BUFFER_SIZE,
+                batch_size: int = SINK_BATCH_SIZE,
                 replace: bool = False,
                 _plugin: str = plugin,
             ) -> None:
@@ -485,7 +394,7 @@ class PluginManager:
         for entry in self.sinks.values():
             bus.add_sink(entry.name, entry.sink, entry.events, entry.buffer_size, entry.batch_size)
 
-    async def call_lifecycle(self, hook_name: str, worker: Any) -> None:
+    async def call_lifecycle(self, hook_name: str, worker: hookspecs.WorkerView) -> None:
         """Run `gopherq_startup`/`gopherq_shutdown` of every plugin; one's failure is logged, not raised."""
         for plugin, func, argnames in self._impls(hook_name):
             try:

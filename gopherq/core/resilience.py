@@ -16,6 +16,8 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from redis.exceptions import (
     ClusterDownError,
@@ -30,6 +32,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Errors that mean "Redis is not reachable right now" (BusyLoadingError is a ConnectionError too).
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -161,3 +165,30 @@ class Backoff:
             log.info("%s%s: Redis reachable again after %d failures", who, self.what, self.failures)
         self.failures = 0
         self.logged = False
+
+
+async def with_retries(
+    what: str,
+    action: Callable[[], Awaitable[T]],
+    *,
+    outage: Outage | None = None,
+    stopping: asyncio.Event | None = None,
+    once: bool = False,
+    attempts: int = 0,
+) -> T | None:
+    """Run a Redis action, retrying failures with backoff: `attempts` times, or (0) until `stopping` is set.
+    Returns the action's result, or None when it gave up (the failure is logged)."""
+    backoff = Backoff(what, outage=outage)
+    tries = 0
+    while True:
+        try:
+            result = await action()
+            backoff.reset()
+            return result
+        except RETRYABLE as exc:
+            tries += 1
+            stopped = stopping is not None and stopping.is_set()
+            if once or (attempts and tries >= attempts) or (not attempts and stopped):
+                log.warning("%s failed: %s", what, exc)
+                return None
+            await backoff.wait(exc)

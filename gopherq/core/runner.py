@@ -12,7 +12,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from gopherq.core.connection import Connection, describe_target
+from gopherq.core.connection import RedisConnection, describe_target
 from gopherq.core.loglines import EscapingFormatter
 from gopherq.core.masking import Masker, MaskingFilter
 from gopherq.core.plugins import PluginManager, load_plugins
@@ -76,7 +76,7 @@ def run_on_fast_loop(coro: Coroutine[Any, Any, T]) -> T:
 
 async def serve(settings: Settings, plugins: PluginManager, worker_id: str | None = None) -> Worker:
     """Connect, run a worker until it is told to stop, and release Redis."""
-    connection = Connection(settings, "worker")
+    connection = RedisConnection(settings, "worker")
     log.info("connecting to Redis: %s", describe_target(settings))
     redis = await connection.open()
     try:

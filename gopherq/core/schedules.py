@@ -268,3 +268,33 @@ async def upcoming(
             }
         )
     return rows
+
+
+class ScheduleRuns:
+    """When a task of each schedule that feeds one worker's queue last succeeded, not written to Redis yet. The
+    settler notes a success (a schedule's task is named `<schedule>@<slot>`, see Schedule.task_id), and the
+    heartbeat writes what was noted with its own pipeline, so a success costs no round trip of its own."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+        self._pending: dict[str, float] = {}
+
+    @classmethod
+    def of_queue(cls, schedules: list[Schedule], queue: str) -> ScheduleRuns:
+        """The record for a worker of `queue`: the schedules whose tasks go to it."""
+        return cls(frozenset(s.name for s in schedules if (s.queue or queue) == queue))
+
+    def succeeded(self, task_id: str) -> None:
+        """A task succeeded: when it is a run of one of `names`, note the time."""
+        name, at, slot = task_id.rpartition("@")
+        if at and name in self.names and slot.isdigit():
+            self._pending[name] = time.time()
+
+    def take(self) -> dict[str, float]:
+        """What was noted since the last take (the caller writes it, or puts it back)."""
+        taken, self._pending = self._pending, {}
+        return taken
+
+    def put_back(self, taken: dict[str, float]) -> None:
+        """A write of `taken` failed: keep it for the next, behind any newer success."""
+        self._pending = {**taken, **self._pending}

@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gopherq.core.errors import ConfigError
+from gopherq.core.events import SINK_BATCH_SIZE, SINK_BUFFER_SIZE
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import DEFAULT_MASKED_PARAMS, Masker
 from gopherq.core.schedules import Schedule
@@ -62,6 +63,11 @@ class Section(BaseModel):
     """Base of every settings table: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class PluginSettings(Section):
+    """Base of a plugin's settings table (`[plugins.<name>]`): unknown keys are errors, not silently ignored.
+    Register the subclass with `gopherq_register_settings`."""
 
 
 class RedisSettings(Section):
@@ -502,13 +508,15 @@ def validate_section(
         raise ConfigError(describe_validation_error(exc, model, sources, prefix=loc)) from None
 
 
-class SinkSettings(Section):
+class SinkSettings(PluginSettings):
     """Base for a sink plugin's settings table: every sink can be switched off and filtered the same way."""
 
     enabled: bool = True
     events: list[str] = Field(default_factory=lambda: ["*"], description="event-name globs; '!x' excludes")
-    buffer_size: int = Field(10000, ge=1, description="events buffered for this sink; the oldest drop when full")
-    batch_size: int = Field(100, ge=1, description="most events handed to the sink at once")
+    buffer_size: int = Field(
+        SINK_BUFFER_SIZE, ge=1, description="events buffered for this sink; the oldest drop when full"
+    )
+    batch_size: int = Field(SINK_BATCH_SIZE, ge=1, description="most events handed to the sink at once")
 
     def register_kwargs(self) -> dict[str, Any]:
         """The keyword arguments for the sink `register` callback."""

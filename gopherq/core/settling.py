@@ -1,49 +1,38 @@
 """Settling: the worker's outcomes, recorded in Redis in batches, then announced.
 
-Each finished (or refused, released, cancelled...) task becomes a `Decision`; `_settle_loop` writes every decision
-made since its last round trip with one settle script call, then counts and announces each one the script accepted.
-Follow-up tasks an executor asks for when a task ends (e.g. callbacks) are pushed before the settle that ends it,
-so a crash between the two repeats them and never loses them. A mixin of `Worker`, like `Upkeep`.
+Each finished (or refused, released, cancelled...) task becomes a `Decision` (made in outcomes.py) handed to
+`Settler.decide`; `Settler.run` writes every decision made since its last round trip with one settle script call,
+then counts and announces each one the script accepted. Follow-up tasks an executor asks for when a task ends (e.g.
+callbacks) are pushed before the settle that ends it, so a crash between the two repeats them and never loses them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
-from gopherq.core.broker import Broker
-from gopherq.core.events import EventBus
-from gopherq.core.flow import WorkerFlow
 from gopherq.core.outcomes import Decision
-from gopherq.core.plugins import PluginManager
-from gopherq.core.resilience import RETRYABLE, Backoff, Outage
-from gopherq.core.settings import Settings
-from gopherq.core.task import Task
+from gopherq.core.resilience import RETRYABLE, Backoff
+from gopherq.core.shared import Shared
 
 log = logging.getLogger("gopherq.core.worker")  # the worker's log lines, under the name operators filter on
 
 
-class Settling:
-    """The settle side of the worker; needs the attributes declared below."""
+class Settler:
+    """The settle side of one worker: collects decisions, records them in batches, counts and announces them."""
 
-    id: str
-    settings: Settings
-    broker: Broker
-    bus: EventBus
-    plugins: PluginManager
-    flow: WorkerFlow
-    outage: Outage
-    held: dict[str, Task | None]
-    stats: dict[str, int]
-    _decisions: list[Decision]
-    _followups: list[bytes]
-    _flush_lock: asyncio.Lock
-    _settle_wakeup: asyncio.Event
-    schedule_names: frozenset[str]
-    schedule_successes: dict[str, float]
+    def __init__(self, shared: Shared) -> None:
+        self.queue = shared.settings.queue
+        self.broker, self.bus, self.flow, self.plugins = shared.broker, shared.bus, shared.flow, shared.plugins
+        self.held, self.stats, self.outage = shared.holdings.tasks, shared.stats, shared.outage
+        self.schedule_runs = shared.schedule_runs
+        self._decisions: list[Decision] = []
+        self._followups: list[bytes] = []  # envelopes tasks asked for when they ended (e.g. callbacks)
+        self._flush_lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
 
-    def _decide(self, decision: Decision) -> None:
+    def decide(self, decision: Decision) -> None:
+        """Take a decision about a held task; the settle loop records it with the next round trip."""
         self._decisions.append(decision)
         task = decision.task
         if task is not None and decision.settlement.kind in ("ack", "dead"):
@@ -57,21 +46,22 @@ class Settling:
                         for envelope in followups
                     ]
                 self._followups += followups
-        self._settle_wakeup.set()
+        self._wakeup.set()
 
-    async def _settle_loop(self) -> None:
+    async def run(self) -> None:
+        """The settle loop: flush whenever decisions wait; a Redis error keeps them pending and backs off."""
         backoff = Backoff("settle", outage=self.outage)
         while True:
-            await self._settle_wakeup.wait()
-            self._settle_wakeup.clear()
+            await self._wakeup.wait()
+            self._wakeup.clear()
             try:
-                await self._flush()
+                await self.flush()
                 backoff.reset()
             except RETRYABLE as exc:
-                self._settle_wakeup.set()
+                self._wakeup.set()
                 await backoff.wait(exc)
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
         """Settle every pending decision in one round trip; on failure they stay pending. When it returns, every
         decision made before the call is settled (a flush in progress elsewhere is waited for)."""
         async with self._flush_lock:
@@ -90,9 +80,7 @@ class Settling:
                     raise
             try:
                 accepted = await self.broker.settle(
-                    [d.settlement for d in decisions],
-                    self.settings.queue.result_ttl,
-                    self.settings.queue.dead_letter_max,
+                    [d.settlement for d in decisions], self.queue.result_ttl, self.queue.dead_letter_max
                 )
             except BaseException:
                 self._decisions[:0] = decisions
@@ -116,10 +104,8 @@ class Settling:
         kind = decision.settlement.kind
         if kind == "ack":
             self.stats["succeeded"] += 1
-            if self.schedule_names:  # a schedule's task is named "<schedule>@<slot>" (see Schedule.task_id)
-                name, at, slot = task_id.rpartition("@")
-                if at and name in self.schedule_names and slot.isdigit():
-                    self.schedule_successes[name] = time.time()
+            if self.schedule_runs.names:
+                self.schedule_runs.succeeded(task_id)
         elif kind == "retry":
             self.stats["retried"] += 1
         elif kind == "defer":

@@ -1,7 +1,7 @@
 """Multi-process workers: a supervisor that runs N ordinary worker processes, forwards signals, restarts the dead.
 
 `gopherq run --processes N` (or `worker.processes = N`) lands here. Each child is a normal single-process
-worker started as `python -c 'from gopherq.core.supervisor import child_main; child_main()'`; the supervisor
+worker started as `python -c 'from gopherq.core.child import child_main; child_main()'`; the supervisor
 writes the already-resolved settings to the child's stdin (pickled), so every child runs with exactly the
 settings the supervisor was given (CLI flags, environment and TOML merged once, no re-parsing). A subprocess
 rather than a `multiprocessing` spawn: no re-import of the caller's `__main__`, and a child is a plain process
@@ -25,7 +25,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType, ModuleType
@@ -34,13 +33,12 @@ from typing import Any
 import redis
 
 from gopherq.core.embedded import EmbeddedRedis, client_name
-from gopherq.core.errors import ConfigError, GoPherQError, PluginError
-from gopherq.core.masking import Masker
+from gopherq.core.errors import ConfigError
 from gopherq.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CHILD_CODE = "from gopherq.core.supervisor import child_main; child_main()"
+CHILD_CODE = "from gopherq.core.child import child_main; child_main()"
 
 #: A child that exits with this status failed at start-up (bad settings or plugins): restarting cannot help.
 EXIT_CONFIG = 2
@@ -269,42 +267,3 @@ def _plugin_modules(extra: dict[str, Any]) -> dict[str, str]:
             )
         names[name] = plugin.__name__
     return names
-
-
-def _watch_parent(fd: int) -> None:
-    """Block until the supervisor's end of our stdin closes (it exited or was killed), then stop gracefully.
-
-    Reads the raw descriptor: a daemon thread blocked inside the buffered `sys.stdin` would hold its lock
-    and abort the interpreter at exit."""
-    with contextlib.suppress(OSError):
-        while os.read(fd, 4096):
-            pass
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def child_main() -> None:
-    """Entry point of a worker process started by the supervisor: read settings from stdin, run one worker."""
-    import importlib
-
-    from gopherq.core.runner import configure_logging, run_worker
-
-    configure_logging("INFO")
-    stdin = sys.stdin.buffer
-    try:
-        data = pickle.load(stdin)
-        settings: Settings = data["settings"]
-        configure_logging(settings.logging.level, Masker.from_settings(settings))
-        extra = {name: importlib.import_module(module) for name, module in data["plugins"].items()}
-    except Exception as exc:
-        log.error("worker process could not read its settings from the supervisor: %s", exc)
-        sys.exit(EXIT_CONFIG)
-    threading.Thread(target=_watch_parent, args=(stdin.fileno(),), name="gopherq-parent-watch", daemon=True).start()
-    try:
-        status = run_worker(settings, extra_plugins=extra)
-    except (ConfigError, PluginError) as exc:
-        log.error("%s", exc)
-        sys.exit(EXIT_CONFIG)
-    except GoPherQError as exc:
-        log.error("%s", exc)
-        sys.exit(1)
-    sys.exit(status)

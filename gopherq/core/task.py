@@ -97,8 +97,9 @@ class TaskStatus(str, enum.Enum):
 
 
 @dataclass(slots=True)
-class Backoff:
-    """Bounds of the exponential backoff (with full jitter) between attempts, in seconds."""
+class RetryBackoff:
+    """Bounds of a task's exponential backoff (with full jitter) between attempts, in seconds. (Not the
+    `resilience.Backoff` a worker waits with between Redis calls.)"""
 
     min: float
     max: float
@@ -118,7 +119,7 @@ class Task:
     queue: str | None = None
     attempt: int = 1
     max_attempts: int | None = None
-    backoff: Backoff | None = None
+    backoff: RetryBackoff | None = None
     timeout: float | None = None
     deadline: float | None = None
     eta: float | None = None
@@ -285,7 +286,7 @@ def _timestamp_field(obj: dict[str, Any], name: str) -> float | None:
     raise _reject(f"field '{name}' must be Unix seconds or an ISO-8601 time with a zone, got {value!r}")
 
 
-def _backoff_field(obj: dict[str, Any]) -> Backoff | None:
+def _backoff_field(obj: dict[str, Any]) -> RetryBackoff | None:
     return parse_backoff(obj.get("backoff"))
 
 
@@ -293,23 +294,23 @@ def _backoff_field(obj: dict[str, Any]) -> Backoff | None:
 BACKOFF_SHAPES = "{'min': s, 'max': s} (either may be left out) or [min, max], with 0 <= min <= max"
 
 
-def parse_backoff(value: Any) -> Backoff | None:
+def parse_backoff(value: Any) -> RetryBackoff | None:
     """The one reading of a task's `backoff`, whatever the entry point (a raw envelope, the client, `@app.task`,
     the HTTP API, a schedule): `{"min": s, "max": s}` (defaults 1 and 300), a `[min, max]` pair (a list, or a
-    tuple from Python), or a `Backoff`. None is no backoff of its own. Anything else is refused with a message
+    tuple from Python), or a `RetryBackoff`. None is no backoff of its own. Anything else is refused with a message
     that shows the value as given."""
     if value is None:
         return None
     low: Any = None
     high: Any = None
-    if isinstance(value, Backoff):
+    if isinstance(value, RetryBackoff):
         low, high = value.min, value.max
     elif isinstance(value, dict) and set(value) <= {"min", "max"}:
         low, high = value.get("min", 1.0), value.get("max", 300.0)
     elif isinstance(value, (list, tuple)) and len(value) == 2:
         low, high = value
     if type(low) in (int, float) and type(high) in (int, float) and 0 <= low <= high:
-        return Backoff(float(low), float(high))
+        return RetryBackoff(float(low), float(high))
     raise _reject(f"field 'backoff' must be {BACKOFF_SHAPES}, got {value!r}")
 
 
@@ -465,100 +466,6 @@ def decode_task(raw: bytes, max_bytes: int, *, producer: bool = False) -> Task:
     if len(raw) > max_bytes:
         raise TaskRejected("too_large", f"task is {len(raw)} bytes, over max_payload_bytes={max_bytes}")
     return task_from_dict(parse_json(raw), producer=producer)
-
-
-@dataclass(slots=True)
-class ErrorInfo:
-    """Why an attempt failed: a reason code, a message, and executor details (e.g. the HTTP response)."""
-
-    #: A reason code (`timeout`, `exception`, `http_status`, ...: docs/guarantees.md lists them).
-    reason: str
-    #: One line saying what went wrong.
-    message: str
-    #: The executor's details (e.g. the HTTP response; a traceback for an unexpected exception).
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"reason": self.reason, "message": self.message}
-        if self.details:
-            out["details"] = self.details
-        return out
-
-
-@dataclass(slots=True)
-class TaskResult:
-    """The record kept in Redis (with a TTL) for each task: what happened and what it returned."""
-
-    #: The task's id.
-    id: str
-    #: Its queue.
-    queue: str
-    #: Its type.
-    type: str
-    #: Where it stands (see TaskStatus).
-    status: TaskStatus
-    #: Attempts made so far.
-    attempts: int
-    #: The worker of the last attempt.
-    worker: str | None = None
-    #: When the last attempt started (Unix seconds).
-    started_at: float | None = None
-    #: When it ended.
-    finished_at: float | None = None
-    #: Seconds the last attempt took.
-    duration: float | None = None
-    #: What the executor returned (JSON), when it succeeded.
-    result: Any = None
-    #: Why the last attempt failed.
-    error: ErrorInfo | None = None
-    #: Why the task is dead (a dead-letter reason code), when its status is `dead`.
-    dead_reason: str | None = None
-    #: When the next attempt is due, while `retrying`.
-    retry_at: float | None = None
-    #: The trace the task belongs to (from its `trace` field), so a result leads to its trace.
-    trace_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "queue": self.queue,
-            "type": self.type,
-            "status": self.status.value,
-            "attempts": self.attempts,
-            "worker": self.worker,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "duration": self.duration,
-            "result": self.result,
-            "error": self.error.to_dict() if self.error else None,
-        }
-        if self.dead_reason is not None:
-            out["dead_reason"] = self.dead_reason
-        if self.retry_at is not None:
-            out["retry_at"] = self.retry_at
-        if self.trace_id is not None:
-            out["trace_id"] = self.trace_id
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TaskResult:
-        error = data.get("error")
-        return cls(
-            id=data["id"],
-            queue=data["queue"],
-            type=data["type"],
-            status=TaskStatus(data["status"]),
-            attempts=data["attempts"],
-            worker=data.get("worker"),
-            started_at=data.get("started_at"),
-            finished_at=data.get("finished_at"),
-            duration=data.get("duration"),
-            result=data.get("result"),
-            error=ErrorInfo(error["reason"], error["message"], error.get("details") or {}) if error else None,
-            dead_reason=data.get("dead_reason"),
-            retry_at=data.get("retry_at"),
-            trace_id=data.get("trace_id"),
-        )
 
 
 def now() -> float:

@@ -2,13 +2,13 @@
 (renewing this worker's leases), promotion of due delayed tasks, the reaper (recovering the tasks of dead
 workers), and the start-up checks of Redis and timings.
 
-A mixin of `Worker`, kept apart so the hot path (fetch, execute, settle) reads on its own.
+One object of the worker's, kept apart so the hot path (fetch, execute, settle) reads on its own. It shares only
+`Holdings` (what the worker holds) and the worker's counters with the other parts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import os
 import random
@@ -20,14 +20,11 @@ from gopherq.core import codec
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker
 from gopherq.core.connection import command_timeout
-from gopherq.core.events import EventBus
-from gopherq.core.flow import WorkerFlow
-from gopherq.core.plugins import PluginManager
 from gopherq.core.registry import QueueRegistry
-from gopherq.core.resilience import RETRYABLE, Backoff, Outage
+from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.schedules import Scheduler, validate_schedules
-from gopherq.core.settings import Settings
-from gopherq.core.task import Task, decode_task
+from gopherq.core.shared import Shared
+from gopherq.core.task import decode_task
 
 log = logging.getLogger("gopherq.core.worker")
 
@@ -36,32 +33,19 @@ RUNNING_LISTED = 1000
 
 
 class Upkeep:
-    """Heartbeat, promote and reap loops, and start-up checks; needs the attributes declared below."""
+    """Heartbeat, maintenance (promote, schedules, reap) and cancel-watch loops, and the start-up checks."""
 
-    id: str
-    settings: Settings
-    redis: Any
-    broker: Broker
-    bus: EventBus
-    lease_ms: int
-    held: dict[str, Task | None]
-    flow: WorkerFlow
-    outage: Outage
-    stats: dict[str, int]
-    concurrency: int
-    started_at: float
-    claimed_batches: list[tuple[int, float]]
-    executing: set[asyncio.Task[None]]
-    plugins: PluginManager
-    scheduler: Scheduler | None
-    cancelling: set[asyncio.Task[None]]
-    registry: QueueRegistry
-    #: When the longest-running task this worker holds was claimed, as of the last heartbeat (None: none).
-    oldest_claimed: float | None = None
-    schedule_names: frozenset[str]
-    schedule_successes: dict[str, float]
+    def __init__(self, shared: Shared) -> None:
+        self.worker_id, self.settings, self.redis = shared.worker_id, shared.settings, shared.redis
+        self.broker, self.bus, self.flow, self.plugins = shared.broker, shared.bus, shared.flow, shared.plugins
+        self.holdings, self.stats, self.outage = shared.holdings, shared.stats, shared.outage
+        self.lease_ms = int(self.settings.worker.lease_timeout * 1000)
+        self.started_at = time.time()
+        self.scheduler = self._make_scheduler()
+        self.registry = QueueRegistry(self.redis)
+        self.schedule_runs = shared.schedule_runs
 
-    async def _check_eviction_policy(self) -> None:
+    async def check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys: an evicted ready list or in-flight hash is lost work."""
         try:
             config = await self.redis.config_get("maxmemory-policy")
@@ -80,14 +64,7 @@ class Upkeep:
 
     def _make_scheduler(self) -> Scheduler | None:
         """The periodic schedules this worker ticks (every worker does; each slot is enqueued once). Their tasks
-        are checked now, as a worker would check them, so a bad schedule stops start-up (exit 2), not a slot.
-        Also sets up the queue registry's notes and the record of the schedules whose tasks run here."""
-        self.registry = QueueRegistry(self.redis)
-        queue = self.broker.keys.queue
-        #: When a task of each schedule that feeds this queue last succeeded, not written yet: the heartbeat writes
-        #: them (Settling._announce notes them), so they cost no round trip of their own.
-        self.schedule_names = frozenset(s.name for s in self.settings.schedules if (s.queue or queue) == queue)
-        self.schedule_successes = {}
+        are checked now, as a worker would check them, so a bad schedule stops start-up (exit 2), not a slot."""
         schedules = self.settings.schedules
         if not schedules:
             return None
@@ -104,7 +81,7 @@ class Upkeep:
         scheduler.before_enqueue = self.plugins.before_enqueue
         return scheduler
 
-    def _check_timings(self) -> None:
+    def check_timings(self) -> None:
         cfg = self.settings.worker
         if cfg.heartbeat_interval * 2 > cfg.lease_timeout:
             log.warning(
@@ -127,51 +104,43 @@ class Upkeep:
         targets = self.scheduler.brokers if self.scheduler is not None else {}
         return [self.broker.keys.queue, *targets]
 
-    async def _write_schedule_successes(self) -> None:
+    async def write_schedule_successes(self) -> None:
         """At shutdown: the schedule successes no heartbeat has written yet."""
-        successes, self.schedule_successes = self.schedule_successes, {}
+        successes = self.schedule_runs.take()
         try:
             await self.broker.record_schedule_successes(successes)
         except BaseException:
-            self.schedule_successes = {**successes, **self.schedule_successes}
+            self.schedule_runs.put_back(successes)
             raise
 
-    @staticmethod
-    async def _stopped_within(tasks: set[asyncio.Task[None]], what: str, timeout: float = 3.0) -> bool:
-        """Wait for cancelled tasks to finish, but never without bound: shutdown goes on without a stuck one."""
-        if not tasks:
-            return True
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        if pending:
-            log.warning("%s did not stop within %ss of being cancelled; shutting down without it", what, timeout)
-        return not pending
-
-    async def _heartbeat_loop(self) -> None:
+    async def heartbeat_loop(self) -> None:
         interval = self.settings.worker.heartbeat_interval
         failures = Backoff("heartbeat (leases not renewed)", outage=self.outage)
         while True:
             await asyncio.sleep(interval)
-            successes, self.schedule_successes = self.schedule_successes, {}
+            successes = self.schedule_runs.take()
             try:
-                await self.broker.heartbeat(list(self.held), self.lease_ms, *self.worker_info(), successes=successes)
+                await self.broker.heartbeat(
+                    list(self.holdings.tasks), self.lease_ms, *self.worker_info(), successes=successes
+                )
                 await self.flow.renew(int(time.time() * 1000) + self.lease_ms)
                 failures.reset()
             except RETRYABLE as exc:
-                self.schedule_successes = {**successes, **self.schedule_successes}  # written with the next one
+                self.schedule_runs.put_back(successes)  # written with the next one
                 failures.failed(exc)
 
     def worker_info(self) -> tuple[dict[str, Any], int]:
         """What this worker tells others (the inspection API) about itself, and for how long (seconds) it stays
         readable if no heartbeat refreshes it: written with each heartbeat, so it costs no round trip."""
         cfg = self.settings.worker
-        running = self.running_tasks()
-        oldest = self.oldest_claimed = running[0][2] if running else None
+        running = self.holdings.running()
+        oldest = self.holdings.oldest_claimed = running[0][2] if running else None
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "queue": self.broker.keys.queue,
             "started": self.started_at,
-            "concurrency": self.concurrency,
+            "concurrency": cfg.concurrency,
             "stats": codec.dumps(self.stats),
             "running": codec.dumps(running[:RUNNING_LISTED]),
             "running_count": len(running),
@@ -181,27 +150,7 @@ class Upkeep:
         }
         return info, int(cfg.lease_timeout * 2 + cfg.heartbeat_interval * 2 + 10)
 
-    def running_tasks(self) -> list[list[Any]]:
-        """[token, task id, claimed at] of every task this worker holds, oldest first. The claim time comes from
-        `claimed_batches` (a batch's tokens are consecutive), which is trimmed here to what is still held."""
-        batches = self.claimed_batches
-        if not self.held:
-            batches.clear()
-            return []
-        tokens = sorted((int(token), task) for token, task in self.held.items())
-        firsts = [first for first, _ in batches]
-        oldest = bisect.bisect_right(firsts, tokens[0][0]) - 1
-        if oldest > 0:
-            del batches[:oldest]
-            del firsts[:oldest]
-        running: list[list[Any]] = []
-        for token, task in tokens:
-            at = bisect.bisect_right(firsts, token) - 1
-            since = batches[at][1] if at >= 0 else None
-            running.append([str(token), task.id if task is not None else None, since])
-        return running
-
-    async def _maintenance_loop(self) -> None:
+    async def maintenance_loop(self) -> None:
         cfg = self.settings.worker
         next_reap = time.monotonic() + random.uniform(0, cfg.reaper_interval)
         # A blocking fetch a frozen worker left on the server may still land in its list until it times out.
@@ -217,7 +166,9 @@ class Upkeep:
                     await self.scheduler.tick()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + cfg.reaper_interval
-                    recovered = await self.broker.reap(self.lease_ms, lock_ms, self.id, forget_after_ms=forget_ms)
+                    recovered = await self.broker.reap(
+                        self.lease_ms, lock_ms, self.worker_id, forget_after_ms=forget_ms
+                    )
                     if recovered:
                         self._announce_recovered(recovered)
                 backoff.reset()
@@ -226,15 +177,16 @@ class Upkeep:
                 # After an outage every lease looks expired: give live workers one heartbeat to renew them first.
                 next_reap = time.monotonic() + cfg.heartbeat_interval + cfg.reaper_interval
 
-    async def _cancel_watch_loop(self) -> None:
+    async def cancel_watch_loop(self) -> None:
         """Cancel running attempts whose task a client asked to cancel. One small read per interval, and only
-        while this worker holds tasks; each runner is named after its attempt token (see Worker._launch)."""
+        while this worker holds tasks; each runner is named after its attempt token (see Worker.launch)."""
         interval = self.settings.worker.cancel_poll_interval
         keep_ms = self.settings.queue.result_ttl * 1000
         failures = Backoff("cancel watch", outage=self.outage)
         while True:
             await asyncio.sleep(interval)
-            if not self.held:
+            holdings = self.holdings
+            if not holdings.tasks:
                 continue
             try:
                 requested = await self.broker.cancel_requests_now(keep_ms)
@@ -243,16 +195,17 @@ class Upkeep:
                 failures.failed(exc)
                 continue
             self.broker.cancel_requests = frozenset(requested)  # so a task that ends meanwhile drops its request
-            if self.cancelling:  # a runner that finished before its cancellation landed
-                self.cancelling = {runner for runner in self.cancelling if not runner.done()}
+            cancelling = holdings.cancelling
+            for runner in [runner for runner in cancelling if runner.done()]:  # finished before the cancel landed
+                cancelling.discard(runner)
             if not requested:
                 continue
-            tokens = {token for token, task in self.held.items() if task is not None and task.id in requested}
-            for runner in list(self.executing) if tokens else ():
-                if runner.get_name() in tokens and not runner.done() and runner not in self.cancelling:
-                    task = self.held.get(runner.get_name())
+            tokens = {token for token, task in holdings.tasks.items() if task is not None and task.id in requested}
+            for runner in list(holdings.runners) if tokens else ():
+                if runner.get_name() in tokens and not runner.done() and runner not in cancelling:
+                    task = holdings.tasks.get(runner.get_name())
                     log.info("task %s: cancelling its running attempt on request", task.id if task else "?")
-                    self.cancelling.add(runner)
+                    cancelling.add(runner)
                     runner.cancel()
 
     def _announce_recovered(self, envelopes: list[bytes]) -> None:

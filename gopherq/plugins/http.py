@@ -37,6 +37,8 @@ from gopherq import (
     OutboundCall,
     PermanentFailure,
     PluginSettings,
+    RegisterExecutor,
+    RegisterSettings,
     RetryTask,
     Settings,
     Task,
@@ -462,10 +464,10 @@ def _header_dict(headers: httpx.Headers) -> dict[str, str]:
 
 
 @hookimpl
-def gopherq_register_settings(register: Any) -> None:
+def gopherq_register_settings(register: RegisterSettings) -> None:
     register(HttpSettings)
 
 
 @hookimpl
-def gopherq_register_executors(register: Any, settings: Settings) -> None:
+def gopherq_register_executors(register: RegisterExecutor, settings: Settings) -> None:
     register("http", HttpExecutor(settings.plugin("http"), settings.worker.concurrency, Masker.from_settings(settings)))

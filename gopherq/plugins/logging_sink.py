@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gopherq import Event, Settings, SinkSettings, hookimpl
+from gopherq import Event, RegisterSettings, RegisterSink, Settings, SinkSettings, hookimpl
 
 log = logging.getLogger("gopherq.events")
 
@@ -46,12 +46,12 @@ class LoggingSink:
 
 
 @hookimpl
-def gopherq_register_settings(register: Any) -> None:
+def gopherq_register_settings(register: RegisterSettings) -> None:
     register(LoggingSinkSettings)
 
 
 @hookimpl
-def gopherq_register_sinks(register: Any, settings: Settings) -> None:
+def gopherq_register_sinks(register: RegisterSink, settings: Settings) -> None:
     config: LoggingSinkSettings = settings.plugin("logging")
     # A sink whose lines the logging configuration would discard is not registered at all, so the worker
     # does not even build those events.

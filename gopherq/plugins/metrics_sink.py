@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gopherq import Event, Settings, hookimpl
-from gopherq.metrics import register_process_collectors
+from gopherq import Event, RegisterSink, Settings, WorkerView, hookimpl
+from gopherq.web.exposition import register_process_collectors
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class LiveCollector(Collector):
     """What is read at scrape time from the worker itself: sink counters and the tasks running now."""
 
     def __init__(self) -> None:
-        self.worker: Any = None
+        self.worker: WorkerView | None = None
 
     def collect(self) -> Iterator[Metric]:
         worker = self.worker
@@ -196,7 +196,7 @@ class MetricsSink:
                 else:
                     self.http.labels(queue, status_class(status), status_code(status)).inc()
 
-    def serve(self, worker: Any) -> None:
+    def serve(self, worker: WorkerView) -> None:
         """Start the HTTP server (called once the worker is up); a port in use is logged, not fatal."""
         assert self.port is not None
         self.live.worker = worker
@@ -224,20 +224,20 @@ STATE = _State()
 
 
 @hookimpl
-def gopherq_register_sinks(register: Any, settings: Settings) -> None:
+def gopherq_register_sinks(register: RegisterSink, settings: Settings) -> None:
     STATE.sink = None
     if settings.metrics.port is not None:
         STATE.sink = MetricsSink(settings)
-        register("metrics", STATE.sink, events=EVENTS, buffer_size=10000, batch_size=500)
+        register("metrics", STATE.sink, events=EVENTS, batch_size=500)
 
 
 @hookimpl
-def gopherq_startup(worker: Any) -> None:
+def gopherq_startup(worker: WorkerView) -> None:
     if STATE.sink is not None:
         STATE.sink.serve(worker)
 
 
 @hookimpl
-def gopherq_shutdown(worker: Any) -> None:
+def gopherq_shutdown(worker: WorkerView) -> None:
     if STATE.sink is not None:
         STATE.sink.stop()

@@ -39,6 +39,8 @@ from gopherq import (
     Masker,
     QueueKeys,
     RedisConnection,
+    RegisterSettings,
+    RegisterSink,
     Settings,
     SinkSettings,
     bounded,
@@ -178,12 +180,12 @@ class StreamSink:
 
 
 @hookimpl
-def gopherq_register_settings(register: Any) -> None:
+def gopherq_register_settings(register: RegisterSettings) -> None:
     register(StreamSinkSettings)
 
 
 @hookimpl
-def gopherq_register_sinks(register: Any, settings: Settings) -> None:
+def gopherq_register_sinks(register: RegisterSink, settings: Settings) -> None:
     config: StreamSinkSettings = settings.plugin("stream")
     if config.enabled:
         register("stream", StreamSink(settings, config), **config.register_kwargs())

@@ -21,10 +21,10 @@ from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import Settings
 from gopherq.web import actions, api, health, metrics, pages
-from gopherq.web.render import ENV_KEY, MASKER_KEY, POLL_KEY, STATIC, build_environment
+from gopherq.web.render import ENV_KEY, MASKER_KEY, POLL_KEY, STATIC, build_environment, login_page
 from gopherq.web.security import AUTH_KEY, MIDDLEWARES, Auth, Handler
 from gopherq.web.sessions import SESSIONS_KEY, Sessions
-from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, REDIS_KEY, SETTINGS_KEY
+from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, LOGIN_PAGE_KEY, PLUGINS_KEY, REDIS_KEY, SETTINGS_KEY
 
 Area = Callable[[web.Application], None]
 
@@ -73,6 +73,7 @@ def create_app(
     app[MASKER_KEY] = masker
     app[ENV_KEY] = build_environment(masker)
     app[POLL_KEY] = settings.web.poll_interval
+    app[LOGIN_PAGE_KEY] = login_page
     app.router.add_static("/static/", STATIC, name="static", append_version=False)
     for setup in AREAS if areas is None else areas:
         setup(app)

@@ -1,11 +1,11 @@
-"""`/metrics`: the Prometheus exposition that `gopherq.metrics.render_metrics` builds from the inspector, behind
+"""`/metrics`: the Prometheus exposition that `gopherq.web.exposition.render_metrics` builds from the inspector, behind
 the same authentication as the pages (scrapers send the bearer token)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gopherq.metrics import render_metrics
+from gopherq.web.exposition import render_metrics
 from gopherq.web.state import INSPECTOR_KEY
 
 

@@ -13,13 +13,12 @@ from typing import Any
 
 from aiohttp import web
 
-from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import ConfigError
 from gopherq.core.keys import validate_queue_name
 from gopherq.web.chart import throughput_chart
 from gopherq.web.render import render_html
-from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, REDIS_KEY, SETTINGS_KEY
+from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, SETTINGS_KEY
 
 PAGE_SIZE = 25
 TABS = ("ready", "delayed", "running", "dead")
@@ -40,7 +39,9 @@ def queue_param(request: web.Request) -> str:
 
 
 def dead_letters(request: web.Request, queue: str) -> DeadLetters:
-    return DeadLetters(Broker(request.app[REDIS_KEY], queue), request.app[BUS_KEY])
+    """The queue's dead letters, to requeue or delete, from the app's one inspection layer; requeues are announced
+    on the app's event bus."""
+    return request.app[INSPECTOR_KEY].dead_letters(queue, request.app[BUS_KEY])
 
 
 def notice(request: web.Request) -> str | None:

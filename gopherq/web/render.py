@@ -17,6 +17,7 @@ import jinja2
 from aiohttp import web
 
 from gopherq.core.masking import Masker
+from gopherq.web.security import auth_method, csrf_token, set_csrf_cookie
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -114,8 +115,6 @@ def percent(part: Any, whole: Any) -> str:
 
 def render_html(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
     """Render `template` with the request's common context (CSRF token, poll interval) and answer with it."""
-    from gopherq.web.security import auth_method, csrf_token, set_csrf_cookie
-
     env = request.app[ENV_KEY]
     token, new = csrf_token(request)
     full = {
@@ -132,3 +131,8 @@ def render_html(request: web.Request, template: str, context: dict[str, Any], st
     if new is not None:
         set_csrf_cookie(request, response, new)
     return response
+
+
+def login_page(request: web.Request) -> web.Response:
+    """The login page (401), back to the page asked for once logged in."""
+    return render_html(request, "login.html", {"next": request.path_qs, "failed": False}, status=401)

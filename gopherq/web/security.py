@@ -31,6 +31,7 @@ from gopherq.core.errors import ConfigError
 from gopherq.core.resilience import RETRYABLE
 from gopherq.core.settings import WebSettings
 from gopherq.web.sessions import SESSIONS_KEY, Sessions, random_id, well_formed
+from gopherq.web.state import LOGIN_PAGE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,7 @@ def unauthorized(request: web.Request, auth: Auth) -> web.Response:
         headers["WWW-Authenticate"] = 'Basic realm="gopherq", charset="UTF-8"'
     wants_html = "text/html" in request.headers.get("Accept", "") and request.method == "GET"
     if wants_html and auth.token is not None and request.app[SESSIONS_KEY].ready:
-        from gopherq.web.render import render_html  # the login page is a page like any other
-
-        return render_html(request, "login.html", {"next": request.path_qs, "failed": False}, status=401)
+        return request.app[LOGIN_PAGE_KEY](request)  # the login page is a page like any other (web/render.py)
     return web.Response(status=401, text="401: authentication required\n", headers=headers)
 
 

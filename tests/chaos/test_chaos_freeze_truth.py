@@ -22,8 +22,9 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from gopherq.core import codec
-from gopherq.core.broker import Broker, load_script
-from gopherq.core.connection import Connection, command_timeout
+from gopherq.core.broker import Broker
+from gopherq.core.connection import RedisConnection, command_timeout
+from gopherq.core.scripts import load_script
 from gopherq.core.settings import Settings, load_settings
 from gopherq.web import create_app
 from gopherq.web.app import API_AREAS
@@ -143,11 +144,11 @@ class Api:
 @pytest.fixture
 async def api_on(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[..., Any]]:
     """`await api_on(redis_url)`: the `/v1` API on the server's own kind of Redis client (core/connection.py)."""
-    opened: list[tuple[Connection, TestServer, ClientSession]] = []
+    opened: list[tuple[RedisConnection, TestServer, ClientSession]] = []
 
     async def start(url: str) -> Api:
         settings = make_settings(redis={"url": url}, worker={"lease_timeout": 3.0})  # a 1 s command timeout
-        connection = Connection(settings, "client")
+        connection = RedisConnection(settings, "client")
         server = TestServer(create_app(settings, await connection.open(), areas=API_AREAS), host="127.0.0.1")
         await server.start_server()
         session = ClientSession()
@@ -265,7 +266,9 @@ async def test_a_settle_resent_after_its_reply_was_lost_is_recognised_and_announ
     server = private_redis("--appendonly", "yes", "--appendfsync", "always")
     cutter = await ReplyCutter(server.port).start()
     settings = make_settings(redis={"url": f"redis://127.0.0.1:{cutter.port}/0"})
-    connection = Connection(settings, "worker")  # the worker's own client: redis-py resends after a lost connection
+    connection = RedisConnection(
+        settings, "worker"
+    )  # the worker's own client: redis-py resends after a lost connection
     sink = CaptureSink()
     try:
         running = await start_worker(

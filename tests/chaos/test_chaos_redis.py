@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from gopherq.core import codec
-from gopherq.core.broker import load_script
+from gopherq.core.scripts import load_script
 from tests.chaos.conftest import Fleet, chaos_config, print_figures, queue_sizes, queue_stats, results
 from tests.conftest import LoopbackServer, wait_until
 

@@ -17,6 +17,7 @@ from typing import Any
 from gopherq.core.bounds import SHOWN_FIELD, SHOWN_TEXT, Cuts, bounded, cut_text
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters, masked_entry, masked_raw, masked_raw_text
+from gopherq.core.events import EventBus
 from gopherq.core.inspect.models import (
     DeadLetterInfo,
     DeadLetterSummary,
@@ -63,6 +64,11 @@ class Inspector(QueueReader, EventReader):
 
     def keys(self, queue: str) -> QueueKeys:
         return QueueKeys(validate_queue_name(queue))
+
+    def dead_letters(self, queue: str, bus: EventBus | None = None) -> DeadLetters:
+        """The dead-letter queue of `queue`, to change it (requeue, delete): with `bus`, a requeue is announced.
+        Cheap to make: its scripts are registered once per client (core/scripts.py)."""
+        return DeadLetters(Broker(self.redis, validate_queue_name(queue)), bus)
 
     # -- workers ---------------------------------------------------------------------------------------------
 
@@ -199,7 +205,7 @@ class Inspector(QueueReader, EventReader):
 
     async def dead(self, queue: str, offset: int = 0, limit: int = 50) -> Page[DeadLetterSummary]:
         """Dead letters, newest first."""
-        letters = DeadLetters(Broker(self.redis, queue))
+        letters = self.dead_letters(queue)
         offset, limit = max(0, offset), max(1, limit)
         entries = await letters.list(limit, offset)
         total = await letters.count()
@@ -292,7 +298,7 @@ class Inspector(QueueReader, EventReader):
 
     async def dead_letter(self, queue: str, entry_id: str) -> DeadLetterInfo | None:
         """One dead letter, fit to show (masked, each field bounded; see DeadLetterInfo); None when there is none."""
-        entry = await DeadLetters(Broker(self.redis, queue)).get(entry_id)
+        entry = await self.dead_letters(queue).get(entry_id)
         if entry is None:
             return None
         raw = raw_from_entry(entry)
@@ -320,5 +326,5 @@ class Inspector(QueueReader, EventReader):
     async def dead_letter_raw(self, queue: str, entry_id: str) -> bytes | None:
         """A dead letter's stored bytes, masked (see deadletters.masked_raw): at most `worker.max_payload_bytes`,
         or the prefix kept of a `too_large` task. None when there is no such dead letter."""
-        entry = await DeadLetters(Broker(self.redis, queue)).get(entry_id)
+        entry = await self.dead_letters(queue).get(entry_id)
         return None if entry is None else masked_raw(entry, self.masker)

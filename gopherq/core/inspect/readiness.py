@@ -23,11 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gopherq.core.broker import load_script
 from gopherq.core.errors import TaskRejected
 from gopherq.core.inspect.models import LevelInfo
 from gopherq.core.inspect.reading import decode, number
 from gopherq.core.keys import QueueKeys
+from gopherq.core.scripts import scripts
 from gopherq.core.task import task_from_dict
 
 #: Most tasks, and bytes, read from the head of each level's ready list.
@@ -70,7 +70,7 @@ class ReadyLevels:
     """Reads the ready lists of queues on one Redis (see the module docstring)."""
 
     def __init__(self, redis: Any) -> None:
-        self._heads = redis.register_script(load_script("heads"))
+        self._heads = scripts(redis)["heads"]
 
     async def read(self, keys: QueueKeys, now: float) -> Levels:
         replies = await self._heads(
