@@ -102,9 +102,10 @@ class Attempts:
     ) -> Started:
         """A sampled-out attempt: its span context as the SDK would make it (a new span id, the sampled flag off),
         current while the executor runs (function tasks' spans follow the decision), and its headers."""
-        span_context = SpanContext(trace_id, self.fast.ids.generate_span_id(), False, TraceFlags(flags), trace_state)  # type: ignore[union-attr]
+        span_id = self.fast.ids.generate_span_id()  # type: ignore[union-attr]
+        span_context = SpanContext(trace_id, span_id, False, TraceFlags(flags), trace_state)
         token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span_context), producer.base))
-        headers = {"traceparent": traceparent(span_context), **producer.headers}
+        headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}", **producer.headers}
         if tracestate:
             headers["tracestate"] = tracestate
         return None, token, UnrecordedCalls(headers)

@@ -156,9 +156,19 @@ class UnrecordedCalls:
         return None
 
 
+#: The headers a call's observer may add (lower case).
+PROPAGATION_HEADERS = frozenset({"traceparent", "tracestate", "baggage"})
+
+
 def merge(headers: MutableMapping[str, str], out: Mapping[str, str]) -> None:
     """Add the propagation headers `out` to `headers`, except those the request has (a task's own traceparent wins,
     with its own tracestate)."""
+    for name in headers:
+        if name.lower() in PROPAGATION_HEADERS:  # rare: the task sets one of them itself
+            break
+    else:
+        headers.update(out)
+        return
     present = {name.lower() for name in headers}
     own_context = "traceparent" in present
     for name, value in out.items():
