@@ -1,5 +1,6 @@
 """The `otel` plugin's per-task hooks: a PRODUCER span per enqueue, a CONSUMER span per attempt (made by
-`attempts.py`), and the tracer provider they use. Registered (through `gopherq_register_hooks`) only when the plugin is enabled.
+`attempts.py`), and the tracer provider they use. Registered (through `gopherq_register_hooks`) only when the
+plugin is enabled.
 
 Span names and attributes follow the OpenTelemetry messaging conventions: `send <queue>` (PRODUCER) and
 `process <queue>` (CONSUMER), with `messaging.system` = `gopherq`, `messaging.operation.type` (`send`,
