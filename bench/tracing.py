@@ -1,5 +1,5 @@
 """What tracing costs a worker: the HTTP drain's worker CPU per task with the `otel` plugin off, on at 1 % and on at
-100 % (and, with `--before DIR`, a checkout without the plugin), run in turns.
+100 % (and, with `--before DIR`, the same three in another checkout, e.g. before a change), run in turns.
 
     python -m bench.tracing [--rounds 6] [--tasks 10000] [--before /path/to/other/checkout]
 
@@ -84,7 +84,8 @@ def main() -> None:
     variants = dict(VARIANTS)
     if args.before is not None:
         TracingWorkloads.trees["before"] = args.before.resolve()
-        variants = {"before": {"tree": "before"}, **variants}
+        before = {f"before: {name}": {**options, "tree": "before"} for name, options in VARIANTS.items()}
+        variants = {**before, **variants}
     names = list(variants)
     with tempfile.TemporaryDirectory(prefix="gopherq-tracing-") as tmp:
         run_dir = Path(tmp)
@@ -106,11 +107,11 @@ def main() -> None:
         finally:
             target.stop()
             redis.stop()
-    base = statistics.median(cpu["tracing off"])
-    print("| variant | worker CPU per task (µs), median (min-max) | vs tracing off |")
+    print("| variant | worker CPU per task (µs), median (min-max) | vs tracing off of the same tree |")
     print("|---|---:|---:|")
     for name, values in cpu.items():
         median = statistics.median(values)
+        base = statistics.median(cpu["before: tracing off" if name.startswith("before: ") else "tracing off"])
         print(f"| {name} | {median:.1f} ({min(values):.1f}-{max(values):.1f}) | {100 * (median / base - 1):+.1f} % |")
 
 

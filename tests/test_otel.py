@@ -446,3 +446,39 @@ def test_without_opentelemetry_the_plugin_warns_once_and_adds_nothing(
     assert plugins.before_enqueue is None and plugins.hook_caller("gopherq_wrap_attempt") is None
     [warning] = [record for record in caplog.records if record.levelname == "WARNING"]
     assert "OpenTelemetry is not installed" in warning.getMessage()
+
+
+def test_the_cheap_path_is_taken_only_with_the_standard_sampler_and_propagators() -> None:
+    """fast.py decides and formats as the SDK would only for the samplers and propagators it knows; any other makes
+    it step aside (the generic SDK path). Pins the SDK internals it reads, so an SDK upgrade that moves them fails
+    here instead of silently taking the slow path."""
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    from gopherq.plugins.otel.fast import recognise
+
+    assert recognise(TRACER) is not None  # the SDK's default sampler (parent-based, always on)
+    shortcut = recognise(TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.25))).get_tracer("t"))
+    assert shortcut is not None and shortcut.parent_based and shortcut.bound == round(0.25 * 2**64)
+    unknown_delegate = ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON)
+    assert recognise(TracerProvider(sampler=unknown_delegate).get_tracer("t")) is None
+
+    class Custom(TextMapPropagator):
+        def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+            return context
+
+        def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+            return None
+
+        @property
+        def fields(self) -> set[str]:
+            return set()
+
+    standard = propagate.get_global_textmap()
+    assert shortcut.current()
+    propagate.set_global_textmap(CompositePropagator([*standard._propagators, Custom()]))  # type: ignore[attr-defined]
+    try:
+        assert not shortcut.current() and recognise(TRACER) is None
+    finally:
+        propagate.set_global_textmap(standard)

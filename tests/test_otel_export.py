@@ -200,3 +200,98 @@ def test_the_command_line_continues_the_trace_in_traceparent(
     [(_, producer)] = receiver.found()
     assert producer.kind == Span.SPAN_KIND_PRODUCER and producer.parent_span_id.hex() == PARENT_ID
     assert trace["traceparent"] == f"00-{TRACE_ID}-{producer.span_id.hex()}-01"
+
+
+class HeaderService:
+    """A loopback HTTP service that answers 200 and keeps each request's headers (lower-case names) by task id."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, dict[str, str]] = {}
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                service.headers[headers.get("idempotency-key", "")] = headers
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+@pytest.fixture
+def header_service() -> Iterator[HeaderService]:
+    started = HeaderService()
+    started.thread.start()
+    yield started
+    started.server.shutdown()
+    started.server.server_close()
+
+
+def test_sampling_in_the_worker_follows_the_producer_and_the_trace_id_ratio(
+    tmp_path: Path,
+    redis_url: str,
+    queue_name: str,
+    sync_redis: redis.Redis,
+    worker_process: Callable[..., Any],
+    receiver: Receiver,
+    header_service: HeaderService,
+) -> None:
+    """The worker's own provider at sample_ratio = 0.5 (the plugin's cheap path, fast.py): a new trace is recorded
+    exactly when the ratio sampler's rule says so on its trace id, a producer's decision is followed, and a
+    sampled-out attempt still sends its context, with the producer's tracestate and baggage, and records nothing."""
+    otel = f'enabled = true\nendpoint = "{receiver.url}"\nsample_ratio = 0.5\nexport_interval = 0.2'
+    proc = worker_process(["run", "-c", str(traced_config(tmp_path, redis_url, queue_name, otel))])
+    wait_until(lambda: "started: queue" in proc.output, what="worker start")
+    sampled_in = "0af7651916cd43dd8448eb211c80319c"
+    carried = {"tracestate": "vendor=x,other=y", "baggage": "tenant=acme"}
+    tasks = [{"id": f"root-{n}", "url": header_service.url} for n in range(40)]
+    tasks.append({"id": "out", "url": header_service.url, "trace": {"traceparent": TRACEPARENT[:-2] + "00", **carried}})
+    tasks.append(
+        {"id": "in", "url": header_service.url, "trace": {"traceparent": f"00-{sampled_in}-{PARENT_ID}-01", **carried}}
+    )
+    sync_redis.rpush(queue_name, *(codec.dumps(task) for task in tasks))
+    keys = QueueKeys(queue_name)
+    wait_until(lambda: all(sync_redis.exists(keys.result(task["id"])) for task in tasks), what="every task to finish")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(20) == 0  # exports what is left before it exits
+    spans = [span for _, span in receiver.found()]
+    by_trace: dict[str, list[Span]] = {}
+    for span in spans:
+        by_trace.setdefault(span.trace_id.hex(), []).append(span)
+    bound = round(0.5 * 2**64)
+    recorded_roots = 0
+    for task in tasks[:40]:
+        _, trace_id, span_id, flags = header_service.headers[task["id"]]["traceparent"].split("-")
+        assert "tracestate" not in header_service.headers[task["id"]]
+        sampled = int(trace_id, 16) & (2**64 - 1) < bound
+        assert flags == ("03" if sampled else "02")  # sampled or not, and a random trace id (W3C level 2)
+        if sampled:
+            recorded_roots += 1
+            [consumer, client] = sorted(by_trace[trace_id], key=lambda span: span.kind != Span.SPAN_KIND_CONSUMER)
+            assert consumer.kind == Span.SPAN_KIND_CONSUMER and not consumer.parent_span_id
+            assert client.span_id.hex() == span_id and client.parent_span_id == consumer.span_id
+        else:
+            assert trace_id not in by_trace
+    assert 0 < recorded_roots < 40
+    out = header_service.headers["out"]
+    assert out["traceparent"].startswith(f"00-{TRACE_ID}-") and out["traceparent"].endswith("-00")
+    assert out["traceparent"][36:52] != PARENT_ID  # the attempt's own span id
+    assert out["tracestate"] == carried["tracestate"] and out["baggage"] == carried["baggage"]
+    assert TRACE_ID not in by_trace
+    inside = header_service.headers["in"]
+    [consumer, client] = sorted(by_trace[sampled_in], key=lambda span: span.kind != Span.SPAN_KIND_CONSUMER)
+    assert consumer.parent_span_id.hex() == PARENT_ID and client.parent_span_id == consumer.span_id
+    assert inside["traceparent"] == f"00-{sampled_in}-{client.span_id.hex()}-01"
+    assert inside["tracestate"] == carried["tracestate"] and inside["baggage"] == carried["baggage"]
+    assert len(spans) == 2 * (recorded_roots + 1)

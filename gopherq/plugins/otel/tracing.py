@@ -1,5 +1,6 @@
-"""The `otel` plugin's per-task hooks: a PRODUCER span per enqueue, a CONSUMER span per attempt, and the tracer
-provider they use. Registered (through `gopherq_register_hooks`) only when the plugin is enabled.
+"""The `otel` plugin's per-task hooks: a PRODUCER span per enqueue, a CONSUMER span per attempt (made by
+`attempts.py`), and the tracer provider they use. Registered (through `gopherq_register_hooks`) only when the
+plugin is enabled.
 
 Span names and attributes follow the OpenTelemetry messaging conventions: `send <queue>` (PRODUCER) and
 `process <queue>` (CONSUMER), with `messaging.system` = `gopherq`, `messaging.operation.type` (`send`,
@@ -24,17 +25,16 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import INVALID_SPAN, Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gopherq import AttemptOutcome, AttemptRunner, ExecutionContext, Masker, Settings, Task, hookimpl
 from gopherq.core.tracecontext import BAGGAGE_MAX, TRACE_KEYS, TRACESTATE_MAX
-from gopherq.plugins.otel.calls import SpanCalls, UnrecordedCalls
+from gopherq.plugins.otel.attempts import SYSTEM, Attempts
 from gopherq.plugins.otel.export import BoundedProcessor, make_exporter
+from gopherq.plugins.otel.fast import AttemptIds
 from gopherq.plugins.otel.settings import OtelSettings
 
 log = logging.getLogger("gopherq.plugins.otel")
-
-SYSTEM = "gopherq"
 
 #: Environment variables the command line reads its parent context from (OpenTelemetry's environment carrier).
 _ENV_NAMES = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE", "baggage": "BAGGAGE"}
@@ -83,7 +83,9 @@ def build_provider(config: OtelSettings) -> tuple[Any, BoundedProcessor | None]:
         return current, None
     name = config.service_name or os.environ.get("OTEL_SERVICE_NAME") or "gopherq"
     sampler = None if config.sample_ratio is None else ParentBased(TraceIdRatioBased(config.sample_ratio))
-    provider = TracerProvider(resource=Resource.create({"service.name": name}), sampler=sampler)
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": name}), sampler=sampler, id_generator=AttemptIds()
+    )
     processor = None
     exporter = make_exporter(config)
     if exporter is not None:
@@ -102,7 +104,6 @@ class Tracing:
         self.link_retries = config.retries == "link"
         self.processor: BoundedProcessor | None = None
         self._tracer: Any = None
-        self._calls: SpanCalls | None = None
 
     @property
     def tracer(self) -> Any:
@@ -112,7 +113,6 @@ class Tracing:
 
             provider, self.processor = build_provider(self.config)
             self._tracer = provider.get_tracer("gopherq", __version__)
-            self._calls = SpanCalls(self._tracer, self.masker)
         return self._tracer
 
     # -- enqueue -----------------------------------------------------------------------------------------------
@@ -157,71 +157,31 @@ class Tracing:
 
     @hookimpl
     def gopherq_wrap_attempt(self, run: AttemptRunner) -> AttemptRunner:
-        tracer = self.tracer
-        calls = self._calls
-        unrecorded = UnrecordedCalls()
-        exemplars = self.config.exemplars
-        masker = self.masker
+        _ = self.tracer
+        attempts = Attempts(self)
 
         async def traced(entry: Any, task: Task, context: ExecutionContext) -> AttemptOutcome:
-            parent, links = self._consumer_parent(task)
-            span = tracer.start_span(f"process {context.queue}", context=parent, kind=SpanKind.CONSUMER, links=links)
-            recording = span.is_recording()
-            if recording:
-                span.set_attributes(
-                    {
-                        "messaging.system": SYSTEM,
-                        "messaging.operation.type": "process",
-                        "messaging.operation.name": "process",
-                        "messaging.destination.name": context.queue,
-                        "messaging.message.id": task.id,
-                        "messaging.client.id": context.worker_id,
-                        "gopherq.task.type": task.type,
-                        "gopherq.task.attempt": task.attempt,
-                    }
-                )
-                if task.recoveries:
-                    span.set_attribute("gopherq.task.recoveries", task.recoveries)
-            token = otel_context.attach(trace.set_span_in_context(span, parent))
-            context.calls = calls if recording else unrecorded
+            span, token, calls = attempts.start(task, context)
+            context.calls = calls
+            if span is None:  # not recorded: nothing to add to the span
+                try:
+                    return await run(entry, task, context)
+                finally:
+                    otel_context.detach(token)
             try:
                 outcome = await run(entry, task, context)
             except BaseException:  # cancelled: a time limit, a cancellation, shutdown
-                if recording:
-                    span.set_attribute("error.type", "cancelled")
-                    span.set_status(Status(StatusCode.ERROR, "attempt cancelled (time limit, cancel or shutdown)"))
+                span.set_attributes({"error.type": "cancelled"})
+                span.set_status(Status(StatusCode.ERROR, "attempt cancelled (time limit, cancel or shutdown)"))
                 raise
             else:
-                if recording:
-                    failure = outcome.failure
-                    if failure is not None:
-                        span.set_attribute("error.type", failure.reason)
-                        span.set_status(Status(StatusCode.ERROR, masker.text(failure.message)[:1000]))
-                    if exemplars:
-                        facts = context.event_data or {}
-                        context.event_data = {
-                            **facts,
-                            "attempt_trace_id": format(span.get_span_context().trace_id, "032x"),
-                        }
+                attempts.finished(span, outcome, context)
                 return outcome
             finally:
                 otel_context.detach(token)
                 span.end()
 
         return traced
-
-    def _consumer_parent(self, task: Task) -> tuple[Any, list[Link] | None]:
-        """The first attempt is a child of the producer span; a retry or a recovery starts a trace of its own,
-        linked to the producer span (unless `retries = "child"`), so a retry days later does not stretch the
-        original trace. The producer's baggage is kept either way."""
-        if task.trace is None:
-            return Context(), None
-        producer = extract(task.trace)
-        if (task.attempt == 1 and task.recoveries == 0) or not self.link_retries:
-            return producer, None
-        linked = trace.get_current_span(producer).get_span_context()
-        links = [Link(linked, {"gopherq.link": "producer"})] if linked.is_valid else None
-        return trace.set_span_in_context(INVALID_SPAN, producer), links
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 

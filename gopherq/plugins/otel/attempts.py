@@ -1,0 +1,178 @@
+"""The CONSUMER span of each attempt: its parent (the producer's span, or a link to it), the sampling decision, the
+context made current while the executor runs, and the `context.calls` the executor reports its calls to.
+
+An attempt that is sampled out costs no SDK span when the sampler and propagators are the standard ones (`fast.py`):
+its span context is made directly, with the same ids, flags and tracestate the SDK would give it, and its
+`traceparent` is formatted once for all its calls. A recorded attempt is an SDK span started with all its attributes
+at once.
+"""
+
+from __future__ import annotations
+
+from contextvars import Token
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+
+from gopherq import AttemptOutcome, ExecutionContext, Task
+from gopherq.plugins.otel.calls import SpanCalls, Targets, UnrecordedCalls
+from gopherq.plugins.otel.fast import LOW_64, NO_PRODUCER, RANDOM, SAMPLED, parse_traceparent, recognise, traceparent
+
+if TYPE_CHECKING:
+    from gopherq.plugins.otel.tracing import Tracing
+
+SYSTEM = "gopherq"
+CONSUMER = SpanKind.CONSUMER
+PRODUCER_LINK = {"gopherq.link": "producer"}
+
+#: What `Attempts.start` gives the wrapper: the recorded span (None when not recorded), the context token to detach
+#: when the attempt ends, and the attempt's `context.calls`.
+Started = tuple[Any, "Token[Context]", "SpanCalls | UnrecordedCalls"]
+
+
+class Attempts:
+    """Starts and ends the spans of attempts for one `Tracing` (one per process)."""
+
+    def __init__(self, tracing: Tracing) -> None:
+        self.tracer = tracing.tracer
+        self.targets = Targets(tracing.masker)
+        self.masker = tracing.masker
+        self.link_retries = tracing.link_retries
+        self.exemplars = tracing.config.exemplars
+        self.fast = recognise(self.tracer)
+
+    def start(self, task: Task, context: ExecutionContext) -> Started:
+        fast = self.fast
+        if fast is not None and not fast.current():  # the global propagators were replaced: look again
+            fast = self.fast = recognise(self.tracer)
+        if fast is None:
+            return self._start_generic(task, context)
+        trace_field = task.trace
+        parent = None if trace_field is None else parse_traceparent(trace_field.get("traceparent"))
+        producer = NO_PRODUCER
+        if trace_field is not None:
+            producer = fast.producer(trace_field.get("tracestate") if parent else None, trace_field.get("baggage"))
+        links = None
+        if parent is not None and self._linked(task):
+            linked = SpanContext(parent.trace_id, parent.span_id, True, TraceFlags(parent.flags), producer.trace_state)
+            links = [Link(linked, PRODUCER_LINK)]
+            parent = None
+        if parent is not None:
+            trace_id = parent.trace_id
+            sampled = parent.flags & SAMPLED if fast.parent_based else (trace_id & LOW_64) < fast.bound
+            if not sampled:
+                flags = parent.flags & RANDOM
+                return self._unrecorded(trace_id, flags, producer.trace_state, producer.tracestate, producer)
+            remote = SpanContext(trace_id, parent.span_id, True, TraceFlags(parent.flags), producer.trace_state)
+            parent_context = trace.set_span_in_context(NonRecordingSpan(remote), producer.base)
+        else:
+            parent_context = producer.base
+            if fast.reserve is not None:  # a new trace whose id the plugin draws: decide on it now
+                trace_id = fast.ids.generate_trace_id()
+                if (trace_id & LOW_64) >= fast.bound:
+                    return self._unrecorded(trace_id, RANDOM if fast.random_ids else 0, None, None, producer)
+                fast.reserve(trace_id)  # the SDK's sampler decides the same on it
+        span = self.tracer.start_span(
+            f"process {context.queue}",
+            context=parent_context,
+            kind=CONSUMER,
+            links=links,
+            attributes=self._attributes(task, context),
+        )
+        if not span.is_recording():  # the application's provider decided on a trace id of its own
+            return self._current(span, producer.base, producer.headers)
+        attempt_context = trace.set_span_in_context(span, parent_context)
+        token = otel_context.attach(attempt_context)
+        return span, token, SpanCalls(self.tracer, self.targets, attempt_context, producer.headers)
+
+    def _unrecorded(
+        self, trace_id: int, flags: int, trace_state: Any, tracestate: str | None, producer: Any
+    ) -> Started:
+        """A sampled-out attempt: its span context as the SDK would make it (a new span id, the sampled flag off),
+        current while the executor runs (function tasks' spans follow the decision), and its headers."""
+        span_id = self.fast.ids.generate_span_id()  # type: ignore[union-attr]
+        span_context = SpanContext(trace_id, span_id, False, TraceFlags(flags), trace_state)
+        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span_context), producer.base))
+        headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}", **producer.headers}
+        if tracestate:
+            headers["tracestate"] = tracestate
+        return None, token, UnrecordedCalls(headers)
+
+    def _current(self, span: Any, parent_context: Context, baggage: dict[str, str]) -> Started:
+        """An SDK span that is not recorded, made current, its context formatted directly."""
+        token = otel_context.attach(trace.set_span_in_context(span, parent_context))
+        span_context = span.get_span_context()
+        headers = {"traceparent": traceparent(span_context), **baggage}
+        if span_context.trace_state:
+            headers["tracestate"] = span_context.trace_state.to_header()
+        return None, token, UnrecordedCalls(headers)
+
+    def _linked(self, task: Task) -> bool:
+        """A retry or a recovery starts a trace of its own, linked to the producer span (unless `retries =
+        "child"`), so a retry days later does not stretch the original trace. The producer's baggage is kept."""
+        return self.link_retries and not (task.attempt == 1 and task.recoveries == 0)
+
+    def _attributes(self, task: Task, context: ExecutionContext) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "messaging.system": SYSTEM,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": context.queue,
+            "messaging.message.id": task.id,
+            "messaging.client.id": context.worker_id,
+            "gopherq.task.type": task.type,
+            "gopherq.task.attempt": task.attempt,
+        }
+        if task.recoveries:
+            attributes["gopherq.task.recoveries"] = task.recoveries
+        return attributes
+
+    def _start_generic(self, task: Task, context: ExecutionContext) -> Started:
+        """Through the SDK and the configured propagators, whatever they are."""
+        from gopherq.plugins.otel.tracing import extract
+
+        links = None
+        if task.trace is None:
+            parent_context: Context = Context()
+        else:
+            parent_context = extract(task.trace)
+            if self._linked(task):
+                linked = trace.get_current_span(parent_context).get_span_context()
+                links = [Link(linked, PRODUCER_LINK)] if linked.is_valid else None
+                parent_context = trace.set_span_in_context(INVALID_SPAN, parent_context)
+        span = self.tracer.start_span(
+            f"process {context.queue}",
+            context=parent_context,
+            kind=CONSUMER,
+            links=links,
+            attributes=self._attributes(task, context),
+        )
+        attempt_context = trace.set_span_in_context(span, parent_context)
+        token = otel_context.attach(attempt_context)
+        if span.is_recording():
+            return span, token, SpanCalls(self.tracer, self.targets, attempt_context, None)
+        headers: dict[str, str] = {}
+        propagate.inject(headers, context=attempt_context)
+        return None, token, UnrecordedCalls(headers)
+
+    def finished(self, span: Any, outcome: AttemptOutcome, context: ExecutionContext) -> None:
+        """A recorded attempt's outcome on its span (and its trace id in the outcome events, for exemplars)."""
+        failure = outcome.failure
+        if failure is not None:
+            span.set_attributes({"error.type": failure.reason})
+            span.set_status(Status(StatusCode.ERROR, self.masker.text(failure.message)[:1000]))
+        if self.exemplars:
+            facts = context.event_data or {}
+            context.event_data = {**facts, "attempt_trace_id": format(span.get_span_context().trace_id, "032x")}

@@ -1,0 +1,175 @@
+"""The cheap path of an attempt's trace context, used when the configured sampler and propagators are the standard
+ones (they are unless the application or `OTEL_*` variables say otherwise): the plugin then knows in advance what
+the SDK would decide and write, and does it itself.
+
+- Sampling: a `ParentBased` sampler with the standard delegates follows the sampled flag of the producer's
+  `traceparent`; for a new trace (no producer context, or a linked retry) its root sampler (`TraceIdRatioBased`,
+  always on, always off) decides on the low 64 bits of the trace id. A sampled-out attempt then needs no SDK span:
+  its span context (the ids, the flags, the parent's tracestate) is made here, exactly as the SDK would make its
+  `NonRecordingSpan`, and its `traceparent` is formatted directly. For a new trace the plugin draws the trace id
+  first; when it is sampled, the provider's id generator (`AttemptIds`, in the plugin's own provider) hands that id
+  to the SDK, whose sampler then reaches the same decision on it.
+- Propagation: with only the W3C trace-context and baggage propagators configured, only `traceparent` changes from
+  one attempt to the next: `tracestate` and `baggage` depend on the producer's values alone, so each distinct pair
+  is parsed and re-encoded once, by the real propagators, and remembered (a small bounded cache).
+
+Anything else (another sampler, a custom propagator, SDK metrics about spans) takes the SDK's generic path.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.trace import Tracer
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import INVALID_SPAN, SpanContext, TraceFlags, TraceState
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from gopherq.core.tracecontext import TRACEPARENT
+
+#: The low 64 bits of a trace id, on which the ratio sampler decides.
+LOW_64 = (1 << 64) - 1
+SAMPLED = TraceFlags.SAMPLED
+RANDOM = TraceFlags.RANDOM_TRACE_ID
+#: Distinct (tracestate, baggage) pairs remembered; past it the cache starts again (producers rarely vary them).
+CACHE_SIZE = 256
+
+
+class AttemptIds(RandomIdGenerator):
+    """Random ids, as the SDK's default generator, except that the plugin may choose a thread's next trace id:
+    the one it has already decided sampling on (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._next = threading.local()
+
+    def reserve(self, trace_id: int) -> None:
+        self._next.trace_id = trace_id
+
+    def generate_trace_id(self) -> int:
+        reserved: int = getattr(self._next, "trace_id", 0)
+        if reserved:
+            self._next.trace_id = 0
+            return reserved
+        return super().generate_trace_id()
+
+
+@dataclass(frozen=True)
+class Producer:
+    """What an attempt inherits from its producer's `trace`, parsed once per distinct tracestate and baggage."""
+
+    #: The context to put the attempt's span in: the producer's baggage, no span.
+    base: Context
+    #: The producer's tracestate (None: none or unusable), which a child span keeps, and its header.
+    trace_state: TraceState | None
+    tracestate: str | None
+    #: The headers every call of an attempt sends besides `traceparent` and `tracestate`: `baggage`.
+    headers: dict[str, str]
+
+
+NO_PRODUCER = Producer(Context(), None, None, {})
+
+
+class Shortcut:
+    """The cheap path for one tracer, when its sampler and the propagators are the standard ones (`recognise`)."""
+
+    def __init__(self, tracer: Tracer, bound: int, parent_based: bool, textmap: TextMapPropagator) -> None:
+        self.ids = tracer.id_generator
+        self.reserve = self.ids.reserve if isinstance(self.ids, AttemptIds) else None
+        self.random_ids = self.ids.is_trace_id_random()
+        self.bound = bound
+        self.parent_based = parent_based
+        self.textmap = textmap
+        self._producers: dict[tuple[str | None, str | None], Producer] = {}
+
+    def current(self) -> bool:
+        """Still valid: nobody has replaced the global propagators since (a cheap identity check per attempt)."""
+        return propagate.get_global_textmap() is self.textmap
+
+    def producer(self, tracestate: str | None, baggage: str | None) -> Producer:
+        """The producer's tracestate and baggage as the configured propagators read and write them."""
+        if tracestate is None and baggage is None:
+            return NO_PRODUCER
+        key = (tracestate, baggage)
+        found = self._producers.get(key)
+        if found is None:
+            if len(self._producers) >= CACHE_SIZE:
+                self._producers.clear()
+            found = self._producers[key] = self._parse(tracestate, baggage)
+        return found
+
+    def _parse(self, tracestate: str | None, baggage: str | None) -> Producer:
+        carrier = {"traceparent": "00-" + "0" * 31 + "1-" + "0" * 15 + "1-01"}
+        if tracestate is not None:
+            carrier["tracestate"] = tracestate
+        if baggage is not None:
+            carrier["baggage"] = baggage
+        extracted = self.textmap.extract(carrier, context=Context())
+        trace_state = trace.get_current_span(extracted).get_span_context().trace_state or None
+        base = trace.set_span_in_context(INVALID_SPAN, extracted)
+        headers: dict[str, str] = {}
+        self.textmap.inject(headers, context=base)  # no span: the baggage alone
+        return Producer(base, trace_state, trace_state.to_header() if trace_state else None, headers)
+
+
+def recognise(tracer: Any) -> Shortcut | None:
+    """A Shortcut for `tracer` when the SDK would decide and propagate as `Shortcut` assumes; else None."""
+    textmap = propagate.get_global_textmap()
+    members = textmap._propagators if type(textmap) is CompositePropagator else [textmap]
+    kinds = [type(member) for member in members]
+    if TraceContextTextMapPropagator not in kinds or any(
+        kind not in (TraceContextTextMapPropagator, W3CBaggagePropagator) for kind in kinds
+    ):
+        return None
+    if type(tracer) is not Tracer or not tracer._is_enabled():
+        return None
+    if type(tracer._tracer_metrics).__name__ != "NoOpTracerMetrics":
+        return None
+    sampler: Any = tracer.sampler
+    parent_based = type(sampler) is ParentBased
+    if parent_based:
+        delegates = (
+            getattr(sampler, "_remote_parent_sampled", None),
+            getattr(sampler, "_remote_parent_not_sampled", None),
+        )
+        if delegates != (ALWAYS_ON, ALWAYS_OFF):
+            return None
+        sampler = getattr(sampler, "_root", None)
+    if sampler is ALWAYS_ON:
+        bound = LOW_64 + 1
+    elif sampler is ALWAYS_OFF:
+        bound = 0
+    elif type(sampler) is TraceIdRatioBased:
+        bound = sampler.bound
+    else:
+        return None
+    return Shortcut(tracer, bound, parent_based, textmap)
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The producer's span, from a `traceparent` the SDK's propagator would accept."""
+
+    trace_id: int
+    span_id: int
+    flags: int
+
+
+def parse_traceparent(value: str | None) -> Parent | None:
+    """The producer's span, or None where the SDK's propagator would find none (the core has checked the field's
+    form already; this keeps the plugin as strict as the SDK if it ever meets one that was not checked)."""
+    if value is None or not TRACEPARENT.match(value) or (value.startswith("00-") and len(value) != 55):
+        return None
+    return Parent(int(value[3:35], 16), int(value[36:52], 16), int(value[53:55], 16))
+
+
+def traceparent(context: SpanContext) -> str:
+    """The W3C `traceparent` of a span context, as the trace-context propagator writes it."""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
