@@ -13,8 +13,12 @@ it must:
   refused connection is reported as httpx.ConnectError (httpx-aiohttp reports it as a ConnectTimeout);
 - a small body with a Content-Length and no Content-Encoding (the common API answer) is read at once and handed
   to httpx as content, which httpx then serves without its per-chunk async machinery; any other body is handed
-  over chunk by chunk as aiohttp reads it, undecoded, so httpx still decodes gzip/deflate and the executor can
-  stop reading at its body limit.
+  over chunk by chunk as aiohttp reads it, undecoded (the executor decodes it with bounded output, http_body, and
+  stops reading at its body limit).
+
+It owns the framing of what it sends (http_framing.frame_request: one Content-Length, no task-supplied framing or
+hop-by-hop header), and returns a connection to the pool only when its response was read to a clean end: a body
+left unread (limit reached, timeout, cancellation) or broken (protocol error) closes the connection.
 
 It never follows redirects, keeps no cookies and reads no proxy settings from the environment: the executor
 follows redirects itself (checking each hop against the egress guard) and tasks must not share cookies.
@@ -35,6 +39,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from gopherq.plugins.egress import EgressGuard
+from gopherq.plugins.http_framing import frame_request
 
 #: Largest body read at once (see the module docstring); larger ones are streamed.
 EAGER_BODY_LIMIT = 64 * 1024
@@ -68,10 +73,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self.session or self._open()
-        try:
-            data: bytes | None = request.content or None
-        except httpx.RequestNotRead:
-            data = await request.aread() or None
+        data = await frame_request(request) or None
         try:
             response = await session.request(
                 request.method,
