@@ -6,11 +6,15 @@ path), `frame_request` removes every such header and frames the body with one Co
 bytes that are sent. No request leaves with two framings, or with a length that is not its body's, so no byte of
 one request can be read by a server as the start of another on a pooled connection.
 
-`FramedHTTPTransport` is httpx's own transport (httpcore) with that one step in front. The aiohttp transport
-calls `frame_request` itself.
+`FramedHTTPTransport` is httpx's own transport (httpcore) with that step in front, and one more check behind
+(a connection on which the server sent more than the response is closed). The aiohttp transport calls
+`frame_request` itself.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 
@@ -54,9 +58,45 @@ async def frame_request(request: httpx.Request) -> bytes:
 
 
 class FramedHTTPTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport (httpcore), which frames every request with `frame_request` before sending it. httpcore
-    already closes a connection whose response was not read to its end instead of pooling it."""
+    """httpx's transport (httpcore), which frames every request with `frame_request` before sending it, and does
+    not pool a connection on which the server sent more than the response (see `_CleanEnd`). httpcore itself
+    closes a connection whose response was not read to its end."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await frame_request(request)
-        return await super().handle_async_request(request)
+        response = await super().handle_async_request(request)
+        network = response.extensions.get("network_stream")
+        if network is not None:
+            response.stream = _CleanEnd(response.stream, network)
+        return response
+
+
+class _CleanEnd(httpx.AsyncByteStream):
+    """A response stream that, when it is closed, closes the connection too if h11 holds bytes the server sent
+    past the end of the response (a Content-Length lie, a body on a HEAD answer, an unasked-for second answer):
+    pooled, the connection would hand them to the next request as its answer. (Bytes that arrive later wait in
+    the socket, where httpcore's check of an idle connection finds them and drops it.)"""
+
+    def __init__(self, stream: Any, network: Any) -> None:
+        self.stream = stream
+        self.network = network
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.stream.__aiter__()  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        if _past_the_end(self.stream):
+            # Closed before the pool sees the connection again: a closed socket counts as expired there.
+            await self.network.aclose()
+        await self.stream.aclose()
+
+
+def _past_the_end(stream: Any) -> bool:
+    """Whether h11 has bytes beyond the response it parsed. httpcore offers no public way to ask, so this reads
+    its private attributes; when they are not there (another httpcore release) it answers True, so a connection
+    is closed rather than trusted."""
+    try:
+        data, _ = stream._httpcore_stream._stream._connection._h11_state.trailing_data
+    except AttributeError:
+        return True
+    return bool(data)
