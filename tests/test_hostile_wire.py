@@ -36,10 +36,10 @@ from tests.wire_server import (
     ParsedRequest,
     Route,
     WireServer,
-    gzip_zeros,
+    deflate_bomb,
+    gzip_bomb,
     response,
-    zeros_deflate,
-    zlib_zeros,
+    zlib_bomb,
 )
 
 TRANSPORTS = ["aiohttp", "httpx"]
@@ -312,7 +312,7 @@ def test_parsed_request_reads_headers_case_insensitively() -> None:
 # -- what an endpoint sends back: bounded, and a connection not read to a clean end is never reused ---------------
 
 LIMIT = 64 * 1024
-BOMB = gzip_zeros(1 << 30)  # 1 GiB of zeros in about 1 MB
+BOMB = gzip_bomb(1 << 30)  # 1 GiB of zeros in about 1 MB
 NESTED = gzip.compress(gzip.compress(BOMB))  # "gzip, gzip, gzip": 1 GiB in a few hundred bytes
 
 
@@ -358,8 +358,8 @@ FORGED = response(200, b"path=/forged")
 CORPUS: dict[str, tuple[Route, bool, float, Callable[[dict[str, Any]], bool] | str]] = {
     "gzip-bomb": (fixed(BOMB, {"Content-Encoding": "gzip"}), False, 5, nul_body),
     "x-gzip-bomb": (fixed(BOMB, {"Content-Encoding": "x-gzip"}), False, 5, nul_body),
-    "deflate-bomb": (fixed(zlib_zeros(256 << 20), {"Content-Encoding": "deflate"}), False, 5, nul_body),
-    "raw-deflate-bomb": (fixed(zeros_deflate(256 << 20), {"Content-Encoding": "Deflate"}), False, 5, nul_body),
+    "deflate-bomb": (fixed(zlib_bomb(256 << 20), {"Content-Encoding": "deflate"}), False, 5, nul_body),
+    "raw-deflate-bomb": (fixed(deflate_bomb(256 << 20), {"Content-Encoding": "Deflate"}), False, 5, nul_body),
     "nested-bomb": (fixed(NESTED, {"Content-Encoding": "gzip,gzip, gzip"}, dirty=False), False, 5, nul_body),
     "chunked-bomb": (
         endless("Transfer-Encoding: chunked\r\nContent-Encoding: gzip", BOMB, chunked=True),

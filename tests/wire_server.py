@@ -227,30 +227,31 @@ class WireServer:
 _PIECE = 1 << 20
 
 
-def zeros_deflate(size: int) -> bytes:
-    """A raw deflate stream of `size` zero bytes (a multiple of 1 MiB): one MiB compressed after a full flush
-    (which resets the compressor, so every MiB compresses to the same bytes), repeated, then an empty final
-    block. 1 GiB takes about 1 MB and a few milliseconds."""
+def deflate_bomb(size: int, fill: int = 0) -> bytes:
+    """A raw deflate stream of `size` bytes (a multiple of 1 MiB) all equal to `fill`: one MiB compressed after a
+    full flush (which resets the compressor, so every MiB compresses to the same bytes), repeated, then an empty
+    final block. 1 GiB takes about 1 MB and a few milliseconds."""
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    piece = compressor.compress(bytes(_PIECE)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    piece = compressor.compress(bytes([fill]) * _PIECE) + compressor.flush(zlib.Z_FULL_FLUSH)
     return piece * (size // _PIECE) + b"\x03\x00"
 
 
-def _checksums(size: int) -> tuple[int, int]:
-    zeros = bytes(_PIECE)
+def _checksums(size: int, fill: int) -> tuple[int, int]:
+    piece = bytes([fill]) * _PIECE
     crc, adler = 0, 1
     for _ in range(size // _PIECE):
-        crc, adler = zlib.crc32(zeros, crc), zlib.adler32(zeros, adler)
+        crc, adler = zlib.crc32(piece, crc), zlib.adler32(piece, adler)
     return crc, adler
 
 
-def gzip_zeros(size: int) -> bytes:
-    """A gzip stream (RFC 1952) of `size` zero bytes."""
-    crc, _ = _checksums(size)
-    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + zeros_deflate(size) + struct.pack("<II", crc, size % (1 << 32))
+def gzip_bomb(size: int, fill: int = 0) -> bytes:
+    """A gzip stream (RFC 1952) of `size` bytes equal to `fill`."""
+    crc, _ = _checksums(size, fill)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    return header + deflate_bomb(size, fill) + struct.pack("<II", crc, size % (1 << 32))
 
 
-def zlib_zeros(size: int) -> bytes:
-    """A zlib stream (RFC 1950, what HTTP calls deflate) of `size` zero bytes."""
-    _, adler = _checksums(size)
-    return b"\x78\xda" + zeros_deflate(size) + struct.pack(">I", adler)
+def zlib_bomb(size: int, fill: int = 0) -> bytes:
+    """A zlib stream (RFC 1950, what HTTP calls deflate) of `size` bytes equal to `fill`."""
+    _, adler = _checksums(size, fill)
+    return b"\x78\xda" + deflate_bomb(size, fill) + struct.pack(">I", adler)

@@ -27,8 +27,8 @@ import httpx
 ACCEPT_ENCODING = "gzip, deflate"
 #: Most codings decoded in one body ("gzip, gzip" is two); a body with more is kept as it was received.
 MAX_CODINGS = 3
-#: Largest piece a decoding step hands the next one at a time.
-_STEP_OUTPUT = 64 * 1024
+#: Largest piece of input a decoding step takes, and of output it hands the next step, at a time.
+_STEP_INPUT = _STEP_OUTPUT = 16 * 1024
 
 
 def wire_limit(limit: int) -> int:
@@ -64,7 +64,7 @@ class _Inflate:
         """Whether input fed earlier is still waiting to be decoded."""
         return self.decoder is not None and bool(self.decoder.unconsumed_tail)
 
-    def decode(self, data: bytes, room: int) -> bytes:
+    def decode(self, data: bytes | memoryview, room: int) -> bytes:
         """At most `room` bytes decoded from `data` and what earlier calls left unconsumed."""
         if self.ended:
             return b""
@@ -112,24 +112,30 @@ class BodyDecoder:
         if over:
             chunk = chunk[:room]
         self.read += len(chunk)
-        self._push(0, chunk)
+        if not self.steps:
+            self._keep(chunk)
+        else:  # in small slices, so what zlib keeps unconsumed (it copies it) stays small too
+            view = memoryview(chunk)
+            for start in range(0, len(view), _STEP_INPUT):
+                self._push(0, view[start : start + _STEP_INPUT])
+                if self.full:
+                    break
         if over:
             self.full = True
 
     def body(self) -> bytes:
-        """The decoded body, cut at the limit."""
-        body = b"".join(self.chunks)
-        return body[: self.limit] if len(body) > self.limit else body
+        """The decoded body, at most `limit` bytes."""
+        return b"".join(self.chunks)
 
-    def _keep(self, data: bytes) -> None:
-        room = self.limit + 1 - self.kept
-        if len(data) >= room:
+    def _keep(self, data: bytes | memoryview) -> None:
+        room = self.limit - self.kept
+        if len(data) > room:  # more than the limit: the body is truncated
             data = data[:room]
             self.full = True
-        self.chunks.append(data)
+        self.chunks.append(bytes(data))
         self.kept += len(data)
 
-    def _push(self, index: int, data: bytes) -> None:
+    def _push(self, index: int, data: bytes | memoryview) -> None:
         """Decode `data` through step `index` and the steps after it, stopping as soon as the body is full."""
         if index == len(self.steps):
             self._keep(data)
