@@ -12,6 +12,7 @@ import asyncio
 import base64
 import gzip
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from gopherq.core.task import task_from_dict
 from gopherq.plugins.http import HttpExecutor, HttpPayload, HttpSettings
 from gopherq.plugins.http_checks import FRAMING_HEADERS, idempotency_key
 from gopherq.web import create_app
-from tests.conftest import ExecutorPlugin, LoopbackServer, write_config
+from tests.conftest import ExecutorPlugin, LoopbackServer, async_wait_until, write_config
 from tests.test_http_executor import context
 from tests.wire_server import (
     Connection,
@@ -431,3 +432,39 @@ async def test_hostile_responses_are_bounded_and_never_leave_a_pooled_connection
     assert [r.target for r in requests if r.after_dirty] == []
     assert "/forged" not in {r.target for r in requests}
     assert [r.target for r in requests].count("/redirect-loop") == 21  # the first request and 20 redirects
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_bytes_a_server_sends_to_an_idle_pooled_connection_never_answer_the_next_request(
+    wire: WireServer, transport: str
+) -> None:
+    """A clean answer, then (once the client has it) a second answer nobody asked for, on the connection that now
+    waits in the pool: the next request to that server must not take it for its own."""
+    done = asyncio.Event()
+    forged = threading.Event()
+
+    async def answer_then_forge(request: ParsedRequest, conn: Connection) -> None:
+        conn.dirty = True  # nothing may be sent on this connection after the forged answer
+        await conn.send(response(200, b"hello"))
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(done.wait(), loop))
+        await conn.send(FORGED)
+        forged.set()
+
+    loop = asyncio.get_running_loop()
+    wire.routes["/forge"] = answer_then_forge
+    executor = HttpExecutor(HttpSettings(transport=transport), concurrency=1)
+    entry = ExecutorEntry("http", executor, "http")
+    bodies = []
+    try:
+        for path in ("/forge", "/victim"):
+            task = task_from_dict({"id": path[1:], "url": wire.url(path)})
+            entry.validate(task)
+            outcome = await run_attempt(entry, task, context())
+            assert outcome.result is not None, outcome.failure
+            bodies.append(outcome.result["body"])
+            done.set()
+            await async_wait_until(forged.is_set, what="the forged answer to be sent")
+    finally:
+        await executor.close()
+    assert bodies == ["hello", "path=/victim"]
+    assert [request.target for request in wire.seen() if request.after_dirty] == []

@@ -18,7 +18,8 @@ it must:
 
 It owns the framing of what it sends (http_framing.frame_request: one Content-Length, no task-supplied framing or
 hop-by-hop header), and returns a connection to the pool only when its response was read to a clean end: a body
-left unread (limit reached, timeout, cancellation) or broken (protocol error) closes the connection.
+left unread (limit reached, timeout, cancellation) or broken (protocol error), or followed by more bytes (at once,
+or while the connection waits in the pool: CheckedConnector), closes the connection.
 
 It never follows redirects, keeps no cookies and reads no proxy settings from the environment: the executor
 follows redirects itself (checking each hop against the egress guard) and tasks must not share cookies.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import select
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -58,9 +60,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _open(self) -> aiohttp.ClientSession:
         if self.resolver is None:
-            connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self.ssl_context)
+            connector = CheckedConnector(limit=self.max_connections, ssl=self.ssl_context)
         else:  # pinned: every connection asks the resolver (no second DNS cache in between)
-            connector = aiohttp.TCPConnector(
+            connector = CheckedConnector(
                 limit=self.max_connections, ssl=self.ssl_context, resolver=self.resolver, use_dns_cache=False
             )
         self.session = aiohttp.ClientSession(
@@ -108,6 +110,36 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self.session is not None:
             await self.session.close()
             self.session = None
+
+
+class CheckedConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, which does not hand out a pooled connection on which something arrived while it was
+    idle. aiohttp pools a connection only when its response ended cleanly (nothing more buffered), but it keeps
+    reading an idle connection and, when it hands it out again, checks only that it is still open: bytes a server
+    sent in between (a second answer nobody asked for) would be read as the answer to the next request. Such a
+    connection is closed instead, and another one taken."""
+
+    async def connect(
+        self, req: aiohttp.ClientRequest, traces: list[aiohttp.tracing.Trace], timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.connector.Connection:
+        while True:
+            connection = await super().connect(req, traces, timeout)
+            protocol = connection.protocol
+            if protocol is None or not (protocol.should_close or _unread(protocol.transport)):
+                return connection
+            connection.close()
+
+
+def _unread(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether bytes wait in the socket that the event loop has not read yet (they arrived since its last poll)."""
+    sock = None if transport is None else transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    if not hasattr(select, "poll"):  # Windows
+        return bool(select.select([sock], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 @functools.lru_cache(maxsize=1024)  # tasks use a handful of time limits: one ClientTimeout each, not one a request
