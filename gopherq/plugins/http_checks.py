@@ -28,8 +28,8 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9_\-.]+$")
 _NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9A-Fa-f]*)$")
 
 
-#: Headers that frame or route the message on its connection, or that only the next hop may read (RFC 9110
-#: section 7.6.1, RFC 9112), with why each is the executor's. A task that could set them could make one request
+#: Headers that frame the message or steer its connection (RFC 9112; the hop-by-hop fields of RFC 9110 section
+#: 7.6.1), with why each is the executor's. A task that could set them could make one request
 #: look like two (Transfer-Encoding beside the Content-Length the body gets), cut its own body (Content-Length: 0)
 #: or change what the pooled connection does next, and so smuggle a request or a response into another task's.
 FRAMING_HEADERS: dict[str, str] = {
@@ -44,8 +44,6 @@ FRAMING_HEADERS: dict[str, str] = {
     "proxy-connection": "the executor manages its pooled connections",
     "upgrade": "the executor speaks HTTP/1.1 and never switches protocols",
     "http2-settings": "the executor speaks HTTP/1.1 and never switches protocols",
-    "proxy-authorization": "a hop-by-hop header for a proxy, and the executor sends through none",
-    "proxy-authenticate": "a hop-by-hop header for a proxy, and the executor sends through none",
 }
 
 
