@@ -75,7 +75,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self.session or self._open()
-        data = await frame_request(request) or None
+        try:
+            data = frame_request(request) or None
+        except httpx.RequestNotRead:
+            await request.aread()
+            data = frame_request(request) or None
         try:
             response = await session.request(
                 request.method,

@@ -26,17 +26,15 @@ _REMOVED = frozenset(name.encode("ascii") for name in FRAMING_HEADERS)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-async def frame_request(request: httpx.Request) -> bytes:
+def frame_request(request: httpx.Request) -> bytes:
     """Give `request` exactly one framing, `Content-Length: <len(body)>` (none for an empty GET, HEAD, ...),
-    without any other framing or hop-by-hop header; return the body. The body is read in full first: the executor
-    sends bodies it holds in memory, never a stream of unknown length that would need chunked framing.
+    without any other framing or hop-by-hop header; return the body. The body must have been read (raises
+    httpx.RequestNotRead otherwise): the executor sends bodies it holds in memory, never a stream of unknown length
+    that would need chunked framing.
 
     A request already framed that way (every request the executor builds from a validated task) is left as it
     is, after one pass over its header names."""
-    try:
-        content = request.content
-    except httpx.RequestNotRead:
-        content = await request.aread()
+    content = request.content
     length = str(len(content)).encode("ascii")
     expected = bool(content) or request.method in _BODY_METHODS
     lengths = 0
@@ -63,7 +61,8 @@ class FramedHTTPTransport(httpx.AsyncHTTPTransport):
     closes a connection whose response was not read to its end."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await frame_request(request)
+        await request.aread()
+        frame_request(request)
         response = await super().handle_async_request(request)
         network = response.extensions.get("network_stream")
         if network is not None:
