@@ -8,11 +8,8 @@ bytes, not inferred from results.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import gzip
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,17 +27,11 @@ from gopherq.core.task import task_from_dict
 from gopherq.plugins.http import HttpExecutor, HttpPayload, HttpSettings
 from gopherq.plugins.http_checks import FRAMING_HEADERS, idempotency_key
 from gopherq.web import create_app
-from tests.conftest import ExecutorPlugin, LoopbackServer, async_wait_until, write_config
+from tests.conftest import ExecutorPlugin, LoopbackServer, write_config
 from tests.test_http_executor import context
 from tests.wire_server import (
-    Connection,
     ParsedRequest,
-    Route,
     WireServer,
-    deflate_bomb,
-    gzip_bomb,
-    response,
-    zlib_bomb,
 )
 
 TRANSPORTS = ["aiohttp", "httpx"]
@@ -307,163 +298,3 @@ async def test_a_signed_task_and_its_callback_with_a_non_ascii_id(wire: WireServ
 def test_parsed_request_reads_headers_case_insensitively() -> None:
     request = ParsedRequest(1, "GET", "/", [("X-A", "1"), ("x-a", "2")], b"")
     assert request.header("x-A") == "1, 2" and request.header("missing") is None
-
-
-# -- what an endpoint sends back: bounded, and a connection not read to a clean end is never reused ---------------
-
-LIMIT = 64 * 1024
-BOMB = gzip_bomb(1 << 30)  # 1 GiB of zeros in about 1 MB
-NESTED = gzip.compress(gzip.compress(BOMB))  # "gzip, gzip, gzip": 1 GiB in a few hundred bytes
-
-
-def fixed(body: bytes, headers: dict[str, str], status: int = 200, dirty: bool = True) -> Route:
-    """A route answering one response; `dirty` when the client is expected to stop reading it before its end."""
-    return raw(response(status, body, headers), dirty)
-
-
-def raw(data: bytes, dirty: bool = True) -> Route:
-    """A route that sends `data` as it is."""
-
-    async def route(request: ParsedRequest, conn: Connection) -> None:
-        conn.dirty = conn.dirty or dirty  # before the first byte: the client may be done before send() returns
-        await conn.send(data)
-
-    return route
-
-
-def endless(head: str, piece: bytes, interval: float = 0.0, chunked: bool = False, start: bytes = b"") -> Route:
-    """A route that sends `head`, `start`, and then `piece` over and over until the client goes away."""
-
-    async def route(request: ParsedRequest, conn: Connection) -> None:
-        conn.dirty = True
-        data = b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
-        if await conn.send(f"HTTP/1.1 200 X\r\n{head}\r\n\r\n".encode() + start):
-            while await conn.send(data) and not conn.closed.is_set():
-                await asyncio.sleep(interval)
-
-    return route
-
-
-def nul_body(result: dict[str, Any]) -> bool:
-    return result.get("body") == "\0" * LIMIT and result.get("body_truncated") is True
-
-
-def raw_body(sent: bytes) -> Callable[[dict[str, Any]], bool]:
-    return lambda result: base64.b64decode(result["body_base64"]) == sent[:LIMIT] and result["body_truncated"]
-
-
-NOISE = bytes(range(256)) * 4096  # 1 MiB that is not UTF-8
-FORGED = response(200, b"path=/forged")
-#: name -> (route, follow redirects, attempt time limit, expected: a check of the result or a failure reason)
-CORPUS: dict[str, tuple[Route, bool, float, Callable[[dict[str, Any]], bool] | str]] = {
-    "gzip-bomb": (fixed(BOMB, {"Content-Encoding": "gzip"}), False, 5, nul_body),
-    "x-gzip-bomb": (fixed(BOMB, {"Content-Encoding": "x-gzip"}), False, 5, nul_body),
-    "deflate-bomb": (fixed(zlib_bomb(256 << 20), {"Content-Encoding": "deflate"}), False, 5, nul_body),
-    "raw-deflate-bomb": (fixed(deflate_bomb(256 << 20), {"Content-Encoding": "Deflate"}), False, 5, nul_body),
-    "nested-bomb": (fixed(NESTED, {"Content-Encoding": "gzip,gzip, gzip"}, dirty=False), False, 5, nul_body),
-    "chunked-bomb": (
-        endless("Transfer-Encoding: chunked\r\nContent-Encoding: gzip", BOMB, chunked=True),
-        False,
-        5,
-        nul_body,
-    ),
-    "too-many-codings": (fixed(NOISE, {"Content-Encoding": "gzip, gzip, gzip, gzip"}), False, 5, raw_body(NOISE)),
-    "unknown-coding": (fixed(NOISE, {"Content-Encoding": "br"}), False, 5, raw_body(NOISE)),
-    "empty-deflate-blocks": (
-        endless("Transfer-Encoding: chunked\r\nContent-Encoding: deflate", b"\0\0\0\xff\xff" * 4096, chunked=True),
-        False,
-        5,
-        lambda result: result["body"] == "" and result["body_truncated"],
-    ),
-    "endless-gzip-name": (
-        endless("Content-Encoding: gzip", b"n" * 65536, start=b"\x1f\x8b\x08\x08\0\0\0\0\0\xff"),
-        False,
-        5,
-        lambda result: result["body"] == "" and result["body_truncated"],
-    ),
-    "corrupt-gzip": (fixed(b"not gzip at all", {"Content-Encoding": "gzip"}, dirty=False), False, 5, "request_error"),
-    "too-many-headers": (fixed(b"", {f"X-Pad-{i}": "p" * 1000 for i in range(200)}), False, 5, "request_error"),
-    "header-line-too-long": (fixed(b"", {"X-Pad": "p" * 200_000}), False, 5, "request_error"),
-    "trickle": (endless("Content-Length: 1000000", b"t", interval=0.02), False, 1, "timeout"),
-    "length-lie-short-then-silent": (endless("Content-Length: 100", b"", interval=0.05), False, 1, "timeout"),
-    "length-lie-long": (
-        raw(b"HTTP/1.1 200 X\r\nContent-Length: 5\r\n\r\nhello" + FORGED),  # a forged answer right behind it
-        False,
-        5,
-        lambda result: result["body"] == "hello",
-    ),
-    "redirect-loop": (
-        fixed(NOISE, {"Location": "/redirect-loop"}, status=302),
-        True,
-        5,
-        "request_error",
-    ),
-}
-
-
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_hostile_responses_are_bounded_and_never_leave_a_pooled_connection_behind(
-    wire: WireServer, transport: str
-) -> None:
-    """Each hostile answer fails or truncates its own task as documented (docs/guarantees.md, "Response bodies");
-    the task after it, on the same one-connection pool, gets its own answer; and no request ever arrives on a
-    connection after a response its client should have stopped reading (the server marks it dirty)."""
-    for path, (route, _, _, _) in CORPUS.items():
-        wire.routes[f"/{path}"] = route
-    executor = HttpExecutor(HttpSettings(transport=transport), concurrency=1)
-    entry = ExecutorEntry("http", executor, "http")
-    try:
-        for path, (_, follow, limit, expected) in CORPUS.items():
-            task = task_from_dict({"id": path, "url": wire.url(f"/{path}"), "follow_redirects": follow})
-            entry.validate(task)
-            outcome = await run_attempt(entry, task, context(limit))
-            if isinstance(expected, str):
-                assert outcome.failure is not None and outcome.failure.reason == expected, (path, outcome)
-            else:
-                assert outcome.failure is None and expected(outcome.result), (path, outcome.failure)
-            victim = task_from_dict({"id": f"after-{path}", "url": wire.url(f"/victim/{path}")})
-            entry.validate(victim)
-            outcome = await run_attempt(entry, victim, context())
-            assert outcome.failure is None and outcome.result["body"] == f"path=/victim/{path}", (path, outcome)
-    finally:
-        await executor.close()
-    requests = wire.seen()
-    assert [r.target for r in requests if r.after_dirty] == []
-    assert "/forged" not in {r.target for r in requests}
-    assert [r.target for r in requests].count("/redirect-loop") == 21  # the first request and 20 redirects
-
-
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_bytes_a_server_sends_to_an_idle_pooled_connection_never_answer_the_next_request(
-    wire: WireServer, transport: str
-) -> None:
-    """A clean answer, then (once the client has it) a second answer nobody asked for, on the connection that now
-    waits in the pool: the next request to that server must not take it for its own."""
-    done = asyncio.Event()
-    forged = threading.Event()
-
-    async def answer_then_forge(request: ParsedRequest, conn: Connection) -> None:
-        conn.dirty = True  # nothing may be sent on this connection after the forged answer
-        await conn.send(response(200, b"hello"))
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(done.wait(), loop))
-        await conn.send(FORGED)
-        forged.set()
-
-    loop = asyncio.get_running_loop()
-    wire.routes["/forge"] = answer_then_forge
-    executor = HttpExecutor(HttpSettings(transport=transport), concurrency=1)
-    entry = ExecutorEntry("http", executor, "http")
-    bodies = []
-    try:
-        for path in ("/forge", "/victim"):
-            task = task_from_dict({"id": path[1:], "url": wire.url(path)})
-            entry.validate(task)
-            outcome = await run_attempt(entry, task, context())
-            assert outcome.result is not None, outcome.failure
-            bodies.append(outcome.result["body"])
-            done.set()
-            await async_wait_until(forged.is_set, what="the forged answer to be sent")
-    finally:
-        await executor.close()
-    assert bodies == ["hello", "path=/victim"]
-    assert [request.target for request in wire.seen() if request.after_dirty] == []
