@@ -32,6 +32,7 @@ import functools
 import select
 import socket
 import ssl
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -121,7 +122,12 @@ class CheckedConnector(aiohttp.TCPConnector):
     idle. aiohttp pools a connection only when its response ended cleanly (nothing more buffered), but it keeps
     reading an idle connection and, when it hands it out again, checks only that it is still open: bytes a server
     sent in between (a second answer nobody asked for) would be read as the answer to the next request. Such a
-    connection is closed instead, and another one taken."""
+    connection is closed instead, and another one taken. (A new connection is not checked: what a server sends
+    right after a TLS handshake, such as session tickets, is not an answer.)"""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._handed_out: weakref.WeakSet[aiohttp.client_proto.ResponseHandler] = weakref.WeakSet()
 
     async def connect(
         self, req: aiohttp.ClientRequest, traces: list[aiohttp.tracing.Trace], timeout: aiohttp.ClientTimeout
@@ -129,7 +135,12 @@ class CheckedConnector(aiohttp.TCPConnector):
         while True:
             connection = await super().connect(req, traces, timeout)
             protocol = connection.protocol
-            if protocol is None or not (protocol.should_close or _unread(protocol.transport)):
+            if protocol is None:
+                return connection
+            if protocol not in self._handed_out:
+                self._handed_out.add(protocol)
+                return connection
+            if not (protocol.should_close or _unread(protocol.transport)):
                 return connection
             connection.close()
 
