@@ -256,3 +256,17 @@ def test_input_that_decodes_to_nothing_stops_at_the_wire_limit() -> None:
 def test_a_body_that_is_not_what_its_encoding_says_is_a_decoding_error() -> None:
     with pytest.raises(httpx.DecodingError, match="not valid gzip"):
         decode("gzip", b"plain text, not gzip", 1000, 1000)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_both_transports_ask_for_the_codings_the_executor_decodes(wire: WireServer, transport: str) -> None:
+    executor = HttpExecutor(HttpSettings(transport=transport), concurrency=1)
+    entry = ExecutorEntry("http", executor, "http")
+    try:
+        for headers in ({}, {"accept-encoding": "br"}):
+            task = task_from_dict({"id": "t", "url": wire.url("/"), "headers": headers})
+            entry.validate(task)
+            assert (await run_attempt(entry, task, context())).failure is None
+    finally:
+        await executor.close()
+    assert [request.header("accept-encoding") for request in wire.seen()] == ["gzip, deflate", "br"]

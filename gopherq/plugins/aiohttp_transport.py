@@ -42,6 +42,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from gopherq.plugins.egress import EgressGuard
+from gopherq.plugins.http_body import ACCEPT_ENCODING
 from gopherq.plugins.http_framing import frame_request
 
 #: Largest body read at once (see the module docstring); larger ones are streamed.
@@ -68,6 +69,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         self.session = aiohttp.ClientSession(
             connector=connector,
+            request_class=DecodableRequest,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None),
@@ -115,6 +117,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self.session is not None:
             await self.session.close()
             self.session = None
+
+
+class DecodableRequest(aiohttp.ClientRequest):
+    """aiohttp's request, asking by default for the codings the executor decodes (http_body.ACCEPT_ENCODING), not
+    aiohttp's own list (which grows with `br` or `zstd` when their libraries are installed)."""
+
+    DEFAULT_HEADERS = {**aiohttp.ClientRequest.DEFAULT_HEADERS, aiohttp.hdrs.ACCEPT_ENCODING: ACCEPT_ENCODING}
 
 
 class CheckedConnector(aiohttp.TCPConnector):

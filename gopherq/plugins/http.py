@@ -46,7 +46,7 @@ from gopherq import (
     hookimpl,
 )
 from gopherq.plugins.egress import EgressGuard, EgressSettings
-from gopherq.plugins.http_body import ACCEPT_ENCODING, read_body
+from gopherq.plugins.http_body import read_body
 from gopherq.plugins.http_checks import basic_auth, check_credentials, check_headers, check_url, idempotency_key
 from gopherq.plugins.http_extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
 from gopherq.plugins.http_flow import FLOW_KEY, HostRule, HostRules, flow_signal
@@ -367,8 +367,6 @@ class HttpExecutor:
         headers: dict[str, str] = {}
         if "user-agent" not in names:
             headers["User-Agent"] = self.settings.user_agent
-        if "accept-encoding" not in names:
-            headers["Accept-Encoding"] = ACCEPT_ENCODING
         if "idempotency-key" not in names:
             headers["Idempotency-Key"] = idempotency_key(task.id)
         headers.update(own)

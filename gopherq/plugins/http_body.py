@@ -23,7 +23,7 @@ import zlib
 
 import httpx
 
-#: What the executor sends as Accept-Encoding unless a task sets its own: the codings `BodyDecoder` decodes.
+#: The Accept-Encoding both transports send unless a task sets its own: the codings `BodyDecoder` decodes.
 ACCEPT_ENCODING = "gzip, deflate"
 #: Most codings decoded in one body ("gzip, gzip" is two); a body with more is kept as it was received.
 MAX_CODINGS = 3

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from gopherq.plugins.http_body import ACCEPT_ENCODING
 from gopherq.plugins.http_checks import FRAMING_HEADERS
 
 #: The names `frame_request` removes, as httpx keeps them (lower-case bytes).
@@ -56,13 +57,16 @@ def frame_request(request: httpx.Request) -> bytes:
 
 
 class FramedHTTPTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport (httpcore), which frames every request with `frame_request` before sending it, and does
+    """httpx's transport (httpcore), which frames every request with `frame_request` before sending it, asks for
+    the codings the executor decodes unless the request names its own (as the aiohttp transport does), and does
     not pool a connection on which the server sent more than the response (see `_CleanEnd`). httpcore itself
     closes a connection whose response was not read to its end."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
         frame_request(request)
+        if "accept-encoding" not in request.headers:
+            request.headers["Accept-Encoding"] = ACCEPT_ENCODING
         response = await super().handle_async_request(request)
         network = response.extensions.get("network_stream")
         if network is not None:
