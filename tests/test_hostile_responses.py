@@ -207,6 +207,7 @@ async def test_bytes_a_server_sends_to_an_idle_pooled_connection_never_answer_th
             bodies.append(outcome.result["body"])
             done.set()
             await async_wait_until(forged.is_set, what="the forged answer to be sent")
+            await asyncio.sleep(0)  # one turn of the loop: the client reads what has arrived (it is in its socket)
     finally:
         await executor.close()
     assert bodies == ["hello", "path=/victim"]

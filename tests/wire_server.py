@@ -149,6 +149,8 @@ class WireServer:
                     break
         except BadRequest:
             await conn.send(response(400, b"bad request", {"Connection": "close"}))
+        except asyncio.CancelledError:  # the server is stopping: end quietly (asyncio logs a cancelled handler)
+            pass
         finally:
             parsing.cancel()
             with contextlib.suppress(BaseException):

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import select
 import socket
 import ssl
-import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -130,13 +128,10 @@ class CheckedConnector(aiohttp.TCPConnector):
     """aiohttp's connector, which does not hand out a pooled connection on which something arrived while it was
     idle. aiohttp pools a connection only when its response ended cleanly (nothing more buffered), but it keeps
     reading an idle connection and, when it hands it out again, checks only that it is still open: bytes a server
-    sent in between (a second answer nobody asked for) would be read as the answer to the next request. Such a
-    connection is closed instead, and another one taken. (A new connection is not checked: what a server sends
-    right after a TLS handshake, such as session tickets, is not an answer.)"""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._handed_out: weakref.WeakSet[aiohttp.client_proto.ResponseHandler] = weakref.WeakSet()
+    sent in between (a second answer nobody asked for, a late 408) would be read as the answer to the next
+    request. Such a connection is closed instead, and another one taken. (Bytes still in the socket, not yet read
+    by the event loop, are not looked for: a system call on every request, for an answer only that same server
+    could have sent.)"""
 
     async def connect(
         self, req: aiohttp.ClientRequest, traces: list[aiohttp.tracing.Trace], timeout: aiohttp.ClientTimeout
@@ -144,26 +139,9 @@ class CheckedConnector(aiohttp.TCPConnector):
         while True:
             connection = await super().connect(req, traces, timeout)
             protocol = connection.protocol
-            if protocol is None:
-                return connection
-            if protocol not in self._handed_out:
-                self._handed_out.add(protocol)
-                return connection
-            if not (protocol.should_close or _unread(protocol.transport)):
+            if protocol is None or not protocol.should_close:
                 return connection
             connection.close()
-
-
-def _unread(transport: asyncio.BaseTransport | None) -> bool:
-    """Whether bytes wait in the socket that the event loop has not read yet (they arrived since its last poll)."""
-    sock = None if transport is None else transport.get_extra_info("socket")
-    if sock is None:
-        return False
-    if not hasattr(select, "poll"):  # Windows
-        return bool(select.select([sock], [], [], 0)[0])
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
 
 
 @functools.lru_cache(maxsize=1024)  # tasks use a handful of time limits: one ClientTimeout each, not one a request
