@@ -28,7 +28,7 @@ MAX_HEAD = 64 * 1024
 
 
 class BadRequest(Exception):
-    """The bytes on a connection are not a valid request: the server answers 400 and closes it."""
+    """The bytes on a connection are not a valid request: the server records why and closes it."""
 
 
 @dataclass
@@ -93,6 +93,8 @@ class WireServer:
         self.routes: dict[str, Route] = {}
         self.default = default
         self.requests: list[ParsedRequest] = []
+        #: Why each connection whose bytes were not a valid request was closed.
+        self.rejected: list[str] = []
         self.connections = 0
         self.port = 0
         self._lock = threading.Lock()
@@ -147,8 +149,6 @@ class WireServer:
                 await route(request, conn)
                 if (request.header("connection") or "").lower() == "close":
                     break
-        except BadRequest:
-            await conn.send(response(400, b"bad request", {"Connection": "close"}))
         except asyncio.CancelledError:  # the server is stopping: end quietly (asyncio logs a cancelled handler)
             pass
         finally:
@@ -169,7 +169,10 @@ class WireServer:
                 with self._lock:
                     self.requests.append(request)
                 queue.put_nowait(request)
-        except (BadRequest, asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+        except BadRequest as exc:  # no answer: the connection is closed, and the test sees why
+            with self._lock:
+                self.rejected.append(str(exc))
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         conn.closed.set()
         queue.put_nowait(None)
