@@ -13,8 +13,13 @@ it must:
   refused connection is reported as httpx.ConnectError (httpx-aiohttp reports it as a ConnectTimeout);
 - a small body with a Content-Length and no Content-Encoding (the common API answer) is read at once and handed
   to httpx as content, which httpx then serves without its per-chunk async machinery; any other body is handed
-  over chunk by chunk as aiohttp reads it, undecoded, so httpx still decodes gzip/deflate and the executor can
-  stop reading at its body limit.
+  over chunk by chunk as aiohttp reads it, undecoded (the executor decodes it with bounded output, http_body, and
+  stops reading at its body limit).
+
+It owns the framing of what it sends (http_framing.frame_request: one Content-Length, no task-supplied framing or
+hop-by-hop header), and returns a connection to the pool only when its response was read to a clean end: a body
+left unread (limit reached, timeout, cancellation) or broken (protocol error), or followed by more bytes (at once,
+or while the connection waits in the pool: CheckedConnector), closes the connection.
 
 It never follows redirects, keeps no cookies and reads no proxy settings from the environment: the executor
 follows redirects itself (checking each hop against the egress guard) and tasks must not share cookies.
@@ -35,6 +40,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from gopherq.plugins.egress import EgressGuard
+from gopherq.plugins.http_body import ACCEPT_ENCODING
+from gopherq.plugins.http_framing import frame_request
 
 #: Largest body read at once (see the module docstring); larger ones are streamed.
 EAGER_BODY_LIMIT = 64 * 1024
@@ -53,13 +60,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _open(self) -> aiohttp.ClientSession:
         if self.resolver is None:
-            connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self.ssl_context)
+            connector = CheckedConnector(limit=self.max_connections, ssl=self.ssl_context)
         else:  # pinned: every connection asks the resolver (no second DNS cache in between)
-            connector = aiohttp.TCPConnector(
+            connector = CheckedConnector(
                 limit=self.max_connections, ssl=self.ssl_context, resolver=self.resolver, use_dns_cache=False
             )
         self.session = aiohttp.ClientSession(
             connector=connector,
+            request_class=DecodableRequest,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None),
@@ -69,9 +77,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self.session or self._open()
         try:
-            data: bytes | None = request.content or None
+            data = frame_request(request) or None
         except httpx.RequestNotRead:
-            data = await request.aread() or None
+            await request.aread()
+            data = frame_request(request) or None
         try:
             response = await session.request(
                 request.method,
@@ -106,6 +115,33 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self.session is not None:
             await self.session.close()
             self.session = None
+
+
+class DecodableRequest(aiohttp.ClientRequest):
+    """aiohttp's request, asking by default for the codings the executor decodes (http_body.ACCEPT_ENCODING), not
+    aiohttp's own list (which grows with `br` or `zstd` when their libraries are installed)."""
+
+    DEFAULT_HEADERS = {**aiohttp.ClientRequest.DEFAULT_HEADERS, aiohttp.hdrs.ACCEPT_ENCODING: ACCEPT_ENCODING}
+
+
+class CheckedConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, which does not hand out a pooled connection on which something arrived while it was
+    idle. aiohttp pools a connection only when its response ended cleanly (nothing more buffered), but it keeps
+    reading an idle connection and, when it hands it out again, checks only that it is still open: bytes a server
+    sent in between (a second answer nobody asked for, a late 408) would be read as the answer to the next
+    request. Such a connection is closed instead, and another one taken. (Bytes still in the socket, not yet read
+    by the event loop, are not looked for: a system call on every request, for an answer only that same server
+    could have sent.)"""
+
+    async def connect(
+        self, req: aiohttp.ClientRequest, traces: list[aiohttp.tracing.Trace], timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.connector.Connection:
+        while True:
+            connection = await super().connect(req, traces, timeout)
+            protocol = connection.protocol
+            if protocol is None or not protocol.should_close:
+                return connection
+            connection.close()
 
 
 @functools.lru_cache(maxsize=1024)  # tasks use a handful of time limits: one ClientTimeout each, not one a request
@@ -177,10 +213,7 @@ class PinnedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        addresses = self.guard.pinned.get(host)
-        if addresses is None:
-            await self.guard.check(host)
-            addresses = self.guard.pinned.get(host)
+        addresses = await self.guard.addresses(host)  # the one source both transports connect through
         if not addresses:
             raise OSError(f"cannot resolve {host}")
         version = {socket.AF_INET: 4, socket.AF_INET6: 6}.get(family)

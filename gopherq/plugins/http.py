@@ -2,8 +2,12 @@
 
 2xx is success. 408, 429 and 5xx (configurable) are retried, honouring Retry-After; other statuses fail
 without retry. Network errors and timeouts are retried. Every attempt carries an `Idempotency-Key` header
-(the task id unless the task sets its own), so an endpoint can make the retries and redeliveries of
-at-least-once delivery harmless.
+(derived from the task id unless the task sets its own: http_checks.idempotency_key), so an endpoint can make the
+retries and redeliveries of at-least-once delivery harmless.
+
+The executor owns the wire: a task cannot set framing or hop-by-hop headers (http_checks), both transports frame
+every request themselves (http_framing), and a response body is read and decoded with bounded memory whatever the
+endpoint sends (http_body).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from gopherq import (
     hookimpl,
 )
 from gopherq.plugins.egress import EgressGuard, EgressSettings
-from gopherq.plugins.http_checks import basic_auth, check_credentials, check_headers, check_url
+from gopherq.plugins.http_body import read_body
+from gopherq.plugins.http_checks import basic_auth, check_credentials, check_headers, check_url, idempotency_key
 from gopherq.plugins.http_extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
 from gopherq.plugins.http_flow import FLOW_KEY, HostRule, HostRules, flow_signal
 from gopherq.plugins.signing import secret_key, sign
@@ -304,7 +309,7 @@ class HttpExecutor:
             raise PermanentFailure(
                 "task asks to be signed but [plugins.http] signing_secret is not set", reason="invalid_request"
             )
-        msg_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), None) or task.id
+        msg_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), None) or idempotency_key(task.id)
         stamp = int(time.time())
         headers["webhook-id"] = msg_id
         headers["webhook-timestamp"] = str(stamp)
@@ -318,9 +323,7 @@ class HttpExecutor:
 
     async def _execute(self, task: Task, context: ExecutionContext, call: OutboundCall | None) -> dict[str, Any]:
         payload: HttpPayload = task.payload
-        headers = {"User-Agent": self.settings.user_agent, **resolve_headers(payload.headers)}
-        if not any(name.lower() == "idempotency-key" for name in headers):
-            headers["Idempotency-Key"] = task.id
+        headers = self._headers(task, resolve_headers(payload.headers))
         if call is not None:
             call.propagate(headers)  # e.g. traceparent, unless the task sets its own
         if payload.credentials is not None:
@@ -388,6 +391,17 @@ class HttpExecutor:
             raise RetryTask(message, reason="http_status", delay=delay, details=result)
         raise PermanentFailure(message, reason="http_status", details=result)
 
+    def _headers(self, task: Task, own: dict[str, str]) -> dict[str, str]:
+        """The task's headers, after the executor's defaults for those it does not set (names ignore case)."""
+        names = {name.lower() for name in own} if own else ()
+        headers: dict[str, str] = {}
+        if "user-agent" not in names:
+            headers["User-Agent"] = self.settings.user_agent
+        if "idempotency-key" not in names:
+            headers["Idempotency-Key"] = idempotency_key(task.id)
+        headers.update(own)
+        return headers
+
     def _host_slot(self, url: httpx.URL) -> asyncio.Semaphore | None:
         """The per-host concurrency limit for this URL's origin, when one is configured."""
         limit = self.settings.per_host_limit
@@ -413,25 +427,13 @@ class HttpExecutor:
             location = response.headers.get("location") if redirected else None
             if not location:
                 try:
-                    content, truncated = await self._read_capped(response)
+                    content, truncated = await read_body(response, self.settings.body_limit)
                 finally:
                     await response.aclose()
                 return response, content, truncated
             await response.aclose()
             request = redirect_request(request, response.status_code, location)
         raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects", request=request)
-
-    async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
-        """Read at most body_limit bytes; the rest is discarded (the connection is closed, not drained)."""
-        limit = self.settings.body_limit
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                return b"".join(chunks)[:limit], True
-        return b"".join(chunks), False
 
     @staticmethod
     def _body_fields(content: bytes, truncated: bool) -> dict[str, Any]:

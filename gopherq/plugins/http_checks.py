@@ -3,8 +3,10 @@
 A request that cannot be built fails the same way on every attempt, so it must never reach the retry loop: what
 can be known from the task alone is refused here, at enqueue time (and dead-lettered as `schema_invalid` when a
 task arrives raw), with a message that names the header or the part of the URL at fault. Both transports then
-get requests they can send, and behave alike. The checks are cheap string tests: they run on every task a
-client enqueues and every task a worker admits.
+get requests they can send, and behave alike. Headers that frame the message or steer its connection are the
+executor's alone (FRAMING_HEADERS): a task that set them could smuggle a request into the connection another
+task uses next. The checks are cheap string tests: they run on every task a client enqueues and every task a
+worker admits.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import base64
 import functools
 import ipaddress
 import re
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 #: RFC 9110 `token`: the characters a header name may have.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -26,15 +28,59 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9_\-.]+$")
 _NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9A-Fa-f]*)$")
 
 
+#: Headers that frame the message or steer its connection (RFC 9112; the hop-by-hop fields of RFC 9110 section
+#: 7.6.1), with why each is the executor's. A task that could set them could make one request
+#: look like two (Transfer-Encoding beside the Content-Length the body gets), cut its own body (Content-Length: 0)
+#: or change what the pooled connection does next, and so smuggle a request or a response into another task's.
+FRAMING_HEADERS: dict[str, str] = {
+    "transfer-encoding": "the executor frames every body itself (Content-Length from the bytes it sends)",
+    "content-length": "the executor frames every body itself (Content-Length from the bytes it sends)",
+    "trailer": "the executor sends no trailers",
+    "trailers": "the executor sends no trailers",
+    "te": "the executor asks for no transfer codings",
+    "expect": "the executor sends the body with the headers and never waits for 100 Continue",
+    "connection": "the executor manages its pooled connections",
+    "keep-alive": "the executor manages its pooled connections",
+    "proxy-connection": "the executor manages its pooled connections",
+    "upgrade": "the executor speaks HTTP/1.1 and never switches protocols",
+    "http2-settings": "the executor speaks HTTP/1.1 and never switches protocols",
+}
+
+
 def check_headers(headers: dict[str, str]) -> None:
-    """Raise ValueError naming the first header whose name or value cannot be sent as is."""
+    """Raise ValueError naming the first header that cannot be sent as is: a name that is not a token, a value
+    with control or non-ASCII characters, a framing or hop-by-hop header (FRAMING_HEADERS), or a name given twice
+    in different cases (which value an endpoint reads would be a guess)."""
+    seen: dict[str, str] = {}
     for name, value in headers.items():
         if not _TOKEN.match(name):
             raise ValueError(f"header name {name!r} is not a valid HTTP token (letters, digits and !#$%&'*+-.^_`|~)")
+        lower = name.lower()
+        why = FRAMING_HEADERS.get(lower)
+        if why is not None:
+            raise ValueError(f"header {name!r} is refused: {why}; a task may not set framing or hop-by-hop headers")
+        if lower in seen:
+            raise ValueError(f"header {name!r} is given twice (as {seen[lower]!r} and {name!r}): names ignore case")
+        seen[lower] = name
         if not _FIELD_VALUE.match(value):
             if "\r" in value or "\n" in value:
                 raise ValueError(f"header {name!r} has a CR or LF in its value (refused: it would inject headers)")
             raise ValueError(f"header {name!r} has a control or non-ASCII character in its value")
+
+
+#: RFC 8187 attr-char beyond letters and digits: what an ext-value keeps as it is.
+_ATTR_CHARS = "!#$&+-.^_`|~"
+
+
+def idempotency_key(task_id: str) -> str:
+    """The Idempotency-Key an attempt sends for `task_id`: the id itself when it is a safe header value (every id
+    of printable ASCII), else its RFC 8187 ext-value, `UTF-8''` and the id's UTF-8 bytes percent-encoded
+    (`commande-café` -> `UTF-8''commande-caf%C3%A9`): ASCII, the same on every attempt, and decoded back to the id
+    by any RFC 8187 (or RFC 2231) parser."""
+    # Printable ASCII, spaces only inside (a parser strips them at either end, and two ids would send one key).
+    if task_id.isascii() and task_id.isprintable() and task_id[:1] != " " and task_id[-1:] != " ":
+        return task_id
+    return "UTF-8''" + quote(task_id, safe=_ATTR_CHARS, errors="surrogatepass")
 
 
 #: URLs up to this long have their verdict cached: tasks call the same few endpoints over and over, and a URL's

@@ -9,7 +9,8 @@
 - `on_success` / `on_failure`: when the task ends, a signed POST of its (masked) result record to that URL is
   enqueued as an http task of its own (id `<task id>.on_success` / `.on_failure`), with the same retries and
   guarantees as any task. It is pushed before the task's own outcome is settled, so it is never lost; a worker
-  crash in between may send it twice, with the same `webhook-id`, by which receivers de-duplicate.
+  crash in between may send it twice, with the same `webhook-id` (the callback id, or its ASCII form:
+  http_checks.idempotency_key), by which receivers de-duplicate.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from gopherq import Masker, PermanentFailure, Task
-from gopherq.plugins.http_checks import check_headers
+from gopherq.plugins.http_checks import check_headers, idempotency_key
 
 _RANGE = re.compile(r"^\s*([1-5]\d\d)\s*-\s*([1-5]\d\d)\s*$")
 
@@ -90,7 +91,7 @@ def callback_tasks(task: Task, record: bytes, succeeded: bool, masker: Masker) -
         "type": "http",
         "method": "POST",
         "url": url,
-        "headers": {"Content-Type": "application/json", "webhook-id": f"{task.id}.{kind}"},
+        "headers": {"Content-Type": "application/json", "webhook-id": idempotency_key(f"{task.id}.{kind}")},
         "body": body,
         "sign": True,
     }

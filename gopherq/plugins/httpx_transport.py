@@ -17,6 +17,7 @@ import httpcore
 import httpx
 
 from gopherq.plugins.egress import EgressGuard
+from gopherq.plugins.http_framing import FramedHTTPTransport
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -54,8 +55,9 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
-class PinnedHTTPTransport(httpx.AsyncHTTPTransport):
-    """httpx.AsyncHTTPTransport whose connection pool connects through `PinnedBackend`.
+class PinnedHTTPTransport(FramedHTTPTransport):
+    """The executor's httpx transport (framed: see http_framing) whose connection pool connects through
+    `PinnedBackend`.
 
     httpx builds its pool without a way to pass a network backend, so the pool is built again here with the same
     settings httpx gives it and the backend added; the class refuses to start when a later httpx stores its pool
