@@ -51,7 +51,7 @@ async def transport_rate(url: str, count: int, concurrency: int, transport: str,
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     client: httpx.AsyncBaseTransport
     if transport == "gopherq":
-        from gopherq.plugins.aiohttp_transport import AiohttpTransport
+        from gopherq.plugins.http.aiohttp_transport import AiohttpTransport
 
         client = AiohttpTransport(concurrency)
     elif transport == "httpx-aiohttp":
@@ -106,7 +106,7 @@ CLIENT_MODULES = {
     "aiohttp": "aiohttp",
     "httpx": "httpx",
     "httpx-aiohttp": "httpx_aiohttp",
-    "gopherq": "gopherq.plugins.aiohttp_transport",
+    "gopherq": "gopherq.plugins.http.aiohttp_transport",
 }
 
 

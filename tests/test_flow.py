@@ -23,7 +23,7 @@ from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
 from gopherq.plugins.http import HostRule
-from gopherq.plugins.http_flow import HostRules, flow_signal
+from gopherq.plugins.http.flow import HostRules, flow_signal
 from gopherq.web.exposition import render_metrics
 from tests.conftest import CaptureSink, SinkPlugin, free_port, wait_until, write_config
 

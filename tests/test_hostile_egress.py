@@ -23,10 +23,10 @@ from gopherq import PermanentFailure
 from gopherq.client import AsyncClient
 from gopherq.core.settings import Settings
 from gopherq.core.task import TaskStatus
-from gopherq.plugins.egress import EgressGuard, EgressSettings
-from gopherq.plugins.egress_ranges import DEFAULT_DENY, PRIVATE, embedded_ipv4, find
 from gopherq.plugins.http import HttpExecutor, HttpSettings
-from gopherq.plugins.httpx_transport import PinnedHTTPTransport
+from gopherq.plugins.http.egress import EgressGuard, EgressSettings
+from gopherq.plugins.http.egress_ranges import DEFAULT_DENY, PRIVATE, embedded_ipv4, find
+from gopherq.plugins.http.httpx_transport import PinnedHTTPTransport
 
 from .test_http_extras import attempt
 
@@ -336,7 +336,7 @@ def test_the_documented_table_is_the_guards_table() -> None:
     import re
     from pathlib import Path
 
-    from gopherq.plugins.egress_ranges import ALWAYS_DENIED
+    from gopherq.plugins.http.egress_ranges import ALWAYS_DENIED
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "guarantees.md").read_text()
     section = doc[doc.index("### The egress guard") : doc.index("### Task ids and log lines")]

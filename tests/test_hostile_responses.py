@@ -22,7 +22,7 @@ import pytest
 from gopherq.core.executor import ExecutorEntry, run_attempt
 from gopherq.core.task import task_from_dict
 from gopherq.plugins.http import HttpExecutor, HttpSettings
-from gopherq.plugins.http_body import BodyDecoder, wire_limit
+from gopherq.plugins.http.body import BodyDecoder, wire_limit
 from tests.conftest import async_wait_until
 from tests.test_http_executor import context
 from tests.wire_server import (

@@ -25,7 +25,7 @@ from gopherq import AsyncClient, Settings, TaskRejected, TaskStatus
 from gopherq.core.executor import ExecutorEntry, run_attempt
 from gopherq.core.task import task_from_dict
 from gopherq.plugins.http import HttpExecutor, HttpPayload, HttpSettings
-from gopherq.plugins.http_checks import FRAMING_HEADERS, idempotency_key
+from gopherq.plugins.http.checks import FRAMING_HEADERS, idempotency_key
 from gopherq.web import create_app
 from tests.conftest import ExecutorPlugin, LoopbackServer, write_config
 from tests.test_http_executor import context

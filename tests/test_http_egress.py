@@ -13,8 +13,8 @@ from werkzeug import Request, Response
 from gopherq import ConfigError, load_settings
 from gopherq.core.executor import ExecutorEntry, run_attempt
 from gopherq.core.task import task_from_dict
-from gopherq.plugins.egress import EgressGuard, EgressSettings
 from gopherq.plugins.http import HttpExecutor, HttpSettings
+from gopherq.plugins.http.egress import EgressGuard, EgressSettings
 
 from .test_http_executor import context
 

@@ -17,8 +17,8 @@ from gopherq.core.errors import TaskRejected
 from gopherq.core.executor import ExecutorEntry, run_attempt
 from gopherq.core.settings import Settings
 from gopherq.core.task import task_from_dict
-from gopherq.plugins.egress import EgressGuard, EgressSettings
 from gopherq.plugins.http import HttpExecutor, HttpSettings
+from gopherq.plugins.http.egress import EgressGuard, EgressSettings
 from gopherq.plugins.signing import secret_key, sign
 from tests.conftest import CaptureSink, SinkPlugin, async_wait_until
 

@@ -223,7 +223,7 @@ def test_disabled_plugins_are_not_even_added_directly() -> None:
 def test_disabling_a_plugin_that_is_not_installed_warns_with_a_did_you_mean(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("gopherq.core.plugins._WARNED", set())  # warned once per process: forget earlier tests'
+    monkeypatch.setattr("gopherq.core.plugin_info._WARNED", set())  # warned once per process: forget earlier tests'
     with caplog.at_level(logging.WARNING, logger="gopherq.core.plugins"):
         load(disable=["webhok"])
         load(disable=["webhok"])

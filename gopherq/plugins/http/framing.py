@@ -1,6 +1,6 @@
 """Message framing as both HTTP transports apply it: the last word on what a request's head says about its body.
 
-Validation refuses framing and hop-by-hop headers in a task (http_checks.FRAMING_HEADERS), but the transports do
+Validation refuses framing and hop-by-hop headers in a task (checks.FRAMING_HEADERS), but the transports do
 not rely on it: whatever hands them a request (a payload built without validation, a redirect, a future code
 path), `frame_request` removes every such header and frames the body with one Content-Length computed from the
 bytes that are sent. No request leaves with two framings, or with a length that is not its body's, so no byte of
@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from gopherq.plugins.http_body import ACCEPT_ENCODING
-from gopherq.plugins.http_checks import FRAMING_HEADERS
+from gopherq.plugins.http.body import ACCEPT_ENCODING
+from gopherq.plugins.http.checks import FRAMING_HEADERS
 
 #: The names `frame_request` removes, as httpx keeps them (lower-case bytes).
 _REMOVED = frozenset(name.encode("ascii") for name in FRAMING_HEADERS)

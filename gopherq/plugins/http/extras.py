@@ -10,7 +10,7 @@
   enqueued as an http task of its own (id `<task id>.on_success` / `.on_failure`), with the same retries and
   guarantees as any task. It is pushed before the task's own outcome is settled, so it is never lost; a worker
   crash in between may send it twice, with the same `webhook-id` (the callback id, or its ASCII form:
-  http_checks.idempotency_key), by which receivers de-duplicate.
+  checks.idempotency_key), by which receivers de-duplicate.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from gopherq import Masker, PermanentFailure, Task
-from gopherq.plugins.http_checks import check_headers, idempotency_key
+from gopherq.plugins.http.checks import check_headers, idempotency_key
 
 _RANGE = re.compile(r"^\s*([1-5]\d\d)\s*-\s*([1-5]\d\d)\s*$")
 

@@ -13,10 +13,10 @@ it must:
   refused connection is reported as httpx.ConnectError (httpx-aiohttp reports it as a ConnectTimeout);
 - a small body with a Content-Length and no Content-Encoding (the common API answer) is read at once and handed
   to httpx as content, which httpx then serves without its per-chunk async machinery; any other body is handed
-  over chunk by chunk as aiohttp reads it, undecoded (the executor decodes it with bounded output, http_body, and
+  over chunk by chunk as aiohttp reads it, undecoded (the executor decodes it with bounded output, body, and
   stops reading at its body limit).
 
-It owns the framing of what it sends (http_framing.frame_request: one Content-Length, no task-supplied framing or
+It owns the framing of what it sends (framing.frame_request: one Content-Length, no task-supplied framing or
 hop-by-hop header), and returns a connection to the pool only when its response was read to a clean end: a body
 left unread (limit reached, timeout, cancellation) or broken (protocol error), or followed by more bytes (at once,
 or while the connection waits in the pool: CheckedConnector), closes the connection.
@@ -39,9 +39,9 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from gopherq.plugins.egress import EgressGuard
-from gopherq.plugins.http_body import ACCEPT_ENCODING
-from gopherq.plugins.http_framing import frame_request
+from gopherq.plugins.http.body import ACCEPT_ENCODING
+from gopherq.plugins.http.egress import EgressGuard
+from gopherq.plugins.http.framing import frame_request
 
 #: Largest body read at once (see the module docstring); larger ones are streamed.
 EAGER_BODY_LIMIT = 64 * 1024
@@ -118,7 +118,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 class DecodableRequest(aiohttp.ClientRequest):
-    """aiohttp's request, asking by default for the codings the executor decodes (http_body.ACCEPT_ENCODING), not
+    """aiohttp's request, asking by default for the codings the executor decodes (body.ACCEPT_ENCODING), not
     aiohttp's own list (which grows with `br` or `zstd` when their libraries are installed)."""
 
     DEFAULT_HEADERS = {**aiohttp.ClientRequest.DEFAULT_HEADERS, aiohttp.hdrs.ACCEPT_ENCODING: ACCEPT_ENCODING}

@@ -16,8 +16,8 @@ from typing import Any
 import httpcore
 import httpx
 
-from gopherq.plugins.egress import EgressGuard
-from gopherq.plugins.http_framing import FramedHTTPTransport
+from gopherq.plugins.http.egress import EgressGuard
+from gopherq.plugins.http.framing import FramedHTTPTransport
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -56,7 +56,7 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
 
 
 class PinnedHTTPTransport(FramedHTTPTransport):
-    """The executor's httpx transport (framed: see http_framing) whose connection pool connects through
+    """The executor's httpx transport (framed: see framing) whose connection pool connects through
     `PinnedBackend`.
 
     httpx builds its pool without a way to pass a network backend, so the pool is built again here with the same

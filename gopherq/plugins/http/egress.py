@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pydantic import Field, field_validator
 
 from gopherq import PermanentFailure, PluginSettings
-from gopherq.plugins.egress_ranges import (
+from gopherq.plugins.http.egress_ranges import (
     ALWAYS_DENIED,
     DEFAULT_DENY,
     PRIVATE,

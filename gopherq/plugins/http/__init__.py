@@ -2,12 +2,12 @@
 
 2xx is success. 408, 429 and 5xx (configurable) are retried, honouring Retry-After; other statuses fail
 without retry. Network errors and timeouts are retried. Every attempt carries an `Idempotency-Key` header
-(derived from the task id unless the task sets its own: http_checks.idempotency_key), so an endpoint can make the
+(derived from the task id unless the task sets its own: checks.idempotency_key), so an endpoint can make the
 retries and redeliveries of at-least-once delivery harmless.
 
-The executor owns the wire: a task cannot set framing or hop-by-hop headers (http_checks), both transports frame
-every request themselves (http_framing), and a response body is read and decoded with bounded memory whatever the
-endpoint sends (http_body).
+The executor owns the wire: a task cannot set framing or hop-by-hop headers (checks), both transports frame
+every request themselves (framing), and a response body is read and decoded with bounded memory whatever the
+endpoint sends (body).
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ from gopherq import (
     TaskFailure,
     hookimpl,
 )
-from gopherq.plugins.egress import EgressGuard, EgressSettings
-from gopherq.plugins.http_body import read_body
-from gopherq.plugins.http_checks import basic_auth, check_credentials, check_headers, check_url, idempotency_key
-from gopherq.plugins.http_extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
-from gopherq.plugins.http_flow import FLOW_KEY, HostRule, HostRules, flow_signal
+from gopherq.plugins.http.body import read_body
+from gopherq.plugins.http.checks import basic_auth, check_credentials, check_headers, check_url, idempotency_key
+from gopherq.plugins.http.egress import EgressGuard, EgressSettings
+from gopherq.plugins.http.extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
+from gopherq.plugins.http.flow import FLOW_KEY, HostRule, HostRules, flow_signal
 from gopherq.plugins.signing import secret_key, sign
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -250,10 +250,10 @@ class HttpExecutor:
 
     def _transport(self) -> httpx.AsyncBaseTransport:
         if self.settings.transport == "aiohttp":
-            from gopherq.plugins.aiohttp_transport import AiohttpTransport, PinnedResolver
+            from gopherq.plugins.http.aiohttp_transport import AiohttpTransport, PinnedResolver
 
             return AiohttpTransport(self.pool_size, resolver=PinnedResolver(self.guard))
-        from gopherq.plugins.httpx_transport import PinnedHTTPTransport
+        from gopherq.plugins.http.httpx_transport import PinnedHTTPTransport
 
         return PinnedHTTPTransport(self.guard, self.pool_size)
 
@@ -281,7 +281,7 @@ class HttpExecutor:
         return flow_signal(failure)
 
     def followups(self, task: Task, record: bytes, succeeded: bool) -> list[bytes]:
-        """The callback task to enqueue when this task ends (see http_extras); none without a signing secret (a
+        """The callback task to enqueue when this task ends (see extras); none without a signing secret (a
         callback is signed: it could never be sent, and the task itself was dead-lettered for asking one)."""
         if self.signing_key is None:
             return []
