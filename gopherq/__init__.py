@@ -62,9 +62,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Backoff": ("gopherq.core.resilience", "Backoff"),
     "redis_unavailable": ("gopherq.core.resilience", "unavailable"),
     "RedisConnection": ("gopherq.core.connection", "RedisConnection"),
-    "PluginSettings": ("gopherq.core.settings", "PluginSettings"),
+    "PluginSettings": ("gopherq.core.sections", "PluginSettings"),
     "Settings": ("gopherq.core.settings", "Settings"),
-    "SinkSettings": ("gopherq.core.settings", "SinkSettings"),
+    "SinkSettings": ("gopherq.core.sections", "SinkSettings"),
     "load_settings": ("gopherq.core.settings", "load_settings"),
     "ErrorInfo": ("gopherq.core.results", "ErrorInfo"),
     "Task": ("gopherq.core.task", "Task"),
@@ -105,7 +105,8 @@ if TYPE_CHECKING:
     from gopherq.core.resilience import unavailable as redis_unavailable
     from gopherq.core.results import ErrorInfo, TaskResult
     from gopherq.core.schedules import Schedule
-    from gopherq.core.settings import PluginSettings, Settings, SinkSettings, load_settings
+    from gopherq.core.sections import PluginSettings, SinkSettings
+    from gopherq.core.settings import Settings, load_settings
     from gopherq.core.task import Task, TaskStatus
     from gopherq.functions import App, Handle, JsonSerializer, Serializer, TaskFailed, TaskFunction
 else:

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from gopherq.core.errors import ConfigError
 from gopherq.core.resilience import RETRYABLE
-from gopherq.core.settings import WebSettings
+from gopherq.core.sections import WebSettings
 from gopherq.web.sessions import SESSIONS_KEY, Sessions, random_id, well_formed
 from gopherq.web.state import LOGIN_PAGE_KEY
 
