@@ -21,9 +21,9 @@ import re
 import secrets
 from typing import Any
 
-from aiohttp import web
-
 SECRET_KEY = "gopherq:web:secret"
+#: The cookie that carries a session id to the browser that logged in.
+SESSION_COOKIE = "gopherq_session"
 SESSION_PREFIX = "gopherq:web:session:"
 
 #: What a session id or a per-browser CSRF cookie looks like (secrets.token_urlsafe(32)); anything else is ignored
@@ -93,6 +93,3 @@ class Sessions:
         """Log out: the session is gone for every web process."""
         if well_formed(session_id):
             await self.redis.delete(self._key(session_id))
-
-
-SESSIONS_KEY = web.AppKey("gopherq_sessions", Sessions)
