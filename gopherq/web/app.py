@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -19,6 +18,7 @@ from gopherq.core.events import EventBus
 from gopherq.core.inspect import Inspector
 from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.settings import Settings
 from gopherq.web import actions, api, health, metrics, pages
 from gopherq.web.credentials import Auth
@@ -61,7 +61,7 @@ async def redis_unavailable(request: web.Request, handler: Handler) -> web.Strea
 
 def create_app(
     settings: Settings,
-    redis: Any,
+    redis: RedisClient,
     *,
     bus: EventBus | None = None,
     inspector: Inspector | None = None,

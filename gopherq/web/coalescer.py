@@ -53,7 +53,7 @@ class Coalescer:
     async def _send(self, waiting: list[tuple[list[Task], asyncio.Future[list[Enqueued]]]]) -> None:
         tasks = [task for batch, _ in waiting for task in batch]
         try:
-            with watch_writes(self.client.redis) as writes:
+            with watch_writes(self.client.connected()) as writes:
                 try:
                     outcomes = await self.client.create(tasks, self.window)
                 except RETRYABLE as exc:

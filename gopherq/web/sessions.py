@@ -19,7 +19,8 @@ import hashlib
 import hmac
 import re
 import secrets
-from typing import Any
+
+from gopherq.core.redis_client import RedisClient
 
 SECRET_KEY = "gopherq:web:secret"
 #: The cookie that carries a session id to the browser that logged in.
@@ -46,7 +47,7 @@ def _fingerprint(credential: str) -> str:
 class Sessions:
     """The sessions and the CSRF secret of one web application, on its Redis client."""
 
-    def __init__(self, redis: Any, ttl: int) -> None:
+    def __init__(self, redis: RedisClient, ttl: int) -> None:
         self.redis = redis
         self.ttl = ttl
         self._secret: bytes | None = None

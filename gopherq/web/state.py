@@ -7,7 +7,6 @@ web package has no import cycle.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jinja2
 from aiohttp import web
@@ -16,6 +15,7 @@ from gopherq.client import AsyncClient
 from gopherq.core.events import EventBus
 from gopherq.core.inspect import Inspector
 from gopherq.core.plugins import PluginManager
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.settings import Settings
 from gopherq.web.coalescer import Coalescer
 from gopherq.web.credentials import Auth
@@ -24,7 +24,7 @@ from gopherq.web.sessions import Sessions
 #: The effective settings the server was started with.
 SETTINGS_KEY = web.AppKey("gopherq_settings", Settings)
 #: The open Redis client every area shares (the caller of `create_app` owns and closes it).
-REDIS_KEY: web.AppKey[Any] = web.AppKey("gopherq_redis")
+REDIS_KEY: web.AppKey[RedisClient] = web.AppKey("gopherq_redis")
 #: The one inspection layer the pages, the metrics and the API read queues, tasks and workers through.
 INSPECTOR_KEY: web.AppKey[Inspector] = web.AppKey("gopherq_inspector")
 #: Where the events of actions taken here go (a requeue emits `task.requeued`); None when nobody listens.
