@@ -304,7 +304,7 @@ def functions(page: Page) -> None:
 
 
 def plugin_settings(page: Page) -> None:
-    from gopherq.core.settings import PluginSettings, SinkSettings
+    from gopherq.core.sections import PluginSettings, SinkSettings
 
     page.heading(3, "`PluginSettings`")
     page.add(docstring(PluginSettings), "Its subclasses' fields are the keys of the plugin's `[plugins.<name>]` table.")

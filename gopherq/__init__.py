@@ -4,9 +4,9 @@ This module is the public API: what applications and plugins import. Everything 
 Plugins need: `hookimpl`, the `Register*` callback types and `WorkerView` (hooks), `Executor`,
 `ExecutionContext` and `Task` (executors), `Sink`, `Event` and `EventFilter` (sinks), `PluginSettings`,
 `SinkSettings` and `Settings` (settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor
-raises), and for plugins that write to Redis or show data: `RedisConnection`, `QueueKeys`, `Masker`, `bounded`
-(cut a value to a size), `redis_unavailable` (an error that means "try again later") and `Backoff` (the wait
-between tries). See docs/plugins.md.
+raises), and for plugins that write to Redis or show data: `RedisConnection` (and `RedisClient`, the type of
+the client it opens), `QueueKeys`, `Masker`, `bounded` (cut a value to a size), `redis_unavailable` (an error that
+means "try again later") and `Backoff` (the wait between tries). See docs/plugins.md.
 
 Names are imported on first use, so importing a submodule (such as `gopherq.testing`, the pytest plugin that
 every test run in an environment with GoPherQ loads) does not pay for Redis, pydantic and the rest.
@@ -62,9 +62,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Backoff": ("gopherq.core.resilience", "Backoff"),
     "redis_unavailable": ("gopherq.core.resilience", "unavailable"),
     "RedisConnection": ("gopherq.core.connection", "RedisConnection"),
-    "PluginSettings": ("gopherq.core.settings", "PluginSettings"),
+    "RedisClient": ("gopherq.core.redis_client", "RedisClient"),
+    "PluginSettings": ("gopherq.core.sections", "PluginSettings"),
     "Settings": ("gopherq.core.settings", "Settings"),
-    "SinkSettings": ("gopherq.core.settings", "SinkSettings"),
+    "SinkSettings": ("gopherq.core.sections", "SinkSettings"),
     "load_settings": ("gopherq.core.settings", "load_settings"),
     "ErrorInfo": ("gopherq.core.results", "ErrorInfo"),
     "Task": ("gopherq.core.task", "Task"),
@@ -101,11 +102,13 @@ if TYPE_CHECKING:
     from gopherq.core.inspect import Inspector
     from gopherq.core.keys import QueueKeys
     from gopherq.core.masking import Masker
+    from gopherq.core.redis_client import RedisClient
     from gopherq.core.resilience import Backoff
     from gopherq.core.resilience import unavailable as redis_unavailable
     from gopherq.core.results import ErrorInfo, TaskResult
     from gopherq.core.schedules import Schedule
-    from gopherq.core.settings import PluginSettings, Settings, SinkSettings, load_settings
+    from gopherq.core.sections import PluginSettings, SinkSettings
+    from gopherq.core.settings import Settings, load_settings
     from gopherq.core.task import Task, TaskStatus
     from gopherq.functions import App, Handle, JsonSerializer, Serializer, TaskFailed, TaskFunction
 else:
@@ -150,6 +153,7 @@ __all__ = [
     "PluginError",
     "PluginSettings",
     "QueueKeys",
+    "RedisClient",
     "RedisConnection",
     "RegisterExecutor",
     "RegisterHooks",

@@ -25,6 +25,7 @@ from gopherq.core.events import EventBus
 from gopherq.core.inspect import Inspector
 from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.registry import QueueRegistry
 from gopherq.core.results import TaskResult
 from gopherq.core.settings import Settings, load_settings
@@ -61,7 +62,7 @@ class AsyncClient:
         plugins: PluginManager | None = None,
         sinks: bool = False,
         sink_flush_timeout: float = 5.0,
-        redis: Any = None,
+        redis: RedisClient | None = None,
     ) -> None:
         self.settings = settings or load_settings(config)
         self.queue = queue or self.settings.queue.name
@@ -74,7 +75,7 @@ class AsyncClient:
         self.masker = Masker.from_settings(self.settings)
         #: A Redis client given by the caller (e.g. the web server's) is used as is and never closed here.
         self._borrowed = redis
-        self.redis: Any = redis
+        self.redis: RedisClient | None = redis
         self._inspector: Inspector | None = None
         #: Where this client's tasks come from, for the plugins' `gopherq_before_enqueue` ("client"; the command
         #: line sets "cli").
@@ -113,12 +114,16 @@ class AsyncClient:
                 self._registry = None
                 self._brokers.clear()
 
+    def connected(self) -> RedisClient:
+        """The Redis client; RuntimeError when this client is not connected."""
+        if self.redis is None:
+            raise RuntimeError("client is not connected: use `async with` or await connect()")
+        return self.redis
+
     def broker(self, queue: str | None = None) -> Broker:
         name = queue or self.queue
         if name not in self._brokers:
-            if self.redis is None:
-                raise RuntimeError("client is not connected: use `async with` or await connect()")
-            self._brokers[name] = Broker(self.redis, name)
+            self._brokers[name] = Broker(self.connected(), name)
         return self._brokers[name]
 
     @property
@@ -129,19 +134,15 @@ class AsyncClient:
     @property
     def registry(self) -> QueueRegistry:
         """Where the queues this client enqueues to are noted, so inspection lists them (see core/registry.py)."""
-        if self.redis is None:
-            raise RuntimeError("client is not connected: use `async with` or await connect()")
         if self._registry is None:
-            self._registry = QueueRegistry(self.redis)
+            self._registry = QueueRegistry(self.connected())
         return self._registry
 
     @property
     def inspect(self) -> Inspector:
         """The inspection API (queues, workers, tasks, pages, events, pause/resume) on this client's Redis."""
-        if self.redis is None:
-            raise RuntimeError("client is not connected: use `async with` or await connect()")
         if self._inspector is None:
-            self._inspector = Inspector(self.redis, self.settings)
+            self._inspector = Inspector(self.connected(), self.settings)
         return self._inspector
 
     # -- building ----------------------------------------------------------------------------------------------
@@ -311,7 +312,7 @@ class AsyncClient:
                 ready.setdefault(queue, []).append(envelopes[index])
         registry = self.registry
         if ready or delayed:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self.connected().pipeline(transaction=False) as pipe:
                 for queue, batch in ready.items():
                     pipe.rpush(self.broker(queue).keys.ready, *batch)
                 for queue, due_at in delayed.items():

@@ -22,8 +22,8 @@ from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
 from gopherq.core.task import Task
 from gopherq.web import create_app
-from gopherq.web.api import Coalescer
 from gopherq.web.app import API_AREAS
+from gopherq.web.coalescer import Coalescer
 from tests.conftest import LoopbackServer, async_wait_until, free_port, wait_until, write_config
 
 TOKEN = "producer-token-0123456789"

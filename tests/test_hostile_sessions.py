@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestServer
 from gopherq.core.connection import RedisConnection
 from gopherq.core.settings import Settings
 from gopherq.web import create_app
-from gopherq.web.security import CSRF_COOKIE, SESSION_COOKIE
-from gopherq.web.sessions import SESSION_PREFIX
+from gopherq.web.security import CSRF_COOKIE
+from gopherq.web.sessions import SESSION_COOKIE, SESSION_PREFIX
 from tests.conftest import free_port
 
 TOKEN = "hostile-sessions-token-0123456789"

@@ -27,7 +27,8 @@ from gopherq.core.keys import QueueKeys
 from gopherq.core.masking import Masker, drop_cut_url
 from gopherq.core.outcomes import DEAD_ERROR_LIMIT, RAW_PREFIX_BYTES, OutcomePolicy, capped_error, raw_for_storage
 from gopherq.core.results import ErrorInfo
-from gopherq.core.settings import QueueSettings, Settings, load_settings
+from gopherq.core.sections import QueueSettings
+from gopherq.core.settings import Settings, load_settings
 from gopherq.plugins.stream_sink import ENTRY_BYTES, entry_json
 from gopherq.web import create_app
 from tests.conftest import LoopbackServer, PrivateRedis, async_wait_until

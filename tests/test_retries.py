@@ -16,7 +16,8 @@ from gopherq.core.broker import Broker
 from gopherq.core.outcomes import DEAD_DETAIL_LIMIT, OutcomePolicy, backoff_delay
 from gopherq.core.resilience import Backoff
 from gopherq.core.results import ErrorInfo
-from gopherq.core.settings import QueueSettings, Settings
+from gopherq.core.sections import QueueSettings
+from gopherq.core.settings import Settings
 from gopherq.core.task import RetryBackoff, Task
 from gopherq.plugins.http import retry_after_seconds
 from tests.conftest import CaptureSink, LoopbackServer, SinkPlugin, async_wait_until

@@ -17,6 +17,7 @@ from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
 from gopherq.core.keys import COUNTS_TTL, QueueKeys
 from gopherq.core.priorities import LETTERS
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.results import TaskResult
 from gopherq.core.scripts import scripts
 from gopherq.core.task import TaskStatus, task_from_dict
@@ -80,7 +81,7 @@ class Settlement:
 class Broker:
     """One queue on one Redis, as seen by one worker (or by a client, with `worker_id=None`)."""
 
-    def __init__(self, redis: Any, queue: str, worker_id: str | None = None) -> None:
+    def __init__(self, redis: RedisClient, queue: str, worker_id: str | None = None) -> None:
         self.redis = redis
         self.keys = QueueKeys(queue)
         self._levels = self.keys.ready_lists[1:]  # the high and low lists, passed last to settle and reap

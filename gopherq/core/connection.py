@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gopherq.core.embedded import EmbeddedRedis, client_name
 from gopherq.core.errors import ConfigError
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.settings import Settings
 
 
@@ -93,10 +94,10 @@ class RedisConnection:
         self.embedded = (
             EmbeddedRedis(settings.data_dir, settings.redis.server_binary) if settings.redis.embedded else None
         )
-        self.client: Any = None
+        self.client: RedisClient | None = None
         self._sentinel: Sentinel | None = None
 
-    async def open(self) -> Any:
+    async def open(self) -> RedisClient:
         cfg = self.settings.redis
         password = cfg.password.get_secret_value() if cfg.password else None
         # A blocking fetch waits at most half of this (blocking_wait), so an idle queue never looks like a fault.
@@ -138,7 +139,7 @@ class RedisConnection:
             self.client = Redis(password=password, db=cfg.db, **_address_kwargs(cfg.address), **ssl, **common)
         return _track_writes(self.client)
 
-    def _sentinel_master(self, password: str | None, tls: dict[str, Any], common: dict[str, Any]) -> Any:
+    def _sentinel_master(self, password: str | None, tls: dict[str, Any], common: dict[str, Any]) -> Redis:
         """A client of the master the Sentinels name. Its pool asks them again on every new connection and
         drops its connections when the master turns read-only, so after a failover the next retry of every
         worker loop reaches the new master on its own. With TLS, the Sentinels are reached over TLS too."""
@@ -153,7 +154,8 @@ class RedisConnection:
             [(entry["host"], entry["port"]) for entry in map(_address_kwargs, cfg.sentinels)],
             sentinel_kwargs=sentinel_kwargs,
         )
-        return self._sentinel.master_for(cfg.service_name, password=password, db=cfg.db, **ssl, **common)
+        master: Redis = self._sentinel.master_for(cfg.service_name, password=password, db=cfg.db, **ssl, **common)
+        return master
 
     async def close(self) -> None:
         if self.client is not None:
@@ -192,7 +194,7 @@ _TRACKING: dict[type, type] = {}
 
 
 @contextlib.contextmanager
-def watch_writes(client: Any) -> Iterator[Writes]:
+def watch_writes(client: RedisClient) -> Iterator[Writes]:
     """Count the commands the current asyncio task (and the tasks it starts) sends inside the block, through any
     client opened by `RedisConnection`; `client` is the one the block uses, and says whether its sends are counted."""
     writes = Writes(known=getattr(_pool_class(client), "gopherq_counts_writes", False))
@@ -207,7 +209,7 @@ def _pool_class(client: Any) -> Any:
     return getattr(getattr(client, "connection_pool", None), "connection_class", None)
 
 
-def _track_writes(client: Any) -> Any:
+def _track_writes(client: RedisClient) -> RedisClient:
     """Make the client's connections count what they send into the current `watch_writes` block: the pool builds
     its connections from a subclass of its own connection class (plain, TLS, Unix socket, Sentinel-managed) whose
     only change is that count. Done before the first connection exists, so every connection counts."""

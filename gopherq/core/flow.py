@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gopherq.core.keys import QueueKeys
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.scripts import scripts
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ E = TypeVar("E", bound=FlowSource)
 class FlowGate:
     """The Redis side of flow control for one queue."""
 
-    def __init__(self, redis: Any, queue: str) -> None:
+    def __init__(self, redis: RedisClient, queue: str) -> None:
         self.redis = redis
         self.keys = QueueKeys(queue)
         self._admit = scripts(redis)["flow_admit"]

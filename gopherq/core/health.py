@@ -15,6 +15,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError,
 from gopherq.core.connection import RedisConnection, describe_target
 from gopherq.core.errors import BrokerUnavailable
 from gopherq.core.keys import QueueKeys
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.scripts import load_script, script_names, scripts
 from gopherq.core.settings import Settings
 
@@ -47,7 +48,7 @@ class HealthReport:
         return f"ok: {self.target}{server} answered in {self.latency_ms:.1f} ms; {self.scripts} scripts loaded"
 
 
-async def verify_access(redis: Any, queue: str) -> int:
+async def verify_access(redis: RedisClient, queue: str) -> int:
     """PING, load every script and run the permission probe on the queue's scratch key; returns the number of
     scripts loaded. Raises redis-py's error (NoPermissionError for a missing ACL permission)."""
     await redis.ping()
@@ -92,7 +93,7 @@ async def probe(settings: Settings, queue: str | None = None, *, full: bool = Tr
     return report
 
 
-async def _describe_server(redis: Any, report: HealthReport) -> None:
+async def _describe_server(redis: RedisClient, report: HealthReport) -> None:
     try:
         info = await redis.info("server")
         replication = await redis.info("replication")
@@ -112,7 +113,7 @@ async def _describe_server(redis: Any, report: HealthReport) -> None:
         report.problems.append(f"server is a {report.role}, not the master: tasks cannot be written there")
 
 
-async def _durability_warnings(redis: Any, report: HealthReport) -> None:
+async def _durability_warnings(redis: RedisClient, report: HealthReport) -> None:
     """What could lose tasks even though everything works: eviction, and no append-only file."""
     try:
         config = {**_flat(await redis.config_get("maxmemory-policy")), **_flat(await redis.config_get("appendonly"))}

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 
 class MaskingTable(Protocol):
-    """The `[masking]` settings table (`settings.MaskingSettings`), as the masker reads it."""
+    """The `[masking]` settings table (`sections.MaskingSettings`), as the masker reads it."""
 
     @property
     def headers(self) -> Iterable[str]: ...

@@ -21,7 +21,7 @@ from gopherq.core.errors import TaskRejected
 from gopherq.core.executor import AttemptOutcome
 from gopherq.core.masking import drop_cut_url
 from gopherq.core.results import ErrorInfo, TaskResult
-from gopherq.core.settings import QueueSettings
+from gopherq.core.sections import QueueSettings
 from gopherq.core.task import DEFAULT_TYPE, Task, TaskStatus
 from gopherq.core.tracecontext import trace_id
 

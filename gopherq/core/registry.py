@@ -27,6 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from gopherq.core.errors import ConfigError
 from gopherq.core.keys import QUEUE_REGISTRY, QueueKeys
+from gopherq.core.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def presence_keys(keys: QueueKeys) -> list[str]:
 class QueueRegistry:
     """Notes and lists queue names on one Redis (see the module docstring)."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._noted: dict[str, float] = {}
         self._forget = redis.register_script(_FORGET)

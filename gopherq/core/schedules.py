@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gopherq.core import codec
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import QueueKeys
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.resilience import RETRYABLE
 from gopherq.core.task import task_from_dict
 
@@ -238,7 +239,7 @@ def validate_schedules(schedules: list[Schedule], check: Any) -> None:
 
 
 async def upcoming(
-    schedules: list[Schedule], default_queue: str, redis: Any, now: float | None = None
+    schedules: list[Schedule], default_queue: str, redis: RedisClient, now: float | None = None
 ) -> list[dict[str, Any]]:
     """Each schedule with its last enqueued slot (from Redis), the slot due after it (`next_slot`, None before the
     first tick: once it is past, the schedule is late, as no worker ticked it), its next run time, and when a task

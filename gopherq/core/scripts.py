@@ -14,6 +14,8 @@ import weakref
 from importlib import resources
 from typing import Any
 
+from gopherq.core.redis_client import RedisClient
+
 
 @functools.cache
 def load_script(name: str) -> str:
@@ -36,7 +38,7 @@ def script_names() -> tuple[str, ...]:
 class Scripts:
     """The scripts of one Redis client, each registered (`register_script`) the first time it is asked for."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._registered: dict[str, Any] = {}
 
@@ -51,7 +53,7 @@ class Scripts:
 _PER_CLIENT: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
 
 
-def scripts(redis: Any) -> Scripts:
+def scripts(redis: RedisClient) -> Scripts:
     """The script registry of `redis`, made once per client (and forgotten with it)."""
     try:
         registry = _PER_CLIENT.get(redis)

@@ -8,13 +8,13 @@ tracker its loops share. A part copies onto itself the few members its per-task 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from gopherq.core.broker import Broker
 from gopherq.core.events import EventBus
 from gopherq.core.flow import WorkerFlow
 from gopherq.core.holdings import Holdings
 from gopherq.core.plugins import PluginManager
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.resilience import Outage
 from gopherq.core.schedules import ScheduleRuns
 from gopherq.core.settings import Settings
@@ -26,7 +26,7 @@ class Shared:
 
     worker_id: str
     settings: Settings
-    redis: Any
+    redis: RedisClient
     broker: Broker
     bus: EventBus
     flow: WorkerFlow

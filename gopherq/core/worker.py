@@ -38,6 +38,7 @@ from gopherq.core.holdings import Holdings
 from gopherq.core.masking import Masker
 from gopherq.core.outcomes import OutcomePolicy
 from gopherq.core.plugins import PluginManager
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.resilience import RETRYABLE, TRANSIENT, Backoff, Outage, with_retries
 from gopherq.core.schedules import ScheduleRuns
 from gopherq.core.settings import Settings
@@ -59,7 +60,9 @@ def make_worker_id() -> str:
 class Worker:
     """Runs tasks from one queue until asked to stop. Build it with settings, loaded plugins and a Redis client."""
 
-    def __init__(self, settings: Settings, plugins: PluginManager, redis: Any, worker_id: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, plugins: PluginManager, redis: RedisClient, worker_id: str | None = None
+    ) -> None:
         self.settings = settings
         self.plugins = plugins
         self.redis = redis

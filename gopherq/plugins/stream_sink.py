@@ -38,6 +38,7 @@ from gopherq import (
     Event,
     Masker,
     QueueKeys,
+    RedisClient,
     RedisConnection,
     RegisterSettings,
     RegisterSink,
@@ -120,7 +121,7 @@ class StreamSink:
         self.maxlen = config.maxlen
         self.masker = Masker.from_settings(settings)
         self.connection = RedisConnection(settings, "stream")
-        self.redis: Any = None
+        self.redis: RedisClient | None = None
         self.script: Any = None
         self.keys: dict[str, str] = {}
         self.written = 0
@@ -167,6 +168,7 @@ class StreamSink:
             [(queue, batch)] = lines.items()
             await self.script(keys=[self._key(queue)], args=[self.maxlen, b"\n".join(batch)])
             return
+        assert self.redis is not None, "the sink writes only after open()"
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue, batch in lines.items():
                 await self.script(keys=[self._key(queue)], args=[self.maxlen, b"\n".join(batch)], client=pipe)

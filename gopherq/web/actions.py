@@ -14,9 +14,9 @@ from multidict import MultiDictProxy
 
 from gopherq.web import pages
 from gopherq.web.render import render_html
-from gopherq.web.security import AUTH_KEY, SESSION_COOKIE, identity
-from gopherq.web.sessions import SESSIONS_KEY
-from gopherq.web.state import INSPECTOR_KEY
+from gopherq.web.security import identity
+from gopherq.web.sessions import SESSION_COOKIE
+from gopherq.web.state import AUTH_KEY, INSPECTOR_KEY, SESSIONS_KEY
 
 
 def local_path(value: object, default: str) -> str:

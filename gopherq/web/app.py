@@ -1,16 +1,15 @@
 """Building the aiohttp application: shared state in app keys, the security middlewares, one setup per area.
 
-An area is a function `setup(app)` that adds its routes (and may read the app keys below). The dashboard pages,
-the health probes and the metrics endpoint are areas; the `/v1` API adds itself the same way, to `AREAS` or through
-`create_app(..., areas=...)`, and gets authentication (bearer token) and CSRF (for cookie-authenticated calls)
-from the middlewares without doing anything.
+An area is a function `setup(app)` that adds its routes (and may read the app keys of web/state.py). The dashboard
+pages, the health probes and the metrics endpoint are areas; the `/v1` API adds itself the same way, to `AREAS` or
+through `create_app(..., areas=...)`, and gets authentication (bearer token) and CSRF (for cookie-authenticated
+calls) from the middlewares without doing anything.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -19,12 +18,25 @@ from gopherq.core.events import EventBus
 from gopherq.core.inspect import Inspector
 from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.settings import Settings
 from gopherq.web import actions, api, health, metrics, pages
-from gopherq.web.render import ENV_KEY, MASKER_KEY, POLL_KEY, STATIC, build_environment, login_page
-from gopherq.web.security import AUTH_KEY, MIDDLEWARES, Auth, Handler
-from gopherq.web.sessions import SESSIONS_KEY, Sessions
-from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, LOGIN_PAGE_KEY, PLUGINS_KEY, REDIS_KEY, SETTINGS_KEY
+from gopherq.web.credentials import Auth
+from gopherq.web.render import STATIC, build_environment, login_page
+from gopherq.web.security import MIDDLEWARES, Handler
+from gopherq.web.sessions import Sessions
+from gopherq.web.state import (
+    AUTH_KEY,
+    BUS_KEY,
+    ENV_KEY,
+    INSPECTOR_KEY,
+    LOGIN_PAGE_KEY,
+    PLUGINS_KEY,
+    POLL_KEY,
+    REDIS_KEY,
+    SESSIONS_KEY,
+    SETTINGS_KEY,
+)
 
 Area = Callable[[web.Application], None]
 
@@ -49,7 +61,7 @@ async def redis_unavailable(request: web.Request, handler: Handler) -> web.Strea
 
 def create_app(
     settings: Settings,
-    redis: Any,
+    redis: RedisClient,
     *,
     bus: EventBus | None = None,
     inspector: Inspector | None = None,
@@ -70,7 +82,6 @@ def create_app(
     app[PLUGINS_KEY] = plugins or load_plugins(settings)
     app[AUTH_KEY] = Auth.from_settings(settings.web)
     app[SESSIONS_KEY] = Sessions(redis, settings.web.session_ttl)
-    app[MASKER_KEY] = masker
     app[ENV_KEY] = build_environment(masker)
     app[POLL_KEY] = settings.web.poll_interval
     app[LOGIN_PAGE_KEY] = login_page

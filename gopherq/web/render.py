@@ -18,16 +18,13 @@ from aiohttp import web
 
 from gopherq.core.masking import Masker
 from gopherq.web.security import auth_method, csrf_token, set_csrf_cookie
+from gopherq.web.state import ENV_KEY, POLL_KEY
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 
 #: The vendored htmx build (see static/README.txt); templates reference it by this name.
 HTMX_FILE = "htmx-2.0.11.min.js"
-
-ENV_KEY = web.AppKey("gopherq_jinja", jinja2.Environment)
-MASKER_KEY = web.AppKey("gopherq_masker", Masker)
-POLL_KEY = web.AppKey("gopherq_poll_interval", float)
 
 
 def build_environment(masker: Masker) -> jinja2.Environment:

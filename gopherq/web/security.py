@@ -2,9 +2,9 @@
 
 Authentication is optional on a loopback bind and required on any other (`check_bind`). Three credentials are
 accepted when configured: `Authorization: Bearer <token>` (API clients, scrapers), HTTP basic auth (browsers get
-the native prompt) and a session cookie set by the login form (browsers with a token). Tokens and passwords are
-compared with `hmac.compare_digest`. Sessions live in Redis (web/sessions.py): logout ends one for every web
-process, and changing the token ends them all.
+the native prompt) and a session cookie set by the login form (browsers with a token); web/credentials.py checks
+them, in constant time. Sessions live in Redis (web/sessions.py): logout ends one for every web process, and
+changing the token ends them all.
 
 CSRF protects the credentials a browser sends on its own (cookies, basic auth, and none at all on loopback):
 every unsafe request must carry, in a `csrf_token` form field or an `X-CSRF-Token` header, the token the server
@@ -16,28 +16,24 @@ bearer token needs none: no browser attaches that by itself.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
 
 from gopherq.core.errors import ConfigError
 from gopherq.core.resilience import RETRYABLE
-from gopherq.core.settings import WebSettings
-from gopherq.web.sessions import SESSIONS_KEY, Sessions, random_id, well_formed
-from gopherq.web.state import LOGIN_PAGE_KEY
+from gopherq.core.sections import WebSettings
+from gopherq.web.credentials import ANONYMOUS, Auth, AuthMethod, Identity, same
+from gopherq.web.sessions import random_id, well_formed
+from gopherq.web.state import AUTH_KEY, LOGIN_PAGE_KEY, SESSIONS_KEY
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-SESSION_COOKIE = "gopherq_session"
 CSRF_COOKIE = "gopherq_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
@@ -62,8 +58,6 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
-AuthMethod = Literal["none", "bearer", "basic", "session"]
-
 
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and `localhost`: the binds that need no authentication."""
@@ -85,75 +79,6 @@ def check_bind(cfg: WebSettings, host: str) -> None:
         )
 
 
-def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """How a request authenticated, and what its CSRF token is bound to (None: the per-browser cookie)."""
-
-    method: AuthMethod
-    binding: str | None = None
-    session: str | None = None
-
-
-#: A request that presented no credentials (all of them when authentication is off).
-ANONYMOUS = Identity("none")
-
-
-@dataclass(frozen=True, slots=True)
-class Auth:
-    """The configured credentials and the checks on them."""
-
-    token: str | None
-    username: str
-    password: str | None
-
-    @classmethod
-    def from_settings(cls, cfg: WebSettings) -> Auth:
-        return cls(
-            cfg.token.get_secret_value() if cfg.token else None,
-            cfg.username,
-            cfg.password.get_secret_value() if cfg.password else None,
-        )
-
-    @property
-    def enabled(self) -> bool:
-        return self.token is not None or self.password is not None
-
-    def check_token(self, given: str) -> bool:
-        return self.token is not None and _same(given, self.token)
-
-    async def identify(self, request: web.Request, sessions: Sessions) -> Identity | None:
-        """How the request authenticated, or None when it did not (always ANONYMOUS when auth is off). A session
-        cookie is looked up in Redis (RedisError propagates)."""
-        if not self.enabled:
-            return ANONYMOUS
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and self.check_token(value.strip()):
-            return Identity("bearer")
-        if scheme.lower() == "basic" and self.password is not None and self._basic_ok(value.strip()):
-            return Identity("basic", binding=f"basic\0{self.username}")
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie and self.token is not None and await sessions.valid(cookie, self.token):
-            return Identity("session", binding=f"session\0{cookie}", session=cookie)
-        return None
-
-    def _basic_ok(self, value: str) -> bool:
-        assert self.password is not None
-        try:
-            user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        # Both compared every time, so a wrong user name takes as long as a wrong password.
-        user_ok = _same(user, self.username)
-        password_ok = _same(password, self.password)
-        return bool(sep) and user_ok and password_ok
-
-
-AUTH_KEY = web.AppKey("gopherq_auth", Auth)
 #: Where `authenticate` keeps the request's Identity (a RequestKey where aiohttp has them, 3.12 and later).
 IDENTITY_KEY: Any = web.RequestKey("gopherq_identity", Identity) if hasattr(web, "RequestKey") else "gopherq_identity"
 
@@ -261,7 +186,7 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
             field = form.get(CSRF_FIELD, "")
             given = field if isinstance(field, str) else ""
         expected = _expected_token(request)
-        if expected is None or not given or not _same(given, expected):
+        if expected is None or not given or not same(given, expected):
             return web.Response(status=403, text="403: missing or wrong CSRF token; reload the page and retry\n")
     return await handler(request)
 

@@ -44,7 +44,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None, areas: li
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with AsyncClient(settings, sinks=True) as client:
-        app = create_app(settings, client.redis, bus=client.bus, areas=areas, plugins=client.plugins)
+        app = create_app(settings, client.connected(), bus=client.bus, areas=areas, plugins=client.plugins)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         try:

@@ -19,11 +19,12 @@ import hashlib
 import hmac
 import re
 import secrets
-from typing import Any
 
-from aiohttp import web
+from gopherq.core.redis_client import RedisClient
 
 SECRET_KEY = "gopherq:web:secret"
+#: The cookie that carries a session id to the browser that logged in.
+SESSION_COOKIE = "gopherq_session"
 SESSION_PREFIX = "gopherq:web:session:"
 
 #: What a session id or a per-browser CSRF cookie looks like (secrets.token_urlsafe(32)); anything else is ignored
@@ -46,7 +47,7 @@ def _fingerprint(credential: str) -> str:
 class Sessions:
     """The sessions and the CSRF secret of one web application, on its Redis client."""
 
-    def __init__(self, redis: Any, ttl: int) -> None:
+    def __init__(self, redis: RedisClient, ttl: int) -> None:
         self.redis = redis
         self.ttl = ttl
         self._secret: bytes | None = None
@@ -93,6 +94,3 @@ class Sessions:
         """Log out: the session is gone for every web process."""
         if well_formed(session_id):
             await self.redis.delete(self._key(session_id))
-
-
-SESSIONS_KEY = web.AppKey("gopherq_sessions", Sessions)

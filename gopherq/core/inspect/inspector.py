@@ -44,6 +44,7 @@ from gopherq.core.inspect.stream import EventReader
 from gopherq.core.keys import WAKE_MARKER, QueueKeys, validate_queue_name
 from gopherq.core.masking import Masker, drop_cut_url
 from gopherq.core.outcomes import raw_from_entry
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.settings import Settings
 
 #: Payload fields a summary line is made of: a method-like one, then a target-like one.
@@ -57,7 +58,7 @@ _ID_MAX = 256
 class Inspector(QueueReader, EventReader):
     """Reads (and pauses or resumes) queues on one Redis. Build it with the client the caller already has."""
 
-    def __init__(self, redis: Any, settings: Settings, masker: Masker | None = None) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings, masker: Masker | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.masker = masker or Masker.from_settings(settings)

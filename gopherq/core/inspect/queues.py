@@ -15,6 +15,7 @@ from gopherq.core.inspect.models import MinuteCounts, QueueInfo
 from gopherq.core.inspect.readiness import ReadyLevels
 from gopherq.core.inspect.reading import number, text
 from gopherq.core.keys import COUNTS_TTL, QueueKeys
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.registry import QueueRegistry
 from gopherq.core.schedules import upcoming
 from gopherq.core.settings import Settings
@@ -38,7 +39,7 @@ def totals_from_stats(stats: dict[str, int]) -> dict[str, int]:
 class QueueReader:
     """The Inspector's queue methods (a mixin; needs `redis`, `settings` and `keys`)."""
 
-    redis: Any
+    redis: RedisClient
     settings: Settings
     _registry: QueueRegistry | None = None
     _levels: ReadyLevels | None = None

@@ -21,12 +21,12 @@ on a stuck queue needs. Identical raw envelopes following each other look like o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from gopherq.core.errors import TaskRejected
 from gopherq.core.inspect.models import LevelInfo
 from gopherq.core.inspect.reading import decode, number
 from gopherq.core.keys import QueueKeys
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.scripts import scripts
 from gopherq.core.task import task_from_dict
 
@@ -69,7 +69,7 @@ class Levels:
 class ReadyLevels:
     """Reads the ready lists of queues on one Redis (see the module docstring)."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._heads = scripts(redis)["heads"]
 
     async def read(self, keys: QueueKeys, now: float) -> Levels:

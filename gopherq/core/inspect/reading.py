@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from gopherq.core import codec
+from gopherq.core.redis_client import RedisClient
 from gopherq.core.task import DEFAULT_TYPE
 
 #: Most entries of one unindexed place (ready list, in-flight hash, delayed set) a task lookup reads.
@@ -45,7 +46,7 @@ def id_pattern(task_id: str) -> re.Pattern[bytes]:
     return re.compile(rb'"id"\s*:\s*' + re.escape(codec.dumps(task_id)))
 
 
-async def find_in_hash(redis: Any, key: str, pattern: re.Pattern[bytes]) -> tuple[str, bytes] | None:
+async def find_in_hash(redis: RedisClient, key: str, pattern: re.Pattern[bytes]) -> tuple[str, bytes] | None:
     """(field, value) of the first value of hash `key` matching `pattern`, among its first SEARCH_LIMIT."""
     cursor, seen = 0, 0
     while True:
@@ -58,7 +59,7 @@ async def find_in_hash(redis: Any, key: str, pattern: re.Pattern[bytes]) -> tupl
             return None
 
 
-async def find_in_zset(redis: Any, key: str, pattern: re.Pattern[bytes]) -> bytes | None:
+async def find_in_zset(redis: RedisClient, key: str, pattern: re.Pattern[bytes]) -> bytes | None:
     """The first member of sorted set `key` matching `pattern`, among its first SEARCH_LIMIT."""
     cursor, seen = 0, 0
     while True:
@@ -71,7 +72,7 @@ async def find_in_zset(redis: Any, key: str, pattern: re.Pattern[bytes]) -> byte
             return None
 
 
-async def find_in_list(redis: Any, key: str, pattern: re.Pattern[bytes]) -> bytes | None:
+async def find_in_list(redis: RedisClient, key: str, pattern: re.Pattern[bytes]) -> bytes | None:
     """The first item of list `key` matching `pattern`, among its first SEARCH_LIMIT (from the head)."""
     for start in range(0, SEARCH_LIMIT, 1000):
         batch = await redis.lrange(key, start, start + 999)

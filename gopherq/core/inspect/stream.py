@@ -11,6 +11,7 @@ from gopherq.core.inspect.models import StreamEvent
 from gopherq.core.inspect.reading import decode, number, text
 from gopherq.core.keys import QueueKeys
 from gopherq.core.masking import Masker
+from gopherq.core.redis_client import RedisClient
 
 #: Most recent stream entries a task's timeline (or a filtered event read) looks through.
 EVENT_SCAN_LIMIT = 10_000
@@ -19,7 +20,7 @@ EVENT_SCAN_LIMIT = 10_000
 class EventReader:
     """The Inspector's event methods (a mixin; needs `redis`, `masker` and `keys`)."""
 
-    redis: Any
+    redis: RedisClient
     masker: Masker
 
     def keys(self, queue: str) -> QueueKeys:
