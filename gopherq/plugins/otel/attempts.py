@@ -10,7 +10,7 @@ at once.
 from __future__ import annotations
 
 from contextvars import Token
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -26,12 +26,9 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from gopherq import AttemptOutcome, ExecutionContext, Task
+from gopherq import AttemptOutcome, ExecutionContext, Masker, Task
 from gopherq.plugins.otel.calls import SpanCalls, Targets, UnrecordedCalls
 from gopherq.plugins.otel.fast import LOW_64, NO_PRODUCER, RANDOM, SAMPLED, parse_traceparent, recognise, traceparent
-
-if TYPE_CHECKING:
-    from gopherq.plugins.otel.tracing import Tracing
 
 SYSTEM = "gopherq"
 CONSUMER = SpanKind.CONSUMER
@@ -43,14 +40,15 @@ Started = tuple[Any, "Token[Context]", "SpanCalls | UnrecordedCalls"]
 
 
 class Attempts:
-    """Starts and ends the spans of attempts for one `Tracing` (one per process)."""
+    """Starts and ends the spans of attempts for one process's tracing (`tracing.Tracing` makes one): with its
+    tracer, its masker, whether retries are linked rather than children, and whether exemplars are wanted."""
 
-    def __init__(self, tracing: Tracing) -> None:
-        self.tracer = tracing.tracer
-        self.targets = Targets(tracing.masker)
-        self.masker = tracing.masker
-        self.link_retries = tracing.link_retries
-        self.exemplars = tracing.config.exemplars
+    def __init__(self, tracer: Any, masker: Masker, *, link_retries: bool, exemplars: bool) -> None:
+        self.tracer = tracer
+        self.targets = Targets(masker)
+        self.masker = masker
+        self.link_retries = link_retries
+        self.exemplars = exemplars
         self.fast = recognise(self.tracer)
 
     def start(self, task: Task, context: ExecutionContext) -> Started:

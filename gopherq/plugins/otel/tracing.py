@@ -158,7 +158,7 @@ class Tracing:
     @hookimpl
     def gopherq_wrap_attempt(self, run: AttemptRunner) -> AttemptRunner:
         _ = self.tracer
-        attempts = Attempts(self)
+        attempts = Attempts(self.tracer, self.masker, link_retries=self.link_retries, exemplars=self.config.exemplars)
 
         async def traced(entry: Any, task: Task, context: ExecutionContext) -> AttemptOutcome:
             span, token, calls = attempts.start(task, context)
