@@ -28,6 +28,7 @@ from opentelemetry.trace import (
 
 from gopherq import AttemptOutcome, ExecutionContext, Masker, Task
 from gopherq.plugins.otel.calls import SpanCalls, Targets, UnrecordedCalls
+from gopherq.plugins.otel.carrier import extract
 from gopherq.plugins.otel.fast import LOW_64, NO_PRODUCER, RANDOM, SAMPLED, parse_traceparent, recognise, traceparent
 
 SYSTEM = "gopherq"
@@ -139,8 +140,6 @@ class Attempts:
 
     def _start_generic(self, task: Task, context: ExecutionContext) -> Started:
         """Through the SDK and the configured propagators, whatever they are."""
-        from gopherq.plugins.otel.tracing import extract
-
         links = None
         if task.trace is None:
             parent_context: Context = Context()

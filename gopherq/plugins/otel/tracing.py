@@ -21,7 +21,6 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -30,36 +29,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from gopherq import AttemptOutcome, AttemptRunner, ExecutionContext, Masker, Settings, Task, hookimpl
 from gopherq.core.tracecontext import BAGGAGE_MAX, TRACE_KEYS, TRACESTATE_MAX
 from gopherq.plugins.otel.attempts import SYSTEM, Attempts
+from gopherq.plugins.otel.carrier import extract
 from gopherq.plugins.otel.export import BoundedProcessor, make_exporter
 from gopherq.plugins.otel.fast import AttemptIds
 from gopherq.plugins.otel.settings import OtelSettings
 
 log = logging.getLogger("gopherq.plugins.otel")
-
-#: Environment variables the command line reads its parent context from (OpenTelemetry's environment carrier).
-_ENV_NAMES = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE", "baggage": "BAGGAGE"}
-
-
-class _Getter(Getter[Mapping[str, str]]):
-    """Reads a carrier whose keys may be upper-case (the environment) or any case (a request's headers)."""
-
-    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
-        value = carrier.get(key)
-        if value is None:
-            value = carrier.get(_ENV_NAMES.get(key, key))
-        return None if value is None else [value]
-
-    def keys(self, carrier: Mapping[str, str]) -> list[str]:
-        return list(carrier)
-
-
-GETTER = _Getter()
-
-
-def extract(carrier: Mapping[str, str]) -> Context:
-    """The context a carrier describes (the configured propagators: W3C trace context and baggage by default),
-    on its own: nothing of the caller's current context leaks in."""
-    return propagate.extract(carrier, getter=GETTER, context=Context())
 
 
 def to_trace(carrier: dict[str, str]) -> dict[str, str] | None:
