@@ -17,8 +17,7 @@ from pytest_httpserver import HTTPServer
 
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
-
-from .conftest import wait_until, write_config
+from tests.support.common import wait_until, write_config
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GOPHERQ, cli_env, write_config
+from tests.support.common import GOPHERQ, cli_env, write_config
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -21,13 +21,13 @@ def test_enqueue_takes_any_type_with_its_payload_validated_by_its_executor(
     tmp_path: Path, redis_url: str, queue_name: str, sync_redis: Any
 ) -> None:
     config = write_config(tmp_path, f'[redis]\nurl = "{redis_url}"\n[queue]\nname = "{queue_name}"\n')
-    (tmp_path / "task.json").write_text('{"function": "tests.function_targets:add", "args": [2, 40]}')
+    (tmp_path / "task.json").write_text('{"function": "tests.support.function_targets:add", "args": [2, 40]}')
     proc = _cli(["enqueue", "-c", str(config), "--type", "function", "--payload", "@task.json", "--id", "p1"], tmp_path)
     assert (proc.returncode, proc.stdout) == (0, "p1\n"), proc.stderr
     envelope = json.loads(sync_redis.lrange(queue_name, 0, -1)[0])
     assert (envelope["type"], envelope["function"], envelope["args"]) == (
         "function",
-        "tests.function_targets:add",
+        "tests.support.function_targets:add",
         [2, 40],
     )
 

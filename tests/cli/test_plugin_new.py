@@ -25,7 +25,7 @@ from gopherq.core.errors import ConfigError, PluginError
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import load_settings
 from gopherq.scaffold import ScaffoldError, create, project_names, render
-from tests.conftest import GOPHERQ, REPO, cli_env, write_config
+from tests.support.common import GOPHERQ, REPO, cli_env, write_config
 
 GUIDE = REPO / "docs" / "plugins.md"
 BIN = Path(sys.executable).parent

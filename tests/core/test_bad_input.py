@@ -21,7 +21,8 @@ from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.settings import Settings
 from gopherq.core.task import NESTED_TOO_DEEPLY, parse_json
-from tests.conftest import GOPHERQ, LoopbackServer, async_wait_until
+from tests.support.common import GOPHERQ, async_wait_until
+from tests.support.loopback import LoopbackServer
 
 LIMIT = 8192  # worker.max_payload_bytes in these tests
 BIG = codec.dumps({"id": "big", "url": "http://127.0.0.1/", "body": "x" * LIMIT})

@@ -15,8 +15,8 @@ from gopherq import AsyncClient, ExecutionContext, Settings, Task
 from gopherq.core import codec
 from gopherq.core.broker import Broker, Settlement
 from gopherq.core.plugins import load_plugins
-
-from .conftest import CaptureSink, ExecutorPlugin, SinkPlugin, async_wait_until
+from tests.support.common import async_wait_until
+from tests.support.plugins import CaptureSink, ExecutorPlugin, SinkPlugin
 
 
 class Sleeper:

@@ -20,8 +20,8 @@ import gopherq
 from gopherq import AsyncClient
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import load_settings
-
-from .conftest import FAST_WORKER, async_wait_until
+from tests.support.common import async_wait_until
+from tests.support.workers import FAST_WORKER
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server and redis-cli")
 

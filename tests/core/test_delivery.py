@@ -21,7 +21,8 @@ from gopherq.core import codec
 from gopherq.core.broker import Broker, Settlement, now_ms
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import Settings
-from tests.conftest import CaptureSink, ExecutorPlugin, SinkPlugin, async_wait_until
+from tests.support.common import async_wait_until
+from tests.support.plugins import CaptureSink, ExecutorPlugin, SinkPlugin
 
 
 class Sleeper:

@@ -20,7 +20,9 @@ from gopherq.core.broker import Broker, Settlement
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import Settings
-from tests.conftest import GOPHERQ, CaptureSink, LoopbackServer, SinkPlugin, async_wait_until
+from tests.support.common import GOPHERQ, async_wait_until
+from tests.support.loopback import LoopbackServer
+from tests.support.plugins import CaptureSink, SinkPlugin
 
 
 async def dead_count(aredis: aioredis.Redis, queue: str, count: int, timeout: float = 10.0) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from pytest_httpserver import HTTPServer
 
-from .conftest import process_gone, wait_until, write_config
+from tests.support.common import process_gone, wait_until, write_config
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 CONFIG = """

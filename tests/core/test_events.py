@@ -14,8 +14,7 @@ import pytest
 from gopherq import Event, EventFilter
 from gopherq.core.events import EventBus
 from gopherq.plugins.logging_sink import LoggingSink, LoggingSinkSettings
-
-from .conftest import async_wait_until
+from tests.support.common import async_wait_until
 
 
 class Recorder:

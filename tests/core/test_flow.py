@@ -25,7 +25,8 @@ from gopherq.core.settings import Settings
 from gopherq.plugins.http import HostRule
 from gopherq.plugins.http.flow import HostRules, flow_signal
 from gopherq.web.exposition import render_metrics
-from tests.conftest import CaptureSink, SinkPlugin, free_port, wait_until, write_config
+from tests.support.common import free_port, wait_until, write_config
+from tests.support.plugins import CaptureSink, SinkPlugin
 
 
 class FlowServer:

@@ -15,8 +15,7 @@ import pytest
 from gopherq.core.connection import tls_kwargs
 from gopherq.core.errors import ConfigError
 from gopherq.core.settings import load_settings
-
-from .conftest import REPO, free_port, write_config
+from tests.support.common import REPO, free_port, write_config
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -22,17 +22,16 @@ from gopherq.core.broker import Broker
 from gopherq.core.task import name_problem
 from gopherq.web import create_app
 from gopherq.web.app import API_AREAS
-from tests.conftest import GOPHERQ, async_wait_until, cli_env
+from tests.support import function_targets as targets
+from tests.support.common import GOPHERQ, async_wait_until, cli_env
 
-from . import function_targets as targets
-
-ADD = {"type": "function", "function": "tests.function_targets:add"}
+ADD = {"type": "function", "function": "tests.support.function_targets:add"}
 NON_ASCII = ["commande-café", "заказ-42", "注文-7", "emoji-🚀", "tab-free but spaced"]
 
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
-    settings = make_settings(plugins={"functions": {"modules": ["tests.function_targets"]}})
+    settings = make_settings(plugins={"functions": {"modules": ["tests.support.function_targets"]}})
     targets.app.settings = settings
     return settings
 

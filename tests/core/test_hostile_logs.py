@@ -25,8 +25,7 @@ from gopherq.core.events import Event
 from gopherq.core.keys import QueueKeys
 from gopherq.core.loglines import EscapingFormatter, escape_controls
 from gopherq.core.runner import LOG_FORMAT
-
-from .conftest import REPO, wait_until, write_config
+from tests.support.common import REPO, wait_until, write_config
 
 #: A record's first line: `2024-05-01 12:00:00,123 INFO gopherq.core.worker: ...`.
 PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) gopherq[\w.]*: ")
@@ -118,7 +117,7 @@ def test_a_worker_log_has_no_forged_line_whatever_the_tasks_hold(
     config = write_config(
         tmp_path,
         f'[redis]\nurl = "{redis_url}"\n[queue]\nname = "{queue_name}"\n[worker]\nconcurrency = 2\n'
-        '[plugins.functions]\nmodules = ["tests.function_targets"]\n',
+        '[plugins.functions]\nmodules = ["tests.support.function_targets"]\n',
     )
     worker = worker_process(["run", "-c", str(config)], env={"PYTHONPATH": str(REPO)})
     wait_until(lambda: f"started: queue {queue_name}" in worker.output, timeout=30, what="the worker to start")
@@ -130,7 +129,7 @@ def test_a_worker_log_has_no_forged_line_whatever_the_tasks_hold(
         {
             "id": "error-task",
             "type": "function",
-            "function": "tests.function_targets:fails",
+            "function": "tests.support.function_targets:fails",
             "args": ["boom" + hostile],
             "max_attempts": 1,
         },

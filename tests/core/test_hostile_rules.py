@@ -14,7 +14,6 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -35,12 +34,13 @@ from gopherq.core.schedules import Schedule, Scheduler
 from gopherq.web import create_app
 from gopherq.web.app import API_AREAS
 from gopherq.web.openapi import OPENAPI
-from tests.conftest import GOPHERQ, CaptureSink, LoopbackServer, SinkPlugin, async_wait_until, cli_env, free_port
-
-from . import function_targets as targets
+from tests.support import function_targets as targets
+from tests.support.common import GOPHERQ, REPO, async_wait_until, cli_env, free_port
+from tests.support.loopback import LoopbackServer
+from tests.support.plugins import CaptureSink, SinkPlugin
 
 #: A task every path accepts and a worker runs: a registered Python function (tests/function_targets.py).
-ADD = {"type": "function", "function": "tests.function_targets:add", "args": [1, 2]}
+ADD = {"type": "function", "function": "tests.support.function_targets:add", "args": [1, 2]}
 HOOK = "http://127.0.0.1:9/hook"
 
 #: name -> (envelope, reason, what the message must say): each is refused by every producer path and
@@ -110,7 +110,7 @@ RESERVED_MESSAGE = "is kept by GoPherQ (attempts, recoveries and flow slots): a 
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
-    settings = make_settings(plugins={"functions": {"modules": ["tests.function_targets"]}})
+    settings = make_settings(plugins={"functions": {"modules": ["tests.support.function_targets"]}})
     targets.app.settings = settings
     return settings
 
@@ -297,7 +297,9 @@ async def test_unique_for_alone_makes_one_key_on_every_path(
 async def test_the_horizon_is_a_setting_and_holds_for_raw_pushes(
     make_settings: Callable[..., Settings], start_worker: Callable[..., Any], aredis: aioredis.Redis
 ) -> None:
-    settings = make_settings(queue={"max_horizon": 60}, plugins={"functions": {"modules": ["tests.function_targets"]}})
+    settings = make_settings(
+        queue={"max_horizon": 60}, plugins={"functions": {"modules": ["tests.support.function_targets"]}}
+    )
     fields = {"function": ADD["function"], "args": [1, 2]}
     async with AsyncClient(settings) as client:
         reason, message = refusal(lambda: client.task("function", delay=120, **fields))
@@ -371,7 +373,7 @@ async def test_nested_secrets_are_masked_in_results_dead_letters_and_events(
 
 def documented_answers() -> dict[tuple[str, str], set[int]]:
     """docs/api.md's status-code table: (method, path) -> codes."""
-    text = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    text = (REPO / "docs" / "api.md").read_text()
     rows = re.findall(r"^\| `(GET|POST|DELETE) (/v1/\S+)` \| ((?:`\d{3}`,? ?)+) \|$", text, re.MULTILINE)
     return {(method, path): {int(code) for code in re.findall(r"\d{3}", codes)} for method, path, codes in rows}
 

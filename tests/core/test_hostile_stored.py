@@ -30,7 +30,9 @@ from gopherq.core.results import ErrorInfo
 from gopherq.core.settings import QueueSettings, Settings, load_settings
 from gopherq.plugins.stream_sink import ENTRY_BYTES, entry_json
 from gopherq.web import create_app
-from tests.conftest import LoopbackServer, PrivateRedis, async_wait_until
+from tests.support.common import async_wait_until
+from tests.support.loopback import LoopbackServer
+from tests.support.redis_servers import PrivateRedis
 
 SECRET = "s3cr3t-PLUGH-77"
 MIB = 1024 * 1024

@@ -16,7 +16,8 @@ from gopherq.core.keys import QueueKeys
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import Settings
 from gopherq.plugins.stream_sink import StreamSink, StreamSinkSettings
-from tests.conftest import ExecutorPlugin, NoopExecutor, async_wait_until
+from tests.support.common import async_wait_until
+from tests.support.plugins import ExecutorPlugin, NoopExecutor
 
 SECRET = "Bearer s3cr3t-value"
 

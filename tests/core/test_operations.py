@@ -30,7 +30,8 @@ from gopherq.core.settings import Settings, load_settings
 from gopherq.plugins.metrics_sink import BoundedLabel, status_class
 from gopherq.plugins.stream_sink import StreamSink, StreamSinkSettings
 from gopherq.web.exposition import render_metrics
-from tests.conftest import GOPHERQ, LoopbackServer, cli_env, free_port, free_ports, wait_until, write_config
+from tests.support.common import GOPHERQ, cli_env, free_port, free_ports, wait_until, write_config
+from tests.support.loopback import LoopbackServer
 
 SECRET = "s3cr3t-bearer-value"
 URL_SECRET = "hunter2"

@@ -32,8 +32,10 @@ from gopherq.core.keys import QUEUE_REGISTRY, QueueKeys
 from gopherq.core.plugins import load_plugins
 from gopherq.core.registry import FORGET_AFTER
 from gopherq.core.settings import Settings, load_settings
-from tests.conftest import ExecutorPlugin, LoopbackServer, NoopExecutor, async_wait_until
-from tests.faces import Faces, sample, write_ops_config
+from tests.support.common import async_wait_until
+from tests.support.faces import Faces, sample, write_ops_config
+from tests.support.loopback import LoopbackServer
+from tests.support.plugins import ExecutorPlugin, NoopExecutor
 
 Start = Callable[..., Any]
 

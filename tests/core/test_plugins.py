@@ -28,7 +28,7 @@ from gopherq.core.errors import ConfigError
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import load_settings
 from gopherq.testing import EventRecorder
-from tests.conftest import async_wait_until
+from tests.support.common import async_wait_until
 
 
 def plugin(**hooks: Any) -> types.SimpleNamespace:

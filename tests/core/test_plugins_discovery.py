@@ -20,8 +20,8 @@ from gopherq import PluginError
 from gopherq.core.errors import ConfigError
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import load_settings
-from tests.conftest import GOPHERQ, write_config
-from tests.test_examples import clean_env
+from tests.plugins.test_examples import clean_env
+from tests.support.common import GOPHERQ, write_config
 
 GOOD = '''
 """A well-behaved third-party plugin: settings with a secret, a sync executor, a CLI command."""

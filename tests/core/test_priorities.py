@@ -16,8 +16,8 @@ from gopherq.core.broker import Broker, Settlement, SpecialPush, now_ms
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import WAKE_MARKER
 from gopherq.core.plugins import load_plugins
-
-from .conftest import ExecutorPlugin, async_wait_until
+from tests.support.common import async_wait_until
+from tests.support.plugins import ExecutorPlugin
 
 
 class Recorder:

@@ -19,7 +19,9 @@ from gopherq.core.results import ErrorInfo
 from gopherq.core.settings import QueueSettings, Settings
 from gopherq.core.task import RetryBackoff, Task
 from gopherq.plugins.http import retry_after_seconds
-from tests.conftest import CaptureSink, LoopbackServer, SinkPlugin, async_wait_until
+from tests.support.common import async_wait_until
+from tests.support.loopback import LoopbackServer
+from tests.support.plugins import CaptureSink, SinkPlugin
 
 # -- the pure policy -------------------------------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ from gopherq import ConfigError, ExecutionContext, Settings, Task
 from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.schedules import Schedule, Scheduler
-
-from .conftest import ExecutorPlugin, async_wait_until
+from tests.support.common import async_wait_until
+from tests.support.plugins import ExecutorPlugin
 
 
 def test_slots_of_every_and_of_cron_in_a_time_zone() -> None:

@@ -22,7 +22,7 @@ from gopherq.client import AsyncClient
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import load_settings
 from gopherq.web import create_app
-from tests.conftest import wait_until, write_config
+from tests.support.common import wait_until, write_config
 
 SECRETS = {
     "authorization": "AUTHZ-5ecret-1111",

@@ -11,8 +11,7 @@ import pytest
 
 from gopherq import ConfigError, load_settings
 from gopherq.core.plugins import load_plugins
-
-from .conftest import REPO, write_config
+from tests.support.common import REPO, write_config
 
 
 def one_line_error(*args: object, **kwargs: object) -> str:

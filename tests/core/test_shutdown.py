@@ -18,7 +18,8 @@ from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
-from tests.conftest import LoopbackServer, async_wait_until, wait_until, write_config
+from tests.support.common import async_wait_until, wait_until, write_config
+from tests.support.loopback import LoopbackServer
 
 
 def worker_config(directory: Path, redis_url: str, queue: str, **worker: Any) -> Path:

@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from gopherq.core.keys import QueueKeys
-
-from .conftest import FAST_WORKER, wait_until, write_config
+from tests.support.common import wait_until, write_config
+from tests.support.workers import FAST_WORKER
 
 pytestmark = pytest.mark.timeout(60)
 

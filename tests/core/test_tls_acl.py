@@ -14,8 +14,8 @@ import redis
 
 from gopherq import Client
 from gopherq.core.settings import load_settings
-
-from .conftest import LoopbackServer, free_port, wait_until, write_config
+from tests.support.common import free_port, wait_until, write_config
+from tests.support.loopback import LoopbackServer
 
 #: The ACL rule of docs/deployment.md, for queue `{queue}`.
 GOPHERQ_RULES = (

@@ -15,7 +15,8 @@ from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
 from gopherq.core.keys import QueueKeys
 from gopherq.core.task import task_from_dict
-from tests.conftest import LoopbackServer, async_wait_until
+from tests.support.common import async_wait_until
+from tests.support.loopback import LoopbackServer
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 
 from gopherq import AsyncClient, ExecutionContext, PermanentFailure, Settings, Task
 from gopherq.core.plugins import load_plugins
-
-from .conftest import ExecutorPlugin, async_wait_until
+from tests.support.common import async_wait_until
+from tests.support.plugins import ExecutorPlugin
 
 
 class Work:

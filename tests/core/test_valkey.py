@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from .conftest import REPO, free_port, wait_until
+from tests.support.common import REPO, free_port, wait_until
 
 #: The tests that exercise every Lua script and command GoPherQ sends.
 SUBSET = ["tests/test_delivery.py", "tests/test_broker.py", "tests/test_dlq.py", "tests/test_health.py"]

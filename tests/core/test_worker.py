@@ -25,8 +25,7 @@ from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
 from gopherq.core.plugins import load_plugins
 from gopherq.core.worker import Worker
-
-from .conftest import async_wait_until
+from tests.support.common import async_wait_until
 
 
 class ExecutorPlugin:

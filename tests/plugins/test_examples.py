@@ -22,7 +22,8 @@ import pytest
 import redis
 
 from gopherq import Client
-from tests.conftest import GOPHERQ, REPO, WorkerProcess, wait_until, write_config
+from tests.support.common import GOPHERQ, REPO, wait_until, write_config
+from tests.support.workers import WorkerProcess
 
 EXAMPLES = REPO / "examples"
 EXAMPLE_NAMES = ("gopherq-pycall", "gopherq-jsonl")

@@ -12,13 +12,12 @@ import pytest
 
 from gopherq import ConfigError, Settings, TaskFailed, TaskRejected
 from gopherq.functions import REGISTRY
-
-from . import function_targets as targets
+from tests.support import function_targets as targets
 
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
-    settings = make_settings(plugins={"functions": {"modules": ["tests.function_targets"]}})
+    settings = make_settings(plugins={"functions": {"modules": ["tests.support.function_targets"]}})
     targets.app.settings = settings
     return settings
 
@@ -35,7 +34,7 @@ async def test_the_decorator_round_trips_args_and_results(settings: Settings, st
     name = await (await targets.thread_name.aenqueue()).aresult(timeout=10)
     assert name != threading.current_thread().name
     assert targets.add(1, 2) == 3  # calling it runs it here
-    assert "tests.function_targets:add" in REGISTRY
+    assert "tests.support.function_targets:add" in REGISTRY
 
 
 async def test_failures_and_unserialisable_results_come_back_as_errors(
@@ -49,9 +48,11 @@ async def test_failures_and_unserialisable_results_come_back_as_errors(
 
 
 def test_unserialisable_arguments_are_refused_at_enqueue(settings: Settings) -> None:
-    with pytest.raises(TaskRejected, match=r"argument 2 of tests.function_targets:add cannot be serialised \(set\)"):
+    with pytest.raises(
+        TaskRejected, match=r"argument 2 of tests.support.function_targets:add cannot be serialised \(set\)"
+    ):
         targets.add.enqueue(1, {2})
-    with pytest.raises(TaskRejected, match=r"argument 'tags' of tests.function_targets:describe .*\(object\)"):
+    with pytest.raises(TaskRejected, match=r"argument 'tags' of tests.support.function_targets:describe .*\(object\)"):
         targets.describe.delay("x", tags=object())  # type: ignore[arg-type]
     targets.app.close()
 

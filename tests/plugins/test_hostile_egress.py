@@ -27,8 +27,8 @@ from gopherq.plugins.http import HttpExecutor, HttpSettings
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
 from gopherq.plugins.http.egress_ranges import DEFAULT_DENY, PRIVATE, embedded_ipv4, find
 from gopherq.plugins.http.httpx_transport import PinnedHTTPTransport
-
-from .test_http_extras import attempt
+from tests.plugins.test_http_extras import attempt
+from tests.support.common import REPO
 
 
 def refusal(address: str, **settings: Any) -> str | None:
@@ -334,11 +334,10 @@ async def test_the_httpx_transport_checks_a_host_it_is_asked_to_connect_to(
 def test_the_documented_table_is_the_guards_table() -> None:
     """docs/guarantees.md lists exactly the ranges egress_ranges holds, with when each applies."""
     import re
-    from pathlib import Path
 
     from gopherq.plugins.http.egress_ranges import ALWAYS_DENIED
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "guarantees.md").read_text()
+    doc = (REPO / "docs" / "guarantees.md").read_text()
     section = doc[doc.index("### The egress guard") : doc.index("### Task ids and log lines")]
     rows = re.findall(r"^\| `([0-9a-f:./]+)` \| [^|]+ \| ([^|]+) \|$", section, re.MULTILINE)
     assert {network for network, when in rows if when.strip() == "always"} == {str(r.network) for r in ALWAYS_DENIED}

@@ -23,9 +23,9 @@ from gopherq.core.executor import ExecutorEntry, run_attempt
 from gopherq.core.task import task_from_dict
 from gopherq.plugins.http import HttpExecutor, HttpSettings
 from gopherq.plugins.http.body import BodyDecoder, wire_limit
-from tests.conftest import async_wait_until
-from tests.test_http_executor import context
-from tests.wire_server import (
+from tests.plugins.test_http_executor import context
+from tests.support.common import async_wait_until
+from tests.support.wire_server import (
     Connection,
     ParsedRequest,
     Route,

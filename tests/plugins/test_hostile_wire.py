@@ -27,9 +27,11 @@ from gopherq.core.task import task_from_dict
 from gopherq.plugins.http import HttpExecutor, HttpPayload, HttpSettings
 from gopherq.plugins.http.checks import FRAMING_HEADERS, idempotency_key
 from gopherq.web import create_app
-from tests.conftest import ExecutorPlugin, LoopbackServer, write_config
-from tests.test_http_executor import context
-from tests.wire_server import (
+from tests.plugins.test_http_executor import context
+from tests.support.common import write_config
+from tests.support.loopback import LoopbackServer
+from tests.support.plugins import ExecutorPlugin
+from tests.support.wire_server import (
     ParsedRequest,
     WireServer,
 )

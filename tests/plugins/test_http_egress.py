@@ -15,8 +15,7 @@ from gopherq.core.executor import ExecutorEntry, run_attempt
 from gopherq.core.task import task_from_dict
 from gopherq.plugins.http import HttpExecutor, HttpSettings
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
-
-from .test_http_executor import context
+from tests.plugins.test_http_executor import context
 
 
 async def attempt(settings: HttpSettings, url: str, **fields: Any) -> Any:

@@ -26,8 +26,7 @@ from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntr
 from gopherq.core.keys import QueueKeys
 from gopherq.core.task import task_from_dict
 from gopherq.plugins.http import HttpExecutor, HttpPayload, HttpSettings
-
-from .conftest import async_wait_until
+from tests.support.common import async_wait_until
 
 
 @pytest.fixture

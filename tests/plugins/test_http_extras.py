@@ -20,9 +20,9 @@ from gopherq.core.task import task_from_dict
 from gopherq.plugins.http import HttpExecutor, HttpSettings
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
 from gopherq.plugins.signing import secret_key, sign
-from tests.conftest import CaptureSink, SinkPlugin, async_wait_until
-
-from .test_http_executor import context, last_request
+from tests.plugins.test_http_executor import context, last_request
+from tests.support.common import async_wait_until
+from tests.support.plugins import CaptureSink, SinkPlugin
 
 SECRET = "whsec_" + base64.b64encode(b"callback-signing-key-0123456789").decode()
 

@@ -27,9 +27,11 @@ from gopherq.core.broker import Broker
 from gopherq.core.schedules import Scheduler
 from gopherq.core.settings import Settings
 from gopherq.plugins.metrics_sink import status_class, status_code
-from tests.alerting import Unsupported, alert_rules, evaluate, scrape
-from tests.conftest import ExecutorPlugin, LoopbackServer, NoopExecutor, async_wait_until, free_port
-from tests.faces import Faces, sample, write_ops_config
+from tests.support.alerting import Unsupported, alert_rules, evaluate, scrape
+from tests.support.common import async_wait_until, free_port
+from tests.support.faces import Faces, sample, write_ops_config
+from tests.support.loopback import LoopbackServer
+from tests.support.plugins import ExecutorPlugin, NoopExecutor
 
 Start = Callable[..., Any]
 

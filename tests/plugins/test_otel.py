@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 
 from gopherq import AsyncClient, Settings
 from gopherq.core.plugins import load_plugins
-from tests.conftest import async_wait_until
+from tests.support.common import async_wait_until
 
 EXPORTER = InMemorySpanExporter()
 
@@ -116,8 +116,8 @@ def traced_settings(make_settings: Callable[..., Settings]) -> Callable[..., Set
 
 @contextlib.contextmanager
 def function_app(settings: Settings) -> Iterator[Any]:
-    """tests.function_targets' App on `settings`, with no client or plugins left from an earlier test."""
-    from tests import function_targets as targets
+    """tests.support.function_targets' App on `settings`, with no client or plugins left from an earlier test."""
+    from tests.support import function_targets as targets
 
     def reset() -> None:
         targets.app.close()
@@ -250,7 +250,9 @@ async def test_function_tasks_run_inside_the_consumer_span(
     start_worker: Callable[..., Any],
     spans: Callable[[], list[ReadableSpan]],
 ) -> None:
-    settings = make_settings(plugins={"otel": {"enabled": True}, "functions": {"modules": ["tests.function_targets"]}})
+    settings = make_settings(
+        plugins={"otel": {"enabled": True}, "functions": {"modules": ["tests.support.function_targets"]}}
+    )
     with function_app(settings) as targets:
         await start_worker(settings)
         await run_traced_functions(targets, spans)
@@ -360,7 +362,7 @@ async def test_the_attempt_duration_histogram_has_the_attempts_trace_as_exemplar
 ) -> None:
     from aiohttp import ClientSession
 
-    from tests.conftest import free_port
+    from tests.support.common import free_port
 
     port = free_port()
     settings = make_settings(plugins={"otel": {"enabled": True}}, metrics={"port": port})

@@ -21,7 +21,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
-from tests.conftest import LoopbackServer, free_port, wait_until, write_config
+from tests.support.common import free_port, wait_until, write_config
+from tests.support.loopback import LoopbackServer
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

@@ -22,7 +22,8 @@ from gopherq.core.plugins import BUILTINS, load_plugins
 from gopherq.core.settings import load_settings
 from gopherq.core.task import RetryBackoff, TaskStatus, parse_backoff, task_from_dict
 from gopherq.testing import PluginHarness, RedisQueue, make_event
-from tests.conftest import REPO, ExecutorPlugin, NoopExecutor, write_config
+from tests.support.common import REPO, write_config
+from tests.support.plugins import ExecutorPlugin, NoopExecutor
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -396,7 +397,7 @@ async def test_the_queue_fixture_pushes_a_raw_task_unvalidated(gopherq_queue: Re
 
 
 def _cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    from tests.conftest import GOPHERQ, cli_env
+    from tests.support.common import GOPHERQ, cli_env
 
     return subprocess.run(
         [GOPHERQ, *args], cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=60, check=False
@@ -436,7 +437,7 @@ def test_result_in_text_mode_shows_the_result(tmp_path: Path, redis_url: str, qu
 def test_workers_prints_its_count_on_stdout_after_the_workers(
     tmp_path: Path, redis_url: str, queue_name: str, worker_process: Callable[..., Any]
 ) -> None:
-    from tests.conftest import wait_until
+    from tests.support.common import wait_until
 
     config = write_config(tmp_path, f'[redis]\nurl = "{redis_url}"\n[queue]\nname = "{queue_name}"\n')
     worker_process(["run", "-c", str(config)])

@@ -1,16 +1,16 @@
 """docs/plugins.md is tested: each code block marked `<!-- file: PATH -->` must be exactly that file of the
 repository (the example plugins are the guide's code), and the links to files must point at files that exist.
 
-After changing an example, refresh the guide with `python -m tests.test_plugins_docs --fix`.
+After changing an example, refresh the guide with `python -m tests.plugins.test_plugins_docs --fix`.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.common import REPO
+
 GUIDE = REPO / "docs" / "plugins.md"
 
 #: A marker line, then a fenced block: the block's body is group "body".
@@ -44,7 +44,8 @@ def test_the_guide_embeds_both_example_plugins_verbatim() -> None:
     ]
     for path, body in blocks:
         assert body == (REPO / path).read_text(), (
-            f"docs/plugins.md's copy of {path} differs from the file: run `python -m tests.test_plugins_docs --fix`"
+            f"docs/plugins.md's copy of {path} differs from the file: "
+            "run `python -m tests.plugins.test_plugins_docs --fix`"
         )
 
 
@@ -58,25 +59,23 @@ if __name__ == "__main__":
         GUIDE.write_text(refreshed(GUIDE.read_text()))
         print(f"refreshed {len(embedded(GUIDE.read_text()))} blocks in {GUIDE.relative_to(REPO)}")
     else:
-        sys.exit("usage: python -m tests.test_plugins_docs --fix")
+        sys.exit("usage: python -m tests.plugins.test_plugins_docs --fix")
 
 
 def test_every_reason_code_is_documented_and_every_documented_one_exists() -> None:
     """docs/guarantees.md's two reason tables list exactly what the code records: dead-letter reasons, and the
     error reasons of the core and of the built-in HTTP executor (found in their source)."""
     import re
-    from pathlib import Path
 
     from gopherq.core.outcomes import DEAD_REASONS
 
-    root = Path(__file__).resolve().parent.parent
-    doc = (root / "docs" / "guarantees.md").read_text()
+    doc = (REPO / "docs" / "guarantees.md").read_text()
     dead_table = doc[doc.index("### Reason codes") : doc.index("### Why an attempt failed")]
     error_table = doc[doc.index("### Why an attempt failed") : doc.index("## Bad input never stops")]
     row = re.compile(r"^\| `([a-z_]+)` \|", re.MULTILINE)
     assert set(row.findall(dead_table)) == set(DEAD_REASONS)
-    sources = [root / "gopherq" / "core" / "executor.py", root / "gopherq" / "plugins" / "http.py"]
-    sources.append(root / "gopherq" / "plugins" / "egress.py")
+    sources = [REPO / "gopherq" / "core" / "executor.py", REPO / "gopherq" / "plugins" / "http.py"]
+    sources.append(REPO / "gopherq" / "plugins" / "egress.py")
     used = set()
     for source in sources:
         text = source.read_text()

@@ -26,8 +26,7 @@ from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import load_settings
 from gopherq.plugins.webhook_sink import WebhookEndpoint, WebhookEndpointSink, sign
 from gopherq.testing import PluginHarness, make_event
-
-from .conftest import ExecutorPlugin, NoopExecutor
+from tests.support.plugins import ExecutorPlugin, NoopExecutor
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 

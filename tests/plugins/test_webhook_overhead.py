@@ -3,7 +3,7 @@ sink (every event) to an endpoint that hangs (accepts, never answers), refuses c
 
 The figure comes from running this module as a script (the quieter the machine, the better):
 
-    .venv/bin/python -m tests.test_webhook_overhead --tasks 10000 --rounds 15
+    .venv/bin/python -m tests.plugins.test_webhook_overhead --tasks 10000 --rounds 15
 
 The test below is a smoke run of the same code with few tasks: it checks that every task ran in every setup,
 never how fast (tests do not assert on speed).
@@ -33,8 +33,7 @@ from gopherq.core.events import EventBus
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import load_settings
 from gopherq.core.worker import Worker
-
-from .conftest import ExecutorPlugin, NoopExecutor
+from tests.support.plugins import ExecutorPlugin, NoopExecutor
 
 #: Events a successful task emits: task.dequeued, task.started, task.succeeded.
 EVENTS_PER_TASK = 3

@@ -17,7 +17,9 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+from tests.support.common import REPO
+
+OPERATIONS = REPO / "docs" / "operations.md"
 
 Labels = tuple[tuple[str, str], ...]
 Vector = dict[Labels, float]

@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestServer
 
 from gopherq.core.settings import Settings, load_settings
 from gopherq.web import create_app
-from tests.alerting import Vector, alert_rules, evaluate, scrape
-from tests.conftest import GOPHERQ, cli_env
+from tests.support.alerting import Vector, alert_rules, evaluate, scrape
+from tests.support.common import GOPHERQ, cli_env
 
 #: Timings that make leases, recovery and promotion observable in a test's lifetime.
 FAST = """

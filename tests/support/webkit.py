@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import WorkerProcess, free_port, wait_until
+from tests.support.common import free_port, wait_until
+from tests.support.workers import WorkerProcess
 
 CHROMIUM = os.environ.get("GOPHERQ_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("GOPHERQ_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")

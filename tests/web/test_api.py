@@ -24,7 +24,8 @@ from gopherq.core.task import Task
 from gopherq.web import create_app
 from gopherq.web.api import Coalescer
 from gopherq.web.app import API_AREAS
-from tests.conftest import LoopbackServer, async_wait_until, free_port, wait_until, write_config
+from tests.support.common import async_wait_until, free_port, wait_until, write_config
+from tests.support.loopback import LoopbackServer
 
 TOKEN = "producer-token-0123456789"
 

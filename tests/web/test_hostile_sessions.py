@@ -20,7 +20,7 @@ from gopherq.core.settings import Settings
 from gopherq.web import create_app
 from gopherq.web.security import CSRF_COOKIE, SESSION_COOKIE
 from gopherq.web.sessions import SESSION_PREFIX
-from tests.conftest import free_port
+from tests.support.common import free_port
 
 TOKEN = "hostile-sessions-token-0123456789"
 PLANTED = "A" * 43  # well-formed, as an attacker who read the cookie format would make it

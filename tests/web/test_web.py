@@ -21,7 +21,8 @@ from gopherq import AsyncClient
 from gopherq.core.broker import Broker
 from gopherq.core.settings import Settings
 from gopherq.web import create_app
-from tests.conftest import LoopbackServer, async_wait_until, free_port, write_config
+from tests.support.common import async_wait_until, free_port, write_config
+from tests.support.loopback import LoopbackServer
 
 SECRET = "s3cr3t-XYZZY-41"
 

@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import FAST_WORKER, LoopbackServer, PrivateRedis, WorkerProcess, wait_until, write_config
-from tests.webkit import WebServer, browser, web_server  # noqa: F401  (fixtures)
+from tests.support.common import wait_until, write_config
+from tests.support.loopback import LoopbackServer
+from tests.support.redis_servers import PrivateRedis
+from tests.support.webkit import WebServer, browser, web_server  # noqa: F401  (fixtures)
+from tests.support.workers import FAST_WORKER, WorkerProcess
 
 SECRET = "s3cr3t-BROWSER-77"
 SHOTS = os.environ.get("GOPHERQ_SCREENSHOTS")
