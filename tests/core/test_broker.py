@@ -1,6 +1,6 @@
 """The broker's Redis scripts, called directly on a real Redis: fetch by move, claim, settle, reap, promote, adopt.
 
-These are the building blocks of the delivery protocol; tests/test_worker.py drives them through a worker.
+These are the building blocks of the delivery protocol; tests/core/test_worker.py drives them through a worker.
 """
 
 from __future__ import annotations

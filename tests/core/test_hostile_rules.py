@@ -39,7 +39,7 @@ from tests.support.common import GOPHERQ, REPO, async_wait_until, cli_env, free_
 from tests.support.loopback import LoopbackServer
 from tests.support.plugins import CaptureSink, SinkPlugin
 
-#: A task every path accepts and a worker runs: a registered Python function (tests/function_targets.py).
+#: A task every path accepts and a worker runs: a registered Python function (tests/support/function_targets.py).
 ADD = {"type": "function", "function": "tests.support.function_targets:add", "args": [1, 2]}
 HOOK = "http://127.0.0.1:9/hook"
 

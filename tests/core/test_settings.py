@@ -1,6 +1,6 @@
 """Settings through `load_settings`: sources and their precedence, the seed's variables, and one-line errors.
 
-The same rules through the real `gopherq` command are in tests/test_cli.py.
+The same rules through the real `gopherq` command are in tests/cli/test_cli.py.
 """
 
 from __future__ import annotations

@@ -18,7 +18,12 @@ import redis
 from tests.support.common import REPO, free_port, wait_until
 
 #: The tests that exercise every Lua script and command GoPherQ sends.
-SUBSET = ["tests/test_delivery.py", "tests/test_broker.py", "tests/test_dlq.py", "tests/test_health.py"]
+SUBSET = [
+    "tests/core/test_delivery.py",
+    "tests/core/test_broker.py",
+    "tests/core/test_dlq.py",
+    "tests/core/test_health.py",
+]
 
 
 def valkey_binary() -> str | None:

@@ -43,7 +43,9 @@ async def test_failures_and_unserialisable_results_come_back_as_errors(
     await start_worker(settings)
     with pytest.raises(TaskFailed, match="ValueError: boom"):
         await (await targets.fails.aenqueue("boom")).aresult(timeout=10)
-    with pytest.raises(TaskFailed, match=r"result of tests\.function_targets:returns_a_set cannot be serialised"):
+    with pytest.raises(
+        TaskFailed, match=r"result of tests\.support\.function_targets:returns_a_set cannot be serialised"
+    ):
         await (await targets.returns_a_set.aenqueue()).aresult(timeout=10)
 
 
