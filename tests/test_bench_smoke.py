@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from tests.support.common import REPO
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(90)]
 

@@ -16,8 +16,7 @@ from pytest_httpserver import HTTPServer
 from gopherq import AsyncClient, Client, Settings, TaskRejected, TaskStatus, load_settings
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
-
-from .conftest import write_config
+from tests.support.common import write_config
 
 
 async def ready(aredis: aioredis.Redis, queue: str) -> list[dict[str, Any]]:

@@ -20,8 +20,8 @@ import yaml
 
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings, load_settings
-
-from .conftest import REPO, LoopbackServer, wait_until
+from tests.support.common import REPO, wait_until
+from tests.support.loopback import LoopbackServer
 
 DEPLOY = REPO / "deploy"
 

@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 from gopherq.core.settings import Settings
-
-from .conftest import REPO
+from tests.support.common import REPO
 
 
 def nav_pages(nav: list[object]) -> list[str]:

@@ -19,8 +19,7 @@ import redis
 from pytest_httpserver import HTTPServer
 
 from gopherq.core.keys import QueueKeys
-
-from .conftest import REPO, process_gone, wait_until
+from tests.support.common import REPO, process_gone, wait_until
 
 
 def seed_task(url: str, task_id: str = "task001") -> str:

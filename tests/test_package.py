@@ -16,8 +16,8 @@ import redis
 
 import gopherq
 from gopherq.core.keys import QueueKeys
-
-from .conftest import REPO, LoopbackServer, cli_env, wait_until
+from tests.support.common import REPO, cli_env, wait_until
+from tests.support.loopback import LoopbackServer
 
 
 def build(tmp_path: Path) -> tuple[Path, Path]:

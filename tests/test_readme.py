@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 
 from gopherq.core.settings import load_settings
-
-from .conftest import REPO
+from tests.support.common import REPO
 
 
 def quickstart_commands() -> list[str]:

@@ -9,7 +9,7 @@ from types import ModuleType
 
 from gopherq.core import hookspecs
 from gopherq.core.events import EVENTS
-from tests.conftest import REPO
+from tests.support.common import REPO
 
 
 def generator() -> ModuleType:

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from gopherq.core.keys import QueueKeys
-from tests.conftest import GOPHERQ, write_config
+from tests.support.common import GOPHERQ, write_config
 
 #: A worker subprocess that registers an executor of type `crash` which kills its own process, every time.
 CRASH_WORKER = """

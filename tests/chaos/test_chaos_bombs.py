@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from tests.chaos.conftest import Fleet, Proc, chaos_config, print_figures, results
-from tests.conftest import wait_until
-from tests.wire_server import Connection, ParsedRequest, WireServer, gzip_bomb, response
+from tests.support.common import wait_until
+from tests.support.wire_server import Connection, ParsedRequest, WireServer, gzip_bomb, response
 
 BOMBS = 50
 LIMIT = 64 * 1024

@@ -13,7 +13,8 @@ import redis
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
 from tests.chaos.conftest import Fleet, chaos_config, print_figures, queue_sizes, queue_stats, results
-from tests.conftest import LoopbackServer, wait_until
+from tests.support.common import wait_until
+from tests.support.loopback import LoopbackServer
 
 HELD = 10  # tasks the frozen worker is running
 LATE = 5  # tasks pushed while it is frozen (its pending blocking fetch may catch one)

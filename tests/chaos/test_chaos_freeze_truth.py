@@ -29,16 +29,10 @@ from gopherq.core.settings import Settings, load_settings
 from gopherq.web import create_app
 from gopherq.web.app import API_AREAS
 from tests.chaos.conftest import Fleet, chaos_config, print_figures, queue_sizes, queue_stats, results
-from tests.conftest import (
-    CaptureSink,
-    ExecutorPlugin,
-    LoopbackServer,
-    NoopExecutor,
-    PrivateRedis,
-    SinkPlugin,
-    async_wait_until,
-    wait_until,
-)
+from tests.support.common import async_wait_until, wait_until
+from tests.support.loopback import LoopbackServer
+from tests.support.plugins import CaptureSink, ExecutorPlugin, NoopExecutor, SinkPlugin
+from tests.support.redis_servers import PrivateRedis
 
 TASKS = 20
 FREEZE = 6.0  # longer than the lease (5 s): before this fix, no line was logged for freezes under ~21 s

@@ -11,7 +11,8 @@ import redis
 
 from gopherq.core import codec
 from tests.chaos.conftest import Fleet, chaos_config, print_figures, queue_sizes, queue_stats, results
-from tests.conftest import LoopbackServer, wait_until
+from tests.support.common import wait_until
+from tests.support.loopback import LoopbackServer
 
 TASKS = 2000
 KILLS = 5

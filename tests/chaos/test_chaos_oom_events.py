@@ -23,7 +23,8 @@ from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
 from gopherq.plugins.stream_sink import StreamSink, StreamSinkSettings
 from tests.chaos.conftest import Fleet, chaos_config, print_figures, queue_stats
-from tests.conftest import PrivateRedis, async_wait_until, wait_until, write_config
+from tests.support.common import async_wait_until, wait_until, write_config
+from tests.support.redis_servers import PrivateRedis
 
 TASKS = 5000
 REFUSAL = 5.0

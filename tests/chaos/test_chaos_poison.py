@@ -14,8 +14,9 @@ import redis
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
 from tests.chaos.conftest import CRASH_WORKER, Fleet, chaos_config, print_figures, queue_stats, results
-from tests.conftest import LoopbackServer, wait_until
-from tests.test_bad_input import CASES, LIMIT, sha256, stored_raw
+from tests.core.test_bad_input import CASES, LIMIT, sha256, stored_raw
+from tests.support.common import wait_until
+from tests.support.loopback import LoopbackServer
 
 MAX_RECOVERIES = 3  # the default
 

@@ -19,7 +19,8 @@ import redis
 from gopherq.core import codec
 from gopherq.core.scripts import load_script
 from tests.chaos.conftest import Fleet, chaos_config, print_figures, queue_sizes, queue_stats, results
-from tests.conftest import LoopbackServer, wait_until
+from tests.support.common import wait_until
+from tests.support.loopback import LoopbackServer
 
 QUEUED = 1000
 IN_FLIGHT = 50

@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from tests.chaos.conftest import Fleet, chaos_config, queue_sizes
-from tests.conftest import LoopbackServer, wait_until
+from tests.support.common import wait_until
+from tests.support.loopback import LoopbackServer
 
 
 def schedule_config(tmp_path: Path, redis_url: str, queue_name: str, url: str) -> Path:

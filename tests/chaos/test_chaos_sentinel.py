@@ -16,7 +16,8 @@ from gopherq import Client
 from gopherq.core import codec
 from gopherq.core.settings import load_settings
 from tests.chaos.conftest import Fleet, print_figures, queue_sizes, queue_stats, results
-from tests.conftest import GOPHERQ, LoopbackServer, free_port, wait_until, write_config
+from tests.support.common import GOPHERQ, free_port, wait_until, write_config
+from tests.support.loopback import LoopbackServer
 
 SERVICE = "gopherq-test"
 PASSWORD = "data-pw"  # of the master and the replica

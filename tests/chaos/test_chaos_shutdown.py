@@ -13,7 +13,8 @@ import redis
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
 from tests.chaos.conftest import Fleet, chaos_config, print_figures, queue_stats, results
-from tests.conftest import LoopbackServer, wait_until
+from tests.support.common import wait_until
+from tests.support.loopback import LoopbackServer
 
 SHUTDOWN_TIMEOUT = 1.5
 

@@ -1,0 +1,298 @@
+"""The `otel` plugin in real worker processes: spans exported over OTLP/HTTP to a loopback receiver that decodes
+the protobuf (opentelemetry-proto), and a collector that is not there, which must not stop or slow a worker."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from gopherq.core import codec
+from gopherq.core.keys import QueueKeys
+from tests.support.common import free_port, wait_until, write_config
+from tests.support.loopback import LoopbackServer
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+
+class Receiver:
+    """An OTLP/HTTP traces endpoint on 127.0.0.1: decodes each ExportTraceServiceRequest and keeps its spans with
+    their resource attributes."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[dict[str, Any], Span]] = []
+        self.paths: list[str] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with receiver.lock:
+                    receiver.paths.append(self.path)
+                    for resource_spans in request.resource_spans:
+                        resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                        for scope_spans in resource_spans.scope_spans:
+                            receiver.spans += [(resource, span) for span in scope_spans.spans]
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def found(self) -> list[tuple[dict[str, Any], Span]]:
+        with self.lock:
+            return list(self.spans)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    started = Receiver()
+    started.thread.start()
+    yield started
+    started.server.shutdown()
+    started.server.server_close()
+
+
+def attributes(span: Span) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in span.attributes:
+        value = item.value
+        out[item.key] = value.int_value if value.HasField("int_value") else value.string_value
+    return out
+
+
+def traced_config(tmp_path: Path, redis_url: str, queue: str, otel: str) -> Path:
+    return write_config(
+        tmp_path,
+        f'[redis]\nurl = "{redis_url}"\n[queue]\nname = "{queue}"\n'
+        "[worker]\nlease_timeout = 2.0\nheartbeat_interval = 0.5\nreaper_interval = 0.5\n"
+        f'[logging]\nlevel = "INFO"\n[plugins.logging]\nevents = ["worker.*"]\n[plugins.otel]\n{otel}\n',
+    )
+
+
+@pytest.fixture
+def loopback() -> Iterator[LoopbackServer]:
+    server = LoopbackServer().start()
+    yield server
+    server.stop()
+
+
+def test_a_worker_exports_its_spans_over_otlp_http(
+    tmp_path: Path,
+    redis_url: str,
+    queue_name: str,
+    sync_redis: redis.Redis,
+    worker_process: Callable[..., Any],
+    receiver: Receiver,
+    loopback: LoopbackServer,
+) -> None:
+    otel = f'enabled = true\nendpoint = "{receiver.url}"\nservice_name = "otel-test"\nexport_interval = 0.2'
+    proc = worker_process(["run", "-c", str(traced_config(tmp_path, redis_url, queue_name, otel))])
+    wait_until(lambda: "started: queue" in proc.output, what="worker start")
+    url = loopback.url("/ok").replace("http://", "http://user:hunter2@") + "?token=s3cret&page=2"
+    # A raw push that carries its producer's context, as any producer in any language may.
+    sync_redis.rpush(queue_name, codec.dumps({"id": "exported", "url": url, "trace": {"traceparent": TRACEPARENT}}))
+    wait_until(lambda: sync_redis.get(QueueKeys(queue_name).result("exported")), what="the task to finish")
+    wait_until(lambda: len(receiver.found()) >= 2, what="the spans to arrive")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert set(receiver.paths) == {"/v1/traces"}
+    found = receiver.found()
+    assert {resource["service.name"] for resource, _ in found} == {"otel-test"}
+    [consumer] = [span for _, span in found if span.kind == Span.SPAN_KIND_CONSUMER]
+    [client] = [span for _, span in found if span.kind == Span.SPAN_KIND_CLIENT]
+    assert consumer.trace_id.hex() == TRACE_ID and consumer.parent_span_id.hex() == PARENT_ID
+    assert consumer.name == f"process {queue_name}"
+    assert attributes(consumer)["messaging.system"] == "gopherq"
+    assert attributes(consumer)["messaging.message.id"] == "exported"
+    assert client.trace_id.hex() == TRACE_ID and client.parent_span_id == consumer.span_id
+    client_attributes = attributes(client)
+    assert client_attributes["http.response.status_code"] == 200
+    assert "hunter2" not in client_attributes["url.full"] and "s3cret" not in client_attributes["url.full"]
+    assert client_attributes["url.full"].endswith("page=2")
+    # The result record names the trace.
+    record = json.loads(sync_redis.get(QueueKeys(queue_name).result("exported")) or b"{}")
+    assert record["trace_id"] == TRACE_ID
+
+
+@pytest.mark.parametrize(
+    ("otel", "why"),
+    [
+        ("enabled = true\nendpoint = 'http://127.0.0.1:{port}/v1/traces'\nexport_timeout = 1.0", "exporter reported"),
+        ("enabled = true\nexporter = 'no-such-exporter'", "unknown exporter 'no-such-exporter'"),
+    ],
+    ids=["unreachable-collector", "unknown-exporter"],
+)
+def test_bad_tracing_settings_never_stop_a_worker(
+    tmp_path: Path,
+    redis_url: str,
+    queue_name: str,
+    sync_redis: redis.Redis,
+    worker_process: Callable[..., Any],
+    loopback: LoopbackServer,
+    otel: str,
+    why: str,
+) -> None:
+    closed = free_port()  # nothing listens there
+    config = traced_config(tmp_path, redis_url, queue_name, otel.replace("{port}", str(closed)) + "\nbatch_size = 8")
+    proc = worker_process(["run", "-c", str(config)])
+    wait_until(lambda: "started: queue" in proc.output, what="worker start")
+    ids = [f"t{n}" for n in range(200)]
+    sync_redis.rpush(queue_name, *(codec.dumps({"id": task_id, "url": loopback.url("/ok")}) for task_id in ids))
+    keys = QueueKeys(queue_name)
+    wait_until(lambda: all(sync_redis.exists(keys.result(task_id)) for task_id in ids), what="every task to finish")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    output = proc.output
+    warnings = [line for line in output.splitlines() if "otel" in line and "WARNING" in line]
+    assert len(warnings) == 1, output
+    assert "spans" in warnings[0] and why in warnings[0], warnings[0]
+    [totals] = [line for line in output.splitlines() if "otel: spans exported" in line]
+    exported, failed, dropped = (int(part.split()[-1]) for part in totals.split("otel: spans ")[1].split(", "))
+    assert exported == 0 and failed + dropped > 0, totals
+
+
+def test_the_command_line_continues_the_trace_in_traceparent(
+    tmp_path: Path,
+    redis_url: str,
+    queue_name: str,
+    sync_redis: redis.Redis,
+    run_gopherq: Callable[..., Any],
+    receiver: Receiver,
+) -> None:
+    config = traced_config(tmp_path, redis_url, queue_name, f'enabled = true\nendpoint = "{receiver.url}"')
+    done = run_gopherq(
+        ["enqueue", "-c", str(config), "--url", "http://127.0.0.1:9/", "--id", "from-cli"],
+        env={"TRACEPARENT": TRACEPARENT, "BAGGAGE": "tenant=acme"},
+    )
+    assert done.returncode == 0, done.stderr
+    [raw] = sync_redis.lrange(queue_name, 0, -1)
+    trace = json.loads(raw)["trace"]
+    assert trace["traceparent"].startswith(f"00-{TRACE_ID}-") and trace["baggage"] == "tenant=acme"
+    # The enqueue's PRODUCER span reached the collector before the command exited: a child of the caller's span.
+    [(_, producer)] = receiver.found()
+    assert producer.kind == Span.SPAN_KIND_PRODUCER and producer.parent_span_id.hex() == PARENT_ID
+    assert trace["traceparent"] == f"00-{TRACE_ID}-{producer.span_id.hex()}-01"
+
+
+class HeaderService:
+    """A loopback HTTP service that answers 200 and keeps each request's headers (lower-case names) by task id."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, dict[str, str]] = {}
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                service.headers[headers.get("idempotency-key", "")] = headers
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+@pytest.fixture
+def header_service() -> Iterator[HeaderService]:
+    started = HeaderService()
+    started.thread.start()
+    yield started
+    started.server.shutdown()
+    started.server.server_close()
+
+
+def test_sampling_in_the_worker_follows_the_producer_and_the_trace_id_ratio(
+    tmp_path: Path,
+    redis_url: str,
+    queue_name: str,
+    sync_redis: redis.Redis,
+    worker_process: Callable[..., Any],
+    receiver: Receiver,
+    header_service: HeaderService,
+) -> None:
+    """The worker's own provider at sample_ratio = 0.5 (the plugin's cheap path, fast.py): a new trace is recorded
+    exactly when the ratio sampler's rule says so on its trace id, a producer's decision is followed, and a
+    sampled-out attempt still sends its context, with the producer's tracestate and baggage, and records nothing."""
+    otel = f'enabled = true\nendpoint = "{receiver.url}"\nsample_ratio = 0.5\nexport_interval = 0.2'
+    proc = worker_process(["run", "-c", str(traced_config(tmp_path, redis_url, queue_name, otel))])
+    wait_until(lambda: "started: queue" in proc.output, what="worker start")
+    sampled_in = "0af7651916cd43dd8448eb211c80319c"
+    carried = {"tracestate": "vendor=x,other=y", "baggage": "tenant=acme"}
+    tasks = [{"id": f"root-{n}", "url": header_service.url} for n in range(40)]
+    tasks.append({"id": "out", "url": header_service.url, "trace": {"traceparent": TRACEPARENT[:-2] + "00", **carried}})
+    tasks.append(
+        {"id": "in", "url": header_service.url, "trace": {"traceparent": f"00-{sampled_in}-{PARENT_ID}-01", **carried}}
+    )
+    sync_redis.rpush(queue_name, *(codec.dumps(task) for task in tasks))
+    keys = QueueKeys(queue_name)
+    wait_until(lambda: all(sync_redis.exists(keys.result(task["id"])) for task in tasks), what="every task to finish")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(20) == 0  # exports what is left before it exits
+    spans = [span for _, span in receiver.found()]
+    by_trace: dict[str, list[Span]] = {}
+    for span in spans:
+        by_trace.setdefault(span.trace_id.hex(), []).append(span)
+    bound = round(0.5 * 2**64)
+    recorded_roots = 0
+    for task in tasks[:40]:
+        _, trace_id, span_id, flags = header_service.headers[task["id"]]["traceparent"].split("-")
+        assert "tracestate" not in header_service.headers[task["id"]]
+        sampled = int(trace_id, 16) & (2**64 - 1) < bound
+        assert flags == ("03" if sampled else "02")  # sampled or not, and a random trace id (W3C level 2)
+        if sampled:
+            recorded_roots += 1
+            [consumer, client] = sorted(by_trace[trace_id], key=lambda span: span.kind != Span.SPAN_KIND_CONSUMER)
+            assert consumer.kind == Span.SPAN_KIND_CONSUMER and not consumer.parent_span_id
+            assert client.span_id.hex() == span_id and client.parent_span_id == consumer.span_id
+        else:
+            assert trace_id not in by_trace
+    assert 0 < recorded_roots < 40
+    out = header_service.headers["out"]
+    assert out["traceparent"].startswith(f"00-{TRACE_ID}-") and out["traceparent"].endswith("-00")
+    assert out["traceparent"][36:52] != PARENT_ID  # the attempt's own span id
+    assert out["tracestate"] == carried["tracestate"] and out["baggage"] == carried["baggage"]
+    assert TRACE_ID not in by_trace
+    inside = header_service.headers["in"]
+    [consumer, client] = sorted(by_trace[sampled_in], key=lambda span: span.kind != Span.SPAN_KIND_CONSUMER)
+    assert consumer.parent_span_id.hex() == PARENT_ID and client.parent_span_id == consumer.span_id
+    assert inside["traceparent"] == f"00-{sampled_in}-{client.span_id.hex()}-01"
+    assert inside["tracestate"] == carried["tracestate"] and inside["baggage"] == carried["baggage"]
+    assert len(spans) == 2 * (recorded_roots + 1)

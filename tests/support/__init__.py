@@ -1,0 +1,1 @@
+"""Helpers and fixtures shared by the tests; tests/conftest.py registers the fixtures with pytest."""
