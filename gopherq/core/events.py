@@ -63,11 +63,6 @@ EVENT_NAMES = tuple(EVENTS)
 FOLLOWS_FAILED_ATTEMPT = frozenset({"task.retrying", "task.dead_lettered"})
 
 
-#: A sink's buffer (events) and batch (events per `handle` call) when its registration names none: the defaults of
-#: `RegisterSink` and of every `SinkSettings` table.
-SINK_BUFFER_SIZE = 10000
-SINK_BATCH_SIZE = 100
-
 #: Seconds between two "sink is full" warnings of one sink.
 DROP_LOG_INTERVAL = 10.0
 

@@ -19,15 +19,16 @@ one-line summary, then `Called when:`, `Arguments:`, `Returns:`, `Errors:` and `
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
-from gopherq.core.events import SINK_BATCH_SIZE, SINK_BUFFER_SIZE
+from gopherq.core.sink_defaults import SINK_BATCH_SIZE, SINK_BUFFER_SIZE
 
 if TYPE_CHECKING:
+    import asyncio
+
     from pydantic import BaseModel
 
     from gopherq.core.events import EventBus, Sink

@@ -24,11 +24,12 @@ from pydantic import BaseModel
 from gopherq.core import hookspecs
 from gopherq.core.enqueuing import BeforeEnqueue, before_enqueue
 from gopherq.core.errors import ConfigError, PluginError, TaskRejected
-from gopherq.core.events import SINK_BATCH_SIZE, SINK_BUFFER_SIZE, EventBus, Sink
+from gopherq.core.events import EventBus, Sink
 from gopherq.core.executor import AttemptRunner, ExecutorEntry, guarded, run_attempt
 from gopherq.core.plugin_info import PluginInfo, SinkEntry, describe_validation, one_line, plugin_label, warn_once
 from gopherq.core.plugin_paths import LocalPlugin, configured_paths, find_local_plugins
 from gopherq.core.settings import Settings, validate_section
+from gopherq.core.sink_defaults import SINK_BATCH_SIZE, SINK_BUFFER_SIZE
 
 log = logging.getLogger(__name__)
 

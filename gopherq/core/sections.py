@@ -11,9 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gopherq.core.errors import ConfigError
-from gopherq.core.events import SINK_BATCH_SIZE, SINK_BUFFER_SIZE
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import DEFAULT_MASKED_PARAMS
+from gopherq.core.sink_defaults import SINK_BATCH_SIZE, SINK_BUFFER_SIZE
 
 
 class Section(BaseModel):
