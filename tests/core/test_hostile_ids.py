@@ -7,48 +7,22 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
 
 from gopherq import AsyncClient, Settings
 from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.task import name_problem
-from gopherq.web import create_app
-from gopherq.web.app import API_AREAS
 from tests.support import function_targets as targets
 from tests.support.common import GOPHERQ, async_wait_until, cli_env
 
 ADD = {"type": "function", "function": "tests.support.function_targets:add"}
 NON_ASCII = ["commande-café", "заказ-42", "注文-7", "emoji-🚀", "tab-free but spaced"]
-
-
-@pytest.fixture
-def settings(make_settings: Callable[..., Settings]) -> Settings:
-    settings = make_settings(plugins={"functions": {"modules": ["tests.support.function_targets"]}})
-    targets.app.settings = settings
-    return settings
-
-
-@pytest.fixture
-async def api(settings: Settings, aredis: aioredis.Redis) -> AsyncIterator[Callable[..., Any]]:
-    server = TestServer(create_app(settings, aredis, areas=API_AREAS), host="127.0.0.1")
-    await server.start_server()
-    session = ClientSession()
-
-    async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with session.request(method, server.make_url(path), json=body) as response:
-            return response.status, await response.json()
-
-    yield call
-    await session.close()
-    await server.close()
 
 
 def test_the_id_rule() -> None:

@@ -12,7 +12,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
@@ -106,29 +106,6 @@ RESERVED = {
     "flow_slot": 1,
 }
 RESERVED_MESSAGE = "is kept by GoPherQ (attempts, recoveries and flow slots): a producer cannot set it"
-
-
-@pytest.fixture
-def settings(make_settings: Callable[..., Settings]) -> Settings:
-    settings = make_settings(plugins={"functions": {"modules": ["tests.support.function_targets"]}})
-    targets.app.settings = settings
-    return settings
-
-
-@pytest.fixture
-async def api(settings: Settings, aredis: aioredis.Redis) -> AsyncIterator[Callable[..., Any]]:
-    """`await api("POST", path, body)` -> (status, JSON answer) from a real `/v1` server on loopback."""
-    server = TestServer(create_app(settings, aredis, areas=API_AREAS), host="127.0.0.1")
-    await server.start_server()
-    session = ClientSession()
-
-    async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with session.request(method, server.make_url(path), json=body) as response:
-            return response.status, await response.json()
-
-    yield call
-    await session.close()
-    await server.close()
 
 
 def refusal(call: Callable[[], Any]) -> tuple[str, str]:

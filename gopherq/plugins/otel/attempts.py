@@ -83,13 +83,7 @@ class Attempts:
                 if (trace_id & LOW_64) >= fast.bound:
                     return self._unrecorded(trace_id, RANDOM if fast.random_ids else 0, None, None, producer)
                 fast.reserve(trace_id)  # the SDK's sampler decides the same on it
-        span = self.tracer.start_span(
-            f"process {context.queue}",
-            context=parent_context,
-            kind=CONSUMER,
-            links=links,
-            attributes=self._attributes(task, context),
-        )
+        span = self._consumer_span(task, context, parent_context, links)
         if not span.is_recording():  # the application's provider decided on a trace id of its own
             return self._current(span, producer.base, producer.headers)
         attempt_context = trace.set_span_in_context(span, parent_context)
@@ -138,6 +132,16 @@ class Attempts:
             attributes["gopherq.task.recoveries"] = task.recoveries
         return attributes
 
+    def _consumer_span(self, task: Task, context: ExecutionContext, parent: Context, links: Any) -> Any:
+        """The attempt's CONSUMER span, with every attribute given at its start (one call, not one per attribute)."""
+        return self.tracer.start_span(
+            f"process {context.queue}",
+            context=parent,
+            kind=CONSUMER,
+            links=links,
+            attributes=self._attributes(task, context),
+        )
+
     def _start_generic(self, task: Task, context: ExecutionContext) -> Started:
         """Through the SDK and the configured propagators, whatever they are."""
         links = None
@@ -149,13 +153,7 @@ class Attempts:
                 linked = trace.get_current_span(parent_context).get_span_context()
                 links = [Link(linked, PRODUCER_LINK)] if linked.is_valid else None
                 parent_context = trace.set_span_in_context(INVALID_SPAN, parent_context)
-        span = self.tracer.start_span(
-            f"process {context.queue}",
-            context=parent_context,
-            kind=CONSUMER,
-            links=links,
-            attributes=self._attributes(task, context),
-        )
+        span = self._consumer_span(task, context, parent_context, links)
         attempt_context = trace.set_span_in_context(span, parent_context)
         token = otel_context.attach(attempt_context)
         if span.is_recording():
