@@ -10,33 +10,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gopherq import AsyncClient, Client, Event, PermanentFailure
+from gopherq import AsyncClient, Client, Event
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import Settings
 from gopherq.plugins.stream_sink import StreamSink, StreamSinkSettings
 from tests.support.common import async_wait_until
-from tests.support.plugins import ExecutorPlugin, NoopExecutor
+from tests.support.plugins import ExecutorPlugin, FailExecutor, GateExecutor, NoopExecutor
 
 SECRET = "Bearer s3cr3t-value"
-
-
-class GateExecutor:
-    """Holds every task until `gate` opens."""
-
-    def __init__(self) -> None:
-        self.gate = asyncio.Event()
-        self.started = 0
-
-    async def execute(self, task: Any, context: Any) -> None:
-        self.started += 1
-        await self.gate.wait()
-
-
-class FailExecutor:
-    async def execute(self, task: Any, context: Any) -> None:
-        raise PermanentFailure("no such thing", reason="refused")
 
 
 def plugins_for(**executors: Any) -> dict[str, Any]:

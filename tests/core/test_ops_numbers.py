@@ -24,7 +24,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from gopherq import AsyncClient, PermanentFailure, RetryTask
+from gopherq import AsyncClient, RetryTask
 from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.inspect import ORPHANED_NOTE, Inspector
@@ -35,7 +35,7 @@ from gopherq.core.settings import Settings, load_settings
 from tests.support.common import async_wait_until
 from tests.support.faces import Faces, sample, write_ops_config
 from tests.support.loopback import LoopbackServer
-from tests.support.plugins import ExecutorPlugin, NoopExecutor
+from tests.support.plugins import ExecutorPlugin, FailExecutor, NoopExecutor
 
 Start = Callable[..., Any]
 
@@ -221,11 +221,6 @@ async def _latency_over_default(inspector: Inspector, queue: str, seconds: float
     return (await inspector.queue(queue)).latency >= seconds
 
 
-class Fail:
-    async def execute(self, task: Any, context: Any) -> None:
-        raise PermanentFailure("no such thing", reason="refused")
-
-
 class FailOnceWhenLetGo:
     """Holds each task's first attempt until `gate` opens, then fails it (retryable); later attempts succeed."""
 
@@ -244,7 +239,7 @@ async def test_a_requeued_old_dead_letter_waits_from_its_requeue(
     tmp_path: Path, redis_url: str, queue_name: str, aredis: aioredis.Redis, start_worker: Start
 ) -> None:
     async with await faces_of(tmp_path, redis_url, queue_name, aredis) as faces:
-        worker = await start_worker(faces.settings, extra_plugins={"noop": ExecutorPlugin("noop", Fail())})
+        worker = await start_worker(faces.settings, extra_plugins={"noop": ExecutorPlugin("noop", FailExecutor())})
         async with AsyncClient(faces.settings, plugins=load_plugins(faces.settings)) as client:
             await aredis.rpush(queue_name, raw_task("old", 600, type="noop"))  # created ten minutes ago
             await async_wait_until(lambda: client.dead_letters.count(), what="the dead letter")

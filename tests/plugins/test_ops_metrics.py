@@ -21,7 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import gopherq
-from gopherq import AsyncClient, PermanentFailure
+from gopherq import AsyncClient
 from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.schedules import Scheduler
@@ -31,29 +31,12 @@ from tests.support.alerting import Unsupported, alert_rules, evaluate, scrape
 from tests.support.common import async_wait_until, free_port
 from tests.support.faces import Faces, sample, write_ops_config
 from tests.support.loopback import LoopbackServer
-from tests.support.plugins import ExecutorPlugin, NoopExecutor
+from tests.support.plugins import ExecutorPlugin, FailExecutor, GateExecutor, NoopExecutor
 
 Start = Callable[..., Any]
 
 #: The alerts the issue asks to be writable, each checked in its incident below.
 REQUIRED = ("GopherqBacklogAge", "GopherqStuckRunning", "GopherqScheduleMissed", "GopherqNoWorkers")
-
-
-class Gate:
-    """Holds every task until `gate` opens."""
-
-    def __init__(self) -> None:
-        self.gate = asyncio.Event()
-        self.started = 0
-
-    async def execute(self, task: Any, context: Any) -> None:
-        self.started += 1
-        await self.gate.wait()
-
-
-class Fail:
-    async def execute(self, task: Any, context: Any) -> None:
-        raise PermanentFailure("no", reason="refused")
 
 
 def test_every_documented_rule_is_understood_and_the_required_ones_exist() -> None:
@@ -132,10 +115,10 @@ async def test_oldest_running_dead_trimmed_and_schedule_times(
     schedule = '[[schedules]]\nname = "tick"\nevery = 1\ntask = { type = "noop" }\n'
     config = write_ops_config(tmp_path, redis_url, queue_name, f"{schedule}")
     config.write_text(config.read_text().replace("max_attempts = 2", "max_attempts = 2\ndead_letter_max = 2"))
-    gate = Gate()
+    gate = GateExecutor()
     plugins = {
         "noop": ExecutorPlugin("noop", NoopExecutor()),
-        "fail": ExecutorPlugin("fail", Fail()),
+        "fail": ExecutorPlugin("fail", FailExecutor()),
         "gate": ExecutorPlugin("gate", gate),
     }
     async with Faces(config, aredis) as faces:

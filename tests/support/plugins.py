@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from gopherq.core.errors import PermanentFailure
 from gopherq.core.events import Event
 from gopherq.core.hookspecs import hookimpl
 from tests.support.common import async_wait_until
@@ -57,3 +59,22 @@ class SinkPlugin:
     @hookimpl
     def gopherq_register_sinks(self, register: Any, settings: Any) -> None:
         register(self.name, self.sink)
+
+
+class GateExecutor:
+    """Holds every task until `gate` opens; counts the attempts it started."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.started = 0
+
+    async def execute(self, task: Any, context: Any) -> None:
+        self.started += 1
+        await self.gate.wait()
+
+
+class FailExecutor:
+    """Fails every attempt for good (reason `refused`)."""
+
+    async def execute(self, task: Any, context: Any) -> None:
+        raise PermanentFailure("no such thing", reason="refused")
