@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -60,10 +61,30 @@ def _int(request: web.Request, name: str, default: int = 0) -> int:
 # -- overview ---------------------------------------------------------------------------------------------------
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Most Redis reads one page makes at once over its queues. redis-py's pool holds 100 connections by default:
+#: a page that asked about every queue at once would fail (MaxConnectionsError) on a Redis with more queues than
+#: that, and starve the other requests before.
+PAGE_READS_AT_ONCE = 16
+
+
+async def per_queue(read: Callable[[T], Awaitable[R]], items: Iterable[T]) -> list[R]:
+    """`read` of every item, in order, at most PAGE_READS_AT_ONCE at a time."""
+    slots = asyncio.Semaphore(PAGE_READS_AT_ONCE)
+
+    async def one(item: T) -> R:
+        async with slots:
+            return await read(item)
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
 async def overview_context(request: web.Request) -> dict[str, Any]:
     inspector = request.app[INSPECTOR_KEY]
     queues = await inspector.queues()
-    series = await asyncio.gather(*(inspector.throughput(queue.name, 60) for queue in queues))
+    series = await per_queue(lambda queue: inspector.throughput(queue.name, 60), queues)
     rows = []
     for queue, minutes in zip(queues, series, strict=True):
         chart = throughput_chart(minutes)
@@ -167,7 +188,7 @@ def raw_download(raw: bytes, entry_id: str) -> web.Response:
 async def workers_context(request: web.Request) -> dict[str, Any]:
     inspector = request.app[INSPECTOR_KEY]
     names = await inspector.queue_names()
-    lists = await asyncio.gather(*(inspector.workers(name) for name in names))
+    lists = await per_queue(inspector.workers, names)
     return {"groups": [(name, workers) for name, workers in zip(names, lists, strict=True) if workers]}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from redis.backoff import NoBackoff
 
 from gopherq import AsyncClient
 from gopherq.core.broker import Broker
+from gopherq.core.keys import QUEUE_REGISTRY
 from gopherq.core.settings import Settings
 from gopherq.web import create_app
 from tests.support.common import async_wait_until, free_port, write_config
@@ -373,3 +375,19 @@ async def test_a_queue_tab_is_paginated(dashboard: Start, aredis: aioredis.Redis
     _, second, _ = await app.get(f"/fragments/queues/{queue_name}?tab=ready&offset={PAGE_SIZE}")
     assert f"t{PAGE_SIZE:03}" in second and "t029" in second and "t000" not in second
     assert f"{PAGE_SIZE + 1}\u201330 of 30" in second and "Older" not in second and "Newer" in second
+
+
+async def test_the_overview_and_workers_pages_serve_more_queues_than_the_redis_pool_has_connections(
+    dashboard: Start, aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """redis-py's pool holds 100 connections: a page that read every queue at once failed with more queues."""
+    names = [f"{queue_name}-many-{i}" for i in range(130)]
+    await aredis.zadd(QUEUE_REGISTRY, {name: int(time.time() * 1000) for name in names})
+    try:
+        app = await dashboard()
+        for path in ("/", "/workers"):
+            status, body, _ = await app.get(path)
+            assert status == 200, (path, body[:200])
+        assert names[-1] in (await app.get("/"))[1]
+    finally:
+        await aredis.zrem(QUEUE_REGISTRY, *names)
