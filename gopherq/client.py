@@ -290,6 +290,8 @@ class AsyncClient:
         await self.connect()
         ready: dict[str, list[bytes]] = {}
         delayed: dict[str, list[tuple[bytes, int]]] = {}
+        ready_ids: dict[str, list[str]] = {}  # the tasks' ids, for their whereabouts (core/whereabouts.py)
+        delayed_ids: dict[str, list[str]] = {}
         special: dict[str, tuple[list[int], list[SpecialPush]]] = {}
         now = now_ms()
         result_ttl = self.settings.queue.result_ttl
@@ -308,15 +310,17 @@ class AsyncClient:
                 pushes.append(push)  # one script call per queue (enqueue.lua)
             elif due is not None:
                 delayed.setdefault(queue, []).append((envelopes[index], due))
+                delayed_ids.setdefault(queue, []).append(task.id)
             else:
                 ready.setdefault(queue, []).append(envelopes[index])
+                ready_ids.setdefault(queue, []).append(task.id)
         registry = self.registry
         if ready or delayed:
             async with self.connected().pipeline(transaction=False) as pipe:
                 for queue, batch in ready.items():
-                    pipe.rpush(self.broker(queue).keys.ready, *batch)
+                    self.broker(queue).stage_push(pipe, batch, ready_ids[queue])
                 for queue, due_at in delayed.items():
-                    pipe.zadd(self.broker(queue).keys.delayed, {envelope: when for envelope, when in due_at})
+                    self.broker(queue).stage_delayed(pipe, due_at, delayed_ids[queue])
                 # The queue registry's note (once a minute per queue) rides along; its own failure is ignored.
                 noted = registry.stage(pipe, [*ready, *delayed, *special])
                 replies = await pipe.execute(raise_on_error=not noted)

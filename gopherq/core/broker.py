@@ -21,6 +21,7 @@ from gopherq.core.redis_client import RedisClient
 from gopherq.core.results import TaskResult
 from gopherq.core.scripts import scripts
 from gopherq.core.task import TaskStatus, task_from_dict
+from gopherq.core.whereabouts import delayed_record, ready_record
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ class Settlement:
     extra: str = ""
     unique_key: str | None = None
     cancelled: bool = False
+    #: Where a retried, deferred or released task is once this is recorded (core/whereabouts.py); None for the
+    #: kinds that end it (its whereabouts go).
+    where: str | None = None
 
 
 class Broker:
@@ -105,15 +109,39 @@ class Broker:
 
     # -- producing -------------------------------------------------------------------------------------------
 
-    async def push(self, envelopes: list[bytes]) -> None:
-        """Append envelopes to the ready list in one round trip."""
+    async def push(self, envelopes: list[bytes], ids: list[str] | None = None) -> None:
+        """Append envelopes to the ready list in one round trip; with `ids` (the tasks' ids, in the same order),
+        their whereabouts are recorded first (see `stage_push`)."""
         if envelopes:
-            await self.redis.rpush(self.keys.ready, *envelopes)
+            if ids is None:
+                await self.redis.rpush(self.keys.ready, *envelopes)
+                return
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self.stage_push(pipe, envelopes, ids)
+                await pipe.execute()
 
-    async def push_delayed(self, due: list[tuple[bytes, int]]) -> None:
-        """Add envelopes to the delayed set, each with its due time in ms."""
+    def stage_push(self, pipe: Any, envelopes: list[bytes], ids: list[str]) -> None:
+        """Queue on `pipe` the whereabouts of tasks pushed to the plain ready list, then the push itself. The
+        record goes first: no worker can claim a task before it is pushed, so its `running` record is never
+        overwritten by a late `ready` one (a failed push leaves a record the lookup finds stale)."""
+        record = ready_record("default", now_ms(), "enqueued")
+        pipe.hset(self.keys.where, mapping=dict.fromkeys(ids, record))
+        pipe.rpush(self.keys.ready, *envelopes)
+
+    def stage_delayed(self, pipe: Any, due: list[tuple[bytes, int]], ids: list[str]) -> None:
+        """Queue on `pipe` the whereabouts (`delayed|scheduled`) of tasks with an eta, then their ZADD."""
+        pipe.hset(self.keys.where, mapping={i: delayed_record("scheduled", when) for i, (_, when) in zip(ids, due)})
+        pipe.zadd(self.keys.delayed, {envelope: when for envelope, when in due})
+
+    async def push_delayed(self, due: list[tuple[bytes, int]], ids: list[str] | None = None) -> None:
+        """Add envelopes to the delayed set, each with its due time in ms (and their whereabouts, given `ids`)."""
         if due:
-            await self.redis.zadd(self.keys.delayed, {envelope: when for envelope, when in due})
+            if ids is None:
+                await self.redis.zadd(self.keys.delayed, {envelope: when for envelope, when in due})
+                return
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self.stage_delayed(pipe, due, ids)
+                await pipe.execute()
 
     async def push_special(self, items: list[SpecialPush]) -> list[str | None]:
         """Enqueue tasks of a priority level, with a uniqueness key and/or remembered by id, in one call (see
@@ -135,7 +163,8 @@ class Broker:
             lock = item.lock_ms if item.unique_key is not None else ""
             seen = "" if item.seen_for is None else item.seen_for
             specs.append(f"{len(item.envelope)},{len(task_id)},{level},{due},{lock},{seen}\n")
-        args = [b"".join(item.envelope for item in items), b"".join(ids), "".join(specs)]
+        keys.append(k.where)
+        args = [b"".join(item.envelope for item in items), b"".join(ids), "".join(specs), now_ms()]
         replies = await self._enqueue(keys=keys, args=args)
         return [reply.decode() or None for reply in replies]
 
@@ -146,8 +175,8 @@ class Broker:
         envelope) pairs, or None when the queue is paused; updates `cancel_requests`."""
         k = self.keys
         flat = await self._claim(
-            keys=[k.ready, self.processing, k.leases, k.inflight, k.seq, k.paused, k.cancels, *self._levels],
-            args=[count, now_ms() + lease_ms, order],
+            keys=[k.ready, self.processing, k.leases, k.inflight, k.seq, k.paused, k.cancels, *self._levels, k.where],
+            args=[count, now_ms() + lease_ms, order, self.worker_id],
         )
         if flat is None:
             return None
@@ -169,7 +198,8 @@ class Broker:
             args: list[Any] = []
             for token, envelope in envelopes.items():
                 args += [token, envelope]
-            await self._adopt(keys=[self.keys.inflight], args=args)
+            args.append(self.worker_id or "")
+            await self._adopt(keys=[self.keys.inflight, self.keys.where], args=args)
 
     async def settle(self, items: list[Settlement], result_ttl: int, dead_cap: int) -> list[bool]:
         """Record outcomes in one round trip; returns, per item, False when its token was stale (refused: the reaper
@@ -186,7 +216,12 @@ class Broker:
         pending = self.cancel_requests
         for item in items:
             keys.append(k.result(item.task_id))
-            args += [item.kind, item.token, item.result, item.data, item.extra]
+            # An ending item names its task in `extra` (its whereabouts go); a dead letter's is its entry id already.
+            extra = item.task_id if item.kind == "ack" or item.kind == "cancel" else item.extra
+            args += [item.kind, item.token, item.result, item.data, extra]
+            if item.where is not None:
+                keys.append(k.where)
+                args += ["where", item.task_id, "", item.where, ""]
             if item.unique_key is not None and item.kind in ENDING:
                 keys.append(k.unique(item.unique_key))
                 args += ["unlock", item.task_id, "", "", ""]
@@ -194,7 +229,7 @@ class Broker:
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
         keys += self._levels
-        keys.append(k.reaped)
+        keys += [k.reaped, k.where]
         flags = await self._settle(keys=keys, args=args)
         return [bool(flag) for flag in flags]
 
@@ -257,7 +292,7 @@ class Broker:
         silent_ids = [w.decode() for w in silent if w.decode() != self.worker_id]
         keys = [k.ready, k.leases, k.inflight, k.workers, k.reaper_lock, k.stats]
         keys += [k.processing(w) for w in silent_ids]
-        keys += [*self._levels, k.reaped]
+        keys += [*self._levels, k.reaped, k.where]
         forget_before = silent_before - forget_after_ms
         args = [stamp, lock_ms, owner, limit, silent_before, forget_before, stamp - REAPED_KEEP_MS, REAPED_MAX]
         args += silent_ids
@@ -268,7 +303,8 @@ class Broker:
 
     async def promote(self, limit: int = 1000) -> int:
         """Move due delayed tasks to the ready list; returns how many moved."""
-        return int(await self._promote(keys=[self.keys.delayed, *self.keys.ready_lists], args=[now_ms(), limit]))
+        keys = [self.keys.delayed, *self.keys.ready_lists, self.keys.where]
+        return int(await self._promote(keys=keys, args=[now_ms(), limit]))
 
     async def run_schedule(
         self,
@@ -290,6 +326,7 @@ class Broker:
         if unique is not None and envelopes:
             keys.append(k.unique(unique[0]))
             lock_ms, holder = unique[1], envelopes[0][0]
+        keys.append(k.where)
         args = [name, "" if last is None else last, new_last, lock_ms, holder, *(env for _, env in envelopes)]
         reply = await self._schedule(keys=keys, args=args)
         if int(reply[0]) == 1:
@@ -329,6 +366,7 @@ class Broker:
             keys = [k.delayed, k.cancels, k.stats, k.result(task_id)]
             if task.unique_key is not None:
                 keys.append(k.unique(task.unique_key))
+            keys.append(k.where)
             if await self._cancel_delayed(keys=keys, args=[envelope, codec.dumps(body), result_ttl, task_id]):
                 return "cancelled"
         return "requested"

@@ -153,7 +153,8 @@ class DeadLetters:
                 if progress is not None:
                     progress(len(chunk))
                 continue
-            done = await self._requeue(keys=[self.keys.dead, self.keys.dead_index, *self.keys.ready_lists], args=args)
+            keys = [self.keys.dead, self.keys.dead_index, *self.keys.ready_lists, self.keys.where]
+            done = await self._requeue(keys=keys, args=args)
             moved += len(done)
             if self.bus is not None:
                 for item in done:

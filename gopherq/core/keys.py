@@ -162,6 +162,13 @@ class QueueKeys:
         head whose envelope carries no time of its own (a raw push); see core/inspect/readiness.py."""
         return self._tagged("heads")
 
+    @property
+    def where(self) -> str:
+        """Hash: task id -> where the task is now (ready at a level, delayed with its reason, held by a worker), kept
+        by the scripts that move tasks; a task leaves it when it is settled (its result record then says where it
+        ended). The record format is in docs/operations.md ("Whereabouts") and core/whereabouts.py."""
+        return self._tagged("where")
+
     def processing(self, worker_id: str) -> str:
         """The list a blocking fetch moves a task into before it is claimed (see broker.claim)."""
         return self._tagged(f"processing:{worker_id}")

@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import hashlib
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from gopherq.core.results import ErrorInfo, TaskResult
 from gopherq.core.sections import QueueSettings
 from gopherq.core.task import DEFAULT_TYPE, Task, TaskStatus
 from gopherq.core.tracecontext import trace_id
+from gopherq.core.whereabouts import delayed_record, ready_record
 
 #: Dead-letter reason codes and what each means (documented in docs/guarantees.md).
 DEAD_REASONS = {
@@ -159,7 +161,8 @@ class OutcomePolicy:
     def release(token: str, task: Task, event: str = "") -> Decision:
         """Put the task back at the head of its ready list, unchanged and without counting an attempt (shutdown,
         a second suspect, a flow check Redis could not answer)."""
-        return Decision(Settlement("release", token, task.id), event, task)
+        where = ready_record(task.priority, int(time.time() * 1000), "released")
+        return Decision(Settlement("release", token, task.id, where=where), event, task)
 
     @staticmethod
     def defer(token: str, task: Task, due_ms: int, event: str = "", data: dict[str, Any] | None = None) -> Decision:
@@ -167,7 +170,9 @@ class OutcomePolicy:
         reached, or flow control (`event` 'task.throttled'). It is ready again from then on: queue latency counts
         from `ready_at`."""
         task.ready_at = due_ms / 1000
-        settlement = Settlement("defer", token, task.id, b"", task.encode(), str(due_ms))
+        flow_key = (data or {}).get("flow_key")
+        where = delayed_record("scheduled", due_ms) if flow_key is None else delayed_record("held", due_ms, flow_key)
+        settlement = Settlement("defer", token, task.id, b"", task.encode(), str(due_ms), where=where)
         return Decision(settlement, event, task, data=data)
 
     def refused(self, token: str, task: Task, reason: str, message: str, now: float, raw: bytes) -> Decision:
@@ -242,7 +247,8 @@ class OutcomePolicy:
             envelope=None,
         )
         body = self._record(task, TaskStatus.RETRYING, started, finished, error=error, retry_at=due)
-        settlement = Settlement("retry", token, task.id, body, retry.encode(), str(int(due * 1000)))
+        where = delayed_record("retrying", int(due * 1000), f"{retry.attempt}/{max_attempts}")
+        settlement = Settlement("retry", token, task.id, body, retry.encode(), str(int(due * 1000)), where=where)
         return Decision(settlement, "task.retrying", task, error, duration, {"delay": wait, "retry_at": due})
 
     def dead(

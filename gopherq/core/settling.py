@@ -11,11 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gopherq.core import codec
 from gopherq.core.outcomes import Decision
 from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.shared import Shared
 
 log = logging.getLogger("gopherq.core.worker")  # the worker's log lines, under the name operators filter on
+
+
+def envelope_ids(envelopes: list[bytes]) -> list[str] | None:
+    """The ids of follow-up envelopes (GoPherQ made them: each is a task with an id), for their whereabouts; None
+    when one has none (then none is recorded: a worker that claims them records them)."""
+    ids = []
+    for envelope in envelopes:
+        task_id = codec.loads(envelope).get("id")
+        if not isinstance(task_id, str):
+            return None
+        ids.append(task_id)
+    return ids
 
 
 class Settler:
@@ -73,7 +86,7 @@ class Settler:
             if self._followups:  # before the settle that ends their tasks: a crash between repeats, never loses
                 followups, self._followups = self._followups, []
                 try:
-                    await self.broker.push(followups)
+                    await self.broker.push(followups, envelope_ids(followups))
                 except BaseException:
                     self._decisions[:0] = decisions
                     self._followups[:0] = followups

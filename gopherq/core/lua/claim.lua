@@ -3,8 +3,9 @@
 -- lists of the priority levels, in the order ARGV[3] gives (only when a high or low list exists: otherwise just
 -- the plain list, as before priorities). Wake markers (see levels.lua) are dropped.
 -- KEYS: 1 ready list, 2 this worker's processing list, 3 leases (zset), 4 inflight (hash), 5 token counter,
---       6 paused flag, 7 cancel requests (zset), 8 high-priority list, 9 low-priority list
--- ARGV: 1 max tasks, 2 lease deadline (ms), 3 level order (e.g. 'hdl': h = KEYS[8], d = KEYS[1], l = KEYS[9])
+--       6 paused flag, 7 cancel requests (zset), 8 high-priority list, 9 low-priority list, 10 whereabouts (hash)
+-- ARGV: 1 max tasks, 2 lease deadline (ms), 3 level order (e.g. 'hdl': h = KEYS[8], d = KEYS[1], l = KEYS[9]),
+--       4 this worker's id (for the whereabouts: running|token|since|worker, see whereabouts.lua)
 -- Returns: {token1, envelope1, token2, envelope2, ...}, then, when cancellations are pending, '!cancels' and the
 -- list of their task ids (the worker settles those tasks as cancelled instead of running them); or false when the
 -- queue is paused (anything staged goes back to the head of the ready list).
@@ -12,6 +13,7 @@ if redis.call('EXISTS', KEYS[6]) == 1 then
   while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do end
   return false
 end
+--@include whereabouts
 local want = tonumber(ARGV[1])
 local items = {}
 local wake = 'gopherq:wake'
@@ -42,8 +44,10 @@ local n = #items
 if n == 0 then return {} end
 local last = redis.call('INCRBY', KEYS[5], n)
 local out, hargs, zargs = {}, {}, {}
+local held_since = '|' .. time_ms() .. '|' .. ARGV[4]  -- whereabouts: running|<token>|<since>|<worker>
 for i = 1, n do
   local token = tostring(last - n + i)
+  note(task_id(items[i]), 'running|' .. token .. held_since)
   out[#out + 1] = token
   out[#out + 1] = items[i]
   hargs[#hargs + 1] = token
@@ -53,6 +57,7 @@ for i = 1, n do
 end
 redis.call('HSET', KEYS[4], unpack(hargs))
 redis.call('ZADD', KEYS[3], unpack(zargs))
+flush_where(KEYS[10])
 local cancels = redis.call('ZRANGE', KEYS[7], 0, 999)
 if #cancels > 0 then
   out[#out + 1] = '!cancels'

@@ -3,16 +3,20 @@
 -- level (which must wake a worker blocked on the plain list), and tasks created idempotently by id (the HTTP API:
 -- an id created within the window is not enqueued again).
 -- KEYS: 1 the plain ready list, 2 the high-priority list, 3 the low-priority list, 4 the delayed set,
---       5.. per task in task order: its uniqueness lock when it has one, then its seen marker when it has one
+--       5.. per task in task order: its uniqueness lock when it has one, then its seen marker when it has one,
+--       last: the whereabouts (hash; see whereabouts.lua)
 -- ARGV: 1 the envelopes, concatenated; 2 the task ids, concatenated; 3 one line per task,
 --       "<envelope bytes>,<id bytes>,<level>,<due>,<lock TTL>,<seen window>\n": level 'h', 'd' or 'l'; due time
 --       (ms) or ''; lock TTL (ms) or '' (a task with a TTL takes the next key); seen window (s) or '' (a task with
 --       a window takes the next key). Three arguments whatever the batch: redis-py's cost is per argument.
+--       4: now (ms), when the tasks became ready (their whereabouts)
 -- Returns: one value per task: '' when it was enqueued, or the id of the task it duplicates (the holder of its
 --          lock, or itself when its id was seen): nothing was enqueued.
 local ready, high, low = KEYS[1], KEYS[2], KEYS[3]
 --@include levels
+--@include whereabouts
 local lists = {h = high, d = ready, l = low}
+local names = {h = 'high', d = 'default', l = 'low'}
 local out = {}
 local key = 4
 local pushes = {d = {}, h = {}, l = {}}  -- pushed per list at the end, a thousand at a time, in task order
@@ -33,9 +37,11 @@ for envelope_len, id_len, level, due, ttl, seen in string.gmatch(ARGV[3], SPEC) 
   if holder == '' then
     if due ~= '' then
       redis.call('ZADD', KEYS[4], due, envelope)
+      note(id, 'delayed|scheduled|' .. due .. '|')
     else
       local batch = pushes[level]
       batch[#batch + 1] = envelope
+      note(id, 'ready|' .. names[level] .. '|' .. ARGV[4] .. '|enqueued')
     end
   end
   out[#out + 1] = holder
@@ -47,4 +53,5 @@ for _, level in ipairs({'d', 'h', 'l'}) do  -- the plain list first: a worker bl
     redis.call('RPUSH', lists[level], unpack(batch, j, math.min(j + 999, #batch)))
   end
 end
+flush_where(KEYS[#KEYS])
 return out

@@ -3,7 +3,8 @@
 -- count raised (a crash is a recovery, not an attempt) and `ready_at` stamped. Serialised across workers by a short
 -- lock.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 workers (zset), 5 reaper lock, 6 stats (hash),
---       7.. processing lists of silent workers, then the high- and low-priority lists, then the reaped tokens (zset)
+--       7.. processing lists of silent workers, then the high- and low-priority lists, then the reaped tokens (zset),
+--       then the whereabouts (hash; last)
 -- ARGV: 1 now (ms), 2 lock TTL (ms), 3 lock owner, 4 max leases to reap, 5 silent before (ms): a worker whose last
 --       heartbeat is older is presumed dead, 6 forget before (ms): a dead worker whose last heartbeat is older than
 --       this is removed from the workers set, 7 reaped tokens older than this (ms) are forgotten, 8 most reaped
@@ -14,13 +15,18 @@
 -- froze can still move a task into its list until that fetch times out, and the next reap must find that task.
 -- Returns: the recovered envelopes (after marking), or false when another worker holds the lock.
 if not redis.call('SET', KEYS[5], ARGV[3], 'NX', 'PX', ARGV[2]) then return false end
-local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
+local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 3], KEYS[#KEYS - 2], KEYS[#KEYS - 1]
 --@include levels
+--@include whereabouts
 
 -- A recovered task goes back with its `recoveries` raised and `ready_at` stamped now (see restamp in levels.lua):
 -- a crash is a recovery, not an attempt, and the task has been ready again since this moment.
 local now = tonumber(ARGV[1])
-local function mark(raw) return restamp(raw, now, true) end
+local function mark(raw)
+  local marked = restamp(raw, now, true)
+  note(task_id(marked), 'ready|' .. level_name(level_key(marked), high, low) .. '|' .. ARGV[1] .. '|recovered')
+  return marked
+end
 
 local recovered = {}
 local taken = {}
@@ -47,7 +53,7 @@ if #taken > 0 then
   redis.call('ZREMRANGEBYRANK', reaped, 0, -tonumber(ARGV[8]) - 1)
 end
 local silent_before, forget_before = tonumber(ARGV[5]), tonumber(ARGV[6])
-for k = 7, #KEYS - 3 do
+for k = 7, #KEYS - 4 do
   local worker = ARGV[k + 2]
   local seen = redis.call('ZSCORE', KEYS[4], worker)
   -- Checked again here: the worker may have sent a heartbeat since the caller listed it.
@@ -66,4 +72,5 @@ for k = 7, #KEYS - 3 do
   end
 end
 if #recovered > 0 then redis.call('HINCRBY', KEYS[6], 'recovered', #recovered) end
+flush_where(KEYS[#KEYS])
 return recovered

@@ -3,7 +3,8 @@
 -- one enqueues each slot. A schedule whose task is unique enqueues one task at most, and none while the task of an
 -- earlier slot still holds the key (the slot is skipped, not postponed).
 -- KEYS: 1 the target queue's schedules hash, 2 the ready list the tasks go to (their priority level's),
---       3 the target queue's plain ready list, 4 the uniqueness lock (only when ARGV[4] is not '')
+--       3 the target queue's plain ready list, 4 the uniqueness lock (only when ARGV[4] is not ''),
+--       last: the target queue's whereabouts (hash)
 -- ARGV: 1 schedule name, 2 the last slot the caller saw ('' for none yet), 3 the new last slot,
 --       4 lock TTL (ms) or '', 5 the task id that takes the lock, 6.. envelopes
 -- Returns: {1, how many were enqueued}, or {0, the current last slot} when it was not ARGV[2] (someone else moved
@@ -17,4 +18,10 @@ local ready, high, low = KEYS[3], nil, nil
 --@include levels
 wake(KEYS[2])
 redis.call('RPUSH', KEYS[2], unpack(ARGV, 6))
+--@include whereabouts
+local level = 'default'  -- the level's list is KEYS[2]; its name ends with the level (see QueueKeys.level)
+if KEYS[2] ~= KEYS[3] then level = string.match(KEYS[2], ':ready:(%a+)$') or 'default' end
+local since = 'ready|' .. level .. '|' .. time_ms() .. '|scheduled'
+for i = 6, #ARGV do note(task_id(ARGV[i]), since) end
+flush_where(KEYS[#KEYS])
 return {1, #ARGV - 5}

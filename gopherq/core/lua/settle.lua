@@ -5,27 +5,30 @@
 -- settled (2) and nothing is written twice.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 delayed, 5 dead (hash), 6 dead index (zset), 7 stats (hash),
 --       8 this minute's counts (hash), 9.. one key per item (in item order), then the high- and low-priority
---       lists, then the reaped tokens (zset; last three)
+--       lists, then the reaped tokens (zset), then the whereabouts (hash; last four)
 -- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, 4 counts TTL (s), then 5 per item:
 --       kind, token, result JSON ('' for none), data, extra
---   kind 'ack'     : write the result (item key: the result key); data/extra unused
+--   kind 'ack'     : write the result (item key: the result key); extra = the task id (its whereabouts go: the
+--                    result record says where it ended); data unused
 --   kind 'cancel'  : as 'ack', for a task cancelled before or while it ran (counted apart)
 --   kind 'retry'   : data = new envelope, extra = due time (ms) -> delayed set
 --   kind 'defer'   : as 'retry', for a task that arrived before its eta (not an attempt)
 --   kind 'dead'    : data = dead-letter entry JSON, extra = entry id (the task id; made unique with the token
---                    when taken) -> dead hash + index
+--                    when taken) -> dead hash + index; the task's whereabouts go, as for 'ack'
 --   kind 'release' : put the in-flight envelope back at the head of its priority level's ready list, unchanged
 --                    (shutdown)
---   Two kinds are not items of their own but follow the item they belong to, and act only when it was settled
+--   Three kinds are not items of their own but follow the item they belong to, and act only when it was settled
 --   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
---   task's cancel request.
+--   task's cancel request; 'where' (item key: the whereabouts; token: the task id; data: its record, see
+--   whereabouts.lua) says where a retried, deferred or released task now is.
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per
 -- kind per batch.
 -- Returns: one 1 (settled), 2 (already settled by an earlier run of the same settle) or 0 (refused: stale token)
 -- per item.
-local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
+local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 3], KEYS[#KEYS - 2], KEYS[#KEYS - 1]
+local gone = {}  -- ids of tasks that ended here: their whereabouts go (one HDEL per thousand, at the end)
 --@include levels
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
@@ -41,9 +44,11 @@ for i = 0, n - 1 do
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
   local held, envelope
-  if kind == 'unlock' or kind == 'uncancel' then
+  if kind == 'unlock' or kind == 'uncancel' or kind == 'where' then
     if last_held then
-      if kind == 'uncancel' then
+      if kind == 'where' then
+        redis.call('HSET', KEYS[9 + i], token, ARGV[base + 3])
+      elseif kind == 'uncancel' then
         redis.call('ZREM', KEYS[9 + i], token)
       elseif redis.call('GET', KEYS[9 + i]) == token then
         redis.call('DEL', KEYS[9 + i])
@@ -89,6 +94,7 @@ for i = 0, n - 1 do
     if result ~= '' then
       redis.call('SET', KEYS[9 + i], result, 'EX', ttl)
     end
+    if kind == 'ack' or kind == 'cancel' or kind == 'dead' then gone[#gone + 1] = ARGV[base + 4] end
     counts[kind] = (counts[kind] or 0) + 1
     out[#out + 1] = 1
   end
@@ -96,6 +102,9 @@ end
 -- The settled tokens' leases go in one ZREM per thousand (a call per token costs more than the removal).
 for j = 1, #leases, 1000 do
   redis.call('ZREM', KEYS[2], unpack(leases, j, math.min(j + 999, #leases)))
+end
+for j = 1, #gone, 1000 do
+  redis.call('HDEL', KEYS[#KEYS], unpack(gone, j, math.min(j + 999, #gone)))
 end
 local names = {ack = 'acked', cancel = 'cancelled', retry = 'retried', defer = 'deferred', dead = 'dead_lettered',
                release = 'released', refused = 'refused_acks', repeated = 'settles_repeated'}

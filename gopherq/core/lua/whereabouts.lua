@@ -1,0 +1,49 @@
+-- Shared by the scripts that move a task (pulled in by `--@include whereabouts`): each task's whereabouts, one
+-- field per task id in the queue's `where` hash, written in the same script as the move, so a lookup by id is one
+-- HGET (core/whereabouts.py reads it; docs/operations.md describes the format). A record is text, '|'-separated:
+--   ready|<level>|<since ms>|<how>        level high, default or low; how enqueued, promoted, recovered, requeued,
+--                                         released or scheduled (a schedule's run)
+--   delayed|<reason>|<due ms>|<detail>    reason retrying (detail: next attempt/max attempts), scheduled (an eta),
+--                                         held (held back by flow control; detail: the flow key)
+--   running|<token>|<since ms>|<worker>   claimed by that worker with that attempt token
+-- A settled task's field is deleted by the settle: its result record (kept `result_ttl`) says how it ended.
+-- Writes are batched: `note` collects, `flush_where` sends one HSET per thousand records.
+
+-- The id of an envelope, cheaply: GoPherQ writes "id" first, so an anchored match reads only the id's bytes.
+-- Anything else (a raw push that puts "id" later, an id with escapes) is decoded, and only when it names an "id".
+local function task_id(raw)
+  local id = string.match(raw, '^{"id":"([^"\\]*)"')
+  if id then return id end
+  if not string.find(raw, '"id"', 1, true) then return nil end
+  local ok, obj = pcall(cjson.decode, raw)
+  if ok and type(obj) == 'table' and type(obj.id) == 'string' then return obj.id end
+  return nil
+end
+
+-- The time now (ms), from the server's clock, for scripts not handed one.
+local function time_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local where_args = {}
+local function note(id, record)
+  if id then
+    where_args[#where_args + 1] = id
+    where_args[#where_args + 1] = record
+  end
+end
+
+local function flush_where(key)
+  for j = 1, #where_args, 1000 do
+    redis.call('HSET', key, unpack(where_args, j, math.min(j + 999, #where_args)))
+  end
+  where_args = {}
+end
+
+-- The name of the priority level whose ready list is `key`, given the high and low lists' names.
+local function level_name(key, high_key, low_key)
+  if key == high_key then return 'high' end
+  if key == low_key then return 'low' end
+  return 'default'
+end

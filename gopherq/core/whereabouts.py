@@ -1,0 +1,83 @@
+"""A task's whereabouts: where it is now, one record per live task in the queue's `where` hash (QueueKeys.where).
+
+The Lua scripts that move a task write its record in the same step as the move (see lua/whereabouts.lua): enqueue,
+claim, settle (retry, deferral, release), promote, reap, requeue from the dead-letter queue, adopt, cancel and a
+schedule's run. A lookup by id is then one HGET instead of a search. A settled task's record is deleted by the
+settle that ends it: its result record (kept `queue.result_ttl`) says how it ended, and expires with it.
+
+The record is text, '|'-separated, four fields (the last may hold anything but a newline):
+
+    ready|<level>|<since ms>|<how>        level: high, default or low; how: enqueued, promoted, recovered,
+                                          requeued, released, scheduled
+    delayed|<reason>|<due ms>|<detail>    reason: retrying (detail: "<next attempt>/<max attempts>"), scheduled
+                                          (an eta), held (held back by flow control; detail: the flow key)
+    running|<token>|<since ms>|<worker>   claimed by that worker with that attempt token
+
+This module builds the records Python writes (client pushes, settle follow-ups) and parses them for the inspection
+layer. A task pushed raw (`RPUSH Q '{...}'`, no script) has no record until a worker claims it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The states a record can name (a settled task has no record).
+PLACES = ("ready", "delayed", "running")
+
+#: Why a delayed task waits.
+DELAY_REASONS = ("retrying", "scheduled", "held")
+
+
+def ready_record(level: str | None, since_ms: int, how: str) -> str:
+    return f"ready|{level or 'default'}|{since_ms}|{how}"
+
+
+def delayed_record(reason: str, due_ms: int, detail: str = "") -> str:
+    return f"delayed|{reason}|{due_ms}|{detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Whereabouts:
+    """A parsed record. `place`: ready, delayed or running; `at`: the time (Unix s) it became ready, is due, or was
+    claimed; `level` and `how` of a ready task; `reason` and `detail` of a delayed one; `token` and `worker` of a
+    running one."""
+
+    place: str
+    at: float | None
+    level: str | None = None
+    how: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    token: str | None = None
+    worker: str | None = None
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> Whereabouts | None:
+        """The record, or None when there is none or it is not one this version knows (then the caller searches)."""
+        if raw is None:
+            return None
+        text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
+        parts = text.split("|", 3)
+        if len(parts) != 4 or parts[0] not in PLACES:
+            return None
+        place, first, stamp, last = parts
+        try:
+            at: float | None = int(stamp) / 1000
+        except ValueError:
+            at = None
+        if place == "ready":
+            return cls(place, at, level=first, how=last)
+        if place == "delayed":
+            return cls(place, at, reason=first, detail=last or None)
+        return cls(place, at, token=first, worker=last or None)
+
+    def to_dict(self) -> dict[str, str | float | None]:
+        """The fields that apply to its place (what the CLI, API and dashboard show)."""
+        out: dict[str, str | float | None] = {"place": self.place}
+        if self.place == "ready":
+            out.update(level=self.level, ready_since=self.at, how=self.how)
+        elif self.place == "delayed":
+            out.update(reason=self.reason, due_at=self.at, detail=self.detail)
+        else:
+            out.update(worker=self.worker, token=self.token, claimed_at=self.at)
+        return out
