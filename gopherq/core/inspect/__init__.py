@@ -19,7 +19,7 @@ from gopherq.core.inspect.models import (
     WorkerInfo,
 )
 from gopherq.core.inspect.queues import totals_from_stats
-from gopherq.core.inspect.reading import SEARCH_LIMIT
+from gopherq.core.inspect.lookup import SEARCH_LIMIT
 from gopherq.core.inspect.stream import EVENT_SCAN_LIMIT
 
 __all__ = [

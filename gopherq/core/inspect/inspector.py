@@ -1,9 +1,9 @@
 """The Inspector: every read of a queue's state that the CLI, the client, the dashboard and the API show.
 
 One query, four faces: none of them talks to Redis on its own. Every call is bounded: lists come in pages, queues
-are found in the queue registry (SCAN only on request: `discover`), and looking a task up by id searches at most
-SEARCH_LIMIT entries of each unindexed place (ready list, in-flight hash, delayed set) and the last EVENT_SCAN_LIMIT
-events of the stream. Everything returned that holds an envelope, a result, an error or event data is masked, and
+are found in the queue registry (SCAN only on request: `discover`), and looking a task up by id reads its
+whereabouts record (lookup.py: one HGET; a bounded search on the server only for a task without one) and its
+timeline (`timeline`). Everything returned that holds an envelope, a result, an error or event data is masked, and
 bounded: each stored field (an envelope, a result record, a dead letter, an event) is cut to the limits of
 core/bounds.py, and what was cut is said (`truncated`), so no page, fragment or API answer grows with what a
 producer or an endpoint sent. Queue-level reads live in queues.py, events in stream.py.
@@ -23,23 +23,15 @@ from gopherq.core.inspect.models import (
     DeadLetterSummary,
     Page,
     RunningTask,
+    StreamEvent,
     TaskInfo,
     TaskSummary,
     WorkerInfo,
 )
 from gopherq.core.inspect.queues import QueueReader
 from gopherq.core.inspect.readiness import ready_since
-from gopherq.core.inspect.reading import (
-    decode,
-    find_in_hash,
-    find_in_list,
-    find_in_zset,
-    id_pattern,
-    integer,
-    number,
-    task_type,
-    text,
-)
+from gopherq.core.inspect.lookup import TaskLocator
+from gopherq.core.inspect.reading import decode, integer, number, task_type, text
 from gopherq.core.inspect.stream import EventReader
 from gopherq.core.keys import WAKE_MARKER, QueueKeys, validate_queue_name
 from gopherq.core.masking import Masker, drop_cut_url
@@ -229,44 +221,32 @@ class Inspector(QueueReader, EventReader):
     # -- one task --------------------------------------------------------------------------------------------
 
     async def task(self, queue: str, task_id: str, events: int = 50) -> TaskInfo | None:
-        """Everything known about a task: where it is now (running, delayed, ready, dead, finished), its
-        envelope, result record, dead letter and last `events` events. None when nothing at all is known."""
+        """Everything known about a task: where it is now (ready at a level, delayed and why, running and where,
+        dead, finished: its whereabouts, see core/whereabouts.py), its envelope, result record, dead letter and
+        last `events` events. None when nothing at all is known. What it reads is bounded whatever the backlog."""
         k = self.keys(queue)
-        pattern = id_pattern(task_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(k.result(task_id))
             pipe.hget(k.dead, task_id)
-            raw_result, raw_dead = await pipe.execute()
+            pipe.hget(k.where, task_id)
+            raw_result, raw_dead, raw_where = await pipe.execute()
         result = decode(raw_result)
         dead = decode(raw_dead)
         status = result.get("status") if isinstance(result, dict) else None
-        state, worker, since = "unknown", None, None
-        envelope: Any = None
-        found = await find_in_hash(self.redis, k.inflight, pattern)
-        if found is not None:
-            state, envelope = "running", found[1]
-            worker, since = (await self._holders(queue)).get(found[0], (None, None))
-            deadline = await self.redis.zscore(k.leases, found[0])
-            if deadline is not None and deadline <= time.time() * 1000:
-                state = "orphaned"  # its worker's heartbeat is gone: ORPHANED_NOTE
-        elif status == "succeeded":
-            state = "succeeded"
-        elif isinstance(dead, dict):
-            state, envelope = "dead", decode(dead.get("raw"))
-        else:
-            raw = await find_in_zset(self.redis, k.delayed, pattern)
-            if raw is not None:
-                state, envelope = "delayed", raw
-            else:
-                for name in (k.level("high"), k.ready, k.level("low")):  # every priority level
-                    raw = await find_in_list(self.redis, name, pattern)
-                    if raw is not None:
-                        state, envelope = "ready", raw
-                        break
-                else:
-                    if status in ("dead", "failed", "cancelled"):  # "failed": a record of an earlier version
-                        state = "dead" if status == "failed" else status
-        timeline = await self.events(queue, count=events, task_id=task_id, latest=True)  # in time order
+        settled = isinstance(dead, dict) or status in ("succeeded", "dead", "failed", "cancelled")
+        located = await TaskLocator(self.redis).locate(k, task_id, raw_where, settled)
+        state, worker, since = located.state or "unknown", located.worker, located.since
+        envelope: Any = located.envelope
+        if located.state in ("running", "orphaned") and worker is None and located.where is not None:
+            worker, since = (await self._holders(queue)).get(located.where.token or "", (None, None))
+        if not located.state:
+            if status == "succeeded":
+                state = "succeeded"
+            elif isinstance(dead, dict):
+                state, envelope = "dead", decode(dead.get("raw"))
+            elif status in ("dead", "failed", "cancelled"):  # "failed": a record of an earlier version
+                state = "dead" if status == "failed" else status
+        timeline = await self.timeline(queue, task_id, events)
         if state == "unknown" and result is None and not timeline:
             return None
         cuts: Cuts = {}
@@ -293,7 +273,14 @@ class Inspector(QueueReader, EventReader):
             dead_letter=dead if isinstance(dead, dict) else None,
             events=timeline,
             truncated=cuts,
+            where=located.where.to_dict() if located.where is not None and located.state else None,
+            note=located.note,
         )
+
+    async def timeline(self, queue: str, task_id: str, count: int) -> list[StreamEvent]:
+        """The task's last `count` events, in time order: the one read of a task lookup that is not its
+        whereabouts, kept behind this one method so that where the events come from can change alone."""
+        return await self.events(queue, count=count, task_id=task_id, latest=True)
 
     # -- one dead letter -------------------------------------------------------------------------------------
 

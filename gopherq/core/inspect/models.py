@@ -194,6 +194,12 @@ class TaskInfo:
     type: str | None = None
     #: What was cut to show it, by path (`envelope.body`, `dead_letter.raw`, ...): see core/bounds.py.
     truncated: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Where a live task is, from its whereabouts record (core/whereabouts.py, `Whereabouts.to_dict`): `place`, and
+    #: `level`/`ready_since`/`how` when ready, `reason`/`due_at`/`detail` when delayed, `worker`/`token`/
+    #: `claimed_at` when running. None once it has ended (its result record says how).
+    where: dict[str, Any] | None = None
+    #: How it was found when not by its record, or why its envelope is not shown (a ready task deep in a backlog).
+    note: str | None = None
 
     @property
     def trace_id(self) -> str | None:
