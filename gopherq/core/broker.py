@@ -130,7 +130,8 @@ class Broker:
 
     def stage_delayed(self, pipe: Any, due: list[tuple[bytes, int]], ids: list[str]) -> None:
         """Queue on `pipe` the whereabouts (`delayed|scheduled`) of tasks with an eta, then their ZADD."""
-        pipe.hset(self.keys.where, mapping={i: delayed_record("scheduled", when) for i, (_, when) in zip(ids, due)})
+        records = {task_id: delayed_record("scheduled", when) for task_id, (_, when) in zip(ids, due, strict=True)}
+        pipe.hset(self.keys.where, mapping=records)
         pipe.zadd(self.keys.delayed, {envelope: when for envelope, when in due})
 
     async def push_delayed(self, due: list[tuple[bytes, int]], ids: list[str] | None = None) -> None:

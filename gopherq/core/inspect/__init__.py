@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gopherq.core.inspect.inspector import Inspector
+from gopherq.core.inspect.lookup import SEARCH_LIMIT
 from gopherq.core.inspect.models import (
     ORPHANED_NOTE,
     OUTCOMES,
@@ -19,7 +20,6 @@ from gopherq.core.inspect.models import (
     WorkerInfo,
 )
 from gopherq.core.inspect.queues import totals_from_stats
-from gopherq.core.inspect.lookup import SEARCH_LIMIT
 from gopherq.core.inspect.stream import EVENT_SCAN_LIMIT
 
 __all__ = [

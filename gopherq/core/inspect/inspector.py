@@ -18,6 +18,7 @@ from gopherq.core.bounds import SHOWN_FIELD, SHOWN_TEXT, Cuts, bounded, cut_text
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters, masked_entry, masked_raw, masked_raw_text
 from gopherq.core.events import EventBus
+from gopherq.core.inspect.lookup import TaskLocator
 from gopherq.core.inspect.models import (
     DeadLetterInfo,
     DeadLetterSummary,
@@ -30,7 +31,6 @@ from gopherq.core.inspect.models import (
 )
 from gopherq.core.inspect.queues import QueueReader
 from gopherq.core.inspect.readiness import ready_since
-from gopherq.core.inspect.lookup import TaskLocator
 from gopherq.core.inspect.reading import decode, integer, number, task_type, text
 from gopherq.core.inspect.stream import EventReader
 from gopherq.core.keys import WAKE_MARKER, QueueKeys, validate_queue_name

@@ -95,7 +95,7 @@ class TaskLocator:
             state = "orphaned" if deadline is not None and deadline <= time.time() * 1000 else "running"
             return Located(state, envelope, where.worker, where.at, where)
         if where.place == "delayed" and where.at is not None:
-            found = await self.find(k.delayed, "score", task_id, int(round(where.at * 1000)), SAME_DUE)
+            found = await self.find(k.delayed, "score", task_id, round(where.at * 1000), SAME_DUE)
             return None if found is None else Located("delayed", found[0], where=where)
         if where.place == "ready":
             found = await self.find(k.level(where.level), "list", task_id, ENVELOPE_WINDOW, ENVELOPE_WINDOW)

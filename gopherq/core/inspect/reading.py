@@ -7,6 +7,7 @@ from typing import Any
 from gopherq.core import codec
 from gopherq.core.task import DEFAULT_TYPE
 
+
 def text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
