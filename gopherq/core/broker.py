@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from gopherq.core.redis_client import RedisClient
 from gopherq.core.results import TaskResult
 from gopherq.core.scripts import scripts
 from gopherq.core.task import TaskStatus, task_from_dict
-from gopherq.core.whereabouts import delayed_record, ready_record
+from gopherq.core.whereabouts import Whereabouts, delayed_record, ready_record
 
 log = logging.getLogger(__name__)
 
@@ -345,15 +346,15 @@ class Broker:
           of running it, and a worker running it cancels the attempt within `worker.cancel_poll_interval`.
 
         A ready task is not searched for (that would scan the list): the claim script hands every worker the
-        pending requests with each batch, so it never starts. Requests older than `result_ttl` are dropped.
+        pending requests with each batch, so it never starts. A delayed task is found by its whereabouts (a scan of
+        the delayed set only for a task without a record). Requests older than `result_ttl` are dropped.
         """
         k = self.keys
         record = await self.get_result(task_id)
         if record is not None and TaskStatus(record["status"]).final:
             return "finished"
         await self.redis.zadd(k.cancels, {task_id: now_ms()})
-        pattern = '*"id":' + glob_escape(codec.dumps(task_id).decode()) + "*"
-        async for envelope, _score in self.redis.zscan_iter(k.delayed, match=pattern, count=1000):
+        async for envelope in self._delayed_candidates(task_id):
             try:
                 task = task_from_dict(codec.loads(envelope))
             except (TaskRejected, codec.JSONDecodeError):
@@ -371,6 +372,20 @@ class Broker:
             if await self._cancel_delayed(keys=keys, args=[envelope, codec.dumps(body), result_ttl, task_id]):
                 return "cancelled"
         return "requested"
+
+    async def _delayed_candidates(self, task_id: str) -> AsyncIterator[bytes]:
+        """The delayed envelopes that may be the task's: those due when its whereabouts say it is (one range read),
+        none when they say it is elsewhere, or a scan of the delayed set for a task without a record."""
+        where = Whereabouts.parse(await self.redis.hget(self.keys.where, task_id))
+        if where is not None:
+            if where.place == "delayed" and where.at is not None:
+                due = round(where.at * 1000)
+                for envelope in await self.redis.zrangebyscore(self.keys.delayed, due, due, start=0, num=100):
+                    yield envelope
+            return
+        pattern = '*"id":' + glob_escape(codec.dumps(task_id).decode()) + "*"
+        async for envelope, _score in self.redis.zscan_iter(self.keys.delayed, match=pattern, count=1000):
+            yield envelope
 
     async def cancel_requests_now(self, older_than_ms: int) -> set[str]:
         """The ids whose cancellation is pending, after dropping requests older than `older_than_ms` (so a request
