@@ -25,6 +25,7 @@ from gopherq.cli.common import (
 from gopherq.cli.root import cli
 from gopherq.client import AsyncClient
 from gopherq.core.inspect import ORPHANED_NOTE, QueueInfo, StreamEvent, TaskInfo
+from gopherq.core.whereabouts import where_text
 
 
 def _age(stamp: float | None) -> str:
@@ -133,10 +134,17 @@ def task(config: str | None, queue: str | None, task_id: str, event_count: int, 
     click.echo(f"{'queue:':10} {info.queue}")
     click.echo(f"{'state:':10} {info.state}" + (f" ({ORPHANED_NOTE})" if info.state == "orphaned" else ""))
     click.echo(f"{'type:':10} {info.type or '-'}")
+    if info.where is not None:
+        click.echo(f"{'where:':10} {where_text(info.where, when)}")
     if info.worker:
         click.echo(f"{'worker:':10} {info.worker} (for {_age(info.since)})")
+    if info.note:
+        click.echo(f"{'note:':10} {info.note}")
     if info.envelope is not None:
         click.echo(f"{'envelope:':10} {json.dumps(info.envelope, default=str)}")
+    call = info.call
+    if call is not None:
+        click.echo(f"{'called:':10} {json.dumps(call, default=str)}")
     if info.result is not None:
         click.echo(f"{'result:':10} {json.dumps(info.result, default=str)}")
     if info.dead_letter is not None:

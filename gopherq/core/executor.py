@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
+from gopherq.core.bounds import bounded
 from gopherq.core.calls import OutboundCalls
 from gopherq.core.errors import TaskFailure, TaskRejected
 from gopherq.core.flow import FlowLimits
@@ -48,10 +49,11 @@ class Executor(Protocol):
     `Closes` (`close()`, called at shutdown), each sync or async, `WithOwnThreads` (`own_threads`, above),
     `FlowControlled` (`flow(task)`) and `FlowSignals` (`flow_signal(failure)`) for shared flow control (see
     core/flow.py), `WithFollowups` (`followups(task, record, succeeded)`, envelopes to enqueue when a task ends,
-    pushed before the task is settled, so never lost), and `Checks` (`check(task)`, called after the payload is
+    pushed before the task is settled, so never lost), `Checks` (`check(task)`, called after the payload is
     validated wherever a task is, every producer entry point and the worker, raising ValueError for what the
     payload model cannot know alone: a task that needs a setting of the executor that is not set can never run,
-    so it is refused)."""
+    so it is refused), and `DescribesCall` (`describe_call(task)`, what the task calls, kept in its result record
+    and dead letter)."""
 
     def execute(self, task: Task, context: ExecutionContext) -> Any: ...
 
@@ -108,6 +110,17 @@ class WithFollowups(Protocol):
 
 
 @runtime_checkable
+class DescribesCall(Protocol):
+    """An executor that says what a task calls (for `http`: method, URL, headers, body size and digest), so that
+    the task's result record and dead letter keep it as `call`. Return a small JSON-ready dict with every secret
+    already masked (the core cuts it to CALL_LIMIT bytes and masks it again where it is shown), or None. Called
+    when an outcome is recorded, also for a task that never ran (dead-lettered before: its payload may not be
+    validated then, so `task.payload` may be None); an exception is logged and the record kept without it."""
+
+    def describe_call(self, task: Task) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
 class Checks(Protocol):
     """An executor that checks a validated payload against its own settings (raises ValueError)."""
 
@@ -124,7 +137,14 @@ EXTRAS: tuple[type, ...] = (
     FlowControlled,
     FlowSignals,
     WithFollowups,
+    DescribesCall,
 )
+
+#: Most bytes (as JSON) of the `call` an executor describes; each text in it is cut to CALL_TEXT.
+CALL_LIMIT = 4096
+CALL_TEXT = 2048
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -218,6 +238,9 @@ class ExecutorEntry:
         self.followups: Callable[[Task, bytes, bool], list[bytes]] | None = (
             executor.followups if isinstance(executor, WithFollowups) else None
         )
+        self._describe_call: Callable[[Task], dict[str, Any] | None] | None = (
+            executor.describe_call if isinstance(executor, DescribesCall) else None
+        )
         #: Optional: checks of a validated payload against the executor's own settings (raises ValueError).
         self.check: Callable[[Task], None] | None = executor.check if isinstance(executor, Checks) else None
         #: Optional: the number of threads of the executor's own, in which its plain-def `open`, `execute` and
@@ -253,6 +276,27 @@ class ExecutorEntry:
         if self.own_threads is not None and self._pool is None:
             self._pool = ThreadPoolExecutor(self.own_threads, thread_name_prefix=f"gopherq-{self.name}")
         return self._pool
+
+    @property
+    def describes_calls(self) -> bool:
+        return self._describe_call is not None
+
+    def describe_call(self, task: Task) -> dict[str, Any] | None:
+        """What the task calls, bounded (CALL_LIMIT), or None: the executor has no `describe_call`, returned
+        None or something that is not a dict, or failed (logged; a description never costs the task its record)."""
+        if self._describe_call is None:
+            return None
+        try:
+            call = self._describe_call(task)
+        except Exception as exc:
+            log.warning(
+                "task %s: %s executor's describe_call failed: %s: %s", task.id, self.name, type(exc).__name__, exc
+            )
+            return None
+        if not isinstance(call, dict):
+            return None
+        shown: dict[str, Any] = bounded(call, text=CALL_TEXT, total=CALL_LIMIT)
+        return shown
 
     def validate(self, task: Task) -> None:
         """Check the task's own fields; sets `task.payload` or raises TaskRejected('schema_invalid')."""

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,11 +129,26 @@ class Decision:
 class OutcomePolicy:
     """Applies the queue's retry and dead-letter rules for one worker."""
 
-    def __init__(self, queue: QueueSettings, worker_id: str) -> None:
+    def __init__(
+        self,
+        queue: QueueSettings,
+        worker_id: str,
+        describers: Mapping[str, Callable[[Task], dict[str, Any] | None]] | None = None,
+    ) -> None:
         self.queue = queue
         self.worker_id = worker_id
+        #: Task type -> its executor's `describe_call` (ExecutorEntry.describe_call), for the types that have one:
+        #: a task of any other type pays one dict lookup for it.
+        self.describers = describers or {}
+
+    def call_of(self, task: Task) -> dict[str, Any] | None:
+        """What the task calls, as its executor describes it (bounded, masked), or None."""
+        describe = self.describers.get(task.type)
+        return None if describe is None else describe(task)
 
     def _record(self, task: Task, status: TaskStatus, started: float | None, finished: float, **extra: Any) -> bytes:
+        if "call" not in extra:
+            extra["call"] = self.call_of(task)
         record = TaskResult(
             id=task.id,
             queue=self.queue.name,
@@ -202,6 +218,7 @@ class OutcomePolicy:
                 finished_at=finished,
                 duration=None if started is None else finished - started,
                 trace_id=trace_id(task.trace),
+                call=None if started is None else self.call_of(task),
             ).to_dict()
         )
         settlement = Settlement("cancel", token, task.id, body, unique_key=task.unique_key, cancelled=True)
@@ -268,7 +285,10 @@ class OutcomePolicy:
         entry["type"] = task.type
         if task.trace is not None:
             entry["trace_id"] = trace_id(task.trace)
-        body = self._record(task, TaskStatus.DEAD, started, finished, error=error, dead_reason=reason)
+        call = self.call_of(task)
+        if call is not None:
+            entry["call"] = call
+        body = self._record(task, TaskStatus.DEAD, started, finished, error=error, dead_reason=reason, call=call)
         settlement = Settlement("dead", token, task.id, body, codec.dumps(entry), task.id, unique_key=task.unique_key)
         return Decision(settlement, "task.dead_lettered", task, error, duration, {"reason": reason})
 

@@ -59,6 +59,9 @@ class TaskResult:
     retry_at: float | None = None
     #: The trace the task belongs to (from its `trace` field), so a result leads to its trace.
     trace_id: str | None = None
+    #: What the task calls, as its executor describes it, masked (for `http`: method, url, headers, body_bytes,
+    #: body_sha256); None when its executor says nothing (and in records of versions before it was kept).
+    call: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -80,6 +83,8 @@ class TaskResult:
             out["retry_at"] = self.retry_at
         if self.trace_id is not None:
             out["trace_id"] = self.trace_id
+        if self.call is not None:
+            out["call"] = self.call
         return out
 
     @classmethod
@@ -100,4 +105,5 @@ class TaskResult:
             dead_reason=data.get("dead_reason"),
             retry_at=data.get("retry_at"),
             trace_id=data.get("trace_id"),
+            call=data.get("call"),
         )

@@ -19,7 +19,9 @@ layer. A task pushed raw (`RPUSH Q '{...}'`, no script) has no record until a wo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 #: The states a record can name (a settled task has no record).
 PLACES = ("ready", "delayed", "running")
@@ -81,3 +83,25 @@ class Whereabouts:
         else:
             out.update(worker=self.worker, token=self.token, claimed_at=self.at)
         return out
+
+
+def where_text(where: Mapping[str, Any], when: Callable[[Any], str]) -> str:
+    """A record (as `Whereabouts.to_dict` gives it) in words, one line, for the CLI and the dashboard; `when`
+    formats a Unix time."""
+    place = where.get("place")
+    if place == "ready":
+        how = f", {where['how']}" if where.get("how") else ""
+        return f"ready at level {where.get('level') or 'default'} since {when(where.get('ready_since'))}{how}"
+    if place == "delayed":
+        reason, detail = where.get("reason"), where.get("detail")
+        words = {"retrying": "retrying", "scheduled": "scheduled (eta)", "held": "held back by flow control"}
+        extra = ""
+        if detail and reason == "retrying":
+            extra = f" (attempt {detail})"
+        elif detail and reason == "held":
+            extra = f" (flow key {detail})"
+        return f"delayed: {words.get(str(reason), str(reason))}{extra}, due {when(where.get('due_at'))}"
+    if place == "running":
+        worker, token = where.get("worker") or "?", where.get("token")
+        return f"held by worker {worker} with token {token} since {when(where.get('claimed_at'))}"
+    return str(place)

@@ -71,7 +71,8 @@ class Worker:
         self.concurrency = settings.worker.concurrency
         self.broker = Broker(redis, self.queue, self.id)
         self.outage = Outage(f"worker {self.id}")  # one warning per Redis outage, whichever loop sees it first
-        self.policy = OutcomePolicy(settings.queue, self.id)
+        describers = {name: entry.describe_call for name, entry in plugins.executors.items() if entry.describes_calls}
+        self.policy = OutcomePolicy(settings.queue, self.id, describers)
         self.bus = EventBus()
         self.bus.defaults = {"worker": self.id, "queue": self.queue}
         self.bus.masker = Masker.from_settings(settings)

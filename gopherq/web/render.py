@@ -17,6 +17,7 @@ import jinja2
 from aiohttp import web
 
 from gopherq.core.masking import Masker
+from gopherq.core.whereabouts import where_text
 from gopherq.web.security import auth_method, csrf_token, set_csrf_cookie
 from gopherq.web.state import ENV_KEY, POLL_KEY
 
@@ -45,6 +46,7 @@ def build_environment(masker: Masker) -> jinja2.Environment:
         clock=clock,
         number=number,
         percent=percent,
+        whereabouts=lambda where: where_text(where, stamp),
     )
     env.globals["percent"] = percent
     return env

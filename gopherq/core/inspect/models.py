@@ -202,6 +202,16 @@ class TaskInfo:
     note: str | None = None
 
     @property
+    def call(self) -> dict[str, Any] | None:
+        """What the task called, as its executor described it (masked): from its result record, else its dead
+        letter; None when neither keeps one (an executor that describes nothing, or a record of an older version)."""
+        for record in (self.result, self.dead_letter):
+            found = record.get("call") if record else None
+            if isinstance(found, dict):
+                return found
+        return None
+
+    @property
     def trace_id(self) -> str | None:
         """The trace the task belongs to: from its result record, its dead letter, or its envelope's `trace`."""
         for record in (self.result, self.dead_letter):
@@ -215,6 +225,7 @@ class TaskInfo:
     def to_dict(self) -> dict[str, Any]:
         out = _plain(self)
         out["events"] = [event.to_dict() for event in self.events]
+        out["call"] = self.call
         return out
 
 

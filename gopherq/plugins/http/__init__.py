@@ -16,7 +16,6 @@ import asyncio
 import base64
 import email.utils
 import functools
-import json
 import re
 import time
 from typing import Any
@@ -54,6 +53,7 @@ from gopherq.plugins.http.checks import basic_auth, check_credentials, check_hea
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
 from gopherq.plugins.http.extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
 from gopherq.plugins.http.flow import FLOW_KEY, HostRule, HostRules, flow_signal
+from gopherq.plugins.http.summary import call_summary, encoded_body
 from gopherq.plugins.signing import secret_key, sign
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -295,6 +295,18 @@ class HttpExecutor:
             return []
         return callback_tasks(task, record, succeeded, self.masker)
 
+    def describe_call(self, task: Task) -> dict[str, Any] | None:
+        """What the task calls, masked (see summary.py), for its result record and dead letter; None when its
+        fields are not a valid http task (nothing could be called)."""
+        payload = task.payload
+        if not isinstance(payload, HttpPayload):
+            try:
+                payload = HttpPayload.model_validate(task.fields)
+            except ValidationError:
+                return None
+        content = encoded_body(payload.body, payload.sign)
+        return call_summary(payload.method, payload.url, payload.headers, content, self.masker)
+
     def check(self, task: Task) -> None:
         """Refuse, wherever the task is validated, one that asks to be signed (`sign`, `on_success`,
         `on_failure`) when `[plugins.http] signing_secret` is not set: it could never be sent."""
@@ -334,7 +346,7 @@ class HttpExecutor:
                 body["content"] = payload.body
         elif payload.body is not None:
             if payload.sign:
-                body["content"] = json.dumps(payload.body, separators=(",", ":")).encode()
+                body["content"] = encoded_body(payload.body, signed=True)
                 if not any(name.lower() == "content-type" for name in headers):
                     headers["Content-Type"] = "application/json"
             else:
