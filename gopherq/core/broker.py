@@ -178,7 +178,7 @@ class Broker:
         k = self.keys
         flat = await self._claim(
             keys=[k.ready, self.processing, k.leases, k.inflight, k.seq, k.paused, k.cancels, *self._levels, k.where],
-            args=[count, now_ms() + lease_ms, order, self.worker_id],
+            args=[count, now_ms() + lease_ms, order, self.worker_id, now_ms()],
         )
         if flat is None:
             return None
@@ -200,7 +200,7 @@ class Broker:
             args: list[Any] = []
             for token, envelope in envelopes.items():
                 args += [token, envelope]
-            args.append(self.worker_id or "")
+            args += [self.worker_id or "", now_ms()]
             await self._adopt(keys=[self.keys.inflight, self.keys.where], args=args)
 
     async def settle(self, items: list[Settlement], result_ttl: int, dead_cap: int) -> list[bool]:

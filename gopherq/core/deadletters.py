@@ -154,7 +154,7 @@ class DeadLetters:
                     progress(len(chunk))
                 continue
             keys = [self.keys.dead, self.keys.dead_index, *self.keys.ready_lists, self.keys.where]
-            done = await self._requeue(keys=keys, args=args)
+            done = await self._requeue(keys=keys, args=[*args, int(now * 1000)])
             moved += len(done)
             if self.bus is not None:
                 for item in done:

@@ -5,7 +5,7 @@
 -- KEYS: 1 ready list, 2 this worker's processing list, 3 leases (zset), 4 inflight (hash), 5 token counter,
 --       6 paused flag, 7 cancel requests (zset), 8 high-priority list, 9 low-priority list, 10 whereabouts (hash)
 -- ARGV: 1 max tasks, 2 lease deadline (ms), 3 level order (e.g. 'hdl': h = KEYS[8], d = KEYS[1], l = KEYS[9]),
---       4 this worker's id (for the whereabouts: running|token|since|worker, see whereabouts.lua)
+--       4 this worker's id, 5 now (ms) (for the whereabouts: running|token|since|worker, see whereabouts.lua)
 -- Returns: {token1, envelope1, token2, envelope2, ...}, then, when cancellations are pending, '!cancels' and the
 -- list of their task ids (the worker settles those tasks as cancelled instead of running them); or false when the
 -- queue is paused (anything staged goes back to the head of the ready list).
@@ -44,7 +44,7 @@ local n = #items
 if n == 0 then return {} end
 local last = redis.call('INCRBY', KEYS[5], n)
 local out, hargs, zargs = {}, {}, {}
-local held_since = '|' .. time_ms() .. '|' .. ARGV[4]  -- whereabouts: running|<token>|<since>|<worker>
+local held_since = '|' .. ARGV[5] .. '|' .. ARGV[4]  -- whereabouts: running|<token>|<since>|<worker>
 for i = 1, n do
   local token = tostring(last - n + i)
   note(task_id(items[i]), 'running|' .. token .. held_since)

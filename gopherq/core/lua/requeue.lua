@@ -2,14 +2,14 @@
 -- by someone else meanwhile) is skipped.
 -- KEYS: 1 dead (hash), 2 dead index (zset), 3 ready list, 4 high-priority list, 5 low-priority list,
 --       6 whereabouts (hash)
--- ARGV: entry id 1, envelope 1, entry id 2, envelope 2, ...
+-- ARGV: entry id 1, envelope 1, entry id 2, envelope 2, ..., then now (ms), for the tasks' whereabouts
 -- Returns: the ids of the entries that were requeued.
 local ready, high, low = KEYS[3], KEYS[4], KEYS[5]
 --@include levels
 --@include whereabouts
-local since = '|' .. time_ms() .. '|requeued'
+local since = '|' .. ARGV[#ARGV] .. '|requeued'
 local moved = {}
-for i = 1, #ARGV, 2 do
+for i = 1, #ARGV - 1, 2 do
   if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then
     redis.call('ZREM', KEYS[2], ARGV[i])
     push_level('RPUSH', ARGV[i + 1])

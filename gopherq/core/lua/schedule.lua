@@ -21,7 +21,7 @@ redis.call('RPUSH', KEYS[2], unpack(ARGV, 6))
 --@include whereabouts
 local level = 'default'  -- the level's list is KEYS[2]; its name ends with the level (see QueueKeys.level)
 if KEYS[2] ~= KEYS[3] then level = string.match(KEYS[2], ':ready:(%a+)$') or 'default' end
-local since = 'ready|' .. level .. '|' .. time_ms() .. '|scheduled'
+local since = 'ready|' .. level .. '|' .. ARGV[3] * 1000 .. '|scheduled'  -- ready since its slot's time
 for i = 6, #ARGV do note(task_id(ARGV[i]), since) end
 flush_where(KEYS[#KEYS])
 return {1, #ARGV - 5}

@@ -20,12 +20,6 @@ local function task_id(raw)
   return nil
 end
 
--- The time now (ms), from the server's clock, for scripts not handed one.
-local function time_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
 local where_args = {}
 local function note(id, record)
   if id then
