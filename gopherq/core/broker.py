@@ -81,6 +81,9 @@ class Settlement:
     #: Where a retried, deferred or released task is once this is recorded (core/whereabouts.py); None for the
     #: kinds that end it (its whereabouts go).
     where: str | None = None
+    #: An id the claim recorded this attempt under that is not the task's (bytes that never became a task): its
+    #: record is forgotten if it still names this attempt.
+    forget: str | None = None
 
 
 class Broker:
@@ -224,6 +227,9 @@ class Broker:
             if item.where is not None:
                 keys.append(k.where)
                 args += ["where", item.task_id, "", item.where, ""]
+            if item.forget is not None:
+                keys.append(k.where)
+                args += ["where", item.forget, "", "", item.token]
             if item.unique_key is not None and item.kind in ENDING:
                 keys.append(k.unique(item.unique_key))
                 args += ["unlock", item.task_id, "", "", ""]

@@ -26,7 +26,7 @@ from gopherq.core.results import ErrorInfo, TaskResult
 from gopherq.core.sections import QueueSettings
 from gopherq.core.task import DEFAULT_TYPE, Task, TaskStatus
 from gopherq.core.tracecontext import trace_id
-from gopherq.core.whereabouts import delayed_record, ready_record
+from gopherq.core.whereabouts import claimed_id, delayed_record, ready_record
 
 #: Dead-letter reason codes and what each means (documented in docs/guarantees.md).
 DEAD_REASONS = {
@@ -297,12 +297,16 @@ class OutcomePolicy:
         `id`), the producer's id names the entry, gets a dead result record and is in the event, as for any
         task; otherwise the entry id is made from the token and there is no result record."""
         reason, error = rejected.reason, ErrorInfo(rejected.reason, rejected.message)
+        claimed = claimed_id(raw)  # the id the claim script recorded the attempt under, if any
         if rejected.task_id is not None:
             task = Task(id=rejected.task_id, type=rejected.task_type or DEFAULT_TYPE)
-            return self.dead(token, task, reason, error, None, now, raw=raw)
+            decision = self.dead(token, task, reason, error, None, now, raw=raw)
+            if claimed is not None and claimed != task.id:
+                decision.settlement.forget = claimed
+            return decision
         entry_id = f"raw-{token}"
         entry = self._entry(None, reason, error, raw, 0, now)
-        settlement = Settlement("dead", token, entry_id, b"", codec.dumps(entry), entry_id)
+        settlement = Settlement("dead", token, entry_id, b"", codec.dumps(entry), entry_id, forget=claimed)
         return Decision(settlement, "task.dead_lettered", None, error, None, {"reason": reason, "entry_id": entry_id})
 
     def _entry(

@@ -19,15 +19,41 @@ layer. A task pushed raw (`RPUSH Q '{...}'`, no script) has no record until a wo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from gopherq.core import codec
 
 #: The states a record can name (a settled task has no record).
 PLACES = ("ready", "delayed", "running")
 
 #: Why a delayed task waits.
 DELAY_REASONS = ("retrying", "scheduled", "held")
+
+
+#: Most bytes of an envelope whose id the claim script decodes when it is not written first (see `claimed_id`).
+DECODE_LIMIT = 65536
+
+_FIRST_ID = re.compile(rb'^\{"id":"([^"\\]*)"')
+
+
+def claimed_id(raw: bytes) -> str | None:
+    """The id the claim script records a claimed envelope under (lua/whereabouts.lua's `task_id`, the same rule):
+    a leading `{"id":"..."` read as it is, else the decoded top-level `id` of an envelope of at most DECODE_LIMIT
+    bytes that names one. Asked only of bytes that never became a task, so that their record is forgotten."""
+    first = _FIRST_ID.match(raw)
+    if first is not None:
+        return first.group(1).decode("utf-8", "replace")
+    if len(raw) > DECODE_LIMIT or b'"id"' not in raw:
+        return None
+    try:
+        obj = codec.loads(raw)
+    except (codec.JSONDecodeError, TypeError):
+        return None
+    found = obj.get("id") if isinstance(obj, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def ready_record(level: str | None, since_ms: int, how: str) -> str:

@@ -268,3 +268,23 @@ async def test_held_back_and_early_tasks_are_recorded_delayed_with_their_reason(
         assert found is not None and found.reason == "scheduled" and found.at is not None
         assert abs(found.at - envelope["eta"]) < 0.01
         limited.gate.set()
+
+
+async def test_bytes_that_never_become_a_task_leave_no_record(
+    make_settings: Callable[..., Settings], queue_name: str, aredis: aioredis.Redis, start_worker: Start
+) -> None:
+    settings = make_settings()
+    await start_worker(settings)
+    # Not JSON after its first bytes; and two "id" keys (the claim reads the first, the parser keeps the last).
+    await aredis.rpush(queue_name, b'{"id":"broken1", not json', b'{"id":"first","id":"second","type":"nope"}')
+    k = QueueKeys(queue_name)
+    await async_wait_until(lambda: _dead_count(aredis, k, 2), what="both to be dead-lettered")
+    assert not await aredis.hexists(k.where, "broken1")  # forgotten by the settle that dead-lettered the bytes
+    assert await aredis.hexists(k.dead, "second") and not await aredis.hexists(k.where, "second")
+    # The claim recorded the duplicate-key task under its first id: that record names an attempt no longer in
+    # flight, so a lookup does not believe it (docs/operations.md, Whereabouts).
+    assert await Inspector(aredis, settings).task(queue_name, "first") is None
+
+
+async def _dead_count(aredis: aioredis.Redis, k: QueueKeys, count: int) -> bool:
+    return int(await aredis.zcard(k.dead_index)) == count

@@ -21,7 +21,9 @@
 --   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
 --   task's cancel request; 'where' (item key: the whereabouts; token: the task id; data: its record, see
---   whereabouts.lua) says where a retried, deferred or released task now is.
+--   whereabouts.lua) says where a retried, deferred or released task now is, or, with data '' and extra = the
+--   attempt token, forgets the record the claim wrote under an id the task turned out not to have (bytes that
+--   never became a task), if it still names that attempt.
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per
 -- kind per batch.
@@ -46,7 +48,12 @@ for i = 0, n - 1 do
   local held, envelope
   if kind == 'unlock' or kind == 'uncancel' or kind == 'where' then
     if last_held then
-      if kind == 'where' then
+      if kind == 'where' and ARGV[base + 3] == '' then
+        local held_by = 'running|' .. ARGV[base + 4] .. '|'
+        if string.sub(redis.call('HGET', KEYS[9 + i], token) or '', 1, #held_by) == held_by then
+          redis.call('HDEL', KEYS[9 + i], token)
+        end
+      elseif kind == 'where' then
         redis.call('HSET', KEYS[9 + i], token, ARGV[base + 3])
       elseif kind == 'uncancel' then
         redis.call('ZREM', KEYS[9 + i], token)

@@ -10,11 +10,13 @@
 -- Writes are batched: `note` collects, `flush_where` sends one HSET per thousand records.
 
 -- The id of an envelope, cheaply: GoPherQ writes "id" first, so an anchored match reads only the id's bytes.
--- Anything else (a raw push that puts "id" later, an id with escapes) is decoded, and only when it names an "id".
+-- Anything else (a raw push that puts "id" later, an id with escapes) is decoded, and only when it names an "id"
+-- and is at most 64 KiB (a bigger one gets no record until the worker has parsed it: core/whereabouts.py has the
+-- same rule, `claimed_id`).
 local function task_id(raw)
   local id = string.match(raw, '^{"id":"([^"\\]*)"')
   if id then return id end
-  if not string.find(raw, '"id"', 1, true) then return nil end
+  if #raw > 65536 or not string.find(raw, '"id"', 1, true) then return nil end
   local ok, obj = pcall(cjson.decode, raw)
   if ok and type(obj) == 'table' and type(obj.id) == 'string' then return obj.id end
   return nil
