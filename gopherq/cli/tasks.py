@@ -135,8 +135,8 @@ def result(config: str | None, queue: str | None, task_id: str, as_json: bool) -
         if http:
             line += f" - HTTP {record.result['status_code']}"
         click.echo(line)
-        if record.call is not None:
-            click.echo(f"called: {json.dumps(record.call, default=str)}")
+        if record.call is not None:  # on stderr: stdout stays the summary line, then the response body
+            click.echo(f"called: {json.dumps(record.call, default=str)}", err=True)
         if http and record.result.get("body") not in (None, ""):
             click.echo(str(record.result["body"]))  # an HTTP task's result, for a reader: the response body
         elif not http and record.result is not None:
