@@ -15,6 +15,7 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
+from gopherq.core.eventlog import EventLog, pack
 from gopherq.core.keys import COUNTS_TTL, QueueKeys
 from gopherq.core.priorities import LETTERS
 from gopherq.core.redis_client import RedisClient
@@ -65,7 +66,7 @@ class Settlement:
     kind: 'ack' (finished, result written), 'cancel' (as 'ack', for a cancelled task), 'retry' (data: new
     envelope, extra: due ms), 'dead' (data: entry JSON, extra: entry id) or 'release' (back to the head of its
     ready list, unchanged). `unique_key`: the task's uniqueness lock, freed when it ends ('ack', 'cancel',
-    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded.
+    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded; `events`: see below.
     """
 
     kind: str
@@ -76,6 +77,8 @@ class Settlement:
     extra: str = ""
     unique_key: str | None = None
     cancelled: bool = False
+    #: Its events as stream entries (core/eventlog.py), written by the settle with it, or not at all.
+    events: list[bytes] | None = None
 
 
 class Broker:
@@ -171,16 +174,23 @@ class Broker:
                 args += [token, envelope]
             await self._adopt(keys=[self.keys.inflight], args=args)
 
-    async def settle(self, items: list[Settlement], result_ttl: int, dead_cap: int) -> list[bool]:
+    async def settle(
+        self, items: list[Settlement], result_ttl: int, dead_cap: int, log: EventLog | None = None
+    ) -> list[bool]:
         """Record outcomes in one round trip; returns, per item, False when its token was stale (refused: the reaper
         handed the task to another worker). Sending the same settle again (its reply was lost) is safe: an item an
-        earlier run already recorded is reported True, and nothing is written twice."""
+        earlier run already recorded is reported True, and nothing is written twice. The items' `events` go to the
+        queue's event log `log` (its stream and the tasks' timelines, with the result TTL) in the same call, each
+        with its item: none of a refused or repeated item."""
         if not items:
             return []
         k = self.keys
         stamp = now_ms()
         keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats, k.counts(stamp // 60000 * 60)]
         args: list[Any] = [stamp, result_ttl, dead_cap, COUNTS_TTL]
+        if log is not None and any(item.events for item in items):
+            keys.append(k.events)
+            args += ["stream", log.maxlen, log.timeline, "", ""]
         # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
         # request) takes the request with it, so it does not linger until it expires.
         pending = self.cancel_requests
@@ -193,6 +203,11 @@ class Broker:
             if item.cancelled or (pending and item.kind in ENDING and item.task_id in pending):
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
+            if item.events and log is not None:
+                keys.append(k.timeline(item.task_id) if log.timeline else k.events)
+                packed: tuple[list[bytes], list[bytes]] = ([], [])
+                pack(item.events, len(keys) if log.timeline else 0, packed)
+                args += ["events", "", b"\n".join(packed[0]), b"\n".join(packed[1]), ""]
         keys += self._levels
         keys.append(k.reaped)
         flags = await self._settle(keys=keys, args=args)

@@ -2,11 +2,11 @@
 
 One query, four faces: none of them talks to Redis on its own. Every call is bounded: lists come in pages, queues
 are found in the queue registry (SCAN only on request: `discover`), and looking a task up by id searches at most
-SEARCH_LIMIT entries of each unindexed place (ready list, in-flight hash, delayed set) and the last EVENT_SCAN_LIMIT
-events of the stream. Everything returned that holds an envelope, a result, an error or event data is masked, and
-bounded: each stored field (an envelope, a result record, a dead letter, an event) is cut to the limits of
-core/bounds.py, and what was cut is said (`truncated`), so no page, fragment or API answer grows with what a
-producer or an endpoint sent. Queue-level reads live in queues.py, events in stream.py.
+SEARCH_LIMIT entries of each unindexed place (ready list, in-flight hash, delayed set), and its events come from its
+timeline (at most TIMELINE_READ events). Everything returned that holds an envelope, a result, an error or event
+data is masked, and bounded: each stored field (an envelope, a result record, a dead letter, an event) is cut to the
+limits of core/bounds.py, and what was cut is said (`truncated`), so no page, fragment or API answer grows with what
+a producer or an endpoint sent. Queue-level reads live in queues.py, events in stream.py.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@
 --   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
 --   task's cancel request.
+--   Events (see core/eventlog.py, events.lua): 'stream' (item key: the queue's event stream; token: its maxlen;
+--   result: events kept per timeline), first when any item has events, names where they go; 'events' (item key:
+--   the task's timeline; result: its events, one JSON per line; data: their spec) follows its item like 'unlock'
+--   and writes them only when the item was settled now: a refused or repeated settle writes none.
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per
 -- kind per batch.
@@ -27,11 +31,13 @@
 -- per item.
 local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
 --@include levels
+--@include events
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local out = {}
 local counts = {}
 local dead_added = false
+local stream, maxlen, keep  -- set by a 'stream' item
 local leases = {}
 local last_held = false
 local n = (#ARGV - 4) / 5
@@ -41,9 +47,13 @@ for i = 0, n - 1 do
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
   local held, envelope
-  if kind == 'unlock' or kind == 'uncancel' then
-    if last_held then
-      if kind == 'uncancel' then
+  if kind == 'unlock' or kind == 'uncancel' or kind == 'events' or kind == 'stream' then
+    if kind == 'stream' then
+      stream, maxlen, keep = KEYS[9 + i], token, tonumber(result)
+    elseif last_held then
+      if kind == 'events' then  -- the settled item's events, with it or not at all
+        record_events(stream, maxlen, keep, ttl, result, ARGV[base + 3])
+      elseif kind == 'uncancel' then
         redis.call('ZREM', KEYS[9 + i], token)
       elseif redis.call('GET', KEYS[9 + i]) == token then
         redis.call('DEL', KEYS[9 + i])
