@@ -35,6 +35,9 @@ class EventReader:
         if isinstance(values.get("event"), dict):
             values = values["event"]
         cuts: Cuts = {}
+        written = values.get("truncated")
+        if isinstance(written, dict):  # what its writer cut (a long error, or the timeline's shorter copy)
+            cuts.update({str(path): cut for path, cut in written.items() if isinstance(cut, dict)})
         if sum(len(value) for value in fields.values() if isinstance(value, bytes)) > EVENT_FIELD:
             # Another writer's event, or one written before the stream sink bounded them: bounded here.
             values = bounded(values, text=EVENT_TEXT, total=EVENT_FIELD, cuts=cuts)
