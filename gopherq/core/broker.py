@@ -188,13 +188,15 @@ class Broker:
         stamp = now_ms()
         keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats, k.counts(stamp // 60000 * 60)]
         args: list[Any] = [stamp, result_ttl, dead_cap, COUNTS_TTL]
+        logged: list[tuple[list[bytes], int, str]] = []  # (events, settle item, task id) of the items with events
         if log is not None and any(item.events for item in items):
             keys.append(k.events)
-            args += ["stream", log.maxlen, log.timeline, "", ""]
+            args += ["stream", log.maxlen, log.timeline, b"", b""]  # the events and their spec: filled in below
         # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
         # request) takes the request with it, so it does not linger until it expires.
         pending = self.cancel_requests
         for item in items:
+            position = len(keys) - 8  # the item's index in the script (KEYS[9 + position])
             keys.append(k.result(item.task_id))
             args += [item.kind, item.token, item.result, item.data, item.extra]
             if item.unique_key is not None and item.kind in ENDING:
@@ -204,10 +206,17 @@ class Broker:
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
             if item.events and log is not None:
-                keys.append(k.timeline(item.task_id) if log.timeline else k.events)
-                packed: tuple[list[bytes], list[bytes]] = ([], [])
-                pack(item.events, len(keys) if log.timeline else 0, packed)
-                args += ["events", "", b"\n".join(packed[0]), b"\n".join(packed[1]), ""]
+                logged.append((item.events, position, item.task_id))
+        if logged and log is not None:  # after the items' keys: each event's timeline key, by its KEYS index
+            packed: tuple[list[bytes], list[bytes]] = ([], [])
+            for events, position, task_id in logged:
+                index = 0
+                if log.timeline:
+                    keys.append(k.timeline(task_id))
+                    index = len(keys)
+                for line in events:
+                    pack(line, index, position, packed)
+            args[7], args[8] = b"\n".join(packed[0]), b"\n".join(packed[1])
         keys += self._levels
         keys.append(k.reaped)
         flags = await self._settle(keys=keys, args=args)

@@ -103,15 +103,14 @@ def timeline_entry(line: bytes) -> bytes:
     return _cut(line, TIMELINE_TEXT_BYTES, TIMELINE_ENTRY_BYTES)
 
 
-def pack(lines: Sequence[bytes], key_index: int, packed: tuple[list[bytes], list[bytes]]) -> None:
-    """Add events to one script call's two arguments (see lua/events.lua): their stream entries, one per line, and
-    per event the KEYS index of its task's timeline (0: none), with the shorter timeline entry when it needs one."""
+def pack(line: bytes, key_index: int, item: int, packed: tuple[list[bytes], list[bytes]]) -> None:
+    """Add one event to a script call's two arguments (see lua/events.lua): its stream entry, and its spec line:
+    the KEYS index of its task's timeline (0: none) and the settle item it belongs to, with the shorter timeline
+    entry when it needs one."""
     entries, spec = packed
-    index = str(key_index).encode()
-    for line in lines:
-        entries.append(line)
-        short = timeline_entry(line) if key_index else b""
-        spec.append(index + b" " + short if short else index)
+    entries.append(line)
+    short = timeline_entry(line) if key_index else b""
+    spec.append(b"%d %d %s" % (key_index, item, short) if short else b"%d %d" % (key_index, item))
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,5 +168,5 @@ class EventLog:
                 if not index:
                     keys.append(k.timeline(task_id))
                     index = where[task_id] = len(keys)
-            pack((line,), index, packed)
+            pack(line, index, 0, packed)
         return keys, [self.maxlen, self.timeline, self.ttl, b"\n".join(packed[0]), b"\n".join(packed[1])]

@@ -20,10 +20,10 @@
 --   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
 --   task's cancel request.
---   Events (see core/eventlog.py, events.lua): 'stream' (item key: the queue's event stream; token: its maxlen;
---   result: events kept per timeline), first when any item has events, names where they go; 'events' (item key:
---   the task's timeline; result: its events, one JSON per line; data: their spec) follows its item like 'unlock'
---   and writes them only when the item was settled now: a refused or repeated settle writes none.
+--   Events (see core/eventlog.py, events.lua): a 'stream' item, first when any item has events (item key: the
+--   queue's event stream; token: its maxlen; result: events kept per timeline; data: the events, one JSON per line;
+--   extra: their spec, naming each one's item and its task's timeline key, which come after the items' keys). Each
+--   event is written after the items, only when its item was settled now: a refused or repeated item writes none.
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per
 -- kind per batch.
@@ -37,7 +37,8 @@ local cap = tonumber(ARGV[3])
 local out = {}
 local counts = {}
 local dead_added = false
-local stream, maxlen, keep  -- set by a 'stream' item
+local stream, maxlen, keep, events  -- set by a 'stream' item
+local settled = {}
 local leases = {}
 local last_held = false
 local n = (#ARGV - 4) / 5
@@ -47,13 +48,11 @@ for i = 0, n - 1 do
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
   local held, envelope
-  if kind == 'unlock' or kind == 'uncancel' or kind == 'events' or kind == 'stream' then
+  if kind == 'unlock' or kind == 'uncancel' or kind == 'stream' then
     if kind == 'stream' then
-      stream, maxlen, keep = KEYS[9 + i], token, tonumber(result)
+      stream, maxlen, keep, events = KEYS[9 + i], token, tonumber(result), base
     elseif last_held then
-      if kind == 'events' then  -- the settled item's events, with it or not at all
-        record_events(stream, maxlen, keep, ttl, result, ARGV[base + 3])
-      elseif kind == 'uncancel' then
+      if kind == 'uncancel' then
         redis.call('ZREM', KEYS[9 + i], token)
       elseif redis.call('GET', KEYS[9 + i]) == token then
         redis.call('DEL', KEYS[9 + i])
@@ -80,6 +79,7 @@ for i = 0, n - 1 do
     end
   else
     last_held = true
+    settled[i] = true
     leases[#leases + 1] = token
     if kind == 'retry' or kind == 'defer' then
       redis.call('ZADD', KEYS[4], ARGV[base + 4], ARGV[base + 3])
@@ -121,6 +121,9 @@ for kind, field in pairs(minute) do
   end
 end
 if counted then redis.call('EXPIRE', KEYS[8], ARGV[4]) end
+if stream then  -- the settled items' events, with them or not at all
+  record_events(stream, maxlen, keep, ttl, ARGV[events + 3], ARGV[events + 4], settled)
+end
 if dead_added then
   local over = redis.call('ZCARD', KEYS[6]) - cap
   if over > 0 then
