@@ -300,6 +300,7 @@ class Run:
         # and the shipped rows run the example gopherq.toml as shipped (logging at INFO, its logging sink, stream on).
         for name, options in (
             ("GoPherQ x1, stream off", {"stream": "off"}),
+            ("GoPherQ x1, stream on, no timelines", {"stream": "no-timeline"}),
             ("GoPherQ x1, shipped gopherq.toml", {"config": "shipped"}),
         ):
             spec = WorkerSpec("noop", options=options)

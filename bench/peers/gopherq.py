@@ -4,7 +4,8 @@ Client: `gopherq.AsyncClient` (uvloop); one by one = `enqueue()` per task, bulk 
 Worker: `gopherq run -c <toml>`; logging at WARNING (so the logging sink is off), everything else default
 unless the workload says so. The "shipped" rows start it instead from the repository's own `gopherq.toml` as shipped
 (logging at INFO with the logging sink's events, the stream on), with only Redis, the queue and the workload's
-concurrency and batch size set; the "stream off" rows add `[plugins.stream] enabled = false` to the usual file.
+concurrency and batch size set; the "stream off" rows add `[plugins.stream] enabled = false` to the usual file
+(and "no timelines" `timeline = 0`).
 When the pycall plugin is not installed (the smoke run in the test environment) the worker is started through
 bench/gopherq_worker.py, which adds it from examples/ without installing it.
 """
@@ -81,6 +82,8 @@ class GoPherQPeer(AsyncPeer):
             text += ", settings of the shipped `gopherq.toml` otherwise (logging at INFO with its sink, stream on)"
         if spec.options.get("stream") == "off":
             text += ", `[plugins.stream] enabled = false`"
+        elif spec.options.get("stream") == "no-timeline":
+            text += ", `[plugins.stream] timeline = 0`"
         if spec.processes > 1:
             text = text.replace("1 process", f"{spec.processes} processes (`--processes {spec.processes}`)")
         if "transport" in spec.options:
@@ -187,9 +190,11 @@ class GoPherQPeer(AsyncPeer):
             ]
         if spec.options.get("stream") == "off":
             lines += ["[plugins.stream]", "enabled = false"]
+        elif spec.options.get("stream") == "no-timeline":
+            lines += ["[plugins.stream]", "timeline = 0"]
         tag = f"{spec.workload}-c{concurrency}-p{spec.processes}-{spec.options.get('transport', 'default')}"
         tag += f"-traced{spec.options['tracing']}" if "tracing" in spec.options else ""
-        tag += "-nostream" if spec.options.get("stream") == "off" else ""
+        tag += f"-stream-{spec.options['stream']}" if "stream" in spec.options else ""
         path = self.ctx.run_dir / f"gopherq-{tag}.toml"
         path.write_text("\n".join(lines) + "\n")
         return path

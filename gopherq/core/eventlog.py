@@ -109,8 +109,10 @@ def pack(line: bytes, key_index: int, item: int, packed: tuple[list[bytes], list
     entry when it needs one."""
     entries, spec = packed
     entries.append(line)
-    short = timeline_entry(line) if key_index else b""
-    spec.append(b"%d %d %s" % (key_index, item, short) if short else b"%d %d" % (key_index, item))
+    if key_index and len(line) > TIMELINE_ENTRY_BYTES:
+        spec.append(b"%d %d %s" % (key_index, item, timeline_entry(line)))
+    else:
+        spec.append(b"%d %d" % (key_index, item))
 
 
 @dataclass(frozen=True, slots=True)
