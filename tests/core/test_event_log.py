@@ -164,8 +164,9 @@ async def test_a_timeline_expires_with_the_result_and_keeps_its_newest_events_bo
     assert timeline[1].truncated  # the timeline's copy of the long event says it was cut
     assert len(codec.loads(sync_redis.xrange(worker.keys.events)[-2][1][b"event"])["data"]["body"]) > 2048
 
-    sync_redis.pexpire(worker.keys.result("t"), 50)
-    sync_redis.pexpire(key, 50)  # as the settle left them, only sooner
+    soon = int(time.time() * 1000) + 50
+    sync_redis.pexpireat(worker.keys.result("t"), soon)
+    sync_redis.pexpireat(key, soon)  # as the settle left them (one expiry time), only sooner
     await async_wait_until(lambda: not sync_redis.exists(worker.keys.result("t")), what="the result expired")
     assert not sync_redis.exists(key) and await Inspector(aredis, Settings()).timeline(queue_name, "t") == []
 

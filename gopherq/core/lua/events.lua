@@ -8,12 +8,10 @@
 -- timeline keeps its newest `keep` entries and expires `ttl` seconds after its latest event. Returns how many
 -- events were written.
 local function record_events(stream, maxlen, keep, ttl, entries, spec, settled)
-  local specs = {}
-  for s in string.gmatch(spec, '[^\n]+') do specs[#specs + 1] = s end
-  local n, written = 0, 0
+  local specs = string.gmatch(spec, '(%d+) (%d+) ?([^\n]*)')  -- one spec line per entry, read alongside
+  local written = 0
   for line in string.gmatch(entries, '[^\n]+') do
-    n = n + 1
-    local index, item, short = string.match(specs[n], '^(%d+) (%d+) ?(.*)$')
+    local index, item, short = specs()
     if settled == nil or settled[tonumber(item)] then
       written = written + 1
       local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'event', line)
