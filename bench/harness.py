@@ -296,6 +296,19 @@ class Run:
             spec = WorkerSpec("noop", processes=processes)
             r.configs.append((name, "noop drain", peer.describe(spec)))
             self.repeat(name, "noop_drain", "tasks/s", partial(self._staged, work, peer, spec, name))
+        # The cost of the defaults: the x1 scaling row above has the stream on (the default); this one has it off,
+        # and the shipped rows run the example gopherq.toml as shipped (logging at INFO, its logging sink, stream on).
+        for name, options in (
+            ("GoPherQ x1, stream off", {"stream": "off"}),
+            ("GoPherQ x1, stream on, no timelines", {"stream": "no-timeline"}),
+            ("GoPherQ x1, shipped gopherq.toml", {"config": "shipped"}),
+        ):
+            spec = WorkerSpec("noop", options=options)
+            r.configs.append((name, "noop drain", peer.describe(spec)))
+            self.repeat(name, "noop_drain", "tasks/s", partial(self._staged, work, peer, spec, name))
+        for c in p.concurrency:
+            shipped = WorkerSpec("http", concurrency=c, options={"config": "shipped"})
+            self._http(peer, work, "GoPherQ (shipped gopherq.toml)", shipped)
         if "soak" not in self.skip:
             say(f"GoPherQ soak: {p.soak_total:,} noop tasks")
             spec = WorkerSpec("noop")

@@ -111,6 +111,10 @@ def targets(results: Results) -> list[str]:
             abs(growth) <= 0.10,
         )
     one = results.table.get("GoPherQ x1 process (scaling)", {}).get("noop_drain")
+    off = results.table.get("GoPherQ x1, stream off", {}).get("noop_drain")
+    if one and off:
+        cost = 1 - one.median / off.median
+        add("noop drain with the stream on within 3 % of the stream off", f"{cost:+.1%} slower", cost <= 0.03)
     two = results.table.get("GoPherQ x2 processes", {}).get("noop_drain")
     if one and two:
         ratio = two.median / one.median

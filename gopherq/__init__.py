@@ -41,6 +41,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "TaskRejected": ("gopherq.core.errors", "TaskRejected"),
     "Event": ("gopherq.core.events", "Event"),
     "EventFilter": ("gopherq.core.events", "EventFilter"),
+    "EventLog": ("gopherq.core.eventlog", "EventLog"),
     "Sink": ("gopherq.core.events", "Sink"),
     "ExecutionContext": ("gopherq.core.executor", "ExecutionContext"),
     "AttemptOutcome": ("gopherq.core.executor", "AttemptOutcome"),
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
         TaskFailure,
         TaskRejected,
     )
+    from gopherq.core.eventlog import EventLog
     from gopherq.core.events import Event, EventFilter, Sink
     from gopherq.core.executor import AttemptOutcome, AttemptRunner, ExecutionContext, Executor
     from gopherq.core.flow import FlowLimits
@@ -139,6 +141,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventFilter",
+    "EventLog",
     "ExecutionContext",
     "Executor",
     "FlowLimits",

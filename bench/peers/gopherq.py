@@ -2,8 +2,12 @@
 
 Client: `gopherq.AsyncClient` (uvloop); one by one = `enqueue()` per task, bulk = `enqueue_many()` per 1,000.
 Worker: `gopherq run -c <toml>`; logging at WARNING (so the logging sink is off), everything else default
-unless the workload says so. When the pycall plugin is not installed (the smoke run in the test environment)
-the worker is started through bench/gopherq_worker.py, which adds it from examples/ without installing it.
+unless the workload says so. The "shipped" rows start it instead from the repository's own `gopherq.toml` as shipped
+(logging at INFO with the logging sink's events, the stream on), with only Redis, the queue and the workload's
+concurrency and batch size set; the "stream off" rows add `[plugins.stream] enabled = false` to the usual file
+(and "no timelines" `timeline = 0`).
+When the pycall plugin is not installed (the smoke run in the test environment) the worker is started through
+bench/gopherq_worker.py, which adds it from examples/ without installing it.
 """
 
 from __future__ import annotations
@@ -74,6 +78,12 @@ class GoPherQPeer(AsyncPeer):
 
     def describe(self, spec: WorkerSpec) -> str:
         text = super().describe(spec)
+        if spec.options.get("config") == "shipped":
+            text += ", settings of the shipped `gopherq.toml` otherwise (logging at INFO with its sink, stream on)"
+        if spec.options.get("stream") == "off":
+            text += ", `[plugins.stream] enabled = false`"
+        elif spec.options.get("stream") == "no-timeline":
+            text += ", `[plugins.stream] timeline = 0`"
         if spec.processes > 1:
             text = text.replace("1 process", f"{spec.processes} processes (`--processes {spec.processes}`)")
         if "transport" in spec.options:
@@ -153,6 +163,8 @@ class GoPherQPeer(AsyncPeer):
     def config_file(self, spec: WorkerSpec) -> Path:
         concurrency = spec.concurrency if spec.workload == "http" else NOOP_CONCURRENCY
         batch = min(concurrency, NOOP_BATCH)
+        if spec.options.get("config") == "shipped":
+            return self.shipped_config(spec, concurrency, batch)
         lines = [
             "[redis]",
             f'url = "{self.ctx.redis_url}"',
@@ -176,10 +188,30 @@ class GoPherQPeer(AsyncPeer):
                 'exporter = "none"',
                 f"sample_ratio = {spec.options['tracing']}",
             ]
+        if spec.options.get("stream") == "off":
+            lines += ["[plugins.stream]", "enabled = false"]
+        elif spec.options.get("stream") == "no-timeline":
+            lines += ["[plugins.stream]", "timeline = 0"]
         tag = f"{spec.workload}-c{concurrency}-p{spec.processes}-{spec.options.get('transport', 'default')}"
         tag += f"-traced{spec.options['tracing']}" if "tracing" in spec.options else ""
+        tag += f"-stream-{spec.options['stream']}" if "stream" in spec.options else ""
         path = self.ctx.run_dir / f"gopherq-{tag}.toml"
         path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def shipped_config(self, spec: WorkerSpec, concurrency: int, batch: int) -> Path:
+        """The repository's `gopherq.toml` as shipped, pointed at the harness's Redis and queue, with the workload's
+        concurrency and batch size (and the HTTP pool sized to it, as in the other rows): what a user who starts from
+        the example file gets."""
+        import tomllib
+
+        shipped = tomllib.loads((self.ctx.repo / "gopherq.toml").read_text())
+        shipped["redis"] = {"url": self.ctx.redis_url}
+        shipped["queue"]["name"] = self.ctx.queue
+        shipped["worker"].update(concurrency=concurrency, batch_size=batch, processes=spec.processes)
+        shipped.setdefault("plugins", {}).setdefault("http", {})["max_connections"] = concurrency
+        path = self.ctx.run_dir / f"gopherq-shipped-{spec.workload}-c{concurrency}-p{spec.processes}.toml"
+        path.write_text(toml_text(shipped))
         return path
 
     def worker(self, spec: WorkerSpec) -> tuple[list[str], dict[str, str]]:
@@ -188,3 +220,15 @@ class GoPherQPeer(AsyncPeer):
             return [self.exe("gopherq"), "run", "-c", config], {}
         extra_path = str(pycall_source(self.ctx.repo))
         return [self.exe("python"), "-m", "bench.gopherq_worker", "-c", config], {"BENCH_EXTRA_PATH": extra_path}
+
+
+def toml_text(tables: dict[str, Any], prefix: str = "") -> str:
+    """A settings dict as TOML: scalars and lists of scalars (JSON's syntax is TOML's for these), tables nested."""
+    import json
+
+    scalars = [f"{key} = {json.dumps(value)}" for key, value in tables.items() if not isinstance(value, dict)]
+    text = (f"[{prefix}]\n" if prefix and scalars else "") + "".join(line + "\n" for line in scalars)
+    for key, value in tables.items():
+        if isinstance(value, dict):
+            text += toml_text(value, f"{prefix}.{key}" if prefix else key)
+    return text

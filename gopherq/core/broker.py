@@ -16,6 +16,7 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
+from gopherq.core.eventlog import EventLog, pack
 from gopherq.core.keys import COUNTS_TTL, QueueKeys
 from gopherq.core.priorities import LETTERS
 from gopherq.core.redis_client import RedisClient
@@ -67,7 +68,7 @@ class Settlement:
     kind: 'ack' (finished, result written), 'cancel' (as 'ack', for a cancelled task), 'retry' (data: new
     envelope, extra: due ms), 'dead' (data: entry JSON, extra: entry id) or 'release' (back to the head of its
     ready list, unchanged). `unique_key`: the task's uniqueness lock, freed when it ends ('ack', 'cancel',
-    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded.
+    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded; `events`: see below.
     """
 
     kind: str
@@ -84,6 +85,8 @@ class Settlement:
     #: An id the claim recorded this attempt under that is not the task's (bytes that never became a task): its
     #: record is forgotten if it still names this attempt.
     forget: str | None = None
+    #: Its events as stream entries (core/eventlog.py), written by the settle with it, or not at all.
+    events: list[bytes] | None = None
 
 
 class Broker:
@@ -206,20 +209,29 @@ class Broker:
             args += [self.worker_id or "", now_ms()]
             await self._adopt(keys=[self.keys.inflight, self.keys.where], args=args)
 
-    async def settle(self, items: list[Settlement], result_ttl: int, dead_cap: int) -> list[bool]:
+    async def settle(
+        self, items: list[Settlement], result_ttl: int, dead_cap: int, log: EventLog | None = None
+    ) -> list[bool]:
         """Record outcomes in one round trip; returns, per item, False when its token was stale (refused: the reaper
         handed the task to another worker). Sending the same settle again (its reply was lost) is safe: an item an
-        earlier run already recorded is reported True, and nothing is written twice."""
+        earlier run already recorded is reported True, and nothing is written twice. The items' `events` go to the
+        queue's event log `log` (its stream and the tasks' timelines, with the result TTL) in the same call, each
+        with its item: none of a refused or repeated item."""
         if not items:
             return []
         k = self.keys
         stamp = now_ms()
         keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats, k.counts(stamp // 60000 * 60)]
         args: list[Any] = [stamp, result_ttl, dead_cap, COUNTS_TTL]
+        logged: list[tuple[list[bytes], int, str]] = []  # (events, settle item, task id) of the items with events
+        if log is not None and any(item.events for item in items):
+            keys.append(k.events)
+            args += ["stream", log.maxlen, log.timeline, b"", b""]  # the events and their spec: filled in below
         # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
         # request) takes the request with it, so it does not linger until it expires.
         pending = self.cancel_requests
         for item in items:
+            position = len(keys) - 8  # the item's index in the script (KEYS[9 + position])
             keys.append(k.result(item.task_id))
             # An ending item names its task in `extra` (its whereabouts go); a dead letter's is its entry id already.
             extra = item.task_id if item.kind == "ack" or item.kind == "cancel" else item.extra
@@ -236,6 +248,18 @@ class Broker:
             if item.cancelled or (pending and item.kind in ENDING and item.task_id in pending):
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
+            if item.events and log is not None:
+                logged.append((item.events, position, item.task_id))
+        if logged and log is not None:  # after the items' keys: each event's timeline key, by its KEYS index
+            packed: tuple[list[bytes], list[bytes]] = ([], [])
+            for events, position, task_id in logged:
+                index = 0
+                if log.timeline:
+                    keys.append(k.timeline(task_id))
+                    index = len(keys)
+                for line in events:
+                    pack(line, index, position, packed)
+            args[7], args[8] = b"\n".join(packed[0]), b"\n".join(packed[1])
         keys += self._levels
         keys += [k.reaped, k.where]
         flags = await self._settle(keys=keys, args=args)

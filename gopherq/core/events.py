@@ -18,12 +18,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gopherq.core import codec
 from gopherq.core.loglines import escape_controls
 from gopherq.core.masking import Masker
 from gopherq.core.tracecontext import trace_id
+
+if TYPE_CHECKING:
+    from gopherq.core.eventlog import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +230,8 @@ class SinkChannel:
         self.failed_events = 0
         self.delivered = 0
         self._capacity = buffer_size
+        #: The queue event log this sink writes (its `event_log`, see core/eventlog.py), when it is the log's writer.
+        self.event_log: EventLog | None = getattr(sink, "event_log", None)
         self._handle_is_async = inspect.iscoroutinefunction(sink.handle)
         self._wakeup = asyncio.Event()
         self._idle = True  # the consumer waits on _wakeup: the next put must set it
@@ -371,6 +376,7 @@ class EventBus:
     def __init__(self) -> None:
         self.channels: list[SinkChannel] = []
         self._routes: dict[str, Sequence[SinkChannel]] = {}
+        self._unlogged: dict[str, Sequence[SinkChannel]] = {}  # the routes of events already in the event log
         self.defaults: dict[str, Any] = {}
         #: Masks the `error` and `data` of every event before a sink sees it (set by the worker and the client).
         self.masker: Masker | None = None
@@ -381,7 +387,14 @@ class EventBus:
         channel = SinkChannel(name, sink, EventFilter(events), buffer_size, batch_size)
         self.channels.append(channel)
         self._routes.clear()
+        self._unlogged.clear()
         return channel
+
+    @property
+    def log_writer(self) -> SinkChannel | None:
+        """The channel of the sink that writes the queue's event log (the `stream` sink), if one is attached: the
+        settle script writes the events it accepts (`log_writer.accepts`) into `log_writer.event_log` itself."""
+        return next((channel for channel in self.channels if channel.event_log is not None), None)
 
     def wants(self, name: str) -> bool:
         return bool(self._route(name))
@@ -405,22 +418,31 @@ class EventBus:
         queue: str | None = None,
         worker: str | None = None,
         trace: dict[str, str] | None = None,
+        timestamp: float | None = None,
+        logged: bool = False,
     ) -> None:
         """Hand an event (the fields of `Event`; `worker` and `queue` default to the bus's `defaults`; `trace` is
-        the task's `trace` field, whose trace id becomes the event's `trace_id`) to every sink that wants it; never
-        blocks. Explicit keywords rather than **fields: this runs several times per task
-        and must cost next to nothing, whether a sink wants the event or not."""
-        route = self._routes.get(name)
-        if route is None:
-            route = self._route(name)
+        the task's `trace` field, whose trace id becomes the event's `trace_id`; `timestamp` defaults to now) to
+        every sink that wants it; never blocks. `logged`: the event, masked, is already in the queue's event log
+        (the settle script wrote it), so the log's writer does not get it and it is not masked again. Explicit
+        keywords rather than **fields: this runs several times per task and must cost next to nothing, whether a
+        sink wants the event or not."""
+        if logged:
+            route = self._unlogged.get(name)
+            if route is None:
+                route = self._unlogged[name] = tuple(c for c in self._route(name) if c.event_log is None)
+        else:
+            route = self._routes.get(name)
+            if route is None:
+                route = self._route(name)
         if not route:
             return
         data = data or None  # an empty dict need not wait in a buffer
-        if self.masker is not None and (error is not None or data is not None):
+        if self.masker is not None and not logged and (error is not None or data is not None):
             error, data = self.masker.value(error), self.masker.value(data)
         pending = (
             name,
-            time.time(),
+            time.time() if timestamp is None else timestamp,
             self.defaults,
             worker,
             queue,

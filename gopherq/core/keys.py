@@ -108,7 +108,8 @@ class QueueKeys:
 
     @property
     def events(self) -> str:
-        """Stream of the queue's events, capped (written by the built-in `stream` sink)."""
+        """Stream of the queue's events, capped (written by the settle script and the `stream` sink, see
+        core/eventlog.py)."""
         return self._tagged("events")
 
     def worker_info(self, worker_id: str) -> str:
@@ -175,6 +176,10 @@ class QueueKeys:
 
     def result(self, task_id: str) -> str:
         return self._tagged(f"result:{task_id}")
+
+    def timeline(self, task_id: str) -> str:
+        """List: a task's newest events ('<stream entry id> <JSON>'), expiring with its result (core/eventlog.py)."""
+        return self._tagged(f"timeline:{task_id}")
 
     @property
     def flows(self) -> str:

@@ -124,6 +124,10 @@ class Decision:
     error: ErrorInfo | None = None
     duration: float | None = None
     data: dict[str, Any] | None = None
+    #: The attempt failed: a `task.failed` event (with `error`, and `facts` as its data) comes before `event`.
+    failed: bool = False
+    #: What the executor reported about the attempt (its `context.event_data`).
+    facts: dict[str, Any] | None = None
 
 
 class OutcomePolicy:

@@ -2,21 +2,31 @@
 
 Each finished (or refused, released, cancelled...) task becomes a `Decision` (made in outcomes.py) handed to
 `Settler.decide`; `Settler.run` writes every decision made since its last round trip with one settle script call,
-then counts and announces each one the script accepted. Follow-up tasks an executor asks for when a task ends (e.g.
-callbacks) are pushed before the settle that ends it, so a crash between the two repeats them and never loses them.
+then counts and announces each one the script accepted. When the queue's event log is on (the `stream` sink), the
+outcome events go with their decisions into that same call, masked here (core/eventlog.py says why), and the event
+bus hands them to the other sinks only: the log holds exactly the outcomes the script recorded. Follow-up tasks an
+executor asks for when a task ends (e.g. callbacks) are pushed before the settle that ends it, so a crash between the
+two repeats them and never loses them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Any
 
 from gopherq.core import codec
+from gopherq.core.eventlog import entry_line
 from gopherq.core.outcomes import Decision
 from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.shared import Shared
+from gopherq.core.tracecontext import trace_id
 
 log = logging.getLogger("gopherq.core.worker")  # the worker's log lines, under the name operators filter on
+
+#: An announced decision's event fields as the event log has them: (timestamp, error, data, facts), masked.
+Logged = tuple[float, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]
 
 
 def envelope_ids(envelopes: list[bytes]) -> list[str] | None:
@@ -39,6 +49,12 @@ class Settler:
         self.broker, self.bus, self.flow, self.plugins = shared.broker, shared.bus, shared.flow, shared.plugins
         self.held, self.stats, self.outage = shared.holdings.tasks, shared.stats, shared.outage
         self.schedule_runs = shared.schedule_runs
+        writer = self.bus.log_writer
+        #: The queue's event log, when a sink writes it: the settle writes the outcome events it accepts.
+        self.log = writer.event_log if writer is not None else None
+        self._log_accepts = writer.accepts if writer is not None else None
+        self._logs: dict[str, bool] = {}  # event name -> whether the log takes it
+        self.worker_id = shared.worker_id
         self._decisions: list[Decision] = []
         self._followups: list[bytes] = []  # envelopes tasks asked for when they ended (e.g. callbacks)
         self._flush_lock = asyncio.Lock()
@@ -91,19 +107,58 @@ class Settler:
                     self._decisions[:0] = decisions
                     self._followups[:0] = followups
                     raise
+            logged: list[Logged | None] | None = None
+            if self.log is not None:
+                stamp = time.time()
+                logged = [self._log_events(decision, stamp) for decision in decisions]
             try:
                 accepted = await self.broker.settle(
-                    [d.settlement for d in decisions], self.queue.result_ttl, self.queue.dead_letter_max
+                    [d.settlement for d in decisions], self.queue.result_ttl, self.queue.dead_letter_max, self.log
                 )
             except BaseException:
                 self._decisions[:0] = decisions
                 raise
-            for decision, ok in zip(decisions, accepted, strict=False):
+            for index, (decision, ok) in enumerate(zip(decisions, accepted, strict=False)):
                 self.held.pop(decision.settlement.token, None)
-                self._announce(decision, ok)
+                self._announce(decision, ok, None if logged is None else logged[index])
         await self.flow.flush()
 
-    def _announce(self, decision: Decision, ok: bool) -> None:
+    def _logs_event(self, name: str) -> bool:
+        wanted = self._logs.get(name)
+        if wanted is None:
+            wanted = self._logs[name] = self._log_accepts is not None and self._log_accepts(name)
+        return wanted
+
+    def _log_events(self, decision: Decision, stamp: float) -> Logged | None:
+        """Put the decision's events (its `task.failed`, then its outcome), as the log takes them, on its settlement
+        for the settle script to write; returns their masked fields for `_announce` (None: no event)."""
+        if not decision.event and not decision.failed:
+            decision.settlement.events = None
+            return None
+        masker = self.bus.masker
+        error = decision.error.to_dict() if decision.error else None
+        data, facts = decision.data, decision.facts
+        if masker is not None:
+            error = None if error is None else masker.value(error)
+            data = None if data is None else masker.value(data)
+            facts = None if facts is None else masker.value(facts)
+        lines: list[bytes] = []
+        task = decision.task
+        task_id, task_type, attempt = decision.settlement.task_id, None, None
+        trace = None
+        if task is not None:
+            task_id, task_type, attempt, trace = task.id, task.type, task.attempt, trace_id(task.trace)
+        who = (self.worker_id, self.broker.keys.queue, task_id, task_type, attempt)
+        if decision.failed and self._logs_event("task.failed"):
+            lines.append(entry_line("task.failed", stamp, *who, None, error, facts, trace))
+        if decision.event and self._logs_event(decision.event):
+            lines.append(entry_line(decision.event, stamp, *who, decision.duration, error, data, trace))
+        decision.settlement.events = lines or None
+        return stamp, error, data, facts
+
+    def _announce(self, decision: Decision, ok: bool, logged: Logged | None = None) -> None:
+        """Count and log a settled decision, and hand its events to the sinks (to all but the event log's writer
+        when `logged`: the settle wrote them, masked, with that timestamp)."""
         task = decision.task
         task_id = task.id if task else decision.settlement.task_id
         if not ok:
@@ -133,6 +188,23 @@ class Settler:
             log.warning(
                 "task %s dead-lettered (%s): %s", task_id, reason, decision.error.message if decision.error else ""
             )
+        stamp: float | None = None
+        if logged is not None:
+            stamp, error, data, facts = logged
+        else:  # masked by the bus
+            error, data, facts = decision.error.to_dict() if decision.error else None, decision.data, decision.facts
+        if decision.failed:
+            self.bus.emit(
+                "task.failed",
+                task_id=task_id,
+                task_type=task.type if task else None,
+                attempt=task.attempt if task else None,
+                error=error,
+                data=facts,
+                trace=task.trace if task else None,
+                timestamp=stamp,
+                logged=logged is not None,
+            )
         if not decision.event:
             return
         self.bus.emit(
@@ -141,7 +213,9 @@ class Settler:
             task_type=task.type if task else None,
             attempt=task.attempt if task else None,
             duration=decision.duration,
-            error=decision.error.to_dict() if decision.error else None,
-            data=decision.data or {},
+            error=error,
+            data=data or {},
             trace=task.trace if task else None,
+            timestamp=stamp,
+            logged=logged is not None,
         )

@@ -321,15 +321,8 @@ class Worker:
         if failure is not None:
             # DEBUG: at the default level the logging sink's `task.failed` line is the one line of a failed attempt.
             log.debug("task %s attempt %d failed: %s: %s", task.id, task.attempt, failure.reason, failure.message)
-            self.bus.emit(
-                "task.failed",
-                task_id=task.id,
-                task_type=task.type,
-                attempt=task.attempt,
-                error=decision.error.to_dict() if decision.error else None,
-                data=facts,
-                trace=task.trace,
-            )
+            # Announced with the outcome it leads to, once the settle has recorded both (settling.py).
+            decision.failed, decision.facts = True, facts
         if facts:
             decision.data = {**facts, **decision.data} if decision.data else facts
         self._decide(decision)

@@ -1,12 +1,17 @@
-"""The built-in `stream` sink: every event of a queue, masked, appended to the capped Redis stream
-`gopherq:{Q}:events`, which `gopherq events`, task timelines and the dashboard's live view read.
+"""The built-in `stream` sink: the writer of each queue's event log in Redis, the capped stream
+`gopherq:{Q}:events` and each task's timeline, which `gopherq events`, task pages and the dashboard's live view
+read.
+
+The outcome events of the tasks a worker settles are not written here: the settle script writes them itself, in the
+call that records the outcome (see gopherq/core/eventlog.py), so the stream agrees with the result records. The
+sink declares itself the log's writer (its `event_log`), and the event bus hands it every other event: a client's
+`task.enqueued`, recoveries, requeues, cancellations, the worker's lifecycle and what plugins emit.
 
 Each stream entry has one field, `event`, whose value is the event as one JSON object with the keys of
 `Event.to_dict()`: `event` (the name), `timestamp`, `worker`, `queue`, `task_id`, `task_type`, `attempt`,
 `duration` (null when absent), and `error` and `data` when the event has them, masked. A batch of events costs
-one round trip and one command: the events of a queue go as JSON lines in a single argument of a small Lua script
-that XADDs each (`MAXLEN ~ <maxlen>`). Building the command costs the worker a few microseconds per event, where a
-pipeline of XADDs with one field per event attribute cost ten times more (redis-py packs every argument in Python).
+one round trip and one command per queue (the `record` script, which XADDs each `MAXLEN ~ <maxlen>` and appends
+each task event to its task's timeline).
 
 The sink opens its own Redis connection (a `gopherq.RedisConnection` on the same settings), so it works the same
 in a worker and in a client with `sinks=True`, and never shares the worker's connection with the hot path. What
@@ -28,31 +33,27 @@ at most about `maxlen` x 8 KiB.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-import orjson
 from pydantic import Field
 
 from gopherq import (
     Backoff,
     Event,
+    EventLog,
     Masker,
-    QueueKeys,
     RedisClient,
     RedisConnection,
     RegisterSettings,
     RegisterSink,
     Settings,
     SinkSettings,
-    bounded,
     hookimpl,
     redis_unavailable,
 )
 
 log = logging.getLogger(__name__)
 
-#: Most bytes of one stream entry (the event as JSON), and of one text in it: the limits the inspection layer
-#: applies to the events it reads (core/bounds.py EVENT_FIELD and EVENT_TEXT).
+#: Most bytes of one stream entry (the event as JSON), and of one text in it (core/eventlog.py).
 ENTRY_BYTES = 8 * 1024
 TEXT_BYTES = 4 * 1024
 
@@ -70,47 +71,17 @@ class StreamSinkSettings(SinkSettings):
         description="event-name globs; '!x' excludes (attempt starts are left out: see docs/operations.md)",
     )
     batch_size: int = Field(500, ge=1, description="most events written in one round trip")
-
-
-#: XADD each JSON line of ARGV[2] to the stream KEYS[1], capped at ARGV[1] (approximately). orjson escapes newlines
-#: inside strings, so a line is always one whole event.
-XADD_LINES = """
-local n = 0
-for line in string.gmatch(ARGV[2], '[^\\n]+') do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', line)
-  n = n + 1
-end
-return n
-"""
+    timeline: int = Field(
+        EventLog.DEFAULT_TIMELINE,
+        ge=0,
+        le=EventLog.MAX_TIMELINE,
+        description="events kept per task for its timeline, expiring with its result (0: no timelines)",
+    )
 
 
 def entry_json(event: Event, masker: Masker) -> bytes:
-    """One stream entry's value: the event as compact JSON (the keys of `Event.to_dict()`, absent values as
-    null), its free-form parts (`error`, `data`) masked, and bounded (see the module). Built as one dict literal
-    rather than through `to_dict()`: this runs once per event, and the literal costs a third as much."""
-    out: dict[str, Any] = {
-        "event": event.name,
-        "timestamp": event.timestamp,
-        "worker": event.worker,
-        "queue": event.queue,
-        "task_id": event.task_id,
-        "task_type": event.task_type,
-        "attempt": event.attempt,
-        "duration": event.duration,
-    }
-    if event.error is not None:
-        out["error"] = masker.value(event.error)
-    if event.data:
-        out["data"] = masker.value(event.data)
-    if event.trace_id is not None:
-        out["trace_id"] = event.trace_id
-    line = orjson.dumps(out, default=str)
-    if len(line) <= ENTRY_BYTES:
-        return line
-    cuts: dict[str, dict[str, int]] = {}
-    out = bounded(orjson.loads(line), text=TEXT_BYTES, total=ENTRY_BYTES, cuts=cuts)
-    out["truncated"] = cuts
-    return orjson.dumps(out)
+    """One stream entry's value: the event as compact JSON, its `error` and `data` masked, bounded."""
+    return EventLog.entry(event, masker)
 
 
 class StreamSink:
@@ -122,8 +93,9 @@ class StreamSink:
         self.masker = Masker.from_settings(settings)
         self.connection = RedisConnection(settings, "stream")
         self.redis: RedisClient | None = None
-        self.script: Any = None
-        self.keys: dict[str, str] = {}
+        #: Declares this sink the writer of the queue's event log: the settle script writes the outcome events the
+        #: sink accepts, and the bus hands the sink only the others.
+        self.event_log = EventLog(config.maxlen, config.timeline, settings.queue.result_ttl)
         self.written = 0
         self.skipped = 0
         self.retries = 0
@@ -132,21 +104,14 @@ class StreamSink:
 
     async def open(self) -> None:
         self.redis = await self.connection.open()
-        self.script = self.redis.register_script(XADD_LINES)
-
-    def _key(self, queue: str) -> str:
-        key = self.keys.get(queue)
-        if key is None:
-            key = self.keys[queue] = QueueKeys(queue).events
-        return key
 
     async def handle(self, events: list[Event]) -> None:
-        lines: dict[str, list[bytes]] = {}
+        lines: dict[str, list[tuple[bytes, str | None]]] = {}
         for event in events:
             if event.queue is None:
                 self.skipped += 1
                 continue
-            lines.setdefault(event.queue, []).append(entry_json(event, self.masker))
+            lines.setdefault(event.queue, []).append((entry_json(event, self.masker), event.task_id))
         if not lines:
             return
         while True:
@@ -163,15 +128,15 @@ class StreamSink:
         self.backoff.reset()
         self.written += sum(len(batch) for batch in lines.values())
 
-    async def _write(self, lines: dict[str, list[bytes]]) -> None:
+    async def _write(self, lines: dict[str, list[tuple[bytes, str | None]]]) -> None:
+        assert self.redis is not None, "the sink writes only after open()"
         if len(lines) == 1:  # a worker's events: all of one queue
             [(queue, batch)] = lines.items()
-            await self.script(keys=[self._key(queue)], args=[self.maxlen, b"\n".join(batch)])
+            await self.event_log.write(self.redis, queue, batch)
             return
-        assert self.redis is not None, "the sink writes only after open()"
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue, batch in lines.items():
-                await self.script(keys=[self._key(queue)], args=[self.maxlen, b"\n".join(batch)], client=pipe)
+                await self.event_log.write(self.redis, queue, batch, pipe=pipe)
             await pipe.execute()
 
     async def close(self) -> None:

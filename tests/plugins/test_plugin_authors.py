@@ -454,14 +454,14 @@ def test_workers_prints_its_count_on_stdout_after_the_workers(
 
 
 async def test_events_of_one_task_come_in_time_order(gopherq_queue: RedisQueue, sync_redis: Any) -> None:
-    from gopherq.core.keys import QueueKeys
+    from gopherq import EventLog
 
-    key = QueueKeys(gopherq_queue.name).events
     now = time.time()
-    # A producer's task.enqueued written after the worker's first events (stream order is write order).
-    for name, stamp in (("task.dequeued", now + 1), ("task.started", now + 2), ("task.enqueued", now)):
-        sync_redis.xadd(key, {"event": json.dumps({"event": name, "timestamp": stamp, "task_id": "o1"})})
+    # A producer's task.enqueued written after the worker's first events (write order is not time order).
     async with gopherq_queue.worker() as running:
+        for name, stamp in (("task.dequeued", now + 1), ("task.started", now + 2), ("task.enqueued", now)):
+            line = json.dumps({"event": name, "timestamp": stamp, "task_id": "o1"}).encode()
+            await EventLog(1000).write(running.client.redis, gopherq_queue.name, [(line, "o1")])
         events = await running.client.inspect.events(gopherq_queue.name, task_id="o1", latest=True)
     assert [event.name for event in events] == ["task.enqueued", "task.dequeued", "task.started"]
 

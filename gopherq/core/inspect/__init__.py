@@ -20,13 +20,13 @@ from gopherq.core.inspect.models import (
     WorkerInfo,
 )
 from gopherq.core.inspect.queues import totals_from_stats
-from gopherq.core.inspect.stream import EVENT_SCAN_LIMIT
+from gopherq.core.inspect.stream import TIMELINE_READ
 
 __all__ = [
-    "EVENT_SCAN_LIMIT",
     "ORPHANED_NOTE",
     "OUTCOMES",
     "SEARCH_LIMIT",
+    "TIMELINE_READ",
     "DeadLetterInfo",
     "DeadLetterSummary",
     "Inspector",

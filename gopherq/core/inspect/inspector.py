@@ -2,11 +2,11 @@
 
 One query, four faces: none of them talks to Redis on its own. Every call is bounded: lists come in pages, queues
 are found in the queue registry (SCAN only on request: `discover`), and looking a task up by id reads its
-whereabouts record (lookup.py: one HGET; a bounded search on the server only for a task without one) and its
-timeline (`timeline`). Everything returned that holds an envelope, a result, an error or event data is masked, and
-bounded: each stored field (an envelope, a result record, a dead letter, an event) is cut to the limits of
-core/bounds.py, and what was cut is said (`truncated`), so no page, fragment or API answer grows with what a
-producer or an endpoint sent. Queue-level reads live in queues.py, events in stream.py.
+whereabouts record (lookup.py: one HGET; a bounded search on the server only for a task without one), and its
+events come from its timeline (at most TIMELINE_READ events). Everything returned that holds an envelope, a result,
+an error or event data is masked, and bounded: each stored field (an envelope, a result record, a dead letter, an
+event) is cut to the limits of core/bounds.py, and what was cut is said (`truncated`), so no page, fragment or API
+answer grows with what a producer or an endpoint sent. Queue-level reads live in queues.py, events in stream.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from gopherq.core.inspect.models import (
     DeadLetterSummary,
     Page,
     RunningTask,
-    StreamEvent,
     TaskInfo,
     TaskSummary,
     WorkerInfo,
@@ -276,11 +275,6 @@ class Inspector(QueueReader, EventReader):
             where=located.where.to_dict() if located.where is not None and located.state else None,
             note=located.note,
         )
-
-    async def timeline(self, queue: str, task_id: str, count: int) -> list[StreamEvent]:
-        """The task's last `count` events, in time order: the one read of a task lookup that is not its
-        whereabouts, kept behind this one method so that where the events come from can change alone."""
-        return await self.events(queue, count=count, task_id=task_id, latest=True)
 
     # -- one dead letter -------------------------------------------------------------------------------------
 

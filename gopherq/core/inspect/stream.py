@@ -1,4 +1,5 @@
-"""Reading a queue's event stream (written by the `stream` sink): pages, the latest events, and following."""
+"""Reading a queue's event log (core/eventlog.py): pages of its stream, the latest events, following, and a task's
+timeline."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gopherq.core.bounds import EVENT_FIELD, EVENT_TEXT, Cuts, bounded
+from gopherq.core.eventlog import TIMELINE_MAX
 from gopherq.core.inspect.models import StreamEvent
 from gopherq.core.inspect.reading import decode, number, text
 from gopherq.core.keys import QueueKeys
 from gopherq.core.masking import Masker
 from gopherq.core.redis_client import RedisClient
 
-#: Most recent stream entries a task's timeline (or a filtered event read) looks through.
-EVENT_SCAN_LIMIT = 10_000
+#: Most events a task's timeline read returns (its whole timeline: one bounded LRANGE).
+TIMELINE_READ = TIMELINE_MAX
 
 
 class EventReader:
@@ -33,6 +35,9 @@ class EventReader:
         if isinstance(values.get("event"), dict):
             values = values["event"]
         cuts: Cuts = {}
+        written = values.get("truncated")
+        if isinstance(written, dict):  # what its writer cut (a long error, or the timeline's shorter copy)
+            cuts.update({str(path): cut for path, cut in written.items() if isinstance(cut, dict)})
         if sum(len(value) for value in fields.values() if isinstance(value, bytes)) > EVENT_FIELD:
             # Another writer's event, or one written before the stream sink bounded them: bounded here.
             values = bounded(values, text=EVENT_TEXT, total=EVENT_FIELD, cuts=cuts)
@@ -65,45 +70,35 @@ class EventReader:
         latest: bool = False,
     ) -> list[StreamEvent]:
         """Events of the queue's stream, oldest first: at most `count` after the entry id `after` ("-": from the
-        oldest kept), or with `latest=True` the last `count`. `task_id` keeps that task's events only (looking
-        through at most EVENT_SCAN_LIMIT entries), in the order they happened: stream order is write order, and a
-        producer's `task.enqueued` can be written after a worker's first events of the task. To wait for new
-        events, use `follow`."""
-        key = self.keys(queue).events
+        oldest kept), or with `latest=True` the last `count`. With `task_id`, that task's events come from its
+        timeline (see `timeline`) instead, whatever the stream has taken since. To wait for new events, use
+        `follow`."""
         count = max(1, count)
-        if latest:
-            found = list(reversed(await self._scan(key, "+", count, task_id, newest_first=True)))
-        else:
-            start = "-" if after in ("-", "") else f"({after}"
-            found = await self._scan(key, start, count, task_id, newest_first=False)
         if task_id is not None:
-            found.sort(key=lambda event: (event.timestamp or 0.0, event.id))
-        return found
+            found = await self.timeline(queue, task_id, TIMELINE_READ)
+            if not latest and after not in ("-", ""):
+                found = [event for event in found if _entry_order(event.id) > _entry_order(after)]
+            return found[-count:] if latest else found[:count]
+        key = self.keys(queue).events
+        if latest:
+            entries = await self.redis.xrevrange(key, "+", "-", count=count)
+            return [self._event(entry_id, fields) for entry_id, fields in reversed(entries)]
+        start = "-" if after in ("-", "") else f"({after}"
+        entries = await self.redis.xrange(key, start, "+", count=count)
+        return [self._event(entry_id, fields) for entry_id, fields in entries]
 
-    async def _scan(
-        self, key: str, bound: str, count: int, task_id: str | None, *, newest_first: bool
-    ) -> list[StreamEvent]:
-        """Up to `count` events from `bound` on, oldest first (XRANGE) or newest first (XREVRANGE). Filtered by
-        `task_id`, it reads on in chunks of 1,000 until it has `count` or has looked through EVENT_SCAN_LIMIT."""
-        out: list[StreamEvent] = []
-        scanned = 0
-        while len(out) < count and scanned < EVENT_SCAN_LIMIT:
-            chunk = count if task_id is None else 1000
-            if newest_first:
-                entries = await self.redis.xrevrange(key, bound, "-", count=chunk)
-            else:
-                entries = await self.redis.xrange(key, bound, "+", count=chunk)
-            if not entries:
-                break
-            scanned += len(entries)
-            for entry_id, fields in entries:
-                event = self._event(entry_id, fields)
-                if task_id is None or event.task_id == task_id:
-                    out.append(event)
-            bound = f"({text(entries[-1][0])}"
-            if task_id is None:
-                break
-        return out[:count]
+    async def timeline(self, queue: str, task_id: str, count: int = TIMELINE_READ) -> list[StreamEvent]:
+        """A task's newest events (at most `count`, and at most what its timeline keeps), in the order they
+        happened (by timestamp: a producer's `task.enqueued` can be written after a worker's first events of the
+        task). Kept with the task's result, written by the scripts that write the stream; one LRANGE of at most
+        TIMELINE_MAX entries of 2 KiB each, whatever the queue's traffic. Each event's `id` is its stream entry's."""
+        raw = await self.redis.lrange(self.keys(queue).timeline(task_id), -max(1, min(count, TIMELINE_MAX)), -1)
+        found = []
+        for item in raw:
+            entry_id, _, line = item.partition(b" ")
+            found.append(self._event(entry_id, {b"event": line}))
+        found.sort(key=lambda event: (event.timestamp or 0.0, _entry_order(event.id)))
+        return found
 
     async def last_event_id(self, queue: str) -> str:
         """The id of the newest event in the queue's stream ("0-0" when it is empty): where a follower starts."""
@@ -131,3 +126,12 @@ class EventReader:
                 event = self._event(entry_id, fields)
                 if task_id is None or event.task_id == task_id:
                     yield event
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id ('<ms>-<seq>') as a sortable pair; (0, 0) when it is not one."""
+    ms, _, seq = entry_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return 0, 0

@@ -4,8 +4,8 @@
 -- whose reply was lost (a dropped connection, a Redis restart, a timeout), sent again: the item is reported as
 -- settled (2) and nothing is written twice.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 delayed, 5 dead (hash), 6 dead index (zset), 7 stats (hash),
---       8 this minute's counts (hash), 9.. one key per item (in item order), then the high- and low-priority
---       lists, then the reaped tokens (zset), then the whereabouts (hash; last four)
+--       8 this minute's counts (hash), 9.. one key per item (in item order), then the events' timeline keys,
+--       then the high- and low-priority lists, then the reaped tokens (zset), then the whereabouts (hash; last four)
 -- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, 4 counts TTL (s), then 5 per item:
 --       kind, token, result JSON ('' for none), data, extra
 --   kind 'ack'     : write the result (item key: the result key); extra = the task id (its whereabouts go: the
@@ -24,6 +24,10 @@
 --   whereabouts.lua) says where a retried, deferred or released task now is, or, with data '' and extra = the
 --   attempt token, forgets the record the claim wrote under an id the task turned out not to have (bytes that
 --   never became a task), if it still names that attempt.
+--   Events (see core/eventlog.py, events.lua): a 'stream' item, first when any item has events (item key: the
+--   queue's event stream; token: its maxlen; result: events kept per timeline; data: the events, one JSON per line;
+--   extra: their spec, naming each one's item and its task's timeline key, which come after the items' keys). Each
+--   event is written after the items, only when its item was settled now: a refused or repeated item writes none.
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per
 -- kind per batch.
@@ -32,11 +36,14 @@
 local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 3], KEYS[#KEYS - 2], KEYS[#KEYS - 1]
 local gone = {}  -- ids of tasks that ended here: their whereabouts go (one HDEL per thousand, at the end)
 --@include levels
+--@include events
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local out = {}
 local counts = {}
 local dead_added = false
+local stream, maxlen, keep, events  -- set by a 'stream' item
+local settled = {}
 local leases = {}
 local last_held = false
 local n = (#ARGV - 4) / 5
@@ -46,8 +53,10 @@ for i = 0, n - 1 do
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
   local held, envelope
-  if kind == 'unlock' or kind == 'uncancel' or kind == 'where' then
-    if last_held then
+  if kind == 'unlock' or kind == 'uncancel' or kind == 'where' or kind == 'stream' then
+    if kind == 'stream' then
+      stream, maxlen, keep, events = KEYS[9 + i], token, tonumber(result), base
+    elseif last_held then
       if kind == 'where' and ARGV[base + 3] == '' then
         local held_by = 'running|' .. ARGV[base + 4] .. '|'
         if string.sub(redis.call('HGET', KEYS[9 + i], token) or '', 1, #held_by) == held_by then
@@ -82,6 +91,7 @@ for i = 0, n - 1 do
     end
   else
     last_held = true
+    settled[i] = true
     leases[#leases + 1] = token
     if kind == 'retry' or kind == 'defer' then
       redis.call('ZADD', KEYS[4], ARGV[base + 4], ARGV[base + 3])
@@ -127,6 +137,9 @@ for kind, field in pairs(minute) do
   end
 end
 if counted then redis.call('EXPIRE', KEYS[8], ARGV[4]) end
+if stream then  -- the settled items' events, with them or not at all
+  record_events(stream, maxlen, keep, ttl, ARGV[events + 3], ARGV[events + 4], settled)
+end
 if dead_added then
   local over = redis.call('ZCARD', KEYS[6]) - cap
   if over > 0 then

@@ -1,0 +1,74 @@
+"""`bench/.venv/bin/python -m bench.defaults [--reps N] [--rows on,off,...]`: what GoPherQ's defaults cost, alone.
+
+The rows of the full harness that compare the event stream and the shipped `gopherq.toml` with the benchmark's own
+settings, without the peers: the staged no-op drain of one process (20,000 tasks, CPU per task of the worker and of
+redis-server) with the stream on (the default), on without task timelines, and off, and with the shipped
+`gopherq.toml`; then the HTTP drain at c=100 with the benchmark's settings and with the shipped file. One JSON line
+per measurement, then the medians. Run it in two checkouts in alternating turns to compare a change on a shared
+machine (`--rows on,off,shipped,http,http_shipped` in a checkout whose stream has no `timeline` setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from bench.peers import Context, WorkerSpec, load_peer
+from bench.services import HttpTarget, RedisServer
+from bench.workloads import Workloads
+
+#: Row -> the worker's options (see GoPherQPeer.config_file).
+NOOP_ROWS = {
+    "on": {},
+    "no-timeline": {"stream": "no-timeline"},
+    "off": {"stream": "off"},
+    "shipped": {"config": "shipped"},
+}
+HTTP_ROWS = {"http": {}, "http_shipped": {"config": "shipped"}}
+NOOP_TASKS = 20_000
+HTTP_TASKS = 2_000
+HTTP_WINDOW = 8.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.defaults", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rows", default=",".join([*NOOP_ROWS, *HTTP_ROWS]))
+    args = parser.parse_args()
+    rows = [row.strip() for row in args.rows.split(",") if row.strip()]
+    found: dict[str, list[dict[str, float]]] = defaultdict(list)
+    with tempfile.TemporaryDirectory(prefix="gopherq-defaults-") as tmp:
+        run_dir = Path(tmp)
+        redis = RedisServer(run_dir).start()
+        target = HttpTarget(run_dir, allow_fallback=False).start()
+        try:
+            os.environ["BENCH_REDIS_URL"] = redis.url
+            os.environ["BENCH_QUEUE"] = "bench"
+            ctx = Context(redis.url, target.url, run_dir)
+            work = Workloads(ctx, redis, target, 120)
+            peer = load_peer("gopherq", ctx)
+            for _ in range(args.reps):
+                for row in rows:
+                    if row in HTTP_ROWS:
+                        spec = WorkerSpec("http", concurrency=100, options=HTTP_ROWS[row])
+                        figures = {"tasks/s": work.http_drain(peer, spec, HTTP_TASKS, HTTP_WINDOW)}
+                    else:
+                        rate = work.staged_drain(peer, WorkerSpec("noop", options=NOOP_ROWS[row]), NOOP_TASKS)
+                        figures = {"tasks/s": rate, **{f"{who} µs/task": s * 1e6 for who, s in work.last_cpu.items()}}
+                    found[row].append(figures)
+                    print(json.dumps({"row": row, **figures}, ensure_ascii=False), flush=True)
+        finally:
+            target.stop()
+            redis.stop()
+    for row, runs in found.items():
+        medians = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        print(row, "  ".join(f"{key} {value:,.1f}" for key, value in medians.items()))
+
+
+if __name__ == "__main__":
+    main()

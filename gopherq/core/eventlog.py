@@ -1,0 +1,174 @@
+"""A queue's event log in Redis: the capped stream `gopherq:{Q}:events` and each task's timeline, one format for
+every writer.
+
+Two writers fill it. The settle script writes the outcome events of the tasks it settles (`task.succeeded`,
+`task.failed`, `task.retrying`, `task.dead_lettered`, `task.cancelled`, `task.released`, `task.throttled`) in the
+same call that records the outcome, so the log agrees with the result records by construction: a settle that is
+refused (fenced) writes no event, and a settle sent again after its reply was lost writes its events once. Every
+other event (a client's `task.enqueued`, a recovery, a requeue, the worker's lifecycle, operator actions) goes
+through the `stream` sink, which writes with the `record` script. Both use lua/events.lua.
+
+Each stream entry has one field, `event`: the event as one JSON object with the keys of `Event.to_dict()` (absent
+task fields as null), masked and bounded (ENTRY_BYTES). Masking happens in Python, before the JSON is built, with
+the same `Masker` the event bus uses for every sink: Redis never receives an unmasked event text, and there is one
+masker (header names, URL userinfo, query parameters, patterns from the settings) rather than a second one in Lua.
+
+A task's timeline (`QueueKeys.timeline`) is a list of its newest `timeline` events, each '<stream entry id> <JSON>'
+and at most TIMELINE_ENTRY_BYTES, expiring with the task's result (the settle sets both TTLs in one call): a task's
+page reads it in one bounded LRANGE, however many events the stream has taken since.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from gopherq.core import codec
+from gopherq.core.bounds import bounded
+from gopherq.core.keys import QueueKeys
+from gopherq.core.redis_client import RedisClient
+from gopherq.core.scripts import scripts
+
+if TYPE_CHECKING:
+    from gopherq.core.events import Event
+    from gopherq.core.masking import Masker
+
+#: Most bytes of one stream entry (the event as JSON), and of one text in it: the limits the inspection layer
+#: applies to the events it reads (core/bounds.py EVENT_FIELD and EVENT_TEXT).
+ENTRY_BYTES = 8 * 1024
+TEXT_BYTES = 4 * 1024
+
+#: Events a task's timeline keeps by default (its newest), and most bytes of one of them: a task page reads at most
+#: TIMELINE_MAX x TIMELINE_ENTRY_BYTES of events (48 KiB), within its 64 KiB budget per poll.
+TIMELINE_EVENTS = 20
+TIMELINE_MAX = 24
+TIMELINE_ENTRY_BYTES = 2 * 1024
+TIMELINE_TEXT_BYTES = 1024
+
+
+def entry_line(
+    name: str,
+    timestamp: float,
+    worker: str | None,
+    queue: str | None,
+    task_id: str | None,
+    task_type: str | None,
+    attempt: int | None,
+    duration: float | None,
+    error: dict[str, Any] | None,
+    data: dict[str, Any] | None,
+    trace_id: str | None,
+) -> bytes:
+    """One stream entry's value: the event as compact JSON (`error` and `data` already masked), bounded to
+    ENTRY_BYTES (texts cut to TEXT_BYTES, what was cut said in `truncated`). One dict literal and one dumps: this
+    runs once per event."""
+    out: dict[str, Any] = {
+        "event": name,
+        "timestamp": timestamp,
+        "worker": worker,
+        "queue": queue,
+        "task_id": task_id,
+        "task_type": task_type,
+        "attempt": attempt,
+        "duration": duration,
+    }
+    if error is not None:
+        out["error"] = error
+    if data:
+        out["data"] = data
+    if trace_id is not None:
+        out["trace_id"] = trace_id
+    line = codec.dumps(out)
+    if len(line) <= ENTRY_BYTES:
+        return line
+    return _cut(line, TEXT_BYTES, ENTRY_BYTES)
+
+
+def _cut(line: bytes, text: int, total: int) -> bytes:
+    """`line` with its texts cut to `text` bytes and its parts to `total`, the cuts added to its `truncated`."""
+    event = codec.loads(line)
+    earlier = event.pop("truncated", None)
+    cuts: dict[str, dict[str, int]] = {}
+    out = bounded(event, text=text, total=total, cuts=cuts)
+    out["truncated"] = {**earlier, **cuts} if isinstance(earlier, dict) else cuts
+    return codec.dumps(out)
+
+
+def timeline_entry(line: bytes) -> bytes:
+    """The event as a timeline keeps it: b"" when the stream entry itself fits TIMELINE_ENTRY_BYTES (almost
+    always), else a shorter copy (texts cut to TIMELINE_TEXT_BYTES, `truncated` saying so)."""
+    if len(line) <= TIMELINE_ENTRY_BYTES:
+        return b""
+    return _cut(line, TIMELINE_TEXT_BYTES, TIMELINE_ENTRY_BYTES)
+
+
+def pack(line: bytes, key_index: int, item: int, packed: tuple[list[bytes], list[bytes]]) -> None:
+    """Add one event to a script call's two arguments (see lua/events.lua): its stream entry, and its spec line:
+    the KEYS index of its task's timeline (0: none) and the settle item it belongs to, with the shorter timeline
+    entry when it needs one."""
+    entries, spec = packed
+    entries.append(line)
+    if key_index and len(line) > TIMELINE_ENTRY_BYTES:
+        spec.append(b"%d %d %s" % (key_index, item, timeline_entry(line)))
+    else:
+        spec.append(b"%d %d" % (key_index, item))
+
+
+@dataclass(frozen=True, slots=True)
+class EventLog:
+    """Where and how a queue's events are kept: the stream's cap (`maxlen`, approximate as XADD MAXLEN ~ trims)
+    and the events kept per task timeline (`timeline`, 0 for none), which expires `ttl` seconds after the task's
+    latest event written outside a settle (the settle uses the result TTL). A sink that has one as its
+    `event_log` attribute (the `stream` sink) is the log's writer: the settle script writes the outcome events it
+    accepts, and the event bus hands that sink only the rest (see `EventBus.emit`'s `recorded`)."""
+
+    #: Events a timeline keeps by default, and at most (the bound of a task page's read).
+    DEFAULT_TIMELINE: ClassVar[int] = TIMELINE_EVENTS
+    MAX_TIMELINE: ClassVar[int] = TIMELINE_MAX
+
+    maxlen: int
+    timeline: int = TIMELINE_EVENTS
+    ttl: int = 86400
+
+    @staticmethod
+    def entry(event: Event, masker: Masker) -> bytes:
+        """`event` as a stream entry: its `error` and `data` masked with `masker`, as JSON, bounded."""
+        return entry_line(
+            event.name,
+            event.timestamp,
+            event.worker,
+            event.queue,
+            event.task_id,
+            event.task_type,
+            event.attempt,
+            event.duration,
+            None if event.error is None else masker.value(event.error),
+            masker.value(event.data) if event.data else None,
+            event.trace_id,
+        )
+
+    async def write(
+        self, redis: RedisClient, queue: str, events: Sequence[tuple[bytes, str | None]], pipe: Any = None
+    ) -> Any:
+        """Append events of `queue` ((stream entry, task id or None) pairs) to its stream and their tasks'
+        timelines in one script call (queued on `pipe`, a pipeline of `redis`, when given); returns how many were
+        written."""
+        keys, args = self.command(queue, events)
+        return await scripts(redis)["record"](keys=keys, args=args, client=pipe)
+
+    def command(self, queue: str, events: Sequence[tuple[bytes, str | None]]) -> tuple[list[str], list[Any]]:
+        """The `record` script's KEYS and ARGV for `events` (to call it directly, or in a pipeline)."""
+        k = QueueKeys(queue)
+        keys = [k.events]
+        where: dict[str, int] = {}
+        packed: tuple[list[bytes], list[bytes]] = ([], [])
+        for line, task_id in events:
+            index = 0
+            if task_id is not None and self.timeline:
+                index = where.get(task_id, 0)
+                if not index:
+                    keys.append(k.timeline(task_id))
+                    index = where[task_id] = len(keys)
+            pack(line, index, 0, packed)
+        return keys, [self.maxlen, self.timeline, self.ttl, b"\n".join(packed[0]), b"\n".join(packed[1])]

@@ -1,0 +1,204 @@
+"""The queue's event log (core/eventlog.py): outcome events written by the settle script that records the outcome, so
+the stream agrees with the result records under fencing, a settle sent again and refused writes; the `stream` sink
+for every other event; and each task's timeline, kept with its result and read in one bounded call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError
+
+from gopherq import EventLog, PermanentFailure
+from gopherq.core import codec
+from gopherq.core.broker import Broker, Settlement
+from gopherq.core.eventlog import TIMELINE_ENTRY_BYTES, entry_line
+from gopherq.core.inspect import Inspector
+from gopherq.core.keys import QueueKeys
+from gopherq.core.settings import Settings
+from gopherq.testing import RedisQueue
+from tests.support.common import async_wait_until
+from tests.support.plugins import CaptureSink, ExecutorPlugin, NoopExecutor, SinkPlugin
+from tests.support.redis_servers import PrivateRedis
+
+LEASE_MS = 60_000
+OUTCOMES = {"task.succeeded", "task.failed", "task.dead_lettered"}
+LOG = EventLog(maxlen=100_000, timeline=20, ttl=60)
+
+
+def envelope(task_id: str) -> bytes:
+    return codec.dumps({"id": task_id, "method": "GET", "url": "http://127.0.0.1/"})
+
+
+def line(name: str, task_id: str | None, **extra: Any) -> bytes:
+    return entry_line(name, time.time(), "w1", "q", task_id, "http", 1, None, None, extra or None, None)
+
+
+def stream(client: redis.Redis, broker: Broker) -> list[dict[str, Any]]:
+    return [codec.loads(fields[b"event"]) for _, fields in client.xrange(broker.keys.events)]
+
+
+async def claim(broker: Broker, *task_ids: str, lease_ms: int = LEASE_MS) -> dict[str, str]:
+    await broker.push([envelope(task_id) for task_id in task_ids])
+    return {codec.loads(raw)["id"]: token for token, raw in await broker.claim(len(task_ids), lease_ms)}
+
+
+async def test_the_settle_writes_each_items_events_with_it_and_a_refused_late_ack_writes_none(
+    aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    late = Broker(aredis, queue_name, "w1")
+    await late.push([envelope("a")])
+    [(stale, _)] = await late.claim(1, -1)  # its lease has already expired
+    assert await Broker(aredis, queue_name, "w2").reap(60_000, 1, "w2") is not None  # handed to someone else
+    fresh = Broker(aredis, queue_name, "w2")
+    [(token, _)] = await fresh.claim(1, LEASE_MS)
+    ok = Settlement("ack", token, "a", b'{"by": "w2"}', events=[line("task.succeeded", "a", by="w2")])
+    assert await fresh.settle([ok], 60, 10, LOG) == [True]
+    refused = Settlement("ack", stale, "a", b'{"by": "w1"}', events=[line("task.succeeded", "a", by="w1")])
+    assert await late.settle([refused], 60, 10, LOG) == [False]
+    assert [event["data"] for event in stream(sync_redis, late)] == [{"by": "w2"}]  # the fenced settle wrote none
+    timeline = await Inspector(aredis, Settings()).events(queue_name, task_id="a")
+    assert [(event.name, event.data) for event in timeline] == [("task.succeeded", {"by": "w2"})]
+    assert timeline[0].id == sync_redis.xrange(late.keys.events)[0][0].decode()  # the stream entry's own id
+
+
+async def test_a_settle_sent_again_after_its_reply_was_lost_writes_its_events_once(
+    aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    worker = Broker(aredis, queue_name, "w1")
+    tokens = await claim(worker, "ok", "again")
+    items = [
+        Settlement("ack", tokens["ok"], "ok", b"{}", events=[line("task.succeeded", "ok")]),
+        Settlement(
+            "retry",
+            tokens["again"],
+            "again",
+            b"{}",
+            envelope("again"),
+            str(int(time.time() * 1000) + 60_000),
+            events=[line("task.failed", "again"), line("task.retrying", "again")],
+        ),
+    ]
+    assert await worker.settle(items, 60, 10, LOG) == [True, True]
+    assert await worker.settle(items, 60, 10, LOG) == [True, True]  # the same call again: reported settled
+    names = [(event["event"], event["task_id"]) for event in stream(sync_redis, worker)]
+    assert names == [("task.succeeded", "ok"), ("task.failed", "again"), ("task.retrying", "again")]
+    assert sync_redis.llen(worker.keys.timeline("again")) == 2 and sync_redis.llen(worker.keys.timeline("ok")) == 1
+
+
+async def test_a_settle_without_the_log_writes_no_event(
+    aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    """The stream sink off: no log, nothing written, whatever the settlements carry."""
+    worker = Broker(aredis, queue_name, "w1")
+    tokens = await claim(worker, "a")
+    assert await worker.settle([Settlement("ack", tokens["a"], "a", b"{}", events=[line("x", "a")])], 60, 10) == [True]
+    assert not sync_redis.exists(worker.keys.events, worker.keys.timeline("a"))
+
+
+async def test_while_redis_refuses_writes_an_outcome_and_its_event_land_together(
+    private_redis: Callable[..., PrivateRedis], queue_name: str
+) -> None:
+    """Out of memory under `noeviction`: whatever Redis does with the settle, the result record and the event are
+    both written or neither is (one script), and once writes are accepted the settle sent again lands once."""
+    server = private_redis("--maxmemory-policy", "noeviction")
+    admin = redis.Redis.from_url(server.url)
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        worker = Broker(client, queue_name, "w1")
+        tokens = await claim(worker, "a", "b")
+        items = [Settlement("ack", tokens[t], t, b"{}", events=[line("task.succeeded", t)]) for t in ("a", "b")]
+        admin.config_set("maxmemory", admin.info("memory")["used_memory"])
+        try:
+            await worker.settle(items, 60, 10, LOG)
+        except OutOfMemoryError:
+            pass
+        results = {t for t in ("a", "b") if admin.exists(worker.keys.result(t))}
+        assert {event["task_id"] for event in stream(admin, worker)} == results
+        admin.config_set("maxmemory", 0)
+        assert await worker.settle(items, 60, 10, LOG) == [True, True]
+        assert sorted(event["task_id"] for event in stream(admin, worker)) == ["a", "b"]
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()
+        await client.aclose()
+
+
+async def test_a_tasks_timeline_outlives_twenty_thousand_newer_events(
+    aredis: aioredis.Redis, queue_name: str, make_settings: Callable[..., Settings]
+) -> None:
+    """At 1,000 tasks/s the stream's newest 10,000 entries are 10 s: the timeline is read from the task's own key."""
+    log = EventLog(maxlen=5_000, timeline=20, ttl=60)
+    worker = Broker(aredis, queue_name, "w1")
+    tokens = await claim(worker, "old")
+    await log.write(aredis, queue_name, [(line("task.enqueued", "old"), "old")])
+    await worker.settle(
+        [Settlement("ack", tokens["old"], "old", b"{}", events=[line("task.succeeded", "old")])], 60, 1, log
+    )
+    for chunk in range(20):
+        await log.write(aredis, queue_name, [(line("task.succeeded", f"n{chunk}-{n}"), None) for n in range(1000)])
+    assert await aredis.xlen(worker.keys.events) < 10_000  # trimmed: "old" is long gone from the stream
+    info = await Inspector(aredis, make_settings()).task(queue_name, "old")
+    assert info is not None and [event.name for event in info.events] == ["task.enqueued", "task.succeeded"]
+
+
+async def test_a_timeline_expires_with_the_result_and_keeps_its_newest_events_bounded(
+    aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    log = EventLog(maxlen=1000, timeline=3, ttl=600)
+    worker = Broker(aredis, queue_name, "w1")
+    tokens = await claim(worker, "t")
+    await log.write(aredis, queue_name, [(line("task.enqueued", "t", n=n), "t") for n in range(5)])
+    huge = line("task.failed", "t", body="x" * 20_000)
+    events = [huge, line("task.dead_lettered", "t")]
+    assert await worker.settle([Settlement("ack", tokens["t"], "t", b"{}", events=events)], 60, 10, log) == [True]
+    key = worker.keys.timeline("t")
+    assert sync_redis.pexpiretime(key) == sync_redis.pexpiretime(worker.keys.result("t"))  # set in one call
+    kept = sync_redis.lrange(key, 0, -1)
+    assert len(kept) == 3 and all(len(entry) <= TIMELINE_ENTRY_BYTES + 64 for entry in kept)
+    timeline = await Inspector(aredis, Settings()).timeline(queue_name, "t")
+    assert [event.name for event in timeline] == ["task.enqueued", "task.failed", "task.dead_lettered"]
+    assert timeline[1].truncated  # the timeline's copy of the long event says it was cut
+    assert len(codec.loads(sync_redis.xrange(worker.keys.events)[-2][1][b"event"])["data"]["body"]) > 2048
+
+    soon = int(time.time() * 1000) + 50
+    sync_redis.pexpireat(worker.keys.result("t"), soon)
+    sync_redis.pexpireat(key, soon)  # as the settle left them (one expiry time), only sooner
+    await async_wait_until(lambda: not sync_redis.exists(worker.keys.result("t")), what="the result expired")
+    assert not sync_redis.exists(key) and await Inspector(aredis, Settings()).timeline(queue_name, "t") == []
+
+
+class LeakyFailure:
+    """Fails for good with a message holding a URL with credentials (the masker must hide them)."""
+
+    async def execute(self, task: Any, context: Any) -> None:
+        raise PermanentFailure("GET https://bob:hunter2@api.example/x?token=s3cr3t failed", reason="refused")
+
+
+async def test_a_worker_writes_outcomes_with_the_settle_and_every_other_sink_still_gets_every_event(
+    gopherq_queue: RedisQueue, sync_redis: redis.Redis
+) -> None:
+    capture = CaptureSink()
+    plugins = {"capture": SinkPlugin(capture), "noop": ExecutorPlugin("noop", NoopExecutor())}
+    plugins["leaky"] = ExecutorPlugin("leaky", LeakyFailure())
+    async with gopherq_queue.worker(plugins) as running:
+        ok = await running.client.enqueue("noop")
+        bad = await running.client.enqueue("leaky")
+        await capture.wait_named("task.succeeded")
+        await capture.wait_named("task.dead_lettered")
+        assert running.worker.bus.log_writer is not None  # the stream sink, on by default
+    events = [codec.loads(fields[b"event"]) for _, fields in sync_redis.xrange(QueueKeys(gopherq_queue.name).events)]
+    outcomes = [(event["event"], event["task_id"]) for event in events if event["event"] in OUTCOMES]
+    assert sorted(outcomes) == [("task.dead_lettered", bad), ("task.failed", bad), ("task.succeeded", ok)]
+    assert [name for name, task_id in outcomes if task_id == bad] == ["task.failed", "task.dead_lettered"]
+    written = [event for event in events if event["event"] in OUTCOMES]
+    assert all(event["worker"] == running.worker.id and event["queue"] == gopherq_queue.name for event in written)
+    assert "hunter2" not in str(events) and "s3cr3t" not in str(events)
+    assert {"worker.started", "worker.stopped"} <= {event["event"] for event in events}  # through the sink
+    # Every sink but the log's writer gets the outcome events from the bus, masked, with the logged timestamps.
+    assert [(e.name, e.task_id) for e in capture.events if e.name in OUTCOMES] == outcomes
+    assert [e.timestamp for e in capture.events if e.name in OUTCOMES] == [event["timestamp"] for event in written]
+    assert "hunter2" not in str([e.error for e in capture.events])
