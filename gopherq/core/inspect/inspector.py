@@ -11,6 +11,7 @@ producer or an endpoint sent. Queue-level reads live in queues.py, events in str
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from gopherq.core.bounds import SHOWN_FIELD, SHOWN_TEXT, Cuts, bounded, cut_text
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters, masked_entry, masked_raw, masked_raw_text
 from gopherq.core.events import EventBus
+from gopherq.core.inspect.explain import Explanation, explain
 from gopherq.core.inspect.models import (
     DeadLetterInfo,
     DeadLetterSummary,
@@ -41,6 +43,7 @@ from gopherq.core.inspect.reading import (
     text,
 )
 from gopherq.core.inspect.stream import EventReader
+from gopherq.core.inspect.waiting import WAITING_KINDS, held_by, waiting_kind
 from gopherq.core.keys import WAKE_MARKER, QueueKeys, validate_queue_name
 from gopherq.core.masking import Masker, drop_cut_url
 from gopherq.core.outcomes import raw_from_entry
@@ -170,16 +173,37 @@ class Inspector(QueueReader, EventReader):
             out.append(self.summarise(raw, "ready", enqueued_at=ready_since(raw)))
         return Page(out, int(total), offset, limit)
 
-    async def delayed(self, queue: str, offset: int = 0, limit: int = 50) -> Page[TaskSummary]:
-        """The delayed set (retries waiting, tasks with an eta), soonest first."""
+    async def delayed(self, queue: str, offset: int = 0, limit: int = 50, kind: str | None = None) -> Page[TaskSummary]:
+        """The delayed set, soonest first, each line saying why it waits (see waiting.py); with `kind` (retrying,
+        scheduled or held) only those, found among the CLASSIFY_LIMIT soonest due (`total` counts them there)."""
         k = self.keys(queue)
         offset, limit = max(0, offset), max(1, limit)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(k.delayed)
-            pipe.zrange(k.delayed, offset, offset + limit - 1, withscores=True)
-            total, items = await pipe.execute()
-        out = [self.summarise(raw, "delayed", due_at=float(score) / 1000) for raw, score in items]
+        if kind is not None:
+            if kind not in WAITING_KINDS:
+                raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(WAITING_KINDS)}")
+            items, total = await self.delayed_kinds.page(k, kind, offset, limit)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(k.delayed)
+                pipe.zrange(k.delayed, offset, offset + limit - 1, withscores=True)
+                total, items = await pipe.execute()
+        out = [self.waiting_line(raw, float(score) / 1000) for raw, score in items]
         return Page(out, int(total), offset, limit)
+
+    def waiting_line(self, raw: bytes, due_at: float) -> TaskSummary:
+        """A delayed page line: the summary, and why it waits (kind, hold, a retry's last error; masked)."""
+        line = self.summarise(raw, "delayed", due_at=due_at)
+        envelope = decode(raw)
+        kind = waiting_kind(envelope)
+        error = envelope.get("last_error") if isinstance(envelope, dict) and kind == "retrying" else None
+        message = None
+        if isinstance(error, dict):
+            first = f"{error.get('reason', '')}: {error.get('message', '')}".splitlines()
+            message = self.masker.text(cut_text(first[0] if first else "", _SUMMARY_MAX * 8))[: _SUMMARY_MAX * 2]
+        held = held_by(envelope)
+        if held is not None:
+            held["key"] = self.masker.text(held["key"])
+        return dataclasses.replace(line, waiting=kind, held=held, last_error=message)
 
     async def running(self, queue: str, offset: int = 0, limit: int = 50) -> Page[TaskSummary]:
         """Claimed, unsettled tasks, nearest lease deadline first, with their worker and claim time once that
@@ -294,6 +318,10 @@ class Inspector(QueueReader, EventReader):
             events=timeline,
             truncated=cuts,
         )
+
+    async def explain(self, queue: str, task_id: str) -> Explanation | None:
+        """The one thing the task waits for (see explain.py); None when nothing is known of it."""
+        return await explain(self, queue, task_id)
 
     # -- one dead letter -------------------------------------------------------------------------------------
 
