@@ -73,7 +73,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
 
 
 async def login_page(request: web.Request) -> web.Response:
-    if request.app[AUTH_KEY].token is None:  # nothing to log in with: basic auth or none
+    if not request.app[AUTH_KEY].logins:  # nothing to log in with: basic auth or none
         raise web.HTTPSeeOther("/")
     return render_html(request, "login.html", {"next": local_path(request.query.get("next"), "/"), "failed": False})
 

@@ -15,6 +15,8 @@ import dataclasses
 import time
 from typing import Any
 
+from gopherq.core import codec
+from gopherq.core.audit import Actor
 from gopherq.core.bounds import SHOWN_FIELD, SHOWN_TEXT, Cuts, bounded, cut_text
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters, masked_entry, masked_raw, masked_raw_text
@@ -29,6 +31,7 @@ from gopherq.core.inspect.models import (
     TaskSummary,
     WorkerInfo,
 )
+from gopherq.core.inspect.operations import Operator
 from gopherq.core.inspect.queues import QueueReader
 from gopherq.core.inspect.readiness import ready_since
 from gopherq.core.inspect.reading import (
@@ -42,6 +45,7 @@ from gopherq.core.inspect.reading import (
     task_type,
     text,
 )
+from gopherq.core.inspect.selection import SCAN_WINDOW, DeadFilter, Selection, select_dead, target_host
 from gopherq.core.inspect.stream import EventReader
 from gopherq.core.inspect.waiting import WAITING_KINDS, held_by, waiting_kind
 from gopherq.core.keys import WAKE_MARKER, QueueKeys, validate_queue_name
@@ -228,27 +232,51 @@ class Inspector(QueueReader, EventReader):
             out.append(self.summarise(raw, state, since=since, worker=worker, token=token))
         return Page(out, int(total), offset, limit)
 
-    async def dead(self, queue: str, offset: int = 0, limit: int = 50) -> Page[DeadLetterSummary]:
-        """Dead letters, newest first."""
+    async def dead(
+        self,
+        queue: str,
+        offset: int = 0,
+        limit: int = 50,
+        where: DeadFilter | None = None,
+        cursor: float | None = None,
+    ) -> Page[DeadLetterSummary]:
+        """Dead letters, newest first. With a filter (`where`), those of one bounded window that match it, from
+        `cursor` (see selection.py): the page's `next_cursor` goes on."""
         letters = self.dead_letters(queue)
         offset, limit = max(0, offset), max(1, limit)
+        if where is not None and not where.empty:
+            chosen = await self.select_dead(queue, where, cursor, limit)
+            raw = await self.redis.hmget(letters.keys.dead, chosen.ids) if chosen.ids else []
+            found = [{"id": name, **codec.loads(item)} for name, item in zip(chosen.ids, raw, strict=True) if item]
+            lines = [self._dead_line(entry) for entry in found]
+            return Page(lines, len(lines), 0, limit, chosen.next_cursor)
         entries = await letters.list(limit, offset)
         total = await letters.count()
-        out = []
-        for entry in entries:
-            error = entry.get("error") or {}
-            message = f"{error.get('reason', '')}: {error.get('message', '')}".splitlines()
-            out.append(
-                DeadLetterSummary(
-                    entry_id=str(entry["id"]),
-                    task_id=entry.get("task_id"),
-                    reason=str(entry.get("reason")),
-                    error=self.masker.text(message[0] if message else "")[: _SUMMARY_MAX * 2],
-                    died_at=number(entry.get("dead_at")),
-                    attempts=integer(entry.get("attempts"), 0) or 0,
-                )
-            )
-        return Page(out, total, offset, limit)
+        return Page([self._dead_line(entry) for entry in entries], total, offset, limit)
+
+    def _dead_line(self, entry: dict[str, Any]) -> DeadLetterSummary:
+        error = entry.get("error") or {}
+        message = f"{error.get('reason', '')}: {error.get('message', '')}".splitlines()
+        details = error.get("details") if isinstance(error.get("details"), dict) else None
+        details = details or {}
+        host = target_host(entry)
+        return DeadLetterSummary(
+            entry_id=str(entry["id"]),
+            task_id=entry.get("task_id"),
+            reason=str(entry.get("reason")),
+            error=self.masker.text(message[0] if message else "")[: _SUMMARY_MAX * 2],
+            died_at=number(entry.get("dead_at")),
+            attempts=integer(entry.get("attempts"), 0) or 0,
+            host=None if host is None else self.masker.text(host)[:_ID_MAX],
+            status=integer(details.get("status_code")),
+        )
+
+    async def select_dead(
+        self, queue: str, where: DeadFilter, cursor: float | None = None, limit: int = SCAN_WINDOW
+    ) -> Selection:
+        """The ids of the dead letters matching `where` in one bounded window from `cursor` (selection.py)."""
+        k = self.keys(queue)
+        return await select_dead(self.redis, k.dead, k.dead_index, where, self.masker, cursor, limit)
 
     # -- one task --------------------------------------------------------------------------------------------
 
@@ -318,6 +346,10 @@ class Inspector(QueueReader, EventReader):
             events=timeline,
             truncated=cuts,
         )
+
+    def operator(self, actor: Actor, bus: EventBus | None = None) -> Operator:
+        """The changes `actor` makes through this inspection layer, checked and audited (operations.py)."""
+        return Operator(self, actor, bus)
 
     async def explain(self, queue: str, task_id: str) -> Explanation | None:
         """The one thing the task waits for (see explain.py); None when nothing is known of it."""

@@ -150,6 +150,9 @@ class DeadLetterSummary:
     error: str
     died_at: float | None
     attempts: int
+    #: The host of the task's URL-like field and the status code its error recorded, when it has them (masked).
+    host: str | None = None
+    status: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -244,20 +247,26 @@ class DeadLetterInfo:
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
-    """A slice of a longer list: `items` from `offset` (at most `limit`), of `total`."""
+    """A slice of a longer list: `items` from `offset` (at most `limit`), of `total`. A filtered page (dead letters
+    chosen by a filter, core/inspect/selection.py) is one bounded window: `total` counts its matches, and
+    `next_cursor` is where the next window starts (None: no further one)."""
 
     items: list[T]
     total: int
     offset: int
     limit: int
+    next_cursor: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "items": [item.to_dict() for item in self.items],
             "total": self.total,
             "offset": self.offset,
             "limit": self.limit,
         }
+        if self.next_cursor is not None:
+            out["next_cursor"] = self.next_cursor
+        return out
 
 
 @dataclass(frozen=True, slots=True)
