@@ -122,7 +122,7 @@ async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
 async def dead_action(request: web.Request) -> web.Response:
     """Requeue or delete dead letters: by ids, or by filter (one window from `cursor`)."""
     queue = _queue(request, request.match_info["queue"])
-    action = request.match_info["action"]
+    action = "requeue" if request.path.endswith("/requeue") else "delete"
     body = await _json_object(request)
     if isinstance(body, web.Response):
         return body
@@ -186,7 +186,7 @@ async def dead_edit(request: web.Request) -> web.Response:
 
 async def pause_or_resume(request: web.Request) -> web.Response:
     queue = _queue(request, request.match_info["queue"])
-    paused = request.match_info["action"] == "pause"
+    paused = request.path.endswith("/pause")
     ops = operator(request)
     try:
         await (ops.pause(queue) if paused else ops.resume(queue))
@@ -201,8 +201,10 @@ def setup(app: web.Application) -> None:
     get("/v1/queues/{queue}/tasks", list_tasks, name="api_tasks")
     get("/v1/tasks/{task_id}/explain", explain_task, name="api_explain")
     get("/v1/queues/{queue}/dead", list_dead, name="api_dead")
-    post("/v1/queues/{queue}/dead/{action:requeue|delete}", dead_action, name="api_dead_action")
+    post("/v1/queues/{queue}/dead/requeue", dead_action, name="api_dead_requeue")
+    post("/v1/queues/{queue}/dead/delete", dead_action, name="api_dead_delete")
     get("/v1/queues/{queue}/dead/{entry_id}/command", dead_command, name="api_dead_command")
     get("/v1/queues/{queue}/dead/{entry_id}/editable", dead_editable, name="api_dead_editable")
     post("/v1/queues/{queue}/dead/{entry_id}/edit", dead_edit, name="api_dead_edit")
-    post("/v1/queues/{queue}/{action:pause|resume}", pause_or_resume, name="api_pause")
+    post("/v1/queues/{queue}/pause", pause_or_resume, name="api_pause")
+    post("/v1/queues/{queue}/resume", pause_or_resume, name="api_resume")

@@ -68,9 +68,10 @@ def restore_masked(edited: Any, original: Any, shown: Any) -> Any:
 
 
 def edited_envelope(task: dict[str, Any], edited: dict[str, Any], masker: Masker) -> dict[str, Any]:
-    """The envelope to enqueue from an operator's edit of `editable_view(task)`."""
+    """The envelope to enqueue from an operator's edit of `editable_view(task)`: an id the operator added is kept
+    (else the new task gets a fresh one)."""
     restored = restore_masked(edited, task, masker.value(task))
-    return {key: value for key, value in restored.items() if key not in _NOT_EDITED}
+    return {key: value for key, value in restored.items() if key not in RESERVED_FIELDS}
 
 
 async def render_command(inspector: Inspector, plugins: PluginManager, queue: str, entry_id: str) -> str | None:
