@@ -454,6 +454,8 @@ class EventBus:
         for channel in self.channels:
             stats = channel.stats()
             level = logging.WARNING if channel.dropped or channel.failed_batches else logging.INFO
+            if level == logging.INFO and not channel.delivered:
+                level = logging.DEBUG  # nothing happened: a command that emitted nothing prints nothing
             log.log(level, "event sink %s: %s", channel.name, " ".join(f"{k}={v}" for k, v in stats.items()))
 
     def stats(self) -> dict[str, dict[str, Any]]:

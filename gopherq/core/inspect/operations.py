@@ -55,10 +55,8 @@ class Operator:
     async def check_queue(self, queue: str) -> None:
         """NotFound unless the queue is known: it has anything in Redis, or is queue.name, or a schedule's."""
         self.inspector.keys(queue)  # a malformed name is a ConfigError first
-        known = await self.inspector.queue_names()
-        if queue not in known:
-            shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
-            raise NotFound(f"no queue {queue!r} (known: {shown or 'none'})")
+        if queue not in await self.inspector.queue_names():
+            raise NotFound(f"no queue {queue!r}: nothing of it is in Redis (`gopherq queues` lists the known ones)")
 
     async def pause(self, queue: str) -> None:
         await self.check_queue(queue)
