@@ -166,7 +166,12 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
 
 
 async def queue_fragment(request: web.Request) -> web.Response:
-    return render_html(request, "fragments/queue.html", await queue_context(request, queue_param(request)))
+    """The live part of a queue page; `part=head`: only its numbers and tabs (what the dead tab polls)."""
+    queue = queue_param(request)
+    if request.query.get("part") == "head":
+        info = await request.app[INSPECTOR_KEY].queue(queue)
+        return render_html(request, "fragments/queue_head.html", {"info": info, "tab": "dead", "tabs": TABS})
+    return render_html(request, "fragments/queue.html", await queue_context(request, queue))
 
 
 # -- one task -------------------------------------------------------------------------------------------------------

@@ -133,7 +133,8 @@ Answer = Callable[..., Explanation]
 
 
 def _at(stamp: float | None) -> str:
-    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+    """UTC, as the dashboard shows every time (the same on every reader's screen)."""
+    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
 
 
 def _error_line(error: Any) -> str:
