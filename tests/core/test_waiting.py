@@ -70,8 +70,8 @@ async def test_delayed_tasks_split_into_retrying_scheduled_and_held_everywhere(
         assert "rate limit of 127.0.0.1" in why.message
         why = await inspect.explain(queue, "later")
         assert why is not None and why.waiting_for == "scheduled" and why.details["eta"] > time.time() + 500
-    throttled = sink.named("task.throttled")
-    assert throttled and throttled[0].data["why"] == "rate"
+    throttled = await sink.wait_named("task.throttled")
+    assert throttled[0].data["why"] == "rate" and throttled[0].data["flow_key"] == "127.0.0.1"
 
 
 async def test_explain_names_a_paused_queue_no_worker_and_the_backlog_ahead(

@@ -47,7 +47,7 @@ from gopherq.core.inspect.reading import (
 )
 from gopherq.core.inspect.selection import SCAN_WINDOW, DeadFilter, Selection, select_dead, target_host
 from gopherq.core.inspect.stream import EventReader
-from gopherq.core.inspect.waiting import WAITING_KINDS, held_by, waiting_kind
+from gopherq.core.inspect.waiting import WAITING_KINDS, DelayedSplit, held_by, waiting_kind
 from gopherq.core.keys import WAKE_MARKER, QueueKeys, validate_queue_name
 from gopherq.core.masking import Masker, drop_cut_url
 from gopherq.core.outcomes import raw_from_entry
@@ -179,13 +179,17 @@ class Inspector(QueueReader, EventReader):
 
     async def delayed(self, queue: str, offset: int = 0, limit: int = 50, kind: str | None = None) -> Page[TaskSummary]:
         """The delayed set, soonest first, each line saying why it waits (see waiting.py); with `kind` (retrying,
-        scheduled or held) only those, found among the CLASSIFY_LIMIT soonest due (`total` counts them there)."""
+        scheduled or held) only those, found among the PAGE_SCAN_LIMIT soonest due (`total`: the queue's count of
+        that kind, see QueueInfo)."""
         k = self.keys(queue)
         offset, limit = max(0, offset), max(1, limit)
         if kind is not None:
             if kind not in WAITING_KINDS:
                 raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(WAITING_KINDS)}")
-            items, total = await self.delayed_kinds.page(k, kind, offset, limit)
+            items = await self.delayed_kinds.page(k, kind, offset, limit)
+            size = int(await self.redis.zcard(k.delayed))
+            split = await self.delayed_kinds.count(k, size) if size else DelayedSplit(0, 0, 0, True)
+            total = getattr(split, kind)
         else:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.zcard(k.delayed)

@@ -8,7 +8,7 @@ and take from the delayed set (settle, enqueue, the client's own ZADD, promote, 
 nothing to drift when one of them forgets. The price is paid on reading, and bounded: delayed_kinds.lua looks at the
 last bytes of at most CLASSIFY_LIMIT envelopes, soonest due first, inside Redis (no envelope crosses the network). A
 delayed set larger than that is split in the proportions of the part looked at (`DelayedSplit.exact` is then False);
-the total (`delayed`) is always exact.
+the total (`delayed`) is always exact. A page of one kind looks through at most PAGE_SCAN_LIMIT, and stops once full.
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ from gopherq.core.scripts import scripts
 #: The three kinds of delayed task, in display order.
 WAITING_KINDS = ("retrying", "scheduled", "held")
 
-#: Most delayed envelopes classified per count or page (soonest due first).
-CLASSIFY_LIMIT = 10_000
+#: Most delayed envelopes classified per count (soonest due first): a count is made for every queue page, API
+#: answer and `/metrics` scrape, so it is kept to a few milliseconds of Redis time.
+CLASSIFY_LIMIT = 2_000
+
+#: Most delayed envelopes a page of one kind looks through (it stops once the page is full).
+PAGE_SCAN_LIMIT = 10_000
 
 #: What each flow-control reason of `waiting_for` is called where it is shown.
 HELD_BY = {"rate": "rate limit", "concurrency": "concurrency limit", "circuit": "open circuit"}
@@ -86,11 +90,10 @@ class DelayedKinds:
         """The split of a delayed set of `total` members (its ZCARD, read by the caller)."""
         return _split(await self._script(keys=[k.delayed], args=["count", CLASSIFY_LIMIT]), total)
 
-    async def page(self, k: QueueKeys, kind: str, offset: int, limit: int) -> tuple[list[tuple[bytes, float]], int]:
+    async def page(self, k: QueueKeys, kind: str, offset: int, limit: int) -> list[tuple[bytes, float]]:
         """The delayed members of `kind` from `offset` (at most `limit`), soonest due first, with their due times
-        (ms), and how many of that kind are among the first CLASSIFY_LIMIT."""
-        items, matched, _seen = await self._script(
-            keys=[k.delayed], args=["page", CLASSIFY_LIMIT, kind, max(0, offset), max(1, limit)]
+        (ms), found among the PAGE_SCAN_LIMIT soonest due."""
+        items, _matched, _seen = await self._script(
+            keys=[k.delayed], args=["page", PAGE_SCAN_LIMIT, kind, max(0, offset), max(1, limit)]
         )
-        pairs = [(bytes(items[j]), float(items[j + 1])) for j in range(0, len(items), 2)]
-        return pairs, int(matched)
+        return [(bytes(items[j]), float(items[j + 1])) for j in range(0, len(items), 2)]

@@ -7,7 +7,8 @@
 -- KEYS: 1 delayed (zset)
 -- ARGV: 1 mode ('count' or 'page'), 2 most members to look at, then for 'page': 3 kind, 4 offset, 5 limit
 -- Returns: 'count': {retrying, scheduled, held, looked at};
---          'page': {{member, score, ...} of the kind from `offset` (at most `limit`), matches found, looked at}
+--          'page': {{member, score, ...} of the kind from `offset` (at most `limit`), matches found, looked at}; a
+--          page stops looking once it is full (its match count is then a lower bound)
 local TAIL = 640
 local MARK = '"waiting_for":{"reason":"'
 local function kind_of(raw)
@@ -42,6 +43,7 @@ while seen < most do
   end
   seen = seen + #batch / 2
   if #batch / 2 < asked then break end
+  if mode == 'page' and #items == limit * 2 then break end  -- the page is full: no need to look further
 end
 if mode == 'page' then return {items, matched, seen} end
 return {counts.retrying, counts.scheduled, counts.held, seen}
