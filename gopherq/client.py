@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 
 #: The events a client emits; its sinks are only attached when one of them wants one of these.
-CLIENT_EVENTS = ("task.enqueued", "task.requeued", "task.cancelled")
+CLIENT_EVENTS = ("task.enqueued", "task.requeued", "task.cancelled", "operator.action")
 
 
 class Enqueued(NamedTuple):

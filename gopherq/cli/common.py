@@ -16,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gopherq.cli.root import plugins_dirs
 from gopherq.client import AsyncClient
-from gopherq.core.errors import BrokerUnavailable, ConfigError, PluginError, TaskRejected
+from gopherq.core.errors import BrokerUnavailable, ConfigError, NotFound, PluginError, TaskRejected
 from gopherq.core.masking import Masker
 from gopherq.core.plugin_paths import configured_paths
 from gopherq.core.runner import configure_logging
@@ -45,7 +45,7 @@ def fail(message: str, status: int) -> None:
 
 def handle_errors(func: F) -> F:
     """Map GoPherQ errors to one line on stderr: status 2 for bad settings, plugins or input, 1 for Redis
-    (unreachable, or the embedded server cannot start)."""
+    (unreachable, or the embedded server cannot start) and for a queue, task or dead letter that does not exist."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -55,7 +55,7 @@ def handle_errors(func: F) -> F:
             fail(str(exc), 2)
         except TaskRejected as exc:
             fail(f"{exc.reason}: {exc.message}", 2)
-        except BrokerUnavailable as exc:
+        except (BrokerUnavailable, NotFound) as exc:
             fail(str(exc), 1)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             fail(f"Redis unavailable: {exc}", 1)

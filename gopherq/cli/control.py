@@ -19,6 +19,8 @@ from gopherq.cli.common import (
     with_client,
 )
 from gopherq.cli.root import cli
+from gopherq.client import AsyncClient
+from gopherq.core.audit import Actor
 
 #: What `cancel` prints for each outcome of `AsyncClient.cancel`.
 CANCEL_MESSAGES = {
@@ -35,9 +37,14 @@ CANCEL_MESSAGES = {
 @click.argument("task_id")
 @handle_errors
 def cancel(config: str | None, queue: str | None, as_json: bool, task_id: str) -> None:
-    """Cancel a ready, delayed or running task (exit 1 when it had already finished)."""
+    """Cancel a ready, delayed or running task (exit 1 when it had already finished, or is not known at all)."""
     settings = settings_from(config)
-    outcome = run_async(with_client(settings, queue, lambda client: client.cancel(task_id), sinks=True))
+    name = queue or settings.queue.name
+
+    async def action(client: AsyncClient) -> str:
+        return await client.inspect.operator(Actor.cli(), client.bus).cancel(name, task_id)
+
+    outcome = run_async(with_client(settings, queue, action, sinks=True))
     if as_json:
         echo_json({"id": task_id, "outcome": outcome})
     else:

@@ -19,8 +19,10 @@ from gopherq.cli.common import (
     when,
     with_client,
 )
+from gopherq.cli.dead_filters import filter_options, run_bulk, where_from
 from gopherq.cli.root import cli
 from gopherq.client import AsyncClient
+from gopherq.core.audit import Actor
 
 
 @cli.group()
@@ -33,11 +35,31 @@ def dlq() -> None:
 @queue_option
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--offset", type=int, default=0, show_default=True, help="skip this many (newest first)")
+@filter_options
+@click.option("--cursor", type=float, default=None, help="with a filter: go on from this `next_cursor`")
 @json_option
 @handle_errors
-def dlq_list(config: str | None, queue: str | None, limit: int, offset: int, as_json: bool) -> None:
-    """List dead letters, newest first."""
+def dlq_list(
+    config: str | None, queue: str | None, limit: int, offset: int, cursor: float | None, as_json: bool, **filters: Any
+) -> None:
+    """List dead letters, newest first; with filter options, the matching ones among the next 1,000 (the line on
+    stderr says the --cursor to go on with)."""
     settings = settings_from(config)
+    where = where_from(filters)
+    if not where.empty:
+        name = queue or settings.queue.name
+        page = run_async(with_client(settings, queue, lambda c: c.inspect.dead(name, 0, limit, where, cursor)))
+        if as_json:
+            echo_json(page.to_dict())
+            return
+        for line in page.items:
+            status = f"  HTTP {line.status}" if line.status else ""
+            click.echo(
+                f"{line.entry_id}  {when(line.died_at)}  {line.reason}  {line.host or '-'}{status}  {line.error}"
+            )
+        more = f"; go on with --cursor {page.next_cursor}" if page.next_cursor is not None else ""
+        click.echo(f"{len(page.items)} matching dead letter(s){more}", err=True)
+        return
 
     async def action(client: AsyncClient) -> tuple[list[dict[str, Any]], int, int]:
         dead = client.dead_letters
@@ -98,26 +120,38 @@ def dlq_show(config: str | None, queue: str | None, entry_id: str, as_json: bool
 @queue_option
 @click.argument("entry_ids", nargs=-1)
 @click.option("--all", "requeue_all", is_flag=True, help="requeue every dead letter")
+@filter_options
 @json_option
 @handle_errors
 def dlq_requeue(
-    config: str | None, queue: str | None, entry_ids: tuple[str, ...], requeue_all: bool, as_json: bool
+    config: str | None,
+    queue: str | None,
+    entry_ids: tuple[str, ...],
+    requeue_all: bool,
+    as_json: bool,
+    **filters: Any,
 ) -> None:
-    """Requeue dead letters at the tail of the queue (attempts reset, task id kept). Exit 1 when an id is not
-    a dead letter, or is one that cannot be requeued (a too_large task: only a prefix of it was kept)."""
-    if bool(entry_ids) == requeue_all:
-        raise click.UsageError("give entry ids or --all")
+    """Requeue dead letters at the tail of the queue (attempts reset, task id kept): the given ids, --all, or every
+    one matching the filter options. Exit 1 when an id is not a dead letter, or is one that cannot be requeued (a
+    too_large task: only a prefix of it was kept)."""
+    where = where_from(filters)
+    if bool(entry_ids) + requeue_all + (not where.empty) != 1:
+        raise click.UsageError("give entry ids, --all, or filter options (--reason, --host, --status, --text, ...)")
+    if not where.empty:
+        run_bulk(config, queue, "requeue", where, as_json)
+        return
     settings = settings_from(config)
+    name = queue or settings.queue.name
     ids = None if requeue_all else list(entry_ids)
     show_progress = not as_json and sys.stdout.isatty()
 
     async def action(client: AsyncClient) -> int:
-        dead = client.dead_letters
+        operator = client.inspect.operator(Actor.cli(), client.bus)
         if not show_progress:
-            return await dead.requeue(ids)
-        total = len(ids) if ids is not None else await dead.count()
+            return await operator.requeue(name, ids)
+        total = len(ids) if ids is not None else await client.dead_letters.count()
         with click.progressbar(length=total, label="requeueing", file=sys.stderr) as bar:
-            return await dead.requeue(ids, progress=bar.update)
+            return await operator.requeue(name, ids, progress=bar.update)
 
     moved = run_async(with_client(settings, queue, action, sinks=True))
     missing = 0 if requeue_all else len(entry_ids) - moved

@@ -24,6 +24,7 @@ from gopherq.cli.common import (
 )
 from gopherq.cli.root import cli
 from gopherq.client import AsyncClient
+from gopherq.core.audit import Actor
 from gopherq.core.inspect import ORPHANED_NOTE, QueueInfo, StreamEvent, TaskInfo
 from gopherq.core.whereabouts import where_text
 
@@ -43,7 +44,8 @@ def _event_line(event: StreamEvent) -> str:
 @handle_errors
 def queues(config: str | None, scan: bool, as_json: bool) -> None:
     """Every queue that has anything: sizes, latency, pause state, live workers, orphaned tasks and outcome
-    totals."""
+    totals. DELAYED splits into RETRYING, SCHEDULED (an eta) and HELD (by flow control); `~` marks a split
+    estimated from the soonest-due part of a very large delayed set."""
     settings = settings_from(config)
 
     async def action(client: AsyncClient) -> list[QueueInfo]:
@@ -56,12 +58,17 @@ def queues(config: str | None, scan: bool, as_json: bool) -> None:
     if as_json:
         echo_json([info.to_dict() for info in infos])
         return
-    header = "QUEUE READY DELAYED RUNNING ORPHANED DEAD LATENCY WORKERS SUCCEEDED FAILED STATE".split()
+    header = (
+        "QUEUE READY DELAYED RETRYING SCHEDULED HELD RUNNING ORPHANED DEAD LATENCY WORKERS SUCCEEDED FAILED STATE"
+    ).split()
     rows = [
         (
             info.name,
             info.ready,
             info.delayed,
+            f"{info.retrying}" + ("" if info.delayed_exact else "~"),
+            f"{info.scheduled}" + ("" if info.delayed_exact else "~"),
+            f"{info.held}" + ("" if info.delayed_exact else "~"),
             info.running,
             info.orphaned,
             info.dead,
@@ -112,13 +119,24 @@ def workers(config: str | None, queue: str | None, as_json: bool) -> None:
 @queue_option
 @click.argument("task_id")
 @click.option("--events", "event_count", type=int, default=20, show_default=True, help="last events to show")
+@click.option("--explain", is_flag=True, help="only say the one thing the task waits for")
 @json_option
 @handle_errors
-def task(config: str | None, queue: str | None, task_id: str, event_count: int, as_json: bool) -> None:
-    """Everything known about one task: where it is, its envelope (secrets masked), result, dead letter and last
-    events. Exit 1 when nothing is known."""
+def task(config: str | None, queue: str | None, task_id: str, event_count: int, explain: bool, as_json: bool) -> None:
+    """Everything known about one task: where it is, what it waits for, its envelope (secrets masked), result, dead
+    letter and last events. Exit 1 when nothing is known."""
     settings = settings_from(config)
     name = queue or settings.queue.name
+    if explain:
+        why = run_async(with_client(settings, queue, lambda client: client.inspect.explain(name, task_id)))
+        if why is None:
+            fail(f"nothing known about task {task_id} on queue {name}", 1)
+            return
+        if as_json:
+            echo_json(why.to_dict())
+        else:
+            click.echo(f"{task_id} ({why.state}): {why.message}")
+        return
 
     async def action(client: AsyncClient) -> TaskInfo | None:
         return await client.inspect.task(name, task_id, events=event_count)
@@ -193,13 +211,15 @@ def events(config: str | None, queue: str | None, task_id: str | None, count: in
 
 
 def _set_paused(config: str | None, queue: str | None, paused: bool, as_json: bool) -> None:
+    """Exit 1 with one line, changing nothing, when the queue is not known (a typo)."""
     settings = settings_from(config)
     name = queue or settings.queue.name
 
     async def action(client: AsyncClient) -> None:
-        await (client.inspect.pause(name) if paused else client.inspect.resume(name))
+        operator = client.inspect.operator(Actor.cli(), client.bus)
+        await (operator.pause(name) if paused else operator.resume(name))
 
-    run_async(with_client(settings, name, action))
+    run_async(with_client(settings, name, action, sinks=True))
     if as_json:
         echo_json({"queue": name, "paused": paused})
     else:

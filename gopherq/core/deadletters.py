@@ -126,12 +126,16 @@ class DeadLetters:
         return entry if self.masker is None else masked_entry(entry, self.masker)
 
     async def requeue(
-        self, entry_ids: builtins.list[str] | None = None, progress: Callable[[int], Any] | None = None
+        self,
+        entry_ids: builtins.list[str] | None = None,
+        progress: Callable[[int], Any] | None = None,
+        moved_tasks: builtins.list[str | None] | None = None,
     ) -> int:
         """Requeue the given entries (all when None) at the tail of the ready list, attempts reset and id kept;
         returns how many went back (an id that is not, or no longer, a dead letter is skipped, and so is the dead
         letter of a `too_large` task, which keeps only a prefix of it). `progress` is
-        called with the number of entries handled after each chunk (e.g. a progress bar's `update`)."""
+        called with the number of entries handled after each chunk (e.g. a progress bar's `update`);
+        `moved_tasks`, when given, gets the task id of each entry that went back (for the audit trail)."""
         await QueueRegistry(self.redis).note(self.keys.queue)  # requeued tasks make it a queue with work to list
         if entry_ids is None:
             entry_ids = [item.decode() for item in await self.redis.zrange(self.keys.dead_index, 0, -1)]
@@ -156,6 +160,8 @@ class DeadLetters:
             keys = [self.keys.dead, self.keys.dead_index, *self.keys.ready_lists, self.keys.where]
             done = await self._requeue(keys=keys, args=[*args, int(now * 1000)])
             moved += len(done)
+            if moved_tasks is not None:
+                moved_tasks += [task_ids.get(item.decode()) for item in done]
             if self.bus is not None:
                 for item in done:
                     entry_id = item.decode()

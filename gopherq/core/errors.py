@@ -89,3 +89,8 @@ class PermanentFailure(TaskFailure):
         details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(reason, message, details=details)
+
+
+class NotFound(GoPherQError):
+    """An operator action names a queue, task or dead letter that does not exist (a typo): the CLI exits 1, the API
+    answers 404, nothing is changed."""

@@ -47,7 +47,11 @@ EVENTS: dict[str, str] = {
     "task.requeued": "a dead letter was requeued (`data.entry_id`)",
     "task.released": "a running task was put back at shutdown (no attempt counted)",
     "task.cancelled": "the task was cancelled on request (`data.running`: whether an attempt was cut short)",
-    "task.throttled": "flow control deferred the task, no attempt counted (`data.flow_key`, `data.until`)",
+    "task.throttled": "flow control deferred the task, no attempt counted (`data.flow_key`, `data.until`, `data.why`: "
+    "rate, concurrency or circuit)",
+    "operator.action": "an operator acted on a task or queue (`data.action`: pause, resume, cancel, requeue, delete, "
+    "purge or edit_requeue; `data.actor`: token role, dashboard user or CLI user@host; `data.source`: dashboard, api "
+    "or cli); one per task touched, with its id (see core/audit.py)",
     "host.circuit_opened": "a flow key's circuit breaker opened (`data.key`, `data.until`)",
     "host.circuit_half_open": "a flow key's circuit lets a trial task through (`data.key`, `data.probe`)",
     "host.circuit_closed": "a flow key's circuit closed again (`data.key`)",
@@ -472,6 +476,8 @@ class EventBus:
         for channel in self.channels:
             stats = channel.stats()
             level = logging.WARNING if channel.dropped or channel.failed_batches else logging.INFO
+            if level == logging.INFO and not channel.delivered:
+                level = logging.DEBUG  # nothing happened: a command that emitted nothing prints nothing
             log.log(level, "event sink %s: %s", channel.name, " ".join(f"{k}={v}" for k, v in stats.items()))
 
     def stats(self) -> dict[str, dict[str, Any]]:

@@ -121,6 +121,14 @@ class DescribesCall(Protocol):
 
 
 @runtime_checkable
+class RendersCommand(Protocol):
+    """An executor that can show a task as a command line an operator can copy (the http executor: curl), from
+    its envelope as shown (masked); None when it cannot."""
+
+    def render_command(self, envelope: dict[str, Any]) -> str | None: ...
+
+
+@runtime_checkable
 class Checks(Protocol):
     """An executor that checks a validated payload against its own settings (raises ValueError)."""
 
@@ -240,6 +248,10 @@ class ExecutorEntry:
         )
         self._describe_call: Callable[[Task], dict[str, Any] | None] | None = (
             executor.describe_call if isinstance(executor, DescribesCall) else None
+        )
+        #: Optional: the task as a command line (e.g. curl), from its masked envelope; see core/inspect/editing.py.
+        self.render_command: Callable[[dict[str, Any]], str | None] | None = (
+            executor.render_command if isinstance(executor, RendersCommand) else None
         )
         #: Optional: checks of a validated payload against the executor's own settings (raises ValueError).
         self.check: Callable[[Task], None] | None = executor.check if isinstance(executor, Checks) else None

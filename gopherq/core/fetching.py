@@ -191,8 +191,11 @@ class Fetcher:
             for token, task, _entry in ready:
                 self.decide(self.policy.release(token, task))
             return []
-        for token, task, due, key in defer:
-            self.decide(self.policy.defer(token, task, due, "task.throttled", {"flow_key": key, "until": due / 1000}))
+        for token, task, due, key, why in defer:
+            until = due / 1000
+            data = {"flow_key": key, "until": until, "why": why}
+            held = {"reason": why, "key": key, "until": until}
+            self.decide(self.policy.defer(token, task, due, "task.throttled", data, held))
         return run
 
     def _admit(self, token: str, task: Task, raw: bytes, now: float) -> ExecutorEntry | None:

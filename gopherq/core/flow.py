@@ -62,6 +62,8 @@ class Verdict:
 
     due: int
     reservation: int
+    #: What held it back (when due > 0): "rate", "concurrency" or "circuit" (open, or its half-open probe busy).
+    why: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ class FlowGate:
         dues, events = await self._admit(
             keys=keys, args=[int(time.time() * 1000), lease_deadline_ms, len(index), *head, *tail]
         )
-        verdicts = [Verdict(int(dues[j]), int(dues[j + 1])) for j in range(0, len(dues), 2)]
+        verdicts = [Verdict(int(dues[j]), int(dues[j + 1]), _word(dues[j + 2])) for j in range(0, len(dues), 3)]
         return verdicts, _events(events)
 
     async def done(self, items: list[tuple[str, FlowLimits, str, str]]) -> list[FlowEvent]:
@@ -190,6 +192,10 @@ class FlowGate:
         return out
 
 
+def _word(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _events(flat: list[Any]) -> list[FlowEvent]:
     text = [item.decode() if isinstance(item, bytes) else str(item) for item in flat]
     return [FlowEvent(text[j], text[j + 1], text[j + 2]) for j in range(0, len(text), 3)]
@@ -209,8 +215,9 @@ class WorkerFlow:
 
     async def admit(
         self, ready: list[tuple[str, Task, E]], lease_deadline_ms: int
-    ) -> tuple[list[tuple[str, Task, E]], list[tuple[str, Task, int, str]]]:
-        """Split a batch into the tasks that run now and (token, task, due ms, flow key) to defer."""
+    ) -> tuple[list[tuple[str, Task, E]], list[tuple[str, Task, int, str, str]]]:
+        """Split a batch into the tasks that run now and (token, task, due ms, flow key, what held it back: "rate",
+        "concurrency" or "circuit") to defer."""
         gated: list[tuple[int, str, FlowLimits]] = []
         for n, (_token, task, entry) in enumerate(ready):
             if entry.flow is not None:
@@ -223,17 +230,17 @@ class WorkerFlow:
             [(key, limits, ready[n][0], ready[n][1].flow_slot) for n, key, limits in gated], lease_deadline_ms
         )
         self.announce(events)
-        held_back: dict[int, tuple[int, str]] = {}
+        held_back: dict[int, tuple[int, str, str]] = {}
         for (n, key, limits), verdict in zip(gated, verdicts, strict=True):
             token, task, _entry = ready[n]
             if verdict.due:
                 task.flow_slot = verdict.reservation or None
-                held_back[n] = (verdict.due, key)
+                held_back[n] = (verdict.due, key, verdict.why or "rate")
             else:
                 task.flow_slot = None
                 self.running[token] = (key, limits)
         run = [item for n, item in enumerate(ready) if n not in held_back]
-        defer = [(ready[n][0], ready[n][1], due, key) for n, (due, key) in held_back.items()]
+        defer = [(ready[n][0], ready[n][1], due, key, why) for n, (due, key, why) in held_back.items()]
         return run, defer
 
     def ended(self, token: str, entry: FlowSource, failure: TaskFailure | None) -> None:

@@ -41,6 +41,10 @@ DEAD_REASONS = {
 }
 
 
+#: What a retry's envelope says it waits for in the delayed set (Task.waiting_for): the inspection layer tells
+#: retries from tasks scheduled by `eta` and from tasks flow control holds back by it.
+RETRY_WAIT: dict[str, Any] = {"reason": "retry"}
+
 #: Longest text kept per error detail in a dead letter (e.g. the last HTTP response body); the rest is cut.
 DEAD_DETAIL_LIMIT = 4096
 
@@ -185,11 +189,19 @@ class OutcomePolicy:
         return Decision(Settlement("release", token, task.id, where=where), event, task)
 
     @staticmethod
-    def defer(token: str, task: Task, due_ms: int, event: str = "", data: dict[str, Any] | None = None) -> Decision:
+    def defer(
+        token: str,
+        task: Task,
+        due_ms: int,
+        event: str = "",
+        data: dict[str, Any] | None = None,
+        waiting_for: dict[str, Any] | None = None,
+    ) -> Decision:
         """Park the task in the delayed set until `due_ms` (Unix ms), without counting an attempt: an `eta` not yet
-        reached, or flow control (`event` 'task.throttled'). It is ready again from then on: queue latency counts
-        from `ready_at`."""
+        reached, or flow control (`event` 'task.throttled', `waiting_for` naming the limit, its key and until
+        when: see Task.waiting_for). It is ready again from then on: queue latency counts from `ready_at`."""
         task.ready_at = due_ms / 1000
+        task.waiting_for = waiting_for
         flow_key = (data or {}).get("flow_key")
         where = delayed_record("scheduled", due_ms) if flow_key is None else delayed_record("held", due_ms, flow_key)
         settlement = Settlement("defer", token, task.id, b"", task.encode(), str(due_ms), where=where)
@@ -263,6 +275,7 @@ class OutcomePolicy:
             eta=None,
             ready_at=due,  # ready again when its retry comes due: queue latency counts from there
             flow_slot=None,
+            waiting_for=RETRY_WAIT,
             payload=None,
             id_assigned=False,
             envelope=None,

@@ -166,21 +166,31 @@ class WebSettings(Section):
     host: str = Field("127.0.0.1", description="address to bind; anything but loopback needs token or password")
     port: int = Field(8765, ge=0, le=65535, description="TCP port (0: any free port)")
     token: SecretStr | None = Field(None, description="bearer token (API clients) and login token (browsers)")
+    viewer_token: SecretStr | None = Field(
+        None, description="read-only bearer and login token: reads every page and API answer, changes nothing (403)"
+    )
     username: str = Field("admin", min_length=1, description="basic-auth user name (with `password`)")
     password: SecretStr | None = Field(None, description="basic-auth password; browsers get a login prompt")
     poll_interval: float = Field(2.0, ge=0.5, le=60, description="seconds between live updates of a page")
     session_ttl: int = Field(43200, ge=60, description="seconds a dashboard login lasts (logout ends it sooner)")
 
-    @field_validator("token", "password")
+    @field_validator("token", "password", "viewer_token")
     @classmethod
     def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value():
             raise ValueError("must not be empty (leave it out to disable)")
         return value
 
+    @model_validator(mode="after")
+    def _viewer_differs(self) -> WebSettings:
+        if self.viewer_token is not None and self.token is not None:
+            if self.viewer_token.get_secret_value() == self.token.get_secret_value():
+                raise ValueError("viewer_token must differ from token")
+        return self
+
     @property
     def auth_enabled(self) -> bool:
-        return self.token is not None or self.password is not None
+        return self.token is not None or self.password is not None or self.viewer_token is not None
 
 
 class MetricsSettings(Section):

@@ -45,6 +45,7 @@ CONTROL_FIELDS = frozenset(
         "recoveries",
         "last_error",
         "flow_slot",
+        "waiting_for",
         "priority",
         "unique_key",
         "unique_for",
@@ -55,7 +56,7 @@ CONTROL_FIELDS = frozenset(
 #: The control fields GoPherQ itself keeps on a task as it moves (retries, recoveries, flow control). No producer
 #: entry point accepts them (see `task_from_dict(producer=True)`); a worker reads them from whatever it fetches,
 #: because GoPherQ's own moves of a task (a retry, a recovery, a deferral) are moves of bytes that carry them.
-RESERVED_FIELDS = frozenset({"attempt", "recoveries", "last_error", "ready_at", "flow_slot"})
+RESERVED_FIELDS = frozenset({"attempt", "recoveries", "last_error", "ready_at", "flow_slot", "waiting_for"})
 
 #: Longest id or uniqueness key, in characters.
 MAX_NAME_CHARS = 200
@@ -132,6 +133,11 @@ class Task:
     last_error: dict[str, Any] | None = None
     #: When flow control reserved a rate slot for this task and deferred it to that slot (Unix ms; core/flow.py).
     flow_slot: int | None = None
+    #: Why the task sits in the delayed set, when GoPherQ put it there: {"reason": "retry"} for a retry, or
+    #: {"reason": "rate" | "concurrency" | "circuit", "key": <flow key>, "until": <Unix s>} for flow control
+    #: holding it back; None for a task scheduled by `eta` (see core/inspect/waiting.py). Written just before
+    #: `ready_at`, so the inspection layer classifies a delayed envelope by reading its last few hundred bytes.
+    waiting_for: dict[str, Any] | None = None
     #: "high" or "low"; None is the default level.
     priority: str | None = None
     #: While a task with this key is ready, delayed or running, an identical enqueue is refused.
@@ -191,6 +197,8 @@ class Task:
         if self.trace is not None:
             wire["trace"] = self.trace
         wire.update(self.fields)
+        if self.waiting_for is not None:
+            wire["waiting_for"] = self.waiting_for
         if self.ready_at is not None:
             wire["ready_at"] = self.ready_at
         if self.recoveries:
@@ -408,6 +416,10 @@ def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
     task.ready_at = _timestamp_field(obj, "ready_at")
     task.recoveries = _int_field(obj, "recoveries", 0, 0)
     task.flow_slot = _int_field(obj, "flow_slot", None, 0)
+    waiting_for = obj.get("waiting_for")
+    if waiting_for is not None and not isinstance(waiting_for, dict):
+        raise _reject(f"field 'waiting_for' must be an object, got {waiting_for!r}")
+    task.waiting_for = waiting_for
     if "priority" in obj or "unique_key" in obj or "unique_for" in obj:
         _task_control_fields(obj, task)
     if obj.get("trace") is not None:

@@ -8,8 +8,11 @@
     GET    /v1/tasks/{id}?queue=Q     the task's state, envelope and result (masked; each stored field bounded,
                                       what was cut listed in `truncated`)
     GET    /v1/queues/{queue}/dead/{entry_id}/raw   a dead letter's stored bytes (masked), as a download
-    DELETE /v1/tasks/{id}?queue=Q     cancel a task that has not started
+    DELETE /v1/tasks/{id}?queue=Q     cancel a task (404 when nothing is known of it)
     GET    /v1/openapi.json           this API as an OpenAPI 3.1 document
+
+The operator endpoints (task lists, explain, dead letters by filter, requeue, delete, edit, pause) are in
+web/api_ops.py.
 
 Authentication is the web server's (bearer token; loopback only without one). The API takes JSON bodies only, so
 a browser cannot send it a cross-site request without a CORS preflight, which this server never grants: that is
@@ -35,13 +38,14 @@ from aiohttp import web
 
 from gopherq.client import AsyncClient
 from gopherq.core import codec
-from gopherq.core.errors import ConfigError, TaskRejected
+from gopherq.core.errors import ConfigError, NotFound, TaskRejected
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import Masker
 from gopherq.core.task import Task, parse_json, task_from_dict
 from gopherq.web.coalescer import Coalescer, CreateFailed
 from gopherq.web.openapi import OPENAPI
 from gopherq.web.pages import raw_download
+from gopherq.web.security import request_actor
 from gopherq.web.state import BUS_KEY, CLIENT_KEY, COALESCER_KEY, INSPECTOR_KEY, PLUGINS_KEY, REDIS_KEY, SETTINGS_KEY
 
 
@@ -250,9 +254,14 @@ async def get_dead_letter_raw(request: web.Request) -> web.Response:
 
 
 async def cancel_task(request: web.Request) -> web.Response:
+    """Cancel through the inspection layer's Operator: an unknown task is a 404, and the cancel is audited."""
     queue = _queue(request)
     task_id = request.match_info["task_id"]
-    outcome = await request.app[CLIENT_KEY].cancel(task_id, queue)
+    operator = request.app[INSPECTOR_KEY].operator(request_actor(request), request.app[BUS_KEY])
+    try:
+        outcome = await operator.cancel(queue, task_id)
+    except NotFound as exc:
+        return problem(404, "not_found", str(exc))
     if outcome == "finished":
         return problem(409, "finished", f"task {task_id!r} has already ended", outcome=outcome)
     return answer({"id": task_id, "outcome": outcome}, status=202 if outcome == "requested" else 200)

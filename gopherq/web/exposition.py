@@ -57,6 +57,24 @@ QUEUE_GAUGES = (
     ),
 )
 
+#: The `state` label values of gopherq_queue_state_tasks, each a disjoint part of a queue's tasks: the delayed ones
+#: split by why they wait (core/inspect/waiting.py), the running ones apart from the orphaned.
+STATES = ("ready", "retrying", "scheduled", "held", "running", "orphaned", "dead")
+
+
+def state_counts(info: QueueInfo) -> dict[str, int]:
+    """A queue's tasks by state (STATES): every task counted once."""
+    return {
+        "ready": info.ready,
+        "retrying": info.retrying,
+        "scheduled": info.scheduled,
+        "held": info.held,
+        "running": max(0, info.running - info.orphaned),
+        "orphaned": info.orphaned,
+        "dead": info.dead,
+    }
+
+
 #: (metric name, help, LevelInfo attribute) of the per-priority-level gauges.
 LEVEL_GAUGES = (
     ("gopherq_queue_level_ready_tasks", "Tasks waiting in one priority level's ready list.", "ready"),
@@ -89,6 +107,16 @@ class QueueSnapshot(Collector):
             for outcome in OUTCOMES:
                 totals.add_metric([info.name, outcome], float(info.totals.get(outcome, 0)))
         yield totals
+        states = GaugeMetricFamily(
+            "gopherq_queue_state_tasks",
+            "Tasks of the queue by state: ready, retrying / scheduled / held (the delayed ones, by why they wait), "
+            "running, orphaned (held by a worker whose heartbeat is gone), dead.",
+            labels=["queue", "state"],
+        )
+        for info in self.queues:
+            for state, count in state_counts(info).items():
+                states.add_metric([info.name, state], float(count))
+        yield states
         for name, text, attribute in LEVEL_GAUGES:
             gauge = GaugeMetricFamily(name, text, labels=["queue", "priority"])
             for info in self.queues:

@@ -31,7 +31,8 @@ def _errors(*codes: int, redis: bool = True) -> dict[str, Any]:
     meaning = {
         400: 'a body that is not JSON or not a task object / {"tasks": [...]}, an invalid queue name, or a bad query'
         " parameter",
-        404: "unknown task (or its result expired)",
+        403: "the credentials are a viewer's (web.viewer_token): read-only, nothing was changed",
+        404: "unknown queue, task or dead letter (or its result expired); nothing was changed",
         409: "the task has already ended",
         413: "the body is over api.max_body_bytes, or the batch over api.max_batch",
         415: "the body is not application/json",
@@ -71,12 +72,66 @@ _EVENTS = {
 }
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
+_PAGING = [
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+]
+_DEAD_FILTER = [
+    {"name": "reason", "in": "query", "schema": {"type": "string"}, "description": "dead-letter reason code"},
+    {"name": "host", "in": "query", "schema": {"type": "string"}, "description": "host of the task's URL"},
+    {"name": "status", "in": "query", "schema": {"type": "integer"}, "description": "the last error's status code"},
+    {"name": "text", "in": "query", "schema": {"type": "string"}, "description": "text in the error (any case)"},
+    {"name": "older_than", "in": "query", "schema": {"type": "string"}, "description": "e.g. 90s, 15m, 2h, 1d"},
+    {"name": "newer_than", "in": "query", "schema": {"type": "string"}, "description": "e.g. 90s, 15m, 2h, 1d"},
+]
+_CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "number"}, "description": "an answer's next_cursor"}
+_ENTRY_ID = {"name": "entry_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _dead_action(operation: str, verb: str) -> dict[str, Any]:
+    return {
+        "operationId": operation,
+        "summary": f"{verb} dead letters by id, or those matching a filter in one bounded window (audited)",
+        "parameters": [_QUEUE],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "ids": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+                            "filter": {"type": "object"},
+                            "cursor": {"type": "number"},
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": _answer("what was done (`next_cursor`: the next window, null at the end)", {"type": "object"}),
+            **_errors(400, 403, 413, 415),
+        },
+    }
+
+
+def _pause(operation: str, summary: str) -> dict[str, Any]:
+    return {
+        "operationId": operation,
+        "summary": f"{summary} (audited)",
+        "parameters": [_QUEUE],
+        "responses": {"200": _answer("done", {"type": "object"}), **_errors(400, 403, 404)},
+    }
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "GoPherQ enqueue API",
         "version": "1",
-        "description": "Enqueue, look up and cancel GoPherQ tasks over HTTP. Creation is idempotent by task id.",
+        "description": "Enqueue, look up and cancel GoPherQ tasks over HTTP, and operate queues (lists, why a task "
+        "waits, dead letters by filter, requeue, delete, edit, pause). Creation is idempotent by task id. A viewer "
+        "token (web.viewer_token) reads everything and gets 403 for every change.",
     },
     "security": [{"bearer": []}],
     "paths": {
@@ -112,9 +167,30 @@ OPENAPI: dict[str, Any] = {
                         "every task id was already created within the idempotency window: nothing enqueued",
                         {"$ref": "#/components/schemas/Created"},
                     ),
-                    **_errors(400, 413, 415, 422, 503),
+                    **_errors(400, 403, 413, 415, 422, 503),
                 },
-            }
+            },
+            "get": {
+                "operationId": "listTasks",
+                "summary": "A page of the queue's ready, delayed (or retrying, scheduled, held) or running tasks",
+                "description": "Each delayed task says why it waits (`waiting`: retrying, scheduled or held; `held`: "
+                "the limit, flow key and end of a hold; `last_error`). retrying/scheduled/held are found among the "
+                "10,000 soonest due.",
+                "parameters": [
+                    _QUEUE,
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "schema": {
+                            "type": "string",
+                            "enum": ["ready", "delayed", "retrying", "scheduled", "held", "running"],
+                            "default": "ready",
+                        },
+                    },
+                    *_PAGING,
+                ],
+                "responses": {"200": _answer("a page", {"$ref": "#/components/schemas/Page"}), **_errors(400)},
+            },
         },
         "/v1/queues": {
             "get": {
@@ -144,12 +220,12 @@ OPENAPI: dict[str, Any] = {
             },
             "delete": {
                 "operationId": "cancelTask",
-                "summary": "Cancel a task that has not started",
+                "summary": "Cancel a task (audited: an operator.action event names the token's role)",
                 "parameters": [_TASK_ID, _QUEUE_QUERY],
                 "responses": {
                     "200": _answer("cancelled", {"type": "object"}),
                     "202": _answer("cancellation requested: a worker records it", {"type": "object"}),
-                    **_errors(400, 409),
+                    **_errors(400, 403, 404, 409),
                 },
             },
         },
@@ -173,6 +249,63 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/v1/tasks/{task_id}/explain": {
+            "get": {
+                "operationId": "explainTask",
+                "summary": "The one thing the task waits for",
+                "description": "`waiting_for`: paused, no_worker, backlog, retrying, scheduled, held, due, running, "
+                "orphaned, dead, succeeded or cancelled; `message`: one sentence; `details`: the facts (times in Unix "
+                "seconds).",
+                "parameters": [_TASK_ID, _QUEUE_QUERY],
+                "responses": {"200": _answer("the explanation", {"type": "object"}), **_errors(400, 404)},
+            }
+        },
+        "/v1/queues/{queue}/dead": {
+            "get": {
+                "operationId": "listDeadLetters",
+                "summary": "Dead letters, newest first; with a filter, the matches in one bounded window",
+                "description": "A filtered answer looks at up to 1,000 dead letters from `cursor` and gives "
+                "`next_cursor` to go on (absent at the end).",
+                "parameters": [_QUEUE, *_PAGING, *_DEAD_FILTER, _CURSOR],
+                "responses": {"200": _answer("a page", {"$ref": "#/components/schemas/Page"}), **_errors(400)},
+            }
+        },
+        "/v1/queues/{queue}/dead/requeue": {"post": _dead_action("requeueDeadLetters", "Requeue")},
+        "/v1/queues/{queue}/dead/delete": {"post": _dead_action("deleteDeadLetters", "Delete")},
+        "/v1/queues/{queue}/dead/{entry_id}/command": {
+            "get": {
+                "operationId": "getDeadLetterCommand",
+                "summary": "The dead task as a command line (an HTTP task: curl), secrets masked",
+                "parameters": [_QUEUE, _ENTRY_ID],
+                "responses": {"200": _answer("the command", {"type": "object"}), **_errors(400, 404)},
+            }
+        },
+        "/v1/queues/{queue}/dead/{entry_id}/editable": {
+            "get": {
+                "operationId": "getDeadLetterEditable",
+                "summary": "The dead task to edit: masked, without the id and the fields GoPherQ keeps",
+                "parameters": [_QUEUE, _ENTRY_ID],
+                "responses": {"200": _answer('{"task": {...}}', {"type": "object"}), **_errors(400, 404)},
+            }
+        },
+        "/v1/queues/{queue}/dead/{entry_id}/edit": {
+            "post": {
+                "operationId": "editDeadLetter",
+                "summary": "Enqueue an edit of a dead task as a new task; the dead letter is kept",
+                "description": "Values left as GET .../editable showed them (masked) keep their stored value.",
+                "parameters": [_QUEUE, _ENTRY_ID],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object", "required": ["task"]}}},
+                },
+                "responses": {
+                    "201": _answer("enqueued", {"type": "object"}),
+                    **_errors(400, 403, 404, 413, 415, 422),
+                },
+            }
+        },
+        "/v1/queues/{queue}/pause": {"post": _pause("pauseQueue", "Pause a queue: workers stop claiming from it")},
+        "/v1/queues/{queue}/resume": {"post": _pause("resumeQueue", "Resume a paused queue")},
         "/v1/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
@@ -199,6 +332,16 @@ OPENAPI: dict[str, Any] = {
                     "body": {},
                 },
                 "additionalProperties": True,
+            },
+            "Page": {
+                "type": "object",
+                "properties": {
+                    "items": {"type": "array", "items": {"type": "object"}},
+                    "total": {"type": "integer"},
+                    "offset": {"type": "integer"},
+                    "limit": {"type": "integer"},
+                    "next_cursor": {"type": "number"},
+                },
             },
             "Created": {
                 "type": "object",

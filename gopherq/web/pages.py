@@ -8,26 +8,36 @@ and still works (statically) without JavaScript. Handlers only read through the 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from gopherq.core.deadletters import DeadLetters
-from gopherq.core.errors import ConfigError
+from gopherq.core.errors import ConfigError, NotFound
+from gopherq.core.inspect import WAITING_KINDS
+from gopherq.core.inspect.editing import editable, render_command
+from gopherq.core.inspect.selection import DeadFilter
 from gopherq.core.keys import validate_queue_name
 from gopherq.web.chart import throughput_chart
 from gopherq.web.render import render_html
 from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, SETTINGS_KEY
 
 PAGE_SIZE = 25
-TABS = ("ready", "delayed", "running", "dead")
+#: The tabs of a queue page: the delayed tasks split by why they wait (core/inspect/waiting.py). `delayed` (all of
+#: them) is still served, without a tab of its own.
+TABS = ("ready", *WAITING_KINDS, "running", "dead")
+SERVED_TABS = (*TABS, "delayed")
 NOTICES = {
     "paused": "Queue paused: workers stop taking new tasks from it.",
     "resumed": "Queue resumed.",
     "requeued": "Requeued {n} dead letter(s).",
     "deleted": "Deleted {n} dead letter(s).",
+    "more": "Done with {n} dead letter(s) of the first window; more may match: run it again for the next one.",
+    "edited": "The edit was enqueued as a new task; the dead letter is kept.",
 }
 
 
@@ -103,14 +113,47 @@ async def overview_fragment(request: web.Request) -> web.Response:
 # -- one queue ----------------------------------------------------------------------------------------------------
 
 
+def dead_filter(values: Any) -> DeadFilter:
+    """The dead-letter filter of a query string or form (a bad value is a 400 naming it)."""
+    try:
+        return DeadFilter.from_mapping(values)
+    except ConfigError as exc:
+        raise web.HTTPBadRequest(text=f"400: {exc}\n") from None
+
+
+def cursor_param(values: Any) -> float | None:
+    value = values.get("cursor", "")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        raise web.HTTPBadRequest(text="400: cursor: expected a number\n") from None
+
+
 async def queue_context(request: web.Request, queue: str) -> dict[str, Any]:
     inspector = request.app[INSPECTOR_KEY]
     tab = request.query.get("tab", "ready")
-    if tab not in TABS:
+    if tab not in SERVED_TABS:
         tab = "ready"
     offset = _int(request, "offset")
-    info, page = await asyncio.gather(inspector.queue(queue), getattr(inspector, tab)(queue, offset, PAGE_SIZE))
-    return {"info": info, "tab": tab, "tabs": TABS, "page": page, "offset": offset, "page_size": PAGE_SIZE}
+    where = dead_filter(request.query) if tab == "dead" else DeadFilter()
+    read: Awaitable[Any]
+    if tab in WAITING_KINDS:
+        read = inspector.delayed(queue, offset, PAGE_SIZE, kind=tab)
+    elif tab == "dead":
+        read = inspector.dead(queue, offset, PAGE_SIZE, where, cursor_param(request.query))
+    else:
+        read = getattr(inspector, tab)(queue, offset, PAGE_SIZE)
+    info, page = await asyncio.gather(inspector.queue(queue), read)
+    return {
+        "info": info,
+        "tab": tab,
+        "tabs": TABS,
+        "page": page,
+        "offset": offset,
+        "page_size": PAGE_SIZE,
+        "where": where.to_dict(),
+        "filter_query": urlencode({name: request.query[name] for name in DeadFilter.FIELDS if request.query.get(name)}),
+    }
 
 
 async def queue_page(request: web.Request) -> web.StreamResponse:
@@ -123,7 +166,12 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
 
 
 async def queue_fragment(request: web.Request) -> web.Response:
-    return render_html(request, "fragments/queue.html", await queue_context(request, queue_param(request)))
+    """The live part of a queue page; `part=head`: only its numbers and tabs (what the dead tab polls)."""
+    queue = queue_param(request)
+    if request.query.get("part") == "head":
+        info = await request.app[INSPECTOR_KEY].queue(queue)
+        return render_html(request, "fragments/queue_head.html", {"info": info, "tab": "dead", "tabs": TABS})
+    return render_html(request, "fragments/queue.html", await queue_context(request, queue))
 
 
 # -- one task -------------------------------------------------------------------------------------------------------
@@ -132,11 +180,12 @@ async def queue_fragment(request: web.Request) -> web.Response:
 async def task_context(request: web.Request) -> dict[str, Any]:
     queue = queue_param(request)
     task_id = request.match_info["task_id"]
-    task = await request.app[INSPECTOR_KEY].task(queue, task_id)
+    inspector = request.app[INSPECTOR_KEY]
+    task, why = await asyncio.gather(inspector.task(queue, task_id), inspector.explain(queue, task_id))
     if task is None:
         raise web.HTTPNotFound(text=f"404: no task {task_id!r} in queue {queue!r}\n")
     links = request.app[PLUGINS_KEY].task_links(task, request.app[SETTINGS_KEY])  # e.g. the trace (otel)
-    return {"task": task, "queue": queue, "links": links}
+    return {"task": task, "queue": queue, "links": links, "why": why}
 
 
 async def task_page(request: web.Request) -> web.Response:
@@ -157,7 +206,12 @@ async def dead_letter_page(request: web.Request) -> web.Response:
     if letter is None:
         raise web.HTTPNotFound(text=f"404: no dead letter {entry_id!r} in queue {queue!r}\n")
     context = {"queue": queue, "letter": letter, "entry": {"id": letter.id, **letter.entry}, "notice": notice(request)}
-    return render_html(request, "dead_letter.html", context)
+    try:
+        command = await render_command(request.app[INSPECTOR_KEY], request.app[PLUGINS_KEY], queue, entry_id)
+        edit = json.dumps(await editable(request.app[INSPECTOR_KEY], queue, entry_id), indent=2, ensure_ascii=False)
+    except NotFound:  # not a JSON task (or only a prefix of one): nothing to copy or edit
+        command, edit = None, None
+    return render_html(request, "dead_letter.html", {**context, "command": command, "editable": edit})
 
 
 async def dead_letter_raw(request: web.Request) -> web.Response:

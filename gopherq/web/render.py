@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gopherq.core.masking import Masker
 from gopherq.core.whereabouts import where_text
-from gopherq.web.security import auth_method, csrf_token, set_csrf_cookie
+from gopherq.web.security import auth_method, can_act, csrf_token, set_csrf_cookie
 from gopherq.web.state import ENV_KEY, POLL_KEY
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -122,6 +122,7 @@ def render_html(request: web.Request, template: str, context: dict[str, Any], st
         "poll_seconds": request.app[POLL_KEY],
         "htmx_file": HTMX_FILE,
         "auth": auth_method(request),
+        "can_act": can_act(request),
         "now": time.time(),
         **context,
     }

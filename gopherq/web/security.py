@@ -1,6 +1,8 @@
 """Who may use the web server and how: bind checks, authentication, CSRF, loopback Host checks, security headers.
 
-Authentication is optional on a loopback bind and required on any other (`check_bind`). Three credentials are
+Authentication is optional on a loopback bind and required on any other (`check_bind`). A viewer token
+(`web.viewer_token`, bearer or login) reads everything and changes nothing: `authorize` refuses its unsafe requests
+with 403. Three credentials are
 accepted when configured: `Authorization: Bearer <token>` (API clients, scrapers), HTTP basic auth (browsers get
 the native prompt) and a session cookie set by the login form (browsers with a token); web/credentials.py checks
 them, in constant time. Sessions live in Redis (web/sessions.py): logout ends one for every web process, and
@@ -17,12 +19,14 @@ bearer token needs none: no browser attaches that by itself.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from gopherq.core.audit import Actor
 from gopherq.core.errors import ConfigError
 from gopherq.core.resilience import RETRYABLE
 from gopherq.core.sections import WebSettings
@@ -100,7 +104,7 @@ def unauthorized(request: web.Request, auth: Auth) -> web.Response:
     if auth.password is not None:
         headers["WWW-Authenticate"] = 'Basic realm="gopherq", charset="UTF-8"'
     wants_html = "text/html" in request.headers.get("Accept", "") and request.method == "GET"
-    if wants_html and auth.token is not None and request.app[SESSIONS_KEY].ready:
+    if wants_html and auth.logins and request.app[SESSIONS_KEY].ready:
         return request.app[LOGIN_PAGE_KEY](request)  # the login page is a page like any other (web/render.py)
     return web.Response(status=401, text="401: authentication required\n", headers=headers)
 
@@ -191,4 +195,31 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-MIDDLEWARES = (security_headers, authenticate, csrf)
+def request_actor(request: web.Request) -> Actor:
+    """Who acts through this request, for the audit trail (core/audit.py): `api` under /v1, else `dashboard`."""
+    return Actor(identity(request).actor, "api" if request.path.startswith("/v1/") else "dashboard")
+
+
+#: Unsafe requests a viewer may still make: signing in and out.
+VIEWER_ALLOWED = ("/login", "/logout")
+
+
+def can_act(request: web.Request) -> bool:
+    """Whether the request's credentials may change anything (a viewer's may not)."""
+    return identity(request).role != "viewer"
+
+
+@web.middleware
+async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse every unsafe request of a viewer (`web.viewer_token`) with 403: they read everything and change
+    nothing, whatever the page or endpoint (one check here, not one per handler)."""
+    if request.method in UNSAFE_METHODS and not can_act(request) and request.path not in VIEWER_ALLOWED:
+        message = "read-only (viewer) credentials cannot change anything"
+        if request.path.startswith("/v1/"):
+            body = json.dumps({"error": {"reason": "forbidden", "message": message}})
+            return web.Response(status=403, text=body, content_type="application/json")
+        return web.Response(status=403, text=f"403: {message}\n")
+    return await handler(request)
+
+
+MIDDLEWARES = (security_headers, authenticate, authorize, csrf)

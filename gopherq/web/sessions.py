@@ -19,8 +19,12 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Mapping
+from typing import TypeVar
 
 from gopherq.core.redis_client import RedisClient
+
+R = TypeVar("R", bound=str)
 
 SECRET_KEY = "gopherq:web:secret"
 #: The cookie that carries a session id to the browser that logged in.
@@ -89,6 +93,21 @@ class Sessions:
             return False
         stored = value.decode() if isinstance(value, bytes) else str(value)
         return hmac.compare_digest(stored, _fingerprint(credential))
+
+    async def role(self, session_id: str, logins: Mapping[R, str]) -> R | None:
+        """The role (a key of `logins`: role -> token) whose token opened the live session `session_id`, None when
+        none did (one read; a changed token ends the sessions opened with it)."""
+        if not well_formed(session_id):
+            return None
+        value = await self.redis.get(self._key(session_id))
+        if value is None:
+            return None
+        stored = value.decode() if isinstance(value, bytes) else str(value)
+        found = None
+        for name, credential in logins.items():  # every one compared: the time says nothing of which matched
+            if hmac.compare_digest(stored, _fingerprint(credential)):
+                found = name
+        return found
 
     async def end(self, session_id: str) -> None:
         """Log out: the session is gone for every web process."""

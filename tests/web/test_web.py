@@ -233,7 +233,7 @@ async def test_pages_and_dead_letter_actions(
 
     status, body, _ = await app.get("/")
     assert status == 200 and f'href="/queues/{queue_name}"' in body
-    for tab, present in (("ready", waiting), ("delayed", "GET http://127.0.0.1"), ("dead", bad)):
+    for tab, present in (("ready", waiting), ("scheduled", "GET http://127.0.0.1"), ("dead", bad)):
         status, body, _ = await app.get(f"/queues/{queue_name}?tab={tab}")
         assert status == 200 and present in body, tab
     status, body, _ = await app.get(f"/queues/{queue_name}?tab=running")
@@ -269,7 +269,9 @@ async def test_pages_and_dead_letter_actions(
     assert status == 303 and "notice=deleted&n=1" in headers["Location"]
     status, _, headers = await app.post(delete, {"csrf_token": token, "entry_id": doomed[0]})
     assert "notice=deleted&n=0" in headers["Location"]  # already gone
-    status, _, headers = await app.post(delete, {"csrf_token": token, "all": "1"})
+    status, body, _ = await app.post(delete, {"csrf_token": token, "all": "1"})  # bulk: asks first
+    assert status == 200 and "Delete 3 dead letter(s)?" in body and await aredis.zcard(letters.dead_index) == 3
+    status, _, headers = await app.post(delete, {"csrf_token": token, "all": "1", "confirm": "1"})
     assert "notice=deleted&n=3" in headers["Location"] and await aredis.zcard(letters.dead_index) == 0
 
 

@@ -11,13 +11,17 @@ answer grows with what a producer or an endpoint sent. Queue-level reads live in
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
+from gopherq.core import codec
+from gopherq.core.audit import Actor
 from gopherq.core.bounds import SHOWN_FIELD, SHOWN_TEXT, Cuts, bounded, cut_text
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters, masked_entry, masked_raw, masked_raw_text
 from gopherq.core.events import EventBus
+from gopherq.core.inspect.explain import Explanation, explain
 from gopherq.core.inspect.lookup import TaskLocator
 from gopherq.core.inspect.models import (
     DeadLetterInfo,
@@ -28,10 +32,13 @@ from gopherq.core.inspect.models import (
     TaskSummary,
     WorkerInfo,
 )
+from gopherq.core.inspect.operations import Operator
 from gopherq.core.inspect.queues import QueueReader
 from gopherq.core.inspect.readiness import ready_since
 from gopherq.core.inspect.reading import decode, integer, number, task_type, text
+from gopherq.core.inspect.selection import SCAN_WINDOW, DeadFilter, Selection, select_dead, target_host
 from gopherq.core.inspect.stream import EventReader
+from gopherq.core.inspect.waiting import WAITING_KINDS, DelayedSplit, held_by, waiting_kind
 from gopherq.core.keys import WAKE_MARKER, QueueKeys, validate_queue_name
 from gopherq.core.masking import Masker, drop_cut_url
 from gopherq.core.outcomes import raw_from_entry
@@ -161,16 +168,41 @@ class Inspector(QueueReader, EventReader):
             out.append(self.summarise(raw, "ready", enqueued_at=ready_since(raw)))
         return Page(out, int(total), offset, limit)
 
-    async def delayed(self, queue: str, offset: int = 0, limit: int = 50) -> Page[TaskSummary]:
-        """The delayed set (retries waiting, tasks with an eta), soonest first."""
+    async def delayed(self, queue: str, offset: int = 0, limit: int = 50, kind: str | None = None) -> Page[TaskSummary]:
+        """The delayed set, soonest first, each line saying why it waits (see waiting.py); with `kind` (retrying,
+        scheduled or held) only those, found among the PAGE_SCAN_LIMIT soonest due (`total`: the queue's count of
+        that kind, see QueueInfo)."""
         k = self.keys(queue)
         offset, limit = max(0, offset), max(1, limit)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(k.delayed)
-            pipe.zrange(k.delayed, offset, offset + limit - 1, withscores=True)
-            total, items = await pipe.execute()
-        out = [self.summarise(raw, "delayed", due_at=float(score) / 1000) for raw, score in items]
+        if kind is not None:
+            if kind not in WAITING_KINDS:
+                raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(WAITING_KINDS)}")
+            items = await self.delayed_kinds.page(k, kind, offset, limit)
+            size = int(await self.redis.zcard(k.delayed))
+            split = await self.delayed_kinds.count(k, size) if size else DelayedSplit(0, 0, 0, True)
+            total = getattr(split, kind)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(k.delayed)
+                pipe.zrange(k.delayed, offset, offset + limit - 1, withscores=True)
+                total, items = await pipe.execute()
+        out = [self.waiting_line(raw, float(score) / 1000) for raw, score in items]
         return Page(out, int(total), offset, limit)
+
+    def waiting_line(self, raw: bytes, due_at: float) -> TaskSummary:
+        """A delayed page line: the summary, and why it waits (kind, hold, a retry's last error; masked)."""
+        line = self.summarise(raw, "delayed", due_at=due_at)
+        envelope = decode(raw)
+        kind = waiting_kind(envelope)
+        error = envelope.get("last_error") if isinstance(envelope, dict) and kind == "retrying" else None
+        message = None
+        if isinstance(error, dict):
+            first = f"{error.get('reason', '')}: {error.get('message', '')}".splitlines()
+            message = self.masker.text(cut_text(first[0] if first else "", _SUMMARY_MAX * 8))[: _SUMMARY_MAX * 2]
+        held = held_by(envelope)
+        if held is not None:
+            held["key"] = self.masker.text(held["key"])
+        return dataclasses.replace(line, waiting=kind, held=held, last_error=message)
 
     async def running(self, queue: str, offset: int = 0, limit: int = 50) -> Page[TaskSummary]:
         """Claimed, unsettled tasks, nearest lease deadline first, with their worker and claim time once that
@@ -195,27 +227,51 @@ class Inspector(QueueReader, EventReader):
             out.append(self.summarise(raw, state, since=since, worker=worker, token=token))
         return Page(out, int(total), offset, limit)
 
-    async def dead(self, queue: str, offset: int = 0, limit: int = 50) -> Page[DeadLetterSummary]:
-        """Dead letters, newest first."""
+    async def dead(
+        self,
+        queue: str,
+        offset: int = 0,
+        limit: int = 50,
+        where: DeadFilter | None = None,
+        cursor: float | None = None,
+    ) -> Page[DeadLetterSummary]:
+        """Dead letters, newest first. With a filter (`where`), those of one bounded window that match it, from
+        `cursor` (see selection.py): the page's `next_cursor` goes on."""
         letters = self.dead_letters(queue)
         offset, limit = max(0, offset), max(1, limit)
+        if where is not None and not where.empty:
+            chosen = await self.select_dead(queue, where, cursor, limit)
+            raw = await self.redis.hmget(letters.keys.dead, chosen.ids) if chosen.ids else []
+            found = [{"id": name, **codec.loads(item)} for name, item in zip(chosen.ids, raw, strict=True) if item]
+            lines = [self._dead_line(entry) for entry in found]
+            return Page(lines, len(lines), 0, limit, chosen.next_cursor)
         entries = await letters.list(limit, offset)
         total = await letters.count()
-        out = []
-        for entry in entries:
-            error = entry.get("error") or {}
-            message = f"{error.get('reason', '')}: {error.get('message', '')}".splitlines()
-            out.append(
-                DeadLetterSummary(
-                    entry_id=str(entry["id"]),
-                    task_id=entry.get("task_id"),
-                    reason=str(entry.get("reason")),
-                    error=self.masker.text(message[0] if message else "")[: _SUMMARY_MAX * 2],
-                    died_at=number(entry.get("dead_at")),
-                    attempts=integer(entry.get("attempts"), 0) or 0,
-                )
-            )
-        return Page(out, total, offset, limit)
+        return Page([self._dead_line(entry) for entry in entries], total, offset, limit)
+
+    def _dead_line(self, entry: dict[str, Any]) -> DeadLetterSummary:
+        error = entry.get("error") or {}
+        message = f"{error.get('reason', '')}: {error.get('message', '')}".splitlines()
+        details = error.get("details") if isinstance(error.get("details"), dict) else None
+        details = details or {}
+        host = target_host(entry)
+        return DeadLetterSummary(
+            entry_id=str(entry["id"]),
+            task_id=entry.get("task_id"),
+            reason=str(entry.get("reason")),
+            error=self.masker.text(message[0] if message else "")[: _SUMMARY_MAX * 2],
+            died_at=number(entry.get("dead_at")),
+            attempts=integer(entry.get("attempts"), 0) or 0,
+            host=None if host is None else self.masker.text(host)[:_ID_MAX],
+            status=integer(details.get("status_code")),
+        )
+
+    async def select_dead(
+        self, queue: str, where: DeadFilter, cursor: float | None = None, limit: int = SCAN_WINDOW
+    ) -> Selection:
+        """The ids of the dead letters matching `where` in one bounded window from `cursor` (selection.py)."""
+        k = self.keys(queue)
+        return await select_dead(self.redis, k.dead, k.dead_index, where, self.masker, cursor, limit)
 
     # -- one task --------------------------------------------------------------------------------------------
 
@@ -275,6 +331,14 @@ class Inspector(QueueReader, EventReader):
             where=located.where.to_dict() if located.where is not None and located.state else None,
             note=located.note,
         )
+
+    def operator(self, actor: Actor, bus: EventBus | None = None) -> Operator:
+        """The changes `actor` makes through this inspection layer, checked and audited (operations.py)."""
+        return Operator(self, actor, bus)
+
+    async def explain(self, queue: str, task_id: str) -> Explanation | None:
+        """The one thing the task waits for (see explain.py); None when nothing is known of it."""
+        return await explain(self, queue, task_id)
 
     # -- one dead letter -------------------------------------------------------------------------------------
 

@@ -47,7 +47,10 @@ class QueueInfo:
     `running`: tasks held by a worker, of which `orphaned` are held by one whose heartbeat is gone (lease expired,
     or staged in a silent worker's list): ORPHANED_NOTE. `oldest_running`: seconds since the longest-running task
     was claimed, as its worker last reported (0.0 when none). `dead_trimmed`: dead letters dropped, oldest first,
-    because the queue held `dead_letter_max`. `totals`: all-time outcome counts (see OUTCOMES).
+    because the queue held `dead_letter_max`. `totals`: all-time outcome counts (see OUTCOMES). `delayed` splits
+    into `retrying` (a failed attempt waits for its next), `scheduled` (an eta not reached) and `held` (flow control
+    holds it back): see core/inspect/waiting.py; `delayed_exact` is False when a delayed set over CLASSIFY_LIMIT was
+    split in the proportions of its soonest-due part.
     """
 
     name: str
@@ -63,6 +66,10 @@ class QueueInfo:
     orphaned: int = 0
     oldest_running: float = 0.0
     dead_trimmed: int = 0
+    retrying: int = 0
+    scheduled: int = 0
+    held: int = 0
+    delayed_exact: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         out = _plain(self)
@@ -110,7 +117,9 @@ class TaskSummary:
     """One line of a ready, delayed or running page (`state` "orphaned" on the running page: ORPHANED_NOTE).
     `enqueued_at` (ready: when it became ready), `due_at` (delayed) or `since` (running: when claimed) is set,
     whichever applies; `summary` is short text such as "GET https://host/path" (masked), taken from the
-    payload's method- and url-like fields, else the type."""
+    payload's method- and url-like fields, else the type. A delayed line says why it waits: `waiting` is
+    retrying, scheduled or held (core/inspect/waiting.py), `held` names the limit, flow key and end of a hold,
+    `last_error` is a retry's last error (one line, masked)."""
 
     id: str | None
     type: str | None
@@ -123,6 +132,9 @@ class TaskSummary:
     since: float | None = None
     worker: str | None = None
     token: str | None = None
+    waiting: str | None = None
+    held: dict[str, Any] | None = None
+    last_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -138,6 +150,9 @@ class DeadLetterSummary:
     error: str
     died_at: float | None
     attempts: int
+    #: The host of the task's URL-like field and the status code its error recorded, when it has them (masked).
+    host: str | None = None
+    status: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -249,20 +264,26 @@ class DeadLetterInfo:
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
-    """A slice of a longer list: `items` from `offset` (at most `limit`), of `total`."""
+    """A slice of a longer list: `items` from `offset` (at most `limit`), of `total`. A filtered page (dead letters
+    chosen by a filter, core/inspect/selection.py) is one bounded window: `total` counts its matches, and
+    `next_cursor` is where the next window starts (None: no further one)."""
 
     items: list[T]
     total: int
     offset: int
     limit: int
+    next_cursor: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "items": [item.to_dict() for item in self.items],
             "total": self.total,
             "offset": self.offset,
             "limit": self.limit,
         }
+        if self.next_cursor is not None:
+            out["next_cursor"] = self.next_cursor
+        return out
 
 
 @dataclass(frozen=True, slots=True)

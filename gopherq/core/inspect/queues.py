@@ -14,6 +14,7 @@ from gopherq.core.flow import FlowGate
 from gopherq.core.inspect.models import MinuteCounts, QueueInfo
 from gopherq.core.inspect.readiness import ReadyLevels
 from gopherq.core.inspect.reading import number, text
+from gopherq.core.inspect.waiting import DelayedKinds, DelayedSplit
 from gopherq.core.keys import COUNTS_TTL, QueueKeys
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.registry import QueueRegistry
@@ -43,6 +44,7 @@ class QueueReader:
     settings: Settings
     _registry: QueueRegistry | None = None
     _levels: ReadyLevels | None = None
+    _kinds: DelayedKinds | None = None
 
     def keys(self, queue: str) -> QueueKeys:
         raise NotImplementedError
@@ -52,6 +54,12 @@ class QueueReader:
         if self._registry is None:
             self._registry = QueueRegistry(self.redis)
         return self._registry
+
+    @property
+    def delayed_kinds(self) -> DelayedKinds:
+        if self._kinds is None:
+            self._kinds = DelayedKinds(self.redis)
+        return self._kinds
 
     async def queue_names(self) -> list[str]:
         """Every queue that has anything in Redis (see QueueRegistry.listed), the configured queue and the queues
@@ -67,11 +75,13 @@ class QueueReader:
 
     async def queue(self, name: str) -> QueueInfo:
         """Sizes, latency (overall and per priority level), pause state, live workers, orphaned tasks, the oldest
-        running task's age and totals of one queue: three round trips at most, whatever its size."""
+        running task's age and totals of one queue, the delayed tasks split by why they wait (a bounded read, see
+        core/inspect/waiting.py): four round trips at most, whatever its size."""
         k = self.keys(name)
         now = time.time()
         now_ms = int(now * 1000)
         alive_after = now_ms - int(self.settings.worker.lease_timeout * 1000)
+        kinds = self.delayed_kinds
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(k.delayed)
             pipe.hlen(k.inflight)
@@ -81,6 +91,7 @@ class QueueReader:
             pipe.hgetall(k.stats)
             pipe.zcount(k.leases, "-inf", now_ms)  # leases no heartbeat renewed: their holder is gone
             delayed, running, dead, paused, workers, stats, expired = await pipe.execute()
+        split = await kinds.count(k, int(delayed)) if delayed else DelayedSplit(0, 0, 0, True)
         if self._levels is None:
             self._levels = ReadyLevels(self.redis)
         levels = await self._levels.read(k, now)
@@ -114,6 +125,10 @@ class QueueReader:
             orphaned=min(int(expired), int(running)) + stranded,
             oldest_running=0.0 if oldest is None else max(0.0, now - oldest),
             dead_trimmed=counters.get("dead_trimmed", 0),
+            retrying=split.retrying,
+            scheduled=split.scheduled,
+            held=split.held,
+            delayed_exact=split.exact,
         )
 
     async def queues(self) -> list[QueueInfo]:

@@ -8,8 +8,8 @@
 -- A task over the rate reserves the next slot and is deferred to it; it comes back holding the reservation (the
 -- time it was made, kept in its envelope) and runs without a second check, unless the rate was lowered after the
 -- reservation was made (a slow-down restarts the schedule: older reservations are checked again).
--- Returns: {dues, events}: per task a due time (0 = run now) and the reservation it holds (0 = none);
---          events are triples {key, name, value}.
+-- Returns: {dues, events}: per task a due time (0 = run now), the reservation it holds (0 = none) and what held
+--          it back ('rate', 'concurrency' or 'circuit'; '' when it runs now); events are triples {key, name, value}.
 local now = tonumber(ARGV[1])
 local lease = ARGV[2]
 local k = tonumber(ARGV[3])
@@ -58,7 +58,7 @@ for j = first, #ARGV, 3 do
   local c = cfg[i]
   local state, slots = KEYS[2 * i], KEYS[2 * i + 1]
   local token, reserved = ARGV[j + 1], tonumber(ARGV[j + 2])
-  local due, kept = 0, 0
+  local due, kept, why = 0, 0, ''
   if reserved and reserved < c.slowed_at then reserved = nil end
   -- Circuit: open -> wait for the cool-down; half-open -> one probe at a time, the others wait.
   if c.circuit > 0 then
@@ -66,10 +66,12 @@ for j = first, #ARGV, 3 do
     if open_until then
       if now < open_until then
         due = open_until + (tonumber(token) or 0) % 1000  -- spread over a second, not all at the same instant
+        why = 'circuit'
       else
         local probe_until = tonumber(redis.call('HGET', state, 'probe_until'))
         if probe_until and probe_until > now then
           due = later(c, 10)
+          why = 'circuit'
         else
           redis.call('HSET', state, 'probe', token, 'probe_until', lease)
           events[#events + 1] = c.name
@@ -86,6 +88,7 @@ for j = first, #ARGV, 3 do
     end
     if redis.call('ZCARD', slots) >= c.conc then
       due = later(c, c.conc)
+      why = 'concurrency'
       if reserved then kept = reserved end
     end
   end
@@ -98,6 +101,7 @@ for j = first, #ARGV, 3 do
     if allowed_at > now then
       -- Over the rate: the slot at allowed_at is reserved for this task, which runs then without a new check.
       due = math.ceil(allowed_at)
+      why = 'rate'
       kept = now
     end
   end
@@ -106,5 +110,6 @@ for j = first, #ARGV, 3 do
   end
   dues[#dues + 1] = due
   dues[#dues + 1] = kept
+  dues[#dues + 1] = why
 end
 return {dues, events}

@@ -50,6 +50,7 @@ from gopherq import (
 )
 from gopherq.plugins.http.body import read_body
 from gopherq.plugins.http.checks import basic_auth, check_credentials, check_headers, check_url, idempotency_key
+from gopherq.plugins.http.command import curl_command
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
 from gopherq.plugins.http.extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
 from gopherq.plugins.http.flow import FLOW_KEY, HostRule, HostRules, flow_signal
@@ -279,6 +280,11 @@ class HttpExecutor:
     @staticmethod
     def flow_signal(failure: TaskFailure | None) -> str:
         return flow_signal(failure)
+
+    @staticmethod
+    def render_command(envelope: dict[str, Any]) -> str | None:
+        """The task as a curl command ("copy as curl"), from its envelope as shown (masked): see command.py."""
+        return curl_command(envelope)
 
     def followups(self, task: Task, record: bytes, succeeded: bool) -> list[bytes]:
         """The callback task to enqueue when this task ends (see extras); none without a signing secret (a

@@ -1,0 +1,141 @@
+"""What an operator changes, from whichever face (CLI, `/v1` API, dashboard): pause, resume, cancel, requeue and
+delete dead letters (by id or by filter), and edit-and-requeue a dead task. One place, so every face checks the same
+things and leaves the same trail:
+
+- an unknown queue, task or dead letter is `NotFound` (the CLI exits 1 with one line, the API answers 404) and
+  nothing is changed: a typo never prints "paused";
+- work per call is bounded: a filtered requeue or delete handles one window of SCAN_WINDOW dead letters
+  (selection.py) and says where to go on from;
+- every change is an `operator.action` event with its actor and source, one per task touched (core/audit.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gopherq.core import codec
+from gopherq.core.audit import Actor, record
+from gopherq.core.broker import Broker
+from gopherq.core.errors import NotFound, TaskRejected
+from gopherq.core.events import EventBus
+from gopherq.core.inspect.editing import edited_envelope, stored_task
+from gopherq.core.inspect.explain import locate
+from gopherq.core.inspect.selection import DeadFilter
+
+if TYPE_CHECKING:
+    from gopherq.core.inspect.inspector import Inspector
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOutcome:
+    """What a filtered bulk action did in its window: `matched` dead letters, `done` of them requeued or deleted,
+    `scanned` looked at, and the cursor of the next window (None: the last one was done)."""
+
+    action: str
+    matched: int
+    done: int
+    scanned: int
+    next_cursor: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+class Operator:
+    """The changes one actor makes through one inspection layer; `bus` receives the audit events (and the
+    `task.requeued` / `task.cancelled` events the same changes always emit)."""
+
+    def __init__(self, inspector: Inspector, actor: Actor, bus: EventBus | None = None) -> None:
+        self.inspector = inspector
+        self.actor = actor
+        self.bus = bus
+
+    async def check_queue(self, queue: str) -> None:
+        """NotFound unless the queue is known: it has anything in Redis, or is queue.name, or a schedule's."""
+        self.inspector.keys(queue)  # a malformed name is a ConfigError first
+        if queue not in await self.inspector.queue_names():
+            raise NotFound(f"no queue {queue!r}: nothing of it is in Redis (`gopherq queues` lists the known ones)")
+
+    async def pause(self, queue: str) -> None:
+        await self.check_queue(queue)
+        await self.inspector.pause(queue)
+        record(self.bus, self.actor, "pause", queue)
+
+    async def resume(self, queue: str) -> None:
+        await self.check_queue(queue)
+        await self.inspector.resume(queue)
+        record(self.bus, self.actor, "resume", queue)
+
+    async def cancel(self, queue: str, task_id: str) -> str:
+        """Cancel a task (see Broker.cancel for the outcomes); NotFound when nothing is known of it, so no
+        cancel request is left behind for an id that was mistyped."""
+        await self.check_queue(queue)
+        where = await locate(self.inspector, queue, task_id)
+        if where.state == "unknown" and where.result is None:
+            raise NotFound(f"no task {task_id!r} in queue {queue!r} (unknown, or its result expired)")
+        outcome = await Broker(self.inspector.redis, queue).cancel(task_id, self.inspector.settings.queue.result_ttl)
+        if outcome == "cancelled" and self.bus is not None:
+            self.bus.emit("task.cancelled", queue=queue, task_id=task_id, data={"running": False})
+        if outcome != "finished":
+            record(self.bus, self.actor, "cancel", queue, [task_id], outcome=outcome)
+        return outcome
+
+    async def requeue(
+        self, queue: str, entry_ids: list[str] | None, progress: Callable[[int], Any] | None = None
+    ) -> int:
+        """Requeue dead letters (all when None); returns how many went back (see DeadLetters.requeue)."""
+        moved: list[str | None] = []
+        letters = self.inspector.dead_letters(queue, self.bus)
+        count = await letters.requeue(entry_ids, progress=progress, moved_tasks=moved)
+        record(self.bus, self.actor, "requeue", queue, moved)
+        return count
+
+    async def delete(self, queue: str, entry_ids: list[str] | None) -> int:
+        """Delete dead letters (all when None: a purge); returns how many there were."""
+        letters = self.inspector.dead_letters(queue)
+        if entry_ids is None:
+            count = await letters.purge()
+            record(self.bus, self.actor, "purge", queue, count=count)
+            return count
+        tasks = await self._task_ids(queue, entry_ids)
+        count = await letters.delete(entry_ids)
+        record(self.bus, self.actor, "delete", queue, tasks)
+        return count
+
+    async def _task_ids(self, queue: str, entry_ids: list[str]) -> list[str | None]:
+        """The task ids of the entries that exist (for the audit trail), read before they are deleted."""
+        if not entry_ids:
+            return []
+        raw = await self.inspector.redis.hmget(self.inspector.keys(queue).dead, entry_ids)
+        out: list[str | None] = []
+        for item in raw:
+            if item is not None:
+                entry = codec.loads(item)
+                out.append(entry.get("task_id") if isinstance(entry, dict) else None)
+        return out
+
+    async def bulk(self, queue: str, action: str, where: DeadFilter, cursor: float | None = None) -> BulkOutcome:
+        """Requeue or delete (`action`) the dead letters matching `where` in one window from `cursor`."""
+        if action not in ("requeue", "delete"):
+            raise ValueError(f"unknown bulk action {action!r}")
+        chosen = await self.inspector.select_dead(queue, where, cursor)
+        done = 0
+        if chosen.ids:
+            done = await (self.requeue(queue, chosen.ids) if action == "requeue" else self.delete(queue, chosen.ids))
+        return BulkOutcome(action, len(chosen.ids), done, chosen.scanned, chosen.next_cursor)
+
+    async def edit_requeue(self, queue: str, entry_id: str, edited: Any, submit: Any) -> str:
+        """Enqueue an edited copy of a dead task as a new task; the dead letter is kept as it is. `edited` is the
+        operator's edit of the envelope offered by `editing.editable` (masked): the values left as shown are put
+        back from the stored task. `submit` (the client's: it knows the executors) validates the envelope as any
+        producer's and enqueues it, returning the new id."""
+        if not isinstance(edited, dict):
+            raise TaskRejected("schema_invalid", "the edited task must be a JSON object")
+        task = await stored_task(self.inspector, queue, entry_id)
+        envelope = edited_envelope(task, edited, self.inspector.masker)
+        new_id = str(await submit(envelope))
+        record(self.bus, self.actor, "edit_requeue", queue, [task.get("id") or entry_id], new_task=new_id)
+        record(self.bus, self.actor, "edit_requeue", queue, [new_id], edited_from=entry_id)
+        return new_id
