@@ -15,7 +15,7 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
-from gopherq.core.keys import COUNTS_TTL, QueueKeys
+from gopherq.core.keys import COUNTS_TTL, HOURLY_COUNTS_TTL, QueueKeys
 from gopherq.core.priorities import LETTERS
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.results import TaskResult
@@ -56,6 +56,11 @@ class SpecialPush:
     lock_ms: int = 0
     #: Seconds the task id is remembered, so the same id is not enqueued again (None: not remembered).
     seen_for: int | None = None
+
+
+#: A settle batch's timings, in whole ms: attempt durations summed, attempts timed, times in queue (from when each
+#: task became ready to its attempt's start) summed, attempts whose time in queue is known.
+Timing = tuple[int, int, int, int]
 
 
 @dataclass(slots=True)
@@ -171,10 +176,13 @@ class Broker:
                 args += [token, envelope]
             await self._adopt(keys=[self.keys.inflight], args=args)
 
-    async def settle(self, items: list[Settlement], result_ttl: int, dead_cap: int) -> list[bool]:
+    async def settle(
+        self, items: list[Settlement], result_ttl: int, dead_cap: int, timing: Timing = (0, 0, 0, 0)
+    ) -> list[bool]:
         """Record outcomes in one round trip; returns, per item, False when its token was stale (refused: the reaper
         handed the task to another worker). Sending the same settle again (its reply was lost) is safe: an item an
-        earlier run already recorded is reported True, and nothing is written twice."""
+        earlier run already recorded is reported True, and nothing is written twice. `timing`: the batch's attempt
+        durations and times in queue (see Timing), added to this minute's and this hour's counts."""
         if not items:
             return []
         k = self.keys
@@ -194,7 +202,8 @@ class Broker:
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
         keys += self._levels
-        keys.append(k.reaped)
+        keys += [k.reaped, k.hourly_counts(stamp // 3600000 * 3600)]
+        args += [HOURLY_COUNTS_TTL, *timing]
         flags = await self._settle(keys=keys, args=args)
         return [bool(flag) for flag in flags]
 
@@ -295,6 +304,10 @@ class Broker:
         if int(reply[0]) == 1:
             return True, int(reply[1])
         return False, int(reply[1]) if reply[1] else -1
+
+    async def schedule_paused(self, name: str) -> bool:
+        """Whether schedule `name` (of this queue) is paused by an operator (asked only when a slot is due)."""
+        return bool(await self.redis.hexists(self.keys.schedules_paused, name))
 
     # -- cancelling ------------------------------------------------------------------------------------------
 

@@ -10,12 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+from gopherq.core.broker import Timing
 from gopherq.core.outcomes import Decision
 from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.shared import Shared
 
 log = logging.getLogger("gopherq.core.worker")  # the worker's log lines, under the name operators filter on
+
+
+def timing(decisions: list[Decision]) -> Timing:
+    """The batch's attempt durations and times in queue (ms) for the charts: a decision with a duration ended an
+    attempt, which started `duration` before now; its time in queue runs from when its task became ready."""
+    now = time.time()
+    duration_ms = timed = wait_ms = waited = 0
+    for decision in decisions:
+        if decision.duration is None:
+            continue
+        duration_ms += int(decision.duration * 1000)
+        timed += 1
+        since = decision.task.ready_since() if decision.task is not None else None
+        if since is not None:
+            wait_ms += int(max(0.0, now - decision.duration - since) * 1000)
+            waited += 1
+    return duration_ms, timed, wait_ms, waited
 
 
 class Settler:
@@ -80,7 +99,10 @@ class Settler:
                     raise
             try:
                 accepted = await self.broker.settle(
-                    [d.settlement for d in decisions], self.queue.result_ttl, self.queue.dead_letter_max
+                    [d.settlement for d in decisions],
+                    self.queue.result_ttl,
+                    self.queue.dead_letter_max,
+                    timing(decisions),
                 )
             except BaseException:
                 self._decisions[:0] = decisions

@@ -5,9 +5,11 @@
 -- settled (2) and nothing is written twice.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 delayed, 5 dead (hash), 6 dead index (zset), 7 stats (hash),
 --       8 this minute's counts (hash), 9.. one key per item (in item order), then the high- and low-priority
---       lists, then the reaped tokens (zset; last three)
+--       lists, the reaped tokens (zset) and this hour's counts (hash; last four)
 -- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, 4 counts TTL (s), then 5 per item:
---       kind, token, result JSON ('' for none), data, extra
+--       kind, token, result JSON ('' for none), data, extra;
+--       then 5 last: hourly counts TTL (s), attempt durations (ms, summed), attempts timed, time in queue (ms,
+--       summed), attempts with a known time in queue
 --   kind 'ack'     : write the result (item key: the result key); data/extra unused
 --   kind 'cancel'  : as 'ack', for a task cancelled before or while it ran (counted apart)
 --   kind 'retry'   : data = new envelope, extra = due time (ms) -> delayed set
@@ -21,11 +23,11 @@
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
 --   task's cancel request.
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
--- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per
--- kind per batch.
+-- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) and the timings in this minute's and
+-- this hour's counts hashes, once per kind per batch.
 -- Returns: one 1 (settled), 2 (already settled by an earlier run of the same settle) or 0 (refused: stale token)
 -- per item.
-local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
+local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 3], KEYS[#KEYS - 2], KEYS[#KEYS - 1]
 --@include levels
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
@@ -34,7 +36,7 @@ local counts = {}
 local dead_added = false
 local leases = {}
 local last_held = false
-local n = (#ARGV - 4) / 5
+local n = (#ARGV - 9) / 5
 for i = 0, n - 1 do
   local base = 5 + i * 5
   local kind, token, result = ARGV[base], ARGV[base + 1], ARGV[base + 2]
@@ -110,6 +112,24 @@ for kind, field in pairs(minute) do
     counted = true
   end
 end
+-- Timings and hourly counts (charts of a day and a week): the same fields again, in this hour's hash.
+local tail = #ARGV - 4
+local timing = {duration_ms = ARGV[tail + 1], timed = ARGV[tail + 2], wait_ms = ARGV[tail + 3],
+                waited = ARGV[tail + 4]}
+for field, value in pairs(timing) do
+  if value ~= '0' then
+    redis.call('HINCRBY', KEYS[8], field, value)
+    redis.call('HINCRBY', KEYS[#KEYS], field, value)
+    counted = true
+  end
+end
+if counted then
+  for kind, field in pairs(minute) do
+    if counts[kind] then redis.call('HINCRBY', KEYS[#KEYS], field, counts[kind]) end
+  end
+  redis.call('EXPIRE', KEYS[#KEYS], ARGV[tail])
+end
+-- (end of the timings and hourly counts)
 if counted then redis.call('EXPIRE', KEYS[8], ARGV[4]) end
 if dead_added then
   local over = redis.call('ZCARD', KEYS[6]) - cap

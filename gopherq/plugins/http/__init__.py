@@ -53,7 +53,7 @@ from gopherq.plugins.http.body import read_body
 from gopherq.plugins.http.checks import basic_auth, check_credentials, check_headers, check_url, idempotency_key
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
 from gopherq.plugins.http.extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
-from gopherq.plugins.http.flow import FLOW_KEY, HostRule, HostRules, flow_signal
+from gopherq.plugins.http.flow import FLOW_KEY, HostRule, HostRules, flow_label, flow_signal
 from gopherq.plugins.signing import secret_key, sign
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -279,6 +279,10 @@ class HttpExecutor:
     @staticmethod
     def flow_signal(failure: TaskFailure | None) -> str:
         return flow_signal(failure)
+
+    @staticmethod
+    def flow_label(failure: TaskFailure) -> str:
+        return flow_label(failure)
 
     def followups(self, task: Task, record: bytes, succeeded: bool) -> list[bytes]:
         """The callback task to enqueue when this task ends (see extras); none without a signing secret (a
