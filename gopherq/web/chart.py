@@ -7,7 +7,8 @@ only places the rectangles this module computes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Any
 
 WIDTH = 600
@@ -74,9 +75,70 @@ def throughput_chart(minutes: Sequence[Any]) -> Chart:
     return Chart(bars, peak, sum(c[0] for c in counts), sum(c[1] for c in counts))
 
 
-def _clock(minute: int) -> str:
+def _clock(minute: int, fmt: str = "%H:%M UTC") -> str:
     if minute <= 0:
         return "-"
-    from datetime import datetime, timezone
+    return datetime.fromtimestamp(minute, timezone.utc).strftime(fmt)
 
-    return datetime.fromtimestamp(minute, timezone.utc).strftime("%H:%M UTC")
+
+#: Per span: what one bar is, how its time is written, and the label of the left end of the axis.
+SPANS = {
+    "1h": ("minute", "%H:%M UTC", "60 min ago"),
+    "24h": ("hour", "%d %b %H:00 UTC", "24 h ago"),
+    "7d": ("hour", "%d %b %H:00 UTC", "7 days ago"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A series drawn over the bars (mean attempt duration, or time in queue), scaled to its own peak."""
+
+    name: str
+    points: str
+    peak: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A chart of one span: outcome bars whose tooltips give every value of their bucket, and two lines."""
+
+    chart: Chart
+    lines: list[Line]
+    span: str
+    unit: str
+    since: str
+
+
+def history_chart(buckets: Sequence[Any], span: str) -> History:
+    """The chart of `span` (one of SPANS) from its buckets (MinuteCounts, oldest first): throughput bars, and the
+    mean duration and time in queue as lines; each bar's tooltip (an SVG title, shown on hover) says it all."""
+    unit, fmt, since = SPANS.get(span, SPANS["1h"])
+    chart = throughput_chart(buckets)
+    slot = WIDTH / max(len(buckets), 1)
+    bars = []
+    for bar, bucket in zip(chart.bars, buckets, strict=True):
+        duration, wait = getattr(bucket, "duration", None), getattr(bucket, "wait", None)
+        title = (
+            f"{_clock(_count(bucket, 'minute'), fmt)}: {_count(bucket, 'succeeded')} succeeded, "
+            f"{_count(bucket, 'failed')} failed attempts ({_count(bucket, 'retried')} retried, "
+            f"{_count(bucket, 'dead')} dead-lettered); mean duration {_seconds(duration)}, "
+            f"mean time in queue {_seconds(wait)}"
+        )
+        bars.append(replace(bar, title=title))
+    lines = []
+    for name in ("duration", "wait"):
+        values = [getattr(bucket, name, None) for bucket in buckets]
+        peak = max((v for v in values if v is not None), default=None)
+        points = " ".join(
+            f"{round(index * slot + slot / 2, 2)},{round(HEIGHT - 2 - (HEIGHT - 6) * value / peak, 2)}"
+            for index, value in enumerate(values)
+            if value is not None and peak
+        )
+        lines.append(Line(name, points, peak))
+    return History(replace(chart, bars=bars), lines, span, unit, since)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"

@@ -16,8 +16,9 @@ from aiohttp import web
 
 from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import ConfigError
+from gopherq.core.inspect.queues import SPANS
 from gopherq.core.keys import validate_queue_name
-from gopherq.web.chart import throughput_chart
+from gopherq.web.chart import history_chart, throughput_chart
 from gopherq.web.render import render_html
 from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, SETTINGS_KEY
 
@@ -85,10 +86,18 @@ async def overview_context(request: web.Request) -> dict[str, Any]:
     inspector = request.app[INSPECTOR_KEY]
     queues = await inspector.queues()
     series = await per_queue(lambda queue: inspector.throughput(queue.name, 60), queues)
+    circuits = await per_queue(lambda queue: inspector.open_circuits(queue.name), queues)
     rows = []
-    for queue, minutes in zip(queues, series, strict=True):
+    for queue, minutes, open_circuits in zip(queues, series, circuits, strict=True):
         chart = throughput_chart(minutes)
-        rows.append({"queue": queue, "chart": chart, "per_minute": (chart.total_ok + chart.total_bad) / 60})
+        rows.append(
+            {
+                "queue": queue,
+                "chart": chart,
+                "per_minute": (chart.total_ok + chart.total_bad) / 60,
+                "circuits": open_circuits,
+            }
+        )
     return {"rows": rows}
 
 
@@ -109,8 +118,22 @@ async def queue_context(request: web.Request, queue: str) -> dict[str, Any]:
     if tab not in TABS:
         tab = "ready"
     offset = _int(request, "offset")
-    info, page = await asyncio.gather(inspector.queue(queue), getattr(inspector, tab)(queue, offset, PAGE_SIZE))
-    return {"info": info, "tab": tab, "tabs": TABS, "page": page, "offset": offset, "page_size": PAGE_SIZE}
+    span = request.query.get("span", "1h")
+    if span not in SPANS:
+        span = "1h"
+    info, page, buckets = await asyncio.gather(
+        inspector.queue(queue), getattr(inspector, tab)(queue, offset, PAGE_SIZE), inspector.history(queue, span)
+    )
+    return {
+        "info": info,
+        "tab": tab,
+        "tabs": TABS,
+        "page": page,
+        "offset": offset,
+        "page_size": PAGE_SIZE,
+        "history": history_chart(buckets, span),
+        "spans": SPANS,
+    }
 
 
 async def queue_page(request: web.Request) -> web.StreamResponse:

@@ -47,6 +47,7 @@ def build_environment(masker: Masker) -> jinja2.Environment:
         percent=percent,
     )
     env.globals["percent"] = percent
+    env.globals["inf"] = float("inf")
     return env
 
 
