@@ -8,13 +8,21 @@ import json
 import re
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from gopherq import AsyncClient
 from gopherq.core.keys import QueueKeys
-from tests.support.common import async_wait_until
 from tests.support.loopback import LoopbackServer
 from tests.web.test_web import Dashboard, Start, dashboard  # noqa: F401  (fixture)
+
+
+
+@pytest.fixture
+def console(console: Start) -> Start:  # noqa: F811
+    """The dashboard fixture of test_web.py: the application on a real loopback socket."""
+    return dashboard
+
 
 HOST_RULE = {"match": "127.0.0.1", "circuit_failures": 3, "circuit_cooldown": 600, "rate": 1000, "slow_down": 0.5}
 
@@ -24,9 +32,9 @@ def location(headers: Any) -> str:
 
 
 async def test_destinations_show_rates_p95_circuit_and_rate_and_act_on_them(
-    dashboard: Start, aredis: aioredis.Redis, queue_name: str, start_worker: Any, loopback: LoopbackServer
+    console: Start, aredis: aioredis.Redis, queue_name: str, start_worker: Any, loopback: LoopbackServer
 ) -> None:
-    app: Dashboard = await dashboard(
+    app: Dashboard = await console(
         plugins={"http": {"hosts": [HOST_RULE]}}, queue={"backoff_min": 30, "backoff_max": 60}
     )
     async with AsyncClient(app.settings) as client:
@@ -64,10 +72,11 @@ async def test_destinations_show_rates_p95_circuit_and_rate_and_act_on_them(
 
 
 async def test_schedules_page_run_now_pause_and_resume(
-    dashboard: Start, aredis: aioredis.Redis, queue_name: str, start_worker: Any, loopback: LoopbackServer
+    console: Start, aredis: aioredis.Redis, queue_name: str, start_worker: Any, loopback: LoopbackServer
 ) -> None:
-    schedule = {"name": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Berlin", "task": {"url": loopback.url("/ok")}}
-    app: Dashboard = await dashboard(schedules=[schedule])
+    task = {"url": loopback.url("/ok")}
+    schedule = {"name": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Berlin", "task": task}
+    app: Dashboard = await console(schedules=[schedule])
     keys = QueueKeys(queue_name)
     await aredis.hset(keys.schedules, "nightly", 1_700_000_000)  # a slot in the past, whose task succeeded
     await aredis.set(keys.result("nightly@1700000000"), json.dumps({"status": "succeeded"}))
@@ -95,8 +104,8 @@ async def test_schedules_page_run_now_pause_and_resume(
     assert (await app.post("/schedules/nope/run", {"csrf_token": token}))[0] == 404
 
 
-async def test_the_redis_page_says_version_role_memory_clients_and_persistence(dashboard: Start) -> None:
-    app: Dashboard = await dashboard()
+async def test_the_redis_page_says_version_role_memory_clients_and_persistence(console: Start) -> None:
+    app: Dashboard = await console()
     status, body, _ = await app.get("/redis")
     assert status == 200
     for part in ("redis-server", "redis-memory", "redis-clients", "redis-persistence", 'data-role="master"'):
@@ -106,9 +115,9 @@ async def test_the_redis_page_says_version_role_memory_clients_and_persistence(d
 
 
 async def test_run_now_delete_and_cancel_one_task(
-    dashboard: Start, aredis: aioredis.Redis, queue_name: str, loopback: LoopbackServer
+    console: Start, aredis: aioredis.Redis, queue_name: str, loopback: LoopbackServer
 ) -> None:
-    app: Dashboard = await dashboard()
+    app: Dashboard = await console()
     keys = QueueKeys(queue_name)
     async with AsyncClient(app.settings) as client:
         later = await client.enqueue_http(loopback.url("/ok"), delay=3600)
@@ -139,9 +148,9 @@ async def test_run_now_delete_and_cancel_one_task(
 
 
 async def test_chart_spans_show_hourly_counts_and_timings(
-    dashboard: Start, aredis: aioredis.Redis, queue_name: str, start_worker: Any, loopback: LoopbackServer
+    console: Start, aredis: aioredis.Redis, queue_name: str, start_worker: Any, loopback: LoopbackServer
 ) -> None:
-    app: Dashboard = await dashboard()
+    app: Dashboard = await console()
     async with AsyncClient(app.settings) as client:
         ids = [await client.enqueue_http(loopback.url("/ok?min_ms=20&max_ms=30")) for _ in range(3)]
         worker = await start_worker(app.settings)
