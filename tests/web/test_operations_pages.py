@@ -17,9 +17,8 @@ from tests.support.loopback import LoopbackServer
 from tests.web.test_web import Dashboard, Start, dashboard  # noqa: F401  (fixture)
 
 
-
 @pytest.fixture
-def console(console: Start) -> Start:  # noqa: F811
+def console(dashboard: Start) -> Start:  # noqa: F811
     """The dashboard fixture of test_web.py: the application on a real loopback socket."""
     return dashboard
 
