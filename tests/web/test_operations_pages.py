@@ -164,3 +164,38 @@ async def test_chart_spans_show_hourly_counts_and_timings(
     assert "retries included" in body  # what "failed" counts
     status, body, _ = await app.get(f"/fragments/queues/{queue_name}?tab=ready&span=7d")
     assert status == 200 and 'data-span="7d"' in body
+
+
+async def test_the_api_of_the_operator_pages(
+    console: Start, aredis: aioredis.Redis, queue_name: str, loopback: LoopbackServer
+) -> None:
+    task = {"url": loopback.url("/ok")}
+    app: Dashboard = await console(schedules=[{"name": "beat", "every": 60, "task": task}])
+
+    async def call(method: str, path: str) -> tuple[int, Any]:
+        async with app.session.request(method, app.url(path), allow_redirects=False) as response:
+            return response.status, await response.json()
+
+    async with AsyncClient(app.settings) as client:
+        later = await client.enqueue_http(loopback.url("/ok"), delay=3600)
+    assert await call("GET", "/v1/destinations") == (200, {"destinations": []})
+    status, body = await call("POST", "/v1/destinations/nowhere/close")
+    assert status == 404 and body["error"]["reason"] == "not_found"
+    status, body = await call("GET", "/v1/schedules")
+    assert status == 200 and body["schedules"][0]["name"] == "beat"
+    status, body = await call("POST", "/v1/schedules/beat/run")
+    assert status == 201 and body["id"].startswith("beat@")
+    assert (await call("POST", "/v1/schedules/beat/pause"))[1] == {"name": "beat", "paused": True}
+    assert (await call("POST", "/v1/schedules/nope/pause"))[0] == 404
+    status, body = await call("GET", "/v1/redis")
+    assert status == 200 and body["replication"]["role"] == "master"
+    status, body = await call("GET", f"/v1/queues/{queue_name}/history?span=7d")
+    assert status == 200 and len(body["buckets"]) == 168
+    assert (await call("GET", f"/v1/queues/{queue_name}/history?span=2d"))[0] == 400
+    assert await call("POST", f"/v1/queues/{queue_name}/tasks/{later}/run") == (
+        200,
+        {"id": later, "outcome": "run_now"},
+    )
+    assert (await call("POST", f"/v1/queues/{queue_name}/tasks/{later}/delete"))[1]["outcome"] == "deleted"
+    status, body = await call("POST", f"/v1/queues/{queue_name}/tasks/{later}/delete")
+    assert status == 409 and body["error"]["reason"] == "not_waiting"
