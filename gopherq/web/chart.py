@@ -129,10 +129,11 @@ def history_chart(buckets: Sequence[Any], span: str) -> History:
     for name in ("duration", "wait"):
         values = [getattr(bucket, name, None) for bucket in buckets]
         peak = max((v for v in values if v is not None), default=None)
-        points = " ".join(
-            f"{round(index * slot + slot / 2, 2)},{round(HEIGHT - 2 - (HEIGHT - 6) * value / peak, 2)}"
+        points = " ".join(  # a step across each bucket's width: one bucket alone is still a visible line
+            f"{round(index * slot + edge, 2)},{round(HEIGHT - 2 - (HEIGHT - 6) * value / peak, 2)}"
             for index, value in enumerate(values)
             if value is not None and peak
+            for edge in (0.0, max(slot - GAP, 0.5))
         )
         lines.append(Line(name, points, peak))
     return History(replace(chart, bars=bars), lines, span, unit, since)
