@@ -131,7 +131,13 @@ def test_destinations_open_circuit_on_the_overview_close_it_and_reset_the_rate(
     s = console(HOSTS)
     for n in range(20):
         s.push({"id": f"ok-{n}", "url": loopback.url("/ok?min_ms=5&max_ms=80"), "max_attempts": 1})
+    # A success resets the breaker's count: the failures come once the successes are settled, three in a row.
+    def settled(*ids: str) -> bool:
+        return all(s.redis.exists(f"gopherq:{{{s.queue}}}:result:{task_id}") for task_id in ids)
+
+    wait_until(lambda: settled(*(f"ok-{n}" for n in range(20))), timeout=30, what="the successes")
     s.push({"id": "busy", "url": loopback.url("/status/429"), "max_attempts": 1})
+    wait_until(lambda: settled("busy"), timeout=30, what="the 429")
     for n in range(3):
         s.push({"id": f"down-{n}", "url": loopback.url("/status/503"), "max_attempts": 1})
     s.open("/")
@@ -243,7 +249,9 @@ def test_the_redis_page_the_chart_spans_and_dark_mode(console: Callable[..., Sta
     for span, unit in (("24h", "hour"), ("7d", "hour"), ("1h", "minute")):
         js_click(s, f".spans a[href$='span={span}']")
         wait_until(lambda u=unit, sp=span: f"per {u}" in s.text_of(f'.history[data-span="{sp}"]'), what=span)
-    titles = [t.get_attribute("textContent") for t in s.driver.find_elements("css selector", ".history g.bucket title")]
+    titles = s.driver.execute_script(  # in one step: a live swap may replace the chart between two calls
+        "return [...document.querySelectorAll('.history g.bucket title')].map(t => t.textContent)"
+    )
     assert any("10 succeeded" in t or ("succeeded" in t and "mean duration" in t) for t in titles)
     assert s.driver.find_elements("css selector", ".history polyline.series-duration")
     s.shot("queue-chart", WIDE)
