@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from gopherq.core.flow_stats import BUCKET as STATS_BUCKET
 from gopherq.core.flow_stats import bucket_of, label_of
 from gopherq.core.keys import FLOW_STATS_TTL, QueueKeys
 from gopherq.core.redis_client import RedisClient
@@ -140,17 +141,17 @@ class FlowGate:
 
     async def done(self, items: list[Ended]) -> list[FlowEvent]:
         """Record how (flow key, limits, token, signal, label, seconds) items ended, in one round trip; each is
-        counted in its key's minute statistics too (core/flow_stats.py)."""
+        counted in its key's statistics too (core/flow_stats.py)."""
         index: dict[str, int] = {}
         keys: list[str] = []
-        minute = int(time.time()) // 60 * 60
+        bucket = int(time.time()) // STATS_BUCKET * STATS_BUCKET
         head: list[Any] = []
         tail: list[Any] = []
         for key, limits, token, signal, label, seconds in items:
             i = index.get(key)
             if i is None:
                 i = index[key] = len(index) + 1
-                keys += [self.keys.flow(key), self.keys.flow_slots(key), self.keys.flow_stats(key, minute)]
+                keys += [self.keys.flow(key), self.keys.flow_slots(key), self.keys.flow_stats(key, bucket)]
                 head += [
                     key,
                     limits.circuit_failures,

@@ -1,11 +1,12 @@
-"""How each flow key's attempts ended over the last hour: counts per label and a latency histogram, per minute.
+"""How each flow key's attempts ended over the last hour: counts per label and a latency histogram, per 5 minutes.
 
 The core does not know what the labels mean: a success is 'ok', and an executor that flow-controls its tasks may
 name each failure with an optional `flow_label(failure) -> str` (the http executor says '4xx', '429', '5xx' or
-'error'); without one, a failure is 'failed'. flow_done.lua counts each attempt in the hash of its key and minute
-(`QueueKeys.flow_stats`), in the settle-time call flow control makes anyway, so this costs a flow-controlled attempt
-two HINCRBYs and nothing at all to a task that is not flow-controlled. A hash holds at most a dozen label fields
-and one field per latency bucket, and expires after FLOW_STATS_TTL: about 65 small hashes per flow key in use.
+'error'); without one, a failure is 'failed'. flow_done.lua counts each attempt in the hash of its key and
+five-minute bucket (`QueueKeys.flow_stats`), in the settle-time call flow control makes anyway, so this costs a
+flow-controlled attempt two HINCRBYs and nothing at all to a task that is not flow-controlled. A hash holds at most
+a dozen label fields and one field per latency bucket, and expires after FLOW_STATS_TTL: 13 small hashes per flow
+key in use.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ LATENCY_BOUNDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 #: What a label may be (it becomes a hash field); anything else is counted as 'other'.
 _LABEL = re.compile(r"^[a-z0-9_]{1,16}$")
 
-#: Minutes the destinations page sums.
-HOUR_MINUTES = 60
+#: Seconds one statistics hash covers: the last hour is its twelve newest, so the destinations page reads 12 hashes
+#: per key (per minute it would read 60: 1,200 commands for 20 keys).
+BUCKET = 300
+
+#: Buckets the destinations page sums: the current one and the eleven before (55 to 60 minutes).
+HOUR_BUCKETS = 3600 // BUCKET
 
 
 def label_of(label: str | None) -> str:
@@ -75,19 +80,19 @@ class HourStats:
 
 async def last_hour(redis: RedisClient, queue: str, flow_keys: list[str], now: float | None = None) -> list[HourStats]:
     """The last hour's statistics of each of `flow_keys` on `queue`, in order: one pipelined round trip of
-    60 HGETALLs per key (the caller bounds how many keys it asks about)."""
+    HOUR_BUCKETS HGETALLs per key (the caller bounds how many keys it asks about)."""
     keys = QueueKeys(queue)
-    current = int(time.time() if now is None else now) // 60 * 60
-    minutes = [current - 60 * back for back in range(HOUR_MINUTES)]
+    current = int(time.time() if now is None else now) // BUCKET * BUCKET
+    starts = [current - BUCKET * back for back in range(HOUR_BUCKETS)]
     async with redis.pipeline(transaction=False) as pipe:
         for flow_key in flow_keys:
-            for minute in minutes:
-                pipe.hgetall(keys.flow_stats(flow_key, minute))
+            for start in starts:
+                pipe.hgetall(keys.flow_stats(flow_key, start))
         replies = await pipe.execute() if flow_keys else []
     out = []
     for n in range(len(flow_keys)):
         stats = HourStats()
-        for reply in replies[n * HOUR_MINUTES : (n + 1) * HOUR_MINUTES]:
+        for reply in replies[n * HOUR_BUCKETS : (n + 1) * HOUR_BUCKETS]:
             for raw_name, raw_value in reply.items():
                 name = raw_name.decode("utf-8", "replace")
                 kind, _, what = name.partition(":")

@@ -15,7 +15,8 @@ from gopherq.core.errors import ConfigError
 #: Seconds a per-minute counts hash is kept: a day and an hour, so a full day of minutes can always be read.
 COUNTS_TTL = 90000
 
-#: Seconds a per-flow-key minute statistics hash is kept (core/flow_stats.py): the last hour is always readable.
+#: Seconds a per-flow-key statistics hash (five minutes of attempts) is kept (core/flow_stats.py): the last hour is
+#: always readable.
 FLOW_STATS_TTL = 3900
 
 #: Seconds a per-hour counts hash is kept: eight days, so a full week of hours can always be read.
@@ -193,10 +194,11 @@ class QueueKeys:
         """Sorted set: attempt token -> lease deadline (ms) of every running task holding a concurrency slot."""
         return self._tagged(f"flow:{key}:slots")
 
-    def flow_stats(self, key: str, minute: int) -> str:
-        """Hash: how the attempts of one flow key ended during one minute (label and latency-bucket counts), kept
-        FLOW_STATS_TTL; see core/flow_stats.py. The minute comes first, so no flow key can collide with another."""
-        return self._tagged(f"flowstats:{minute}:{key}")
+    def flow_stats(self, key: str, start: int) -> str:
+        """Hash: how the attempts of one flow key ended during five minutes from `start` (label and latency-bucket
+        counts), kept FLOW_STATS_TTL; see core/flow_stats.py. The time comes first, so no flow key can collide with
+        another."""
+        return self._tagged(f"flowstats:{start}:{key}")
 
     @property
     def schedules_paused(self) -> str:

@@ -7,9 +7,11 @@ only places the rectangles this module computes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+from gopherq.core.inspect.models import MinuteCounts
 
 WIDTH = 600
 HEIGHT = 120
@@ -49,8 +51,9 @@ def _count(minute: Any, name: str) -> int:
     return int(value or 0)
 
 
-def throughput_chart(minutes: Sequence[Any]) -> Chart:
-    """Bars for `minutes` (oldest first: MinuteCounts, or dicts with their fields)."""
+def throughput_chart(minutes: Sequence[Any], titles: Sequence[str] | None = None) -> Chart:
+    """Bars for `minutes` (oldest first: MinuteCounts, or dicts with their fields); `titles`: each bar's tooltip
+    (default: its time and its two counts)."""
     counts = [(_count(m, "succeeded"), _count(m, "failed"), _count(m, "minute")) for m in minutes]
     peak = max((ok + bad for ok, bad, _ in counts), default=0)
     slot = WIDTH / max(len(counts), 1)
@@ -60,7 +63,7 @@ def throughput_chart(minutes: Sequence[Any]) -> Chart:
         ok_height = ok * scale
         bad_height = bad * scale
         ok_y = HEIGHT - ok_height
-        when = _clock(minute)
+        when = _clock(minute) if titles is None else ""
         bars.append(
             Bar(
                 x=round(index * slot, 2),
@@ -69,21 +72,24 @@ def throughput_chart(minutes: Sequence[Any]) -> Chart:
                 ok_height=round(ok_height, 2),
                 bad_y=round(ok_y - bad_height, 2),
                 bad_height=round(bad_height, 2),
-                title=f"{when}: {ok} succeeded, {bad} failed",
+                title=titles[index] if titles is not None else f"{when}: {ok} succeeded, {bad} failed",
             )
         )
     return Chart(bars, peak, sum(c[0] for c in counts), sum(c[1] for c in counts))
 
 
-def _clock(minute: int, fmt: str = "%H:%M UTC") -> str:
+def _clock(minute: int, fmt: str | None = None) -> str:
+    """A bar's time: "HH:MM UTC" by arithmetic (a chart has hundreds of bars per page), or `fmt` (strftime)."""
     if minute <= 0:
         return "-"
+    if fmt is None:
+        return f"{minute // 3600 % 24:02d}:{minute // 60 % 60:02d} UTC"
     return datetime.fromtimestamp(minute, timezone.utc).strftime(fmt)
 
 
 #: Per span: what one bar is, how its time is written, and the label of the left end of the axis.
-SPANS = {
-    "1h": ("minute", "%H:%M UTC", "60 min ago"),
+SPANS: dict[str, tuple[str, str | None, str]] = {
+    "1h": ("minute", None, "60 min ago"),
     "24h": ("hour", "%d %b %H:00 UTC", "24 h ago"),
     "7d": ("hour", "%d %b %H:00 UTC", "7 days ago"),
 }
@@ -109,25 +115,21 @@ class History:
     since: str
 
 
-def history_chart(buckets: Sequence[Any], span: str) -> History:
+def history_chart(buckets: Sequence[MinuteCounts], span: str) -> History:
     """The chart of `span` (one of SPANS) from its buckets (MinuteCounts, oldest first): throughput bars, and the
     mean duration and time in queue as lines; each bar's tooltip (an SVG title, shown on hover) says it all."""
     unit, fmt, since = SPANS.get(span, SPANS["1h"])
-    chart = throughput_chart(buckets)
+    titles = [
+        f"{_clock(bucket.minute, fmt)}: {bucket.succeeded} succeeded, {bucket.failed} failed attempts "
+        f"({bucket.retried} retried, {bucket.dead} dead-lettered); mean duration {_seconds(bucket.duration)}, "
+        f"mean time in queue {_seconds(bucket.wait)}"
+        for bucket in buckets
+    ]
+    chart = throughput_chart(buckets, titles)
     slot = WIDTH / max(len(buckets), 1)
-    bars = []
-    for bar, bucket in zip(chart.bars, buckets, strict=True):
-        duration, wait = getattr(bucket, "duration", None), getattr(bucket, "wait", None)
-        title = (
-            f"{_clock(_count(bucket, 'minute'), fmt)}: {_count(bucket, 'succeeded')} succeeded, "
-            f"{_count(bucket, 'failed')} failed attempts ({_count(bucket, 'retried')} retried, "
-            f"{_count(bucket, 'dead')} dead-lettered); mean duration {_seconds(duration)}, "
-            f"mean time in queue {_seconds(wait)}"
-        )
-        bars.append(replace(bar, title=title))
     lines = []
     for name in ("duration", "wait"):
-        values = [getattr(bucket, name, None) for bucket in buckets]
+        values = [bucket.duration if name == "duration" else bucket.wait for bucket in buckets]
         peak = max((v for v in values if v is not None), default=None)
         points = " ".join(  # a step across each bucket's width: one bucket alone is still a visible line
             f"{round(index * slot + edge, 2)},{round(HEIGHT - 2 - (HEIGHT - 6) * value / peak, 2)}"
@@ -136,7 +138,7 @@ def history_chart(buckets: Sequence[Any], span: str) -> History:
             for edge in (0.0, max(slot - GAP, 0.5))
         )
         lines.append(Line(name, points, peak))
-    return History(replace(chart, bars=bars), lines, span, unit, since)
+    return History(chart, lines, span, unit, since)
 
 
 def _seconds(value: float | None) -> str:

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from gopherq.core.broker import Broker, Settlement
 from gopherq.core.flow import FlowGate, FlowLimits
-from gopherq.core.flow_stats import LATENCY_BOUNDS, HourStats, bucket_of, label_of, last_hour
+from gopherq.core.flow_stats import BUCKET, LATENCY_BOUNDS, HourStats, bucket_of, label_of, last_hour
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import FLOW_STATS_TTL, HOURLY_COUNTS_TTL, QueueKeys
 from gopherq.core.schedules import Scheduler
@@ -64,8 +64,8 @@ async def test_flow_statistics_per_key_and_minute_expire(aredis: aioredis.Redis,
     )
     [stats] = await last_hour(aredis, queue_name, ["api.example"])
     assert stats.labels == {"ok": 2, "429": 1} and stats.quantile(0.5) == 0.05
-    minute = int(time.time()) // 60 * 60
-    assert 0 < await aredis.ttl(QueueKeys(queue_name).flow_stats("api.example", minute)) <= FLOW_STATS_TTL
+    start = int(time.time()) // BUCKET * BUCKET
+    assert 0 < await aredis.ttl(QueueKeys(queue_name).flow_stats("api.example", start)) <= FLOW_STATS_TTL
 
 
 async def test_settle_writes_the_hours_counts_and_timings(

@@ -131,6 +131,7 @@ def test_destinations_open_circuit_on_the_overview_close_it_and_reset_the_rate(
     s = console(HOSTS)
     for n in range(20):
         s.push({"id": f"ok-{n}", "url": loopback.url("/ok?min_ms=5&max_ms=80"), "max_attempts": 1})
+
     # A success resets the breaker's count: the failures come once the successes are settled, three in a row.
     def settled(*ids: str) -> bool:
         return all(s.redis.exists(f"gopherq:{{{s.queue}}}:result:{task_id}") for task_id in ids)

@@ -1,7 +1,7 @@
 -- Record how tasks admitted through flow limits ended: free their concurrency slots, feed the circuit breaker
 -- and the adaptive rate. One round trip per settle batch that holds such tasks.
--- Also counts each attempt in its key's minute statistics (flow_stats.lua: label and latency bucket).
--- KEYS: per flow key: state (hash), slots (zset), this minute's statistics (hash)
+-- Also counts each attempt in its key's statistics (flow_stats.lua: label and latency bucket).
+-- KEYS: per flow key: state (hash), slots (zset), the current five minutes' statistics (hash)
 -- ARGV: 1 now (ms), 2 number of flow keys K, 3 statistics TTL (s),
 --       then 6 per key: name, circuit failures (0 = no breaker), window (ms), cool-down (ms), slow-down factor,
 --                       lowest rate factor,

@@ -1,6 +1,7 @@
--- Shared by flow_done.lua (pulled in by `--@include flow_stats`): per flow key and minute, how attempts ended (the
--- executor's label, e.g. '2xx', '429', '5xx') and how long they took (a latency bucket index), for the destinations
--- page (core/flow_stats.py reads them). One small hash per flow key and minute, kept `ttl` seconds.
+-- Shared by flow_done.lua (pulled in by `--@include flow_stats`): per flow key and five minutes, how attempts ended
+-- (the label: 'ok', or the executor's name for a failure, e.g. '429', '5xx') and how long they took (a latency bucket
+-- index), for the destinations page (core/flow_stats.py reads them). One small hash per flow key and five minutes,
+-- kept `ttl` seconds.
 local stats_touched = {}
 
 local function record_stats(key, label, bucket, ttl)
