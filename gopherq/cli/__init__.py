@@ -21,6 +21,7 @@ from gopherq.cli import (  # noqa: F401  (they register their commands)
     hosts,
     inspect,
     lists,
+    operations,
     plugin,
     server,
     tasks,

@@ -71,6 +71,8 @@ def schedules(config: str | None, as_json: bool) -> None:
         late = row["next_slot"] is not None and row["next_slot"] < time.time() - 60
         click.echo(
             f"{row['name']}: {row['rule']} -> {row['queue']}, next {when(row['next_run'])}, "
-            f"last {when(row['last_slot'])}, last success {when(row['last_success'])}, catch_up {row['catch_up']}"
+            f"last {when(row['last_slot'])} ({row.get('last_outcome') or 'no result'}), "
+            f"last success {when(row['last_success'])}, catch_up {row['catch_up']}"
+            + ("  PAUSED" if row.get("paused") else "")
             + (f"  LATE: the slot of {when(row['next_slot'])} was not enqueued (no worker?)" if late else "")
         )

@@ -17,7 +17,7 @@ from typing import Any
 from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
 from gopherq.core.eventlog import EventLog, pack
-from gopherq.core.keys import COUNTS_TTL, QueueKeys
+from gopherq.core.keys import COUNTS_TTL, HOURLY_COUNTS_TTL, QueueKeys
 from gopherq.core.priorities import LETTERS
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.results import TaskResult
@@ -59,6 +59,11 @@ class SpecialPush:
     lock_ms: int = 0
     #: Seconds the task id is remembered, so the same id is not enqueued again (None: not remembered).
     seen_for: int | None = None
+
+
+#: A settle batch's timings, in whole ms: attempt durations summed, attempts timed, times in queue (from when each
+#: task became ready to its attempt's start) summed, attempts whose time in queue is known.
+Timing = tuple[int, int, int, int]
 
 
 @dataclass(slots=True)
@@ -210,13 +215,19 @@ class Broker:
             await self._adopt(keys=[self.keys.inflight, self.keys.where], args=args)
 
     async def settle(
-        self, items: list[Settlement], result_ttl: int, dead_cap: int, log: EventLog | None = None
+        self,
+        items: list[Settlement],
+        result_ttl: int,
+        dead_cap: int,
+        log: EventLog | None = None,
+        timing: Timing = (0, 0, 0, 0),
     ) -> list[bool]:
         """Record outcomes in one round trip; returns, per item, False when its token was stale (refused: the reaper
         handed the task to another worker). Sending the same settle again (its reply was lost) is safe: an item an
         earlier run already recorded is reported True, and nothing is written twice. The items' `events` go to the
         queue's event log `log` (its stream and the tasks' timelines, with the result TTL) in the same call, each
-        with its item: none of a refused or repeated item."""
+        with its item: none of a refused or repeated item. `timing`: the batch's attempt durations and times in
+        queue (see Timing), added to this minute's and this hour's counts."""
         if not items:
             return []
         k = self.keys
@@ -261,7 +272,8 @@ class Broker:
                     pack(line, index, position, packed)
             args[7], args[8] = b"\n".join(packed[0]), b"\n".join(packed[1])
         keys += self._levels
-        keys += [k.reaped, k.where]
+        keys += [k.reaped, k.where, k.hourly_counts(stamp // 3600000 * 3600)]
+        args += [HOURLY_COUNTS_TTL, *timing]
         flags = await self._settle(keys=keys, args=args)
         return [bool(flag) for flag in flags]
 
@@ -364,6 +376,10 @@ class Broker:
         if int(reply[0]) == 1:
             return True, int(reply[1])
         return False, int(reply[1]) if reply[1] else -1
+
+    async def schedule_paused(self, name: str) -> bool:
+        """Whether schedule `name` (of this queue) is paused by an operator (asked only when a slot is due)."""
+        return bool(await self.redis.hexists(self.keys.schedules_paused, name))
 
     # -- cancelling ------------------------------------------------------------------------------------------
 

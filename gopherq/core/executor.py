@@ -47,9 +47,10 @@ class Executor(Protocol):
     executor has simply by having the member (no base class to inherit): `WithPayloadModel` (`payload_model`, a
     pydantic model class for the task's own fields), `Opens` (`open()`, called once before the first task) and
     `Closes` (`close()`, called at shutdown), each sync or async, `WithOwnThreads` (`own_threads`, above),
-    `FlowControlled` (`flow(task)`) and `FlowSignals` (`flow_signal(failure)`) for shared flow control (see
-    core/flow.py), `WithFollowups` (`followups(task, record, succeeded)`, envelopes to enqueue when a task ends,
-    pushed before the task is settled, so never lost), `Checks` (`check(task)`, called after the payload is
+    `FlowControlled` (`flow(task)`), `FlowSignals` (`flow_signal(failure)`) and `FlowLabels`
+    (`flow_label(failure)`) for shared flow control (see core/flow.py and core/flow_stats.py), `WithFollowups`
+    (`followups(task, record, succeeded)`, envelopes to enqueue when a task ends, pushed before the task is
+    settled, so never lost), `Checks` (`check(task)`, called after the payload is
     validated wherever a task is, every producer entry point and the worker, raising ValueError for what the
     payload model cannot know alone: a task that needs a setting of the executor that is not set can never run,
     so it is refused), and `DescribesCall` (`describe_call(task)`, what the task calls, kept in its result record
@@ -99,6 +100,14 @@ class FlowSignals(Protocol):
     'neutral' (`failure` is None after a success)."""
 
     def flow_signal(self, failure: TaskFailure | None) -> str: ...
+
+
+@runtime_checkable
+class FlowLabels(Protocol):
+    """An executor that names how a flow-controlled attempt failed, for the destinations page's counts: a short
+    label such as '429', '5xx' or 'error' (lowercase letters, digits, `_`; at most 16). A success is 'ok'."""
+
+    def flow_label(self, failure: TaskFailure) -> str: ...
 
 
 @runtime_checkable
@@ -241,6 +250,9 @@ class ExecutorEntry:
         )
         self.flow_signal: Callable[[TaskFailure | None], str] | None = (
             executor.flow_signal if isinstance(executor, FlowSignals) else None
+        )
+        self.flow_label: Callable[[TaskFailure], str] | None = (
+            executor.flow_label if isinstance(executor, FlowLabels) else None
         )
         #: Optional: envelopes to enqueue when a task ends (task, result record, succeeded), e.g. callbacks.
         self.followups: Callable[[Task, bytes, bool], list[bytes]] | None = (

@@ -6,6 +6,8 @@ the task's `flow_key`) with the limits that apply to it, through two optional me
     flow(task) -> tuple[str, FlowLimits] | None        # after validation; None = not flow-controlled
     flow_signal(failure: TaskFailure | None) -> str    # how an attempt ended: 'ok', 'error', 'slow',
                                                        # 'slow_error' (both) or 'neutral'
+    flow_label(failure: TaskFailure) -> str            # how a failed attempt is counted on the destinations
+                                                       # page (e.g. '429', '5xx'; see core/flow_stats.py)
 
 The state of a flow key lives in Redis under the queue's hash tag (`gopherq:{Q}:flow:<key>` and its `:slots`), so
 all workers share it. `FlowGate.admit` checks a claimed batch in one script call, and only when the batch holds
@@ -25,7 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from gopherq.core.keys import QueueKeys
+from gopherq.core.flow_stats import BUCKET as STATS_BUCKET
+from gopherq.core.flow_stats import bucket_of, label_of
+from gopherq.core.keys import FLOW_STATS_TTL, QueueKeys
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.scripts import scripts
 
@@ -87,6 +91,13 @@ class FlowSource(Protocol):
     @property
     def flow_signal(self) -> Callable[[TaskFailure | None], str] | None: ...
 
+    @property
+    def flow_label(self) -> Callable[[TaskFailure], str] | None: ...
+
+
+#: How one flow-controlled attempt ended: flow key, limits, token, signal, label (None: not counted in the
+#: statistics, e.g. a task put back at shutdown) and how long it took (seconds, None when unknown).
+Ended = tuple[str, FlowLimits, str, str, str | None, float | None]
 
 #: A ready task's executor entry, kept as it is through `WorkerFlow.admit`.
 E = TypeVar("E", bound=FlowSource)
@@ -130,17 +141,19 @@ class FlowGate:
         verdicts = [Verdict(int(dues[j]), int(dues[j + 1]), _word(dues[j + 2])) for j in range(0, len(dues), 3)]
         return verdicts, _events(events)
 
-    async def done(self, items: list[tuple[str, FlowLimits, str, str]]) -> list[FlowEvent]:
-        """Record how (flow key, limits, token, signal) items ended, in one round trip."""
+    async def done(self, items: list[Ended]) -> list[FlowEvent]:
+        """Record how (flow key, limits, token, signal, label, seconds) items ended, in one round trip; each is
+        counted in its key's statistics too (core/flow_stats.py)."""
         index: dict[str, int] = {}
         keys: list[str] = []
+        bucket = int(time.time()) // STATS_BUCKET * STATS_BUCKET
         head: list[Any] = []
         tail: list[Any] = []
-        for key, limits, token, signal in items:
+        for key, limits, token, signal, label, seconds in items:
             i = index.get(key)
             if i is None:
                 i = index[key] = len(index) + 1
-                keys += [self.keys.flow(key), self.keys.flow_slots(key)]
+                keys += [self.keys.flow(key), self.keys.flow_slots(key), self.keys.flow_stats(key, bucket)]
                 head += [
                     key,
                     limits.circuit_failures,
@@ -149,8 +162,9 @@ class FlowGate:
                     limits.slow_down,
                     limits.min_rate_factor,
                 ]
-            tail += [i, token, signal]
-        events = await self._done(keys=keys, args=[int(time.time() * 1000), len(index), *head, *tail])
+            tail += [i, token, signal, "" if label is None else label_of(label), bucket_of(seconds)]
+        now_ms = int(time.time() * 1000)
+        events = await self._done(keys=keys, args=[now_ms, len(index), FLOW_STATS_TTL, *head, *tail])
         return _events(events)
 
     async def renew(self, slots: dict[str, list[str]], lease_deadline_ms: int) -> None:
@@ -159,6 +173,22 @@ class FlowGate:
             for key, tokens in slots.items():
                 pipe.zadd(self.keys.flow_slots(key), {token: lease_deadline_ms for token in tokens}, xx=True)
             await pipe.execute()
+
+    async def close_circuit(self, key: str) -> bool:
+        """An operator's "close circuit now": forget the key's failures, cool-down and probe, so its tasks run
+        at once (the breaker opens again after as many failures as before). False when the key is unknown."""
+        if await self.redis.zscore(self.keys.flows, key) is None:
+            return False
+        await self.redis.hdel(self.keys.flow(key), "open_until", "fails", "fails_since", "probe", "probe_until")
+        return True
+
+    async def reset_rate(self, key: str) -> bool:
+        """An operator's "reset rate": back to the full configured rate at once, instead of ramping up from
+        where 429s and 503s left it. False when the key is unknown."""
+        if await self.redis.zscore(self.keys.flows, key) is None:
+            return False
+        await self.redis.hdel(self.keys.flow(key), "factor", "factor_at", "slowed_at")
+        return True
 
     async def states(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Every flow key seen on this queue, newest first, with its shared state (for `gopherq hosts`)."""
@@ -211,7 +241,7 @@ class WorkerFlow:
         self.bus = bus
         #: token -> (flow key, limits) of every admitted, running flow-controlled task
         self.running: dict[str, tuple[str, FlowLimits]] = {}
-        self._ended: list[tuple[str, FlowLimits, str, str]] = []
+        self._ended: list[Ended] = []
 
     async def admit(
         self, ready: list[tuple[str, Task, E]], lease_deadline_ms: int
@@ -243,20 +273,24 @@ class WorkerFlow:
         defer = [(ready[n][0], ready[n][1], due, key, why) for n, (due, key, why) in held_back.items()]
         return run, defer
 
-    def ended(self, token: str, entry: FlowSource, failure: TaskFailure | None) -> None:
-        """Note how a flow-controlled attempt ended (no-op for other tasks); sent with the next settle."""
+    def ended(self, token: str, entry: FlowSource, failure: TaskFailure | None, seconds: float | None = None) -> None:
+        """Note how a flow-controlled attempt ended (no-op for other tasks) and how long it took; sent with the
+        next settle."""
         held = self.running.pop(token, None)
         if held is not None:
             signal = (
                 entry.flow_signal(failure) if entry.flow_signal is not None else ("ok" if failure is None else "error")
             )
-            self._ended.append((held[0], held[1], token, signal if signal in SIGNALS else "neutral"))
+            label = "ok"  # a success is 'ok' for every executor; a failure is named by the executor, if it can
+            if failure is not None:
+                label = entry.flow_label(failure) if entry.flow_label is not None else "failed"
+            self._ended.append((held[0], held[1], token, signal if signal in SIGNALS else "neutral", label, seconds))
 
     def released(self, token: str) -> None:
         """A task put back unfinished (shutdown): free its slot without judging the host."""
         held = self.running.pop(token, None)
         if held is not None:
-            self._ended.append((held[0], held[1], token, "neutral"))
+            self._ended.append((held[0], held[1], token, "neutral", None, None))
 
     def forget(self, token: str) -> None:
         """A task abandoned to the reaper: its slot expires with its lease."""

@@ -126,6 +126,51 @@ async def _durability_warnings(redis: RedisClient, report: HealthReport) -> None
         report.warnings.append("appendonly is no: a Redis restart loses the tasks written since the last snapshot")
 
 
+#: The INFO fields the dashboard's Redis page shows, by section: what an operator checks first in an incident.
+SERVER_FACTS = {
+    "server": ("redis_version", "valkey_version", "server_name", "redis_mode", "uptime_in_seconds", "tcp_port"),
+    "replication": ("role", "connected_slaves", "master_link_status"),
+    "memory": (
+        "used_memory",
+        "used_memory_human",
+        "used_memory_peak_human",
+        "maxmemory",
+        "maxmemory_human",
+        "maxmemory_policy",
+        "mem_fragmentation_ratio",
+    ),
+    "clients": ("connected_clients", "blocked_clients", "maxclients"),
+    "persistence": (
+        "aof_enabled",
+        "aof_last_write_status",
+        "rdb_last_bgsave_status",
+        "rdb_last_save_time",
+        "rdb_changes_since_last_save",
+        "loading",
+    ),
+    "stats": ("instantaneous_ops_per_sec", "evicted_keys", "expired_keys", "rejected_connections"),
+}
+
+
+async def server_facts(redis: RedisClient) -> dict[str, Any]:
+    """What `gopherq check` knows of the server, and its memory, clients and persistence: SERVER_FACTS from INFO
+    (one round trip), the maxmemory policy and append-only setting from CONFIG when allowed, and the same
+    durability warnings `check` prints. A section INFO or CONFIG denies is left out, not an error."""
+    facts: dict[str, Any] = {}
+    try:
+        info = await redis.info()
+    except ResponseError:
+        info = {}
+    if info and "redis_version" not in info:  # a cluster client answers per node; one node says enough
+        info = next(iter(info.values()), {})
+    for section, names in SERVER_FACTS.items():
+        facts[section] = {name: info[name] for name in names if name in info}
+    report = HealthReport(target="")
+    await _durability_warnings(redis, report)
+    facts["warnings"] = report.warnings
+    return facts
+
+
 def _flat(config: Any) -> dict[str, str]:
     """CONFIG GET's answer as str -> str; a cluster client's per-node answers are merged (one node says enough)."""
     out: dict[str, str] = {}

@@ -15,6 +15,13 @@ from gopherq.core.errors import ConfigError
 #: Seconds a per-minute counts hash is kept: a day and an hour, so a full day of minutes can always be read.
 COUNTS_TTL = 90000
 
+#: Seconds a per-flow-key statistics hash (five minutes of attempts) is kept (core/flow_stats.py): the last hour is
+#: always readable.
+FLOW_STATS_TTL = 3900
+
+#: Seconds a per-hour counts hash is kept: eight days, so a full week of hours can always be read.
+HOURLY_COUNTS_TTL = 8 * 86400
+
 #: What a priority enqueue leaves in the plain ready list to wake a worker blocked on it (levels.lua and claim.lua
 #: use the same literal; the claim script drops it).
 WAKE_MARKER = b"gopherq:wake"
@@ -121,6 +128,11 @@ class QueueKeys:
         """Hash: outcomes settled during one minute (`minute`: Unix seconds of its start), kept COUNTS_TTL."""
         return self._tagged(f"counts:{minute}")
 
+    def hourly_counts(self, hour: int) -> str:
+        """Hash: outcomes settled during one hour (`hour`: Unix seconds of its start), kept HOURLY_COUNTS_TTL;
+        written by the same settle call as the minute's counts."""
+        return self._tagged(f"counts:h:{hour}")
+
     @property
     def probe(self) -> str:
         """Scratch key of `gopherq check`'s permission probe; it never outlives the probe."""
@@ -193,6 +205,17 @@ class QueueKeys:
     def flow_slots(self, key: str) -> str:
         """Sorted set: attempt token -> lease deadline (ms) of every running task holding a concurrency slot."""
         return self._tagged(f"flow:{key}:slots")
+
+    def flow_stats(self, key: str, start: int) -> str:
+        """Hash: how the attempts of one flow key ended during five minutes from `start` (label and latency-bucket
+        counts), kept FLOW_STATS_TTL; see core/flow_stats.py. The time comes first, so no flow key can collide with
+        another."""
+        return self._tagged(f"flowstats:{start}:{key}")
+
+    @property
+    def schedules_paused(self) -> str:
+        """Hash: schedule name -> when it was paused (Unix s); a paused schedule's slots pass without a task."""
+        return self._tagged("schedules:paused")
 
     def seen(self, task_id: str) -> str:
         """Marker of a task id created through the HTTP API within the idempotency window."""

@@ -15,6 +15,7 @@ from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gopherq.core import codec
+from gopherq.core.broker import Broker, SpecialPush
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.keys import QueueKeys
 from gopherq.core.redis_client import RedisClient
@@ -22,7 +23,6 @@ from gopherq.core.resilience import RETRYABLE
 from gopherq.core.task import task_from_dict
 
 if TYPE_CHECKING:
-    from gopherq.core.broker import Broker
     from gopherq.core.enqueuing import BeforeEnqueue
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,11 @@ class Scheduler:
                     return 0
                 new_last = pending[-1]
                 pending = self._apply_catch_up(schedule, pending, now)
+                if pending and await broker.schedule_paused(schedule.name):
+                    log.info(
+                        "schedule %s: slot %s passes without a task: the schedule is paused", schedule.name, new_last
+                    )
+                    pending = []
             unique = schedule.unique(self.result_ttl)
             if unique is not None:
                 pending = pending[-1:]  # a unique task runs once at a time: one task for the slots due
@@ -242,33 +247,81 @@ async def upcoming(
     schedules: list[Schedule], default_queue: str, redis: RedisClient, now: float | None = None
 ) -> list[dict[str, Any]]:
     """Each schedule with its last enqueued slot (from Redis), the slot due after it (`next_slot`, None before the
-    first tick: once it is past, the schedule is late, as no worker ticked it), its next run time, and when a task
-    of it last succeeded (`last_success`, written by the workers' heartbeats), for `gopherq schedules` and the
-    metrics. One round trip."""
+    first tick: once it is past, the schedule is late, as no worker ticked it), its next run time, when a task
+    of it last succeeded (`last_success`, written by the workers' heartbeats), whether it is paused (`paused`:
+    since when) and how the task of its last slot ended (`last_outcome`: the status of its result record, None
+    while it has none), for `gopherq schedules`, the dashboard and the metrics. Two round trips."""
     now = time.time() if now is None else now
     async with redis.pipeline(transaction=False) as pipe:
         for schedule in schedules:
             keys = QueueKeys(schedule.queue or default_queue)
             pipe.hget(keys.schedules, schedule.name)
             pipe.hget(keys.schedule_successes, schedule.name)
+            pipe.hget(keys.schedules_paused, schedule.name)
         replies = await pipe.execute() if schedules else []
+    lasts = [int(replies[3 * index]) if replies[3 * index] is not None else None for index in range(len(schedules))]
+    async with redis.pipeline(transaction=False) as pipe:
+        for schedule, last in zip(schedules, lasts, strict=True):
+            if last is not None:
+                pipe.get(QueueKeys(schedule.queue or default_queue).result(schedule.task_id(last)))
+        records = iter(await pipe.execute() if any(last is not None for last in lasts) else [])
     rows = []
     for index, schedule in enumerate(schedules):
-        raw, success = replies[2 * index], replies[2 * index + 1]
-        last = int(raw) if raw is not None else None
+        success, paused = replies[3 * index + 1], replies[3 * index + 2]
+        last = lasts[index]
+        outcome = None
+        if last is not None:
+            record = next(records)
+            try:
+                parsed = codec.loads(record) if record is not None else None
+            except codec.JSONDecodeError:
+                parsed = None
+            outcome = str(parsed.get("status")) if isinstance(parsed, dict) and parsed.get("status") else None
         rows.append(
             {
                 "name": schedule.name,
                 "queue": schedule.queue or default_queue,
                 "rule": f"cron {schedule.cron!r} {schedule.timezone}" if schedule.cron else f"every {schedule.every}s",
+                "timezone": schedule.timezone,
                 "catch_up": schedule.catch_up,
                 "last_slot": last,
                 "next_slot": None if last is None else schedule.next_slot(last),
                 "next_run": schedule.next_slot(max(now, last or 0)),
                 "last_success": None if success is None else float(success),
+                "last_task": None if last is None else schedule.task_id(last),
+                "last_outcome": outcome,
+                "paused": None if paused is None else float(paused),
             }
         )
     return rows
+
+
+async def set_paused(schedule: Schedule, default_queue: str, redis: RedisClient, paused: bool) -> None:
+    """Pause a schedule (its slots pass without a task, on every worker, from its next due slot) or resume it."""
+    keys = QueueKeys(schedule.queue or default_queue)
+    if paused:
+        await redis.hset(keys.schedules_paused, schedule.name, str(time.time()))
+    else:
+        await redis.hdel(keys.schedules_paused, schedule.name)
+
+
+async def run_now(schedule: Schedule, default_queue: str, redis: RedisClient) -> str | None:
+    """Enqueue the schedule's task once, now, without touching its slots; its id is `<name>@<now in ms>` (so a
+    success counts as the schedule's `last_success`). Returns the id, or None when the task is unique and an
+    earlier one still holds its key (nothing enqueued)."""
+    broker = Broker(redis, schedule.queue or default_queue)
+    stamp = int(time.time() * 1000)
+    task_id = schedule.task_id(stamp)
+    unique = schedule.unique(86400)
+    item = SpecialPush(
+        task_id,
+        schedule.envelope(stamp),
+        priority=schedule.task.get("priority"),
+        unique_key=None if unique is None else unique[0],
+        lock_ms=0 if unique is None else unique[1],
+    )
+    duplicate = (await broker.push_special([item]))[0]
+    return None if duplicate is not None else task_id
 
 
 class ScheduleRuns:

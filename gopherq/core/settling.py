@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from gopherq.core import codec
+from gopherq.core.broker import Timing
 from gopherq.core.eventlog import entry_line
 from gopherq.core.outcomes import Decision
 from gopherq.core.resilience import RETRYABLE, Backoff
@@ -39,6 +40,23 @@ def envelope_ids(envelopes: list[bytes]) -> list[str] | None:
             return None
         ids.append(task_id)
     return ids
+
+
+def timing(decisions: list[Decision]) -> Timing:
+    """The batch's attempt durations and times in queue (ms) for the charts: a decision with a duration ended an
+    attempt, which started `duration` before now; its time in queue runs from when its task became ready."""
+    now = time.time()
+    duration_ms = timed = wait_ms = waited = 0
+    for decision in decisions:
+        if decision.duration is None:
+            continue
+        duration_ms += int(decision.duration * 1000)
+        timed += 1
+        since = decision.task.ready_since() if decision.task is not None else None
+        if since is not None:
+            wait_ms += int(max(0.0, now - decision.duration - since) * 1000)
+            waited += 1
+    return duration_ms, timed, wait_ms, waited
 
 
 class Settler:
@@ -113,7 +131,11 @@ class Settler:
                 logged = [self._log_events(decision, stamp) for decision in decisions]
             try:
                 accepted = await self.broker.settle(
-                    [d.settlement for d in decisions], self.queue.result_ttl, self.queue.dead_letter_max, self.log
+                    [d.settlement for d in decisions],
+                    self.queue.result_ttl,
+                    self.queue.dead_letter_max,
+                    self.log,
+                    timing(decisions),
                 )
             except BaseException:
                 self._decisions[:0] = decisions

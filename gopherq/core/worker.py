@@ -309,7 +309,7 @@ class Worker:
             return
         try:
             if self.flow.running:
-                self.flow.ended(token, entry, outcome.failure)
+                self.flow.ended(token, entry, outcome.failure, outcome.finished - outcome.started)
             self._conclude(token, task, outcome, context.event_data)
         except Exception:
             self.fetcher.abandon(token, "recording the outcome of")

@@ -20,9 +20,10 @@ from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import ConfigError, NotFound
 from gopherq.core.inspect import WAITING_KINDS
 from gopherq.core.inspect.editing import editable, render_command
+from gopherq.core.inspect.queues import SPANS
 from gopherq.core.inspect.selection import DeadFilter
 from gopherq.core.keys import validate_queue_name
-from gopherq.web.chart import throughput_chart
+from gopherq.web.chart import history_chart, throughput_chart
 from gopherq.web.render import render_html
 from gopherq.web.state import BUS_KEY, INSPECTOR_KEY, PLUGINS_KEY, SETTINGS_KEY
 
@@ -95,10 +96,18 @@ async def overview_context(request: web.Request) -> dict[str, Any]:
     inspector = request.app[INSPECTOR_KEY]
     queues = await inspector.queues()
     series = await per_queue(lambda queue: inspector.throughput(queue.name, 60), queues)
+    circuits = await per_queue(lambda queue: inspector.open_circuits(queue.name), queues)
     rows = []
-    for queue, minutes in zip(queues, series, strict=True):
+    for queue, minutes, open_circuits in zip(queues, series, circuits, strict=True):
         chart = throughput_chart(minutes)
-        rows.append({"queue": queue, "chart": chart, "per_minute": (chart.total_ok + chart.total_bad) / 60})
+        rows.append(
+            {
+                "queue": queue,
+                "chart": chart,
+                "per_minute": (chart.total_ok + chart.total_bad) / 60,
+                "circuits": open_circuits,
+            }
+        )
     return {"rows": rows}
 
 
@@ -143,7 +152,10 @@ async def queue_context(request: web.Request, queue: str) -> dict[str, Any]:
         read = inspector.dead(queue, offset, PAGE_SIZE, where, cursor_param(request.query))
     else:
         read = getattr(inspector, tab)(queue, offset, PAGE_SIZE)
-    info, page = await asyncio.gather(inspector.queue(queue), read)
+    span = request.query.get("span", "1h")
+    if span not in SPANS:
+        span = "1h"
+    info, page, buckets = await asyncio.gather(inspector.queue(queue), read, inspector.history(queue, span))
     return {
         "info": info,
         "tab": tab,
@@ -153,6 +165,8 @@ async def queue_context(request: web.Request, queue: str) -> dict[str, Any]:
         "page_size": PAGE_SIZE,
         "where": where.to_dict(),
         "filter_query": urlencode({name: request.query[name] for name in DeadFilter.FIELDS if request.query.get(name)}),
+        "history": history_chart(buckets, span),
+        "spans": SPANS,
     }
 
 

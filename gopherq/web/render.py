@@ -7,6 +7,7 @@ point, and masking twice costs nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import datetime, timezone
@@ -47,9 +48,17 @@ def build_environment(masker: Masker) -> jinja2.Environment:
         number=number,
         percent=percent,
         whereabouts=lambda where: where_text(where, stamp),
+        ident=ident,
     )
     env.globals["percent"] = percent
+    env.globals["inf"] = float("inf")
     return env
+
+
+def ident(value: Any) -> str:
+    """A short, stable HTML id made from any value (e.g. an action's URL and fields): live fragments keep an
+    element of that id as it is across their swaps (`hx-preserve`), so an open confirmation stays open."""
+    return "i" + hashlib.sha256(str(value).encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def pretty_json(value: Any) -> str:

@@ -163,7 +163,7 @@ async def test_over_the_rate_a_task_reserves_the_next_slot_and_a_slow_down_resta
     assert held > 0 and all(v.reservation == held for v in verdicts[1:])
     back, _ = await gate.admit([("h", limits, "1", held)], 2**50)
     assert back[0].due == 0  # a reserved slot is not checked twice
-    await gate.done([("h", limits, "0", "slow")])  # a 429: half the rate, the schedule restarts
+    await gate.done([("h", limits, "0", "slow", None, None)])  # a 429: half the rate, the schedule restarts
     again, _ = await gate.admit([("h", limits, str(n), held) for n in (2, 3, 4)], 2**50)
     assert again[0].due == 0 and again[1].due > 0  # the old reservations are checked again
     assert abs((again[2].due - again[1].due) - 200) <= 2  # at 5/s

@@ -33,6 +33,7 @@ from gopherq.core.inspect.models import (
     WorkerInfo,
 )
 from gopherq.core.inspect.operations import Operator
+from gopherq.core.inspect.operator_pages import OperationsReader
 from gopherq.core.inspect.queues import QueueReader
 from gopherq.core.inspect.readiness import ready_since
 from gopherq.core.inspect.reading import decode, integer, number, task_type, text
@@ -53,7 +54,7 @@ _SUMMARY_MAX = 160
 _ID_MAX = 256
 
 
-class Inspector(QueueReader, EventReader):
+class Inspector(QueueReader, EventReader, OperationsReader):
     """Reads (and pauses or resumes) queues on one Redis. Build it with the client the caller already has."""
 
     def __init__(self, redis: RedisClient, settings: Settings, masker: Masker | None = None) -> None:

@@ -288,7 +288,9 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class MinuteCounts:
-    """Outcomes settled during one minute (`minute`: Unix seconds of its start)."""
+    """Outcomes settled during one minute, or one hour (`minute`: Unix seconds of its start), and the attempts'
+    timings: `failed` counts attempts that failed (retried plus dead-lettered), not tasks in the dead-letter queue;
+    `duration` and `wait` are the mean attempt duration and time in queue (seconds; None without attempts)."""
 
     minute: int
     processed: int = 0
@@ -296,6 +298,8 @@ class MinuteCounts:
     failed: int = 0
     retried: int = 0
     dead: int = 0
+    duration: float | None = None
+    wait: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)

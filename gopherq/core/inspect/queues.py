@@ -8,6 +8,7 @@ worker whose heartbeat is gone is counted as orphaned.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gopherq.core.flow import FlowGate
@@ -15,11 +16,14 @@ from gopherq.core.inspect.models import MinuteCounts, QueueInfo
 from gopherq.core.inspect.readiness import ReadyLevels
 from gopherq.core.inspect.reading import number, text
 from gopherq.core.inspect.waiting import DelayedKinds, DelayedSplit
-from gopherq.core.keys import COUNTS_TTL, QueueKeys
+from gopherq.core.keys import COUNTS_TTL, HOURLY_COUNTS_TTL, QueueKeys
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.registry import QueueRegistry
 from gopherq.core.schedules import upcoming
 from gopherq.core.settings import Settings
+
+#: The spans the charts show.
+SPANS = ("1h", "24h", "7d")
 
 #: Most workers of one queue read for its numbers (the workers set holds live ones and dead ones until reaped).
 WORKERS_READ = 1000
@@ -158,14 +162,42 @@ class QueueReader:
         k = self.keys(queue)
         minutes = max(1, min(minutes, COUNTS_TTL // 60 - 60))
         current = int(time.time()) // 60 * 60
-        starts = [current - 60 * back for back in range(minutes - 1, -1, -1)]
+        return await self._buckets([current - 60 * back for back in range(minutes - 1, -1, -1)], k.counts)
+
+    async def hourly(self, queue: str, hours: int = 24) -> list[MinuteCounts]:
+        """Outcomes per hour over the last `hours` (at most a week), oldest first, the current hour last (settle.lua
+        writes them beside the minute counts and keeps them eight days)."""
+        k = self.keys(queue)
+        hours = max(1, min(hours, HOURLY_COUNTS_TTL // 3600 - 24))
+        current = int(time.time()) // 3600 * 3600
+        return await self._buckets([current - 3600 * back for back in range(hours - 1, -1, -1)], k.hourly_counts)
+
+    async def history(self, queue: str, span: str) -> list[MinuteCounts]:
+        """The chart series of one of SPANS: '1h' per minute, '24h' and '7d' per hour."""
+        if span == "1h":
+            return await self.throughput(queue, 60)
+        return await self.hourly(queue, 24 if span == "24h" else 168)
+
+    async def _buckets(self, starts: list[int], key: Callable[[int], str]) -> list[MinuteCounts]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for start in starts:
-                pipe.hgetall(k.counts(start))
+                pipe.hgetall(key(start))
             buckets = await pipe.execute()
         out = []
         for start, bucket in zip(starts, buckets, strict=True):
-            counts = {text(key): int(value) for key, value in bucket.items()}
+            counts = {text(name): int(value) for name, value in bucket.items()}
             succeeded, retried, dead = counts.get("succeeded", 0), counts.get("retried", 0), counts.get("dead", 0)
-            out.append(MinuteCounts(start, succeeded + retried + dead, succeeded, retried + dead, retried, dead))
+            timed, waited = counts.get("timed", 0), counts.get("waited", 0)
+            out.append(
+                MinuteCounts(
+                    start,
+                    succeeded + retried + dead,
+                    succeeded,
+                    retried + dead,
+                    retried,
+                    dead,
+                    counts.get("duration_ms", 0) / 1000 / timed if timed else None,
+                    counts.get("wait_ms", 0) / 1000 / waited if waited else None,
+                )
+            )
         return out

@@ -1,16 +1,20 @@
 -- Record how tasks admitted through flow limits ended: free their concurrency slots, feed the circuit breaker
 -- and the adaptive rate. One round trip per settle batch that holds such tasks.
--- KEYS: per flow key: state (hash), slots (zset)
--- ARGV: 1 now (ms), 2 number of flow keys K,
+-- Also counts each attempt in its key's statistics (flow_stats.lua: label and latency bucket).
+-- KEYS: per flow key: state (hash), slots (zset), the current five minutes' statistics (hash)
+-- ARGV: 1 now (ms), 2 number of flow keys K, 3 statistics TTL (s),
 --       then 6 per key: name, circuit failures (0 = no breaker), window (ms), cool-down (ms), slow-down factor,
 --                       lowest rate factor,
---       then 3 per task: key index (1-based), token, signal ('ok', 'error', 'slow', 'slow_error' or 'neutral')
+--       then 5 per task: key index (1-based), token, signal ('ok', 'error', 'slow', 'slow_error' or 'neutral'),
+--                        label ('' = not counted), latency bucket ('' = none)
 -- Returns: events as triples {key, name, value}.
+--@include flow_stats
 local now = tonumber(ARGV[1])
 local k = tonumber(ARGV[2])
+local stats_ttl = tonumber(ARGV[3])
 local cfg = {}
 for i = 1, k do
-  local b = 3 + (i - 1) * 6
+  local b = 4 + (i - 1) * 6
   cfg[i] = {name = ARGV[b], failures = tonumber(ARGV[b + 1]), window = tonumber(ARGV[b + 2]),
             cooldown = tonumber(ARGV[b + 3]), slow = tonumber(ARGV[b + 4]), floor = tonumber(ARGV[b + 5])}
 end
@@ -20,12 +24,13 @@ local function event(name, what, value)
   events[#events + 1] = what
   events[#events + 1] = tostring(value)
 end
-for j = 3 + k * 6, #ARGV, 3 do
+for j = 4 + k * 6, #ARGV, 5 do
   local i = tonumber(ARGV[j])
   local c = cfg[i]
-  local state, slots = KEYS[2 * i - 1], KEYS[2 * i]
+  local state, slots = KEYS[3 * i - 2], KEYS[3 * i - 1]
   local token, signal = ARGV[j + 1], ARGV[j + 2]
   redis.call('ZREM', slots, token)
+  record_stats(KEYS[3 * i], ARGV[j + 3], ARGV[j + 4], stats_ttl)
   local failed = signal == 'error' or signal == 'slow_error'
   if c.failures > 0 then
     if redis.call('HGET', state, 'probe') == token then

@@ -5,9 +5,12 @@
 -- settled (2) and nothing is written twice.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 delayed, 5 dead (hash), 6 dead index (zset), 7 stats (hash),
 --       8 this minute's counts (hash), 9.. one key per item (in item order), then the events' timeline keys,
---       then the high- and low-priority lists, then the reaped tokens (zset), then the whereabouts (hash; last four)
+--       then the high- and low-priority lists, the reaped tokens (zset), the whereabouts (hash) and this hour's
+--       counts (hash; last five)
 -- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, 4 counts TTL (s), then 5 per item:
---       kind, token, result JSON ('' for none), data, extra
+--       kind, token, result JSON ('' for none), data, extra;
+--       then 5 last: hourly counts TTL (s), attempt durations (ms, summed), attempts timed, time in queue (ms,
+--       summed), attempts with a known time in queue
 --   kind 'ack'     : write the result (item key: the result key); extra = the task id (its whereabouts go: the
 --                    result record says where it ended); data unused
 --   kind 'cancel'  : as 'ack', for a task cancelled before or while it ran (counted apart)
@@ -29,11 +32,12 @@
 --   extra: their spec, naming each one's item and its task's timeline key, which come after the items' keys). Each
 --   event is written after the items, only when its item was settled now: a refused or repeated item writes none.
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
--- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per
--- kind per batch.
+-- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) and the timings in this minute's and
+-- this hour's counts hashes, once per kind per batch.
 -- Returns: one 1 (settled), 2 (already settled by an earlier run of the same settle) or 0 (refused: stale token)
 -- per item.
-local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 3], KEYS[#KEYS - 2], KEYS[#KEYS - 1]
+local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 4], KEYS[#KEYS - 3], KEYS[#KEYS - 2]
+local where, hourly = KEYS[#KEYS - 1], KEYS[#KEYS]
 local gone = {}  -- ids of tasks that ended here: their whereabouts go (one HDEL per thousand, at the end)
 --@include levels
 --@include events
@@ -46,7 +50,7 @@ local stream, maxlen, keep, events  -- set by a 'stream' item
 local settled = {}
 local leases = {}
 local last_held = false
-local n = (#ARGV - 4) / 5
+local n = (#ARGV - 9) / 5
 for i = 0, n - 1 do
   local base = 5 + i * 5
   local kind, token, result = ARGV[base], ARGV[base + 1], ARGV[base + 2]
@@ -121,7 +125,7 @@ for j = 1, #leases, 1000 do
   redis.call('ZREM', KEYS[2], unpack(leases, j, math.min(j + 999, #leases)))
 end
 for j = 1, #gone, 1000 do
-  redis.call('HDEL', KEYS[#KEYS], unpack(gone, j, math.min(j + 999, #gone)))
+  redis.call('HDEL', where, unpack(gone, j, math.min(j + 999, #gone)))
 end
 local names = {ack = 'acked', cancel = 'cancelled', retry = 'retried', defer = 'deferred', dead = 'dead_lettered',
                release = 'released', refused = 'refused_acks', repeated = 'settles_repeated'}
@@ -136,6 +140,24 @@ for kind, field in pairs(minute) do
     counted = true
   end
 end
+-- Timings and hourly counts (charts of a day and a week): the same fields again, in this hour's hash.
+local tail = #ARGV - 4
+local timing = {duration_ms = ARGV[tail + 1], timed = ARGV[tail + 2], wait_ms = ARGV[tail + 3],
+                waited = ARGV[tail + 4]}
+for field, value in pairs(timing) do
+  if value ~= '0' then
+    redis.call('HINCRBY', KEYS[8], field, value)
+    redis.call('HINCRBY', hourly, field, value)
+    counted = true
+  end
+end
+if counted then
+  for kind, field in pairs(minute) do
+    if counts[kind] then redis.call('HINCRBY', hourly, field, counts[kind]) end
+  end
+  redis.call('EXPIRE', hourly, ARGV[tail])
+end
+-- (end of the timings and hourly counts)
 if counted then redis.call('EXPIRE', KEYS[8], ARGV[4]) end
 if stream then  -- the settled items' events, with them or not at all
   record_events(stream, maxlen, keep, ttl, ARGV[events + 3], ARGV[events + 4], settled)

@@ -53,7 +53,7 @@ from gopherq.plugins.http.checks import basic_auth, check_credentials, check_hea
 from gopherq.plugins.http.command import curl_command
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
 from gopherq.plugins.http.extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
-from gopherq.plugins.http.flow import FLOW_KEY, HostRule, HostRules, flow_signal
+from gopherq.plugins.http.flow import FLOW_KEY, HostRule, HostRules, flow_label, flow_signal
 from gopherq.plugins.http.summary import call_summary, encoded_body
 from gopherq.plugins.signing import secret_key, sign
 
@@ -285,6 +285,10 @@ class HttpExecutor:
     def render_command(envelope: dict[str, Any]) -> str | None:
         """The task as a curl command ("copy as curl"), from its envelope as shown (masked): see command.py."""
         return curl_command(envelope)
+
+    @staticmethod
+    def flow_label(failure: TaskFailure) -> str:
+        return flow_label(failure)
 
     def followups(self, task: Task, record: bytes, succeeded: bool) -> list[bytes]:
         """The callback task to enqueue when this task ends (see extras); none without a signing secret (a

@@ -90,3 +90,14 @@ def flow_signal(failure: TaskFailure | None) -> str:
     if isinstance(status, int) and status >= 500:
         return "error"
     return "neutral"
+
+
+def flow_label(failure: TaskFailure) -> str:
+    """How a failed http attempt is counted on the destinations page: the status class of the answer ('3xx',
+    '4xx', '5xx'), '429' apart, or 'error' when no answer came (connect error, timeout)."""
+    status = failure.details.get("status_code") if failure.reason == "http_status" else None
+    if status == 429:
+        return "429"
+    if isinstance(status, int) and 100 <= status < 600:
+        return f"{status // 100}xx"
+    return "error" if failure.reason in ERROR_REASONS else "other"
