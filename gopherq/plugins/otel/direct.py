@@ -29,7 +29,8 @@ from opentelemetry.sdk.trace import Span, SpanLimits, SpanProcessor, Synchronous
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import DEFAULT_TRACE_STATE, Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 
-log = logging.getLogger("gopherq.plugins.otel")
+#: The SDK's own logger: what application code does wrong to a span is reported as for the SDK's spans.
+log = logging.getLogger("opentelemetry.sdk.trace")
 
 #: Most attributes a span of the plugin's own has (with room for what application code adds being checked).
 OWN_ATTRIBUTES = 16
