@@ -94,7 +94,7 @@ class Attempts:
                 return self._unrecorded(trace_id, flags, trace_state, producer.tracestate, producer)
             remote = SpanContext(trace_id, parent.span_id, True, TraceFlags(parent.flags), trace_state)
         else:
-            trace_id = fast.ids.generate_trace_id()
+            trace_id = fast.trace_id()
             flags = RANDOM if fast.random_ids else 0
             trace_state = None
             if (trace_id & LOW_64) >= fast.bound:
@@ -133,7 +133,9 @@ class Attempts:
         span_id = self.fast.ids.generate_span_id()  # type: ignore[union-attr]
         span = NonRecordingSpan(span_context(trace_id, span_id, FLAGS[flags], trace_state))
         token = otel_context.attach(trace.set_span_in_context(span, producer.base))
-        headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}", **producer.headers}
+        headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
+        if producer.headers:
+            headers.update(producer.headers)
         if tracestate:
             headers["tracestate"] = tracestate
         return None, token, UnrecordedCalls(headers)

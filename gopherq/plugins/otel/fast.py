@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -87,6 +88,13 @@ class Shortcut:
         self, tracer: Tracer, bound: int, parent_based: bool, textmap: TextMapPropagator, direct: DirectSpans | None
     ) -> None:
         self.ids = tracer.id_generator
+        #: A new trace id: the SDK's random one, without AttemptIds' look for a reserved id (none is reserved for
+        #: the plugin's own draws).
+        self.trace_id = (
+            partial(RandomIdGenerator.generate_trace_id, self.ids)
+            if isinstance(self.ids, AttemptIds)
+            else self.ids.generate_trace_id
+        )
         #: Recorded spans made by the plugin itself (direct.py), or None: through the SDK's `start_span`.
         self.direct = direct
         self.reserve = self.ids.reserve if isinstance(self.ids, AttemptIds) else None
