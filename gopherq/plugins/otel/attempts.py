@@ -94,11 +94,13 @@ class Attempts:
                 return self._unrecorded(trace_id, flags, trace_state, producer.tracestate, producer)
             remote = SpanContext(trace_id, parent.span_id, True, TraceFlags(parent.flags), trace_state)
         else:
-            trace_id = fast.trace_id()
+            trace_id = 0  # drawn by the SDK, when the plugin can neither make the span nor hand the SDK its id
             flags = RANDOM if fast.random_ids else 0
             trace_state = None
-            if (trace_id & LOW_64) >= fast.bound:
-                return self._unrecorded(trace_id, flags, None, None, producer)
+            if fast.direct is not None or fast.reserve is not None:  # the plugin draws the id: decide on it now
+                trace_id = fast.trace_id()
+                if (trace_id & LOW_64) >= fast.bound:
+                    return self._unrecorded(trace_id, flags, None, None, producer)
         if fast.direct is not None:  # the span made directly (direct.py), as the SDK would make it
             own = span_context(trace_id, fast.ids.generate_span_id(), FLAGS[flags | SAMPLED], trace_state)
             span = fast.direct.start(
@@ -116,8 +118,8 @@ class Attempts:
             return span, token, calls
         # Through the SDK: its sampler decides the same, on the same trace id for a new trace.
         parent_context = producer.base if remote is None else remote_context(remote, producer.base)
-        if remote is None and fast.reserve is not None:
-            fast.reserve(trace_id)
+        if trace_id and remote is None and fast.reserve is not None:
+            fast.reserve(trace_id)  # the SDK's sampler decides the same on it
         span = self._consumer_span(task, context, parent_context, list(links) or None)
         if not span.is_recording():  # the application's provider decided on a trace id of its own
             return self._current(span, producer.base, producer.headers)
