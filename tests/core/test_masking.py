@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gopherq.core.masking import MASK, Masker
+from gopherq.core.masking import MASK, MAX_URL_NESTING, Masker, plain_url
 from gopherq.core.settings import load_settings
 
 
@@ -29,6 +29,29 @@ def test_url_userinfo_and_secret_query_parameters_are_masked() -> None:
     assert masker.url("https://tok@example.com/") == f"https://{MASK}@example.com/"
     assert masker.url("https://example.com/a?page=1") == "https://example.com/a?page=1"
     assert masker.url("https://example.com/a?SIG=abc") == f"https://example.com/a?SIG={MASK}"
+
+
+def test_the_plain_url_shortcut_skips_only_urls_with_nothing_to_mask() -> None:
+    """Masker.url returns a plain URL without parsing it: never one the full masking would change."""
+    masker = Masker(query_params=["token"])
+    plain = ["http://127.0.0.1:8080/r1/42", "https://example.com", "https://example.com:8443/a/b#frag", "HTTP://h/x"]
+    other = [
+        "http://u:p@h/x",
+        "http://h/x?token=t",
+        "http://h/cb/https://u:p@i/",
+        "http://h/cb/https%3A%2F%2Fu:p@i/",
+        "x:y://u:p@h/",
+        "h/x://u:p@i/",
+        "://h",
+        "h+s://u:p@h/",
+    ]
+    for url in plain:
+        assert plain_url(url), url
+        assert masker.url(url) == url == masker._url(url, MAX_URL_NESTING)
+    for url in other:
+        assert not plain_url(url), url
+        assert masker.url(url) == masker._url(url, MAX_URL_NESTING)
+    assert MASK in masker.url("h/x://u:p@i/") and MASK in masker.url("http://h/cb/https%3A%2F%2Fu:p@i/")
 
 
 def test_urls_inside_free_text_are_masked() -> None:

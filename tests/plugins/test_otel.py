@@ -269,6 +269,8 @@ async def run_traced_functions(targets: Any, spans: Callable[[], list[ReadableSp
         [consumer] = by_kind(found, SpanKind.CONSUMER)
         [own] = [span for span in found if span.name == "user work"]
         assert parent_id(own) == consumer.context.span_id and own.context.trace_id == consumer.context.trace_id
+        if func is targets.traced_sync:  # what the function adds to the attempt's span is kept
+            assert consumer.attributes["user.note"] == "x"
 
 
 def test_a_disabled_plugin_adds_nothing_that_runs_per_task(make_settings: Callable[..., Settings]) -> None:

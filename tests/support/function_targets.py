@@ -42,6 +42,7 @@ def traced_sync(value: str) -> str:
     """Opens a span of its own (the otel tests check it nests under the attempt's span)."""
     from opentelemetry import trace
 
+    trace.get_current_span().set_attribute("user.note", value)  # on the attempt's span
     with trace.get_tracer("tests").start_as_current_span("user work"):
         return value
 

@@ -3,8 +3,8 @@ context made current while the executor runs, and the `context.calls` the execut
 
 An attempt that is sampled out costs no SDK span when the sampler and propagators are the standard ones (`fast.py`):
 its span context is made directly, with the same ids, flags and tracestate the SDK would give it, and its
-`traceparent` is formatted once for all its calls. A recorded attempt is an SDK span started with all its attributes
-at once.
+`traceparent` is formatted once for all its calls. A recorded attempt's span is then made directly too
+(`direct.py`), with all its attributes at once; otherwise it is an SDK span.
 """
 
 from __future__ import annotations
@@ -27,9 +27,19 @@ from opentelemetry.trace import (
 )
 
 from gopherq import AttemptOutcome, ExecutionContext, Masker, Task
-from gopherq.plugins.otel.calls import SpanCalls, Targets, UnrecordedCalls
+from gopherq.plugins.otel.calls import DirectCalls, SpanCalls, Targets, UnrecordedCalls, put
 from gopherq.plugins.otel.carrier import extract
-from gopherq.plugins.otel.fast import LOW_64, NO_PRODUCER, RANDOM, SAMPLED, parse_traceparent, recognise, traceparent
+from gopherq.plugins.otel.direct import span_context
+from gopherq.plugins.otel.fast import (
+    FLAGS,
+    LOW_64,
+    NO_PRODUCER,
+    RANDOM,
+    SAMPLED,
+    parse_traceparent,
+    recognise,
+    traceparent,
+)
 
 SYSTEM = "gopherq"
 CONSUMER = SpanKind.CONSUMER
@@ -37,7 +47,12 @@ PRODUCER_LINK = {"gopherq.link": "producer"}
 
 #: What `Attempts.start` gives the wrapper: the recorded span (None when not recorded), the context token to detach
 #: when the attempt ends, and the attempt's `context.calls`.
-Started = tuple[Any, "Token[Context]", "SpanCalls | UnrecordedCalls"]
+Started = tuple[Any, "Token[Context]", "SpanCalls | DirectCalls | UnrecordedCalls"]
+
+
+def remote_context(remote: SpanContext, base: Context) -> Context:
+    """The producer's span (remote) in the context `base` (the producer's baggage): an attempt's parent."""
+    return trace.set_span_in_context(NonRecordingSpan(remote), base)
 
 
 class Attempts:
@@ -59,31 +74,53 @@ class Attempts:
         if fast is None:
             return self._start_generic(task, context)
         trace_field = task.trace
-        parent = None if trace_field is None else parse_traceparent(trace_field.get("traceparent"))
+        parent = None
         producer = NO_PRODUCER
         if trace_field is not None:
+            parent = parse_traceparent(trace_field.get("traceparent"))
             producer = fast.producer(trace_field.get("tracestate") if parent else None, trace_field.get("baggage"))
-        links = None
+        links: tuple[Link, ...] = ()
         if parent is not None and self._linked(task):
-            linked = SpanContext(parent.trace_id, parent.span_id, True, TraceFlags(parent.flags), producer.trace_state)
-            links = [Link(linked, PRODUCER_LINK)]
+            linked = SpanContext(parent.trace_id, parent.span_id, True, FLAGS[parent.flags & 3], producer.trace_state)
+            links = (Link(linked, PRODUCER_LINK),)
             parent = None
+        remote = None
         if parent is not None:
             trace_id = parent.trace_id
             sampled = parent.flags & SAMPLED if fast.parent_based else (trace_id & LOW_64) < fast.bound
+            flags = parent.flags & RANDOM
+            trace_state = producer.trace_state
             if not sampled:
-                flags = parent.flags & RANDOM
-                return self._unrecorded(trace_id, flags, producer.trace_state, producer.tracestate, producer)
-            remote = SpanContext(trace_id, parent.span_id, True, TraceFlags(parent.flags), producer.trace_state)
-            parent_context = trace.set_span_in_context(NonRecordingSpan(remote), producer.base)
+                return self._unrecorded(trace_id, flags, trace_state, producer.tracestate, producer)
+            remote = SpanContext(trace_id, parent.span_id, True, TraceFlags(parent.flags), trace_state)
         else:
-            parent_context = producer.base
-            if fast.reserve is not None:  # a new trace whose id the plugin draws: decide on it now
-                trace_id = fast.ids.generate_trace_id()
+            trace_id = 0  # drawn by the SDK, when the plugin can neither make the span nor hand the SDK its id
+            flags = RANDOM if fast.random_ids else 0
+            trace_state = None
+            if fast.direct is not None or fast.reserve is not None:  # the plugin draws the id: decide on it now
+                trace_id = fast.trace_id()
                 if (trace_id & LOW_64) >= fast.bound:
-                    return self._unrecorded(trace_id, RANDOM if fast.random_ids else 0, None, None, producer)
-                fast.reserve(trace_id)  # the SDK's sampler decides the same on it
-        span = self._consumer_span(task, context, parent_context, links)
+                    return self._unrecorded(trace_id, flags, None, None, producer)
+        if fast.direct is not None:  # the span made directly (direct.py), as the SDK would make it
+            own = span_context(trace_id, fast.ids.generate_span_id(), FLAGS[flags | SAMPLED], trace_state)
+            span = fast.direct.start(
+                f"process {context.queue}",
+                own,
+                remote,
+                CONSUMER,
+                self._attributes(task, context),
+                links,
+                lambda: producer.base if remote is None else remote_context(remote, producer.base),
+            )
+            attempt_context = trace.set_span_in_context(span, producer.base)
+            token = otel_context.attach(attempt_context)
+            calls = DirectCalls(fast.direct, fast.ids, self.targets, attempt_context, span, producer.headers)
+            return span, token, calls
+        # Through the SDK: its sampler decides the same, on the same trace id for a new trace.
+        parent_context = producer.base if remote is None else remote_context(remote, producer.base)
+        if trace_id and remote is None and fast.reserve is not None:
+            fast.reserve(trace_id)  # the SDK's sampler decides the same on it
+        span = self._consumer_span(task, context, parent_context, list(links) or None)
         if not span.is_recording():  # the application's provider decided on a trace id of its own
             return self._current(span, producer.base, producer.headers)
         attempt_context = trace.set_span_in_context(span, parent_context)
@@ -96,9 +133,11 @@ class Attempts:
         """A sampled-out attempt: its span context as the SDK would make it (a new span id, the sampled flag off),
         current while the executor runs (function tasks' spans follow the decision), and its headers."""
         span_id = self.fast.ids.generate_span_id()  # type: ignore[union-attr]
-        span_context = SpanContext(trace_id, span_id, False, TraceFlags(flags), trace_state)
-        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span_context), producer.base))
-        headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}", **producer.headers}
+        span = NonRecordingSpan(span_context(trace_id, span_id, FLAGS[flags], trace_state))
+        token = otel_context.attach(trace.set_span_in_context(span, producer.base))
+        headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
+        if producer.headers:
+            headers.update(producer.headers)
         if tracestate:
             headers["tracestate"] = tracestate
         return None, token, UnrecordedCalls(headers)
@@ -166,7 +205,7 @@ class Attempts:
         """A recorded attempt's outcome on its span (and its trace id in the outcome events, for exemplars)."""
         failure = outcome.failure
         if failure is not None:
-            span.set_attributes({"error.type": failure.reason})
+            put(span, {"error.type": failure.reason})
             span.set_status(Status(StatusCode.ERROR, self.masker.text(failure.message)[:1000]))
         if self.exemplars:
             facts = context.event_data or {}

@@ -4,9 +4,10 @@ credentials, no secret query parameters), `server.address`, `server.port`, `http
 `error.type` (the status code from 400 up, or the failure's reason). The span's context goes out in the request's
 `traceparent` (and `tracestate`, `baggage`) unless the task sets its own, so the called service continues the trace.
 
-Per call, on the hot path: one SDK span started with all its request attributes at once (those of a target are
-worked out once: masking and parsing a URL cost more than the span), one `set_attributes` for the answer, and the
-`traceparent` formatted directly when the propagators are the standard ones (`fast.py`).
+Per call, on the hot path: one span started with all its request attributes at once (those of a target's origin,
+its host and port, are worked out once per origin; only the masked URL is per call), one more attribute for the
+answer, and the `traceparent` formatted directly when the propagators are the standard ones (`fast.py`). Under a
+recorded attempt whose span the plugin made itself (`direct.py`), so is each call's: `DirectCalls`.
 """
 
 from __future__ import annotations
@@ -18,30 +19,58 @@ from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gopherq import Masker, TaskFailure
+from gopherq.plugins.otel.direct import DirectSpan, DirectSpans, span_context
 from gopherq.plugins.otel.fast import traceparent
 
 #: Distinct call targets whose attributes are remembered; past it the cache starts again.
 TARGETS_CACHED = 1024
 
 
+def origin(target: str) -> str:
+    """The scheme, userinfo, host and port of a URL: up to where `urlsplit` ends its netloc."""
+    at = target.find("://")
+    if at < 0:
+        return target
+    end = len(target)
+    for delimiter in "/?#":
+        found = target.find(delimiter, at + 3)
+        if 0 <= found < end:
+            end = found
+    return target[:end]
+
+
+def put(span: Any, attributes: Mapping[str, Any]) -> None:
+    """Attributes of the plugin's own on a recorded span, whichever made it."""
+    if isinstance(span, DirectSpan):
+        span.record(attributes)
+    else:
+        span.set_attributes(attributes)
+
+
 class Targets:
-    """The request attributes of each call target (masked URL, host, port), worked out once per distinct target."""
+    """The request attributes of each call (masked URL, host, port), the parts that depend on the target's origin
+    worked out once per distinct origin (parsing a URL costs more than the span), the masked URL per call."""
 
     def __init__(self, masker: Masker) -> None:
         self.masker = masker
         self._known: dict[tuple[str, str, str], Mapping[str, Any]] = {}
 
-    def attributes(self, kind: str, operation: str, target: str) -> Mapping[str, Any]:
-        key = (kind, operation, target)
+    def attributes(self, kind: str, operation: str, target: str) -> dict[str, Any]:
+        """A new dict (the span it is given to owns it)."""
+        http = kind == "http"
+        key = (kind, operation, origin(target) if http else target)
         found = self._known.get(key)
         if found is None:
             if len(self._known) >= TARGETS_CACHED:
                 self._known.clear()
-            found = self._known[key] = MappingProxyType(self._describe(kind, operation, target))
-        return found
+            found = self._known[key] = MappingProxyType(self._describe(kind, operation, key[2]))
+        if http:
+            return {**found, "url.full": self.masker.url(target)}
+        return dict(found)
 
     def _describe(self, kind: str, operation: str, target: str) -> dict[str, Any]:
         if kind != "http":
@@ -53,7 +82,6 @@ class Targets:
             port = None
         return {
             "http.request.method": operation,
-            "url.full": self.masker.url(target),
             "server.address": parts.hostname or "",
             "server.port": port or (443 if parts.scheme == "https" else 80),
         }
@@ -92,22 +120,22 @@ class SpanCall:
         if not span.is_recording():
             return
         if self.kind != "http":
-            span.set_attribute("gopherq.call.status", status)
+            put(span, {"gopherq.call.status": status})
         elif status >= 400:
-            span.set_attributes({"http.response.status_code": status, "error.type": str(status)})
+            put(span, {"http.response.status_code": status, "error.type": str(status)})
             span.set_status(Status(StatusCode.ERROR))
         else:
-            span.set_attribute("http.response.status_code", status)
+            put(span, {"http.response.status_code": status})
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         span = self.span
         if error is not None and span.is_recording():
             if isinstance(error, TaskFailure):
                 if error.reason != "http_status":  # the status said it already
-                    span.set_attribute("error.type", error.reason)
+                    put(span, {"error.type": error.reason})
                     span.set_status(Status(StatusCode.ERROR, self.attempt.targets.masker.text(error.message)[:1000]))
             else:
-                span.set_attribute("error.type", type(error).__name__)
+                put(span, {"error.type": type(error).__name__})
                 span.set_status(Status(StatusCode.ERROR))
         span.end()
 
@@ -127,6 +155,58 @@ class SpanCalls:
 
     def begin(self, kind: str, operation: str, target: str) -> SpanCall:
         return SpanCall(self, kind, operation, target)
+
+
+class DirectCall(SpanCall):
+    """A call's CLIENT span made by the plugin itself (direct.py): a child of the attempt's span, sampled as it is
+    (the SDK's parent-based and ratio samplers decide a child of a recorded span the same way)."""
+
+    __slots__ = ()
+
+    def __init__(self, attempt: DirectCalls, kind: str, operation: str, target: str) -> None:
+        self.attempt = attempt  # type: ignore[assignment]
+        self.kind = kind
+        parent = attempt.parent
+        own = span_context(parent.trace_id, attempt.ids.generate_span_id(), parent.trace_flags, parent.trace_state)
+        self.span = attempt.spans.start(
+            operation,
+            own,
+            parent,
+            SpanKind.CLIENT,
+            attempt.targets.attributes(kind, operation, target),
+            (),
+            attempt.parent_context,
+        )
+
+
+class DirectCalls:
+    """`context.calls` of a recorded attempt whose span the plugin made itself: each `begin` is a `DirectCall`."""
+
+    __slots__ = ("context", "headers", "ids", "parent", "spans", "targets")
+
+    def __init__(
+        self,
+        spans: DirectSpans,
+        ids: IdGenerator,
+        targets: Targets,
+        context: Context,
+        span: DirectSpan,
+        headers: dict[str, str],
+    ) -> None:
+        self.spans = spans
+        self.ids = ids
+        self.targets = targets
+        #: The attempt's context (its span, the producer's baggage), and its span's context: the calls' parent.
+        self.context = context
+        self.parent = span.get_span_context()
+        #: The `tracestate`-less constant headers of a call (`baggage`).
+        self.headers = headers
+
+    def parent_context(self) -> Context:
+        return self.context
+
+    def begin(self, kind: str, operation: str, target: str) -> DirectCall:
+        return DirectCall(self, kind, operation, target)
 
 
 class UnrecordedCalls:

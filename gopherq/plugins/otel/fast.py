@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -34,11 +35,14 @@ from opentelemetry.trace import INVALID_SPAN, SpanContext, TraceFlags, TraceStat
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gopherq.core.tracecontext import TRACEPARENT
+from gopherq.plugins.otel.direct import DirectSpans, spans_for
 
 #: The low 64 bits of a trace id, on which the ratio sampler decides.
 LOW_64 = (1 << 64) - 1
 SAMPLED = TraceFlags.SAMPLED
 RANDOM = TraceFlags.RANDOM_TRACE_ID
+#: The TraceFlags of each combination of the two flags a span of the plugin's may have, made once.
+FLAGS = tuple(TraceFlags(bits) for bits in range(4))
 #: Distinct (tracestate, baggage) pairs remembered; past it the cache starts again (producers rarely vary them).
 CACHE_SIZE = 256
 
@@ -80,8 +84,19 @@ NO_PRODUCER = Producer(Context(), None, None, {})
 class Shortcut:
     """The cheap path for one tracer, when its sampler and the propagators are the standard ones (`recognise`)."""
 
-    def __init__(self, tracer: Tracer, bound: int, parent_based: bool, textmap: TextMapPropagator) -> None:
+    def __init__(
+        self, tracer: Tracer, bound: int, parent_based: bool, textmap: TextMapPropagator, direct: DirectSpans | None
+    ) -> None:
         self.ids = tracer.id_generator
+        #: A new trace id: the SDK's random one, without AttemptIds' look for a reserved id (none is reserved for
+        #: the plugin's own draws).
+        self.trace_id = (
+            partial(RandomIdGenerator.generate_trace_id, self.ids)
+            if isinstance(self.ids, AttemptIds)
+            else self.ids.generate_trace_id
+        )
+        #: Recorded spans made by the plugin itself (direct.py), or None: through the SDK's `start_span`.
+        self.direct = direct
         self.reserve = self.ids.reserve if isinstance(self.ids, AttemptIds) else None
         self.random_ids = self.ids.is_trace_id_random()
         self.bound = bound
@@ -134,6 +149,7 @@ def recognise(tracer: Any) -> Shortcut | None:
         return None
     sampler: Any = tracer.sampler
     parent_based = type(sampler) is ParentBased
+    local = True  # a child of a local span is decided as the SDK's ParentBased default does (direct spans)
     if parent_based:
         delegates = (
             getattr(sampler, "_remote_parent_sampled", None),
@@ -141,6 +157,10 @@ def recognise(tracer: Any) -> Shortcut | None:
         )
         if delegates != (ALWAYS_ON, ALWAYS_OFF):
             return None
+        local = (
+            getattr(sampler, "_local_parent_sampled", None),
+            getattr(sampler, "_local_parent_not_sampled", None),
+        ) == (ALWAYS_ON, ALWAYS_OFF)
         sampler = getattr(sampler, "_root", None)
     if sampler is ALWAYS_ON:
         bound = LOW_64 + 1
@@ -150,7 +170,7 @@ def recognise(tracer: Any) -> Shortcut | None:
         bound = sampler.bound
     else:
         return None
-    return Shortcut(tracer, bound, parent_based, textmap)
+    return Shortcut(tracer, bound, parent_based, textmap, spans_for(tracer) if local else None)
 
 
 @dataclass(frozen=True)

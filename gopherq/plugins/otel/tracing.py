@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from gopherq import AttemptOutcome, AttemptRunner, ExecutionContext, Masker, Settings, Task, hookimpl
 from gopherq.core.tracecontext import BAGGAGE_MAX, TRACE_KEYS, TRACESTATE_MAX
 from gopherq.plugins.otel.attempts import SYSTEM, Attempts
+from gopherq.plugins.otel.calls import put
 from gopherq.plugins.otel.carrier import extract
 from gopherq.plugins.otel.export import BoundedProcessor, make_exporter
 from gopherq.plugins.otel.fast import AttemptIds
@@ -146,7 +147,7 @@ class Tracing:
             try:
                 outcome = await run(entry, task, context)
             except BaseException:  # cancelled: a time limit, a cancellation, shutdown
-                span.set_attributes({"error.type": "cancelled"})
+                put(span, {"error.type": "cancelled"})
                 span.set_status(Status(StatusCode.ERROR, "attempt cancelled (time limit, cancel or shutdown)"))
                 raise
             else:
