@@ -296,19 +296,8 @@ class Run:
             spec = WorkerSpec("noop", processes=processes)
             r.configs.append((name, "noop drain", peer.describe(spec)))
             self.repeat(name, "noop_drain", "tasks/s", partial(self._staged, work, peer, spec, name))
-        # The cost of the defaults: the x1 scaling row above has the stream on (the default); this one has it off,
-        # and the shipped rows run the example gopherq.toml as shipped (logging at INFO, its logging sink, stream on).
-        for name, options in (
-            ("GoPherQ x1, stream off", {"stream": "off"}),
-            ("GoPherQ x1, stream on, no timelines", {"stream": "no-timeline"}),
-            ("GoPherQ x1, shipped gopherq.toml", {"config": "shipped"}),
-        ):
-            spec = WorkerSpec("noop", options=options)
-            r.configs.append((name, "noop drain", peer.describe(spec)))
-            self.repeat(name, "noop_drain", "tasks/s", partial(self._staged, work, peer, spec, name))
-        for c in p.concurrency:
-            shipped = WorkerSpec("http", concurrency=c, options={"config": "shipped"})
-            self._http(peer, work, "GoPherQ (shipped gopherq.toml)", shipped)
+        if self.mode != "smoke":  # the smoke run stays seconds long; `python -m bench.defaults` runs these alone
+            self._defaults(peer, work)
         if "soak" not in self.skip:
             say(f"GoPherQ soak: {p.soak_total:,} noop tasks")
             spec = WorkerSpec("noop")
@@ -321,6 +310,23 @@ class Run:
             say("GoPherQ HTTP drain (c=100) under py-spy")
             action = partial(profile.profile_http, peer, work, p.profile // 2, 100, r)
             self.measure("GoPherQ HTTP profile", action)
+
+    def _defaults(self, peer: GoPherQPeer, work: Workloads) -> None:
+        """The cost of the defaults: the x1 scaling row has the stream on (the default), these have it off or
+        without timelines, and the shipped rows run the example gopherq.toml as shipped (logging at INFO with its
+        sink, stream on)."""
+        p, r = self.plan, self.results
+        for name, options in (
+            ("GoPherQ x1, stream off", {"stream": "off"}),
+            ("GoPherQ x1, stream on, no timelines", {"stream": "no-timeline"}),
+            ("GoPherQ x1, shipped gopherq.toml", {"config": "shipped"}),
+        ):
+            spec = WorkerSpec("noop", options=options)
+            r.configs.append((name, "noop drain", peer.describe(spec)))
+            self.repeat(name, "noop_drain", "tasks/s", partial(self._staged, work, peer, spec, name))
+        for c in p.concurrency:
+            shipped = WorkerSpec("http", concurrency=c, options={"config": "shipped"})
+            self._http(peer, work, "GoPherQ (shipped gopherq.toml)", shipped)
 
     def _variant_drain(self, work: Workloads, peer: GoPherQPeer, spec: WorkerSpec, variant: str) -> float:
         """The noop drain with task-control fields on the tasks (see GoPherQPeer.variant): their cost."""

@@ -136,7 +136,7 @@ def dlq_requeue(
     too_large task: only a prefix of it was kept)."""
     where = where_from(filters)
     if bool(entry_ids) + requeue_all + (not where.empty) != 1:
-        raise click.UsageError("give entry ids, --all, or filter options (--reason, --host, --status, --text, ...)")
+        raise click.UsageError("give entry ids or --all (or filter options: --reason, --host, --status, --text, ...)")
     if not where.empty:
         run_bulk(config, queue, "requeue", where, as_json)
         return

@@ -210,8 +210,11 @@ OPENAPI: dict[str, Any] = {
         "/v1/tasks/{task_id}": {
             "get": {
                 "operationId": "getTask",
-                "summary": "A task's state, envelope, result and recent events (secrets masked)",
-                "description": "Each stored field is bounded: a text to 16 KiB, a field (envelope, result, dead "
+                "summary": "A task's state, whereabouts, envelope, call, result and recent events (secrets masked)",
+                "description": "`where` is the live task's whereabouts record, parsed (`place`: ready, delayed or "
+                "running, with its level, reason, due time, worker and token: see docs/operations.md), null once it "
+                "has ended; `call` what it called, as its executor describes it (masked). "
+                "Each stored field is bounded: a text to 16 KiB, a field (envelope, result, dead "
                 "letter) to 64 KiB, an event to 8 KiB; `truncated` maps the path of each cut to the full size "
                 '(`{"bytes": n}` or `{"items": n}`). A dead letter\'s stored bytes are served whole by '
                 "GET /v1/queues/{queue}/dead/{entry_id}/raw.",

@@ -368,15 +368,17 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
     token = "rules-token-0123456789"
     settings = make_settings(web={"token": token}, api={"max_body_bytes": 1024})
     open_settings = make_settings()
+    viewer_settings = make_settings(web={"token": token + "-admin", "viewer_token": token})  # the same bearer: a viewer
     unreachable = aioredis.Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     servers = [
         TestServer(create_app(settings, aredis, areas=API_AREAS), host="127.0.0.1"),
         TestServer(create_app(open_settings, aredis, areas=API_AREAS), host="127.0.0.1"),
         TestServer(create_app(settings, unreachable, areas=API_AREAS), host="127.0.0.1"),
+        TestServer(create_app(viewer_settings, aredis, areas=API_AREAS), host="127.0.0.1"),
     ]
     for server in servers:
         await server.start_server()
-    authed, open_, down = servers
+    authed, open_, down, viewer = servers
     queue = settings.queue.name
     tasks = f"/v1/queues/{queue}/tasks"
     answered: dict[tuple[str, str], set[int]] = {}
@@ -427,11 +429,66 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
             await ask(dead_raw, f"/v1/queues/{queue}/dead/dead-1/raw", server, **extra)
         await ask(dead_raw, f"/v1/queues/{queue}/dead/never-dead/raw")
         await ask(dead_raw, "/v1/queues/not%20a%20queue/dead/dead-1/raw")
+        await ask(post, tasks, viewer, json={"url": "http://127.0.0.1:9/"})  # a viewer creates nothing: 403
+        await ask(cancel, f"/v1/tasks/s1?queue={queue}", viewer)
+        await ask(cancel, f"/v1/tasks/never-seen?queue={queue}")  # 404: nothing known, nothing recorded
+        await operator_routes(ask, queue, aredis, (authed, open_, down, viewer), elsewhere)
     finally:
         for server in servers:
             await server.close()
         await unreachable.aclose()
     assert answered == documented
+
+
+async def operator_routes(
+    ask: Any, queue: str, redis: aioredis.Redis, servers: tuple[Any, ...], elsewhere: Any
+) -> None:
+    """Provoke every answer docs/api.md lists for the operator routes (web/api_ops.py)."""
+    authed, open_, down, viewer = servers
+    task = {"id": "dead-2", "type": "http", "method": "GET", "url": "http://127.0.0.1:9/"}
+    entry = {"task_id": "dead-2", "reason": "non_retryable", "dead_at": time.time(), "raw": codec.dumps(task).decode()}
+    await redis.hset(QueueKeys(queue).dead, "dead-2", codec.dumps(entry))
+    await redis.zadd(QueueKeys(queue).dead_index, {"dead-2": time.time() * 1000})
+    base, bad = f"/v1/queues/{queue}", "/v1/queues/not%20a%20queue"
+    big = {"data": b"x" * (1024 * 1024 + 1), "headers": {"Content-Type": "application/json"}}
+    plain = {"data": b"x", "headers": {"Content-Type": "text/plain"}}
+    routes: list[tuple[tuple[str, str], str, dict[str, Any], list[tuple[str, dict[str, Any]]]]] = [
+        (("GET", "/v1/queues/{queue}/tasks"), "/tasks?state=ready", {}, [("/tasks?state=bogus", {})]),
+        (("GET", "/v1/tasks/{id}/explain"), "", {}, []),
+        (("GET", "/v1/queues/{queue}/dead"), "/dead?reason=non_retryable", {}, [("/dead?status=1", {})]),
+        (("POST", "/v1/queues/{queue}/dead/requeue"), "/dead/requeue", {"json": {"ids": ["x"]}}, []),
+        (("POST", "/v1/queues/{queue}/dead/delete"), "/dead/delete", {"json": {"ids": ["x"]}}, []),
+        (("GET", "/v1/queues/{queue}/dead/{entry_id}/command"), "/dead/dead-2/command", {}, []),
+        (("GET", "/v1/queues/{queue}/dead/{entry_id}/editable"), "/dead/dead-2/editable", {}, []),
+        (("POST", "/v1/queues/{queue}/dead/{entry_id}/edit"), "/dead/dead-2/edit", {"json": {"task": task}}, []),
+        (("POST", "/v1/queues/{queue}/pause"), "/pause", {}, []),
+        (("POST", "/v1/queues/{queue}/resume"), "/resume", {}, []),
+    ]
+    for route, tail, body, bad_requests in routes:
+        if route[1].startswith("/v1/tasks/"):
+            good, broken = f"/v1/tasks/s1/explain?queue={queue}", "/v1/tasks/s1/explain?queue=not%20a%20queue"
+        else:
+            good, broken = base + tail, bad + tail
+        for server, extra in ((authed, {}), (authed, {"auth": False}), (open_, elsewhere), (down, {})):
+            await ask(route, good, server, **extra, **body)
+        await ask(route, broken, **body)
+        for path, extra in bad_requests:
+            await ask(route, base + path, **extra)
+        if route[0] == "POST":
+            await ask(route, good, viewer, **body)  # 403
+            if "/dead/" in route[1]:
+                await ask(route, good, **big)  # 413
+                await ask(route, good, **plain)  # 415
+    await ask(("GET", "/v1/tasks/{id}/explain"), f"/v1/tasks/never-seen/explain?queue={queue}")
+    for name in ("command", "editable", "edit"):
+        method = "POST" if name == "edit" else "GET"
+        body = {"json": {"task": task}} if name == "edit" else {}
+        await ask((method, f"/v1/queues/{{queue}}/dead/{{entry_id}}/{name}"), f"{base}/dead/never/{name}", **body)
+    edit = ("POST", "/v1/queues/{queue}/dead/{entry_id}/edit")
+    await ask(edit, f"{base}/dead/dead-2/edit", json={"task": {"url": "ftp://nowhere/"}})  # 422
+    await ask(edit, f"{base}/dead/dead-2/edit", data=b"{", headers={"Content-Type": "application/json"})  # 400
+    for name in ("pause", "resume"):
+        await ask(("POST", f"/v1/queues/{{queue}}/{name}"), f"/v1/queues/no_such_queue_zz/{name}")  # 404
 
 
 def test_a_requeued_dead_letter_carries_none_of_the_fields_gopherq_keeps() -> None:

@@ -288,3 +288,16 @@ async def test_bytes_that_never_become_a_task_leave_no_record(
 
 async def _dead_count(aredis: aioredis.Redis, k: QueueKeys, count: int) -> bool:
     return int(await aredis.zcard(k.dead_index)) == count
+
+
+async def test_a_record_whose_task_is_not_where_it_says_is_not_believed(
+    make_settings: Callable[..., Settings], queue_name: str, aredis: aioredis.Redis
+) -> None:
+    settings = make_settings()
+    async with AsyncClient(settings) as client:
+        await client.enqueue_http("https://example.com/", id="gone1")
+        await client.enqueue_http("https://example.com/", id="gone2", delay=300)
+        await aredis.delete(queue_name, QueueKeys(queue_name).delayed)  # removed by hand, outside GoPherQ
+        assert await record(aredis, queue_name, "gone1") is not None
+        assert await client.inspect.task(queue_name, "gone1") is None
+        assert await client.inspect.task(queue_name, "gone2") is None

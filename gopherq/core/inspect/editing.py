@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gopherq.core import codec
+from gopherq.core.bounds import SHOWN_FIELD
 from gopherq.core.errors import NotFound
 from gopherq.core.masking import Masker
 from gopherq.core.outcomes import raw_from_entry
@@ -28,14 +29,18 @@ _NOT_EDITED = frozenset({*RESERVED_FIELDS, "id"})
 
 async def stored_task(inspector: Inspector, queue: str, entry_id: str) -> dict[str, Any]:
     """The dead task as stored (unmasked; never shown), NotFound when there is no such dead letter or its bytes
-    are not a task (not a JSON object, or only a prefix of a too-large task was kept)."""
+    are not a task (not a JSON object, or only a prefix of a too-large task was kept), or are over SHOWN_FIELD
+    (what any face shows of one stored field: a command or an edit form of it would be as large)."""
     entry = await inspector.dead_letters(queue).get(entry_id)
     if entry is None:
         raise NotFound(f"no dead letter {entry_id!r} in queue {queue!r}")
     if entry.get("raw_truncated"):
         raise NotFound(f"dead letter {entry_id!r} keeps only a prefix of its task: there is nothing to edit")
+    raw = raw_from_entry(entry)
+    if len(raw) > SHOWN_FIELD:  # every face bounds what it shows (core/bounds.py): the raw download has it all
+        raise NotFound(f"dead letter {entry_id!r} is {len(raw)} bytes, too large to show as a command or an edit")
     try:
-        task = codec.loads(raw_from_entry(entry))
+        task = codec.loads(raw)
     except codec.JSONDecodeError:
         task = None
     if not isinstance(task, dict):

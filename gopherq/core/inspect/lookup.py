@@ -64,10 +64,12 @@ class TaskLocator:
         self.redis = redis
         self._find = scripts(redis)["find"]
 
-    async def find(self, key: str, mode: str, task_id: str, *bounds: Any) -> tuple[bytes, str] | None:
+    async def find(self, key: str, mode: str, task_id: str, *bounds: Any) -> tuple[bytes, str] | bool:
+        """(envelope, hash field or '') of the task in `key` (see find.lua); else False when the place was read
+        whole (the task is not there), True when it was not (it may be further in)."""
         reply = await self._find(keys=[key], args=[mode, id_lua_pattern(task_id), *bounds])
-        if not reply:
-            return None
+        if not isinstance(reply, list):
+            return reply is None
         return bytes(reply[0]), reply[1].decode("utf-8", "replace")
 
     async def locate(self, k: QueueKeys, task_id: str, raw_where: bytes | None, settled: bool) -> Located:
@@ -96,11 +98,13 @@ class TaskLocator:
             return Located(state, envelope, where.worker, where.at, where)
         if where.place == "delayed" and where.at is not None:
             found = await self.find(k.delayed, "score", task_id, round(where.at * 1000), SAME_DUE)
-            return None if found is None else Located("delayed", found[0], where=where)
+            return Located("delayed", found[0], where=where) if isinstance(found, tuple) else None
         if where.place == "ready":
             found = await self.find(k.level(where.level), "list", task_id, ENVELOPE_WINDOW, ENVELOPE_WINDOW)
-            if found is not None:
+            if isinstance(found, tuple):
                 return Located("ready", found[0], where=where)
+            if not found:
+                return None  # its list was read whole and it is not there: the record is stale
             return Located("ready", None, where=where, note=DEEP_NOTE)
         return None
 
@@ -108,17 +112,17 @@ class TaskLocator:
         """A bounded search, on the server, of the places a task without a record can be: in flight (a claim that
         could not read its id), delayed, or in a ready list (a raw push goes to the plain one)."""
         found = await self.find(k.inflight, "hash", task_id, SEARCH_LIMIT)
-        if found is not None:
+        if isinstance(found, tuple):
             envelope, token = found
             deadline = await self.redis.zscore(k.leases, token)
             state = "orphaned" if deadline is not None and deadline <= time.time() * 1000 else "running"
             return Located(state, envelope, note=SEARCHED_NOTE, where=Whereabouts("running", None, token=token))
         found = await self.find(k.delayed, "zset", task_id, SEARCH_LIMIT)
-        if found is not None:
+        if isinstance(found, tuple):
             return Located("delayed", found[0], note=SEARCHED_NOTE)
         for level in ("high", "default", "low"):
             found = await self.find(k.level(level), "list", task_id, SEARCH_LIMIT, SEARCH_LIMIT)
-            if found is not None:
+            if isinstance(found, tuple):
                 where = Whereabouts("ready", None, level=level)
                 return Located("ready", found[0], where=where, note=SEARCHED_NOTE)
         return Located()

@@ -6,7 +6,8 @@
 --   'score' : 3 the score (ms) the task has in the sorted set, 4 most members with that score read
 --   'zset'  : 3 most members read (ZSCAN)
 --   'hash'  : 3 most fields read (HSCAN)
--- Returns: {envelope, field (hash mode) or ''}, or false when not found within those bounds.
+-- Returns: {envelope, field (hash mode) or ''}; or 0 when a list was read whole and the task is not in it; or false
+-- when not found within those bounds.
 local key, mode, pattern = KEYS[1], ARGV[1], ARGV[2]
 local function match(raw) return string.find(raw, pattern) ~= nil end
 if mode == 'list' then
@@ -22,6 +23,7 @@ if mode == 'list' then
     local chunk = redis.call('LRANGE', key, math.max(first, finish - 499), finish)
     for i = #chunk, 1, -1 do if match(chunk[i]) then return {chunk[i], ''} end end
   end
+  if head + tail >= length then return 0 end
 elseif mode == 'score' then
   local members = redis.call('ZRANGEBYSCORE', key, ARGV[3], ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
   for i = 1, #members do if match(members[i]) then return {members[i], ''} end end
