@@ -28,6 +28,16 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Serializer": ("gopherq.functions", "Serializer"),
     "JsonSerializer": ("gopherq.functions", "JsonSerializer"),
     "Schedule": ("gopherq.core.schedules", "Schedule"),
+    "chain": ("gopherq.canvas", "chain"),
+    "group": ("gopherq.canvas", "group"),
+    "chord": ("gopherq.canvas", "chord"),
+    "Flow": ("gopherq.canvas", "Flow"),
+    "FlowFailed": ("gopherq.canvas", "FlowFailed"),
+    "FlowHandle": ("gopherq.canvas", "FlowHandle"),
+    "AsyncFlowHandle": ("gopherq.canvas", "AsyncFlowHandle"),
+    "Signature": ("gopherq.canvas", "Signature"),
+    "step": ("gopherq.canvas", "step"),
+    "http_step": ("gopherq.canvas", "http_step"),
     "Enqueued": ("gopherq.client", "Enqueued"),
     "AsyncClient": ("gopherq.client", "AsyncClient"),
     "Client": ("gopherq.client", "Client"),
@@ -74,6 +84,18 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 if TYPE_CHECKING:
+    from gopherq.canvas import (
+        AsyncFlowHandle,
+        Flow,
+        FlowFailed,
+        FlowHandle,
+        Signature,
+        chain,
+        chord,
+        group,
+        http_step,
+        step,
+    )
     from gopherq.client import AsyncClient, Client, Enqueued
     from gopherq.core.bounds import bounded
     from gopherq.core.calls import OutboundCall, OutboundCalls
@@ -129,6 +151,7 @@ else:
 __all__ = [
     "App",
     "AsyncClient",
+    "AsyncFlowHandle",
     "AttemptOutcome",
     "AttemptRunner",
     "Backoff",
@@ -141,6 +164,9 @@ __all__ = [
     "EventFilter",
     "ExecutionContext",
     "Executor",
+    "Flow",
+    "FlowFailed",
+    "FlowHandle",
     "FlowLimits",
     "GoPherQError",
     "Handle",
@@ -163,6 +189,7 @@ __all__ = [
     "Schedule",
     "Serializer",
     "Settings",
+    "Signature",
     "Sink",
     "SinkSettings",
     "Task",
@@ -174,7 +201,12 @@ __all__ = [
     "TaskStatus",
     "WorkerView",
     "bounded",
+    "chain",
+    "chord",
+    "group",
     "hookimpl",
+    "http_step",
     "load_settings",
     "redis_unavailable",
+    "step",
 ]

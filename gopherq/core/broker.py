@@ -65,7 +65,8 @@ class Settlement:
     kind: 'ack' (finished, result written), 'cancel' (as 'ack', for a cancelled task), 'retry' (data: new
     envelope, extra: due ms), 'dead' (data: entry JSON, extra: entry id) or 'release' (back to the head of its
     ready list, unchanged). `unique_key`: the task's uniqueness lock, freed when it ends ('ack', 'cancel',
-    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded.
+    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded; `dag`: (flow id, node) of a
+    flow member, whose final outcome moves its flow on in the same script call (core/flows).
     """
 
     kind: str
@@ -76,6 +77,7 @@ class Settlement:
     extra: str = ""
     unique_key: str | None = None
     cancelled: bool = False
+    dag: tuple[str, str] | None = None
 
 
 class Broker:
@@ -193,6 +195,9 @@ class Broker:
             if item.cancelled or (pending and item.kind in ENDING and item.task_id in pending):
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
+            if item.dag is not None and item.kind in ENDING:  # a flow member: dag_settle.lua moves its flow on
+                keys.append(k.dag(item.dag[0]))
+                args += ["dag", item.task_id, item.dag[1], "", ""]
         keys += self._levels
         keys.append(k.reaped)
         flags = await self._settle(keys=keys, args=args)

@@ -26,6 +26,7 @@ class Settler:
         self.broker, self.bus, self.flow, self.plugins = shared.broker, shared.bus, shared.flow, shared.plugins
         self.held, self.stats, self.outage = shared.holdings.tasks, shared.stats, shared.outage
         self.schedule_runs = shared.schedule_runs
+        self.dags = shared.dags
         self._decisions: list[Decision] = []
         self._followups: list[bytes] = []  # envelopes tasks asked for when they ended (e.g. callbacks)
         self._flush_lock = asyncio.Lock()
@@ -85,10 +86,23 @@ class Settler:
             except BaseException:
                 self._decisions[:0] = decisions
                 raise
+            flows = []
             for decision, ok in zip(decisions, accepted, strict=False):
                 self.held.pop(decision.settlement.token, None)
                 self._announce(decision, ok)
+                if ok and decision.settlement.dag is not None:
+                    flows.append(decision.settlement.dag[0])
+            if flows:
+                await self._announce_flows(flows)
         await self.flow.flush()
+
+    async def _announce_flows(self, flow_ids: list[str]) -> None:
+        """Announce the state changes of the flows these settles moved on. Lost on a Redis error: the reconciler
+        announces what is left unannounced (the settles themselves are recorded already)."""
+        try:
+            await self.dags.changed(flow_ids)
+        except RETRYABLE as exc:
+            log.warning("flows %s: their state changes will be announced later: %s", ", ".join(flow_ids[:5]), exc)
 
     def _announce(self, decision: Decision, ok: bool) -> None:
         task = decision.task

@@ -104,6 +104,7 @@ RESERVED = {
     "last_error": {"reason": "x", "message": "y"},
     "ready_at": 1.0,
     "flow_slot": 1,
+    "flow_member": {"flow": "f", "node": "n"},
 }
 RESERVED_MESSAGE = "is kept by GoPherQ (attempts, recoveries and flow slots): a producer cannot set it"
 
@@ -436,5 +437,7 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
 
 def test_a_requeued_dead_letter_carries_none_of_the_fields_gopherq_keeps() -> None:
     kept = codec.dumps({**ADD, "id": "t1", **RESERVED})
-    # Requeued, it is ready again from the requeue on: `ready_at` is GoPherQ's stamp, not the one it carried.
-    assert codec.loads(fresh_envelope(kept, now=1234.5)) == {**ADD, "id": "t1", "ready_at": 1234.5}
+    # Requeued, it is ready again from the requeue on: `ready_at` is GoPherQ's stamp, not the one it carried. A flow
+    # member stays one: succeeding after its requeue, it moves its flow on (docs/flows.md).
+    member = {"flow_member": RESERVED["flow_member"]}
+    assert codec.loads(fresh_envelope(kept, now=1234.5)) == {**ADD, "id": "t1", **member, "ready_at": 1234.5}

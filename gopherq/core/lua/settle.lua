@@ -19,7 +19,8 @@
 --   Two kinds are not items of their own but follow the item they belong to, and act only when it was settled
 --   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
---   task's cancel request.
+--   task's cancel request; 'dag' (item key: the task's flow hash; token: the task id; result: its node) records a
+--   flow member's final outcome and makes ready the joins it completes (dag_settle.lua).
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per
 -- kind per batch.
@@ -27,6 +28,8 @@
 -- per item.
 local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
 --@include levels
+--@include dag_step
+--@include dag_settle
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local out = {}
@@ -34,6 +37,7 @@ local counts = {}
 local dead_added = false
 local leases = {}
 local last_held = false
+local last_kind = nil  -- the kind of the last item settled here, for its 'dag' after-effect (flows)
 local n = (#ARGV - 4) / 5
 for i = 0, n - 1 do
   local base = 5 + i * 5
@@ -41,9 +45,11 @@ for i = 0, n - 1 do
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
   local held, envelope
-  if kind == 'unlock' or kind == 'uncancel' then
+  if kind == 'unlock' or kind == 'uncancel' or kind == 'dag' then
     if last_held then
-      if kind == 'uncancel' then
+      if kind == 'dag' then  -- flows: a member's outcome moves its flow on, in this call (dag_settle.lua)
+        dag_settle(KEYS[9 + i], token, result, last_kind)
+      elseif kind == 'uncancel' then
         redis.call('ZREM', KEYS[9 + i], token)
       elseif redis.call('GET', KEYS[9 + i]) == token then
         redis.call('DEL', KEYS[9 + i])
@@ -70,6 +76,7 @@ for i = 0, n - 1 do
     end
   else
     last_held = true
+    last_kind = kind
     leases[#leases + 1] = token
     if kind == 'retry' or kind == 'defer' then
       redis.call('ZADD', KEYS[4], ARGV[base + 4], ARGV[base + 3])
