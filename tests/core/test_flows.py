@@ -189,7 +189,7 @@ async def test_cancelling_a_flow_cancels_what_has_not_started_and_the_reconciler
         assert await reconciler.tick(1000, "test") == 2
         assert reconciler.repairs == 2
         assert await reconciler.tick(1000, "test") == 0  # the lock is held for a second: nothing
-        assert await store.reconcile("tamper", {}) == (0, "pending")
+        assert await store.reconcile("tamper", {}) == (0, "pending", 0)
         assert await handle.cancel() == "cancelled"
         view = await handle.wait(1)
         assert {m.node: m.state for m in view.members} == {"x": "ready", "y": "ready", "z": "cancelled"}

@@ -77,7 +77,7 @@ class Reconciler:
         reply = await self.store.reconcile(flow_id, outcomes)
         if reply is None:
             return None
-        mismatches = reply[0] + len(outcomes)
+        mismatches, late = reply[0], reply[2]
         self.checked += 1
         if mismatches:
             self.repairs += mismatches
@@ -86,10 +86,10 @@ class Reconciler:
                 "recorded late)",
                 flow_id,
                 mismatches,
-                len(outcomes),
+                late,
             )
             self.announcer.bus.emit(
-                "flow.repaired", data={"flow": flow_id, "mismatches": mismatches, "late_outcomes": len(outcomes)}
+                "flow.repaired", data={"flow": flow_id, "mismatches": mismatches, "late_outcomes": late}
             )
             await self.store.redis.hincrby(self.store.keys.stats, "flow_repairs", mismatches)
         return view.size, mismatches

@@ -173,9 +173,10 @@ class FlowStore:
         flat = await self._announce(keys=keys, args=[now_ms(), ttl, *flow_ids])
         return [(flat[i].decode(), flat[i + 1].decode(), int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
-    async def reconcile(self, flow_id: str, outcomes: dict[str, str]) -> tuple[int, str] | None:
+    async def reconcile(self, flow_id: str, outcomes: dict[str, str]) -> tuple[int, str, int] | None:
         """Recompute the flow's counters from its members' states (after recording `outcomes`, node -> 's', 'f' or
-        'c', of members whose task records are final); returns (mismatches repaired, state)."""
+        'c', of members whose task records are final); returns (mismatches repaired, state, outcomes recorded
+        late: those whose member was still ready, included in the mismatches)."""
         k = self.keys
         args: list[Any] = [now_ms()]
         for node, outcome in outcomes.items():
@@ -183,7 +184,7 @@ class FlowStore:
         reply = await self._reconcile(keys=[k.dag(flow_id), *k.ready_lists], args=args)
         if not reply:
             return None
-        return int(reply[0]), reply[1].decode()
+        return int(reply[0]), reply[1].decode(), int(reply[2])
 
     async def ids(self, finished: bool = False, limit: int = 100) -> list[tuple[str, float]]:
         """Open (or finished) flows' ids, newest first, with their creation (finish) time."""

@@ -5,13 +5,17 @@
 -- cancelled while waiting for a retry), that outcome is recorded first, as its settle would have.
 -- KEYS: 1 the flow's hash, 2 the plain ready list, 3 the high-priority list, 4 the low-priority list
 -- ARGV: 1 now (ms), then pairs: node, outcome
--- Returns: {mismatches repaired, the flow's state} or false when there is no such flow.
+-- Returns: {mismatches repaired, the flow's state, late outcomes recorded} or false when there is no such flow. (An
+-- outcome whose member is no longer ready, because its own settle recorded it meanwhile, is no mismatch.)
 local ready, high, low = KEYS[2], KEYS[3], KEYS[4]
 --@include levels
 --@include dag_step
 local flow = KEYS[1]
 if redis.call('EXISTS', flow) == 0 then return false end
-for i = 2, #ARGV - 1, 2 do dag_step(flow, ARGV[i], ARGV[i + 1]) end
+local late = 0
+for i = 2, #ARGV - 1, 2 do
+  if dag_step(flow, ARGV[i], ARGV[i + 1]) then late = late + 1 end
+end
 local fields = redis.call('HGETALL', flow)
 local members, specs = {}, {}
 for i = 1, #fields, 2 do
@@ -61,4 +65,4 @@ if redis.call('HGET', flow, 'state') ~= 'cancelled' then
     if letter == 'w' or letter == 'b' then dag_judge(flow, node) end
   end
 end
-return {mismatches, dag_state(flow, false)}
+return {mismatches + late, dag_state(flow, false), late}
