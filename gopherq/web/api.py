@@ -10,6 +10,7 @@
     GET    /v1/queues/{queue}/dead/{entry_id}/raw   a dead letter's stored bytes (masked), as a download
     DELETE /v1/tasks/{id}?queue=Q     cancel a task that has not started
     GET    /v1/openapi.json           this API as an OpenAPI 3.1 document
+    /v1/flows...                      flows (DAGs of tasks): see web/flows_api.py
 
 Authentication is the web server's (bearer token; loopback only without one). The API takes JSON bodies only, so
 a browser cannot send it a cross-site request without a CORS preflight, which this server never grants: that is

@@ -1,0 +1,54 @@
+"""`/v1/flows`: a whole flow in one request, idempotent by flow id; read it, list it, cancel it; a bad member is
+refused with its index and nothing is created."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tests.web.test_api import api  # noqa: F401 - the fixture
+
+URL = "http://127.0.0.1:9/never"
+
+
+def member(node: str, depends_on: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"node": node, "task": {"url": URL, "method": "POST"}, "depends_on": depends_on or [], **extra}
+
+
+async def test_a_flow_is_created_once_read_listed_and_cancelled(api: Callable[..., Any]) -> None:  # noqa: F811
+    app = await api()
+    flow = {"id": "order-42", "tasks": [member("a"), member("b", ["a"]), member("c", ["a", "b"], policy="quorum:1")]}
+    status, body = await app.call("POST", "/v1/flows", flow)
+    assert status == 201, body
+    assert body["created"] is True and body["members"] == {"a": "order-42.a", "b": "order-42.b", "c": "order-42.c"}
+    status, again = await app.call("POST", "/v1/flows", flow)
+    assert status == 200 and again["created"] is False
+    status, view = await app.call("GET", f"/v1/flows/order-42?queue={app.queue}")
+    assert status == 200 and view["state"] == "pending"
+    states = {m["node"]: (m["state"], m.get("policy")) for m in view["members"]}
+    assert states == {"a": ("ready", None), "b": ("waiting", "fail_fast"), "c": ("waiting", "quorum:1")}
+    status, listed = await app.call("GET", f"/v1/flows?queue={app.queue}")
+    assert status == 200 and [f["id"] for f in listed["flows"]] == ["order-42"]
+    status, cancelled = await app.call("DELETE", f"/v1/flows/order-42?queue={app.queue}")
+    assert status == 202 and cancelled["state"] == "cancelled"
+    status, _ = await app.call("GET", f"/v1/flows/nope?queue={app.queue}")
+    assert status == 404
+
+
+async def test_a_bad_member_or_graph_is_refused_and_nothing_is_created(api: Callable[..., Any]) -> None:  # noqa: F811
+    app = await api()
+    bad_task = {"id": "bad1", "tasks": [member("a"), {"node": "b", "task": {"url": URL, "attempt": 3}}]}
+    status, body = await app.call("POST", "/v1/flows", bad_task)
+    assert status == 422 and body["error"]["index"] == 1 and "attempt" in body["error"]["message"]
+    cycle = {"id": "bad2", "tasks": [member("a", ["b"]), member("b", ["a"])]}
+    status, body = await app.call("POST", "/v1/flows", cycle)
+    assert status == 422 and "cycles" in body["error"]["message"]
+    missing = {"id": "bad3", "tasks": [member("a", ["zz"])]}
+    status, body = await app.call("POST", "/v1/flows", missing)
+    assert status == 422 and "'zz'" in body["error"]["message"]
+    forged = {"id": "bad4", "tasks": [{"node": "a", "task": {"url": URL, "flow_member": {"flow": "x", "node": "y"}}}]}
+    status, body = await app.call("POST", "/v1/flows", forged)
+    assert status == 422 and "flow_member" in body["error"]["message"]
+    for flow_id in ("bad1", "bad2", "bad3", "bad4"):
+        status, _ = await app.call("GET", f"/v1/flows/{flow_id}?queue={app.queue}")
+        assert status == 404
