@@ -17,6 +17,7 @@ from gopherq.cli import (  # noqa: F401  (they register their commands)
     check,
     control,
     dlq,
+    flows,
     hosts,
     inspect,
     plugin,

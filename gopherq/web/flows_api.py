@@ -28,7 +28,7 @@ MEMBER_FIELDS = frozenset({"node", "task", "depends_on", "policy"})
 
 
 def _nodes(client: Any, members: Any, queue: str, headers: Any) -> list[Node]:
-    """The flow's nodes from a request's `tasks`, each task validated as any producer's (TaskRejected, BatchRejected)."""
+    """The nodes of a request's `tasks`, each task validated as any producer's (TaskRejected, BatchRejected)."""
     if not isinstance(members, list) or not members:
         raise TaskRejected("schema_invalid", "field 'tasks' must be a non-empty array of {node, task, ...} objects")
     if len(members) > MAX_MEMBERS:
