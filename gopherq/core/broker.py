@@ -197,7 +197,7 @@ class Broker:
                 args += ["uncancel", item.task_id, "", "", ""]
             if item.dag is not None and item.kind in ENDING:  # a flow member: dag_settle.lua moves its flow on
                 keys.append(k.dag(item.dag[0]))
-                args += ["dag", item.task_id, item.dag[1], "", ""]
+                args += ["dag", item.task_id, item.dag[1], item.dag[0], ""]
         keys += self._levels
         keys.append(k.reaped)
         flags = await self._settle(keys=keys, args=args)

@@ -45,7 +45,7 @@ class Upkeep:
         self.scheduler = self._make_scheduler()
         self.registry = QueueRegistry(self.redis)
         self.schedule_runs = shared.schedule_runs
-        self.reconciler = Reconciler(shared.dags.store, shared.dags)
+        self.reconciler = Reconciler(shared.dags.store, shared.dags, self.settings.worker.flow_reconcile_interval)
 
     async def check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys: an evicted ready list or in-flight hash is lost work."""
@@ -173,7 +173,7 @@ class Upkeep:
                     )
                     if recovered:
                         self._announce_recovered(recovered)
-                    await self.reconciler.tick(lock_ms, self.worker_id)  # flows: no join can hang silently
+                    await self.reconciler.maybe_tick(self.worker_id)  # flows: no join can hang silently
                 backoff.reset()
             except RETRYABLE as exc:
                 await backoff.wait(exc)

@@ -79,7 +79,7 @@ def test_flows_end_and_joins_run_once_through_worker_and_redis_kills(
         tmp_path,
         server.url,
         queue_name,
-        worker={"concurrency": 40, "lease_timeout": 2.0},
+        worker={"concurrency": 40, "lease_timeout": 2.0, "flow_reconcile_interval": 2.0},
         queue_settings={"backoff_min": 0.05, "backoff_max": 0.2},
         events=("task.recovered", "flow.repaired", "worker.*"),
     )

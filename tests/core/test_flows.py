@@ -185,7 +185,7 @@ async def test_cancelling_a_flow_cancels_what_has_not_started_and_the_reconciler
         # Tamper with the counts as a bug might: the reconciler finds and repairs both.
         await aredis.hset(store.keys.dag("tamper"), mapping={"open": 7, "j:z": "F0:5:0:0"})
         bus = type("Bus", (), {"emit": lambda self, *a, **k: sink.events.append((a, k))})()
-        reconciler = Reconciler(store, FlowAnnouncer(store, bus, 60))
+        reconciler = Reconciler(store, FlowAnnouncer(store, bus, 60), 1.0)
         assert await reconciler.tick(1000, "test") == 2
         assert reconciler.repairs == 2
         assert await reconciler.tick(1000, "test") == 0  # the lock is held for a second: nothing

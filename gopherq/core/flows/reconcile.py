@@ -1,6 +1,8 @@
 """The flow reconciler: a periodic check, by one worker of the queue at a time, that no flow can hang silently.
 
-Each tick takes the oldest open flows, up to a budget of members, and for each one: reads the result records of
+A tick comes every `worker.flow_reconcile_interval` seconds and looks only at flows older than that (a younger one
+is still moving; reading a large one costs Redis time in proportion to its size). It takes the oldest open flows, up
+to a budget of members, going on from where the last tick stopped, and for each one: reads the result records of
 its members the flow still has as ready (a member cancelled while waiting for a retry settles through another
 script and its flow never hears of it: the record tells), then lets dag_reconcile.lua record those outcomes,
 recompute every counter from the members' states, repair what differs and judge every waiting join again. What
@@ -11,6 +13,7 @@ settle's would be.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from gopherq.core import codec
@@ -29,18 +32,28 @@ MEMBER_BUDGET = 20_000
 class Reconciler:
     """Reconciles one queue's open flows; `repairs` and `checked` count since the process started."""
 
-    def __init__(self, store: FlowStore, announcer: FlowAnnouncer) -> None:
-        self.store, self.announcer = store, announcer
+    def __init__(self, store: FlowStore, announcer: FlowAnnouncer, interval: float) -> None:
+        self.store, self.announcer, self.interval = store, announcer, interval
         self.repairs = 0
         self.checked = 0
         self._after = 0.0  # creation time (ms) of the last flow checked: the next tick goes on from there
+        self._next = 0.0  # monotonic time of the next tick
 
-    async def tick(self, lock_ms: int, worker_id: str) -> int:
-        """One round, when this worker gets the queue's reconciler lock; returns the mismatches repaired."""
+    async def maybe_tick(self, worker_id: str) -> int:
+        """A tick when one is due (called often, e.g. with the reaper); returns the mismatches repaired."""
+        if time.monotonic() < self._next:
+            return 0
+        self._next = time.monotonic() + self.interval
+        return await self.tick(int(self.interval * 1000), worker_id, int((time.time() - self.interval) * 1000))
+
+    async def tick(self, lock_ms: int, worker_id: str, older_than_ms: int | None = None) -> int:
+        """One round, when this worker gets the queue's reconciler lock, over flows created before `older_than_ms`
+        (all when None); returns the mismatches repaired."""
         redis, keys = self.store.redis, self.store.keys
         if not await redis.set(keys.dags_lock, worker_id, nx=True, px=lock_ms):
             return 0
-        entries = await redis.zrangebyscore(keys.dags, f"({self._after}", "+inf", start=0, num=200, withscores=True)
+        newest = "+inf" if older_than_ms is None else older_than_ms
+        entries = await redis.zrangebyscore(keys.dags, f"({self._after}", newest, start=0, num=200, withscores=True)
         if not entries:
             self._after = 0.0
             return 0

@@ -62,7 +62,7 @@ end
 if redis.call('HGET', flow, 'state') ~= 'cancelled' then
   for node in pairs(specs) do
     local letter = string.sub(members[node] or '', 1, 1)
-    if letter == 'w' or letter == 'b' then dag_judge(flow, node) end
+    if letter == 'w' or letter == 'b' then dag_judge(flow, node, nil) end
   end
 end
 return {mismatches + late, dag_state(flow, false), late}

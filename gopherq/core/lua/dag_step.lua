@@ -35,13 +35,11 @@ local function dag_ready(flow, node, member)
   end
 end
 
--- Look at join `node` after one of its parents changed: make it ready, block it, or unblock it.
-local function dag_judge(flow, node)
-  local member = redis.call('HGET', flow, 'm:' .. node)
-  local spec = redis.call('HGET', flow, 'j:' .. node)
-  if not member or not spec then return end
-  local letter = string.sub(member, 1, 1)
-  if letter ~= 'w' and letter ~= 'b' then return end  -- it already ran, runs or was cancelled: counted once
+-- Look at join `node` (its spec `spec` as stored) after one of its parents changed: make it ready, block it, or
+-- unblock it. Its member field is read only when one of those may happen.
+local function dag_judge(flow, node, spec)
+  spec = spec or redis.call('HGET', flow, 'j:' .. node)
+  if not spec then return end
   local policy, quorum, pending, ok, bad = string.match(spec, '^(%a)(%d+):(%-?%d+):(%d+):(%d+)$')
   quorum, pending, ok, bad = tonumber(quorum), tonumber(pending), tonumber(ok), tonumber(bad)
   local go, stuck
@@ -55,6 +53,11 @@ local function dag_judge(flow, node)
     go = pending <= 0
     stuck = false
   end
+  if not go and not stuck then return end  -- the common case: parents still pending
+  local member = redis.call('HGET', flow, 'm:' .. node)
+  if not member then return end
+  local letter = string.sub(member, 1, 1)
+  if letter ~= 'w' and letter ~= 'b' then return end  -- it already ran, runs or was cancelled: counted once
   if go and letter == 'b' then
     redis.call('HINCRBY', flow, 'fatal', -1)
     if policy == 'F' then redis.call('HINCRBY', flow, 'halt', -1) end
@@ -102,8 +105,9 @@ local function dag_step(flow, node, outcome)
         pending = pending - 1
         if outcome == 's' then ok = ok + 1 else bad = bad + 1 end
       end
-      redis.call('HSET', flow, 'j:' .. child, head .. ':' .. pending .. ':' .. ok .. ':' .. bad)
-      dag_judge(flow, child)
+      spec = head .. ':' .. pending .. ':' .. ok .. ':' .. bad
+      redis.call('HSET', flow, 'j:' .. child, spec)
+      dag_judge(flow, child, spec)
     end
   end
   return dag_state(flow, true)

@@ -19,8 +19,8 @@
 --   Two kinds are not items of their own but follow the item they belong to, and act only when it was settled
 --   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
---   task's cancel request; 'dag' (item key: the task's flow hash; token: the task id; result: its node) records a
---   flow member's final outcome and makes ready the joins it completes (dag_settle.lua).
+--   task's cancel request; 'dag' (item key: the task's flow hash; token: the task id; result: its node; data: its
+--   flow id) records a flow member's final outcome and makes ready the joins it completes (dag_settle.lua).
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per
 -- kind per batch.
@@ -48,7 +48,7 @@ for i = 0, n - 1 do
   if kind == 'unlock' or kind == 'uncancel' or kind == 'dag' then
     if last_held then
       if kind == 'dag' then  -- flows: a member's outcome moves its flow on, in this call (dag_settle.lua)
-        dag_settle(KEYS[9 + i], token, result, last_kind)
+        dag_settle(KEYS[9 + i], token, result, ARGV[base + 3], last_kind)
       elseif kind == 'uncancel' then
         redis.call('ZREM', KEYS[9 + i], token)
       elseif redis.call('GET', KEYS[9 + i]) == token then
