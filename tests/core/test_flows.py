@@ -16,6 +16,7 @@ from gopherq.core.broker import Broker, Settlement
 from gopherq.core.flows.announce import FlowAnnouncer
 from gopherq.core.flows.reconcile import Reconciler
 from gopherq.core.plugins import load_plugins
+from gopherq.web.exposition import render_metrics
 from tests.support.common import async_wait_until
 from tests.support.plugins import CaptureSink, ExecutorPlugin, SinkPlugin
 
@@ -75,6 +76,10 @@ async def test_a_chain_into_a_chord_passes_results_and_each_join_runs_once(
         assert again == "chain-chord" and created is False  # idempotent by flow id
         [done] = await sink.wait_named("flow.succeeded")
         assert done.data == {"flow": "chain-chord"}
+        body, _ = await render_metrics(client.inspect, [client.queue])
+        text = body.decode()
+        assert f'gopherq_flows_finished{{queue="{client.queue}"}} 1.0' in text
+        assert f'gopherq_flows_in_progress{{queue="{client.queue}"}} 0.0' in text
 
 
 async def test_policies_decide_whether_and_with_what_a_join_runs(
