@@ -20,7 +20,7 @@ from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.settings import Settings
-from gopherq.web import actions, api, flows_api, health, metrics, pages
+from gopherq.web import actions, api, flow_pages, flows_api, health, metrics, pages
 from gopherq.web.credentials import Auth
 from gopherq.web.render import STATIC, build_environment, login_page
 from gopherq.web.security import MIDDLEWARES, Handler
@@ -43,7 +43,15 @@ Area = Callable[[web.Application], None]
 log = logging.getLogger(__name__)
 
 #: The areas every server has, in route-matching order (the API helper appends its own).
-AREAS: list[Area] = [health.setup, metrics.setup, api.setup, flows_api.setup, pages.setup, actions.setup]
+AREAS: list[Area] = [
+    health.setup,
+    metrics.setup,
+    api.setup,
+    flows_api.setup,
+    pages.setup,
+    flow_pages.setup,
+    actions.setup,
+]
 
 #: The areas of `gopherq api`: the `/v1` API and the probes, no dashboard.
 API_AREAS: list[Area] = [health.setup, api.setup, flows_api.setup]

@@ -52,3 +52,18 @@ async def test_a_bad_member_or_graph_is_refused_and_nothing_is_created(api: Call
     for flow_id in ("bad1", "bad2", "bad3", "bad4"):
         status, _ = await app.call("GET", f"/v1/flows/{flow_id}?queue={app.queue}")
         assert status == 404
+
+
+async def test_the_flow_page_draws_the_graph_and_member_task_pages_link_to_it(api: Callable[..., Any]) -> None:  # noqa: F811
+    app = await api()
+    flow = {"id": "page-1", "tasks": [member("a"), member("b", ["a"]), member("c", ["a"]), member("d", ["b", "c"])]}
+    status, _ = await app.call("POST", "/v1/flows", flow)
+    assert status == 201
+    status, page = await app.call("GET", f"/queues/{app.queue}/flows/page-1")
+    assert status == 200
+    assert "<svg" in page and page.count("<rect") == 4 and page.count("<line") == 4
+    assert f'href="/queues/{app.queue}/tasks/page-1.d"' in page and "b, c" in page
+    status, task_page = await app.call("GET", f"/queues/{app.queue}/tasks/page-1.a")
+    assert status == 200 and f'href="/queues/{app.queue}/flows/page-1"' in task_page
+    status, _ = await app.call("GET", f"/queues/{app.queue}/flows/nope")
+    assert status == 404
