@@ -200,3 +200,31 @@ async def test_cancelling_a_flow_cancels_what_has_not_started_and_the_reconciler
         assert {m.node: m.state for m in view.members} == {"x": "ready", "y": "ready", "z": "cancelled"}
         requests = {item.decode() for item in await aredis.zrange(store.keys.cancels, 0, -1)}
         assert requests == {"tamper.x", "tamper.y"}
+
+
+async def test_fail_fast_cancels_the_members_that_have_not_started(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    settings = make_settings(worker={"concurrency": 1}, queue={"max_attempts": 1})
+    recorder = Recorder()
+    extra, client = setup(settings, recorder)
+    async with client:
+        header = group(step("rec", fail=True).named("p0"), *[step("rec").named(f"p{i}") for i in range(1, 6)])
+        handle = await chord(header, step("rec").named("join")).aapply(client, "halt")
+        await start_worker(settings, extra_plugins=extra)
+        view = await handle.wait(10)
+        assert view.state == "failed"
+
+        async def settled() -> bool:
+            current = await client.flows.get("halt")
+            return current is not None and current.open == 1  # only the blocked join is left
+
+        await async_wait_until(settled, what="every sibling to be cancelled or to end")
+        states = {m.node: m.state for m in (await client.flows.get("halt") or view).members}
+        ran = [node for node in states if recorder.ran("halt", node)]
+        assert states["join"] == "blocked" and "join" not in ran
+        # p1 may have been claimed before the failure was recorded; the rest never started.
+        assert set(ran) <= {"p0", "p1"}
+        assert sorted(node for node, state in states.items() if state == "cancelled") == sorted(
+            node for node in ("p1", "p2", "p3", "p4", "p5") if node not in ran
+        )

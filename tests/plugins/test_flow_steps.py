@@ -4,6 +4,7 @@ join with no body of its own POSTs its parents' outcomes as JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -59,3 +60,18 @@ async def test_an_http_join_without_a_body_posts_its_parents_outcomes(
     assert sorted(parent["node"] for parent in document["parents"]) == ["part0", "part1"]
     assert {parent["status"] for parent in document["parents"]} == {"succeeded"}
     assert "part" in document["parents"][0]["result"]["body"]  # the parent's HTTP result record
+
+
+async def test_the_blocking_face_applies_a_flow_from_the_app_and_waits_for_it(
+    settings: Settings, start_worker: Callable[..., Any]
+) -> None:
+    await start_worker(settings)
+
+    def blocking() -> tuple[Any, str]:
+        handle = chain(targets.add.s(20, 1), targets.add.s(21)).apply()  # the app's own Client
+        return handle.result(timeout=15), handle.wait().state
+
+    try:
+        assert await asyncio.to_thread(blocking) == (42, "succeeded")
+    finally:
+        targets.app.close()
