@@ -25,13 +25,14 @@ local function dag_state(flow, moved)
   return new
 end
 
--- Make waiting member `node` ready: its stored envelope goes to its priority level's ready list.
+-- Make waiting member `node` ready: its stored envelope goes to its priority level's ready list, stamped
+-- `ready_at` now (ARGV[1], the caller's time in ms).
 local function dag_ready(flow, node, member)
   local envelope = redis.call('HGET', flow, 'e:' .. node)
   redis.call('HSET', flow, 'm:' .. node, 'r' .. string.sub(member, 2))
   if envelope then
     redis.call('HDEL', flow, 'e:' .. node)
-    push_level('RPUSH', envelope)
+    push_level('RPUSH', restamp(envelope, tonumber(ARGV[1]), false))  -- ready from now: latency counts from here
   end
 end
 
