@@ -48,6 +48,7 @@ class Signature:
         self.type, self.fields, self.app, self.function = type, fields, app, function
         self.name: str | None = None
         self.policy: Policy | None = None
+        self.open = False  # an open join (Flow.add(..., open=True)): children may be added until it is sealed
         self.args: tuple[Any, ...] = ()
         self.kwargs: dict[str, Any] = {}
 
@@ -115,7 +116,10 @@ class _Canvas:
         """The flow's nodes, each task built with `build(type, **fields)` (a client's `task`)."""
         layout = _Layout()
         self._lay(layout, [], None)
-        return [Node(name, _build(build, sig), after, policy or Policy()) for name, sig, after, policy in layout.nodes]
+        return [
+            Node(name, _build(build, sig), after, policy or Policy(), sig.open)
+            for name, sig, after, policy in layout.nodes
+        ]
 
     def app(self) -> App | None:
         layout = _Layout()
@@ -185,9 +189,16 @@ class Flow(_Canvas):
         self._nodes: list[tuple[Signature, list[str], Policy | None]] = []
 
     def add(
-        self, sig: Signature, depends_on: list[str] | None = None, policy: str | None = None, name: str | None = None
+        self,
+        sig: Signature,
+        depends_on: list[str] | None = None,
+        policy: str | None = None,
+        name: str | None = None,
+        open: bool = False,
     ) -> str:
-        """Add a step; returns its node name (to depend on)."""
+        """Add a step; returns its node name (to depend on). `open=True` makes it an open join: children may be
+        added while the flow runs (`client.flows.extend`) until it is sealed (`client.flows.seal`)."""
+        sig.open = open
         if name is not None:
             sig.name = name
         if sig.name is None:

@@ -7,9 +7,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from gopherq.core.flows.spec import Node, plan
+from gopherq.core.flows.spec import Node, added_member, plan
 from gopherq.core.flows.store import FINAL_STATES, FlowStore, FlowView
-from gopherq.core.task import new_task_id
+from gopherq.core.task import Task, new_task_id
 
 if TYPE_CHECKING:
     from gopherq.client import AsyncClient
@@ -35,6 +35,20 @@ class AsyncFlows:
         if created:
             await self.client.registry.note(name)
         return flow_id, created
+
+    async def extend(self, flow_id: str, join: str, children: list[tuple[str, Task]], queue: str | None = None) -> int:
+        """Add `children` (node name, task built by this client) to open join `join` of a running flow: each is
+        ready at once and one more parent of the join. Returns how many were new (a node already in the flow is
+        skipped, so a retry is safe); ResponseError when the join is not open (sealed) or the flow is gone."""
+        await self.client.connect()
+        name = queue or self.client.queue
+        members = [(node, added_member(flow_id, name, join, node, task)) for node, task in children]
+        return await self.store(name).extend(flow_id, join, members)
+
+    async def seal(self, flow_id: str, join: str, queue: str | None = None) -> bool:
+        """Seal open join `join`: no more children; it runs once its parents are final. False when not open."""
+        await self.client.connect()
+        return await self.store(queue).seal(flow_id, join)
 
     async def get(self, flow_id: str, queue: str | None = None) -> FlowView | None:
         """The flow with each member's state, or None (unknown, or expired after it finished)."""

@@ -19,11 +19,57 @@ _MEMBER = {
             "description": "fail_fast (default), all_settled, ignore_failures or quorum:N",
             "type": "string",
         },
+        "open": {"type": "boolean", "description": "an open join: children may be added until it is sealed"},
     },
     "additionalProperties": False,
 }
 
+_NODE = {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}
+
+_CHILD = {
+    "type": "object",
+    "required": ["node", "task"],
+    "properties": {"node": {"type": "string"}, "task": {"$ref": "#/components/schemas/Task"}},
+    "additionalProperties": False,
+}
+
 FLOW_PATHS: dict[str, Any] = {
+    "/v1/flows/{flow_id}/joins/{node}/children": {
+        "post": {
+            "operationId": "addFlowChildren",
+            "summary": "Add children to an open join of a running flow (each is ready at once)",
+            "parameters": [_FLOW_ID, _NODE, _QUEUE_QUERY],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["tasks"],
+                            "properties": {"tasks": {"type": "array", "items": _CHILD}},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _answer("how many children were new", {"type": "object"}),
+                "409": _answer("the join is not open (sealed, unknown) or the flow is cancelled", {"type": "object"}),
+                **_errors(400, 413, 415, 422),
+            },
+        }
+    },
+    "/v1/flows/{flow_id}/joins/{node}/seal": {
+        "post": {
+            "operationId": "sealFlowJoin",
+            "summary": "Seal an open join: it runs once its parents are final",
+            "parameters": [_FLOW_ID, _NODE, _QUEUE_QUERY],
+            "responses": {
+                "200": _answer("sealed", {"type": "object"}),
+                "409": _answer("the join is not open", {"type": "object"}),
+                **_errors(400),
+            },
+        }
+    },
     "/v1/flows": {
         "post": {
             "operationId": "createFlow",

@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from gopherq import AsyncClient, ExecutionContext, PermanentFailure, Settings, Task
 from gopherq.canvas import Flow, chain, chord, group, step
@@ -228,3 +230,30 @@ async def test_fail_fast_cancels_the_members_that_have_not_started(
         assert sorted(node for node, state in states.items() if state == "cancelled") == sorted(
             node for node in ("p1", "p2", "p3", "p4", "p5") if node not in ran
         )
+
+
+async def test_an_open_join_waits_for_children_added_while_the_flow_runs_until_it_is_sealed(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    settings = make_settings(worker={"concurrency": 4})
+    recorder = Recorder()
+    extra, client = setup(settings, recorder)
+    async with client:
+        await start_worker(settings, extra_plugins=extra)
+        flow = Flow()
+        a = flow.add(step("rec", value=1), name="a")
+        flow.add(step("rec"), depends_on=[a], policy="all_settled", name="join", open=True)
+        handle = await flow.aapply(client, "dynamic")
+        await async_wait_until(lambda: recorder.ran("dynamic", "a") == 1, what="the root to run")
+        children = [(f"kid{i}", client.task("rec", value=10)) for i in range(3)]
+        assert await client.flows.extend("dynamic", "join", children) == 3
+        assert await client.flows.extend("dynamic", "join", children[:1]) == 0  # a retry adds nothing
+        await async_wait_until(lambda: all(recorder.ran("dynamic", f"kid{i}") for i in range(3)), what="the kids")
+        view = await client.flows.get("dynamic")
+        assert view is not None and {m.node: m.state for m in view.members}["join"] == "waiting"  # not sealed
+        assert await client.flows.seal("dynamic", "join") is True
+        assert await client.flows.seal("dynamic", "join") is False
+        assert await handle.result(timeout=10) == 31  # 1 + 3 x 10: every parent's value reached the join
+        with pytest.raises(ResponseError, match="not an open join"):
+            await client.flows.extend("dynamic", "join", [("late", client.task("rec"))])
+        assert recorder.ran("dynamic", "join") == 1

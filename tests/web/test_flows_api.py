@@ -67,3 +67,24 @@ async def test_the_flow_page_draws_the_graph_and_member_task_pages_link_to_it(ap
     assert status == 200 and f'href="/queues/{app.queue}/flows/page-1"' in task_page
     status, _ = await app.call("GET", f"/queues/{app.queue}/flows/nope")
     assert status == 404
+
+
+async def test_children_are_added_to_an_open_join_and_it_is_sealed(api: Callable[..., Any]) -> None:  # noqa: F811
+    app = await api()
+    flow = {"id": "dyn-1", "tasks": [member("a"), member("join", ["a"], policy="all_settled", open=True)]}
+    status, _ = await app.call("POST", "/v1/flows", flow)
+    assert status == 201
+    children = {"tasks": [{"node": f"k{i}", "task": {"url": URL, "method": "POST"}} for i in range(2)]}
+    path = f"/v1/flows/dyn-1/joins/join/children?queue={app.queue}"
+    status, body = await app.call("POST", path, children)
+    assert status == 200 and body["added"] == 2
+    status, view = await app.call("GET", f"/v1/flows/dyn-1?queue={app.queue}")
+    states = {m["node"]: m["state"] for m in view["members"]}
+    assert states == {"a": "ready", "k0": "ready", "k1": "ready", "join": "waiting"} and view["size"] == 4
+    seal = f"/v1/flows/dyn-1/joins/join/seal?queue={app.queue}"
+    status, _ = await app.call("POST", seal)
+    assert status == 200
+    status, body = await app.call("POST", seal)
+    assert status == 409
+    status, body = await app.call("POST", path, children)
+    assert status == 409 and body["error"]["reason"] == "not_open"

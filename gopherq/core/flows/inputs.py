@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gopherq.core import codec
-from gopherq.core.flows.members import listed_parents, member_task_id
+from gopherq.core.flows.members import MAX_LISTED_PARENTS, listed_parents, member_task_id
 from gopherq.core.keys import QueueKeys
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.task import Task
@@ -28,9 +28,14 @@ async def read_inputs(redis: RedisClient, queue: str, task: Task) -> list[dict[s
     if member is None:
         return None
     parents = listed_parents(member)
+    keys = QueueKeys(queue)
+    if member.get("open"):  # an open join: the children added while the flow ran are its parents too
+        added = await redis.hget(keys.dag(member["flow"]), f"p:{member['node']}")
+        parents = parents + (added.decode().split(",") if added else [])
+        if len(parents) > MAX_LISTED_PARENTS:
+            return None
     if not parents:
         return None
-    keys = QueueKeys(queue)
     ids = [member_task_id(member["flow"], node) for node in parents]
     records = await redis.mget([keys.result(task_id) for task_id in ids])
     inputs: list[dict[str, Any]] = []

@@ -22,6 +22,10 @@ NODE_NAME = re.compile(r"^[A-Za-z0-9_:\-]{1,64}$")
 MAX_LISTED_PARENTS = 64
 
 
+#: The keys of `flow_member`: `open` marks a join that may get children while the flow runs.
+MEMBER_KEYS = frozenset({"flow", "node", "parents", "open"})
+
+
 def member_task_id(flow_id: str, node: str) -> str:
     """The task id of node `node` of flow `flow_id`."""
     return f"{flow_id}.{node}"
@@ -41,11 +45,7 @@ def check_node(value: Any) -> str:
 
 def check_member(value: Any) -> dict[str, Any]:
     """The `flow_member` field, checked: TaskRejected naming what is wrong."""
-    if (
-        not isinstance(value, dict)
-        or not {"flow", "node"} <= set(value)
-        or not set(value) <= {"flow", "node", "parents"}
-    ):
+    if not isinstance(value, dict) or not {"flow", "node"} <= set(value) or not set(value) <= MEMBER_KEYS:
         raise TaskRejected("schema_invalid", f"field 'flow_member' must be {{flow, node[, parents]}}, got {value!r}")
     check_flow_id(value["flow"])
     check_node(value["node"])
@@ -59,6 +59,8 @@ def check_member(value: Any) -> dict[str, Any]:
         else:
             for parent in parents:
                 check_node(parent)
+    if value.get("open") not in (None, True):
+        raise TaskRejected("schema_invalid", "field 'flow_member': open must be true when present")
     return value
 
 

@@ -67,6 +67,8 @@ class Node:
     task: Task
     depends_on: list[str] = field(default_factory=list)
     policy: Policy = field(default_factory=Policy)
+    #: An open join: children may be added while the flow runs (`extend`) until it is sealed (`seal`).
+    open: bool = False
 
 
 @dataclass(slots=True)
@@ -122,12 +124,29 @@ def plan(flow_id: str, queue: str, nodes: list[Node]) -> Plan:
         task.flow_member = {"flow": flow_id, "node": name}
         if node.depends_on:
             task.flow_member["parents"] = parents
+        if node.open:
+            task.flow_member["open"] = True
         spec = ""
-        if node.depends_on:
-            spec = f"{POLICIES[node.policy.name]}{node.policy.quorum}:{len(node.depends_on)}:0:0"
-        members.append((name, ("w" if node.depends_on else "r") + ",".join(children[name]), spec, task.encode()))
+        if node.depends_on or node.open:
+            spec = f"{POLICIES[node.policy.name]}{node.policy.quorum}:{len(node.depends_on)}:0:0" + (
+                "+" if node.open else ""
+            )
+        joins = bool(node.depends_on or node.open)
+        members.append((name, ("w" if joins else "r") + ",".join(children[name]), spec, task.encode()))
         tasks[name] = task
     return Plan(flow_id, queue, members, tasks)
+
+
+def added_member(flow_id: str, queue: str, join: str, name: str, task: Task) -> bytes:
+    """The envelope of a child added to open join `join` while the flow runs (see FlowStore.extend)."""
+    check_node(name)
+    if task.queue is not None and task.queue != queue:
+        raise _reject(f"flow node {name!r} is for queue {task.queue!r}: a flow's tasks run on its queue ({queue!r})")
+    if task.unique_key is not None:
+        raise _reject(f"flow node {name!r}: a flow member cannot be unique (unique_key/unique_for)")
+    task.id, task.id_assigned, task.envelope = member_task_id(flow_id, name), False, None
+    task.flow_member = {"flow": flow_id, "node": name}
+    return task.encode()
 
 
 def _topological(by_name: dict[str, Node], children: dict[str, list[str]]) -> list[str]:

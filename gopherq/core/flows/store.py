@@ -115,6 +115,7 @@ class FlowStore:
         registry = scripts(redis)
         self._create, self._cancel = registry["dag_create"], registry["dag_cancel"]
         self._announce, self._reconcile = registry["dag_announce"], registry["dag_reconcile"]
+        self._extend, self._seal = registry["dag_extend"], registry["dag_seal"]
 
     async def create(self, plan: Plan) -> bool:
         """Create the flow and push its roots; False (nothing done) when a flow of that id exists."""
@@ -163,6 +164,18 @@ class FlowStore:
         k = self.keys
         state = await self._cancel(keys=[k.dag(flow_id), k.cancels], args=[now_ms(), "halt" if halt_only else "cancel"])
         return None if state is None else state.decode()
+
+    async def extend(self, flow_id: str, join: str, members: list[tuple[str, bytes]]) -> int:
+        """Add ready members (node, envelope) as children of open join `join`; returns how many were new.
+        ResponseError when the flow or the open join does not exist (or the flow was cancelled)."""
+        args: list[Any] = [now_ms(), join]
+        for node, envelope in members:
+            args += [node, envelope]
+        return int(await self._extend(keys=[self.keys.dag(flow_id), *self.keys.ready_lists], args=args))
+
+    async def seal(self, flow_id: str, join: str) -> bool:
+        """Seal open join `join`: it runs once its parents are final. False when it was not open."""
+        return bool(await self._seal(keys=[self.keys.dag(flow_id), *self.keys.ready_lists], args=[now_ms(), join]))
 
     async def announce(self, flow_ids: list[str], ttl: int) -> list[tuple[str, str, int]]:
         """Claim the announcement of the flows' state changes (flow id, new state, halted joins), each once."""

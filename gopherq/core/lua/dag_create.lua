@@ -3,7 +3,8 @@
 -- KEYS: 1 the flow's hash, 2 the queue's flow index (zset: flow id scored by creation, ms), 3 the plain ready list,
 --       4 the high-priority list, 5 the low-priority list
 -- ARGV: 1 now (ms), 2 flow id, then 4 per member: node, member field ('r' or 'w', then its children,
---       comma-separated), join spec ('' for a root), envelope (pushed for a root, stored for the others)
+--       comma-separated), join spec ('' for a root; ending in '+' for an open join, see dag_extend.lua), envelope
+--       (pushed for a root, stored for the others)
 -- Returns: 1 when created, 0 when a flow of that id exists.
 local ready, high, low = KEYS[3], KEYS[4], KEYS[5]
 --@include levels
@@ -24,6 +25,11 @@ for i = 0, n - 1 do
   fields[#fields + 1] = 'm:' .. node
   fields[#fields + 1] = member
   if spec ~= '' then
+    if string.sub(spec, -1) == '+' then
+      spec = string.sub(spec, 1, -2)
+      fields[#fields + 1] = 'o:' .. node
+      fields[#fields + 1] = '1'
+    end
     fields[#fields + 1] = 'j:' .. node
     fields[#fields + 1] = spec
   end

@@ -10,6 +10,8 @@
 --   j:<n>   join n: "<policy letter><quorum>:<pending>:<ok>:<bad>" (F fail_fast, A all_settled,
 --           I ignore_failures, Q quorum); pending counts parents not yet final, ok and bad the final ones
 --   halt    fail_fast joins now blocked: while > 0 the flow starts nothing new (what is ready gets cancelled)
+--   o:<n>   present while join n is open: children may still be added (dag_extend.lua) until it is sealed
+--   p:<n>   the children added to open join n, comma-separated (its parents beyond those its envelope lists)
 -- The flow's state from its counters (`moved`: a member just became final, so a pending flow is running).
 local function dag_state(flow, moved)
   local fields = redis.call('HMGET', flow, 'state', 'open', 'fatal')
@@ -55,6 +57,7 @@ local function dag_judge(flow, node, spec)
     stuck = false
   end
   if not go and not stuck then return end  -- the common case: parents still pending
+  if go and redis.call('HEXISTS', flow, 'o:' .. node) == 1 then return end  -- open: children may still come
   local member = redis.call('HGET', flow, 'm:' .. node)
   if not member then return end
   local letter = string.sub(member, 1, 1)
