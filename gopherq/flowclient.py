@@ -7,12 +7,20 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from gopherq.core.flows.announce import FlowAnnouncer
 from gopherq.core.flows.spec import Node, added_member, plan
 from gopherq.core.flows.store import FINAL_STATES, FlowStore, FlowView
 from gopherq.core.task import Task, new_task_id
 
 if TYPE_CHECKING:
     from gopherq.client import AsyncClient
+
+
+class _Silent:
+    """The event bus of a client without sinks: events go nowhere."""
+
+    def emit(self, name: str, **fields: Any) -> None:
+        return None
 
 
 class AsyncFlows:
@@ -59,7 +67,12 @@ class AsyncFlows:
         """Cancel the flow: its members that have not started never will, its running ones are asked to cancel.
         Returns its state afterwards (a flow that already succeeded stays so), None when there is no such flow."""
         await self.client.connect()
-        return await self.store(queue).cancel(flow_id)
+        store = self.store(queue)
+        state = await store.cancel(flow_id)
+        if state == "cancelled":  # announced here (`flow.cancelled` to this client's sinks, if any), not later
+            bus = self.client.bus if self.client.bus is not None else _Silent()
+            await FlowAnnouncer(store, bus, self.client.settings.queue.result_ttl).changed([flow_id])
+        return state
 
     async def wait(self, flow_id: str, timeout: float, queue: str | None = None) -> FlowView | None:
         """Poll until the flow is final (succeeded, failed or cancelled) or `timeout` passes; the latest view."""

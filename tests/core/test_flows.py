@@ -198,6 +198,8 @@ async def test_cancelling_a_flow_cancels_what_has_not_started_and_the_reconciler
         assert await reconciler.tick(1000, "test") == 0  # the lock is held for a second: nothing
         assert await store.reconcile("tamper", {}) == (0, "pending", 0)
         assert await handle.cancel() == "cancelled"
+        assert [flow_id for flow_id, _ in await store.ids(finished=True)] == ["tamper"]  # announced at once
+        assert await store.ids() == []
         view = await handle.wait(1)
         assert {m.node: m.state for m in view.members} == {"x": "ready", "y": "ready", "z": "cancelled"}
         requests = {item.decode() for item in await aredis.zrange(store.keys.cancels, 0, -1)}

@@ -26,6 +26,9 @@ MEMBER_STATES = {
 #: Flow states that are final unless a dead-letter requeue revives a failed member.
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
+#: The fields of a flow's summary (FlowStore.read without members).
+SUMMARY_FIELDS = ("state", "size", "open", "created", "finished")
+
 #: Policy letters back to names.
 _POLICY_NAMES = {"F": "fail_fast", "A": "all_settled", "I": "ignore_failures", "Q": "quorum"}
 
@@ -128,7 +131,14 @@ class FlowStore:
 
     async def read(self, flow_id: str, members: bool = True) -> FlowView | None:
         """The flow now, or None when there is none (never created, or expired after it finished)."""
-        raw = await self.redis.hgetall(self.keys.dag(flow_id))
+        key = self.keys.dag(flow_id)
+        if members:
+            raw = await self.redis.hgetall(key)
+        else:  # the summary only: a few fields, whatever the flow's size
+            values = await self.redis.hmget(key, SUMMARY_FIELDS)
+            raw = {
+                name.encode(): value for name, value in zip(SUMMARY_FIELDS, values, strict=True) if value is not None
+            }
         if not raw:
             return None
         fields = {key.decode(): value for key, value in raw.items()}
