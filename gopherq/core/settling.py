@@ -27,6 +27,8 @@ class Settler:
         self.held, self.stats, self.outage = shared.holdings.tasks, shared.stats, shared.outage
         self.schedule_runs = shared.schedule_runs
         self.dags = shared.dags
+        self._flows_changed: set[str] = set()  # flows whose members settled, not yet announced
+        self._announcing: asyncio.Task[None] | None = None
         self._decisions: list[Decision] = []
         self._followups: list[bytes] = []  # envelopes tasks asked for when they ended (e.g. callbacks)
         self._flush_lock = asyncio.Lock()
@@ -93,16 +95,22 @@ class Settler:
                 if ok and decision.settlement.dag is not None:
                     flows.append(decision.settlement.dag[0])
             if flows:
-                await self._announce_flows(flows)
+                self._flows_changed.update(flows)
+                if self._announcing is None or self._announcing.done():
+                    self._announcing = asyncio.create_task(self._announce_flows())
         await self.flow.flush()
 
-    async def _announce_flows(self, flow_ids: list[str]) -> None:
-        """Announce the state changes of the flows these settles moved on. Lost on a Redis error: the reconciler
+    async def _announce_flows(self) -> None:
+        """Announce the state changes of the flows settles moved on, beside the settle loop (it never waits for
+        this), one round trip for every flow changed meanwhile. Lost on a Redis error or a shutdown: the reconciler
         announces what is left unannounced (the settles themselves are recorded already)."""
-        try:
-            await self.dags.changed(flow_ids)
-        except RETRYABLE as exc:
-            log.warning("flows %s: their state changes will be announced later: %s", ", ".join(flow_ids[:5]), exc)
+        while self._flows_changed:
+            flow_ids, self._flows_changed = sorted(self._flows_changed), set()
+            try:
+                await self.dags.changed(flow_ids)
+            except Exception as exc:  # a Redis error, or a bug: the settles are recorded, the reconciler announces
+                log.warning("flows %s: their state changes will be announced later: %s", ", ".join(flow_ids[:5]), exc)
+                return
 
     def _announce(self, decision: Decision, ok: bool) -> None:
         task = decision.task
