@@ -58,10 +58,11 @@ class AsyncFlows:
         await self.client.connect()
         return await self.store(queue).seal(flow_id, join)
 
-    async def get(self, flow_id: str, queue: str | None = None) -> FlowView | None:
-        """The flow with each member's state, or None (unknown, or expired after it finished)."""
+    async def get(self, flow_id: str, queue: str | None = None, members: bool = True) -> FlowView | None:
+        """The flow with each member's state (`members=False`: its summary only), or None (unknown, or expired
+        after it finished)."""
         await self.client.connect()
-        return await self.store(queue).read(flow_id)
+        return await self.store(queue).read(flow_id, members)
 
     async def cancel(self, flow_id: str, queue: str | None = None) -> str | None:
         """Cancel the flow: its members that have not started never will, its running ones are asked to cancel.

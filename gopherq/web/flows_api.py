@@ -94,10 +94,14 @@ async def get_flow(request: web.Request) -> web.Response:
 
 async def cancel_flow(request: web.Request) -> web.Response:
     queue, flow_id = _queue(request), request.match_info["flow_id"]
-    state = await request.app[CLIENT_KEY].flows.cancel(flow_id, queue)
-    if state is None:
+    flows = request.app[CLIENT_KEY].flows
+    before = await flows.get(flow_id, queue, members=False)
+    if before is None:
         return problem(404, "not_found", f"no flow {flow_id!r} in queue {queue!r} (unknown, or expired)")
-    return answer({"id": flow_id, "state": state}, status=202 if state == "cancelled" else 409)
+    if before.state in ("succeeded", "cancelled"):
+        return problem(409, "finished", f"flow {flow_id!r} has already ended ({before.state})", state=before.state)
+    state = await flows.cancel(flow_id, queue)
+    return answer({"id": flow_id, "state": state}, status=202)
 
 
 async def add_children(request: web.Request) -> web.Response:

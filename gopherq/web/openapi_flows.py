@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gopherq.web.openapi import _QUEUE_QUERY, _answer, _errors
+from gopherq.web.openapi import _ERROR, _QUEUE_QUERY, _answer, _errors
 
 _FLOW_ID = {"name": "flow_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 100}}
 
@@ -53,7 +53,7 @@ FLOW_PATHS: dict[str, Any] = {
             },
             "responses": {
                 "200": _answer("how many children were new", {"type": "object"}),
-                "409": _answer("the join is not open (sealed, unknown) or the flow is cancelled", {"type": "object"}),
+                "409": _answer("the join is not open (sealed, unknown) or the flow is cancelled", _ERROR),
                 **_errors(400, 413, 415, 422),
             },
         }
@@ -65,7 +65,7 @@ FLOW_PATHS: dict[str, Any] = {
             "parameters": [_FLOW_ID, _NODE, _QUEUE_QUERY],
             "responses": {
                 "200": _answer("sealed", {"type": "object"}),
-                "409": _answer("the join is not open", {"type": "object"}),
+                "409": _answer("the join is not open", _ERROR),
                 **_errors(400),
             },
         }
@@ -118,7 +118,7 @@ FLOW_PATHS: dict[str, Any] = {
             "parameters": [_FLOW_ID, _QUEUE_QUERY],
             "responses": {
                 "202": _answer("cancelled", {"type": "object"}),
-                "409": _answer("the flow had already succeeded", {"type": "object"}),
+                "409": _answer("the flow has already ended (succeeded or cancelled)", _ERROR),
                 **_errors(400, 404),
             },
         },
