@@ -28,6 +28,16 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Serializer": ("gopherq.functions", "Serializer"),
     "JsonSerializer": ("gopherq.functions", "JsonSerializer"),
     "Schedule": ("gopherq.core.schedules", "Schedule"),
+    "chain": ("gopherq.canvas", "chain"),
+    "group": ("gopherq.canvas", "group"),
+    "chord": ("gopherq.canvas", "chord"),
+    "Flow": ("gopherq.canvas", "Flow"),
+    "FlowFailed": ("gopherq.canvas", "FlowFailed"),
+    "FlowHandle": ("gopherq.canvas", "FlowHandle"),
+    "AsyncFlowHandle": ("gopherq.canvas", "AsyncFlowHandle"),
+    "Signature": ("gopherq.canvas", "Signature"),
+    "step": ("gopherq.canvas", "step"),
+    "http_step": ("gopherq.canvas", "http_step"),
     "Enqueued": ("gopherq.client", "Enqueued"),
     "AsyncClient": ("gopherq.client", "AsyncClient"),
     "Client": ("gopherq.client", "Client"),
@@ -75,6 +85,18 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 if TYPE_CHECKING:
+    from gopherq.canvas import (
+        AsyncFlowHandle,
+        Flow,
+        FlowFailed,
+        FlowHandle,
+        Signature,
+        chain,
+        chord,
+        group,
+        http_step,
+        step,
+    )
     from gopherq.client import AsyncClient, Client, Enqueued
     from gopherq.core.bounds import bounded
     from gopherq.core.calls import OutboundCall, OutboundCalls
@@ -131,6 +153,7 @@ else:
 __all__ = [
     "App",
     "AsyncClient",
+    "AsyncFlowHandle",
     "AttemptOutcome",
     "AttemptRunner",
     "Backoff",
@@ -144,6 +167,9 @@ __all__ = [
     "EventLog",
     "ExecutionContext",
     "Executor",
+    "Flow",
+    "FlowFailed",
+    "FlowHandle",
     "FlowLimits",
     "GoPherQError",
     "Handle",
@@ -166,6 +192,7 @@ __all__ = [
     "Schedule",
     "Serializer",
     "Settings",
+    "Signature",
     "Sink",
     "SinkSettings",
     "Task",
@@ -177,7 +204,12 @@ __all__ = [
     "TaskStatus",
     "WorkerView",
     "bounded",
+    "chain",
+    "chord",
+    "group",
     "hookimpl",
+    "http_step",
     "load_settings",
     "redis_unavailable",
+    "step",
 ]

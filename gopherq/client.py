@@ -30,6 +30,7 @@ from gopherq.core.registry import QueueRegistry
 from gopherq.core.results import TaskResult
 from gopherq.core.settings import Settings, load_settings
 from gopherq.core.task import NESTED_TOO_DEEPLY, RetryBackoff, Task, decode_task, new_task_id, parse_backoff
+from gopherq.flowclient import AsyncFlows
 
 T = TypeVar("T")
 
@@ -144,6 +145,11 @@ class AsyncClient:
         if self._inspector is None:
             self._inspector = Inspector(self.connected(), self.settings)
         return self._inspector
+
+    @property
+    def flows(self) -> AsyncFlows:
+        """Flows (DAGs of tasks): create, read, wait for, cancel, list (see gopherq/flowclient.py)."""
+        return AsyncFlows(self)
 
     # -- building ----------------------------------------------------------------------------------------------
 
@@ -461,6 +467,11 @@ class Client:
     def dead_letters(self) -> Any:
         """Dead-letter operations on the client's queue, blocking: `client.dead_letters.list(limit=10)`."""
         return _Blocking(self, "dead_letters")
+
+    @property
+    def flows(self) -> Any:
+        """Flow operations, blocking: `client.flows.get(flow_id)` (see AsyncClient.flows)."""
+        return _Blocking(self, "flows")
 
     @property
     def inspect(self) -> Any:

@@ -16,6 +16,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from gopherq.canvas import Signature, signature
 from gopherq.client import AsyncClient, Client
 from gopherq.core.errors import GoPherQError, TaskRejected
 from gopherq.core.plugins import PluginManager, load_plugins
@@ -148,6 +149,15 @@ class TaskFunction(Generic[P, R]):
 
     async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> Handle[R]:
         return await self.with_options().aenqueue(*args, **kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this call for a flow (gopherq/canvas.py): when it runs, its parents' results come first
+        in its arguments (a chain step: its parent's value; a join: the list of its parents' values)."""
+        return signature(self, args, kwargs, immutable=False)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: it runs with exactly these arguments, its parents' results are not added."""
+        return signature(self, args, kwargs, immutable=True)
 
     def with_options(self, **control: Any) -> BoundCall[P, R]:
         """A call with control options for this enqueue only (priority, delay, unique_for, max_attempts...)."""

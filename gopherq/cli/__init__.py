@@ -18,6 +18,7 @@ from gopherq.cli import (  # noqa: F401  (they register their commands)
     control,
     dlq,
     dlq_select,
+    flows,
     hosts,
     inspect,
     lists,

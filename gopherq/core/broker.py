@@ -73,7 +73,9 @@ class Settlement:
     kind: 'ack' (finished, result written), 'cancel' (as 'ack', for a cancelled task), 'retry' (data: new
     envelope, extra: due ms), 'dead' (data: entry JSON, extra: entry id) or 'release' (back to the head of its
     ready list, unchanged). `unique_key`: the task's uniqueness lock, freed when it ends ('ack', 'cancel',
-    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded; `events`: see below.
+    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded; `events`: see below;
+    `dag`: (flow id, node) of a flow member, whose final outcome moves its flow on in the same script call
+    (core/flows).
     """
 
     kind: str
@@ -92,6 +94,7 @@ class Settlement:
     forget: str | None = None
     #: Its events as stream entries (core/eventlog.py), written by the settle with it, or not at all.
     events: list[bytes] | None = None
+    dag: tuple[str, str] | None = None
 
 
 class Broker:
@@ -259,6 +262,9 @@ class Broker:
             if item.cancelled or (pending and item.kind in ENDING and item.task_id in pending):
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
+            if item.dag is not None and item.kind in ENDING:  # a flow member: dag_settle.lua moves its flow on
+                keys.append(k.dag(item.dag[0]))
+                args += ["dag", item.task_id, item.dag[1], item.dag[0], ""]
             if item.events and log is not None:
                 logged.append((item.events, position, item.task_id))
         if logged and log is not None:  # after the items' keys: each event's timeline key, by its KEYS index

@@ -20,7 +20,8 @@ from gopherq.core.task import RESERVED_FIELDS
 
 #: Fields reset when a dead letter is requeued: it starts over as a fresh task with the same id (every field
 #: GoPherQ keeps on a task as it moves).
-_RESET_FIELDS = sorted(RESERVED_FIELDS)
+#: A requeued task keeps its flow membership: a dead member that succeeds after its requeue moves its flow on.
+_RESET_FIELDS = sorted(RESERVED_FIELDS - {"flow_member"})
 
 
 def fresh_envelope(raw: bytes, task_id: str | None = None, now: float | None = None) -> bytes:

@@ -57,6 +57,13 @@ EVENTS: dict[str, str] = {
     "host.circuit_closed": "a flow key's circuit closed again (`data.key`)",
     "host.rate_lowered": "a 429/503 lowered a flow key's shared rate (`data.key`, `data.rate_factor`)",
     "host.rate_restored": "a flow key's shared rate is back to its limit (`data.key`, `data.rate_factor`: 1.0)",
+    "flow.started": "the first outcome of a flow's members was recorded (`data.flow`)",
+    "flow.succeeded": "every member of a flow is final and no failure was left untolerated (`data.flow`)",
+    "flow.failed": "a flow failed: a fail_fast join's parent failed, a quorum went out of reach or a member no join "
+    "depends on failed (`data.flow`, `data.halted`)",
+    "flow.cancelled": "a flow was cancelled on request (`data.flow`)",
+    "flow.repaired": "the flow reconciler found and repaired counts that differed from its members' states "
+    "(`data.flow`, `data.mismatches`)",
     "worker.started": "a worker started (`data.concurrency`)",
     "worker.quiet": "a worker stopped fetching (SIGTSTP); it finishes what it runs",
     "worker.stopping": "a worker is shutting down (`data.running`: tasks still running)",

@@ -191,6 +191,9 @@ class ExecutionContext:
     #: Set by a plugin that wraps attempts to observe the calls the executor makes to other services (see
     #: core/calls.py); None when nothing observes them, and then an executor does nothing extra.
     calls: OutboundCalls | None = None
+    #: For a member of a flow with parents: their outcomes, each {node, task_id, status, result, error} (see
+    #: core/flows/inputs.py); None for every other task.
+    flow_inputs: list[dict[str, Any]] | None = None
 
 
 #: Most problems one payload error lists; the rest are counted.

@@ -217,6 +217,26 @@ class QueueKeys:
         """Hash: schedule name -> when it was paused (Unix s); a paused schedule's slots pass without a task."""
         return self._tagged("schedules:paused")
 
+    def dag(self, flow_id: str) -> str:
+        """Hash: the bookkeeping of one flow, a DAG of tasks (members, joins, counts, state); see lua/dag_step.lua.
+        Named `dag`, not `flow`: `flow` keys belong to per-host flow control."""
+        return self._tagged(f"dag:{flow_id}")
+
+    @property
+    def dags(self) -> str:
+        """Sorted set: ids of the queue's open flows (DAGs of tasks), scored by creation (ms); reconciled from here."""
+        return self._tagged("dags")
+
+    @property
+    def dags_done(self) -> str:
+        """Sorted set: ids of the queue's finished flows, scored by when they finished (ms), kept `result_ttl`."""
+        return self._tagged("dags:done")
+
+    @property
+    def dags_lock(self) -> str:
+        """Lock of the flow reconciler: one worker of the queue reconciles at a time."""
+        return self._tagged("dags:lock")
+
     def seen(self, task_id: str) -> str:
         """Marker of a task id created through the HTTP API within the idempotency window."""
         return self._tagged(f"seen:{task_id}")

@@ -118,6 +118,12 @@ def raw_from_entry(entry: dict[str, Any]) -> bytes:
     return str(entry.get("raw", "")).encode("utf-8")
 
 
+def dag_of(task: Task) -> tuple[str, str] | None:
+    """(flow id, node) of a flow member, whose settle moves its flow on; None for every other task."""
+    member = task.flow_member
+    return None if member is None else (member["flow"], member["node"])
+
+
 @dataclass(slots=True)
 class Decision:
     """A settlement plus what to announce once Redis has accepted it."""
@@ -216,7 +222,7 @@ class OutcomePolicy:
 
     def success(self, token: str, task: Task, result: Any, started: float, finished: float) -> Decision:
         body = self._record(task, TaskStatus.SUCCEEDED, started, finished, result=result)
-        settlement = Settlement("ack", token, task.id, body, unique_key=task.unique_key)
+        settlement = Settlement("ack", token, task.id, body, unique_key=task.unique_key, dag=dag_of(task))
         return Decision(settlement, "task.succeeded", task, duration=finished - started)
 
     def cancelled(self, token: str, task: Task, started: float | None, finished: float) -> Decision:
@@ -237,7 +243,9 @@ class OutcomePolicy:
                 call=None if started is None else self.call_of(task),
             ).to_dict()
         )
-        settlement = Settlement("cancel", token, task.id, body, unique_key=task.unique_key, cancelled=True)
+        settlement = Settlement(
+            "cancel", token, task.id, body, unique_key=task.unique_key, cancelled=True, dag=dag_of(task)
+        )
         duration = None if started is None else finished - started
         return Decision(settlement, "task.cancelled", task, duration=duration, data={"running": started is not None})
 
@@ -306,7 +314,9 @@ class OutcomePolicy:
         if call is not None:
             entry["call"] = call
         body = self._record(task, TaskStatus.DEAD, started, finished, error=error, dead_reason=reason, call=call)
-        settlement = Settlement("dead", token, task.id, body, codec.dumps(entry), task.id, unique_key=task.unique_key)
+        settlement = Settlement(
+            "dead", token, task.id, body, codec.dumps(entry), task.id, unique_key=task.unique_key, dag=dag_of(task)
+        )
         return Decision(settlement, "task.dead_lettered", task, error, duration, {"reason": reason})
 
     def dead_raw(self, token: str, raw: bytes, rejected: TaskRejected, now: float) -> Decision:

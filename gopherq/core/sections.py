@@ -110,6 +110,9 @@ class WorkerSettings(Section):
     heartbeat_interval: float = Field(3.0, gt=0, description="how often leases and the worker heartbeat renew")
     reaper_interval: float = Field(2.0, gt=0, description="how often expired leases are looked for")
     promote_interval: float = Field(0.25, gt=0, description="how often due delayed tasks are moved to the queue")
+    flow_reconcile_interval: float = Field(
+        30.0, gt=0, description="how often open flows older than this are reconciled from their members' states"
+    )
     fetch_timeout: float = Field(1.0, gt=0, le=10, description="blocking fetch timeout, seconds")
     max_payload_bytes: int = Field(1024 * 1024, ge=64, description="larger tasks are dead-lettered unparsed")
     max_recoveries: int = Field(3, ge=0, description="crash recoveries before a task is poison")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from gopherq.core.broker import Broker
 from gopherq.core.events import EventBus
 from gopherq.core.flow import WorkerFlow
+from gopherq.core.flows.announce import FlowAnnouncer
 from gopherq.core.holdings import Holdings
 from gopherq.core.plugins import PluginManager
 from gopherq.core.redis_client import RedisClient
@@ -35,3 +36,5 @@ class Shared:
     stats: dict[str, int]
     outage: Outage
     schedule_runs: ScheduleRuns
+    #: Announces the state changes of the queue's flows (DAGs of tasks; core/flows), from settles and reconciles.
+    dags: FlowAnnouncer

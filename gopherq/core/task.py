@@ -22,6 +22,7 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.errors import ConfigError, TaskRejected
+from gopherq.core.flows.members import check_member
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.tracecontext import check_trace
 
@@ -50,13 +51,16 @@ CONTROL_FIELDS = frozenset(
         "unique_key",
         "unique_for",
         "trace",
+        "flow_member",
     }
 )
 
 #: The control fields GoPherQ itself keeps on a task as it moves (retries, recoveries, flow control). No producer
 #: entry point accepts them (see `task_from_dict(producer=True)`); a worker reads them from whatever it fetches,
 #: because GoPherQ's own moves of a task (a retry, a recovery, a deferral) are moves of bytes that carry them.
-RESERVED_FIELDS = frozenset({"attempt", "recoveries", "last_error", "ready_at", "flow_slot", "waiting_for"})
+RESERVED_FIELDS = frozenset(
+    {"attempt", "recoveries", "last_error", "ready_at", "flow_slot", "waiting_for", "flow_member"}
+)
 
 #: Longest id or uniqueness key, in characters.
 MAX_NAME_CHARS = 200
@@ -147,6 +151,9 @@ class Task:
     #: W3C trace context of the producer (`traceparent`, `tracestate`, `baggage`): kept, never read by the core
     #: beyond its trace id (see core/tracecontext.py); filled and read by the `otel` plugin.
     trace: dict[str, str] | None = None
+    #: The flow (a DAG of tasks, core/flows) this task is a member of: {"flow": id, "node": name, "parents": [...]
+    #: or a count}. Written only by the flow machinery (a reserved field), checked by core/flows/members.py.
+    flow_member: dict[str, Any] | None = None
     payload: Any = None
     #: True when the producer sent no id and one was assigned here (the worker then records it in Redis).
     id_assigned: bool = False
@@ -196,6 +203,8 @@ class Task:
             wire["unique_for"] = self.unique_for
         if self.trace is not None:
             wire["trace"] = self.trace
+        if self.flow_member is not None:
+            wire["flow_member"] = self.flow_member
         wire.update(self.fields)
         if self.waiting_for is not None:
             wire["waiting_for"] = self.waiting_for
@@ -424,6 +433,8 @@ def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
         _task_control_fields(obj, task)
     if obj.get("trace") is not None:
         task.trace = check_trace(obj["trace"])
+    if "flow_member" in obj:
+        task.flow_member = check_member(obj["flow_member"])
 
 
 def _task_control_fields(obj: dict[str, Any], task: Task) -> None:

@@ -20,6 +20,7 @@ from gopherq.core import codec
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker
 from gopherq.core.connection import command_timeout
+from gopherq.core.flows.reconcile import Reconciler
 from gopherq.core.registry import QueueRegistry
 from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.schedules import Scheduler, validate_schedules
@@ -44,6 +45,7 @@ class Upkeep:
         self.scheduler = self._make_scheduler()
         self.registry = QueueRegistry(self.redis)
         self.schedule_runs = shared.schedule_runs
+        self.reconciler = Reconciler(shared.dags.store, shared.dags, self.settings.worker.flow_reconcile_interval)
 
     async def check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys: an evicted ready list or in-flight hash is lost work."""
@@ -171,6 +173,7 @@ class Upkeep:
                     )
                     if recovered:
                         self._announce_recovered(recovered)
+                    await self.reconciler.maybe_tick(self.worker_id)  # flows: no join can hang silently
                 backoff.reset()
             except RETRYABLE as exc:
                 await backoff.wait(exc)

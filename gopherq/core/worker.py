@@ -33,6 +33,9 @@ from gopherq.core.events import EventBus
 from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry
 from gopherq.core.fetching import PAUSE_POLL, Fetcher
 from gopherq.core.flow import FlowGate, WorkerFlow
+from gopherq.core.flows.announce import FlowAnnouncer
+from gopherq.core.flows.inputs import read_inputs
+from gopherq.core.flows.store import FlowStore
 from gopherq.core.health import verify_access
 from gopherq.core.holdings import Holdings
 from gopherq.core.masking import Masker
@@ -99,6 +102,7 @@ class Worker:
             self.stats,
             self.outage,
             schedule_runs,
+            FlowAnnouncer(FlowStore(redis, self.queue), self.bus, settings.queue.result_ttl),
         )
         self.settler = Settler(shared)
         self.upkeep = Upkeep(shared)
@@ -277,6 +281,8 @@ class Worker:
                 deadline=task.deadline,
                 log=logging.LoggerAdapter(log, {"task_id": task.id}),
             )
+            if task.flow_member is not None:  # a flow member: its parents' outcomes, read by reference
+                context.flow_inputs = await read_inputs(self.redis, self.queue, task)
             waited = queue_wait(task, started) if self.bus.wants("task.started") else None
             self.bus.emit(
                 "task.started",

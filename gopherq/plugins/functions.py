@@ -29,6 +29,7 @@ from gopherq import (
     Task,
     hookimpl,
 )
+from gopherq.canvas import parent_values
 from gopherq.functions import FUNCTION_TYPE, REGISTRY, Serializer, resolve_serializer
 
 
@@ -47,6 +48,7 @@ class FunctionPayload(BaseModel):
     function: str = Field(description='the registered function, "module:qualname"')
     args: Any = Field(default_factory=list, description="the serialised positional arguments")
     kwargs: Any = Field(default_factory=dict, description="the serialised keyword arguments")
+    immutable: bool = Field(False, description="in a flow: run without its parents' results as first argument")
 
 
 class FunctionExecutor:
@@ -91,6 +93,8 @@ class FunctionExecutor:
         try:
             args = [serializer.loads(value) for value in payload.args]
             kwargs = {name: serializer.loads(value) for name, value in payload.kwargs.items()}
+            if context.flow_inputs is not None and not payload.immutable:  # a flow step: its parents' results first
+                args.insert(0, serializer.loads(parent_values(context.flow_inputs)))
         except Exception as exc:
             raise PermanentFailure(f"cannot decode the arguments: {exc}", reason="bad_arguments") from None
         if registered.is_async:

@@ -10,6 +10,7 @@
     GET    /v1/queues/{queue}/dead/{entry_id}/raw   a dead letter's stored bytes (masked), as a download
     DELETE /v1/tasks/{id}?queue=Q     cancel a task (404 when nothing is known of it)
     GET    /v1/openapi.json           this API as an OpenAPI 3.1 document
+    /v1/flows...                      flows (DAGs of tasks): see web/flows_api.py
 
 The operator endpoints (task lists, explain, dead letters by filter, requeue, delete, edit, pause) are in
 web/api_ops.py.

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from gopherq import __version__
 from gopherq.core.inspect.models import OUTCOMES, QueueInfo
+from gopherq.web.flow_metrics import dag_snapshot
 
 if TYPE_CHECKING:
     from gopherq.core.inspect import Inspector
@@ -227,5 +228,6 @@ async def render_metrics(inspector: Inspector, queues: list[str] | None = None) 
     registry.register(QueueSnapshot(infos))
     registry.register(FlowSnapshot({name: await inspector.flows(name, FLOW_KEYS_MAX) for name in names}))
     registry.register(ScheduleSnapshot(await inspector.schedules()))
+    registry.register(await dag_snapshot(inspector.redis, names))  # flows (DAGs of tasks): web/flow_metrics.py
     register_process_collectors(registry)
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -374,3 +374,13 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+def _with_flows() -> None:
+    """Merge the `/v1/flows` routes' part (web/openapi_flows.py, kept apart to keep this module short)."""
+    from gopherq.web.openapi_flows import FLOW_PATHS
+
+    OPENAPI["paths"].update(FLOW_PATHS)
+
+
+_with_flows()

@@ -104,6 +104,7 @@ RESERVED = {
     "last_error": {"reason": "x", "message": "y"},
     "ready_at": 1.0,
     "flow_slot": 1,
+    "flow_member": {"flow": "f", "node": "n"},
 }
 RESERVED_MESSAGE = "is kept by GoPherQ (attempts, recoveries and flow slots): a producer cannot set it"
 
@@ -355,6 +356,66 @@ def documented_answers() -> dict[tuple[str, str], set[int]]:
     return {(method, path): {int(code) for code in re.findall(r"\d{3}", codes)} for method, path, codes in rows}
 
 
+async def ask_flow_routes(
+    ask: Callable[..., Any], queue: str, authed: Any, open_: Any, down: Any, elsewhere: Any
+) -> None:
+    """Every answer of the /v1/flows routes (docs/flows.md), for the test below."""
+    create, listing = ("POST", "/v1/flows"), ("GET", "/v1/flows")
+    read, cancel = ("GET", "/v1/flows/{flow_id}"), ("DELETE", "/v1/flows/{flow_id}")
+    children, seal = (
+        ("POST", "/v1/flows/{flow_id}/joins/{node}/children"),
+        ("POST", "/v1/flows/{flow_id}/joins/{node}/seal"),
+    )
+    url = "http://127.0.0.1:9/"
+    flow = {
+        "id": "fl1",
+        "queue": queue,
+        "tasks": [
+            {"node": "a", "task": {"url": url}},
+            {"node": "j", "task": {"url": url}, "depends_on": ["a"], "open": True},
+        ],
+    }
+    kids = {"tasks": [{"node": "k", "task": {"url": url}}]}
+    for _ in range(2):  # 201, then 200: the same flow id again
+        await ask(create, "/v1/flows", json=flow)
+    await ask(create, "/v1/flows", data=b"{", headers={"Content-Type": "application/json"})
+    await ask(create, "/v1/flows", json={"tasks": [{"node": "a", "task": {"url": url, "body": "x" * 2000}}]})
+    await ask(create, "/v1/flows", data=b"x", headers={"Content-Type": "text/plain"})
+    await ask(create, "/v1/flows", json={"tasks": [{"node": "a", "task": {"url": "ftp://127.0.0.1/"}}]})
+    path = f"/v1/flows/fl1/joins/j/children?queue={queue}"
+    await ask(children, path, json=kids)
+    await ask(children, path, data=b"{", headers={"Content-Type": "application/json"})
+    await ask(children, path, json={"tasks": [{"node": "k", "task": {"url": url, "body": "x" * 2000}}]})
+    await ask(children, path, data=b"x", headers={"Content-Type": "text/plain"})
+    await ask(children, path, json={"tasks": [{"node": "k", "task": {"url": "ftp://127.0.0.1/"}}]})
+    await ask(seal, f"/v1/flows/fl1/joins/j/seal?queue={queue}")
+    await ask(seal, f"/v1/flows/fl1/joins/j/seal?queue={queue}")  # sealed already: 409
+    await ask(children, path, json=kids)  # sealed: 409
+    await ask(seal, "/v1/flows/fl1/joins/j/seal?queue=not%20a%20queue")
+    await ask(children, "/v1/flows/fl1/joins/j/children?queue=not%20a%20queue", json=kids)
+    await ask(read, f"/v1/flows/fl1?queue={queue}")
+    await ask(read, f"/v1/flows/never?queue={queue}")
+    await ask(read, "/v1/flows/fl1?queue=not%20a%20queue")
+    await ask(listing, f"/v1/flows?queue={queue}")
+    await ask(listing, "/v1/flows?queue=not%20a%20queue")
+    await ask(cancel, f"/v1/flows/fl1?queue={queue}")  # 202
+    await ask(cancel, f"/v1/flows/fl1?queue={queue}")  # cancelled already: 409
+    await ask(cancel, f"/v1/flows/never?queue={queue}")
+    await ask(cancel, "/v1/flows/fl1?queue=not%20a%20queue")
+    routes = {
+        create: ("/v1/flows", {"json": flow}),
+        listing: (f"/v1/flows?queue={queue}", {}),
+        read: (f"/v1/flows/fl1?queue={queue}", {}),
+        cancel: (f"/v1/flows/fl1?queue={queue}", {}),
+        children: (path, {"json": kids}),
+        seal: (f"/v1/flows/fl1/joins/j/seal?queue={queue}", {}),
+    }
+    for route, (where, body) in routes.items():
+        await ask(route, where, auth=False, **body)
+        await ask(route, where, open_, **elsewhere, **body)
+        await ask(route, where, down, **body)
+
+
 async def test_docs_api_md_lists_every_answer_the_server_gives(
     make_settings: Callable[..., Settings], aredis: aioredis.Redis
 ) -> None:
@@ -433,6 +494,7 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
         await ask(cancel, f"/v1/tasks/s1?queue={queue}", viewer)
         await ask(cancel, f"/v1/tasks/never-seen?queue={queue}")  # 404: nothing known, nothing recorded
         await operator_routes(ask, queue, aredis, (authed, open_, down, viewer), elsewhere)
+        await ask_flow_routes(ask, queue, authed, open_, down, elsewhere)
     finally:
         for server in servers:
             await server.close()
@@ -493,5 +555,7 @@ async def operator_routes(
 
 def test_a_requeued_dead_letter_carries_none_of_the_fields_gopherq_keeps() -> None:
     kept = codec.dumps({**ADD, "id": "t1", **RESERVED})
-    # Requeued, it is ready again from the requeue on: `ready_at` is GoPherQ's stamp, not the one it carried.
-    assert codec.loads(fresh_envelope(kept, now=1234.5)) == {**ADD, "id": "t1", "ready_at": 1234.5}
+    # Requeued, it is ready again from the requeue on: `ready_at` is GoPherQ's stamp, not the one it carried. A flow
+    # member stays one: succeeding after its requeue, it moves its flow on (docs/flows.md).
+    member = {"flow_member": RESERVED["flow_member"]}
+    assert codec.loads(fresh_envelope(kept, now=1234.5)) == {**ADD, "id": "t1", **member, "ready_at": 1234.5}

@@ -52,7 +52,7 @@ class TaskActions:
                 return key, "list", located.envelope
             # deeper than a lookup reads: its level is known, so look further in that one list
             found = await locator.find(key, "list", task_id, SEARCH_LIMIT, SEARCH_LIMIT)
-            return None if found is None else (key, "list", found[0])
+            return (key, "list", found[0]) if isinstance(found, tuple) else None
         return None
 
     async def run_now(self, task_id: str) -> Outcome:

@@ -26,7 +26,9 @@
 --   task's cancel request; 'where' (item key: the whereabouts; token: the task id; data: its record, see
 --   whereabouts.lua) says where a retried, deferred or released task now is, or, with data '' and extra = the
 --   attempt token, forgets the record the claim wrote under an id the task turned out not to have (bytes that
---   never became a task), if it still names that attempt.
+--   never became a task), if it still names that attempt; 'dag' (item key: the task's flow hash; token: the task
+--   id; result: its node; data: its flow id) records a flow member's final outcome and makes ready the joins it
+--   completes (dag_settle.lua).
 --   Events (see core/eventlog.py, events.lua): a 'stream' item, first when any item has events (item key: the
 --   queue's event stream; token: its maxlen; result: events kept per timeline; data: the events, one JSON per line;
 --   extra: their spec, naming each one's item and its task's timeline key, which come after the items' keys). Each
@@ -41,6 +43,8 @@ local where, hourly = KEYS[#KEYS - 1], KEYS[#KEYS]
 local gone = {}  -- ids of tasks that ended here: their whereabouts go (one HDEL per thousand, at the end)
 --@include levels
 --@include events
+--@include dag_step
+--@include dag_settle
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local out = {}
@@ -50,6 +54,7 @@ local stream, maxlen, keep, events  -- set by a 'stream' item
 local settled = {}
 local leases = {}
 local last_held = false
+local last_kind = nil  -- the kind of the last item settled here, for its 'dag' after-effect (flows)
 local n = (#ARGV - 9) / 5
 for i = 0, n - 1 do
   local base = 5 + i * 5
@@ -57,11 +62,13 @@ for i = 0, n - 1 do
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
   local held, envelope
-  if kind == 'unlock' or kind == 'uncancel' or kind == 'where' or kind == 'stream' then
+  if kind == 'unlock' or kind == 'uncancel' or kind == 'where' or kind == 'stream' or kind == 'dag' then
     if kind == 'stream' then
       stream, maxlen, keep, events = KEYS[9 + i], token, tonumber(result), base
     elseif last_held then
-      if kind == 'where' and ARGV[base + 3] == '' then
+      if kind == 'dag' then  -- flows: a member's outcome moves its flow on, in this call (dag_settle.lua)
+        dag_settle(KEYS[9 + i], token, result, ARGV[base + 3], last_kind)
+      elseif kind == 'where' and ARGV[base + 3] == '' then
         local held_by = 'running|' .. ARGV[base + 4] .. '|'
         if string.sub(redis.call('HGET', KEYS[9 + i], token) or '', 1, #held_by) == held_by then
           redis.call('HDEL', KEYS[9 + i], token)
@@ -96,6 +103,7 @@ for i = 0, n - 1 do
   else
     last_held = true
     settled[i] = true
+    last_kind = kind
     leases[#leases + 1] = token
     if kind == 'retry' or kind == 'defer' then
       redis.call('ZADD', KEYS[4], ARGV[base + 4], ARGV[base + 3])

@@ -230,6 +230,17 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+#: Methods whose request, in a flow step with no body of its own, carries its parents' outcomes as JSON.
+FLOW_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def flow_document(task: Task, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON document a flow step with no body sends (docs/flows.md): its flow, its node and its parents'
+    outcomes, each {node, task_id, status, result, error} (a large result is passed as `truncated`, by reference)."""
+    member = task.flow_member or {}
+    return {"flow": member.get("flow"), "node": member.get("node"), "parents": inputs}
+
+
 class HttpExecutor:
     """Executes `http` tasks."""
 
@@ -351,16 +362,19 @@ class HttpExecutor:
         if payload.credentials is not None:
             headers["Authorization"] = payload.credentials[1]
         body: dict[str, Any] = {}
-        if isinstance(payload.body, str):
-            if payload.body:
-                body["content"] = payload.body
-        elif payload.body is not None:
+        source = payload.body
+        if not source and context.flow_inputs is not None and payload.method in FLOW_BODY_METHODS:
+            source = flow_document(task, context.flow_inputs)  # a flow step with no body: its parents' outcomes
+        if isinstance(source, str):
+            if source:
+                body["content"] = source
+        elif source is not None:
             if payload.sign:
-                body["content"] = encoded_body(payload.body, signed=True)
+                body["content"] = encoded_body(source, signed=True)
                 if not any(name.lower() == "content-type" for name in headers):
                     headers["Content-Type"] = "application/json"
             else:
-                body["json"] = payload.body
+                body["json"] = source
         if payload.sign:
             content = body.get("content", b"")
             self._signature_headers(task, headers, content.encode() if isinstance(content, str) else content)

@@ -1,0 +1,187 @@
+"""`python -m bench.flows`: the flow benchmark rows (issue 23), against a Redis and worker processes of its own.
+
+- fan-in: N no-op children into one join, from the flow's creation to the join's end, as a rate of tasks per second,
+  next to the plain drain rate of N no-op tasks pushed raw (same worker, same Redis);
+- join latency: chords of 10 no-op children run one after another, the time from the last child's finish (its result
+  record's `finished_at`, taken just before its settle) to the join's start (`started_at`), p50 / p99;
+- memory: the Redis memory of a flow's bookkeeping per member beyond the tasks themselves (MEMORY USAGE of the
+  flow's hash, its index entry aside), for a fan-in of N.
+
+Prints a markdown table. Sizes are small by default (the machine is shared); `--children 100000` is the issue's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gopherq.core import codec
+from gopherq.core.flows.spec import Node, Policy, plan
+from gopherq.core.flows.store import FlowStore
+from gopherq.core.keys import QueueKeys
+from gopherq.core.task import Task
+
+WORKER = """
+import sys
+from gopherq import hookimpl, load_settings
+from gopherq.core.runner import configure_logging, run_worker
+
+class Noop:
+    async def execute(self, task, context):
+        return None
+
+class NoopPlugin:
+    @hookimpl
+    def gopherq_register_executors(self, register, settings):
+        register("noop", Noop())
+
+settings = load_settings(sys.argv[1])
+configure_logging("WARNING")
+sys.exit(run_worker(settings, extra_plugins={"noop": NoopPlugin()}))
+"""
+
+
+def fan_in(flow_id: str, queue: str, children: int) -> Any:
+    nodes = [Node(f"c{i}", Task(id="x", type="noop")) for i in range(children)]
+    nodes.append(Node("join", Task(id="x", type="noop"), [f"c{i}" for i in range(children)], Policy("all_settled")))
+    return plan(flow_id, queue, nodes)
+
+
+async def wait_for(predicate: Any, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step did not finish")
+        await asyncio.sleep(0.005)
+
+
+async def acked(redis: Any, keys: QueueKeys) -> int:
+    return int(await redis.hget(keys.stats, "acked") or 0)
+
+
+async def drain(redis: Any, keys: QueueKeys, count: int) -> float:
+    """Push `count` raw no-op tasks and time until all are acked; tasks per second."""
+    before = await acked(redis, keys)
+    started = time.perf_counter()
+    for start in range(0, count, 5000):
+        await redis.rpush(
+            keys.ready, *(codec.dumps({"id": f"p{i}", "type": "noop"}) for i in range(start, min(count, start + 5000)))
+        )
+
+    async def done() -> bool:
+        return await acked(redis, keys) - before >= count
+
+    await wait_for(done)
+    return count / (time.perf_counter() - started)
+
+
+async def fan_in_rate(redis: Any, store: FlowStore, count: int) -> float:
+    laid = fan_in("bench-fan", store.keys.queue, count)
+    started = time.perf_counter()
+    await store.create(laid)
+    CREATION.append(time.perf_counter() - started)
+
+    async def done() -> bool:
+        return await redis.exists(store.keys.result("bench-fan.join")) == 1
+
+    await wait_for(done)
+    return (count + 1) / (time.perf_counter() - started)
+
+
+#: Seconds the fan-in's creation took (one script call), for the table.
+CREATION: list[float] = []
+
+
+async def join_latency(redis: Any, store: FlowStore, flows: int) -> list[float]:
+    gaps = []
+    for index in range(flows):
+        flow_id = f"bench-lat{index}"
+        await store.create(fan_in(flow_id, store.keys.queue, 10))
+        join_key = store.keys.result(f"{flow_id}.join")
+
+        async def done(key: str = join_key) -> bool:
+            return await redis.exists(key) == 1
+
+        await wait_for(done, 30)
+        records = await redis.mget([store.keys.result(f"{flow_id}.c{i}") for i in range(10)] + [join_key])
+        parsed = [codec.loads(raw) for raw in records]
+        gaps.append(parsed[-1]["started_at"] - max(record["finished_at"] for record in parsed[:-1]))
+    return gaps
+
+
+async def memory_per_member(redis: Any, store: FlowStore, count: int) -> float:
+    """Bytes of bookkeeping per member of a fan-in of `count` (created on a queue no worker serves)."""
+    laid = fan_in("bench-mem", store.keys.queue, count)
+    await store.create(laid)
+    used = await redis.memory_usage(store.keys.dag("bench-mem"), samples=0)
+    join_envelope = len(laid.members[-1][3])  # the join's stored envelope is the task itself
+    return (used - join_envelope) / (count + 1)
+
+
+async def cleanup(redis: Any, queue: str) -> None:
+    async for key in redis.scan_iter(match=f"gopherq:{{{queue}}}:*", count=1000):
+        await redis.delete(key)
+    await redis.delete(queue)
+
+
+async def main(args: argparse.Namespace) -> None:
+    redis = aioredis.Redis.from_url(args.redis)
+    queue = f"bench_flows_{os.getpid()}"
+    idle = f"{queue}_idle"
+    keys = QueueKeys(queue)
+    store, idle_store = FlowStore(redis, queue), FlowStore(redis, idle)
+    with tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "gopherq.toml"
+        config.write_text(
+            f'[redis]\nurl = "{args.redis}"\n[queue]\nname = "{queue}"\n'
+            f"[worker]\nconcurrency = {args.concurrency}\nprocesses = {args.processes}\n"
+        )
+        script = Path(directory) / "worker.py"
+        script.write_text(WORKER)
+        worker = subprocess.Popen([sys.executable, str(script), str(config)])
+        try:
+            await asyncio.sleep(2)
+            await drain(redis, keys, 2000)  # warm-up
+            plain = await drain(redis, keys, args.children)
+            fan = await fan_in_rate(redis, store, args.children)
+            gaps = sorted(await join_latency(redis, store, args.flows))
+        finally:
+            worker.terminate()
+            worker.wait(30)
+        memory = await memory_per_member(redis, idle_store, args.children)
+        await cleanup(redis, queue)
+        await cleanup(redis, idle)
+    await redis.aclose()
+    p99 = gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))]
+    print(f"| measure (children = {args.children:,}, {args.processes} process(es) x {args.concurrency}) | value |")
+    print("|---|---|")
+    print(f"| plain no-op drain | {plain:,.0f} tasks/s |")
+    print(
+        f"| fan-in of {args.children:,} children into one join (creation to join's end) | {fan:,.0f} tasks/s "
+        f"({fan / plain:.0%} of plain; its creation, one script call: {CREATION[0]:.2f} s) |"
+    )
+    print(
+        f"| last child's finish -> join's start, {len(gaps)} chords of 10, p50 / p99 | "
+        f"{statistics.median(gaps) * 1000:.2f} / {p99 * 1000:.2f} ms |"
+    )
+    print(f"| Redis memory per member beyond the task (fan-in of {args.children:,}) | {memory:.0f} bytes |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench.flows", description=__doc__.splitlines()[0])
+    parser.add_argument("--redis", default=os.environ.get("GOPHERQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--children", type=int, default=20_000)
+    parser.add_argument("--flows", type=int, default=200, help="chords timed for the join latency")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=200)
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,53 @@
+-- Create a flow (a DAG of tasks) in one step, idempotently by flow id: its bookkeeping hash (see dag_step.lua) is
+-- written and its roots pushed to their ready lists, or, when a flow of that id already exists, nothing is done.
+-- KEYS: 1 the flow's hash, 2 the queue's flow index (zset: flow id scored by creation, ms), 3 the plain ready list,
+--       4 the high-priority list, 5 the low-priority list
+-- ARGV: 1 now (ms), 2 flow id, then 4 per member: node, member field ('r' or 'w', then its children,
+--       comma-separated), join spec ('' for a root; ending in '+' for an open join, see dag_extend.lua), envelope
+--       (pushed for a root, stored for the others)
+-- Returns: 1 when created, 0 when a flow of that id exists.
+local ready, high, low = KEYS[3], KEYS[4], KEYS[5]
+--@include levels
+local flow = KEYS[1]
+if redis.call('EXISTS', flow) == 1 then return 0 end
+local n = (#ARGV - 2) / 4
+redis.call('HSET', flow, 'id', ARGV[2], 'state', 'pending', 'open', n, 'fatal', 0, 'halt', 0, 'created', ARGV[1],
+           'size', n)
+-- Written a thousand fields and pushed a thousand roots per call: a call per member costs more than the work.
+local fields, pushes = {}, {}
+local function flush_fields()
+  if #fields > 0 then redis.call('HSET', flow, unpack(fields)) end
+  fields = {}
+end
+for i = 0, n - 1 do
+  local base = 3 + i * 4
+  local node, member, spec, envelope = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  fields[#fields + 1] = 'm:' .. node
+  fields[#fields + 1] = member
+  if spec ~= '' then
+    if string.sub(spec, -1) == '+' then
+      spec = string.sub(spec, 1, -2)
+      fields[#fields + 1] = 'o:' .. node
+      fields[#fields + 1] = '1'
+    end
+    fields[#fields + 1] = 'j:' .. node
+    fields[#fields + 1] = spec
+  end
+  if string.sub(member, 1, 1) == 'r' then
+    local key = level_key(envelope)
+    local list = pushes[key]
+    if not list then list = {}; pushes[key] = list end
+    list[#list + 1] = envelope
+  else
+    fields[#fields + 1] = 'e:' .. node
+    fields[#fields + 1] = envelope
+  end
+  if #fields >= 2000 then flush_fields() end
+end
+flush_fields()
+for key, list in pairs(pushes) do
+  wake(key)
+  for j = 1, #list, 1000 do redis.call('RPUSH', key, unpack(list, j, math.min(j + 999, #list))) end
+end
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+return 1

@@ -1,0 +1,261 @@
+"""Flows (DAGs of tasks): a join runs once, when its parents are final, under its failure policy; a fenced settle
+never moves a flow; a dead-lettered member requeued from the dead-letter queue moves its flow on; cancelling a flow
+cancels what has not started; the reconciler repairs counts that were tampered with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from gopherq import AsyncClient, ExecutionContext, PermanentFailure, Settings, Task
+from gopherq.canvas import Flow, chain, chord, group, step
+from gopherq.core import codec
+from gopherq.core.broker import Broker, Settlement
+from gopherq.core.flows.announce import FlowAnnouncer
+from gopherq.core.flows.reconcile import Reconciler
+from gopherq.core.plugins import load_plugins
+from gopherq.web.exposition import render_metrics
+from tests.support.common import async_wait_until
+from tests.support.plugins import CaptureSink, ExecutorPlugin, SinkPlugin
+
+
+class Recorder:
+    """Returns its `value` field (or the sum of its parents' values and `value`); fails when `fail` is set;
+    records each run with the inputs it got."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, Any]] = []
+        self.healed: set[str] = set()  # task ids that no longer fail (the cause was fixed)
+
+    async def execute(self, task: Task, context: ExecutionContext) -> Any:
+        self.runs.append((task.id, context.flow_inputs))
+        if task.fields.get("fail") and task.id not in self.healed:
+            raise PermanentFailure("asked to fail")
+        value = task.fields.get("value", 0)
+        for entry in context.flow_inputs or []:
+            if entry.get("status") == "succeeded" and isinstance(entry.get("result"), int):
+                value += entry["result"]
+        return value
+
+    def ran(self, flow_id: str, node: str) -> int:
+        return sum(1 for task_id, _ in self.runs if task_id == f"{flow_id}.{node}")
+
+
+def setup(
+    settings: Settings, recorder: Recorder, sink: CaptureSink | None = None
+) -> tuple[dict[str, Any], AsyncClient]:
+    extra: dict[str, Any] = {"rec": ExecutorPlugin("rec", recorder)}
+    if sink is not None:
+        extra["capture"] = SinkPlugin(sink)
+    return extra, AsyncClient(settings, plugins=load_plugins(settings, extra=extra))
+
+
+async def test_a_chain_into_a_chord_passes_results_and_each_join_runs_once(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    settings = make_settings(worker={"concurrency": 8})
+    recorder, sink = Recorder(), CaptureSink()
+    extra, client = setup(settings, recorder, sink)
+    async with client:
+        await start_worker(settings, extra_plugins=extra)
+        canvas = chain(
+            step("rec", value=1).named("a"),
+            step("rec", value=2).named("b"),
+            chord(group(*[step("rec", value=10).named(f"g{i}") for i in range(5)]), step("rec").named("join")),
+        )
+        handle = await canvas.aapply(client, flow_id="chain-chord")
+        assert await handle.result(timeout=10) == 5 * (10 + 3)
+        view = await handle.wait()
+        assert view.state == "succeeded" and view.open == 0
+        assert {m.state for m in view.members} == {"succeeded"}
+        for node in ["a", "b", "join", *[f"g{i}" for i in range(5)]]:
+            assert recorder.ran("chain-chord", node) == 1
+        again, created = await client.flows.create(canvas.nodes(client.task), "chain-chord")
+        assert again == "chain-chord" and created is False  # idempotent by flow id
+        [done] = await sink.wait_named("flow.succeeded")
+        assert done.data == {"flow": "chain-chord"}
+        body, _ = await render_metrics(client.inspect, [client.queue])
+        text = body.decode()
+        assert f'gopherq_flows_finished{{queue="{client.queue}"}} 1.0' in text
+        assert f'gopherq_flows_in_progress{{queue="{client.queue}"}} 0.0' in text
+
+
+async def test_policies_decide_whether_and_with_what_a_join_runs(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    settings = make_settings(worker={"concurrency": 8}, queue={"max_attempts": 1})
+    recorder = Recorder()
+    extra, client = setup(settings, recorder)
+    async with client:
+        await start_worker(settings, extra_plugins=extra)
+
+        def fan(policy: str | None) -> chord:
+            header = group(*[step("rec", value=1, fail=(i == 0)).named(f"p{i}") for i in range(4)])
+            return chord(header, step("rec").named("join"), policy=policy)
+
+        settled = await fan("all_settled").aapply(client, "settled")
+        ignored = await fan("ignore_failures").aapply(client, "ignored")
+        quorum = await fan("quorum:3").aapply(client, "quorum")
+        out_of_reach = await fan("quorum:4").aapply(client, "reach")
+        fast = await chain(fan(None), step("rec").named("after")).aapply(client, "fast")
+        for handle in (settled, ignored, quorum):
+            view = await handle.wait(10)
+            assert view.state == "succeeded", view
+            assert recorder.ran(handle.id, "join") == 1
+        statuses = sorted(
+            entry["status"] for task_id, inputs in recorder.runs if task_id == "settled.join" for entry in inputs
+        )
+        assert statuses == ["dead", "succeeded", "succeeded", "succeeded"]
+        for handle in (out_of_reach, fast):
+            view = await handle.wait(10)
+            assert view.state == "failed"
+            states = {m.node: m.state for m in view.members}
+            assert states["join"] == "blocked" and recorder.ran(handle.id, "join") == 0
+        assert {m.node: m.state for m in (await fast.wait()).members}["after"] == "waiting"
+
+
+async def test_a_fenced_settle_moves_no_flow_and_a_repeated_one_counts_once(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    settings = make_settings()
+    _, client = setup(settings, Recorder())
+    async with client:
+        flow = Flow()
+        a = flow.add(step("rec", value=1), name="a")
+        b = flow.add(step("rec", value=1), name="b")
+        flow.add(step("rec"), depends_on=[a, b], name="join")
+        await flow.aapply(client, "fenced")
+        broker = Broker(aredis, queue_name, worker_id="w1")
+        claimed = await broker.claim(10, 60_000)
+        assert claimed is not None and len(claimed) == 2
+        token = {codec.loads(envelope)["id"]: token for token, envelope in claimed}
+
+        async def states() -> dict[str, str]:
+            view = await client.flows.get("fenced")
+            assert view is not None
+            return {m.node: m.state for m in view.members}
+
+        # A stale token (its lease expired and the reaper handed the task on): refused; the flow does not move.
+        await aredis.zadd(broker.keys.reaped, {"stale-token": 1})
+        ack = Settlement("ack", "stale-token", "fenced.a", b"{}", dag=("fenced", "a"))
+        assert await broker.settle([ack], 60, 100) == [False]
+        assert (await states())["a"] == "ready"
+        # The real settle moves it; the same settle sent again (its reply lost) and a second run count once.
+        ack = Settlement("ack", token["fenced.a"], "fenced.a", b"{}", dag=("fenced", "a"))
+        assert await broker.settle([ack], 60, 100) == [True]
+        assert await broker.settle([ack], 60, 100) == [True]
+        assert (await states()) == {"a": "succeeded", "b": "ready", "join": "waiting"}
+        raw = await aredis.hget(broker.keys.dag("fenced"), "j:join")
+        assert raw == b"F0:1:1:0"
+        dead = Settlement("dead", token["fenced.b"], "fenced.b", b"{}", b"{}", "fenced.b", dag=("fenced", "b"))
+        assert await broker.settle([dead], 60, 100) == [True]
+        assert (await states()) == {"a": "succeeded", "b": "failed", "join": "blocked"}
+        assert await aredis.llen(queue_name) == 0  # the join was not pushed
+
+
+async def test_a_dead_member_requeued_from_the_dlq_that_succeeds_moves_its_flow_on(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    settings = make_settings(queue={"max_attempts": 1})
+    recorder = Recorder()
+    extra, client = setup(settings, recorder)
+    async with client:
+        await start_worker(settings, extra_plugins=extra)
+        handle = await chain(step("rec", value=5, fail=True).named("a"), step("rec").named("b")).aapply(
+            client, "revive"
+        )
+        view = await handle.wait(10)
+        assert view.state == "failed"
+        # The cause is fixed, the dead letter requeued: it succeeds, and its flow moves on.
+        recorder.healed.add("revive.a")
+        [entry] = await client.dead_letters.list(limit=10)
+        assert await client.dead_letters.requeue([entry["id"]]) == 1
+        await async_wait_until(lambda: recorder.ran("revive", "b") == 1, what="the join to run after the revival")
+        view = await handle.wait(10)
+        assert view.state == "succeeded"
+
+
+async def test_cancelling_a_flow_cancels_what_has_not_started_and_the_reconciler_repairs_counts(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    settings = make_settings()
+    sink = CaptureSink()
+    _, client = setup(settings, Recorder())
+    async with client:
+        canvas = chain(group(step("rec").named("x"), step("rec").named("y")), step("rec").named("z"))
+        handle = await canvas.aapply(client, "tamper")
+        store = client.flows.store()
+        # Tamper with the counts as a bug might: the reconciler finds and repairs both.
+        await aredis.hset(store.keys.dag("tamper"), mapping={"open": 7, "j:z": "F0:5:0:0"})
+        bus = type("Bus", (), {"emit": lambda self, *a, **k: sink.events.append((a, k))})()
+        reconciler = Reconciler(store, FlowAnnouncer(store, bus, 60), 1.0)
+        assert await reconciler.tick(1000, "test") == 2
+        assert reconciler.repairs == 2
+        assert await reconciler.tick(1000, "test") == 0  # the lock is held for a second: nothing
+        assert await store.reconcile("tamper", {}) == (0, "pending", 0)
+        assert await handle.cancel() == "cancelled"
+        assert [flow_id for flow_id, _ in await store.ids(finished=True)] == ["tamper"]  # announced at once
+        assert await store.ids() == []
+        view = await handle.wait(1)
+        assert {m.node: m.state for m in view.members} == {"x": "ready", "y": "ready", "z": "cancelled"}
+        requests = {item.decode() for item in await aredis.zrange(store.keys.cancels, 0, -1)}
+        assert requests == {"tamper.x", "tamper.y"}
+
+
+async def test_fail_fast_cancels_the_members_that_have_not_started(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    settings = make_settings(worker={"concurrency": 1}, queue={"max_attempts": 1})
+    recorder = Recorder()
+    extra, client = setup(settings, recorder)
+    async with client:
+        header = group(step("rec", fail=True).named("p0"), *[step("rec").named(f"p{i}") for i in range(1, 6)])
+        handle = await chord(header, step("rec").named("join")).aapply(client, "halt")
+        await start_worker(settings, extra_plugins=extra)
+        view = await handle.wait(10)
+        assert view.state == "failed"
+
+        async def settled() -> bool:
+            current = await client.flows.get("halt")
+            return current is not None and current.open == 1  # only the blocked join is left
+
+        await async_wait_until(settled, what="every sibling to be cancelled or to end")
+        states = {m.node: m.state for m in (await client.flows.get("halt") or view).members}
+        ran = [node for node in states if recorder.ran("halt", node)]
+        assert states["join"] == "blocked" and "join" not in ran
+        # p1 may have been claimed before the failure was recorded; the rest never started.
+        assert set(ran) <= {"p0", "p1"}
+        assert sorted(node for node, state in states.items() if state == "cancelled") == sorted(
+            node for node in ("p1", "p2", "p3", "p4", "p5") if node not in ran
+        )
+
+
+async def test_an_open_join_waits_for_children_added_while_the_flow_runs_until_it_is_sealed(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    settings = make_settings(worker={"concurrency": 4})
+    recorder = Recorder()
+    extra, client = setup(settings, recorder)
+    async with client:
+        await start_worker(settings, extra_plugins=extra)
+        flow = Flow()
+        a = flow.add(step("rec", value=1), name="a")
+        flow.add(step("rec"), depends_on=[a], policy="all_settled", name="join", open=True)
+        handle = await flow.aapply(client, "dynamic")
+        await async_wait_until(lambda: recorder.ran("dynamic", "a") == 1, what="the root to run")
+        children = [(f"kid{i}", client.task("rec", value=10)) for i in range(3)]
+        assert await client.flows.extend("dynamic", "join", children) == 3
+        assert await client.flows.extend("dynamic", "join", children[:1]) == 0  # a retry adds nothing
+        await async_wait_until(lambda: all(recorder.ran("dynamic", f"kid{i}") for i in range(3)), what="the kids")
+        view = await client.flows.get("dynamic")
+        assert view is not None and {m.node: m.state for m in view.members}["join"] == "waiting"  # not sealed
+        assert await client.flows.seal("dynamic", "join") is True
+        assert await client.flows.seal("dynamic", "join") is False
+        assert await handle.result(timeout=10) == 31  # 1 + 3 x 10: every parent's value reached the join
+        with pytest.raises(ResponseError, match="not an open join"):
+            await client.flows.extend("dynamic", "join", [("late", client.task("rec"))])
+        assert recorder.ran("dynamic", "join") == 1
