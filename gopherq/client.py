@@ -297,7 +297,8 @@ class AsyncClient:
             queue = task.queue or self.queue
             due = int(task.eta * 1000) if task.eta is not None and task.eta * 1000 > now else None
             seen = seen_for if seen_for and not task.id_assigned else None
-            if task.priority is not None or task.unique_key is not None or seen is not None:
+            special_push = task.priority is not None or task.unique_key is not None or task.fair_key is not None
+            if special_push or seen is not None:
                 lock_ms = 0
                 if task.unique_key is not None:
                     window = task.unique_for if task.unique_for is not None else result_ttl

@@ -76,6 +76,8 @@ class Settlement:
     extra: str = ""
     unique_key: str | None = None
     cancelled: bool = False
+    #: The task's fair key: its place among the key's running tasks is freed with this settle (see fair_base.lua).
+    fair_key: str | None = None
 
 
 class Broker:
@@ -147,7 +149,7 @@ class Broker:
         k = self.keys
         flat = await self._claim(
             keys=[k.ready, self.processing, k.leases, k.inflight, k.seq, k.paused, k.cancels, *self._levels],
-            args=[count, now_ms() + lease_ms, order],
+            args=[count, (stamp := now_ms()) + lease_ms, order, stamp],
         )
         if flat is None:
             return None
@@ -193,6 +195,9 @@ class Broker:
             if item.cancelled or (pending and item.kind in ENDING and item.task_id in pending):
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
+            if item.fair_key is not None:
+                keys.append(k.fair_running(item.fair_key))
+                args += ["fair", item.token, "", item.fair_key, ""]
         keys += self._levels
         keys.append(k.reaped)
         flags = await self._settle(keys=keys, args=args)

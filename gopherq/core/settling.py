@@ -78,6 +78,9 @@ class Settler:
                     self._decisions[:0] = decisions
                     self._followups[:0] = followups
                     raise
+            for decision in decisions:  # a task with a fair key frees its place among its key's running tasks
+                if decision.task is not None and decision.task.fair_key is not None:
+                    decision.settlement.fair_key = decision.task.fair_key
             try:
                 accepted = await self.broker.settle(
                     [d.settlement for d in decisions], self.queue.result_ttl, self.queue.dead_letter_max

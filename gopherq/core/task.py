@@ -49,6 +49,7 @@ CONTROL_FIELDS = frozenset(
         "unique_key",
         "unique_for",
         "trace",
+        "fair_key",
     }
 )
 
@@ -57,7 +58,7 @@ CONTROL_FIELDS = frozenset(
 #: because GoPherQ's own moves of a task (a retry, a recovery, a deferral) are moves of bytes that carry them.
 RESERVED_FIELDS = frozenset({"attempt", "recoveries", "last_error", "ready_at", "flow_slot"})
 
-#: Longest id or uniqueness key, in characters.
+#: Longest id, uniqueness key or fair key, in characters.
 MAX_NAME_CHARS = 200
 
 #: Characters no id or uniqueness key may contain: the C0 controls, DEL, the C1 controls and the Unicode line and
@@ -141,6 +142,9 @@ class Task:
     #: W3C trace context of the producer (`traceparent`, `tracestate`, `baggage`): kept, never read by the core
     #: beyond its trace id (see core/tracecontext.py); filled and read by the `otel` plugin.
     trace: dict[str, str] | None = None
+    #: The tenant (customer, API key, host...) the task belongs to: within its priority level, keys with waiting
+    #: tasks take turns, and each key may have limits of its own (see core/fair.py). None: no key.
+    fair_key: str | None = None
     payload: Any = None
     #: True when the producer sent no id and one was assigned here (the worker then records it in Redis).
     id_assigned: bool = False
@@ -190,6 +194,8 @@ class Task:
             wire["unique_for"] = self.unique_for
         if self.trace is not None:
             wire["trace"] = self.trace
+        if self.fair_key is not None:
+            wire["fair_key"] = self.fair_key
         wire.update(self.fields)
         if self.ready_at is not None:
             wire["ready_at"] = self.ready_at
@@ -236,7 +242,7 @@ def unique_key_of(task_type: str, fields: dict[str, Any]) -> str:
 
 
 def name_problem(value: Any) -> str | None:
-    """Why `value` cannot be a task id or uniqueness key, or None when it can: the one rule for both, applied
+    """Why `value` cannot be a task id, uniqueness key or fair key, or None when it can: the one rule for them, applied
     wherever an envelope is read (every producer entry point, and the worker for raw pushes)."""
     if type(value) is not str or not value or len(value) > MAX_NAME_CHARS:
         return f"must be a non-empty string of at most {MAX_NAME_CHARS} characters"
@@ -408,14 +414,14 @@ def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
     task.ready_at = _timestamp_field(obj, "ready_at")
     task.recoveries = _int_field(obj, "recoveries", 0, 0)
     task.flow_slot = _int_field(obj, "flow_slot", None, 0)
-    if "priority" in obj or "unique_key" in obj or "unique_for" in obj:
+    if "priority" in obj or "unique_key" in obj or "unique_for" in obj or "fair_key" in obj:
         _task_control_fields(obj, task)
     if obj.get("trace") is not None:
         task.trace = check_trace(obj["trace"])
 
 
 def _task_control_fields(obj: dict[str, Any], task: Task) -> None:
-    """The task-control fields (priority and uniqueness), checked and set on `task`."""
+    """The task-control fields (priority, uniqueness and the fair key), checked and set on `task`."""
     priority = obj.get("priority")
     if priority is not None and priority not in PRIORITIES:
         raise _reject(f"field 'priority' must be one of {', '.join(PRIORITIES)}, got {priority!r}")
@@ -431,6 +437,12 @@ def _task_control_fields(obj: dict[str, Any], task: Task) -> None:
         # (which takes the lock with it) and the worker (which frees the lock with it) always agree.
         unique_key = unique_key_of(task.type, task.fields)
     task.unique_key = unique_key
+    fair_key = obj.get("fair_key")
+    if fair_key is not None:
+        problem = name_problem(fair_key)
+        if problem is not None:
+            raise _reject(f"field 'fair_key' {problem}, got {fair_key!r}")
+    task.fair_key = fair_key
 
 
 #: The codec writes at most this many levels of nesting: a task nested deeper could be read but never written

@@ -11,10 +11,12 @@ redis.call('ZREM', KEYS[1], unpack(due))
 -- One RPUSH per level, keeping the order of each.
 local lists = {}
 for i = 1, #due do
-  local key = level_key(due[i])
-  if not lists[key] then lists[key] = {} end
-  local list = lists[key]
-  list[#list + 1] = due[i]
+  if not fair_push('RPUSH', due[i]) then  -- [fair keys] a task with a fair key goes to its key's list
+    local key = level_key(due[i])
+    if not lists[key] then lists[key] = {} end
+    local list = lists[key]
+    list[#list + 1] = due[i]
+  end
 end
 for key, list in pairs(lists) do
   wake(key)

@@ -19,7 +19,8 @@
 --   Two kinds are not items of their own but follow the item they belong to, and act only when it was settled
 --   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
---   task's cancel request.
+--   task's cancel request; 'fair' (item key: the fair key's running set; data: the fair key) frees the task's
+--   place among its key's running tasks (fair_base.lua: fair_settled).
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) in this minute's counts hash, once per
 -- kind per batch.
@@ -34,6 +35,7 @@ local counts = {}
 local dead_added = false
 local leases = {}
 local last_held = false
+local last_base = 0  -- [fair keys] ARGV index of the last settled item
 local n = (#ARGV - 4) / 5
 for i = 0, n - 1 do
   local base = 5 + i * 5
@@ -41,9 +43,11 @@ for i = 0, n - 1 do
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
   local held, envelope
-  if kind == 'unlock' or kind == 'uncancel' then
+  if kind == 'unlock' or kind == 'uncancel' or kind == 'fair' then
     if last_held then
-      if kind == 'uncancel' then
+      if kind == 'fair' then  -- [fair keys]
+        fair_settled(ARGV[base + 3], token, ARGV[last_base], ARGV[last_base + 3], ARGV[last_base + 4], KEYS[4])
+      elseif kind == 'uncancel' then
         redis.call('ZREM', KEYS[9 + i], token)
       elseif redis.call('GET', KEYS[9 + i]) == token then
         redis.call('DEL', KEYS[9 + i])
@@ -69,7 +73,7 @@ for i = 0, n - 1 do
       counts['repeated'] = (counts['repeated'] or 0) + 1
     end
   else
-    last_held = true
+    last_held, last_base = true, base
     leases[#leases + 1] = token
     if kind == 'retry' or kind == 'defer' then
       redis.call('ZADD', KEYS[4], ARGV[base + 4], ARGV[base + 3])

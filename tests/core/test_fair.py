@@ -1,0 +1,133 @@
+"""Fair keys, the claim path: keys take turns by weight within a priority level, priorities still come first, keyless
+tasks (a raw RPUSH included) keep their path, and every move of a task (recovery, release, retry, promotion,
+dead-letter requeue) returns it to its key's list. Idle keys leave nothing in Redis."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gopherq.core import codec
+from gopherq.core.broker import Broker, Settlement, SpecialPush, now_ms
+from gopherq.core.keys import WAKE_MARKER
+
+
+def envelope(task_id: str, key: str | None, **fields: Any) -> bytes:
+    body: dict[str, Any] = {"id": task_id, "type": "rec", **fields}
+    if key is not None:
+        body["fair_key"] = key
+    return codec.dumps(body)
+
+
+async def enqueue(broker: Broker, items: list[tuple[str, str | None]], **fields: Any) -> None:
+    level = fields.get("priority")
+    pushes = [SpecialPush(task_id, envelope(task_id, key, **fields), priority=level) for task_id, key in items]
+    assert await broker.push_special(pushes) == [None] * len(pushes)
+
+
+async def claim_all(broker: Broker, batch: int = 7) -> list[tuple[str, bytes]]:
+    claimed: list[tuple[str, bytes]] = []
+    while True:
+        got = await broker.claim(batch, 60000)
+        assert got is not None
+        if not got:
+            return claimed
+        claimed += got
+
+
+def ids(claimed: list[tuple[str, bytes]]) -> list[str]:
+    return [codec.loads(raw)["id"] for _, raw in claimed if raw != WAKE_MARKER]
+
+
+async def leftovers(aredis: aioredis.Redis, queue_name: str) -> list[bytes]:
+    """The fair-key keys of the queue still in Redis."""
+    return sorted([key async for key in aredis.scan_iter(match=f"gopherq:{{{queue_name}}}:fair:*", count=1000)])
+
+
+async def test_keys_take_turns_and_a_big_backlog_does_not_hold_back_small_keys(
+    aredis: aioredis.Redis, queue_name: str
+) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    await enqueue(broker, [(f"big-{i}", "big") for i in range(100)])
+    await enqueue(broker, [(f"s{k}-{i}", f"small-{k}") for k in range(5) for i in range(2)])
+    order = ids(await claim_all(broker))
+    assert len(order) == 110
+    # Every small task is claimed within the first rounds, not behind the 100 big ones.
+    last_small = max(i for i, task_id in enumerate(order) if task_id.startswith("s"))
+    assert last_small < 20, order[:20]
+    # Each key's own tasks keep their enqueue order.
+    assert [t for t in order if t.startswith("big")] == [f"big-{i}" for i in range(100)]
+    assert await leftovers(aredis, queue_name) == []  # idle keys leave nothing
+
+
+async def test_weights_share_the_claims(aredis: aioredis.Redis, queue_name: str) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    await aredis.hset(broker.keys.fair_config, mapping={"heavy": "3,,,,,", "light": "1,,,,,"})
+    await enqueue(broker, [(f"h{i}", "heavy") for i in range(300)] + [(f"l{i}", "light") for i in range(300)])
+    first = ids(await claim_all(broker, batch=10))[:200]
+    share = Counter(task_id[0] for task_id in first)
+    assert 145 <= share["h"] <= 155, share  # 3:1 -> 150 of 200
+
+
+async def test_priorities_come_first_and_keyless_tasks_take_a_turn(aredis: aioredis.Redis, queue_name: str) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    await enqueue(broker, [(f"d{i}", "a") for i in range(5)])
+    await enqueue(broker, [(f"h{i}", "a") for i in range(3)], priority="high")
+    await aredis.rpush(queue_name, *[envelope(f"raw{i}", None) for i in range(5)])  # a raw push: keyless
+    order = ids(await claim_all(broker, batch=4))
+    assert order[:3] == ["h0", "h1", "h2"]
+    rest = order[3:]
+    # The keyless tasks share the default level with key "a": they alternate.
+    assert rest[:4] in (["d0", "raw0", "d1", "raw1"], ["raw0", "d0", "raw1", "d1"]), rest
+    assert await leftovers(aredis, queue_name) == []
+
+
+async def test_keyless_tasks_alone_keep_their_path(aredis: aioredis.Redis, queue_name: str) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    await aredis.rpush(queue_name, *[envelope(f"raw{i}", None) for i in range(20)])
+    assert ids(await claim_all(broker)) == [f"raw{i}" for i in range(20)]
+    assert await leftovers(aredis, queue_name) == []
+
+
+async def test_a_raw_push_with_a_fair_key_joins_its_key(aredis: aioredis.Redis, queue_name: str) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    await aredis.rpush(queue_name, *[envelope(f"big{i}", "big") for i in range(30)])
+    await aredis.rpush(queue_name, envelope("small", "small"))
+    order = ids(await claim_all(broker, batch=5))
+    assert sorted(order) == sorted([f"big{i}" for i in range(30)] + ["small"])
+    assert order.index("small") < 5, order
+    assert await leftovers(aredis, queue_name) == []
+
+
+async def test_a_bad_fair_key_pushed_raw_stays_on_the_plain_path(aredis: aioredis.Redis, queue_name: str) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    bad = codec.dumps({"id": "x", "type": "rec", "fair_key": 5})
+    await aredis.rpush(queue_name, bad)
+    assert [raw for _, raw in await claim_all(broker)] == [bad]  # the worker dead-letters it (schema_invalid)
+
+
+async def test_every_move_returns_a_task_to_its_keys_list(aredis: aioredis.Redis, queue_name: str) -> None:
+    broker = Broker(aredis, queue_name, "w-gone")
+    keys = broker.keys
+    await enqueue(broker, [("a1", "a"), ("a2", "a")])
+    # Reap: an expired lease goes back to the head of its key's list.
+    [(token, raw)] = await broker.claim(1, lease_ms=-1000)
+    assert codec.loads(raw)["id"] == "a1"
+    assert await broker.reap(worker_ttl_ms=60000, lock_ms=1000, owner="me") is not None
+    assert [codec.loads(r)["id"] for r in await aredis.lrange(keys.fair_list("d", "a"), 0, -1)] == ["a1", "a2"]
+    # Release (shutdown): back to the head.
+    [(token, raw)] = await broker.claim(1, lease_ms=60000)
+    settled = Settlement("release", token, "a1", fair_key="a")
+    assert await broker.settle([settled], 60, 100) == [True]
+    assert [codec.loads(r)["id"] for r in await aredis.lrange(keys.fair_list("d", "a"), 0, -1)] == ["a1", "a2"]
+    # A retry goes through the delayed set and, when due, to the tail of its key's list.
+    [(token, raw)] = await broker.claim(1, lease_ms=60000)
+    retry = envelope("a1", "a", attempt=2)
+    settled = Settlement("retry", token, "a1", b"", retry, str(now_ms() - 1), fair_key="a")
+    assert await broker.settle([settled], 60, 100) == [True]
+    assert await broker.promote() == 1
+    assert [codec.loads(r)["id"] for r in await aredis.lrange(keys.fair_list("d", "a"), 0, -1)] == ["a2", "a1"]
+    assert await aredis.llen(queue_name) in (0, 1)  # at most a wake marker
+    assert ids(await claim_all(broker)) == ["a2", "a1"]
