@@ -163,6 +163,7 @@ class AsyncClient:
         unique_key: str | None = None,
         unique_for: float | None = None,
         trace: dict[str, str] | None = None,
+        fair_key: str | None = None,
         **fields: Any,
     ) -> Task:
         """Build and validate a task (the executor's own fields go in `fields`); raises TaskRejected.
@@ -172,7 +173,8 @@ class AsyncClient:
         running, enqueueing another is refused (see `submit`); without `unique_key` the key is made from the type
         and fields (by the envelope's rule, `task_from_dict`). `trace`: the W3C trace context to keep with the task
         (`{"traceparent": ..., "tracestate": ..., "baggage": ...}`); the `otel` plugin, when enabled, fills it from
-        the current span."""
+        the current span. `fair_key`: the tenant the task belongs to (see Fair keys in docs/tasks.md): within its
+        priority level, keys with waiting tasks take turns, and each key may have limits of its own."""
         if delay is not None:
             eta = time.time() + delay
         task = Task(
@@ -190,6 +192,7 @@ class AsyncClient:
             unique_key=unique_key,
             unique_for=unique_for,
             trace=trace,
+            fair_key=fair_key,
         )
         hook = self.plugins.before_enqueue
         if hook is not None:

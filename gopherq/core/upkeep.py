@@ -20,6 +20,7 @@ from gopherq.core import codec
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker
 from gopherq.core.connection import command_timeout
+from gopherq.core.fair import FairKeys
 from gopherq.core.registry import QueueRegistry
 from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.schedules import Scheduler, validate_schedules
@@ -44,6 +45,7 @@ class Upkeep:
         self.scheduler = self._make_scheduler()
         self.registry = QueueRegistry(self.redis)
         self.schedule_runs = shared.schedule_runs
+        self.fair = FairKeys(self.redis, self.settings.queue.name, self.settings.fair)
 
     async def check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys: an evicted ready list or in-flight hash is lost work."""
@@ -171,6 +173,8 @@ class Upkeep:
                     )
                     if recovered:
                         self._announce_recovered(recovered)
+                    if recovered is not None:  # this worker reaped: fair keys waiting for an end none will report
+                        await self.fair.heal()
                 backoff.reset()
             except RETRYABLE as exc:
                 await backoff.wait(exc)

@@ -4,6 +4,7 @@ dead-letter requeue) returns it to its key's list. Idle keys leave nothing in Re
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -11,7 +12,9 @@ import redis.asyncio as aioredis
 
 from gopherq.core import codec
 from gopherq.core.broker import Broker, Settlement, SpecialPush, now_ms
+from gopherq.core.fair import FairKeys
 from gopherq.core.keys import WAKE_MARKER
+from gopherq.core.sections import FairSettings
 
 
 def envelope(task_id: str, key: str | None, **fields: Any) -> bytes:
@@ -131,3 +134,75 @@ async def test_every_move_returns_a_task_to_its_keys_list(aredis: aioredis.Redis
     assert [codec.loads(r)["id"] for r in await aredis.lrange(keys.fair_list("d", "a"), 0, -1)] == ["a2", "a1"]
     assert await aredis.llen(queue_name) in (0, 1)  # at most a wake marker
     assert ids(await claim_all(broker)) == ["a2", "a1"]
+
+
+async def test_a_key_at_its_concurrency_limit_is_skipped_not_bounced(aredis: aioredis.Redis, queue_name: str) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    keys = broker.keys
+    await aredis.hset(keys.fair_config, "capped", "1,2,,,,")
+    await enqueue(broker, [(f"c{i}", "capped") for i in range(5)] + [(f"f{i}", "free") for i in range(5)])
+    first = await claim_all(broker, batch=4)
+    assert sorted(ids(first)) == ["c0", "c1", "f0", "f1", "f2", "f3", "f4"]
+    assert await aredis.zcard(keys.delayed) == 0  # skipped, not bounced through the delayed set
+    assert await aredis.zscore(keys.fair_parked, "capped") == float("inf")
+    # One of the capped key's tasks ends: the next one may run.
+    token = next(t for t, raw in first if codec.loads(raw)["id"] == "c0")
+    assert await broker.settle([Settlement("ack", token, "c0", fair_key="capped")], 60, 100) == [True]
+    assert ids(await claim_all(broker)) == ["c2"]
+    # A running task whose end was never reported (its worker's settle was lost, the lease reaped) heals the count.
+    token = next(t for t, raw in first if codec.loads(raw)["id"] == "c1")
+    await aredis.hdel(keys.inflight, token)
+    await aredis.zrem(keys.leases, token)
+    assert await FairKeys(aredis, queue_name, FairSettings()).heal() == 1
+    assert ids(await claim_all(broker)) == ["c3"]
+
+
+async def test_an_ordered_key_runs_one_task_at_a_time_and_its_retry_holds_only_it(
+    aredis: aioredis.Redis, queue_name: str
+) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    keys = broker.keys
+    await aredis.hset(keys.fair_config, "fifo", "1,,,,1,")
+    await enqueue(broker, [(f"o{i}", "fifo") for i in range(3)] + [(f"x{i}", "other") for i in range(3)])
+    first = await claim_all(broker)
+    assert sorted(ids(first)) == ["o0", "x0", "x1", "x2"]
+    # o0 fails: its retry goes back to the head of its key's list and the key rests until it is due.
+    token = next(t for t, raw in first if codec.loads(raw)["id"] == "o0")
+    due = now_ms() + 300
+    retry = Settlement("retry", token, "o0", b"", envelope("o0", "fifo", attempt=2), str(due), fair_key="fifo")
+    assert await broker.settle([retry], 60, 100) == [True]
+    assert await aredis.zcard(keys.delayed) == 0
+    assert [codec.loads(r)["id"] for r in await aredis.lrange(keys.fair_list("d", "fifo"), 0, -1)] == ["o0", "o1", "o2"]
+    assert await claim_all(broker) == []  # o1 does not overtake its failing elder
+    while now_ms() <= due:
+        await asyncio.sleep(0.05)
+    again = await claim_all(broker)
+    assert [(codec.loads(raw)["id"], codec.loads(raw)["attempt"]) for _, raw in again] == [("o0", 2)]
+    assert await broker.settle([Settlement("ack", again[0][0], "o0", fair_key="fifo")], 60, 100) == [True]
+    assert ids(await claim_all(broker)) == ["o1"]
+
+
+async def test_a_rate_limited_key_waits_for_its_slot(aredis: aioredis.Redis, queue_name: str) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    keys = broker.keys
+    await aredis.hset(keys.fair_config, "slow", "1,,5,,,")  # 5 per second: one each 200 ms
+    await enqueue(broker, [(f"r{i}", "slow") for i in range(3)])
+    assert ids(await claim_all(broker)) == ["r0"]
+    parked_until = await aredis.zscore(keys.fair_parked, "slow")
+    assert parked_until is not None and 0 < parked_until - now_ms() <= 200
+    while now_ms() <= parked_until:
+        await asyncio.sleep(0.02)
+    assert ids(await claim_all(broker)) == ["r1"]
+
+
+async def test_a_paused_key_waits_for_its_resume(aredis: aioredis.Redis, queue_name: str) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    control = FairKeys(aredis, queue_name, FairSettings())
+    await control.pause("t1")
+    await enqueue(broker, [("a", "t1"), ("b", "t2")])
+    assert ids(await claim_all(broker)) == ["b"]
+    limits = await control.resume("t1")
+    assert not limits.paused
+    assert ids(await claim_all(broker)) == ["a"]
+    await control.reset("t1")
+    assert await leftovers(aredis, queue_name) == []
