@@ -19,6 +19,7 @@ from gopherq.cli import (  # noqa: F401  (they register their commands)
     dlq,
     hosts,
     inspect,
+    keys,
     plugin,
     server,
     tasks,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from gopherq.core.errors import ConfigError
 from gopherq.core.fairspec import KeyLimits, glob_to_lua
 from gopherq.core.keys import QueueKeys
 from gopherq.core.redis_client import RedisClient
@@ -33,7 +34,7 @@ def check_fair_key(fair_key: str) -> str:
     """A fair key given to a command (`gopherq keys set K`, the API): the task field's own rule."""
     problem = name_problem(fair_key)
     if problem is not None:
-        raise ValueError(f"fair key {problem}, got {fair_key!r}")
+        raise ConfigError(f"fair key {problem}, got {fair_key!r}")
     return fair_key
 
 

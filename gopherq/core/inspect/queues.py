@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gopherq.core.fair import FairKeys
 from gopherq.core.flow import FlowGate
+from gopherq.core.inspect.fair_keys import KeyInfo, key_states
 from gopherq.core.inspect.models import MinuteCounts, QueueInfo
 from gopherq.core.inspect.readiness import ReadyLevels
 from gopherq.core.inspect.reading import number, text
@@ -122,6 +124,15 @@ class QueueReader:
     async def flows(self, queue: str, limit: int = 1000) -> list[dict[str, Any]]:
         """The flow-control state of the destinations the queue's tasks called (core/flow.py), newest first."""
         return await FlowGate(self.redis, queue).states(limit)
+
+    async def fair_keys(self, queue: str, limit: int = 100, only: str | None = None) -> list[KeyInfo]:
+        """The queue's fair keys, most backlogged first: backlog, running, weight, limits, why parked, oldest
+        wait (core/inspect/fair_keys.py); `only`: just that key."""
+        return await key_states(self.redis, self.keys(queue).queue, self.settings.fair, limit, only)
+
+    def fair_control(self, queue: str) -> FairKeys:
+        """Change a fair key of `queue` at run time (set, pause, resume, reset; core/fair.py)."""
+        return FairKeys(self.redis, self.keys(queue).queue, self.settings.fair)
 
     async def schedules(self, default_queue: str | None = None) -> list[dict[str, Any]]:
         """The configured periodic schedules: rule, last slot enqueued, the slot due after it (`next_slot`: past

@@ -23,11 +23,13 @@ local function fair_tat(k) return FAIR .. 'tat:' .. k end                    -- 
 -- A key's settings, from its run-time spec or else the first rule that matches it. A spec is
 -- "weight,concurrency,rate,burst,ordered,paused" (empty: the default). '' is the keyless tasks' share.
 local fair_rules = nil
+local fair_conf = nil  -- whether any key has run-time settings (asked once per script run)
 local fair_cfgs = {}
 local function fair_cfg(k)
   local c = fair_cfgs[k]
   if c then return c end
-  local spec = redis.call('HGET', FAIR_CONF, k)
+  if fair_conf == nil then fair_conf = redis.call('EXISTS', FAIR_CONF) == 1 end
+  local spec = fair_conf and redis.call('HGET', FAIR_CONF, k)
   if not spec then
     fair_rules = fair_rules or redis.call('LRANGE', FAIR_RULES, 0, -1)
     for i = 1, #fair_rules do
@@ -111,7 +113,8 @@ end
 -- delayed set, where later tasks of the key would overtake it: it goes back to the head of its key's list and the
 -- key rests until it is due. A key parked until one of its tasks ends is looked at again.
 local function fair_settled(k, token, kind, data, due, delayed)
-  redis.call('ZREM', fair_run(k), token)
+  -- Only a counted key (a limit on running tasks, or ordered) has its running tokens recorded.
+  if redis.call('ZREM', fair_run(k), token) == 0 then return end
   if (kind == 'retry' or kind == 'defer') and fair_cfg(k).ordered and redis.call('ZREM', delayed, data) == 1 then
     fair_park(k, due)
     fair_push('LPUSH', data)

@@ -70,6 +70,7 @@ local function fair_take(letter, list)
     return false
   end
   if plain then redis.call('ZADD', active, 'NX', redis.call('GET', vt) or '0', '') end
+  local served = nil  -- the virtual time of the last pick, written once at the end
   while #items < want do
     local head = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')
     if #head == 0 then break end
@@ -85,7 +86,7 @@ local function fair_take(letter, list)
       raw = redis.call('LPOP', source)
     end
     if raw then
-      redis.call('SET', vt, head[2])
+      served = head[2]
       items[#items + 1] = raw
       if c.ordered or c.conc > 0 then
         fair_pending[k] = (fair_pending[k] or 0) + 1
@@ -100,7 +101,11 @@ local function fair_take(letter, list)
       redis.call('ZREM', active, k)  -- nothing left
     end
   end
-  if redis.call('EXISTS', active) == 0 then redis.call('DEL', vt) end
+  if redis.call('EXISTS', active) == 0 then
+    redis.call('DEL', vt)
+  elseif served then
+    redis.call('SET', vt, served)
+  end
   return true
 end
 
