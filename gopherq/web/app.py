@@ -20,7 +20,7 @@ from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.settings import Settings
-from gopherq.web import actions, api, health, metrics, pages
+from gopherq.web import actions, api, health, keys, metrics, pages
 from gopherq.web.credentials import Auth
 from gopherq.web.render import STATIC, build_environment, login_page
 from gopherq.web.security import MIDDLEWARES, Handler
@@ -43,10 +43,18 @@ Area = Callable[[web.Application], None]
 log = logging.getLogger(__name__)
 
 #: The areas every server has, in route-matching order (the API helper appends its own).
-AREAS: list[Area] = [health.setup, metrics.setup, api.setup, pages.setup, actions.setup]
+AREAS: list[Area] = [
+    health.setup,
+    metrics.setup,
+    api.setup,
+    keys.setup_api,
+    pages.setup,
+    keys.setup_pages,
+    actions.setup,
+]
 
 #: The areas of `gopherq api`: the `/v1` API and the probes, no dashboard.
-API_AREAS: list[Area] = [health.setup, api.setup]
+API_AREAS: list[Area] = [health.setup, api.setup, keys.setup_api]
 
 
 @web.middleware
