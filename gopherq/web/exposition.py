@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from gopherq import __version__
 from gopherq.core.inspect.models import OUTCOMES, QueueInfo
+from gopherq.web.fair_metrics import FAIR_KEYS_MAX, FairKeySnapshot
 
 if TYPE_CHECKING:
     from gopherq.core.inspect import Inspector
@@ -199,5 +200,6 @@ async def render_metrics(inspector: Inspector, queues: list[str] | None = None) 
     registry.register(QueueSnapshot(infos))
     registry.register(FlowSnapshot({name: await inspector.flows(name, FLOW_KEYS_MAX) for name in names}))
     registry.register(ScheduleSnapshot(await inspector.schedules()))
+    registry.register(FairKeySnapshot({name: await inspector.fair_keys(name, FAIR_KEYS_MAX) for name in names}))
     register_process_collectors(registry)
     return generate_latest(registry), CONTENT_TYPE_LATEST

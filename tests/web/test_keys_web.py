@@ -65,3 +65,11 @@ async def test_the_keys_page_shows_each_key_escaped(web_app: Callable[..., Any])
     assert "vip-acme" in html and "&lt;b&gt;small&lt;/b&gt;" in html and "<b>small</b>" not in html
     status, html = await web_app("GET", f"/fragments/queues/{web_app.queue}/keys")  # type: ignore[attr-defined]
     assert status == 200 and "vip-acme" in html
+
+
+async def test_metrics_show_the_most_backlogged_keys(web_app: Callable[..., Any]) -> None:
+    status, text = await web_app("GET", "/metrics")
+    assert status == 200
+    queue = web_app.queue  # type: ignore[attr-defined]
+    assert f'gopherq_fair_key_backlog{{key="vip-acme",queue="{queue}"}} 3.0' in text
+    assert f'gopherq_fair_key_weight{{key="vip-acme",queue="{queue}"}} 5.0' in text
