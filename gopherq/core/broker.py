@@ -362,8 +362,10 @@ class Broker:
             pipe.hlen(k.inflight)
             pipe.zcard(k.delayed)
             pipe.zcard(k.dead_index)
-            default, high, low, inflight, delayed, dead = await pipe.execute()
-        return {"ready": default + high + low, "inflight": inflight, "delayed": delayed, "dead": dead}
+            pipe.hvals(k.fair_count)  # tasks waiting in fair keys' lists
+            default, high, low, inflight, delayed, dead, fair = await pipe.execute()
+        ready = default + high + low + sum(max(0, int(n)) for n in fair)
+        return {"ready": ready, "inflight": inflight, "delayed": delayed, "dead": dead}
 
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.stats)

@@ -212,6 +212,11 @@ class QueueKeys:
         """List: the `[fair]` rules of the workers' settings, as the scripts read them (see core/fair.py)."""
         return self._tagged("fair:rules")
 
+    @property
+    def fair_count(self) -> str:
+        """Hash: level letter -> tasks waiting in the fair keys' lists of that level (the queue's counts)."""
+        return self._tagged("fair:count")
+
     def fair_running(self, fair_key: str) -> str:
         """Sorted set: attempt tokens of a counted key's running tasks (concurrency limit or ordered)."""
         return self._tagged(f"fair:run:{fair_key}")

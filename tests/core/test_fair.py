@@ -206,3 +206,20 @@ async def test_a_paused_key_waits_for_its_resume(aredis: aioredis.Redis, queue_n
     assert ids(await claim_all(broker)) == ["a"]
     await control.reset("t1")
     assert await leftovers(aredis, queue_name) == []
+
+
+async def test_the_queues_counts_include_tasks_waiting_in_keys_lists(
+    aredis: aioredis.Redis, queue_name: str, make_settings: Any
+) -> None:
+    from gopherq.core.inspect import Inspector
+
+    broker = Broker(aredis, queue_name, "w1")
+    await enqueue(broker, [("a", "k1"), ("b", "k2")])
+    await enqueue(broker, [("c", "k1")], priority="high")
+    markers = (await aredis.lrange(queue_name, 0, -1)).count(WAKE_MARKER)  # left to wake a blocked worker
+    assert (await broker.counts())["ready"] == 3 + markers
+    info = await Inspector(aredis, make_settings()).queue(queue_name)
+    assert info.ready == 3 and info.levels["high"].ready == 1 and info.levels["default"].ready == 2
+    await claim_all(broker)
+    assert (await broker.counts())["ready"] == 0
+    assert await aredis.exists(broker.keys.fair_count) == 0

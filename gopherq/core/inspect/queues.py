@@ -13,8 +13,8 @@ from typing import Any
 from gopherq.core.fair import FairKeys
 from gopherq.core.flow import FlowGate
 from gopherq.core.inspect.fair_keys import KeyInfo, key_states
-from gopherq.core.inspect.models import MinuteCounts, QueueInfo
-from gopherq.core.inspect.readiness import ReadyLevels
+from gopherq.core.inspect.models import LevelInfo, MinuteCounts, QueueInfo
+from gopherq.core.inspect.readiness import Levels, ReadyLevels
 from gopherq.core.inspect.reading import number, text
 from gopherq.core.keys import COUNTS_TTL, QueueKeys
 from gopherq.core.redis_client import RedisClient
@@ -36,6 +36,21 @@ def totals_from_stats(stats: dict[str, int]) -> dict[str, int]:
         "retried": retried,
         "dead": dead,
     }
+
+
+def with_fair_keys(levels: Levels, counts: dict[bytes, bytes]) -> Levels:
+    """The levels' ready counts with the tasks waiting in their fair keys' lists added (their waits are on the
+    Keys page: the latency here is the plain lists')."""
+    if not counts:
+        return levels
+    extra = {LETTER_LEVELS.get(text(letter), ""): max(0, int(n)) for letter, n in counts.items()}
+    return Levels(
+        {name: LevelInfo(info.ready + extra.get(name, 0), info.latency) for name, info in levels.levels.items()}
+    )
+
+
+#: Level names by the letters the scripts use.
+LETTER_LEVELS = {"h": "high", "d": "default", "l": "low"}
 
 
 class QueueReader:
@@ -82,10 +97,11 @@ class QueueReader:
             pipe.zrange(k.workers, 0, WORKERS_READ - 1, withscores=True)
             pipe.hgetall(k.stats)
             pipe.zcount(k.leases, "-inf", now_ms)  # leases no heartbeat renewed: their holder is gone
-            delayed, running, dead, paused, workers, stats, expired = await pipe.execute()
+            pipe.hgetall(k.fair_count)  # tasks waiting in fair keys' lists, per level letter
+            delayed, running, dead, paused, workers, stats, expired, fair = await pipe.execute()
         if self._levels is None:
             self._levels = ReadyLevels(self.redis)
-        levels = await self._levels.read(k, now)
+        levels = with_fair_keys(await self._levels.read(k, now), fair)
         alive = [text(worker) for worker, score in workers if score >= alive_after]
         silent = [text(worker) for worker, score in workers if score < alive_after]
         stranded, oldest = 0, None

@@ -12,6 +12,7 @@ local FAIR = 'gopherq:{' .. ready .. '}:fair:'
 local FAIR_PARKED = FAIR .. 'parked'  -- zset: key -> when to look at it again (ms, or +inf)
 local FAIR_CONF = FAIR .. 'keys'      -- hash: key -> spec set at run time (gopherq keys set / pause)
 local FAIR_RULES = FAIR .. 'rules'    -- list: "<Lua pattern>\n<spec>" from the workers' settings, first match wins
+local FAIR_COUNT = FAIR .. 'count'    -- hash: level letter -> tasks waiting in its keys' lists (for the counts)
 local FAIR_LETTERS = {'h', 'd', 'l'}
 
 local function fair_list(letter, k) return FAIR .. letter .. ':q:' .. k end  -- list: the key's waiting tasks
@@ -98,6 +99,7 @@ local function fair_push(command, raw)
   local k, letter = fair_key_of(raw)
   if not k then return false end
   redis.call(command, fair_list(letter, k), raw)
+  redis.call('HINCRBY', FAIR_COUNT, letter, 1)
   local parked = redis.call('ZSCORE', FAIR_PARKED, k)
   if not parked then
     redis.call('ZADD', fair_active(letter), 'NX', redis.call('GET', fair_vt(letter)) or '0', k)

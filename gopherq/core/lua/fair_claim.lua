@@ -71,35 +71,52 @@ local function fair_take(letter, list)
   end
   if plain then redis.call('ZADD', active, 'NX', redis.call('GET', vt) or '0', '') end
   local served = nil  -- the virtual time of the last pick, written once at the end
+  local taken = 0     -- tasks taken from keys' lists (not the plain list)
   while #items < want do
-    local head = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')
+    -- The next keys in turn, taken in one step: they are served in this order until one already served comes
+    -- round again (its new virtual time, `bound`, is below the next key's), which needs a fresh look.
+    local head = redis.call('ZRANGE', active, 0, math.min(want - #items, 500) - 1, 'WITHSCORES')
     if #head == 0 then break end
-    local k = head[1]
-    local c = fair_cfg(k)
-    local source, raw = list, false
-    if k == '' then
-      repeat raw = redis.call('LPOP', list) until not raw or (raw ~= wake and not fair_sort_in(raw))
-    elseif fair_limited(k, c) then
-      source = nil  -- parked
-    else
-      source = fair_list(letter, k)
-      raw = redis.call('LPOP', source)
-    end
-    if raw then
-      served = head[2]
-      items[#items + 1] = raw
-      if c.ordered or c.conc > 0 then
-        fair_pending[k] = (fair_pending[k] or 0) + 1
-        fair_picked[#items] = k
-      end
-      if redis.call('EXISTS', source) == 1 then
-        redis.call('ZADD', active, tonumber(head[2]) + 1 / c.weight, k)
+    local bound = math.huge
+    local rescore, gone = {}, {}
+    for j = 1, #head, 2 do
+      local k, score = head[j], tonumber(head[j + 1])
+      if score > bound or #items >= want then break end
+      local c = fair_cfg(k)
+      local source, raw = list, false
+      if k == '' then
+        repeat raw = redis.call('LPOP', list) until not raw or (raw ~= wake and not fair_sort_in(raw))
+      elseif fair_limited(k, c) then
+        source = nil  -- parked
       else
-        redis.call('ZREM', active, k)
+        source = fair_list(letter, k)
+        raw = redis.call('LPOP', source)
       end
-    elseif source then
-      redis.call('ZREM', active, k)  -- nothing left
+      if raw then
+        served = head[j + 1]
+        if k ~= '' then taken = taken + 1 end
+        items[#items + 1] = raw
+        if c.ordered or c.conc > 0 then
+          fair_pending[k] = (fair_pending[k] or 0) + 1
+          fair_picked[#items] = k
+        end
+        if redis.call('EXISTS', source) == 1 then
+          local after = score + 1 / c.weight
+          rescore[#rescore + 1] = after
+          rescore[#rescore + 1] = k
+          if after < bound then bound = after end
+        else
+          gone[#gone + 1] = k
+        end
+      elseif source then
+        gone[#gone + 1] = k  -- nothing left
+      end
     end
+    if #rescore > 0 then redis.call('ZADD', active, unpack(rescore)) end
+    if #gone > 0 then redis.call('ZREM', active, unpack(gone)) end
+  end
+  if taken > 0 and redis.call('HINCRBY', FAIR_COUNT, letter, -taken) <= 0 then
+    redis.call('HDEL', FAIR_COUNT, letter)
   end
   if redis.call('EXISTS', active) == 0 then
     redis.call('DEL', vt)
