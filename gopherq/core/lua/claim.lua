@@ -24,7 +24,12 @@ local function take(key)
     if not popped then return end
     local dropped = false
     for i = 1, #popped do
-      if popped[i] ~= wake and not fair_sort_in(popped[i]) then items[#items + 1] = popped[i] else dropped = true end
+      local raw = popped[i]  -- [fair keys] a raw push with a fair key joins its key's list (fair_claim.lua)
+      if raw ~= wake and not (string.find(raw, '"fair_key"', 1, true) and fair_sort_in(raw)) then
+        items[#items + 1] = raw
+      else
+        dropped = true
+      end
     end
     if not dropped or fair_sorted >= FAIR_SORT_CAP then return end
   end
