@@ -351,7 +351,7 @@ async def test_nested_secrets_are_masked_in_results_dead_letters_and_events(
 def documented_answers() -> dict[tuple[str, str], set[int]]:
     """docs/api.md's status-code table: (method, path) -> codes."""
     text = (REPO / "docs" / "api.md").read_text()
-    rows = re.findall(r"^\| `(GET|POST|DELETE) (/v1/\S+)` \| ((?:`\d{3}`,? ?)+) \|$", text, re.MULTILINE)
+    rows = re.findall(r"^\| `(GET|POST|PUT|DELETE) (/v1/\S+)` \| ((?:`\d{3}`,? ?)+) \|$", text, re.MULTILINE)
     return {(method, path): {int(code) for code in re.findall(r"\d{3}", codes)} for method, path, codes in rows}
 
 
@@ -427,6 +427,17 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
             await ask(dead_raw, f"/v1/queues/{queue}/dead/dead-1/raw", server, **extra)
         await ask(dead_raw, f"/v1/queues/{queue}/dead/never-dead/raw")
         await ask(dead_raw, "/v1/queues/not%20a%20queue/dead/dead-1/raw")
+        keys_list, key_one = ("GET", "/v1/queues/{queue}/keys"), ("GET", "/v1/queues/{queue}/keys/{key}")
+        key_set, key_reset = ("PUT", "/v1/queues/{queue}/keys/{key}"), ("DELETE", "/v1/queues/{queue}/keys/{key}")
+        for server, extra in ((authed, {}), (authed, {"auth": False}), (open_, elsewhere), (down, {})):
+            await ask(keys_list, f"/v1/queues/{queue}/keys", server, **extra)
+            await ask(key_one, f"/v1/queues/{queue}/keys/k1", server, **extra)
+            await ask(key_set, f"/v1/queues/{queue}/keys/k1", server, json={"weight": 2}, **extra)
+            await ask(key_reset, f"/v1/queues/{queue}/keys/k1", server, **extra)
+        await ask(keys_list, f"/v1/queues/{queue}/keys?limit=0")
+        await ask(key_one, "/v1/queues/not%20a%20queue/keys/k1")
+        await ask(key_set, f"/v1/queues/{queue}/keys/k1", json={"weight": 0})
+        await ask(key_reset, "/v1/queues/not%20a%20queue/keys/k1")
     finally:
         for server in servers:
             await server.close()

@@ -12,6 +12,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from gopherq import AsyncClient
+from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
 from gopherq.web import create_app
 
@@ -73,3 +74,18 @@ async def test_metrics_show_the_most_backlogged_keys(web_app: Callable[..., Any]
     queue = web_app.queue  # type: ignore[attr-defined]
     assert f'gopherq_fair_key_backlog{{key="vip-acme",queue="{queue}"}} 3.0' in text
     assert f'gopherq_fair_key_weight{{key="vip-acme",queue="{queue}"}} 5.0' in text
+
+
+async def test_a_task_created_through_the_api_joins_its_key(
+    web_app: Callable[..., Any], aredis: aioredis.Redis
+) -> None:
+    queue = web_app.queue  # type: ignore[attr-defined]
+    status, body = await web_app(
+        "POST", f"/v1/queues/{queue}/tasks", {"url": "http://127.0.0.1:9/", "fair_key": "api-t"}
+    )
+    assert status == 201, body
+    assert await aredis.llen(QueueKeys(queue).fair_list("d", "api-t")) == 1
+    status, body = await web_app(
+        "POST", f"/v1/queues/{queue}/tasks", {"url": "http://127.0.0.1:9/", "fair_key": "a\nb"}
+    )
+    assert status == 422 and "fair_key" in body["error"]["message"]
