@@ -60,12 +60,7 @@ class FairKeys:
         """Store this worker's `[fair]` rules where the scripts read them (the last worker to start wins: every
         worker of a queue is meant to share its settings)."""
         rules = rules_for_scripts(self.fair)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.fair_rules)
-            if rules:
-                pipe.rpush(self.keys.fair_rules, *rules)
-            await pipe.execute()
-        await self._ctl(keys=[self.keys.ready], args=["heal", HEAL_BATCH])
+        await self._ctl(keys=[self.keys.ready], args=["rules", HEAL_BATCH, *rules])
 
     async def limits(self, fair_key: str) -> tuple[KeyLimits, str]:
         """What applies to `fair_key` now, and where it comes from: 'run-time' or 'settings'."""

@@ -4,12 +4,17 @@
 -- again and heals its count of running tasks from the in-flight record. Keys with nothing waiting leave the
 -- parked set.
 -- KEYS: 1 the queue's plain ready list
--- ARGV: 1 'keys' (then 2.. the keys to look at again) or 'heal' (then 2: most parked keys to look at)
+-- ARGV: 1 'keys' (then 2.. the keys to look at again), 'heal' (then 2: most parked keys to look at) or 'rules'
+--       (then 2: most parked keys to look at, 3.. the settings' rules, replacing the stored ones: core/fair.py)
 -- Returns: how many keys were looked at again.
 local ready = KEYS[1]
 --@include fair_base
 local keys = {}
-if ARGV[1] == 'heal' then
+if ARGV[1] == 'rules' then
+  redis.call('DEL', FAIR_RULES)
+  for i = 3, #ARGV do redis.call('RPUSH', FAIR_RULES, ARGV[i]) end
+end
+if ARGV[1] == 'heal' or ARGV[1] == 'rules' then
   keys = redis.call('ZRANGEBYSCORE', FAIR_PARKED, '+inf', '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
 else
   for i = 2, #ARGV do keys[#keys + 1] = ARGV[i] end
