@@ -23,13 +23,14 @@ from gopherq.core.deadletters import DeadLetters
 from gopherq.core.errors import TaskRejected
 from gopherq.core.events import EventBus
 from gopherq.core.inspect import Inspector
+from gopherq.core.jsontext import NESTED_TOO_DEEPLY
 from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.registry import QueueRegistry
 from gopherq.core.results import TaskResult
 from gopherq.core.settings import Settings, load_settings
-from gopherq.core.task import NESTED_TOO_DEEPLY, RetryBackoff, Task, decode_task, new_task_id, parse_backoff
+from gopherq.core.task import RetryBackoff, Task, decode_task, new_task_id, parse_backoff
 from gopherq.flowclient import AsyncFlows
 
 T = TypeVar("T")
@@ -169,6 +170,7 @@ class AsyncClient:
         unique_key: str | None = None,
         unique_for: float | None = None,
         trace: dict[str, str] | None = None,
+        fair_key: str | None = None,
         **fields: Any,
     ) -> Task:
         """Build and validate a task (the executor's own fields go in `fields`); raises TaskRejected.
@@ -178,7 +180,8 @@ class AsyncClient:
         running, enqueueing another is refused (see `submit`); without `unique_key` the key is made from the type
         and fields (by the envelope's rule, `task_from_dict`). `trace`: the W3C trace context to keep with the task
         (`{"traceparent": ..., "tracestate": ..., "baggage": ...}`); the `otel` plugin, when enabled, fills it from
-        the current span."""
+        the current span. `fair_key`: the tenant the task belongs to (see Fair keys in docs/tasks.md): within its
+        priority level, keys with waiting tasks take turns, and each key may have limits of its own."""
         if delay is not None:
             eta = time.time() + delay
         task = Task(
@@ -196,6 +199,7 @@ class AsyncClient:
             unique_key=unique_key,
             unique_for=unique_for,
             trace=trace,
+            fair_key=fair_key,
         )
         hook = self.plugins.before_enqueue
         if hook is not None:
@@ -305,7 +309,8 @@ class AsyncClient:
             queue = task.queue or self.queue
             due = int(task.eta * 1000) if task.eta is not None and task.eta * 1000 > now else None
             seen = seen_for if seen_for and not task.id_assigned else None
-            if task.priority is not None or task.unique_key is not None or seen is not None:
+            special_push = task.priority is not None or task.unique_key is not None or task.fair_key is not None
+            if special_push or seen is not None:
                 lock_ms = 0
                 if task.unique_key is not None:
                     window = task.unique_for if task.unique_for is not None else result_ttl

@@ -21,6 +21,7 @@ from gopherq.cli import (  # noqa: F401  (they register their commands)
     flows,
     hosts,
     inspect,
+    keys,
     lists,
     operations,
     plugin,

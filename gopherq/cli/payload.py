@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from gopherq.core.errors import TaskRejected
-from gopherq.core.task import CONTROL_FIELDS, parse_json
+from gopherq.core.jsontext import parse_json
+from gopherq.core.task import CONTROL_FIELDS
 
 
 def json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any] | None:

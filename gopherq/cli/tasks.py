@@ -22,7 +22,7 @@ from gopherq.cli.common import (
 from gopherq.cli.payload import json_object, task_fields
 from gopherq.cli.root import cli
 from gopherq.client import AsyncClient
-from gopherq.core.task import parse_json
+from gopherq.core.jsontext import parse_json
 
 
 @cli.command()
@@ -44,6 +44,7 @@ from gopherq.core.task import parse_json
 @click.option("--priority", type=click.Choice(["high", "default", "low"]), default=None, help="priority level")
 @click.option("--unique-key", default=None, help="refuse the task while one with this key is waiting or running")
 @click.option("--unique-for", type=float, default=None, help="seconds the uniqueness lock lasts at most")
+@click.option("--fair-key", default=None, help="the tenant the task belongs to: keys take turns (see `keys`)")
 @click.option("--wait", "wait", type=float, default=None, help="wait this many seconds for the result")
 @handle_errors
 def enqueue(
@@ -63,6 +64,7 @@ def enqueue(
     priority: str | None,
     unique_key: str | None,
     unique_for: float | None,
+    fair_key: str | None,
     wait: float | None,
 ) -> None:
     """Enqueue a task and print its id (with --wait, then its result): an HTTP task from --url and the HTTP options,
@@ -93,6 +95,7 @@ def enqueue(
             priority=priority,
             unique_key=unique_key,
             unique_for=unique_for,
+            fair_key=fair_key,
             **fields,
         )
         [outcome] = await client.submit([task])

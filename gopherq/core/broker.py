@@ -95,6 +95,8 @@ class Settlement:
     #: Its events as stream entries (core/eventlog.py), written by the settle with it, or not at all.
     events: list[bytes] | None = None
     dag: tuple[str, str] | None = None
+    #: The task's fair key: its place among the key's running tasks is freed with this settle (see fair_base.lua).
+    fair_key: str | None = None
 
 
 class Broker:
@@ -265,6 +267,9 @@ class Broker:
             if item.dag is not None and item.kind in ENDING:  # a flow member: dag_settle.lua moves its flow on
                 keys.append(k.dag(item.dag[0]))
                 args += ["dag", item.task_id, item.dag[1], item.dag[0], ""]
+            if item.fair_key is not None:
+                keys.append(k.fair_running(item.fair_key))
+                args += ["fair", item.token, "", item.fair_key, ""]
             if item.events and log is not None:
                 logged.append((item.events, position, item.task_id))
         if logged and log is not None:  # after the items' keys: each event's timeline key, by its KEYS index
@@ -463,8 +468,10 @@ class Broker:
             pipe.hlen(k.inflight)
             pipe.zcard(k.delayed)
             pipe.zcard(k.dead_index)
-            default, high, low, inflight, delayed, dead = await pipe.execute()
-        return {"ready": default + high + low, "inflight": inflight, "delayed": delayed, "dead": dead}
+            pipe.hvals(k.fair_count)  # tasks waiting in fair keys' lists
+            default, high, low, inflight, delayed, dead, fair = await pipe.execute()
+        ready = default + high + low + sum(max(0, int(n)) for n in fair)
+        return {"ready": ready, "inflight": inflight, "delayed": delayed, "dead": dead}
 
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.stats)

@@ -237,6 +237,45 @@ class QueueKeys:
         """Lock of the flow reconciler: one worker of the queue reconciles at a time."""
         return self._tagged("dags:lock")
 
+    # Fair keys (see lua/fair_base.lua, which builds the same names: the claim picks keys it cannot know in advance).
+
+    @property
+    def fair_prefix(self) -> str:
+        """The common start of every fair-key key of the queue."""
+        return self._tagged("fair:")
+
+    def fair_active(self, letter: str) -> str:
+        """Sorted set: the keys of one priority level ('h', 'd' or 'l') with waiting tasks, by virtual time."""
+        return self._tagged(f"fair:{letter}")
+
+    def fair_list(self, letter: str, fair_key: str) -> str:
+        """List: the waiting tasks of one fair key at one priority level."""
+        return self._tagged(f"fair:{letter}:q:{fair_key}")
+
+    @property
+    def fair_parked(self) -> str:
+        """Sorted set: keys that may not run now, by when to look at them again (ms; +inf: when a task ends)."""
+        return self._tagged("fair:parked")
+
+    @property
+    def fair_config(self) -> str:
+        """Hash: fair key -> the settings given at run time (`gopherq keys set`, pause)."""
+        return self._tagged("fair:keys")
+
+    @property
+    def fair_rules(self) -> str:
+        """List: the `[fair]` rules of the workers' settings, as the scripts read them (see core/fair.py)."""
+        return self._tagged("fair:rules")
+
+    @property
+    def fair_count(self) -> str:
+        """Hash: level letter -> tasks waiting in the fair keys' lists of that level (the queue's counts)."""
+        return self._tagged("fair:count")
+
+    def fair_running(self, fair_key: str) -> str:
+        """Sorted set: attempt tokens of a counted key's running tasks (concurrency limit or ordered)."""
+        return self._tagged(f"fair:run:{fair_key}")
+
     def seen(self, task_id: str) -> str:
         """Marker of a task id created through the HTTP API within the idempotency window."""
         return self._tagged(f"seen:{task_id}")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gopherq.core.errors import ConfigError
+from gopherq.core.fairspec import KeyLimits, glob_match, parse_rate
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import DEFAULT_MASKED_PARAMS
 from gopherq.core.sink_defaults import SINK_BATCH_SIZE, SINK_BUFFER_SIZE
@@ -217,6 +218,42 @@ class ApiSettings(Section):
     idempotency_window: int = Field(
         86400, ge=1, description="seconds a created task id is remembered: the same id again is not enqueued twice"
     )
+
+
+class FairKeyRule(Section):
+    """Weight and limits of the fair keys whose name matches `pattern` (a glob: `*` any run, `?` one character).
+    The first matching rule applies; `gopherq keys set` overrides it for one key at run time."""
+
+    pattern: str = Field(min_length=1, max_length=200, description="glob over fair key names, e.g. 'tenant-*'")
+    weight: float = Field(1.0, gt=0, le=1_000_000, description="share of the claims among backlogged keys")
+    concurrency: int = Field(0, ge=0, le=1_000_000, description="most running tasks of one key, all workers (0: none)")
+    rate: float | None = Field(None, description="most tasks started per second per key: 5/s, 300/m, 10/h")
+    burst: int = Field(1, ge=1, le=1_000_000, description="tasks allowed at once above the rate")
+    ordered: bool = Field(False, description="one task of a key in flight at a time, in enqueue order")
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> float | None:
+        return parse_rate(value)
+
+    def limits(self) -> KeyLimits:
+        return KeyLimits(self.weight, self.concurrency, self.rate, self.burst, self.ordered)
+
+
+class FairSettings(Section):
+    """Fair keys (a task's `fair_key`): the weight of keys no rule names, and rules by key-name pattern."""
+
+    default_weight: float = Field(
+        1.0, gt=0, le=1_000_000, description="weight of keys no rule matches (and of keyless tasks)"
+    )
+    keys: list[FairKeyRule] = Field(default_factory=list, description="[[fair.keys]] rules; the first match applies")
+
+    def limits_for(self, fair_key: str) -> KeyLimits:
+        """What the settings give `fair_key` (before any run-time change)."""
+        for rule in self.keys:
+            if glob_match(rule.pattern, fair_key):
+                return rule.limits()
+        return KeyLimits(weight=self.default_weight)
 
 
 class SinkSettings(PluginSettings):

@@ -26,6 +26,7 @@ from gopherq.core.masking import Masker
 from gopherq.core.schedules import Schedule
 from gopherq.core.sections import (
     ApiSettings,
+    FairSettings,
     LoggingSettings,
     MaskingSettings,
     MetricsSettings,
@@ -75,6 +76,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     metrics: MetricsSettings = MetricsSettings()
     api: ApiSettings = ApiSettings()
+    fair: FairSettings = FairSettings()
     schedules: list[Schedule] = Field(default_factory=list)
     plugins: dict[str, Any] = Field(default_factory=dict)
 

@@ -128,6 +128,9 @@ class Settler:
                     self._decisions[:0] = decisions
                     self._followups[:0] = followups
                     raise
+            for decision in decisions:  # a task with a fair key frees its place among its key's running tasks
+                if decision.task is not None and decision.task.fair_key is not None:
+                    decision.settlement.fair_key = decision.task.fair_key
             logged: list[Logged | None] | None = None
             if self.log is not None:
                 stamp = time.time()

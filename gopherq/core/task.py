@@ -23,6 +23,7 @@ from typing import Any
 from gopherq.core import codec
 from gopherq.core.errors import ConfigError, TaskRejected
 from gopherq.core.flows.members import check_member
+from gopherq.core.jsontext import parse_json
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.tracecontext import check_trace
 
@@ -52,6 +53,7 @@ CONTROL_FIELDS = frozenset(
         "unique_for",
         "trace",
         "flow_member",
+        "fair_key",
     }
 )
 
@@ -62,7 +64,7 @@ RESERVED_FIELDS = frozenset(
     {"attempt", "recoveries", "last_error", "ready_at", "flow_slot", "waiting_for", "flow_member"}
 )
 
-#: Longest id or uniqueness key, in characters.
+#: Longest id, uniqueness key or fair key, in characters.
 MAX_NAME_CHARS = 200
 
 #: Characters no id or uniqueness key may contain: the C0 controls, DEL, the C1 controls and the Unicode line and
@@ -154,6 +156,9 @@ class Task:
     #: The flow (a DAG of tasks, core/flows) this task is a member of: {"flow": id, "node": name, "parents": [...]
     #: or a count}. Written only by the flow machinery (a reserved field), checked by core/flows/members.py.
     flow_member: dict[str, Any] | None = None
+    #: The tenant (customer, API key, host...) the task belongs to: within its priority level, keys with waiting
+    #: tasks take turns, and each key may have limits of its own (see core/fair.py). None: no key.
+    fair_key: str | None = None
     payload: Any = None
     #: True when the producer sent no id and one was assigned here (the worker then records it in Redis).
     id_assigned: bool = False
@@ -205,6 +210,8 @@ class Task:
             wire["trace"] = self.trace
         if self.flow_member is not None:
             wire["flow_member"] = self.flow_member
+        if self.fair_key is not None:
+            wire["fair_key"] = self.fair_key
         wire.update(self.fields)
         if self.waiting_for is not None:
             wire["waiting_for"] = self.waiting_for
@@ -253,7 +260,7 @@ def unique_key_of(task_type: str, fields: dict[str, Any]) -> str:
 
 
 def name_problem(value: Any) -> str | None:
-    """Why `value` cannot be a task id or uniqueness key, or None when it can: the one rule for both, applied
+    """Why `value` cannot be a task id, uniqueness key or fair key, or None when it can: the one rule for them, applied
     wherever an envelope is read (every producer entry point, and the worker for raw pushes)."""
     if type(value) is not str or not value or len(value) > MAX_NAME_CHARS:
         return f"must be a non-empty string of at most {MAX_NAME_CHARS} characters"
@@ -429,7 +436,7 @@ def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
     if waiting_for is not None and not isinstance(waiting_for, dict):
         raise _reject(f"field 'waiting_for' must be an object, got {waiting_for!r}")
     task.waiting_for = waiting_for
-    if "priority" in obj or "unique_key" in obj or "unique_for" in obj:
+    if "priority" in obj or "unique_key" in obj or "unique_for" in obj or "fair_key" in obj:
         _task_control_fields(obj, task)
     if obj.get("trace") is not None:
         task.trace = check_trace(obj["trace"])
@@ -438,7 +445,7 @@ def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
 
 
 def _task_control_fields(obj: dict[str, Any], task: Task) -> None:
-    """The task-control fields (priority and uniqueness), checked and set on `task`."""
+    """The task-control fields (priority, uniqueness and the fair key), checked and set on `task`."""
     priority = obj.get("priority")
     if priority is not None and priority not in PRIORITIES:
         raise _reject(f"field 'priority' must be one of {', '.join(PRIORITIES)}, got {priority!r}")
@@ -454,33 +461,12 @@ def _task_control_fields(obj: dict[str, Any], task: Task) -> None:
         # (which takes the lock with it) and the worker (which frees the lock with it) always agree.
         unique_key = unique_key_of(task.type, task.fields)
     task.unique_key = unique_key
-
-
-#: The codec writes at most this many levels of nesting: a task nested deeper could be read but never written
-#: back (as a retry, a recovery or a dead letter), so it is refused as unparseable.
-MAX_NESTING = 254
-NESTED_TOO_DEEPLY = f"invalid JSON: nested more than {MAX_NESTING} levels deep"
-
-
-def parse_json(raw: bytes | str) -> Any:
-    """Parse JSON that will become (part of) a task; raises TaskRejected('parse_error') naming the problem."""
-    try:
-        obj = codec.loads(raw)
-    except codec.JSONDecodeError as exc:
-        detail = str(exc)
-        if "depth" in detail.lower() or "recursion" in detail.lower():
-            raise TaskRejected("parse_error", NESTED_TOO_DEEPLY) from None
-        raise TaskRejected("parse_error", f"invalid JSON: {detail}") from None
-    data = raw.encode() if isinstance(raw, str) else raw
-    if data.count(b"[") + data.count(b"{") > MAX_NESTING:  # cheap pre-check; only such input pays for the real one
-        try:
-            codec.dumps(obj)
-        except TypeError:  # orjson.JSONEncodeError: recursion limit
-            task_id = obj.get("id") if isinstance(obj, dict) else None
-            raise TaskRejected(
-                "parse_error", NESTED_TOO_DEEPLY, task_id=task_id if isinstance(task_id, str) and task_id else None
-            ) from None
-    return obj
+    fair_key = obj.get("fair_key")
+    if fair_key is not None:
+        problem = name_problem(fair_key)
+        if problem is not None:
+            raise _reject(f"field 'fair_key' {problem}, got {fair_key!r}")
+    task.fair_key = fair_key
 
 
 def decode_task(raw: bytes, max_bytes: int, *, producer: bool = False) -> Task:

@@ -20,6 +20,7 @@ from gopherq.core import codec
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker
 from gopherq.core.connection import command_timeout
+from gopherq.core.fair import FairKeys
 from gopherq.core.flows.reconcile import Reconciler
 from gopherq.core.registry import QueueRegistry
 from gopherq.core.resilience import RETRYABLE, Backoff
@@ -46,6 +47,7 @@ class Upkeep:
         self.registry = QueueRegistry(self.redis)
         self.schedule_runs = shared.schedule_runs
         self.reconciler = Reconciler(shared.dags.store, shared.dags, self.settings.worker.flow_reconcile_interval)
+        self.fair = FairKeys(self.redis, self.settings.queue.name, self.settings.fair)
 
     async def check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys: an evicted ready list or in-flight hash is lost work."""
@@ -173,6 +175,8 @@ class Upkeep:
                     )
                     if recovered:
                         self._announce_recovered(recovered)
+                    if recovered is not None:  # this worker reaped: fair keys waiting for an end none will report
+                        await self.fair.heal()
                     await self.reconciler.maybe_tick(self.worker_id)  # flows: no join can hang silently
                 backoff.reset()
             except RETRYABLE as exc:

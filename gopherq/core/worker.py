@@ -171,6 +171,7 @@ class Worker:
         )
         await self.upkeep.registry.note(*self.upkeep.noted_queues())
         self.upkeep.check_timings()
+        await with_retries("fair rules", self.upkeep.fair.publish_rules, outage=self.outage, stopping=self._stop)
         log.info(
             "worker %s started: queue %s, concurrency %d, executors %s",
             self.id,

@@ -40,9 +40,10 @@ from aiohttp import web
 from gopherq.client import AsyncClient
 from gopherq.core import codec
 from gopherq.core.errors import ConfigError, NotFound, TaskRejected
+from gopherq.core.jsontext import parse_json
 from gopherq.core.keys import validate_queue_name
 from gopherq.core.masking import Masker
-from gopherq.core.task import Task, parse_json, task_from_dict
+from gopherq.core.task import Task, task_from_dict
 from gopherq.web.coalescer import Coalescer, CreateFailed
 from gopherq.web.openapi import OPENAPI
 from gopherq.web.pages import raw_download

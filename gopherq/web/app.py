@@ -20,7 +20,19 @@ from gopherq.core.masking import Masker
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.settings import Settings
-from gopherq.web import actions, api, api_ops, api_pages, flow_pages, flows_api, health, metrics, operations, pages
+from gopherq.web import (
+    actions,
+    api,
+    api_ops,
+    api_pages,
+    flow_pages,
+    flows_api,
+    health,
+    keys,
+    metrics,
+    operations,
+    pages,
+)
 from gopherq.web.credentials import Auth
 from gopherq.web.render import STATIC, build_environment, login_page
 from gopherq.web.security import MIDDLEWARES, Handler
@@ -50,14 +62,16 @@ AREAS: list[Area] = [
     api_ops.setup,
     api_pages.setup,
     flows_api.setup,
+    keys.setup_api,
     pages.setup,
     flow_pages.setup,
+    keys.setup_pages,
     actions.setup,
     operations.setup,
 ]
 
 #: The areas of `gopherq api`: the `/v1` API and the probes, no dashboard.
-API_AREAS: list[Area] = [health.setup, api.setup, api_ops.setup, api_pages.setup, flows_api.setup]
+API_AREAS: list[Area] = [health.setup, api.setup, api_ops.setup, api_pages.setup, flows_api.setup, keys.setup_api]
 
 
 @web.middleware

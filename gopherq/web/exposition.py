@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from gopherq import __version__
 from gopherq.core.inspect.models import OUTCOMES, QueueInfo
+from gopherq.web.fair_metrics import FAIR_KEYS_MAX, FairKeySnapshot
 from gopherq.web.flow_metrics import dag_snapshot
 
 if TYPE_CHECKING:
@@ -229,5 +230,6 @@ async def render_metrics(inspector: Inspector, queues: list[str] | None = None) 
     registry.register(FlowSnapshot({name: await inspector.flows(name, FLOW_KEYS_MAX) for name in names}))
     registry.register(ScheduleSnapshot(await inspector.schedules()))
     registry.register(await dag_snapshot(inspector.redis, names))  # flows (DAGs of tasks): web/flow_metrics.py
+    registry.register(FairKeySnapshot({name: await inspector.fair_keys(name, FAIR_KEYS_MAX) for name in names}))
     register_process_collectors(registry)
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 from gopherq.core.errors import TaskRejected
 from gopherq.core.flows.members import member_task_id
 from gopherq.core.flows.spec import MAX_MEMBERS, Node, Policy
-from gopherq.core.task import parse_json
+from gopherq.core.jsontext import parse_json
 from gopherq.web.api import BatchRejected, _body, _queue, answer, build_batch, problem
 from gopherq.web.state import CLIENT_KEY
 

@@ -70,6 +70,7 @@ _EVENTS = {
     "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 20},
     "description": "how many of the task's latest events to include",
 }
+_KEY = {"name": "key", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 200}}
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 _PAGING = [
@@ -309,6 +310,46 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/queues/{queue}/pause": {"post": _pause("pauseQueue", "Pause a queue: workers stop claiming from it")},
         "/v1/queues/{queue}/resume": {"post": _pause("resumeQueue", "Resume a paused queue")},
+        "/v1/queues/{queue}/keys": {
+            "get": {
+                "operationId": "listFairKeys",
+                "summary": "The queue's fair keys, most backlogged first: backlog, running, weight, limits",
+                "parameters": [
+                    _QUEUE,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100},
+                    },
+                ],
+                "responses": {"200": _answer("the keys", {"type": "object"}), **_errors(400)},
+            }
+        },
+        "/v1/queues/{queue}/keys/{key}": {
+            "get": {
+                "operationId": "getFairKey",
+                "summary": "One fair key: backlog, running, weight, limits, why it is set aside, oldest wait",
+                "parameters": [_QUEUE, _KEY],
+                "responses": {"200": _answer("the key", {"type": "object"}), **_errors(400)},
+            },
+            "put": {
+                "operationId": "setFairKey",
+                "summary": "Change a fair key's weight and limits from now on (fields left out stay as they are)",
+                "parameters": [_QUEUE, _KEY],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KeySettings"}}},
+                },
+                "responses": {"200": _answer("what applies now", {"type": "object"}), **_errors(400)},
+            },
+            "delete": {
+                "operationId": "resetFairKey",
+                "summary": "Forget a fair key's run-time settings: the [fair] rules apply again",
+                "parameters": [_QUEUE, _KEY],
+                "responses": {"200": _answer("what applies now", {"type": "object"}), **_errors(400)},
+            },
+        },
         "/v1/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
@@ -320,6 +361,18 @@ OPENAPI: dict[str, Any] = {
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
+            "KeySettings": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "weight": {"type": "number", "exclusiveMinimum": 0},
+                    "concurrency": {"type": "integer", "minimum": 0, "description": "0: no limit"},
+                    "rate": {"type": ["string", "number", "null"], "description": '"5/s", "300/m", "10/h"; 0: none'},
+                    "burst": {"type": "integer", "minimum": 1},
+                    "ordered": {"type": "boolean"},
+                    "paused": {"type": "boolean"},
+                },
+            },
             "Task": {
                 "type": "object",
                 "description": "A task envelope, as in the README's task format (http: method, url, headers, ...)",
@@ -329,6 +382,7 @@ OPENAPI: dict[str, Any] = {
                     "max_attempts": {"type": "integer", "minimum": 1},
                     "timeout": {"type": "number"},
                     "eta": {"type": "number"},
+                    "fair_key": {"type": "string", "maxLength": 200},
                     "method": {"type": "string"},
                     "url": {"type": "string"},
                     "headers": {"type": "object"},

@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from gopherq import AsyncClient, TaskRejected
 from gopherq.core import codec
 from gopherq.core.broker import Broker
+from gopherq.core.jsontext import NESTED_TOO_DEEPLY, parse_json
 from gopherq.core.settings import Settings
-from gopherq.core.task import NESTED_TOO_DEEPLY, parse_json
 from tests.support.common import GOPHERQ, async_wait_until
 from tests.support.loopback import LoopbackServer
 

@@ -135,7 +135,11 @@ async def test_worker_and_client_on_a_cluster(cluster: list[int], start_worker: 
     client = AsyncClient(settings, plugins=gopherq.core.plugins.load_plugins(settings, extra={"echo": EchoPlugin()}))
     async with client:
         handle = await start_worker(settings, extra_plugins={"echo": EchoPlugin()}, redis_client=client.redis)
-        ids = await client.enqueue_many([client.task("echo", value=n) for n in range(50)])
+        # Half of them with fair keys: the claim builds their keys' names, all in the queue's slot.
+        fair = [keys.fair_active("d"), keys.fair_list("d", "tenant-1"), keys.fair_running("x"), keys.fair_parked]
+        assert {slot(name) for name in fair} == {slot(keys.ready)}
+        tasks = [client.task("echo", value=n, fair_key=f"tenant-{n % 3}" if n % 2 else None) for n in range(50)]
+        ids = await client.enqueue_many(tasks)
         delayed = await client.enqueue("echo", value="later", delay=0.3)
 
         async def all_done() -> bool:

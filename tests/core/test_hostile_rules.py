@@ -35,6 +35,7 @@ from gopherq.web import create_app
 from gopherq.web.app import API_AREAS
 from gopherq.web.openapi import OPENAPI
 from tests.support import function_targets as targets
+from tests.support.api_answers import ask_key_routes, operator_routes
 from tests.support.common import GOPHERQ, REPO, async_wait_until, cli_env, free_port
 from tests.support.flows_api import ask_flow_routes
 from tests.support.loopback import LoopbackServer
@@ -353,7 +354,7 @@ async def test_nested_secrets_are_masked_in_results_dead_letters_and_events(
 def documented_answers() -> dict[tuple[str, str], set[int]]:
     """docs/api.md's status-code table: (method, path) -> codes."""
     text = (REPO / "docs" / "api.md").read_text()
-    rows = re.findall(r"^\| `(GET|POST|DELETE) (/v1/\S+)` \| ((?:`\d{3}`,? ?)+) \|$", text, re.MULTILINE)
+    rows = re.findall(r"^\| `(GET|POST|PUT|DELETE) (/v1/\S+)` \| ((?:`\d{3}`,? ?)+) \|$", text, re.MULTILINE)
     return {(method, path): {int(code) for code in re.findall(r"\d{3}", codes)} for method, path, codes in rows}
 
 
@@ -436,62 +437,12 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
         await ask(cancel, f"/v1/tasks/never-seen?queue={queue}")  # 404: nothing known, nothing recorded
         await operator_routes(ask, queue, aredis, (authed, open_, down, viewer), elsewhere)
         await ask_flow_routes(ask, queue, authed, open_, down, elsewhere)
+        await ask_key_routes(ask, queue, (authed, open_, down), elsewhere)
     finally:
         for server in servers:
             await server.close()
         await unreachable.aclose()
     assert answered == documented
-
-
-async def operator_routes(
-    ask: Any, queue: str, redis: aioredis.Redis, servers: tuple[Any, ...], elsewhere: Any
-) -> None:
-    """Provoke every answer docs/api.md lists for the operator routes (web/api_ops.py)."""
-    authed, open_, down, viewer = servers
-    task = {"id": "dead-2", "type": "http", "method": "GET", "url": "http://127.0.0.1:9/"}
-    entry = {"task_id": "dead-2", "reason": "non_retryable", "dead_at": time.time(), "raw": codec.dumps(task).decode()}
-    await redis.hset(QueueKeys(queue).dead, "dead-2", codec.dumps(entry))
-    await redis.zadd(QueueKeys(queue).dead_index, {"dead-2": time.time() * 1000})
-    base, bad = f"/v1/queues/{queue}", "/v1/queues/not%20a%20queue"
-    big = {"data": b"x" * (1024 * 1024 + 1), "headers": {"Content-Type": "application/json"}}
-    plain = {"data": b"x", "headers": {"Content-Type": "text/plain"}}
-    routes: list[tuple[tuple[str, str], str, dict[str, Any], list[tuple[str, dict[str, Any]]]]] = [
-        (("GET", "/v1/queues/{queue}/tasks"), "/tasks?state=ready", {}, [("/tasks?state=bogus", {})]),
-        (("GET", "/v1/tasks/{id}/explain"), "", {}, []),
-        (("GET", "/v1/queues/{queue}/dead"), "/dead?reason=non_retryable", {}, [("/dead?status=1", {})]),
-        (("POST", "/v1/queues/{queue}/dead/requeue"), "/dead/requeue", {"json": {"ids": ["x"]}}, []),
-        (("POST", "/v1/queues/{queue}/dead/delete"), "/dead/delete", {"json": {"ids": ["x"]}}, []),
-        (("GET", "/v1/queues/{queue}/dead/{entry_id}/command"), "/dead/dead-2/command", {}, []),
-        (("GET", "/v1/queues/{queue}/dead/{entry_id}/editable"), "/dead/dead-2/editable", {}, []),
-        (("POST", "/v1/queues/{queue}/dead/{entry_id}/edit"), "/dead/dead-2/edit", {"json": {"task": task}}, []),
-        (("POST", "/v1/queues/{queue}/pause"), "/pause", {}, []),
-        (("POST", "/v1/queues/{queue}/resume"), "/resume", {}, []),
-    ]
-    for route, tail, body, bad_requests in routes:
-        if route[1].startswith("/v1/tasks/"):
-            good, broken = f"/v1/tasks/s1/explain?queue={queue}", "/v1/tasks/s1/explain?queue=not%20a%20queue"
-        else:
-            good, broken = base + tail, bad + tail
-        for server, extra in ((authed, {}), (authed, {"auth": False}), (open_, elsewhere), (down, {})):
-            await ask(route, good, server, **extra, **body)
-        await ask(route, broken, **body)
-        for path, extra in bad_requests:
-            await ask(route, base + path, **extra)
-        if route[0] == "POST":
-            await ask(route, good, viewer, **body)  # 403
-            if "/dead/" in route[1]:
-                await ask(route, good, **big)  # 413
-                await ask(route, good, **plain)  # 415
-    await ask(("GET", "/v1/tasks/{id}/explain"), f"/v1/tasks/never-seen/explain?queue={queue}")
-    for name in ("command", "editable", "edit"):
-        method = "POST" if name == "edit" else "GET"
-        body = {"json": {"task": task}} if name == "edit" else {}
-        await ask((method, f"/v1/queues/{{queue}}/dead/{{entry_id}}/{name}"), f"{base}/dead/never/{name}", **body)
-    edit = ("POST", "/v1/queues/{queue}/dead/{entry_id}/edit")
-    await ask(edit, f"{base}/dead/dead-2/edit", json={"task": {"url": "ftp://nowhere/"}})  # 422
-    await ask(edit, f"{base}/dead/dead-2/edit", data=b"{", headers={"Content-Type": "application/json"})  # 400
-    for name in ("pause", "resume"):
-        await ask(("POST", f"/v1/queues/{{queue}}/{name}"), f"/v1/queues/no_such_queue_zz/{name}")  # 404
 
 
 def test_a_requeued_dead_letter_carries_none_of_the_fields_gopherq_keeps() -> None:

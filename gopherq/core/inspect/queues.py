@@ -11,9 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gopherq.core.fair import FairKeys
 from gopherq.core.flow import FlowGate
-from gopherq.core.inspect.models import MinuteCounts, QueueInfo
-from gopherq.core.inspect.readiness import ReadyLevels
+from gopherq.core.inspect.fair_keys import KeyInfo, key_states
+from gopherq.core.inspect.models import LevelInfo, MinuteCounts, QueueInfo
+from gopherq.core.inspect.readiness import Levels, ReadyLevels
 from gopherq.core.inspect.reading import number, text
 from gopherq.core.inspect.waiting import DelayedKinds, DelayedSplit
 from gopherq.core.keys import COUNTS_TTL, HOURLY_COUNTS_TTL, QueueKeys
@@ -39,6 +41,21 @@ def totals_from_stats(stats: dict[str, int]) -> dict[str, int]:
         "retried": retried,
         "dead": dead,
     }
+
+
+def with_fair_keys(levels: Levels, counts: dict[bytes, bytes]) -> Levels:
+    """The levels' ready counts with the tasks waiting in their fair keys' lists added (their waits are on the
+    Keys page: the latency here is the plain lists')."""
+    if not counts:
+        return levels
+    extra = {LETTER_LEVELS.get(text(letter), ""): max(0, int(n)) for letter, n in counts.items()}
+    return Levels(
+        {name: LevelInfo(info.ready + extra.get(name, 0), info.latency) for name, info in levels.levels.items()}
+    )
+
+
+#: Level names by the letters the scripts use.
+LETTER_LEVELS = {"h": "high", "d": "default", "l": "low"}
 
 
 class QueueReader:
@@ -94,11 +111,12 @@ class QueueReader:
             pipe.zrange(k.workers, 0, WORKERS_READ - 1, withscores=True)
             pipe.hgetall(k.stats)
             pipe.zcount(k.leases, "-inf", now_ms)  # leases no heartbeat renewed: their holder is gone
-            delayed, running, dead, paused, workers, stats, expired = await pipe.execute()
+            pipe.hgetall(k.fair_count)  # tasks waiting in fair keys' lists, per level letter
+            delayed, running, dead, paused, workers, stats, expired, fair = await pipe.execute()
         split = await kinds.count(k, int(delayed)) if delayed else DelayedSplit(0, 0, 0, True)
         if self._levels is None:
             self._levels = ReadyLevels(self.redis)
-        levels = await self._levels.read(k, now)
+        levels = with_fair_keys(await self._levels.read(k, now), fair)
         alive = [text(worker) for worker, score in workers if score >= alive_after]
         silent = [text(worker) for worker, score in workers if score < alive_after]
         stranded, oldest = 0, None
@@ -141,6 +159,15 @@ class QueueReader:
     async def flows(self, queue: str, limit: int = 1000) -> list[dict[str, Any]]:
         """The flow-control state of the destinations the queue's tasks called (core/flow.py), newest first."""
         return await FlowGate(self.redis, queue).states(limit)
+
+    async def fair_keys(self, queue: str, limit: int = 100, only: str | None = None) -> list[KeyInfo]:
+        """The queue's fair keys, most backlogged first: backlog, running, weight, limits, why parked, oldest
+        wait (core/inspect/fair_keys.py); `only`: just that key."""
+        return await key_states(self.redis, self.keys(queue).queue, self.settings.fair, limit, only)
+
+    def fair_control(self, queue: str) -> FairKeys:
+        """Change a fair key of `queue` at run time (set, pause, resume, reset; core/fair.py)."""
+        return FairKeys(self.redis, self.keys(queue).queue, self.settings.fair)
 
     async def schedules(self, default_queue: str | None = None) -> list[dict[str, Any]]:
         """The configured periodic schedules: rule, last slot enqueued, the slot due after it (`next_slot`: past

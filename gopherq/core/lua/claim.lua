@@ -2,6 +2,7 @@
 -- lease. Tasks a blocking fetch already moved into the worker's processing list are claimed first; then the ready
 -- lists of the priority levels, in the order ARGV[3] gives (only when a high or low list exists: otherwise just
 -- the plain list, as before priorities). Wake markers (see levels.lua) are dropped.
+-- Fair keys (fair_claim.lua): within a level, tasks with a fair key are taken by turns among their keys.
 -- KEYS: 1 ready list, 2 this worker's processing list, 3 leases (zset), 4 inflight (hash), 5 token counter,
 --       6 paused flag, 7 cancel requests (zset), 8 high-priority list, 9 low-priority list, 10 whereabouts (hash)
 -- ARGV: 1 max tasks, 2 lease deadline (ms), 3 level order (e.g. 'hdl': h = KEYS[8], d = KEYS[1], l = KEYS[9]),
@@ -17,26 +18,34 @@ end
 local want = tonumber(ARGV[1])
 local items = {}
 local wake = 'gopherq:wake'
+--@include fair_claim
 local function take(key)
   while #items < want do
     local popped = redis.call('LPOP', key, want - #items)
     if not popped then return end
     local dropped = false
     for i = 1, #popped do
-      if popped[i] ~= wake then items[#items + 1] = popped[i] else dropped = true end
+      local raw = popped[i]  -- [fair keys] a raw push with a fair key joins its key's list (fair_claim.lua)
+      if raw ~= wake and not (string.find(raw, '"fair_key"', 1, true) and fair_sort_in(raw)) then
+        items[#items + 1] = raw
+      else
+        dropped = true
+      end
     end
-    if not dropped then return end
+    if not dropped or fair_sorted >= FAIR_SORT_CAP then return end
   end
 end
 take(KEYS[2])
 if #items < want then
-  if redis.call('EXISTS', KEYS[8], KEYS[9]) == 0 then
+  if redis.call('EXISTS', KEYS[8], KEYS[9], unpack(FAIR_ANY)) == 0 then
     take(KEYS[1])
+    if fair_sorted > 0 and #items < want then fair_take('d', KEYS[1]) end  -- [fair keys] raw pushes just sorted in
   else
+    fair_start()  -- [fair keys]
     local lists = {h = KEYS[8], d = KEYS[1], l = KEYS[9]}
     for c in string.gmatch(ARGV[3], '.') do
       if #items >= want then break end
-      take(lists[c])
+      if not fair_take(c, lists[c]) then take(lists[c]) end  -- [fair keys]
     end
   end
 end
@@ -58,6 +67,7 @@ end
 redis.call('HSET', KEYS[4], unpack(hargs))
 redis.call('ZADD', KEYS[3], unpack(zargs))
 flush_where(KEYS[10])
+fair_track(last, n)  -- [fair keys]
 local cancels = redis.call('ZRANGE', KEYS[7], 0, 999)
 if #cancels > 0 then
   out[#out + 1] = '!cancels'

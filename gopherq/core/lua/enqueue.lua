@@ -1,7 +1,7 @@
 -- Enqueue tasks that need more than a push, in one call: unique tasks (each one's lock is taken in the same step
 -- as its push, so of any number of identical enqueues racing, exactly one gets in), tasks of another priority
--- level (which must wake a worker blocked on the plain list), and tasks created idempotently by id (the HTTP API:
--- an id created within the window is not enqueued again).
+-- level (which must wake a worker blocked on the plain list), tasks created idempotently by id (the HTTP API:
+-- an id created within the window is not enqueued again), and tasks with a fair key (into their key's list).
 -- KEYS: 1 the plain ready list, 2 the high-priority list, 3 the low-priority list, 4 the delayed set,
 --       5.. per task in task order: its uniqueness lock when it has one, then its seen marker when it has one,
 --       last: the whereabouts (hash; see whereabouts.lua)
@@ -39,8 +39,10 @@ for envelope_len, id_len, level, due, ttl, seen in string.gmatch(ARGV[3], SPEC) 
       redis.call('ZADD', KEYS[4], due, envelope)
       note(id, 'delayed|scheduled|' .. due .. '|')
     else
-      local batch = pushes[level]
-      batch[#batch + 1] = envelope
+      if not fair_push('RPUSH', envelope) then  -- [fair keys] a task with a fair key goes to its key's list
+        local batch = pushes[level]
+        batch[#batch + 1] = envelope
+      end
       note(id, 'ready|' .. names[level] .. '|' .. ARGV[4] .. '|enqueued')
     end
   end

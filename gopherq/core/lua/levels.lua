@@ -2,6 +2,7 @@
 -- list of its own priority level. Only an envelope that mentions "priority" is decoded, so the others pay for one
 -- substring search. Expects `ready`, `high` and `low` (the three ready lists' key names) to be set by the script.
 local WAKE = 'gopherq:wake'
+--@include fair_base
 
 local function level_key(raw)
   if not string.find(raw, '"priority"', 1, true) then return ready end
@@ -19,8 +20,9 @@ local function wake(key)
   if key ~= ready and redis.call('LLEN', ready) == 0 then redis.call('RPUSH', ready, WAKE) end
 end
 
--- Put `raw` at the head (LPUSH) or tail (RPUSH) of its level's list.
+-- Put `raw` at the head (LPUSH) or tail (RPUSH) of its level's list (of its fair key's list: fair_base.lua).
 local function push_level(command, raw)
+  if fair_push(command, raw) then return end  -- [fair keys] a task with a fair key goes to its key's list
   local key = level_key(raw)
   wake(key)
   redis.call(command, key, raw)

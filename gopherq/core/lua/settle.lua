@@ -28,7 +28,8 @@
 --   attempt token, forgets the record the claim wrote under an id the task turned out not to have (bytes that
 --   never became a task), if it still names that attempt; 'dag' (item key: the task's flow hash; token: the task
 --   id; result: its node; data: its flow id) records a flow member's final outcome and makes ready the joins it
---   completes (dag_settle.lua).
+--   completes (dag_settle.lua); 'fair' (item key: the fair key's running set; data: the fair key) frees the
+--   task's place among its key's running tasks (fair_base.lua: fair_settled).
 --   Events (see core/eventlog.py, events.lua): a 'stream' item, first when any item has events (item key: the
 --   queue's event stream; token: its maxlen; result: events kept per timeline; data: the events, one JSON per line;
 --   extra: their spec, naming each one's item and its task's timeline key, which come after the items' keys). Each
@@ -55,6 +56,7 @@ local settled = {}
 local leases = {}
 local last_held = false
 local last_kind = nil  -- the kind of the last item settled here, for its 'dag' after-effect (flows)
+local last_base = 0  -- [fair keys] ARGV index of the last settled item
 local n = (#ARGV - 9) / 5
 for i = 0, n - 1 do
   local base = 5 + i * 5
@@ -62,12 +64,15 @@ for i = 0, n - 1 do
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
   local held, envelope
-  if kind == 'unlock' or kind == 'uncancel' or kind == 'where' or kind == 'stream' or kind == 'dag' then
+  if kind == 'unlock' or kind == 'uncancel' or kind == 'where' or kind == 'stream' or kind == 'dag'
+      or kind == 'fair' then
     if kind == 'stream' then
       stream, maxlen, keep, events = KEYS[9 + i], token, tonumber(result), base
     elseif last_held then
       if kind == 'dag' then  -- flows: a member's outcome moves its flow on, in this call (dag_settle.lua)
         dag_settle(KEYS[9 + i], token, result, ARGV[base + 3], last_kind)
+      elseif kind == 'fair' then  -- [fair keys]
+        fair_settled(ARGV[base + 3], token, ARGV[last_base], ARGV[last_base + 3], ARGV[last_base + 4], KEYS[4])
       elseif kind == 'where' and ARGV[base + 3] == '' then
         local held_by = 'running|' .. ARGV[base + 4] .. '|'
         if string.sub(redis.call('HGET', KEYS[9 + i], token) or '', 1, #held_by) == held_by then
@@ -101,7 +106,7 @@ for i = 0, n - 1 do
       counts['repeated'] = (counts['repeated'] or 0) + 1
     end
   else
-    last_held = true
+    last_held, last_base = true, base
     settled[i] = true
     last_kind = kind
     leases[#leases + 1] = token

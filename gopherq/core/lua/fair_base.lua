@@ -1,0 +1,127 @@
+-- Fair keys, shared (pulled in by `--@include fair_base`; expects `ready`, the queue's plain ready list, to be set).
+-- A task whose envelope names a `fair_key` K waits in its key's own list of its priority level; the keys of a level
+-- that have waiting tasks are the members of that level's active set (a sorted set scored by virtual time: the
+-- claim takes the lowest, see fair_claim.lua). A key that may not run now (paused, at its concurrency limit, an
+-- ordered key with a task in flight, over its rate, an ordered key waiting for a retry) is parked instead: out of
+-- the active sets, in the parked set scored by when to look again (ms; +inf: when one of its tasks ends).
+-- Every key below is of the queue's hash tag, so in Redis Cluster they all live in the queue's slot; the key's
+-- name is part of their names, which is why they are built here rather than passed in KEYS (the claim does not
+-- know which keys it will pick before it picks them). A key with nothing waiting, running or configured leaves
+-- nothing behind: each list, set and counter here disappears with its last member or expires.
+local FAIR = 'gopherq:{' .. ready .. '}:fair:'
+local FAIR_PARKED = FAIR .. 'parked'  -- zset: key -> when to look at it again (ms, or +inf)
+local FAIR_CONF = FAIR .. 'keys'      -- hash: key -> spec set at run time (gopherq keys set / pause)
+local FAIR_RULES = FAIR .. 'rules'    -- list: "<Lua pattern>\n<spec>" from the workers' settings, first match wins
+local FAIR_COUNT = FAIR .. 'count'    -- hash: level letter -> tasks waiting in its keys' lists (for the counts)
+local FAIR_LETTERS = {'h', 'd', 'l'}
+
+local function fair_list(letter, k) return FAIR .. letter .. ':q:' .. k end  -- list: the key's waiting tasks
+local function fair_active(letter) return FAIR .. letter end                -- zset: key -> virtual time
+local function fair_vt(letter) return FAIR .. letter .. ':vt' end           -- string: the level's virtual time
+local function fair_run(k) return FAIR .. 'run:' .. k end                    -- zset: token -> claimed at (ms)
+local function fair_tat(k) return FAIR .. 'tat:' .. k end                    -- string: GCRA arrival time (ms)
+
+-- A key's settings, from its run-time spec or else the first rule that matches it. A spec is
+-- "weight,concurrency,rate,burst,ordered,paused" (empty: the default). '' is the keyless tasks' share.
+local fair_rules = nil
+local fair_conf = nil  -- whether any key has run-time settings (asked once per script run)
+local fair_cfgs = {}
+local function fair_cfg(k)
+  local c = fair_cfgs[k]
+  if c then return c end
+  if fair_conf == nil then fair_conf = redis.call('EXISTS', FAIR_CONF) == 1 end
+  local spec = fair_conf and redis.call('HGET', FAIR_CONF, k)
+  if not spec then
+    fair_rules = fair_rules or redis.call('LRANGE', FAIR_RULES, 0, -1)
+    for i = 1, #fair_rules do
+      local pattern, rule = string.match(fair_rules[i], '^(.-)\n(.*)$')
+      if pattern and string.find(k, pattern) then spec = rule; break end
+    end
+  end
+  local w, conc, rate, burst, ordered, paused =
+    string.match(spec or '', '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
+  c = {weight = tonumber(w) or 1, conc = tonumber(conc) or 0, rate = tonumber(rate) or 0,
+       burst = tonumber(burst) or 1, ordered = ordered == '1', paused = paused == '1'}
+  if c.weight <= 0 then c.weight = 1 end
+  if c.burst < 1 then c.burst = 1 end
+  if k == '' then c.conc, c.rate, c.ordered, c.paused = 0, 0, false, false end
+  fair_cfgs[k] = c
+  return c
+end
+
+-- Put `k` in the active set of each level where it has waiting tasks, at that level's virtual time (a key that
+-- becomes busy starts level with the others: it gets no credit for having been idle).
+local function fair_activate(k)
+  for _, letter in ipairs(FAIR_LETTERS) do
+    if redis.call('EXISTS', fair_list(letter, k)) == 1 then
+      redis.call('ZADD', fair_active(letter), 'NX', redis.call('GET', fair_vt(letter)) or '0', k)
+    end
+  end
+end
+
+local function fair_park(k, until_ms)
+  for _, letter in ipairs(FAIR_LETTERS) do
+    local active = fair_active(letter)
+    if redis.call('ZREM', active, k) == 1 and redis.call('EXISTS', active) == 0 then
+      redis.call('DEL', fair_vt(letter))
+    end
+  end
+  redis.call('ZADD', FAIR_PARKED, until_ms, k)
+end
+
+local function fair_unpark(k)
+  redis.call('ZREM', FAIR_PARKED, k)
+  fair_activate(k)
+end
+
+-- Workers with nothing to do block on the plain list: a marker there wakes one (the claim drops markers).
+local function fair_wake()
+  if redis.call('LLEN', ready) == 0 then redis.call('RPUSH', ready, 'gopherq:wake') end
+end
+
+-- The fair key and level letter of an envelope, or nil (no key, or not one a producer could have sent: the
+-- worker dead-letters such a task when it reads it from the plain list).
+local function fair_key_of(raw)
+  if not string.find(raw, '"fair_key"', 1, true) then return nil end
+  local ok, obj = pcall(cjson.decode, raw)
+  if not ok or type(obj) ~= 'table' then return nil end
+  local k = obj.fair_key
+  if type(k) ~= 'string' or k == '' or #k > 800 then return nil end
+  if obj.priority == 'high' then return k, 'h' end
+  if obj.priority == 'low' then return k, 'l' end
+  return k, 'd'
+end
+
+-- Put a task with a fair key into its key's list (LPUSH: at the head, a task coming back; RPUSH: at the tail) and
+-- make the key active unless it is parked. A task coming back (a recovery, a release) also ends a wait for one of
+-- the key's tasks to end. Returns false, doing nothing, for a task without a fair key.
+local function fair_push(command, raw)
+  local k, letter = fair_key_of(raw)
+  if not k then return false end
+  redis.call(command, fair_list(letter, k), raw)
+  redis.call('HINCRBY', FAIR_COUNT, letter, 1)
+  local parked = redis.call('ZSCORE', FAIR_PARKED, k)
+  if not parked then
+    redis.call('ZADD', fair_active(letter), 'NX', redis.call('GET', fair_vt(letter)) or '0', k)
+  elseif command == 'LPUSH' and parked == 'inf' then
+    fair_unpark(k)
+  end
+  fair_wake()
+  return true
+end
+
+-- After a task of key `k` was settled (`kind`, with the new envelope `data` due at `due` ms for a retry or a
+-- deferral): its place among the key's running tasks is freed. The retry of an ordered key does not wait in the
+-- delayed set, where later tasks of the key would overtake it: it goes back to the head of its key's list and the
+-- key rests until it is due. A key parked until one of its tasks ends is looked at again.
+local function fair_settled(k, token, kind, data, due, delayed)
+  -- Only a counted key (a limit on running tasks, or ordered) has its running tokens recorded.
+  if redis.call('ZREM', fair_run(k), token) == 0 then return end
+  if (kind == 'retry' or kind == 'defer') and fair_cfg(k).ordered and redis.call('ZREM', delayed, data) == 1 then
+    fair_park(k, due)
+    fair_push('LPUSH', data)
+  elseif redis.call('ZSCORE', FAIR_PARKED, k) == 'inf' then
+    fair_unpark(k)
+    fair_wake()
+  end
+end

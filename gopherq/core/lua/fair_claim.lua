@@ -1,0 +1,134 @@
+-- Fair keys, the claim's side (pulled in by claim.lua; see fair_base.lua for the keys). Within a priority level the
+-- keys with waiting tasks take turns by start-time fair queueing: each pick takes the active key with the lowest
+-- virtual time, makes that the level's virtual time and moves the key on by 1 / weight, so over any stretch of
+-- picks every backlogged key gets a share in proportion to its weight, and a key that just became busy starts at
+-- the current virtual time (one O(log K) sorted-set step per pick, whatever the number of keys). The level's
+-- keyless tasks (its plain list) take their turn as one more key, '' (weight `[fair] default_weight`).
+-- A key that may not run now is parked (fair_limited), not bounced through the delayed set.
+local ready = KEYS[1]
+--@include fair_base
+local fair_now = tonumber(ARGV[5]) or 0  -- ARGV 5: now (ms); 4 is the worker id (whereabouts)
+local FAIR_ANY = {fair_active('h'), fair_active('d'), fair_active('l'), FAIR_PARKED}
+local FAIR_SORT_CAP = 1000  -- most raw pushes with a fair key sorted into their keys' lists by one claim
+local fair_sorted = 0
+local fair_pending = {}     -- key -> tasks of it picked by this call (their tokens are minted at the end)
+local fair_picked = {}      -- index in `items` -> key, for picks of keys whose running tasks are counted
+
+-- A task pushed raw into a ready list with a fair key (the client routes its own) joins its key's list here.
+local function fair_sort_in(raw)
+  if fair_sorted >= FAIR_SORT_CAP or not fair_push('RPUSH', raw) then return false end
+  fair_sorted = fair_sorted + 1
+  return true
+end
+
+-- True when key `k` (settings `c`) may not run now; it is then parked until it may.
+local function fair_limited(k, c)
+  if c.paused then fair_park(k, '+inf'); return true end
+  local limit = c.ordered and 1 or c.conc
+  if limit > 0 then
+    local run = fair_run(k)
+    local mine = fair_pending[k] or 0
+    local n = redis.call('ZCARD', run) + mine
+    if n >= limit and n > mine then
+      -- A token no longer in flight (a recovery, or a settle that did not say so) frees its place: the count
+      -- heals itself from the leases' own record instead of leaking.
+      for _, token in ipairs(redis.call('ZRANGE', run, 0, -1)) do
+        if redis.call('HEXISTS', KEYS[4], token) == 0 then
+          redis.call('ZREM', run, token)
+          n = n - 1
+        end
+      end
+    end
+    if n >= limit then fair_park(k, '+inf'); return true end
+  end
+  if c.rate > 0 then
+    -- GCRA, as flow_admit.lua: tat is the theoretical arrival time of the key's next task.
+    local interval = 1000 / c.rate
+    local tat = math.max(tonumber(redis.call('GET', fair_tat(k)) or fair_now), fair_now)
+    local allowed = tat - interval * (c.burst - 1)
+    if allowed > fair_now then fair_park(k, math.ceil(allowed)); return true end
+    redis.call('SET', fair_tat(k), tostring(tat + interval), 'PXAT', math.ceil(tat + interval))
+  end
+  return false
+end
+
+-- Parked keys whose time has come are active again.
+local function fair_start()
+  for _, k in ipairs(redis.call('ZRANGEBYSCORE', FAIR_PARKED, '-inf', fair_now, 'LIMIT', 0, 1000)) do
+    fair_unpark(k)
+  end
+end
+
+-- Claim from level `letter` (plain list `list`) by turns among its keys; false when the level has no fair keys
+-- (the caller then takes the plain list as before).
+local function fair_take(letter, list)
+  local active, vt = fair_active(letter), fair_vt(letter)
+  local plain = redis.call('LLEN', list) > 0
+  local count = redis.call('ZCARD', active)
+  if count == 0 or (count == 1 and redis.call('ZSCORE', active, '')) then
+    if count == 1 then redis.call('DEL', active, vt) end
+    return false
+  end
+  if plain then redis.call('ZADD', active, 'NX', redis.call('GET', vt) or '0', '') end
+  local served = nil  -- the virtual time of the last pick, written once at the end
+  local taken = 0     -- tasks taken from keys' lists (not the plain list)
+  while #items < want do
+    -- The next keys in turn, taken in one step: they are served in this order until one already served comes
+    -- round again (its new virtual time, `bound`, is below the next key's), which needs a fresh look.
+    local head = redis.call('ZRANGE', active, 0, math.min(want - #items, 500) - 1, 'WITHSCORES')
+    if #head == 0 then break end
+    local bound = math.huge
+    local rescore, gone = {}, {}
+    for j = 1, #head, 2 do
+      local k, score = head[j], tonumber(head[j + 1])
+      if score > bound or #items >= want then break end
+      local c = fair_cfg(k)
+      local source, raw = list, false
+      if k == '' then
+        repeat raw = redis.call('LPOP', list) until not raw or (raw ~= wake and not fair_sort_in(raw))
+      elseif fair_limited(k, c) then
+        source = nil  -- parked
+      else
+        source = fair_list(letter, k)
+        raw = redis.call('LPOP', source)
+      end
+      if raw then
+        served = head[j + 1]
+        if k ~= '' then taken = taken + 1 end
+        items[#items + 1] = raw
+        if c.ordered or c.conc > 0 then
+          fair_pending[k] = (fair_pending[k] or 0) + 1
+          fair_picked[#items] = k
+        end
+        if redis.call('EXISTS', source) == 1 then
+          local after = score + 1 / c.weight
+          rescore[#rescore + 1] = after
+          rescore[#rescore + 1] = k
+          if after < bound then bound = after end
+        else
+          gone[#gone + 1] = k
+        end
+      elseif source then
+        gone[#gone + 1] = k  -- nothing left
+      end
+    end
+    if #rescore > 0 then redis.call('ZADD', active, unpack(rescore)) end
+    if #gone > 0 then redis.call('ZREM', active, unpack(gone)) end
+  end
+  if taken > 0 and redis.call('HINCRBY', FAIR_COUNT, letter, -taken) <= 0 then
+    redis.call('HDEL', FAIR_COUNT, letter)
+  end
+  if redis.call('EXISTS', active) == 0 then
+    redis.call('DEL', vt)
+  elseif served then
+    redis.call('SET', vt, served)
+  end
+  return true
+end
+
+-- The picked tasks of counted keys join their keys' running sets, under the tokens the claim minted.
+local function fair_track(last, n)
+  for i, k in pairs(fair_picked) do
+    redis.call('ZADD', fair_run(k), fair_now, tostring(last - n + i))
+  end
+end
