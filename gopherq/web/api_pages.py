@@ -112,12 +112,14 @@ async def delete_task(request: web.Request) -> web.Response:
     return await _task_action(request, "delete")
 
 
-def _op(operation: str, summary: str, ok: str, *codes: int, params: list[Any] | None = None) -> dict[str, Any]:
+def _op(
+    operation: str, summary: str, ok: str, *codes: int, params: list[Any] | None = None, status: str = "200"
+) -> dict[str, Any]:
     return {
         "operationId": operation,
         "summary": summary,
         **({"parameters": params} if params else {}),
-        "responses": {"200": _answer(ok, {"type": "object"}), **_errors(*codes)},
+        "responses": {status: _answer(ok, {"type": "object"}), **_errors(*codes)},
     }
 
 
@@ -142,7 +144,15 @@ PATHS: dict[str, Any] = {
     },
     "/v1/schedules": {"get": _op("listSchedules", "Every schedule: rule, next and last run, outcome", "ok")},
     "/v1/schedules/{name}/run": {
-        "post": _op("runSchedule", "Enqueue a schedule's task once, now (201)", "created", 404, 409, params=[_NAME])
+        "post": _op(
+            "runSchedule",
+            "Enqueue a schedule's task once, now",
+            "created",
+            404,
+            409,
+            params=[_NAME],
+            status="201",
+        )
     },
     "/v1/schedules/{name}/pause": {"post": _op("pauseSchedule", "Pause a schedule", "paused", 404, params=[_NAME])},
     "/v1/schedules/{name}/resume": {"post": _op("resumeSchedule", "Resume a schedule", "resumed", 404, params=[_NAME])},
