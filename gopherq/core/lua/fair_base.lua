@@ -26,6 +26,8 @@ local function fair_tat(k) return FAIR .. 'tat:' .. k end                    -- 
 local fair_rules = nil
 local fair_conf = nil  -- whether any key has run-time settings (asked once per script run)
 local fair_cfgs = {}
+-- What applies to a key nothing names (no run-time settings, no rule): shared, not made per key.
+local FAIR_PLAIN = {weight = 1, conc = 0, rate = 0, burst = 1, ordered = false, paused = false}
 local function fair_cfg(k)
   local c = fair_cfgs[k]
   if c then return c end
@@ -33,6 +35,7 @@ local function fair_cfg(k)
   local spec = fair_conf and redis.call('HGET', FAIR_CONF, k)
   if not spec then
     fair_rules = fair_rules or redis.call('LRANGE', FAIR_RULES, 0, -1)
+    if #fair_rules == 0 then return FAIR_PLAIN end
     for i = 1, #fair_rules do
       local pattern, rule = string.match(fair_rules[i], '^(.-)\n(.*)$')
       if pattern and string.find(k, pattern) then spec = rule; break end
