@@ -1,15 +1,18 @@
-"""What the built-in `logging` sink costs a worker per event and per task: CPU time (`time.process_time()`, which
-counts this process's own work only, so other jobs on the machine change it little) of 100,000 events emitted as a
-worker emits an HTTP task's three (`task.dequeued`, `task.started` with its queue wait, `task.succeeded` with its
-duration, status and host, already in the stream), through the real event bus, the real sink and the handler
-`configure_logging` installs in every worker (masking filter, escaping formatter), writing to /dev/null.
+"""What the built-in `logging` sink costs a worker per task and per line: CPU time (`time.process_time()`, which
+counts this process's own work only, so other jobs on the machine change it little) of `--tasks` tasks' events,
+emitted as a worker emits an HTTP task's three (`task.dequeued`, `task.started` with its queue wait,
+`task.succeeded` with its duration, status and host, already in the stream), through the real event bus, the real
+sink and the handler `configure_logging` installs in every worker (masking filter, escaping formatter), writing to
+/dev/null (`--to` another file).
 
 Variants, each in a process of its own, in turns: `none` (logging at WARNING: the sink is not registered), `null`
-(a sink that does nothing: the bus's own share), `text` and `json` (the sink at INFO, each format). The figure is
-the best pass of each variant; the sink's cost is the variant's minus `none`'s. `--before DIR` runs the same
-variants against the `gopherq` package in DIR too (e.g. `git archive <rev> gopherq | tar -x -C DIR`).
+(a sink that takes every event and does nothing: the bus's own share), `text` and `json` (the sink at INFO writing
+every event, in each format), `shipped` (text, with the `events` of the tree's `gopherq.toml`). The figure is the
+best pass of each variant; the sink's cost is the variant's minus `none`'s. `--before DIR` runs the same variants
+against the `gopherq` package (and `gopherq.toml`) in DIR too: `git archive <rev> gopherq gopherq.toml | tar -x -C
+DIR`.
 
-    python -m bench.logcost [--events 100000] [--rounds 3] [--before DIR] [--to FILE]
+    python -m bench.logcost [--tasks 30000] [--rounds 3] [--before DIR] [--to FILE]
 """
 
 from __future__ import annotations
@@ -22,9 +25,18 @@ import sys
 import time
 from typing import Any
 
-VARIANTS = ("none", "null", "text", "json")
-#: Events per task of an HTTP drain with the shipped `[plugins.logging] events` (`task.*`, `worker.*`).
-EVENTS_PER_TASK = 3
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+VARIANTS = ("none", "null", "text", "json", "shipped")
+#: The events a worker emits for a successful task, in order.
+TASK_EVENTS = ("task.dequeued", "task.started", "task.succeeded")
+#: What the sink writes unless the variant is `shipped`.
+EVERY_EVENT = ["task.*", "worker.*"]
+#: This checkout: the `now` tree.
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class NullSink:
@@ -34,9 +46,15 @@ class NullSink:
         return None
 
 
-async def measure(variant: str, events: int, passes: int) -> float:
-    """Best CPU µs per event of `passes` passes of `events` events each."""
-    from gopherq.core.events import EventBus
+def shipped_events(tree: str) -> list[str]:
+    """`[plugins.logging] events` of the `gopherq.toml` in `tree`."""
+    with open(os.path.join(tree, "gopherq.toml"), "rb") as file:
+        return list(tomllib.load(file)["plugins"]["logging"]["events"])
+
+
+async def measure(variant: str, tasks: int, passes: int, tree: str) -> tuple[float, int]:
+    """Best CPU µs per task of `passes` passes of `tasks` tasks each, and the lines written per task."""
+    from gopherq.core.events import EventBus, EventFilter
     from gopherq.core.masking import Masker
     from gopherq.core.runner import configure_logging
     from gopherq.plugins.logging_sink import LoggingSink, LoggingSinkSettings
@@ -45,13 +63,14 @@ async def measure(variant: str, events: int, passes: int) -> float:
     bus = EventBus()
     bus.masker = Masker()
     bus.defaults = {"worker": "host-1234-ab12cd", "queue": "my_tasks_queue"}
+    events = shipped_events(tree) if variant == "shipped" else EVERY_EVENT
     sink: Any = NullSink() if variant == "null" else None
-    if variant in ("text", "json"):
-        sink = LoggingSink(LoggingSinkSettings(format=variant))
-    channel = bus.add_sink("logging", sink, events=("task.*", "worker.*")) if sink is not None else None
+    if variant in ("text", "json", "shipped"):
+        sink = LoggingSink(LoggingSinkSettings(format="json" if variant == "json" else "text"))
+    channel = bus.add_sink("logging", sink, events=events) if sink is not None else None
+    per_task = sum(map(EventFilter(events), TASK_EVENTS)) if channel is not None else 0
     bus.start()
     best = float("inf")
-    tasks = events // EVENTS_PER_TASK
     for n in range(passes):
         emitted = 0
         started = time.process_time()
@@ -75,29 +94,29 @@ async def measure(variant: str, events: int, passes: int) -> float:
                 timestamp=time.time(),
                 logged=True,
             )
-            emitted += EVENTS_PER_TASK
+            emitted += per_task
             if emitted >= 100 or i == tasks - 1:  # let the sink take a full batch, as a busy worker's does
                 target = (channel.delivered if channel else 0) + emitted
                 emitted = 0
                 while channel is not None and channel.delivered < target:
                     await asyncio.sleep(0)
-        best = min(best, (time.process_time() - started) / (tasks * EVENTS_PER_TASK) * 1e6)
+        best = min(best, (time.process_time() - started) / tasks * 1e6)
     await bus.close()
-    return best
+    return best, per_task
 
 
-def run_variant(variant: str, events: int, passes: int, path: str | None, to: str) -> float:
-    """One variant's figure, from a process of its own (`path`: where its `gopherq` package is)."""
-    argv = [sys.executable, "-m", "bench.logcost", "--variant", variant, "--events", str(events)]
-    argv += ["--passes", str(passes), "--to", to] + (["--tree", os.path.abspath(path)] if path else [])
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=here)
-    return float(done.stdout.strip().splitlines()[-1])
+def run_variant(variant: str, tasks: int, passes: int, path: str, to: str) -> tuple[float, int]:
+    """One variant's figures, from a process of its own (`path`: where its `gopherq` package is)."""
+    argv = [sys.executable, "-m", "bench.logcost", "--variant", variant, "--tasks", str(tasks)]
+    argv += ["--passes", str(passes), "--to", to, "--tree", path]
+    done = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=HERE)
+    cpu, lines = done.stdout.split()
+    return float(cpu), int(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--tasks", type=int, default=30_000, help="tasks per pass (3 events each)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--passes", type=int, default=3, help="passes per process; its best counts")
     parser.add_argument("--before", help="a directory holding another version's `gopherq` package")
@@ -106,29 +125,34 @@ def main() -> None:
     parser.add_argument("--tree", help=argparse.SUPPRESS)  # where that process imports `gopherq` from
     args = parser.parse_args()
     if args.variant:
-        if args.tree:
-            sys.path.insert(0, args.tree)  # ahead of this checkout (the current directory)
+        sys.path.insert(0, args.tree)  # ahead of this checkout (the current directory)
         with open(args.to, "a", buffering=1, encoding="utf-8") as out:
             sys.stderr = out  # configure_logging's handler writes to sys.stderr, line-buffered as it is
-            print(asyncio.run(measure(args.variant, args.events, args.passes)))
+            cpu, written = asyncio.run(measure(args.variant, args.tasks, args.passes, args.tree))
+        print(cpu, written)
         return
-    trees: dict[str, str | None] = {"now": None}
+    trees = {"now": HERE}
     if args.before:
-        trees = {"before": args.before, **trees}
+        trees = {"before": os.path.abspath(args.before), **trees}
     found: dict[tuple[str, str], list[float]] = {(tree, v): [] for tree in trees for v in VARIANTS}
+    lines: dict[tuple[str, str], int] = {}
     for _ in range(args.rounds):
         for tree, path in trees.items():
             for variant in VARIANTS:
-                found[tree, variant].append(run_variant(variant, args.events, args.passes, path, args.to))
-    print(f"{args.events:,} events per pass, best of {args.rounds} x {args.passes} passes; {EVENTS_PER_TASK} per task")
-    print("| tree | variant | CPU per event (µs) | the sink's, per event | per task |")
-    print("|---|---|---:|---:|---:|")
+                cpu, lines[tree, variant] = run_variant(variant, args.tasks, args.passes, path, args.to)
+                found[tree, variant].append(cpu)
+    print(
+        f"{args.tasks:,} tasks ({len(TASK_EVENTS)} events each) per pass, best of {args.rounds} x {args.passes} passes"
+    )
+    print("| tree | variant | lines per task | CPU per task (µs) | the sink's, per task | per line |")
+    print("|---|---|---:|---:|---:|---:|")
     for tree in trees:
         none = min(found[tree, "none"])
         for variant in VARIANTS:
-            cpu = min(found[tree, variant])
+            cpu, count = min(found[tree, variant]), lines[tree, variant]
             extra = cpu - none
-            print(f"| {tree} | {variant} | {cpu:.2f} | {extra:+.2f} | {extra * EVENTS_PER_TASK:+.1f} |")
+            per_line = f"{extra / count:.2f}" if count and variant != "null" else ""
+            print(f"| {tree} | {variant} | {count} | {cpu:.2f} | {extra:+.2f} | {per_line} |")
 
 
 if __name__ == "__main__":
