@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -33,16 +35,54 @@ def level_number(name: str) -> int:
 
 
 class LoggingSink:
-    """Writes events to the `gopherq.events` logger."""
+    """Writes events to the `gopherq.events` logger, one record per event (its message is the line itself), through
+    the logger's filters and handlers like any record: the handler of `configure_logging` escapes and masks it.
+
+    A worker logs a few events per task, so a record's cost counts. `Logger.log` walks the stack for its caller
+    and `LogRecord()` looks up the thread, the process and the file name again, for every record: together
+    several times the cost of the line itself. So the sink checks the level once per batch, makes one record per
+    batch the standard way (`Logger.makeRecord`: the current thread and process, as `Logger.log` would), and gives
+    each line a copy of it with its own message and time. A record factory of one's own
+    (`logging.setLogRecordFactory`) makes every record instead."""
 
     def __init__(self, settings: LoggingSinkSettings) -> None:
         self.level = level_number(settings.level)
         self.json = settings.format == "json"
 
     async def handle(self, events: list[Event]) -> None:
-        for event in events:
-            line = event.to_json().decode() if self.json else event.to_text()
-            log.log(self.level, "%s", line)
+        if not log.isEnabledFor(self.level):  # the level was raised since the sink was registered
+            return
+        lines = [event.to_json().decode() if self.json else event.to_text() for event in events]
+        for record in records(self.level, lines):
+            log.handle(record)
+
+
+#: Where the sink's records say they come from: `handle`, as when it called `Logger.log`.
+_SOURCE = (__file__, LoggingSink.handle.__code__.co_firstlineno, "handle")
+
+
+def records(level: int, lines: list[str]) -> Iterator[logging.LogRecord]:
+    """A record of the `gopherq.events` logger for each line, made when it is handled (so its time is when it is
+    written, as with `Logger.log`)."""
+    path, line_number, function = _SOURCE
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        for line in lines:
+            yield log.makeRecord(log.name, level, path, line_number, line, (), None, function)
+        return
+    first = log.makeRecord(log.name, level, path, line_number, "", (), None, function)
+    template, created, relative = first.__dict__, first.created, first.relativeCreated
+    for line in lines:
+        record = _new_record(logging.LogRecord)
+        record.__dict__.update(template)
+        now = time.time()
+        record.msg = line
+        record.created = now
+        record.msecs = int((now - int(now)) * 1000) + 0.0  # as LogRecord computes them
+        record.relativeCreated = relative + (now - created) * 1000
+        yield record
+
+
+_new_record = logging.LogRecord.__new__
 
 
 @hookimpl

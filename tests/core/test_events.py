@@ -188,3 +188,42 @@ async def test_logging_sink_json_lines(caplog: pytest.LogCaptureFixture) -> None
     assert record["task_id"] == "task001"
     assert record["attempt"] == 2
     assert record["worker"] == "w1"
+
+
+async def test_logging_sink_records_are_ordinary_records_of_their_own(caplog: pytest.LogCaptureFixture) -> None:
+    """The sink makes one record per batch and copies it for each line: each copy has its own message and time,
+    names the sink's file, and a `%` in a producer's id is text, not a format."""
+    caplog.set_level(logging.INFO, logger="gopherq.events")
+    sink = LoggingSink(LoggingSinkSettings())
+    await sink.handle([event(task_id=f"t{n}-%s-%(x)s") for n in range(3)])
+    records = [r for r in caplog.records if r.name == "gopherq.events"]
+    assert [r.getMessage().split(" ")[1] for r in records] == [f"task=t{n}-%s-%(x)s" for n in range(3)]
+    assert len({id(r) for r in records}) == 3 and len({id(r.__dict__) for r in records}) == 3
+    assert all(r.levelno == logging.INFO and r.levelname == "INFO" and r.funcName == "handle" for r in records)
+    assert all(r.filename == "logging_sink.py" and r.process and r.thread for r in records)
+    created = [r.created for r in records]
+    assert created == sorted(created) and all(0 <= r.msecs < 1000 for r in records)
+    assert all(r.msecs == int((r.created - int(r.created)) * 1000) for r in records)
+
+
+async def test_logging_sink_honours_a_record_factory_and_a_raised_level(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gopherq.events")
+    standard = logging.getLogRecordFactory()
+    made: list[str] = []
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = standard(*args, **kwargs)
+        made.append(record.getMessage())
+        return record
+
+    sink = LoggingSink(LoggingSinkSettings())
+    logging.setLogRecordFactory(factory)
+    try:
+        await sink.handle([event(task_id="a"), event(task_id="b")])
+    finally:
+        logging.setLogRecordFactory(standard)
+    assert [m.split(" ")[1] for m in made] == ["task=a", "task=b"]  # every record made by the factory
+    caplog.set_level(logging.WARNING, logger="gopherq.events")
+    caplog.clear()
+    await sink.handle([event(task_id="c")])  # below the logger's level now: nothing is built
+    assert not [r for r in caplog.records if r.name == "gopherq.events"]

@@ -14,6 +14,7 @@ import logging
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from pytest_httpserver import HTTPServer
 
 from gopherq.core.events import Event
 from gopherq.core.keys import QueueKeys
-from gopherq.core.loglines import EscapingFormatter, escape_controls
+from gopherq.core.loglines import _UNSAFE, EscapingFormatter, escape_controls
 from gopherq.core.runner import LOG_FORMAT
 from tests.support.common import REPO, wait_until, write_config
 
@@ -155,3 +156,26 @@ def test_a_worker_log_has_no_forged_line_whatever_the_tasks_hold(
     assert "task=error-task" in shown and f"boom{escaped}" in shown
     assert not any(char in shown for char in RAW)
     assert all(line.split(" ", 1)[0][:1].isdigit() for line in shown.splitlines())  # each line starts with a time
+
+
+def test_no_unsafe_character_is_printable() -> None:
+    """escape_controls returns printable text as it is without searching it: sound only while every character the
+    escape applies to is one Python calls unprintable (controls, format characters, line separators)."""
+    unsafe = _UNSAFE.findall("".join(map(chr, range(0x110000))))
+    assert len(unsafe) == 79 and not any(char.isprintable() for char in unsafe)  # 79: see _UNSAFE
+    assert escape_controls("a\u00a0b\u200dc") == "a\u00a0b\u200dc"  # unprintable but safe: searched, kept
+
+
+def test_the_formatter_writes_the_time_as_logging_does_however_often_it_is_asked() -> None:
+    plain, ours = logging.Formatter(LOG_FORMAT), EscapingFormatter(LOG_FORMAT)
+    gmt = EscapingFormatter(LOG_FORMAT)
+    gmt.converter = time.gmtime
+    plain_gmt = logging.Formatter(LOG_FORMAT)
+    plain_gmt.converter = time.gmtime
+    record = logging.LogRecord("gopherq.x", logging.INFO, __file__, 1, "m", None, None)
+    for created in (1700000000.0, 1700000000.5, 1700000000.999, 1700000001.001, 1700000000.25, 1800000000.75):
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        for datefmt in (None, "%H:%M:%S", None):
+            assert ours.formatTime(record, datefmt) == plain.formatTime(record, datefmt)
+            assert gmt.formatTime(record, datefmt) == plain_gmt.formatTime(record, datefmt)
+        assert ours.format(record) == plain.format(record)
