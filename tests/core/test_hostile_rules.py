@@ -35,7 +35,7 @@ from gopherq.web import create_app
 from gopherq.web.app import API_AREAS
 from gopherq.web.openapi import OPENAPI
 from tests.support import function_targets as targets
-from tests.support.api_answers import ask_key_routes, operator_routes
+from tests.support.api_answers import PAGES_SCHEDULE, ask_key_routes, ask_page_routes, operator_routes
 from tests.support.common import GOPHERQ, REPO, async_wait_until, cli_env, free_port
 from tests.support.flows_api import ask_flow_routes
 from tests.support.loopback import LoopbackServer
@@ -369,7 +369,7 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
     }
     assert documented == in_openapi
     token = "rules-token-0123456789"
-    settings = make_settings(web={"token": token}, api={"max_body_bytes": 1024})
+    settings = make_settings(web={"token": token}, api={"max_body_bytes": 1024}, schedules=[PAGES_SCHEDULE])
     open_settings = make_settings()
     viewer_settings = make_settings(web={"token": token + "-admin", "viewer_token": token})  # the same bearer: a viewer
     unreachable = aioredis.Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
@@ -438,6 +438,7 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
         await operator_routes(ask, queue, aredis, (authed, open_, down, viewer), elsewhere)
         await ask_flow_routes(ask, queue, authed, open_, down, elsewhere)
         await ask_key_routes(ask, queue, (authed, open_, down), elsewhere)
+        await ask_page_routes(ask, queue, aredis, (authed, open_, down, viewer), elsewhere)
     finally:
         for server in servers:
             await server.close()
