@@ -7,6 +7,7 @@ event."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -26,6 +27,16 @@ from tests.web.test_web import Dashboard
 Start = Callable[..., Any]
 
 SCHEDULE = {"name": "beat", "every": 3600, "task": {"url": "http://127.0.0.1:9/"}}
+#: The dashboard's action forms (each POSTed with a CSRF token and the key and queue of a destination).
+DASHBOARD_ACTIONS = (
+    "/destinations/close",
+    "/destinations/reset",
+    "/schedules/beat/run",
+    "/schedules/beat/pause",
+    "/schedules/beat/resume",
+    "/queues/{queue}/tasks/{later}/run",
+    "/queues/{queue}/tasks/{doomed}/delete",
+)
 TOKEN, VIEWER = "audit-admin-token-0123456789", "audit-viewer-token-0123456789"
 
 
@@ -95,16 +106,8 @@ async def test_the_dashboard_records_each_action_with_its_user(
     _, body, _ = await app.get(f"/queues/{queue_name}", headers=basic)
     token = body.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     form = {"csrf_token": token, "key": "dest.example", "queue": queue_name}
-    for path in (
-        "/destinations/close",
-        "/destinations/reset",
-        "/schedules/beat/run",
-        "/schedules/beat/pause",
-        "/schedules/beat/resume",
-        f"/queues/{queue_name}/tasks/{later}/run",
-        f"/queues/{queue_name}/tasks/{doomed}/delete",
-        f"/queues/{queue_name}/tasks/{stopped}/cancel",
-    ):
+    for path in (*DASHBOARD_ACTIONS, f"/queues/{queue_name}/tasks/{stopped}/cancel"):
+        path = path.format(queue=queue_name, later=later, doomed=doomed)
         status, _, headers = await app.post(path, form, headers=basic)
         assert status == 303 and "notice=" in headers["Location"], (path, status)
     run = await async_wait_until(lambda: scheduled(app), timeout=10, what="the schedule's run in the stream")
@@ -140,7 +143,8 @@ async def test_the_api_records_each_action_with_its_token_role_and_refuses_a_vie
     async def post(path: str, bearer: str) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {bearer}"}
         async with app.session.post(app.url(path), headers=headers, allow_redirects=False) as response:
-            return response.status, await response.json(content_type=None)
+            text = await response.text()
+        return response.status, json.loads(text) if path.startswith("/v1/") else text
 
     paths = [
         f"/v1/destinations/dest.example/close?queue={queue_name}",
@@ -154,6 +158,9 @@ async def test_the_api_records_each_action_with_its_token_role_and_refuses_a_vie
     for path in paths:
         status, body = await post(path, VIEWER)
         assert status == 403 and body["error"]["reason"] == "forbidden", path
+    for path in (*DASHBOARD_ACTIONS, f"/queues/{queue_name}/tasks/{later}/cancel"):  # the dashboard's forms too
+        status, _ = await post(path.format(queue=queue_name, later=later, doomed=doomed), VIEWER)
+        assert status == 403, path
     assert await trail(app) == []  # a viewer changed nothing
     answers = [await post(path, TOKEN) for path in paths]
     assert [status for status, _ in answers] == [200, 200, 201, 200, 200, 200, 200]
