@@ -119,7 +119,7 @@ async def delete_task(request: web.Request) -> web.Response:
 
 
 def _op(
-    operation: str, summary: str, ok: str, *codes: int, params: list[Any] | None = None, status: int = 200
+    operation: str, summary: str, ok: str, *codes: int, params: list[Any] | None = None, status: str = "200"
 ) -> dict[str, Any]:
     """An operation answering `status` with a JSON object, or one of the error `codes` (an action, a POST, also
     answers 403 to a viewer: pass it in `codes`)."""
@@ -127,7 +127,7 @@ def _op(
         "operationId": operation,
         "summary": summary,
         **({"parameters": params} if params else {}),
-        "responses": {str(status): _answer(ok, {"type": "object"}), **_errors(*codes)},
+        "responses": {status: _answer(ok, {"type": "object"}), **_errors(*codes)},
     }
 
 
@@ -153,7 +153,14 @@ PATHS: dict[str, Any] = {
     "/v1/schedules": {"get": _op("listSchedules", "Every schedule: rule, next and last run, outcome", "ok")},
     "/v1/schedules/{name}/run": {
         "post": _op(
-            "runSchedule", "Enqueue a schedule's task once, now", "created", 403, 404, 409, params=[_NAME], status=201
+            "runSchedule",
+            "Enqueue a schedule's task once, now",
+            "created",
+            403,
+            404,
+            409,
+            params=[_NAME],
+            status="201",
         )
     },
     "/v1/schedules/{name}/pause": {

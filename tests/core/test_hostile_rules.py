@@ -370,7 +370,7 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
     assert documented == in_openapi
     token = "rules-token-0123456789"
     settings = make_settings(web={"token": token}, api={"max_body_bytes": 1024}, schedules=[PAGES_SCHEDULE])
-    open_settings = make_settings()
+    open_settings = make_settings(schedules=[PAGES_SCHEDULE])
     viewer_settings = make_settings(web={"token": token + "-admin", "viewer_token": token})  # the same bearer: a viewer
     unreachable = aioredis.Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     servers = [
