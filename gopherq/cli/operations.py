@@ -1,6 +1,7 @@
 """Operator commands of the console's pages: a schedule's run now / pause / resume, a destination's close circuit /
 reset rate, run now / delete of one waiting task, and the Redis server's facts. Each calls the inspection layer the
-dashboard and the API call (gopherq/core/inspect); a name or id that matches nothing exits 1 with one line."""
+dashboard and the API call (gopherq/core/inspect): each action through its Operator, recorded as an `operator.action`
+event naming `user@host` (core/audit.py); a name or id that matches nothing exits 1 with one line."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from gopherq.cli.common import (
     with_client,
 )
 from gopherq.cli.root import cli
-from gopherq.core.errors import ConfigError
+from gopherq.core.audit import Actor
 
 
 @cli.command()
@@ -34,15 +35,13 @@ def schedule(config: str | None, as_json: bool, action: str, name: str) -> None:
     settings = settings_from(config)
 
     async def act(client: Any) -> str | None:
+        operator = client.inspect.operator(Actor.cli(), client.bus)
         if action == "run":
-            return await client.inspect.run_schedule_now(name)  # type: ignore[no-any-return]
-        await client.inspect.pause_schedule(name, action == "pause")
+            return await operator.run_schedule(name)  # type: ignore[no-any-return]
+        await operator.pause_schedule(name, action == "pause")
         return None
 
-    try:
-        task_id = run_async(with_client(settings, None, act))
-    except ConfigError as exc:
-        fail(str(exc), 1)
+    task_id = run_async(with_client(settings, None, act, sinks=True))
     if as_json:
         echo_json({"name": name, "action": action, "id": task_id})
     elif action == "run":
@@ -65,10 +64,11 @@ def host(config: str | None, queue: str | None, action: str, key: str) -> None:
     settings = settings_from(config)
 
     async def act(client: Any) -> list[str]:
-        method = client.inspect.close_circuit if action == "close" else client.inspect.reset_rate
+        operator = client.inspect.operator(Actor.cli(), client.bus)
+        method = operator.close_circuit if action == "close" else operator.reset_rate
         return await method(key, queue)  # type: ignore[no-any-return]
 
-    queues = run_async(with_client(settings, queue, act))
+    queues = run_async(with_client(settings, queue, act, sinks=True))
     if not queues:
         fail(f"no destination {key!r} on {queue or 'any queue'} (see `gopherq hosts`)", 1)
     done = "circuit closed" if action == "close" else "rate reset"
@@ -85,10 +85,11 @@ def _task_command(name: str, action: str, help_text: str) -> None:
         settings = settings_from(config)
 
         async def act(client: Any) -> str:
-            method = client.inspect.run_now if action == "run" else client.inspect.delete_task
+            operator = client.inspect.operator(Actor.cli(), client.bus)
+            method = operator.run_now if action == "run" else operator.delete_task
             return await method(client.queue, task_id)  # type: ignore[no-any-return]
 
-        if run_async(with_client(settings, queue, act)) != "done":
+        if run_async(with_client(settings, queue, act, sinks=True)) != "done":
             fail(f"task {task_id!r} is not waiting (not ready or delayed: it runs, ended or never was)", 1)
         click.echo(f"{task_id}: " + ("moved to the head of its ready list" if action == "run" else "deleted"))
 

@@ -1,11 +1,12 @@
-"""The audit trail of operator actions: who paused, resumed, cancelled, requeued, edited or deleted what, and from
-where (the dashboard, the `/v1` API or the CLI).
+"""The audit trail of operator actions: who paused, resumed, cancelled, requeued, edited or deleted what (a task, a
+dead letter, a destination's circuit or rate, a schedule), and from where (the dashboard, the `/v1` API or the CLI).
 
 Every action is an `operator.action` event on the event bus (so the configured sinks, the queue's event stream among
 them, record it like any other event), one per task it touched, with the task's id: the task's timeline shows it
-beside the worker's events. A queue-wide action (pause, resume) is one event without a task id. The actor is what
-the request authenticated as (the API token's or the dashboard login's role, the basic-auth user) or, for the CLI,
-`user@host` of whoever ran it: never a credential.
+beside the worker's events. A queue-wide action (pause, resume; a destination's close circuit and reset rate, one
+per queue, with its `key`; a schedule's pause and resume, with its `schedule`) is one event without a task id. The
+actor is what the request authenticated as (the API token's or the dashboard login's role, the basic-auth user) or,
+for the CLI, `user@host` of whoever ran it: never a credential.
 """
 
 from __future__ import annotations
@@ -22,7 +23,22 @@ from gopherq.core.events import EventBus
 SOURCES = ("dashboard", "api", "cli", "client")
 
 #: The actions recorded.
-ACTIONS = ("pause", "resume", "cancel", "requeue", "delete", "purge", "edit_requeue")
+ACTIONS = (
+    "pause",
+    "resume",
+    "cancel",
+    "requeue",
+    "delete",
+    "purge",
+    "edit_requeue",
+    "run_now",
+    "delete_task",
+    "close_circuit",
+    "reset_rate",
+    "schedule_run",
+    "schedule_pause",
+    "schedule_resume",
+)
 
 #: Most characters of an actor's name kept (it may come from a basic-auth user name).
 _ACTOR_MAX = 120

@@ -12,7 +12,9 @@ Redis pages and its task actions make, as JSON.
     POST /v1/queues/{queue}/tasks/{id}/run          a waiting task to the head of its ready list
     POST /v1/queues/{queue}/tasks/{id}/delete       a waiting task removed, recorded as cancelled
 
-Cancelling is `DELETE /v1/tasks/{id}` (web/api.py). Every route is in the OpenAPI document (added here).
+Cancelling is `DELETE /v1/tasks/{id}` (web/api.py). Every route is in the OpenAPI document (added here). Every
+action goes through the inspection layer's Operator, so it is checked as the CLI's and the dashboard's are and
+recorded as an `operator.action` event naming the request's actor; a viewer token gets 403 (web/security.authorize).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gopherq.core.errors import ConfigError
+from gopherq.core.errors import NotFound
 from gopherq.core.inspect.queues import SPANS
 from gopherq.web.api import _queue, answer, problem
+from gopherq.web.api_ops import operator
 from gopherq.web.openapi import OPENAPI, _answer, _errors
 from gopherq.web.state import INSPECTOR_KEY
 
@@ -35,8 +38,8 @@ async def list_destinations(request: web.Request) -> web.Response:
 async def _flow_action(request: web.Request, name: str) -> web.Response:
     key = request.match_info["key"]
     queue = _queue(request) if request.query.get("queue") else None
-    inspector = request.app[INSPECTOR_KEY]
-    queues = await (inspector.close_circuit if name == "close" else inspector.reset_rate)(key, queue)
+    acting = operator(request)
+    queues = await (acting.close_circuit if name == "close" else acting.reset_rate)(key, queue)
     if not queues:
         return problem(404, "not_found", f"no destination {key!r} on {queue or 'any queue'}")
     return answer({"key": key, "queues": queues})
@@ -56,15 +59,15 @@ async def list_schedules(request: web.Request) -> web.Response:
 
 async def _schedule_action(request: web.Request, action: str) -> web.Response:
     name = request.match_info["name"]
-    inspector = request.app[INSPECTOR_KEY]
+    acting = operator(request)
     try:
         if action == "run":
-            task_id = await inspector.run_schedule_now(name)
+            task_id = await acting.run_schedule(name)
             if task_id is None:
                 return problem(409, "unique_held", f"schedule {name!r}: its unique task is still queued or running")
             return answer({"name": name, "id": task_id}, status=201)
-        await inspector.pause_schedule(name, action == "pause")
-    except ConfigError as exc:
+        await acting.pause_schedule(name, action == "pause")
+    except NotFound as exc:
         return problem(404, "not_found", str(exc))
     return answer({"name": name, "paused": action == "pause"})
 
@@ -97,8 +100,11 @@ async def get_history(request: web.Request) -> web.Response:
 async def _task_action(request: web.Request, action: str) -> web.Response:
     queue = _queue(request, request.match_info["queue"])
     task_id = request.match_info["task_id"]
-    inspector = request.app[INSPECTOR_KEY]
-    outcome = await (inspector.run_now if action == "run" else inspector.delete_task)(queue, task_id)
+    acting = operator(request)
+    try:
+        outcome = await (acting.run_now if action == "run" else acting.delete_task)(queue, task_id)
+    except NotFound as exc:
+        return problem(404, "not_found", str(exc))
     if outcome != "done":
         return problem(409, "not_waiting", f"task {task_id!r} is not waiting in queue {queue!r} (it runs, or ended)")
     return answer({"id": task_id, "outcome": "run_now" if action == "run" else "deleted"})
@@ -115,6 +121,8 @@ async def delete_task(request: web.Request) -> web.Response:
 def _op(
     operation: str, summary: str, ok: str, *codes: int, params: list[Any] | None = None, status: str = "200"
 ) -> dict[str, Any]:
+    """An operation answering `status` with a JSON object, or one of the error `codes` (an action, a POST, also
+    answers 403 to a viewer: pass it in `codes`)."""
     return {
         "operationId": operation,
         "summary": summary,
@@ -137,10 +145,10 @@ _TASK = [_QUEUE_P, _path("task_id", "a task id")]
 PATHS: dict[str, Any] = {
     "/v1/destinations": {"get": _op("listDestinations", "Every flow key: last hour's outcomes and state", "ok")},
     "/v1/destinations/{key}/close": {
-        "post": _op("closeCircuit", "Close a flow key's circuit now", "closed", 400, 404, params=[_KEY, _QUEUE_Q])
+        "post": _op("closeCircuit", "Close a flow key's circuit now", "closed", 400, 403, 404, params=[_KEY, _QUEUE_Q])
     },
     "/v1/destinations/{key}/reset": {
-        "post": _op("resetRate", "A flow key back to its full rate", "reset", 400, 404, params=[_KEY, _QUEUE_Q])
+        "post": _op("resetRate", "A flow key back to its full rate", "reset", 400, 403, 404, params=[_KEY, _QUEUE_Q])
     },
     "/v1/schedules": {"get": _op("listSchedules", "Every schedule: rule, next and last run, outcome", "ok")},
     "/v1/schedules/{name}/run": {
@@ -148,23 +156,32 @@ PATHS: dict[str, Any] = {
             "runSchedule",
             "Enqueue a schedule's task once, now",
             "created",
+            403,
             404,
             409,
             params=[_NAME],
             status="201",
         )
     },
-    "/v1/schedules/{name}/pause": {"post": _op("pauseSchedule", "Pause a schedule", "paused", 404, params=[_NAME])},
-    "/v1/schedules/{name}/resume": {"post": _op("resumeSchedule", "Resume a schedule", "resumed", 404, params=[_NAME])},
+    "/v1/schedules/{name}/pause": {
+        "post": _op("pauseSchedule", "Pause a schedule", "paused", 403, 404, params=[_NAME])
+    },
+    "/v1/schedules/{name}/resume": {
+        "post": _op("resumeSchedule", "Resume a schedule", "resumed", 403, 404, params=[_NAME])
+    },
     "/v1/redis": {"get": _op("getRedis", "The Redis server: version, role, memory, clients, persistence", "ok")},
     "/v1/queues/{queue}/history": {
         "get": _op("getHistory", "Outcomes and timings per minute (1h) or hour (24h, 7d)", "ok", 400, params=[_QUEUE_P])
     },
     "/v1/queues/{queue}/tasks/{task_id}/run": {
-        "post": _op("runTaskNow", "A waiting task to the head of its ready list", "moved", 400, 409, params=_TASK)
+        "post": _op(
+            "runTaskNow", "A waiting task to the head of its ready list", "moved", 400, 403, 404, 409, params=_TASK
+        )
     },
     "/v1/queues/{queue}/tasks/{task_id}/delete": {
-        "post": _op("deleteTask", "Remove a waiting task (recorded as cancelled)", "deleted", 400, 409, params=_TASK)
+        "post": _op(
+            "deleteTask", "Remove a waiting task (recorded as cancelled)", "deleted", 400, 403, 404, 409, params=_TASK
+        )
     },
 }
 OPENAPI["paths"].update(PATHS)

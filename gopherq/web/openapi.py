@@ -32,8 +32,8 @@ def _errors(*codes: int, redis: bool = True) -> dict[str, Any]:
         400: 'a body that is not JSON or not a task object / {"tasks": [...]}, an invalid queue name, or a bad query'
         " parameter",
         403: "the credentials are a viewer's (web.viewer_token): read-only, nothing was changed",
-        404: "unknown queue, task or dead letter (or its result expired); nothing was changed",
-        409: "the task has already ended",
+        404: "unknown queue, task, dead letter, destination or schedule (or its result expired); nothing was changed",
+        409: "the task has already ended or is not waiting, or a schedule's unique task is still queued or running",
         413: "the body is over api.max_body_bytes, or the batch over api.max_batch",
         415: "the body is not application/json",
         422: "a task fails validation (the message names the field)",

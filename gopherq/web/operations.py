@@ -2,20 +2,23 @@
 acting on one task (run now, delete, cancel).
 
 Pages read through the inspection layer and render; actions are POSTs (authentication and the CSRF token checked by
-the security middlewares) that answer 303 to the page they came from with a notice, like web/actions.py. Every
-action that changes or drops a task sits behind a confirmation (a `<details>` disclosure in the page: no script).
+the security middlewares, a viewer refused) that answer 303 to the page they came from with a notice, like
+web/actions.py, and go through the inspection layer's Operator: checked as the API's and the CLI's are, and
+recorded as `operator.action` events naming the dashboard user. Every action that changes or drops a task sits
+behind a confirmation (a `<details>` disclosure in the page: no script).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from gopherq.core.errors import ConfigError
+from gopherq.core.errors import ConfigError, NotFound
 from gopherq.core.keys import validate_queue_name
 from gopherq.web import pages
-from gopherq.web.actions import back
+from gopherq.web.actions import back, operator
 from gopherq.web.render import render_html
 from gopherq.web.state import INSPECTOR_KEY
 
@@ -36,6 +39,8 @@ NOTICES = {
     "not_waiting": "Nothing done: the task is no longer waiting (it runs, or has ended).",
 }
 pages.NOTICES.update(NOTICES)
+
+T = TypeVar("T")
 
 
 # -- destinations ---------------------------------------------------------------------------------------------
@@ -68,13 +73,13 @@ async def _flow_form(request: web.Request) -> tuple[Any, str, str]:
 
 async def close_circuit(request: web.Request) -> web.StreamResponse:
     form, key, queue = await _flow_form(request)
-    done = await request.app[INSPECTOR_KEY].close_circuit(key, queue)
+    done = await operator(request).close_circuit(key, queue)
     raise back(form, "/destinations", "circuit_closed" if done else "unknown_key")
 
 
 async def reset_rate(request: web.Request) -> web.StreamResponse:
     form, key, queue = await _flow_form(request)
-    done = await request.app[INSPECTOR_KEY].reset_rate(key, queue)
+    done = await operator(request).reset_rate(key, queue)
     raise back(form, "/destinations", "rate_reset" if done else "unknown_key")
 
 
@@ -106,21 +111,21 @@ def _schedule_name(request: web.Request) -> str:
 async def run_schedule(request: web.Request) -> web.StreamResponse:
     name = _schedule_name(request)
     form = await request.post()
-    task_id = await request.app[INSPECTOR_KEY].run_schedule_now(name)
+    task_id = await operator(request).run_schedule(name)
     raise back(form, "/schedules", "schedule_run" if task_id else "schedule_held")
 
 
 async def pause_schedule(request: web.Request) -> web.StreamResponse:
     name = _schedule_name(request)
     form = await request.post()
-    await request.app[INSPECTOR_KEY].pause_schedule(name, True)
+    await operator(request).pause_schedule(name, True)
     raise back(form, "/schedules", "schedule_paused")
 
 
 async def resume_schedule(request: web.Request) -> web.StreamResponse:
     name = _schedule_name(request)
     form = await request.post()
-    await request.app[INSPECTOR_KEY].pause_schedule(name, False)
+    await operator(request).pause_schedule(name, False)
     raise back(form, "/schedules", "schedule_resumed")
 
 
@@ -134,24 +139,32 @@ async def redis_page(request: web.Request) -> web.Response:
 # -- one task -------------------------------------------------------------------------------------------------
 
 
+async def _acted(action: Awaitable[T]) -> T:
+    """The outcome of an Operator's action on one task; 404 (nothing changed) for an unknown queue or task."""
+    try:
+        return await action
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=f"404: {exc}\n") from None
+
+
 async def run_task(request: web.Request) -> web.StreamResponse:
     queue, task_id = pages.queue_param(request), request.match_info["task_id"]
     form = await request.post()
-    outcome = await request.app[INSPECTOR_KEY].run_now(queue, task_id)
+    outcome = await _acted(operator(request).run_now(queue, task_id))
     raise back(form, f"/queues/{queue}", "task_run" if outcome == "done" else "not_waiting")
 
 
 async def delete_task(request: web.Request) -> web.StreamResponse:
     queue, task_id = pages.queue_param(request), request.match_info["task_id"]
     form = await request.post()
-    outcome = await request.app[INSPECTOR_KEY].delete_task(queue, task_id)
+    outcome = await _acted(operator(request).delete_task(queue, task_id))
     raise back(form, f"/queues/{queue}", "task_deleted" if outcome == "done" else "not_waiting")
 
 
 async def cancel_task(request: web.Request) -> web.StreamResponse:
     queue, task_id = pages.queue_param(request), request.match_info["task_id"]
     form = await request.post()
-    outcome = await request.app[INSPECTOR_KEY].cancel_task(queue, task_id)
+    outcome = await _acted(operator(request).cancel(queue, task_id))
     notice = {"requested": "task_cancel_requested", "cancelled": "task_cancelled"}.get(outcome, "task_finished")
     raise back(form, f"/queues/{queue}", notice)
 

@@ -1,15 +1,38 @@
 """The console's operator commands through the real CLI: `schedule run|pause|resume`, `host close|reset`,
-`run-now`, `delete-task` and `redis`; a name or id that matches nothing exits 1 with one line."""
+`run-now`, `delete-task` and `redis`; a name or id that matches nothing exits 1 with one line; each action is an
+`operator.action` event naming `user@host` and the CLI (a task's in its timeline too)."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from gopherq.core.keys import QueueKeys
+from tests.support.common import wait_until
+
+
+def audited(client: redis.Redis, keys: QueueKeys, task_id: str | None = None) -> list[tuple[str, str | None]]:
+    """(action, task id) of the `operator.action` events by this CLI user in the queue's stream (or in one task's
+    timeline: entries are "<stream id> <event JSON>")."""
+    if task_id is None:
+        lines = [fields[b"event"] for _, fields in client.xrange(keys.events)]
+    else:
+        lines = [raw.partition(b" ")[2] for raw in client.lrange(keys.timeline(task_id), 0, -1)]
+    actor = f"{getpass.getuser()}@{socket.gethostname()}"
+    events = [json.loads(line) for line in lines]
+    return [
+        (event["data"]["action"], event.get("task_id"))
+        for event in events
+        if event.get("event") == "operator.action"
+        and event["data"].get("actor") == actor
+        and event["data"].get("source") == "cli"
+    ]
 
 
 def test_operator_commands(run_gopherq: Callable[..., Any], redis_url: str, queue_name: str, tmp_path: Any) -> None:
@@ -43,6 +66,22 @@ def test_operator_commands(run_gopherq: Callable[..., Any], redis_url: str, queu
 
     unknown = run_gopherq(["host", "close", "nowhere.example", "-c", str(config), "-q", queue_name])
     assert unknown.returncode == 1 and "no destination 'nowhere.example'" in unknown.stderr
+    client.zadd(keys.flows, {"dest.example": time.time() * 1000})
+    for action in ("close", "reset"):
+        done = run_gopherq(["host", action, "dest.example", "-c", str(config), "-q", queue_name])
+        assert done.returncode == 0 and f"on {queue_name}" in done.stdout, done.stderr
+
+    expected = [
+        ("schedule_run", task_id),
+        ("schedule_pause", None),
+        ("schedule_resume", None),
+        ("run_now", task_id),
+        ("delete_task", task_id),
+        ("close_circuit", None),
+        ("reset_rate", None),
+    ]
+    wait_until(lambda: set(expected) <= set(audited(client, keys)), timeout=10, what="the CLI's actions in the stream")
+    assert {"schedule_run", "run_now", "delete_task"} <= {action for action, _ in audited(client, keys, task_id)}
 
     facts = run_gopherq(["redis", "-c", str(config), "--json"])
     assert facts.returncode == 0, facts.stderr

@@ -35,7 +35,7 @@ from gopherq.web import create_app
 from gopherq.web.app import API_AREAS
 from gopherq.web.openapi import OPENAPI
 from tests.support import function_targets as targets
-from tests.support.api_answers import ask_key_routes, operator_routes
+from tests.support.api_answers import PAGES_SCHEDULE, ask_key_routes, ask_page_routes, operator_routes
 from tests.support.common import GOPHERQ, REPO, async_wait_until, cli_env, free_port
 from tests.support.flows_api import ask_flow_routes
 from tests.support.loopback import LoopbackServer
@@ -369,9 +369,8 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
     }
     assert documented == in_openapi
     token = "rules-token-0123456789"
-    beat = {"name": "beat", "every": 3600, "task": {"url": "http://127.0.0.1:9/", "unique_for": 60}}
-    settings = make_settings(web={"token": token}, api={"max_body_bytes": 1024}, schedules=[beat])
-    open_settings = make_settings(schedules=[beat])
+    settings = make_settings(web={"token": token}, api={"max_body_bytes": 1024}, schedules=[PAGES_SCHEDULE])
+    open_settings = make_settings(schedules=[PAGES_SCHEDULE])
     viewer_settings = make_settings(web={"token": token + "-admin", "viewer_token": token})  # the same bearer: a viewer
     unreachable = aioredis.Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     servers = [
@@ -439,52 +438,12 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
         await operator_routes(ask, queue, aredis, (authed, open_, down, viewer), elsewhere)
         await ask_flow_routes(ask, queue, authed, open_, down, elsewhere)
         await ask_key_routes(ask, queue, (authed, open_, down), elsewhere)
-        await ask_operator_routes(ask, aredis, queue, (open_, down), elsewhere)
+        await ask_page_routes(ask, queue, aredis, (authed, open_, down, viewer), elsewhere)
     finally:
         for server in servers:
             await server.close()
         await unreachable.aclose()
     assert answered == documented
-
-
-async def ask_operator_routes(
-    ask: Callable[..., Any], aredis: aioredis.Redis, queue: str, servers: tuple[Any, Any], elsewhere: Any
-) -> None:
-    """Every answer of the operator endpoints (web/api_ops.py): each route without credentials (401), from a
-    non-loopback name (421), with Redis down (503), then its own answers."""
-    open_, down = servers
-    await aredis.zadd(QueueKeys(queue).flows, {"api.example": 1})
-    await ask(("POST", "/v1/queues/{queue}/tasks"), f"/v1/queues/{queue}/tasks", json={"id": "w1", "url": "http://x/"})
-    routes = {
-        ("GET", "/v1/destinations"): "/v1/destinations",
-        ("POST", "/v1/destinations/{key}/close"): f"/v1/destinations/api.example/close?queue={queue}",
-        ("POST", "/v1/destinations/{key}/reset"): f"/v1/destinations/api.example/reset?queue={queue}",
-        ("GET", "/v1/schedules"): "/v1/schedules",
-        ("POST", "/v1/schedules/{name}/run"): "/v1/schedules/beat/run",
-        ("POST", "/v1/schedules/{name}/pause"): "/v1/schedules/beat/pause",
-        ("POST", "/v1/schedules/{name}/resume"): "/v1/schedules/beat/resume",
-        ("GET", "/v1/redis"): "/v1/redis",
-        ("GET", "/v1/queues/{queue}/history"): f"/v1/queues/{queue}/history?span=24h",
-        ("POST", "/v1/queues/{queue}/tasks/{id}/run"): f"/v1/queues/{queue}/tasks/w1/run",
-        ("POST", "/v1/queues/{queue}/tasks/{id}/delete"): f"/v1/queues/{queue}/tasks/w1/delete",
-    }
-    for route, path in routes.items():
-        await ask(route, path, auth=False)
-        await ask(route, path, open_, **elsewhere)
-        await ask(route, path, down)
-        await ask(route, path)  # 200 (201 for run): the schedule's task is enqueued; w1 runs first, then goes
-    await ask(("POST", "/v1/schedules/{name}/run"), "/v1/schedules/beat/run")  # 409: its unique task still waits
-    for name in ("run", "pause", "resume"):
-        await ask(("POST", f"/v1/schedules/{{name}}/{name}"), f"/v1/schedules/nope/{name}")  # 404
-    for name in ("close", "reset"):
-        route = ("POST", f"/v1/destinations/{{key}}/{name}")
-        await ask(route, f"/v1/destinations/nowhere.example/{name}?queue={queue}")  # 404
-        await ask(route, f"/v1/destinations/api.example/{name}?queue=not%20a%20queue")  # 400
-    await ask(("GET", "/v1/queues/{queue}/history"), f"/v1/queues/{queue}/history?span=2d")  # 400
-    for name in ("run", "delete"):
-        route = ("POST", f"/v1/queues/{{queue}}/tasks/{{id}}/{name}")
-        await ask(route, f"/v1/queues/{queue}/tasks/w1/{name}")  # 409: w1 was deleted
-        await ask(route, f"/v1/queues/not%20a%20queue/tasks/w1/{name}")  # 400
 
 
 def test_a_requeued_dead_letter_carries_none_of_the_fields_gopherq_keeps() -> None:

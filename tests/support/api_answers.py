@@ -1,5 +1,6 @@
 """Routes of the /v1 API asked for every answer they give (docs/api.md's status-code table), for the answers test
-of tests/core/test_hostile_rules.py: the operator routes (web/api_ops.py) and the fair-key routes (web/keys.py)."""
+of tests/core/test_hostile_rules.py: the operator routes (web/api_ops.py), the operator pages' routes
+(web/api_pages.py) and the fair-key routes (web/keys.py)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,51 @@ async def ask_key_routes(ask: Any, queue: str, servers: tuple[Any, ...], elsewhe
     await ask(key_one, "/v1/queues/not%20a%20queue/keys/k1")
     await ask(key_set, f"/v1/queues/{queue}/keys/k1", json={"weight": 0})
     await ask(key_reset, "/v1/queues/not%20a%20queue/keys/k1")
+
+
+#: The schedule the answers test's servers are configured with: unique, so running it twice answers 409.
+PAGES_SCHEDULE = {"name": "beat", "every": 3600, "task": {"url": "http://127.0.0.1:9/", "unique_key": "beat-once"}}
+
+
+async def ask_page_routes(
+    ask: Any, queue: str, redis: aioredis.Redis, servers: tuple[Any, ...], elsewhere: Any
+) -> None:
+    """Provoke every answer docs/api.md lists for the operator pages' routes (web/api_pages.py). The servers'
+    settings carry PAGES_SCHEDULE."""
+    authed, open_, down, viewer = servers
+    await redis.zadd(QueueKeys(queue).flows, {"dest.example": time.time() * 1000})  # a flow key the queue knows
+    eta = {"id": "p1", "url": "http://127.0.0.1:9/", "eta": time.time() + 3600}
+    await ask(("POST", "/v1/queues/{queue}/tasks"), f"/v1/queues/{queue}/tasks", json=eta)  # a waiting task
+    task = "/v1/queues/{queue}/tasks/{id}"
+    routes = [
+        (("GET", "/v1/destinations"), "/v1/destinations"),
+        (("POST", "/v1/destinations/{key}/close"), f"/v1/destinations/dest.example/close?queue={queue}"),
+        (("POST", "/v1/destinations/{key}/reset"), "/v1/destinations/dest.example/reset"),
+        (("GET", "/v1/schedules"), "/v1/schedules"),
+        (("POST", "/v1/schedules/{name}/run"), "/v1/schedules/beat/run"),
+        (("POST", "/v1/schedules/{name}/pause"), "/v1/schedules/beat/pause"),
+        (("POST", "/v1/schedules/{name}/resume"), "/v1/schedules/beat/resume"),
+        (("GET", "/v1/redis"), "/v1/redis"),
+        (("GET", "/v1/queues/{queue}/history"), f"/v1/queues/{queue}/history?span=24h"),
+        (("POST", task + "/run"), f"/v1/queues/{queue}/tasks/p1/run"),
+        (("POST", task + "/delete"), f"/v1/queues/{queue}/tasks/p1/delete"),
+    ]
+    for route, path in routes:
+        for server, extra in ((authed, {}), (authed, {"auth": False}), (open_, elsewhere), (down, {})):
+            await ask(route, path, server, **extra)
+        if route[0] == "POST":
+            await ask(route, path, viewer)  # 403
+    for name in ("close", "reset"):
+        route = ("POST", f"/v1/destinations/{{key}}/{name}")
+        await ask(route, f"/v1/destinations/dest.example/{name}?queue=not%20a%20queue")  # 400
+        await ask(route, f"/v1/destinations/nowhere.example/{name}?queue={queue}")  # 404
+    for name in ("run", "pause", "resume"):
+        await ask(("POST", f"/v1/schedules/{{name}}/{name}"), f"/v1/schedules/nope/{name}")  # 404
+    await ask(("POST", "/v1/schedules/{name}/run"), "/v1/schedules/beat/run")  # 409: its unique task waits
+    await ask(("GET", "/v1/queues/{queue}/history"), f"/v1/queues/{queue}/history?span=2d")  # 400
+    await ask(("GET", "/v1/queues/{queue}/history"), "/v1/queues/not%20a%20queue/history")  # 400
+    for name in ("run", "delete"):
+        route = ("POST", f"{task}/{name}")
+        await ask(route, f"/v1/queues/{queue}/tasks/p1/{name}")  # 409: deleted above, no longer waiting
+        await ask(route, f"/v1/queues/not%20a%20queue/tasks/p1/{name}")  # 400
+        await ask(route, f"/v1/queues/no_such_queue_zz/tasks/p1/{name}")  # 404

@@ -1,9 +1,9 @@
 """An operator's actions on one task by id: run a waiting task now, delete it, or cancel it (running or not).
 
-The CLI, the API and the dashboard reach these through the inspection layer (`Inspector.run_now`, `.delete_task`,
-`.cancel_task`). A waiting task is found where its whereabouts record says (the same lookup as `Inspector.task`,
-lookup.py), and moved by one script call given its exact bytes (task_move.lua), so a worker claiming it at the
-same moment and the operator cannot both have it.
+The CLI, the API and the dashboard reach these through the inspection layer's Operator (operations.py: checked,
+and recorded as `operator.action` events with their actor). A waiting task is found where its whereabouts record
+says (the same lookup as `Inspector.task`, lookup.py), and moved by one script call given its exact bytes
+(task_move.lua), so a worker claiming it at the same moment and the operator cannot both have it.
 """
 
 from __future__ import annotations

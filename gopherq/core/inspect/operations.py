@@ -1,9 +1,10 @@
 """What an operator changes, from whichever face (CLI, `/v1` API, dashboard): pause, resume, cancel, requeue and
-delete dead letters (by id or by filter), and edit-and-requeue a dead task. One place, so every face checks the same
-things and leaves the same trail:
+delete dead letters (by id or by filter), edit-and-requeue a dead task, run now or delete a waiting task, close a
+destination's circuit or reset its rate, and run, pause or resume a schedule. One place, so every face checks the
+same things and leaves the same trail:
 
-- an unknown queue, task or dead letter is `NotFound` (the CLI exits 1 with one line, the API answers 404) and
-  nothing is changed: a typo never prints "paused";
+- an unknown queue, task, dead letter or schedule is `NotFound` (the CLI exits 1 with one line, the API answers
+  404) and nothing is changed: a typo never prints "paused";
 - work per call is bounded: a filtered requeue or delete handles one window of SCAN_WINDOW dead letters
   (selection.py) and says where to go on from;
 - every change is an `operator.action` event with its actor and source, one per task touched (core/audit.py).
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from gopherq.core import codec
 from gopherq.core.audit import Actor, record
 from gopherq.core.broker import Broker
-from gopherq.core.errors import NotFound, TaskRejected
+from gopherq.core.errors import ConfigError, NotFound, TaskRejected
 from gopherq.core.events import EventBus
+from gopherq.core.inspect.actions import Outcome
 from gopherq.core.inspect.editing import edited_envelope, stored_task
 from gopherq.core.inspect.explain import locate
 from gopherq.core.inspect.selection import DeadFilter
@@ -139,3 +141,56 @@ class Operator:
         record(self.bus, self.actor, "edit_requeue", queue, [task.get("id") or entry_id], new_task=new_id)
         record(self.bus, self.actor, "edit_requeue", queue, [new_id], edited_from=entry_id)
         return new_id
+
+    async def run_now(self, queue: str, task_id: str) -> Outcome:
+        """Move a waiting task to the head of its ready list ('not_waiting': it runs, ended or never was)."""
+        return await self._task_action("run_now", queue, task_id)
+
+    async def delete_task(self, queue: str, task_id: str) -> Outcome:
+        """Remove a waiting task, recorded as cancelled (actions.py)."""
+        return await self._task_action("delete_task", queue, task_id)
+
+    async def _task_action(self, action: str, queue: str, task_id: str) -> Outcome:
+        await self.check_queue(queue)
+        actions = self.inspector.task_actions(queue)
+        outcome = await (actions.run_now if action == "run_now" else actions.delete)(task_id)
+        if outcome == "done":
+            record(self.bus, self.actor, action, queue, [task_id])
+        return outcome
+
+    async def close_circuit(self, key: str, queue: str | None = None) -> list[str]:
+        """Close flow key `key`'s circuit on `queue` (or every queue that knows it); the queues it was closed on."""
+        queues = await self.inspector.close_circuit(key, queue)
+        for name in queues:
+            record(self.bus, self.actor, "close_circuit", name, key=key)
+        return queues
+
+    async def reset_rate(self, key: str, queue: str | None = None) -> list[str]:
+        """Put flow key `key` back at its full rate on `queue` (or every queue that knows it); those queues."""
+        queues = await self.inspector.reset_rate(key, queue)
+        for name in queues:
+            record(self.bus, self.actor, "reset_rate", name, key=key)
+        return queues
+
+    async def run_schedule(self, name: str) -> str | None:
+        """Enqueue schedule `name`'s task once, now: its id (the event is in the new task's timeline), or None
+        when its unique task is still queued or running (nothing recorded: nothing changed)."""
+        queue = self._schedule_queue(name)
+        task_id = await self.inspector.run_schedule_now(name)
+        if task_id is not None:
+            record(self.bus, self.actor, "schedule_run", queue, [task_id], schedule=name)
+        return task_id
+
+    async def pause_schedule(self, name: str, paused: bool = True) -> None:
+        """Pause (or resume) schedule `name` on every worker."""
+        queue = self._schedule_queue(name)
+        await self.inspector.pause_schedule(name, paused)
+        record(self.bus, self.actor, "schedule_pause" if paused else "schedule_resume", queue, schedule=name)
+
+    def _schedule_queue(self, name: str) -> str:
+        """The queue schedule `name` enqueues into; NotFound when no schedule has that name."""
+        try:
+            schedule = self.inspector.schedule(name)
+        except ConfigError as exc:
+            raise NotFound(str(exc)) from None
+        return schedule.queue or self.inspector.settings.queue.name

@@ -1,5 +1,7 @@
 """The Inspector's operator pages and actions: destinations (flow keys), schedules, the Redis server, and acting on
-one task (run now, delete, cancel). Every face (CLI, API, dashboard) calls these; none reads Redis on its own.
+one task (run now, delete, cancel). Every face (CLI, API, dashboard) reads through these, none reads Redis on its
+own; the faces change things through the Operator (operations.py), which calls the actions here, checks the names
+and records each change with its actor.
 """
 
 from __future__ import annotations
