@@ -94,7 +94,7 @@ end
 
 -- Put a task with a fair key into its key's list (LPUSH: at the head, a task coming back; RPUSH: at the tail) and
 -- make the key active unless it is parked. A task coming back (a recovery, a release) also ends a wait for one of
--- the key's tasks to end. Returns false, doing nothing, for a task without a fair key.
+-- the key's tasks to end. Returns the fair key, or false, doing nothing, for a task without a fair key.
 local function fair_push(command, raw)
   local k, letter = fair_key_of(raw)
   if not k then return false end
@@ -107,7 +107,14 @@ local function fair_push(command, raw)
     fair_unpark(k)
   end
   fair_wake()
-  return true
+  return k
+end
+
+-- The tail of a ready task's whereabouts record (whereabouts.lua) given what fair_push returned: '|<key>' for a
+-- task waiting in its key's list, so that a lookup reads that list; '' (the record as before) for any other.
+local function fair_where(k)
+  if k then return '|' .. k end
+  return ''
 end
 
 -- After a task of key `k` was settled (`kind`, with the new envelope `data` due at `due` ms for a retry or a
