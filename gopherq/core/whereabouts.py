@@ -1,23 +1,28 @@
 """A task's whereabouts: where it is now, one record per live task in the queue's `where` hash (QueueKeys.where).
 
 The Lua scripts that move a task write its record in the same step as the move (see lua/whereabouts.lua): enqueue,
-claim, settle (retry, deferral, release), promote, reap, requeue from the dead-letter queue, adopt, cancel and a
-schedule's run. A lookup by id is then one HGET instead of a search. A settled task's record is deleted by the
-settle that ends it: its result record (kept `queue.result_ttl`) says how it ended, and expires with it.
+claim, settle (retry, deferral, release), promote, reap, requeue from the dead-letter queue, adopt, cancel, a
+schedule's run and the flow scripts that make a member ready (lua/flow_where.lua). A lookup by id is then one HGET
+instead of a search. A settled task's record is deleted by the settle that ends it: its result record (kept
+`queue.result_ttl`) says how it ended, and expires with it.
 
-The record is text, '|'-separated, four fields (the last may hold anything but a newline):
+The record is text, '|'-separated, four fields (the last may hold anything but a newline; a ready record has a
+fifth, the fair key, only when the task waits in its key's list):
 
     ready|<level>|<since ms>|<how>        level: high, default or low; how: enqueued, promoted, recovered,
                                           requeued, released, scheduled, run_now, flow (a flow member made ready
                                           by its flow's creation or its parents' settles)
     ready|<level>|<since ms>|<how>|<key>  the same, for a task waiting in its fair key's own list of that level
-                                          (lua/fair_base.lua): a fifth field, the fair key, only for such tasks
+                                          (lua/fair_base.lua): a fifth field, the fair key, only for such tasks;
+                                          how may also be sorted (a raw push a claim moved to its key's list),
+                                          retrying or deferred (an ordered key's retry, kept in its key's list)
     delayed|<reason>|<due ms>|<detail>    reason: retrying (detail: "<next attempt>/<max attempts>"), scheduled
                                           (an eta), held (held back by flow control; detail: the flow key)
     running|<token>|<since ms>|<worker>   claimed by that worker with that attempt token
 
 This module builds the records Python writes (client pushes, settle follow-ups) and parses them for the inspection
-layer. A task pushed raw (`RPUSH Q '{...}'`, no script) has no record until a worker claims it.
+layer. A task pushed raw (`RPUSH Q '{...}'`, no script) has no record until a worker claims it (or, with a fair
+key, a claim moves it to its key's list).
 """
 
 from __future__ import annotations

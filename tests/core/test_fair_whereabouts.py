@@ -101,6 +101,20 @@ async def test_a_ready_task_in_its_fair_keys_list_is_found_whatever_moved_it_the
     assert where is not None and where.level == "high"
 
 
+async def test_a_raw_push_with_a_fair_key_is_recorded_when_a_claim_sorts_it_into_its_key(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    inspect = Inspector(aredis, make_settings())
+    broker = Broker(aredis, queue_name, "w1")
+    await aredis.rpush(queue_name, *[envelope(f"raw{i}", "big") for i in range(3)])
+    assert await record(aredis, queue_name, "raw2") is None  # a raw push has no record (found by a search)
+    claimed = await broker.claim(1, 60000)
+    assert claimed is not None and [codec.loads(raw)["id"] for _, raw in claimed] == ["raw0"]
+    running = await record(aredis, queue_name, "raw0")
+    assert running is not None and running.place == "running"  # sorted in and claimed by the same call
+    await found_in_its_keys_list(inspect, queue_name, "raw2", "big", "sorted")
+
+
 async def test_explain_names_its_keys_turn_or_what_holds_its_key_back(
     make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
 ) -> None:
@@ -143,6 +157,35 @@ async def test_explain_names_its_keys_turn_or_what_holds_its_key_back(
     await inspect.pause(queue_name)
     why = await inspect.explain(queue_name, "b3")
     assert why is not None and why.waiting_for == "paused"
+
+
+async def test_an_ordered_keys_retry_waits_in_its_keys_list_and_is_found_there(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    settings = make_settings()
+    inspect = Inspector(aredis, settings)
+    broker = Broker(aredis, queue_name, "w1")
+    await FairKeys(aredis, queue_name, settings.fair).set("ledger", ordered=True)
+    await aredis.zadd(broker.keys.workers, {"host:1:x": time.time() * 1000})
+    await enqueue(broker, [("l1", "ledger"), ("l2", "ledger")])
+    [(token, _)] = await broker.claim(1, 60000) or []
+    due = now_ms() + 60_000
+    retry = Settlement(
+        "retry",
+        token,
+        "l1",
+        b"",
+        envelope("l1", "ledger", attempt=2),
+        str(due),
+        where=f"delayed|retrying|{due}|2/3",
+        fair_key="ledger",
+    )
+    assert await broker.settle([retry], 60, 100) == [True]
+    # Not in the delayed set (later tasks of the key would overtake it) but at the head of its key's list.
+    await found_in_its_keys_list(inspect, queue_name, "l1", "ledger", "retrying")
+    for task_id in ("l1", "l2"):
+        why = await inspect.explain(queue_name, task_id)
+        assert why is not None and why.waiting_for == "key_ordered" and "waits for a retry due at" in why.message
 
 
 async def test_flow_members_made_ready_by_flow_scripts_are_recorded(

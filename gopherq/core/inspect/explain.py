@@ -272,9 +272,11 @@ def _key_blocked(state: KeyInfo) -> tuple[str, str] | None:
     limits = state.limits
     if limits.paused or state.parked == "paused":
         return "key_paused", "is paused: none of its tasks is claimed until `gopherq keys resume`"
-    if limits.ordered and (state.running > 0 or state.parked in ("limit", "retry")):
-        until = f" (due {_at(state.parked_until)})" if state.parked == "retry" else ""
-        return "key_ordered", f"is ordered and busy: its tasks run one at a time, in order, and one is not done{until}"
+    if limits.ordered and state.parked == "retry":
+        due = _at(state.parked_until)
+        return "key_ordered", f"is ordered and waits for a retry due at {due}: its tasks run one at a time, in order"
+    if limits.ordered and (state.running > 0 or state.parked == "limit"):
+        return "key_ordered", "is ordered and busy: its tasks run one at a time, in order, and one is not done"
     if limits.concurrency and (state.running >= limits.concurrency or state.parked == "limit"):
         return "key_limit", f"is at its concurrency limit: {state.running} of {limits.concurrency} running"
     if state.parked == "rate":
