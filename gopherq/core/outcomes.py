@@ -191,7 +191,7 @@ class OutcomePolicy:
     def release(token: str, task: Task, event: str = "") -> Decision:
         """Put the task back at the head of its ready list, unchanged and without counting an attempt (shutdown,
         a second suspect, a flow check Redis could not answer)."""
-        where = ready_record(task.priority, int(time.time() * 1000), "released")
+        where = ready_record(task.priority, int(time.time() * 1000), "released", task.fair_key)
         return Decision(Settlement("release", token, task.id, where=where), event, task)
 
     @staticmethod

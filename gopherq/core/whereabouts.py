@@ -1,20 +1,28 @@
 """A task's whereabouts: where it is now, one record per live task in the queue's `where` hash (QueueKeys.where).
 
 The Lua scripts that move a task write its record in the same step as the move (see lua/whereabouts.lua): enqueue,
-claim, settle (retry, deferral, release), promote, reap, requeue from the dead-letter queue, adopt, cancel and a
-schedule's run. A lookup by id is then one HGET instead of a search. A settled task's record is deleted by the
-settle that ends it: its result record (kept `queue.result_ttl`) says how it ended, and expires with it.
+claim, settle (retry, deferral, release), promote, reap, requeue from the dead-letter queue, adopt, cancel, a
+schedule's run and the flow scripts that make a member ready (lua/flow_where.lua). A lookup by id is then one HGET
+instead of a search. A settled task's record is deleted by the settle that ends it: its result record (kept
+`queue.result_ttl`) says how it ended, and expires with it.
 
-The record is text, '|'-separated, four fields (the last may hold anything but a newline):
+The record is text, '|'-separated, four fields (the last may hold anything but a newline; a ready record has a
+fifth, the fair key, only when the task waits in its key's list):
 
     ready|<level>|<since ms>|<how>        level: high, default or low; how: enqueued, promoted, recovered,
-                                          requeued, released, scheduled
+                                          requeued, released, scheduled, run_now, flow (a flow member made ready
+                                          by its flow's creation or its parents' settles)
+    ready|<level>|<since ms>|<how>|<key>  the same, for a task waiting in its fair key's own list of that level
+                                          (lua/fair_base.lua): a fifth field, the fair key, only for such tasks;
+                                          how may also be sorted (a raw push a claim moved to its key's list),
+                                          retrying or deferred (an ordered key's retry, kept in its key's list)
     delayed|<reason>|<due ms>|<detail>    reason: retrying (detail: "<next attempt>/<max attempts>"), scheduled
                                           (an eta), held (held back by flow control; detail: the flow key)
     running|<token>|<since ms>|<worker>   claimed by that worker with that attempt token
 
 This module builds the records Python writes (client pushes, settle follow-ups) and parses them for the inspection
-layer. A task pushed raw (`RPUSH Q '{...}'`, no script) has no record until a worker claims it.
+layer. A task pushed raw (`RPUSH Q '{...}'`, no script) has no record until a worker claims it (or, with a fair
+key, a claim moves it to its key's list).
 """
 
 from __future__ import annotations
@@ -56,8 +64,10 @@ def claimed_id(raw: bytes) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def ready_record(level: str | None, since_ms: int, how: str) -> str:
-    return f"ready|{level or 'default'}|{since_ms}|{how}"
+def ready_record(level: str | None, since_ms: int, how: str, fair_key: str | None = None) -> str:
+    """A ready record; with `fair_key`, the task waits in that key's list (not its level's)."""
+    tail = "" if fair_key is None else f"|{fair_key}"
+    return f"ready|{level or 'default'}|{since_ms}|{how}{tail}"
 
 
 def delayed_record(reason: str, due_ms: int, detail: str = "") -> str:
@@ -67,8 +77,8 @@ def delayed_record(reason: str, due_ms: int, detail: str = "") -> str:
 @dataclass(frozen=True, slots=True)
 class Whereabouts:
     """A parsed record. `place`: ready, delayed or running; `at`: the time (Unix s) it became ready, is due, or was
-    claimed; `level` and `how` of a ready task; `reason` and `detail` of a delayed one; `token` and `worker` of a
-    running one."""
+    claimed; `level` and `how` of a ready task, and `fair_key` when it waits in that key's list; `reason` and
+    `detail` of a delayed one; `token` and `worker` of a running one."""
 
     place: str
     at: float | None
@@ -78,6 +88,7 @@ class Whereabouts:
     detail: str | None = None
     token: str | None = None
     worker: str | None = None
+    fair_key: str | None = None
 
     @classmethod
     def parse(cls, raw: bytes | str | None) -> Whereabouts | None:
@@ -94,7 +105,8 @@ class Whereabouts:
         except ValueError:
             at = None
         if place == "ready":
-            return cls(place, at, level=first, how=last)
+            how, _, fair_key = last.partition("|")  # a record without the fifth field (no fair key) reads as before
+            return cls(place, at, level=first, how=how, fair_key=fair_key or None)
         if place == "delayed":
             return cls(place, at, reason=first, detail=last or None)
         return cls(place, at, token=first, worker=last or None)
@@ -104,6 +116,8 @@ class Whereabouts:
         out: dict[str, str | float | None] = {"place": self.place}
         if self.place == "ready":
             out.update(level=self.level, ready_since=self.at, how=self.how)
+            if self.fair_key is not None:
+                out["fair_key"] = self.fair_key
         elif self.place == "delayed":
             out.update(reason=self.reason, due_at=self.at, detail=self.detail)
         else:
@@ -117,7 +131,8 @@ def where_text(where: Mapping[str, Any], when: Callable[[Any], str]) -> str:
     place = where.get("place")
     if place == "ready":
         how = f", {where['how']}" if where.get("how") else ""
-        return f"ready at level {where.get('level') or 'default'} since {when(where.get('ready_since'))}{how}"
+        key = f" in fair key {where['fair_key']}'s list" if where.get("fair_key") else ""
+        return f"ready at level {where.get('level') or 'default'}{key} since {when(where.get('ready_since'))}{how}"
     if place == "delayed":
         reason, detail = where.get("reason"), where.get("detail")
         words = {"retrying": "retrying", "scheduled": "scheduled (eta)", "held": "held back by flow control"}

@@ -3,8 +3,11 @@
 `explain` asks `locate` where the task is, then the queue's numbers, and names what stands between the task and its
 next step: a paused queue, no live worker, the backlog ahead of it at its priority level (and the more urgent levels),
 a retry due at T after error E, an eta, a flow-control hold on key K until T, the worker holding it (or gone:
-orphaned), or its end (succeeded, cancelled, dead with its reason). `locate` is the only place that finds a task:
-its whereabouts record (O(1), the same lookup as `Inspector.task`); `explain` does not care how.
+orphaned), or its end (succeeded, cancelled, dead with its reason). A ready task with a fair key waits for its key's
+turn, or for its key to be resumed, to have a running task end (its concurrency limit, or ordered with a task in
+flight) or to be under its rate again (the key's state as `Inspector.fair_keys` reads it). `locate` is the only
+place that finds a task: its whereabouts record (O(1), the same lookup as `Inspector.task`); `explain` does not care
+how.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gopherq.core.inspect.lookup import SEARCH_LIMIT, TaskLocator
+from gopherq.core.inspect.fair_keys import LEVELS, KeyInfo
+from gopherq.core.inspect.lookup import SEARCH_LIMIT, TaskLocator, ready_list
 from gopherq.core.inspect.models import ORPHANED_NOTE
 from gopherq.core.inspect.reading import decode, integer, number
 from gopherq.core.inspect.waiting import held_by, waiting_kind
@@ -27,6 +31,11 @@ CODES = (
     "paused",
     "no_worker",
     "backlog",
+    "key_turn",
+    "key_paused",
+    "key_limit",
+    "key_ordered",
+    "key_rate",
     "retrying",
     "scheduled",
     "held",
@@ -45,13 +54,15 @@ _LEVELS = ("high", "default", "low")
 class Whereabouts:
     """Where a task is now. `state`: ready, delayed, running, orphaned, succeeded, dead, cancelled or unknown.
     `raw`: its envelope as stored (ready, delayed, running); `level`/`position`: its priority level and index in
-    that level's list (ready); `due_at`: when it comes due (delayed, Unix s); `token`, `worker`, `since`,
-    `lease_until`: its attempt (running); `result`, `dead`: its result record and dead letter, parsed."""
+    the list it waits in (ready), its level's or its `fair_key`'s; `due_at`: when it comes due (delayed, Unix s);
+    `token`, `worker`, `since`, `lease_until`: its attempt (running); `result`, `dead`: its result record and dead
+    letter, parsed."""
 
     state: str
     raw: bytes | None = None
     level: str | None = None
     position: int | None = None
+    fair_key: str | None = None
     due_at: float | None = None
     token: str | None = None
     worker: str | None = None
@@ -99,13 +110,16 @@ async def locate(inspector: Inspector, queue: str, task_id: str) -> Whereabouts:
         return Whereabouts("delayed", located.envelope, due_at=due, result=result)
     if located.state == "ready":
         level = (record.level if record is not None else None) or "default"
+        fair_key = record.fair_key if record is not None else None
         position = None
         if located.envelope is not None:
-            name = k.level(level)
+            name = ready_list(k, record) if record is not None else k.level(level)
             position = await redis.lpos(name, located.envelope, maxlen=SEARCH_LIMIT)
             if position is None:
                 position = await redis.lpos(name, located.envelope, rank=-1, maxlen=SEARCH_LIMIT)
-        return Whereabouts("ready", located.envelope, level=level, position=integer(position), result=result)
+        return Whereabouts(
+            "ready", located.envelope, level=level, position=integer(position), fair_key=fair_key, result=result
+        )
     if status in ("succeeded", "cancelled"):
         return Whereabouts(str(status), result=result)
     if dead is not None or status in ("dead", "failed"):
@@ -214,12 +228,61 @@ async def _ready(inspector: Inspector, queue: str, where: Whereabouts, answer: A
             f"no live worker on queue {queue}: it is ready ({ahead} ahead of it at level {level}) and waits for one",
             **details,
         )
+    if where.fair_key is not None:
+        return await _fair(inspector, queue, where, answer, details)
     more = f", and {urgent} at more urgent levels" if urgent else ""
     return answer(
         "backlog",
         f"ready at level {level}: {ahead} task(s) ahead of it{more}; {info.workers} live worker(s) on {queue}",
         **details,
     )
+
+
+async def _fair(
+    inspector: Inspector, queue: str, where: Whereabouts, answer: Answer, details: dict[str, Any]
+) -> Explanation:
+    """A ready task in its fair key's list: what its key waits for, if anything, else its turn among the keys."""
+    key = str(where.fair_key)
+    found = await inspector.fair_keys(queue, limit=1, only=key)
+    state = found[0] if found else None
+    details = {**details, "fair_key": key}
+    if state is not None:
+        details.update(running=state.running, **state.limits.to_dict())
+        blocked = _key_blocked(state)
+        if blocked is not None:
+            code, why = blocked
+            return answer(code, f"ready, but its fair key {key} {why}", parked_until=state.parked_until, **details)
+    # The keys taking turns at its level (the level's keyless tasks count as one more): one ZCARD.
+    active = await inspector.redis.zcard(inspector.keys(queue).fair_active(LEVELS.get(details["level"], "d")))
+    others = max(0, int(active) - 1)
+    return answer(
+        "key_turn",
+        f"waiting for its key's turn: {details['ahead']} task(s) of fair key {key} ahead of it at level "
+        f"{details['level']}, which takes turns with {others} other key(s) there; "
+        f"{details['workers']} live worker(s) on {queue}",
+        other_keys=others,
+        **details,
+    )
+
+
+def _key_blocked(state: KeyInfo) -> tuple[str, str] | None:
+    """(code, words) when the key may not run a task now: paused, at its concurrency limit, ordered with a task in
+    flight or its retry pending, over its rate; None when it takes its turns. Its settings say paused and its
+    running count says at a limit even before a claim has parked it; a rate or a retry only the parking tells."""
+    limits = state.limits
+    if limits.paused or state.parked == "paused":
+        return "key_paused", "is paused: none of its tasks is claimed until `gopherq keys resume`"
+    if limits.ordered and state.parked == "retry":
+        due = _at(state.parked_until)
+        return "key_ordered", f"is ordered and waits for a retry due at {due}: its tasks run one at a time, in order"
+    if limits.ordered and (state.running > 0 or state.parked == "limit"):
+        return "key_ordered", "is ordered and busy: its tasks run one at a time, in order, and one is not done"
+    if limits.concurrency and (state.running >= limits.concurrency or state.parked == "limit"):
+        return "key_limit", f"is at its concurrency limit: {state.running} of {limits.concurrency} running"
+    if state.parked == "rate":
+        rate = f"{limits.rate:g}/s" if limits.rate else "its rate"
+        return "key_rate", f"is over its rate limit ({rate}) until {_at(state.parked_until)}"
+    return None
 
 
 def _delayed(

@@ -3,8 +3,9 @@ for a task that has none (a raw push not yet claimed, or a record a newer or old
 
 What a lookup reads from Redis is bounded whatever the backlog: the record, the result record and dead letter of
 the task, and its envelope, found on the server by find.lua, so that only the match crosses the network. A ready
-task's envelope is looked for in the first and last ENVELOPE_WINDOW entries of its level's list (where a task
-about to run, or just enqueued, sits); deeper in a long backlog its place is still known from its record, and the
+task's envelope is looked for in the first and last ENVELOPE_WINDOW entries of the list it waits in, its level's or,
+when its record names a fair key, that key's list of its level (`ready_list`; where a task about to run, or just
+enqueued, sits); deeper in a long backlog its place is still known from its record, and the
 envelope is left out (`envelope_note`).
 """
 
@@ -36,6 +37,18 @@ DEEP_NOTE = "the task is deeper in its ready list than the lookup reads; its env
 SEARCHED_NOTE = "found by a bounded search: a task pushed raw has no whereabouts record until a worker claims it"
 
 _LUA_MAGIC = set("^$()%.[]*+-?")
+
+#: Level letters of the fair keys' lists (lua/fair_base.lua), by level name.
+_LETTERS = {"high": "h", "default": "d", "low": "l"}
+
+
+def ready_list(k: QueueKeys, where: Whereabouts) -> str:
+    """The list a ready task waits in: its fair key's list of its level when its record names a key, else its
+    level's list."""
+    letter = _LETTERS.get(where.level or "default")
+    if where.fair_key is not None and letter is not None:
+        return k.fair_list(letter, where.fair_key)
+    return k.level(where.level)
 
 
 def id_lua_pattern(task_id: str) -> str:
@@ -100,7 +113,7 @@ class TaskLocator:
             found = await self.find(k.delayed, "score", task_id, round(where.at * 1000), SAME_DUE)
             return Located("delayed", found[0], where=where) if isinstance(found, tuple) else None
         if where.place == "ready":
-            found = await self.find(k.level(where.level), "list", task_id, ENVELOPE_WINDOW, ENVELOPE_WINDOW)
+            found = await self.find(ready_list(k, where), "list", task_id, ENVELOPE_WINDOW, ENVELOPE_WINDOW)
             if isinstance(found, tuple):
                 return Located("ready", found[0], where=where)
             if not found:

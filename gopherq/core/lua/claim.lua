@@ -50,7 +50,10 @@ if #items < want then
   end
 end
 local n = #items
-if n == 0 then return {} end
+if n == 0 then
+  if fair_sorted > 0 then flush_where(KEYS[10]) end  -- [fair keys] raw pushes sorted into their keys' lists
+  return {}
+end
 local last = redis.call('INCRBY', KEYS[5], n)
 local out, hargs, zargs = {}, {}, {}
 local held_since = '|' .. ARGV[5] .. '|' .. ARGV[4]  -- whereabouts: running|<token>|<since>|<worker>

@@ -1,5 +1,6 @@
 -- Create a flow (a DAG of tasks) in one step, idempotently by flow id: its bookkeeping hash (see dag_step.lua) is
--- written and its roots pushed to their ready lists, or, when a flow of that id already exists, nothing is done.
+-- written and its roots pushed to their ready lists (their whereabouts recorded, 'flow': flow_where.lua), or, when a
+-- flow of that id already exists, nothing is done.
 -- KEYS: 1 the flow's hash, 2 the queue's flow index (zset: flow id scored by creation, ms), 3 the plain ready list,
 --       4 the high-priority list, 5 the low-priority list
 -- ARGV: 1 now (ms), 2 flow id, then 4 per member: node, member field ('r' or 'w', then its children,
@@ -8,6 +9,7 @@
 -- Returns: 1 when created, 0 when a flow of that id exists.
 local ready, high, low = KEYS[3], KEYS[4], KEYS[5]
 --@include levels
+--@include flow_where
 local flow = KEYS[1]
 if redis.call('EXISTS', flow) == 1 then return 0 end
 local n = (#ARGV - 2) / 4
@@ -35,9 +37,13 @@ for i = 0, n - 1 do
   end
   if string.sub(member, 1, 1) == 'r' then
     local key = level_key(envelope)
-    local list = pushes[key]
-    if not list then list = {}; pushes[key] = list end
-    list[#list + 1] = envelope
+    local fair = fair_push('RPUSH', envelope)  -- [fair keys] a root with a fair key goes to its key's list
+    if not fair then
+      local list = pushes[key]
+      if not list then list = {}; pushes[key] = list end
+      list[#list + 1] = envelope
+    end
+    flow_note(envelope, key, ARGV[1], fair)  -- its whereabouts (flow_where.lua), written with the fields below
   else
     fields[#fields + 1] = 'e:' .. node
     fields[#fields + 1] = envelope
@@ -50,4 +56,5 @@ for key, list in pairs(pushes) do
   for j = 1, #list, 1000 do redis.call('RPUSH', key, unpack(list, j, math.min(j + 999, #list))) end
 end
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+flush_where(FLOW_WHERE)
 return 1

@@ -6,6 +6,7 @@
 -- Returns: the number of members added, or an error reply naming why none could be.
 local ready, high, low = KEYS[2], KEYS[3], KEYS[4]
 --@include levels
+--@include flow_where
 local flow, join = KEYS[1], ARGV[2]
 local fields = redis.call('HMGET', flow, 'state', 'm:' .. join, 'j:' .. join, 'o:' .. join)
 if not fields[1] then return redis.error_reply('no such flow') end
@@ -15,7 +16,7 @@ local added, listed = 0, {}
 for i = 3, #ARGV - 1, 2 do
   local node = ARGV[i]
   if redis.call('HSETNX', flow, 'm:' .. node, 'r' .. join) == 1 then
-    push_level('RPUSH', restamp(ARGV[i + 1], tonumber(ARGV[1]), false))
+    flow_push('RPUSH', restamp(ARGV[i + 1], tonumber(ARGV[1]), false), ARGV[1])
     added = added + 1
     listed[#listed + 1] = node
   end

@@ -1,5 +1,7 @@
 -- Shared by the scripts that move a flow (a DAG of tasks) on: the settle script (through dag_settle), the flow
--- reconciler and the flow cancel script (pulled in by `--@include dag_step`). Expects `push_level` (levels.lua).
+-- reconciler and the flow cancel script (pulled in by `--@include dag_step`). Expects levels.lua; a join made ready
+-- gets its whereabouts record in the same call (flow_where.lua).
+--@include flow_where
 -- A flow's bookkeeping is one hash (QueueKeys.dag), in the queue's hash tag:
 --   state   pending | running | succeeded | failed | cancelled     id      the flow id
 --   open    members not yet final (waiting, ready, blocked)          fatal   failures no join tolerates (failed
@@ -28,13 +30,14 @@ local function dag_state(flow, moved)
 end
 
 -- Make waiting member `node` ready: its stored envelope goes to its priority level's ready list, stamped
--- `ready_at` now (ARGV[1], the caller's time in ms).
+-- `ready_at` now (ARGV[1], the caller's time in ms), and its whereabouts say so ('flow').
 local function dag_ready(flow, node, member)
   local envelope = redis.call('HGET', flow, 'e:' .. node)
   redis.call('HSET', flow, 'm:' .. node, 'r' .. string.sub(member, 2))
   if envelope then
     redis.call('HDEL', flow, 'e:' .. node)
-    push_level('RPUSH', restamp(envelope, tonumber(ARGV[1]), false))  -- ready from now: latency counts from here
+    -- ready from now: latency counts from here
+    flow_push('RPUSH', restamp(envelope, tonumber(ARGV[1]), false), ARGV[1])
   end
 end
 

@@ -39,11 +39,12 @@ for envelope_len, id_len, level, due, ttl, seen in string.gmatch(ARGV[3], SPEC) 
       redis.call('ZADD', KEYS[4], due, envelope)
       note(id, 'delayed|scheduled|' .. due .. '|')
     else
-      if not fair_push('RPUSH', envelope) then  -- [fair keys] a task with a fair key goes to its key's list
+      local fair = fair_push('RPUSH', envelope)  -- [fair keys] a task with a fair key goes to its key's list
+      if not fair then
         local batch = pushes[level]
         batch[#batch + 1] = envelope
       end
-      note(id, 'ready|' .. names[level] .. '|' .. ARGV[4] .. '|enqueued')
+      note(id, 'ready|' .. names[level] .. '|' .. ARGV[4] .. '|enqueued' .. fair_where(fair))
     end
   end
   out[#out + 1] = holder

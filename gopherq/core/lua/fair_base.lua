@@ -97,7 +97,8 @@ end
 
 -- Put a task with a fair key into its key's list (LPUSH: at the head, a task coming back; RPUSH: at the tail) and
 -- make the key active unless it is parked. A task coming back (a recovery, a release) also ends a wait for one of
--- the key's tasks to end. Returns false, doing nothing, for a task without a fair key.
+-- the key's tasks to end. Returns the fair key and its level letter, or false, doing nothing, for a task without a
+-- fair key.
 local function fair_push(command, raw)
   local k, letter = fair_key_of(raw)
   if not k then return false end
@@ -110,19 +111,35 @@ local function fair_push(command, raw)
     fair_unpark(k)
   end
   fair_wake()
-  return true
+  return k, letter
+end
+
+-- The tail of a ready task's whereabouts record (whereabouts.lua) given what fair_push returned: '|<key>' for a
+-- task waiting in its key's list, so that a lookup reads that list; '' (the record as before) for any other.
+local function fair_where(k)
+  if k then return '|' .. k end
+  return ''
 end
 
 -- After a task of key `k` was settled (`kind`, with the new envelope `data` due at `due` ms for a retry or a
 -- deferral): its place among the key's running tasks is freed. The retry of an ordered key does not wait in the
 -- delayed set, where later tasks of the key would overtake it: it goes back to the head of its key's list and the
--- key rests until it is due. A key parked until one of its tasks ends is looked at again.
-local function fair_settled(k, token, kind, data, due, delayed)
+-- key rests until it is due; its whereabouts (hash `where`, written by the settle's 'where' item before this) then
+-- say ready in its key's list since now (`now_ms`), 'retrying' or 'deferred'. A key parked until one of its tasks
+-- ends is looked at again.
+local FAIR_LEVEL_NAMES = {h = 'high', d = 'default', l = 'low'}
+local function fair_settled(k, token, kind, data, due, delayed, where, now_ms)
   -- Only a counted key (a limit on running tasks, or ordered) has its running tokens recorded.
   if redis.call('ZREM', fair_run(k), token) == 0 then return end
   if (kind == 'retry' or kind == 'defer') and fair_cfg(k).ordered and redis.call('ZREM', delayed, data) == 1 then
     fair_park(k, due)
     fair_push('LPUSH', data)
+    local id = string.match(data, '^{"id":"([^"\\]*)"')  -- GoPherQ writes the retry's envelope, "id" first
+    local _, letter = fair_key_of(data)
+    if id and letter then
+      local how = kind == 'retry' and 'retrying' or 'deferred'
+      redis.call('HSET', where, id, 'ready|' .. FAIR_LEVEL_NAMES[letter] .. '|' .. now_ms .. '|' .. how .. '|' .. k)
+    end
   elseif redis.call('ZSCORE', FAIR_PARKED, k) == 'inf' then
     fair_unpark(k)
     fair_wake()

@@ -14,10 +14,15 @@ local fair_sorted = 0
 local fair_pending = {}     -- key -> tasks of it picked by this call (their tokens are minted at the end)
 local fair_picked = {}      -- index in `items` -> key, for picks of keys whose running tasks are counted
 
--- A task pushed raw into a ready list with a fair key (the client routes its own) joins its key's list here.
+-- A task pushed raw into a ready list with a fair key (the client routes its own) joins its key's list here, and
+-- gets the whereabouts record a raw push lacks ('sorted'), so a lookup reads its key's list (whereabouts.lua).
+local FAIR_SORTED = {h = 'ready|high|', d = 'ready|default|', l = 'ready|low|'}
 local function fair_sort_in(raw)
-  if fair_sorted >= FAIR_SORT_CAP or not fair_push('RPUSH', raw) then return false end
+  if fair_sorted >= FAIR_SORT_CAP then return false end
+  local k, letter = fair_push('RPUSH', raw)
+  if not k then return false end
   fair_sorted = fair_sorted + 1
+  note(task_id(raw), FAIR_SORTED[letter] .. fair_now .. '|sorted' .. fair_where(k))
   return true
 end
 

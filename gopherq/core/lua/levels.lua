@@ -21,11 +21,14 @@ local function wake(key)
 end
 
 -- Put `raw` at the head (LPUSH) or tail (RPUSH) of its level's list (of its fair key's list: fair_base.lua).
+-- Returns the fair key it went to (see fair_where), or nil.
 local function push_level(command, raw)
-  if fair_push(command, raw) then return end  -- [fair keys] a task with a fair key goes to its key's list
+  local k = fair_push(command, raw)
+  if k then return k end  -- [fair keys] a task with a fair key goes to its key's list
   local key = level_key(raw)
   wake(key)
   redis.call(command, key, raw)
+  return nil
 end
 
 -- GoPherQ keeps two fields last in an envelope, in this order: "ready_at" (when the task last became ready, Unix

@@ -13,12 +13,13 @@ redis.call('ZREM', KEYS[1], unpack(due))
 local lists = {}
 for i = 1, #due do
   local key = level_key(due[i])
-  if not fair_push('RPUSH', due[i]) then  -- [fair keys] a task with a fair key goes to its key's list
+  local fair = fair_push('RPUSH', due[i])  -- [fair keys] a task with a fair key goes to its key's list
+  if not fair then
     if not lists[key] then lists[key] = {} end
     local list = lists[key]
     list[#list + 1] = due[i]
   end
-  note(task_id(due[i]), 'ready|' .. level_name(key, high, low) .. '|' .. ARGV[1] .. '|promoted')
+  note(task_id(due[i]), 'ready|' .. level_name(key, high, low) .. '|' .. ARGV[1] .. '|promoted' .. fair_where(fair))
 end
 flush_where(KEYS[5])
 for key, list in pairs(lists) do

@@ -19,16 +19,18 @@ local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 3], KEYS[#KEYS - 2], KEYS
 --@include levels
 --@include whereabouts
 
--- A recovered task goes back with its `recoveries` raised and `ready_at` stamped now (see restamp in levels.lua):
--- a crash is a recovery, not an attempt, and the task has been ready again since this moment.
+-- A recovered task goes back to the head of its list with its `recoveries` raised and `ready_at` stamped now (see
+-- restamp in levels.lua): a crash is a recovery, not an attempt, and the task has been ready again since this moment.
 local now = tonumber(ARGV[1])
-local function mark(raw)
+local recovered = {}
+local function recover(raw)
   local marked = restamp(raw, now, true)
-  note(task_id(marked), 'ready|' .. level_name(level_key(marked), high, low) .. '|' .. ARGV[1] .. '|recovered')
-  return marked
+  local fair = push_level('LPUSH', marked)
+  note(task_id(marked),
+       'ready|' .. level_name(level_key(marked), high, low) .. '|' .. ARGV[1] .. '|recovered' .. fair_where(fair))
+  recovered[#recovered + 1] = marked
 end
 
-local recovered = {}
 local taken = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
 -- Walk backwards so the tasks keep their order at the head of the ready list.
@@ -38,9 +40,7 @@ for i = #expired, 1, -1 do
   redis.call('ZREM', KEYS[2], token)
   if raw then
     redis.call('HDEL', KEYS[3], token)
-    local marked = mark(raw)
-    push_level('LPUSH', marked)
-    recovered[#recovered + 1] = marked
+    recover(raw)
     taken[#taken + 1] = ARGV[1]
     taken[#taken + 1] = token
   end
@@ -62,11 +62,7 @@ for k = 7, #KEYS - 4 do
       local raw = redis.call('RPOP', KEYS[k])
       if not raw then break end
       -- A wake marker a blocking fetch moved here has done its job: it is dropped.
-      if raw ~= WAKE then
-        local marked = mark(raw)
-        push_level('LPUSH', marked)
-        recovered[#recovered + 1] = marked
-      end
+      if raw ~= WAKE then recover(raw) end
     end
     if tonumber(seen) <= forget_before then redis.call('ZREM', KEYS[4], worker) end
   end

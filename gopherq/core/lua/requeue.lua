@@ -12,8 +12,8 @@ local moved = {}
 for i = 1, #ARGV - 1, 2 do
   if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then
     redis.call('ZREM', KEYS[2], ARGV[i])
-    push_level('RPUSH', ARGV[i + 1])
-    note(task_id(ARGV[i + 1]), 'ready|' .. level_name(level_key(ARGV[i + 1]), high, low) .. since)
+    local fair = push_level('RPUSH', ARGV[i + 1])
+    note(task_id(ARGV[i + 1]), 'ready|' .. level_name(level_key(ARGV[i + 1]), high, low) .. since .. fair_where(fair))
     moved[#moved + 1] = ARGV[i]
   end
 end

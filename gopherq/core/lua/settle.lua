@@ -72,7 +72,8 @@ for i = 0, n - 1 do
       if kind == 'dag' then  -- flows: a member's outcome moves its flow on, in this call (dag_settle.lua)
         dag_settle(KEYS[9 + i], token, result, ARGV[base + 3], last_kind)
       elseif kind == 'fair' then  -- [fair keys]
-        fair_settled(ARGV[base + 3], token, ARGV[last_base], ARGV[last_base + 3], ARGV[last_base + 4], KEYS[4])
+        fair_settled(ARGV[base + 3], token, ARGV[last_base], ARGV[last_base + 3], ARGV[last_base + 4], KEYS[4],
+                     where, ARGV[1])  -- (where, now: an ordered key's retry is recorded in its key's list)
       elseif kind == 'where' and ARGV[base + 3] == '' then
         local held_by = 'running|' .. ARGV[base + 4] .. '|'
         if string.sub(redis.call('HGET', KEYS[9 + i], token) or '', 1, #held_by) == held_by then

@@ -23,8 +23,8 @@ if ARGV[1] == 'run' then
   local raw = ARGV[3]
   if ARGV[2] == 'zset' then raw = restamp(raw, tonumber(ARGV[4]), false) end
   local key = level_key(raw)
-  push_level('LPUSH', raw)
-  note(ARGV[7], 'ready|' .. level_name(key, high, low) .. '|' .. ARGV[4] .. '|run_now')
+  local fair = push_level('LPUSH', raw)
+  note(ARGV[7], 'ready|' .. level_name(key, high, low) .. '|' .. ARGV[4] .. '|run_now' .. fair_where(fair))
   flush_where(KEYS[7])
   redis.call('HINCRBY', KEYS[2], 'run_now', 1)
 else

@@ -2,7 +2,10 @@
 -- field per task id in the queue's `where` hash, written in the same script as the move, so a lookup by id is one
 -- HGET (core/whereabouts.py reads it; docs/operations.md describes the format). A record is text, '|'-separated:
 --   ready|<level>|<since ms>|<how>        level high, default or low; how enqueued, promoted, recovered, requeued,
---                                         released or scheduled (a schedule's run)
+--                                         released, scheduled (a schedule's run), run_now or flow (flow_where.lua)
+--   ready|<level>|<since ms>|<how>|<key>  the same for a task in its fair key's list (fair_base.lua: fair_where);
+--                                         only such a task's record has this fifth field; how may also be sorted
+--                                         (fair_claim.lua) or retrying/deferred (an ordered key's, fair_settled)
 --   delayed|<reason>|<due ms>|<detail>    reason retrying (detail: next attempt/max attempts), scheduled (an eta),
 --                                         held (held back by flow control; detail: the flow key)
 --   running|<token>|<since ms>|<worker>   claimed by that worker with that attempt token

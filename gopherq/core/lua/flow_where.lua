@@ -1,0 +1,25 @@
+-- Flow members' whereabouts (pulled in by `--@include flow_where`; expects levels.lua and `ready`, `high`, `low`, the
+-- queue's three ready lists). A member a flow script makes ready (a root at the flow's creation, a child added to an
+-- open join, a join its parents' settles completed) gets its record, 'ready|<level>|<since ms>|flow' (with its fair
+-- key: fair_base.lua's fair_where), in the same call as its push, so that a lookup by id is one HGET, as for any task.
+-- The whereabouts hash is QueueKeys.where, of the queue's hash tag: derived here from the plain list's name (the
+-- queue's name), as fair_base.lua derives its keys, so the flow scripts' callers need not pass it.
+--@include whereabouts
+local FLOW_WHERE = 'gopherq:{' .. ready .. '}:where'
+
+-- The record of flow member `raw` ready since `since` (ms) in list `key` (its level's) or its fair key `fair`'s.
+local function flow_note(raw, key, since, fair)
+  note(task_id(raw), 'ready|' .. level_name(key, high, low) .. '|' .. since .. '|flow' .. fair_where(fair))
+end
+
+-- push_level for one flow member, with its record written at once (one HSET: a member at a time).
+local function flow_push(command, raw, since)
+  local key = level_key(raw)
+  local fair = fair_push(command, raw)  -- [fair keys] a task with a fair key goes to its key's list
+  if not fair then
+    wake(key)
+    redis.call(command, key, raw)
+  end
+  flow_note(raw, key, since, fair)
+  flush_where(FLOW_WHERE)
+end
