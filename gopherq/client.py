@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
 from typing import Any, NamedTuple, TypeVar
 
+from gopherq.blocking import Blocking
 from gopherq.core.admission import admit
 from gopherq.core.broker import Broker, SpecialPush, now_ms
 from gopherq.core.connection import RedisConnection
@@ -471,33 +472,14 @@ class Client:
     @property
     def dead_letters(self) -> Any:
         """Dead-letter operations on the client's queue, blocking: `client.dead_letters.list(limit=10)`."""
-        return _Blocking(self, "dead_letters")
+        return Blocking(self, "dead_letters")
 
     @property
     def flows(self) -> Any:
         """Flow operations, blocking: `client.flows.get(flow_id)` (see AsyncClient.flows)."""
-        return _Blocking(self, "flows")
+        return Blocking(self, "flows")
 
     @property
     def inspect(self) -> Any:
         """The inspection API, blocking: `client.inspect.queue("my_tasks_queue")` (see AsyncClient.inspect)."""
-        return _Blocking(self, "inspect")
-
-
-class _Blocking:
-    """Blocking proxy for an async helper of the AsyncClient (its dead letters, its inspector)."""
-
-    def __init__(self, client: Client, attribute: str) -> None:
-        self._client = client
-        self._attribute = attribute
-
-    def __getattr__(self, name: str) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            async def run() -> Any:
-                await self._client._async.connect()
-                target = getattr(self._client._async, self._attribute)
-                return await getattr(target, name)(*args, **kwargs)
-
-            return self._client._run(run())
-
-        return call
+        return Blocking(self, "inspect")

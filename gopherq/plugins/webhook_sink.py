@@ -32,7 +32,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gopherq import Event, PluginSettings, RegisterSettings, RegisterSink, Settings, SinkSettings, hookimpl
 from gopherq import __version__ as gopherq_version
-from gopherq.plugins.http import retry_after_seconds
+from gopherq.plugins.http.responses import retry_after_seconds
 from gopherq.plugins.signing import secret_key, sign
 
 log = logging.getLogger(__name__)

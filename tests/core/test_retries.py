@@ -19,7 +19,7 @@ from gopherq.core.results import ErrorInfo
 from gopherq.core.sections import QueueSettings
 from gopherq.core.settings import Settings
 from gopherq.core.task import RetryBackoff, Task
-from gopherq.plugins.http import retry_after_seconds
+from gopherq.plugins.http.responses import retry_after_seconds
 from tests.support.common import async_wait_until
 from tests.support.loopback import LoopbackServer
 from tests.support.plugins import CaptureSink, SinkPlugin

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import functools
 import re
 import time
@@ -54,6 +53,7 @@ from gopherq.plugins.http.command import curl_command
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
 from gopherq.plugins.http.extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
 from gopherq.plugins.http.flow import FLOW_KEY, HostRule, HostRules, flow_label, flow_signal
+from gopherq.plugins.http.responses import MAX_REDIRECTS, REDIRECT_STATUSES, redirect_request, retry_after_seconds
 from gopherq.plugins.http.summary import call_summary, encoded_body
 from gopherq.plugins.signing import secret_key, sign
 
@@ -191,44 +191,6 @@ class HttpPayload(BaseModel):
 #: or a header cannot be encoded, the transport refuses the request, or a redirect leads to an unsupported scheme.
 #: Validation refuses what it can foresee; these are the rest, and they fail the task without a retry.
 NOT_SENDABLE = (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError, ValueError)
-
-MAX_REDIRECTS = 20
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-
-
-def redirect_request(previous: httpx.Request, status: int, location: str) -> httpx.Request:
-    """The next request of a redirect chain, with the usual user-agent rules: 303 (and 301/302 after a POST)
-    become a body-less GET; credentials are not sent to another origin."""
-    url = previous.url.join(location)
-    method = previous.method
-    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
-        method = "GET"
-    headers = httpx.Headers(previous.headers)
-    headers.pop("host", None)
-    if url.scheme != previous.url.scheme or url.host != previous.url.host or url.port != previous.url.port:
-        headers.pop("authorization", None)
-        headers.pop("cookie", None)
-    content = previous.content if method == previous.method else None
-    if content is None:
-        headers.pop("content-length", None)
-        headers.pop("content-type", None)
-        headers.pop("transfer-encoding", None)
-    return httpx.Request(method, url, headers=headers, content=content, extensions=previous.extensions)
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Parse Retry-After: delta-seconds or an HTTP date. None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
 
 #: Methods whose request, in a flow step with no body of its own, carries its parents' outcomes as JSON.
 FLOW_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

@@ -1,0 +1,48 @@
+"""What a response asks of the next request: a redirect's next hop, and how long Retry-After says to wait.
+
+Kept apart from the executor (plugins/http/__init__.py, which re-exports both) so each reads on its own.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx
+
+MAX_REDIRECTS = 20
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+def redirect_request(previous: httpx.Request, status: int, location: str) -> httpx.Request:
+    """The next request of a redirect chain, with the usual user-agent rules: 303 (and 301/302 after a POST)
+    become a body-less GET; credentials are not sent to another origin."""
+    url = previous.url.join(location)
+    method = previous.method
+    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+        method = "GET"
+    headers = httpx.Headers(previous.headers)
+    headers.pop("host", None)
+    if url.scheme != previous.url.scheme or url.host != previous.url.host or url.port != previous.url.port:
+        headers.pop("authorization", None)
+        headers.pop("cookie", None)
+    content = previous.content if method == previous.method else None
+    if content is None:
+        headers.pop("content-length", None)
+        headers.pop("content-type", None)
+        headers.pop("transfer-encoding", None)
+    return httpx.Request(method, url, headers=headers, content=content, extensions=previous.extensions)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Parse Retry-After: delta-seconds or an HTTP date. None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
