@@ -62,6 +62,12 @@ HOSTILE: dict[str, tuple[dict[str, Any], str, str]] = {
         "schema_invalid",
         "field 'unique_key' must not contain control characters",
     ),
+    "fair_key_with_a_newline": (
+        {**ADD, "fair_key": "tenant\nINFO forged"},
+        "schema_invalid",
+        "field 'fair_key' must not contain control characters",
+    ),
+    "fair_key_too_long": ({**ADD, "fair_key": "k" * 201}, "schema_invalid", "field 'fair_key'"),
     "queue_not_a_queue_name": ({**ADD, "queue": "a {b}"}, "schema_invalid", "field 'queue': invalid queue name"),
     "queue_not_a_string": ({**ADD, "queue": ["q"]}, "schema_invalid", "field 'queue' must be a string, got ['q']"),
     "eta_beyond_the_horizon": ({**ADD, "eta": 1e300}, "schema_invalid", "field 'eta' is more than queue.max_horizon"),
@@ -107,6 +113,7 @@ RESERVED = {
     "ready_at": 1.0,
     "flow_slot": 1,
     "flow_member": {"flow": "f", "node": "n"},
+    "waiting_for": {"reason": "retry"},
 }
 RESERVED_MESSAGE = "is kept by GoPherQ (attempts, recoveries and flow slots): a producer cannot set it"
 
