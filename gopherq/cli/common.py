@@ -96,6 +96,17 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def report_count(verb: str, done: int, missing: int, as_json: bool, why: str = "not found") -> None:
+    """Say how many dead letters (or tasks) an action `verb` changed and how many it could not find, as a line or as
+    JSON; exit 1 when any was missing, so a script sees the typo."""
+    if as_json:
+        echo_json({verb: done, "not_found": missing})
+    else:
+        click.echo(f"{verb} {done}" + (f" ({missing} {why})" if missing else ""))
+    if missing:
+        sys.exit(1)
+
+
 def when(stamp: Any) -> str:
     """A Unix time as local ISO-8601 (seconds), for human-readable listings."""
     if not isinstance(stamp, (int, float)):

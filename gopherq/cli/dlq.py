@@ -14,6 +14,7 @@ from gopherq.cli.common import (
     handle_errors,
     json_option,
     queue_option,
+    report_count,
     run_async,
     settings_from,
     when,
@@ -155,12 +156,7 @@ def dlq_requeue(
 
     moved = run_async(with_client(settings, queue, action, sinks=True))
     missing = 0 if requeue_all else len(entry_ids) - moved
-    if as_json:
-        echo_json({"requeued": moved, "not_found": missing})
-    else:
-        click.echo(f"requeued {moved}" + (f" ({missing} not found, or too large to requeue)" if missing else ""))
-    if missing:
-        sys.exit(1)
+    report_count("requeued", moved, missing, as_json, "not found, or too large to requeue")
 
 
 @dlq.command("purge")

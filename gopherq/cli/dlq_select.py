@@ -4,7 +4,6 @@ change is recorded with `user@host` as its actor (core/audit.py)."""
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -16,6 +15,7 @@ from gopherq.cli.common import (
     handle_errors,
     json_option,
     queue_option,
+    report_count,
     run_async,
     settings_from,
     with_client,
@@ -56,13 +56,7 @@ def dlq_delete(
         return await client.inspect.operator(Actor.cli(), client.bus).delete(name, list(entry_ids))
 
     count = run_async(with_client(settings, queue, action, sinks=True))
-    missing = len(entry_ids) - count
-    if as_json:
-        echo_json({"deleted": count, "not_found": missing})
-    else:
-        click.echo(f"deleted {count}" + (f" ({missing} not found)" if missing else ""))
-    if missing:
-        sys.exit(1)
+    report_count("deleted", count, len(entry_ids) - count, as_json)
 
 
 @dlq.command("curl")
