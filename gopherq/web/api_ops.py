@@ -13,7 +13,7 @@
 
 Every action goes through the inspection layer's Operator (core/inspect/operations.py): an unknown queue, task or
 dead letter is a 404 that changes nothing, a filtered action handles one window, and each change is an audit event
-naming the request's actor. A viewer token gets 403 for every POST and DELETE (web/security.authorize).
+naming the request's actor. A viewer token gets 403 for every POST, PUT and DELETE (web/security.authorize).
 """
 
 from __future__ import annotations

@@ -341,13 +341,13 @@ OPENAPI: dict[str, Any] = {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KeySettings"}}},
                 },
-                "responses": {"200": _answer("what applies now", {"type": "object"}), **_errors(400)},
+                "responses": {"200": _answer("what applies now", {"type": "object"}), **_errors(400, 403)},
             },
             "delete": {
                 "operationId": "resetFairKey",
                 "summary": "Forget a fair key's run-time settings: the [fair] rules apply again",
                 "parameters": [_QUEUE, _KEY],
-                "responses": {"200": _answer("what applies now", {"type": "object"}), **_errors(400)},
+                "responses": {"200": _answer("what applies now", {"type": "object"}), **_errors(400, 403)},
             },
         },
         "/v1/openapi.json": {
