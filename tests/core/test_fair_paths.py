@@ -205,3 +205,23 @@ async def test_a_scheduled_task_with_a_fair_key_enters_its_keys_list(aredis: aio
     default = [task_id for task_id in order if not task_id.startswith(("hb", "urgent", "plain"))]
     assert default.index(f"sync@{t0 + 2}") < 5, default
     assert await leftovers(aredis, queue_name) == []
+
+
+async def test_a_task_deep_in_a_long_keys_list_is_found_and_a_key_may_hold_any_character(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    settings = make_settings()
+    broker = Broker(aredis, queue_name, "w1")
+    keys = broker.keys
+    key = "a|b *[x]%. é"
+    await enqueue(broker, [(f"t{i}", key) for i in range(4500)])
+    info = await Inspector(aredis, settings).task(queue_name, "t2250")
+    assert info is not None and info.envelope is None and info.note is not None  # beyond the lookup's window
+    assert await operator(aredis, settings).run_now(queue_name, "t2250") == "done"
+    assert await operator(aredis, settings).delete_task(queue_name, "t2251") == "done"
+    head = await aredis.lrange(keys.fair_list("d", key), 0, 1)
+    assert [codec.loads(raw)["id"] for raw in head] == ["t2250", "t0"]
+    assert await aredis.llen(keys.fair_list("d", key)) == 4499
+    assert await aredis.hget(keys.fair_count, "d") == b"4499"
+    where = await record(aredis, keys, "t2250")
+    assert where is not None and where.fair_key == key and where.how == "run_now"
