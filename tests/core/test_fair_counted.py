@@ -116,3 +116,19 @@ async def test_a_visit_takes_up_to_the_quantum_within_the_keys_limits(aredis: ai
     assert runs == {"a": 2, "c": 2, "w": 4}, order  # the quantum: 2 per unit of weight
     assert [t for t in order if t[0] == "c"] == ["c0", "c1", "c2"], order  # its limit: 3 running
     assert [t for t in order if t[0] == "w"] == [f"w{i}" for i in range(12)], order
+
+
+async def test_a_raw_push_sorted_into_a_key_the_same_claim_emptied_keeps_it_active(
+    aredis: aioredis.Redis, queue_name: str
+) -> None:
+    broker = Broker(aredis, queue_name, "w1")
+    keys = broker.keys
+    await enqueue(broker, "a", ["a1"])
+    # Key "a" is ahead of the keyless tasks' turn, so its only task is taken before a raw push of its own (behind
+    # a keyless task in the plain list) is sorted into its list, by the same claim.
+    await aredis.set(f"{keys.fair_active('d')}:vt", 1)
+    await aredis.rpush(queue_name, codec.dumps({"id": "x", "type": "rec"}), envelope("a2", "a"))
+    claimed: list[str] = []
+    while got := await claim(broker, 10):
+        claimed += got
+    assert sorted(claimed) == ["a1", "a2", "x"]

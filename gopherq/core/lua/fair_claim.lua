@@ -88,6 +88,7 @@ local function fair_take(letter, list)
     if #head == 0 then break end
     local bound = math.huge
     local rescore, gone = {}, {}
+    local sorted_before = fair_sorted
     for j = 1, #head, 2 do
       local k, score = head[j], tonumber(head[j + 1])
       if score > bound or #items >= want then break end
@@ -137,6 +138,14 @@ local function fair_take(letter, list)
       end
     end
     if #rescore > 0 then redis.call('ZADD', active, unpack(rescore)) end
+    if #gone > 0 and fair_sorted > sorted_before then
+      -- The keyless turn sorted raw pushes into keys' lists: one may be a key this pass emptied, which stays.
+      local still = {}
+      for _, k in ipairs(gone) do
+        if k == '' or redis.call('EXISTS', fair_list(letter, k)) == 0 then still[#still + 1] = k end
+      end
+      gone = still
+    end
     if #gone > 0 then redis.call('ZREM', active, unpack(gone)) end
   end
   if taken > 0 and redis.call('HINCRBY', FAIR_COUNT, letter, -taken) <= 0 then
