@@ -39,6 +39,7 @@ from gopherq.core.keys import QueueKeys
 
 RESULT = b'{"status":"succeeded","attempts":1}'
 BATCH = 100
+SECTIONS = ["noisy", "fairness", "cost"]
 #: The fairness backlogs hold this many times what the measured rate would claim in their time.
 ROOM = 1.5
 
@@ -294,9 +295,12 @@ async def run(args: argparse.Namespace, url: str) -> str:
         bench = Bench(redis, args)
         Bench.load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
         await bench.plain()
-        await bench.noisy_neighbour()
-        await bench.fairness()
-        await bench.cost()
+        if "noisy" in args.only:
+            await bench.noisy_neighbour()
+        if "fairness" in args.only:
+            await bench.fairness()
+        if "cost" in args.only:
+            await bench.cost()
         return bench.table()
     finally:
         await redis.aclose()
@@ -311,6 +315,9 @@ def main() -> None:
     parser.add_argument("--per-key", type=int, default=2, help="tasks per key in the cost row (keys stay active)")
     parser.add_argument(
         "--rate-guess", type=float, help="claims/s to size the fairness backlogs for (default: the measured plain rate)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run only these sections (default: all)"
     )
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     args = parser.parse_args()
