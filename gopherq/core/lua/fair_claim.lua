@@ -1,10 +1,12 @@
 -- Fair keys, the claim's side (pulled in by claim.lua; see fair_base.lua for the keys). Within a priority level the
--- keys with waiting tasks take turns by start-time fair queueing: each pick takes the active key with the lowest
--- virtual time, makes that the level's virtual time and moves the key on by 1 / weight, so over any stretch of
--- picks every backlogged key gets a share in proportion to its weight, and a key that just became busy starts at
--- the current virtual time (one O(log K) sorted-set step per pick, whatever the number of keys). The level's
--- keyless tasks (its plain list) take their turn as one more key, '' (weight `[fair] default_weight`).
--- A key that may not run now is parked (fair_limited), not bounced through the delayed set.
+-- keys with waiting tasks take turns by start-time fair queueing: each turn goes to the active key with the lowest
+-- virtual time, makes that the level's virtual time, takes up to the key's quantum of tasks (FAIR_QUANTUM per unit
+-- of weight: one list pop serves several tasks, as in deficit round robin) and moves the key on by tasks taken /
+-- weight, so over any stretch of turns every backlogged key gets a share in proportion to its weight, and a key
+-- that just became busy starts at the current virtual time (one O(log K) sorted-set step per turn, whatever the
+-- number of keys). The level's keyless tasks (its plain list) take their turn as one more key, '' (weight
+-- `[fair] default_weight`). A key that may not run now is parked (fair_allowed), not bounced through the delayed
+-- set. Only keys with a concurrency limit or ordered have their running tasks counted (fair_track).
 local ready = KEYS[1]
 --@include fair_base
 local fair_now = tonumber(ARGV[5]) or 0  -- ARGV 5: now (ms); 4 is the worker id (whereabouts)
