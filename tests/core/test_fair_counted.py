@@ -5,6 +5,8 @@ settles no running set at all. A visit takes up to the quantum (2 per unit of we
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -14,6 +16,9 @@ from gopherq.core.broker import Broker, Settlement, SpecialPush
 from gopherq.core.fair import FairKeys
 from gopherq.core.keys import WAKE_MARKER
 from gopherq.core.sections import FairSettings
+from gopherq.core.settings import Settings
+from tests.support.common import async_wait_until
+from tests.support.plugins import ExecutorPlugin
 
 
 def envelope(task_id: str, key: str) -> bytes:
@@ -132,3 +137,44 @@ async def test_a_raw_push_sorted_into_a_key_the_same_claim_emptied_keeps_it_acti
     while got := await claim(broker, 10):
         claimed += got
     assert sorted(claimed) == ["a1", "a2", "x"]
+
+
+class KeyGauge:
+    """Counts the running attempts of each fair key, and the most at once."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+
+    async def execute(self, task: Any, context: Any) -> None:
+        key = task.fair_key
+        self.running[key] = self.running.get(key, 0) + 1
+        self.peak[key] = max(self.peak.get(key, 0), self.running[key])
+        await asyncio.sleep(0.02)
+        self.running[key] -= 1
+
+
+async def test_a_worker_frees_the_places_it_was_counted_in(
+    aredis: aioredis.Redis, queue_name: str, make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    gauge = KeyGauge()
+    await FairKeys(aredis, queue_name, FairSettings()).set("capped", concurrency=2)
+    running = await start_worker(
+        make_settings(worker={"concurrency": 8}), extra_plugins={"gauge": ExecutorPlugin("gauge", gauge)}
+    )
+    broker = running.worker.broker
+    tasks = [("capped", f"c{i}") for i in range(12)] + [("free", f"f{i}") for i in range(12)]
+    pushes = [
+        SpecialPush(task_id, codec.dumps({"id": task_id, "type": "gauge", "fair_key": key})) for key, task_id in tasks
+    ]
+    assert await Broker(aredis, queue_name).push_special(pushes) == [None] * len(pushes)
+    keys = broker.keys
+
+    async def all_done() -> bool:
+        return all(await aredis.mget([keys.result(task_id) for _, task_id in tasks]))
+
+    await async_wait_until(all_done, what="every task's result")
+    assert gauge.peak["capped"] <= 2, gauge.peak
+    # Every counted place was freed by its task's settle (a recount happens only when the key looks full).
+    assert not await aredis.exists(keys.fair_running("capped"), keys.fair_running("free"))
+    assert broker.fair_counted == set()
