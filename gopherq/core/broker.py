@@ -95,7 +95,8 @@ class Settlement:
     #: Its events as stream entries (core/eventlog.py), written by the settle with it, or not at all.
     events: list[bytes] | None = None
     dag: tuple[str, str] | None = None
-    #: The task's fair key: its place among the key's running tasks is freed with this settle (see fair_base.lua).
+    #: The task's fair key: its place among the key's running tasks is freed with this settle (see fair_base.lua)
+    #: when the claim counted it there (a key with limits: `Broker.fair_counted`).
     fair_key: str | None = None
 
 
@@ -118,6 +119,10 @@ class Broker:
         self._schedule = registry["schedule"]
         #: Ids of tasks whose cancellation is pending, as the last claim saw them (empty almost always).
         self.cancel_requests: frozenset[str] = frozenset()
+        #: Attempt tokens the claim counted among their fair keys' running tasks (keys with limits): only their
+        #: settles free a place (a 'fair' item); a key without limits costs its settles nothing. Each goes when its
+        #: settle got a reply.
+        self.fair_counted: set[str] = set()
 
     @property
     def processing(self) -> str:
@@ -203,6 +208,9 @@ class Broker:
             flat = flat[:-2]
         elif self.cancel_requests:
             self.cancel_requests = frozenset()
+        if len(flat) >= 2 and flat[-2] == b"!counted":
+            self.fair_counted.update(token.decode() for token in flat[-1])
+            flat = flat[:-2]
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def wait_for_task(self, timeout: float) -> bool:
@@ -267,7 +275,7 @@ class Broker:
             if item.dag is not None and item.kind in ENDING:  # a flow member: dag_settle.lua moves its flow on
                 keys.append(k.dag(item.dag[0]))
                 args += ["dag", item.task_id, item.dag[1], item.dag[0], ""]
-            if item.fair_key is not None:
+            if item.fair_key is not None and item.token in self.fair_counted:
                 keys.append(k.fair_running(item.fair_key))
                 args += ["fair", item.token, "", item.fair_key, ""]
             if item.events and with_events:  # written with the item, or not at all (see lua/events.lua)
@@ -280,6 +288,8 @@ class Broker:
         keys += [k.reaped, k.where, k.hourly_counts(stamp // 3600000 * 3600)]
         args += [HOURLY_COUNTS_TTL, *timing]
         flags = await self._settle(keys=keys, args=args)
+        if self.fair_counted:  # settled now or before, or refused: either way this attempt's place is not ours
+            self.fair_counted.difference_update(item.token for item in items)
         return [bool(flag) for flag in flags]
 
     async def heartbeat(

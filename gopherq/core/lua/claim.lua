@@ -7,9 +7,11 @@
 --       6 paused flag, 7 cancel requests (zset), 8 high-priority list, 9 low-priority list, 10 whereabouts (hash)
 -- ARGV: 1 max tasks, 2 lease deadline (ms), 3 level order (e.g. 'hdl': h = KEYS[8], d = KEYS[1], l = KEYS[9]),
 --       4 this worker's id, 5 now (ms) (for the whereabouts: running|token|since|worker, see whereabouts.lua)
--- Returns: {token1, envelope1, token2, envelope2, ...}, then, when cancellations are pending, '!cancels' and the
--- list of their task ids (the worker settles those tasks as cancelled instead of running them); or false when the
--- queue is paused (anything staged goes back to the head of the ready list).
+-- Returns: {token1, envelope1, token2, envelope2, ...}, then, when tasks of fair keys with limits were claimed,
+-- '!counted' and the list of their tokens (their settles carry the 'fair' item: fair_claim.lua), then, when
+-- cancellations are pending, '!cancels' and the list of their task ids (the worker settles those tasks as
+-- cancelled instead of running them); or false when the queue is paused (anything staged goes back to the head of
+-- the ready list).
 if redis.call('EXISTS', KEYS[6]) == 1 then
   while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do end
   return false
@@ -70,7 +72,11 @@ end
 redis.call('HSET', KEYS[4], unpack(hargs))
 redis.call('ZADD', KEYS[3], unpack(zargs))
 flush_where(KEYS[10])
-fair_track(last, n)  -- [fair keys]
+local counted = fair_track(last, n)  -- [fair keys]
+if #counted > 0 then
+  out[#out + 1] = '!counted'
+  out[#out + 1] = counted
+end
 local cancels = redis.call('ZRANGE', KEYS[7], 0, 999)
 if #cancels > 0 then
   out[#out + 1] = '!cancels'

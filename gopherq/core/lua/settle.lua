@@ -29,7 +29,8 @@
 --   never became a task), if it still names that attempt; 'dag' (item key: the task's flow hash; token: the task
 --   id; result: its node; data: its flow id) records a flow member's final outcome and makes ready the joins it
 --   completes (dag_settle.lua); 'fair' (item key: the fair key's running set; data: the fair key) frees the
---   task's place among its key's running tasks (fair_base.lua: fair_settled).
+--   task's place among its key's running tasks (fair_base.lua: fair_settled); it is sent only for an attempt
+--   the claim counted there (a key with limits: the claim's '!counted').
 --   Events (see core/eventlog.py, events.lua): a 'stream' item, first when any item has events (item key: the
 --   queue's event stream; token: its maxlen; result: events kept per timeline), then one 'event' after-item per
 --   event of an item (item key: the task's timeline, or the stream itself when timelines are off; result: the
