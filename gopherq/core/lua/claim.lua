@@ -59,7 +59,7 @@ local last = redis.call('INCRBY', KEYS[5], n)
 local out, hargs, zargs = {}, {}, {}
 local held_since = '|' .. ARGV[5] .. '|' .. ARGV[4]  -- whereabouts: running|<token>|<since>|<worker>
 for i = 1, n do
-  local token = tostring(last - n + i)
+  local token = string.format('%d', last - n + i)  -- not tostring: its %.14g costs a float formatting per task
   note(task_id(items[i]), 'running|' .. token .. held_since)
   out[#out + 1] = token
   out[#out + 1] = items[i]
