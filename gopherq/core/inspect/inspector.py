@@ -212,8 +212,8 @@ class Inspector(QueueReader, EventReader, OperationsReader):
         k = self.keys(queue)
         offset, limit = max(0, offset), max(1, limit)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(k.leases)
-            pipe.zrange(k.leases, offset, offset + limit - 1, withscores=True)
+            pipe.zcount(k.leases, "-inf", "(+inf")  # below +inf: not the layout member (keys.LEASES_LAYOUT)
+            pipe.zrangebyscore(k.leases, "-inf", "(+inf", start=offset, num=limit, withscores=True)
             total, leased = await pipe.execute()
         tokens = [text(token) for token, _ in leased]
         envelopes = await self.redis.hmget(k.inflight, tokens) if tokens else []

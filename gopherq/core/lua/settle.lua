@@ -48,7 +48,7 @@ local gone = {}  -- ids of tasks that ended here: their whereabouts go (one HDEL
 --@include events
 --@include dag_step
 --@include dag_settle
-local ttl = tonumber(ARGV[2])
+local ttl = ARGV[2]  -- as text: Redis 7.0 formats a Lua number passed to redis.call with %.17g, per call
 local cap = tonumber(ARGV[3])
 local out = {}
 local counts = {}
