@@ -120,6 +120,7 @@ async def test_parked_keys_come_after_the_keys_taking_turns(
 
     lines = await listing(inspector, queue_name, 2)
     assert lines == [("a1", "acme"), ("a2", "acme"), ("b0", "beta"), ("b1", "beta")]
+    assert await listing(inspector, queue_name, 1) == lines  # a cursor in the parked set, at its score +inf
     assert (await inspector.ready(queue_name, 0, 10)).total == (await inspector.queue(queue_name)).ready == 4
 
 

@@ -10,9 +10,11 @@ import html
 import json
 import re
 
+import pytest
 import redis.asyncio as aioredis
 
 from gopherq import AsyncClient
+from gopherq.core.inspect import ready_list
 from gopherq.core.keys import QueueKeys
 from tests.web.test_web import Dashboard, Start, dashboard  # noqa: F401  (fixture)
 
@@ -99,7 +101,10 @@ async def test_the_ready_tab_shows_keyed_tasks_with_their_own_actions(
     assert "1\u20135 of 5" in body and ids["a0"] not in body
 
 
-async def test_the_ready_tab_pages_on_by_cursor_past_the_keys(dashboard: Start) -> None:  # noqa: F811
+async def test_the_ready_tab_pages_on_by_cursor_past_the_keys(
+    dashboard: Start,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     app: Dashboard = await dashboard()
     queue = app.settings.queue.name
     async with AsyncClient(app.settings) as client:
@@ -115,6 +120,19 @@ async def test_the_ready_tab_pages_on_by_cursor_past_the_keys(dashboard: Start) 
         if older is None:
             break
         path = html.unescape(older.group(1))
+        if shown:
+            assert "\u2190 First" in body or len(shown) == 25  # back to the head from a page reached by cursor
     assert shown == list(ids)
     status, body, _ = await app.get(f"/queues/{queue}?tab=ready&cursor=!!")
     assert status == 400 and "cursor" in body
+
+    # An offset deep among the keys, past what one page may walk: an empty page whose link goes on.
+    monkeypatch.setattr(ready_list, "KEYS_PER_CALL", 3)
+    monkeypatch.setattr(ready_list, "CALLS", 2)
+    status, body, _ = await app.get(f"/queues/{queue}?tab=ready&offset=40")
+    assert status == 200 and "more may follow" in body
+    older = re.search(r'href="([^"]*tab=ready&(?:amp;)?cursor=[^"]+)">Older', body)
+    assert older is not None
+    monkeypatch.undo()
+    status, body, _ = await app.get(html.unescape(older.group(1)))
+    assert re.findall(rf'href="/queues/{queue}/tasks/([^"/]+)">', body) == list(ids)[40:]

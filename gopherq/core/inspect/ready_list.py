@@ -24,9 +24,10 @@ from gopherq.core.keys import QueueKeys
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.scripts import scripts
 
-#: Most keys one call of the script looks at (their lengths), and most calls one page makes.
-KEYS_PER_CALL = 5_000
-CALLS = 10
+#: Most keys one call of the script looks at (their lengths: a few ms of the server's time, so a walk never blocks
+#: it for long), and most calls one page makes (100,000 keys walked at most; a cursor walks none).
+KEYS_PER_CALL = 2_000
+CALLS = 50
 #: Longest cursor accepted (a key is at most 800 bytes in the scripts; base64 and the rest fit well under this).
 CURSOR_MAX = 2_048
 #: Most bytes of a fair key a position may name (as fair_base.lua's fair_key_of accepts).
