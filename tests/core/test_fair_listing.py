@@ -199,3 +199,27 @@ async def test_a_cursor_not_made_by_a_ready_page_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="cursor"):
         await Inspector(aredis, make_settings()).ready(queue_name, 0, 10, cursor)
+
+
+async def test_paging_while_workers_claim_skips_no_task_of_a_key(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """Between two pages claims take keys' heads and move their turns on: a key claimed behind the cursor comes
+    round again (its tasks may show twice), and no task waiting in a key's list all along is missed."""
+    broker = Broker(aredis, queue_name, "w1")
+    await enqueue(broker, [push(f"k{n:02d}-{i}", f"key{n:02d}") for n in range(30) for i in range(3)])
+    inspector = Inspector(aredis, make_settings())
+    seen: set[str] = set()
+    claimed: set[str] = set()
+    cursor: str | None = None
+    while True:
+        page = await inspector.ready(queue_name, 0, 7, cursor)
+        seen.update(item.id for item in page.items if item.id)
+        got = await broker.claim(2, 60000)
+        assert got is not None
+        claimed.update(codec.loads(raw)["id"] for _, raw in got if raw != WAKE_MARKER)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    waiting_all_along = {f"k{n:02d}-{i}" for n in range(30) for i in range(3)} - claimed
+    assert waiting_all_along <= seen

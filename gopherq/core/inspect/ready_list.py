@@ -9,13 +9,16 @@ the level's turns (or of the parked set) and reads the page from there, so a pag
 many keys and tasks there are. An offset still works: whole levels are passed by their counts (the same counts as
 `QueueInfo.ready`, so `total` is that number), and inside a level's keys by walking them, a bounded number of keys
 per call (`KEYS_PER_CALL`) and at most `CALLS` calls per page; a page that stops there is shorter and its cursor
-goes on. The listing is of a live queue: claims move keys' turns and shift lists, as they shift offsets.
+goes on. The listing is of a live queue: claims move keys' turns and shift lists; a page reads one task more than it
+shows and the next starts at that task's own position, so a key whose turn moved comes round again (shown twice,
+never missed).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -104,27 +107,39 @@ class ReadyRows:
 async def read_ready(
     redis: RedisClient, keys: QueueKeys, offset: int, limit: int, cursor: ReadyCursor | None = None
 ) -> ReadyRows:
-    """A page of at most `limit` ready tasks from `cursor`, or else from `offset` (see the module docstring)."""
+    """A page of at most `limit` ready tasks from `cursor`, or else from `offset` (see the module docstring). One
+    task more is read than is shown: when it is there, the next page starts at that task's own position, so whether
+    more follows does not hang on a count that claims change between pages."""
     script = scripts(redis)["ready_page"]
     at = cursor or ReadyCursor(offset, skip=offset)
+    start = at.offset
     rows: list[tuple[str | None, bytes]] = []
+    places: list[ReadyCursor] = []
     total, state = 0, 1
     for _ in range(CALLS):
         reply = await script(
             keys=list(keys.ready_lists),
-            args=[limit - len(rows), KEYS_PER_CALL, at.level, at.section, at.score, at.key, at.within, at.skip],
+            args=[limit + 1 - len(rows), KEYS_PER_CALL, at.level, at.section, at.score, at.key, at.within, at.skip],
         )
         (level, section, score, key, within, skip, state), sizes, *flat = reply
         total = sum(int(n) for n in sizes)
-        for i in range(0, len(flat), 2):
-            name = flat[i].decode("utf-8", "replace") if flat[i] else None
-            rows.append((name, flat[i + 1]))
-        score = score.decode() if isinstance(score, bytes) else str(score)
-        at = ReadyCursor(at.offset, int(level), int(section), score, bytes(key), int(within), int(skip))
-        if state != 2 or len(rows) >= limit:
+        for i in range(0, len(flat), 6):
+            name, raw, row_level, row_section, row_score, index = flat[i : i + 6]
+            rows.append((name.decode("utf-8", "replace") if name else None, raw))
+            place = (start + len(places), int(row_level), int(row_section), _score_text(row_score))
+            if name:
+                places.append(ReadyCursor(*place, key=bytes(name), within=int(index)))
+            else:
+                places.append(ReadyCursor(*place, skip=int(index)))
+        at = ReadyCursor(start, int(level), int(section), _score_text(score), bytes(key), int(within), int(skip))
+        if state != 2 or len(rows) > limit:
             break
-    start = at.offset
-    # Full: more follows unless the count says this was the end; stopped by the keys looked at: more may follow.
-    follows = (state == 0 and start + len(rows) < total) or state == 2
-    next_at = ReadyCursor(start + len(rows), at.level, at.section, at.score, at.key, at.within, at.skip)
-    return ReadyRows(rows, total, start, next_at if follows else None)
+    if len(rows) > limit:
+        return ReadyRows(rows[:limit], total, start, places[limit])
+    if state == 2:  # stopped by the keys it may look at: more may follow from where it stopped
+        return ReadyRows(rows, total, start, dataclasses.replace(at, offset=start + len(rows)))
+    return ReadyRows(rows, total, start, None)
+
+
+def _score_text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

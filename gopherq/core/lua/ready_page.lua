@@ -11,8 +11,9 @@
 -- KEYS: 1 the plain (default-level) list, 2 the high list, 3 the low list
 -- ARGV: 1 most tasks, 2 most keys to look at, 3 level, 4 section, 5 score, 6 key, 7 within, 8 skip
 -- Returns: {{level, section, score, key, within, skip, state}, {plain and keyed tasks of each level, h d l},
---   key1, raw1, key2, raw2, ...} (key '' for a task of a plain list). state: 0 the page is full and the position
---   is where the next starts, 1 nothing follows, 2 it looked at its most keys first (go on from the position).
+--   then six values per task: key ('' in a plain list), envelope, and the task's own position: level, section,
+--   score, index (in its key's list, or among its plain list's tasks)}. state: 0 the page is full, 1 nothing
+--   follows, 2 it looked at its most keys first (go on from the position).
 local ready = KEYS[1]
 --@include fair_base
 local WAKE = 'gopherq:wake'
@@ -34,6 +35,12 @@ end
 
 local out = {}
 local taken, looked, state = 0, 0, 1
+
+local function add(k, raw, s, index)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5], out[n + 6] = k, raw, lv, sec, s, index
+  taken = taken + 1
+end
 
 -- a < b as a sorted set orders members of equal score (bytewise; Lua's own '<' follows the server's locale).
 local function before(a, b)
@@ -74,9 +81,7 @@ local function read_plain()
   for _, raw in ipairs(got) do
     if taken >= most then break end
     if raw ~= WAKE then
-      out[#out + 1] = ''
-      out[#out + 1] = raw
-      taken = taken + 1
+      add('', raw, '-inf', skip + used)
       used = used + 1
     end
   end
@@ -116,11 +121,7 @@ local function read_keys()
           start = start + skip
           skip = 0
           local got = redis.call('LRANGE', list, start, start + most - taken - 1)
-          for _, raw in ipairs(got) do
-            out[#out + 1] = k
-            out[#out + 1] = raw
-          end
-          taken = taken + #got
+          for i, raw in ipairs(got) do add(k, raw, s, start + i - 1) end
           if taken >= most then
             score, key, within, state = s, k, start + #got, 0
             return true
