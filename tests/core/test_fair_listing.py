@@ -82,11 +82,13 @@ async def test_keyed_and_keyless_tasks_are_listed_with_their_keys_and_the_queues
     broker = Broker(aredis, queue_name, "w1")
     await enqueue(broker, MIXED)
     await aredis.lpush(broker.keys.ready, WAKE_MARKER)  # not a task: neither listed nor counted
+    raw = codec.dumps({"id": "raw", "type": "rec", "fair_key": "acme"})
+    await aredis.rpush(broker.keys.level("low"), raw)  # pushed raw: waits in the plain list until a claim sorts it
     inspector = Inspector(aredis, make_settings())
 
     page = await inspector.ready(queue_name, 0, 50)
-    assert [(item.id, item.fair_key) for item in page.items] == MIXED_ORDER
-    assert page.total == (await inspector.queue(queue_name)).ready == len(MIXED)
+    assert [(item.id, item.fair_key) for item in page.items] == [*MIXED_ORDER[:8], ("raw", "acme"), MIXED_ORDER[8]]
+    assert page.total == (await inspector.queue(queue_name)).ready == len(MIXED) + 1
     assert page.next_cursor is None
     assert page.to_dict()["items"][1]["fair_key"] == "acme"
 

@@ -55,6 +55,15 @@ _SUMMARY_MAX = 160
 _ID_MAX = 256
 
 
+def _raw_key(raw: bytes) -> str | None:
+    """The fair key a task in a plain list names (pushed raw: a claim moves it to its key's list), or None."""
+    if b'"fair_key"' not in raw:
+        return None
+    envelope = decode(raw)
+    key = envelope.get("fair_key") if isinstance(envelope, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
 class Inspector(QueueReader, EventReader, OperationsReader):
     """Reads (and pauses or resumes) queues on one Redis. Build it with the client the caller already has."""
 
@@ -154,7 +163,7 @@ class Inspector(QueueReader, EventReader, OperationsReader):
         at = ReadyCursor.decode(cursor) if cursor else None
         page = await read_ready(self.redis, self.keys(queue), offset, limit, at)
         out = [
-            self.summarise(raw, "ready", enqueued_at=ready_since(raw), fair_key=self.shown_key(name))
+            self.summarise(raw, "ready", enqueued_at=ready_since(raw), fair_key=self.shown_key(name or _raw_key(raw)))
             for name, raw in page.rows
         ]
         following = page.next_cursor.encode() if page.next_cursor is not None else None

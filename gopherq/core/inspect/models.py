@@ -119,8 +119,8 @@ class TaskSummary:
     whichever applies; `summary` is short text such as "GET https://host/path" (masked), taken from the
     payload's method- and url-like fields, else the type. A delayed line says why it waits: `waiting` is
     retrying, scheduled or held (core/inspect/waiting.py), `held` names the limit, flow key and end of a hold,
-    `last_error` is a retry's last error (one line, masked). `fair_key`: the fair key of a ready task waiting in
-    its key's list (docs/tasks.md "Fair keys"), None for one without."""
+    `last_error` is a retry's last error (one line, masked). `fair_key`: the fair key of a ready task (docs/tasks.md
+    "Fair keys": waiting in its key's list, or pushed raw naming one), None for one without."""
 
     id: str | None
     type: str | None
