@@ -42,20 +42,24 @@ def callgrind(out: Path) -> list[str]:
 
 
 def counted(out: Path) -> int:
-    """The instructions of the dumps `callgrind_control -d` wrote into `out` (every process, part 1 only)."""
+    """The instructions of the dumps `callgrind_control -d` wrote into `out`: every process's (part 1), each read
+    once it is whole (its `totals:` line, the last one written, is there)."""
     subprocess.run(["callgrind_control", "-d"], capture_output=True, check=False)
-    deadline = time.monotonic() + 30
-    while not glob.glob(f"{out}/*.out.1") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)
-    total = 0
-    for path in glob.glob(f"{out}/*.out.1"):
-        with open(path, errors="replace") as dump:
-            for line in dump:
-                if line.startswith(("summary:", "totals:")):
-                    total += int(line.split()[1])
-                    break
-    return total
+    deadline = time.monotonic() + 60
+    time.sleep(2)  # every traced process dumps, the big ones take longer
+    while True:
+        totals = [_totals(path) for path in glob.glob(f"{out}/*.out.1")]
+        if (totals and None not in totals) or time.monotonic() > deadline:
+            return sum(total or 0 for total in totals)
+        time.sleep(0.5)
+
+
+def _totals(path: str) -> int | None:
+    with open(path, errors="replace") as dump:
+        for line in dump:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    return None
 
 
 # -- redis: the claim and settle scripts ---------------------------------------------------------------------------
