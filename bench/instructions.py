@@ -38,17 +38,23 @@ RESULT = b'{"status":"succeeded","attempts":1}'
 
 
 def callgrind(out: Path) -> list[str]:
-    return ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={out}/%p.out"]
+    """valgrind's callgrind, one dump file per process named by its pid (valgrind runs in the process it starts)."""
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/%p.out"]
 
 
-def counted(out: Path) -> int:
-    """The instructions of the dumps `callgrind_control -d` wrote into `out`: every process's (part 1), each read
-    once it is whole (its `totals:` line, the last one written, is there)."""
-    subprocess.run(["callgrind_control", "-d"], capture_output=True, check=False)
+def zero(pid: int) -> None:
+    """Zero the counts of the process `pid` (only its own: other callgrind runs on the machine are not touched)."""
+    subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=False)
+
+
+def counted(out: Path, pid: int) -> int:
+    """The instructions of the process `pid` since `zero`, from the dump `callgrind_control -d` writes into `out`
+    (part 1), read once it is whole (its `totals:` line, the last one written, is there)."""
+    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=False)
     deadline = time.monotonic() + 60
     time.sleep(2)  # every traced process dumps, the big ones take longer
     while True:
-        totals = [_totals(path) for path in glob.glob(f"{out}/*.out.1")]
+        totals = [_totals(path) for path in glob.glob(f"{out}/{pid}.out.1")]
         if (totals and None not in totals) or time.monotonic() > deadline:
             return sum(total or 0 for total in totals)
         time.sleep(0.5)
@@ -79,7 +85,7 @@ async def drive(url: str, mode: str, tasks: int, batch: int) -> None:
         await redis.rpush(queue, *[ENVELOPE % i for i in range(start, min(tasks, start + 1000))])
     log = None if mode == "off" else EventLog(100_000, 0 if mode == "notl" else 20, 86_400)
     await redis.ping()
-    subprocess.run(["callgrind_control", "-z"], capture_output=True, check=False)
+    zero(int(os.environ["BENCH_COUNTED_PID"]))
     done = 0
     while done < tasks:
         claimed = await broker.claim(batch, 60_000)
@@ -107,10 +113,11 @@ def redis_row(python: str, code: Path, mode: str, tasks: int, batch: int) -> flo
         out.mkdir()
         server = RedisServer(Path(tmp), prefix=callgrind(out)).start()
         try:
-            env = dict(os.environ, PYTHONPATH=f"{code}:{REPO}")
+            assert server.proc is not None
+            env = dict(os.environ, PYTHONPATH=f"{code}:{REPO}", BENCH_COUNTED_PID=str(server.proc.pid))
             args = [python, str(HERE), "drive", server.url, mode, str(tasks), str(batch)]
             subprocess.run(args, env=env, check=True)
-            return counted(out) / tasks
+            return counted(out, server.proc.pid) / tasks
         finally:
             server.stop()
 
@@ -150,9 +157,9 @@ def worker_row(python: str, code: Path, mode: str, tasks: int) -> float:
         try:
             wait_for(lambda: client.zcard(f"gopherq:{{{queue}}}:workers") >= 1, 600, "the worker under valgrind")
             drain(1000)  # warm: imports, caches, pools
-            subprocess.run(["callgrind_control", "-z"], capture_output=True, check=False)
+            zero(proc.pid)
             drain(tasks)
-            return counted(out) / tasks
+            return counted(out, proc.pid) / tasks
         finally:
             stop_process(proc, 60)
             client.close()
