@@ -16,7 +16,7 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
-from gopherq.core.eventlog import EventLog, timeline_entry
+from gopherq.core.eventlog import TIMELINE_ENTRY_BYTES, EventLog, timeline_entry
 from gopherq.core.keys import COUNTS_TTL, HOURLY_COUNTS_TTL, QueueKeys
 from gopherq.core.priorities import LETTERS
 from gopherq.core.redis_client import RedisClient
@@ -255,11 +255,25 @@ class Broker:
         # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
         # request) takes the request with it, so it does not linger until it expires.
         pending = self.cancel_requests
+        riding: list[str] = []  # the timelines of the events that ride in their items' `data` (see below)
         for item in items:
             keys.append(k.result(item.task_id))
             # An ending item names its task in `extra` (its whereabouts go); a dead letter's is its entry id already.
-            extra = item.task_id if item.kind == "ack" or item.kind == "cancel" else item.extra
-            args += [item.kind, item.token, item.result, item.data, extra]
+            data, events = item.data, item.events if with_events else None
+            if item.kind == "ack" or item.kind == "cancel":
+                if data:
+                    raise ValueError(f"a {item.kind!r} settlement has no data (its event rides there)")
+                extra = item.task_id
+                # The usual case, a success's one event, rides in the item's own `data` (unused by these kinds):
+                # no argument of its own to pack and send (settle.lua; its timeline key follows the items' keys).
+                if events is not None and len(events) == 1 and len(events[0]) <= TIMELINE_ENTRY_BYTES:
+                    assert log is not None
+                    data, events = events[0], None
+                    if log.timeline:
+                        riding.append(k.timeline(item.task_id))
+            else:
+                extra = item.extra
+            args += [item.kind, item.token, item.result, data, extra]
             if item.where is not None:
                 keys.append(k.where)
                 args += ["where", item.task_id, "", item.where, ""]
@@ -278,12 +292,13 @@ class Broker:
             if item.fair_key is not None and item.token in self.fair_counted:
                 keys.append(k.fair_running(item.fair_key))
                 args += ["fair", item.token, "", item.fair_key, ""]
-            if item.events and with_events:  # written with the item, or not at all (see lua/events.lua)
+            if events:  # written with the item, or not at all (see lua/events.lua)
                 assert log is not None
                 timeline = k.timeline(item.task_id) if log.timeline else k.events
-                for line in item.events:
+                for line in events:
                     keys.append(timeline)
                     args += ["event", "", line, timeline_entry(line) if log.timeline else b"", ""]
+        keys += riding
         keys += self._levels
         keys += [k.reaped, k.where, k.hourly_counts(stamp // 3600000 * 3600)]
         args += [HOURLY_COUNTS_TTL, *timing]

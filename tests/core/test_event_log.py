@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError
@@ -87,6 +88,59 @@ async def test_a_settle_sent_again_after_its_reply_was_lost_writes_its_events_on
     names = [(event["event"], event["task_id"]) for event in stream(sync_redis, worker)]
     assert names == [("task.succeeded", "ok"), ("task.failed", "again"), ("task.retrying", "again")]
     assert sync_redis.llen(worker.keys.timeline("again")) == 2 and sync_redis.llen(worker.keys.timeline("ok")) == 1
+
+
+async def test_riding_events_reach_their_own_timelines_around_a_refused_item_a_retry_and_a_long_event(
+    aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    """A success's one event rides in its item (no arguments of its own) and its timeline key follows the items'
+    keys in item order: a refused item between two settled ones still takes its place in that order, so each event
+    lands in its own task's timeline; a retry's two events and a success's long event go as items of their own."""
+    worker = Broker(aredis, queue_name, "w1")
+    await worker.push([envelope("stale")])
+    [(stale, _)] = await worker.claim(1, -1)
+    assert await Broker(aredis, queue_name, "w2").reap(60_000, 1, "w2") is not None
+    await aredis.lpop(worker.keys.ready)  # the recovered copy goes away: only the stale token is left
+    tokens = await claim(worker, "first", "again", "long", "last")
+    long_data = {"text": "x" * 3000}  # over a timeline entry (2 KiB): the timeline keeps a shorter copy
+    items = [
+        Settlement("ack", tokens["first"], "first", b"{}", events=[line("task.succeeded", "first")]),
+        Settlement("ack", stale, "stale", b"{}", events=[line("task.succeeded", "stale")]),
+        Settlement(
+            "retry",
+            tokens["again"],
+            "again",
+            b"{}",
+            envelope("again"),
+            str(int(time.time() * 1000) + 60_000),
+            events=[line("task.failed", "again"), line("task.retrying", "again")],
+        ),
+        Settlement("ack", tokens["long"], "long", b"{}", events=[line("task.succeeded", "long", **long_data)]),
+        Settlement("cancel", tokens["last"], "last", b"{}", events=[line("task.cancelled", "last")]),
+    ]
+    assert await worker.settle(items, 60, 10, LOG) == [True, False, True, True, True]
+    names = [(event["event"], event["task_id"]) for event in stream(sync_redis, worker)]
+    assert names == [
+        ("task.succeeded", "first"),
+        ("task.failed", "again"),
+        ("task.retrying", "again"),
+        ("task.succeeded", "long"),
+        ("task.cancelled", "last"),
+    ]
+    inspector = Inspector(aredis, Settings())
+    for task_id, expected in [
+        ("first", ["task.succeeded"]),
+        ("again", ["task.failed", "task.retrying"]),
+        ("long", ["task.succeeded"]),
+        ("last", ["task.cancelled"]),
+    ]:
+        assert [event.name for event in await inspector.timeline(queue_name, task_id)] == expected, task_id
+    assert not sync_redis.exists(worker.keys.timeline("stale"))
+    [long_event] = await inspector.timeline(queue_name, "long")
+    assert long_event.truncated  # the timeline's shorter copy says it was cut
+    ack = Settlement("ack", tokens["first"], "first", b"{}", data=b"anything")
+    with pytest.raises(ValueError, match="has no data"):
+        await worker.settle([ack], 60, 10, LOG)
 
 
 async def test_a_settle_without_the_log_writes_no_event(

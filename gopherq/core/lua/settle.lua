@@ -4,7 +4,7 @@
 -- whose reply was lost (a dropped connection, a Redis restart, a timeout), sent again: the item is reported as
 -- settled (2) and nothing is written twice.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 delayed, 5 dead (hash), 6 dead index (zset), 7 stats (hash),
---       8 this minute's counts (hash), 9.. one key per item (in item order), then the events' timeline keys,
+--       8 this minute's counts (hash), 9.. one key per item (in item order), then the riding events' timeline keys,
 --       then the high- and low-priority lists, the reaped tokens (zset), the whereabouts (hash) and this hour's
 --       counts (hash; last five)
 -- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, 4 counts TTL (s), then 5 per item:
@@ -35,7 +35,10 @@
 --   queue's event stream; token: its maxlen; result: events kept per timeline), then one 'event' after-item per
 --   event of an item (item key: the task's timeline, or the stream itself when timelines are off; result: the
 --   event's JSON; data: the timeline's shorter copy of it, '' when it fits). An event is written only when its
---   item was settled now: a refused or repeated item writes none.
+--   item was settled now: a refused or repeated item writes none. The usual event, an 'ack' or 'cancel' item's
+--   one outcome event that fits a timeline entry, rides in the item's own `data` instead (unused by those kinds),
+--   and its task's timeline key (when timelines are kept) is the next of the keys that follow the items' keys, one
+--   per such item, in item order: no arguments of its own.
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) and the timings in this minute's and
 -- this hour's counts hashes, once per kind per batch.
@@ -59,6 +62,7 @@ local last_held = false
 local last_kind = nil  -- the kind of the last item settled here, for its 'dag' after-effect (flows)
 local last_base = 0  -- [fair keys] ARGV index of the last settled item
 local n = (#ARGV - 9) / 5
+local riding = 9 + n  -- the KEYS index of the next riding event's timeline (see Events above)
 for i = 0, n - 1 do
   local base = 5 + i * 5
   local kind, token, result = ARGV[base], ARGV[base + 1], ARGV[base + 2]
@@ -99,6 +103,11 @@ for i = 0, n - 1 do
   else
     held = redis.call('HDEL', KEYS[3], token) == 1
   end
+  local rides = stream and (kind == 'ack' or kind == 'cancel') and ARGV[base + 3] ~= ''
+  local timeline = nil
+  if rides and keep > 0 then
+    timeline, riding = KEYS[riding], riding + 1  -- taken whether the item is settled now or not
+  end
   if held == nil then
     -- an after-effect of the previous item: nothing to report
   elseif not held then
@@ -132,6 +141,7 @@ for i = 0, n - 1 do
     if result ~= '' then
       redis.call('SET', KEYS[9 + i], result, 'EX', ttl)
     end
+    if rides then record_event(stream, maxlen, keep, ttl, ARGV[base + 3], timeline, '') end
     if kind == 'ack' or kind == 'cancel' or kind == 'dead' then gone[#gone + 1] = ARGV[base + 4] end
     counts[kind] = (counts[kind] or 0) + 1
     out[#out + 1] = 1
