@@ -10,7 +10,8 @@ alternate plain / fan-in so a machine's drift hits both alike:
   reported apart), then drained to the join's end.
 
 Prints, per variant, the median over turns of: µs of worker CPU per task, µs of Redis CPU per task, µs in EVALSHA
-per task, the drain rate (from the resume; creation excluded) and, for the fan-in, the creation.
+per task (wall time inside scripts: inflated on a loaded machine), the drain rate (from the first ack; creation
+excluded) and, for the fan-in, the creation (the plan's building included).
 """
 
 from __future__ import annotations
@@ -82,8 +83,14 @@ async def staged(redis: Any, keys: QueueKeys, worker: int, stage: Any, done: Any
     staging = time.perf_counter() - started
     after_stage = await redis_cpu(redis)
     cpu0, redis0 = tree_cpu(worker), await redis_cpu(redis)
-    started = time.perf_counter()
+    base = await acked(redis, keys)
     await redis.delete(keys.paused)
+
+    async def begun() -> bool:  # a paused worker looks again only every second or so: time from the first ack
+        return await acked(redis, keys) > base
+
+    await wait_for(begun)
+    started = time.perf_counter()
     await wait_for(done)
     elapsed = time.perf_counter() - started
     cpu1, redis1 = tree_cpu(worker), await redis_cpu(redis)
@@ -91,7 +98,7 @@ async def staged(redis: Any, keys: QueueKeys, worker: int, stage: Any, done: Any
         "worker_us": (cpu1 - cpu0) / count * 1e6,
         "redis_us": (redis1[0] - redis0[0]) / count * 1e6,
         "script_us": (redis1[1] - redis0[1]) / count * 1e6,
-        "rate": count / elapsed,
+        "rate": (count - 1) / elapsed,
         "stage_s": staging,
         "stage_redis_s": after_stage[0] - before_stage[0],
     }
@@ -121,8 +128,9 @@ async def main(args: argparse.Namespace) -> None:
 
                 async def push(turn: int = turn) -> None:
                     for start in range(0, n, 5000):
-                        batch = range(start, min(n, start + 5000))
-                        await redis.rpush(keys.ready, *(codec.dumps({"id": f"p{turn}-{i}", "type": "noop"}) for i in batch))
+                        ids = range(start, start + 5000)
+                        batch = [codec.dumps({"id": f"p{turn}-{i}", "type": "noop"}) for i in ids]
+                        await redis.rpush(keys.ready, *batch[: n - start])
 
                 async def pushed(base: int = base) -> bool:
                     return await acked(redis, keys) - base >= n

@@ -226,13 +226,15 @@ class Broker:
         dead_cap: int,
         log: EventLog | None = None,
         timing: Timing = (0, 0, 0, 0),
+        moved: list[str] | None = None,
     ) -> list[bool]:
         """Record outcomes in one round trip; returns, per item, False when its token was stale (refused: the reaper
         handed the task to another worker). Sending the same settle again (its reply was lost) is safe: an item an
         earlier run already recorded is reported True, and nothing is written twice. The items' `events` go to the
         queue's event log `log` (its stream and the tasks' timelines, with the result TTL) in the same call, each
         with its item: none of a refused or repeated item. `timing`: the batch's attempt durations and times in
-        queue (see Timing), added to this minute's and this hour's counts."""
+        queue (see Timing), added to this minute's and this hour's counts. The ids of the flows whose state the
+        settled members changed (their first outcome, their end...) are added to `moved`, for announcing."""
         if not items:
             return []
         k = self.keys
@@ -286,6 +288,10 @@ class Broker:
         keys += [k.reaped, k.where, k.hourly_counts(stamp // 3600000 * 3600)]
         args += [HOURLY_COUNTS_TTL, *timing]
         flags = await self._settle(keys=keys, args=args)
+        if len(flags) > len(items):  # '!flows', then the flows whose state changed
+            if moved is not None:
+                moved += [flow_id.decode() for flow_id in flags[-1]]
+            flags = flags[: len(items)]
         return [bool(flag) for flag in flags]
 
     async def heartbeat(

@@ -25,8 +25,8 @@ async def read_inputs(redis: RedisClient, queue: str, task: Task) -> list[dict[s
     error}, or with `truncated` instead of `result` when the record is large. None for a task with no listed
     parents (not a flow member, a root, or a join of more than MAX_LISTED_PARENTS)."""
     member = task.flow_member
-    if member is None:
-        return None
+    if member is None or ("parents" not in member and not member.get("open")):
+        return None  # not a member, or one with no parents (a root: every child of a fan-in), at no cost
     parents = listed_parents(member)
     keys = QueueKeys(queue)
     if member.get("open"):  # an open join: the children added while the flow ran are its parents too

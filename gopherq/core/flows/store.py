@@ -123,11 +123,10 @@ class FlowStore:
     async def create(self, plan: Plan) -> bool:
         """Create the flow and push its roots; False (nothing done) when a flow of that id exists."""
         k = self.keys
-        args: list[Any] = [now_ms(), plan.flow_id]
-        for node, member, spec, envelope in plan.members:
-            args += [node, member, spec, envelope]
+        lines = "".join(f"{node}|{member}|{spec}|{len(envelope)}\n" for node, member, spec, envelope in plan.members)
+        envelopes = b"".join(envelope for _, _, _, envelope in plan.members)
         keys = [k.dag(plan.flow_id), k.dags, *k.ready_lists]
-        return bool(await self._create(keys=keys, args=args))
+        return bool(await self._create(keys=keys, args=[now_ms(), plan.flow_id, lines, envelopes]))
 
     async def read(self, flow_id: str, members: bool = True) -> FlowView | None:
         """The flow now, or None when there is none (never created, or expired after it finished)."""

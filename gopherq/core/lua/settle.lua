@@ -28,7 +28,8 @@
 --   attempt token, forgets the record the claim wrote under an id the task turned out not to have (bytes that
 --   never became a task), if it still names that attempt; 'dag' (item key: the task's flow hash; token: the task
 --   id; result: its node; data: its flow id) records a flow member's final outcome and makes ready the joins it
---   completes (dag_settle.lua); 'fair' (item key: the fair key's running set; data: the fair key) frees the
+--   completes (dag_settle.lua, after the loop: a batch's members of one flow are read and written together);
+--   'fair' (item key: the fair key's running set; data: the fair key) frees the
 --   task's place among its key's running tasks (fair_base.lua: fair_settled).
 --   Events (see core/eventlog.py, events.lua): a 'stream' item, first when any item has events (item key: the
 --   queue's event stream; token: its maxlen; result: events kept per timeline; data: the events, one JSON per line;
@@ -38,7 +39,7 @@
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) and the timings in this minute's and
 -- this hour's counts hashes, once per kind per batch.
 -- Returns: one 1 (settled), 2 (already settled by an earlier run of the same settle) or 0 (refused: stale token)
--- per item.
+-- per item; then, when flow members settled here changed their flows' states, '!flows' and those flows' ids.
 local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 4], KEYS[#KEYS - 3], KEYS[#KEYS - 2]
 local where, hourly = KEYS[#KEYS - 1], KEYS[#KEYS]
 local gone = {}  -- ids of tasks that ended here: their whereabouts go (one HDEL per thousand, at the end)
@@ -70,7 +71,7 @@ for i = 0, n - 1 do
       stream, maxlen, keep, events = KEYS[9 + i], token, tonumber(result), base
     elseif last_held then
       if kind == 'dag' then  -- flows: a member's outcome moves its flow on, in this call (dag_settle.lua)
-        dag_settle(KEYS[9 + i], token, result, ARGV[base + 3], last_kind)
+        dag_note(KEYS[9 + i], token, result, ARGV[base + 3], last_kind)
       elseif kind == 'fair' then  -- [fair keys]
         fair_settled(ARGV[base + 3], token, ARGV[last_base], ARGV[last_base + 3], ARGV[last_base + 4], KEYS[4],
                      where, ARGV[1])  -- (where, now: an ordered key's retry is recorded in its key's list)
@@ -134,6 +135,7 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   end
 end
+local moved_flows = #dag_noted > 0 and dag_settle_all()  -- flows: the members noted above (dag_settle.lua)
 -- The settled tokens' leases go in one ZREM per thousand (a call per token costs more than the removal).
 for j = 1, #leases, 1000 do
   redis.call('ZREM', KEYS[2], unpack(leases, j, math.min(j + 999, #leases)))
@@ -183,5 +185,9 @@ if dead_added then
     for j = 1, #oldest, 2 do redis.call('HDEL', KEYS[5], oldest[j]) end
     redis.call('HINCRBY', KEYS[7], 'dead_trimmed', over)
   end
+end
+if moved_flows and #moved_flows > 0 then  -- flows whose state changed here: their caller announces them
+  out[#out + 1] = '!flows'
+  out[#out + 1] = moved_flows
 end
 return out
