@@ -248,6 +248,7 @@ class Broker:
         # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
         # request) takes the request with it, so it does not linger until it expires.
         pending = self.cancel_requests
+        members: dict[str, list[str]] = {}  # flow id -> "<item index>:<node>" of its members ending here
         for item in items:
             position = len(keys) - 8  # the item's index in the script (KEYS[9 + position])
             keys.append(k.result(item.task_id))
@@ -266,14 +267,16 @@ class Broker:
             if item.cancelled or (pending and item.kind in ENDING and item.task_id in pending):
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
-            if item.dag is not None and item.kind in ENDING:  # a flow member: dag_settle.lua moves its flow on
-                keys.append(k.dag(item.dag[0]))
-                args += ["dag", item.task_id, item.dag[1], item.dag[0], ""]
+            if item.dag is not None and item.kind in ENDING:  # a flow member: named in its flow's 'dag' item
+                members.setdefault(item.dag[0], []).append(f"{position}:{item.dag[1]}")
             if item.fair_key is not None:
                 keys.append(k.fair_running(item.fair_key))
                 args += ["fair", item.token, "", item.fair_key, ""]
             if item.events and log is not None:
                 logged.append((item.events, position, item.task_id))
+        for flow_id, listed in members.items():  # after the items they name: dag_settle.lua moves each flow on
+            keys.append(k.dag(flow_id))
+            args += ["dag", flow_id, "", ",".join(listed), ""]
         if logged and log is not None:  # after the items' keys: each event's timeline key, by its KEYS index
             packed: tuple[list[bytes], list[bytes]] = ([], [])
             for events, position, task_id in logged:

@@ -46,10 +46,10 @@ local function dset(flow, field, value)
   c.d[field] = true
 end
 
--- Add `by` to a counter field; its new value.
+-- Add `by` to a counter field; its new value (kept a number until written: Redis writes an integer as digits).
 local function dincr(flow, field, by)
   local value = (tonumber(dget(flow, field)) or 0) + by
-  dset(flow, field, string.format('%d', value))
+  dset(flow, field, value)
   return value
 end
 

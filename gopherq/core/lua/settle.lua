@@ -26,11 +26,11 @@
 --   task's cancel request; 'where' (item key: the whereabouts; token: the task id; data: its record, see
 --   whereabouts.lua) says where a retried, deferred or released task now is, or, with data '' and extra = the
 --   attempt token, forgets the record the claim wrote under an id the task turned out not to have (bytes that
---   never became a task), if it still names that attempt; 'dag' (item key: the task's flow hash; token: the task
---   id; result: its node; data: its flow id) records a flow member's final outcome and makes ready the joins it
---   completes (dag_settle.lua, after the loop: a batch's members of one flow are read and written together);
---   'fair' (item key: the fair key's running set; data: the fair key) frees the
---   task's place among its key's running tasks (fair_base.lua: fair_settled).
+--   never became a task), if it still names that attempt; 'fair' (item key: the fair key's running set; data: the
+--   fair key) frees the task's place among its key's running tasks (fair_base.lua: fair_settled).
+--   Flows: one 'dag' item per flow with members in the batch, after the items it names (item key: the flow's hash;
+--   token: the flow id; data: "<item index>:<node>" per member, comma-separated) records the final outcomes of
+--   those members whose items were settled here and makes ready the joins they complete (dag_settle.lua).
 --   Events (see core/eventlog.py, events.lua): a 'stream' item, first when any item has events (item key: the
 --   queue's event stream; token: its maxlen; result: events kept per timeline; data: the events, one JSON per line;
 --   extra: their spec, naming each one's item and its task's timeline key, which come after the items' keys). Each
@@ -56,7 +56,6 @@ local stream, maxlen, keep, events  -- set by a 'stream' item
 local settled = {}
 local leases = {}
 local last_held = false
-local last_kind = nil  -- the kind of the last item settled here, for its 'dag' after-effect (flows)
 local last_base = 0  -- [fair keys] ARGV index of the last settled item
 local n = (#ARGV - 9) / 5
 for i = 0, n - 1 do
@@ -69,10 +68,10 @@ for i = 0, n - 1 do
       or kind == 'fair' then
     if kind == 'stream' then
       stream, maxlen, keep, events = KEYS[9 + i], token, tonumber(result), base
+    elseif kind == 'dag' then  -- flows: the batch's members of one flow move it on, in this call (dag_settle.lua)
+      dag_note(KEYS[9 + i], token, ARGV[base + 3], settled)
     elseif last_held then
-      if kind == 'dag' then  -- flows: a member's outcome moves its flow on, in this call (dag_settle.lua)
-        dag_note(KEYS[9 + i], token, result, ARGV[base + 3], last_kind)
-      elseif kind == 'fair' then  -- [fair keys]
+      if kind == 'fair' then  -- [fair keys]
         fair_settled(ARGV[base + 3], token, ARGV[last_base], ARGV[last_base + 3], ARGV[last_base + 4], KEYS[4],
                      where, ARGV[1])  -- (where, now: an ordered key's retry is recorded in its key's list)
       elseif kind == 'where' and ARGV[base + 3] == '' then
@@ -110,7 +109,6 @@ for i = 0, n - 1 do
   else
     last_held, last_base = true, base
     settled[i] = true
-    last_kind = kind
     leases[#leases + 1] = token
     if kind == 'retry' or kind == 'defer' then
       redis.call('ZADD', KEYS[4], ARGV[base + 4], ARGV[base + 3])
