@@ -8,15 +8,24 @@
 --       an open join, see dag_extend.lua), 4 the members' envelopes, one after another in line order (pushed for a
 --       root, stored for the others). Packed in two arguments, not four per member: a flow of 100,000 members is
 --       then two strings to send and read, not 400,000 (the client and Redis spent most of a creation on those).
--- Returns: 1 when created, 0 when a flow of that id exists.
+--       5 (optional) how many roots are not among them: they follow in dag_roots.lua calls, counted down in the
+--       flow's `building` field (the joins' counts include them already; the reconciler leaves such a flow alone
+--       and cancels it when its creation never finishes).
+-- Returns: 1 when created, 0 when a flow of that id exists, 2 when it exists and still waits for roots (a creation
+-- sent again resumes with dag_roots.lua).
 local ready, high, low = KEYS[3], KEYS[4], KEYS[5]
 --@include levels
 --@include flow_where
 local flow = KEYS[1]
-if redis.call('EXISTS', flow) == 1 then return 0 end
-local n = select(2, string.gsub(ARGV[3], '\n', ''))
+if redis.call('EXISTS', flow) == 1 then
+  if redis.call('HEXISTS', flow, 'building') == 1 then return 2 end
+  return 0
+end
+local later = tonumber(ARGV[5] or '0') or 0
+local n = select(2, string.gsub(ARGV[3], '\n', '')) + later
 redis.call('HSET', flow, 'id', ARGV[2], 'state', 'pending', 'open', n, 'fatal', 0, 'halt', 0, 'created', ARGV[1],
            'size', n)
+if later > 0 then redis.call('HSET', flow, 'building', later) end
 -- Written a thousand fields and pushed a thousand roots per call: a call per member costs more than the work.
 local fields, pushes = {}, {}
 local function flush_fields()

@@ -12,6 +12,9 @@ local ready, high, low = KEYS[2], KEYS[3], KEYS[4]
 --@include dag_step
 local flow = KEYS[1]
 if redis.call('EXISTS', flow) == 0 then return false end
+if redis.call('HEXISTS', flow, 'building') == 1 then  -- roots still to come: its members do not say its counts
+  return {0, redis.call('HGET', flow, 'state'), 0}
+end
 local late = 0
 for i = 2, #ARGV - 1, 2 do
   if dag_step(flow, ARGV[i], ARGV[i + 1]) then late = late + 1 end
