@@ -1,13 +1,17 @@
 """`python -m bench.flows`: the flow benchmark rows (issue 23), against a Redis and worker processes of its own.
 
-- fan-in: N no-op children into one join, from the flow's creation to the join's end, as a rate of tasks per second,
-  next to the plain drain rate of N no-op tasks pushed raw (same worker, same Redis);
+- fan-in: N no-op children into one join, as a rate of tasks per second, next to the plain drain rate of N no-op
+  tasks pushed raw (same worker, same Redis; timed from the push, whose cost is small, to the last ack). Two rows:
+  from the flow's creation (the client's call, included: the cost a user pays) to the join's end, and from the first
+  member's start (its result record's `started_at`) to the join's end (`finished_at`), creation excluded;
 - join latency: chords of 10 no-op children run one after another, the time from the last child's finish (its result
   record's `finished_at`, taken just before its settle) to the join's start (`started_at`), p50 / p99;
 - memory: the Redis memory of a flow's bookkeeping per member beyond the tasks themselves (MEMORY USAGE of the
   flow's hash, its index entry aside), for a fan-in of N.
 
 Prints a markdown table. Sizes are small by default (the machine is shared); `--children 100000` is the issue's.
+`--turns N` runs the plain drain and the fan-in N times in turns and shows medians (and each turn's ratios): the
+two are then measured under the same conditions, which a single pair on a drifting machine is not.
 """
 
 from __future__ import annotations
@@ -85,20 +89,28 @@ async def drain(redis: Any, keys: QueueKeys, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-async def fan_in_rate(redis: Any, store: FlowStore, count: int) -> float:
-    laid = fan_in("bench-fan", store.keys.queue, count)
+async def fan_in_rate(redis: Any, store: FlowStore, count: int, flow_id: str) -> tuple[float, float]:
+    """(rate from the creation call, rate from the first member's start), both to the join's end."""
+    laid = fan_in(flow_id, store.keys.queue, count)
     started = time.perf_counter()
     await store.create(laid)
     CREATION.append(time.perf_counter() - started)
 
     async def done() -> bool:
-        return await redis.exists(store.keys.result("bench-fan.join")) == 1
+        return await redis.exists(store.keys.result(f"{flow_id}.join")) == 1
 
     await wait_for(done)
-    return (count + 1) / (time.perf_counter() - started)
+    whole = (count + 1) / (time.perf_counter() - started)
+    first = float("inf")
+    for start in range(0, count, 5000):  # read after the timing: the earliest start of any member
+        names = [store.keys.result(f"{flow_id}.c{i}") for i in range(start, min(count, start + 5000))]
+        starts = [codec.loads(raw)["started_at"] for raw in await redis.mget(names) if raw]
+        first = min([first, *starts])
+    join = codec.loads(await redis.get(store.keys.result(f"{flow_id}.join")))
+    return whole, (count + 1) / (join["finished_at"] - first)
 
 
-#: Seconds the fan-in's creation took (one script call), for the table.
+#: Seconds the fan-in's creation took (the client's `create`, every script call of it), for the table.
 CREATION: list[float] = []
 
 
@@ -152,8 +164,10 @@ async def main(args: argparse.Namespace) -> None:
         try:
             await asyncio.sleep(2)
             await drain(redis, keys, 2000)  # warm-up
-            plain = await drain(redis, keys, args.children)
-            fan = await fan_in_rate(redis, store, args.children)
+            runs = []  # (plain, fan-in, fan-in without its creation) per turn, taken in turns
+            for turn in range(args.turns):
+                plain = await drain(redis, keys, args.children)
+                runs.append((plain, *await fan_in_rate(redis, store, args.children, f"bench-fan{turn}")))
             gaps = sorted(await join_latency(redis, store, args.flows))
         finally:
             worker.terminate()
@@ -163,13 +177,24 @@ async def main(args: argparse.Namespace) -> None:
         await cleanup(redis, idle)
     await redis.aclose()
     p99 = gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))]
-    print(f"| measure (children = {args.children:,}, {args.processes} process(es) x {args.concurrency}) | value |")
+    plain, fan, members = (statistics.median(run[i] for run in runs) for i in range(3))
+    size = f"children = {args.children:,}, {args.processes} process(es) x {args.concurrency}"
+    turns = f", median of {args.turns} turns" if args.turns > 1 else ""
+    print(f"| measure ({size}{turns}) | value |")
     print("|---|---|")
     print(f"| plain no-op drain | {plain:,.0f} tasks/s |")
     print(
         f"| fan-in of {args.children:,} children into one join (creation to join's end) | {fan:,.0f} tasks/s "
-        f"({fan / plain:.0%} of plain; its creation, one script call: {CREATION[0]:.2f} s) |"
+        f"({fan / plain:.0%} of plain; the creation call: {statistics.median(CREATION):.2f} s, "
+        "members running meanwhile) |"
     )
+    print(
+        f"| the same fan-in, creation excluded (first member's start to join's end) | {members:,.0f} tasks/s "
+        f"({members / plain:.0%} of plain) |"
+    )
+    if args.turns > 1:  # each turn's own ratios: the plain drain and the fan-in ran one after the other
+        each = ", ".join(f"{run[1] / run[0]:.0%} / {run[2] / run[0]:.0%}" for run in runs)
+        print(f"| each turn: fan-in / creation excluded, of that turn's plain drain | {each} |")
     print(
         f"| last child's finish -> join's start, {len(gaps)} chords of 10, p50 / p99 | "
         f"{statistics.median(gaps) * 1000:.2f} / {p99 * 1000:.2f} ms |"
@@ -184,4 +209,5 @@ if __name__ == "__main__":
     parser.add_argument("--flows", type=int, default=200, help="chords timed for the join latency")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--turns", type=int, default=1, help="plain drain and fan-in, in turns; medians shown")
     asyncio.run(main(parser.parse_args()))

@@ -5,8 +5,9 @@ its arguments when it runs: a chain step gets its parent's return value, a join 
 `add.si(2)` takes none), `http_step(url, ...)` for an HTTP request (a join with no body of its own POSTs its parents'
 outcomes as JSON), `step(type, ...)` for a plugin's task type. `chain(a, b, c)` runs one after another, `group(a,
 b)` side by side, `chord(group, join)` runs the join once when the group is done. `.apply()` creates the flow in one
-Redis call and returns a `FlowHandle` (`.wait()`, `.result()`, `.state()`, `.cancel()`); `await .aapply(client)`
-is the same for an AsyncClient. docs/flows.md explains the model, the failure policies and the guarantees.
+Redis call (more past 5,000 roots) and returns a `FlowHandle` (`.wait()`, `.result()`, `.state()`, `.cancel()`);
+`await .aapply(client)` is the same for an AsyncClient. docs/flows.md explains the model, the failure policies and
+the guarantees.
 """
 
 from __future__ import annotations

@@ -234,13 +234,15 @@ class Broker:
         dead_cap: int,
         log: EventLog | None = None,
         timing: Timing = (0, 0, 0, 0),
+        moved: list[str] | None = None,
     ) -> list[bool]:
         """Record outcomes in one round trip; returns, per item, False when its token was stale (refused: the reaper
         handed the task to another worker). Sending the same settle again (its reply was lost) is safe: an item an
         earlier run already recorded is reported True, and nothing is written twice. The items' `events` go to the
         queue's event log `log` (its stream and the tasks' timelines, with the result TTL) in the same call, each
         with its item: none of a refused or repeated item. `timing`: the batch's attempt durations and times in
-        queue (see Timing), added to this minute's and this hour's counts."""
+        queue (see Timing), added to this minute's and this hour's counts. The ids of the flows whose state the
+        settled members changed (their first outcome, their end...) are added to `moved`, for announcing."""
         if not items:
             return []
         k = self.keys
@@ -256,7 +258,9 @@ class Broker:
         # request) takes the request with it, so it does not linger until it expires.
         pending = self.cancel_requests
         riding: list[str] = []  # the timelines of the events that ride in their items' `data` (see below)
+        members: dict[str, list[str]] = {}  # flow id -> "<item index>:<node>" of its members ending here
         for item in items:
+            position = len(keys) - 8  # the item's index in the script (KEYS[9 + position])
             keys.append(k.result(item.task_id))
             # An ending item names its task in `extra` (its whereabouts go); a dead letter's is its entry id already.
             data, events = item.data, item.events if with_events else None
@@ -286,9 +290,8 @@ class Broker:
             if item.cancelled or (pending and item.kind in ENDING and item.task_id in pending):
                 keys.append(k.cancels)
                 args += ["uncancel", item.task_id, "", "", ""]
-            if item.dag is not None and item.kind in ENDING:  # a flow member: dag_settle.lua moves its flow on
-                keys.append(k.dag(item.dag[0]))
-                args += ["dag", item.task_id, item.dag[1], item.dag[0], ""]
+            if item.dag is not None and item.kind in ENDING:  # a flow member: named in its flow's 'dag' item
+                members.setdefault(item.dag[0], []).append(f"{position}:{item.dag[1]}")
             if item.fair_key is not None and item.token in self.fair_counted:
                 keys.append(k.fair_running(item.fair_key))
                 args += ["fair", item.token, "", item.fair_key, ""]
@@ -298,11 +301,18 @@ class Broker:
                 for line in events:
                     keys.append(timeline)
                     args += ["event", "", line, timeline_entry(line) if log.timeline else b"", ""]
+        for flow_id, listed in members.items():  # after the items they name: dag_settle.lua moves each flow on
+            keys.append(k.dag(flow_id))
+            args += ["dag", flow_id, "", ",".join(listed), ""]
         keys += riding
         keys += self._levels
         keys += [k.reaped, k.where, k.hourly_counts(stamp // 3600000 * 3600)]
         args += [HOURLY_COUNTS_TTL, *timing]
         flags = await self._settle(keys=keys, args=args)
+        if len(flags) > len(items):  # '!flows', then the flows whose state changed
+            if moved is not None:
+                moved += [flow_id.decode() for flow_id in flags[-1]]
+            flags = flags[: len(items)]
         if self.fair_counted:  # settled now or before, or refused: either way this attempt's place is not ours
             self.fair_counted.difference_update(item.token for item in items)
         return [bool(flag) for flag in flags]

@@ -119,9 +119,13 @@ def raw_from_entry(entry: dict[str, Any]) -> bytes:
 
 
 def dag_of(task: Task) -> tuple[str, str] | None:
-    """(flow id, node) of a flow member, whose settle moves its flow on; None for every other task."""
+    """(flow id, node) of a flow member, whose settle moves its flow on; None for every other task, and for a task
+    whose `flow_member` names a flow or node its id is not ("<flow id>.<node>", as every member's is: a raw push
+    may carry anything), so that it moves no flow."""
     member = task.flow_member
-    return None if member is None else (member["flow"], member["node"])
+    if member is None or task.id != f"{member['flow']}.{member['node']}":
+        return None
+    return member["flow"], member["node"]
 
 
 @dataclass(slots=True)

@@ -131,6 +131,7 @@ class Settler:
             for decision in decisions:  # a task with a fair key frees its place among its key's running tasks
                 if decision.task is not None and decision.task.fair_key is not None:
                     decision.settlement.fair_key = decision.task.fair_key
+            moved: list[str] = []  # flows whose state the settle changed: announced below
             logged: list[Logged | None] | None = None
             if self.log is not None:
                 stamp = time.time()
@@ -142,18 +143,16 @@ class Settler:
                     self.queue.dead_letter_max,
                     self.log,
                     timing(decisions),
+                    moved,
                 )
             except BaseException:
                 self._decisions[:0] = decisions
                 raise
-            flows = []
             for index, (decision, ok) in enumerate(zip(decisions, accepted, strict=False)):
                 self.held.pop(decision.settlement.token, None)
                 self._announce(decision, ok, None if logged is None else logged[index])
-                if ok and decision.settlement.dag is not None:
-                    flows.append(decision.settlement.dag[0])
-            if flows:
-                self._flows_changed.update(flows)
+            if moved:  # only a settle that changed a flow's state costs an announcing round trip
+                self._flows_changed.update(moved)
                 if self._announcing is None or self._announcing.done():
                     self._announcing = asyncio.create_task(self._announce_flows())
         await self.flow.flush()

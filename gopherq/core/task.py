@@ -393,7 +393,7 @@ def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned:
         del fields[name]
     task = Task(id=task_id, type=task_type, fields=fields, id_assigned=assigned)
     if not present <= _IDENTITY_FIELDS:
-        _set_control_fields(obj, task)
+        _set_control_fields(obj, task, present)
     return task
 
 
@@ -401,47 +401,60 @@ def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned:
 _VALID_QUEUES: set[str] = set()
 
 
-def _set_control_fields(obj: dict[str, Any], task: Task) -> None:
+def _set_control_fields(obj: dict[str, Any], task: Task, present: frozenset[str]) -> None:
     """Check the envelope's control fields other than id and type, in a fixed order (the first bad one is the one
-    reported), and set them on `task`."""
-    queue = obj.get("queue")
-    if queue is not None and (type(queue) is not str or queue not in _VALID_QUEUES):
-        if type(queue) is not str:
-            raise _reject(f"field 'queue' must be a string, got {queue!r}")
-        try:
-            validate_queue_name(queue)
-        except ConfigError as exc:
-            raise _reject(f"field 'queue': {exc}") from None
-        if len(_VALID_QUEUES) < 1024:
-            _VALID_QUEUES.add(queue)
-    task.queue = queue
-    last_error = obj.get("last_error")
-    if last_error is not None and not isinstance(last_error, dict):
-        raise _reject(f"field 'last_error' must be an object, got {last_error!r}")
-    task.last_error = last_error
-    deadline = _timestamp_field(obj, "deadline")
-    if deadline is None:
-        deadline = _timestamp_field(obj, "expires_at")
-    task.deadline = deadline
-    task.attempt = _int_field(obj, "attempt", 1, 1)
-    task.max_attempts = _int_field(obj, "max_attempts", None, 1)
-    task.backoff = _backoff_field(obj)
-    task.timeout = _seconds_field(obj, "timeout", positive=True)
-    task.eta = _timestamp_field(obj, "eta")
-    task.created_at = _timestamp_field(obj, "created_at")
-    task.ready_at = _timestamp_field(obj, "ready_at")
-    task.recoveries = _int_field(obj, "recoveries", 0, 0)
-    task.flow_slot = _int_field(obj, "flow_slot", None, 0)
-    waiting_for = obj.get("waiting_for")
-    if waiting_for is not None and not isinstance(waiting_for, dict):
-        raise _reject(f"field 'waiting_for' must be an object, got {waiting_for!r}")
-    task.waiting_for = waiting_for
+    reported), and set them on `task`. Only the fields in `present` (those the envelope has) are read: an absent
+    field leaves the task's default, which is what reading it would give (a flow member's envelope, for one, has
+    only `flow_member` beyond id and type)."""
+    if "queue" in present:
+        queue = obj.get("queue")
+        if queue is not None and (type(queue) is not str or queue not in _VALID_QUEUES):
+            if type(queue) is not str:
+                raise _reject(f"field 'queue' must be a string, got {queue!r}")
+            try:
+                validate_queue_name(queue)
+            except ConfigError as exc:
+                raise _reject(f"field 'queue': {exc}") from None
+            if len(_VALID_QUEUES) < 1024:
+                _VALID_QUEUES.add(queue)
+        task.queue = queue
+    if "last_error" in present:
+        last_error = obj.get("last_error")
+        if last_error is not None and not isinstance(last_error, dict):
+            raise _reject(f"field 'last_error' must be an object, got {last_error!r}")
+        task.last_error = last_error
+    if "deadline" in present or "expires_at" in present:
+        deadline = _timestamp_field(obj, "deadline")
+        if deadline is None:
+            deadline = _timestamp_field(obj, "expires_at")
+        task.deadline = deadline
+    if not _TIMING_FIELDS.isdisjoint(present):
+        task.attempt = _int_field(obj, "attempt", 1, 1)
+        task.max_attempts = _int_field(obj, "max_attempts", None, 1)
+        task.backoff = _backoff_field(obj)
+        task.timeout = _seconds_field(obj, "timeout", positive=True)
+        task.eta = _timestamp_field(obj, "eta")
+        task.created_at = _timestamp_field(obj, "created_at")
+        task.ready_at = _timestamp_field(obj, "ready_at")
+        task.recoveries = _int_field(obj, "recoveries", 0, 0)
+        task.flow_slot = _int_field(obj, "flow_slot", None, 0)
+    if "waiting_for" in present:
+        waiting_for = obj.get("waiting_for")
+        if waiting_for is not None and not isinstance(waiting_for, dict):
+            raise _reject(f"field 'waiting_for' must be an object, got {waiting_for!r}")
+        task.waiting_for = waiting_for
     if "priority" in obj or "unique_key" in obj or "unique_for" in obj or "fair_key" in obj:
         _task_control_fields(obj, task)
     if obj.get("trace") is not None:
         task.trace = check_trace(obj["trace"])
     if "flow_member" in obj:
         task.flow_member = check_member(obj["flow_member"])
+
+
+#: The attempt and timing fields, read together when an envelope has any of them (most envelopes GoPherQ writes do).
+_TIMING_FIELDS = frozenset(
+    {"attempt", "max_attempts", "backoff", "timeout", "eta", "created_at", "ready_at", "recoveries", "flow_slot"}
+)
 
 
 def _task_control_fields(obj: dict[str, Any], task: Task) -> None:

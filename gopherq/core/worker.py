@@ -34,7 +34,7 @@ from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntr
 from gopherq.core.fetching import PAUSE_POLL, Fetcher
 from gopherq.core.flow import FlowGate, WorkerFlow
 from gopherq.core.flows.announce import FlowAnnouncer
-from gopherq.core.flows.inputs import read_inputs
+from gopherq.core.flows.inputs import has_inputs, read_inputs
 from gopherq.core.flows.store import FlowStore
 from gopherq.core.health import verify_access
 from gopherq.core.holdings import Holdings
@@ -282,7 +282,7 @@ class Worker:
                 deadline=task.deadline,
                 log=logging.LoggerAdapter(log, {"task_id": task.id}),
             )
-            if task.flow_member is not None:  # a flow member: its parents' outcomes, read by reference
+            if task.flow_member is not None and has_inputs(task.flow_member):  # its parents' outcomes, by reference
                 context.flow_inputs = await read_inputs(self.redis, self.queue, task)
             waited = queue_wait(task, started) if self.bus.wants("task.started") else None
             self.bus.emit(

@@ -3,8 +3,9 @@
 POST   /v1/flows                {"id": optional flow id, "queue": optional, "tasks": [{"node": name,
                                 "task": envelope, "depends_on": [names], "policy": "all_settled"}, ...]}:
                                 every task validated as any producer's (one rule per field), the flow created
-                                in one Redis call; 201 with its id and member task ids, 200 when a flow of that
-                                id exists (nothing created twice)
+                                in one Redis call (per 5,000 roots past the first 5,000); 201 with its id and
+                                member task ids, 200 when a flow of that id exists (nothing created twice; a
+                                creation cut short is resumed)
 GET    /v1/flows?queue=Q        the queue's open then finished flows, with their states
 GET    /v1/flows/{id}?queue=Q   the flow's state and each member's (node, task id, state, children, policy)
 DELETE /v1/flows/{id}?queue=Q   cancel it: members not started never will, running ones are asked to cancel

@@ -115,15 +115,15 @@ async def test_parked_keys_come_after_the_keys_taking_turns(
     await enqueue(broker, [push("a0", "acme"), push("a1", "acme"), push("a2", "acme"), push("b0", "beta")])
     await enqueue(broker, [push("b1", "beta"), push("c0", "cyan")])
     await FairKeys(aredis, queue_name, settings.fair).pause("beta")
-    got = await broker.claim(2, 60000)  # acme's turn, then beta's: paused, so parked; then cyan's
-    assert got is not None and [codec.loads(raw)["id"] for _, raw in got] == ["a0", "c0"]
+    got = await broker.claim(3, 60000)  # acme's turn (a quantum: two), then beta's: paused, so parked; then cyan's
+    assert got is not None and [codec.loads(raw)["id"] for _, raw in got] == ["a0", "a1", "c0"]
     assert await aredis.zscore(broker.keys.fair_parked, "beta") is not None
     inspector = Inspector(aredis, settings)
 
     lines = await listing(inspector, queue_name, 2)
-    assert lines == [("a1", "acme"), ("a2", "acme"), ("b0", "beta"), ("b1", "beta")]
+    assert lines == [("a2", "acme"), ("b0", "beta"), ("b1", "beta")]
     assert await listing(inspector, queue_name, 1) == lines  # a cursor in the parked set, at its score +inf
-    assert (await inspector.ready(queue_name, 0, 10)).total == (await inspector.queue(queue_name)).ready == 4
+    assert (await inspector.ready(queue_name, 0, 10)).total == (await inspector.queue(queue_name)).ready == 3
 
 
 async def test_a_thousand_keys_are_paged_through_reading_o_of_the_page(

@@ -259,3 +259,41 @@ async def test_an_open_join_waits_for_children_added_while_the_flow_runs_until_i
         with pytest.raises(ResponseError, match="not an open join"):
             await client.flows.extend("dynamic", "join", [("late", client.task("rec"))])
         assert recorder.ran("dynamic", "join") == 1
+
+
+async def test_one_settle_of_many_members_counts_each_once_and_readies_the_join_in_that_call(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """The settle script records a batch's members of one flow together (one read, one write of the flow): each
+    counts once (a fenced item not at all), the join is pushed by that same call, and the call names the flows whose
+    state it changed (what the worker announces)."""
+    settings = make_settings()
+    _, client = setup(settings, Recorder())
+    async with client:
+        flow = Flow()
+        parents = [flow.add(step("rec", value=1), name=f"c{i}") for i in range(6)]
+        flow.add(step("rec"), depends_on=parents, name="join", policy="all_settled")
+        await flow.aapply(client, "batched")
+        broker = Broker(aredis, queue_name, worker_id="w1")
+        claimed = await broker.claim(10, 60_000)
+        assert claimed is not None and len(claimed) == 6
+        token = {codec.loads(envelope)["id"]: token for token, envelope in claimed}
+        await aredis.zadd(broker.keys.reaped, {"stale-token": 1})
+        items = [Settlement("ack", "stale-token", "batched.c0", b"{}", dag=("batched", "c0"))]  # fenced
+        items += [
+            Settlement("ack", token[f"batched.c{i}"], f"batched.c{i}", b"{}", dag=("batched", f"c{i}"))
+            for i in range(5)
+        ]
+        moved: list[str] = []
+        assert await broker.settle(items, 60, 100, moved=moved) == [False] + [True] * 5
+        assert moved == ["batched"]  # pending -> running
+        assert await aredis.hget(broker.keys.dag("batched"), "j:join") == b"A0:1:5:0"
+        assert await aredis.llen(queue_name) == 0  # one parent still pending
+        last = Settlement("dead", token["batched.c5"], "batched.c5", b"{}", b"{}", "batched.c5", dag=("batched", "c5"))
+        moved = []
+        assert await broker.settle([last, last], 60, 100, moved=moved) == [True, True]  # the second: a repeat
+        assert moved == []  # still running: nothing to announce
+        fields = await aredis.hmget(broker.keys.dag("batched"), ["j:join", "m:join", "open", "state"])
+        assert fields == [b"A0:0:5:1", b"r", b"1", b"running"]
+        [pushed] = await aredis.lrange(queue_name, 0, -1)
+        assert codec.loads(pushed)["id"] == "batched.join"  # made ready by that settle call

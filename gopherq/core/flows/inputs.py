@@ -20,12 +20,18 @@ from gopherq.core.task import Task
 MAX_INPUT_BYTES = 64 * 1024
 
 
+def has_inputs(member: dict[str, Any]) -> bool:
+    """Whether a member (its `flow_member` field) may have parents' outcomes to read: not a root (every child of a
+    fan-in is one), whose attempt then costs no read and no await."""
+    return "parents" in member or bool(member.get("open"))
+
+
 async def read_inputs(redis: RedisClient, queue: str, task: Task) -> list[dict[str, Any]] | None:
     """The outcomes of `task`'s parents, in the order it depends on them: each {node, task_id, status, result,
     error}, or with `truncated` instead of `result` when the record is large. None for a task with no listed
     parents (not a flow member, a root, or a join of more than MAX_LISTED_PARENTS)."""
     member = task.flow_member
-    if member is None:
+    if member is None or not has_inputs(member):
         return None
     parents = listed_parents(member)
     keys = QueueKeys(queue)

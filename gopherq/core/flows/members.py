@@ -43,11 +43,19 @@ def check_node(value: Any) -> str:
     return value
 
 
+#: Flow ids already found valid (at most 1024): a worker reads the same flow's id on member after member.
+_VALID_FLOWS: set[str] = set()
+
+
 def check_member(value: Any) -> dict[str, Any]:
     """The `flow_member` field, checked: TaskRejected naming what is wrong."""
-    if not isinstance(value, dict) or not {"flow", "node"} <= set(value) or not set(value) <= MEMBER_KEYS:
+    if not isinstance(value, dict) or "flow" not in value or "node" not in value or not value.keys() <= MEMBER_KEYS:
         raise TaskRejected("schema_invalid", f"field 'flow_member' must be {{flow, node[, parents]}}, got {value!r}")
-    check_flow_id(value["flow"])
+    flow_id = value["flow"]
+    if type(flow_id) is not str or flow_id not in _VALID_FLOWS:
+        check_flow_id(flow_id)
+        if len(_VALID_FLOWS) < 1024:
+            _VALID_FLOWS.add(flow_id)
     check_node(value["node"])
     parents = value.get("parents")
     if parents is not None:

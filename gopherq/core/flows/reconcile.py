@@ -79,6 +79,14 @@ class Reconciler:
         view = await self.store.read(flow_id)
         if view is None:
             return None
+        if view.building:  # its creation stopped before all its roots were written (the producer died): no join
+            # can ever run, so the flow ends here, cancelled and said so (a creation sent again finds it cancelled)
+            log.warning(
+                "flow %s: its creation never finished (%d roots never written): cancelled", flow_id, view.building
+            )
+            await self.store.cancel(flow_id)
+            self.announcer.bus.emit("flow.repaired", data={"flow": flow_id, "unfinished_creation": view.building})
+            return view.size, 0
         ready = [member for member in view.members if member.state == "ready"]
         outcomes: dict[str, str] = {}
         if ready:

@@ -29,6 +29,10 @@ FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 #: The fields of a flow's summary (FlowStore.read without members).
 SUMMARY_FIELDS = ("state", "size", "open", "created", "finished")
 
+#: Most roots a flow's creation pushes in its first call; a flow with more sends the rest in further calls of this
+#: many (dag_roots.lua), so that workers start on the first roots while the others are written.
+ROOTS_PER_CALL = 5000
+
 #: Policy letters back to names.
 _POLICY_NAMES = {"F": "fail_fast", "A": "all_settled", "I": "ignore_failures", "Q": "quorum"}
 
@@ -75,6 +79,8 @@ class FlowView:
     created: float | None
     finished: float | None
     members: list[Member] = field(default_factory=list)
+    #: Roots its creation has still to write (dag_roots.lua); 0 once created whole. Read with the members.
+    building: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +111,12 @@ def _join(spec: str) -> Join:
     return Join(policy, int(pending), int(ok), int(bad))
 
 
+def _packed(members: list[tuple[str, str, str, bytes]]) -> tuple[str, bytes]:
+    """Members as dag_create.lua and dag_roots.lua take them: one line each, then the envelopes end to end."""
+    lines = "".join(f"{node}|{member}|{spec}|{len(envelope)}\n" for node, member, spec, envelope in members)
+    return lines, b"".join(envelope for _, _, _, envelope in members)
+
+
 def _ms(value: bytes | None) -> float | None:
     return None if value is None else int(value) / 1000
 
@@ -119,15 +131,29 @@ class FlowStore:
         self._create, self._cancel = registry["dag_create"], registry["dag_cancel"]
         self._announce, self._reconcile = registry["dag_announce"], registry["dag_reconcile"]
         self._extend, self._seal = registry["dag_extend"], registry["dag_seal"]
+        self._roots = registry["dag_roots"]
 
     async def create(self, plan: Plan) -> bool:
-        """Create the flow and push its roots; False (nothing done) when a flow of that id exists."""
+        """Create the flow and push its roots; False when a flow of that id exists (nothing done, unless that flow's
+        creation stopped before all its roots were written: they are written now, each once).
+
+        One call writes every member but the roots past the first ROOTS_PER_CALL, which follow in calls of that many
+        (every join's counts include them from the first call, so no join can run early); workers start on the
+        first roots meanwhile. A creation cut short leaves the flow `building`: sent again, it resumes; never sent
+        again, the reconciler cancels the flow."""
         k = self.keys
-        args: list[Any] = [now_ms(), plan.flow_id]
-        for node, member, spec, envelope in plan.members:
-            args += [node, member, spec, envelope]
+        roots = [member for member in plan.members if member[1].startswith("r")]
+        first = [member for member in plan.members if not member[1].startswith("r")] + roots[:ROOTS_PER_CALL]
+        later = roots[ROOTS_PER_CALL:]
         keys = [k.dag(plan.flow_id), k.dags, *k.ready_lists]
-        return bool(await self._create(keys=keys, args=args))
+        created = int(await self._create(keys=keys, args=[now_ms(), plan.flow_id, *_packed(first), len(later)]))
+        if created == 0:
+            return False
+        for start in range(0, len(later), ROOTS_PER_CALL):
+            chunk = later[start : start + ROOTS_PER_CALL]
+            keys = [k.dag(plan.flow_id), *k.ready_lists, k.cancels]
+            await self._roots(keys=keys, args=[now_ms(), plan.flow_id, *_packed(chunk)])
+        return created == 1
 
     async def read(self, flow_id: str, members: bool = True) -> FlowView | None:
         """The flow now, or None when there is none (never created, or expired after it finished)."""
@@ -152,6 +178,7 @@ class FlowStore:
             finished=_ms(fields.get("finished")),
         )
         if members:
+            view.building = int(fields.get("building", 0))
             for name, value in fields.items():
                 if name.startswith("m:"):
                     node, text = name[2:], value.decode()

@@ -3,27 +3,39 @@
 -- flow of that id already exists, nothing is done.
 -- KEYS: 1 the flow's hash, 2 the queue's flow index (zset: flow id scored by creation, ms), 3 the plain ready list,
 --       4 the high-priority list, 5 the low-priority list
--- ARGV: 1 now (ms), 2 flow id, then 4 per member: node, member field ('r' or 'w', then its children,
---       comma-separated), join spec ('' for a root; ending in '+' for an open join, see dag_extend.lua), envelope
---       (pushed for a root, stored for the others)
--- Returns: 1 when created, 0 when a flow of that id exists.
+-- ARGV: 1 now (ms), 2 flow id, 3 the members, one line each: "<node>|<member field>|<join spec>|<envelope length>"
+--       (member field: 'r' or 'w', then its children, comma-separated; join spec: '' for a root, ending in '+' for
+--       an open join, see dag_extend.lua), 4 the members' envelopes, one after another in line order (pushed for a
+--       root, stored for the others). Packed in two arguments, not four per member: a flow of 100,000 members is
+--       then two strings to send and read, not 400,000 (the client and Redis spent most of a creation on those).
+--       5 (optional) how many roots are not among them: they follow in dag_roots.lua calls, counted down in the
+--       flow's `building` field (the joins' counts include them already; the reconciler leaves such a flow alone
+--       and cancels it when its creation never finishes).
+-- Returns: 1 when created, 0 when a flow of that id exists, 2 when it exists and still waits for roots (a creation
+-- sent again resumes with dag_roots.lua).
 local ready, high, low = KEYS[3], KEYS[4], KEYS[5]
 --@include levels
 --@include flow_where
 local flow = KEYS[1]
-if redis.call('EXISTS', flow) == 1 then return 0 end
-local n = (#ARGV - 2) / 4
+if redis.call('EXISTS', flow) == 1 then
+  if redis.call('HEXISTS', flow, 'building') == 1 then return 2 end
+  return 0
+end
+local later = tonumber(ARGV[5] or '0') or 0
+local n = select(2, string.gsub(ARGV[3], '\n', '')) + later
 redis.call('HSET', flow, 'id', ARGV[2], 'state', 'pending', 'open', n, 'fatal', 0, 'halt', 0, 'created', ARGV[1],
            'size', n)
+if later > 0 then redis.call('HSET', flow, 'building', later) end
 -- Written a thousand fields and pushed a thousand roots per call: a call per member costs more than the work.
 local fields, pushes = {}, {}
 local function flush_fields()
   if #fields > 0 then redis.call('HSET', flow, unpack(fields)) end
   fields = {}
 end
-for i = 0, n - 1 do
-  local base = 3 + i * 4
-  local node, member, spec, envelope = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+local blob, offset = ARGV[4], 1
+for node, member, spec, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%d+)\n') do
+  local envelope = string.sub(blob, offset, offset + size - 1)
+  offset = offset + size
   fields[#fields + 1] = 'm:' .. node
   fields[#fields + 1] = member
   if spec ~= '' then

@@ -12,10 +12,15 @@ local ready, high, low = KEYS[2], KEYS[3], KEYS[4]
 --@include dag_step
 local flow = KEYS[1]
 if redis.call('EXISTS', flow) == 0 then return false end
+if redis.call('HEXISTS', flow, 'building') == 1 then  -- roots still to come: its members do not say its counts
+  return {0, redis.call('HGET', flow, 'state'), 0}
+end
 local late = 0
 for i = 2, #ARGV - 1, 2 do
   if dag_step(flow, ARGV[i], ARGV[i + 1]) then late = late + 1 end
 end
+if late > 0 then dag_state(flow, true) end
+dag_flush()  -- the outcomes recorded: the recount below reads the hash itself
 local fields = redis.call('HGETALL', flow)
 local members, specs = {}, {}
 for i = 1, #fields, 2 do
@@ -65,4 +70,6 @@ if redis.call('HGET', flow, 'state') ~= 'cancelled' then
     if letter == 'w' or letter == 'b' then dag_judge(flow, node, nil) end
   end
 end
-return {mismatches + late, dag_state(flow, false), late}
+local state = dag_state(flow, false)
+dag_flush()
+return {mismatches + late, state, late}

@@ -10,4 +10,5 @@ local flow, join = KEYS[1], ARGV[2]
 if redis.call('HDEL', flow, 'o:' .. join) == 0 then return 0 end
 dag_judge(flow, join, nil)
 dag_state(flow, false)
+dag_flush()
 return 1

@@ -26,11 +26,12 @@
 --   task's cancel request; 'where' (item key: the whereabouts; token: the task id; data: its record, see
 --   whereabouts.lua) says where a retried, deferred or released task now is, or, with data '' and extra = the
 --   attempt token, forgets the record the claim wrote under an id the task turned out not to have (bytes that
---   never became a task), if it still names that attempt; 'dag' (item key: the task's flow hash; token: the task
---   id; result: its node; data: its flow id) records a flow member's final outcome and makes ready the joins it
---   completes (dag_settle.lua); 'fair' (item key: the fair key's running set; data: the fair key) frees the
---   task's place among its key's running tasks (fair_base.lua: fair_settled); it is sent only for an attempt
---   the claim counted there (a key with limits: the claim's '!counted').
+--   never became a task), if it still names that attempt; 'fair' (item key: the fair key's running set; data: the
+--   fair key) frees the task's place among its key's running tasks (fair_base.lua: fair_settled); it is sent only
+--   for an attempt the claim counted there (a key with limits: the claim's '!counted').
+--   Flows: one 'dag' item per flow with members in the batch, after the items it names (item key: the flow's hash;
+--   token: the flow id; data: "<item index>:<node>" per member, comma-separated) records the final outcomes of
+--   those members whose items were settled here and makes ready the joins they complete (dag_settle.lua).
 --   Events (see core/eventlog.py, events.lua): a 'stream' item, first when any item has events (item key: the
 --   queue's event stream; token: its maxlen; result: events kept per timeline), then one 'event' after-item per
 --   event of an item (item key: the task's timeline, or the stream itself when timelines are off; result: the
@@ -43,7 +44,7 @@
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) and the timings in this minute's and
 -- this hour's counts hashes, once per kind per batch.
 -- Returns: one 1 (settled), 2 (already settled by an earlier run of the same settle) or 0 (refused: stale token)
--- per item.
+-- per item; then, when flow members settled here changed their flows' states, '!flows' and those flows' ids.
 local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 4], KEYS[#KEYS - 3], KEYS[#KEYS - 2]
 local where, hourly = KEYS[#KEYS - 1], KEYS[#KEYS]
 local gone = {}  -- ids of tasks that ended here: their whereabouts go (one HDEL per thousand, at the end)
@@ -57,9 +58,9 @@ local out = {}
 local counts = {}
 local dead_added = false
 local stream, maxlen, keep  -- set by a 'stream' item
+local settled = {}  -- item index -> true, for the items settled in this call (flows: dag_note)
 local leases = {}
 local last_held = false
-local last_kind = nil  -- the kind of the last item settled here, for its 'dag' after-effect (flows)
 local last_base = 0  -- [fair keys] ARGV index of the last settled item
 local n = (#ARGV - 9) / 5
 local riding = 9 + n  -- the KEYS index of the next riding event's timeline (see Events above)
@@ -73,12 +74,12 @@ for i = 0, n - 1 do
       or kind == 'dag' or kind == 'fair' then
     if kind == 'stream' then
       stream, maxlen, keep = KEYS[9 + i], token, tonumber(result)
+    elseif kind == 'dag' then  -- flows: the batch's members of one flow move it on, in this call (dag_settle.lua)
+      dag_note(KEYS[9 + i], token, ARGV[base + 3], settled)
     elseif last_held then
       if kind == 'event' then  -- with its item, in this call (events.lua)
         local timeline = KEYS[9 + i]
         record_event(stream, maxlen, keep, ttl, result, timeline ~= stream and timeline or nil, ARGV[base + 3])
-      elseif kind == 'dag' then  -- flows: a member's outcome moves its flow on, in this call (dag_settle.lua)
-        dag_settle(KEYS[9 + i], token, result, ARGV[base + 3], last_kind)
       elseif kind == 'fair' then  -- [fair keys]
         fair_settled(ARGV[base + 3], token, ARGV[last_base], ARGV[last_base + 3], ARGV[last_base + 4], KEYS[4],
                      where, ARGV[1])  -- (where, now: an ordered key's retry is recorded in its key's list)
@@ -121,7 +122,7 @@ for i = 0, n - 1 do
     end
   else
     last_held, last_base = true, base
-    last_kind = kind
+    settled[i] = true
     leases[#leases + 1] = token
     if kind == 'retry' or kind == 'defer' then
       redis.call('ZADD', KEYS[4], ARGV[base + 4], ARGV[base + 3])
@@ -147,6 +148,7 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   end
 end
+local moved_flows = #dag_noted > 0 and dag_settle_all()  -- flows: the members noted above (dag_settle.lua)
 -- The settled tokens' leases go in one ZREM per thousand (a call per token costs more than the removal).
 for j = 1, #leases, 1000 do
   redis.call('ZREM', KEYS[2], unpack(leases, j, math.min(j + 999, #leases)))
@@ -193,5 +195,9 @@ if dead_added then
     for j = 1, #oldest, 2 do redis.call('HDEL', KEYS[5], oldest[j]) end
     redis.call('HINCRBY', KEYS[7], 'dead_trimmed', over)
   end
+end
+if moved_flows and #moved_flows > 0 then  -- flows whose state changed here: their caller announces them
+  out[#out + 1] = '!flows'
+  out[#out + 1] = moved_flows
 end
 return out
