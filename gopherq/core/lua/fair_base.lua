@@ -13,6 +13,8 @@ local FAIR_PARKED = FAIR .. 'parked'  -- zset: key -> when to look at it again (
 local FAIR_CONF = FAIR .. 'keys'      -- hash: key -> spec set at run time (gopherq keys set / pause)
 local FAIR_RULES = FAIR .. 'rules'    -- list: "<Lua pattern>\n<spec>" from the workers' settings, first match wins
 local FAIR_COUNT = FAIR .. 'count'    -- hash: level letter -> tasks waiting in its keys' lists (for the counts)
+local FAIR_BACKLOG = FAIR .. 'backlog'  -- zset: key -> tasks waiting in its lists, all levels (the most backlogged
+                                        -- keys in O(log K) for the metrics and the Keys page; gone with its last task)
 local FAIR_LETTERS = {'h', 'd', 'l'}
 
 local function fair_list(letter, k) return FAIR .. letter .. ':q:' .. k end  -- list: the key's waiting tasks
@@ -54,6 +56,11 @@ end
 
 -- Put `k` in the active set of each level where it has waiting tasks, at that level's virtual time (a key that
 -- becomes busy starts level with the others: it gets no credit for having been idle).
+-- `n` tasks of key `k` left its lists (a claim, a delete): its backlog entry drops, and goes at zero.
+local function fair_drained(k, n)
+  if tonumber(redis.call('ZINCRBY', FAIR_BACKLOG, -n, k)) <= 0 then redis.call('ZREM', FAIR_BACKLOG, k) end
+end
+
 local function fair_activate(k)
   for _, letter in ipairs(FAIR_LETTERS) do
     if redis.call('EXISTS', fair_list(letter, k)) == 1 then
@@ -104,6 +111,7 @@ local function fair_push(command, raw)
   if not k then return false end
   redis.call(command, fair_list(letter, k), raw)
   redis.call('HINCRBY', FAIR_COUNT, letter, 1)
+  redis.call('ZINCRBY', FAIR_BACKLOG, 1, k)
   local parked = redis.call('ZSCORE', FAIR_PARKED, k)
   if not parked then
     redis.call('ZADD', fair_active(letter), 'NX', redis.call('GET', fair_vt(letter)) or '0', k)

@@ -122,6 +122,7 @@ local function fair_take(letter, list)
               if counted then fair_picked[#items] = k end
             end
             taken = taken + got
+            fair_drained(k, got)
           end
           -- Fewer than asked for: the list is gone (a full pop must ask).
           left = got == most and redis.call('EXISTS', source) == 1
