@@ -56,11 +56,6 @@ end
 
 -- Put `k` in the active set of each level where it has waiting tasks, at that level's virtual time (a key that
 -- becomes busy starts level with the others: it gets no credit for having been idle).
--- `n` tasks of key `k` left its lists (a claim, a delete): its backlog entry drops, and goes at zero.
-local function fair_drained(k, n)
-  if tonumber(redis.call('ZINCRBY', FAIR_BACKLOG, -n, k)) <= 0 then redis.call('ZREM', FAIR_BACKLOG, k) end
-end
-
 local function fair_activate(k)
   for _, letter in ipairs(FAIR_LETTERS) do
     if redis.call('EXISTS', fair_list(letter, k)) == 1 then

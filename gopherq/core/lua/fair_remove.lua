@@ -7,7 +7,7 @@
 -- its next task: that task's claim checks the key's limits again and parks it if it must still wait.
 local function fair_removed(k, letter)
   if redis.call('HINCRBY', FAIR_COUNT, letter, -1) <= 0 then redis.call('HDEL', FAIR_COUNT, letter) end
-  fair_drained(k, 1)
+  if tonumber(redis.call('ZINCRBY', FAIR_BACKLOG, -1, k)) <= 0 then redis.call('ZREM', FAIR_BACKLOG, k) end
   if redis.call('EXISTS', fair_list(letter, k)) == 1 then return end
   local active = fair_active(letter)
   redis.call('ZREM', active, k)
