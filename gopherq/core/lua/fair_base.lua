@@ -13,8 +13,10 @@ local FAIR_PARKED = FAIR .. 'parked'  -- zset: key -> when to look at it again (
 local FAIR_CONF = FAIR .. 'keys'      -- hash: key -> spec set at run time (gopherq keys set / pause)
 local FAIR_RULES = FAIR .. 'rules'    -- list: "<Lua pattern>\n<spec>" from the workers' settings, first match wins
 local FAIR_COUNT = FAIR .. 'count'    -- hash: level letter -> tasks waiting in its keys' lists (for the counts)
-local FAIR_BACKLOG = FAIR .. 'backlog'  -- zset: key -> tasks waiting in its lists, all levels (the most backlogged
-                                        -- keys in O(log K) for the metrics and the Keys page; gone with its last task)
+-- zset: key -> tasks waiting in its lists, all levels, so the inspection reads the most backlogged keys in order
+-- (core/inspect/fair_keys.py) instead of every key's lists; one ZINCRBY per push and per claim turn; an entry goes
+-- with the key's last waiting task.
+local FAIR_BACKLOG = FAIR .. 'backlog'
 local FAIR_LETTERS = {'h', 'd', 'l'}
 
 local function fair_list(letter, k) return FAIR .. letter .. ':q:' .. k end  -- list: the key's waiting tasks
