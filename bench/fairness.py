@@ -62,6 +62,7 @@ async def backlog(redis: Redis, queue: str, key: str | None, count: int, prefix:
         await redis.rpush(target, *chunk)
     if key is not None:
         await redis.zadd(keys.fair_active("d"), {key: 0}, nx=True)
+        await redis.zincrby(keys.fair_backlog, count, key)
 
 
 async def drain(
@@ -285,6 +286,7 @@ class Bench:
                 for k in batch:
                     pipe.rpush(target("d", f"k{k}"), *[envelope(f"k{k}-{i}", f"k{k}") for i in range(per_key)])
                 pipe.zadd(broker.keys.fair_active("d"), {f"k{k}": 0 for k in batch})
+                pipe.zadd(broker.keys.fair_backlog, {f"k{k}": per_key for k in batch})
                 await pipe.execute()
         measured = await measured_drain(self.redis, broker, keys)
         await self.redis.flushdb()

@@ -280,6 +280,11 @@ class QueueKeys:
         """Hash: level letter -> tasks waiting in the fair keys' lists of that level (the queue's counts)."""
         return self._tagged("fair:count")
 
+    @property
+    def fair_backlog(self) -> str:
+        """Sorted set: fair key -> tasks waiting in its lists, all levels (the most backlogged keys, read in order)."""
+        return self._tagged("fair:backlog")
+
     def fair_running(self, fair_key: str) -> str:
         """Sorted set: attempt tokens of a counted key's running tasks (concurrency limit or ordered)."""
         return self._tagged(f"fair:run:{fair_key}")

@@ -137,6 +137,7 @@ async def test_worker_and_client_on_a_cluster(cluster: list[int], start_worker: 
         handle = await start_worker(settings, extra_plugins={"echo": EchoPlugin()}, redis_client=client.redis)
         # Half of them with fair keys: the claim builds their keys' names, all in the queue's slot.
         fair = [keys.fair_active("d"), keys.fair_list("d", "tenant-1"), keys.fair_running("x"), keys.fair_parked]
+        fair.append(keys.fair_backlog)
         assert {slot(name) for name in fair} == {slot(keys.ready)}
         tasks = [client.task("echo", value=n, fair_key=f"tenant-{n % 3}" if n % 2 else None) for n in range(50)]
         ids = await client.enqueue_many(tasks)
@@ -188,3 +189,6 @@ async def test_worker_and_client_on_a_cluster(cluster: list[int], start_worker: 
         assert await inspect.discover() == sorted(others)
         assert set(others) <= set(await inspect.queue_names())
         await handle.stop()
+        # The fair keys' reads (the backlog set, then each key's lists) run in the queue's slot too.
+        await client.enqueue("echo", value="k", fair_key="tenant-9")
+        assert [(info.key, info.backlog) for info in await inspect.fair_keys(queue, 5)] == [("tenant-9", 1)]

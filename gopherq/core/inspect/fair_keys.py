@@ -2,10 +2,11 @@
 come from), why it is parked, and how long its oldest task has waited. Read by `gopherq keys`, the Keys page, the
 `/v1` API and the metrics, all through `Inspector.fair_keys` (core/inspect/queues.py).
 
-The keys are found without a scan: the levels' active sets, the parked set and the run-time settings name every
-key with waiting tasks or settings; running tasks are counted from the in-flight record (bounded by the workers'
-concurrency). At most `limit` keys are read, the most backlogged first among those found (a queue with more
-active keys than `FOUND_MAX` is read from the first `FOUND_MAX` of each set).
+The keys are found without a scan, in order: the scripts keep a sorted set of every key with waiting tasks scored
+by its backlog (fair_base.lua), so the `limit` most backlogged are read in O(log K + limit) however many keys
+there are (a `/metrics` scrape reads 20 of 100,000 keys, not 100,000); keys with settings or parked but nothing
+waiting come after them when there is room. Running tasks are counted from the in-flight record (bounded by the
+workers' concurrency).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from gopherq.core.redis_client import RedisClient
 from gopherq.core.sections import FairSettings
 from gopherq.core.task import task_from_dict
 
-#: Most keys taken from each of the active sets, the parked set and the settings when listing a queue's keys.
+#: Most keys taken from the parked set and from the settings to fill a listing that has room after the keys with
+#: tasks waiting.
 FOUND_MAX = 10_000
 
 #: Level letters of the scripts, by the level names the other faces use.
@@ -82,56 +84,65 @@ async def running_by_key(redis: RedisClient, keys: QueueKeys) -> dict[str, int]:
             return counts
 
 
+async def top_keys(redis: RedisClient, keys: QueueKeys, limit: int) -> list[str]:
+    """The `limit` most backlogged keys (ties by name), read in order from the backlog set the scripts keep: two
+    steps of O(log K + limit), whatever the number of keys K. When fewer keys have tasks waiting, keys with
+    settings or parked but nothing waiting fill the rest (by name; at most FOUND_MAX of each are looked at)."""
+    top = await redis.zrevrange(keys.fair_backlog, 0, limit - 1, withscores=True)
+    if len(top) == limit:
+        # The last place's score may be shared by many keys: those that fit go by name, as the sort below has it.
+        last = top[-1][1]
+        above = [text(member) for member, score in top if score > last]
+        ties = await redis.zrangebyscore(keys.fair_backlog, last, last, start=0, num=limit - len(above))
+        return above + [text(member) for member in ties]
+    found = [text(member) for member, _ in top]
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrange(keys.fair_parked, 0, FOUND_MAX - 1)
+        pipe.hscan(keys.fair_config, 0, count=FOUND_MAX)
+        parked, (_, configured) = await pipe.execute()
+    idle = ({text(member) for member in parked} | {text(name) for name in configured}) - set(found)
+    idle.discard("")  # the keyless tasks' turn
+    return found + sorted(idle)[: limit - len(found)]
+
+
 async def key_states(
     redis: RedisClient, queue: str, fair: FairSettings, limit: int = 100, only: str | None = None
 ) -> list[KeyInfo]:
-    """The queue's fair keys (or the one named `only`), most backlogged first, at most `limit`."""
+    """The queue's fair keys (or the one named `only`), most backlogged first, at most `limit`: a bounded read
+    of those keys only (their lists' lengths and heads, parked state and settings), plus the in-flight record."""
     keys = QueueKeys(queue)
     now = time.time()
+    names = [only] if only is not None else await top_keys(redis, keys, limit)
     async with redis.pipeline(transaction=False) as pipe:
-        for letter in LEVELS.values():
-            pipe.zrange(keys.fair_active(letter), 0, FOUND_MAX - 1)
-        pipe.zrange(keys.fair_parked, 0, FOUND_MAX - 1, withscores=True)
-        pipe.hgetall(keys.fair_config)
-        *active, parked_pairs, config = await pipe.execute()
-    parked = {text(member): float(score) for member, score in parked_pairs}
-    configured = {text(name): text(spec) for name, spec in config.items()}
-    names = {text(member) for members in active for member in members} | set(parked) | set(configured)
-    names.discard("")  # the keyless tasks' turn
-    if only is not None:
-        names = {only}
-    ordered = sorted(names)
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in ordered:
+        for name in names:
             for letter in LEVELS.values():
                 pipe.llen(keys.fair_list(letter, name))
-        lengths = await pipe.execute()
-    running = await running_by_key(redis, keys)
-    backlog = {name: lengths[3 * i : 3 * i + 3] for i, name in enumerate(ordered)}
-    chosen = sorted(ordered, key=lambda name: (-sum(backlog[name]), name))[:limit]
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in chosen:
             for letter in LEVELS.values():
                 pipe.lindex(keys.fair_list(letter, name), 0)
-        heads = await pipe.execute()
+            pipe.zscore(keys.fair_parked, name)
+            pipe.hget(keys.fair_config, name)
+        replies = await pipe.execute()
+    running = await running_by_key(redis, keys)
     out = []
-    for i, name in enumerate(chosen):
-        spec = configured.get(name)
+    for i, name in enumerate(names):
+        at = 8 * i
+        lengths, heads = replies[at : at + 3], replies[at + 3 : at + 6]
+        parked, spec = replies[at + 6], replies[at + 7]
         if spec is not None:
-            limits, source = KeyLimits.from_spec(spec), "run-time"
+            limits, source = KeyLimits.from_spec(text(spec)), "run-time"
         else:
             limits, source = fair.limits_for(name), "settings"
         info = KeyInfo(
             key=name,
-            backlog=sum(backlog[name]),
-            levels=dict(zip(LEVELS, backlog[name], strict=True)),
+            backlog=sum(lengths),
+            levels=dict(zip(LEVELS, lengths, strict=True)),
             running=running.get(name, 0),
             limits=limits,
             source=source,
-            oldest_wait=_oldest_wait(heads[3 * i : 3 * i + 3], now),
+            oldest_wait=_oldest_wait(heads, now),
         )
-        if name in parked:
-            until = parked[name]
+        if parked is not None:
+            until = float(parked)
             if limits.paused:
                 info.parked = "paused"
             elif math.isinf(until):
@@ -140,6 +151,7 @@ async def key_states(
                 info.parked = "rate" if limits.rate else "retry"
                 info.parked_until = until / 1000
         out.append(info)
+    out.sort(key=lambda info: (-info.backlog, info.key))
     return out
 
 

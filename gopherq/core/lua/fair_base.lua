@@ -13,6 +13,10 @@ local FAIR_PARKED = FAIR .. 'parked'  -- zset: key -> when to look at it again (
 local FAIR_CONF = FAIR .. 'keys'      -- hash: key -> spec set at run time (gopherq keys set / pause)
 local FAIR_RULES = FAIR .. 'rules'    -- list: "<Lua pattern>\n<spec>" from the workers' settings, first match wins
 local FAIR_COUNT = FAIR .. 'count'    -- hash: level letter -> tasks waiting in its keys' lists (for the counts)
+-- zset: key -> tasks waiting in its lists, all levels, so the inspection reads the most backlogged keys in order
+-- (core/inspect/fair_keys.py) instead of every key's lists; one ZINCRBY per push and per claim turn; an entry goes
+-- with the key's last waiting task.
+local FAIR_BACKLOG = FAIR .. 'backlog'
 local FAIR_LETTERS = {'h', 'd', 'l'}
 
 local function fair_list(letter, k) return FAIR .. letter .. ':q:' .. k end  -- list: the key's waiting tasks
@@ -104,6 +108,7 @@ local function fair_push(command, raw)
   if not k then return false end
   redis.call(command, fair_list(letter, k), raw)
   redis.call('HINCRBY', FAIR_COUNT, letter, 1)
+  redis.call('ZINCRBY', FAIR_BACKLOG, 1, k)
   local parked = redis.call('ZSCORE', FAIR_PARKED, k)
   if not parked then
     redis.call('ZADD', fair_active(letter), 'NX', redis.call('GET', fair_vt(letter)) or '0', k)

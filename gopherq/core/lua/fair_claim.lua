@@ -14,6 +14,7 @@ local FAIR_ANY = {fair_active('h'), fair_active('d'), fair_active('l'), FAIR_PAR
 local FAIR_SORT_CAP = 1000  -- most raw pushes with a fair key sorted into their keys' lists by one claim
 local FAIR_QUANTUM = 2      -- most tasks one visit takes from a key of weight 1 (see fair_take)
 local fair_sorted = 0
+local fair_zeroed = false   -- whether a key's backlog entry reached zero (fair_base.lua: FAIR_BACKLOG)
 local fair_pending = {}     -- key -> tasks of it picked by this call (their tokens are minted at the end)
 local fair_picked = {}      -- index in `items` -> key, for picks of keys whose running tasks are counted
 
@@ -122,6 +123,8 @@ local function fair_take(letter, list)
               if counted then fair_picked[#items] = k end
             end
             taken = taken + got
+            -- Its backlog entry drops; entries at zero go in one step at the end (fair_take).
+            if tonumber(redis.call('ZINCRBY', FAIR_BACKLOG, -got, k)) <= 0 then fair_zeroed = true end
           end
           -- Fewer than asked for: the list is gone (a full pop must ask).
           left = got == most and redis.call('EXISTS', source) == 1
@@ -150,6 +153,7 @@ local function fair_take(letter, list)
     end
     if #gone > 0 then redis.call('ZREM', active, unpack(gone)) end
   end
+  if fair_zeroed then redis.call('ZREMRANGEBYSCORE', FAIR_BACKLOG, '-inf', 0) end
   if taken > 0 and redis.call('HINCRBY', FAIR_COUNT, letter, -taken) <= 0 then
     redis.call('HDEL', FAIR_COUNT, letter)
   end

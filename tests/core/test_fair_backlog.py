@@ -1,0 +1,100 @@
+"""The fair keys' backlog set, on a real Redis: every script that puts a task into a key's list or takes one out
+keeps the key's entry equal to the tasks waiting in its lists (all levels), a key with nothing waiting has no entry,
+and the inspection layer reads the most backlogged keys from it in order, ties by name, with keys that have settings
+but nothing waiting after them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gopherq import Settings
+from gopherq.core import codec
+from gopherq.core.audit import Actor
+from gopherq.core.broker import Broker, SpecialPush
+from gopherq.core.fair import FairKeys
+from gopherq.core.inspect import Inspector
+from gopherq.core.inspect.fair_keys import LEVELS
+from gopherq.core.inspect.operations import Operator
+from gopherq.core.keys import WAKE_MARKER, QueueKeys
+from gopherq.core.sections import FairSettings
+
+
+def envelope(task_id: str, key: str | None, **fields: Any) -> bytes:
+    body: dict[str, Any] = {"id": task_id, "type": "rec", **fields}
+    if key is not None:
+        body["fair_key"] = key
+    return codec.dumps(body)
+
+
+async def enqueue(broker: Broker, items: list[tuple[str, str]], **fields: Any) -> None:
+    level = fields.get("priority")
+    pushes = [SpecialPush(task_id, envelope(task_id, key, **fields), priority=level) for task_id, key in items]
+    assert await broker.push_special(pushes) == [None] * len(pushes)
+
+
+async def backlog_set(aredis: aioredis.Redis, keys: QueueKeys) -> dict[str, int]:
+    return {
+        member.decode(): int(score) for member, score in await aredis.zrange(keys.fair_backlog, 0, -1, withscores=True)
+    }
+
+
+async def lists(aredis: aioredis.Redis, keys: QueueKeys, names: list[str]) -> dict[str, int]:
+    """What the keys' lists hold, all levels (keys with nothing waiting left out)."""
+    counts = {}
+    for name in names:
+        n = sum([await aredis.llen(keys.fair_list(letter, name)) for letter in LEVELS.values()])
+        if n:
+            counts[name] = n
+    return counts
+
+
+async def test_the_backlog_set_follows_every_move_and_an_idle_key_leaves_no_entry(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    settings = make_settings()
+    operator = Operator(Inspector(aredis, settings), Actor("tester", "cli"))
+    broker = Broker(aredis, queue_name, "w1")
+    keys, names = broker.keys, ["acme", "beta", "cyan"]
+
+    async def same() -> dict[str, int]:
+        found = await backlog_set(aredis, keys)
+        assert found == await lists(aredis, keys, names)
+        return found
+
+    await enqueue(broker, [("a1", "acme"), ("a2", "acme"), ("a3", "acme"), ("b1", "beta")])
+    await enqueue(broker, [("h1", "acme"), ("h2", "cyan")], priority="high")
+    assert await same() == {"acme": 4, "beta": 1, "cyan": 1}
+    assert await operator.run_now(queue_name, "a3") == "done"  # the same task, at its list's head
+    assert await operator.delete_task(queue_name, "a2") == "done"
+    assert await operator.delete_task(queue_name, "h2") == "done"  # cyan's last task: its entry goes
+    assert await same() == {"acme": 3, "beta": 1}
+    await aredis.rpush(queue_name, envelope("c1", "cyan"))  # a raw push: the claim sorts it into its key's list
+    got = await broker.claim(2, 60000)
+    assert got is not None and [codec.loads(raw)["id"] for _, raw in got if raw != WAKE_MARKER] == ["h1", "a3"]
+    assert await same() == {"acme": 1, "beta": 1, "cyan": 1}
+    while (got := await broker.claim(5, 60000)) is not None and got:
+        await same()
+    assert await aredis.exists(keys.fair_backlog) == 0
+
+
+async def test_the_most_backlogged_keys_are_read_in_order_ties_by_name(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    inspect = Inspector(aredis, make_settings())
+    broker = Broker(aredis, queue_name, "w1")
+    sizes = {"a": 1, "b": 3, "c": 3, "d": 3, "e": 1, "f": 5}
+    await enqueue(broker, [(f"{key}{i}", key) for key, n in sizes.items() for i in range(n)])
+    await FairKeys(aredis, queue_name, FairSettings()).set("zz", weight=2.0)  # settings, nothing waiting
+
+    async def top(limit: int) -> list[tuple[str, int]]:
+        return [(info.key, info.backlog) for info in await inspect.fair_keys(queue_name, limit)]
+
+    assert await top(1) == [("f", 5)]
+    assert await top(3) == [("f", 5), ("b", 3), ("c", 3)]
+    assert await top(5) == [("f", 5), ("b", 3), ("c", 3), ("d", 3), ("a", 1)]
+    assert await top(10) == [("f", 5), ("b", 3), ("c", 3), ("d", 3), ("a", 1), ("e", 1), ("zz", 0)]
+    [zz] = await inspect.fair_keys(queue_name, 1, only="zz")
+    assert (zz.backlog, zz.limits.weight, zz.source) == (0, 2.0, "run-time")
