@@ -36,6 +36,7 @@ from gopherq.plugins.otel.fast import (
     NO_PRODUCER,
     RANDOM,
     SAMPLED,
+    Producer,
     parse_traceparent,
     recognise,
     traceparent,
@@ -46,8 +47,8 @@ CONSUMER = SpanKind.CONSUMER
 PRODUCER_LINK = {"gopherq.link": "producer"}
 
 #: What `Attempts.start` gives the wrapper: the recorded span (None when not recorded), the context token to detach
-#: when the attempt ends, and the attempt's `context.calls`.
-Started = tuple[Any, "Token[Context]", "SpanCalls | DirectCalls | UnrecordedCalls"]
+#: when the attempt ends (None: nothing was made current), and the attempt's `context.calls`.
+Started = tuple[Any, "Token[Context] | None", "SpanCalls | DirectCalls | UnrecordedCalls"]
 
 
 def remote_context(remote: SpanContext, base: Context) -> Context:
@@ -67,7 +68,9 @@ class Attempts:
         self.exemplars = exemplars
         self.fast = recognise(self.tracer)
 
-    def start(self, task: Task, context: ExecutionContext) -> Started:
+    def start(self, task: Task, context: ExecutionContext, application_code: bool = True) -> Started:
+        """The attempt's span, made current unless it is sampled out and the executor runs no application code
+        (`application_code` False: `entry.runs_application_code`), whose calls need only its headers."""
         fast = self.fast
         if fast is not None and not fast.current():  # the global propagators were replaced: look again
             fast = self.fast = recognise(self.tracer)
@@ -91,7 +94,7 @@ class Attempts:
             flags = parent.flags & RANDOM
             trace_state = producer.trace_state
             if not sampled:
-                return self._unrecorded(trace_id, flags, trace_state, producer.tracestate, producer)
+                return self._unrecorded(trace_id, flags, trace_state, producer, application_code)
             remote = SpanContext(trace_id, parent.span_id, True, TraceFlags(parent.flags), trace_state)
         else:
             trace_id = 0  # drawn by the SDK, when the plugin can neither make the span nor hand the SDK its id
@@ -100,7 +103,7 @@ class Attempts:
             if fast.direct is not None or fast.reserve is not None:  # the plugin draws the id: decide on it now
                 trace_id = fast.trace_id()
                 if (trace_id & LOW_64) >= fast.bound:
-                    return self._unrecorded(trace_id, flags, None, None, producer)
+                    return self._unrecorded(trace_id, flags, None, producer, application_code)
         if fast.direct is not None:  # the span made directly (direct.py), as the SDK would make it
             own = span_context(trace_id, fast.ids.generate_span_id(), FLAGS[flags | SAMPLED], trace_state)
             span = fast.direct.start(
@@ -128,18 +131,22 @@ class Attempts:
         return span, token, SpanCalls(self.tracer, self.targets, attempt_context, producer.headers)
 
     def _unrecorded(
-        self, trace_id: int, flags: int, trace_state: Any, tracestate: str | None, producer: Any
+        self, trace_id: int, flags: int, trace_state: Any, producer: Producer, application_code: bool
     ) -> Started:
         """A sampled-out attempt: its span context as the SDK would make it (a new span id, the sampled flag off),
-        current while the executor runs (function tasks' spans follow the decision), and its headers."""
+        current while the executor runs when it runs application code (function tasks' spans follow the
+        decision), and its headers (the `traceparent` of that span context, with the producer's tracestate
+        and baggage), which its calls send either way."""
         span_id = self.fast.ids.generate_span_id()  # type: ignore[union-attr]
-        span = NonRecordingSpan(span_context(trace_id, span_id, FLAGS[flags], trace_state))
-        token = otel_context.attach(trace.set_span_in_context(span, producer.base))
+        token = None
+        if application_code:
+            span = NonRecordingSpan(span_context(trace_id, span_id, FLAGS[flags], trace_state))
+            token = otel_context.attach(trace.set_span_in_context(span, producer.base))
         headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
         if producer.headers:
             headers.update(producer.headers)
-        if tracestate:
-            headers["tracestate"] = tracestate
+        if producer.tracestate and trace_state is not None:
+            headers["tracestate"] = producer.tracestate
         return None, token, UnrecordedCalls(headers)
 
     def _current(self, span: Any, parent_context: Context, baggage: dict[str, str]) -> Started:
