@@ -69,8 +69,10 @@ class Attempts:
         self.fast = recognise(self.tracer)
 
     def start(self, task: Task, context: ExecutionContext, application_code: bool = True) -> Started:
-        """The attempt's span, made current unless it is sampled out and the executor runs no application code
-        (`application_code` False: `entry.runs_application_code`), whose calls need only its headers."""
+        """The attempt's span, current while the executor runs when it runs application code; for an executor
+        that runs none (`application_code` False: `entry.runs_application_code`) nothing reads the current
+        context, so a span the plugin makes itself or a sampled-out attempt's is not made current: its calls are
+        given their parent (`context.calls`) directly."""
         fast = self.fast
         if fast is not None and not fast.current():  # the global propagators were replaced: look again
             fast = self.fast = recognise(self.tracer)
@@ -115,10 +117,10 @@ class Attempts:
                 links,
                 lambda: producer.base if remote is None else remote_context(remote, producer.base),
             )
-            attempt_context = trace.set_span_in_context(span, producer.base)
-            token = otel_context.attach(attempt_context)
-            calls = DirectCalls(fast.direct, fast.ids, self.targets, attempt_context, span, producer.headers)
-            return span, token, calls
+            calls = DirectCalls(fast.direct, fast.ids, self.targets, producer.base, span, producer.headers)
+            if not application_code:
+                return span, None, calls
+            return span, otel_context.attach(calls.context), calls
         # Through the SDK: its sampler decides the same, on the same trace id for a new trace.
         parent_context = producer.base if remote is None else remote_context(remote, producer.base)
         if trace_id and remote is None and fast.reserve is not None:
@@ -142,7 +144,7 @@ class Attempts:
         if application_code:
             span = NonRecordingSpan(span_context(trace_id, span_id, FLAGS[flags], trace_state))
             token = otel_context.attach(trace.set_span_in_context(span, producer.base))
-        headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
+        headers = {"traceparent": "00-%032x-%016x-%02x" % (trace_id, span_id, flags)}  # noqa: UP031 (fast.traceparent)
         if producer.headers:
             headers.update(producer.headers)
         if producer.tracestate and trace_state is not None:
@@ -216,4 +218,5 @@ class Attempts:
             span.set_status(Status(StatusCode.ERROR, self.masker.text(failure.message)[:1000]))
         if self.exemplars:
             facts = context.event_data or {}
-            context.event_data = {**facts, "attempt_trace_id": format(span.get_span_context().trace_id, "032x")}
+            trace_id = "%032x" % span.get_span_context().trace_id  # noqa: UP031 (see fast.traceparent)
+            context.event_data = {**facts, "attempt_trace_id": trace_id}

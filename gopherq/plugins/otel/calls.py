@@ -182,25 +182,36 @@ class DirectCall(SpanCall):
 class DirectCalls:
     """`context.calls` of a recorded attempt whose span the plugin made itself: each `begin` is a `DirectCall`."""
 
-    __slots__ = ("context", "headers", "ids", "parent", "spans", "targets")
+    __slots__ = ("_context", "base", "headers", "ids", "parent", "span", "spans", "targets")
 
     def __init__(
         self,
         spans: DirectSpans,
         ids: IdGenerator,
         targets: Targets,
-        context: Context,
+        base: Context,
         span: DirectSpan,
         headers: dict[str, str],
     ) -> None:
         self.spans = spans
         self.ids = ids
         self.targets = targets
-        #: The attempt's context (its span, the producer's baggage), and its span's context: the calls' parent.
-        self.context = context
+        #: The context the attempt's span is put in (the producer's baggage), the span, and its span context: the
+        #: calls' parent.
+        self.base = base
+        self.span = span
         self.parent = span.get_span_context()
         #: The `tracestate`-less constant headers of a call (`baggage`).
         self.headers = headers
+        self._context: Context | None = None
+
+    @property
+    def context(self) -> Context:
+        """The attempt's context (its span, the producer's baggage), made when first asked for: by the wrapper,
+        to make it current for an executor that runs application code, or for a processor's `on_start`."""
+        if self._context is None:
+            self._context = trace.set_span_in_context(self.span, self.base)
+        return self._context
 
     def parent_context(self) -> Context:
         return self.context

@@ -145,7 +145,7 @@ class Tracing:
                 otel_context.detach(token)
 
         async def recorded(
-            entry: Any, task: Task, context: ExecutionContext, span: Any, token: Token[Context]
+            entry: Any, task: Task, context: ExecutionContext, span: Any, token: Token[Context] | None
         ) -> AttemptOutcome:
             try:
                 outcome = await run(entry, task, context)
@@ -157,7 +157,8 @@ class Tracing:
                 attempts.finished(span, outcome, context)
                 return outcome
             finally:
-                otel_context.detach(token)
+                if token is not None:
+                    otel_context.detach(token)
                 span.end()
 
         def traced(entry: Any, task: Task, context: ExecutionContext) -> Awaitable[AttemptOutcome]:
@@ -166,11 +167,11 @@ class Tracing:
             as it is, with no frame of the plugin's around it."""
             span, token, calls = attempts.start(task, context, entry.runs_application_code)
             context.calls = calls
-            if token is None:
-                return run(entry, task, context)
-            if span is None:
+            if span is not None:
+                return recorded(entry, task, context, span, token)
+            if token is not None:
                 return current(entry, task, context, token)
-            return recorded(entry, task, context, span, token)
+            return run(entry, task, context)
 
         return traced
 
