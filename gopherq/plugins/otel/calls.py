@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gopherq import Masker, TaskFailure
-from gopherq.plugins.otel.direct import DirectSpan, DirectSpans, span_context
+from gopherq.plugins.otel.direct import DirectSpan, DirectSpans, child_context
 from gopherq.plugins.otel.fast import traceparent
 
 #: Distinct call targets whose attributes are remembered; past it the cache starts again.
@@ -169,7 +169,7 @@ class DirectCall(SpanCall):
         self.attempt = attempt  # type: ignore[assignment]
         self.kind = kind
         parent = attempt.parent
-        own = span_context(parent.trace_id, attempt.ids.generate_span_id(), parent.trace_flags, parent.trace_state)
+        own = child_context(parent, attempt.ids.generate_span_id())
         self.span = attempt.spans.start(
             operation,
             own,
@@ -179,6 +179,14 @@ class DirectCall(SpanCall):
             (),
             attempt.parent_context,
         )
+
+    def propagate(self, headers: MutableMapping[str, str]) -> None:
+        """`SpanCall.propagate` for the standard propagators (a DirectCall's case), without its look-ups."""
+        own = self.span._context
+        out = {"traceparent": traceparent(own), **self.attempt.headers}  # type: ignore[dict-item]
+        if own.trace_state:
+            out["tracestate"] = own.trace_state.to_header()
+        merge(headers, out)
 
 
 class DirectCalls:

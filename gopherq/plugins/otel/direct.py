@@ -44,6 +44,12 @@ def span_context(trace_id: int, span_id: int, flags: Any, trace_state: TraceStat
     return tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))
 
 
+def child_context(parent: SpanContext, span_id: int) -> SpanContext:
+    """The span context of a local child of `parent` (a span context of `span_context`'s), sampled as it is: its
+    trace id, flags and tracestate, and `span_id`."""
+    return tuple.__new__(SpanContext, (parent[0], span_id, False, parent[3], parent[4], True))
+
+
 class DirectSpan(Span):
     """A recorded span started and ended by the plugin (see the module doc). The per-tracer parts (processor,
     limits, instrumentation scope) are class attributes of the subclass `DirectSpans` makes for its tracer."""
@@ -151,6 +157,7 @@ class DirectSpans:
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
+        self.resource = tracer.resource
         self.multi = cast(SynchronousMultiSpanProcessor, tracer.span_processor)
         self._known: tuple[SpanProcessor, ...] | None = None
         self._processors: Processors = ((), (), ())
@@ -187,8 +194,8 @@ class DirectSpans:
     ) -> DirectSpan:
         """A started span; `parent_context` makes the context the SDK would give the processors' `on_start`,
         called only when one of them has an `on_start`."""
-        span = self.kind(name, context, parent, kind, attributes, links, self.tracer.resource)
-        starting = self.processors()[0]
+        span = self.kind(name, context, parent, kind, attributes, links, self.resource)
+        starting = self._processors[0] if self.multi._span_processors is self._known else self.processors()[0]
         if starting:
             given = parent_context() if parent_context is not None else None
             for processor in starting:
