@@ -1,5 +1,6 @@
 """The CONSUMER span of each attempt: its parent (the producer's span, or a link to it), the sampling decision, the
-context made current while the executor runs, and the `context.calls` the executor reports its calls to.
+context made current while the executor runs (when it runs application code: `entry.runs_application_code`), and
+the `context.calls` the executor reports its calls to.
 
 An attempt that is sampled out costs no SDK span when the sampler and propagators are the standard ones (`fast.py`):
 its span context is made directly, with the same ids, flags and tracestate the SDK would give it, and its
