@@ -32,6 +32,8 @@ from opentelemetry.trace import DEFAULT_TRACE_STATE, Link, SpanContext, SpanKind
 #: The SDK's own logger: what application code does wrong to a span is reported as for the SDK's spans.
 log = logging.getLogger("opentelemetry.sdk.trace")
 
+_new = object.__new__
+
 #: Most attributes a span of the plugin's own has (with room for what application code adds being checked).
 OWN_ATTRIBUTES = 16
 UNSET = Status(StatusCode.UNSET)
@@ -194,7 +196,10 @@ class DirectSpans:
     ) -> DirectSpan:
         """A started span; `parent_context` makes the context the SDK would give the processors' `on_start`,
         called only when one of them has an `on_start`."""
-        span = self.kind(name, context, parent, kind, attributes, links, self.resource)
+        # Made without calling the class: the SDK's `Span.__new__` (a check that it is not instantiated directly)
+        # costs as much as the rest of the construction.
+        span = _new(self.kind)
+        DirectSpan.__init__(span, name, context, parent, kind, attributes, links, self.resource)
         starting = self._processors[0] if self.multi._span_processors is self._known else self.processors()[0]
         if starting:
             given = parent_context() if parent_context is not None else None
