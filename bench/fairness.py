@@ -7,10 +7,15 @@ executor: the claim script's own cost and choices, not a task's), in one interpr
   the small keys' wait (claim time minus enqueue time) p50 / p99 / max; FIFO (no keys) for comparison: the small
   tasks wait behind the whole backlog, its drain time at the plain claim's measured rate;
 - fairness: 10 backlogged keys of equal weight, Jain's index of their claims over each `--window` seconds;
-  4 backlogged keys of weights 1, 2, 3, 4: each one's share against weight / 10 (largest relative error);
-- cost: claims per second with 100,000 active keys (2 tasks each) against the plain claim of as many keyless tasks.
+  4 backlogged keys of weights 1, 2, 3, 4: each one's share against weight / 10 (largest relative error). The
+  backlogs are sized from the plain claim rate the run measured first (`--rate-guess` overrides it), with room to
+  spare, and a row whose backlogs ran out before its time says so instead of printing a share;
+- cost: claims per second with `--keys` active keys (`--per-key` tasks each) against the plain claim of as many
+  keyless tasks, and what each claimed task cost in CPU: the redis-server process (INFO cpu) and this one; with
+  `--rounds N`, N alternating runs of each and the best of each.
 
-The figures are noisy on a shared 2-core machine: the run prints the load average at its start.
+The rates are noisy on a shared 2-core machine (the run prints the load average at its start); the CPU figures per
+task much less so.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from gopherq.core.keys import QueueKeys
 
 RESULT = b'{"status":"succeeded","attempts":1}'
 BATCH = 100
+SECTIONS = ["noisy", "fairness", "cost"]
+#: The fairness backlogs hold this many times what the measured rate would claim in their time.
+ROOM = 1.5
 
 
 def envelope(task_id: str, key: str | None) -> bytes:
@@ -80,6 +88,30 @@ async def drain(
     return done, time.perf_counter() - began
 
 
+async def server_cpu(redis: Redis) -> float:
+    """Seconds of CPU the redis-server process has used (user + system): what its work costs, whatever else the
+    machine runs (the commands' own timings in INFO commandstats are wall time, which a loaded machine inflates)."""
+    cpu = await redis.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+async def measured_drain(redis: Redis, broker: Broker, count: int) -> tuple[float, float, float]:
+    """Drain `count` tasks; returns (claims/s, redis-server CPU µs per task, this process's CPU µs per task)."""
+    server = await server_cpu(redis)
+    cpu = time.process_time()
+    done, seconds = await drain(broker, lambda done, _s: done >= count)
+    cpu = time.process_time() - cpu
+    server = await server_cpu(redis) - server
+    return done / seconds, 1e6 * server / done, 1e6 * cpu / done
+
+
+async def ran_out(redis: Redis, queue: str, keys: list[str]) -> bool:
+    """Whether any of these keys' backlogs emptied (its share then says nothing about the turns)."""
+    lists = QueueKeys(queue)
+    lengths = [await redis.llen(lists.fair_list("d", key)) for key in keys]
+    return min(lengths) == 0
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -96,10 +128,20 @@ class Bench:
         self.args = args
         self.rows: list[tuple[str, str, str]] = []
         self.runs = 0
+        self.plain_rate = 0.0  # claims/s of the keyless claim + settle loop, measured first (plain())
 
     def broker(self) -> Broker:
         self.runs += 1
         return Broker(self.redis, f"fair{self.runs}", "bench:1:0")
+
+    async def plain(self) -> None:
+        """The keyless claim + settle rate of this machine now: the FIFO row's drain time and the fairness rows'
+        backlog sizes follow from it."""
+        broker = self.broker()
+        await backlog(self.redis, broker.keys.queue, None, 50_000, "p")
+        count, seconds = await drain(broker, lambda done, _s: False)
+        self.plain_rate = count / seconds
+        await self.redis.flushdb()
 
     async def noisy_neighbour(self) -> None:
         big, small_keys, per_small = self.args.big, 1000, 10
@@ -122,11 +164,7 @@ class Bench:
         claimed, seconds = await drain(broker, lambda done, _s: len(waits) >= small_keys * per_small, seen)
         await self.redis.flushdb()
         # FIFO today: the same small tasks behind the backlog in the plain list; its drain time at the plain rate.
-        plain = self.broker()
-        await backlog(self.redis, plain.keys.queue, None, 50_000, "p")
-        count, plain_seconds = await drain(plain, lambda done, _s: False)
-        plain_rate = count / plain_seconds
-        await self.redis.flushdb()
+        plain_rate = self.plain_rate
         where = f"1 key x {big:,} tasks + {small_keys:,} keys x {per_small} tasks"
         self.rows.append(("noisy neighbour: small keys' wait p50", where, f"{percentile(waits, 0.5):.3f} s"))
         self.rows.append(
@@ -143,10 +181,12 @@ class Bench:
 
     async def fairness(self) -> None:
         window = self.args.window
+        rate = self.args.rate_guess or self.plain_rate
         broker = self.broker()
-        per_key = int(self.args.rate_guess * window * self.args.windows / 10) + 1000
-        for k in range(10):
-            await backlog(self.redis, broker.keys.queue, f"tenant-{k}", per_key, f"t{k}-")
+        per_key = int(ROOM * rate * window * self.args.windows / 10) + 1000  # a tenth of the claims each
+        equal = [f"tenant-{k}" for k in range(10)]
+        for key in equal:
+            await backlog(self.redis, broker.keys.queue, key, per_key, f"{key}-")
         windows: list[Counter[bytes]] = [Counter() for _ in range(self.args.windows)]
         began = time.perf_counter()
 
@@ -156,26 +196,28 @@ class Bench:
                 windows[index][orjson.loads(raw)["fair_key"].encode()] += 1
 
         await drain(broker, lambda _d, elapsed: elapsed >= window * len(windows), seen)
+        short = await ran_out(self.redis, broker.keys.queue, equal)
         await self.redis.flushdb()
-        indexes = [jain([w[f"tenant-{k}".encode()] for k in range(10)]) for w in windows]
+        indexes = [jain([w[key.encode()] for key in equal]) for w in windows]
         claims = sum(sum(w.values()) for w in windows)
         self.rows.append(
             (
                 f"Jain's index, 10 equal keys, {window:g} s windows (target >= 0.98)",
-                f"{len(windows)} windows, {claims:,} claims",
-                ", ".join(f"{value:.4f}" for value in indexes),
+                f"{len(windows)} windows, {claims:,} claims, backlogs sized for {rate:,.0f}/s",
+                self.short(short) or ", ".join(f"{value:.4f}" for value in indexes),
             )
         )
         weighted = self.broker()
         await self.redis.hset(weighted.keys.fair_config, mapping={f"w{w}": f"{w},,,,," for w in (1, 2, 3, 4)})
-        for w in (1, 2, 3, 4):
-            await backlog(self.redis, weighted.keys.queue, f"w{w}", per_key, f"w{w}-")
+        for w in (1, 2, 3, 4):  # each key w tenths of the claims
+            await backlog(self.redis, weighted.keys.queue, f"w{w}", int(ROOM * rate * window * w / 10) + 1000, f"w{w}-")
         shares: Counter[str] = Counter()
 
         def count(raw: bytes, _now: float) -> None:
             shares[orjson.loads(raw)["fair_key"]] += 1
 
         await drain(weighted, lambda _d, elapsed: elapsed >= window, count)
+        short = await ran_out(self.redis, weighted.keys.queue, [f"w{w}" for w in (1, 2, 3, 4)])
         await self.redis.flushdb()
         total = sum(shares.values())
         errors = {w: abs(shares[f"w{w}"] / total - w / 10) / (w / 10) for w in (1, 2, 3, 4)}
@@ -184,36 +226,69 @@ class Bench:
             (
                 "weighted shares 1:2:3:4, largest error (target <= 5 %)",
                 f"{total:,} claims: {detail}",
-                f"{100 * max(errors.values()):.2f} %",
+                self.short(short) or f"{100 * max(errors.values()):.2f} %",
             )
         )
 
+    def short(self, ran_out: bool) -> str:
+        """The result of a fairness row whose backlogs ran out: not a measure of the turns."""
+        return "a backlog ran out: no result (raise --rate-guess)" if ran_out else ""
+
     async def cost(self) -> None:
-        keys = self.args.keys
-        plain = self.broker()
-        await backlog(self.redis, plain.keys.queue, None, 2 * keys, "p")
-        done, seconds = await drain(plain, lambda done, _s: done >= keys)
-        plain_rate = done / seconds
-        await self.redis.flushdb()
-        fair = self.broker()
-        target = fair.keys.fair_list
-        for start in range(0, keys, 2000):  # two tasks per key, so each key stays active for the whole run
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for k in range(start, min(keys, start + 2000)):
-                    pipe.rpush(target("d", f"k{k}"), envelope(f"k{k}a", f"k{k}"), envelope(f"k{k}b", f"k{k}"))
-                pipe.zadd(fair.keys.fair_active("d"), {f"k{k}": 0 for k in range(start, min(keys, start + 2000))})
-                await pipe.execute()
-        done, seconds = await drain(fair, lambda done, _s: done >= keys)
-        fair_rate = done / seconds
-        await self.redis.flushdb()
-        self.rows.append(("claim + settle, plain (keyless)", f"{keys:,} of {2 * keys:,} tasks", f"{plain_rate:,.0f}/s"))
+        """The plain and the keyed loop, alternately `--rounds` times; the best of each (the highest rate, the
+        lowest CPU per task: the runs least disturbed by whatever else the machine does)."""
+        keys, per_key, rounds = self.args.keys, self.args.per_key, self.args.rounds
+        plain: list[tuple[float, float, float]] = []
+        fair: list[tuple[float, float, float]] = []
+        for _ in range(rounds):
+            plain.append(await self.cost_run(keys, per_key, keyed=False))
+            fair.append(await self.cost_run(keys, per_key, keyed=True))
+        plain_rate, fair_rate = max(run[0] for run in plain), max(run[0] for run in fair)
+        plain_redis, fair_redis = min(run[1] for run in plain), min(run[1] for run in fair)
+        plain_cpu, fair_cpu = min(run[2] for run in plain), min(run[2] for run in fair)
+        setup = f"{keys:,} of {per_key * keys:,} tasks" + (f", best of {rounds}" if rounds > 1 else "")
+        plain_total = plain_redis + plain_cpu  # the loop waits for each call: its time per task is about the sum
+        self.rows.append(("claim + settle, plain (keyless)", setup, f"{plain_rate:,.0f}/s"))
         self.rows.append(
             (
-                f"claim + settle, {keys:,} active keys (target >= 85 % of plain)",
-                f"{keys:,} of {2 * keys:,} tasks",
+                f"claim + settle, {keys:,} active keys x {per_key} tasks (target >= 85 % of plain)",
+                setup,
                 f"{fair_rate:,.0f}/s ({100 * fair_rate / plain_rate:.0f} %)",
             )
         )
+        self.rows.append(
+            (
+                "CPU per task, plain: redis-server / this process",
+                setup,
+                f"{plain_redis:.1f} / {plain_cpu:.1f} µs",
+            )
+        )
+        self.rows.append(
+            (
+                f"CPU per task, {keys:,} keys: redis-server / this process",
+                setup,
+                f"{fair_redis:.1f} / {fair_cpu:.1f} µs ({100 * plain_total / (fair_redis + fair_cpu):.0f} % of plain's"
+                " rate at these CPU costs)",
+            )
+        )
+
+    async def cost_run(self, keys: int, per_key: int, keyed: bool) -> tuple[float, float, float]:
+        """Claim `keys` tasks of `keys` keys x `per_key` tasks (keyed) or of as many keyless tasks: (claims/s,
+        redis-server CPU µs per task, this process's CPU µs per task)."""
+        broker = self.broker()
+        if not keyed:
+            await backlog(self.redis, broker.keys.queue, None, per_key * keys, "p")
+        target = broker.keys.fair_list
+        for start in range(0, keys if keyed else 0, 2000):  # every key active when the run starts
+            batch = range(start, min(keys, start + 2000))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for k in batch:
+                    pipe.rpush(target("d", f"k{k}"), *[envelope(f"k{k}-{i}", f"k{k}") for i in range(per_key)])
+                pipe.zadd(broker.keys.fair_active("d"), {f"k{k}": 0 for k in batch})
+                await pipe.execute()
+        measured = await measured_drain(self.redis, broker, keys)
+        await self.redis.flushdb()
+        return measured
 
     def table(self) -> str:
         load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
@@ -235,9 +310,14 @@ async def run(args: argparse.Namespace, url: str) -> str:
     try:
         bench = Bench(redis, args)
         Bench.load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-        await bench.noisy_neighbour()
-        await bench.fairness()
-        await bench.cost()
+        if "noisy" in args.only or "fairness" in args.only:
+            await bench.plain()
+        if "noisy" in args.only:
+            await bench.noisy_neighbour()
+        if "fairness" in args.only:
+            await bench.fairness()
+        if "cost" in args.only:
+            await bench.cost()
         return bench.table()
     finally:
         await redis.aclose()
@@ -249,7 +329,16 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100_000, help="active keys of the cost row")
     parser.add_argument("--window", type=float, default=10.0, help="seconds per fairness window")
     parser.add_argument("--windows", type=int, default=2, help="fairness windows")
-    parser.add_argument("--rate-guess", type=float, default=20_000, help="claims/s, to size the fairness backlogs")
+    parser.add_argument(
+        "--per-key", type=int, default=2, help="tasks per key in the cost row (it claims --keys tasks in all)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="alternate plain and keyed runs of the cost row")
+    parser.add_argument(
+        "--rate-guess", type=float, help="claims/s to size the fairness backlogs for (default: the measured plain rate)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run only these sections (default: all)"
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gopherq-fair-") as run_dir:

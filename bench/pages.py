@@ -1,6 +1,6 @@
 """Dashboard page loads with a big backlog: every page and live fragment of `gopherq web`, timed from a client.
 
-    python -m bench.pages [--ready 100000] [--dead 10000] [--reps 20] [--out FILE]
+    python -m bench.pages [--ready 100000] [--dead 10000] [--keys 0] [--reps 20] [--out FILE]
 
 Starts a private redis-server and fills one queue the way GoPherQ itself would: `--ready` tasks pushed, 1,000
 delayed, 20 running (claimed, leases an hour long), `--dead` dead letters made by the real settle script (so the
@@ -8,6 +8,8 @@ minute and hour counts are real too), three more small queues, three schedules, 
 minute's flow statistics each (the real flow scripts). Then one `gopherq web` process on a free loopback port
 (token auth on), and each page is fetched `--reps` times over one keep-alive connection after two warm-up loads;
 the table gives the median, p95 and worst load in milliseconds. The target is every page under 100 ms.
+With `--keys N`, N fair keys with one ready task each are added (through the enqueue script), and the ready tab is
+also loaded in the middle of the keys: by cursor (what its "Older" link does) and by offset (a walk of the keys).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.api import _gopherq
 from bench.services import RedisServer, free_port, stop_process, wait_for
@@ -53,7 +56,7 @@ def envelope(n: int, now: float) -> bytes:
     ).encode()
 
 
-async def fill(url: str, ready: int, dead: int) -> dict[str, str]:
+async def fill(url: str, ready: int, dead: int, keys: int = 0) -> dict[str, str]:
     """The backlog; returns task ids to look up (a ready one at the far end, a dead one)."""
     import redis.asyncio as aioredis
 
@@ -105,11 +108,31 @@ async def fill(url: str, ready: int, dead: int) -> dict[str, str]:
         signals += [("error", "5xx", 1.0)] * (5 if host == HOSTS[0] else 4)  # five in a row open the first
         await gate.done([(host, limits, token, *signal) for token, signal in zip(tokens, signals, strict=False)])
     last_ready = (await client.lindex(QUEUE, -1)) or b"{}"
+    ids = {"ready": json.loads(last_ready)["id"], "dead": f"task-{1_000_000 + dead - 1:07d}"}
+    if keys:
+        ids["cursor"] = await fill_keys(client, broker, settings, keys, ready + 20)
     await client.aclose()
-    return {"ready": json.loads(last_ready)["id"], "dead": f"task-{1_000_000 + dead - 1:07d}"}
+    return ids
 
 
-def pages(ids: dict[str, str], ready: int, dead: int) -> list[tuple[str, str]]:
+async def fill_keys(client: Any, broker: Any, settings: Any, keys: int, before: int) -> str:
+    """`keys` fair keys of one task each; returns the cursor of the ready page in the middle of them."""
+    from gopherq.core.broker import SpecialPush
+    from gopherq.core.inspect import Inspector
+
+    now = time.time()
+    for start in range(0, keys, 5000):
+        pushes = []
+        for n in range(start, min(start + 5000, keys)):
+            body = json.loads(envelope(5_000_000 + n, now))
+            body["fair_key"] = f"tenant-{n:06d}"
+            pushes.append(SpecialPush(body["id"], json.dumps(body, separators=(",", ":")).encode()))
+        await broker.push_special(pushes)
+    page = await Inspector(client, settings).ready(QUEUE, before + keys // 2 - 25, 25)
+    return str(page.next_cursor)
+
+
+def pages(ids: dict[str, str], ready: int, dead: int, keys: int = 0) -> list[tuple[str, str]]:
     q = f"/queues/{QUEUE}"
     return [
         ("overview", "/"),
@@ -124,6 +147,14 @@ def pages(ids: dict[str, str], ready: int, dead: int) -> list[tuple[str, str]]:
         ("queue: chart 24 h", f"{q}?span=24h"),
         ("queue: chart 7 days", f"{q}?span=7d"),
         ("queue (live fragment)", f"/fragments{q}?tab=ready&span=1h"),
+        *(
+            [
+                ("queue: ready, mid-keys by cursor", f"{q}?tab=ready&cursor={ids['cursor']}"),
+                ("queue: ready, mid-keys by offset", f"{q}?tab=ready&offset={ready + 20 + keys // 2}"),
+            ]
+            if keys
+            else []
+        ),
         ("task: dead", f"{q}/tasks/{ids['dead']}"),
         ("task: ready, last in line", f"{q}/tasks/{ids['ready']}"),
         ("dead letter", f"{q}/dead/{ids['dead']}"),
@@ -156,6 +187,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.pages", description=__doc__.splitlines()[0])
     parser.add_argument("--ready", type=int, default=100_000)
     parser.add_argument("--dead", type=int, default=10_000)
+    parser.add_argument("--keys", type=int, default=0, help="fair keys of one ready task each")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     args = parser.parse_args()
@@ -165,7 +197,7 @@ def main() -> None:
         proc = None
         try:
             started = time.perf_counter()
-            ids = asyncio.run(fill(redis.url, args.ready, args.dead))
+            ids = asyncio.run(fill(redis.url, args.ready, args.dead, args.keys))
             filled = time.perf_counter() - started
             port = free_port()
             config = run_dir / "gopherq-web.toml"
@@ -181,13 +213,14 @@ def main() -> None:
             wait_for(lambda: _up(port), 30, "gopherq web")
             lines = [
                 f"Page loads of `gopherq web` with {args.ready:,} ready and {args.dead:,} dead tasks "
-                f"({args.reps} loads each, ms; backlog filled in {filled:.1f} s):",
+                + (f"and {args.keys:,} fair keys " if args.keys else "")
+                + f"({args.reps} loads each, ms; backlog filled in {filled:.1f} s):",
                 "",
                 "| page | median | p95 | worst | status |",
                 "| --- | --- | --- | --- | --- |",
             ]
             worst: list[float] = []
-            for name, path in pages(ids, args.ready, args.dead):
+            for name, path in pages(ids, args.ready, args.dead, args.keys):
                 times, status = measure(port, path, args.reps)
                 times.sort()
                 p95 = times[min(len(times) - 1, int(0.95 * len(times)))]

@@ -50,7 +50,9 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 class RedisServer:
     """A throwaway redis-server on a free loopback port: no persistence, flushed between measurements."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, prefix: list[str] | None = None) -> None:
+        #: A command the server runs under (bench/instructions.py: valgrind's callgrind), or none.
+        self.prefix = prefix or []
         self.dir = run_dir / "redis"
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -61,10 +63,11 @@ class RedisServer:
         if binary is None:
             raise SystemExit("bench: redis-server not found: apt-get install -y redis-server")
         self.dir.mkdir(parents=True, exist_ok=True)
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [*self.prefix, binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no"]
         args += ["--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.ping, 10, "redis-server")
+        wait_for(self.ping, 60 if self.prefix else 10, "redis-server")
         return self
 
     def client(self) -> redis.Redis:

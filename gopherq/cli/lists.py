@@ -18,7 +18,9 @@ from gopherq.cli.common import (
 )
 from gopherq.cli.root import cli
 from gopherq.client import AsyncClient
+from gopherq.core.errors import ConfigError
 from gopherq.core.inspect import ORPHANED_NOTE, WAITING_KINDS, Page, TaskSummary
+from gopherq.core.inspect.ready_list import ReadyCursor
 
 KINDS = ("ready", "delayed", *WAITING_KINDS, "running")
 
@@ -39,19 +41,32 @@ def _why(item: TaskSummary) -> str:
 @click.argument("kind", type=click.Choice(KINDS), default="ready")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--offset", type=int, default=0, show_default=True)
+@click.option("--cursor", default=None, help="ready: go on from a page's next_cursor (past many fair keys)")
 @json_option
 @handle_errors
-def tasks_list(config: str | None, queue: str | None, kind: str, limit: int, offset: int, as_json: bool) -> None:
-    """A page of the queue's tasks: ready (most urgent level first), delayed (soonest first; or only the retrying,
-    scheduled or held ones, found among the first 10,000), or running."""
+def tasks_list(
+    config: str | None, queue: str | None, kind: str, limit: int, offset: int, cursor: str | None, as_json: bool
+) -> None:
+    """A page of the queue's tasks: ready (most urgent level first; within a level the tasks without a fair key,
+    then each fair key's by turn), delayed (soonest first; or only the retrying, scheduled or held ones, found among
+    the first 10,000), or running."""
     settings = settings_from(config)
     name = queue or settings.queue.name
+    if cursor is not None:
+        if kind != "ready":
+            raise ConfigError("--cursor goes with ready (a ready page's next_cursor)")
+        try:
+            ReadyCursor.decode(cursor)
+        except ValueError as exc:
+            raise ConfigError(f"--{exc}") from None
 
     async def action(client: AsyncClient) -> Page[TaskSummary]:
         inspect = client.inspect
+        if kind == "ready":
+            return await inspect.ready(name, offset, limit, cursor)
         if kind in WAITING_KINDS:
             return await inspect.delayed(name, offset, limit, kind=kind)
-        read = {"ready": inspect.ready, "delayed": inspect.delayed, "running": inspect.running}[kind]
+        read = {"delayed": inspect.delayed, "running": inspect.running}[kind]
         return await read(name, offset, limit)
 
     page = run_async(with_client(settings, queue, action))
@@ -66,5 +81,7 @@ def tasks_list(config: str | None, queue: str | None, kind: str, limit: int, off
             tail += f" ({ORPHANED_NOTE})" if item.state == "orphaned" else ""
         else:
             tail = f"ready since {when(item.enqueued_at)}"
+            tail += f" in fair key {item.fair_key}" if item.fair_key is not None else ""
         click.echo(f"{item.id or '-'}  {item.summary}  {tail}")
-    click.echo(f"{len(page.items)} of {page.total} {kind} task(s) shown (from {page.offset})", err=True)
+    more = f"; go on with --cursor {page.next_cursor}" if page.next_cursor is not None else ""
+    click.echo(f"{len(page.items)} of {page.total} {kind} task(s) shown (from {page.offset}){more}", err=True)

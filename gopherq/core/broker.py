@@ -16,14 +16,14 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
-from gopherq.core.eventlog import EventLog, pack
+from gopherq.core.eventlog import EventLog, timeline_entry
 from gopherq.core.keys import COUNTS_TTL, HOURLY_COUNTS_TTL, QueueKeys
 from gopherq.core.priorities import LETTERS
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.results import TaskResult
 from gopherq.core.scripts import scripts
 from gopherq.core.task import TaskStatus, task_from_dict
-from gopherq.core.whereabouts import Whereabouts, delayed_record, ready_record
+from gopherq.core.whereabouts import LAYOUT_FIELD, LAYOUT_VALUE, Whereabouts, delayed_record, ready_record
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ class Settlement:
     #: Its events as stream entries (core/eventlog.py), written by the settle with it, or not at all.
     events: list[bytes] | None = None
     dag: tuple[str, str] | None = None
-    #: The task's fair key: its place among the key's running tasks is freed with this settle (see fair_base.lua).
+    #: The task's fair key: its place among the key's running tasks is freed with this settle (see fair_base.lua)
+    #: when the claim counted it there (a key with limits: `Broker.fair_counted`).
     fair_key: str | None = None
 
 
@@ -118,6 +119,10 @@ class Broker:
         self._schedule = registry["schedule"]
         #: Ids of tasks whose cancellation is pending, as the last claim saw them (empty almost always).
         self.cancel_requests: frozenset[str] = frozenset()
+        #: Attempt tokens the claim counted among their fair keys' running tasks (keys with limits): only their
+        #: settles free a place (a 'fair' item); a key without limits costs its settles nothing. Each goes when its
+        #: settle got a reply.
+        self.fair_counted: set[str] = set()
 
     @property
     def processing(self) -> str:
@@ -142,13 +147,13 @@ class Broker:
         record goes first: no worker can claim a task before it is pushed, so its `running` record is never
         overwritten by a late `ready` one (a failed push leaves a record the lookup finds stale)."""
         record = ready_record("default", now_ms(), "enqueued")
-        pipe.hset(self.keys.where, mapping=dict.fromkeys(ids, record))
+        pipe.hset(self.keys.where, mapping={LAYOUT_FIELD: LAYOUT_VALUE, **dict.fromkeys(ids, record)})
         pipe.rpush(self.keys.ready, *envelopes)
 
     def stage_delayed(self, pipe: Any, due: list[tuple[bytes, int]], ids: list[str]) -> None:
         """Queue on `pipe` the whereabouts (`delayed|scheduled`) of tasks with an eta, then their ZADD."""
         records = {task_id: delayed_record("scheduled", when) for task_id, (_, when) in zip(ids, due, strict=True)}
-        pipe.hset(self.keys.where, mapping=records)
+        pipe.hset(self.keys.where, mapping={LAYOUT_FIELD: LAYOUT_VALUE, **records})
         pipe.zadd(self.keys.delayed, {envelope: when for envelope, when in due})
 
     async def push_delayed(self, due: list[tuple[bytes, int]], ids: list[str] | None = None) -> None:
@@ -203,6 +208,9 @@ class Broker:
             flat = flat[:-2]
         elif self.cancel_requests:
             self.cancel_requests = frozenset()
+        if len(flat) >= 2 and flat[-2] == b"!counted":
+            self.fair_counted.update(token.decode() for token in flat[-1])
+            flat = flat[:-2]
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def wait_for_task(self, timeout: float) -> bool:
@@ -239,15 +247,15 @@ class Broker:
         stamp = now_ms()
         keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats, k.counts(stamp // 60000 * 60)]
         args: list[Any] = [stamp, result_ttl, dead_cap, COUNTS_TTL]
-        logged: list[tuple[list[bytes], int, str]] = []  # (events, settle item, task id) of the items with events
-        if log is not None and any(item.events for item in items):
+        with_events = log is not None and any(item.events for item in items)
+        if with_events:
+            assert log is not None
             keys.append(k.events)
-            args += ["stream", log.maxlen, log.timeline, b"", b""]  # the events and their spec: filled in below
+            args += ["stream", log.maxlen, log.timeline, b"", b""]  # each event follows its item, as an 'event'
         # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
         # request) takes the request with it, so it does not linger until it expires.
         pending = self.cancel_requests
         for item in items:
-            position = len(keys) - 8  # the item's index in the script (KEYS[9 + position])
             keys.append(k.result(item.task_id))
             # An ending item names its task in `extra` (its whereabouts go); a dead letter's is its entry id already.
             extra = item.task_id if item.kind == "ack" or item.kind == "cancel" else item.extra
@@ -267,25 +275,21 @@ class Broker:
             if item.dag is not None and item.kind in ENDING:  # a flow member: dag_settle.lua moves its flow on
                 keys.append(k.dag(item.dag[0]))
                 args += ["dag", item.task_id, item.dag[1], item.dag[0], ""]
-            if item.fair_key is not None:
+            if item.fair_key is not None and item.token in self.fair_counted:
                 keys.append(k.fair_running(item.fair_key))
                 args += ["fair", item.token, "", item.fair_key, ""]
-            if item.events and log is not None:
-                logged.append((item.events, position, item.task_id))
-        if logged and log is not None:  # after the items' keys: each event's timeline key, by its KEYS index
-            packed: tuple[list[bytes], list[bytes]] = ([], [])
-            for events, position, task_id in logged:
-                index = 0
-                if log.timeline:
-                    keys.append(k.timeline(task_id))
-                    index = len(keys)
-                for line in events:
-                    pack(line, index, position, packed)
-            args[7], args[8] = b"\n".join(packed[0]), b"\n".join(packed[1])
+            if item.events and with_events:  # written with the item, or not at all (see lua/events.lua)
+                assert log is not None
+                timeline = k.timeline(item.task_id) if log.timeline else k.events
+                for line in item.events:
+                    keys.append(timeline)
+                    args += ["event", "", line, timeline_entry(line) if log.timeline else b"", ""]
         keys += self._levels
         keys += [k.reaped, k.where, k.hourly_counts(stamp // 3600000 * 3600)]
         args += [HOURLY_COUNTS_TTL, *timing]
         flags = await self._settle(keys=keys, args=args)
+        if self.fair_counted:  # settled now or before, or refused: either way this attempt's place is not ours
+            self.fair_counted.difference_update(item.token for item in items)
         return [bool(flag) for flag in flags]
 
     async def heartbeat(

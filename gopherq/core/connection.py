@@ -24,6 +24,11 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+try:  # redis[hiredis] is a dependency; without it, redis-py's own packer
+    from hiredis import pack_command as pack_in_c
+except ImportError:  # pragma: no cover
+    pack_in_c = None  # type: ignore[assignment]
+
 from gopherq.core.embedded import EmbeddedRedis, client_name
 from gopherq.core.errors import ConfigError
 from gopherq.core.redis_client import RedisClient
@@ -210,18 +215,23 @@ def _pool_class(client: Any) -> Any:
 
 
 def _track_writes(client: RedisClient) -> RedisClient:
-    """Make the client's connections count what they send into the current `watch_writes` block: the pool builds
-    its connections from a subclass of its own connection class (plain, TLS, Unix socket, Sentinel-managed) whose
-    only change is that count. Done before the first connection exists, so every connection counts."""
+    """Give the client's pool GoPherQ's connection class: a subclass of its own (plain, TLS, Unix socket,
+    Sentinel-managed) that counts what it sends into the current `watch_writes` block and packs commands in C (see
+    `_gopherq_connection`). Done before the first connection exists, so every connection is one."""
     pool = getattr(client, "connection_pool", None)
     if pool is not None and not getattr(pool.connection_class, "gopherq_counts_writes", False):
-        pool.connection_class = _counting(pool.connection_class)
+        pool.connection_class = _gopherq_connection(pool.connection_class)
     return client
 
 
-def _counting(base: type) -> type:
-    counting = _TRACKING.get(base)
-    if counting is None:
+def _gopherq_connection(base: type) -> type:
+    """`base` with two changes. Its sends are counted (`watch_writes`). And a command is packed by hiredis in one C
+    call: redis-py's own packer calls its Python encoder on every argument first, which cost the worker more than
+    a microsecond per task (a settle carries five arguments per task, and its events five more). hiredis encodes
+    str, bytes, int and float exactly as redis-py's encoder does (tests/core/test_connection_packing.py); anything
+    else, and a command name of two words, goes to redis-py's packer, which packs it or says what is wrong."""
+    made = _TRACKING.get(base)
+    if made is None:
 
         async def send_packed_command(self: Any, *args: Any, **kwargs: Any) -> Any:
             writes = _WATCHING.get()
@@ -229,6 +239,21 @@ def _counting(base: type) -> type:
                 writes.count += 1
             return await base.send_packed_command(self, *args, **kwargs)  # type: ignore[attr-defined]
 
-        namespace = {"send_packed_command": send_packed_command, "gopherq_counts_writes": True, "__module__": __name__}
-        counting = _TRACKING[base] = type(base.__name__, (base,), namespace)
-    return counting
+        def pack_command(self: Any, *args: Any) -> list[bytes]:
+            name = args[0]
+            if type(name) is str and " " not in name:
+                try:
+                    return [pack_in_c(args)]
+                except TypeError:
+                    pass  # e.g. None or a bool: redis-py's packer raises its DataError
+            return base.pack_command(self, *args)  # type: ignore[attr-defined,no-any-return]
+
+        namespace: dict[str, Any] = {
+            "send_packed_command": send_packed_command,
+            "gopherq_counts_writes": True,
+            "__module__": __name__,
+        }
+        if pack_in_c is not None:
+            namespace["pack_command"] = pack_command
+        made = _TRACKING[base] = type(base.__name__, (base,), namespace)
+    return made

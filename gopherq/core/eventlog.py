@@ -104,9 +104,9 @@ def timeline_entry(line: bytes) -> bytes:
 
 
 def pack(line: bytes, key_index: int, item: int, packed: tuple[list[bytes], list[bytes]]) -> None:
-    """Add one event to a script call's two arguments (see lua/events.lua): its stream entry, and its spec line:
-    the KEYS index of its task's timeline (0: none) and the settle item it belongs to, with the shorter timeline
-    entry when it needs one."""
+    """Add one event to the record script's two arguments (see lua/events.lua): its stream entry, and its spec
+    line: the KEYS index of its task's timeline (0: none) and an item number (unused: 0), with the shorter timeline
+    entry when it needs one. (The settle script takes each event as an argument of its own, after its item.)"""
     entries, spec = packed
     entries.append(line)
     if key_index and len(line) > TIMELINE_ENTRY_BYTES:

@@ -20,6 +20,14 @@ fifth, the fair key, only when the task waits in its key's list):
                                           (an eta), held (held back by flow control; detail: the flow key)
     running|<token>|<since ms>|<worker>   claimed by that worker with that attempt token
 
+The hash also holds one field that is not a task's: `LAYOUT_FIELD` (the empty string, which no task id can be),
+whose value is longer than Redis's `hash-max-listpack-value` (64 bytes by default). Redis keeps a hash of up to
+`hash-max-listpack-entries` (512) short fields as a listpack, whose every write and delete scans it whole; with a few
+hundred tasks in flight that was over a third of Redis's work per task. A value over the limit makes Redis store
+the hash as a hash table from its first write, and the field keeps the key from being emptied back into a listpack.
+Every writer of a batch of records writes it along with them (lua/whereabouts.lua's `flush_where`, `stage_push`),
+so a hash that lost it (e.g. to a hostile raw push whose id is "") has it again with its next batch.
+
 This module builds the records Python writes (client pushes, settle follow-ups) and parses them for the inspection
 layer. A task pushed raw (`RPUSH Q '{...}'`, no script) has no record until a worker claims it (or, with a fair
 key, a claim moves it to its key's list).
@@ -33,6 +41,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gopherq.core import codec
+
+#: The field (no task id can be empty) and value that keep the `where` hash a hash table; lua/whereabouts.lua
+#: writes the same pair (see the module docstring). The value is over Redis's 64-byte listpack limit.
+LAYOUT_FIELD = ""
+LAYOUT_VALUE = "not a task: this value, over 64 bytes, keeps the hash a hash table (see core/whereabouts.py)"
 
 #: The states a record can name (a settled task has no record).
 PLACES = ("ready", "delayed", "running")

@@ -1,6 +1,7 @@
 """The operator part of the `/v1` API: task lists and "why is it waiting", dead letters by filter, and the actions.
 
     GET  /v1/queues/{queue}/tasks?state=S        a page of ready, delayed, retrying, scheduled, held or running tasks
+                                                 (ready: fair keys' tasks too; `cursor` goes on from next_cursor)
     GET  /v1/tasks/{id}/explain?queue=Q          the one thing the task waits for (code, sentence, facts)
     GET  /v1/queues/{queue}/dead?reason=&host=&status=&text=&older_than=&newer_than=&cursor=
                                                  dead letters, newest first; filtered: one bounded window
@@ -13,7 +14,7 @@
 
 Every action goes through the inspection layer's Operator (core/inspect/operations.py): an unknown queue, task or
 dead letter is a 404 that changes nothing, a filtered action handles one window, and each change is an audit event
-naming the request's actor. A viewer token gets 403 for every POST and DELETE (web/security.authorize).
+naming the request's actor. A viewer token gets 403 for every POST, PUT and DELETE (web/security.authorize).
 """
 
 from __future__ import annotations
@@ -62,7 +63,15 @@ async def list_tasks(request: web.Request) -> web.Response:
         return problem(400, "invalid_parameter", f"state must be one of {', '.join(LIST_STATES)}")
     offset, limit = _paging(request)
     inspector = request.app[INSPECTOR_KEY]
-    if state in WAITING_KINDS:
+    cursor = request.query.get("cursor") or None
+    if cursor is not None and state != "ready":
+        return problem(400, "invalid_parameter", "cursor goes with state=ready (a ready page's next_cursor)")
+    if state == "ready":
+        try:
+            page = await inspector.ready(queue, offset, limit, cursor)
+        except ValueError as exc:
+            return problem(400, "invalid_parameter", str(exc))
+    elif state in WAITING_KINDS:
         page = await inspector.delayed(queue, offset, limit, kind=state)
     else:
         page = await getattr(inspector, state)(queue, offset, limit)

@@ -176,7 +176,10 @@ OPENAPI: dict[str, Any] = {
                 "summary": "A page of the queue's ready, delayed (or retrying, scheduled, held) or running tasks",
                 "description": "Each delayed task says why it waits (`waiting`: retrying, scheduled or held; `held`: "
                 "the limit, flow key and end of a hold; `last_error`). retrying/scheduled/held are found among the "
-                "10,000 soonest due.",
+                "10,000 soonest due. ready: every level in turn, most urgent first; within a level the tasks without "
+                "a fair key, then each fair key's (next turn first, then parked keys), each line naming its "
+                "`fair_key`; `total` is the queue's ready count; `next_cursor` (a string) goes on at a bounded cost "
+                "however many fair keys there are.",
                 "parameters": [
                     _QUEUE,
                     {
@@ -189,6 +192,12 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                     *_PAGING,
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "schema": {"type": "string", "maxLength": 2048},
+                        "description": "state=ready only: a ready page's next_cursor (offset is then ignored)",
+                    },
                 ],
                 "responses": {"200": _answer("a page", {"$ref": "#/components/schemas/Page"}), **_errors(400)},
             },
@@ -341,13 +350,13 @@ OPENAPI: dict[str, Any] = {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KeySettings"}}},
                 },
-                "responses": {"200": _answer("what applies now", {"type": "object"}), **_errors(400)},
+                "responses": {"200": _answer("what applies now", {"type": "object"}), **_errors(400, 403)},
             },
             "delete": {
                 "operationId": "resetFairKey",
                 "summary": "Forget a fair key's run-time settings: the [fair] rules apply again",
                 "parameters": [_QUEUE, _KEY],
-                "responses": {"200": _answer("what applies now", {"type": "object"}), **_errors(400)},
+                "responses": {"200": _answer("what applies now", {"type": "object"}), **_errors(400, 403)},
             },
         },
         "/v1/openapi.json": {
@@ -397,7 +406,7 @@ OPENAPI: dict[str, Any] = {
                     "total": {"type": "integer"},
                     "offset": {"type": "integer"},
                     "limit": {"type": "integer"},
-                    "next_cursor": {"type": "number"},
+                    "next_cursor": {"type": ["number", "string"]},
                 },
             },
             "Created": {

@@ -21,6 +21,7 @@ from gopherq.core.errors import ConfigError, NotFound
 from gopherq.core.inspect import WAITING_KINDS
 from gopherq.core.inspect.editing import editable, render_command
 from gopherq.core.inspect.queues import SPANS
+from gopherq.core.inspect.ready_list import ReadyCursor
 from gopherq.core.inspect.selection import DeadFilter
 from gopherq.core.keys import validate_queue_name
 from gopherq.web.chart import history_chart, throughput_chart
@@ -138,6 +139,18 @@ def cursor_param(values: Any) -> float | None:
         raise web.HTTPBadRequest(text="400: cursor: expected a number\n") from None
 
 
+def ready_cursor(values: Any) -> str | None:
+    """The ready tab's `cursor` (a page's next_cursor): checked here, so a bad one is a 400 naming it."""
+    value = values.get("cursor", "")
+    if not value:
+        return None
+    try:
+        ReadyCursor.decode(value)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"400: {exc}\n") from None
+    return str(value)
+
+
 async def queue_context(request: web.Request, queue: str) -> dict[str, Any]:
     inspector = request.app[INSPECTOR_KEY]
     tab = request.query.get("tab", "ready")
@@ -146,7 +159,10 @@ async def queue_context(request: web.Request, queue: str) -> dict[str, Any]:
     offset = _int(request, "offset")
     where = dead_filter(request.query) if tab == "dead" else DeadFilter()
     read: Awaitable[Any]
-    if tab in WAITING_KINDS:
+    cursor = ready_cursor(request.query) if tab == "ready" else None
+    if tab == "ready":
+        read = inspector.ready(queue, offset, PAGE_SIZE, cursor)
+    elif tab in WAITING_KINDS:
         read = inspector.delayed(queue, offset, PAGE_SIZE, kind=tab)
     elif tab == "dead":
         read = inspector.dead(queue, offset, PAGE_SIZE, where, cursor_param(request.query))
@@ -161,7 +177,8 @@ async def queue_context(request: web.Request, queue: str) -> dict[str, Any]:
         "tab": tab,
         "tabs": TABS,
         "page": page,
-        "offset": offset,
+        "offset": page.offset if cursor else offset,
+        "cursor": cursor,
         "page_size": PAGE_SIZE,
         "where": where.to_dict(),
         "filter_query": urlencode({name: request.query[name] for name in DeadFilter.FIELDS if request.query.get(name)}),

@@ -68,3 +68,32 @@ def test_bad_key_rate_and_settings_exit_2(run_gopherq: Run, tmp_path: Path, redi
     assert_one_line_error(run_gopherq(["keys", "-c", str(bad)]), 2, "rate")
     bad = write_config(tmp_path, "[fair]\ndefault_weight = 0\n", name="bad2.toml")
     assert_one_line_error(run_gopherq(["keys", "-c", str(bad)]), 2, "default_weight")
+
+
+def test_tasks_ready_lists_tasks_in_fair_keys_and_goes_on_by_cursor(
+    run_gopherq: Run, tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    config = str(write_config(tmp_path, f"[redis]\nurl = '{redis_url}'\n[queue]\nname = '{queue_name}'\n"))
+    for n, key in enumerate((None, "tenant-b", "tenant-a", None, "tenant-b")):
+        flags = ["--fair-key", key] if key else []
+        proc = run_gopherq(["enqueue", "-c", config, "--url", "http://127.0.0.1:9/", "--id", f"t{n}", *flags])
+        assert proc.returncode == 0, proc.stderr
+    # Keyless first (head first), then each key's by turn: both keys started at the same turn, so by name.
+    expected = [("t0", None), ("t3", None), ("t2", "tenant-a"), ("t1", "tenant-b"), ("t4", "tenant-b")]
+
+    listed = run_gopherq(["tasks", "ready", "-c", config, "--json"])
+    assert listed.returncode == 0, listed.stderr
+    page = json.loads(listed.stdout)
+    assert [(item["id"], item["fair_key"]) for item in page["items"]] == expected
+    queues = json.loads(run_gopherq(["queues", "-c", config, "--json"]).stdout)
+    ready = next(info["ready"] for info in queues if info["name"] == queue_name)
+    assert page["total"] == ready == 5
+
+    first = run_gopherq(["tasks", "ready", "-c", config, "--limit", "3"])
+    assert first.returncode == 0 and "in fair key tenant-a" in first.stdout
+    cursor = first.stderr.rsplit("--cursor ", 1)[1].strip()
+    rest = run_gopherq(["tasks", "ready", "-c", config, "--limit", "3", "--cursor", cursor, "--json"])
+    assert [(item["id"], item["fair_key"]) for item in json.loads(rest.stdout)["items"]] == expected[3:]
+
+    assert_one_line_error(run_gopherq(["tasks", "ready", "-c", config, "--cursor", "nonsense"]), 2, "cursor")
+    assert_one_line_error(run_gopherq(["tasks", "running", "-c", config, "--cursor", cursor]), 2, "--cursor")

@@ -13,6 +13,9 @@ import redis.asyncio as aioredis
 from gopherq.core import broker as broker_module
 from gopherq.core import codec
 from gopherq.core.broker import REAPED_KEEP_MS, Broker, Settlement, now_ms
+from gopherq.core.inspect import Inspector
+from gopherq.core.keys import LEASES_LAYOUT
+from gopherq.core.settings import Settings
 from gopherq.core.task import decode_task
 
 LEASE_MS = 60_000
@@ -82,7 +85,7 @@ async def test_ack_removes_the_task_and_stores_the_result_with_a_ttl(broker: Bro
     result = codec.dumps({"id": "a", "status": "succeeded"})
     assert await worker.settle([Settlement("ack", token, "a", result)], result_ttl=120, dead_cap=10) == [True]
     assert await aredis.hlen(worker.keys.inflight) == 0
-    assert await aredis.zcard(worker.keys.leases) == 0
+    assert await aredis.zrange(worker.keys.leases, 0, -1) == [LEASES_LAYOUT.encode()]  # no lease left
     assert await worker.get_result("a") == {"id": "a", "status": "succeeded"}
     assert 0 < await aredis.ttl(worker.keys.result("a")) <= 120
 
@@ -187,6 +190,25 @@ async def test_promote_moves_only_due_tasks(broker: Broker, aredis: aioredis.Red
     assert await broker.promote() == 0
 
 
+async def test_the_leases_are_a_skiplist_from_the_first_claim_and_list_no_layout_member_as_running(
+    broker: Broker, aredis: aioredis.Redis
+) -> None:
+    """As a listpack (up to 128 members) the leases were scanned whole by every ZADD and ZREM; the layout member,
+    scored +inf, keeps them a skiplist, and is never due for the reaper nor listed as a running task."""
+    worker = Broker(aredis, broker.keys.queue, "w1")
+    await worker.push([codec.dumps({"id": f"s{n}", "type": "noop"}) for n in range(3)])
+    claimed = await worker.claim(3, 60_000)
+    assert len(claimed) == 3
+    assert await aredis.object("encoding", broker.keys.leases) == b"skiplist"
+    assert await aredis.zscore(broker.keys.leases, LEASES_LAYOUT) == float("inf")
+    page = await Inspector(aredis, Settings()).running(broker.keys.queue)
+    assert page.total == 3 and sorted(task.id for task in page.items) == ["s0", "s1", "s2"]
+    await aredis.delete(broker.keys.reaper_lock)
+    await aredis.zadd(broker.keys.leases, {claimed[0][0]: 0})  # one lease expired
+    recovered = await broker.reap(60_000, 1, "reaper")
+    assert recovered is not None and ids(recovered) == ["s0"]
+
+
 async def test_reap_returns_expired_leases_to_the_head_counting_a_recovery(
     broker: Broker, aredis: aioredis.Redis
 ) -> None:
@@ -200,7 +222,7 @@ async def test_reap_returns_expired_leases_to_the_head_counting_a_recovery(
     assert [task["id"] for task in ready] == ["a", "b", "waiting"]
     assert [task.get("recoveries") for task in ready] == [1, 1, None]
     assert await aredis.hlen(broker.keys.inflight) == 0
-    assert await aredis.zcard(broker.keys.leases) == 0
+    assert await aredis.zcount(broker.keys.leases, "-inf", "(+inf") == 0
     # The old holder can no longer settle them.
     stale = [Settlement("ack", token, "x", b"{}") for token, _ in claimed]
     assert await worker.settle(stale, 60, 10) == [False, False]

@@ -444,7 +444,7 @@ async def test_docs_api_md_lists_every_answer_the_server_gives(
         await ask(cancel, f"/v1/tasks/never-seen?queue={queue}")  # 404: nothing known, nothing recorded
         await operator_routes(ask, queue, aredis, (authed, open_, down, viewer), elsewhere)
         await ask_flow_routes(ask, queue, authed, open_, down, elsewhere)
-        await ask_key_routes(ask, queue, (authed, open_, down), elsewhere)
+        await ask_key_routes(ask, queue, (authed, open_, down, viewer), elsewhere)
         await ask_page_routes(ask, queue, aredis, (authed, open_, down, viewer), elsewhere)
     finally:
         for server in servers:

@@ -167,7 +167,7 @@ async def test_the_inspection_layer_sees_every_level(
     assert info.ready == 6  # tasks only: the marker is not counted
     assert {name: level.ready for name, level in info.levels.items()} == {"high": 2, "default": 2, "low": 2}
     page = await inspector.ready(queue_name, offset=1, limit=4)
-    assert [item.id for item in page.items] == ["high-1", "default-0", "default-1"]  # the marker is left out
+    assert [item.id for item in page.items] == ["high-1", "default-0", "default-1", "low-0"]  # not the marker
     assert page.total == 6
     found = await inspector.task(queue_name, "low-1")
     assert found is not None and found.state == "ready"

@@ -14,14 +14,14 @@ import redis.asyncio as aioredis
 
 from gopherq import AsyncClient, RetryTask
 from gopherq.core import codec
-from gopherq.core.broker import Broker
+from gopherq.core.broker import Broker, Settlement
 from gopherq.core.flow import FlowLimits
 from gopherq.core.inspect import Inspector
 from gopherq.core.inspect.lookup import DEEP_NOTE, SEARCHED_NOTE
 from gopherq.core.keys import QueueKeys
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import Settings, load_settings
-from gopherq.core.whereabouts import Whereabouts
+from gopherq.core.whereabouts import LAYOUT_FIELD, LAYOUT_VALUE, Whereabouts
 from tests.support.common import async_wait_until
 from tests.support.faces import write_ops_config
 from tests.support.loopback import LoopbackServer
@@ -142,6 +142,43 @@ async def test_a_promoted_task_is_recorded_ready(aredis: aioredis.Redis, queue_n
     assert await broker.promote() == 1
     found = await record(aredis, queue_name, "p1")
     assert found is not None and (found.place, found.level, found.how) == ("ready", "low", "promoted")
+
+
+async def test_the_where_hash_is_a_hash_table_from_its_first_write_even_after_a_hostile_empty_id(
+    aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """A listpack hash (Redis's layout for up to 512 short fields) is scanned whole on every write and delete: with a
+    few hundred tasks in flight that was a third of Redis's work per task. The layout field keeps it a hash table,
+    and a raw push whose id is "" (the layout field's name: no task id can be empty) cannot undo that for long."""
+    broker = Broker(aredis, queue_name, "w1")
+    k = QueueKeys(queue_name)
+    envelope = b'{"id":"%d","type":"http","url":"https://example.com/"}'
+    await aredis.rpush(queue_name, *[envelope % n for n in range(3)])
+    assert len(await broker.claim(3, 60_000)) == 3
+    assert await aredis.object("encoding", k.where) == b"hashtable"
+    assert await aredis.hget(k.where, LAYOUT_FIELD) == LAYOUT_VALUE.encode()
+    await broker.push([envelope % 7], ["7"])  # a client's write keeps it too
+    assert await aredis.hget(k.where, LAYOUT_FIELD) == LAYOUT_VALUE.encode()
+
+    await aredis.delete(k.where)
+    await aredis.rpush(queue_name, b'{"id":"","type":"http"}')
+    [(token, _raw)] = await broker.claim(1, 60_000)  # the task "7" is first: the hostile bytes come next
+    claimed = await broker.claim(1, 60_000)
+    assert claimed and claimed[0][1] == b'{"id":"","type":"http"}'
+    hostile_token = claimed[0][0]
+    assert (await aredis.hget(k.where, LAYOUT_FIELD) or b"").startswith(b"running|" + hostile_token.encode())
+    assert await aredis.object("encoding", k.where) == b"hashtable"  # Redis never turns it back into a listpack
+    # The settle that dead-letters the bytes forgets the record it names, the layout field with it ...
+    await broker.settle(
+        [Settlement("dead", hostile_token, "", data=b"{}", extra="x", forget=""), Settlement("ack", token, "7")],
+        60,
+        100,
+    )
+    assert not await aredis.exists(k.where)
+    # ... and the next write has it again.
+    await aredis.rpush(queue_name, envelope % 8)
+    assert len(await broker.claim(1, 60_000)) == 1
+    assert await aredis.object("encoding", k.where) == b"hashtable"
 
 
 async def test_a_dead_letter_requeued_is_recorded_ready(

@@ -66,7 +66,7 @@ async def operator_routes(
 
 async def ask_key_routes(ask: Any, queue: str, servers: tuple[Any, ...], elsewhere: Any) -> None:
     """Provoke every answer docs/api.md lists for the fair-key routes (web/keys.py)."""
-    authed, open_, down = servers
+    authed, open_, down, viewer = servers
     keys_list, key_one = ("GET", "/v1/queues/{queue}/keys"), ("GET", "/v1/queues/{queue}/keys/{key}")
     key_set, key_reset = ("PUT", "/v1/queues/{queue}/keys/{key}"), ("DELETE", "/v1/queues/{queue}/keys/{key}")
     for server, extra in ((authed, {}), (authed, {"auth": False}), (open_, elsewhere), (down, {})):
@@ -78,6 +78,8 @@ async def ask_key_routes(ask: Any, queue: str, servers: tuple[Any, ...], elsewhe
     await ask(key_one, "/v1/queues/not%20a%20queue/keys/k1")
     await ask(key_set, f"/v1/queues/{queue}/keys/k1", json={"weight": 0})
     await ask(key_reset, "/v1/queues/not%20a%20queue/keys/k1")
+    await ask(key_set, f"/v1/queues/{queue}/keys/k1", viewer, json={"weight": 2})  # 403: a viewer changes nothing
+    await ask(key_reset, f"/v1/queues/{queue}/keys/k1", viewer)  # 403
 
 
 #: The schedule the answers test's servers are configured with: unique, so running it twice answers 409.

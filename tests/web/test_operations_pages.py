@@ -1,6 +1,7 @@
 """The operator pages over real HTTP on loopback, with real workers and a real loopback endpoint: destinations
 (rates, p95, circuit, rate factor; close circuit and reset rate), schedules (rule, next and last run, outcome; run
-now, pause, resume), the Redis page, the chart spans, and run now / delete / cancel of one task."""
+now, pause, resume), the Redis page, the chart spans, and run now / delete / cancel of one task (one waiting in
+its fair key's list too)."""
 
 from __future__ import annotations
 
@@ -150,6 +151,26 @@ async def test_run_now_delete_and_cancel_one_task(
         status, _, headers = await app.post(f"/queues/{queue_name}/tasks/{first}/cancel", {"csrf_token": token})
         assert "notice=task_cancel_requested" in location(headers)
         assert await aredis.zscore(keys.cancels, first) is not None
+
+
+async def test_run_now_and_delete_of_a_task_waiting_in_its_fair_keys_list(
+    console: Start, aredis: aioredis.Redis, queue_name: str, loopback: LoopbackServer
+) -> None:
+    app: Dashboard = await console()
+    keys = QueueKeys(queue_name)
+    async with AsyncClient(app.settings) as client:
+        first = await client.enqueue_http(loopback.url("/ok"), fair_key="tenant-a")
+        second = await client.enqueue_http(loopback.url("/ok"), fair_key="tenant-a")
+        status, body, _ = await app.get(f"/queues/{queue_name}/tasks/{second}")
+        assert status == 200 and "Run now" in body and "Delete" in body
+        token = await app.csrf()
+        status, _, headers = await app.post(f"/queues/{queue_name}/tasks/{second}/run", {"csrf_token": token})
+        assert status == 303 and "notice=task_run" in location(headers)
+        listed = keys.fair_list("d", "tenant-a")
+        assert [json.loads(raw)["id"] for raw in await aredis.lrange(listed, 0, -1)] == [second, first]
+        status, _, headers = await app.post(f"/queues/{queue_name}/tasks/{first}/delete", {"csrf_token": token})
+        assert "notice=task_deleted" in location(headers)
+        assert [json.loads(raw)["id"] for raw in await aredis.lrange(listed, 0, -1)] == [second]
 
 
 async def test_chart_spans_show_hourly_counts_and_timings(

@@ -91,3 +91,58 @@ async def test_a_task_page_poll_reads_under_the_budget_with_a_100k_backlog(
             assert not over, f"polls read more than {POLL_BUDGET} bytes: {over}"
     finally:
         await server.close()
+
+
+KEYS = 100_000
+
+
+async def test_a_ready_tab_poll_reads_under_the_budget_with_100k_fair_keys(
+    private_redis: Callable[..., PrivateRedis],
+) -> None:
+    """The queue page's ready tab (its live fragment, what a poll fetches) and the API's ready page, at the head, in
+    the middle of 100,000 fair keys by cursor and among the plain tasks: each reads under POLL_BUDGET bytes."""
+    from gopherq.core.broker import Broker, SpecialPush
+    from gopherq.core.inspect import Inspector
+
+    server = private_redis()
+    settings = load_settings(None, {"redis": {"url": server.url}, "queue": {"name": QUEUE}}, environ={})
+    redis = aioredis.Redis.from_url(server.url)
+    try:
+        broker = Broker(redis, QUEUE, "w1")
+        url = "https://partner.example/hook?token=abc"
+        for start in range(0, KEYS, 5000):
+            pushes = []
+            for n in range(start, start + 5000):
+                body = {"id": f"k{n:06d}", "url": url, "body": "x" * 40, "fair_key": f"tenant-{n:06d}"}
+                pushes.append(SpecialPush(body["id"], codec.dumps(body)))
+            await broker.push_special(pushes)
+        await redis.rpush(QUEUE, *(codec.dumps({"id": f"p{n}", "url": url}) for n in range(100)))
+        middle = await Inspector(redis, settings).ready(QUEUE, KEYS // 2, 25)
+        assert middle.next_cursor is not None and middle.total == KEYS + 100
+        app = create_app(settings, aioredis.Redis.from_url(settings.redis.url))
+        server_app = TestServer(app, host="127.0.0.1")
+        await server_app.start_server()
+        try:
+            async with ClientSession() as session:
+                base = await sent_bytes(redis)
+                info_size = await sent_bytes(redis) - base
+                read: dict[str, int] = {}
+                for name, path in (
+                    ("page head", f"/fragments/queues/{QUEUE}?tab=ready"),
+                    ("page mid-keys", f"/fragments/queues/{QUEUE}?tab=ready&cursor={middle.next_cursor}"),
+                    ("api head", f"/v1/queues/{QUEUE}/tasks?state=ready"),
+                    ("api mid-keys", f"/v1/queues/{QUEUE}/tasks?state=ready&cursor={middle.next_cursor}"),
+                ):
+                    before = await sent_bytes(redis)
+                    async with session.get(server_app.make_url(path)) as response:
+                        body_text = await response.text()
+                        assert response.status == 200, (name, body_text[:300])
+                    assert ("tenant-0" if "mid" in name else "p0") in body_text, name
+                    read[name] = await sent_bytes(redis) - before - info_size
+            print("\nbytes read from Redis per ready poll with 100,000 fair keys:", read)
+            over = {name: size for name, size in read.items() if size > POLL_BUDGET}
+            assert not over, f"polls read more than {POLL_BUDGET} bytes: {over}"
+        finally:
+            await server_app.close()
+    finally:
+        await redis.aclose()

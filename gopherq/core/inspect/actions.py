@@ -14,7 +14,7 @@ from typing import Literal
 from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.errors import TaskRejected
-from gopherq.core.inspect.lookup import SEARCH_LIMIT, TaskLocator
+from gopherq.core.inspect.lookup import SEARCH_LIMIT, TaskLocator, ready_list
 from gopherq.core.inspect.reading import decode
 from gopherq.core.keys import QueueKeys
 from gopherq.core.redis_client import RedisClient
@@ -47,16 +47,18 @@ class TaskActions:
         if located.state == "delayed" and located.envelope is not None:
             return k.delayed, "zset", located.envelope
         if located.state == "ready":
-            key = k.level((located.where.level if located.where is not None else None) or "default")
+            # its level's list, or its fair key's list of that level when its record names a key
+            key = ready_list(k, located.where) if located.where is not None else k.level(None)
             if located.envelope is not None:
                 return key, "list", located.envelope
-            # deeper than a lookup reads: its level is known, so look further in that one list
+            # deeper than a lookup reads: its list is known, so look further in that one list
             found = await locator.find(key, "list", task_id, SEARCH_LIMIT, SEARCH_LIMIT)
             return (key, "list", found[0]) if isinstance(found, tuple) else None
         return None
 
     async def run_now(self, task_id: str) -> Outcome:
-        """Put a waiting task (delayed: a retry or an eta; or ready) at the head of its priority level's list."""
+        """Put a waiting task (delayed: a retry or an eta; or ready) at the head of its priority level's list, or of
+        its fair key's list of that level (it then runs at its key's next turn, within the key's limits)."""
         return await self._act("run", task_id)
 
     async def delete(self, task_id: str) -> Outcome:

@@ -37,10 +37,11 @@ from gopherq.core.inspect.operator_pages import OperationsReader
 from gopherq.core.inspect.queues import QueueReader
 from gopherq.core.inspect.readiness import ready_since
 from gopherq.core.inspect.reading import decode, integer, number, task_type, text
+from gopherq.core.inspect.ready_list import ReadyCursor, read_ready
 from gopherq.core.inspect.selection import SCAN_WINDOW, DeadFilter, Selection, select_dead, target_host
 from gopherq.core.inspect.stream import EventReader
 from gopherq.core.inspect.waiting import WAITING_KINDS, DelayedSplit, held_by, waiting_kind
-from gopherq.core.keys import WAKE_MARKER, QueueKeys, validate_queue_name
+from gopherq.core.keys import QueueKeys, validate_queue_name
 from gopherq.core.masking import Masker, drop_cut_url
 from gopherq.core.outcomes import raw_from_entry
 from gopherq.core.redis_client import RedisClient
@@ -52,6 +53,15 @@ _TARGET_FIELDS = ("url", "uri", "endpoint", "target", "function", "func", "path"
 _SUMMARY_MAX = 160
 #: Most bytes of a task id a page line shows (longer ids are refused at enqueue; a raw push may still have one).
 _ID_MAX = 256
+
+
+def _raw_key(raw: bytes) -> str | None:
+    """The fair key a task in a plain list names (pushed raw: a claim moves it to its key's list), or None."""
+    if b'"fair_key"' not in raw:
+        return None
+    envelope = decode(raw)
+    key = envelope.get("fair_key") if isinstance(envelope, dict) else None
+    return key if isinstance(key, str) and key else None
 
 
 class Inspector(QueueReader, EventReader, OperationsReader):
@@ -144,30 +154,24 @@ class Inspector(QueueReader, EventReader, OperationsReader):
             **when,
         )
 
-    async def ready(self, queue: str, offset: int = 0, limit: int = 50) -> Page[TaskSummary]:
-        """The ready lists from their heads, most urgent priority level first (the order a strict worker takes
-        them in); wake markers (see docs/tasks.md) are left out."""
-        k = self.keys(queue)
+    async def ready(self, queue: str, offset: int = 0, limit: int = 50, cursor: str | None = None) -> Page[TaskSummary]:
+        """Every ready task, in the order of core/inspect/ready_list.py (each priority level in turn, most urgent
+        first; within it the tasks without a fair key, then each fair key's, by turn), each line naming its fair
+        key; `total` is `QueueInfo.ready`'s count. From `offset`, or from `cursor` (a page's `next_cursor`: how to go
+        on past many fair keys at a bounded cost); a bad cursor is a ValueError. Wake markers are left out."""
         offset, limit = max(0, offset), max(1, limit)
-        lists = [k.level("high"), k.ready, k.level("low")]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name in lists:
-                pipe.llen(name)
-            pipe.lpos(k.ready, WAKE_MARKER, count=0, maxlen=1000)  # markers are not tasks (see heads.lua)
-            *sizes, markers = await pipe.execute()
-        items: list[bytes] = []
-        start = offset
-        for name, size in zip(lists, sizes, strict=True):
-            if start < size and len(items) < limit:
-                items += await self.redis.lrange(name, start, start + limit - len(items) - 1)
-            start = max(0, start - size)
-        total = sum(sizes) - len(markers or ())
-        out = []
-        for raw in items:
-            if raw == WAKE_MARKER:
-                continue
-            out.append(self.summarise(raw, "ready", enqueued_at=ready_since(raw)))
-        return Page(out, int(total), offset, limit)
+        at = ReadyCursor.decode(cursor) if cursor else None
+        page = await read_ready(self.redis, self.keys(queue), offset, limit, at)
+        out = [
+            self.summarise(raw, "ready", enqueued_at=ready_since(raw), fair_key=self.shown_key(name or _raw_key(raw)))
+            for name, raw in page.rows
+        ]
+        following = page.next_cursor.encode() if page.next_cursor is not None else None
+        return Page(out, page.total, page.offset, limit, following)
+
+    def shown_key(self, fair_key: str | None) -> str | None:
+        """A fair key as a page line shows it: masked, and cut as an id is (a raw push's key may be long)."""
+        return None if fair_key is None else self.masker.text(cut_text(fair_key, _ID_MAX))
 
     async def delayed(self, queue: str, offset: int = 0, limit: int = 50, kind: str | None = None) -> Page[TaskSummary]:
         """The delayed set, soonest first, each line saying why it waits (see waiting.py); with `kind` (retrying,
@@ -212,8 +216,8 @@ class Inspector(QueueReader, EventReader, OperationsReader):
         k = self.keys(queue)
         offset, limit = max(0, offset), max(1, limit)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(k.leases)
-            pipe.zrange(k.leases, offset, offset + limit - 1, withscores=True)
+            pipe.zcount(k.leases, "-inf", "(+inf")  # below +inf: not the layout member (keys.LEASES_LAYOUT)
+            pipe.zrangebyscore(k.leases, "-inf", "(+inf", start=offset, num=limit, withscores=True)
             total, leased = await pipe.execute()
         tokens = [text(token) for token, _ in leased]
         envelopes = await self.redis.hmget(k.inflight, tokens) if tokens else []

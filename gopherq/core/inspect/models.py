@@ -119,7 +119,8 @@ class TaskSummary:
     whichever applies; `summary` is short text such as "GET https://host/path" (masked), taken from the
     payload's method- and url-like fields, else the type. A delayed line says why it waits: `waiting` is
     retrying, scheduled or held (core/inspect/waiting.py), `held` names the limit, flow key and end of a hold,
-    `last_error` is a retry's last error (one line, masked)."""
+    `last_error` is a retry's last error (one line, masked). `fair_key`: the fair key of a ready task (docs/tasks.md
+    "Fair keys": waiting in its key's list, or pushed raw naming one), None for one without."""
 
     id: str | None
     type: str | None
@@ -135,6 +136,7 @@ class TaskSummary:
     waiting: str | None = None
     held: dict[str, Any] | None = None
     last_error: str | None = None
+    fair_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -266,13 +268,14 @@ class DeadLetterInfo:
 class Page(Generic[T]):
     """A slice of a longer list: `items` from `offset` (at most `limit`), of `total`. A filtered page (dead letters
     chosen by a filter, core/inspect/selection.py) is one bounded window: `total` counts its matches, and
-    `next_cursor` is where the next window starts (None: no further one)."""
+    `next_cursor` is where the next window starts (None: no further one). A ready page's `next_cursor` is a string
+    (core/inspect/ready_list.py): the way on past many fair keys, at a bounded cost."""
 
     items: list[T]
     total: int
     offset: int
     limit: int
-    next_cursor: float | None = None
+    next_cursor: float | str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

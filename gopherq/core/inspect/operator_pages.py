@@ -105,7 +105,8 @@ class OperationsReader:
         return TaskActions(self.redis, queue, self.settings.queue.result_ttl)
 
     async def run_now(self, queue: str, task_id: str) -> Outcome:
-        """Move a waiting (delayed or ready) task to the head of its priority level's ready list."""
+        """Move a waiting (delayed or ready) task to the head of its priority level's ready list (its fair key's list
+        when it has one)."""
         return await self.task_actions(queue).run_now(task_id)
 
     async def delete_task(self, queue: str, task_id: str) -> Outcome:

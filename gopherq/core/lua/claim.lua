@@ -7,14 +7,17 @@
 --       6 paused flag, 7 cancel requests (zset), 8 high-priority list, 9 low-priority list, 10 whereabouts (hash)
 -- ARGV: 1 max tasks, 2 lease deadline (ms), 3 level order (e.g. 'hdl': h = KEYS[8], d = KEYS[1], l = KEYS[9]),
 --       4 this worker's id, 5 now (ms) (for the whereabouts: running|token|since|worker, see whereabouts.lua)
--- Returns: {token1, envelope1, token2, envelope2, ...}, then, when cancellations are pending, '!cancels' and the
--- list of their task ids (the worker settles those tasks as cancelled instead of running them); or false when the
--- queue is paused (anything staged goes back to the head of the ready list).
+-- Returns: {token1, envelope1, token2, envelope2, ...}, then, when tasks of fair keys with limits were claimed,
+-- '!counted' and the list of their tokens (their settles carry the 'fair' item: fair_claim.lua), then, when
+-- cancellations are pending, '!cancels' and the list of their task ids (the worker settles those tasks as
+-- cancelled instead of running them); or false when the queue is paused (anything staged goes back to the head of
+-- the ready list).
 if redis.call('EXISTS', KEYS[6]) == 1 then
   while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do end
   return false
 end
 --@include whereabouts
+local LEASES_LAYOUT = 'not a lease: this member, over 64 bytes, keeps the leases a skiplist (see core/keys.py)'
 local want = tonumber(ARGV[1])
 local items = {}
 local wake = 'gopherq:wake'
@@ -58,7 +61,7 @@ local last = redis.call('INCRBY', KEYS[5], n)
 local out, hargs, zargs = {}, {}, {}
 local held_since = '|' .. ARGV[5] .. '|' .. ARGV[4]  -- whereabouts: running|<token>|<since>|<worker>
 for i = 1, n do
-  local token = tostring(last - n + i)
+  local token = string.format('%d', last - n + i)  -- not tostring: its %.14g costs a float formatting per task
   note(task_id(items[i]), 'running|' .. token .. held_since)
   out[#out + 1] = token
   out[#out + 1] = items[i]
@@ -68,9 +71,16 @@ for i = 1, n do
   zargs[#zargs + 1] = token
 end
 redis.call('HSET', KEYS[4], unpack(hargs))
-redis.call('ZADD', KEYS[3], unpack(zargs))
+-- The leases' first member is one that is no lease (core/keys.py: LEASES_LAYOUT, scored +inf so no reaper ever
+-- finds it due): being over 64 bytes, it makes Redis keep the set a skiplist, not a listpack scanned whole by each
+-- ZADD and ZREM (a third of Redis's work per task with 100 in flight), and it keeps the key from being emptied.
+redis.call('ZADD', KEYS[3], 'inf', LEASES_LAYOUT, unpack(zargs))
 flush_where(KEYS[10])
-fair_track(last, n)  -- [fair keys]
+local counted = fair_track(last, n)  -- [fair keys]
+if #counted > 0 then
+  out[#out + 1] = '!counted'
+  out[#out + 1] = counted
+end
 local cancels = redis.call('ZRANGE', KEYS[7], 0, 999)
 if #cancels > 0 then
   out[#out + 1] = '!cancels'

@@ -1,15 +1,18 @@
 -- Fair keys, the claim's side (pulled in by claim.lua; see fair_base.lua for the keys). Within a priority level the
--- keys with waiting tasks take turns by start-time fair queueing: each pick takes the active key with the lowest
--- virtual time, makes that the level's virtual time and moves the key on by 1 / weight, so over any stretch of
--- picks every backlogged key gets a share in proportion to its weight, and a key that just became busy starts at
--- the current virtual time (one O(log K) sorted-set step per pick, whatever the number of keys). The level's
--- keyless tasks (its plain list) take their turn as one more key, '' (weight `[fair] default_weight`).
--- A key that may not run now is parked (fair_limited), not bounced through the delayed set.
+-- keys with waiting tasks take turns by start-time fair queueing: each turn goes to the active key with the lowest
+-- virtual time, makes that the level's virtual time, takes up to the key's quantum of tasks (FAIR_QUANTUM per unit
+-- of weight: one list pop serves several tasks, as in deficit round robin) and moves the key on by tasks taken /
+-- weight, so over any stretch of turns every backlogged key gets a share in proportion to its weight, and a key
+-- that just became busy starts at the current virtual time (one O(log K) sorted-set step per turn, whatever the
+-- number of keys). The level's keyless tasks (its plain list) take their turn as one more key, '' (weight
+-- `[fair] default_weight`). A key that may not run now is parked (fair_allowed), not bounced through the delayed
+-- set. Only keys with a concurrency limit or ordered have their running tasks counted (fair_track).
 local ready = KEYS[1]
 --@include fair_base
 local fair_now = tonumber(ARGV[5]) or 0  -- ARGV 5: now (ms); 4 is the worker id (whereabouts)
 local FAIR_ANY = {fair_active('h'), fair_active('d'), fair_active('l'), FAIR_PARKED}
 local FAIR_SORT_CAP = 1000  -- most raw pushes with a fair key sorted into their keys' lists by one claim
+local FAIR_QUANTUM = 2      -- most tasks one visit takes from a key of weight 1 (see fair_take)
 local fair_sorted = 0
 local fair_pending = {}     -- key -> tasks of it picked by this call (their tokens are minted at the end)
 local fair_picked = {}      -- index in `items` -> key, for picks of keys whose running tasks are counted
@@ -26,9 +29,10 @@ local function fair_sort_in(raw)
   return true
 end
 
--- True when key `k` (settings `c`) may not run now; it is then parked until it may.
-local function fair_limited(k, c)
-  if c.paused then fair_park(k, '+inf'); return true end
+-- How many tasks key `k` (settings `c`) may start now, at most `most`; 0 when it may not run now (it is then
+-- parked until it may).
+local function fair_allowed(k, c, most)
+  if c.paused then fair_park(k, '+inf'); return 0 end
   local limit = c.ordered and 1 or c.conc
   if limit > 0 then
     local run = fair_run(k)
@@ -44,17 +48,19 @@ local function fair_limited(k, c)
         end
       end
     end
-    if n >= limit then fair_park(k, '+inf'); return true end
+    if n >= limit then fair_park(k, '+inf'); return 0 end
+    if limit - n < most then most = limit - n end
   end
   if c.rate > 0 then
-    -- GCRA, as flow_admit.lua: tat is the theoretical arrival time of the key's next task.
+    -- GCRA, as flow_admit.lua: tat is the theoretical arrival time of the key's next task (one task per look).
     local interval = 1000 / c.rate
     local tat = math.max(tonumber(redis.call('GET', fair_tat(k)) or fair_now), fair_now)
     local allowed = tat - interval * (c.burst - 1)
-    if allowed > fair_now then fair_park(k, math.ceil(allowed)); return true end
+    if allowed > fair_now then fair_park(k, math.ceil(allowed)); return 0 end
     redis.call('SET', fair_tat(k), tostring(tat + interval), 'PXAT', math.ceil(tat + interval))
+    return 1
   end
-  return false
+  return most
 end
 
 -- Parked keys whose time has come are active again.
@@ -84,40 +90,64 @@ local function fair_take(letter, list)
     if #head == 0 then break end
     local bound = math.huge
     local rescore, gone = {}, {}
+    local sorted_before = fair_sorted
     for j = 1, #head, 2 do
       local k, score = head[j], tonumber(head[j + 1])
       if score > bound or #items >= want then break end
       local c = fair_cfg(k)
-      local source, raw = list, false
+      -- A visit takes up to the key's quantum (deficit round robin: FAIR_QUANTUM per unit of weight), as far as
+      -- its limits and this claim's room allow, and moves its virtual time on by what it took / its weight.
+      local most = math.min(math.max(1, math.floor(FAIR_QUANTUM * c.weight)), want - #items)
+      local got, left = 0, true
       if k == '' then
-        repeat raw = redis.call('LPOP', list) until not raw or (raw ~= wake and not fair_sort_in(raw))
-      elseif fair_limited(k, c) then
-        source = nil  -- parked
+        while got < most do
+          local raw
+          repeat raw = redis.call('LPOP', list) until not raw or (raw ~= wake and not fair_sort_in(raw))
+          if not raw then left = false; break end
+          items[#items + 1] = raw
+          got = got + 1
+        end
+        if left then left = redis.call('LLEN', list) > 0 end
       else
-        source = fair_list(letter, k)
-        raw = redis.call('LPOP', source)
-      end
-      if raw then
-        served = head[j + 1]
-        if k ~= '' then taken = taken + 1 end
-        items[#items + 1] = raw
-        if c.ordered or c.conc > 0 then
-          fair_pending[k] = (fair_pending[k] or 0) + 1
-          fair_picked[#items] = k
-        end
-        if redis.call('EXISTS', source) == 1 then
-          local after = score + 1 / c.weight
-          rescore[#rescore + 1] = after
-          rescore[#rescore + 1] = k
-          if after < bound then bound = after end
+        most = fair_allowed(k, c, most)
+        if most > 0 then
+          local source = fair_list(letter, k)
+          local popped = redis.call('LPOP', source, most)
+          if popped then
+            got = #popped
+            local counted = c.ordered or c.conc > 0
+            if counted then fair_pending[k] = (fair_pending[k] or 0) + got end
+            for i = 1, got do
+              items[#items + 1] = popped[i]
+              if counted then fair_picked[#items] = k end
+            end
+            taken = taken + got
+          end
+          -- Fewer than asked for: the list is gone (a full pop must ask).
+          left = got == most and redis.call('EXISTS', source) == 1
         else
-          gone[#gone + 1] = k
+          left = nil  -- parked
         end
-      elseif source then
+      end
+      if got > 0 then served = head[j + 1] end
+      if got > 0 and left then
+        local after = score + got / c.weight
+        rescore[#rescore + 1] = after
+        rescore[#rescore + 1] = k
+        if after < bound then bound = after end
+      elseif left == false then
         gone[#gone + 1] = k  -- nothing left
       end
     end
     if #rescore > 0 then redis.call('ZADD', active, unpack(rescore)) end
+    if #gone > 0 and fair_sorted > sorted_before then
+      -- The keyless turn sorted raw pushes into keys' lists: one may be a key this pass emptied, which stays.
+      local still = {}
+      for _, k in ipairs(gone) do
+        if k == '' or redis.call('EXISTS', fair_list(letter, k)) == 0 then still[#still + 1] = k end
+      end
+      gone = still
+    end
     if #gone > 0 then redis.call('ZREM', active, unpack(gone)) end
   end
   if taken > 0 and redis.call('HINCRBY', FAIR_COUNT, letter, -taken) <= 0 then
@@ -131,9 +161,15 @@ local function fair_take(letter, list)
   return true
 end
 
--- The picked tasks of counted keys join their keys' running sets, under the tokens the claim minted.
+-- The picked tasks of counted keys join their keys' running sets, under the tokens the claim minted. Returns
+-- those tokens: only their settles carry the 'fair' item that frees the place again (a key without limits has no
+-- running set, and its tasks' settles do nothing for it).
 local function fair_track(last, n)
+  local tokens = {}
   for i, k in pairs(fair_picked) do
-    redis.call('ZADD', fair_run(k), fair_now, tostring(last - n + i))
+    local token = tostring(last - n + i)
+    redis.call('ZADD', fair_run(k), fair_now, token)
+    tokens[#tokens + 1] = token
   end
+  return tokens
 end

@@ -20,7 +20,7 @@
 --                    when taken) -> dead hash + index; the task's whereabouts go, as for 'ack'
 --   kind 'release' : put the in-flight envelope back at the head of its priority level's ready list, unchanged
 --                    (shutdown)
---   Three kinds are not items of their own but follow the item they belong to, and act only when it was settled
+--   Some kinds are not items of their own but follow the item they belong to, and act only when it was settled
 --   (they add nothing to the reply): 'unlock' (item key: a uniqueness lock; token: the task id) deletes the lock
 --   when the task still holds it; 'uncancel' (item key: the cancel requests; token: the task id) forgets the
 --   task's cancel request; 'where' (item key: the whereabouts; token: the task id; data: its record, see
@@ -29,11 +29,13 @@
 --   never became a task), if it still names that attempt; 'dag' (item key: the task's flow hash; token: the task
 --   id; result: its node; data: its flow id) records a flow member's final outcome and makes ready the joins it
 --   completes (dag_settle.lua); 'fair' (item key: the fair key's running set; data: the fair key) frees the
---   task's place among its key's running tasks (fair_base.lua: fair_settled).
+--   task's place among its key's running tasks (fair_base.lua: fair_settled); it is sent only for an attempt
+--   the claim counted there (a key with limits: the claim's '!counted').
 --   Events (see core/eventlog.py, events.lua): a 'stream' item, first when any item has events (item key: the
---   queue's event stream; token: its maxlen; result: events kept per timeline; data: the events, one JSON per line;
---   extra: their spec, naming each one's item and its task's timeline key, which come after the items' keys). Each
---   event is written after the items, only when its item was settled now: a refused or repeated item writes none.
+--   queue's event stream; token: its maxlen; result: events kept per timeline), then one 'event' after-item per
+--   event of an item (item key: the task's timeline, or the stream itself when timelines are off; result: the
+--   event's JSON; data: the timeline's shorter copy of it, '' when it fits). An event is written only when its
+--   item was settled now: a refused or repeated item writes none.
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) and the timings in this minute's and
 -- this hour's counts hashes, once per kind per batch.
@@ -46,13 +48,12 @@ local gone = {}  -- ids of tasks that ended here: their whereabouts go (one HDEL
 --@include events
 --@include dag_step
 --@include dag_settle
-local ttl = tonumber(ARGV[2])
+local ttl = ARGV[2]  -- as text: Redis 7.0 formats a Lua number passed to redis.call with %.17g, per call
 local cap = tonumber(ARGV[3])
 local out = {}
 local counts = {}
 local dead_added = false
-local stream, maxlen, keep, events  -- set by a 'stream' item
-local settled = {}
+local stream, maxlen, keep  -- set by a 'stream' item
 local leases = {}
 local last_held = false
 local last_kind = nil  -- the kind of the last item settled here, for its 'dag' after-effect (flows)
@@ -64,12 +65,15 @@ for i = 0, n - 1 do
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
   local held, envelope
-  if kind == 'unlock' or kind == 'uncancel' or kind == 'where' or kind == 'stream' or kind == 'dag'
-      or kind == 'fair' then
+  if kind == 'event' or kind == 'unlock' or kind == 'uncancel' or kind == 'where' or kind == 'stream'
+      or kind == 'dag' or kind == 'fair' then
     if kind == 'stream' then
-      stream, maxlen, keep, events = KEYS[9 + i], token, tonumber(result), base
+      stream, maxlen, keep = KEYS[9 + i], token, tonumber(result)
     elseif last_held then
-      if kind == 'dag' then  -- flows: a member's outcome moves its flow on, in this call (dag_settle.lua)
+      if kind == 'event' then  -- with its item, in this call (events.lua)
+        local timeline = KEYS[9 + i]
+        record_event(stream, maxlen, keep, ttl, result, timeline ~= stream and timeline or nil, ARGV[base + 3])
+      elseif kind == 'dag' then  -- flows: a member's outcome moves its flow on, in this call (dag_settle.lua)
         dag_settle(KEYS[9 + i], token, result, ARGV[base + 3], last_kind)
       elseif kind == 'fair' then  -- [fair keys]
         fair_settled(ARGV[base + 3], token, ARGV[last_base], ARGV[last_base + 3], ARGV[last_base + 4], KEYS[4],
@@ -108,7 +112,6 @@ for i = 0, n - 1 do
     end
   else
     last_held, last_base = true, base
-    settled[i] = true
     last_kind = kind
     leases[#leases + 1] = token
     if kind == 'retry' or kind == 'defer' then
@@ -173,9 +176,6 @@ if counted then
 end
 -- (end of the timings and hourly counts)
 if counted then redis.call('EXPIRE', KEYS[8], ARGV[4]) end
-if stream then  -- the settled items' events, with them or not at all
-  record_events(stream, maxlen, keep, ttl, ARGV[events + 3], ARGV[events + 4], settled)
-end
 if dead_added then
   local over = redis.call('ZCARD', KEYS[6]) - cap
   if over > 0 then

@@ -33,8 +33,14 @@ local function note(id, record)
   end
 end
 
+-- The first HSET also writes the field that keeps the hash a hash table rather than a listpack, whose every write
+-- scans it whole (core/whereabouts.py: LAYOUT_FIELD, LAYOUT_VALUE): the value's length converts it at once.
+local LAYOUT_VALUE = 'not a task: this value, over 64 bytes, keeps the hash a hash table (see core/whereabouts.py)'
 local function flush_where(key)
-  for j = 1, #where_args, 1000 do
+  if #where_args > 0 then
+    redis.call('HSET', key, '', LAYOUT_VALUE, unpack(where_args, 1, math.min(1000, #where_args)))
+  end
+  for j = 1001, #where_args, 1000 do
     redis.call('HSET', key, unpack(where_args, j, math.min(j + 999, #where_args)))
   end
   where_args = {}

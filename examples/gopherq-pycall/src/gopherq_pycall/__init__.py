@@ -91,14 +91,17 @@ class PycallExecutor:
 
     def __init__(self, settings: PycallSettings) -> None:
         self.threads = settings.threads
-        self._cache: dict[str, Callable[..., Any]] = {}
+        #: name -> (callable, whether it is a coroutine function): both found once (inspect's check is not free).
+        self._cache: dict[str, tuple[Callable[..., Any], bool]] = {}
 
     async def execute(self, task: Task, context: ExecutionContext) -> Any:
         payload: PycallPayload = task.payload
-        func = self._cache.get(payload.function)
-        if func is None:
-            func = self._cache[payload.function] = resolve(payload.function)
-        if inspect.iscoroutinefunction(func):
+        found = self._cache.get(payload.function)
+        if found is None:
+            func = resolve(payload.function)
+            found = self._cache[payload.function] = (func, inspect.iscoroutinefunction(func))
+        func, is_async = found
+        if is_async:
             result = await func(*payload.args, **payload.kwargs)
         elif self.threads:
             call = functools.partial(func, *payload.args, **payload.kwargs)

@@ -1,0 +1,198 @@
+"""`python -m bench.instructions {redis,worker}`: what a task costs, counted in CPU instructions (callgrind).
+
+On a shared 2-core machine a rate swings 2x with the other jobs, and even CPU time per task moves with cache and
+frequency; an instruction count does not: the same code on the same input counts the same, whatever else runs.
+valgrind's callgrind counts them (50-100x slower, so the sizes are small); `callgrind_control -z` zeroes the counts
+once the process is warm and `-d` dumps them after the measured tasks.
+
+- `redis`: a private redis-server under callgrind; `--tasks` no-op envelopes pushed raw, then claimed and settled in
+  batches of `--batch` by GoPherQ's own Broker (claim + settle scripts, one process, no executor), with the event log
+  off, on without timelines, and on (one `task.succeeded` per task, as a worker's settle sends it): Redis's
+  instructions per task.
+- `worker`: a real `gopherq run` worker (the benchmark's worker file: pycall no-op tasks, concurrency and batch 500,
+  logging at WARNING) under callgrind, against a private redis-server: 1,000 tasks to warm up, then `--tasks` counted:
+  the worker's instructions per task, with the stream on (the default) and off.
+
+`--before DIR` runs the same measurement with another checkout's code (its `.venv`, and its `bench/` if it has
+this module, else this one's), alternating with this checkout's, so one command gives before and after.
+Needs valgrind (Debian's package). Figures are for one machine's CPU and Python build; compare them side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+REPO = HERE.parent.parent
+ENVELOPE = b'{"id":"%d","type":"pycall","function":"bench.tasks:anoop","args":[]}'
+RESULT = b'{"status":"succeeded","attempts":1}'
+
+
+def callgrind(out: Path) -> list[str]:
+    """valgrind's callgrind, one dump file per process named by its pid (valgrind runs in the process it starts)."""
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/%p.out"]
+
+
+def zero(pid: int) -> None:
+    """Zero the counts of the process `pid` (only its own: other callgrind runs on the machine are not touched)."""
+    subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=False)
+
+
+def counted(out: Path, pid: int) -> int:
+    """The instructions of the process `pid` since `zero`, from the dump `callgrind_control -d` writes into `out`
+    (part 1), read once it is whole (its `totals:` line, the last one written, is there)."""
+    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=False)
+    deadline = time.monotonic() + 60
+    time.sleep(2)  # every traced process dumps, the big ones take longer
+    while True:
+        totals = [_totals(path) for path in glob.glob(f"{out}/{pid}.out.1")]
+        if (totals and None not in totals) or time.monotonic() > deadline:
+            return sum(total or 0 for total in totals)
+        time.sleep(0.5)
+
+
+def _totals(path: str) -> int | None:
+    with open(path, errors="replace") as dump:
+        for line in dump:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    return None
+
+
+# -- redis: the claim and settle scripts ---------------------------------------------------------------------------
+
+
+async def drive(url: str, mode: str, tasks: int, batch: int) -> None:
+    """Push `tasks` envelopes, then (counted) claim and settle them all; `mode`: off, notl or on (the event log)."""
+    from redis.asyncio import Redis
+
+    from gopherq.core.broker import Broker, Settlement
+    from gopherq.core.eventlog import EventLog, entry_line
+
+    redis = Redis.from_url(url)
+    queue = f"ins{uuid.uuid4().hex[:6]}"
+    broker = Broker(redis, queue, "instructions:1:0")
+    for start in range(0, tasks, 1000):
+        await redis.rpush(queue, *[ENVELOPE % i for i in range(start, min(tasks, start + 1000))])
+    log = None if mode == "off" else EventLog(100_000, 0 if mode == "notl" else 20, 86_400)
+    await redis.ping()
+    zero(int(os.environ["BENCH_COUNTED_PID"]))
+    done = 0
+    while done < tasks:
+        claimed = await broker.claim(batch, 60_000)
+        if not claimed:
+            break
+        items = []
+        for i, (token, _raw) in enumerate(claimed):
+            task_id = str(done + i)
+            events = None
+            if log is not None:
+                stamp = time.time()
+                events = [entry_line("task.succeeded", stamp, "instructions", queue, task_id, "pycall", 1, 1e-4,
+                                     None, None, None)]  # fmt: skip
+            items.append(Settlement("ack", token, task_id, result=RESULT, events=events))
+        await broker.settle(items, 60, 1000, log=log)
+        done += len(claimed)
+    await redis.aclose()
+
+
+def redis_row(python: str, code: Path, mode: str, tasks: int, batch: int) -> float:
+    from bench.services import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="gopherq-instructions-") as tmp:
+        out = Path(tmp) / "cg"
+        out.mkdir()
+        server = RedisServer(Path(tmp), prefix=callgrind(out)).start()
+        try:
+            assert server.proc is not None
+            env = dict(os.environ, PYTHONPATH=f"{code}:{REPO}", BENCH_COUNTED_PID=str(server.proc.pid))
+            args = [python, str(HERE), "drive", server.url, mode, str(tasks), str(batch)]
+            subprocess.run(args, env=env, check=True)
+            return counted(out, server.proc.pid) / tasks
+        finally:
+            server.stop()
+
+
+# -- worker: a real gopherq run ------------------------------------------------------------------------------------
+
+
+def worker_row(python: str, code: Path, mode: str, tasks: int) -> float:
+    import redis
+
+    from bench.services import RedisServer, stop_process, wait_for
+
+    with tempfile.TemporaryDirectory(prefix="gopherq-instructions-") as tmp:
+        out = Path(tmp) / "cg"
+        out.mkdir()
+        server = RedisServer(Path(tmp)).start()
+        queue = "instructions"
+        config = Path(tmp) / "worker.toml"
+        lines = ["[redis]", f'url = "{server.url}"', "[queue]", f'name = "{queue}"', "[worker]", "concurrency = 500",
+                 "batch_size = 500", "[logging]", 'level = "WARNING"']  # fmt: skip
+        if mode == "off":
+            lines += ["[plugins.stream]", "enabled = false"]
+        config.write_text("\n".join(lines) + "\n")
+        pycall = code / "examples" / "gopherq-pycall" / "src"
+        env = dict(os.environ, PYTHONPATH=f"{code}:{pycall}:{REPO}", BENCH_EXTRA_PATH=str(pycall))
+        argv = [*callgrind(out), python, "-m", "bench.gopherq_worker", "-c", str(config)]
+        proc = subprocess.Popen(argv, env=env, cwd=str(code), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(server.url)
+        stats = f"gopherq:{{{queue}}}:stats"
+
+        def drain(count: int) -> None:
+            before = int(client.hget(stats, "acked") or 0)
+            for start in range(0, count, 1000):
+                client.rpush(queue, *[ENVELOPE % i for i in range(start, min(count, start + 1000))])
+            wait_for(lambda: int(client.hget(stats, "acked") or 0) >= before + count, 900, "the tasks to settle")
+
+        try:
+            wait_for(lambda: client.zcard(f"gopherq:{{{queue}}}:workers") >= 1, 600, "the worker under valgrind")
+            drain(1000)  # warm: imports, caches, pools
+            zero(proc.pid)
+            drain(tasks)
+            return counted(out, proc.pid) / tasks
+        finally:
+            stop_process(proc, 60)
+            client.close()
+            server.stop()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "drive":
+        url, mode, tasks, batch = sys.argv[2:6]
+        asyncio.run(drive(url, mode, int(tasks), int(batch)))
+        return
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["redis", "worker"])
+    parser.add_argument("--tasks", type=int, default=None, help="counted tasks (redis 5,000; worker 3,000)")
+    parser.add_argument("--batch", type=int, default=100, help="claim and settle batch (redis)")
+    parser.add_argument("--modes", default=None, help="redis: off,notl,on; worker: on,off")
+    parser.add_argument("--before", type=Path, default=None, help="another checkout (with its own .venv)")
+    args = parser.parse_args()
+    trees = [("before", args.before.resolve()), ("after", REPO)] if args.before else [("now", REPO)]
+    modes = (args.modes or ("off,notl,on" if args.what == "redis" else "on,off")).split(",")
+    for mode in modes:
+        for label, tree in trees:
+            python = str(tree / ".venv" / "bin" / "python")
+            if args.what == "redis":
+                tasks = args.tasks or 5000
+                figure = redis_row(python, tree, mode, tasks, args.batch)
+                where = f"redis-server, claim + settle, batch {args.batch}"
+            else:
+                tasks = args.tasks or 3000
+                figure = worker_row(python, tree, mode, tasks)
+                where = "worker process, no-op tasks"
+            print(f"{label:6} {mode:5} {figure:10,.0f} instructions per task ({where}, {tasks:,} tasks)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""`python -m bench.instructions redis` runs end to end on a small scale (a private redis-server under callgrind):
+the count is of the measured tasks only, and writing each task's event costs Redis instructions. No speed asserted."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import instructions
+from tests.support.common import REPO
+
+pytestmark = [
+    pytest.mark.bench,
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed"),
+]
+
+
+def test_the_redis_count_is_per_task_and_grows_with_the_event_log() -> None:
+    python = sys.executable
+    off = instructions.redis_row(python, REPO, "off", 300, 100)
+    on = instructions.redis_row(python, REPO, "on", 300, 100)
+    more = instructions.redis_row(python, REPO, "off", 600, 100)
+    assert 10_000 < off < on  # a claim and a settle cost Redis thousands of instructions; an event more
+    assert abs(more - off) / off < 0.35  # per task: twice the tasks, about the same count each
+    assert Path(instructions.__file__).parent.parent == REPO
