@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanKind, Status, StatusCode
 
 from gopherq import Masker, TaskFailure
 from gopherq.plugins.otel.direct import DirectSpan, DirectSpans, child_context
@@ -44,8 +44,10 @@ def origin(target: str) -> str:
 
 
 def put(span: Any, attributes: Mapping[str, Any]) -> None:
-    """Attributes of the plugin's own on a recorded span, whichever made it."""
-    if isinstance(span, DirectSpan):
+    """Attributes of the plugin's own on a recorded span, whichever made it. (A direct span's class is a subclass
+    `DirectSpans` makes of `DirectSpan`: checked by its base, since `isinstance` against the SDK's abstract `Span`
+    runs a Python-level `__instancecheck__`.)"""
+    if type(span).__base__ is DirectSpan:
         span.record(attributes)
     else:
         span.set_attributes(attributes)
@@ -181,12 +183,27 @@ class DirectCall(SpanCall):
         )
 
     def propagate(self, headers: MutableMapping[str, str]) -> None:
-        """`SpanCall.propagate` for the standard propagators (a DirectCall's case), without its look-ups."""
+        """`SpanCall.propagate` for the standard propagators (a DirectCall's case), without its look-ups: the span
+        context's fields by index (its properties are Python calls), and no tracestate unless the producer had one
+        (an empty TraceState's truth is a Python-level `__len__`)."""
         own = self.span._context
-        out = {"traceparent": traceparent(own), **self.attempt.headers}  # type: ignore[dict-item]
-        if own.trace_state:
-            out["tracestate"] = own.trace_state.to_header()
+        parent = "00-%032x-%016x-%02x" % (own[0], own[1], own[3])  # noqa: UP031 (see fast.traceparent)
+        out = {"traceparent": parent, **self.attempt.headers}  # type: ignore[dict-item]
+        state = own[4]
+        if state is not DEFAULT_TRACE_STATE and state:
+            out["tracestate"] = state.to_header()
         merge(headers, out)
+
+    def answered(self, status: int) -> None:
+        """`SpanCall.answered` on a direct span: its attributes recorded directly."""
+        span: DirectSpan = self.span
+        if self.kind != "http":
+            span.record({"gopherq.call.status": status})
+        elif status >= 400:
+            span.record({"http.response.status_code": status, "error.type": str(status)})
+            span.set_status(Status(StatusCode.ERROR))
+        else:
+            span.record({"http.response.status_code": status})
 
 
 class DirectCalls:

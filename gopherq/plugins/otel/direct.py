@@ -90,6 +90,9 @@ class DirectSpan(Span):
         self._lock = threading.Lock()
         self._start_time = time_ns()
 
+    def get_span_context(self) -> SpanContext:
+        return self._context  # type: ignore[return-value]  # (the SDK's wraps it in a `typing.cast` call)
+
     def record(self, attributes: Mapping[str, Any]) -> None:
         """The plugin's own attributes (known-good values) while the span is open."""
         with self._lock:
