@@ -22,7 +22,10 @@ VARIANTS = ("off", "0.01", "1.0")
 
 
 class CallingExecutor:
-    """Uses `context.calls` as the `http` executor does, without a request."""
+    """Uses `context.calls` as the `http` executor does, without a request (and, like it, runs no application
+    code: `runs_application_code = False`)."""
+
+    runs_application_code = False
 
     async def execute(self, task: Any, context: Any) -> dict[str, int]:
         if context.calls is None:

@@ -53,8 +53,9 @@ class Executor(Protocol):
     settled, so never lost), `Checks` (`check(task)`, called after the payload is
     validated wherever a task is, every producer entry point and the worker, raising ValueError for what the
     payload model cannot know alone: a task that needs a setting of the executor that is not set can never run,
-    so it is refused), and `DescribesCall` (`describe_call(task)`, what the task calls, kept in its result record
-    and dead letter)."""
+    so it is refused), `DescribesCall` (`describe_call(task)`, what the task calls, kept in its result record
+    and dead letter), and `RunsApplicationCode` (`runs_application_code = False` for an executor, like `http`,
+    whose attempts run no code of the application's: attempt wrappers may then skip what only such code needs)."""
 
     def execute(self, task: Task, context: ExecutionContext) -> Any: ...
 
@@ -85,6 +86,18 @@ class WithOwnThreads(Protocol):
     """An executor whose plain-def `open`, `execute` and `close` run in N threads of its own (None: the default)."""
 
     own_threads: int | None
+
+
+@runtime_checkable
+class RunsApplicationCode(Protocol):
+    """An executor that says whether its attempts run code of the application's (without the member: they may).
+    One that only does its own work with the task's fields, as `http` does (its calls are reported through
+    `context.calls`), sets `runs_application_code = False`: nothing in its attempts reads what an attempt wrapper
+    makes current (a context variable, such as the current span), so a wrapper may skip making it current; the
+    `otel` plugin does for sampled-out attempts. Library instrumentation of the executor's own HTTP client is not
+    application code a wrapper prepares for. Attempt wrappers read it as `entry.runs_application_code`."""
+
+    runs_application_code: bool
 
 
 @runtime_checkable
@@ -155,6 +168,7 @@ EXTRAS: tuple[type, ...] = (
     FlowSignals,
     WithFollowups,
     DescribesCall,
+    RunsApplicationCode,
 )
 
 #: Most bytes (as JSON) of the `call` an executor describes; each text in it is cut to CALL_TEXT.
@@ -275,6 +289,14 @@ class ExecutorEntry:
         self.own_threads = executor.own_threads if isinstance(executor, WithOwnThreads) else None
         if self.own_threads is not None and (type(self.own_threads) is not int or self.own_threads < 1):
             raise TypeError(f"executor {name!r}: own_threads must be an integer >= 1 or None, got {self.own_threads!r}")
+        #: False when the executor declares that its attempts run no application code (`RunsApplicationCode`).
+        self.runs_application_code = (
+            executor.runs_application_code if isinstance(executor, RunsApplicationCode) else True
+        )
+        if type(self.runs_application_code) is not bool:
+            raise TypeError(
+                f"executor {name!r}: runs_application_code must be True or False, got {self.runs_application_code!r}"
+            )
         self._pool: ThreadPoolExecutor | None = None
         self.run: Callable[[Task, ExecutionContext], Awaitable[Any]]
         if inspect.iscoroutinefunction(executor.execute):
@@ -402,24 +424,20 @@ class AttemptOutcome:
 
 
 #: How an attempt is run: `run_attempt` (without its own time limit, in the worker), possibly wrapped by plugins
-#: (`gopherq_wrap_attempt`). A runner returns the attempt's outcome and raises only on cancellation.
+#: (`gopherq_wrap_attempt`). A runner returns an awaitable of the attempt's outcome: an async function, or a plain
+#: one that returns the runner it wraps's own awaitable when it has nothing to do after it (no frame of its own).
+#: `run_attempt` raises only on cancellation; what a wrapper raises otherwise, the worker makes a failed attempt
+#: (`wrapper_failed`).
 AttemptRunner = Callable[["ExecutorEntry", Task, ExecutionContext], Awaitable["AttemptOutcome"]]
 
 
-def guarded(run: AttemptRunner) -> AttemptRunner:
-    """A wrapped runner whose wrappers' own failures fail the attempt (reason `exception`) instead of escaping into
-    the worker, where they would look like a crash and end as poison."""
-
-    async def run_guarded(entry: ExecutorEntry, task: Task, context: ExecutionContext) -> AttemptOutcome:
-        started = time.time()
-        try:
-            return await run(entry, task, context)
-        except Exception as exc:
-            context.log.error("task %s: an attempt wrapper failed: %s: %s", task.id, type(exc).__name__, exc)
-            failure = TaskFailure("exception", f"attempt wrapper failed: {type(exc).__name__}: {exc}")
-            return AttemptOutcome(started, time.time(), failure=failure)
-
-    return run_guarded
+def wrapper_failed(task: Task, context: ExecutionContext, started: float, exc: Exception) -> AttemptOutcome:
+    """The outcome of an attempt whose wrapper (`gopherq_wrap_attempt`) raised: a failure (reason `exception`),
+    logged, instead of an error escaping into the worker, where it would look like a crash and end as poison. The
+    worker catches it around the wrapped runner itself, so a wrapped attempt pays no frame of its own for it."""
+    context.log.error("task %s: an attempt wrapper failed: %s: %s", task.id, type(exc).__name__, exc)
+    failure = TaskFailure("exception", f"attempt wrapper failed: {type(exc).__name__}: {exc}")
+    return AttemptOutcome(started, time.time(), failure=failure)
 
 
 async def run_attempt(

@@ -292,14 +292,17 @@ def gopherq_wrap_attempt(run: AttemptRunner, settings: Settings) -> AttemptRunne
     Called when: once per worker process, before its first attempt (not per task); each plugin wraps the runner
     of the plugins before it.
 
-    Arguments: `run`, the `AttemptRunner` to wrap, an async function `(entry, task, context)` that returns an
-    `AttemptOutcome`; `settings`, the effective `gopherq.Settings`.
+    Arguments: `run`, the `AttemptRunner` to wrap, a function `(entry, task, context)` that returns an awaitable
+    of the attempt's `AttemptOutcome`; `entry` is the task type's registered executor (`entry.name`,
+    `entry.executor`, and `entry.runs_application_code`: False when the executor declares that its attempts run
+    no application code, see `RunsApplicationCode`); `settings`, the effective `gopherq.Settings`.
 
     Returns: an async function with `run`'s signature that awaits `run(entry, task, context)` and returns its
-    outcome, or None to wrap nothing. The wrapper runs in the attempt's own asyncio task, so what it makes current
-    (a context variable, e.g. a span) is current while the executor runs, in a sync executor's thread too. It may
-    set `context.calls` to observe the executor's outgoing calls (see core/calls.py) and add to
-    `context.event_data` after `run` returns.
+    outcome, or None to wrap nothing. (A plain function that returns `run(entry, task, context)` itself, unawaited,
+    when it has nothing to do after the attempt, is a wrapper too, and costs the attempt no frame.) The wrapper
+    runs in the attempt's own asyncio task, so what it makes current (a context variable, e.g. a span) is current
+    while the executor runs, in a sync executor's thread too. It may set `context.calls` to observe the
+    executor's outgoing calls (see core/calls.py) and add to `context.event_data` after `run` returns.
 
     Errors: cancellation (a time limit, `cancel`, shutdown) arrives as `asyncio.CancelledError` and must
     propagate. Any other exception escaping the wrapper fails the attempt (reason `exception`).

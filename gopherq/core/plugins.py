@@ -25,7 +25,7 @@ from gopherq.core import hookspecs
 from gopherq.core.enqueuing import BeforeEnqueue, before_enqueue
 from gopherq.core.errors import ConfigError, PluginError, TaskRejected
 from gopherq.core.events import EventBus, Sink
-from gopherq.core.executor import AttemptRunner, ExecutorEntry, guarded, run_attempt
+from gopherq.core.executor import AttemptRunner, ExecutorEntry, run_attempt
 from gopherq.core.plugin_info import PluginInfo, SinkEntry, describe_validation, one_line, plugin_label, warn_once
 from gopherq.core.plugin_paths import LocalPlugin, configured_paths, find_local_plugins
 from gopherq.core.settings import Settings, validate_section
@@ -314,13 +314,14 @@ class PluginManager:
 
     def attempt_runner(self, run: AttemptRunner, settings: Settings) -> AttemptRunner:
         """`run` wrapped by every plugin's `gopherq_wrap_attempt` (once, at start-up); `run` itself when none
-        wraps it, so attempts cost nothing more."""
+        wraps it, so attempts cost nothing more. Whoever awaits the result turns a wrapper's own exception into a
+        failed attempt (`executor.wrapper_failed`): the worker does, around the call, with no frame in between."""
         wrapped = run
         for plugin, func, argnames in self._impls("gopherq_wrap_attempt"):
             outer = self._call("gopherq_wrap_attempt", plugin, func, argnames, run=wrapped, settings=settings)
             if outer is not None:
                 wrapped = outer
-        return run if wrapped is run else guarded(wrapped)
+        return wrapped
 
     def task_links(self, task: Any, settings: Settings) -> list[tuple[str, str]]:
         """The links plugins offer for a task page (`gopherq_task_links`); one plugin's failure is logged."""

@@ -30,7 +30,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 from gopherq.core.broker import Broker
 from gopherq.core.errors import BrokerUnavailable, TaskFailure
 from gopherq.core.events import EventBus
-from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry
+from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry, wrapper_failed
 from gopherq.core.fetching import PAUSE_POLL, Fetcher
 from gopherq.core.flow import FlowGate, WorkerFlow
 from gopherq.core.flows.announce import FlowAnnouncer
@@ -293,7 +293,10 @@ class Worker:
                 data=waited,
                 trace=task.trace,
             )
-            outcome = await self.plugins.run_attempt(entry, task, context)  # wrapped by plugins, if any
+            try:
+                outcome = await self.plugins.run_attempt(entry, task, context)  # wrapped by plugins, if any
+            except Exception as exc:  # a wrapper's own failure (run_attempt raises only on cancellation)
+                outcome = wrapper_failed(task, context, started, exc)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             cancelling = self.holdings.cancelling

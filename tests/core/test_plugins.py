@@ -264,3 +264,84 @@ async def test_events_take_the_bus_defaults_unless_they_say_otherwise() -> None:
     started, custom = recorder.events
     assert (started.worker, started.queue, started.data) == ("w", "other", {})
     assert (custom.worker, custom.queue, custom.data) == ("w", "q", {"colour": "red"})
+
+
+class Wrappers:
+    """Attempt wrappers of both kinds (`gopherq_wrap_attempt`): a plain function that hands back the attempt's own
+    awaitable, and an async one around it; either raises for a task with `wrapper_fails`, before or after."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool]] = []
+
+    @hookimpl
+    def gopherq_wrap_attempt(self, run: Any) -> Any:
+        async def around(entry: Any, task: Task, context: ExecutionContext) -> Any:
+            outcome = await run(entry, task, context)
+            if task.fields.get("wrapper_fails") == "after":
+                raise RuntimeError("after the attempt")
+            return outcome
+
+        def plain(entry: Any, task: Task, context: ExecutionContext) -> Any:
+            self.seen.append((entry.name, entry.runs_application_code))
+            if task.fields.get("wrapper_fails") == "before":
+                raise RuntimeError("before the attempt")
+            return (
+                run(entry, task, context)
+                if task.fields.get("wrapper_fails") != "after"
+                else around(entry, task, context)
+            )
+
+        return plain
+
+
+class Opaque(Echo):
+    """An executor that declares its attempts run no application code."""
+
+    runs_application_code = False
+
+
+async def test_an_attempt_wrapper_that_raises_fails_the_attempt_and_the_worker_goes_on(
+    make_settings: Any, start_worker: Any
+) -> None:
+    """A wrapper's own exception (raised when it is called, or from what it returns) is a failed attempt with
+    reason `exception`, as an executor's would be, never a crash of the worker; a plain-function wrapper that
+    returns the attempt's own awaitable works as an async one does, and sees the executor's declaration."""
+    settings: Settings = make_settings(queue={"max_attempts": 1})
+    wrappers = Wrappers()
+
+    def executors(register: RegisterExecutor) -> None:
+        register("echo", Echo())
+        register("opaque", Opaque())
+
+    extra = {"types": plugin(gopherq_register_executors=executors)}
+    await start_worker(settings, extra_plugins={**extra, "wrappers": wrappers})
+    async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
+        ids = {fails: await client.enqueue("echo", wrapper_fails=fails) for fails in ("before", "after", "no")}
+        opaque = await client.enqueue("opaque", n=1)
+        records = {fails: await client.wait(task_id, timeout=15) for fails, task_id in ids.items()}
+        opaque_record = await client.wait(opaque, timeout=15)
+    for fails in ("before", "after"):
+        record = records[fails]
+        assert record is not None and record.status.value == "dead" and record.error is not None
+        assert (record.error.reason, record.error.message) == (
+            "exception",
+            f"attempt wrapper failed: RuntimeError: {fails} the attempt",
+        )
+    done = records["no"]
+    assert done is not None and done.status.value == "succeeded" and done.result == {"wrapper_fails": "no"}
+    assert opaque_record is not None and opaque_record.result == {"n": 1}
+    assert ("echo", True) in wrappers.seen and ("opaque", False) in wrappers.seen
+
+
+def test_runs_application_code_is_a_bool_declared_by_the_executor() -> None:
+    from gopherq.core.executor import ExecutorEntry
+
+    assert ExecutorEntry("echo", Echo(), "t").runs_application_code is True
+    assert ExecutorEntry("opaque", Opaque(), "t").runs_application_code is False
+    assert load().executors["http"].runs_application_code is False
+
+    class Unclear(Echo):
+        runs_application_code = "no"
+
+    with pytest.raises(TypeError, match="runs_application_code must be True or False"):
+        ExecutorEntry("unclear", Unclear(), "t")

@@ -54,3 +54,13 @@ async def traced_async(value: str) -> str:
     with trace.get_tracer("tests").start_as_current_span("user work"):
         await asyncio.sleep(0)
         return value
+
+
+@app.task(max_attempts=1)
+def current_trace() -> list[Any]:
+    """The trace id and sampled flag of the span current while the function runs (and of a span it opens)."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests").start_as_current_span("user work") as own:
+        found = trace.get_current_span().get_span_context()
+        return [format(found.trace_id, "032x"), found.trace_flags.sampled, own.is_recording()]

@@ -207,6 +207,9 @@ class HttpExecutor:
     """Executes `http` tasks."""
 
     payload_model = HttpPayload
+    #: Its attempts run no code of the application's (`RunsApplicationCode`): a tracing wrapper need not make a
+    #: sampled-out attempt's context current; the call is still reported through `context.calls`.
+    runs_application_code = False
 
     def __init__(self, settings: HttpSettings, concurrency: int, masker: Masker | None = None) -> None:
         self.settings = settings

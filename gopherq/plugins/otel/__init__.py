@@ -8,8 +8,9 @@ core skips hooks nobody implements. Enabled, it adds (see docs/observability.md)
   `trace` field; its parent is the producer's current span, the API request's `traceparent`, the command line's
   `TRACEPARENT`, or the parent task's context for callbacks; each schedule run starts a new trace;
 - around each attempt (`gopherq_wrap_attempt`): a CONSUMER span, child of the producer span for the first attempt
-  and linked to it for retries and recoveries (`retries = "child"` to nest them too), current while the
-  executor runs, so function tasks' own spans nest under it;
+  and linked to it for retries and recoveries (`retries = "child"` to nest them too), current while an executor
+  that runs application code runs, so function tasks' own spans nest under it (the `http` executor runs none:
+  `runs_application_code = False`, and its attempts skip that);
 - around the HTTP executor's request (`context.calls`): a CLIENT span whose context goes out as `traceparent`;
 - on the dashboard's task page (`gopherq_task_links`): a link to the trace, with `trace_url`.
 

@@ -1,5 +1,6 @@
 """The CONSUMER span of each attempt: its parent (the producer's span, or a link to it), the sampling decision, the
-context made current while the executor runs, and the `context.calls` the executor reports its calls to.
+context made current while the executor runs (when it runs application code: `entry.runs_application_code`), and
+the `context.calls` the executor reports its calls to.
 
 An attempt that is sampled out costs no SDK span when the sampler and propagators are the standard ones (`fast.py`):
 its span context is made directly, with the same ids, flags and tracestate the SDK would give it, and its
@@ -36,6 +37,7 @@ from gopherq.plugins.otel.fast import (
     NO_PRODUCER,
     RANDOM,
     SAMPLED,
+    Producer,
     parse_traceparent,
     recognise,
     traceparent,
@@ -46,8 +48,8 @@ CONSUMER = SpanKind.CONSUMER
 PRODUCER_LINK = {"gopherq.link": "producer"}
 
 #: What `Attempts.start` gives the wrapper: the recorded span (None when not recorded), the context token to detach
-#: when the attempt ends, and the attempt's `context.calls`.
-Started = tuple[Any, "Token[Context]", "SpanCalls | DirectCalls | UnrecordedCalls"]
+#: when the attempt ends (None: nothing was made current), and the attempt's `context.calls`.
+Started = tuple[Any, "Token[Context] | None", "SpanCalls | DirectCalls | UnrecordedCalls"]
 
 
 def remote_context(remote: SpanContext, base: Context) -> Context:
@@ -67,7 +69,11 @@ class Attempts:
         self.exemplars = exemplars
         self.fast = recognise(self.tracer)
 
-    def start(self, task: Task, context: ExecutionContext) -> Started:
+    def start(self, task: Task, context: ExecutionContext, application_code: bool = True) -> Started:
+        """The attempt's span, current while the executor runs when it runs application code; for an executor
+        that runs none (`application_code` False: `entry.runs_application_code`) nothing reads the current
+        context, so a span the plugin makes itself or a sampled-out attempt's is not made current: its calls are
+        given their parent (`context.calls`) directly."""
         fast = self.fast
         if fast is not None and not fast.current():  # the global propagators were replaced: look again
             fast = self.fast = recognise(self.tracer)
@@ -91,7 +97,7 @@ class Attempts:
             flags = parent.flags & RANDOM
             trace_state = producer.trace_state
             if not sampled:
-                return self._unrecorded(trace_id, flags, trace_state, producer.tracestate, producer)
+                return self._unrecorded(trace_id, flags, trace_state, producer, application_code)
             remote = SpanContext(trace_id, parent.span_id, True, TraceFlags(parent.flags), trace_state)
         else:
             trace_id = 0  # drawn by the SDK, when the plugin can neither make the span nor hand the SDK its id
@@ -100,7 +106,7 @@ class Attempts:
             if fast.direct is not None or fast.reserve is not None:  # the plugin draws the id: decide on it now
                 trace_id = fast.trace_id()
                 if (trace_id & LOW_64) >= fast.bound:
-                    return self._unrecorded(trace_id, flags, None, None, producer)
+                    return self._unrecorded(trace_id, flags, None, producer, application_code)
         if fast.direct is not None:  # the span made directly (direct.py), as the SDK would make it
             own = span_context(trace_id, fast.ids.generate_span_id(), FLAGS[flags | SAMPLED], trace_state)
             span = fast.direct.start(
@@ -112,10 +118,10 @@ class Attempts:
                 links,
                 lambda: producer.base if remote is None else remote_context(remote, producer.base),
             )
-            attempt_context = trace.set_span_in_context(span, producer.base)
-            token = otel_context.attach(attempt_context)
-            calls = DirectCalls(fast.direct, fast.ids, self.targets, attempt_context, span, producer.headers)
-            return span, token, calls
+            calls = DirectCalls(fast.direct, fast.ids, self.targets, producer.base, span, producer.headers)
+            if not application_code:
+                return span, None, calls
+            return span, otel_context.attach(calls.context), calls
         # Through the SDK: its sampler decides the same, on the same trace id for a new trace.
         parent_context = producer.base if remote is None else remote_context(remote, producer.base)
         if trace_id and remote is None and fast.reserve is not None:
@@ -128,18 +134,22 @@ class Attempts:
         return span, token, SpanCalls(self.tracer, self.targets, attempt_context, producer.headers)
 
     def _unrecorded(
-        self, trace_id: int, flags: int, trace_state: Any, tracestate: str | None, producer: Any
+        self, trace_id: int, flags: int, trace_state: Any, producer: Producer, application_code: bool
     ) -> Started:
         """A sampled-out attempt: its span context as the SDK would make it (a new span id, the sampled flag off),
-        current while the executor runs (function tasks' spans follow the decision), and its headers."""
+        current while the executor runs when it runs application code (function tasks' spans follow the
+        decision), and its headers (the `traceparent` of that span context, with the producer's tracestate
+        and baggage), which its calls send either way."""
         span_id = self.fast.ids.generate_span_id()  # type: ignore[union-attr]
-        span = NonRecordingSpan(span_context(trace_id, span_id, FLAGS[flags], trace_state))
-        token = otel_context.attach(trace.set_span_in_context(span, producer.base))
-        headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
+        token = None
+        if application_code:
+            span = NonRecordingSpan(span_context(trace_id, span_id, FLAGS[flags], trace_state))
+            token = otel_context.attach(trace.set_span_in_context(span, producer.base))
+        headers = {"traceparent": "00-%032x-%016x-%02x" % (trace_id, span_id, flags)}  # noqa: UP031 (fast.traceparent)
         if producer.headers:
             headers.update(producer.headers)
-        if tracestate:
-            headers["tracestate"] = tracestate
+        if producer.tracestate and trace_state is not None:
+            headers["tracestate"] = producer.tracestate
         return None, token, UnrecordedCalls(headers)
 
     def _current(self, span: Any, parent_context: Context, baggage: dict[str, str]) -> Started:
@@ -209,4 +219,5 @@ class Attempts:
             span.set_status(Status(StatusCode.ERROR, self.masker.text(failure.message)[:1000]))
         if self.exemplars:
             facts = context.event_data or {}
-            context.event_data = {**facts, "attempt_trace_id": format(span.get_span_context().trace_id, "032x")}
+            trace_id = "%032x" % span.get_span_context()[0]  # noqa: UP031 (see fast.traceparent; [0]: the trace id)
+            context.event_data = {**facts, "attempt_trace_id": trace_id}

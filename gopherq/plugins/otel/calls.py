@@ -13,17 +13,17 @@ recorded attempt whose span the plugin made itself (`direct.py`), so is each cal
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanKind, Status, StatusCode
 
 from gopherq import Masker, TaskFailure
-from gopherq.plugins.otel.direct import DirectSpan, DirectSpans, span_context
+from gopherq.plugins.otel.direct import DirectSpan, DirectSpans, child_context
 from gopherq.plugins.otel.fast import traceparent
 
 #: Distinct call targets whose attributes are remembered; past it the cache starts again.
@@ -44,8 +44,10 @@ def origin(target: str) -> str:
 
 
 def put(span: Any, attributes: Mapping[str, Any]) -> None:
-    """Attributes of the plugin's own on a recorded span, whichever made it."""
-    if isinstance(span, DirectSpan):
+    """Attributes of the plugin's own on a recorded span, whichever made it. (A direct span's class is a subclass
+    `DirectSpans` makes of `DirectSpan`: checked by its base, since `isinstance` against the SDK's abstract `Span`
+    runs a Python-level `__instancecheck__`.)"""
+    if type(span).__base__ is DirectSpan:
         span.record(attributes)
     else:
         span.set_attributes(attributes)
@@ -57,7 +59,9 @@ class Targets:
 
     def __init__(self, masker: Masker) -> None:
         self.masker = masker
-        self._known: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+        #: Never changed once made, and copied for each call (a dict, not a read-only proxy: `{**proxy}` goes
+        #: through the generic mapping protocol, three times slower than a dict's copy).
+        self._known: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def attributes(self, kind: str, operation: str, target: str) -> dict[str, Any]:
         """A new dict (the span it is given to owns it)."""
@@ -67,10 +71,10 @@ class Targets:
         if found is None:
             if len(self._known) >= TARGETS_CACHED:
                 self._known.clear()
-            found = self._known[key] = MappingProxyType(self._describe(kind, operation, key[2]))
+            found = self._known[key] = self._describe(kind, operation, key[2])
         if http:
             return {**found, "url.full": self.masker.url(target)}
-        return dict(found)
+        return found.copy()
 
     def _describe(self, kind: str, operation: str, target: str) -> dict[str, Any]:
         if kind != "http":
@@ -167,7 +171,7 @@ class DirectCall(SpanCall):
         self.attempt = attempt  # type: ignore[assignment]
         self.kind = kind
         parent = attempt.parent
-        own = span_context(parent.trace_id, attempt.ids.generate_span_id(), parent.trace_flags, parent.trace_state)
+        own = child_context(parent, attempt.ids.generate_span_id())
         self.span = attempt.spans.start(
             operation,
             own,
@@ -178,29 +182,63 @@ class DirectCall(SpanCall):
             attempt.parent_context,
         )
 
+    def propagate(self, headers: MutableMapping[str, str]) -> None:
+        """`SpanCall.propagate` for the standard propagators (a DirectCall's case), without its look-ups: the span
+        context's fields by index (its properties are Python calls), and no tracestate unless the producer had one
+        (an empty TraceState's truth is a Python-level `__len__`)."""
+        own = self.span._context
+        parent = "00-%032x-%016x-%02x" % (own[0], own[1], own[3])  # noqa: UP031 (see fast.traceparent)
+        out = {"traceparent": parent, **self.attempt.headers}  # type: ignore[dict-item]
+        state = own[4]
+        if state is not DEFAULT_TRACE_STATE and state:
+            out["tracestate"] = state.to_header()
+        merge(headers, out)
+
+    def answered(self, status: int) -> None:
+        """`SpanCall.answered` on a direct span: its attributes recorded directly."""
+        span: DirectSpan = self.span
+        if self.kind != "http":
+            span.record({"gopherq.call.status": status})
+        elif status >= 400:
+            span.record({"http.response.status_code": status, "error.type": str(status)})
+            span.set_status(Status(StatusCode.ERROR))
+        else:
+            span.record({"http.response.status_code": status})
+
 
 class DirectCalls:
     """`context.calls` of a recorded attempt whose span the plugin made itself: each `begin` is a `DirectCall`."""
 
-    __slots__ = ("context", "headers", "ids", "parent", "spans", "targets")
+    __slots__ = ("_context", "base", "headers", "ids", "parent", "span", "spans", "targets")
 
     def __init__(
         self,
         spans: DirectSpans,
         ids: IdGenerator,
         targets: Targets,
-        context: Context,
+        base: Context,
         span: DirectSpan,
         headers: dict[str, str],
     ) -> None:
         self.spans = spans
         self.ids = ids
         self.targets = targets
-        #: The attempt's context (its span, the producer's baggage), and its span's context: the calls' parent.
-        self.context = context
+        #: The context the attempt's span is put in (the producer's baggage), the span, and its span context: the
+        #: calls' parent.
+        self.base = base
+        self.span = span
         self.parent = span.get_span_context()
         #: The `tracestate`-less constant headers of a call (`baggage`).
         self.headers = headers
+        self._context: Context | None = None
+
+    @property
+    def context(self) -> Context:
+        """The attempt's context (its span, the producer's baggage), made when first asked for: by the wrapper,
+        to make it current for an executor that runs application code, or for a processor's `on_start`."""
+        if self._context is None:
+            self._context = trace.set_span_in_context(self.span, self.base)
+        return self._context
 
     def parent_context(self) -> Context:
         return self.context

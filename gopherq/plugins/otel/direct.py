@@ -32,6 +32,8 @@ from opentelemetry.trace import DEFAULT_TRACE_STATE, Link, SpanContext, SpanKind
 #: The SDK's own logger: what application code does wrong to a span is reported as for the SDK's spans.
 log = logging.getLogger("opentelemetry.sdk.trace")
 
+_new = object.__new__
+
 #: Most attributes a span of the plugin's own has (with room for what application code adds being checked).
 OWN_ATTRIBUTES = 16
 UNSET = Status(StatusCode.UNSET)
@@ -42,6 +44,12 @@ def span_context(trace_id: int, span_id: int, flags: Any, trace_state: TraceStat
     its range checks: the ids come from the id generator or a checked `traceparent` (non-zero, in range)."""
     state = DEFAULT_TRACE_STATE if trace_state is None else trace_state
     return tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))
+
+
+def child_context(parent: SpanContext, span_id: int) -> SpanContext:
+    """The span context of a local child of `parent` (a span context of `span_context`'s), sampled as it is: its
+    trace id, flags and tracestate, and `span_id`."""
+    return tuple.__new__(SpanContext, (parent[0], span_id, False, parent[3], parent[4], True))
 
 
 class DirectSpan(Span):
@@ -81,6 +89,9 @@ class DirectSpan(Span):
         self._resource = resource
         self._lock = threading.Lock()
         self._start_time = time_ns()
+
+    def get_span_context(self) -> SpanContext:
+        return self._context  # type: ignore[return-value]  # (the SDK's wraps it in a `typing.cast` call)
 
     def record(self, attributes: Mapping[str, Any]) -> None:
         """The plugin's own attributes (known-good values) while the span is open."""
@@ -151,6 +162,7 @@ class DirectSpans:
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
+        self.resource = tracer.resource
         self.multi = cast(SynchronousMultiSpanProcessor, tracer.span_processor)
         self._known: tuple[SpanProcessor, ...] | None = None
         self._processors: Processors = ((), (), ())
@@ -187,8 +199,11 @@ class DirectSpans:
     ) -> DirectSpan:
         """A started span; `parent_context` makes the context the SDK would give the processors' `on_start`,
         called only when one of them has an `on_start`."""
-        span = self.kind(name, context, parent, kind, attributes, links, self.tracer.resource)
-        starting = self.processors()[0]
+        # Made without calling the class: the SDK's `Span.__new__` (a check that it is not instantiated directly)
+        # costs as much as the rest of the construction.
+        span = _new(self.kind)
+        DirectSpan.__init__(span, name, context, parent, kind, attributes, links, self.resource)
+        starting = self._processors[0] if self.multi._span_processors is self._known else self.processors()[0]
         if starting:
             given = parent_context() if parent_context is not None else None
             for processor in starting:

@@ -17,8 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from gopherq.plugins.otel.settings import OtelSettings
@@ -86,7 +85,9 @@ class DroppingExporter(SpanExporter):
 
 
 class BoundedProcessor(SpanProcessor):
-    """Batches sampled spans for `exporter` in a bounded buffer, exported by a daemon thread (see the module doc)."""
+    """Batches sampled spans for `exporter` in a bounded buffer, exported by a daemon thread (see the module doc).
+    It has no `on_start` of its own (the base class's does nothing), so the plugin's own spans skip the call and
+    the parent context it would be given (direct.py)."""
 
     def __init__(self, exporter: SpanExporter, config: OtelSettings) -> None:
         self.exporter = exporter
@@ -111,9 +112,6 @@ class BoundedProcessor(SpanProcessor):
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="gopherq-otel-export", daemon=True)
         self._thread.start()
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
 
     def on_end(self, span: ReadableSpan) -> None:
         if self._closed or not span.context.trace_flags.sampled:

@@ -191,5 +191,6 @@ def parse_traceparent(value: str | None) -> Parent | None:
 
 
 def traceparent(context: SpanContext) -> str:
-    """The W3C `traceparent` of a span context, as the trace-context propagator writes it."""
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    """The W3C `traceparent` of a span context, as the trace-context propagator writes it (%-formatting: an f-string
+    formats a 128-bit id through the general format machinery, at twice the cost)."""
+    return "00-%032x-%016x-%02x" % (context.trace_id, context.span_id, context.trace_flags)  # noqa: UP031

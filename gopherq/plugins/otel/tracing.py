@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from contextvars import Token
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -136,14 +137,16 @@ class Tracing:
         _ = self.tracer
         attempts = Attempts(self.tracer, self.masker, link_retries=self.link_retries, exemplars=self.config.exemplars)
 
-        async def traced(entry: Any, task: Task, context: ExecutionContext) -> AttemptOutcome:
-            span, token, calls = attempts.start(task, context)
-            context.calls = calls
-            if span is None:  # not recorded: nothing to add to the span
-                try:
-                    return await run(entry, task, context)
-                finally:
-                    otel_context.detach(token)
+        async def current(entry: Any, task: Task, context: ExecutionContext, token: Token[Context]) -> AttemptOutcome:
+            """A sampled-out attempt whose context is current while the executor runs."""
+            try:
+                return await run(entry, task, context)
+            finally:
+                otel_context.detach(token)
+
+        async def recorded(
+            entry: Any, task: Task, context: ExecutionContext, span: Any, token: Token[Context] | None
+        ) -> AttemptOutcome:
             try:
                 outcome = await run(entry, task, context)
             except BaseException:  # cancelled: a time limit, a cancellation, shutdown
@@ -154,8 +157,21 @@ class Tracing:
                 attempts.finished(span, outcome, context)
                 return outcome
             finally:
-                otel_context.detach(token)
+                if token is not None:
+                    otel_context.detach(token)
                 span.end()
+
+        def traced(entry: Any, task: Task, context: ExecutionContext) -> Awaitable[AttemptOutcome]:
+            """A plain function (see gopherq_wrap_attempt): a sampled-out attempt of an executor that runs no
+            application code has nothing to make current and nothing to end, so its own awaitable is returned
+            as it is, with no frame of the plugin's around it."""
+            span, token, calls = attempts.start(task, context, entry.runs_application_code)
+            context.calls = calls
+            if span is not None:
+                return recorded(entry, task, context, span, token)
+            if token is not None:
+                return current(entry, task, context, token)
+            return run(entry, task, context)
 
         return traced
 

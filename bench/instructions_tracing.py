@@ -1,0 +1,102 @@
+"""`python -m bench.instructions_tracing`: what tracing costs a worker per HTTP task, counted in CPU instructions.
+
+The tracing targets (issue 22) are about worker CPU per task, tracing on against off, a few per cent apart: less than
+a shared machine moves CPU time between two runs. An instruction count does not move with the load
+(`bench.instructions`, whose callgrind helpers this uses): a real `gopherq run` worker under callgrind drains HTTP
+tasks (concurrency 100, as the HTTP drain) against a private redis-server and nginx, 500 tasks to warm up, then
+`--tasks` counted, with `[plugins.otel]` off, on at 1 % and on at 100 % (exporter "none": every span made and ended,
+nothing encoded or sent). `--before DIR` measures another checkout the same way, alternating with this one.
+
+    python -m bench.instructions_tracing [--tasks 2000] [--modes off,0.01,1.0] [--before /path/to/checkout]
+
+At 1 % which attempts are recorded is random (about 20 of 2,000), so that row moves by a few thousand instructions
+per task between runs; the others repeat closely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from bench.instructions import REPO, callgrind, counted, zero
+
+QUEUE = "instructions"
+
+
+def config(path: Path, redis_url: str, mode: str) -> Path:
+    lines = ["[redis]", f'url = "{redis_url}"', "[queue]", f'name = "{QUEUE}"', "[worker]", "concurrency = 100",
+             "[logging]", 'level = "WARNING"', "[plugins.http]", "max_connections = 100"]  # fmt: skip
+    if mode != "off":
+        lines += ["[plugins.otel]", "enabled = true", 'exporter = "none"', f"sample_ratio = {float(mode)}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def worker_row(tree: Path, mode: str, tasks: int) -> float:
+    """Instructions per HTTP task of `tree`'s worker with tracing `mode` (off, or a sample ratio)."""
+    import redis
+
+    from bench.services import HttpTarget, RedisServer, stop_process, wait_for
+
+    with tempfile.TemporaryDirectory(prefix="gopherq-instructions-") as tmp:
+        out = Path(tmp) / "cg"
+        out.mkdir()
+        server = RedisServer(Path(tmp)).start()
+        target = HttpTarget(Path(tmp), allow_fallback=False).start()
+        settings = config(Path(tmp) / "worker.toml", server.url, mode)
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        argv = [*callgrind(out), str(tree / ".venv" / "bin" / "python"), str(tree / ".venv" / "bin" / "gopherq")]
+        argv += ["run", "-c", str(settings)]
+        proc = subprocess.Popen(argv, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(server.url)
+        stats = f"gopherq:{{{QUEUE}}}:stats"
+        sent = 0
+
+        def drain(count: int) -> None:
+            nonlocal sent
+            before = int(client.hget(stats, "acked") or 0)
+            for start in range(sent, sent + count, 1000):
+                end = min(sent + count, start + 1000)
+                client.rpush(
+                    QUEUE, *[b'{"id":"%d","url":"%s/t/%d"}' % (i, target.url.encode(), i) for i in range(start, end)]
+                )
+            sent += count
+            wait_for(lambda: int(client.hget(stats, "acked") or 0) >= before + count, 900, "the tasks to settle")
+
+        try:
+            wait_for(lambda: client.zcard(f"gopherq:{{{QUEUE}}}:workers") >= 1, 600, "the worker under valgrind")
+            drain(500)  # warm: imports, caches, the connection pool, the tracer
+            zero(proc.pid)
+            drain(tasks)
+            return counted(out, proc.pid) / tasks
+        finally:
+            stop_process(proc, 60)
+            client.close()
+            target.stop()
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions_tracing", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=2000, help="counted tasks per row")
+    parser.add_argument("--modes", default="off,0.01,1.0", help="off and sample ratios")
+    parser.add_argument("--before", type=Path, default=None, help="another checkout (with its own .venv)")
+    args = parser.parse_args()
+    trees = [("before", args.before.resolve()), ("after", REPO)] if args.before else [("now", REPO)]
+    found: dict[tuple[str, str], float] = {}
+    for mode in args.modes.split(","):
+        for label, tree in trees:
+            found[label, mode] = figure = worker_row(tree, mode, args.tasks)
+            off = found.get((label, "off"))
+            versus = f", {100 * (figure / off - 1):+.1f} % vs off" if off and mode != "off" else ""
+            print(
+                f"{label:6} {mode:5} {figure:12,.0f} instructions per HTTP task ({args.tasks:,} tasks{versus})",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

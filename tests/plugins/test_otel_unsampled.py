@@ -1,0 +1,61 @@
+"""Sampled-out attempts (the `otel` plugin's cheap path): an executor that runs no application code (`http`) does not
+get the attempt's context made current, yet its request still carries it; a function task still runs inside it. Same
+in-process set-up as test_otel.py (its provider, fixtures and loopback service)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from gopherq import AsyncClient, Settings
+from tests.plugins.test_otel import TracedService, function_app, service, spans, traced_settings
+
+__all__ = ["service", "spans", "traced_settings"]  # fixtures, used by name
+
+#: A producer's context that is not sampled: its attempts are sampled out (the parent-based sampler follows it).
+UNSAMPLED = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(0))
+
+
+async def test_a_sampled_out_http_attempt_still_sends_its_context_with_the_sampled_flag_off(
+    traced_settings: Callable[..., Settings],
+    start_worker: Callable[..., Any],
+    service: TracedService,
+    spans: Callable[[], list[ReadableSpan]],
+) -> None:
+    """The http executor runs no application code, so a sampled-out attempt's context is not made current, yet
+    its request carries it: the producer's trace, a span id of the attempt's own, the sampled flag off."""
+    settings = traced_settings()
+    await start_worker(settings)
+    async with AsyncClient(settings) as client:
+        with trace.use_span(NonRecordingSpan(UNSAMPLED)):
+            task_id = await client.enqueue_http(service.url("/ok"))
+        record = await client.wait(task_id, timeout=15)
+    assert record is not None and record.status.value == "succeeded"
+    [headers] = service.headers
+    version, trace_id, span_id, flags = headers["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", format(UNSAMPLED.trace_id, "032x"), "00")
+    assert span_id != format(UNSAMPLED.span_id, "016x")  # not the producer's: the attempt's own
+    assert record.trace_id == trace_id
+    assert not spans()  # nothing recorded: not the producer, the attempt, its call or the service
+
+
+async def test_a_sampled_out_function_task_runs_inside_its_attempts_context(
+    make_settings: Callable[..., Settings],
+    start_worker: Callable[..., Any],
+    spans: Callable[[], list[ReadableSpan]],
+) -> None:
+    """A function task runs application code: its sampled-out attempt's context is current while it runs, so the
+    function's own spans follow the producer's decision (same trace, not recorded)."""
+    settings = make_settings(
+        plugins={"otel": {"enabled": True}, "functions": {"modules": ["tests.support.function_targets"]}}
+    )
+    with function_app(settings) as targets:
+        await start_worker(settings)
+        with trace.use_span(NonRecordingSpan(UNSAMPLED)):
+            handle = await targets.current_trace.aenqueue()
+        assert await handle.aresult(timeout=10) == [format(UNSAMPLED.trace_id, "032x"), False, False]
+    assert not spans()
