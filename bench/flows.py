@@ -1,7 +1,8 @@
 """`python -m bench.flows`: the flow benchmark rows (issue 23), against a Redis and worker processes of its own.
 
 - fan-in: N no-op children into one join, as a rate of tasks per second, next to the plain drain rate of N no-op
-  tasks pushed raw (same worker, same Redis; timed from the push, whose cost is small, to the last ack). Two rows:
+  tasks pushed raw and of N pushed as a client pushes them, each with its whereabouts record, which a flow's
+  members have too (same worker, same Redis; timed from the push, whose cost is small, to the last ack). Two rows:
   from the flow's creation (the client's call, included: the cost a user pays) to the join's end, and from the first
   member's start (its result record's `started_at`) to the join's end (`finished_at`), creation excluded;
 - join latency: chords of 10 no-op children run one after another, the time from the last child's finish (its result
@@ -30,6 +31,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gopherq.core import codec
+from gopherq.core.broker import Broker
 from gopherq.core.flows.spec import Node, Policy, plan
 from gopherq.core.flows.store import FlowStore
 from gopherq.core.keys import QueueKeys
@@ -73,14 +75,16 @@ async def acked(redis: Any, keys: QueueKeys) -> int:
     return int(await redis.hget(keys.stats, "acked") or 0)
 
 
-async def drain(redis: Any, keys: QueueKeys, count: int) -> float:
-    """Push `count` raw no-op tasks and time until all are acked; tasks per second."""
+async def drain(redis: Any, keys: QueueKeys, count: int, recorded: bool = False) -> float:
+    """Push `count` raw no-op tasks (`recorded`: with their whereabouts, as a client's push and a flow's creation
+    write them) and time until all are acked; tasks per second."""
     before = await acked(redis, keys)
+    broker = Broker(redis, keys.queue)
     started = time.perf_counter()
     for start in range(0, count, 5000):
-        await redis.rpush(
-            keys.ready, *(codec.dumps({"id": f"p{i}", "type": "noop"}) for i in range(start, min(count, start + 5000)))
-        )
+        ids = [f"p{i}" for i in range(start, min(count, start + 5000))]
+        envelopes = [codec.dumps({"id": task_id, "type": "noop"}) for task_id in ids]
+        await (broker.push(envelopes, ids) if recorded else redis.rpush(keys.ready, *envelopes))
 
     async def done() -> bool:
         return await acked(redis, keys) - before >= count
@@ -167,7 +171,8 @@ async def main(args: argparse.Namespace) -> None:
             runs = []  # (plain, fan-in, fan-in without its creation) per turn, taken in turns
             for turn in range(args.turns):
                 plain = await drain(redis, keys, args.children)
-                runs.append((plain, *await fan_in_rate(redis, store, args.children, f"bench-fan{turn}")))
+                fan = await fan_in_rate(redis, store, args.children, f"bench-fan{turn}")
+                runs.append((plain, *fan, await drain(redis, keys, args.children, recorded=True)))
             gaps = sorted(await join_latency(redis, store, args.flows))
         finally:
             worker.terminate()
@@ -177,12 +182,16 @@ async def main(args: argparse.Namespace) -> None:
         await cleanup(redis, idle)
     await redis.aclose()
     p99 = gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))]
-    plain, fan, members = (statistics.median(run[i] for run in runs) for i in range(3))
+    plain, fan, members, recorded = (statistics.median(run[i] for run in runs) for i in range(4))
     size = f"children = {args.children:,}, {args.processes} process(es) x {args.concurrency}"
     turns = f", median of {args.turns} turns" if args.turns > 1 else ""
     print(f"| measure ({size}{turns}) | value |")
     print("|---|---|")
-    print(f"| plain no-op drain | {plain:,.0f} tasks/s |")
+    print(f"| plain no-op drain (pushed raw) | {plain:,.0f} tasks/s |")
+    print(
+        f"| plain no-op drain, pushed as a client pushes (each task's whereabouts recorded, as a flow member's are) "
+        f"| {recorded:,.0f} tasks/s (fan-in: {fan / recorded:.0%}, creation excluded: {members / recorded:.0%}) |"
+    )
     print(
         f"| fan-in of {args.children:,} children into one join (creation to join's end) | {fan:,.0f} tasks/s "
         f"({fan / plain:.0%} of plain; the creation call: {statistics.median(CREATION):.2f} s, "
