@@ -48,14 +48,7 @@ for node, member, spec, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|
     fields[#fields + 1] = spec
   end
   if string.sub(member, 1, 1) == 'r' then
-    local key = level_key(envelope)
-    local fair = fair_push('RPUSH', envelope)  -- [fair keys] a root with a fair key goes to its key's list
-    if not fair then
-      local list = pushes[key]
-      if not list then list = {}; pushes[key] = list end
-      list[#list + 1] = envelope
-    end
-    flow_note(envelope, key, ARGV[1], fair)  -- its whereabouts (flow_where.lua), written with the fields below
+    flow_gather(envelope, pushes, ARGV[1])  -- its list, or its fair key's; its whereabouts (flow_where.lua)
   else
     fields[#fields + 1] = 'e:' .. node
     fields[#fields + 1] = envelope

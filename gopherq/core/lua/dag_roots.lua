@@ -25,14 +25,7 @@ for node, member, _, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]
   if string.sub(member, 1, 1) ~= 'w' and redis.call('HSETNX', flow, 'm:' .. node, member) == 1 then
     added = added + 1
     if not cancelled then
-      local key = level_key(envelope)
-      local fair = fair_push('RPUSH', envelope)  -- [fair keys] a root with a fair key goes to its key's list
-      if not fair then
-        local list = pushes[key]
-        if not list then list = {}; pushes[key] = list end
-        list[#list + 1] = envelope
-      end
-      flow_note(envelope, key, ARGV[1], fair)
+      flow_gather(envelope, pushes, ARGV[1])  -- its list, or its fair key's; its whereabouts (flow_where.lua)
       if halted then
         requests[#requests + 1] = ARGV[1]
         requests[#requests + 1] = ARGV[2] .. '.' .. node

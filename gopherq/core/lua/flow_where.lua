@@ -23,3 +23,16 @@ local function flow_push(command, raw, since)
   flow_note(raw, key, since, fair)
   flush_where(FLOW_WHERE)
 end
+
+-- A root among a flow's many (its creation): into its fair key's list at once, or gathered in `pushes` (level list
+-- -> envelopes) for one push per list; its record noted (the caller flushes the records).
+local function flow_gather(raw, pushes, since)
+  local key = level_key(raw)
+  local fair = fair_push('RPUSH', raw)  -- [fair keys] a task with a fair key goes to its key's list
+  if not fair then
+    local list = pushes[key]
+    if not list then list = {}; pushes[key] = list end
+    list[#list + 1] = raw
+  end
+  flow_note(raw, key, since, fair)
+end
