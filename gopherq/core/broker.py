@@ -16,12 +16,15 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
-from gopherq.core.eventlog import TIMELINE_ENTRY_BYTES, EventLog, timeline_entry
-from gopherq.core.keys import COUNTS_TTL, HOURLY_COUNTS_TTL, QueueKeys
+from gopherq.core.eventlog import EventLog
+from gopherq.core.keys import QueueKeys
 from gopherq.core.priorities import LETTERS
 from gopherq.core.redis_client import RedisClient
 from gopherq.core.results import TaskResult
 from gopherq.core.scripts import scripts
+from gopherq.core.settle_call import Settlement as Settlement  # re-exported: the callers of Broker.settle make them
+from gopherq.core.settle_call import Timing as Timing
+from gopherq.core.settle_call import settle_call
 from gopherq.core.task import TaskStatus, task_from_dict
 from gopherq.core.whereabouts import LAYOUT_FIELD, LAYOUT_VALUE, Whereabouts, delayed_record, ready_record
 
@@ -38,7 +41,6 @@ def now_ms() -> int:
 
 
 #: Settlement kinds that end a task (its uniqueness lock and any cancel request for it go with it).
-ENDING = frozenset({"ack", "cancel", "dead"})
 
 #: How long (ms) and how many of the attempt tokens the reaper took back are remembered (see QueueKeys.reaped): a
 #: late settle arriving after that is taken for a repeated one, and accepted without writing anything.
@@ -59,45 +61,6 @@ class SpecialPush:
     lock_ms: int = 0
     #: Seconds the task id is remembered, so the same id is not enqueued again (None: not remembered).
     seen_for: int | None = None
-
-
-#: A settle batch's timings, in whole ms: attempt durations summed, attempts timed, times in queue (from when each
-#: task became ready to its attempt's start) summed, attempts whose time in queue is known.
-Timing = tuple[int, int, int, int]
-
-
-@dataclass(slots=True)
-class Settlement:
-    """The outcome of one claimed task, recorded by `Broker.settle`.
-
-    kind: 'ack' (finished, result written), 'cancel' (as 'ack', for a cancelled task), 'retry' (data: new
-    envelope, extra: due ms), 'dead' (data: entry JSON, extra: entry id) or 'release' (back to the head of its
-    ready list, unchanged). `unique_key`: the task's uniqueness lock, freed when it ends ('ack', 'cancel',
-    'dead'); `cancelled`: the task's cancel request is forgotten once this is recorded; `events`: see below;
-    `dag`: (flow id, node) of a flow member, whose final outcome moves its flow on in the same script call
-    (core/flows).
-    """
-
-    kind: str
-    token: str
-    task_id: str
-    result: bytes = b""
-    data: bytes = b""
-    extra: str = ""
-    unique_key: str | None = None
-    cancelled: bool = False
-    #: Where a retried, deferred or released task is once this is recorded (core/whereabouts.py); None for the
-    #: kinds that end it (its whereabouts go).
-    where: str | None = None
-    #: An id the claim recorded this attempt under that is not the task's (bytes that never became a task): its
-    #: record is forgotten if it still names this attempt.
-    forget: str | None = None
-    #: Its events as stream entries (core/eventlog.py), written by the settle with it, or not at all.
-    events: list[bytes] | None = None
-    dag: tuple[str, str] | None = None
-    #: The task's fair key: its place among the key's running tasks is freed with this settle (see fair_base.lua)
-    #: when the claim counted it there (a key with limits: `Broker.fair_counted`).
-    fair_key: str | None = None
 
 
 class Broker:
@@ -245,69 +208,9 @@ class Broker:
         settled members changed (their first outcome, their end...) are added to `moved`, for announcing."""
         if not items:
             return []
-        k = self.keys
-        stamp = now_ms()
-        keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats, k.counts(stamp // 60000 * 60)]
-        args: list[Any] = [stamp, result_ttl, dead_cap, COUNTS_TTL]
-        with_events = log is not None and any(item.events for item in items)
-        if with_events:
-            assert log is not None
-            keys.append(k.events)
-            args += ["stream", log.maxlen, log.timeline, b"", b""]  # each event follows its item, as an 'event'
-        # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
-        # request) takes the request with it, so it does not linger until it expires.
-        pending = self.cancel_requests
-        riding: list[str] = []  # the timelines of the events that ride in their items' `data` (see below)
-        members: dict[str, list[str]] = {}  # flow id -> "<item index>:<node>" of its members ending here
-        for item in items:
-            position = len(keys) - 8  # the item's index in the script (KEYS[9 + position])
-            keys.append(k.result(item.task_id))
-            # An ending item names its task in `extra` (its whereabouts go); a dead letter's is its entry id already.
-            data, events = item.data, item.events if with_events else None
-            if item.kind == "ack" or item.kind == "cancel":
-                if data:
-                    raise ValueError(f"a {item.kind!r} settlement has no data (its event rides there)")
-                extra = item.task_id
-                # The usual case, a success's one event, rides in the item's own `data` (unused by these kinds):
-                # no argument of its own to pack and send (settle.lua; its timeline key follows the items' keys).
-                if events is not None and len(events) == 1 and len(events[0]) <= TIMELINE_ENTRY_BYTES:
-                    assert log is not None
-                    data, events = events[0], None
-                    if log.timeline:
-                        riding.append(k.timeline(item.task_id))
-            else:
-                extra = item.extra
-            args += [item.kind, item.token, item.result, data, extra]
-            if item.where is not None:
-                keys.append(k.where)
-                args += ["where", item.task_id, "", item.where, ""]
-            if item.forget is not None:
-                keys.append(k.where)
-                args += ["where", item.forget, "", "", item.token]
-            if item.unique_key is not None and item.kind in ENDING:
-                keys.append(k.unique(item.unique_key))
-                args += ["unlock", item.task_id, "", "", ""]
-            if item.cancelled or (pending and item.kind in ENDING and item.task_id in pending):
-                keys.append(k.cancels)
-                args += ["uncancel", item.task_id, "", "", ""]
-            if item.dag is not None and item.kind in ENDING:  # a flow member: named in its flow's 'dag' item
-                members.setdefault(item.dag[0], []).append(f"{position}:{item.dag[1]}")
-            if item.fair_key is not None and item.token in self.fair_counted:
-                keys.append(k.fair_running(item.fair_key))
-                args += ["fair", item.token, "", item.fair_key, ""]
-            if events:  # written with the item, or not at all (see lua/events.lua)
-                assert log is not None
-                timeline = k.timeline(item.task_id) if log.timeline else k.events
-                for line in events:
-                    keys.append(timeline)
-                    args += ["event", "", line, timeline_entry(line) if log.timeline else b"", ""]
-        for flow_id, listed in members.items():  # after the items they name: dag_settle.lua moves each flow on
-            keys.append(k.dag(flow_id))
-            args += ["dag", flow_id, "", ",".join(listed), ""]
-        keys += riding
-        keys += self._levels
-        keys += [k.reaped, k.where, k.hourly_counts(stamp // 3600000 * 3600)]
-        args += [HOURLY_COUNTS_TTL, *timing]
+        keys, args = settle_call(
+            self.keys, items, (result_ttl, dead_cap), log, timing, self.cancel_requests, self.fair_counted
+        )
         flags = await self._settle(keys=keys, args=args)
         if len(flags) > len(items):  # '!flows', then the flows whose state changed
             if moved is not None:
