@@ -16,15 +16,25 @@ from typing import Any
 
 from gopherq.core.redis_client import RedisClient
 
+#: Redis keeps an argument of PROTO_MBULK_BIG_ARG (32 KiB) or more in the very buffer it arrived in, and a script's
+#: cached body is its SCRIPT LOAD argument: on a connection that had just carried a 100 MB push, that buffer (and so
+#: the script cache) held the 100 MB for as long as Redis ran. A script sent stays under this size.
+SCRIPT_BYTES_MAX = 32 * 1024 - 1
+
 
 @functools.cache
 def load_script(name: str) -> str:
-    """A script's source, with each `--@include <name>` line replaced by that shared file (e.g. levels.lua)."""
+    """A script's source as sent to Redis: each `--@include <name>` line replaced by that shared file (e.g.
+    levels.lua), and each comment line emptied (its line kept, so an error's line number still points into the
+    files), which keeps every script under SCRIPT_BYTES_MAX (tests/core/test_health.py checks it)."""
     text = resources.files("gopherq.core").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     for i, line in enumerate(lines):
-        if line.lstrip().startswith("--@include "):
+        stripped = line.lstrip()
+        if stripped.startswith("--@include "):
             lines[i] = load_script(line.split()[1])
+        elif stripped.startswith("--"):  # (no script uses a --[[ block comment: the test checks that too)
+            lines[i] = "\n"
     return "".join(lines)
 
 

@@ -111,3 +111,16 @@ def test_the_permission_probe_runs_every_command_of_every_script() -> None:
     used = {name.upper() for path in lua.glob("*.lua") for name in calls.findall(path.read_text())}
     probed = {name.upper() for name in calls.findall((lua / "probe.lua").read_text())}
     assert used - probed == set(), f"add these commands to gopherq/core/lua/probe.lua: {sorted(used - probed)}"
+
+
+def test_every_script_sent_to_redis_is_under_32_kib_and_no_lua_file_has_a_block_comment() -> None:
+    """Redis keeps an argument of 32 KiB or more in the buffer it arrived in, and a script's cached body is its
+    SCRIPT LOAD argument: a bigger script loaded on a connection that had just carried a 100 MB push kept those
+    100 MB in the script cache (tests/core/test_hostile_stored.py caught it). load_script empties comment lines, which
+    keeps each script under the limit; a --[[ block comment would not survive that."""
+    from gopherq.core.scripts import SCRIPT_BYTES_MAX, load_script, script_names
+
+    sizes = {name: len(load_script(name).encode()) for name in script_names()}
+    assert max(sizes.values()) <= SCRIPT_BYTES_MAX, sorted(sizes.items(), key=lambda item: -item[1])[:3]
+    lua = REPO / "gopherq" / "core" / "lua"
+    assert [path.name for path in lua.glob("*.lua") if "--[[" in path.read_text()] == []
