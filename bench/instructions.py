@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
@@ -125,10 +126,49 @@ def redis_row(python: str, code: Path, mode: str, tasks: int, batch: int) -> flo
 # -- worker: a real gopherq run ------------------------------------------------------------------------------------
 
 
-def worker_row(python: str, code: Path, mode: str, tasks: int) -> float:
+def count_worker(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    out: Path,
+    redis_url: str,
+    queue: str,
+    envelopes: Callable[[int, int], list[bytes]],
+    warm: int,
+    tasks: int,
+) -> float:
+    """Start the worker `argv` (under `callgrind(out)`), push it `warm` tasks, then `tasks` counted ones (`envelopes`
+    makes those numbered start to end), each batch waited for: the worker's instructions per counted task."""
     import redis
 
-    from bench.services import RedisServer, stop_process, wait_for
+    from bench.services import stop_process, wait_for
+
+    proc = subprocess.Popen(argv, env=env, cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis.from_url(redis_url)
+    stats = f"gopherq:{{{queue}}}:stats"
+    sent = 0
+
+    def drain(count: int) -> None:
+        nonlocal sent
+        before = int(client.hget(stats, "acked") or 0)
+        for start in range(sent, sent + count, 1000):
+            client.rpush(queue, *envelopes(start, min(sent + count, start + 1000)))
+        sent += count
+        wait_for(lambda: int(client.hget(stats, "acked") or 0) >= before + count, 900, "the tasks to settle")
+
+    try:
+        wait_for(lambda: client.zcard(f"gopherq:{{{queue}}}:workers") >= 1, 600, "the worker under valgrind")
+        drain(warm)  # imports, caches, pools
+        zero(proc.pid)
+        drain(tasks)
+        return counted(out, proc.pid) / tasks
+    finally:
+        stop_process(proc, 60)
+        client.close()
+
+
+def worker_row(python: str, code: Path, mode: str, tasks: int) -> float:
+    from bench.services import RedisServer
 
     with tempfile.TemporaryDirectory(prefix="gopherq-instructions-") as tmp:
         out = Path(tmp) / "cg"
@@ -144,25 +184,11 @@ def worker_row(python: str, code: Path, mode: str, tasks: int) -> float:
         pycall = code / "examples" / "gopherq-pycall" / "src"
         env = dict(os.environ, PYTHONPATH=f"{code}:{pycall}:{REPO}", BENCH_EXTRA_PATH=str(pycall))
         argv = [*callgrind(out), python, "-m", "bench.gopherq_worker", "-c", str(config)]
-        proc = subprocess.Popen(argv, env=env, cwd=str(code), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(server.url)
-        stats = f"gopherq:{{{queue}}}:stats"
-
-        def drain(count: int) -> None:
-            before = int(client.hget(stats, "acked") or 0)
-            for start in range(0, count, 1000):
-                client.rpush(queue, *[ENVELOPE % i for i in range(start, min(count, start + 1000))])
-            wait_for(lambda: int(client.hget(stats, "acked") or 0) >= before + count, 900, "the tasks to settle")
-
         try:
-            wait_for(lambda: client.zcard(f"gopherq:{{{queue}}}:workers") >= 1, 600, "the worker under valgrind")
-            drain(1000)  # warm: imports, caches, pools
-            zero(proc.pid)
-            drain(tasks)
-            return counted(out, proc.pid) / tasks
+            return count_worker(
+                argv, env, code, out, server.url, queue, lambda a, b: [ENVELOPE % i for i in range(a, b)], 1000, tasks
+            )
         finally:
-            stop_process(proc, 60)
-            client.close()
             server.stop()
 
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.instructions import REPO, callgrind, counted, zero
+from bench.instructions import REPO, callgrind, count_worker
 
 QUEUE = "instructions"
 
@@ -37,9 +36,7 @@ def config(path: Path, redis_url: str, mode: str) -> Path:
 
 def worker_row(tree: Path, mode: str, tasks: int) -> float:
     """Instructions per HTTP task of `tree`'s worker with tracing `mode` (off, or a sample ratio)."""
-    import redis
-
-    from bench.services import HttpTarget, RedisServer, stop_process, wait_for
+    from bench.services import HttpTarget, RedisServer
 
     with tempfile.TemporaryDirectory(prefix="gopherq-instructions-") as tmp:
         out = Path(tmp) / "cg"
@@ -50,31 +47,14 @@ def worker_row(tree: Path, mode: str, tasks: int) -> float:
         env = dict(os.environ, PYTHONPATH=str(tree))
         argv = [*callgrind(out), str(tree / ".venv" / "bin" / "python"), str(tree / ".venv" / "bin" / "gopherq")]
         argv += ["run", "-c", str(settings)]
-        proc = subprocess.Popen(argv, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(server.url)
-        stats = f"gopherq:{{{QUEUE}}}:stats"
-        sent = 0
+        url = target.url.encode()
 
-        def drain(count: int) -> None:
-            nonlocal sent
-            before = int(client.hget(stats, "acked") or 0)
-            for start in range(sent, sent + count, 1000):
-                end = min(sent + count, start + 1000)
-                client.rpush(
-                    QUEUE, *[b'{"id":"%d","url":"%s/t/%d"}' % (i, target.url.encode(), i) for i in range(start, end)]
-                )
-            sent += count
-            wait_for(lambda: int(client.hget(stats, "acked") or 0) >= before + count, 900, "the tasks to settle")
+        def envelopes(start: int, end: int) -> list[bytes]:
+            return [b'{"id":"%d","url":"%s/t/%d"}' % (i, url, i) for i in range(start, end)]
 
-        try:
-            wait_for(lambda: client.zcard(f"gopherq:{{{QUEUE}}}:workers") >= 1, 600, "the worker under valgrind")
-            drain(500)  # warm: imports, caches, the connection pool, the tracer
-            zero(proc.pid)
-            drain(tasks)
-            return counted(out, proc.pid) / tasks
+        try:  # warm: imports, caches, the connection pool, the tracer
+            return count_worker(argv, env, Path(tmp), out, server.url, QUEUE, envelopes, 500, tasks)
         finally:
-            stop_process(proc, 60)
-            client.close()
             target.stop()
             server.stop()
 

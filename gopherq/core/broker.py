@@ -26,7 +26,7 @@ from gopherq.core.settle_call import Settlement as Settlement  # re-exported: th
 from gopherq.core.settle_call import Timing as Timing
 from gopherq.core.settle_call import settle_call
 from gopherq.core.task import TaskStatus, task_from_dict
-from gopherq.core.whereabouts import LAYOUT_FIELD, LAYOUT_VALUE, Whereabouts, delayed_record, ready_record
+from gopherq.core.whereabouts import Whereabouts, delayed_record, ready_record, with_layout
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,13 @@ class Broker:
         record goes first: no worker can claim a task before it is pushed, so its `running` record is never
         overwritten by a late `ready` one (a failed push leaves a record the lookup finds stale)."""
         record = ready_record("default", now_ms(), "enqueued")
-        pipe.hset(self.keys.where, mapping={LAYOUT_FIELD: LAYOUT_VALUE, **dict.fromkeys(ids, record)})
+        pipe.hset(self.keys.where, mapping=with_layout(dict.fromkeys(ids, record)))
         pipe.rpush(self.keys.ready, *envelopes)
 
     def stage_delayed(self, pipe: Any, due: list[tuple[bytes, int]], ids: list[str]) -> None:
         """Queue on `pipe` the whereabouts (`delayed|scheduled`) of tasks with an eta, then their ZADD."""
         records = {task_id: delayed_record("scheduled", when) for task_id, (_, when) in zip(ids, due, strict=True)}
-        pipe.hset(self.keys.where, mapping={LAYOUT_FIELD: LAYOUT_VALUE, **records})
+        pipe.hset(self.keys.where, mapping=with_layout(records))
         pipe.zadd(self.keys.delayed, {envelope: when for envelope, when in due})
 
     async def push_delayed(self, due: list[tuple[bytes, int]], ids: list[str] | None = None) -> None:
@@ -208,9 +208,8 @@ class Broker:
         settled members changed (their first outcome, their end...) are added to `moved`, for announcing."""
         if not items:
             return []
-        keys, args = settle_call(
-            self.keys, items, (result_ttl, dead_cap), log, timing, self.cancel_requests, self.fair_counted
-        )
+        limits, pending, counted = (result_ttl, dead_cap), self.cancel_requests, self.fair_counted
+        keys, args = settle_call(self.keys, items, limits, now_ms(), log, timing, pending, counted)
         flags = await self._settle(keys=keys, args=args)
         if len(flags) > len(items):  # '!flows', then the flows whose state changed
             if moved is not None:

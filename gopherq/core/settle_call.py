@@ -5,7 +5,6 @@ five arguments per item, the after-items that follow an item (where, unlock, unc
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,15 +58,15 @@ def settle_call(
     keys_of: QueueKeys,
     items: list[Settlement],
     limits: tuple[int, int],
+    stamp: int,
     log: EventLog | None,
     timing: Timing,
     cancel_requests: frozenset[str],
     fair_counted: set[str],
 ) -> tuple[list[str], list[Any]]:
     """The KEYS and ARGV of one settle call for `items` (see lua/settle.lua); `limits`: the result TTL and the
-    dead-letter cap; `cancel_requests`: the ids with a cancel request pending (an ending task takes its request
-    with it); `fair_counted`: the attempts the claim counted among their fair keys' running tasks."""
-    stamp = int(time.time() * 1000)
+    dead-letter cap; `stamp`: now (ms); `cancel_requests`: the ids with a cancel request pending (an ending task
+    takes its request with it); `fair_counted`: the attempts the claim counted among their fair keys' running tasks."""
     k = keys_of
     keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats, k.counts(stamp // 60000 * 60)]
     result_ttl, dead_cap = limits

@@ -47,6 +47,12 @@ from gopherq.core import codec
 LAYOUT_FIELD = ""
 LAYOUT_VALUE = "not a task: this value, over 64 bytes, keeps the hash a hash table (see core/whereabouts.py)"
 
+
+def with_layout(records: dict[str, str]) -> dict[str, str]:
+    """`records` as a client's HSET of them writes them: with the layout field first (see the module docstring)."""
+    return {LAYOUT_FIELD: LAYOUT_VALUE, **records}
+
+
 #: The states a record can name (a settled task has no record).
 PLACES = ("ready", "delayed", "running")
 

@@ -1,6 +1,6 @@
 -- Shared by the scripts that write a queue's events (pulled in by `--@include events`; see core/eventlog.py):
--- the settle script, for the outcomes it records (one `event` after-item per event, see settle.lua), and the record
--- script, for the stream sink's other events.
+-- the settle script, for the outcomes it records (riding in their items, or an `event` item each: settle.lua),
+-- and the record script, for the stream sink's other events.
 -- record_event(stream, maxlen, keep, ttl, line, timeline, short) XADDs one event (`line`, its JSON) to `stream`,
 -- capped at about `maxlen`, and, given its task's `timeline` key, appends '<stream entry id> <JSON>' to it (`short`
 -- instead of `line` when not '': a shorter copy); a timeline keeps its newest `keep` entries and expires `ttl`
