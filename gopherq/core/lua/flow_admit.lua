@@ -7,7 +7,8 @@
 --       then 3 per task: key index (1-based), token, reservation (ms it was made, '' for none)
 -- A task over the rate reserves the next slot and is deferred to it; it comes back holding the reservation (the
 -- time it was made, kept in its envelope) and runs without a second check, unless the rate was lowered after the
--- reservation was made (a slow-down restarts the schedule: older reservations are checked again).
+-- reservation was made (a slow-down restarts the schedule: reservations made before it, or in its millisecond, are
+-- checked again).
 -- Returns: {dues, events}: per task a due time (0 = run now), the reservation it holds (0 = none) and what held
 --          it back ('rate', 'concurrency' or 'circuit'; '' when it runs now); events are triples {key, name, value}.
 local now = tonumber(ARGV[1])
@@ -59,7 +60,7 @@ for j = first, #ARGV, 3 do
   local state, slots = KEYS[2 * i], KEYS[2 * i + 1]
   local token, reserved = ARGV[j + 1], tonumber(ARGV[j + 2])
   local due, kept, why = 0, 0, ''
-  if reserved and reserved < c.slowed_at then reserved = nil end
+  if reserved and reserved <= c.slowed_at then reserved = nil end  -- (the same ms: which came first is unknown)
   -- Circuit: open -> wait for the cool-down; half-open -> one probe at a time, the others wait.
   if c.circuit > 0 then
     local open_until = tonumber(redis.call('HGET', state, 'open_until'))
