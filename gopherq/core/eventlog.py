@@ -13,9 +13,14 @@ task fields as null), masked and bounded (ENTRY_BYTES). Masking happens in Pytho
 the same `Masker` the event bus uses for every sink: Redis never receives an unmasked event text, and there is one
 masker (header names, URL userinfo, query parameters, patterns from the settings) rather than a second one in Lua.
 
-A task's timeline (`QueueKeys.timeline`) is a list of its newest `timeline` events, each '<stream entry id> <JSON>'
-and at most TIMELINE_ENTRY_BYTES, expiring with the task's result (the settle sets both TTLs in one call): a task's
-page reads it in one bounded LRANGE, however many events the stream has taken since.
+A task's timeline is its newest `timeline` events, each '<stream entry id> <JSON>' and at most
+TIMELINE_ENTRY_BYTES, kept with the task's result: a task's page reads it in one bounded LRANGE and two HGETs,
+however many events the stream has taken since. It has two parts. The outcome event a settle writes with the
+task's result in the usual case (a success's or a cancellation's one event, riding in its settle item) goes into
+the hash of the outcomes settled in the same period of the result TTL (`QueueKeys.outcome_events`, field: the task
+id; one HSET per settle call), which expires when the next period ends, so it is kept between one and two result
+TTLs: a key with an expiry per task was a fifth of Redis's work per task. Every other event goes to the task's
+list (`QueueKeys.timeline`), expiring with its result (the settle sets both TTLs in one call).
 """
 
 from __future__ import annotations

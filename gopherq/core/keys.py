@@ -198,8 +198,20 @@ class QueueKeys:
         return self._tagged(f"result:{task_id}")
 
     def timeline(self, task_id: str) -> str:
-        """List: a task's newest events ('<stream entry id> <JSON>'), expiring with its result (core/eventlog.py)."""
+        """List: a task's newest events ('<stream entry id> <JSON>') but the outcome event a settle wrote with its
+        result, which is in `outcome_events`; expires with its result (core/eventlog.py)."""
         return self._tagged(f"timeline:{task_id}")
+
+    @property
+    def outcome_width(self) -> str:
+        """String: the width (s) of the periods `outcome_events` is cut into: the result TTL the settle last used."""
+        return self._tagged("outcomes")
+
+    def outcome_events(self, width: int, period: int) -> str:
+        """Hash: task id -> the outcome event ('<stream entry id> <JSON>') a settle wrote with the task's result
+        in period `period` (Unix time // `width`), the end of its timeline; expires when the next period ends, so an
+        entry is kept at least `width` seconds, the result TTL (core/eventlog.py)."""
+        return self._tagged(f"outcomes:{width}:{period}")
 
     @property
     def flows(self) -> str:

@@ -1,7 +1,7 @@
 """The settle script's call (lua/settle.lua): what a worker decided about each claimed task (`Settlement`), laid out
 as that script's KEYS and ARGV. Its own module because the layout is the contract between the worker and the script:
 five arguments per item, the after-items that follow an item (where, unlock, uncancel, fair, event), the flows' one
-`dag` item each, the riding events' timeline keys, then the keys and arguments every call ends with."""
+`dag` item each, the outcome events' keys, then the keys and arguments every call ends with."""
 
 from __future__ import annotations
 
@@ -72,14 +72,16 @@ def settle_call(
     result_ttl, dead_cap = limits
     args: list[Any] = [stamp, result_ttl, dead_cap, COUNTS_TTL]
     with_events = log is not None and any(item.events for item in items)
+    outcomes: list[str] = []  # where riding events' timeline entries go (see below)
     if with_events:
         assert log is not None
         keys.append(k.events)
         args += ["stream", log.maxlen, log.timeline, b"", b""]  # each event follows its item, as an 'event'
+        if log.timeline:
+            outcomes = [k.outcome_events(result_ttl, stamp // 1000 // result_ttl), k.outcome_width]
     # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
     # request) takes the request with it, so it does not linger until it expires.
     pending = cancel_requests
-    riding: list[str] = []  # the timelines of the events that ride in their items' `data` (see below)
     members: dict[str, list[str]] = {}  # flow id -> "<item index>:<node>" of its members ending here
     for item in items:
         position = len(keys) - 8  # the item's index in the script (KEYS[9 + position])
@@ -91,12 +93,10 @@ def settle_call(
                 raise ValueError(f"a {item.kind!r} settlement has no data (its event rides there)")
             extra = item.task_id
             # The usual case, a success's one event, rides in the item's own `data` (unused by these kinds):
-            # no argument of its own to pack and send (settle.lua; its timeline key follows the items' keys).
+            # no argument of its own to pack and send, and its timeline entry goes into this period's hash of
+            # outcome events, one HSET per call, instead of a key with an expiry per task (settle.lua).
             if events is not None and len(events) == 1 and len(events[0]) <= TIMELINE_ENTRY_BYTES:
-                assert log is not None
                 data, events = events[0], None
-                if log.timeline:
-                    riding.append(k.timeline(item.task_id))
         else:
             extra = item.extra
         args += [item.kind, item.token, item.result, data, extra]
@@ -126,7 +126,7 @@ def settle_call(
     for flow_id, listed in members.items():  # after the items they name: dag_settle.lua moves each flow on
         keys.append(k.dag(flow_id))
         args += ["dag", flow_id, "", ",".join(listed), ""]
-    keys += riding
+    keys += outcomes
     keys += k.ready_lists[1:]  # the high and low lists
     keys += [k.reaped, k.where, k.hourly_counts(stamp // 3600000 * 3600)]
     args += [HOURLY_COUNTS_TTL, *timing]

@@ -87,7 +87,9 @@ async def test_a_settle_sent_again_after_its_reply_was_lost_writes_its_events_on
     assert await worker.settle(items, 60, 10, LOG) == [True, True]  # the same call again: reported settled
     names = [(event["event"], event["task_id"]) for event in stream(sync_redis, worker)]
     assert names == [("task.succeeded", "ok"), ("task.failed", "again"), ("task.retrying", "again")]
-    assert sync_redis.llen(worker.keys.timeline("again")) == 2 and sync_redis.llen(worker.keys.timeline("ok")) == 1
+    inspector = Inspector(aredis, Settings())
+    assert [event.name for event in await inspector.timeline(queue_name, "again")] == ["task.failed", "task.retrying"]
+    assert [event.name for event in await inspector.timeline(queue_name, "ok")] == ["task.succeeded"]
 
 
 async def test_riding_events_reach_their_own_timelines_around_a_refused_item_a_retry_and_a_long_event(
@@ -143,6 +145,41 @@ async def test_riding_events_reach_their_own_timelines_around_a_refused_item_a_r
         await worker.settle([ack], 60, 10, LOG)
 
 
+async def test_a_successs_timeline_entry_goes_into_its_periods_hash_not_a_key_per_task(
+    aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    """The settle keeps the riding outcome events' timeline entries in one hash per period of the result TTL (one
+    HSET per call, no key with an expiry per task), kept at least the result TTL and at most twice it; the task's
+    earlier events stay in its list and a timeline read merges both, in order, whatever bytes the task id holds."""
+    ttl = 600
+    log = EventLog(maxlen=100_000, timeline=20, ttl=ttl)
+    worker = Broker(aredis, queue_name, "w1")
+    hostile = 'a b\\ "}\x00\n {x}'  # a space, a backslash, a quote, a NUL, a newline and braces
+    ids = [hostile, *(f"t{n}" for n in range(300))]
+    tokens = await claim(worker, *ids)
+    await log.write(aredis, queue_name, [(line("task.enqueued", hostile), hostile)])
+    items = [Settlement("ack", tokens[t], t, b"{}", events=[line("task.succeeded", t)]) for t in ids]
+    assert await worker.settle(items, ttl, 10, log) == [True] * len(ids)
+    assert not any(sync_redis.exists(worker.keys.timeline(t)) for t in ids[1:])
+    period = int(time.time()) // ttl
+    hashes = [worker.keys.outcome_events(ttl, p) for p in (period - 1, period)]
+    assert sum(sync_redis.hlen(h) for h in hashes) == len(ids)
+    expires = max(sync_redis.expiretime(h) for h in hashes if sync_redis.exists(h))
+    assert time.time() + ttl - 2 <= expires <= time.time() + 2 * ttl + 2
+    inspector = Inspector(aredis, Settings())
+    timeline = await inspector.timeline(queue_name, hostile)
+    assert [(event.name, event.task_id) for event in timeline] == [
+        ("task.enqueued", hostile),
+        ("task.succeeded", hostile),
+    ]
+    [succeeded] = await inspector.timeline(queue_name, "t7")
+    assert succeeded.id == next(
+        entry_id.decode()
+        for entry_id, fields in sync_redis.xrange(worker.keys.events)
+        if codec.loads(fields[b"event"])["task_id"] == "t7"
+    )
+
+
 async def test_a_settle_without_the_log_writes_no_event(
     aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
 ) -> None:
@@ -150,7 +187,7 @@ async def test_a_settle_without_the_log_writes_no_event(
     worker = Broker(aredis, queue_name, "w1")
     tokens = await claim(worker, "a")
     assert await worker.settle([Settlement("ack", tokens["a"], "a", b"{}", events=[line("x", "a")])], 60, 10) == [True]
-    assert not sync_redis.exists(worker.keys.events, worker.keys.timeline("a"))
+    assert not sync_redis.exists(worker.keys.events, worker.keys.timeline("a"), worker.keys.outcome_width)
 
 
 async def test_while_redis_refuses_writes_an_outcome_and_its_event_land_together(

@@ -4,6 +4,7 @@ timeline."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -90,15 +91,29 @@ class EventReader:
     async def timeline(self, queue: str, task_id: str, count: int = TIMELINE_READ) -> list[StreamEvent]:
         """A task's newest events (at most `count`, and at most what its timeline keeps), in the order they
         happened (by timestamp: a producer's `task.enqueued` can be written after a worker's first events of the
-        task). Kept with the task's result, written by the scripts that write the stream; one LRANGE of at most
-        TIMELINE_MAX entries of 2 KiB each, whatever the queue's traffic. Each event's `id` is its stream entry's."""
-        raw = await self.redis.lrange(self.keys(queue).timeline(task_id), -max(1, min(count, TIMELINE_MAX)), -1)
+        task). Kept with the task's result, written by the scripts that write the stream: its list (one LRANGE of
+        at most TIMELINE_MAX entries of 2 KiB each, whatever the queue's traffic) and the outcome event the settle
+        wrote with its result, in the hash of its period (two HGETs: this period's and the one before; see
+        core/eventlog.py). Each event's `id` is its stream entry's."""
+        k = self.keys(queue)
+        count = max(1, min(count, TIMELINE_MAX))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(k.timeline(task_id), -count, -1)
+            pipe.get(k.outcome_width)
+            raw, width = await pipe.execute()
+        raw = list(raw)
+        if width is not None and width.isdigit() and int(width) > 0:
+            period = int(time.time()) // int(width)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for back in (1, 0):
+                    pipe.hget(k.outcome_events(int(width), period - back), task_id)
+                raw += [entry for entry in await pipe.execute() if entry is not None and entry not in raw]
         found = []
         for item in raw:
             entry_id, _, line = item.partition(b" ")
             found.append(self._event(entry_id, {b"event": line}))
         found.sort(key=lambda event: (event.timestamp or 0.0, _entry_order(event.id)))
-        return found
+        return found[-count:]
 
     async def last_event_id(self, queue: str) -> str:
         """The id of the newest event in the queue's stream ("0-0" when it is empty): where a follower starts."""

@@ -1,10 +1,11 @@
 -- Shared by the scripts that write a queue's events (pulled in by `--@include events`; see core/eventlog.py):
--- the settle script, for the outcomes it records (riding in their items, or an `event` item each: settle.lua),
+-- the settle script, for the outcomes it records (an `event` item each; an event riding in its item is written by
+-- settle.lua itself, its timeline entry kept in the hash of its period: see core/eventlog.py),
 -- and the record script, for the stream sink's other events.
 -- record_event(stream, maxlen, keep, ttl, line, timeline, short) XADDs one event (`line`, its JSON) to `stream`,
 -- capped at about `maxlen`, and, given its task's `timeline` key, appends '<stream entry id> <JSON>' to it (`short`
 -- instead of `line` when not '': a shorter copy); a timeline keeps its newest `keep` entries and expires `ttl`
--- seconds after its latest event.
+-- seconds after its latest event. Returns the stream entry's id.
 -- record_events(stream, maxlen, keep, ttl, entries, spec) writes a batch: each line of `entries` (orjson escapes
 -- newlines, so a line is a whole event) with its line of `spec`: the KEYS index of its task's timeline (0: none),
 -- a space and an item number (unused here), then, when the timeline needs a shorter copy, a space and that copy.
@@ -17,6 +18,7 @@ local function record_event(stream, maxlen, keep, ttl, line, timeline, short)
     end
     redis.call('EXPIRE', timeline, ttl)
   end
+  return id
 end
 
 local function record_events(stream, maxlen, keep, ttl, entries, spec)

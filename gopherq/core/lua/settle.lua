@@ -4,7 +4,8 @@
 -- whose reply was lost (a dropped connection, a Redis restart, a timeout), sent again: the item is reported as
 -- settled (2) and nothing is written twice.
 -- KEYS: 1 ready list, 2 leases, 3 inflight, 4 delayed, 5 dead (hash), 6 dead index (zset), 7 stats (hash),
---       8 this minute's counts (hash), 9.. one key per item (in item order), then the riding events' timeline keys,
+--       8 this minute's counts (hash), 9.. one key per item (in item order), then, when there are events and
+--       timelines are kept, this period's outcome events (hash) and their width (string; see Events below),
 --       then the high- and low-priority lists, the reaped tokens (zset), the whereabouts (hash) and this hour's
 --       counts (hash; last five)
 -- ARGV: 1 now (ms), 2 result TTL (s), 3 dead-letter cap, 4 counts TTL (s), then 5 per item:
@@ -37,9 +38,11 @@
 --   event of an item (item key: the task's timeline, or the stream itself when timelines are off; result: the
 --   event's JSON; data: the timeline's shorter copy of it, '' when it fits). An event is written only when its
 --   item was settled now: a refused or repeated item writes none. The usual event, an 'ack' or 'cancel' item's
---   one outcome event that fits a timeline entry, rides in the item's own `data` instead (unused by those kinds),
---   and its task's timeline key (when timelines are kept) is the next of the keys that follow the items' keys, one
---   per such item, in item order: no arguments of its own.
+--   one outcome event that fits a timeline entry, rides in the item's own `data` instead (unused by those kinds):
+--   no arguments of its own. Its timeline entry, the last of its task's timeline, goes into the hash of the outcome
+--   events written in this period of the result TTL (field: the task id), in one HSET per call, and that hash
+--   expires when the next period ends: a key with an expiry per task costs Redis a fifth of its work per task
+--   (core/eventlog.py; the task's earlier events are in its timeline list as before).
 -- Counts each kind in the stats hash (acked, cancelled, retried, deferred, dead_lettered, released, refused_acks,
 -- settles_repeated), and the outcomes (succeeded, cancelled, retried, dead) and the timings in this minute's and
 -- this hour's counts hashes, once per kind per batch.
@@ -63,7 +66,7 @@ local leases = {}
 local last_held = false
 local last_base = 0  -- [fair keys] ARGV index of the last settled item
 local n = (#ARGV - 9) / 5
-local riding = 9 + n  -- the KEYS index of the next riding event's timeline (see Events above)
+local outcomes = {}  -- task id, timeline entry, ... of the riding events written here (see Events above)
 for i = 0, n - 1 do
   local base = 5 + i * 5
   local kind, token, result = ARGV[base], ARGV[base + 1], ARGV[base + 2]
@@ -105,10 +108,6 @@ for i = 0, n - 1 do
     held = redis.call('HDEL', KEYS[3], token) == 1
   end
   local rides = stream and (kind == 'ack' or kind == 'cancel') and ARGV[base + 3] ~= ''
-  local timeline = nil
-  if rides and keep > 0 then
-    timeline, riding = KEYS[riding], riding + 1  -- taken whether the item is settled now or not
-  end
   if held == nil then
     -- an after-effect of the previous item: nothing to report
   elseif not held then
@@ -142,13 +141,27 @@ for i = 0, n - 1 do
     if result ~= '' then
       redis.call('SET', KEYS[9 + i], result, 'EX', ttl)
     end
-    if rides then record_event(stream, maxlen, keep, ttl, ARGV[base + 3], timeline, '') end
+    if rides then
+      local id = record_event(stream, maxlen, keep, ttl, ARGV[base + 3], nil, '')  -- its timeline entry: below
+      if keep > 0 then
+        outcomes[#outcomes + 1] = ARGV[base + 4]
+        outcomes[#outcomes + 1] = id .. ' ' .. ARGV[base + 3]
+      end
+    end
     if kind == 'ack' or kind == 'cancel' or kind == 'dead' then gone[#gone + 1] = ARGV[base + 4] end
     counts[kind] = (counts[kind] or 0) + 1
     out[#out + 1] = 1
   end
 end
 local moved_flows = #dag_noted > 0 and dag_settle_all()  -- flows: the members noted above (dag_settle.lua)
+if #outcomes > 0 then  -- this period's hash, kept until the next period ends (at least the result TTL)
+  local hash, width = KEYS[9 + n], tonumber(ttl)
+  for j = 1, #outcomes, 1000 do
+    redis.call('HSET', hash, unpack(outcomes, j, math.min(j + 999, #outcomes)))
+  end
+  redis.call('EXPIREAT', hash, (math.floor(tonumber(ARGV[1]) / 1000 / width) + 2) * width)
+  redis.call('SET', KEYS[10 + n], ttl)
+end
 -- The settled tokens' leases go in one ZREM per thousand (a call per token costs more than the removal).
 for j = 1, #leases, 1000 do
   redis.call('ZREM', KEYS[2], unpack(leases, j, math.min(j + 999, #leases)))
