@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from gopherq import Settings
 from gopherq.core import codec
 from gopherq.core.audit import Actor
-from gopherq.core.broker import Broker, SpecialPush
+from gopherq.core.broker import Broker, Settlement, SpecialPush, now_ms
 from gopherq.core.fair import FairKeys
 from gopherq.core.inspect import Inspector
 from gopherq.core.inspect.operations import Operator
@@ -135,6 +135,52 @@ async def test_deleting_the_last_task_of_a_parked_key_leaves_nothing_behind(
     # The key is as a new one: its next task waits for its running one to end, then runs.
     await enqueue(broker, [("c3", "held-1")])
     assert await claim_all(broker) == []
+
+
+async def retry_an_hour_away(broker: Broker, token: str, task_id: str, key: str) -> None:
+    """Settle `task_id`'s attempt as a retry due in an hour (an ordered key's: it waits at its key's head)."""
+    due = now_ms() + 3_600_000
+    retry = Settlement(
+        "retry",
+        token,
+        task_id,
+        b"",
+        envelope(task_id, key, attempt=2),
+        str(due),
+        where=f"delayed|retrying|{due}|2/3",
+        fair_key=key,
+    )
+    assert await broker.settle([retry], 60, 100) == [True]
+
+
+async def test_running_now_or_deleting_an_ordered_keys_waiting_retry_frees_its_key_at_once(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """An ordered key rests while its retry waits at the head of its list: an operator's run now of that retry
+    runs it now (still first of its key), and deleting it lets the key's next task run at once. Deleting a task
+    behind the retry does not release the retry early."""
+    settings = make_settings()
+    broker = Broker(aredis, queue_name, "w1")
+    keys = broker.keys
+    await FairKeys(aredis, queue_name, settings.fair).set("ledger", ordered=True)
+    await enqueue(broker, [("l1", "ledger"), ("l2", "ledger"), ("l3", "ledger")])
+    [(token, _)] = await broker.claim(5, 60000) or []
+    await retry_an_hour_away(broker, token, "l1", "ledger")
+    assert await claim_all(broker, batch=5) == []  # the key rests until its retry is due
+
+    assert await operator(aredis, settings).delete_task(queue_name, "l3") == "done"
+    assert await waiting(aredis, keys, "d", "ledger") == ["l1", "l2"]
+    assert await claim_all(broker, batch=5) == []  # the retry still waits, and l2 behind it
+
+    assert await operator(aredis, settings).run_now(queue_name, "l1") == "done"
+    [(token, raw)] = await broker.claim(5, 60000) or []
+    assert codec.loads(raw)["id"] == "l1"  # now, and still the key's only task in flight
+    assert await claim_all(broker, batch=5) == []
+    await retry_an_hour_away(broker, token, "l1", "ledger")
+    assert await claim_all(broker, batch=5) == []
+
+    assert await operator(aredis, settings).delete_task(queue_name, "l1") == "done"
+    assert await claim_all(broker, batch=5) == ["l2"]
 
 
 async def test_run_now_and_delete_through_the_api_find_a_task_in_its_keys_list(
