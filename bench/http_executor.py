@@ -27,6 +27,8 @@ from gopherq.core.executor import ExecutionContext, ExecutorEntry, run_attempt
 from gopherq.core.task import task_from_dict
 from gopherq.plugins.http import HttpExecutor, HttpSettings
 
+_LOG = logging.LoggerAdapter(logging.getLogger("bench"), {})
+
 
 def _context() -> ExecutionContext:
     return ExecutionContext(
@@ -36,7 +38,7 @@ def _context() -> ExecutionContext:
         max_attempts=3,
         timeout=30.0,
         deadline=None,
-        log=logging.LoggerAdapter(logging.getLogger("bench"), {}),
+        log=_LOG,
     )
 
 

@@ -10,27 +10,19 @@ transport (`transport = "httpx"`) converts to and from httpx's objects, as it mu
 A `Target` is a URL parsed once: httpx's parser remains the one that decides what a URL means (its normalised
 text, host and port), except for the common plain URL that httpx leaves as it is (lower-case ASCII host, explicit
 non-default port or none, a path and query of unreserved and sub-delimiter characters, no dot segment, escape or
-fragment), recognised by one regular expression (`_PLAIN`); tests check that both agree on such URLs. Targets are
-kept per URL string in a bounded cache: tasks call the same endpoints over and over.
+fragment), recognised by one regular expression (checks.PLAIN_URL); tests check that both agree on such URLs.
+Targets are kept per URL string in a bounded cache: tasks call the same endpoints over and over.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 
-from gopherq.plugins.http.checks import FRAMING_HEADERS
+from gopherq.plugins.http.checks import FRAMING_HEADERS, PLAIN_URL
 
-#: A URL httpx would not change: scheme, lower-case ASCII host (no IDNA label), optional port, a path and an
-#: optional query made of characters httpx keeps as they are (no `%`, no `#`, no space, nothing non-ASCII).
-_PLAIN = re.compile(
-    r"(https?)://([a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*)"
-    r"(?::([1-9][0-9]{0,4}))?"
-    r"(/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*)?"
-)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: URLs up to this long are cached (`target`); the cache holds at most `_CACHED_TARGETS` of them.
 _CACHED_URL_CHARS = 2048
@@ -65,7 +57,7 @@ def target(url: str) -> Target:
     found = _targets.get(url)
     if found is not None:
         return found
-    plain = _PLAIN.fullmatch(url)
+    plain = PLAIN_URL.fullmatch(url)
     if plain is not None and "/." not in url and "--" not in plain.group(2):
         scheme, host, port_text = plain.group(1, 2, 3)
         port = int(port_text) if port_text else None
