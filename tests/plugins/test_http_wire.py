@@ -35,6 +35,11 @@ URLS = [
     "http://example.com/x#fragment",
     "http://example.com./x",
     "http://a--b.example.com/x",
+    "http://a..b/x",
+    "http://-a.b./x",
+    "http://1.2.3/x",
+    "http://0x7f.1/x",
+    "http://a.xn--bcher-kva.de/x",
     "http://example.com/x?",
     "http://example.com/x?a=[1]",
 ]

@@ -79,9 +79,9 @@ class AiohttpTransport:
         """Send `request` (framed here: wire.framed_headers) and read the answer's head."""
         session = self.session or self._open()
         target = request.target
-        url = target.cache.get("yarl")
-        if url is None:  # httpx has parsed and encoded it (wire.target): aiohttp need not do it again
-            url = target.cache["yarl"] = URL(target.url, encoded=True)
+        url = target.transport_url
+        if url is None:  # already encoded (wire.target): aiohttp need not parse and encode it again
+            url = target.transport_url = URL(target.url, encoded=True)
         try:
             response = await session.request(
                 request.method,

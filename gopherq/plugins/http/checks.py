@@ -72,8 +72,7 @@ def check_headers(headers: dict[str, str]) -> None:
 #: keeps as they are (no `%`, no `#`, no space, nothing non-ASCII). Validation checks such a URL without urlsplit
 #: (only its host and port are left to check), and httpx would not change it (wire.target).
 PLAIN_URL = re.compile(
-    r"(https?)://([a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*)"
-    r"(?::([1-9][0-9]{0,4}))?"
+    r"(https?)://([a-z0-9_.-]+)(?::([1-9][0-9]{0,4}))?"
     r"(/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*)?"
 )
 #: RFC 8187 attr-char beyond letters and digits: what an ext-value keeps as it is.

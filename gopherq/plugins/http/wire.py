@@ -16,7 +16,7 @@ Targets are kept per URL string in a bounded cache: tasks call the same endpoint
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -30,17 +30,29 @@ _CACHED_TARGETS = 1024
 _targets: dict[str, Target] = {}
 
 
-@dataclass(frozen=True, slots=True)
 class Target:
     """Where a request goes: the URL as sent (encoded, without userinfo), and its origin as httpx names it (the
-    host IDNA-decoded, the port None when it is the scheme's default)."""
+    host IDNA-decoded, the port None when it is the scheme's default). Shared by every request to the URL: never
+    modify it (a plain class with slots, not a dataclass: one is made per distinct URL, on the hot path)."""
 
-    url: str
-    scheme: str
-    host: str
-    port: int | None
-    #: Free for a transport to keep its own parsed form of `url` in (the aiohttp transport's yarl URL).
-    cache: dict[str, Any] = field(default_factory=dict, compare=False)
+    __slots__ = ("host", "port", "scheme", "transport_url", "url")
+
+    def __init__(self, url: str, scheme: str, host: str, port: int | None) -> None:
+        self.url = url
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        #: The transport's own parsed form of `url`, made on first use (the aiohttp transport's yarl URL).
+        self.transport_url: Any = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Target) and (self.url, self.origin) == (other.url, other.origin)
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    def __repr__(self) -> str:
+        return f"Target({self.url!r})"
 
     @property
     def origin(self) -> tuple[str, str, int | None]:
@@ -58,7 +70,7 @@ def target(url: str) -> Target:
     if found is not None:
         return found
     plain = PLAIN_URL.fullmatch(url)
-    if plain is not None and "/." not in url and "--" not in plain.group(2):
+    if plain is not None and "/." not in url and "xn--" not in plain.group(2):  # httpx decodes IDNA labels
         scheme, host, port_text = plain.group(1, 2, 3)
         port = int(port_text) if port_text else None
         if port is not None and (port > 65535 or port == _DEFAULT_PORTS[scheme]):
@@ -127,7 +139,14 @@ def decode_headers(raw: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], .
     """Response headers as the result record keeps them, as `dict(httpx.Headers(raw))` gives them: lower-case
     names, a repeated name's values joined by ", ", all decoded as ASCII, else UTF-8, else ISO-8859-1 (one choice
     for the whole set, as httpx makes it)."""
-    encoding = "latin-1"  # ASCII bytes decode the same, and faster
+    try:  # the common answer: ASCII, no name repeated
+        fast = {name.decode("ascii").lower(): value.decode("ascii") for name, value in raw}
+    except UnicodeDecodeError:
+        pass
+    else:
+        if len(fast) == len(raw):
+            return fast
+    encoding = "ascii"
     if not all(raw_name.isascii() and raw_value.isascii() for raw_name, raw_value in raw):
         encoding = "utf-8"
         try:
@@ -138,7 +157,7 @@ def decode_headers(raw: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], .
             encoding = "latin-1"
     out: dict[str, str] = {}
     for name_bytes, value_bytes in raw:
-        name = name_bytes.decode(encoding).lower()
+        name = name_bytes.lower().decode(encoding)  # ASCII letters only, as httpx lowers names
         value = value_bytes.decode(encoding)
         out[name] = f"{out[name]}, {value}" if name in out else value
     return out
