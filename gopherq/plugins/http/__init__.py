@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import re
 import time
 from typing import Any
@@ -54,7 +53,7 @@ from gopherq.plugins.http.extras import EnvValue, callback_tasks, parse_statuses
 from gopherq.plugins.http.flow import FLOW_KEY, HostRule, HostRules, flow_label, flow_signal
 from gopherq.plugins.http.responses import MAX_REDIRECTS, REDIRECT_STATUSES, redirect_request, retry_after_seconds
 from gopherq.plugins.http.summary import call_summary, encoded_body
-from gopherq.plugins.http.wire import Incoming, Outgoing, Target, Transport, target
+from gopherq.plugins.http.wire import Incoming, Outgoing, Target, Transport, once, target
 from gopherq.plugins.signing import secret_key, sign
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -100,7 +99,7 @@ class HttpSettings(PluginSettings):
 class HttpPayload(BaseModel):
     """The fields of an `http` task. `header` (the seed's name) and `headers` are both accepted."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", ignored_types=(once,))
 
     method: str = "GET"
     url: str
@@ -126,11 +125,11 @@ class HttpPayload(BaseModel):
     def _callback_url(cls, value: str | None) -> str | None:
         return None if value is None else cls._absolute_http_url(value)
 
-    @functools.cached_property
+    @once
     def success_codes(self) -> frozenset[int] | None:
         return None if self.success_status is None else parse_statuses(self.success_status)
 
-    @functools.cached_property
+    @once
     def retry_codes(self) -> frozenset[int] | None:
         return None if self.retry_status is None else parse_statuses(self.retry_status)
 
@@ -165,7 +164,7 @@ class HttpPayload(BaseModel):
                 raise ValueError(f"the url {exc}") from None
         return value
 
-    @functools.cached_property
+    @once
     def target(self) -> Target:
         """Where the request goes (userinfo taken out: see `credentials`), parsed when the request is built
         (wire.target; validation, which also runs in every client, checks the URL with the lighter urlsplit).
@@ -179,7 +178,7 @@ class HttpPayload(BaseModel):
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
             raise PermanentFailure(f"invalid url {self.url!r}: {exc}", reason="invalid_request") from None
 
-    @functools.cached_property
+    @once
     def credentials(self) -> tuple[str, str] | None:
         """(URL without userinfo, Authorization value) when the URL carries user:password@: sent as HTTP Basic
         auth, as httpx's client does, by both transports alike (validation refuses an Authorization header

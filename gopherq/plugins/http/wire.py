@@ -16,8 +16,9 @@ Targets are kept per URL string in a bounded cache: tasks call the same endpoint
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 import httpx
 
@@ -193,3 +194,33 @@ class Transport(Protocol):
     async def send(self, request: Outgoing) -> Incoming: ...
 
     async def aclose(self) -> None: ...
+
+
+_T = TypeVar("_T")
+
+
+class once(Generic[_T]):
+    """functools.cached_property without its lock: Python 3.11's takes an RLock on every first access, and every
+    attribute of an http task's payload that is computed on demand (its target, credentials, status sets) is
+    read once per task, in one thread. The value is stored in the instance's __dict__ and read from there next
+    time, as cached_property does."""
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> once[_T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> _T | once[_T]:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
