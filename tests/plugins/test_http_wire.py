@@ -1,12 +1,20 @@
 """The executor's own request and answer records (plugins/http/wire.py) agree with httpx, which they replace on
 the hot path: a URL means what httpx says it means, response headers read as httpx reads them, and no framing
-or hop-by-hop header reaches the wire."""
+or hop-by-hop header reaches the wire; a plugin still adds its outgoing headers (the tracing seam) on both
+transports."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import MutableMapping
+
 import httpx
 import pytest
+from pytest_httpserver import HTTPServer
 
+from gopherq.core.executor import ExecutionContext, ExecutorEntry, run_attempt
+from gopherq.core.task import task_from_dict
+from gopherq.plugins.http import HttpExecutor, HttpSettings
 from gopherq.plugins.http.checks import PLAIN_URL, _url_problem, check_url
 from gopherq.plugins.http.wire import Outgoing, decode_headers, framed_headers, target
 
@@ -107,3 +115,52 @@ def test_framing_and_hop_by_hop_headers_never_reach_the_wire() -> None:
     assert framed_headers(clean) is clean.headers, "a clean request's headers are not copied"
     with pytest.raises(ValueError, match="ASCII"):
         framed_headers(Outgoing("GET", target("http://example.com/x"), {"X-A": "café"}, b"", 5.0))
+
+
+class _Observer:
+    """An `OutboundCalls` as a tracing plugin provides one (core/calls.py): adds its header, records what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str, int | None]] = []
+
+    def begin(self, kind: str, operation: str, target: str) -> _Observer:
+        self.seen.append((kind, operation, target, None))
+        return self
+
+    def propagate(self, headers: MutableMapping[str, str]) -> None:
+        if not any(name.lower() == "traceparent" for name in headers):
+            headers["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    def answered(self, status: int) -> None:
+        self.seen[-1] = (*self.seen[-1][:3], status)
+
+    def __enter__(self) -> _Observer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_plugin_adds_its_outgoing_header_through_context_calls(http: HTTPServer, transport: str) -> None:
+    """The seam the `otel` plugin uses: `context.calls.begin(...).propagate(headers)` adds a header to the request
+    on either transport (unless the task sets its own), and `answered` gets the status."""
+    http.expect_request("/traced").respond_with_data("ok", status=202)
+    executor = HttpExecutor(HttpSettings(transport=transport), concurrency=2)
+    await executor.open()
+    try:
+        entry = ExecutorEntry("http", executor, "http")
+        observer = _Observer()
+        url = http.url_for("/traced")
+        for own in ({}, {"TraceParent": "00-11111111111111111111111111111111-2222222222222222-00"}):
+            task = task_from_dict({"id": "traced", "url": url, "headers": own})
+            entry.validate(task)
+            context = ExecutionContext("w", "q", 1, 1, 5.0, None, logging.LoggerAdapter(logging.getLogger("t"), {}))
+            context.calls = observer
+            outcome = await run_attempt(entry, task, context)
+            assert outcome.failure is None, outcome.failure
+        sent = [request.headers["traceparent"] for request, _ in http.log]
+        assert sent == ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", own["TraceParent"]]
+        assert observer.seen == [("http", "GET", url, 202)] * 2
+    finally:
+        await executor.close()
