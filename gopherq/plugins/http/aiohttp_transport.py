@@ -1,22 +1,20 @@
-"""An httpx transport over one aiohttp ClientSession, cut down to what the HTTP executor needs.
+"""The HTTP executor's default transport: one aiohttp ClientSession, cut down to what the executor needs.
 
-The executor keeps httpx's API (httpx.Request in, httpx.Response out, httpx's exceptions), but httpx's own
-transport (httpcore) manages only a few hundred requests/s at a concurrency of 100 on these machines, and httpx's
-API over the general-purpose `httpx-aiohttp` transport about half of what aiohttp does alone: part of the
-difference is httpx's own objects, part is conversion work between the two libraries. This one converts only what
-it must:
+The executor sends its own small request record and reads its own answer record (wire.py: `Outgoing` in,
+`Incoming` out, httpx's exceptions for failures, whatever the library underneath); this transport maps them
+straight onto aiohttp, with no httpx object in between (httpx's own transport, httpcore, manages only a few hundred
+requests/s at a concurrency of 100 on these machines, and httpx's objects over aiohttp cost a fifth of a worker's
+CPU per HTTP task). What it does per request is what it must:
 
-- the URL is handed to aiohttp as an already-encoded yarl URL (httpx has parsed and encoded it; aiohttp would
-  parse it again);
-- aiohttp timeouts are built once per distinct httpx timeout, not once per request;
-- errors are mapped by one `except` per kind instead of a context manager per request and per body chunk, and a
-  refused connection is reported as httpx.ConnectError (httpx-aiohttp reports it as a ConnectTimeout);
-- a small body with a Content-Length and no Content-Encoding (the common API answer) is read at once and handed
-  to httpx as content, which httpx then serves without its per-chunk async machinery; any other body is handed
-  over chunk by chunk as aiohttp reads it, undecoded (the executor decodes it with bounded output, body, and
-  stops reading at its body limit).
+- the URL is handed to aiohttp as an already-encoded yarl URL, made once per distinct URL (wire.Target);
+- aiohttp timeouts are built once per distinct time limit, not once per request;
+- errors are mapped by one `except` per kind, and a refused connection is reported as httpx.ConnectError;
+- a small body with a Content-Length and no Content-Encoding (the common API answer) is read at once; any other
+  body is read chunk by chunk as aiohttp reads it, undecoded, and decoded with bounded output (body.py), reading
+  stopping at the body limit;
+- the response headers are decoded once, as httpx would decode them (wire.decode_headers).
 
-It owns the framing of what it sends (framing.frame_request: one Content-Length, no task-supplied framing or
+It owns the framing of what it sends (wire.framed_headers: one Content-Length, no task-supplied framing or
 hop-by-hop header), and returns a connection to the pool only when its response was read to a clean end: a body
 left unread (limit reached, timeout, cancellation) or broken (protocol error), or followed by more bytes (at once,
 or while the connection waits in the pool: CheckedConnector), closes the connection.
