@@ -5,7 +5,9 @@ GET tasks to a private nginx, against a private redis-server, after 2,000 to war
 time (user + system, from /proc) over the counted tasks is divided by them. Rounds alternate between this checkout
 and `--before DIR` (another checkout with its own .venv), and the best round of each is kept: other jobs on a
 shared machine slow a round down, they rarely speed one up. With `--spy`, py-spy samples one more round of each and
-the samples are summed by layer as in the benchmark report (bench.profile.layers).
+the samples are summed by layer as in the benchmark report (bench.profile.layers); each layer's µs are its share of
+the samples times the CPU time measured over that round (on a loaded machine py-spy also counts the time a busy
+thread waits for a core, so samples / rate would overstate it).
 
     python -m bench.http_worker_cpu [--tasks 20000] [--rounds 3] [--before /path/to/checkout] [--spy]
 """
@@ -111,8 +113,8 @@ def main() -> None:
                 figure = run(tree, args.tasks, raw, args.plain)
                 rows, samples = layers(raw, args.tasks)
                 print(f"\n{label}: {figure:.1f} µs worker CPU per task under py-spy; {samples:,} busy samples")
-                for name, share, micros in rows:
-                    print(f"  {name:58} {share:5.1f} % {micros:7.1f} µs/task")
+                for name, share, _ in rows:  # py-spy counts runnable time too: shares of the measured CPU instead
+                    print(f"  {name:58} {share:5.1f} % {share / 100 * figure:7.1f} µs/task")
 
 
 if __name__ == "__main__":
