@@ -1,8 +1,8 @@
 """The limits every figure is read against: HTTP clients with no queue at all, Redis round trips, and GoPherQ's
 delivery protocol (claim + settle Lua scripts) with no executor.
 
-HTTP: N GETs against the same nginx with c requests in flight, by the clients the systems use: GoPherQ's (an
-httpx transport called directly: its own aiohttp-backed one by default, httpcore's with `transport = "httpx"`),
+HTTP: N GETs against the same nginx with c requests in flight, by the clients the systems use: GoPherQ's (its
+transport called directly: its own aiohttp-backed one by default, httpx's httpcore with `transport = "httpx"`),
 the general-purpose `httpx-aiohttp` transport (for comparison), raw aiohttp (the async peers), and requests with
 c threads (the sync peers). Redis: redis-benchmark on the private server.
 Protocol: one Python process claiming batches of 200 and acknowledging them, the most a GoPherQ worker could do
@@ -44,17 +44,16 @@ async def _drive(count: int, concurrency: int, get: Any, window: float) -> float
 
 
 async def transport_rate(url: str, count: int, concurrency: int, transport: str, window: float) -> float:
-    """An httpx transport driven through `handle_async_request` as GoPherQ's executor drives it, with the pool
-    sized to the concurrency: `gopherq` (GoPherQ's aiohttp-backed transport), `httpx-aiohttp` or `httpx`."""
+    """An HTTP client driven as GoPherQ's executor drives its transport, with the pool sized to the concurrency:
+    `gopherq` (GoPherQ's aiohttp transport, with the executor's own request and answer records: plugins/http/
+    wire.py), or an httpx transport through `handle_async_request`: `httpx-aiohttp` or `httpx` (httpcore)."""
     import httpx
 
+    if transport == "gopherq":
+        return await _gopherq_rate(url, count, concurrency, window)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     client: httpx.AsyncBaseTransport
-    if transport == "gopherq":
-        from gopherq.plugins.http.aiohttp_transport import AiohttpTransport
-
-        client = AiohttpTransport(concurrency)
-    elif transport == "httpx-aiohttp":
+    if transport == "httpx-aiohttp":
         from httpx_aiohttp import AiohttpTransport as GeneralAiohttpTransport
 
         client = GeneralAiohttpTransport(limits=limits)
@@ -70,6 +69,25 @@ async def transport_rate(url: str, count: int, concurrency: int, transport: str,
                 await response.aclose()
             if response.status_code != 200:
                 raise RuntimeError(f"HTTP {response.status_code}")
+
+        await _drive(min(count, concurrency), concurrency, get, window)  # open the connections first
+        return await _drive(count, concurrency, get, window)
+    finally:
+        await client.aclose()
+
+
+async def _gopherq_rate(url: str, count: int, concurrency: int, window: float) -> float:
+    from gopherq.plugins.http.aiohttp_transport import AiohttpTransport
+    from gopherq.plugins.http.wire import Outgoing, target
+
+    client = AiohttpTransport(concurrency)
+    try:
+
+        async def get(i: int) -> None:
+            response = await client.send(Outgoing("GET", target(f"{url}/{i}"), {}, b"", None))
+            await response.read(1 << 20)
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}")
 
         await _drive(min(count, concurrency), concurrency, get, window)  # open the connections first
         return await _drive(count, concurrency, get, window)

@@ -115,7 +115,7 @@ PLANS = {
 
 #: Ceiling name -> client (see bench/ceilings.py). The first two are GoPherQ's HTTP client, no queue.
 CEILING_CLIENTS = {
-    "GoPherQ client: httpx API, GoPherQ's aiohttp transport": "gopherq",
+    "GoPherQ client: GoPherQ's aiohttp transport": "gopherq",
     "GoPherQ client: httpx (httpcore) transport": "httpx",
     "httpx API, httpx-aiohttp transport": "httpx-aiohttp",
     "aiohttp": "aiohttp",

@@ -74,7 +74,7 @@ def targets(results: Results) -> list[str]:
         if peer:
             add(f"noop drain >= 4x fastest peer ({peer[0]})", f"{rate / peer[1]:.1f}x", rate >= 4 * peer[1])
     pairs = (
-        ("GoPherQ", "GoPherQ client: httpx API, GoPherQ's aiohttp transport"),
+        ("GoPherQ", "GoPherQ client: GoPherQ's aiohttp transport"),
         ("GoPherQ (httpx transport)", "GoPherQ client: httpx (httpcore) transport"),
     )
     for system, ceiling_name in pairs:

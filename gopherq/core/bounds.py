@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from gopherq.core.masking import drop_cut_url
 
 #: Most UTF-8 bytes of one text a page, a fragment or an API answer shows.
@@ -57,6 +59,18 @@ def cut_bytes(data: bytes, limit: int) -> bytes:
     while end > 0 and limit - end < 3 and data[end] & 0xC0 == 0x80:  # a continuation byte: back off
         end -= 1
     return data[:end] if data[end] & 0xC0 != 0x80 else data[:limit]
+
+
+def within(value: Any, *, text: int, total: int) -> bool:
+    """Whether `bounded(value, text=text, total=total)` would cut nothing, known without walking `value`: its
+    compact JSON is at most `text` bytes (so no text in it is longer) and at most a sixth of `total` (the walk
+    charges no part more than six times its JSON size: a scalar costs _SCALAR_COST, a text or a key its size and
+    quotes). False also when orjson cannot encode `value` as it is (a key that is not a string, bytes...)."""
+    try:
+        size = len(orjson.dumps(value))
+    except TypeError:
+        return False
+    return size <= text and size * _SCALAR_COST < total
 
 
 def bounded(value: Any, *, text: int, total: int, path: str = "", cuts: Cuts | None = None) -> Any:

@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from gopherq.core.bounds import bounded
+from gopherq.core.bounds import bounded, within
 from gopherq.core.calls import OutboundCalls
 from gopherq.core.errors import TaskFailure, TaskRejected
 from gopherq.core.flow import FlowLimits
@@ -344,6 +344,8 @@ class ExecutorEntry:
             return None
         if not isinstance(call, dict):
             return None
+        if within(call, text=CALL_TEXT, total=CALL_LIMIT):  # the common small call: nothing to cut, no walk
+            return call
         shown: dict[str, Any] = bounded(call, text=CALL_TEXT, total=CALL_LIMIT)
         return shown
 

@@ -17,7 +17,7 @@ from aiohttp import ClientSession, CookieJar
 from aiohttp.test_utils import TestServer
 
 from gopherq.core import codec
-from gopherq.core.bounds import SHOWN_FIELD, SHOWN_TEXT, bounded, cut_bytes, cut_text
+from gopherq.core.bounds import SHOWN_FIELD, SHOWN_TEXT, bounded, cut_bytes, cut_text, within
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters, masked_raw_text
 from gopherq.core.errors import TaskRejected
@@ -267,6 +267,21 @@ def test_bounded_cuts_texts_and_collections_and_records_each_cut() -> None:
     assert len(codec.dumps(shown)) < 400
     untouched: dict[str, dict[str, int]] = {}
     assert bounded({"k": [1, "two"]}, text=10, total=200, cuts=untouched) == {"k": [1, "two"]} and not untouched
+
+
+def test_within_says_yes_only_when_bounded_would_cut_nothing() -> None:
+    """`within` is the shortcut that lets an executor's small call description skip the walk: whenever it says
+    yes, the walk would have returned the same value and recorded no cut."""
+    call = {"method": "GET", "url": "http://h/x", "headers": {"A": "b"}, "body_bytes": 0, "body_sha256": "0" * 64}
+    values = [call, {"k": [0] * 150}, {"k": [0] * 400}, {"t": "é" * 300}, {"t": "x" * 700}, [None, True, 1.5], {}]
+    for value in values:
+        cuts: dict[str, dict[str, int]] = {}
+        shown = bounded(value, text=2048, total=4096, cuts=cuts)
+        if within(value, text=2048, total=4096):
+            assert shown == value and not cuts, value
+    assert within(call, text=2048, total=4096)
+    assert not within({1: "a"}, text=2048, total=4096), "a key orjson cannot encode: walked"
+    assert not within({"t": "x" * 3000}, text=2048, total=100_000), "a text over the limit"
 
 
 def test_a_url_a_cut_goes_through_is_dropped_whole() -> None:

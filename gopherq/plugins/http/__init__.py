@@ -1,4 +1,4 @@
-"""The built-in `http` executor: one HTTP call per task through one shared httpx client and connection pool.
+"""The built-in `http` executor: one HTTP call per task through one shared transport and connection pool.
 
 2xx is success. 408, 429 and 5xx (configurable) are retried, honouring Retry-After; other statuses fail
 without retry. Network errors and timeouts are retried. Every attempt carries an `Idempotency-Key` header
@@ -6,15 +6,15 @@ without retry. Network errors and timeouts are retried. Every attempt carries an
 retries and redeliveries of at-least-once delivery harmless.
 
 The executor owns the wire: a task cannot set framing or hop-by-hop headers (checks), both transports frame
-every request themselves (framing), and a response body is read and decoded with bounded memory whatever the
-endpoint sends (body).
+every request themselves (framing, wire.framed_headers), and a response body is read and decoded with bounded
+memory whatever the endpoint sends (body). It speaks to its transport in its own small records (wire: `Outgoing`,
+`Incoming`), not httpx's objects, which cost a fifth of a worker's CPU per task; the `httpx` transport converts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import re
 import time
 from typing import Any
@@ -47,7 +47,6 @@ from gopherq import (
     TaskFailure,
     hookimpl,
 )
-from gopherq.plugins.http.body import read_body
 from gopherq.plugins.http.checks import basic_auth, check_credentials, check_headers, check_url, idempotency_key
 from gopherq.plugins.http.command import curl_command
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
@@ -55,6 +54,7 @@ from gopherq.plugins.http.extras import EnvValue, callback_tasks, parse_statuses
 from gopherq.plugins.http.flow import FLOW_KEY, HostRule, HostRules, flow_label, flow_signal
 from gopherq.plugins.http.responses import MAX_REDIRECTS, REDIRECT_STATUSES, redirect_request, retry_after_seconds
 from gopherq.plugins.http.summary import call_summary, encoded_body
+from gopherq.plugins.http.wire import Incoming, Outgoing, Target, Transport, once, target
 from gopherq.plugins.signing import secret_key, sign
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -73,7 +73,7 @@ class HttpSettings(PluginSettings):
     max_connections: int | None = Field(None, ge=1, description="connection pool size (default: worker concurrency)")
     user_agent: str = "gopherq"
     transport: str = Field(
-        "aiohttp", description="'aiohttp' (httpx's API over aiohttp's pool, the fastest) or 'httpx' (httpcore)"
+        "aiohttp", description="'aiohttp' (aiohttp's pool, the fastest) or 'httpx' (httpx's httpcore)"
     )
     per_host_limit: int | None = Field(None, ge=1, description="most requests in flight to one host (scheme+host+port)")
     egress: EgressSettings = Field(default_factory=EgressSettings)
@@ -100,7 +100,7 @@ class HttpSettings(PluginSettings):
 class HttpPayload(BaseModel):
     """The fields of an `http` task. `header` (the seed's name) and `headers` are both accepted."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", ignored_types=(once,))
 
     method: str = "GET"
     url: str
@@ -126,11 +126,11 @@ class HttpPayload(BaseModel):
     def _callback_url(cls, value: str | None) -> str | None:
         return None if value is None else cls._absolute_http_url(value)
 
-    @functools.cached_property
+    @once
     def success_codes(self) -> frozenset[int] | None:
         return None if self.success_status is None else parse_statuses(self.success_status)
 
-    @functools.cached_property
+    @once
     def retry_codes(self) -> frozenset[int] | None:
         return None if self.retry_status is None else parse_statuses(self.retry_status)
 
@@ -165,21 +165,21 @@ class HttpPayload(BaseModel):
                 raise ValueError(f"the url {exc}") from None
         return value
 
-    @functools.cached_property
-    def parsed_url(self) -> httpx.URL:
-        """The URL as httpx parses it (userinfo taken out: see `credentials`), made once when the request is built:
-        it costs as much as a Redis round trip, so validation, which also runs in every client, checks the URL
-        with the lighter urlsplit instead. Raises PermanentFailure(reason='invalid_request') when httpx cannot
-        parse it: another attempt would fail the same way."""
+    @once
+    def target(self) -> Target:
+        """Where the request goes (userinfo taken out: see `credentials`), parsed when the request is built
+        (wire.target; validation, which also runs in every client, checks the URL with the lighter urlsplit).
+        Raises PermanentFailure(reason='invalid_request') when it cannot be parsed: another attempt would fail
+        the same way."""
         url = self.url
         if self.credentials is not None:
             url = self.credentials[0]
         try:
-            return httpx.URL(url)
-        except (httpx.InvalidURL, ValueError) as exc:
+            return target(url)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
             raise PermanentFailure(f"invalid url {self.url!r}: {exc}", reason="invalid_request") from None
 
-    @functools.cached_property
+    @once
     def credentials(self) -> tuple[str, str] | None:
         """(URL without userinfo, Authorization value) when the URL carries user:password@: sent as HTTP Basic
         auth, as httpx's client does, by both transports alike (validation refuses an Authorization header
@@ -223,16 +223,16 @@ class HttpExecutor:
         self.retry_statuses = frozenset(settings.retry_statuses)
         self.guard = EgressGuard(settings.egress)
         self.host_slots: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
-        self.client: httpx.AsyncBaseTransport | None = None
+        self.client: Transport | None = None
 
-    def _transport(self) -> httpx.AsyncBaseTransport:
+    def _transport(self) -> Transport:
         if self.settings.transport == "aiohttp":
             from gopherq.plugins.http.aiohttp_transport import AiohttpTransport, PinnedResolver
 
             return AiohttpTransport(self.pool_size, resolver=PinnedResolver(self.guard))
-        from gopherq.plugins.http.httpx_transport import PinnedHTTPTransport
+        from gopherq.plugins.http.httpx_transport import HttpxTransport
 
-        return PinnedHTTPTransport(self.guard, self.pool_size)
+        return HttpxTransport(self.guard, self.pool_size)
 
     async def open(self) -> None:
         if self.client is None:
@@ -326,38 +326,27 @@ class HttpExecutor:
             call.propagate(headers)  # e.g. traceparent, unless the task sets its own
         if payload.credentials is not None:
             headers["Authorization"] = payload.credentials[1]
-        body: dict[str, Any] = {}
         source = payload.body
         if not source and context.flow_inputs is not None and payload.method in FLOW_BODY_METHODS:
             source = flow_document(task, context.flow_inputs)  # a flow step with no body: its parents' outcomes
-        if isinstance(source, str):
-            if source:
-                body["content"] = source
-        elif source is not None:
-            if payload.sign:
-                body["content"] = encoded_body(source, signed=True)
-                if not any(name.lower() == "content-type" for name in headers):
-                    headers["Content-Type"] = "application/json"
-            else:
-                body["json"] = source
-        if payload.sign:
-            content = body.get("content", b"")
-            self._signature_headers(task, headers, content.encode() if isinstance(content, str) else content)
         started = time.perf_counter()
         try:
-            request = httpx.Request(
-                payload.method,
-                payload.parsed_url,
-                headers=headers,
-                extensions={"timeout": timeout_extension(context.timeout)},
-                **body,
-            )
-            slot = self._host_slot(request.url)
+            content = b""
+            if isinstance(source, str):
+                content = source.encode("utf-8")
+            elif source is not None:  # JSON, encoded as httpx encodes `json=` (compact, signed: see encoded_body)
+                content = encoded_body(source, signed=payload.sign)
+                if not any(name.lower() == "content-type" for name in headers):
+                    headers["Content-Type"] = "application/json"
+            if payload.sign:
+                self._signature_headers(task, headers, content)
+            request = Outgoing(payload.method, payload.target, headers, content, context.timeout)
+            slot = self._host_slot(request.target)
             if slot is None:
-                response, content, truncated = await self._send(request, payload.follow_redirects)
+                request, response, content, truncated = await self._send(request, payload.follow_redirects)
             else:
                 async with slot:
-                    response, content, truncated = await self._send(request, payload.follow_redirects)
+                    request, response, content, truncated = await self._send(request, payload.follow_redirects)
         except httpx.TimeoutException as exc:
             raise RetryTask(
                 f"{payload.method} {payload.url}: timed out ({type(exc).__name__})", reason="timeout"
@@ -373,16 +362,16 @@ class HttpExecutor:
             raise RetryTask(
                 f"{payload.method} {payload.url}: {type(exc).__name__}: {exc}", reason="request_error"
             ) from None
+        status = response.status
         result = {
-            "status_code": response.status_code,
-            "headers": _header_dict(response.headers),
+            "status_code": status,
+            "headers": response.headers,
             "elapsed": time.perf_counter() - started,
             **self._body_fields(content, truncated),
         }
-        status = response.status_code
         if call is not None:
             call.answered(status)
-        context.event_data = {"http_status": status, "http_host": request.url.host}
+        context.event_data = {"http_status": status, "http_host": request.target.host}
         success = payload.success_codes
         if (200 <= status < 300) if success is None else (status in success):
             return result
@@ -403,38 +392,36 @@ class HttpExecutor:
         headers.update(own)
         return headers
 
-    def _host_slot(self, url: httpx.URL) -> asyncio.Semaphore | None:
-        """The per-host concurrency limit for this URL's origin, when one is configured."""
+    def _host_slot(self, target: Target) -> asyncio.Semaphore | None:
+        """The per-host concurrency limit for this target's origin, when one is configured."""
         limit = self.settings.per_host_limit
         if limit is None:
             return None
-        origin = (url.scheme, url.host, url.port)
+        origin = target.origin
         slot = self.host_slots.get(origin)
         if slot is None:
             slot = self.host_slots[origin] = asyncio.Semaphore(limit)
         return slot
 
-    async def _send(self, request: httpx.Request, follow_redirects: bool) -> tuple[httpx.Response, bytes, bool]:
-        """Send through the transport directly: httpx's Request/Response and transports, without the client's
-        per-request machinery (cookie jar, auth flow, redirect handling). Skipping it is about 1.5x faster, and a
-        shared cookie jar would leak cookies from one task's endpoint into another task's requests."""
+    async def _send(self, request: Outgoing, follow_redirects: bool) -> tuple[Outgoing, Incoming, bytes, bool]:
+        """Send through the transport, following redirects when asked (each hop checked by the egress guard);
+        return the last request, its answer and its body (bounded: body.py). No client machinery in between (no
+        cookie jar, auth flow or redirect handling of a library's): a shared cookie jar would leak cookies from one
+        task's endpoint into another task's requests."""
         if self.client is None:
             await self.open()
         assert self.client is not None
         for _ in range(MAX_REDIRECTS + 1):
-            await self.guard.check(request.url.host)
-            response = await self.client.handle_async_request(request)
-            redirected = follow_redirects and response.status_code in REDIRECT_STATUSES
+            await self.guard.check(request.target.host)
+            response = await self.client.send(request)
+            redirected = follow_redirects and response.status in REDIRECT_STATUSES
             location = response.headers.get("location") if redirected else None
             if not location:
-                try:
-                    content, truncated = await read_body(response, self.settings.body_limit)
-                finally:
-                    await response.aclose()
-                return response, content, truncated
-            await response.aclose()
-            request = redirect_request(request, response.status_code, location)
-        raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects", request=request)
+                content, truncated = await response.read(self.settings.body_limit)
+                return request, response, content, truncated
+            await response.discard()
+            request = redirect_request(request, response.status, location)
+        raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 
     @staticmethod
     def _body_fields(content: bytes, truncated: bool) -> dict[str, Any]:
@@ -445,25 +432,6 @@ class HttpExecutor:
         if truncated:
             fields["body_truncated"] = True
         return fields
-
-
-@functools.lru_cache(maxsize=256)  # one per distinct time limit, not one per request
-def timeout_extension(seconds: float | None) -> dict[str, float | None]:
-    """httpx's timeout extension for an attempt time limit (shared: never modify it).
-
-    Only connecting and waiting for a pooled connection are limited here: reads and writes are bounded by the
-    attempt's own time limit, which every execution path enforces (the worker's watchdog, run_attempt's timeout),
-    and a per-read timeout would be re-armed by the transport on every chunk received."""
-    return httpx.Timeout(connect=seconds, read=None, write=None, pool=seconds).as_dict()
-
-
-def _header_dict(headers: httpx.Headers) -> dict[str, str]:
-    """The response headers as `dict(headers)` gives them (lower-case names, repeated ones joined by ", "), in
-    one pass: dict() looks every name up again, scanning all the headers each time."""
-    out: dict[str, str] = {}
-    for name, value in headers.multi_items():
-        out[name] = f"{out[name]}, {value}" if name in out else value
-    return out
 
 
 @hookimpl

@@ -1,22 +1,20 @@
-"""An httpx transport over one aiohttp ClientSession, cut down to what the HTTP executor needs.
+"""The HTTP executor's default transport: one aiohttp ClientSession, cut down to what the executor needs.
 
-The executor keeps httpx's API (httpx.Request in, httpx.Response out, httpx's exceptions), but httpx's own
-transport (httpcore) manages only a few hundred requests/s at a concurrency of 100 on these machines, and httpx's
-API over the general-purpose `httpx-aiohttp` transport about half of what aiohttp does alone: part of the
-difference is httpx's own objects, part is conversion work between the two libraries. This one converts only what
-it must:
+The executor sends its own small request record and reads its own answer record (wire.py: `Outgoing` in,
+`Incoming` out, httpx's exceptions for failures, whatever the library underneath); this transport maps them
+straight onto aiohttp, with no httpx object in between (httpx's own transport, httpcore, manages only a few hundred
+requests/s at a concurrency of 100 on these machines, and httpx's objects over aiohttp cost a fifth of a worker's
+CPU per HTTP task). What it does per request is what it must:
 
-- the URL is handed to aiohttp as an already-encoded yarl URL (httpx has parsed and encoded it; aiohttp would
-  parse it again);
-- aiohttp timeouts are built once per distinct httpx timeout, not once per request;
-- errors are mapped by one `except` per kind instead of a context manager per request and per body chunk, and a
-  refused connection is reported as httpx.ConnectError (httpx-aiohttp reports it as a ConnectTimeout);
-- a small body with a Content-Length and no Content-Encoding (the common API answer) is read at once and handed
-  to httpx as content, which httpx then serves without its per-chunk async machinery; any other body is handed
-  over chunk by chunk as aiohttp reads it, undecoded (the executor decodes it with bounded output, body, and
-  stops reading at its body limit).
+- the URL is handed to aiohttp as an already-encoded yarl URL, made once per distinct URL (wire.Target);
+- aiohttp timeouts are built once per distinct time limit, not once per request;
+- errors are mapped by one `except` per kind, and a refused connection is reported as httpx.ConnectError;
+- a small body with a Content-Length and no Content-Encoding (the common API answer) is read at once; any other
+  body is read chunk by chunk as aiohttp reads it, undecoded, and decoded with bounded output (body.py), reading
+  stopping at the body limit;
+- the response headers are decoded once, as httpx would decode them (wire.decode_headers).
 
-It owns the framing of what it sends (framing.frame_request: one Content-Length, no task-supplied framing or
+It owns the framing of what it sends (wire.framed_headers: one Content-Length, no task-supplied framing or
 hop-by-hop header), and returns a connection to the pool only when its response was read to a clean end: a body
 left unread (limit reached, timeout, cancellation) or broken (protocol error), or followed by more bytes (at once,
 or while the connection waits in the pool: CheckedConnector), closes the connection.
@@ -39,16 +37,17 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from gopherq.plugins.http.body import ACCEPT_ENCODING
+from gopherq.plugins.http.body import ACCEPT_ENCODING, read_chunks, read_whole
 from gopherq.plugins.http.egress import EgressGuard
-from gopherq.plugins.http.framing import frame_request
+from gopherq.plugins.http.wire import Incoming, Outgoing, decode_headers, framed_headers
 
 #: Largest body read at once (see the module docstring); larger ones are streamed.
 EAGER_BODY_LIMIT = 64 * 1024
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """httpx.AsyncBaseTransport backed by aiohttp, with a pool of `max_connections` keep-alive connections."""
+class AiohttpTransport:
+    """The executor's transport over aiohttp, with a pool of `max_connections` keep-alive connections: an
+    `Outgoing` in, an `Incoming` out (see wire.py), httpx's exceptions for failures."""
 
     def __init__(
         self, max_connections: int, *, verify: ssl.SSLContext | bool = True, resolver: Any | None = None
@@ -74,47 +73,83 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         return self.session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def send(self, request: Outgoing) -> Incoming:
+        """Send `request` (framed here: wire.framed_headers) and read the answer's head."""
         session = self.session or self._open()
-        try:
-            data = frame_request(request) or None
-        except httpx.RequestNotRead:
-            await request.aread()
-            data = frame_request(request) or None
+        target = request.target
+        url = target.transport_url
+        if url is None:  # already encoded (wire.target): aiohttp need not parse and encode it again
+            url = target.transport_url = URL(target.url, encoded=True)
         try:
             response = await session.request(
                 request.method,
-                URL(str(request.url), encoded=True),
-                headers=request.headers.multi_items(),
-                data=data,
+                url,
+                headers=framed_headers(request),
+                data=request.content or None,
                 allow_redirects=False,
-                timeout=_client_timeout(**request.extensions.get("timeout", {})),
-                server_hostname=request.extensions.get("sni_hostname"),
+                timeout=_client_timeout(request.timeout),
             )
         except Exception as exc:
-            raise _httpx_error(exc, request) from exc
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if response.reason:
-            extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
-        body: dict[str, Any]
-        length = response.content_length
-        if length is not None and length <= EAGER_BODY_LIMIT and "Content-Encoding" not in response.headers:
-            try:
-                body = {"content": await response.read()}
-            except Exception as exc:
-                response.close()
-                raise _httpx_error(exc, request) from exc
-            response.release()
-        else:
-            body = {"stream": ResponseBody(response, request)}
-        return httpx.Response(
-            response.status, headers=response.raw_headers, request=request, extensions=extensions, **body
-        )
+            raise _httpx_error(exc) from exc
+        return AiohttpIncoming(response)
 
     async def aclose(self) -> None:
         if self.session is not None:
             await self.session.close()
             self.session = None
+
+
+class AiohttpIncoming(Incoming):
+    """An aiohttp response as the executor reads it."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        super().__init__(response.status, response.reason or "", decode_headers(response.raw_headers))
+        self.response = response
+
+    def _small(self) -> bool:
+        """A small body with a Content-Length and no Content-Encoding (the common API answer): read at once."""
+        length = self.response.content_length
+        return length is not None and length <= EAGER_BODY_LIMIT and "content-encoding" not in self.headers
+
+    async def read(self, limit: int) -> tuple[bytes, bool]:
+        response = self.response
+        try:
+            if self._small():
+                return read_whole(await response.read(), None, limit)
+            return await read_chunks(_chunks(response.content), self.headers.get("content-encoding"), limit)
+        except Exception as exc:
+            response.close()
+            raise _httpx_error(exc) from exc
+        finally:
+            _release_or_close(response)
+
+    async def discard(self) -> None:
+        response = self.response
+        if self._small():
+            try:
+                await response.read()
+            except Exception:
+                response.close()
+        _release_or_close(response)
+
+
+def _release_or_close(response: aiohttp.ClientResponse) -> None:
+    """release() returns a fully read connection to the pool; close() drops one whose body was left unread."""
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
+
+
+async def _chunks(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The undecoded body as aiohttp reads it, chunk by chunk."""
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            return
+        yield chunk
 
 
 class DecodableRequest(aiohttp.ClientRequest):
@@ -145,40 +180,13 @@ class CheckedConnector(aiohttp.TCPConnector):
 
 
 @functools.lru_cache(maxsize=1024)  # tasks use a handful of time limits: one ClientTimeout each, not one a request
-def _client_timeout(
-    connect: float | None = None, read: float | None = None, write: float | None = None, pool: float | None = None
-) -> aiohttp.ClientTimeout:
-    """aiohttp's timeout for httpx's timeout extension (aiohttp has no write timeout)."""
-    return aiohttp.ClientTimeout(total=None, connect=pool, sock_connect=connect, sock_read=read)
+def _client_timeout(seconds: float | None) -> aiohttp.ClientTimeout:
+    """aiohttp's timeout for an attempt: `seconds` for connecting and for waiting for a pooled connection, no
+    read timeout (see wire.Outgoing.timeout)."""
+    return aiohttp.ClientTimeout(total=None, connect=seconds, sock_connect=seconds, sock_read=None)
 
 
-class ResponseBody(httpx.AsyncByteStream):
-    """The undecoded body of an aiohttp response, as httpx reads a stream."""
-
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
-        self.response = response
-        self.request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        content = self.response.content
-        while True:
-            try:
-                chunk = await content.readany()
-            except Exception as exc:
-                raise _httpx_error(exc, self.request) from exc
-            if not chunk:
-                return
-            yield chunk
-
-    async def aclose(self) -> None:
-        # release() returns a fully read connection to the pool; close() drops one whose body was left unread.
-        if self.response.content.at_eof():
-            self.response.release()
-        else:
-            self.response.close()
-
-
-def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
+def _httpx_error(exc: Exception) -> Exception:
     """The httpx exception that means what an aiohttp (or asyncio) error means; other exceptions unchanged."""
     message = str(exc) or type(exc).__name__
     kind: type[httpx.RequestError]
@@ -200,7 +208,7 @@ def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
         kind = httpx.NetworkError
     else:
         return exc
-    return kind(message, request=request)
+    return kind(message)
 
 
 class PinnedResolver(AbstractResolver):

@@ -20,6 +20,7 @@ being pooled (the transports pool only connections whose response was read to it
 from __future__ import annotations
 
 import zlib
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -157,23 +158,32 @@ class BodyDecoder:
                 return  # this step needs more input
 
 
-async def read_body(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """(the first `limit` decoded bytes of the body, whether there was more). The caller closes the response:
-    a body not read to its end closes its connection."""
-    try:
-        content = response.content  # already read by the transport: a small plain body (aiohttp)
-    except httpx.ResponseNotRead:
-        pass
-    else:
-        encoding = response.headers.get("content-encoding")
-        if encoding is None:
-            return (content[:limit], True) if len(content) > limit else (content, False)
-        decoder = BodyDecoder(encoding, limit)
-        decoder.feed(content)
-        return decoder.body(), decoder.full
-    decoder = BodyDecoder(response.headers.get("content-encoding"), limit)
-    async for chunk in response.aiter_raw():
+def read_whole(content: bytes, content_encoding: str | None, limit: int) -> tuple[bytes, bool]:
+    """(the first `limit` decoded bytes of a body already read whole, whether there was more)."""
+    if content_encoding is None:
+        return (content[:limit], True) if len(content) > limit else (content, False)
+    decoder = BodyDecoder(content_encoding, limit)
+    decoder.feed(content)
+    return decoder.body(), decoder.full
+
+
+async def read_chunks(chunks: AsyncIterator[bytes], content_encoding: str | None, limit: int) -> tuple[bytes, bool]:
+    """(the first `limit` decoded bytes of a body read chunk by chunk, whether there was more); stops reading as
+    soon as the decoder is full. The caller closes the connection unless the body was read to its end."""
+    decoder = BodyDecoder(content_encoding, limit)
+    async for chunk in chunks:
         decoder.feed(chunk)
         if decoder.full:
             break
     return decoder.body(), decoder.full
+
+
+async def read_body(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """`read_whole` or `read_chunks` for an httpx response (the httpx transport's). The caller closes the
+    response: a body not read to its end closes its connection."""
+    encoding = response.headers.get("content-encoding")
+    try:
+        content = response.content  # already read
+    except httpx.ResponseNotRead:
+        return await read_chunks(response.aiter_raw(), encoding, limit)
+    return read_whole(content, encoding, limit)

@@ -68,6 +68,13 @@ def check_headers(headers: dict[str, str]) -> None:
             raise ValueError(f"header {name!r} has a control or non-ASCII character in its value")
 
 
+#: A plain URL: scheme, lower-case ASCII host, optional port, a path and an optional query made of characters httpx
+#: keeps as they are (no `%`, no `#`, no space, nothing non-ASCII). Validation checks such a URL without urlsplit
+#: (only its host and port are left to check), and httpx would not change it (wire.target).
+PLAIN_URL = re.compile(
+    r"(https?)://([a-z0-9_.-]+)(?::([1-9][0-9]{0,4}))?"
+    r"(/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*)?"
+)
 #: RFC 8187 attr-char beyond letters and digits: what an ext-value keeps as it is.
 _ATTR_CHARS = "!#$&+-.^_`|~"
 
@@ -92,7 +99,13 @@ _CACHED_URL_CHARS = 2048
 def check_url(url: str) -> None:
     """Raise ValueError when `url` is not an absolute http:// or https:// URL with a host a request can be sent
     to (a valid port, a host name or canonical address): a request to it would fail on every attempt."""
-    problem = _cached_url_problem(url) if len(url) <= _CACHED_URL_CHARS else _url_problem(url)
+    plain = PLAIN_URL.fullmatch(url)
+    if plain is not None and (plain.group(3) is None or int(plain.group(3)) <= 65535):
+        problem = _host_problem(plain.group(2))  # what _url_problem would find: only the host is left to check
+    elif len(url) <= _CACHED_URL_CHARS:
+        problem = _cached_url_problem(url)
+    else:
+        problem = _url_problem(url)
     if problem is not None:
         raise ValueError(problem)
 

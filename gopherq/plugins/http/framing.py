@@ -7,8 +7,8 @@ bytes that are sent. No request leaves with two framings, or with a length that 
 one request can be read by a server as the start of another on a pooled connection.
 
 `FramedHTTPTransport` is httpx's own transport (httpcore) with that step in front, and one more check behind
-(a connection on which the server sent more than the response is closed). The aiohttp transport calls
-`frame_request` itself.
+(a connection on which the server sent more than the response is closed). The aiohttp transport, which never sees
+an httpx.Request, applies the same rule to the executor's own request record (wire.framed_headers).
 """
 
 from __future__ import annotations

@@ -10,14 +10,17 @@ against the host name, not the address.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
 import httpcore
 import httpx
 
+from gopherq.plugins.http.body import read_body
 from gopherq.plugins.http.egress import EgressGuard
 from gopherq.plugins.http.framing import FramedHTTPTransport
+from gopherq.plugins.http.wire import Incoming, Outgoing, decode_headers
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -75,3 +78,53 @@ class PinnedHTTPTransport(FramedHTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=PinnedBackend(guard),
         )
+
+
+@functools.lru_cache(maxsize=256)  # one per distinct time limit, not one per request
+def timeout_extension(seconds: float | None) -> dict[str, float | None]:
+    """httpx's timeout extension for an attempt time limit (shared: never modify it).
+
+    Only connecting and waiting for a pooled connection are limited here: reads and writes are bounded by the
+    attempt's own time limit, which every execution path enforces (the worker's watchdog, run_attempt's timeout),
+    and a per-read timeout would be re-armed by the transport on every chunk received."""
+    return httpx.Timeout(connect=seconds, read=None, write=None, pool=seconds).as_dict()
+
+
+class HttpxTransport:
+    """The executor's transport over httpx's own (`PinnedHTTPTransport`): converts the executor's `Outgoing` to
+    an httpx.Request and the httpx.Response to an `Incoming` (see wire.py)."""
+
+    def __init__(self, guard: EgressGuard, max_connections: int) -> None:
+        self.transport = PinnedHTTPTransport(guard, max_connections)
+
+    async def send(self, request: Outgoing) -> Incoming:
+        outgoing = httpx.Request(
+            request.method,
+            request.target.url,
+            headers=request.headers,  # framed by FramedHTTPTransport
+            content=request.content or None,
+            extensions={"timeout": timeout_extension(request.timeout)},
+        )
+        return HttpxIncoming(await self.transport.handle_async_request(outgoing))
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+class HttpxIncoming(Incoming):
+    """An httpx response as the executor reads it."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code, response.reason_phrase, decode_headers(response.headers.raw))
+        self.response = response
+
+    async def read(self, limit: int) -> tuple[bytes, bool]:
+        try:
+            return await read_body(self.response, limit)
+        finally:
+            await self.response.aclose()
+
+    async def discard(self) -> None:
+        await self.response.aclose()

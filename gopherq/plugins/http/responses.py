@@ -8,30 +8,28 @@ from __future__ import annotations
 import email.utils
 import time
 
-import httpx
+from gopherq.plugins.http.wire import Outgoing
 
 MAX_REDIRECTS = 20
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
-def redirect_request(previous: httpx.Request, status: int, location: str) -> httpx.Request:
+def redirect_request(previous: Outgoing, status: int, location: str) -> Outgoing:
     """The next request of a redirect chain, with the usual user-agent rules: 303 (and 301/302 after a POST)
-    become a body-less GET; credentials are not sent to another origin."""
-    url = previous.url.join(location)
+    become a body-less GET; credentials are not sent to another origin. Location is resolved as httpx resolves
+    it (wire.Target.join)."""
+    target = previous.target.join(location)
     method = previous.method
     if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
         method = "GET"
-    headers = httpx.Headers(previous.headers)
-    headers.pop("host", None)
-    if url.scheme != previous.url.scheme or url.host != previous.url.host or url.port != previous.url.port:
-        headers.pop("authorization", None)
-        headers.pop("cookie", None)
-    content = previous.content if method == previous.method else None
-    if content is None:
-        headers.pop("content-length", None)
-        headers.pop("content-type", None)
-        headers.pop("transfer-encoding", None)
-    return httpx.Request(method, url, headers=headers, content=content, extensions=previous.extensions)
+    dropped = {"host"}
+    if target.origin != previous.target.origin:
+        dropped |= {"authorization", "cookie"}
+    content = previous.content if method == previous.method else b""
+    if method != previous.method:
+        dropped |= {"content-length", "content-type", "transfer-encoding"}
+    headers = {name: value for name, value in previous.headers.items() if name.lower() not in dropped}
+    return Outgoing(method, target, headers, content, previous.timeout)
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

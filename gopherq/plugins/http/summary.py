@@ -15,6 +15,8 @@ from typing import Any
 from gopherq import Masker
 from gopherq.plugins.http.extras import EnvValue
 
+#: The digest of an empty body (most calls'): computed once.
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: Most headers a call summary lists (a task may send more; the count says how many there were).
 MAX_HEADERS = 50
 
@@ -41,7 +43,7 @@ def call_summary(method: str, url: str, headers: dict[str, Any], content: bytes,
         "url": masker.url(url),
         "headers": masker.value(shown),
         "body_bytes": len(content),
-        "body_sha256": hashlib.sha256(content).hexdigest(),
+        "body_sha256": hashlib.sha256(content).hexdigest() if content else _EMPTY_SHA256,
     }
     if len(headers) > MAX_HEADERS:
         summary["headers_count"] = len(headers)
