@@ -8,42 +8,36 @@
 -- call a few bytes, not an item of its own. (The worker sends a task's item here only when its id is
 -- "<flow id>.<node>", as every member's is: core/outcomes.py, dag_of.)
 local DAG_OUTCOME = {ack = 's', dead = 'f', cancel = 'c'}
-local dag_noted = {}  -- {flow key, node, outcome, flow id} per member settled in this call, in batch order
+local dag_noted = {}  -- per flow with members settled in this call: {flow key, flow id, member fields, outcomes}
 
 -- The members `packed` of flow `flow_id` (hash `flow`) whose items (`settled`: item index -> true) were settled.
 local function dag_note(flow, flow_id, packed, settled)
+  local fields, outcomes = {}, {}
   for index, node in string.gmatch(packed, '(%d+):([^,]+)') do
     local i = tonumber(index)
     if settled[i] then
       local outcome = DAG_OUTCOME[ARGV[5 + i * 5]]  -- none for a retry, deferral or release: not final
-      if outcome then dag_noted[#dag_noted + 1] = {flow, node, outcome, flow_id} end
+      if outcome then
+        fields[#fields + 1] = 'm:' .. node
+        outcomes[#outcomes + 1] = outcome
+      end
     end
   end
+  if #fields > 0 then dag_noted[#dag_noted + 1] = {flow, flow_id, fields, outcomes} end
 end
 
 -- Record the noted members' outcomes; returns the ids of the flows whose state changed (for their announcement).
 local function dag_settle_all()
-  local fields = {}  -- flow key -> the member fields to read
-  for _, noted in ipairs(dag_noted) do
-    local list = fields[noted[1]]
-    if not list then
-      list = {'state', 'open', 'fatal'}
-      fields[noted[1]] = list
-    end
-    list[#list + 1] = 'm:' .. noted[2]
-  end
-  for flow, list in pairs(fields) do dprefetch(flow, list) end
-  local moved, order = {}, {}  -- flow key -> its id, for the flows a member moved; in batch order
-  for _, noted in ipairs(dag_noted) do
-    if dag_step(noted[1], noted[2], noted[3]) and not moved[noted[1]] then
-      moved[noted[1]] = noted[4]
-      order[#order + 1] = noted[1]
-    end
-  end
   local changed_ids = {}
-  for _, flow in ipairs(order) do
-    local _, changed = dag_state(flow, true)
-    if changed then changed_ids[#changed_ids + 1] = moved[flow] end
+  for _, noted in ipairs(dag_noted) do
+    local flow, fields = noted[1], noted[3]
+    local wanted = {'state', 'open', 'fatal'}
+    for k = 1, #fields do wanted[k + 3] = fields[k] end
+    dprefetch(flow, wanted)
+    if dag_steps(flow, fields, noted[4]) then
+      local _, changed = dag_state(flow, true)
+      if changed then changed_ids[#changed_ids + 1] = noted[2] end
+    end
   end
   dag_flush()
   return changed_ids
