@@ -34,8 +34,9 @@ local function flush_fields()
 end
 local blob, offset = ARGV[4], 1
 for node, member, spec, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%d+)\n') do
-  local envelope = string.sub(blob, offset, offset + size - 1)
-  offset = offset + size
+  local next_offset = offset + tonumber(size)  -- converted once
+  local envelope = string.sub(blob, offset, next_offset - 1)
+  offset = next_offset
   fields[#fields + 1] = 'm:' .. node
   fields[#fields + 1] = member
   if spec ~= '' then

@@ -19,8 +19,9 @@ local building = tonumber(fields[3]) or 0
 local blob, offset, added = ARGV[4], 1, 0
 local pushes, requests = {}, {}
 for node, member, _, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%d+)\n') do
-  local envelope = string.sub(blob, offset, offset + size - 1)
-  offset = offset + size
+  local next_offset = offset + tonumber(size)  -- converted once
+  local envelope = string.sub(blob, offset, next_offset - 1)
+  offset = next_offset
   if cancelled then member = 'c' .. string.sub(member, 2) end
   if string.sub(member, 1, 1) ~= 'w' and redis.call('HSETNX', flow, 'm:' .. node, member) == 1 then
     added = added + 1

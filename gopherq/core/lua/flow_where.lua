@@ -7,9 +7,23 @@
 --@include whereabouts
 local FLOW_WHERE = 'gopherq:{' .. ready .. '}:where'
 
+-- The records of members ready since one time in one level's list: list key -> record, for `FLOW_SINCE` (a
+-- creation writes thousands of the same record: built once).
+local FLOW_RECORDS, FLOW_SINCE = {}, nil
+
 -- The record of flow member `raw` ready since `since` (ms) in list `key` (its level's) or its fair key `fair`'s.
 local function flow_note(raw, key, since, fair)
-  note(task_id(raw), 'ready|' .. level_name(key, high, low) .. '|' .. since .. '|flow' .. fair_where(fair))
+  if fair then
+    note(task_id(raw), 'ready|' .. level_name(key, high, low) .. '|' .. since .. '|flow' .. fair_where(fair))
+    return
+  end
+  if since ~= FLOW_SINCE then FLOW_RECORDS, FLOW_SINCE = {}, since end
+  local record = FLOW_RECORDS[key]
+  if not record then
+    record = 'ready|' .. level_name(key, high, low) .. '|' .. since .. '|flow'
+    FLOW_RECORDS[key] = record
+  end
+  note(task_id(raw), record)
 end
 
 -- push_level for one flow member, with its record written at once (one HSET: a member at a time).
