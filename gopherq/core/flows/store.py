@@ -112,8 +112,9 @@ def _join(spec: str) -> Join:
 
 
 def _packed(members: list[tuple[str, str, str, bytes]]) -> tuple[str, bytes]:
-    """Members as dag_create.lua and dag_roots.lua take them: one line each, then the envelopes end to end."""
-    lines = "".join(f"{node}|{member}|{spec}|{len(envelope)}\n" for node, member, spec, envelope in members)
+    """Members as dag_create.lua and dag_roots.lua take them: one line each, then the envelopes end to end. Each
+    envelope's length in hex: the scripts read it with strtoul (tonumber(s, 16)); a decimal costs a strtod."""
+    lines = "".join(f"{node}|{member}|{spec}|{len(envelope):x}\n" for node, member, spec, envelope in members)
     return lines, b"".join(envelope for _, _, _, envelope in members)
 
 

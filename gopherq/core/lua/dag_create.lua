@@ -3,9 +3,9 @@
 -- flow of that id already exists, nothing is done.
 -- KEYS: 1 the flow's hash, 2 the queue's flow index (zset: flow id scored by creation, ms), 3 the plain ready list,
 --       4 the high-priority list, 5 the low-priority list
--- ARGV: 1 now (ms), 2 flow id, 3 the members, one line each: "<node>|<member field>|<join spec>|<envelope length>"
---       (member field: 'r' or 'w', then its children, comma-separated; join spec: '' for a root, ending in '+' for
---       an open join, see dag_extend.lua), 4 the members' envelopes, one after another in line order (pushed for a
+-- ARGV: 1 now (ms), 2 flow id, 3 the members, one line each: "<node>|<member field>|<join spec>|<hex length>"
+--       (hex length: its envelope's; member field: 'r' or 'w', then its children, comma-separated; join spec:
+--       '' for a root, ending in '+' for an open join, see dag_extend.lua), 4 the members' envelopes, one after another in line order (pushed for a
 --       root, stored for the others). Packed in two arguments, not four per member: a flow of 100,000 members is
 --       then two strings to send and read, not 400,000 (the client and Redis spent most of a creation on those).
 --       5 (optional) how many roots are not among them: they follow in dag_roots.lua calls, counted down in the
@@ -33,8 +33,8 @@ local function flush_fields()
   fields = {}
 end
 local blob, offset = ARGV[4], 1
-for node, member, spec, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%d+)\n') do
-  local next_offset = offset + tonumber(size)  -- converted once
+for node, member, spec, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%x+)\n') do
+  local next_offset = offset + tonumber(size, 16)  -- hex: strtoul, not a strtod per member
   local envelope = string.sub(blob, offset, next_offset - 1)
   offset = next_offset
   fields[#fields + 1] = 'm:' .. node

@@ -18,8 +18,8 @@ local cancelled, halted = fields[1] == 'cancelled', (tonumber(fields[2]) or 0) >
 local building = tonumber(fields[3]) or 0
 local blob, offset, added = ARGV[4], 1, 0
 local pushes, requests = {}, {}
-for node, member, _, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%d+)\n') do
-  local next_offset = offset + tonumber(size)  -- converted once
+for node, member, _, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%x+)\n') do
+  local next_offset = offset + tonumber(size, 16)  -- hex: strtoul, not a strtod per member
   local envelope = string.sub(blob, offset, next_offset - 1)
   offset = next_offset
   if cancelled then member = 'c' .. string.sub(member, 2) end

@@ -1,6 +1,6 @@
 -- The settle script's part of flows (pulled into settle.lua by `--@include dag_settle`; needs dag_step and levels).
 -- A settle batch with flow members ends with one 'dag' item per flow (item key: the flow's hash; token: the flow id;
--- data: its members' items, "<item index>:<node>" comma-separated), after every item it names. Only a member whose
+-- data: its members' items, "<item index, hex>:<node>" comma-separated), after every item it names. Only a member whose
 -- own item was settled in this call counts: a refused (fenced) or repeated settle moves no flow. The settle loop
 -- notes them (`dag_note`); after the loop, `dag_settle_all` records their final outcomes in batch order and makes
 -- ready every join they complete, in this same script call. Members of one flow are read with one HMGET and the
@@ -13,8 +13,8 @@ local dag_noted = {}  -- per flow with members settled in this call: {flow key, 
 -- The members `packed` of flow `flow_id` (hash `flow`) whose items (`settled`: item index -> true) were settled.
 local function dag_note(flow, flow_id, packed, settled)
   local fields, outcomes = {}, {}
-  for index, node in string.gmatch(packed, '(%d+):([^,]+)') do
-    local i = tonumber(index)
+  for index, node in string.gmatch(packed, '(%x+):([^,]+)') do
+    local i = tonumber(index, 16)  -- strtoul: a decimal would cost a strtod per member
     if settled[i] then
       local outcome = DAG_OUTCOME[ARGV[5 + i * 5]]  -- none for a retry, deferral or release: not final
       if outcome then
