@@ -88,7 +88,7 @@ async def drive(url: str, mode: str, tasks: int, batch: int) -> None:
     from gopherq.core.broker import Broker, Settlement
     from gopherq.core.eventlog import EventLog, entry_line
 
-    redis = Redis.from_url(url)
+    redis = Redis.from_url(url, socket_timeout=600)  # a creation call under callgrind takes seconds
     queue = f"ins{uuid.uuid4().hex[:6]}"
     broker = Broker(redis, queue, "instructions:1:0")
     flow = mode in ("fanin", "create")

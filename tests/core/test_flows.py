@@ -22,6 +22,9 @@ from gopherq.web.exposition import render_metrics
 from tests.support.common import async_wait_until
 from tests.support.plugins import CaptureSink, ExecutorPlugin, SinkPlugin
 
+#: The marker a push to another list leaves in an empty plain list for a sleeping worker (lua/levels.lua).
+WAKE = b"gopherq:wake"
+
 
 class Recorder:
     """Returns its `value` field (or the sum of its parents' values and `value`); fails when `fail` is set;
@@ -337,3 +340,36 @@ async def test_a_batch_of_a_fan_ins_children_moves_its_join_as_each_child_would_
         fast = await aredis.hmget(broker.keys.dag("fast"), ["j:join", "m:join", "open", "fatal", "halt"])
         assert fast == [b"F0:1:3:1", b"b", b"2", b"1", b"1"]  # blocked by the failure among the successes
         assert [codec.loads(raw)["id"] for raw in await aredis.lrange(queue_name, 0, -1)] == ["quorum.join"]
+
+
+async def test_roots_with_a_priority_or_a_fair_key_go_to_their_lists_and_plain_ones_to_the_plain_list(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """A creation call whose roots have no priority and no fair key pushes them to the plain list without looking
+    into their bytes; one with any looks into each (FlowStore.create says which): both land where a push would put
+    them, each with its whereabouts record under its id."""
+    settings = make_settings()
+    _, client = setup(settings, Recorder())
+    async with client:
+        mixed = Flow()
+        a = mixed.add(step("rec").set(priority="high"), name="a")
+        b = mixed.add(step("rec", fair_key="tenant"), name="b")
+        c = mixed.add(step("rec"), name="c")
+        mixed.add(step("rec"), depends_on=[a, b, c], name="join")
+        await mixed.aapply(client, "mixed")
+        plain = Flow()
+        plain.add(step("rec"), name="only")
+        await plain.aapply(client, "plain")
+        keys = Broker(aredis, queue_name).keys
+        high = [codec.loads(raw)["id"] for raw in await aredis.lrange(keys.level("high"), 0, -1)]
+        default = [codec.loads(raw)["id"] for raw in await aredis.lrange(queue_name, 0, -1) if raw != WAKE]
+        fair = [codec.loads(raw)["id"] for raw in await aredis.lrange(keys.fair_list("d", "tenant"), 0, -1)]
+        assert (high, default, fair) == (["mixed.a"], ["mixed.c", "plain.only"], ["mixed.b"])
+        records = await aredis.hmget(keys.where, ["mixed.a", "mixed.b", "mixed.c", "plain.only"])
+        places = [record.split(b"|") for record in records if isinstance(record, bytes)]
+        assert [(p[0], p[1], p[3], p[4:]) for p in places] == [
+            (b"ready", b"high", b"flow", []),
+            (b"ready", b"default", b"flow", [b"tenant"]),
+            (b"ready", b"default", b"flow", []),
+            (b"ready", b"default", b"flow", []),
+        ]

@@ -11,6 +11,8 @@
 --       5 (optional) how many roots are not among them: they follow in dag_roots.lua calls, counted down in the
 --       flow's `building` field (the joins' counts include them already; the reconciler leaves such a flow alone
 --       and cancels it when its creation never finishes).
+--       6 (optional) '1' when no root among them has a priority or a fair key: each goes to the plain list, its
+--       bytes not searched (flow_where.lua: flow_gather).
 -- Returns: 1 when created, 0 when a flow of that id exists, 2 when it exists and still waits for roots (a creation
 -- sent again resumes with dag_roots.lua).
 local ready, high, low = KEYS[3], KEYS[4], KEYS[5]
@@ -22,6 +24,7 @@ if redis.call('EXISTS', flow) == 1 then
   return 0
 end
 local later = tonumber(ARGV[5] or '0') or 0
+local plain = ARGV[6] == '1'
 local n = select(2, string.gsub(ARGV[3], '\n', '')) + later
 redis.call('HSET', flow, 'id', ARGV[2], 'state', 'pending', 'open', n, 'fatal', 0, 'halt', 0, 'created', ARGV[1],
            'size', n)
@@ -49,7 +52,8 @@ for node, member, spec, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|
     fields[#fields + 1] = spec
   end
   if string.sub(member, 1, 1) == 'r' then
-    flow_gather(envelope, pushes, ARGV[1])  -- its list, or its fair key's; its whereabouts (flow_where.lua)
+    -- its list, or its fair key's; its whereabouts (flow_where.lua), under its id ("<flow id>.<node>")
+    flow_gather(envelope, pushes, ARGV[1], ARGV[2] .. '.' .. node, plain)
   else
     fields[#fields + 1] = 'e:' .. node
     fields[#fields + 1] = envelope

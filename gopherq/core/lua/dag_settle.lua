@@ -8,22 +8,27 @@
 -- call a few bytes, not an item of its own. (The worker sends a task's item here only when its id is
 -- "<flow id>.<node>", as every member's is: core/outcomes.py, dag_of.)
 local DAG_OUTCOME = {ack = 's', dead = 'f', cancel = 'c'}
-local dag_noted = {}  -- per flow with members settled in this call: {flow key, flow id, member fields, outcomes}
+-- Per flow with members settled in this call: {flow key, flow id, fields, outcomes}: the fields to read, the flow's
+-- counters then its members' (DAG_COUNTERS of them), and the members' outcomes, in batch order.
+local dag_noted = {}
+local DAG_COUNTERS = 3
 
 -- The members `packed` of flow `flow_id` (hash `flow`) whose items (`settled`: item index -> true) were settled.
 local function dag_note(flow, flow_id, packed, settled)
-  local fields, outcomes = {}, {}
+  local fields, outcomes = {'state', 'open', 'fatal'}, {}
+  local n = DAG_COUNTERS
   for index, node in string.gmatch(packed, '(%x+):([^,]+)') do
     local i = tonumber(index, 16)  -- strtoul: a decimal would cost a strtod per member
     if settled[i] then
       local outcome = DAG_OUTCOME[ARGV[5 + i * 5]]  -- none for a retry, deferral or release: not final
       if outcome then
-        fields[#fields + 1] = 'm:' .. node
-        outcomes[#outcomes + 1] = outcome
+        n = n + 1
+        fields[n] = 'm:' .. node
+        outcomes[n - DAG_COUNTERS] = outcome
       end
     end
   end
-  if #fields > 0 then dag_noted[#dag_noted + 1] = {flow, flow_id, fields, outcomes} end
+  if n > DAG_COUNTERS then dag_noted[#dag_noted + 1] = {flow, flow_id, fields, outcomes} end
 end
 
 -- Record the noted members' outcomes; returns the ids of the flows whose state changed (for their announcement).
@@ -31,10 +36,8 @@ local function dag_settle_all()
   local changed_ids = {}
   for _, noted in ipairs(dag_noted) do
     local flow, fields = noted[1], noted[3]
-    local wanted = {'state', 'open', 'fatal'}
-    for k = 1, #fields do wanted[k + 3] = fields[k] end
-    dprefetch(flow, wanted)
-    if dag_steps(flow, fields, noted[4]) then
+    dprefetch(flow, fields)  -- one HMGET: the counters and the members
+    if dag_steps(flow, fields, noted[4], DAG_COUNTERS) then
       local _, changed = dag_state(flow, true)
       if changed then changed_ids[#changed_ids + 1] = noted[2] end
     end

@@ -158,19 +158,22 @@ local function dag_step(flow, node, outcome)
   return true
 end
 
--- dag_step for many members of one flow (their fields `fields`, outcomes `outcomes`, in batch order; their values
--- read already, see dprefetch): a run of members with the same field value and outcome and at most one child (a
--- fan-in's children, in the usual case all of a batch's) moves the counters and judges their join once. Returns
--- true when any counted.
-local function dag_steps(flow, fields, outcomes)
+-- dag_step for many members of one flow (their fields `fields` after the first `skip`, outcomes `outcomes`, in
+-- batch order; their values read already, see dprefetch): a run of members with the same field value and outcome
+-- and at most one child (a fan-in's children, in the usual case all of a batch's) moves the counters and judges
+-- their join once. Returns true when any counted.
+local function dag_steps(flow, fields, outcomes, skip)
   local c = dag_cache(flow)
   local values, changed = c.v, c.d
-  local run, run_member, run_outcome, run_revived, n = nil, nil, nil, nil, 0
+  local run, run_outcome, run_revived, n = nil, nil, nil, 0
   local any = false
-  for k = 1, #fields do
-    local field, outcome = fields[k], outcomes[k]
+  for k = skip + 1, #fields do
+    local field, outcome = fields[k], outcomes[k - skip]
     local member = values[field]
-    local split, now, revived = dag_counts(member, outcome)
+    local split = member and DAG_SPLIT[member]
+    local now = split and split.was == 114 and split[outcome]  -- the usual: a ready member, a split seen already
+    local revived = false
+    if not now then split, now, revived = dag_counts(member, outcome) end
     if split then
       values[field], changed[field] = now, true  -- read again by a second item of the same task (a duplicate)
       any = true
