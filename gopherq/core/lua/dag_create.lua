@@ -5,9 +5,10 @@
 --       4 the high-priority list, 5 the low-priority list
 -- ARGV: 1 now (ms), 2 flow id, 3 the members, one line each: "<node>|<member field>|<join spec>|<hex length>"
 --       (hex length: its envelope's; member field: 'r' or 'w', then its children, comma-separated; join spec:
---       '' for a root, ending in '+' for an open join, see dag_extend.lua), 4 the members' envelopes, one after another in line order (pushed for a
---       root, stored for the others). Packed in two arguments, not four per member: a flow of 100,000 members is
---       then two strings to send and read, not 400,000 (the client and Redis spent most of a creation on those).
+--       '' for a root, ending in '+' for an open join, see dag_extend.lua), 4 the members' envelopes, one after
+--       another in line order (pushed for a root, stored for the others). Packed in two arguments, not four per
+--       member: a flow of 100,000 members is then two strings to send and read, not 400,000 (the client and Redis
+--       spent most of a creation on those).
 --       5 (optional) how many roots are not among them: they follow in dag_roots.lua calls, counted down in the
 --       flow's `building` field (the joins' counts include them already; the reconciler leaves such a flow alone
 --       and cancels it when its creation never finishes).

@@ -1,9 +1,9 @@
 -- The settle script's part of flows (pulled into settle.lua by `--@include dag_settle`; needs dag_step and levels).
 -- A settle batch with flow members ends with one 'dag' item per flow (item key: the flow's hash; token: the flow id;
--- data: its members' items, "<item index, hex>:<node>" comma-separated), after every item it names. Only a member whose
--- own item was settled in this call counts: a refused (fenced) or repeated settle moves no flow. The settle loop
--- notes them (`dag_note`); after the loop, `dag_settle_all` records their final outcomes in batch order and makes
--- ready every join they complete, in this same script call. Members of one flow are read with one HMGET and the
+-- data: its members' items, "<item index, hex>:<node>" comma-separated), after every item it names. Only a member
+-- whose own item was settled in this call counts: a refused (fenced) or repeated settle moves no flow. The settle
+-- loop notes them (`dag_note`); after the loop, `dag_settle_all` records their final outcomes in batch order and
+-- makes ready every join they complete, in this same script call. Members of one flow are read with one HMGET and the
 -- flow's changed fields written with one HSET (dag_fields.lua), whatever their number; a member costs the settle
 -- call a few bytes, not an item of its own. (The worker sends a task's item here only when its id is
 -- "<flow id>.<node>", as every member's is: core/outcomes.py, dag_of.)
