@@ -8,10 +8,14 @@ once the process is warm and `-d` dumps them after the measured tasks.
 - `redis`: a private redis-server under callgrind; `--tasks` no-op envelopes pushed raw, then claimed and settled in
   batches of `--batch` by GoPherQ's own Broker (claim + settle scripts, one process, no executor), with the event log
   off, on without timelines, and on (one `task.succeeded` per task, as a worker's settle sends it): Redis's
-  instructions per task.
+  instructions per task. Two flow modes (issue 23), event log off: `fanin`, the `--tasks` children of one fan-in
+  (core/flows) claimed and settled as members (each settle moving the flow on); `create`, that fan-in's creation
+  (`FlowStore.create`, every call of it), per member.
 - `worker`: a real `gopherq run` worker (the benchmark's worker file: pycall no-op tasks, concurrency and batch 500,
   logging at WARNING) under callgrind, against a private redis-server: 1,000 tasks to warm up, then `--tasks` counted:
-  the worker's instructions per task, with the stream on (the default) and off.
+  the worker's instructions per task, with the stream on (the default) and off; `fanin`, stream on, the tasks are
+  members of a fan-in (their envelopes as a flow's creation writes them, with `flow_member`; no flow hash is there,
+  so Redis's side of the settle does less than for a real flow, which this mode does not count).
 
 `--before DIR` runs the same measurement with another checkout's code (its `.venv`, and its `bench/` if it has
 this module, else this one's), alternating with this checkout's, so one command gives before and after.
@@ -35,6 +39,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
 ENVELOPE = b'{"id":"%d","type":"pycall","function":"bench.tasks:anoop","args":[]}'
+#: A fan-in child's envelope as a flow's creation encodes it (core/flows/spec.py: `flow_member` before the fields).
+MEMBER = (
+    b'{"id":"f.c%d","type":"pycall","flow_member":{"flow":"f","node":"c%d"},"function":"bench.tasks:anoop","args":[]}'
+)
 RESULT = b'{"status":"succeeded","attempts":1}'
 
 
@@ -73,18 +81,33 @@ def _totals(path: str) -> int | None:
 
 
 async def drive(url: str, mode: str, tasks: int, batch: int) -> None:
-    """Push `tasks` envelopes, then (counted) claim and settle them all; `mode`: off, notl or on (the event log)."""
+    """Push `tasks` envelopes, then (counted) claim and settle them all; `mode`: off, notl or on (the event log),
+    fanin (a fan-in's children, event log off) or create (only that fan-in's creation is counted)."""
     from redis.asyncio import Redis
 
     from gopherq.core.broker import Broker, Settlement
     from gopherq.core.eventlog import EventLog, entry_line
 
-    redis = Redis.from_url(url)
+    redis = Redis.from_url(url, socket_timeout=600)  # a creation call under callgrind takes seconds
     queue = f"ins{uuid.uuid4().hex[:6]}"
     broker = Broker(redis, queue, "instructions:1:0")
-    for start in range(0, tasks, 1000):
-        await redis.rpush(queue, *[ENVELOPE % i for i in range(start, min(tasks, start + 1000))])
-    log = None if mode == "off" else EventLog(100_000, 0 if mode == "notl" else 20, 86_400)
+    flow = mode in ("fanin", "create")
+    if flow:
+        from bench.flows import fan_in
+        from gopherq.core.flows.store import FlowStore
+
+        laid = fan_in("f", queue, tasks)
+        await redis.ping()
+        if mode == "create":
+            zero(int(os.environ["BENCH_COUNTED_PID"]))
+        await FlowStore(redis, queue).create(laid)
+        if mode == "create":
+            await redis.aclose()
+            return
+    else:
+        for start in range(0, tasks, 1000):
+            await redis.rpush(queue, *[ENVELOPE % i for i in range(start, min(tasks, start + 1000))])
+    log = None if mode in ("off", "fanin") else EventLog(100_000, 0 if mode == "notl" else 20, 86_400)
     await redis.ping()
     zero(int(os.environ["BENCH_COUNTED_PID"]))
     done = 0
@@ -93,14 +116,18 @@ async def drive(url: str, mode: str, tasks: int, batch: int) -> None:
         if not claimed:
             break
         items = []
-        for i, (token, _raw) in enumerate(claimed):
+        for i, (token, raw) in enumerate(claimed):
             task_id = str(done + i)
+            dag = None
+            if flow:  # the member's id and node, read from its envelope as a worker reads them
+                task_id = raw.split(b'"', 4)[3].decode()
+                dag = ("f", task_id[2:])
             events = None
             if log is not None:
                 stamp = time.time()
                 events = [entry_line("task.succeeded", stamp, "instructions", queue, task_id, "pycall", 1, 1e-4,
                                      None, None, None)]  # fmt: skip
-            items.append(Settlement("ack", token, task_id, result=RESULT, events=events))
+            items.append(Settlement("ack", token, task_id, result=RESULT, events=events, dag=dag))
         await broker.settle(items, 60, 1000, log=log)
         done += len(claimed)
     await redis.aclose()
@@ -180,13 +207,22 @@ def worker_row(python: str, code: Path, mode: str, tasks: int) -> float:
                  "batch_size = 500", "[logging]", 'level = "WARNING"']  # fmt: skip
         if mode == "off":
             lines += ["[plugins.stream]", "enabled = false"]
+        template = MEMBER if mode == "fanin" else ENVELOPE
         config.write_text("\n".join(lines) + "\n")
         pycall = code / "examples" / "gopherq-pycall" / "src"
         env = dict(os.environ, PYTHONPATH=f"{code}:{pycall}:{REPO}", BENCH_EXTRA_PATH=str(pycall))
         argv = [*callgrind(out), python, "-m", "bench.gopherq_worker", "-c", str(config)]
         try:
             return count_worker(
-                argv, env, code, out, server.url, queue, lambda a, b: [ENVELOPE % i for i in range(a, b)], 1000, tasks
+                argv,
+                env,
+                code,
+                out,
+                server.url,
+                queue,
+                lambda a, b: [template % ((i, i) if template is MEMBER else i) for i in range(a, b)],
+                1000,
+                tasks,
             )
         finally:
             server.stop()
@@ -201,7 +237,7 @@ def main() -> None:
     parser.add_argument("what", choices=["redis", "worker"])
     parser.add_argument("--tasks", type=int, default=None, help="counted tasks (redis 5,000; worker 3,000)")
     parser.add_argument("--batch", type=int, default=100, help="claim and settle batch (redis)")
-    parser.add_argument("--modes", default=None, help="redis: off,notl,on; worker: on,off")
+    parser.add_argument("--modes", default=None, help="redis: off,notl,on (and fanin, create); worker: on,off (fanin)")
     parser.add_argument("--before", type=Path, default=None, help="another checkout (with its own .venv)")
     args = parser.parse_args()
     trees = [("before", args.before.resolve()), ("after", REPO)] if args.before else [("now", REPO)]

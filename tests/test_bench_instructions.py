@@ -27,3 +27,14 @@ def test_the_redis_count_is_per_task_and_grows_with_the_event_log() -> None:
     assert 10_000 < off < on  # a claim and a settle cost Redis thousands of instructions; an event more
     assert abs(more - off) / off < 0.35  # per task: twice the tasks, about the same count each
     assert Path(instructions.__file__).parent.parent == REPO
+
+
+def test_the_flow_modes_count_a_fan_ins_children_settled_and_created() -> None:
+    """`fanin`: the children of a fan-in claimed and settled as members cost Redis more than plain tasks (their
+    flow moves on in the same call); `create`: that fan-in's creation alone, per member."""
+    python = sys.executable
+    off = instructions.redis_row(python, REPO, "off", 300, 100)
+    fanin = instructions.redis_row(python, REPO, "fanin", 300, 100)
+    create = instructions.redis_row(python, REPO, "create", 300, 100)
+    assert off < fanin
+    assert 1_000 < create < off  # pushing a member with its bookkeeping costs less than running one through

@@ -377,6 +377,9 @@ def task_from_dict(obj: Any, *, producer: bool = False) -> Task:
 #: The control fields every envelope may carry without further checks here (task_from_dict has read them).
 _IDENTITY_FIELDS = frozenset({"id", "type"})
 
+#: The control fields of a flow member's envelope as its flow's creation writes it (core/flows/spec.py).
+_MEMBER_FIELDS = frozenset({"id", "type", "flow_member"})
+
 
 def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned: bool, producer: bool) -> Task:
     """The task, with the executor's fields split off and the control fields checked. Only the control fields
@@ -392,7 +395,9 @@ def _control_fields(obj: dict[str, Any], task_id: str, task_type: str, assigned:
     for name in present:
         del fields[name]
     task = Task(id=task_id, type=task_type, fields=fields, id_assigned=assigned)
-    if not present <= _IDENTITY_FIELDS:
+    if present == _MEMBER_FIELDS:  # a flow member as its flow wrote it: the one check is its `flow_member`
+        task.flow_member = check_member(obj["flow_member"])
+    elif not present <= _IDENTITY_FIELDS:
         _set_control_fields(obj, task, present)
     return task
 

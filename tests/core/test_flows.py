@@ -22,6 +22,9 @@ from gopherq.web.exposition import render_metrics
 from tests.support.common import async_wait_until
 from tests.support.plugins import CaptureSink, ExecutorPlugin, SinkPlugin
 
+#: The marker a push to another list leaves in an empty plain list for a sleeping worker (lua/levels.lua).
+WAKE = b"gopherq:wake"
+
 
 class Recorder:
     """Returns its `value` field (or the sum of its parents' values and `value`); fails when `fail` is set;
@@ -297,3 +300,76 @@ async def test_one_settle_of_many_members_counts_each_once_and_readies_the_join_
         assert fields == [b"A0:0:5:1", b"r", b"1", b"running"]
         [pushed] = await aredis.lrange(queue_name, 0, -1)
         assert codec.loads(pushed)["id"] == "batched.join"  # made ready by that settle call
+
+
+async def test_a_batch_of_a_fan_ins_children_moves_its_join_as_each_child_would_have(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """A settle counts a run of one join's children together (dag_steps): the outcome is the one child after child
+    gives. A quorum join is made ready once, however many children follow its quorum in the call; a fail_fast join
+    is blocked by a failure among successes; a task settled twice in one call (two copies of it claimed) counts
+    once."""
+    settings = make_settings()
+    _, client = setup(settings, Recorder())
+    async with client:
+        for flow_id, policy in (("quorum", "quorum:2"), ("fast", "fail_fast")):
+            flow = Flow()
+            parents = [flow.add(step("rec", value=1), name=f"c{i}") for i in range(5)]
+            flow.add(step("rec"), depends_on=parents, name="join", policy=policy)
+            await flow.aapply(client, flow_id)
+        broker = Broker(aredis, queue_name, worker_id="w1")
+        claimed = await broker.claim(20, 60_000)
+        assert claimed is not None and len(claimed) == 10
+        token = {codec.loads(envelope)["id"]: token for token, envelope in claimed}
+        copy = next(envelope for _, envelope in claimed if codec.loads(envelope)["id"] == "quorum.c0")
+        await aredis.rpush(queue_name, copy)  # a second copy of one child (e.g. pushed twice)
+        [(again, _)] = await broker.claim(1, 60_000) or []
+
+        def item(flow_id: str, i: int, kind: str = "ack", token_: str | None = None) -> Settlement:
+            task_id = f"{flow_id}.c{i}"
+            tok = token_ or token[task_id]
+            if kind == "dead":
+                return Settlement("dead", tok, task_id, b"{}", b"{}", task_id, dag=(flow_id, f"c{i}"))
+            return Settlement("ack", tok, task_id, b"{}", dag=(flow_id, f"c{i}"))
+
+        items = [item("quorum", 0), item("quorum", 0, token_=again), item("quorum", 1), item("quorum", 2, "dead")]
+        items += [item("quorum", 3), item("fast", 0), item("fast", 1, "dead"), item("fast", 2), item("fast", 3)]
+        assert await broker.settle(items, 60, 100) == [True] * len(items)
+        quorum = await aredis.hmget(broker.keys.dag("quorum"), ["j:join", "m:join", "open", "fatal"])
+        assert quorum == [b"Q2:1:3:1", b"r", b"2", b"0"]  # c0 once; ready, and pushed, once
+        fast = await aredis.hmget(broker.keys.dag("fast"), ["j:join", "m:join", "open", "fatal", "halt"])
+        assert fast == [b"F0:1:3:1", b"b", b"2", b"1", b"1"]  # blocked by the failure among the successes
+        assert [codec.loads(raw)["id"] for raw in await aredis.lrange(queue_name, 0, -1)] == ["quorum.join"]
+
+
+async def test_roots_with_a_priority_or_a_fair_key_go_to_their_lists_and_plain_ones_to_the_plain_list(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """A creation call whose roots have no priority and no fair key pushes them to the plain list without looking
+    into their bytes; one with any looks into each (FlowStore.create says which): both land where a push would put
+    them, each with its whereabouts record under its id."""
+    settings = make_settings()
+    _, client = setup(settings, Recorder())
+    async with client:
+        mixed = Flow()
+        a = mixed.add(step("rec").set(priority="high"), name="a")
+        b = mixed.add(step("rec", fair_key="tenant"), name="b")
+        c = mixed.add(step("rec"), name="c")
+        mixed.add(step("rec"), depends_on=[a, b, c], name="join")
+        await mixed.aapply(client, "mixed")
+        plain = Flow()
+        plain.add(step("rec"), name="only")
+        await plain.aapply(client, "plain")
+        keys = Broker(aredis, queue_name).keys
+        high = [codec.loads(raw)["id"] for raw in await aredis.lrange(keys.level("high"), 0, -1)]
+        default = [codec.loads(raw)["id"] for raw in await aredis.lrange(queue_name, 0, -1) if raw != WAKE]
+        fair = [codec.loads(raw)["id"] for raw in await aredis.lrange(keys.fair_list("d", "tenant"), 0, -1)]
+        assert (high, default, fair) == (["mixed.a"], ["mixed.c", "plain.only"], ["mixed.b"])
+        records = await aredis.hmget(keys.where, ["mixed.a", "mixed.b", "mixed.c", "plain.only"])
+        places = [record.split(b"|") for record in records if isinstance(record, bytes)]
+        assert [(p[0], p[1], p[3], p[4:]) for p in places] == [
+            (b"ready", b"high", b"flow", []),
+            (b"ready", b"default", b"flow", [b"tenant"]),
+            (b"ready", b"default", b"flow", []),
+            (b"ready", b"default", b"flow", []),
+        ]

@@ -37,7 +37,15 @@ def check_flow_id(value: Any) -> str:
     return value
 
 
+def _plain_name(node: str) -> bool:
+    """Whether `node` is a valid name of ASCII letters and digits only, as most are: three C checks, cheaper than
+    the pattern (a worker checks every member's node)."""
+    return len(node) <= 64 and node.isascii() and node.isalnum()
+
+
 def check_node(value: Any) -> str:
+    if type(value) is str and _plain_name(value):
+        return value
     if type(value) is not str or not NODE_NAME.match(value):
         raise TaskRejected("schema_invalid", f"flow node name must be 1-64 letters, digits or _ : -, got {value!r}")
     return value
@@ -49,6 +57,10 @@ _VALID_FLOWS: set[str] = set()
 
 def check_member(value: Any) -> dict[str, Any]:
     """The `flow_member` field, checked: TaskRejected naming what is wrong."""
+    if type(value) is dict and len(value) == 2:  # the usual: a root's {flow, node}, of a flow seen already
+        flow_id, node = value.get("flow"), value.get("node")
+        if type(flow_id) is str and flow_id in _VALID_FLOWS and type(node) is str and _plain_name(node):
+            return value
     if not isinstance(value, dict) or "flow" not in value or "node" not in value or not value.keys() <= MEMBER_KEYS:
         raise TaskRejected("schema_invalid", f"field 'flow_member' must be {{flow, node[, parents]}}, got {value!r}")
     flow_id = value["flow"]

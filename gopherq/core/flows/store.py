@@ -112,9 +112,20 @@ def _join(spec: str) -> Join:
 
 
 def _packed(members: list[tuple[str, str, str, bytes]]) -> tuple[str, bytes]:
-    """Members as dag_create.lua and dag_roots.lua take them: one line each, then the envelopes end to end."""
-    lines = "".join(f"{node}|{member}|{spec}|{len(envelope)}\n" for node, member, spec, envelope in members)
+    """Members as dag_create.lua and dag_roots.lua take them: one line each, then the envelopes end to end. Each
+    envelope's length in hex: the scripts read it with strtoul (tonumber(s, 16)); a decimal costs a strtod."""
+    lines = "".join(f"{node}|{member}|{spec}|{len(envelope):x}\n" for node, member, spec, envelope in members)
     return lines, b"".join(envelope for _, _, _, envelope in members)
+
+
+def _plain(plan: Plan, members: list[tuple[str, str, str, bytes]]) -> str:
+    """'1' when no task among `members` has a priority or a fair key: the creation scripts then push each to the
+    plain list without searching its bytes for those fields (lua/flow_where.lua: flow_gather); '0' otherwise."""
+    for node, *_ in members:
+        task = plan.tasks.get(node)
+        if task is None or task.priority is not None or task.fair_key is not None:
+            return "0"
+    return "1"
 
 
 def _ms(value: bytes | None) -> float | None:
@@ -146,13 +157,14 @@ class FlowStore:
         first = [member for member in plan.members if not member[1].startswith("r")] + roots[:ROOTS_PER_CALL]
         later = roots[ROOTS_PER_CALL:]
         keys = [k.dag(plan.flow_id), k.dags, *k.ready_lists]
-        created = int(await self._create(keys=keys, args=[now_ms(), plan.flow_id, *_packed(first), len(later)]))
+        args = [now_ms(), plan.flow_id, *_packed(first), len(later), _plain(plan, first)]
+        created = int(await self._create(keys=keys, args=args))
         if created == 0:
             return False
         for start in range(0, len(later), ROOTS_PER_CALL):
             chunk = later[start : start + ROOTS_PER_CALL]
             keys = [k.dag(plan.flow_id), *k.ready_lists, k.cancels]
-            await self._roots(keys=keys, args=[now_ms(), plan.flow_id, *_packed(chunk)])
+            await self._roots(keys=keys, args=[now_ms(), plan.flow_id, *_packed(chunk), _plain(plan, chunk)])
         return created == 1
 
     async def read(self, flow_id: str, members: bool = True) -> FlowView | None:

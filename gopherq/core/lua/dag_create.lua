@@ -3,14 +3,17 @@
 -- flow of that id already exists, nothing is done.
 -- KEYS: 1 the flow's hash, 2 the queue's flow index (zset: flow id scored by creation, ms), 3 the plain ready list,
 --       4 the high-priority list, 5 the low-priority list
--- ARGV: 1 now (ms), 2 flow id, 3 the members, one line each: "<node>|<member field>|<join spec>|<envelope length>"
---       (member field: 'r' or 'w', then its children, comma-separated; join spec: '' for a root, ending in '+' for
---       an open join, see dag_extend.lua), 4 the members' envelopes, one after another in line order (pushed for a
---       root, stored for the others). Packed in two arguments, not four per member: a flow of 100,000 members is
---       then two strings to send and read, not 400,000 (the client and Redis spent most of a creation on those).
+-- ARGV: 1 now (ms), 2 flow id, 3 the members, one line each: "<node>|<member field>|<join spec>|<hex length>"
+--       (hex length: its envelope's; member field: 'r' or 'w', then its children, comma-separated; join spec:
+--       '' for a root, ending in '+' for an open join, see dag_extend.lua), 4 the members' envelopes, one after
+--       another in line order (pushed for a root, stored for the others). Packed in two arguments, not four per
+--       member: a flow of 100,000 members is then two strings to send and read, not 400,000 (the client and Redis
+--       spent most of a creation on those).
 --       5 (optional) how many roots are not among them: they follow in dag_roots.lua calls, counted down in the
 --       flow's `building` field (the joins' counts include them already; the reconciler leaves such a flow alone
 --       and cancels it when its creation never finishes).
+--       6 (optional) '1' when no root among them has a priority or a fair key: each goes to the plain list, its
+--       bytes not searched (flow_where.lua: flow_gather).
 -- Returns: 1 when created, 0 when a flow of that id exists, 2 when it exists and still waits for roots (a creation
 -- sent again resumes with dag_roots.lua).
 local ready, high, low = KEYS[3], KEYS[4], KEYS[5]
@@ -22,6 +25,7 @@ if redis.call('EXISTS', flow) == 1 then
   return 0
 end
 local later = tonumber(ARGV[5] or '0') or 0
+local plain = ARGV[6] == '1'
 local n = select(2, string.gsub(ARGV[3], '\n', '')) + later
 redis.call('HSET', flow, 'id', ARGV[2], 'state', 'pending', 'open', n, 'fatal', 0, 'halt', 0, 'created', ARGV[1],
            'size', n)
@@ -33,9 +37,10 @@ local function flush_fields()
   fields = {}
 end
 local blob, offset = ARGV[4], 1
-for node, member, spec, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%d+)\n') do
-  local envelope = string.sub(blob, offset, offset + size - 1)
-  offset = offset + size
+for node, member, spec, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%x+)\n') do
+  local next_offset = offset + tonumber(size, 16)  -- hex: strtoul, not a strtod per member
+  local envelope = string.sub(blob, offset, next_offset - 1)
+  offset = next_offset
   fields[#fields + 1] = 'm:' .. node
   fields[#fields + 1] = member
   if spec ~= '' then
@@ -48,7 +53,8 @@ for node, member, spec, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|
     fields[#fields + 1] = spec
   end
   if string.sub(member, 1, 1) == 'r' then
-    flow_gather(envelope, pushes, ARGV[1])  -- its list, or its fair key's; its whereabouts (flow_where.lua)
+    -- its list, or its fair key's; its whereabouts (flow_where.lua), under its id ("<flow id>.<node>")
+    flow_gather(envelope, pushes, ARGV[1], ARGV[2] .. '.' .. node, plain)
   else
     fields[#fields + 1] = 'e:' .. node
     fields[#fields + 1] = envelope

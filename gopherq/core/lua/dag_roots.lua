@@ -6,7 +6,8 @@
 -- gives the ready members of a failed flow.
 -- KEYS: 1 the flow's hash, 2 the plain ready list, 3 the high-priority list, 4 the low-priority list, 5 the queue's
 --       cancel requests (zset)
--- ARGV: 1 now (ms), 2 flow id, 3 the roots' lines, 4 their envelopes (both as in dag_create.lua)
+-- ARGV: 1 now (ms), 2 flow id, 3 the roots' lines, 4 their envelopes (both as in dag_create.lua), 5 (optional) '1'
+--       when none of them has a priority or a fair key (as dag_create.lua's sixth)
 -- Returns: how many roots are still to come, or -1 when there is no such flow.
 local ready, high, low = KEYS[2], KEYS[3], KEYS[4]
 --@include levels
@@ -17,15 +18,18 @@ if not fields[1] then return -1 end
 local cancelled, halted = fields[1] == 'cancelled', (tonumber(fields[2]) or 0) > 0
 local building = tonumber(fields[3]) or 0
 local blob, offset, added = ARGV[4], 1, 0
+local plain = ARGV[5] == '1'
 local pushes, requests = {}, {}
-for node, member, _, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%d+)\n') do
-  local envelope = string.sub(blob, offset, offset + size - 1)
-  offset = offset + size
+for node, member, _, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%x+)\n') do
+  local next_offset = offset + tonumber(size, 16)  -- hex: strtoul, not a strtod per member
+  local envelope = string.sub(blob, offset, next_offset - 1)
+  offset = next_offset
   if cancelled then member = 'c' .. string.sub(member, 2) end
   if string.sub(member, 1, 1) ~= 'w' and redis.call('HSETNX', flow, 'm:' .. node, member) == 1 then
     added = added + 1
     if not cancelled then
-      flow_gather(envelope, pushes, ARGV[1])  -- its list, or its fair key's; its whereabouts (flow_where.lua)
+      -- its list, or its fair key's; its whereabouts (flow_where.lua), under its id ("<flow id>.<node>")
+      flow_gather(envelope, pushes, ARGV[1], ARGV[2] .. '.' .. node, plain)
       if halted then
         requests[#requests + 1] = ARGV[1]
         requests[#requests + 1] = ARGV[2] .. '.' .. node

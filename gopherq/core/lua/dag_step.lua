@@ -83,43 +83,112 @@ local function dag_judge(flow, node, join)
   end
 end
 
--- Member `node` of `flow` reached final state `outcome` ('s', 'f' or 'c'). Counts each member once: only a
--- ready member becomes final; the one change after that is a failed member revived (requeued from the
--- dead-letter queue) that succeeds. Returns true when it counted, false when nothing changed; the caller then
--- calls dag_state once for the flow (however many of its members moved) and dag_flush.
-local function dag_step(flow, node, outcome)
-  local member = dget(flow, 'm:' .. node)
-  if not member then return false end
-  local was = string.sub(member, 1, 1)
-  local revived = was == 'f' and outcome == 's'
-  if was ~= 'r' and not revived then return false end
-  local children = string.sub(member, 2)
-  dset(flow, 'm:' .. node, outcome .. children)
-  if not revived then dincr(flow, 'open', -1) end
-  if children == '' then
+-- A member field's value split once per script call: value -> {was = its letter's byte, children = the text after
+-- it, list = each child, then per outcome letter the value it becomes}. A fan-in's members all read 'r<join>': one
+-- split serves them all.
+local DAG_SPLIT = {}
+
+local function dag_split(member)
+  local split = DAG_SPLIT[member]
+  if not split then
+    local children = string.sub(member, 2)
+    local list = {}
+    for child in string.gmatch(children, '[^,]+') do list[#list + 1] = child end
+    split = {was = string.byte(member), children = children, list = list}
+    DAG_SPLIT[member] = split
+  end
+  return split
+end
+
+-- Whether a member whose field reads `member` counts outcome `outcome` ('s', 'f' or 'c'): only a ready member
+-- becomes final; the one change after that is a failed member revived (requeued from the dead-letter queue) that
+-- succeeds. Returns its split (see dag_split), the value its field takes, and whether it is such a revival; nil when
+-- it does not count (it was counted already: an at-least-once re-execution, or a member absent).
+local function dag_counts(member, outcome)
+  if not member then return nil end
+  local split = DAG_SPLIT[member] or dag_split(member)
+  local revived = split.was == 102 and outcome == 's'  -- 102 'f'
+  if split.was ~= 114 and not revived then return nil end  -- 114 'r'
+  local now = split[outcome]
+  if not now then
+    now = outcome .. split.children
+    split[outcome] = now
+  end
+  return split, now, revived
+end
+
+-- Move the flow's counters and its children's joins for `n` members that each counted `outcome` (dag_counts gave
+-- `split` and `revived`), then judge each child join once. `n` > 1 only for members with at most one child, counted
+-- one after another: their join's judgement after the last of them is the one it would have come to after each.
+local function dag_apply(flow, split, outcome, revived, n)
+  if not revived then dincr(flow, 'open', -n) end
+  local list = split.list
+  if #list == 0 then
     if revived then
-      dincr(flow, 'fatal', -1)
+      dincr(flow, 'fatal', -n)
     elseif outcome ~= 's' then
-      dincr(flow, 'fatal', 1)  -- a sink that failed: no join is there to tolerate it
+      dincr(flow, 'fatal', n)  -- a sink that failed: no join is there to tolerate it
     end
   end
-  local from = 1
-  while true do  -- each child (comma-separated)
-    local comma = string.find(children, ',', from, true)
-    local child = string.sub(children, from, (comma or 0) - 1)
-    local join = child ~= '' and djoin(flow, child)
+  for k = 1, #list do  -- each child
+    local child = list[k]
+    local join = djoin(flow, child)
     if join then
       if revived then
-        join.bad, join.ok = join.bad - 1, join.ok + 1
+        join.bad, join.ok = join.bad - n, join.ok + n
       else
-        join.pending = join.pending - 1
-        if outcome == 's' then join.ok = join.ok + 1 else join.bad = join.bad + 1 end
+        join.pending = join.pending - n
+        if outcome == 's' then join.ok = join.ok + n else join.bad = join.bad + n end
       end
       djoin_changed(flow, child)
       dag_judge(flow, child, join)
     end
-    if not comma then break end
-    from = comma + 1
   end
+end
+
+-- Member `node` of `flow` reached final state `outcome` ('s', 'f' or 'c'), counted once (dag_counts). Returns true
+-- when it counted, false when nothing changed; the caller then calls dag_state once for the flow (however many of
+-- its members moved) and dag_flush.
+local function dag_step(flow, node, outcome)
+  local field = 'm:' .. node
+  local split, now, revived = dag_counts(dget(flow, field), outcome)
+  if not split then return false end
+  dset(flow, field, now)
+  dag_apply(flow, split, outcome, revived, 1)
   return true
+end
+
+-- dag_step for many members of one flow (their fields `fields` after the first `skip`, outcomes `outcomes`, in
+-- batch order; their values read already, see dprefetch): a run of members with the same field value and outcome
+-- and at most one child (a fan-in's children, in the usual case all of a batch's) moves the counters and judges
+-- their join once. Returns true when any counted.
+local function dag_steps(flow, fields, outcomes, skip)
+  local c = dag_cache(flow)
+  local values, changed = c.v, c.d
+  local run, run_outcome, run_revived, n = nil, nil, nil, 0
+  local any = false
+  for k = skip + 1, #fields do
+    local field, outcome = fields[k], outcomes[k - skip]
+    local member = values[field]
+    local split = member and DAG_SPLIT[member]
+    local now = split and split.was == 114 and split[outcome]  -- the usual: a ready member, a split seen already
+    local revived = false
+    if not now then split, now, revived = dag_counts(member, outcome) end
+    if split then
+      values[field], changed[field] = now, true  -- read again by a second item of the same task (a duplicate)
+      any = true
+      if split == run and outcome == run_outcome then
+        n = n + 1
+      else
+        if run then dag_apply(flow, run, run_outcome, run_revived, n) end
+        run, run_outcome, run_revived, n = split, outcome, revived, 1
+        if #split.list > 1 then  -- several joins: each judged after each member, in order
+          dag_apply(flow, split, outcome, revived, 1)
+          run = nil
+        end
+      end
+    end
+  end
+  if run then dag_apply(flow, run, run_outcome, run_revived, n) end
+  return any
 end

@@ -7,9 +7,24 @@
 --@include whereabouts
 local FLOW_WHERE = 'gopherq:{' .. ready .. '}:where'
 
--- The record of flow member `raw` ready since `since` (ms) in list `key` (its level's) or its fair key `fair`'s.
-local function flow_note(raw, key, since, fair)
-  note(task_id(raw), 'ready|' .. level_name(key, high, low) .. '|' .. since .. '|flow' .. fair_where(fair))
+-- The records of members ready since one time in one level's list: list key -> record, for `FLOW_SINCE` (a
+-- creation writes thousands of the same record: built once).
+local FLOW_RECORDS, FLOW_SINCE = {}, nil
+
+-- The record of flow member `raw` (its task id `id` when the caller knows it) ready since `since` (ms) in list
+-- `key` (its level's) or its fair key `fair`'s.
+local function flow_note(raw, key, since, fair, id)
+  if fair then
+    note(id or task_id(raw), 'ready|' .. level_name(key, high, low) .. '|' .. since .. '|flow' .. fair_where(fair))
+    return
+  end
+  if since ~= FLOW_SINCE then FLOW_RECORDS, FLOW_SINCE = {}, since end
+  local record = FLOW_RECORDS[key]
+  if not record then
+    record = 'ready|' .. level_name(key, high, low) .. '|' .. since .. '|flow'
+    FLOW_RECORDS[key] = record
+  end
+  note(id or task_id(raw), record)
 end
 
 -- push_level for one flow member, with its record written at once (one HSET: a member at a time).
@@ -25,14 +40,19 @@ local function flow_push(command, raw, since)
 end
 
 -- A root among a flow's many (its creation): into its fair key's list at once, or gathered in `pushes` (level list
--- -> envelopes) for one push per list; its record noted (the caller flushes the records).
-local function flow_gather(raw, pushes, since)
-  local key = level_key(raw)
-  local fair = fair_push('RPUSH', raw)  -- [fair keys] a task with a fair key goes to its key's list
+-- -> envelopes) for one push per list; its record noted under `id`, its task id (the caller flushes the records).
+-- `plain`: the caller's word that no envelope of its call has a priority or a fair key (FlowStore.create knows its
+-- tasks), so this one goes to the plain list without two searches of its bytes.
+local function flow_gather(raw, pushes, since, id, plain)
+  local key, fair = ready, false
+  if not plain then
+    key = level_key(raw)
+    fair = fair_push('RPUSH', raw)  -- [fair keys] a task with a fair key goes to its key's list
+  end
   if not fair then
     local list = pushes[key]
     if not list then list = {}; pushes[key] = list end
     list[#list + 1] = raw
   end
-  flow_note(raw, key, since, fair)
+  flow_note(raw, key, since, fair, id)
 end
