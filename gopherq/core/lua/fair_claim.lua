@@ -99,6 +99,7 @@ local function fair_take(letter, list)
     if FAIR_LETTERS[i] ~= letter and (tonumber(waiting[i]) or 0) > 0 then lone = false end
   end
   local sorted_at_start = fair_sorted  -- a raw push sorted in from here on may be another level's: lone no more
+  local lists_at = fair_list(letter, '')  -- the start of this level's key lists' names (fair_list)
   if plain then redis.call('ZADD', active, 'NX', redis.call('GET', vt) or '0', '') end
   local served = nil  -- the virtual time of the last pick, written once at the end
   local taken = 0     -- tasks taken from keys' lists (not the plain list)
@@ -119,7 +120,12 @@ local function fair_take(letter, list)
       local c = fair_cfg(k)
       -- A visit takes up to the key's quantum (deficit round robin: FAIR_QUANTUM per unit of weight), as far as
       -- its limits and this claim's room allow, and moves its virtual time on by what it took / its weight.
-      local most = math.min(math.max(1, math.floor(FAIR_QUANTUM * c.weight)), want - #items)
+      local most = c.quantum
+      if not most then
+        most = math.max(1, math.floor(FAIR_QUANTUM * c.weight))
+        c.quantum = most  -- (kept with the settings: FAIR_PLAIN's is worked out once per claim)
+      end
+      if most > want - #items then most = want - #items end
       local got, left = 0, true
       if k == '' then
         while got < most do
@@ -131,9 +137,10 @@ local function fair_take(letter, list)
         end
         if left then left = redis.call('LLEN', list) > 0 end
       else
-        most = fair_allowed(k, c, most)
+        if c.limited == nil then c.limited = c.paused or c.ordered or c.conc > 0 or c.rate > 0 end
+        if c.limited then most = fair_allowed(k, c, most) end
         if most > 0 then
-          local source = fair_list(letter, k)
+          local source = lists_at .. k
           local popped = redis.call('LPOP', source, most)
           if popped then
             got = #popped
