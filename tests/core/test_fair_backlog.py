@@ -149,3 +149,17 @@ async def test_keys_a_claim_takes_out_but_does_not_reach_go_back_to_their_turns(
         assert turns == set(await lists(aredis, keys, names))
         assert await backlog_set(aredis, keys) == await lists(aredis, keys, names)
     assert sorted(claimed) == sorted(f"{key}{i}" for key in names for i in range(12 if key == "big" else 4))
+
+
+async def test_a_key_emptied_after_the_keyless_turn_sorted_a_raw_push_into_it_leaves_the_turns(
+    aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """The keyless turn sorts a raw push with a fair key into its key's list (which puts the key back in the
+    turns); when the same pass then empties that key, it leaves the turns: nothing stays behind for an idle key."""
+    broker = Broker(aredis, queue_name, "w1")
+    keys = broker.keys
+    await enqueue(broker, [("k1", "kk")])
+    await aredis.rpush(queue_name, envelope("p1", None), envelope("r1", "kk"), envelope("p2", None))
+    got = await broker.claim(4, 60000)  # the room filled by that pass: no further look at the turns
+    assert got is not None and sorted(codec.loads(raw)["id"] for _, raw in got) == ["k1", "p1", "p2", "r1"]
+    assert await aredis.exists(keys.fair_active("d"), keys.fair_backlog, keys.fair_list("d", "kk")) == 0

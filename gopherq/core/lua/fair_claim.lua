@@ -16,7 +16,7 @@ local FAIR_QUANTUM = 2      -- most tasks one visit takes from a key of weight 1
 local fair_sorted = 0
 local fair_zeroed = false   -- whether a key's backlog entry reached zero (fair_base.lua: FAIR_BACKLOG)
 -- The backlog entries of the keys a pass took from, when their lists at this level are all they have waiting
--- (fair_lone): the list's length after the turn, written in one ZADD (and the emptied keys' in one ZREM) per pass
+-- (fair_take's `lone`): the list's length after the turn, written in one ZADD (and the emptied keys' in one ZREM) per pass
 -- instead of a ZINCRBY per turn, whose reply (a double Redis 7.0 formats with %.17g) made it the dearest step.
 local fair_lengths, fair_emptied = {}, {}
 local fair_pending = {}     -- key -> tasks of it picked by this call (their tokens are minted at the end)
@@ -32,7 +32,7 @@ end
 
 local function fair_sort_in(raw)
   if fair_sorted >= FAIR_SORT_CAP then return false end
-  fair_backlog_flush()  -- its ZINCRBY lands on the entries as written so far (fair_take then counts, as fair_lone)
+  fair_backlog_flush()  -- its ZINCRBY lands on the entries as written so far (fair_take then counts: not lone)
   local k, letter = fair_push('RPUSH', raw)
   if not k then return false end
   fair_sorted = fair_sorted + 1
@@ -92,7 +92,7 @@ local function fair_take(letter, list)
     return false
   end
   -- Whether no other level has tasks in keys' lists: then a key's backlog entry is its list's length here, which
-  -- its turn reads anyway (fair_lone); else each turn counts its tasks off the entry (ZINCRBY).
+  -- its turn reads anyway; else each turn counts its tasks off the entry (ZINCRBY).
   local waiting = redis.call('HMGET', FAIR_COUNT, 'h', 'd', 'l')
   local lone = true
   for i = 1, 3 do
@@ -112,7 +112,8 @@ local function fair_take(letter, list)
     local head = redis.call('ZPOPMIN', active, math.min(math.ceil((want - #items) / FAIR_QUANTUM), 500))
     if #head == 0 then break end
     local bound = math.huge
-    local rescore = {}
+    local rescore, emptied = {}, {}
+    local sorted_before = fair_sorted
     local j = 1
     while j < #head do
       local k, score = head[j], tonumber(head[j + 1])
@@ -175,7 +176,7 @@ local function fair_take(letter, list)
         rescore[#rescore + 1] = k
         if after < bound then bound = after end
       end
-      -- (Emptied: it stays out; a raw push the keyless turn sorted into its list since put it back, fair_push.)
+      if left == false then emptied[#emptied + 1] = k end  -- it stays out
       j = j + 2
     end
     for r = j, #head, 2 do  -- not reached: back at their virtual times, as read
@@ -183,6 +184,13 @@ local function fair_take(letter, list)
       rescore[#rescore + 1] = head[r]
     end
     if #rescore > 0 then redis.call('ZADD', active, unpack(rescore)) end
+    if fair_sorted > sorted_before then
+      -- The keyless turn sorted raw pushes into keys' lists (fair_push puts a key back in the turns): a key this
+      -- pass emptied afterwards must not stay in them with nothing waiting.
+      for _, k in ipairs(emptied) do
+        if k ~= '' and redis.call('EXISTS', lists_at .. k) == 0 then redis.call('ZREM', active, k) end
+      end
+    end
     fair_backlog_flush()
   end
   if fair_zeroed then redis.call('ZREMRANGEBYSCORE', FAIR_BACKLOG, '-inf', 0) end
