@@ -27,3 +27,11 @@ def test_the_redis_count_is_per_task_and_grows_with_the_event_log() -> None:
     assert 10_000 < off < on  # a claim and a settle cost Redis thousands of instructions; an event more
     assert abs(more - off) / off < 0.35  # per task: twice the tasks, about the same count each
     assert Path(instructions.__file__).parent.parent == REPO
+
+
+def test_the_keyed_mode_counts_the_fair_claim_of_many_keys() -> None:
+    """Mode keyed: the tasks of many fair keys, two each, claimed turn by turn: they cost Redis more than keyless
+    ones (a pop per key, from the state enqueue.lua leaves)."""
+    off = instructions.redis_row(sys.executable, REPO, "off", 300, 100)
+    keyed = instructions.redis_row(sys.executable, REPO, "keyed", 300, 100, keys=150, per_key=2)
+    assert off < keyed
