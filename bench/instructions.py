@@ -10,7 +10,10 @@ once the process is warm and `-d` dumps them after the measured tasks.
   off, on without timelines, and on (one `task.succeeded` per task, as a worker's settle sends it): Redis's
   instructions per task. Two flow modes (issue 23), event log off: `fanin`, the `--tasks` children of one fan-in
   (core/flows) claimed and settled as members (each settle moving the flow on); `create`, that fan-in's creation
-  (`FlowStore.create`, every call of it), per member.
+  (`FlowStore.create`, every call of it), per member. Mode `keyed` (event log off): the tasks are those of `--keys`
+  fair keys (the state enqueue.lua leaves: each key's list, its active and backlog entries, `--tasks` / `--keys`
+  tasks each, at least `--per-key`), every key active when the count starts: the fair claim's cost per task against
+  mode `off`.
 - `worker`: a real `gopherq run` worker (the benchmark's worker file: pycall no-op tasks, concurrency and batch 500,
   logging at WARNING) under callgrind, against a private redis-server: 1,000 tasks to warm up, then `--tasks` counted:
   the worker's instructions per task, with the stream on (the default) and off; `fanin`, stream on, the tasks are
@@ -35,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
@@ -43,6 +47,7 @@ ENVELOPE = b'{"id":"%d","type":"pycall","function":"bench.tasks:anoop","args":[]
 MEMBER = (
     b'{"id":"f.c%d","type":"pycall","flow_member":{"flow":"f","node":"c%d"},"function":"bench.tasks:anoop","args":[]}'
 )
+KEYED = b'{"id":"k%d-%d","type":"pycall","function":"bench.tasks:anoop","args":[],"fair_key":"k%d"}'
 RESULT = b'{"status":"succeeded","attempts":1}'
 
 
@@ -80,9 +85,10 @@ def _totals(path: str) -> int | None:
 # -- redis: the claim and settle scripts ---------------------------------------------------------------------------
 
 
-async def drive(url: str, mode: str, tasks: int, batch: int) -> None:
+async def drive(url: str, mode: str, tasks: int, batch: int, keys: int = 0, per_key: int = 2) -> None:
     """Push `tasks` envelopes, then (counted) claim and settle them all; `mode`: off, notl or on (the event log),
-    fanin (a fan-in's children, event log off) or create (only that fan-in's creation is counted)."""
+    fanin (a fan-in's children, event log off), create (only that fan-in's creation is counted) or keyed (off, with
+    the tasks spread over `keys` fair keys: see `push_keyed`)."""
     from redis.asyncio import Redis
 
     from gopherq.core.broker import Broker, Settlement
@@ -104,10 +110,12 @@ async def drive(url: str, mode: str, tasks: int, batch: int) -> None:
         if mode == "create":
             await redis.aclose()
             return
+    elif mode == "keyed":
+        await push_keyed(redis, broker.keys, tasks, keys, per_key)
     else:
         for start in range(0, tasks, 1000):
             await redis.rpush(queue, *[ENVELOPE % i for i in range(start, min(tasks, start + 1000))])
-    log = None if mode in ("off", "fanin") else EventLog(100_000, 0 if mode == "notl" else 20, 86_400)
+    log = None if mode in ("off", "fanin", "keyed") else EventLog(100_000, 0 if mode == "notl" else 20, 86_400)
     await redis.ping()
     zero(int(os.environ["BENCH_COUNTED_PID"]))
     done = 0
@@ -117,7 +125,7 @@ async def drive(url: str, mode: str, tasks: int, batch: int) -> None:
             break
         items = []
         for i, (token, raw) in enumerate(claimed):
-            task_id = str(done + i)
+            task_id = str(done + i) if mode != "keyed" else raw[7 : raw.index(b'"', 7)].decode()
             dag = None
             if flow:  # the member's id and node, read from its envelope as a worker reads them
                 task_id = raw.split(b'"', 4)[3].decode()
@@ -133,7 +141,23 @@ async def drive(url: str, mode: str, tasks: int, batch: int) -> None:
     await redis.aclose()
 
 
-def redis_row(python: str, code: Path, mode: str, tasks: int, batch: int) -> float:
+async def push_keyed(redis: Any, keys: Any, tasks: int, count: int, per_key: int) -> None:
+    """`count` fair keys with `max(per_key, tasks / count)` tasks each in their default-level lists, active and in
+    the backlog set, as enqueue.lua leaves them (bench/fairness.py's cost row does the same, timed): the claim
+    then takes `tasks` of them, turn by turn."""
+    per_key = max(per_key, -(-tasks // count))
+    for start in range(0, count, 2000):
+        batch = range(start, min(count, start + 2000))
+        async with redis.pipeline(transaction=False) as pipe:
+            for k in batch:
+                pipe.rpush(keys.fair_list("d", f"k{k}"), *[KEYED % (k, i, k) for i in range(per_key)])
+            pipe.zadd(keys.fair_active("d"), {f"k{k}": 0 for k in batch})
+            pipe.zadd(keys.fair_backlog, {f"k{k}": per_key for k in batch})
+            await pipe.execute()
+    await redis.hset(keys.fair_count, "d", count * per_key)
+
+
+def redis_row(python: str, code: Path, mode: str, tasks: int, batch: int, keys: int = 0, per_key: int = 2) -> float:
     from bench.services import RedisServer
 
     with tempfile.TemporaryDirectory(prefix="gopherq-instructions-") as tmp:
@@ -143,7 +167,7 @@ def redis_row(python: str, code: Path, mode: str, tasks: int, batch: int) -> flo
         try:
             assert server.proc is not None
             env = dict(os.environ, PYTHONPATH=f"{code}:{REPO}", BENCH_COUNTED_PID=str(server.proc.pid))
-            args = [python, str(HERE), "drive", server.url, mode, str(tasks), str(batch)]
+            args = [python, str(HERE), "drive", server.url, mode, str(tasks), str(batch), str(keys), str(per_key)]
             subprocess.run(args, env=env, check=True)
             return counted(out, server.proc.pid) / tasks
         finally:
@@ -230,14 +254,18 @@ def worker_row(python: str, code: Path, mode: str, tasks: int) -> float:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "drive":
-        url, mode, tasks, batch = sys.argv[2:6]
-        asyncio.run(drive(url, mode, int(tasks), int(batch)))
+        url, mode, tasks, batch, keys, per_key = sys.argv[2:8]
+        asyncio.run(drive(url, mode, int(tasks), int(batch), int(keys), int(per_key)))
         return
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["redis", "worker"])
     parser.add_argument("--tasks", type=int, default=None, help="counted tasks (redis 5,000; worker 3,000)")
     parser.add_argument("--batch", type=int, default=100, help="claim and settle batch (redis)")
-    parser.add_argument("--modes", default=None, help="redis: off,notl,on (and fanin, create); worker: on,off (fanin)")
+    parser.add_argument(
+        "--modes", default=None, help="redis: off,notl,on (and fanin, create, keyed); worker: on,off (fanin)"
+    )
+    parser.add_argument("--keys", type=int, default=10_000, help="redis, mode keyed: active fair keys")
+    parser.add_argument("--per-key", type=int, default=2, help="redis, mode keyed: least tasks per key")
     parser.add_argument("--before", type=Path, default=None, help="another checkout (with its own .venv)")
     args = parser.parse_args()
     trees = [("before", args.before.resolve()), ("after", REPO)] if args.before else [("now", REPO)]
@@ -247,8 +275,10 @@ def main() -> None:
             python = str(tree / ".venv" / "bin" / "python")
             if args.what == "redis":
                 tasks = args.tasks or 5000
-                figure = redis_row(python, tree, mode, tasks, args.batch)
+                figure = redis_row(python, tree, mode, tasks, args.batch, args.keys, args.per_key)
                 where = f"redis-server, claim + settle, batch {args.batch}"
+                if mode == "keyed":
+                    where += f", {args.keys:,} keys"
             else:
                 tasks = args.tasks or 3000
                 figure = worker_row(python, tree, mode, tasks)

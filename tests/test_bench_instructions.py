@@ -38,3 +38,11 @@ def test_the_flow_modes_count_a_fan_ins_children_settled_and_created() -> None:
     create = instructions.redis_row(python, REPO, "create", 300, 100)
     assert off < fanin
     assert 1_000 < create < off  # pushing a member with its bookkeeping costs less than running one through
+
+
+def test_the_keyed_mode_counts_the_fair_claim_of_many_keys() -> None:
+    """Mode keyed: the tasks of many fair keys, two each, claimed turn by turn: they cost Redis more than keyless
+    ones (a pop per key, from the state enqueue.lua leaves)."""
+    off = instructions.redis_row(sys.executable, REPO, "off", 300, 100)
+    keyed = instructions.redis_row(sys.executable, REPO, "keyed", 300, 100, keys=150, per_key=2)
+    assert off < keyed

@@ -18,6 +18,7 @@ from gopherq.core.fair import FairKeys
 from gopherq.core.inspect import Inspector
 from gopherq.core.inspect.fair_keys import LEVELS
 from gopherq.core.inspect.operations import Operator
+from gopherq.core.inspect.reading import text
 from gopherq.core.keys import WAKE_MARKER, QueueKeys
 from gopherq.core.sections import FairSettings
 
@@ -98,3 +99,67 @@ async def test_the_most_backlogged_keys_are_read_in_order_ties_by_name(
     assert await top(10) == [("f", 5), ("b", 3), ("c", 3), ("d", 3), ("a", 1), ("e", 1), ("zz", 0)]
     [zz] = await inspect.fair_keys(queue_name, 1, only="zz")
     assert (zz.backlog, zz.limits.weight, zz.source) == (0, 2.0, "run-time")
+
+
+async def test_one_level_claims_write_each_entry_as_its_list_length_and_keep_the_turns(
+    aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """With keyed tasks at one level only the claim writes each key's entry from its list's length, once per pass
+    (not a ZINCRBY per turn), and takes its keys out of the turns in one step: the entries still equal the lists
+    after every claim, whatever its size, the turns go round by name at two tasks a visit, and a raw push of
+    another level sorted in by a claim (the levels mixed from then on) keeps them equal too."""
+    broker = Broker(aredis, queue_name, "w1")
+    keys, names = broker.keys, ["a", "b", "c", "d", "e"]
+    await enqueue(broker, [(f"{key}{i}", key) for key in names for i in range(5)])
+    got = await broker.claim(10, 60000)
+    assert got is not None and [codec.loads(raw)["id"] for _, raw in got] == [
+        f"{key}{i}" for key in names for i in (0, 1)
+    ]
+    assert await backlog_set(aredis, keys) == await lists(aredis, keys, names) == {key: 3 for key in names}
+    await aredis.rpush(queue_name, envelope("h1", "c", priority="high"))  # sorted in by the next claim
+    claimed = []
+    for size in (3, 1, 4, 2, 7, 50):
+        got = await broker.claim(size, 60000)
+        assert got is not None
+        claimed += [codec.loads(raw)["id"] for _, raw in got if raw != WAKE_MARKER]
+        assert await backlog_set(aredis, keys) == await lists(aredis, keys, names)
+    assert sorted(claimed) == sorted(["h1"] + [f"{key}{i}" for key in names for i in (2, 3, 4)])
+    for key in names:  # each key's tasks in enqueue order
+        mine = [task for task in claimed if task[0] == key and task != "h1"]
+        assert mine == sorted(mine)
+    assert await aredis.exists(keys.fair_backlog, keys.fair_active("d"), keys.fair_active("h")) == 0
+
+
+async def test_keys_a_claim_takes_out_but_does_not_reach_go_back_to_their_turns(
+    aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """A claim takes its next keys out of the turns in one step; those it does not reach (its room filled by a
+    heavier key, or a key served already coming round first) go back: after every claim the level's turns are
+    exactly the keys with tasks waiting there, and every task is claimed once."""
+    broker = Broker(aredis, queue_name, "w1")
+    keys, names = broker.keys, ["big", "a", "b", "c"]
+    await FairKeys(aredis, queue_name, FairSettings()).set("big", weight=4.0)  # 8 tasks a visit
+    await enqueue(broker, [(f"{key}{i}", key) for key in names for i in range(12 if key == "big" else 4)])
+    claimed: list[str] = []
+    for size in [3, 5, 1, 2, 9, 3, 4, 50]:
+        got = await broker.claim(size, 60000)
+        assert got is not None
+        claimed += [codec.loads(raw)["id"] for _, raw in got if raw != WAKE_MARKER]
+        turns = {text(member) for member in await aredis.zrange(keys.fair_active("d"), 0, -1)}
+        assert turns == set(await lists(aredis, keys, names))
+        assert await backlog_set(aredis, keys) == await lists(aredis, keys, names)
+    assert sorted(claimed) == sorted(f"{key}{i}" for key in names for i in range(12 if key == "big" else 4))
+
+
+async def test_a_key_emptied_after_the_keyless_turn_sorted_a_raw_push_into_it_leaves_the_turns(
+    aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """The keyless turn sorts a raw push with a fair key into its key's list (which puts the key back in the
+    turns); when the same pass then empties that key, it leaves the turns: nothing stays behind for an idle key."""
+    broker = Broker(aredis, queue_name, "w1")
+    keys = broker.keys
+    await enqueue(broker, [("k1", "kk")])
+    await aredis.rpush(queue_name, envelope("p1", None), envelope("r1", "kk"), envelope("p2", None))
+    got = await broker.claim(4, 60000)  # the room filled by that pass: no further look at the turns
+    assert got is not None and sorted(codec.loads(raw)["id"] for _, raw in got) == ["k1", "p1", "p2", "r1"]
+    assert await aredis.exists(keys.fair_active("d"), keys.fair_backlog, keys.fair_list("d", "kk")) == 0

@@ -14,8 +14,9 @@ local FAIR_CONF = FAIR .. 'keys'      -- hash: key -> spec set at run time (goph
 local FAIR_RULES = FAIR .. 'rules'    -- list: "<Lua pattern>\n<spec>" from the workers' settings, first match wins
 local FAIR_COUNT = FAIR .. 'count'    -- hash: level letter -> tasks waiting in its keys' lists (for the counts)
 -- zset: key -> tasks waiting in its lists, all levels, so the inspection reads the most backlogged keys in order
--- (core/inspect/fair_keys.py) instead of every key's lists; one ZINCRBY per push and per claim turn; an entry goes
--- with the key's last waiting task.
+-- (core/inspect/fair_keys.py) instead of every key's lists; one ZINCRBY per push, and per claim turn when keyed
+-- tasks wait at more than one level (else the claim writes each key's list length, once per pass: fair_claim.lua);
+-- an entry goes with the key's last waiting task.
 local FAIR_BACKLOG = FAIR .. 'backlog'
 local FAIR_LETTERS = {'h', 'd', 'l'}
 
