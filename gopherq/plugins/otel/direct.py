@@ -87,8 +87,7 @@ class DirectSpan(Span):
         self._attributes = attributes  # type: ignore[assignment]
         self._links = links  # type: ignore[assignment]
         self._resource = resource
-        self._lock = threading.Lock()
-        self._start_time = time_ns()
+        self._start_time = time_ns()  # (no lock of its own: the tracer's, a class attribute; see DirectSpans)
 
     def get_span_context(self) -> SpanContext:
         return self._context  # type: ignore[return-value]  # (the SDK's wraps it in a `typing.cast` call)
@@ -141,7 +140,8 @@ class DirectSpan(Span):
             self._end_time = end_time if end_time is not None else time_ns()
             if type(self._attributes) is BoundedAttributes:
                 self._attributes._immutable = True
-        _, ending, processors = self._kit.processors()
+        kit = self._kit
+        _, ending, processors = kit._processors if kit.multi._span_processors is kit._known else kit.processors()
         for processor in ending:
             processor._on_ending(self)
         for processor in processors:
@@ -171,6 +171,10 @@ class DirectSpans:
             (DirectSpan,),
             {
                 "_kit": self,
+                # One lock for all the tracer's direct spans, not one made per span: it is held only for a few
+                # operations on one span, never while another span's is taken, and almost never contended (the
+                # worker's event loop makes and ends the spans; only application code in threads adds to them).
+                "_lock": threading.Lock(),
                 "_span_processor": tracer.span_processor,
                 "_limits": tracer._span_limits,
                 "_instrumentation_scope": tracer._instrumentation_scope,
