@@ -90,3 +90,18 @@ def test_a_sampled_out_attempts_headers_go_out_unless_the_task_sets_its_own() ->
     plain: dict[str, str] = {}
     unrecorded(parent, {}).propagate(plain)
     assert plain == {"traceparent": parent}
+
+
+def test_a_calls_url_is_recorded_as_it_is_only_when_there_is_nothing_in_it_to_mask() -> None:
+    """`calls.PLAIN_URL` spares `Masker.url` and `origin` for a URL with nothing to mask: it must never say so of
+    one `masking.plain_url` would mask, and its origin must be `origin`'s."""
+    from gopherq.core.masking import plain_url
+    from gopherq.plugins.otel.calls import PLAIN_URL, origin
+
+    urls = ["http://127.0.0.1:8080/r/1", "https://a.b/x#f", "http://h", "http://u:p@h/x", "http://h/x?a=1",
+            "http://h/x%3A", "http://h/a/http://x", "ht-tp://h/", "http://h#frag://x", "1http://h/"]  # fmt: skip
+    for url in urls:
+        plain = PLAIN_URL.match(url)
+        assert (plain is not None) == plain_url(url), url
+        if plain is not None:
+            assert plain[1] == origin(url)
