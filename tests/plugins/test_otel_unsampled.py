@@ -59,3 +59,49 @@ async def test_a_sampled_out_function_task_runs_inside_its_attempts_context(
             handle = await targets.current_trace.aenqueue()
         assert await handle.aresult(timeout=10) == [format(UNSAMPLED.trace_id, "032x"), False, False]
     assert not spans()
+
+
+def test_an_attempts_ids_are_drawn_at_once_with_their_hex_digits() -> None:
+    """`fast.draw`: 256 random bits and their 64 hex digits, from which a trace id and two span ids are cut, none of
+    them zero (the digits go into `traceparent` as they are, so they must be the bits' own, lower case)."""
+    from gopherq.plugins.otel.fast import LOW_64, draw
+
+    for _ in range(200):
+        bits, digits = draw()
+        assert len(digits) == 64 and digits == format(bits, "064x")
+        assert bits >> 128 and (bits >> 64) & LOW_64 and bits & LOW_64
+
+
+def test_a_sampled_out_attempts_headers_go_out_unless_the_task_sets_its_own() -> None:
+    """A sampled-out attempt's calls add its `traceparent` and the producer's other headers; a task's own
+    `traceparent` (any case) wins, and then the attempt's `tracestate` is left out too (it belongs to the other)."""
+    from gopherq.plugins.otel.calls import unrecorded
+
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    calls = unrecorded(parent, {"baggage": "k=v", "tracestate": "a=1"})
+    headers = {"User-Agent": "x"}
+    with calls.begin("http", "GET", "http://127.0.0.1/") as call:
+        call.propagate(headers)
+        call.answered(200)
+    assert headers == {"User-Agent": "x", "traceparent": parent, "baggage": "k=v", "tracestate": "a=1"}
+    own = {"TraceParent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
+    calls.begin("http", "GET", "http://127.0.0.1/").propagate(own)
+    assert own == {"TraceParent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01", "baggage": "k=v"}
+    plain: dict[str, str] = {}
+    unrecorded(parent, {}).propagate(plain)
+    assert plain == {"traceparent": parent}
+
+
+def test_a_calls_url_is_recorded_as_it_is_only_when_there_is_nothing_in_it_to_mask() -> None:
+    """`calls.PLAIN_URL` spares `Masker.url` and `origin` for a URL with nothing to mask: it must never say so of
+    one `masking.plain_url` would mask, and its origin must be `origin`'s."""
+    from gopherq.core.masking import plain_url
+    from gopherq.plugins.otel.calls import PLAIN_URL, origin
+
+    urls = ["http://127.0.0.1:8080/r/1", "https://a.b/x#f", "http://h", "http://u:p@h/x", "http://h/x?a=1",
+            "http://h/x%3A", "http://h/a/http://x", "ht-tp://h/", "http://h#frag://x", "1http://h/"]  # fmt: skip
+    for url in urls:
+        plain = PLAIN_URL.match(url)
+        assert (plain is not None) == plain_url(url), url
+        if plain is not None:
+            assert plain[1] == origin(url)

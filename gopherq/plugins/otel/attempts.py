@@ -28,16 +28,19 @@ from opentelemetry.trace import (
 )
 
 from gopherq import AttemptOutcome, ExecutionContext, Masker, Task
-from gopherq.plugins.otel.calls import DirectCalls, SpanCalls, Targets, UnrecordedCalls, put
+from gopherq.plugins.otel.calls import DirectCalls, SpanCalls, Targets, UnrecordedCalls, put, unrecorded
 from gopherq.plugins.otel.carrier import extract
 from gopherq.plugins.otel.direct import span_context
 from gopherq.plugins.otel.fast import (
     FLAGS,
+    FLAGS_HEX,
     LOW_64,
     NO_PRODUCER,
     RANDOM,
     SAMPLED,
+    ZEROS,
     Producer,
+    draw,
     parse_traceparent,
     recognise,
     traceparent,
@@ -46,6 +49,9 @@ from gopherq.plugins.otel.fast import (
 SYSTEM = "gopherq"
 CONSUMER = SpanKind.CONSUMER
 PRODUCER_LINK = {"gopherq.link": "producer"}
+
+#: An attempt's ids drawn at once (`fast.draw`): the 256 bits, their 64 hex digits, and the trace id's 32.
+Ids = tuple[int, str, str]
 
 #: What `Attempts.start` gives the wrapper: the recorded span (None when not recorded), the context token to detach
 #: when the attempt ends (None: nothing was made current), and the attempt's `context.calls`.
@@ -69,7 +75,9 @@ class Attempts:
         self.exemplars = exemplars
         self.fast = recognise(self.tracer)
 
-    def start(self, task: Task, context: ExecutionContext, application_code: bool = True) -> Started:
+    def start(
+        self, task: Task, context: ExecutionContext, application_code: bool = True, bits: int | None = None
+    ) -> Started:
         """The attempt's span, current while the executor runs when it runs application code; for an executor
         that runs none (`application_code` False: `entry.runs_application_code`) nothing reads the current
         context, so a span the plugin makes itself or a sampled-out attempt's is not made current: its calls are
@@ -91,24 +99,48 @@ class Attempts:
             links = (Link(linked, PRODUCER_LINK),)
             parent = None
         remote = None
+        # The attempt's ids at once when they come from the `random` module (`fast.draw`): its span id (bits 64
+        # to 127), its first call's (the low 64), and their hex digits; else drawn one by one (`ids` None).
+        ids: Ids | None = None
         if parent is not None:
             trace_id = parent.trace_id
             sampled = parent.flags & SAMPLED if fast.parent_based else (trace_id & LOW_64) < fast.bound
             flags = parent.flags & RANDOM
             trace_state = producer.trace_state
+            if fast.own_random:
+                bits, digits = draw()
+                ids = (bits, digits, parent.trace_hex)
             if not sampled:
-                return self._unrecorded(trace_id, flags, trace_state, producer, application_code)
+                return self._unrecorded(trace_id, flags, trace_state, producer, application_code, ids)
             remote = SpanContext(trace_id, parent.span_id, True, TraceFlags(parent.flags), trace_state)
         else:
             trace_id = 0  # drawn by the SDK, when the plugin can neither make the span nor hand the SDK its id
             flags = RANDOM if fast.random_ids else 0
             trace_state = None
             if fast.direct is not None or fast.reserve is not None:  # the plugin draws the id: decide on it now
-                trace_id = fast.trace_id()
+                if fast.own_random:
+                    if bits is not None:  # drawn by the caller (`tracing.traced`), and decided on: recorded
+                        digits = bits.to_bytes(32, "big").hex()
+                        if ZEROS in digits:
+                            bits = None
+                    if bits is None:
+                        bits, digits = draw()
+                    trace_id = bits >> 128
+                    ids = (bits, digits, digits[:32])
+                else:
+                    trace_id = fast.trace_id()
                 if (trace_id & LOW_64) >= fast.bound:
-                    return self._unrecorded(trace_id, flags, None, producer, application_code)
+                    return self._unrecorded(trace_id, flags, None, producer, application_code, ids)
         if fast.direct is not None:  # the span made directly (direct.py), as the SDK would make it
-            own = span_context(trace_id, fast.ids.generate_span_id(), FLAGS[flags | SAMPLED], trace_state)
+            if ids is None:
+                span_id = fast.ids.generate_span_id()
+                first = None
+                trace_hex = None
+            else:
+                bits, digits, trace_hex = ids
+                span_id = (bits >> 64) & LOW_64
+                first = (bits & LOW_64, digits[48:])
+            own = span_context(trace_id, span_id, FLAGS[flags | SAMPLED], trace_state)
             span = fast.direct.start(
                 f"process {context.queue}",
                 own,
@@ -119,6 +151,10 @@ class Attempts:
                 lambda: producer.base if remote is None else remote_context(remote, producer.base),
             )
             calls = DirectCalls(fast.direct, fast.ids, self.targets, producer.base, span, producer.headers)
+            if trace_hex is not None:
+                calls.trace_hex = trace_hex
+                calls.flags_hex = FLAGS_HEX[flags | SAMPLED]
+                calls.first = first
             if not application_code:
                 return span, None, calls
             return span, otel_context.attach(calls.context), calls
@@ -134,32 +170,45 @@ class Attempts:
         return span, token, SpanCalls(self.tracer, self.targets, attempt_context, producer.headers)
 
     def _unrecorded(
-        self, trace_id: int, flags: int, trace_state: Any, producer: Producer, application_code: bool
+        self,
+        trace_id: int,
+        flags: int,
+        trace_state: Any,
+        producer: Producer,
+        application_code: bool,
+        ids: Ids | None = None,
     ) -> Started:
         """A sampled-out attempt: its span context as the SDK would make it (a new span id, the sampled flag off),
         current while the executor runs when it runs application code (function tasks' spans follow the
         decision), and its headers (the `traceparent` of that span context, with the producer's tracestate
-        and baggage), which its calls send either way."""
-        span_id = self.fast.ids.generate_span_id()  # type: ignore[union-attr]
+        and baggage), which its calls send either way. With `ids` (see `start`), its `traceparent` is put
+        together from hex digits already made: no id is formatted."""
+        if ids is None:
+            span_id = self.fast.ids.generate_span_id()  # type: ignore[union-attr]
+            parent = "00-%032x-%016x-%02x" % (trace_id, span_id, flags)  # noqa: UP031 (fast.traceparent)
+        else:
+            bits, digits, trace_hex = ids
+            span_id = -1  # (bits 64 to 127, worked out below only when a span context is made)
+            parent = f"00-{trace_hex}-{digits[32:48]}-{FLAGS_HEX[flags]}"
         token = None
         if application_code:
+            if span_id < 0:
+                span_id = (bits >> 64) & LOW_64
             span = NonRecordingSpan(span_context(trace_id, span_id, FLAGS[flags], trace_state))
             token = otel_context.attach(trace.set_span_in_context(span, producer.base))
-        headers = {"traceparent": "00-%032x-%016x-%02x" % (trace_id, span_id, flags)}  # noqa: UP031 (fast.traceparent)
-        if producer.headers:
-            headers.update(producer.headers)
+        extra = producer.headers
         if producer.tracestate and trace_state is not None:
-            headers["tracestate"] = producer.tracestate
-        return None, token, UnrecordedCalls(headers)
+            extra = {**extra, "tracestate": producer.tracestate}
+        return None, token, unrecorded(parent, extra)
 
     def _current(self, span: Any, parent_context: Context, baggage: dict[str, str]) -> Started:
         """An SDK span that is not recorded, made current, its context formatted directly."""
         token = otel_context.attach(trace.set_span_in_context(span, parent_context))
         span_context = span.get_span_context()
-        headers = {"traceparent": traceparent(span_context), **baggage}
+        extra = baggage
         if span_context.trace_state:
-            headers["tracestate"] = span_context.trace_state.to_header()
-        return None, token, UnrecordedCalls(headers)
+            extra = {**baggage, "tracestate": span_context.trace_state.to_header()}
+        return None, token, unrecorded(traceparent(span_context), extra)
 
     def _linked(self, task: Task) -> bool:
         """A retry or a recovery starts a trace of its own, linked to the producer span (unless `retries =
@@ -209,7 +258,7 @@ class Attempts:
             return span, token, SpanCalls(self.tracer, self.targets, attempt_context, None)
         headers: dict[str, str] = {}
         propagate.inject(headers, context=attempt_context)
-        return None, token, UnrecordedCalls(headers)
+        return None, token, unrecorded(None, headers)
 
     def finished(self, span: Any, outcome: AttemptOutcome, context: ExecutionContext) -> None:
         """A recorded attempt's outcome on its span (and its trace id in the outcome events, for exemplars)."""
@@ -219,5 +268,7 @@ class Attempts:
             span.set_status(Status(StatusCode.ERROR, self.masker.text(failure.message)[:1000]))
         if self.exemplars:
             facts = context.event_data or {}
-            trace_id = "%032x" % span.get_span_context()[0]  # noqa: UP031 (see fast.traceparent; [0]: the trace id)
+            trace_id = getattr(context.calls, "trace_hex", None)  # (DirectCalls: made with the ids)
+            if trace_id is None:
+                trace_id = "%032x" % span.get_span_context()[0]  # noqa: UP031 (see fast.traceparent; [0]: the trace id)
             context.event_data = {**facts, "attempt_trace_id": trace_id}

@@ -141,7 +141,8 @@ class DirectSpan(Span):
             self._end_time = end_time if end_time is not None else time_ns()
             if type(self._attributes) is BoundedAttributes:
                 self._attributes._immutable = True
-        _, ending, processors = self._kit.processors()
+        kit = self._kit
+        _, ending, processors = kit._processors if kit.multi._span_processors is kit._known else kit.processors()
         for processor in ending:
             processor._on_ending(self)
         for processor in processors:

@@ -18,6 +18,7 @@ Anything else (another sampler, a custom propagator, SDK metrics about spans) ta
 
 from __future__ import annotations
 
+import random
 import threading
 from dataclasses import dataclass
 from functools import partial
@@ -45,6 +46,24 @@ RANDOM = TraceFlags.RANDOM_TRACE_ID
 FLAGS = tuple(TraceFlags(bits) for bits in range(4))
 #: Distinct (tracestate, baggage) pairs remembered; past it the cache starts again (producers rarely vary them).
 CACHE_SIZE = 256
+#: The two hex digits of each combination of the flags (`FLAGS`), for a `traceparent` built from strings.
+FLAGS_HEX = tuple(f"{bits:02x}" for bits in range(4))
+#: The random bits the SDK's `RandomIdGenerator` draws its ids from (the `random` module's generator).
+getrandbits = random.getrandbits
+#: What a zero id's hex digits have (and, rarely, the digits of two ids that are not zero, side by side).
+ZEROS = "0" * 16
+
+
+def draw() -> tuple[int, str]:
+    """256 random bits, as `RandomIdGenerator` would draw them (a trace id: the high 128 bits, and two span ids:
+    the next 64 and the low 64, none of them zero), and their 64 hex digits: one draw and one conversion for all
+    the ids an attempt and its call need, where the generator's own methods draw and `%x`-format each id apart
+    (about three times the instructions; a sampled-out attempt's whole cost was mostly this)."""
+    while True:
+        bits = getrandbits(256)
+        digits = bits.to_bytes(32, "big").hex()
+        if ZEROS not in digits:  # no id is zero (a zero id has 16 zero digits in a row; so, rarely, do others)
+            return bits, digits
 
 
 class AttemptIds(RandomIdGenerator):
@@ -95,17 +114,29 @@ class Shortcut:
             if isinstance(self.ids, AttemptIds)
             else self.ids.generate_trace_id
         )
+        #: Whether the ids come from the `random` module as the SDK's own generator draws them (AttemptIds or
+        #: RandomIdGenerator exactly): then `draw` makes all an attempt needs at once. Else the generator's methods.
+        self.own_random = type(self.ids) in (AttemptIds, RandomIdGenerator)
         #: Recorded spans made by the plugin itself (direct.py), or None: through the SDK's `start_span`.
         self.direct = direct
         self.reserve = self.ids.reserve if isinstance(self.ids, AttemptIds) else None
         self.random_ids = self.ids.is_trace_id_random()
+        #: Whether the plugin draws a new trace's ids itself and decides on them (`draw`), and the flags of such a
+        #: trace's sampled-out attempt (two hex digits).
+        self.roots = self.own_random and (direct is not None or self.reserve is not None)
+        self.root_flags = FLAGS_HEX[RANDOM if self.random_ids else 0]
         self.bound = bound
         self.parent_based = parent_based
         self.textmap = textmap
+        #: Whether the module keeps the global propagator where `get_global_textmap` reads it (it always has).
+        self._global = getattr(propagate, "_HTTP_TEXT_FORMAT", None) is propagate.get_global_textmap()
         self._producers: dict[tuple[str | None, str | None], Producer] = {}
 
     def current(self) -> bool:
-        """Still valid: nobody has replaced the global propagators since (a cheap identity check per attempt)."""
+        """Still valid: nobody has replaced the global propagators since (a cheap identity check per attempt: the
+        module's global itself when it has the one `get_global_textmap` returns, saving two calls per attempt)."""
+        if self._global:
+            return propagate._HTTP_TEXT_FORMAT is self.textmap  # type: ignore[attr-defined]
         return propagate.get_global_textmap() is self.textmap
 
     def producer(self, tracestate: str | None, baggage: str | None) -> Producer:
@@ -180,6 +211,8 @@ class Parent:
     trace_id: int
     span_id: int
     flags: int
+    #: The trace id's 32 hex digits, as the `traceparent` has them (a child's `traceparent` reuses them).
+    trace_hex: str
 
 
 def parse_traceparent(value: str | None) -> Parent | None:
@@ -187,7 +220,8 @@ def parse_traceparent(value: str | None) -> Parent | None:
     form already; this keeps the plugin as strict as the SDK if it ever meets one that was not checked)."""
     if value is None or not TRACEPARENT.match(value) or (value.startswith("00-") and len(value) != 55):
         return None
-    return Parent(int(value[3:35], 16), int(value[36:52], 16), int(value[53:55], 16))
+    trace_hex = value[3:35]
+    return Parent(int(trace_hex, 16), int(value[36:52], 16), int(value[53:55], 16), trace_hex)
 
 
 def traceparent(context: SpanContext) -> str:

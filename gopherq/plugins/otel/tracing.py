@@ -30,10 +30,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from gopherq import AttemptOutcome, AttemptRunner, ExecutionContext, Masker, Settings, Task, hookimpl
 from gopherq.core.tracecontext import BAGGAGE_MAX, TRACE_KEYS, TRACESTATE_MAX
 from gopherq.plugins.otel.attempts import SYSTEM, Attempts
-from gopherq.plugins.otel.calls import put
+from gopherq.plugins.otel.calls import NO_HEADERS, put, unrecorded
 from gopherq.plugins.otel.carrier import extract
 from gopherq.plugins.otel.export import BoundedProcessor, make_exporter
-from gopherq.plugins.otel.fast import AttemptIds
+from gopherq.plugins.otel.fast import LOW_64, ZEROS, AttemptIds, getrandbits
 from gopherq.plugins.otel.settings import OtelSettings
 
 log = logging.getLogger("gopherq.plugins.otel")
@@ -164,8 +164,26 @@ class Tracing:
         def traced(entry: Any, task: Task, context: ExecutionContext) -> Awaitable[AttemptOutcome]:
             """A plain function (see gopherq_wrap_attempt): a sampled-out attempt of an executor that runs no
             application code has nothing to make current and nothing to end, so its own awaitable is returned
-            as it is, with no frame of the plugin's around it."""
-            span, token, calls = attempts.start(task, context, entry.runs_application_code)
+            as it is, with no frame of the plugin's around it.
+
+            The commonest such attempt, a new trace's (a task without a producer's context) decided against by
+            the plugin's own draw (`fast.draw`), is settled here, before any other work: its `traceparent` from
+            the hex digits of its random bits, and nothing else. (A draw with a zero id, about one in 2**60, is
+            decided again by `start`.)"""
+            bits = None
+            fast = attempts.fast
+            if task.trace is None and fast is not None and fast.roots and not entry.runs_application_code:
+                if fast.current():
+                    bits = getrandbits(256)
+                    if (bits >> 128) & LOW_64 >= fast.bound:
+                        digits = bits.to_bytes(32, "big").hex()
+                        if ZEROS not in digits:
+                            context.calls = unrecorded(
+                                f"00-{digits[:32]}-{digits[32:48]}-{fast.root_flags}", NO_HEADERS
+                            )
+                            return run(entry, task, context)
+                        bits = None
+            span, token, calls = attempts.start(task, context, entry.runs_application_code, bits)
             context.calls = calls
             if span is not None:
                 return recorded(entry, task, context, span, token)
