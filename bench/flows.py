@@ -150,6 +150,19 @@ async def cleanup(redis: Any, queue: str) -> None:
     await redis.delete(queue)
 
 
+def start_worker(directory: str, url: str, queue: str, concurrency: int, processes: int) -> subprocess.Popen[bytes]:
+    """A GoPherQ worker (the WORKER script: no-op tasks and flows' steps) on `queue` at `url`, its files in
+    `directory`."""
+    config = Path(directory) / "gopherq.toml"
+    config.write_text(
+        f'[redis]\nurl = "{url}"\n[queue]\nname = "{queue}"\n'
+        f"[worker]\nconcurrency = {concurrency}\nprocesses = {processes}\n"
+    )
+    script = Path(directory) / "worker.py"
+    script.write_text(WORKER)
+    return subprocess.Popen([sys.executable, str(script), str(config)])
+
+
 async def main(args: argparse.Namespace) -> None:
     redis = aioredis.Redis.from_url(args.redis)
     queue = f"bench_flows_{os.getpid()}"
@@ -157,14 +170,7 @@ async def main(args: argparse.Namespace) -> None:
     keys = QueueKeys(queue)
     store, idle_store = FlowStore(redis, queue), FlowStore(redis, idle)
     with tempfile.TemporaryDirectory() as directory:
-        config = Path(directory) / "gopherq.toml"
-        config.write_text(
-            f'[redis]\nurl = "{args.redis}"\n[queue]\nname = "{queue}"\n'
-            f"[worker]\nconcurrency = {args.concurrency}\nprocesses = {args.processes}\n"
-        )
-        script = Path(directory) / "worker.py"
-        script.write_text(WORKER)
-        worker = subprocess.Popen([sys.executable, str(script), str(config)])
+        worker = start_worker(directory, args.redis, queue, args.concurrency, args.processes)
         try:
             await asyncio.sleep(2)
             await drain(redis, keys, 2000)  # warm-up

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.flows import WORKER, acked, fan_in, wait_for
+from bench.flows import acked, fan_in, start_worker, wait_for
 from bench.services import RedisServer, stop_process
 from gopherq.core import codec
 from gopherq.core.flows.store import FlowStore
@@ -111,14 +110,7 @@ async def main(args: argparse.Namespace) -> None:
         queue = "bench_cost"
         keys = QueueKeys(queue)
         store = FlowStore(redis, queue)
-        config = Path(directory) / "gopherq.toml"
-        config.write_text(
-            f'[redis]\nurl = "{server.url}"\n[queue]\nname = "{queue}"\n'
-            f"[worker]\nconcurrency = {args.concurrency}\nprocesses = 1\n"
-        )
-        script = Path(directory) / "worker.py"
-        script.write_text(WORKER)
-        worker = subprocess.Popen([sys.executable, str(script), str(config)])
+        worker = start_worker(directory, server.url, queue, args.concurrency, 1)
         results: dict[str, list[dict[str, float]]] = {"plain": [], "fan-in": []}
         n = args.children
         try:

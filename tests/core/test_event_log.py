@@ -42,6 +42,13 @@ def stream(client: redis.Redis, broker: Broker) -> list[dict[str, Any]]:
     return [codec.loads(fields[b"event"]) for _, fields in client.xrange(broker.keys.events)]
 
 
+def retrying(token: str, task_id: str) -> Settlement:
+    """A retry due in a minute, with its two events (`task.failed`, `task.retrying`): items of their own."""
+    due = str(int(time.time() * 1000) + 60_000)
+    events = [line("task.failed", task_id), line("task.retrying", task_id)]
+    return Settlement("retry", token, task_id, b"{}", envelope(task_id), due, events=events)
+
+
 async def claim(broker: Broker, *task_ids: str, lease_ms: int = LEASE_MS) -> dict[str, str]:
     await broker.push([envelope(task_id) for task_id in task_ids])
     return {codec.loads(raw)["id"]: token for token, raw in await broker.claim(len(task_ids), lease_ms)}
@@ -73,15 +80,7 @@ async def test_a_settle_sent_again_after_its_reply_was_lost_writes_its_events_on
     tokens = await claim(worker, "ok", "again")
     items = [
         Settlement("ack", tokens["ok"], "ok", b"{}", events=[line("task.succeeded", "ok")]),
-        Settlement(
-            "retry",
-            tokens["again"],
-            "again",
-            b"{}",
-            envelope("again"),
-            str(int(time.time() * 1000) + 60_000),
-            events=[line("task.failed", "again"), line("task.retrying", "again")],
-        ),
+        retrying(tokens["again"], "again"),
     ]
     assert await worker.settle(items, 60, 10, LOG) == [True, True]
     assert await worker.settle(items, 60, 10, LOG) == [True, True]  # the same call again: reported settled
@@ -95,9 +94,9 @@ async def test_a_settle_sent_again_after_its_reply_was_lost_writes_its_events_on
 async def test_riding_events_reach_their_own_timelines_around_a_refused_item_a_retry_and_a_long_event(
     aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
 ) -> None:
-    """A success's one event rides in its item (no arguments of its own) and its timeline key follows the items'
-    keys in item order: a refused item between two settled ones still takes its place in that order, so each event
-    lands in its own task's timeline; a retry's two events and a success's long event go as items of their own."""
+    """A success's one event rides in its item (no arguments of its own) and its timeline entry goes into the
+    period's hash under its task's id: a refused item between two settled ones writes none, and each event lands in
+    its own task's timeline; a retry's two events and a success's long event go as items of their own."""
     worker = Broker(aredis, queue_name, "w1")
     await worker.push([envelope("stale")])
     [(stale, _)] = await worker.claim(1, -1)
@@ -108,15 +107,7 @@ async def test_riding_events_reach_their_own_timelines_around_a_refused_item_a_r
     items = [
         Settlement("ack", tokens["first"], "first", b"{}", events=[line("task.succeeded", "first")]),
         Settlement("ack", stale, "stale", b"{}", events=[line("task.succeeded", "stale")]),
-        Settlement(
-            "retry",
-            tokens["again"],
-            "again",
-            b"{}",
-            envelope("again"),
-            str(int(time.time() * 1000) + 60_000),
-            events=[line("task.failed", "again"), line("task.retrying", "again")],
-        ),
+        retrying(tokens["again"], "again"),
         Settlement("ack", tokens["long"], "long", b"{}", events=[line("task.succeeded", "long", **long_data)]),
         Settlement("cancel", tokens["last"], "last", b"{}", events=[line("task.cancelled", "last")]),
     ]

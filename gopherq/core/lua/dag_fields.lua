@@ -59,12 +59,17 @@ end
 local JOINS = {}  -- flow key -> node -> parsed spec or false
 local JOINS_CHANGED = {}  -- flow key -> node -> true
 
-local function djoin(flow, node)
-  local joins = JOINS[flow]
-  if not joins then
-    joins = {}
-    JOINS[flow] = joins
+local function dsub(t, key)  -- t[key], a table made on first use
+  local sub = t[key]
+  if not sub then
+    sub = {}
+    t[key] = sub
   end
+  return sub
+end
+
+local function djoin(flow, node)
+  local joins = dsub(JOINS, flow)
   local join = joins[node]
   if join == nil then
     join = false
@@ -80,12 +85,7 @@ local function djoin(flow, node)
 end
 
 local function djoin_changed(flow, node)
-  local changed = JOINS_CHANGED[flow]
-  if not changed then
-    changed = {}
-    JOINS_CHANGED[flow] = changed
-  end
-  changed[node] = true
+  dsub(JOINS_CHANGED, flow)[node] = true
 end
 
 -- Write every changed field (one HSET, one HDEL per thousand fields and flow) and forget the cache.
