@@ -30,15 +30,18 @@ local function dag_state(flow, moved)
   return new, true
 end
 
--- Make waiting member `node` ready: its stored envelope goes to its priority level's ready list, stamped
--- `ready_at` now (ARGV[1], the caller's time in ms), and its whereabouts say so ('flow').
+-- Make waiting member `node` ready: its stored envelope goes to the head of its priority level's ready list (the
+-- next claim of that level takes it, ahead of a backlog of tasks that became ready while its parents ran: a join
+-- or a chain's next step is the continuation of work already under way), stamped `ready_at` now (ARGV[1], the
+-- caller's time in ms), and its whereabouts say so ('flow'). A member with a fair key goes to the tail of its key's
+-- list (flow_where.lua: flow_push).
 local function dag_ready(flow, node, member)
   local envelope = dget(flow, 'e:' .. node)
   dset(flow, 'm:' .. node, 'r' .. string.sub(member, 2))
   if envelope then
     dset(flow, 'e:' .. node, false)
     -- ready from now: latency counts from here
-    flow_push('RPUSH', restamp(envelope, tonumber(ARGV[1]), false), ARGV[1])
+    flow_push('LPUSH', restamp(envelope, tonumber(ARGV[1]), false), ARGV[1])
   end
 end
 

@@ -27,10 +27,12 @@ local function flow_note(raw, key, since, fair, id)
   note(id or task_id(raw), record)
 end
 
--- push_level for one flow member, with its record written at once (one HSET: a member at a time).
+-- push_level for one flow member, with its record written at once (one HSET: a member at a time). `command`
+-- LPUSH (a join its parents just completed: dag_step.lua) puts it at the head of its level's list; one with a
+-- fair key still goes to the tail of its key's list, behind the key's earlier tasks (an ordered key's order holds).
 local function flow_push(command, raw, since)
   local key = level_key(raw)
-  local fair = fair_push(command, raw)  -- [fair keys] a task with a fair key goes to its key's list
+  local fair = fair_push('RPUSH', raw)  -- [fair keys] a task with a fair key goes to its key's list
   if not fair then
     wake(key)
     redis.call(command, key, raw)
