@@ -167,7 +167,7 @@ end
 -- their join once. Returns true when any counted.
 local function dag_steps(flow, fields, outcomes, skip)
   local c = dag_cache(flow)
-  local values, changed = c.v, c.d
+  local values, list, listed = c.v, c.l, c.n
   local run, run_outcome, run_revived, n = nil, nil, nil, 0
   local any = false
   for k = skip + 1, #fields do
@@ -178,7 +178,9 @@ local function dag_steps(flow, fields, outcomes, skip)
     local revived = false
     if not now then split, now, revived = dag_counts(member, outcome) end
     if split then
-      values[field], changed[field] = now, true  -- read again by a second item of the same task (a duplicate)
+      values[field] = now  -- read again by a second item of the same task (a duplicate)
+      listed = listed + 1
+      list[listed] = field  -- written by dag_flush
       any = true
       if split == run and outcome == run_outcome then
         n = n + 1
@@ -192,6 +194,7 @@ local function dag_steps(flow, fields, outcomes, skip)
       end
     end
   end
+  c.n = listed
   if run then dag_apply(flow, run, run_outcome, run_revived, n) end
   return any
 end

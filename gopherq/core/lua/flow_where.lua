@@ -58,3 +58,23 @@ local function flow_gather(raw, pushes, since, id, plain)
   end
   flow_note(raw, key, since, fair, id)
 end
+
+-- The roots of one creation call (dag_create.lua, dag_roots.lua): `envelopes[1..n]`, their task ids `ids[1..n]`.
+-- Returns them gathered per level list (list key -> envelopes) for one push per list, their records noted (the
+-- caller flushes them). When `plain` (see flow_gather) they all go to the plain list with one record, built once:
+-- no call and no search per root.
+local function flow_gather_all(envelopes, ids, n, since, plain)
+  local pushes = {}
+  if not plain then
+    for k = 1, n do flow_gather(envelopes[k], pushes, since, ids[k], false) end
+    return pushes
+  end
+  if n > 0 then pushes[ready] = envelopes end
+  local record = 'ready|default|' .. since .. '|flow'
+  local w = #where_args
+  for k = 1, n do
+    where_args[w + 1], where_args[w + 2] = ids[k], record
+    w = w + 2
+  end
+  return pushes
+end
