@@ -395,7 +395,9 @@ async def test_a_join_its_parents_complete_goes_to_the_head_of_its_list_and_one_
         keys = broker.keys
         backlog = [codec.dumps({"id": f"b{i}", "type": "rec"}) for i in range(3)]
         await aredis.rpush(queue_name, *backlog)
-        await aredis.rpush(keys.fair_list("d", "tenant"), codec.dumps({"id": "k0", "type": "rec", "fair_key": "tenant"}))
+        await aredis.rpush(
+            keys.fair_list("d", "tenant"), codec.dumps({"id": "k0", "type": "rec", "fair_key": "tenant"})
+        )
         token = {codec.loads(envelope)["id"]: token for token, envelope in claimed}
         items = [Settlement("ack", token[f"{f}.p"], f"{f}.p", b"{}", dag=(f, "p")) for f in ("head", "keyed")]
         assert await broker.settle(items, 60, 100) == [True, True]
