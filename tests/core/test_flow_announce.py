@@ -1,6 +1,7 @@
 """A flow's state change is announced once, beside the settle loop; when Redis refuses the announcement for a moment
 (here: a private redis-server SIGKILLed, then restarted from its append-only file), it is retried with a short
-backoff and arrives within a second of Redis answering again, not at the reconciler's next look (30 s)."""
+backoff (at most half a second apart) and arrives within a second or two of Redis answering again, not at the
+reconciler's next look (30 s)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ async def test_an_announcement_refused_while_redis_restarts_arrives_within_a_sec
         server.start()
         back = time.monotonic()
         await async_wait_until(lambda: events.seen, timeout=10, what="the announcement")
-        assert time.monotonic() - back < 1.0
+        assert time.monotonic() - back < 2.0  # the retries are at most half a second apart
         assert events.seen == [("flow.failed", {"flow": "late", "halted": 1})]
         assert [flow_id for flow_id, _ in await store.ids(finished=True)] == ["late"]
     finally:
