@@ -6,7 +6,8 @@
   from the flow's creation (the client's call, included: the cost a user pays) to the join's end, and from the first
   member's start (its result record's `started_at`) to the join's end (`finished_at`), creation excluded;
 - join latency: chords of 10 no-op children run one after another, the time from the last child's finish (its result
-  record's `finished_at`, taken just before its settle) to the join's start (`started_at`), p50 / p99;
+  record's `finished_at`, taken just before its settle) to the join's start (`started_at`), p50 / p99; with
+  `--backlog N`, again with N plain no-op tasks pushed after each chord's creation (a busy queue);
 - memory: the Redis memory of a flow's bookkeeping per member beyond the tasks themselves (MEMORY USAGE of the
   flow's hash, its index entry aside), for a fan-in of N.
 
@@ -118,11 +119,17 @@ async def fan_in_rate(redis: Any, store: FlowStore, count: int, flow_id: str) ->
 CREATION: list[float] = []
 
 
-async def join_latency(redis: Any, store: FlowStore, flows: int) -> list[float]:
+async def join_latency(redis: Any, store: FlowStore, flows: int, backlog: int = 0, tag: str = "") -> list[float]:
+    """Chords of 10 one after another: each gap from the last child's finish to the join's start. With `backlog`,
+    that many plain no-op tasks are pushed after each chord's creation (a busy queue: the children run first, and
+    the join becomes ready while the backlog drains)."""
     gaps = []
     for index in range(flows):
-        flow_id = f"bench-lat{index}"
+        flow_id = f"bench-lat{tag}{index}"
         await store.create(fan_in(flow_id, store.keys.queue, 10))
+        if backlog:
+            envelopes = [codec.dumps({"id": f"b{index}.{i}", "type": "noop"}) for i in range(backlog)]
+            await redis.rpush(store.keys.ready, *envelopes)
         join_key = store.keys.result(f"{flow_id}.join")
 
         async def done(key: str = join_key) -> bool:
@@ -180,6 +187,7 @@ async def main(args: argparse.Namespace) -> None:
                 fan = await fan_in_rate(redis, store, args.children, f"bench-fan{turn}")
                 runs.append((plain, *fan, await drain(redis, keys, args.children, recorded=True)))
             gaps = sorted(await join_latency(redis, store, args.flows))
+            busy = sorted(await join_latency(redis, store, args.flows, args.backlog, "b")) if args.backlog else []
         finally:
             worker.terminate()
             worker.wait(30)
@@ -214,6 +222,12 @@ async def main(args: argparse.Namespace) -> None:
         f"| last child's finish -> join's start, {len(gaps)} chords of 10, p50 / p99 | "
         f"{statistics.median(gaps) * 1000:.2f} / {p99 * 1000:.2f} ms |"
     )
+    if busy:
+        print(
+            f"| the same, {args.backlog:,} plain tasks pushed after each chord (the join ready while they drain), "
+            f"p50 / p99 | {statistics.median(busy) * 1000:.2f} / "
+            f"{busy[min(len(busy) - 1, int(len(busy) * 0.99))] * 1000:.2f} ms |"
+        )
     print(f"| Redis memory per member beyond the task (fan-in of {args.children:,}) | {memory:.0f} bytes |")
 
 
@@ -222,6 +236,9 @@ if __name__ == "__main__":
     parser.add_argument("--redis", default=os.environ.get("GOPHERQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--children", type=int, default=20_000)
     parser.add_argument("--flows", type=int, default=200, help="chords timed for the join latency")
+    parser.add_argument(
+        "--backlog", type=int, default=0, help="join latency again, this many plain tasks pushed after each chord"
+    )
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--turns", type=int, default=1, help="plain drain and fan-in, in turns; medians shown")

@@ -82,7 +82,7 @@ def settle_call(
     # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
     # request) takes the request with it, so it does not linger until it expires.
     pending = cancel_requests
-    members: dict[str, list[str]] = {}  # flow id -> "<item index, hex>:<node>" of its members ending here
+    members: dict[str, list[str]] = {}  # flow id -> "<item index, hex>:m:<node>" of its members ending here
     for item in items:
         position = len(keys) - 8  # the item's index in the script (KEYS[9 + position])
         keys.append(k.result(item.task_id))
@@ -113,8 +113,9 @@ def settle_call(
             keys.append(k.cancels)
             args += ["uncancel", item.task_id, "", "", ""]
         if item.dag is not None and item.kind in ENDING:  # a flow member: named in its flow's 'dag' item
-            # The index in hex: Lua reads it with strtoul (tonumber(s, 16)); a decimal goes through strtod.
-            members.setdefault(item.dag[0], []).append(f"{position:x}:{item.dag[1]}")
+            # The index in hex: Lua reads it with strtoul (tonumber(s, 16)); a decimal goes through strtod. The
+            # member's field ("m:<node>") whole: the script reads it as it is, no string made per member there.
+            members.setdefault(item.dag[0], []).append(f"{position:x}:m:{item.dag[1]}")
         if item.fair_key is not None and item.token in fair_counted:
             keys.append(k.fair_running(item.fair_key))
             args += ["fair", item.token, "", item.fair_key, ""]

@@ -74,8 +74,6 @@ class Settler:
         self._logs: dict[str, bool] = {}  # event name -> whether the log takes it
         self.worker_id = shared.worker_id
         self.dags = shared.dags
-        self._flows_changed: set[str] = set()  # flows whose members settled, not yet announced
-        self._announcing: asyncio.Task[None] | None = None
         self._decisions: list[Decision] = []
         self._followups: list[bytes] = []  # envelopes tasks asked for when they ended (e.g. callbacks)
         self._flush_lock = asyncio.Lock()
@@ -151,23 +149,9 @@ class Settler:
             for index, (decision, ok) in enumerate(zip(decisions, accepted, strict=False)):
                 self.held.pop(decision.settlement.token, None)
                 self._announce(decision, ok, None if logged is None else logged[index])
-            if moved:  # only a settle that changed a flow's state costs an announcing round trip
-                self._flows_changed.update(moved)
-                if self._announcing is None or self._announcing.done():
-                    self._announcing = asyncio.create_task(self._announce_flows())
+            if moved:  # only a settle that changed a flow's state costs an announcing round trip, beside this loop
+                self.dags.later(moved)  # (retried on a Redis error: core/flows/announce.py)
         await self.flow.flush()
-
-    async def _announce_flows(self) -> None:
-        """Announce the state changes of the flows settles moved on, beside the settle loop (it never waits for
-        this), one round trip for every flow changed meanwhile. Lost on a Redis error or a shutdown: the reconciler
-        announces what is left unannounced (the settles themselves are recorded already)."""
-        while self._flows_changed:
-            flow_ids, self._flows_changed = sorted(self._flows_changed), set()
-            try:
-                await self.dags.changed(flow_ids)
-            except Exception as exc:  # a Redis error, or a bug: the settles are recorded, the reconciler announces
-                log.warning("flows %s: their state changes will be announced later: %s", ", ".join(flow_ids[:5]), exc)
-                return
 
     def _logs_event(self, name: str) -> bool:
         wanted = self._logs.get(name)

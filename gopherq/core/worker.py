@@ -102,7 +102,7 @@ class Worker:
             self.stats,
             self.outage,
             schedule_runs,
-            FlowAnnouncer(FlowStore(redis, self.queue), self.bus, settings.queue.result_ttl),
+            FlowAnnouncer(FlowStore(redis, self.queue), self.bus, settings.queue.result_ttl, self.outage),
         )
         self.settler = Settler(shared)
         self.upkeep = Upkeep(shared)

@@ -373,3 +373,35 @@ async def test_roots_with_a_priority_or_a_fair_key_go_to_their_lists_and_plain_o
             (b"ready", b"default", b"flow", []),
             (b"ready", b"default", b"flow", []),
         ]
+
+
+async def test_a_join_its_parents_complete_goes_to_the_head_of_its_list_and_one_with_a_fair_key_to_its_keys_tail(
+    make_settings: Callable[..., Settings], aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """A join made ready by its last parent's settle is claimed next, ahead of tasks that became ready while its
+    parents ran (a busy queue does not hold a flow's continuation back); a join with a fair key goes behind its
+    key's earlier tasks (an ordered key's order holds)."""
+    settings = make_settings()
+    _, client = setup(settings, Recorder())
+    async with client:
+        for flow_id, fair in (("head", None), ("keyed", "tenant")):
+            flow = Flow()
+            parent = flow.add(step("rec"), name="p")
+            flow.add(step("rec", fair_key=fair) if fair else step("rec"), depends_on=[parent], name="join")
+            await flow.aapply(client, flow_id)
+        broker = Broker(aredis, queue_name, worker_id="w1")
+        claimed = await broker.claim(10, 60_000)
+        assert claimed is not None and len(claimed) == 2
+        keys = broker.keys
+        backlog = [codec.dumps({"id": f"b{i}", "type": "rec"}) for i in range(3)]
+        await aredis.rpush(queue_name, *backlog)
+        await aredis.rpush(
+            keys.fair_list("d", "tenant"), codec.dumps({"id": "k0", "type": "rec", "fair_key": "tenant"})
+        )
+        token = {codec.loads(envelope)["id"]: token for token, envelope in claimed}
+        items = [Settlement("ack", token[f"{f}.p"], f"{f}.p", b"{}", dag=(f, "p")) for f in ("head", "keyed")]
+        assert await broker.settle(items, 60, 100) == [True, True]
+        ready = [codec.loads(raw)["id"] for raw in await aredis.lrange(queue_name, 0, -1) if raw != WAKE]
+        assert ready == ["head.join", "b0", "b1", "b2"]
+        fair = [codec.loads(raw)["id"] for raw in await aredis.lrange(keys.fair_list("d", "tenant"), 0, -1)]
+        assert fair == ["k0", "keyed.join"]

@@ -31,37 +31,40 @@ redis.call('HSET', flow, 'id', ARGV[2], 'state', 'pending', 'open', n, 'fatal', 
            'size', n)
 if later > 0 then redis.call('HSET', flow, 'building', later) end
 -- Written a thousand fields and pushed a thousand roots per call: a call per member costs more than the work.
-local fields, pushes = {}, {}
+local fields, nf = {}, 0
 local function flush_fields()
-  if #fields > 0 then redis.call('HSET', flow, unpack(fields)) end
-  fields = {}
+  if nf > 0 then redis.call('HSET', flow, unpack(fields, 1, nf)) end
+  fields, nf = {}, 0
 end
 local blob, offset = ARGV[4], 1
+local prefix = ARGV[2] .. '.'  -- a member's task id is "<flow id>.<node>"
+local roots, ids, nr = {}, {}, 0
 for node, member, spec, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%x+)\n') do
   local next_offset = offset + tonumber(size, 16)  -- hex: strtoul, not a strtod per member
   local envelope = string.sub(blob, offset, next_offset - 1)
   offset = next_offset
-  fields[#fields + 1] = 'm:' .. node
-  fields[#fields + 1] = member
+  fields[nf + 1], fields[nf + 2] = 'm:' .. node, member
+  nf = nf + 2
   if spec ~= '' then
     if string.sub(spec, -1) == '+' then
       spec = string.sub(spec, 1, -2)
-      fields[#fields + 1] = 'o:' .. node
-      fields[#fields + 1] = '1'
+      fields[nf + 1], fields[nf + 2] = 'o:' .. node, '1'
+      nf = nf + 2
     end
-    fields[#fields + 1] = 'j:' .. node
-    fields[#fields + 1] = spec
+    fields[nf + 1], fields[nf + 2] = 'j:' .. node, spec
+    nf = nf + 2
   end
-  if string.sub(member, 1, 1) == 'r' then
-    -- its list, or its fair key's; its whereabouts (flow_where.lua), under its id ("<flow id>.<node>")
-    flow_gather(envelope, pushes, ARGV[1], ARGV[2] .. '.' .. node, plain)
+  if string.byte(member) == 114 then  -- 'r': a root, pushed below (its list, or its fair key's; its whereabouts)
+    nr = nr + 1
+    roots[nr], ids[nr] = envelope, prefix .. node
   else
-    fields[#fields + 1] = 'e:' .. node
-    fields[#fields + 1] = envelope
+    fields[nf + 1], fields[nf + 2] = 'e:' .. node, envelope
+    nf = nf + 2
   end
-  if #fields >= 2000 then flush_fields() end
+  if nf >= 2000 then flush_fields() end
 end
 flush_fields()
+local pushes = flow_gather_all(roots, ids, nr, ARGV[1], plain)
 for key, list in pairs(pushes) do
   wake(key)
   for j = 1, #list, 1000 do redis.call('RPUSH', key, unpack(list, j, math.min(j + 999, #list))) end

@@ -3,12 +3,15 @@
 -- join spec once and writes each changed field once (one HSET per flow at the end, `dag_flush`), instead of a
 -- read and a write per member. Every script that moves a flow calls `dag_flush` before it reads the hash directly
 -- and before it returns; nothing else can see the hash in between (a script call is atomic).
-local DAG = {}  -- flow key -> {v = field -> value (false: absent), d = field -> true when changed}
+-- flow key -> {v = field -> value (false: absent), d = field -> true when changed, l = fields changed by dag_steps
+-- (a list: appending costs less than a hash insert; a field may be in it twice, and in d too: written once each
+-- time, with its value then), n = the list's length}
+local DAG = {}
 
 local function dag_cache(flow)
   local c = DAG[flow]
   if not c then
-    c = {v = {}, d = {}}
+    c = {v = {}, d = {}, l = {}, n = 0}
     DAG[flow] = c
   end
   return c
@@ -27,10 +30,15 @@ end
 
 -- Read the fields not cached yet in one HMGET per thousand (e.g. the members a settle records).
 local function dprefetch(flow, fields)
+  local fresh = DAG[flow] == nil  -- nothing cached: every field is wanted (the usual: a settle's one item per flow)
   local c = dag_cache(flow)
-  local wanted = {}
-  for _, field in ipairs(fields) do
-    if c.v[field] == nil then wanted[#wanted + 1] = field end
+  local wanted = fields
+  if not fresh then
+    wanted = {}
+    for k = 1, #fields do
+      local field = fields[k]
+      if c.v[field] == nil then wanted[#wanted + 1] = field end
+    end
   end
   for j = 1, #wanted, 1000 do
     local last = math.min(j + 999, #wanted)
@@ -98,12 +106,21 @@ local function dag_flush()
   end
   JOINS, JOINS_CHANGED = {}, {}
   for flow, c in pairs(DAG) do
-    local sets, dels = {}, {}
+    local sets, dels, ns = {}, {}, 0
+    local values, list = c.v, c.l
+    for k = 1, c.n do
+      local field = list[k]
+      local value = values[field]
+      if value then  -- (a field deleted since is in d)
+        sets[ns + 1], sets[ns + 2] = field, value
+        ns = ns + 2
+      end
+    end
     for field in pairs(c.d) do
-      local value = c.v[field]
+      local value = values[field]
       if value then
-        sets[#sets + 1] = field
-        sets[#sets + 1] = value
+        sets[ns + 1], sets[ns + 2] = field, value
+        ns = ns + 2
       else
         dels[#dels + 1] = field
       end

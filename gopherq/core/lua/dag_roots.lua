@@ -19,24 +19,25 @@ local cancelled, halted = fields[1] == 'cancelled', (tonumber(fields[2]) or 0) >
 local building = tonumber(fields[3]) or 0
 local blob, offset, added = ARGV[4], 1, 0
 local plain = ARGV[5] == '1'
-local pushes, requests = {}, {}
+local prefix = ARGV[2] .. '.'  -- a member's task id is "<flow id>.<node>"
+local roots, ids, requests, nr = {}, {}, {}, 0
 for node, member, _, size in string.gmatch(ARGV[3], '([^|\n]*)|([^|\n]*)|([^|\n]*)|(%x+)\n') do
   local next_offset = offset + tonumber(size, 16)  -- hex: strtoul, not a strtod per member
-  local envelope = string.sub(blob, offset, next_offset - 1)
-  offset = next_offset
   if cancelled then member = 'c' .. string.sub(member, 2) end
-  if string.sub(member, 1, 1) ~= 'w' and redis.call('HSETNX', flow, 'm:' .. node, member) == 1 then
+  if string.byte(member) ~= 119 and redis.call('HSETNX', flow, 'm:' .. node, member) == 1 then  -- 119: 'w'
     added = added + 1
-    if not cancelled then
-      -- its list, or its fair key's; its whereabouts (flow_where.lua), under its id ("<flow id>.<node>")
-      flow_gather(envelope, pushes, ARGV[1], ARGV[2] .. '.' .. node, plain)
+    if not cancelled then  -- pushed below (its list, or its fair key's; its whereabouts)
+      nr = nr + 1
+      roots[nr], ids[nr] = string.sub(blob, offset, next_offset - 1), prefix .. node
       if halted then
         requests[#requests + 1] = ARGV[1]
-        requests[#requests + 1] = ARGV[2] .. '.' .. node
+        requests[#requests + 1] = ids[nr]
       end
     end
   end
+  offset = next_offset
 end
+local pushes = flow_gather_all(roots, ids, nr, ARGV[1], plain)
 for key, list in pairs(pushes) do
   wake(key)
   for j = 1, #list, 1000 do redis.call('RPUSH', key, unpack(list, j, math.min(j + 999, #list))) end

@@ -1,6 +1,6 @@
 -- The settle script's part of flows (pulled into settle.lua by `--@include dag_settle`; needs dag_step and levels).
 -- A settle batch with flow members ends with one 'dag' item per flow (item key: the flow's hash; token: the flow id;
--- data: its members' items, "<item index, hex>:<node>" comma-separated), after every item it names. Only a member
+-- data: its members' items, "<item index, hex>:m:<node>" comma-separated), after every item it names. Only a member
 -- whose own item was settled in this call counts: a refused (fenced) or repeated settle moves no flow. The settle
 -- loop notes them (`dag_note`); after the loop, `dag_settle_all` records their final outcomes in batch order and
 -- makes ready every join they complete, in this same script call. Members of one flow are read with one HMGET and the
@@ -13,17 +13,18 @@ local DAG_OUTCOME = {ack = 's', dead = 'f', cancel = 'c'}
 local dag_noted = {}
 local DAG_COUNTERS = 3
 
--- The members `packed` of flow `flow_id` (hash `flow`) whose items (`settled`: item index -> true) were settled.
+-- The members `packed` of flow `flow_id` (hash `flow`) whose items (`settled`: item index -> true) were settled
+-- (each named by its field, "m:<node>", as the worker sends it: no string is made here per member).
 local function dag_note(flow, flow_id, packed, settled)
   local fields, outcomes = {'state', 'open', 'fatal'}, {}
   local n = DAG_COUNTERS
-  for index, node in string.gmatch(packed, '(%x+):([^,]+)') do
+  for index, field in string.gmatch(packed, '(%x+):([^,]+)') do
     local i = tonumber(index, 16)  -- strtoul: a decimal would cost a strtod per member
     if settled[i] then
       local outcome = DAG_OUTCOME[ARGV[5 + i * 5]]  -- none for a retry, deferral or release: not final
       if outcome then
         n = n + 1
-        fields[n] = 'm:' .. node
+        fields[n] = field
         outcomes[n - DAG_COUNTERS] = outcome
       end
     end

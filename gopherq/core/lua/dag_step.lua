@@ -30,15 +30,18 @@ local function dag_state(flow, moved)
   return new, true
 end
 
--- Make waiting member `node` ready: its stored envelope goes to its priority level's ready list, stamped
--- `ready_at` now (ARGV[1], the caller's time in ms), and its whereabouts say so ('flow').
+-- Make waiting member `node` ready: its stored envelope goes to the head of its priority level's ready list (the
+-- next claim of that level takes it, ahead of a backlog of tasks that became ready while its parents ran: a join
+-- or a chain's next step is the continuation of work already under way), stamped `ready_at` now (ARGV[1], the
+-- caller's time in ms), and its whereabouts say so ('flow'). A member with a fair key goes to the tail of its key's
+-- list (flow_where.lua: flow_push).
 local function dag_ready(flow, node, member)
   local envelope = dget(flow, 'e:' .. node)
   dset(flow, 'm:' .. node, 'r' .. string.sub(member, 2))
   if envelope then
     dset(flow, 'e:' .. node, false)
     -- ready from now: latency counts from here
-    flow_push('RPUSH', restamp(envelope, tonumber(ARGV[1]), false), ARGV[1])
+    flow_push('LPUSH', restamp(envelope, tonumber(ARGV[1]), false), ARGV[1])
   end
 end
 
@@ -164,7 +167,7 @@ end
 -- their join once. Returns true when any counted.
 local function dag_steps(flow, fields, outcomes, skip)
   local c = dag_cache(flow)
-  local values, changed = c.v, c.d
+  local values, list, listed = c.v, c.l, c.n
   local run, run_outcome, run_revived, n = nil, nil, nil, 0
   local any = false
   for k = skip + 1, #fields do
@@ -175,7 +178,9 @@ local function dag_steps(flow, fields, outcomes, skip)
     local revived = false
     if not now then split, now, revived = dag_counts(member, outcome) end
     if split then
-      values[field], changed[field] = now, true  -- read again by a second item of the same task (a duplicate)
+      values[field] = now  -- read again by a second item of the same task (a duplicate)
+      listed = listed + 1
+      list[listed] = field  -- written by dag_flush
       any = true
       if split == run and outcome == run_outcome then
         n = n + 1
@@ -189,6 +194,7 @@ local function dag_steps(flow, fields, outcomes, skip)
       end
     end
   end
+  c.n = listed
   if run then dag_apply(flow, run, run_outcome, run_revived, n) end
   return any
 end

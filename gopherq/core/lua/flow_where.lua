@@ -27,10 +27,12 @@ local function flow_note(raw, key, since, fair, id)
   note(id or task_id(raw), record)
 end
 
--- push_level for one flow member, with its record written at once (one HSET: a member at a time).
+-- push_level for one flow member, with its record written at once (one HSET: a member at a time). `command`
+-- LPUSH (a join its parents just completed: dag_step.lua) puts it at the head of its level's list; one with a
+-- fair key still goes to the tail of its key's list, behind the key's earlier tasks (an ordered key's order holds).
 local function flow_push(command, raw, since)
   local key = level_key(raw)
-  local fair = fair_push(command, raw)  -- [fair keys] a task with a fair key goes to its key's list
+  local fair = fair_push('RPUSH', raw)  -- [fair keys] a task with a fair key goes to its key's list
   if not fair then
     wake(key)
     redis.call(command, key, raw)
@@ -55,4 +57,24 @@ local function flow_gather(raw, pushes, since, id, plain)
     list[#list + 1] = raw
   end
   flow_note(raw, key, since, fair, id)
+end
+
+-- The roots of one creation call (dag_create.lua, dag_roots.lua): `envelopes[1..n]`, their task ids `ids[1..n]`.
+-- Returns them gathered per level list (list key -> envelopes) for one push per list, their records noted (the
+-- caller flushes them). When `plain` (see flow_gather) they all go to the plain list with one record, built once:
+-- no call and no search per root.
+local function flow_gather_all(envelopes, ids, n, since, plain)
+  local pushes = {}
+  if not plain then
+    for k = 1, n do flow_gather(envelopes[k], pushes, since, ids[k], false) end
+    return pushes
+  end
+  if n > 0 then pushes[ready] = envelopes end
+  local record = 'ready|default|' .. since .. '|flow'
+  local w = #where_args
+  for k = 1, n do
+    where_args[w + 1], where_args[w + 2] = ids[k], record
+    w = w + 2
+  end
+  return pushes
 end

@@ -31,7 +31,7 @@
 --   fair key) frees the task's place among its key's running tasks (fair_base.lua: fair_settled); it is sent only
 --   for an attempt the claim counted there (a key with limits: the claim's '!counted').
 --   Flows: one 'dag' item per flow with members in the batch, after the items it names (item key: the flow's hash;
---   token: the flow id; data: "<item index, hex>:<node>" per member, comma-separated) records the final outcomes of
+--   token: the flow id; data: "<item index, hex>:m:<node>" per member, comma-separated) records the final outcomes of
 --   those members whose items were settled here and makes ready the joins they complete (dag_settle.lua).
 --   Events (see core/eventlog.py, events.lua): a 'stream' item, first when any item has events (item key: the
 --   queue's event stream; token: its maxlen; result: events kept per timeline), then one 'event' after-item per
