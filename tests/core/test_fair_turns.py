@@ -152,3 +152,27 @@ async def test_a_virtual_time_that_is_not_whole_is_written_exactly(aredis: aiore
     assert got is not None and len(got) == 3
     assert await aredis.zscore(keys.fair_active("d"), "slow") == 1 / 0.3
     assert await aredis.zscore(keys.fair_active("d"), "x") == 2.0
+
+
+async def test_keys_taken_by_rank_but_not_reached_go_back_at_their_time(
+    aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """Eight keys at virtual time 0 (the first of weight 4: 8 tasks a visit) and eight at 1, ten tasks each: a claim
+    of 16 takes the eight at 0 out together and fills its room with the first five; the three it did not reach go
+    back at 0, ahead of the keys at 1."""
+    broker = Broker(aredis, queue_name, "w1")
+    keys, names = broker.keys, [f"k{i:02d}" for i in range(16)]
+    await FairKeys(aredis, queue_name, FairSettings()).set("k00", weight=4.0)
+    await enqueue(broker, [(f"{name}.{i}", name) for name in names for i in range(10)])
+    await aredis.delete(queue_name)  # the wake marker
+    await aredis.zadd(keys.fair_active("d"), {name: 1 for name in names[8:]}, xx=True)
+    got = await broker.claim(16, 60000)
+    assert got is not None
+    assert Counter(codec.loads(raw)["fair_key"] for _, raw in got) == {"k00": 8, **{name: 2 for name in names[1:5]}}
+    active = await aredis.zrange(keys.fair_active("d"), 0, -1, withscores=True)
+    times = {member.decode(): score for member, score in active}
+    assert times == {
+        **{name: 2.0 for name in names[:5]},
+        **{name: 0.0 for name in names[5:8]},
+        **{name: 1.0 for name in names[8:]},
+    }

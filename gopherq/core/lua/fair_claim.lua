@@ -187,7 +187,7 @@ local function fair_take(letter, list)
   local plain_cfg = fair_all_plain() and FAIR_PLAIN  -- every key's settings, when they are all the same
   local taken = 0     -- tasks taken from keys' lists (not the plain list)
   while #items < want do
-    -- The next keys in turn, taken out in one step (ZPOPMIN: no ZREM per emptied key): they are served in this
+    -- The next keys in turn, taken out in one step (fair_next: no ZREM per emptied key): they are served in this
     -- order until one already served comes round again (its new virtual time, `bound`, is below the next key's),
     -- which needs a fresh look; the keys served and still waiting go back at their new virtual times, those not
     -- reached at their old ones, the emptied and the parked stay out. As many keys as the claim's room needs at
