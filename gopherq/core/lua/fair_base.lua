@@ -57,6 +57,15 @@ local function fair_cfg(k)
   return c
 end
 
+-- Whether every key has FAIR_PLAIN's settings (none set at run time, no rules): then a claim's turns need not
+-- ask fair_cfg key by key.
+local function fair_all_plain()
+  if fair_conf == nil then fair_conf = redis.call('EXISTS', FAIR_CONF) == 1 end
+  if fair_conf then return false end
+  fair_rules = fair_rules or redis.call('LRANGE', FAIR_RULES, 0, -1)
+  return #fair_rules == 0
+end
+
 -- Put `k` in the active set of each level where it has waiting tasks, at that level's virtual time (a key that
 -- becomes busy starts level with the others: it gets no credit for having been idle).
 local function fair_activate(k)
