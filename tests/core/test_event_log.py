@@ -227,6 +227,20 @@ async def test_a_tasks_timeline_outlives_twenty_thousand_newer_events(
     assert info is not None and [event.name for event in info.events] == ["task.enqueued", "task.succeeded"]
 
 
+async def test_a_settle_caps_the_stream_once_after_its_events(aredis: aioredis.Redis, queue_name: str) -> None:
+    """The settle XADDs without MAXLEN and trims once per call: a call of 600 events leaves the stream near its cap
+    (XTRIM MAXLEN ~ trims whole nodes of 100 entries), not 600 long."""
+    log = EventLog(maxlen=100, timeline=0, ttl=60)
+    worker = Broker(aredis, queue_name, "w1")
+    ids = [f"t{n}" for n in range(600)]
+    tokens = await claim(worker, *ids)
+    items = [Settlement("ack", tokens[i], i, b"{}", events=[line("task.succeeded", i)]) for i in ids]
+    assert await worker.settle(items, 60, 1, log) == [True] * 600
+    assert 100 <= await aredis.xlen(worker.keys.events) <= 200
+    newest = await aredis.xrevrange(worker.keys.events, count=1)
+    assert codec.loads(newest[0][1][b"event"])["task_id"] == "t599"
+
+
 async def test_a_timeline_expires_with_the_result_and_keeps_its_newest_events_bounded(
     aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
 ) -> None:
