@@ -9,10 +9,10 @@
 -- once, after its last one (an XADD with MAXLEN ~ checks the cap and rewrites three of its arguments for
 -- replication every time, about a seventh of what an event costs Redis; the stream is over its cap by at most one
 -- call's events in between, and `~` trims only whole nodes of 100 entries anyway).
--- record_events(stream, maxlen, keep, ttl, entries, spec) writes a batch, then caps the stream: each line of `entries` (orjson escapes
--- newlines, so a line is a whole event) with its line of `spec`: the KEYS index of its task's timeline (0: none),
--- a space and an item number (unused here), then, when the timeline needs a shorter copy, a space and that copy.
--- Returns how many events were written.
+-- record_events(stream, maxlen, keep, ttl, entries, spec) writes a batch, then caps the stream: each line of
+-- `entries` (orjson escapes newlines, so a line is a whole event) with its line of `spec`: the KEYS index of its
+-- task's timeline (0: none), a space and an item number (unused here), then, when the timeline needs a shorter
+-- copy, a space and that copy. Returns how many events were written.
 local function record_event(stream, keep, ttl, line, timeline, short)
   local id = redis.call('XADD', stream, '*', 'event', line)
   if timeline then
