@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
+
 from gopherq.core import codec
 from gopherq.core.bounds import bounded
 from gopherq.core.keys import QueueKeys
@@ -90,6 +92,35 @@ def entry_line(
     return _cut(line, TEXT_BYTES, ENTRY_BYTES)
 
 
+def entry_head(name: str, timestamp: float, worker: str | None, queue: str | None) -> bytes:
+    """The bytes `entry_line` starts with for events that share these four fields (the outcomes of one settle
+    batch: one timestamp, one worker and queue), up to the task id's value: `plain_line` completes it."""
+    return codec.dumps({"event": name, "timestamp": timestamp, "worker": worker, "queue": queue})[:-1] + b',"task_id":'
+
+
+#: `plain_line`'s text between the task id and the duration, per task type and attempt (a worker runs a handful of
+#: types, and most attempts are first ones).
+_MIDDLES: dict[tuple[str | None, int], bytes] = {}
+#: orjson itself, as codec.dumps calls it: a str, a float or None needs no `default` (one call less, twice per line).
+_encode = orjson.dumps
+
+
+def plain_line(head: bytes, task_id: str, task_type: str | None, attempt: int, duration: float | None) -> bytes:
+    """`entry_line`'s very bytes for an event without error, data or trace id (a success, as a rule), from its
+    batch's `head` (`entry_head`): only the task's id and duration are encoded per event (by the same encoder, so
+    escaping and float formatting are the same), its type and attempt once per pair. About 5,500 instructions
+    a line instead of entry_line's 8,600 (a dict of eight fields and its dumps; callgrind, 100,000 lines)."""
+    middle = _MIDDLES.get((task_type, attempt))
+    if middle is None:
+        middle = b',"task_type":%s,"attempt":%d,"duration":' % (_encode(task_type), attempt)
+        if len(_MIDDLES) < 4096:  # types are a worker's executors and attempts are few, but it stays bounded
+            _MIDDLES[(task_type, attempt)] = middle
+    line = b"".join((head, _encode(task_id), middle, _encode(duration), b"}"))
+    if len(line) <= ENTRY_BYTES:
+        return line
+    return _cut(line, TEXT_BYTES, ENTRY_BYTES)
+
+
 def _cut(line: bytes, text: int, total: int) -> bytes:
     """`line` with its texts cut to `text` bytes and its parts to `total`, the cuts added to its `truncated`."""
     event = codec.loads(line)
@@ -122,11 +153,11 @@ def pack(line: bytes, key_index: int, item: int, packed: tuple[list[bytes], list
 
 @dataclass(frozen=True, slots=True)
 class EventLog:
-    """Where and how a queue's events are kept: the stream's cap (`maxlen`, approximate as XADD MAXLEN ~ trims)
-    and the events kept per task timeline (`timeline`, 0 for none), which expires `ttl` seconds after the task's
-    latest event written outside a settle (the settle uses the result TTL). A sink that has one as its
-    `event_log` attribute (the `stream` sink) is the log's writer: the settle script writes the outcome events it
-    accepts, and the event bus hands that sink only the rest (see `EventBus.emit`'s `recorded`)."""
+    """Where and how a queue's events are kept: the stream's cap (`maxlen`, approximate as XTRIM MAXLEN ~ trims,
+    once per script call) and the events kept per task timeline (`timeline`, 0 for none), which expires `ttl`
+    seconds after the task's latest event written outside a settle (the settle uses the result TTL). A sink that has
+    one as its `event_log` attribute (the `stream` sink) is the log's writer: the settle script writes the outcome
+    events it accepts, and the event bus hands that sink only the rest (see `EventBus.emit`'s `recorded`)."""
 
     #: Events a timeline keeps by default, and at most (the bound of a task page's read).
     DEFAULT_TIMELINE: ClassVar[int] = TIMELINE_EVENTS

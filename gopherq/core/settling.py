@@ -18,7 +18,7 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.broker import Timing
-from gopherq.core.eventlog import entry_line
+from gopherq.core.eventlog import entry_head, entry_line, plain_line
 from gopherq.core.outcomes import Decision
 from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.shared import Shared
@@ -133,7 +133,8 @@ class Settler:
             logged: list[Logged | None] | None = None
             if self.log is not None:
                 stamp = time.time()
-                logged = [self._log_events(decision, stamp) for decision in decisions]
+                heads: dict[str, bytes] = {}  # per event name: the start of this batch's lines (plain_line)
+                logged = [self._log_events(decision, stamp, heads) for decision in decisions]
             try:
                 accepted = await self.broker.settle(
                     [d.settlement for d in decisions],
@@ -159,9 +160,25 @@ class Settler:
             wanted = self._logs[name] = self._log_accepts is not None and self._log_accepts(name)
         return wanted
 
-    def _log_events(self, decision: Decision, stamp: float) -> Logged | None:
+    def _log_events(self, decision: Decision, stamp: float, heads: dict[str, bytes]) -> Logged | None:
         """Put the decision's events (its `task.failed`, then its outcome), as the log takes them, on its settlement
-        for the settle script to write; returns their masked fields for `_announce` (None: no event)."""
+        for the settle script to write; returns their masked fields for `_announce` (None: no event). An outcome
+        without error, data or trace (a success, as a rule) is completed from its batch's `heads` (the same bytes
+        as entry_line's, for a fraction of the work)."""
+        task, name = decision.task, decision.event
+        if (
+            task is not None
+            and decision.error is None
+            and not decision.failed
+            and not decision.data
+            and task.trace is None
+            and self._logs.get(name)
+        ):  # the usual outcome, a success: nothing to mask, one line from the batch's head (about half the work)
+            head = heads.get(name)
+            if head is None:
+                head = heads[name] = entry_head(name, stamp, self.worker_id, self.broker.keys.queue)
+            decision.settlement.events = [plain_line(head, task.id, task.type, task.attempt, decision.duration)]
+            return stamp, None, decision.data, None
         if not decision.event and not decision.failed:
             decision.settlement.events = None
             return None
@@ -173,7 +190,6 @@ class Settler:
             data = None if data is None else masker.value(data)
             facts = None if facts is None else masker.value(facts)
         lines: list[bytes] = []
-        task = decision.task
         task_id, task_type, attempt = decision.settlement.task_id, None, None
         trace = None
         if task is not None:

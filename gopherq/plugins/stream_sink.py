@@ -10,8 +10,8 @@ sink declares itself the log's writer (its `event_log`), and the event bus hands
 Each stream entry has one field, `event`, whose value is the event as one JSON object with the keys of
 `Event.to_dict()`: `event` (the name), `timestamp`, `worker`, `queue`, `task_id`, `task_type`, `attempt`,
 `duration` (null when absent), and `error` and `data` when the event has them, masked. A batch of events costs
-one round trip and one command per queue (the `record` script, which XADDs each `MAXLEN ~ <maxlen>` and appends
-each task event to its task's timeline).
+one round trip and one command per queue (the `record` script, which XADDs each, appends each task event to its
+task's timeline, then trims the stream once, `MAXLEN ~ <maxlen>`).
 
 The sink opens its own Redis connection (a `gopherq.RedisConnection` on the same settings), so it works the same
 in a worker and in a client with `sinks=True`, and never shares the worker's connection with the hot path. What
@@ -65,7 +65,7 @@ RETRY_MAX = 5.0
 class StreamSinkSettings(SinkSettings):
     """`[plugins.stream]`: on by default; `maxlen` caps each queue's stream (approximately, as Redis trims)."""
 
-    maxlen: int = Field(100_000, ge=1, description="events kept per queue stream (XADD MAXLEN ~)")
+    maxlen: int = Field(100_000, ge=1, description="events kept per queue stream (XTRIM MAXLEN ~)")
     events: list[str] = Field(
         default_factory=lambda: ["*", "!task.dequeued", "!task.started"],
         description="event-name globs; '!x' excludes (attempt starts are left out: see docs/operations.md)",

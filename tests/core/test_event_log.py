@@ -16,7 +16,7 @@ from redis.exceptions import OutOfMemoryError
 from gopherq import EventLog, PermanentFailure
 from gopherq.core import codec
 from gopherq.core.broker import Broker, Settlement
-from gopherq.core.eventlog import TIMELINE_ENTRY_BYTES, entry_line
+from gopherq.core.eventlog import ENTRY_BYTES, TIMELINE_ENTRY_BYTES, entry_head, entry_line, plain_line
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
@@ -28,6 +28,7 @@ from tests.support.redis_servers import PrivateRedis
 LEASE_MS = 60_000
 OUTCOMES = {"task.succeeded", "task.failed", "task.dead_lettered"}
 LOG = EventLog(maxlen=100_000, timeline=20, ttl=60)
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def envelope(task_id: str) -> bytes:
@@ -227,6 +228,36 @@ async def test_a_tasks_timeline_outlives_twenty_thousand_newer_events(
     assert info is not None and [event.name for event in info.events] == ["task.enqueued", "task.succeeded"]
 
 
+async def test_a_settle_caps_the_stream_once_after_its_events(aredis: aioredis.Redis, queue_name: str) -> None:
+    """The settle XADDs without MAXLEN and trims once per call: a call of 600 events leaves the stream near its cap
+    (XTRIM MAXLEN ~ trims whole nodes of 100 entries), not 600 long."""
+    log = EventLog(maxlen=100, timeline=0, ttl=60)
+    worker = Broker(aredis, queue_name, "w1")
+    ids = [f"t{n}" for n in range(600)]
+    tokens = await claim(worker, *ids)
+    items = [Settlement("ack", tokens[i], i, b"{}", events=[line("task.succeeded", i)]) for i in ids]
+    assert await worker.settle(items, 60, 1, log) == [True] * 600
+    assert 100 <= await aredis.xlen(worker.keys.events) <= 200
+    newest = await aredis.xrevrange(worker.keys.events, count=1)
+    assert codec.loads(newest[0][1][b"event"])["task_id"] == "t599"
+
+
+@pytest.mark.parametrize("task_id", ["0f3a", 'q"u\\o\nte\u2028\x00é', "x" * (ENTRY_BYTES + 10)])
+@pytest.mark.parametrize("task_type", ["http", None, 'ty"pe\x1b'])
+@pytest.mark.parametrize(("worker", "queue"), [("w1", "q"), (None, None), ('w"\n', "q\\")])
+def test_a_plain_line_is_entry_lines_very_bytes(
+    task_id: str, task_type: str | None, worker: str | None, queue: str | None
+) -> None:
+    """The worker's shortcut for a success's line (its batch's head, then the task's own values) writes what
+    entry_line writes: hostile ids and types escaped the same, a long id cut the same, floats formatted the same."""
+    stamp = time.time()
+    head = entry_head("task.succeeded", stamp, worker, queue)
+    for attempt, duration in ((1, 0.000123), (7, None), (10**12, 3.0), (0, 1e-9)):
+        expected = entry_line("task.succeeded", stamp, worker, queue, task_id, task_type, attempt, duration, None, None,
+                              None)  # fmt: skip
+        assert plain_line(head, task_id, task_type, attempt, duration) == expected
+
+
 async def test_a_timeline_expires_with_the_result_and_keeps_its_newest_events_bounded(
     aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
 ) -> None:
@@ -270,12 +301,18 @@ async def test_a_worker_writes_outcomes_with_the_settle_and_every_other_sink_sti
     async with gopherq_queue.worker(plugins) as running:
         ok = await running.client.enqueue("noop")
         bad = await running.client.enqueue("leaky")
-        await capture.wait_named("task.succeeded")
+        traced = await running.client.enqueue("noop", trace={"traceparent": TRACEPARENT})
+        await async_wait_until(lambda: len(capture.named("task.succeeded")) == 2, what="both successes")
         await capture.wait_named("task.dead_lettered")
         assert running.worker.bus.log_writer is not None  # the stream sink, on by default
     events = [codec.loads(fields[b"event"]) for _, fields in sync_redis.xrange(QueueKeys(gopherq_queue.name).events)]
     outcomes = [(event["event"], event["task_id"]) for event in events if event["event"] in OUTCOMES]
-    assert sorted(outcomes) == [("task.dead_lettered", bad), ("task.failed", bad), ("task.succeeded", ok)]
+    assert sorted(outcomes) == sorted(
+        [("task.dead_lettered", bad), ("task.failed", bad), ("task.succeeded", ok), ("task.succeeded", traced)]
+    )
+    # A success's line is written from its batch's head (settling.py): only one without a trace takes that path.
+    succeeded = {event["task_id"]: event for event in events if event["event"] == "task.succeeded"}
+    assert "trace_id" not in succeeded[ok] and succeeded[traced]["trace_id"] == TRACEPARENT[3:35]
     assert [name for name, task_id in outcomes if task_id == bad] == ["task.failed", "task.dead_lettered"]
     written = [event for event in events if event["event"] in OUTCOMES]
     assert all(event["worker"] == running.worker.id and event["queue"] == gopherq_queue.name for event in written)

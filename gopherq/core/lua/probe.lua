@@ -47,6 +47,7 @@ redis.call('EXPIRE', k, 60)
 redis.call('EXPIREAT', k, 4102444800)
 redis.call('PERSIST', k)
 redis.call('DEL', k)
-redis.call('XADD', k, 'MAXLEN', '~', 10, '*', 'event', '{}')  -- the event log (settle.lua, record.lua)
+redis.call('XADD', k, '*', 'event', '{}')  -- the event log (settle.lua, record.lua)
+redis.call('XTRIM', k, 'MAXLEN', '~', 10)
 redis.call('DEL', k)
 return 1

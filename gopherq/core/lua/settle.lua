@@ -82,7 +82,7 @@ for i = 0, n - 1 do
     elseif last_held then
       if kind == 'event' then  -- with its item, in this call (events.lua)
         local timeline = KEYS[9 + i]
-        record_event(stream, maxlen, keep, ttl, result, timeline ~= stream and timeline or nil, ARGV[base + 3])
+        record_event(stream, keep, ttl, result, timeline ~= stream and timeline or nil, ARGV[base + 3])
       elseif kind == 'fair' then  -- [fair keys]
         fair_settled(ARGV[base + 3], token, ARGV[last_base], ARGV[last_base + 3], ARGV[last_base + 4], KEYS[4],
                      where, ARGV[1])  -- (where, now: an ordered key's retry is recorded in its key's list)
@@ -142,7 +142,7 @@ for i = 0, n - 1 do
       redis.call('SET', KEYS[9 + i], result, 'EX', ttl)
     end
     if rides then
-      local id = record_event(stream, maxlen, keep, ttl, ARGV[base + 3], nil, '')  -- its timeline entry: below
+      local id = record_event(stream, keep, ttl, ARGV[base + 3], nil, '')  -- its timeline entry: below
       if keep > 0 then
         outcomes[#outcomes + 1] = ARGV[base + 4]
         outcomes[#outcomes + 1] = id .. ' ' .. ARGV[base + 3]
@@ -153,6 +153,7 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   end
 end
+if stream then cap_stream(stream, maxlen) end  -- once per call, after its events (events.lua)
 local moved_flows = #dag_noted > 0 and dag_settle_all()  -- flows: the members noted above (dag_settle.lua)
 if #outcomes > 0 then  -- this period's hash, kept until the next period ends (at least the result TTL)
   local hash, width = KEYS[9 + n], tonumber(ttl)
