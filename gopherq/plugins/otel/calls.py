@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind, Status, StatusCode
 
 from gopherq import Masker, TaskFailure
-from gopherq.core.calls import merge_headers
+from gopherq.core.calls import PROPAGATION_HEADERS, merge_headers
 from gopherq.plugins.otel.direct import DirectSpan, DirectSpans
 from gopherq.plugins.otel.fast import traceparent
 
@@ -218,8 +218,14 @@ class DirectCall(SpanCall):
             parent = f"00-{attempt.trace_hex}-{digits}-{attempt.flags_hex}"
         else:
             parent = "00-%032x-%016x-%02x" % (own[0], own[1], own[3])  # noqa: UP031 (see fast.traceparent)
-        out = {"traceparent": parent, **attempt.headers}
         state = own[4]
+        extra = attempt.headers
+        if (state is DEFAULT_TRACE_STATE or not state) and PROPAGATION_HEADERS.isdisjoint(map(str.lower, headers)):
+            headers["traceparent"] = parent  # the usual case, added in place (`merge_headers`'s first branch)
+            if extra:
+                headers.update(extra)
+            return
+        out = {"traceparent": parent, **extra}
         if state is not DEFAULT_TRACE_STATE and state:
             out["tracestate"] = state.to_header()
         merge_headers(headers, out)
