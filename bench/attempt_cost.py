@@ -1,9 +1,9 @@
 """What the `otel` plugin's own code costs per attempt, without I/O: the worker's attempt runner (wrapped by the
 plugin, or not) around an executor that uses `context.calls` as the `http` executor does (one call: begin,
-propagate into its headers, answered) and suspends four times, as an HTTP attempt does. Each variant runs in a
-process of its own (OpenTelemetry allows one tracer provider per process), in turns; the figure is the best of 7
-passes of CPU time per attempt, so it says what the code costs with warm caches (a real worker, with 100 tasks in
-flight, pays a few times more for the same code).
+propagate into its headers, answered; or `context.call_headers` added to them) and suspends four times, as an
+HTTP attempt does. Each variant runs in a process of its own (OpenTelemetry allows one tracer provider per
+process), in turns; the figure is the best of 7 passes of CPU time per attempt, so it says what the code costs
+with warm caches (a real worker, with 100 tasks in flight, pays a few times more for the same code).
 
     python -m bench.attempt_cost [--attempts 10000] [--rounds 2]
 """
@@ -29,14 +29,16 @@ class CallingExecutor:
 
     async def execute(self, task: Any, context: Any) -> dict[str, int]:
         if context.calls is None:
-            return await self._call(task, None)
+            return await self._call(task, context, None)
         with context.calls.begin("http", "GET", task.fields["url"]) as call:
-            return await self._call(task, call)
+            return await self._call(task, context, call)
 
-    async def _call(self, task: Any, call: Any) -> dict[str, int]:
+    async def _call(self, task: Any, context: Any, call: Any) -> dict[str, int]:
         headers = {"Idempotency-Key": task.id, "User-Agent": "gopherq"}
         if call is not None:
             call.propagate(headers)
+        elif context.call_headers is not None:  # a sampled-out attempt's (the task sets none of its own)
+            headers.update(context.call_headers)
         for _ in range(4):
             await asyncio.sleep(0)
         if call is not None:

@@ -208,6 +208,10 @@ class ExecutionContext:
     #: For a member of a flow with parents: their outcomes, each {node, task_id, status, result, error} (see
     #: core/flows/inputs.py); None for every other task.
     flow_inputs: list[dict[str, Any]] | None = None
+    #: Set by a plugin that wraps attempts: headers every outgoing call of this attempt carries when `calls` is
+    #: None (e.g. the `traceparent` of a sampled-out trace), added as `core.calls.merge_headers` adds them (never
+    #: over the request's own); None: none. Never changed once set (the wrapper may share one dict between attempts).
+    call_headers: dict[str, str] | None = None
 
 
 #: Most problems one payload error lists; the rest are counted.

@@ -302,7 +302,8 @@ def gopherq_wrap_attempt(run: AttemptRunner, settings: Settings) -> AttemptRunne
     when it has nothing to do after the attempt, is a wrapper too, and costs the attempt no frame.) The wrapper
     runs in the attempt's own asyncio task, so what it makes current (a context variable, e.g. a span) is current
     while the executor runs, in a sync executor's thread too. It may set `context.calls` to observe the
-    executor's outgoing calls (see core/calls.py) and add to `context.event_data` after `run` returns.
+    executor's outgoing calls, or `context.call_headers` to add the same headers to each of them unobserved (see
+    core/calls.py), and add to `context.event_data` after `run` returns.
 
     Errors: cancellation (a time limit, `cancel`, shutdown) arrives as `asyncio.CancelledError` and must
     propagate. Any other exception escaping the wrapper fails the attempt (reason `exception`).

@@ -164,3 +164,30 @@ async def test_a_plugin_adds_its_outgoing_header_through_context_calls(http: HTT
         assert observer.seen == [("http", "GET", url, 202)] * 2
     finally:
         await executor.close()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_plugins_call_headers_go_out_on_every_call_unless_the_task_sets_its_own(
+    http: HTTPServer, transport: str
+) -> None:
+    """The cheaper seam (`context.call_headers`, a sampled-out trace's): the headers go out on either transport
+    with no observer; a task's own `traceparent` (any case) wins, and takes the plugin's `tracestate` with it."""
+    http.expect_request("/plain").respond_with_data("ok")
+    executor = HttpExecutor(HttpSettings(transport=transport), concurrency=2)
+    await executor.open()
+    try:
+        entry = ExecutorEntry("http", executor, "http")
+        extra = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00", "tracestate": "a=1"}
+        own = {"TraceParent": "00-11111111111111111111111111111111-2222222222222222-00"}
+        for headers in ({}, {"X-Other": "1"}, own):
+            task = task_from_dict({"id": "plain", "url": http.url_for("/plain"), "headers": headers})
+            entry.validate(task)
+            context = ExecutionContext("w", "q", 1, 1, 5.0, None, logging.LoggerAdapter(logging.getLogger("t"), {}))
+            context.call_headers = extra
+            outcome = await run_attempt(entry, task, context)
+            assert outcome.failure is None, outcome.failure
+        sent = [(request.headers["traceparent"], request.headers.get("tracestate")) for request, _ in http.log]
+        assert sent == [(extra["traceparent"], "a=1")] * 2 + [(own["TraceParent"], None)]
+        assert extra == {"traceparent": extra["traceparent"], "tracestate": "a=1"}  # shared: never changed
+    finally:
+        await executor.close()

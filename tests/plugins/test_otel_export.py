@@ -261,6 +261,9 @@ def test_sampling_in_the_worker_follows_the_producer_and_the_trace_id_ratio(
     tasks.append(
         {"id": "in", "url": header_service.url, "trace": {"traceparent": f"00-{sampled_in}-{PARENT_ID}-01", **carried}}
     )
+    own = {"TraceParent": f"00-{'1' * 32}-{'2' * 16}-00"}  # a task's own context wins, sampled out or not
+    tasks.append({"id": "own-root", "url": header_service.url, "headers": own})
+    tasks.append({"id": "own-out", "url": header_service.url, "headers": own, "trace": tasks[40]["trace"]})
     sync_redis.rpush(queue_name, *(codec.dumps(task) for task in tasks))
     keys = QueueKeys(queue_name)
     wait_until(lambda: all(sync_redis.exists(keys.result(task["id"])) for task in tasks), what="every task to finish")
@@ -295,4 +298,9 @@ def test_sampling_in_the_worker_follows_the_producer_and_the_trace_id_ratio(
     assert consumer.parent_span_id.hex() == PARENT_ID and client.parent_span_id == consumer.span_id
     assert inside["traceparent"] == f"00-{sampled_in}-{client.span_id.hex()}-01"
     assert inside["tracestate"] == carried["tracestate"] and inside["baggage"] == carried["baggage"]
-    assert len(spans) == 2 * (recorded_roots + 1)
+    for name in ("own-root", "own-out"):
+        sent = header_service.headers[name]
+        assert sent["traceparent"] == own["TraceParent"] and "tracestate" not in sent
+    assert header_service.headers["own-out"]["baggage"] == carried["baggage"]
+    own_root = [span for span in spans if any(a.value.string_value == "own-root" for a in span.attributes)]
+    assert len(spans) == 2 * (recorded_roots + 1 + len(own_root))  # (own-root: recorded or not, by its draw)

@@ -73,23 +73,23 @@ def test_an_attempts_ids_are_drawn_at_once_with_their_hex_digits() -> None:
 
 
 def test_a_sampled_out_attempts_headers_go_out_unless_the_task_sets_its_own() -> None:
-    """A sampled-out attempt's calls add its `traceparent` and the producer's other headers; a task's own
-    `traceparent` (any case) wins, and then the attempt's `tracestate` is left out too (it belongs to the other)."""
-    from gopherq.plugins.otel.calls import unrecorded
+    """A sampled-out attempt's headers (`context.call_headers`: its `traceparent` and the producer's others) are
+    added to each call as `merge_headers` adds them: a task's own `traceparent` (any case) wins, and then the
+    attempt's `tracestate` is left out too (it belongs to the other)."""
+    from gopherq.core.calls import merge_headers
 
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
-    calls = unrecorded(parent, {"baggage": "k=v", "tracestate": "a=1"})
+    extra = {"traceparent": parent, "baggage": "k=v", "tracestate": "a=1"}
     headers = {"User-Agent": "x"}
-    with calls.begin("http", "GET", "http://127.0.0.1/") as call:
-        call.propagate(headers)
-        call.answered(200)
+    merge_headers(headers, extra)
     assert headers == {"User-Agent": "x", "traceparent": parent, "baggage": "k=v", "tracestate": "a=1"}
     own = {"TraceParent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
-    calls.begin("http", "GET", "http://127.0.0.1/").propagate(own)
+    merge_headers(own, extra)
     assert own == {"TraceParent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01", "baggage": "k=v"}
     plain: dict[str, str] = {}
-    unrecorded(parent, {}).propagate(plain)
+    merge_headers(plain, {"traceparent": parent})
     assert plain == {"traceparent": parent}
+    assert extra == {"traceparent": parent, "baggage": "k=v", "tracestate": "a=1"}  # never changed: it is shared
 
 
 def test_a_calls_url_is_recorded_as_it_is_only_when_there_is_nothing_in_it_to_mask() -> None:

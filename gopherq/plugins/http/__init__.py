@@ -47,6 +47,7 @@ from gopherq import (
     TaskFailure,
     hookimpl,
 )
+from gopherq.core.calls import PROPAGATION_HEADERS, merge_headers
 from gopherq.plugins.http.checks import basic_auth, check_credentials, check_headers, check_url, idempotency_key
 from gopherq.plugins.http.command import curl_command
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
@@ -321,9 +322,11 @@ class HttpExecutor:
 
     async def _execute(self, task: Task, context: ExecutionContext, call: OutboundCall | None) -> dict[str, Any]:
         payload: HttpPayload = task.payload
-        headers = self._headers(task, resolve_headers(payload.headers))
         if call is not None:
+            headers = self._headers(task, resolve_headers(payload.headers), None)
             call.propagate(headers)  # e.g. traceparent, unless the task sets its own
+        else:  # a wrapper's headers for every call (a sampled-out trace's traceparent), unless the task sets its own
+            headers = self._headers(task, resolve_headers(payload.headers), context.call_headers)
         if payload.credentials is not None:
             headers["Authorization"] = payload.credentials[1]
         source = payload.body
@@ -381,8 +384,10 @@ class HttpExecutor:
             raise RetryTask(message, reason="http_status", delay=delay, details=result)
         raise PermanentFailure(message, reason="http_status", details=result)
 
-    def _headers(self, task: Task, own: dict[str, str]) -> dict[str, str]:
-        """The task's headers, after the executor's defaults for those it does not set (names ignore case)."""
+    def _headers(self, task: Task, own: dict[str, str], extra: dict[str, str] | None) -> dict[str, str]:
+        """The task's headers, after the executor's defaults for those it does not set (names ignore case), then
+        `extra` (`context.call_headers`) where the task sets none of the propagation headers (else as
+        `merge_headers` adds them: the task's own win)."""
         names = {name.lower() for name in own} if own else ()
         headers: dict[str, str] = {}
         if "user-agent" not in names:
@@ -390,6 +395,11 @@ class HttpExecutor:
         if "idempotency-key" not in names:
             headers["Idempotency-Key"] = idempotency_key(task.id)
         headers.update(own)
+        if extra is not None:
+            if not names or PROPAGATION_HEADERS.isdisjoint(names):  # the usual case: nothing of the task's to keep
+                headers.update(extra)
+            else:
+                merge_headers(headers, extra)
         return headers
 
     def _host_slot(self, target: Target) -> asyncio.Semaphore | None:

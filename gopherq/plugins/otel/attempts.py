@@ -17,6 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
     INVALID_SPAN,
     Link,
     NonRecordingSpan,
@@ -28,7 +29,7 @@ from opentelemetry.trace import (
 )
 
 from gopherq import AttemptOutcome, ExecutionContext, Masker, Task
-from gopherq.plugins.otel.calls import DirectCalls, SpanCalls, Targets, UnrecordedCalls, put, unrecorded
+from gopherq.plugins.otel.calls import DirectCalls, SpanCalls, Targets, put
 from gopherq.plugins.otel.carrier import extract
 from gopherq.plugins.otel.direct import span_context
 from gopherq.plugins.otel.fast import (
@@ -38,7 +39,6 @@ from gopherq.plugins.otel.fast import (
     NO_PRODUCER,
     RANDOM,
     SAMPLED,
-    ZEROS,
     Producer,
     draw,
     parse_traceparent,
@@ -48,14 +48,16 @@ from gopherq.plugins.otel.fast import (
 
 SYSTEM = "gopherq"
 CONSUMER = SpanKind.CONSUMER
+_new_tuple = tuple.__new__
 PRODUCER_LINK = {"gopherq.link": "producer"}
 
 #: An attempt's ids drawn at once (`fast.draw`): the 256 bits, their 64 hex digits, and the trace id's 32.
 Ids = tuple[int, str, str]
 
 #: What `Attempts.start` gives the wrapper: the recorded span (None when not recorded), the context token to detach
-#: when the attempt ends (None: nothing was made current), and the attempt's `context.calls`.
-Started = tuple[Any, "Token[Context] | None", "SpanCalls | DirectCalls | UnrecordedCalls"]
+#: when the attempt ends (None: nothing was made current), and either the attempt's `context.calls` (recorded) or
+#: its `context.call_headers` (not recorded: the same propagation headers on every call, and no call observed).
+Started = tuple[Any, "Token[Context] | None", "SpanCalls | DirectCalls | None", "dict[str, str] | None"]
 
 
 def remote_context(remote: SpanContext, base: Context) -> Context:
@@ -75,15 +77,15 @@ class Attempts:
         self.exemplars = exemplars
         self.fast = recognise(self.tracer)
 
-    def start(
-        self, task: Task, context: ExecutionContext, application_code: bool = True, bits: int | None = None
-    ) -> Started:
+    def start(self, task: Task, context: ExecutionContext, application_code: bool = True) -> Started:
         """The attempt's span, current while the executor runs when it runs application code; for an executor
         that runs none (`application_code` False: `entry.runs_application_code`) nothing reads the current
         context, so a span the plugin makes itself or a sampled-out attempt's is not made current: its calls are
         given their parent (`context.calls`) directly."""
         fast = self.fast
-        if fast is not None and not fast.current():  # the global propagators were replaced: look again
+        if fast is not None and not (  # the global propagators were replaced: look again (`Shortcut.current`)
+            propagate._HTTP_TEXT_FORMAT is fast.textmap if fast.module_global else fast.current()  # type: ignore[attr-defined]
+        ):
             fast = self.fast = recognise(self.tracer)
         if fast is None:
             return self._start_generic(task, context)
@@ -119,12 +121,7 @@ class Attempts:
             trace_state = None
             if fast.direct is not None or fast.reserve is not None:  # the plugin draws the id: decide on it now
                 if fast.own_random:
-                    if bits is not None:  # drawn by the caller (`tracing.traced`), and decided on: recorded
-                        digits = bits.to_bytes(32, "big").hex()
-                        if ZEROS in digits:
-                            bits = None
-                    if bits is None:
-                        bits, digits = draw()
+                    bits, digits = draw()
                     trace_id = bits >> 128
                     ids = (bits, digits, digits[:32])
                 else:
@@ -140,7 +137,18 @@ class Attempts:
                 bits, digits, trace_hex = ids
                 span_id = (bits >> 64) & LOW_64
                 first = (bits & LOW_64, digits[48:])
-            own = span_context(trace_id, span_id, FLAGS[flags | SAMPLED], trace_state)
+            # (`direct.span_context`, inline: a frame less)
+            own = _new_tuple(
+                SpanContext,
+                (
+                    trace_id,
+                    span_id,
+                    False,
+                    FLAGS[flags | SAMPLED],
+                    DEFAULT_TRACE_STATE if trace_state is None else trace_state,
+                    True,
+                ),
+            )
             span = fast.direct.start(
                 f"process {context.queue}",
                 own,
@@ -156,8 +164,8 @@ class Attempts:
                 calls.flags_hex = FLAGS_HEX[flags | SAMPLED]
                 calls.first = first
             if not application_code:
-                return span, None, calls
-            return span, otel_context.attach(calls.context), calls
+                return span, None, calls, None
+            return span, otel_context.attach(calls.context), calls, None
         # Through the SDK: its sampler decides the same, on the same trace id for a new trace.
         parent_context = producer.base if remote is None else remote_context(remote, producer.base)
         if trace_id and remote is None and fast.reserve is not None:
@@ -167,7 +175,7 @@ class Attempts:
             return self._current(span, producer.base, producer.headers)
         attempt_context = trace.set_span_in_context(span, parent_context)
         token = otel_context.attach(attempt_context)
-        return span, token, SpanCalls(self.tracer, self.targets, attempt_context, producer.headers)
+        return span, token, SpanCalls(self.tracer, self.targets, attempt_context, producer.headers), None
 
     def _unrecorded(
         self,
@@ -181,8 +189,9 @@ class Attempts:
         """A sampled-out attempt: its span context as the SDK would make it (a new span id, the sampled flag off),
         current while the executor runs when it runs application code (function tasks' spans follow the
         decision), and its headers (the `traceparent` of that span context, with the producer's tracestate
-        and baggage), which its calls send either way. With `ids` (see `start`), its `traceparent` is put
-        together from hex digits already made: no id is formatted."""
+        and baggage), which its calls send either way (`context.call_headers`: no call of the plugin's per call).
+        With `ids` (see `start`), its `traceparent` is put together from hex digits already made: no id is
+        formatted."""
         if ids is None:
             span_id = self.fast.ids.generate_span_id()  # type: ignore[union-attr]
             parent = "00-%032x-%016x-%02x" % (trace_id, span_id, flags)  # noqa: UP031 (fast.traceparent)
@@ -196,19 +205,19 @@ class Attempts:
                 span_id = (bits >> 64) & LOW_64
             span = NonRecordingSpan(span_context(trace_id, span_id, FLAGS[flags], trace_state))
             token = otel_context.attach(trace.set_span_in_context(span, producer.base))
-        extra = producer.headers
+        headers = {"traceparent": parent, **producer.headers}
         if producer.tracestate and trace_state is not None:
-            extra = {**extra, "tracestate": producer.tracestate}
-        return None, token, unrecorded(parent, extra)
+            headers["tracestate"] = producer.tracestate
+        return None, token, None, headers
 
     def _current(self, span: Any, parent_context: Context, baggage: dict[str, str]) -> Started:
         """An SDK span that is not recorded, made current, its context formatted directly."""
         token = otel_context.attach(trace.set_span_in_context(span, parent_context))
         span_context = span.get_span_context()
-        extra = baggage
+        headers = {"traceparent": traceparent(span_context), **baggage}
         if span_context.trace_state:
-            extra = {**baggage, "tracestate": span_context.trace_state.to_header()}
-        return None, token, unrecorded(traceparent(span_context), extra)
+            headers["tracestate"] = span_context.trace_state.to_header()
+        return None, token, None, headers
 
     def _linked(self, task: Task) -> bool:
         """A retry or a recovery starts a trace of its own, linked to the producer span (unless `retries =
@@ -255,10 +264,10 @@ class Attempts:
         attempt_context = trace.set_span_in_context(span, parent_context)
         token = otel_context.attach(attempt_context)
         if span.is_recording():
-            return span, token, SpanCalls(self.tracer, self.targets, attempt_context, None)
+            return span, token, SpanCalls(self.tracer, self.targets, attempt_context, None), None
         headers: dict[str, str] = {}
         propagate.inject(headers, context=attempt_context)
-        return None, token, unrecorded(None, headers)
+        return None, token, None, headers
 
     def finished(self, span: Any, outcome: AttemptOutcome, context: ExecutionContext) -> None:
         """A recorded attempt's outcome on its span (and its trace id in the outcome events, for exemplars)."""

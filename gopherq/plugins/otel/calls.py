@@ -21,12 +21,14 @@ from urllib.parse import urlsplit
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanKind, Status, StatusCode
+from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind, Status, StatusCode
 
 from gopherq import Masker, TaskFailure
-from gopherq.plugins.otel.direct import DirectSpan, DirectSpans, child_context
+from gopherq.core.calls import PROPAGATION_HEADERS, merge_headers
+from gopherq.plugins.otel.direct import DirectSpan, DirectSpans
 from gopherq.plugins.otel.fast import traceparent
 
+_new_tuple = tuple.__new__
 #: Distinct call targets whose attributes are remembered; past it the cache starts again.
 TARGETS_CACHED = 1024
 
@@ -133,7 +135,7 @@ class SpanCall:
             out = {"traceparent": traceparent(span_context), **attempt.headers}
             if span_context.trace_state:
                 out["tracestate"] = span_context.trace_state.to_header()
-        merge(headers, out)
+        merge_headers(headers, out)
 
     def answered(self, status: int) -> None:
         span = self.span
@@ -194,7 +196,7 @@ class DirectCall(SpanCall):
             span_id, self.digits = first
         else:
             span_id = attempt.ids.generate_span_id()
-        own = child_context(parent, span_id)
+        own = _new_tuple(SpanContext, (parent[0], span_id, False, parent[3], parent[4], True))  # (`child_context`)
         self.span = attempt.spans.start(
             operation,
             own,
@@ -216,11 +218,17 @@ class DirectCall(SpanCall):
             parent = f"00-{attempt.trace_hex}-{digits}-{attempt.flags_hex}"
         else:
             parent = "00-%032x-%016x-%02x" % (own[0], own[1], own[3])  # noqa: UP031 (see fast.traceparent)
-        out = {"traceparent": parent, **attempt.headers}
         state = own[4]
+        extra = attempt.headers
+        if (state is DEFAULT_TRACE_STATE or not state) and PROPAGATION_HEADERS.isdisjoint(map(str.lower, headers)):
+            headers["traceparent"] = parent  # the usual case, added in place (`merge_headers`'s first branch)
+            if extra:
+                headers.update(extra)
+            return
+        out = {"traceparent": parent, **extra}
         if state is not DEFAULT_TRACE_STATE and state:
             out["tracestate"] = state.to_header()
-        merge(headers, out)
+        merge_headers(headers, out)
 
     def answered(self, status: int) -> None:
         """`SpanCall.answered` on a direct span: its attributes recorded directly."""
@@ -267,7 +275,7 @@ class DirectCalls:
         #: calls' parent.
         self.base = base
         self.span = span
-        self.parent = span.get_span_context()
+        self.parent: SpanContext = span._context  # type: ignore[assignment]  # (its get_span_context(): a frame more)
         #: The `tracestate`-less constant headers of a call (`baggage`).
         self.headers = headers
         self._context: Context | None = None
@@ -290,75 +298,3 @@ class DirectCalls:
 
     def begin(self, kind: str, operation: str, target: str) -> DirectCall:
         return DirectCall(self, kind, operation, target)
-
-
-class UnrecordedCalls(tuple):  # type: ignore[type-arg]
-    """`context.calls` of an attempt whose span is not recorded (sampled out), and its calls: no CLIENT span, which
-    no standard sampler would record either (they follow the parent, or decide on the same trace id), but the
-    attempt's context still goes out (with the sampled flag off), so the called service follows the decision.
-
-    Its propagation headers, made once for all its calls: its `traceparent` (None: the configured propagators
-    write none) and the others (`baggage`, `tracestate`; often none). A tuple (`unrecorded` makes one without
-    calling the class: a class with an `__init__` costs more to make than the rest of a sampled-out attempt).
-    """
-
-    __slots__ = ()
-
-    @property
-    def traceparent(self) -> str | None:
-        return self[0]  # type: ignore[no-any-return]
-
-    @property
-    def extra(self) -> dict[str, str]:
-        return self[1]  # type: ignore[no-any-return]
-
-    def begin(self, kind: str, operation: str, target: str) -> UnrecordedCalls:
-        return self
-
-    def __enter__(self) -> UnrecordedCalls:
-        return self
-
-    def propagate(self, headers: MutableMapping[str, str]) -> None:
-        parent, extra = self
-        if PROPAGATION_HEADERS.isdisjoint(map(str.lower, headers)):  # the usual case: the task sets none of them
-            if parent is not None:
-                headers["traceparent"] = parent
-            if extra:
-                headers.update(extra)
-            return
-        out = dict(extra)
-        if parent is not None:
-            out["traceparent"] = parent
-        merge(headers, out)
-
-    def answered(self, status: int) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        return None
-
-
-def unrecorded(traceparent: str | None, extra: dict[str, str]) -> UnrecordedCalls:
-    """The `context.calls` of a sampled-out attempt that sends `traceparent` and the headers `extra`."""
-    return _new_tuple(UnrecordedCalls, (traceparent, extra))  # type: ignore[no-any-return]
-
-
-_new_tuple = tuple.__new__
-#: No headers besides `traceparent` (shared: never changed).
-NO_HEADERS: dict[str, str] = {}
-
-#: The headers a call's observer may add (lower case).
-PROPAGATION_HEADERS = frozenset({"traceparent", "tracestate", "baggage"})
-
-
-def merge(headers: MutableMapping[str, str], out: Mapping[str, str]) -> None:
-    """Add the propagation headers `out` to `headers`, except those the request has (a task's own traceparent wins,
-    with its own tracestate)."""
-    if PROPAGATION_HEADERS.isdisjoint(map(str.lower, headers)):  # the usual case (one C-level pass over the names)
-        headers.update(out)
-        return
-    present = {name.lower() for name in headers}
-    own_context = "traceparent" in present
-    for name, value in out.items():
-        if name not in present and not (own_context and name == "tracestate"):
-            headers[name] = value

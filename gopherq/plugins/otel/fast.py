@@ -121,21 +121,23 @@ class Shortcut:
         self.direct = direct
         self.reserve = self.ids.reserve if isinstance(self.ids, AttemptIds) else None
         self.random_ids = self.ids.is_trace_id_random()
-        #: Whether the plugin draws a new trace's ids itself and decides on them (`draw`), and the flags of such a
-        #: trace's sampled-out attempt (two hex digits).
-        self.roots = self.own_random and (direct is not None or self.reserve is not None)
+        #: Whether the plugin draws a new trace's ids itself and decides on them (`draw`), and some of them are
+        #: sampled out (not at 100 %): the wrapper then settles those before anything else (tracing.py); and the
+        #: flags of such a trace's sampled-out attempt (two hex digits).
+        self.roots = self.own_random and (direct is not None or self.reserve is not None) and bound <= LOW_64
         self.root_flags = FLAGS_HEX[RANDOM if self.random_ids else 0]
         self.bound = bound
         self.parent_based = parent_based
         self.textmap = textmap
-        #: Whether the module keeps the global propagator where `get_global_textmap` reads it (it always has).
-        self._global = getattr(propagate, "_HTTP_TEXT_FORMAT", None) is propagate.get_global_textmap()
+        #: Whether the module keeps the global propagator where `get_global_textmap` reads it (it always has): then
+        #: `current` is an identity check of that global, which the wrapper makes inline.
+        self.module_global = getattr(propagate, "_HTTP_TEXT_FORMAT", None) is propagate.get_global_textmap()
         self._producers: dict[tuple[str | None, str | None], Producer] = {}
 
     def current(self) -> bool:
         """Still valid: nobody has replaced the global propagators since (a cheap identity check per attempt: the
         module's global itself when it has the one `get_global_textmap` returns, saving two calls per attempt)."""
-        if self._global:
+        if self.module_global:
             return propagate._HTTP_TEXT_FORMAT is self.textmap  # type: ignore[attr-defined]
         return propagate.get_global_textmap() is self.textmap
 

@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from gopherq import AttemptOutcome, AttemptRunner, ExecutionContext, Masker, Settings, Task, hookimpl
 from gopherq.core.tracecontext import BAGGAGE_MAX, TRACE_KEYS, TRACESTATE_MAX
 from gopherq.plugins.otel.attempts import SYSTEM, Attempts
-from gopherq.plugins.otel.calls import NO_HEADERS, put, unrecorded
+from gopherq.plugins.otel.calls import put
 from gopherq.plugins.otel.carrier import extract
 from gopherq.plugins.otel.export import BoundedProcessor, make_exporter
 from gopherq.plugins.otel.fast import LOW_64, ZEROS, AttemptIds, getrandbits
@@ -164,27 +164,28 @@ class Tracing:
         def traced(entry: Any, task: Task, context: ExecutionContext) -> Awaitable[AttemptOutcome]:
             """A plain function (see gopherq_wrap_attempt): a sampled-out attempt of an executor that runs no
             application code has nothing to make current and nothing to end, so its own awaitable is returned
-            as it is, with no frame of the plugin's around it.
+            as it is, with no frame of the plugin's around it, and its headers are `context.call_headers`: the
+            executor adds them to each call with no call into the plugin.
 
             The commonest such attempt, a new trace's (a task without a producer's context) decided against by
-            the plugin's own draw (`fast.draw`), is settled here, before any other work: its `traceparent` from
-            the hex digits of its random bits, and nothing else. (A draw with a zero id, about one in 2**60, is
-            decided again by `start`.)"""
-            bits = None
+            the plugin's own draw, is settled here, before any other work: 192 random bits (its trace id and span
+            id, as `fast.draw` cuts them), the ratio sampler's decision on the trace id's low 64, and its
+            `traceparent` from their hex digits. (A draw with a zero id, about one in 2**60, is decided again by
+            `start`.)"""
             fast = attempts.fast
             if task.trace is None and fast is not None and fast.roots and not entry.runs_application_code:
-                if fast.current():
-                    bits = getrandbits(256)
-                    if (bits >> 128) & LOW_64 >= fast.bound:
-                        digits = bits.to_bytes(32, "big").hex()
+                if propagate._HTTP_TEXT_FORMAT is fast.textmap if fast.module_global else fast.current():
+                    drawn = getrandbits(192)
+                    if (drawn >> 64) & LOW_64 >= fast.bound:
+                        digits = drawn.to_bytes(24, "big").hex()
                         if ZEROS not in digits:
-                            context.calls = unrecorded(
-                                f"00-{digits[:32]}-{digits[32:48]}-{fast.root_flags}", NO_HEADERS
-                            )
+                            context.call_headers = {"traceparent": f"00-{digits[:32]}-{digits[32:]}-{fast.root_flags}"}
                             return run(entry, task, context)
-                        bits = None
-            span, token, calls = attempts.start(task, context, entry.runs_application_code, bits)
-            context.calls = calls
+            span, token, calls, headers = attempts.start(task, context, entry.runs_application_code)
+            if calls is not None:
+                context.calls = calls
+            else:
+                context.call_headers = headers
             if span is not None:
                 return recorded(entry, task, context, span, token)
             if token is not None:
