@@ -58,6 +58,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "AttemptRunner": ("gopherq.core.executor", "AttemptRunner"),
     "OutboundCall": ("gopherq.core.calls", "OutboundCall"),
     "OutboundCalls": ("gopherq.core.calls", "OutboundCalls"),
+    "merge_headers": ("gopherq.core.calls", "merge_headers"),
     "FlowLimits": ("gopherq.core.flow", "FlowLimits"),
     "Executor": ("gopherq.core.executor", "Executor"),
     "RegisterExecutor": ("gopherq.core.hookspecs", "RegisterExecutor"),
@@ -99,7 +100,7 @@ if TYPE_CHECKING:
     )
     from gopherq.client import AsyncClient, Client, Enqueued
     from gopherq.core.bounds import bounded
-    from gopherq.core.calls import OutboundCall, OutboundCalls
+    from gopherq.core.calls import OutboundCall, OutboundCalls, merge_headers
     from gopherq.core.connection import RedisConnection
     from gopherq.core.errors import (
         BrokerUnavailable,
@@ -210,6 +211,7 @@ __all__ = [
     "hookimpl",
     "http_step",
     "load_settings",
+    "merge_headers",
     "redis_unavailable",
     "step",
 ]

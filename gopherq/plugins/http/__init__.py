@@ -46,8 +46,8 @@ from gopherq import (
     Task,
     TaskFailure,
     hookimpl,
+    merge_headers,
 )
-from gopherq.core.calls import PROPAGATION_HEADERS, merge_headers
 from gopherq.plugins.http.checks import basic_auth, check_credentials, check_headers, check_url, idempotency_key
 from gopherq.plugins.http.command import curl_command
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
@@ -386,8 +386,7 @@ class HttpExecutor:
 
     def _headers(self, task: Task, own: dict[str, str], extra: dict[str, str] | None) -> dict[str, str]:
         """The task's headers, after the executor's defaults for those it does not set (names ignore case), then
-        `extra` (`context.call_headers`) where the task sets none of the propagation headers (else as
-        `merge_headers` adds them: the task's own win)."""
+        `extra` (`context.call_headers`) as `merge_headers` adds them: the task's own propagation headers win."""
         names = {name.lower() for name in own} if own else ()
         headers: dict[str, str] = {}
         if "user-agent" not in names:
@@ -396,10 +395,7 @@ class HttpExecutor:
             headers["Idempotency-Key"] = idempotency_key(task.id)
         headers.update(own)
         if extra is not None:
-            if not names or PROPAGATION_HEADERS.isdisjoint(names):  # the usual case: nothing of the task's to keep
-                headers.update(extra)
-            else:
-                merge_headers(headers, extra)
+            merge_headers(headers, extra)
         return headers
 
     def _host_slot(self, target: Target) -> asyncio.Semaphore | None:
