@@ -59,6 +59,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "OutboundCall": ("gopherq.core.calls", "OutboundCall"),
     "OutboundCalls": ("gopherq.core.calls", "OutboundCalls"),
     "merge_headers": ("gopherq.core.calls", "merge_headers"),
+    "log_batch_handler": ("gopherq.core.loglines", "batch_handler"),
     "FlowLimits": ("gopherq.core.flow", "FlowLimits"),
     "Executor": ("gopherq.core.executor", "Executor"),
     "RegisterExecutor": ("gopherq.core.hookspecs", "RegisterExecutor"),
@@ -126,6 +127,7 @@ if TYPE_CHECKING:
     )
     from gopherq.core.inspect import Inspector
     from gopherq.core.keys import QueueKeys
+    from gopherq.core.loglines import batch_handler as log_batch_handler
     from gopherq.core.masking import Masker
     from gopherq.core.redis_client import RedisClient
     from gopherq.core.resilience import Backoff
@@ -211,6 +213,7 @@ __all__ = [
     "hookimpl",
     "http_step",
     "load_settings",
+    "log_batch_handler",
     "merge_headers",
     "redis_unavailable",
     "step",

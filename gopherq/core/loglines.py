@@ -19,6 +19,7 @@ import logging
 import re
 import time
 import traceback
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -103,3 +104,54 @@ def _escape_chunk(chunk: str) -> str:
     """An exception's `Type: message\\n` part with the message's own line breaks and controls escaped."""
     body = chunk[:-1] if chunk.endswith("\n") else chunk
     return escape_controls(body) + ("\n" if chunk.endswith("\n") else "")
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stream handler `configure_logging` installs: a `logging.StreamHandler` that can also write a batch of
+    records at once (`emit_all`), for a caller with many lines in hand (the logging sink writes one per event).
+
+    Why: handing a record to `Logger.handle` costs several times what its line costs (the walk up the loggers, the
+    handler's lock, filter, a `write` and a `flush` each: a system call per line on a line-buffered stderr).
+    `emit_all` runs the same filters and formatter on each record and writes the batch's text with one `write`
+    under one lock: the same bytes, in the same order."""
+
+    def emit_all(self, records: Iterable[logging.LogRecord]) -> None:
+        """Filter and format each record as `handle` would, then write them all at once."""
+        texts: list[str] = []
+        record = None
+        try:
+            for record in records:
+                kept = self.filter(record)
+                if not kept:
+                    continue
+                if isinstance(kept, logging.LogRecord):  # (Python 3.12 on: a filter may return a changed record)
+                    record = kept
+                texts.append(self.format(record) + self.terminator)
+            if texts:
+                with self.lock:  # type: ignore[union-attr]  # (createLock made it)
+                    self.stream.write("".join(texts))
+                    self.flush()
+        except RecursionError:
+            raise
+        except Exception:  # as StreamHandler.emit: reported on stderr by logging's own rule, never raised
+            if record is not None:
+                self.handleError(record)
+
+
+def batch_handler(logger: logging.Logger, level: int) -> LineHandler | None:
+    """The one handler `logger`'s records at `level` reach when that is a LineHandler and nothing else would see
+    them (no filter on `logger`, no other handler up to the root or the first logger that does not propagate):
+    then `emit_all` on it writes what `logger.handle` would, record by record. None otherwise (the caller then
+    hands each record to `logger.handle`)."""
+    if logger.disabled or logger.filters:
+        return None
+    found: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        found += current.handlers
+        if len(found) > 1 or not current.propagate:
+            break
+        current = current.parent
+    if len(found) != 1 or type(found[0]) is not LineHandler or level < found[0].level:
+        return None
+    return found[0]

@@ -13,7 +13,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from gopherq.core.connection import RedisConnection, describe_target
-from gopherq.core.loglines import EscapingFormatter
+from gopherq.core.loglines import EscapingFormatter, LineHandler
 from gopherq.core.masking import Masker, MaskingFilter
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import Settings
@@ -35,7 +35,7 @@ def configure_logging(level: str, masker: Masker | None = None) -> None:
     likes)."""
     logger = logging.getLogger("gopherq")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = LineHandler(sys.stderr)
         handler.setFormatter(EscapingFormatter(LOG_FORMAT))
         handler.addFilter(_MASKING)
         logger.addHandler(handler)

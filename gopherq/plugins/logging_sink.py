@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gopherq import Event, RegisterSettings, RegisterSink, Settings, SinkSettings, hookimpl
+from gopherq import Event, RegisterSettings, RegisterSink, Settings, SinkSettings, hookimpl, log_batch_handler
 
 log = logging.getLogger("gopherq.events")
 
@@ -43,7 +43,10 @@ class LoggingSink:
     several times the cost of the line itself. So the sink checks the level once per batch, makes one record per
     batch the standard way (`Logger.makeRecord`: the current thread and process, as `Logger.log` would), and gives
     each line a copy of it with its own message and time. A record factory of one's own
-    (`logging.setLogRecordFactory`) makes every record instead."""
+    (`logging.setLogRecordFactory`) makes every record instead. When the records would reach only the handler
+    GoPherQ installs (`log_batch_handler`: no handler or logger filter of the application's on the way), that
+    handler writes the batch at once, through the same filters and formatter: one write instead of a walk up the
+    loggers, a lock and a write per line."""
 
     def __init__(self, settings: LoggingSinkSettings) -> None:
         self.level = level_number(settings.level)
@@ -53,6 +56,10 @@ class LoggingSink:
         if not log.isEnabledFor(self.level):  # the level was raised since the sink was registered
             return
         lines = [event.to_json().decode() if self.json else event.to_text() for event in events]
+        handler = log_batch_handler(log, self.level)
+        if handler is not None:
+            handler.emit_all(records(self.level, lines))
+            return
         for record in records(self.level, lines):
             log.handle(record)
 
