@@ -145,6 +145,9 @@ async def push_keyed(redis: Any, keys: Any, tasks: int, count: int, per_key: int
     """`count` fair keys with `max(per_key, tasks / count)` tasks each in their default-level lists, active and in
     the backlog set, as enqueue.lua leaves them (bench/fairness.py's cost row does the same, timed): the claim
     then takes `tasks` of them, turn by turn."""
+    from gopherq.core import fairspec
+
+    listed = getattr(fairspec, "BACKLOG_LISTED", 1)  # (code from before it: every key with waiting tasks)
     per_key = max(per_key, -(-tasks // count))
     for start in range(0, count, 2000):
         batch = range(start, min(count, start + 2000))
@@ -152,7 +155,8 @@ async def push_keyed(redis: Any, keys: Any, tasks: int, count: int, per_key: int
             for k in batch:
                 pipe.rpush(keys.fair_list("d", f"k{k}"), *[KEYED % (k, i, k) for i in range(per_key)])
             pipe.zadd(keys.fair_active("d"), {f"k{k}": 0 for k in batch})
-            pipe.zadd(keys.fair_backlog, {f"k{k}": per_key for k in batch})
+            if per_key >= listed:  # (a key with fewer has no entry)
+                pipe.zadd(keys.fair_backlog, {f"k{k}": per_key for k in batch})
             await pipe.execute()
     await redis.hset(keys.fair_count, "d", count * per_key)
 
