@@ -206,3 +206,15 @@ async def test_a_key_reaching_the_listed_backlog_across_levels_gets_its_entry_an
     # Room for 2 more: the next 2 in turn ("one", "three": the same virtual time, by name), by their backlogs.
     assert await top(3) == [("mix", 4), ("three", 3), ("one", 1)]
     assert await top(10) == [("mix", 4), ("three", 3), ("two", 2), ("one", 1)]
+
+
+async def test_one_enqueue_call_counts_what_it_pushed_at_other_levels(aredis: aioredis.Redis, queue_name: str) -> None:
+    """The level counts are read once per script call; the levels that call pushes to count from then on: 2 tasks
+    of a key at default and 2 at high in one call make its entry of 4."""
+    broker = Broker(aredis, queue_name, "w1")
+    pushes = [
+        SpecialPush(task_id, envelope(task_id, "mix", priority=level), priority=level)
+        for task_id, level in [("d1", None), ("h1", "high"), ("h2", "high"), ("d2", None)]
+    ]
+    assert await broker.push_special(pushes) == [None] * 4
+    assert await backlog_set(aredis, broker.keys) == {"mix": 4}

@@ -114,17 +114,26 @@ local function fair_key_of(raw)
   return k, 'd'
 end
 
+-- The levels that may hold keyed tasks (letter -> true): the level counts as read once per script call, and every
+-- level pushed to since (a level emptied since stays in: its lists are then read for nothing, never missed).
+local fair_busy = nil
+
 -- Key `k`'s backlog entry after a push made its list at level `letter` `n` long: its tasks waiting at every level,
 -- written (exact, whatever was there) when there are FAIR_TOP or more; with fewer there was none before either.
--- The other levels' lists are read only when the level counts say some keyed task waits there.
+-- The other levels' lists are read only when keyed tasks may wait there (fair_busy).
 local function fair_entry(k, letter, n)
+  if not fair_busy then
+    fair_busy = {}
+    local counts = redis.call('HMGET', FAIR_COUNT, 'h', 'd', 'l')
+    for i = 1, 3 do
+      if (tonumber(counts[i]) or 0) > 0 then fair_busy[FAIR_LETTERS[i]] = true end
+    end
+  end
+  fair_busy[letter] = true
   local total = n
-  local counts = redis.call('HMGET', FAIR_COUNT, 'h', 'd', 'l')
   for i = 1, 3 do
     local other = FAIR_LETTERS[i]
-    if other ~= letter and (tonumber(counts[i]) or 0) > 0 then
-      total = total + redis.call('LLEN', fair_list(other, k))
-    end
+    if other ~= letter and fair_busy[other] then total = total + redis.call('LLEN', fair_list(other, k)) end
   end
   if total >= FAIR_TOP then redis.call('ZADD', FAIR_BACKLOG, string.format('%d', total), k) end
 end
