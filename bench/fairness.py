@@ -35,8 +35,12 @@ import orjson
 from redis.asyncio import Redis
 
 from bench.services import RedisServer
+from gopherq.core import fairspec
 from gopherq.core.broker import Broker, Settlement, SpecialPush
 from gopherq.core.keys import QueueKeys
+
+#: Fewest waiting tasks of a key with a backlog entry (1 with code from before BACKLOG_LISTED: every busy key).
+LISTED = getattr(fairspec, "BACKLOG_LISTED", 1)
 
 RESULT = b'{"status":"succeeded","attempts":1}'
 BATCH = 100
@@ -62,7 +66,8 @@ async def backlog(redis: Redis, queue: str, key: str | None, count: int, prefix:
         await redis.rpush(target, *chunk)
     if key is not None:
         await redis.zadd(keys.fair_active("d"), {key: 0}, nx=True)
-        await redis.zincrby(keys.fair_backlog, count, key)
+        if count >= LISTED:  # (a key with fewer has no entry)
+            await redis.zincrby(keys.fair_backlog, count, key)
 
 
 async def drain(
@@ -286,7 +291,8 @@ class Bench:
                 for k in batch:
                     pipe.rpush(target("d", f"k{k}"), *[envelope(f"k{k}-{i}", f"k{k}") for i in range(per_key)])
                 pipe.zadd(broker.keys.fair_active("d"), {f"k{k}": 0 for k in batch})
-                pipe.zadd(broker.keys.fair_backlog, {f"k{k}": per_key for k in batch})
+                if per_key >= LISTED:  # (a key with fewer has no entry)
+                    pipe.zadd(broker.keys.fair_backlog, {f"k{k}": per_key for k in batch})
                 await pipe.execute()
         measured = await measured_drain(self.redis, broker, keys)
         await self.redis.flushdb()

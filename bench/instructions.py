@@ -13,7 +13,8 @@ once the process is warm and `-d` dumps them after the measured tasks.
   (`FlowStore.create`, every call of it), per member. Mode `keyed` (event log off): the tasks are those of `--keys`
   fair keys (the state enqueue.lua leaves: each key's list, its active and backlog entries, `--tasks` / `--keys`
   tasks each, at least `--per-key`), every key active when the count starts: the fair claim's cost per task against
-  mode `off`.
+  mode `off`. Mode `push`: only the enqueue of those tasks is counted (enqueue.lua through `Broker.push_special`,
+  batches of `--batch`, each key's tasks in turn: task i of every key, then task i + 1), per task.
 - `worker`: a real `gopherq run` worker (the benchmark's worker file: pycall no-op tasks, concurrency and batch 500,
   logging at WARNING) under callgrind, against a private redis-server: 1,000 tasks to warm up, then `--tasks` counted:
   the worker's instructions per task, with the stream on (the default) and off; `fanin`, stream on, the tasks are
@@ -112,6 +113,12 @@ async def drive(url: str, mode: str, tasks: int, batch: int, keys: int = 0, per_
             return
     elif mode == "keyed":
         await push_keyed(redis, broker.keys, tasks, keys, per_key)
+    elif mode == "push":
+        await redis.ping()
+        zero(int(os.environ["BENCH_COUNTED_PID"]))
+        await enqueue_keyed(broker, tasks, keys, batch)
+        await redis.aclose()
+        return
     else:
         for start in range(0, tasks, 1000):
             await redis.rpush(queue, *[ENVELOPE % i for i in range(start, min(tasks, start + 1000))])
@@ -145,6 +152,9 @@ async def push_keyed(redis: Any, keys: Any, tasks: int, count: int, per_key: int
     """`count` fair keys with `max(per_key, tasks / count)` tasks each in their default-level lists, active and in
     the backlog set, as enqueue.lua leaves them (bench/fairness.py's cost row does the same, timed): the claim
     then takes `tasks` of them, turn by turn."""
+    from gopherq.core import fairspec
+
+    listed = getattr(fairspec, "BACKLOG_LISTED", 1)  # (code from before it: every key with waiting tasks)
     per_key = max(per_key, -(-tasks // count))
     for start in range(0, count, 2000):
         batch = range(start, min(count, start + 2000))
@@ -152,9 +162,22 @@ async def push_keyed(redis: Any, keys: Any, tasks: int, count: int, per_key: int
             for k in batch:
                 pipe.rpush(keys.fair_list("d", f"k{k}"), *[KEYED % (k, i, k) for i in range(per_key)])
             pipe.zadd(keys.fair_active("d"), {f"k{k}": 0 for k in batch})
-            pipe.zadd(keys.fair_backlog, {f"k{k}": per_key for k in batch})
+            if per_key >= listed:  # (a key with fewer has no entry)
+                pipe.zadd(keys.fair_backlog, {f"k{k}": per_key for k in batch})
             await pipe.execute()
     await redis.hset(keys.fair_count, "d", count * per_key)
+
+
+async def enqueue_keyed(broker: Any, tasks: int, count: int, batch: int) -> None:
+    """`tasks` keyed envelopes over `count` fair keys (task i of every key, then task i + 1), enqueued as a client
+    enqueues them: enqueue.lua, `batch` per call."""
+    from gopherq.core.broker import SpecialPush
+
+    pushes = [
+        SpecialPush(f"k{n % count}-{n // count}", KEYED % (n % count, n // count, n % count)) for n in range(tasks)
+    ]
+    for start in range(0, tasks, batch):
+        await broker.push_special(pushes[start : start + batch])
 
 
 def redis_row(python: str, code: Path, mode: str, tasks: int, batch: int, keys: int = 0, per_key: int = 2) -> float:
@@ -262,7 +285,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=None, help="counted tasks (redis 5,000; worker 3,000)")
     parser.add_argument("--batch", type=int, default=100, help="claim and settle batch (redis)")
     parser.add_argument(
-        "--modes", default=None, help="redis: off,notl,on (and fanin, create, keyed); worker: on,off (fanin)"
+        "--modes", default=None, help="redis: off,notl,on (and fanin, create, keyed, push); worker: on,off (fanin)"
     )
     parser.add_argument("--keys", type=int, default=10_000, help="redis, mode keyed: active fair keys")
     parser.add_argument("--per-key", type=int, default=2, help="redis, mode keyed: least tasks per key")
@@ -276,8 +299,9 @@ def main() -> None:
             if args.what == "redis":
                 tasks = args.tasks or 5000
                 figure = redis_row(python, tree, mode, tasks, args.batch, args.keys, args.per_key)
-                where = f"redis-server, claim + settle, batch {args.batch}"
-                if mode == "keyed":
+                what = "enqueue" if mode == "push" else "claim + settle"
+                where = f"redis-server, {what}, batch {args.batch}"
+                if mode in ("keyed", "push"):
                     where += f", {args.keys:,} keys"
             else:
                 tasks = args.tasks or 3000

@@ -46,3 +46,9 @@ def test_the_keyed_mode_counts_the_fair_claim_of_many_keys() -> None:
     off = instructions.redis_row(sys.executable, REPO, "off", 300, 100)
     keyed = instructions.redis_row(sys.executable, REPO, "keyed", 300, 100, keys=150, per_key=2)
     assert off < keyed
+
+
+def test_the_push_mode_counts_the_keyed_enqueue() -> None:
+    """Mode push: only the enqueue of keyed tasks is counted, per task (thousands of instructions each)."""
+    push = instructions.redis_row(sys.executable, REPO, "push", 300, 100, keys=150)
+    assert 5_000 < push < 500_000

@@ -12,6 +12,10 @@ RATE_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 _RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(?:/\s*([a-z]+))?\s*$")
 
+#: Fewest waiting tasks of a key with an entry in the backlog set (fair_base.lua's FAIR_TOP, the same number): keys
+#: with fewer are found in the turns, so that the many keys of a task or two cost that set nothing.
+BACKLOG_LISTED = 4
+
 #: Characters with a meaning in a Lua pattern, escaped with % when a glob becomes one.
 _LUA_MAGIC = set("^$()%.[]*+-?")
 

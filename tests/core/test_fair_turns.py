@@ -14,7 +14,7 @@ from gopherq.core.broker import Broker
 from gopherq.core.fair import FairKeys
 from gopherq.core.keys import WAKE_MARKER, QueueKeys
 from gopherq.core.sections import FairSettings
-from tests.core.test_fair_backlog import backlog_set, enqueue, lists
+from tests.core.test_fair_backlog import backlog_set, enqueue, listed
 
 NAMES = [f"t{i:02d}" for i in range(30)]
 
@@ -51,7 +51,7 @@ async def drain(aredis: aioredis.Redis, queue_name: str, high: bool) -> list[lis
         claims.append([codec.loads(raw)["id"] for _, raw in got if raw != WAKE_MARKER])
         for letter in ("h", "d"):
             assert await turns(aredis, keys, letter) == await waiting_at(aredis, keys, letter)
-        assert await backlog_set(aredis, keys) == await lists(aredis, keys, NAMES)
+        assert await backlog_set(aredis, keys) == await listed(aredis, keys, NAMES)
     claimed = [task for claim in claims for task in claim]
     expected = [f"{name}.{letter}{i}" for (name, letter), count in planned.items() for i in range(count)]
     assert sorted(claimed) == sorted(expected)
@@ -95,7 +95,7 @@ async def test_many_keys_of_two_tasks_leave_the_turns_and_the_backlog_set_in_one
     aredis: aioredis.Redis, queue_name: str
 ) -> None:
     """24 keys of 2 tasks each (a visit empties a key): one claim's pass takes 20 of them together, finds with one
-    look that none still waits, and takes them out of the turns and the backlog set; the 4 others stay."""
+    look that none still waits, and takes them out of the turns; the 4 others stay (none has a backlog entry)."""
     broker = Broker(aredis, queue_name, "w1")
     keys, names = broker.keys, NAMES[:24]
     await enqueue(broker, [(f"{name}.{i}", name) for name in names for i in range(2)])
@@ -104,27 +104,28 @@ async def test_many_keys_of_two_tasks_leave_the_turns_and_the_backlog_set_in_one
     assert got is not None and len(got) == 40
     assert {codec.loads(raw)["fair_key"] for _, raw in got} == set(names[:20])
     assert await turns(aredis, keys, "d") == set(names[20:])
-    assert await backlog_set(aredis, keys) == {name: 2 for name in names[20:]}
+    assert await aredis.exists(keys.fair_backlog) == 0  # keys of fewer than BACKLOG_LISTED tasks: never an entry
 
 
 async def test_keys_that_still_wait_stay_in_the_turns_when_their_backlog_is_counted_per_turn(
     aredis: aioredis.Redis, queue_name: str
 ) -> None:
     """A paused key's tasks wait at the high level, so the default level's keys count their backlog entries turn by
-    turn: 20 keys of 5 tasks, each visited once by a claim of 40, all still waiting, all back in the turns at the
-    time their visit moved them to."""
+    turn: 20 keys of 7 or 5 tasks, each visited once by a claim of 40, all still waiting, all back in the turns at
+    the time their visit moved them to; those left with fewer than BACKLOG_LISTED lose their backlog entries."""
     broker = Broker(aredis, queue_name, "w1")
     keys, names = broker.keys, NAMES[:20]
     await FairKeys(aredis, queue_name, FairSettings()).pause("held")
     await enqueue(broker, [("held.0", "held")], priority="high")
-    await enqueue(broker, [(f"{name}.{i}", name) for name in names for i in range(5)])
+    await enqueue(broker, [(f"{name}.{i}", name) for n, name in enumerate(names) for i in range(7 if n < 10 else 5)])
+    assert await backlog_set(aredis, keys) == {name: 7 if n < 10 else 5 for n, name in enumerate(names)}
     got = await broker.claim(40, 60000)
     assert got is not None
     assert Counter(codec.loads(raw)["fair_key"] for _, raw in got) == {name: 2 for name in names}
     assert dict(await aredis.zrange(keys.fair_active("d"), 0, -1, withscores=True)) == {
         name.encode(): 2.0 for name in names
     }
-    assert await backlog_set(aredis, keys) == {"held": 1, **{name: 3 for name in names}}
+    assert await backlog_set(aredis, keys) == {name: 5 for name in names[:10]}
 
 
 async def test_a_key_served_comes_round_again_before_the_keys_of_a_later_time(

@@ -2,11 +2,14 @@
 come from), why it is parked, and how long its oldest task has waited. Read by `gopherq keys`, the Keys page, the
 `/v1` API and the metrics, all through `Inspector.fair_keys` (core/inspect/queues.py).
 
-The keys are found without a scan, in order: the scripts keep a sorted set of every key with waiting tasks scored
-by its backlog (fair_base.lua), so the `limit` most backlogged are read in O(log K + limit) however many keys
-there are (a `/metrics` scrape reads 20 of 100,000 keys, not 100,000); keys with settings or parked but nothing
-waiting come after them when there is room. Running tasks are counted from the in-flight record (bounded by the
-workers' concurrency).
+The keys are found without a scan, in order: the scripts keep a sorted set of every key with at least
+`BACKLOG_LISTED` waiting tasks scored by its backlog (fair_base.lua), so the `limit` most backlogged are read in
+O(log K + limit) however many keys there are (a `/metrics` scrape reads 20 of 100,000 keys, not 100,000). When
+fewer keys have that many, the room left goes to the keys next in their levels' turns (each has fewer waiting
+than any key of the set; at most the room left of each level are read, so with more such keys than that, which of
+them are shown is their turn order's choice, not their backlogs'), then to keys with settings or parked but
+nothing waiting. Whichever keys are shown, their backlogs are read from their lists. Running tasks are counted
+from the in-flight record (bounded by the workers' concurrency).
 """
 
 from __future__ import annotations
@@ -86,8 +89,10 @@ async def running_by_key(redis: RedisClient, keys: QueueKeys) -> dict[str, int]:
 
 async def top_keys(redis: RedisClient, keys: QueueKeys, limit: int) -> list[str]:
     """The `limit` most backlogged keys (ties by name), read in order from the backlog set the scripts keep: two
-    steps of O(log K + limit), whatever the number of keys K. When fewer keys have tasks waiting, keys with
-    settings or parked but nothing waiting fill the rest (by name; at most FOUND_MAX of each are looked at)."""
+    steps of O(log K + limit), whatever the number of keys K. When fewer keys have `BACKLOG_LISTED` tasks waiting,
+    the keys next in each level's turns fill the rest (as many of each level: key_states orders them by their lists'
+    lengths and keeps `limit`), then keys with settings or parked but nothing waiting (by name; at most FOUND_MAX
+    of each are looked at)."""
     top = await redis.zrevrange(keys.fair_backlog, 0, limit - 1, withscores=True)
     if len(top) == limit:
         # The last place's score may be shared by many keys: those that fit go by name, as the sort below has it.
@@ -96,13 +101,23 @@ async def top_keys(redis: RedisClient, keys: QueueKeys, limit: int) -> list[str]
         ties = await redis.zrangebyscore(keys.fair_backlog, last, last, start=0, num=limit - len(above))
         return above + [text(member) for member in ties]
     found = [text(member) for member, _ in top]
+    room = limit - len(found)
     async with redis.pipeline(transaction=False) as pipe:
+        for letter in LEVELS.values():  # (one more: the keyless tasks' turn may be among them)
+            pipe.zrange(keys.fair_active(letter), 0, room)
         pipe.zrange(keys.fair_parked, 0, FOUND_MAX - 1)
         pipe.hscan(keys.fair_config, 0, count=FOUND_MAX)
-        parked, (_, configured) = await pipe.execute()
-    idle = ({text(member) for member in parked} | {text(name) for name in configured}) - set(found)
-    idle.discard("")  # the keyless tasks' turn
-    return found + sorted(idle)[: limit - len(found)]
+        *turns, parked, (_, configured) = await pipe.execute()
+    seen = set(found)
+    seen.add("")  # the keyless tasks' turn
+    for members in turns:  # up to `room` of each level: key_states keeps the `limit` most backlogged of them all
+        for member in members:
+            name = text(member)
+            if name not in seen:
+                seen.add(name)
+                found.append(name)
+    idle = ({text(member) for member in parked} | {text(name) for name in configured}) - seen
+    return found + sorted(idle)[: max(0, limit - len(found))]
 
 
 async def key_states(
@@ -152,7 +167,7 @@ async def key_states(
                 info.parked_until = until / 1000
         out.append(info)
     out.sort(key=lambda info: (-info.backlog, info.key))
-    return out
+    return out[:limit] if only is None else out
 
 
 def _oldest_wait(heads: list[bytes | None], now: float) -> float | None:

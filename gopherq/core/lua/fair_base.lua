@@ -13,11 +13,16 @@ local FAIR_PARKED = FAIR .. 'parked'  -- zset: key -> when to look at it again (
 local FAIR_CONF = FAIR .. 'keys'      -- hash: key -> spec set at run time (gopherq keys set / pause)
 local FAIR_RULES = FAIR .. 'rules'    -- list: "<Lua pattern>\n<spec>" from the workers' settings, first match wins
 local FAIR_COUNT = FAIR .. 'count'    -- hash: level letter -> tasks waiting in its keys' lists (for the counts)
--- zset: key -> tasks waiting in its lists, all levels, so the inspection reads the most backlogged keys in order
--- (core/inspect/fair_keys.py) instead of every key's lists; one ZINCRBY per push, and per claim turn when keyed
--- tasks wait at more than one level (else the claim writes each key's list length, once per pass: fair_claim.lua);
--- an entry goes with the key's last waiting task.
+-- zset: key -> tasks waiting in its lists, all levels, for the keys with at least FAIR_TOP waiting (exact: a key
+-- has an entry if and only if it has that many), so the inspection reads the most backlogged keys in order
+-- (core/inspect/fair_keys.py) instead of every key's lists, and takes the keys with fewer from the turns. A key of
+-- a few tasks (most keys, when there are many) costs the set nothing: no entry made at its pushes nor removed when
+-- its last task goes, in a set as big as the number of keys (a skiplist whose every step misses the caches).
+-- Written at a push (fair_entry), per claim turn when keyed tasks wait at more than one level (ZINCRBY; else the
+-- claim writes each key's list length, once per pass: fair_claim.lua); an entry goes when its key falls below.
 local FAIR_BACKLOG = FAIR .. 'backlog'
+local FAIR_TOP = 4          -- fewest waiting tasks of a key with a backlog entry (core/fair.py: BACKLOG_LISTED)
+local FAIR_BELOW_TOP = '(4' -- the entries below it (a ZREMRANGEBYSCORE bound)
 local FAIR_LETTERS = {'h', 'd', 'l'}
 
 local function fair_list(letter, k) return FAIR .. letter .. ':q:' .. k end  -- list: the key's waiting tasks
@@ -109,6 +114,30 @@ local function fair_key_of(raw)
   return k, 'd'
 end
 
+-- The levels that may hold keyed tasks (letter -> true): the level counts as read once per script call, and every
+-- level pushed to since (a level emptied since stays in: its lists are then read for nothing, never missed).
+local fair_busy = nil
+
+-- Key `k`'s backlog entry after a push made its list at level `letter` `n` long: its tasks waiting at every level,
+-- written (exact, whatever was there) when there are FAIR_TOP or more; with fewer there was none before either.
+-- The other levels' lists are read only when keyed tasks may wait there (fair_busy).
+local function fair_entry(k, letter, n)
+  if not fair_busy then
+    fair_busy = {}
+    local counts = redis.call('HMGET', FAIR_COUNT, 'h', 'd', 'l')
+    for i = 1, 3 do
+      if (tonumber(counts[i]) or 0) > 0 then fair_busy[FAIR_LETTERS[i]] = true end
+    end
+  end
+  fair_busy[letter] = true
+  local total = n
+  for i = 1, 3 do
+    local other = FAIR_LETTERS[i]
+    if other ~= letter and fair_busy[other] then total = total + redis.call('LLEN', fair_list(other, k)) end
+  end
+  if total >= FAIR_TOP then redis.call('ZADD', FAIR_BACKLOG, string.format('%d', total), k) end
+end
+
 -- Put a task with a fair key into its key's list (LPUSH: at the head, a task coming back; RPUSH: at the tail) and
 -- make the key active unless it is parked. A task coming back (a recovery, a release) also ends a wait for one of
 -- the key's tasks to end. Returns the fair key and its level letter, or false, doing nothing, for a task without a
@@ -116,9 +145,9 @@ end
 local function fair_push(command, raw)
   local k, letter = fair_key_of(raw)
   if not k then return false end
-  redis.call(command, fair_list(letter, k), raw)
+  local n = redis.call(command, fair_list(letter, k), raw)
   redis.call('HINCRBY', FAIR_COUNT, letter, 1)
-  redis.call('ZINCRBY', FAIR_BACKLOG, 1, k)
+  fair_entry(k, letter, n)
   local parked = redis.call('ZSCORE', FAIR_PARKED, k)
   if not parked then
     redis.call('ZADD', fair_active(letter), 'NX', redis.call('GET', fair_vt(letter)) or '0', k)

@@ -31,10 +31,12 @@ local FAIR_ANY = {fair_active('h'), fair_active('d'), fair_active('l'), FAIR_PAR
 local FAIR_SORT_CAP = 1000  -- most raw pushes with a fair key sorted into their keys' lists by one claim
 local FAIR_QUANTUM = 2      -- most tasks one visit takes from a key of weight 1 (see fair_take)
 local fair_sorted = 0
-local fair_zeroed = false   -- whether a key's backlog entry reached zero (fair_base.lua: FAIR_BACKLOG)
+local fair_zeroed = false   -- whether a key's backlog entry fell below FAIR_TOP (fair_base.lua: FAIR_BACKLOG)
 -- The backlog entries of the keys a pass took from, when their lists at this level are all they have waiting
--- (fair_take's `lone`): the list's length after the turn, written in one ZADD (and the emptied keys' in one ZREM) per pass
--- instead of a ZINCRBY per turn, whose reply (a double Redis 7.0 formats with %.17g) made it the dearest step.
+-- (fair_take's `lone`): the list's length after the turn, written in one ZADD (and the entries of the keys that
+-- fell below FAIR_TOP removed in one ZREM) per pass instead of a ZINCRBY per turn, whose reply (a double Redis 7.0
+-- formats with %.17g) made it the dearest step. A key that had fewer than FAIR_TOP before its turn had no entry:
+-- nothing is written for it.
 local fair_lengths, fair_emptied = {}, {}
 local fair_pending = {}     -- key -> tasks of it picked by this call (their tokens are minted at the end)
 local fair_picked = {}      -- index in `items` -> key, for picks of keys whose running tasks are counted
@@ -98,16 +100,16 @@ local function fair_start()
   end
 end
 
--- After a visit to key `k` (its new virtual time `after`, nil when it took nothing; its list's `length` now): back
--- in the turns at its new virtual time (`rescore`; returns the pass's `bound`, lowered to it) or out of them (into
--- `emptied` when `emptied` is given: fair_take); when its backlog entry is its list's length (`counting`:
--- fair_take's `lone`), that entry is written per pass.
-local function fair_visited(k, after, length, counting, rescore, emptied, bound)
+-- After a visit to key `k` (its new virtual time `after`, nil when it took nothing; its list's `length` now, `got`
+-- tasks taken): back in the turns at its new virtual time (`rescore`; returns the pass's `bound`, lowered to it) or
+-- out of them (into `emptied` when `emptied` is given: fair_take); when its backlog entry is its list's length
+-- (`counting`: fair_take's `lone`), that entry is written per pass, or removed when the key fell below FAIR_TOP.
+local function fair_visited(k, after, length, got, counting, rescore, emptied, bound)
   if counting then
-    if length > 0 then
+    if length >= FAIR_TOP then
       fair_lengths[#fair_lengths + 1] = fair_int(length)
       fair_lengths[#fair_lengths + 1] = k
-    else
+    elseif length + got >= FAIR_TOP then
       fair_emptied[#fair_emptied + 1] = k
     end
   end
@@ -122,16 +124,16 @@ local function fair_visited(k, after, length, counting, rescore, emptied, bound)
 end
 
 -- The `n` keys of a pass whose list pop took all it asked for (`full`: their lists; `fkeys`: the keys; `afters`:
--- their new virtual times), so that their lists may or may not hold more: one EXISTS over them all says (with many
--- keys of a few tasks each, the usual answer is that none does: no LLEN per key); only when some do is each one's
--- list read (LLEN), or, when no backlog entry needs the lengths (`counting` false) and all of them do, none. Then
--- as fair_visited. Returns the pass's new bound.
-local function fair_looked(full, fkeys, afters, n, counting, rescore, emptied, bound)
+-- their new virtual times; `gots`: the tasks taken), so that their lists may or may not hold more: one EXISTS over
+-- them all says (with many keys of a few tasks each, the usual answer is that none does: no LLEN per key); only
+-- when some do is each one's list read (LLEN), or, when no backlog entry needs the lengths (`counting` false) and
+-- all of them do, none. Then as fair_visited. Returns the pass's new bound.
+local function fair_looked(full, fkeys, afters, gots, n, counting, rescore, emptied, bound)
   local found = -1  -- how many of the lists exist (-1: not asked; a single key's LLEN is its look)
   if n > 1 then found = redis.call('EXISTS', unpack(full, 1, n)) end
   if found == 0 then  -- all gone
     for i = 1, n do
-      if counting then fair_emptied[#fair_emptied + 1] = fkeys[i] end
+      if counting and gots[i] >= FAIR_TOP then fair_emptied[#fair_emptied + 1] = fkeys[i] end
       if emptied then emptied[#emptied + 1] = fkeys[i] end
     end
     return bound
@@ -139,7 +141,7 @@ local function fair_looked(full, fkeys, afters, n, counting, rescore, emptied, b
   for i = 1, n do
     local length = 1
     if counting or found ~= n then length = redis.call('LLEN', full[i]) end
-    bound = fair_visited(fkeys[i], afters[i], length, counting, rescore, emptied, bound)
+    bound = fair_visited(fkeys[i], afters[i], length, gots[i], counting, rescore, emptied, bound)
   end
   return bound
 end
@@ -201,7 +203,7 @@ local function fair_take(letter, list)
     local rescore, emptied = {}, {}
     -- The keys whose lists may hold more, looked at together (fair_looked), and the lowest new virtual time among
     -- them should they all hold more.
-    local full, fkeys, afters, nfull, maybe = {}, {}, {}, 0, math.huge
+    local full, fkeys, afters, gots, nfull, maybe = {}, {}, {}, {}, 0, math.huge
     local counting = lone and fair_sorted == sorted_at_start  -- (the keyless turn below may sort raw pushes in)
     local sorted_before = fair_sorted
     local j, have = 1, #items  -- (have: #items, kept as items grow)
@@ -211,8 +213,8 @@ local function fair_take(letter, list)
       if nfull > 0 and (score > maybe or k == '') then
         -- The bound counts every key served so far that still waits, and the keyless turn may sort raw pushes
         -- into their lists: they are looked at first.
-        bound = fair_looked(full, fkeys, afters, nfull, counting, rescore, fair_sorted > sorted_before and emptied,
-                            bound)
+        bound = fair_looked(full, fkeys, afters, gots, nfull, counting, rescore,
+                            fair_sorted > sorted_before and emptied, bound)
         nfull, maybe = 0, math.huge
       end
       if score > bound or have >= want then break end
@@ -262,18 +264,20 @@ local function fair_take(letter, list)
             have = have + got
             taken = taken + got
           end
-          if not counting and got > 0 and tonumber(redis.call('ZINCRBY', FAIR_BACKLOG, fair_int(-got), k)) <= 0 then
-            fair_zeroed = true  -- entries at zero go in one step at the end
+          if not counting and got > 0
+              and tonumber(redis.call('ZINCRBY', FAIR_BACKLOG, fair_int(-got), k)) < FAIR_TOP then
+            -- Entries below FAIR_TOP (and those this made for keys that had none) go in one step at the end.
+            fair_zeroed = true
           end
           if got == most then
             -- Whether its list holds more is looked up with the pass's other such keys (fair_looked).
             local after = score + got / c.weight
             nfull = nfull + 1
-            full[nfull], fkeys[nfull], afters[nfull] = source, k, after
+            full[nfull], fkeys[nfull], afters[nfull], gots[nfull] = source, k, after, got
             if after < maybe then maybe = after end
           else
             -- Fewer than asked for: the list is gone.
-            bound = fair_visited(k, nil, 0, counting, rescore, fair_sorted > sorted_before and emptied, bound)
+            bound = fair_visited(k, nil, 0, got, counting, rescore, fair_sorted > sorted_before and emptied, bound)
           end
         end  -- else parked (fair_park): out of the turns
       end
@@ -281,7 +285,8 @@ local function fair_take(letter, list)
       j = j + step
     end
     if nfull > 0 then
-      fair_looked(full, fkeys, afters, nfull, counting, rescore, fair_sorted > sorted_before and emptied, bound)
+      fair_looked(full, fkeys, afters, gots, nfull, counting, rescore, fair_sorted > sorted_before and emptied,
+                  bound)
     end
     for r = j, #head, step do  -- not reached: back at their virtual times, as read
       rescore[#rescore + 1] = same or head[r + 1]
@@ -297,7 +302,7 @@ local function fair_take(letter, list)
     end
     fair_backlog_flush()
   end
-  if fair_zeroed then redis.call('ZREMRANGEBYSCORE', FAIR_BACKLOG, '-inf', '0') end
+  if fair_zeroed then redis.call('ZREMRANGEBYSCORE', FAIR_BACKLOG, '-inf', FAIR_BELOW_TOP) end
   if taken > 0 and redis.call('HINCRBY', FAIR_COUNT, letter, fair_int(-taken)) <= 0 then
     redis.call('HDEL', FAIR_COUNT, letter)
   end
