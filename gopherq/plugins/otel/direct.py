@@ -54,7 +54,9 @@ def child_context(parent: SpanContext, span_id: int) -> SpanContext:
 
 class DirectSpan(Span):
     """A recorded span started and ended by the plugin (see the module doc). The per-tracer parts (processor,
-    limits, instrumentation scope) are class attributes of the subclass `DirectSpans` makes for its tracer."""
+    limits, instrumentation scope) are class attributes of the subclass `DirectSpans` makes for its tracer. Made
+    only by `DirectSpans.start`, which sets its own fields without calling the class: neither the SDK's
+    `Span.__init__` (the cost this class avoids) nor an `__init__` of its own (a frame less per span) runs."""
 
     # What the SDK's Span.__init__ sets and a span of the plugin's keeps unless something changes it.
     _end_time: int | None = None
@@ -69,27 +71,6 @@ class DirectSpan(Span):
     _limits: SpanLimits
     _span_processor: SynchronousMultiSpanProcessor
     _kit: DirectSpans
-
-    def __init__(  # no super().__init__: it is the cost this class avoids (see the module doc); the same fields
-        # as `DirectSpans.start` sets on a span it makes
-        self,
-        name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
-        kind: SpanKind,
-        attributes: dict[str, Any],
-        links: Sequence[Link],
-        resource: Any,
-    ) -> None:
-        self._name = name
-        self._context = context
-        self._parent = parent
-        self._kind = kind
-        self._attributes = attributes  # type: ignore[assignment]
-        self._links = links  # type: ignore[assignment]
-        self._resource = resource
-        self._lock = Lock()
-        self._start_time = time_ns()
 
     def get_span_context(self) -> SpanContext:
         return self._context  # type: ignore[return-value]  # (the SDK's wraps it in a `typing.cast` call)
@@ -202,8 +183,7 @@ class DirectSpans:
         """A started span; `parent_context` makes the context the SDK would give the processors' `on_start`,
         called only when one of them has an `on_start`."""
         # Made without calling the class: the SDK's `Span.__new__` (a check that it is not instantiated directly)
-        # costs as much as the rest of the construction; and `DirectSpan.__init__`'s fields set here, inline (a
-        # frame less per span).
+        # costs as much as the rest of the construction; the span's own fields are set here (see DirectSpan).
         span = _new(self.kind)
         span._name = name
         span._context = context
