@@ -70,13 +70,23 @@ class Stack:
         return self.driver.find_element(By.CSS_SELECTOR, selector)
 
     def text_of(self, selector: str) -> str:
-        """The element's text, or "" while it is not there (a fragment swap may be under way)."""
-        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+        """The element's text, or "" while it is not there (a fragment swap or a form's navigation may be under
+        way). Chromium reports an element found just before its document was replaced either as a stale element
+        or as an inspector error that its node "does not belong to the document": both mean "not there yet"."""
+        from selenium.common.exceptions import (
+            NoSuchElementException,
+            StaleElementReferenceException,
+            WebDriverException,
+        )
 
         try:
             return str(self.css(selector).text)
         except (NoSuchElementException, StaleElementReferenceException):
             return ""
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc.msg):
+                return ""
+            raise
 
     def wait_text(self, selector: str, expected: str, timeout: float = 30) -> None:
         wait_until(lambda: self.text_of(selector) == expected, timeout=timeout, what=f"{selector} to read {expected!r}")
