@@ -17,7 +17,6 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
-    DEFAULT_TRACE_STATE,
     INVALID_SPAN,
     Link,
     NonRecordingSpan,
@@ -48,7 +47,6 @@ from gopherq.plugins.otel.fast import (
 
 SYSTEM = "gopherq"
 CONSUMER = SpanKind.CONSUMER
-_new_tuple = tuple.__new__
 PRODUCER_LINK = {"gopherq.link": "producer"}
 
 #: An attempt's ids drawn at once (`fast.draw`): the 256 bits, their 64 hex digits, and the trace id's 32.
@@ -137,18 +135,7 @@ class Attempts:
                 bits, digits, trace_hex = ids
                 span_id = (bits >> 64) & LOW_64
                 first = (bits & LOW_64, digits[48:])
-            # (`direct.span_context`, inline: a frame less)
-            own = _new_tuple(
-                SpanContext,
-                (
-                    trace_id,
-                    span_id,
-                    False,
-                    FLAGS[flags | SAMPLED],
-                    DEFAULT_TRACE_STATE if trace_state is None else trace_state,
-                    True,
-                ),
-            )
+            own = span_context(trace_id, span_id, FLAGS[flags | SAMPLED], trace_state)
             span = fast.direct.start(
                 f"process {context.queue}",
                 own,

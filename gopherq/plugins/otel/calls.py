@@ -23,12 +23,10 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind, Status, StatusCode
 
-from gopherq import Masker, TaskFailure
-from gopherq.core.calls import PROPAGATION_HEADERS, merge_headers
-from gopherq.plugins.otel.direct import DirectSpan, DirectSpans
+from gopherq import Masker, TaskFailure, merge_headers
+from gopherq.plugins.otel.direct import DirectSpan, DirectSpans, child_context
 from gopherq.plugins.otel.fast import traceparent
 
-_new_tuple = tuple.__new__
 #: Distinct call targets whose attributes are remembered; past it the cache starts again.
 TARGETS_CACHED = 1024
 
@@ -196,7 +194,7 @@ class DirectCall(SpanCall):
             span_id, self.digits = first
         else:
             span_id = attempt.ids.generate_span_id()
-        own = _new_tuple(SpanContext, (parent[0], span_id, False, parent[3], parent[4], True))  # (`child_context`)
+        own = child_context(parent, span_id)
         self.span = attempt.spans.start(
             operation,
             own,
@@ -219,13 +217,7 @@ class DirectCall(SpanCall):
         else:
             parent = "00-%032x-%016x-%02x" % (own[0], own[1], own[3])  # noqa: UP031 (see fast.traceparent)
         state = own[4]
-        extra = attempt.headers
-        if (state is DEFAULT_TRACE_STATE or not state) and PROPAGATION_HEADERS.isdisjoint(map(str.lower, headers)):
-            headers["traceparent"] = parent  # the usual case, added in place (`merge_headers`'s first branch)
-            if extra:
-                headers.update(extra)
-            return
-        out = {"traceparent": parent, **extra}
+        out = {"traceparent": parent, **attempt.headers}
         if state is not DEFAULT_TRACE_STATE and state:
             out["tracestate"] = state.to_header()
         merge_headers(headers, out)
