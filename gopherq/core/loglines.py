@@ -61,6 +61,18 @@ class EscapingFormatter(logging.Formatter):
         super().__init__(*args, **kwargs)
         #: (second, datefmt, its text) of the latest record formatted.
         self._second: tuple[int, str | None, str] = (-1, None, "")
+        #: Whether the format names the time (logging.Formatter asks its style again for every record).
+        self._uses_time = self.usesTime()
+
+    def format(self, record: logging.LogRecord) -> str:
+        """logging.Formatter.format's own steps, for the usual record (no exception or stack to append) in fewer
+        calls; any other record goes through logging.Formatter.format itself."""
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = record.getMessage()
+        if self._uses_time:
+            record.asctime = self.formatTime(record, self.datefmt)
+        return escape_controls(self._style.format(record))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second, fmt, text = self._second
@@ -119,14 +131,20 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """Filter and format each record as `handle` would, then write them all at once."""
         texts: list[str] = []
         record = None
+        # What `filter` and `format` would look up for every record, looked up once for the batch.
+        checks = [f.filter if hasattr(f, "filter") else f for f in self.filters]
+        format_record = (self.formatter or logging.Formatter()).format
+        terminator = self.terminator
         try:
             for record in records:
-                kept = self.filter(record)
-                if not kept:
-                    continue
-                if isinstance(kept, logging.LogRecord):  # (Python 3.12 on: a filter may return a changed record)
-                    record = kept
-                texts.append(self.format(record) + self.terminator)
+                for check in checks:
+                    kept = check(record)
+                    if not kept:
+                        break
+                    if isinstance(kept, logging.LogRecord):  # (Python 3.12 on: a filter may return a changed record)
+                        record = kept
+                else:
+                    texts.append(format_record(record) + terminator)
             if texts:
                 with self.lock:  # type: ignore[union-attr]  # (createLock made it)
                     self.stream.write("".join(texts))

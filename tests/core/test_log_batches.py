@@ -77,6 +77,30 @@ async def test_a_batch_written_at_once_is_what_record_by_record_handling_writes(
     assert "a\\nFORGED" in text and "\\u001b[31m" in text and "\\r\\u202e" in text and "b%s%(x)s" in text
 
 
+async def test_a_filter_on_gopherqs_handler_drops_its_records_from_a_batch_as_from_single_records() -> None:
+    """emit_all runs the handler's filters itself (looked up once per batch): a record one of them refuses is not
+    written, the filters after it do not see it, and the batch's other lines are written as record by record."""
+    sink = LoggingSink(LoggingSinkSettings())
+    seen: list[str] = []
+
+    def watch(record: logging.LogRecord) -> bool:
+        seen.append(record.getMessage())
+        return True
+
+    with installed() as (handler, out):
+        handler.addFilter(lambda record: not record.getMessage().startswith("task.failed"))
+        handler.addFilter(watch)
+        await sink.handle(hostile_events())
+        batched = lines_of(out)
+        out.seek(0)
+        out.truncate()
+        for event in hostile_events():
+            EVENTS_LOGGER.info("%s", event.to_text())
+        single = lines_of(out)
+    assert batched == single and len(batched) == 3
+    assert not any("task.failed" in line for line in batched) and len(seen) == 6
+
+
 def test_the_batch_path_is_taken_only_when_gopherqs_handler_is_the_only_one() -> None:
     with installed() as (handler, _):
         only_when_alone(handler)
