@@ -68,6 +68,7 @@ local last = redis.call('INCRBY', KEYS[5], n)
 local out, zargs = {}, {}
 local held_since = '|' .. ARGV[5] .. '|' .. ARGV[4]  -- whereabouts: running|<token>|<since>|<worker>
 local deadline, w = ARGV[2], #where_args
+local match = string.match
 -- The tokens are consecutive: each is its hundreds (formatted once per hundred) and two last digits from a table,
 -- joined; string.format (or tostring, a %.14g) per token was a sprintf per task.
 local hundreds, ones = math.floor((last - n + 1) / 100), (last - n + 1) % 100
@@ -80,7 +81,7 @@ for i = 1, n do
     head = string.format('%d', hundreds)
   end
   local raw = items[i]
-  local id = task_id(raw)
+  local id = match(raw, ID_FIRST) or task_id(raw)  -- (task_id's first step inlined: whereabouts.lua)
   if id then  -- (note(), inlined: once per task)
     where_args[w + 1], where_args[w + 2] = id, 'running|' .. token .. held_since
     w = w + 2

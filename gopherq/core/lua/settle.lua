@@ -73,7 +73,7 @@ local n = (#ARGV - 9) / 5
 -- instead of seven comparisons.
 local call, inflight = redis.call, KEYS[3]  -- (locals: the loop below reads them per item)
 local AFTER = {event = true, unlock = true, uncancel = true, where = true, stream = true, dag = true, fair = true}
-local outcomes = {}  -- task id, timeline entry, ... of the riding events written here (see Events above)
+local outcomes, ridden = {}, 0  -- task id, timeline entry, ... of the riding events written here (see Events above)
 for i = 0, n - 1 do
   local base = 5 + i * 5
   local kind, token, result = ARGV[base], ARGV[base + 1], ARGV[base + 2]
@@ -149,11 +149,12 @@ for i = 0, n - 1 do
       -- GET: its reply, nil (no earlier record), becomes a Lua false; SET's own, OK, a table per call.
       call('SET', KEYS[9 + i], result, 'EX', ttl, 'GET')
     end
-    if rides then
-      local id = record_event(stream, keep, ttl, ARGV[base + 3], nil, '')  -- its timeline entry: below
+    if rides then  -- record_event's XADD (events.lua), inlined: once per task; its timeline entry goes below
+      local line = ARGV[base + 3]
+      local id = call('XADD', stream, '*', 'event', line)
       if keep > 0 then
-        outcomes[#outcomes + 1] = ARGV[base + 4]
-        outcomes[#outcomes + 1] = id .. ' ' .. ARGV[base + 3]
+        outcomes[ridden + 1], outcomes[ridden + 2] = ARGV[base + 4], id .. ' ' .. line
+        ridden = ridden + 2
       end
     end
     if kind == 'ack' or kind == 'cancel' or kind == 'dead' then
