@@ -60,7 +60,7 @@ local gone, gone_count = {}, 0
 --@include dag_settle
 local ttl = ARGV[2]  -- as text: Redis 7.0 formats a Lua number passed to redis.call with %.17g, per call
 local cap = tonumber(ARGV[3])
-local out = {}
+local out, replied = {}, 0  -- (replied: #out, counted as it grows)
 local counts = {}
 local dead_added = false
 local stream, maxlen, keep  -- set by a 'stream' item
@@ -69,9 +69,9 @@ local leases, held_count = {}, 0  -- the tokens settled here
 local last_held = false
 local last_base = 0  -- [fair keys] ARGV index of the last settled item
 local n = (#ARGV - 9) / 5
+local call, inflight = redis.call, KEYS[3]  -- (locals: the loop below reads them per item)
 -- Kinds that are not items of their own but act with the item before them (see above): one table lookup per item
 -- instead of seven comparisons.
-local call, inflight = redis.call, KEYS[3]  -- (locals: the loop below reads them per item)
 local AFTER = {event = true, unlock = true, uncancel = true, where = true, stream = true, dag = true, fair = true}
 local outcomes, ridden = {}, 0  -- task id, timeline entry, ... of the riding events written here (see Events above)
 for i = 0, n - 1 do
@@ -119,10 +119,12 @@ for i = 0, n - 1 do
   elseif not held then
     last_held = false  -- its after-effects were done by whoever removed the token
     if redis.call('ZSCORE', reaped, token) then
-      out[#out + 1] = 0
+      replied = replied + 1
+      out[replied] = 0
       counts['refused'] = (counts['refused'] or 0) + 1
     else
-      out[#out + 1] = 2
+      replied = replied + 1
+      out[replied] = 2
       counts['repeated'] = (counts['repeated'] or 0) + 1
     end
   else
@@ -162,7 +164,8 @@ for i = 0, n - 1 do
       gone[gone_count] = ARGV[base + 4]
     end
     counts[kind] = (counts[kind] or 0) + 1
-    out[#out + 1] = 1
+    replied = replied + 1
+    out[replied] = 1
   end
 end
 if stream then cap_stream(stream, maxlen) end  -- once per call, after its events (events.lua)
