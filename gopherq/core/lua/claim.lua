@@ -32,11 +32,12 @@ local function take(key)
   while #items < want do
     local popped = redis.call('LPOP', key, want - #items)
     if not popped then return end
-    local dropped = false
+    local dropped, have = false, #items  -- (have: #items, counted as it grows)
     for i = 1, #popped do
       local raw = popped[i]  -- [fair keys] a raw push with a fair key joins its key's list (fair_claim.lua)
       if raw ~= wake and not (string.find(raw, '"fair_key"', 1, true) and fair_sort_in(raw)) then
-        items[#items + 1] = raw
+        have = have + 1
+        items[have] = raw
       else
         dropped = true
       end
