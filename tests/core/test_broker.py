@@ -70,13 +70,13 @@ async def test_claim_takes_a_batch_in_one_call_with_tokens_leases_and_inflight_r
     assert await broker.claim(5, LEASE_MS) == []
 
 
-@pytest.mark.parametrize("start", [0, 95, 1_999_990, 10**15 - 3])
+@pytest.mark.parametrize("start", [0, 95, 1_999_990, 10**15 - 3, -107])
 async def test_claim_tokens_are_the_counter_s_next_values_in_decimal(
     aredis: aioredis.Redis, queue_name: str, start: int
 ) -> None:
     # The claim writes a token as its hundreds and a two-digit ending (claim.lua): the batches here start at zero,
-    # cross a hundred, a thousand and a power of ten, and each token must be the counter's value, as plain digits,
-    # in the reply, the in-flight hash, the leases and the task's whereabouts alike.
+    # cross a hundred, a thousand and a power of ten (and zero, from a counter someone set below it), and each token
+    # must be the counter's value in decimal, in the reply, the in-flight hash, the leases and the whereabouts alike.
     broker = Broker(aredis, queue_name, "w1")
     if start:
         await aredis.set(broker.keys.seq, start)

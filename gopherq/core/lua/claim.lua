@@ -71,15 +71,16 @@ local held_since = '|' .. ARGV[5] .. '|' .. ARGV[4]  -- whereabouts: running|<to
 local deadline, w = ARGV[2], #where_args
 local match = string.match
 -- The tokens are consecutive: each is its hundreds (formatted once per hundred) and two last digits from a table,
--- joined; string.format (or tostring, a %.14g) per token was a sprintf per task.
+-- joined; string.format (or tostring, a %.14g) per token was a sprintf per task. Below 100 (a new queue's first
+-- tokens, or a counter set below zero) each is formatted whole.
 local hundreds, ones = math.floor((last - n + 1) / 100), (last - n + 1) % 100
 local head = hundreds > 0 and string.format('%d', hundreds) or nil
 for i = 1, n do
-  local token = head and head .. TWO_DIGITS[ones + 1] or string.format('%d', ones)
+  local token = head and head .. TWO_DIGITS[ones + 1] or string.format('%d', last - n + i)
   ones = ones + 1
   if ones == 100 then
     ones, hundreds = 0, hundreds + 1
-    head = string.format('%d', hundreds)
+    if hundreds > 0 then head = string.format('%d', hundreds) end
   end
   local raw = items[i]
   local id = match(raw, ID_FIRST) or task_id(raw)  -- (task_id's first step inlined: whereabouts.lua)
