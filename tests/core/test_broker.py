@@ -70,6 +70,30 @@ async def test_claim_takes_a_batch_in_one_call_with_tokens_leases_and_inflight_r
     assert await broker.claim(5, LEASE_MS) == []
 
 
+@pytest.mark.parametrize("start", [0, 95, 1_999_990, 10**15 - 3, -107])
+async def test_claim_tokens_are_the_counter_s_next_values_in_decimal(
+    aredis: aioredis.Redis, queue_name: str, start: int
+) -> None:
+    # The claim writes a token as its hundreds and a two-digit ending (claim.lua): the batches here start at zero,
+    # cross a hundred, a thousand and a power of ten (and zero, from a counter someone set below it), and each token
+    # must be the counter's value in decimal, in the reply, the in-flight hash, the leases and the whereabouts alike.
+    broker = Broker(aredis, queue_name, "w1")
+    if start:
+        await aredis.set(broker.keys.seq, start)
+    await broker.push([envelope(f"t{i}") for i in range(120)], ids=[f"t{i}" for i in range(120)])
+    claimed = await broker.claim(120, LEASE_MS)
+    expected = [str(start + i) for i in range(1, 121)]
+    assert [token for token, _ in claimed] == expected
+    assert ids([raw for _, raw in claimed]) == [f"t{i}" for i in range(120)]
+    inflight = await aredis.hgetall(broker.keys.inflight)
+    assert sorted(key.decode() for key in inflight) == sorted(expected)
+    leased = await aredis.zrangebyscore(broker.keys.leases, "-inf", "(+inf")
+    assert sorted(member.decode() for member in leased) == sorted(expected)
+    records = await aredis.hmget(broker.keys.where, [f"t{i}" for i in range(120)])
+    assert [record.decode().split("|")[:2] for record in records] == [["running", token] for token in expected]
+    assert int(await aredis.get(broker.keys.seq)) == start + 120
+
+
 async def test_claim_takes_the_staged_task_before_the_ready_list(aredis: aioredis.Redis, queue_name: str) -> None:
     broker = Broker(aredis, queue_name, "w1")
     await broker.push([envelope("first"), envelope("second"), envelope("third")])

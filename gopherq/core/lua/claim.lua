@@ -21,16 +21,23 @@ local LEASES_LAYOUT = 'not a lease: this member, over 64 bytes, keeps the leases
 local want = tonumber(ARGV[1])
 local items = {}
 local wake = 'gopherq:wake'
+local TWO_DIGITS = {'00', '01', '02', '03', '04', '05', '06', '07', '08', '09', '10', '11', '12', '13', '14', '15', '16',
+  '17', '18', '19', '20', '21', '22', '23', '24', '25', '26', '27', '28', '29', '30', '31', '32', '33', '34', '35', '36',
+  '37', '38', '39', '40', '41', '42', '43', '44', '45', '46', '47', '48', '49', '50', '51', '52', '53', '54', '55', '56',
+  '57', '58', '59', '60', '61', '62', '63', '64', '65', '66', '67', '68', '69', '70', '71', '72', '73', '74', '75', '76',
+  '77', '78', '79', '80', '81', '82', '83', '84', '85', '86', '87', '88', '89', '90', '91', '92', '93', '94', '95', '96',
+  '97', '98', '99'}
 --@include fair_claim
 local function take(key)
   while #items < want do
     local popped = redis.call('LPOP', key, want - #items)
     if not popped then return end
-    local dropped = false
+    local dropped, have = false, #items  -- (have: #items, counted as it grows)
     for i = 1, #popped do
       local raw = popped[i]  -- [fair keys] a raw push with a fair key joins its key's list (fair_claim.lua)
       if raw ~= wake and not (string.find(raw, '"fair_key"', 1, true) and fair_sort_in(raw)) then
-        items[#items + 1] = raw
+        have = have + 1
+        items[have] = raw
       else
         dropped = true
       end
@@ -58,19 +65,33 @@ if n == 0 then
   return {}
 end
 local last = redis.call('INCRBY', KEYS[5], n)
-local out, hargs, zargs = {}, {}, {}
+-- The reply's pairs are the in-flight hash's fields and values as they are: one table serves both.
+local out, zargs = {}, {}
 local held_since = '|' .. ARGV[5] .. '|' .. ARGV[4]  -- whereabouts: running|<token>|<since>|<worker>
+local deadline, w = ARGV[2], #where_args
+local match = string.match
+-- The tokens are consecutive: each is its hundreds (formatted once per hundred) and two last digits from a table,
+-- joined; string.format (or tostring, a %.14g) per token was a sprintf per task. Below 100 (a new queue's first
+-- tokens, or a counter set below zero) each is formatted whole.
+local hundreds, ones = math.floor((last - n + 1) / 100), (last - n + 1) % 100
+local head = hundreds > 0 and string.format('%d', hundreds) or nil
 for i = 1, n do
-  local token = string.format('%d', last - n + i)  -- not tostring: its %.14g costs a float formatting per task
-  note(task_id(items[i]), 'running|' .. token .. held_since)
-  out[#out + 1] = token
-  out[#out + 1] = items[i]
-  hargs[#hargs + 1] = token
-  hargs[#hargs + 1] = items[i]
-  zargs[#zargs + 1] = ARGV[2]
-  zargs[#zargs + 1] = token
+  local token = head and head .. TWO_DIGITS[ones + 1] or string.format('%d', last - n + i)
+  ones = ones + 1
+  if ones == 100 then
+    ones, hundreds = 0, hundreds + 1
+    if hundreds > 0 then head = string.format('%d', hundreds) end
+  end
+  local raw = items[i]
+  local id = match(raw, ID_FIRST) or task_id(raw)  -- (task_id's first step inlined: whereabouts.lua)
+  if id then  -- (note(), inlined: once per task)
+    where_args[w + 1], where_args[w + 2] = id, 'running|' .. token .. held_since
+    w = w + 2
+  end
+  out[2 * i - 1], out[2 * i] = token, raw
+  zargs[2 * i - 1], zargs[2 * i] = deadline, token
 end
-redis.call('HSET', KEYS[4], unpack(hargs))
+redis.call('HSET', KEYS[4], unpack(out))
 -- The leases' first member is one that is no lease (core/keys.py: LEASES_LAYOUT, scored +inf so no reaper ever
 -- finds it due): being over 64 bytes, it makes Redis keep the set a skiplist, not a listpack scanned whole by each
 -- ZADD and ZREM (a third of Redis's work per task with 100 in flight), and it keeps the key from being emptied.

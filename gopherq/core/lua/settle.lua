@@ -48,33 +48,39 @@
 -- this hour's counts hashes, once per kind per batch.
 -- Returns: one 1 (settled), 2 (already settled by an earlier run of the same settle) or 0 (refused: stale token)
 -- per item; then, when flow members settled here changed their flows' states, '!flows' and those flows' ids.
+-- KEYS and ARGV as locals: a global is a table lookup at each use, and the loop below reads several per item.
+local KEYS, ARGV = KEYS, ARGV
 local ready, high, low, reaped = KEYS[1], KEYS[#KEYS - 4], KEYS[#KEYS - 3], KEYS[#KEYS - 2]
 local where, hourly = KEYS[#KEYS - 1], KEYS[#KEYS]
-local gone = {}  -- ids of tasks that ended here: their whereabouts go (one HDEL per thousand, at the end)
+-- The ids of the tasks that ended here: their whereabouts go (one HDEL per thousand, at the end).
+local gone, gone_count = {}, 0
 --@include levels
 --@include events
 --@include dag_step
 --@include dag_settle
 local ttl = ARGV[2]  -- as text: Redis 7.0 formats a Lua number passed to redis.call with %.17g, per call
 local cap = tonumber(ARGV[3])
-local out = {}
+local out, replied = {}, 0  -- (replied: #out, counted as it grows)
 local counts = {}
 local dead_added = false
 local stream, maxlen, keep  -- set by a 'stream' item
 local settled = {}  -- item index -> true, for the items settled in this call (flows: dag_note)
-local leases = {}
+local leases, held_count = {}, 0  -- the tokens settled here
 local last_held = false
 local last_base = 0  -- [fair keys] ARGV index of the last settled item
 local n = (#ARGV - 9) / 5
-local outcomes = {}  -- task id, timeline entry, ... of the riding events written here (see Events above)
+local call, inflight = redis.call, KEYS[3]  -- (locals: the loop below reads them per item)
+-- Kinds that are not items of their own but act with the item before them (see above): one table lookup per item
+-- instead of seven comparisons.
+local AFTER = {event = true, unlock = true, uncancel = true, where = true, stream = true, dag = true, fair = true}
+local outcomes, ridden = {}, 0  -- task id, timeline entry, ... of the riding events written here (see Events above)
 for i = 0, n - 1 do
   local base = 5 + i * 5
   local kind, token, result = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   -- The in-flight record is the fence: HDEL's reply says whether the token was still held (only a release
   -- needs the envelope itself).
   local held, envelope
-  if kind == 'event' or kind == 'unlock' or kind == 'uncancel' or kind == 'where' or kind == 'stream'
-      or kind == 'dag' or kind == 'fair' then
+  if AFTER[kind] then
     if kind == 'stream' then
       stream, maxlen, keep = KEYS[9 + i], token, tonumber(result)
     elseif kind == 'dag' then  -- flows: the batch's members of one flow move it on, in this call (dag_settle.lua)
@@ -105,7 +111,7 @@ for i = 0, n - 1 do
     held = envelope ~= false
     if held then redis.call('HDEL', KEYS[3], token) end
   else
-    held = redis.call('HDEL', KEYS[3], token) == 1
+    held = call('HDEL', inflight, token) == 1
   end
   local rides = stream and (kind == 'ack' or kind == 'cancel') and ARGV[base + 3] ~= ''
   if held == nil then
@@ -113,16 +119,19 @@ for i = 0, n - 1 do
   elseif not held then
     last_held = false  -- its after-effects were done by whoever removed the token
     if redis.call('ZSCORE', reaped, token) then
-      out[#out + 1] = 0
+      replied = replied + 1
+      out[replied] = 0
       counts['refused'] = (counts['refused'] or 0) + 1
     else
-      out[#out + 1] = 2
+      replied = replied + 1
+      out[replied] = 2
       counts['repeated'] = (counts['repeated'] or 0) + 1
     end
   else
     last_held, last_base = true, base
     settled[i] = true
-    leases[#leases + 1] = token
+    held_count = held_count + 1
+    leases[held_count] = token
     if kind == 'retry' or kind == 'defer' then
       redis.call('ZADD', KEYS[4], ARGV[base + 4], ARGV[base + 3])
     elseif kind == 'dead' then
@@ -139,18 +148,24 @@ for i = 0, n - 1 do
       push_level('LPUSH', envelope)
     end
     if result ~= '' then
-      redis.call('SET', KEYS[9 + i], result, 'EX', ttl)
+      -- GET: its reply, nil (no earlier record), becomes a Lua false; SET's own, OK, a table per call.
+      call('SET', KEYS[9 + i], result, 'EX', ttl, 'GET')
     end
-    if rides then
-      local id = record_event(stream, keep, ttl, ARGV[base + 3], nil, '')  -- its timeline entry: below
+    if rides then  -- record_event's XADD (events.lua), inlined: once per task; its timeline entry goes below
+      local line = ARGV[base + 3]
+      local id = call('XADD', stream, '*', 'event', line)
       if keep > 0 then
-        outcomes[#outcomes + 1] = ARGV[base + 4]
-        outcomes[#outcomes + 1] = id .. ' ' .. ARGV[base + 3]
+        outcomes[ridden + 1], outcomes[ridden + 2] = ARGV[base + 4], id .. ' ' .. line
+        ridden = ridden + 2
       end
     end
-    if kind == 'ack' or kind == 'cancel' or kind == 'dead' then gone[#gone + 1] = ARGV[base + 4] end
+    if kind == 'ack' or kind == 'cancel' or kind == 'dead' then
+      gone_count = gone_count + 1
+      gone[gone_count] = ARGV[base + 4]
+    end
     counts[kind] = (counts[kind] or 0) + 1
-    out[#out + 1] = 1
+    replied = replied + 1
+    out[replied] = 1
   end
 end
 if stream then cap_stream(stream, maxlen) end  -- once per call, after its events (events.lua)
