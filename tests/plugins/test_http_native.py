@@ -362,3 +362,14 @@ async def test_tls_checks_the_certificate_against_the_host_name_sent_as_sni(tmp_
         await untrusting.aclose()
         server.close()
     assert names[:2] == ["localhost", None]
+
+
+async def test_a_pooled_connection_the_server_closes_leaves_the_pool(
+    wire: WireServer, transport: NativeTransport
+) -> None:
+    wire.routes["/bye"] = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye", close=True)
+    assert await fetch(transport, get(wire.url("/bye"))) == (200, b"bye")
+    await async_wait_until(lambda: transport.opened == 0 and not transport.idle, what="the connection to leave")
+    assert await fetch(transport, get(wire.url("/after"))) == (200, b"path=/after")
+    [first, after] = wire.seen()
+    assert first.connection != after.connection

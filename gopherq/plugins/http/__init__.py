@@ -5,8 +5,8 @@ without retry. Network errors and timeouts are retried. Every attempt carries an
 (derived from the task id unless the task sets its own: checks.idempotency_key), so an endpoint can make the
 retries and redeliveries of at-least-once delivery harmless.
 
-The executor owns the wire: a task cannot set framing or hop-by-hop headers (checks), both transports frame
-every request themselves (framing, wire.framed_headers), and a response body is read and decoded with bounded
+The executor owns the wire: a task cannot set framing or hop-by-hop headers (checks), every transport frames
+every request itself (framing, wire.framed_headers), and a response body is read and decoded with bounded
 memory whatever the endpoint sends (body). It speaks to its transport in its own small records (wire: `Outgoing`,
 `Incoming`), not httpx's objects, which cost a fifth of a worker's CPU per task; the `httpx` transport converts.
 """
@@ -74,7 +74,7 @@ class HttpSettings(PluginSettings):
     max_connections: int | None = Field(None, ge=1, description="connection pool size (default: worker concurrency)")
     user_agent: str = "gopherq"
     transport: str = Field(
-        "aiohttp",
+        "native",
         description="'native' (GoPherQ's own HTTP/1.1 over llhttp), 'aiohttp' (aiohttp's pool) or 'httpx' (httpcore)",
     )
     per_host_limit: int | None = Field(None, ge=1, description="most requests in flight to one host (scheme+host+port)")

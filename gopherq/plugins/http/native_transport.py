@@ -275,6 +275,8 @@ class Connection(asyncio.Protocol):
                 self._fail(httpx.RemoteProtocolError(f"malformed HTTP answer: {exc.__context__ or exc}"))
 
     def eof_received(self) -> bool | None:
+        if self.parser is None:  # an idle connection the server closed: out of the pool now, not when the loop
+            self.close()  # gets round to connection_lost (a request sent on it in between would be lost)
         return None  # close the transport: connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -1,4 +1,4 @@
-"""The executor's own small records of a request and its answer, which both transports speak.
+"""The executor's own small records of a request and its answer, which every transport speaks.
 
 The executor used to build an httpx.Request per attempt and receive an httpx.Response, even over the aiohttp
 transport, which then converted both to and from aiohttp's objects: httpx's URL parsing, header containers and
@@ -190,7 +190,8 @@ class Incoming:
 
 
 class Transport(Protocol):
-    """What the executor sends through (aiohttp_transport.AiohttpTransport, httpx_transport.HttpxTransport).
+    """What the executor sends through (native_transport.NativeTransport, aiohttp_transport.AiohttpTransport,
+    httpx_transport.HttpxTransport).
     Failures are raised as httpx's exceptions (httpx.ConnectError, httpx.ReadTimeout, ...), whatever the library
     underneath, so the executor maps them to outcomes in one place."""
 
