@@ -31,7 +31,7 @@ from gopherq.plugins.http.native_transport import (
     request_head,
     route,
 )
-from gopherq.plugins.http.wire import Outgoing, target
+from gopherq.plugins.http.wire import Outgoing, Target, target
 from tests.support.common import async_wait_until
 from tests.support.wire_server import Connection, ParsedRequest, Route, WireServer
 
@@ -373,3 +373,23 @@ async def test_a_pooled_connection_the_server_closes_leaves_the_pool(
     assert await fetch(transport, get(wire.url("/after"))) == (200, b"path=/after")
     [first, after] = wire.seen()
     assert first.connection != after.connection
+
+
+async def test_header_values_are_read_without_the_whitespace_around_them(
+    wire: WireServer, transport: NativeTransport
+) -> None:
+    wire.routes["/spaces"] = answer(b"HTTP/1.1 200 OK\r\nX-A:  a b \t\r\nX-B:\t\r\nContent-Length: 0\r\n\r\n")
+    incoming = await transport.send(get(wire.url("/spaces")))
+    await incoming.read(10)
+    assert incoming.headers == {"x-a": "a b", "x-b": "", "content-length": "0"}
+
+
+def test_a_method_or_target_that_would_break_the_request_line_is_refused() -> None:
+    url = "http://127.0.0.1/"
+    for method in ("GET / HTTP/1.1\r\nX:", "GE T", ""):
+        with pytest.raises(httpx.LocalProtocolError):
+            request_head(Outgoing(method, target(url), {}, b"", None), route(target(url)))
+    assert request_head(Outgoing("PROPFIND", target(url), {}, b"", None), route(target(url))).startswith(b"PROPFIND / ")
+    broken = Target("http://127.0.0.1/a b\r\nX: y", "http", "127.0.0.1", None)  # what wire.target never makes
+    with pytest.raises(httpx.InvalidURL):
+        route(broken)

@@ -60,13 +60,21 @@ MAX_HEAD_BYTES = 128 * 1024
 MAX_BUFFERED = 256 * 1024
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-#: Header names (RFC 9110 tokens) joined by ":", which no token holds: one match checks them all.
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+#: Header names (RFC 9110 tokens) joined by ":", which no token holds: one match checks them all.
 _NAMES = re.compile(f"{_TOKEN}(?::{_TOKEN})*")
+#: A method is a token too (the executor's are known; one built without validation is checked).
+_METHOD = re.compile(_TOKEN)
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: What a request-target may not hold (it would end the request line early).
+_TARGET_BREAK = re.compile("[ \t\r\n\0]")
 #: What no header value may hold (RFC 9110 5.5): it would end the field, or the section, early.
 _VALUE_BREAK = re.compile("[\r\n\0]")
+#: Space and tab, as the last byte of a header value (RFC 9110 5.5: not part of the value).
+_WHITESPACE = frozenset(b" \t")
 #: Request bodies up to this size are sent in one write with the head.
 _JOINED_BODY = 16 * 1024
+#: The default headers the aiohttp transport sends (the wire stays the same whichever transport is chosen).
 _DEFAULTS = f"Accept: */*\r\nAccept-Encoding: {ACCEPT_ENCODING}\r\n"
 
 
@@ -98,6 +106,8 @@ class Route:
         self.server_name = name
         self.host_header = bracketed if self.port == default else f"{bracketed}:{self.port}"
         self.path = path if path.startswith("/") else f"/{path}"
+        if _TARGET_BREAK.search(self.path) is not None:  # wire.target encodes them: this is for what bypassed it
+            raise httpx.InvalidURL(f"the request target {self.path!r} holds whitespace or a control character")
         self.key = (self.tls, name, self.port)
 
 
@@ -111,6 +121,9 @@ def route(target: Target) -> Route:
 def request_head(request: Outgoing, where: Route) -> bytes:
     """The request line and header section, framed (wire.framed_headers); raises httpx.LocalProtocolError for a
     header that could not go on the wire as it is, ValueError for one that is not ASCII."""
+    method = request.method
+    if method not in _KNOWN_METHODS and _METHOD.fullmatch(method) is None:
+        raise httpx.LocalProtocolError(f"the method {method!r} is not a token")
     headers = framed_headers(request)
     if headers and _NAMES.fullmatch(":".join(headers)) is None:
         raise httpx.LocalProtocolError(f"a header name is not a token: {list(headers)!r}")
@@ -127,7 +140,7 @@ def request_head(request: Outgoing, where: Route) -> bytes:
         defaults = _DEFAULTS
     if request.content and "content-type" not in names:
         defaults += "Content-Type: application/octet-stream\r\n"
-    return f"{request.method} {where.path} HTTP/1.1\r\n{host}{fields}{defaults}\r\n".encode("ascii")
+    return f"{method} {where.path} HTTP/1.1\r\n{host}{fields}{defaults}\r\n".encode("ascii")
 
 
 class Connection(asyncio.Protocol):
@@ -314,6 +327,8 @@ class Connection(asyncio.Protocol):
             raise _Stop(f"more than {MAX_FIELDS} header fields")
         if len(name) > MAX_FIELD_BYTES or len(value) > MAX_FIELD_BYTES:
             raise _Stop(f"a header field longer than {MAX_FIELD_BYTES} bytes")
+        if value and value[-1] in _WHITESPACE:  # llhttp strips the whitespace before a value, not after it
+            value = value.rstrip(b" \t")
         self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
