@@ -393,3 +393,26 @@ def test_a_method_or_target_that_would_break_the_request_line_is_refused() -> No
     broken = Target("http://127.0.0.1/a b\r\nX: y", "http", "127.0.0.1", None)  # what wire.target never makes
     with pytest.raises(httpx.InvalidURL):
         route(broken)
+
+
+async def test_a_connection_that_is_not_accepted_in_time_is_a_connect_timeout(transport: NativeTransport) -> None:
+    """A listening socket whose accept queue is full: Linux drops the SYN, and connecting hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue (its size is the backlog, plus one)
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        with pytest.raises(httpx.ConnectTimeout):
+            await transport.send(get(f"http://127.0.0.1:{port}/", timeout=0.3))
+        assert transport.opened == 0  # the attempt left nothing behind
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
