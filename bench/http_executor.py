@@ -7,7 +7,7 @@ the HTTP client; this isolates the executor: `--tasks` GET tasks to a local ngin
 move little) is divided by the tasks. The best of `--rounds` rounds is kept; `--profile` prints cProfile's top
 functions of one more round instead (tottime), to see which layer a change moved.
 
-    python -m bench.http_executor [--tasks 20000] [--concurrency 100] [--rounds 5] [--transport aiohttp] [--profile]
+    python -m bench.http_executor [--tasks 20000] [--concurrency 100] [--rounds 5] [--transport native|aiohttp|httpx] [--profile]
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--transport", default="aiohttp", choices=("aiohttp", "httpx"))
+    parser.add_argument("--transport", default="aiohttp", choices=("native", "aiohttp", "httpx"))
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions instead")
     args = parser.parse_args()
     from bench.services import HttpTarget

@@ -85,7 +85,7 @@ class Rounds:
 
 
 @pytest.mark.chaos
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
 def test_fifty_concurrent_gzip_bombs_keep_the_worker_within_64_mb_of_idle(
     tmp_path: Path,
     redis_url: str,

@@ -210,7 +210,7 @@ async def loopback_only() -> AsyncIterator[list[Any]]:
     loop.sock_connect = original  # type: ignore[method-assign]
 
 
-TRANSPORTS = ["aiohttp", "httpx"]
+TRANSPORTS = ["native", "aiohttp", "httpx"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

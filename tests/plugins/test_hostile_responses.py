@@ -36,7 +36,7 @@ from tests.support.wire_server import (
     zlib_bomb,
 )
 
-TRANSPORTS = ["aiohttp", "httpx"]
+TRANSPORTS = ["native", "aiohttp", "httpx"]
 
 
 @pytest.fixture

@@ -107,9 +107,9 @@ async def test_per_host_limit_caps_requests_in_flight(http: HTTPServer) -> None:
     assert state["peak"] == 2
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
 async def test_both_transports_classify_outcomes_alike(http: HTTPServer, transport: str) -> None:
-    """The default (aiohttp) and the httpcore transport give the same results and failure reasons."""
+    """Every transport gives the same results and failure reasons."""
     import socket
 
     http.expect_request("/ok").respond_with_data("fine", headers={"X-Reply": "1"})

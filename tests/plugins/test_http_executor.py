@@ -53,7 +53,7 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["native", "aiohttp", "httpx"])
 async def executor(request: pytest.FixtureRequest) -> Any:
     """The executor on each transport: every single-attempt test must pass on both."""
     executor = HttpExecutor(HttpSettings(transport=request.param), concurrency=4)

@@ -141,7 +141,7 @@ class _Observer:
         return None
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
 async def test_a_plugin_adds_its_outgoing_header_through_context_calls(http: HTTPServer, transport: str) -> None:
     """The seam the `otel` plugin uses: `context.calls.begin(...).propagate(headers)` adds a header to the request
     on either transport (unless the task sets its own), and `answered` gets the status."""
@@ -166,7 +166,7 @@ async def test_a_plugin_adds_its_outgoing_header_through_context_calls(http: HTT
         await executor.close()
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
 async def test_a_plugins_call_headers_go_out_on_every_call_unless_the_task_sets_its_own(
     http: HTTPServer, transport: str
 ) -> None:

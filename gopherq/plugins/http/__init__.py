@@ -5,8 +5,8 @@ without retry. Network errors and timeouts are retried. Every attempt carries an
 (derived from the task id unless the task sets its own: checks.idempotency_key), so an endpoint can make the
 retries and redeliveries of at-least-once delivery harmless.
 
-The executor owns the wire: a task cannot set framing or hop-by-hop headers (checks), both transports frame
-every request themselves (framing, wire.framed_headers), and a response body is read and decoded with bounded
+The executor owns the wire: a task cannot set framing or hop-by-hop headers (checks), every transport frames
+every request itself (framing, wire.framed_headers), and a response body is read and decoded with bounded
 memory whatever the endpoint sends (body). It speaks to its transport in its own small records (wire: `Outgoing`,
 `Incoming`), not httpx's objects, which cost a fifth of a worker's CPU per task; the `httpx` transport converts.
 """
@@ -74,7 +74,8 @@ class HttpSettings(PluginSettings):
     max_connections: int | None = Field(None, ge=1, description="connection pool size (default: worker concurrency)")
     user_agent: str = "gopherq"
     transport: str = Field(
-        "aiohttp", description="'aiohttp' (aiohttp's pool, the fastest) or 'httpx' (httpx's httpcore)"
+        "native",
+        description="'native' (GoPherQ's own HTTP/1.1 over llhttp), 'aiohttp' (aiohttp's pool) or 'httpx' (httpcore)",
     )
     per_host_limit: int | None = Field(None, ge=1, description="most requests in flight to one host (scheme+host+port)")
     egress: EgressSettings = Field(default_factory=EgressSettings)
@@ -93,8 +94,8 @@ class HttpSettings(PluginSettings):
     @field_validator("transport")
     @classmethod
     def _known_transport(cls, value: str) -> str:
-        if value not in ("httpx", "aiohttp"):
-            raise ValueError("must be 'httpx' or 'aiohttp'")
+        if value not in ("native", "aiohttp", "httpx"):
+            raise ValueError("must be 'native', 'aiohttp' or 'httpx'")
         return value
 
 
@@ -227,6 +228,10 @@ class HttpExecutor:
         self.client: Transport | None = None
 
     def _transport(self) -> Transport:
+        if self.settings.transport == "native":
+            from gopherq.plugins.http.native_transport import NativeTransport
+
+            return NativeTransport(self.guard, self.pool_size)
         if self.settings.transport == "aiohttp":
             from gopherq.plugins.http.aiohttp_transport import AiohttpTransport, PinnedResolver
 

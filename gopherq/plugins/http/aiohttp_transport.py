@@ -1,4 +1,5 @@
-"""The HTTP executor's default transport: one aiohttp ClientSession, cut down to what the executor needs.
+"""The HTTP executor's aiohttp transport (`transport = "aiohttp"`, the default before native_transport.py): one
+aiohttp ClientSession, cut down to what the executor needs.
 
 The executor sends its own small request record and reads its own answer record (wire.py: `Outgoing` in,
 `Incoming` out, httpx's exceptions for failures, whatever the library underneath); this transport maps them

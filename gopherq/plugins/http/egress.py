@@ -8,10 +8,10 @@ answer), a private or reserved range with `deny_private = true` (the table in `e
 allow-list, an address outside it. An IPv6 address that spells an IPv4 one (NAT64, 6to4, Teredo, ...) is judged
 as that IPv4 address too, so no spelling of a denied address passes.
 
-The guard also pins: the addresses it checked for a host are the only ones either transport connects to (aiohttp
-through `aiohttp_transport.PinnedResolver`, httpx's own through `httpx_transport.PinnedBackend`; neither resolves
-on its own), so a DNS server that answers differently between the check and the connection (DNS rebinding) cannot
-steer a request elsewhere. Host header and TLS SNI stay the host name.
+The guard also pins: the addresses it checked for a host are the only ones any transport connects to (the native
+one asks `addresses` itself, aiohttp through `aiohttp_transport.PinnedResolver`, httpx's own through
+`httpx_transport.PinnedBackend`; none resolves on its own), so a DNS server that answers differently between the
+check and the connection (DNS rebinding) cannot steer a request elsewhere. Host header and TLS SNI stay the host name.
 """
 
 from __future__ import annotations

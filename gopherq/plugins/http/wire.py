@@ -1,4 +1,4 @@
-"""The executor's own small records of a request and its answer, which both transports speak.
+"""The executor's own small records of a request and its answer, which every transport speaks.
 
 The executor used to build an httpx.Request per attempt and receive an httpx.Response, even over the aiohttp
 transport, which then converted both to and from aiohttp's objects: httpx's URL parsing, header containers and
@@ -36,7 +36,7 @@ class Target:
     host IDNA-decoded, the port None when it is the scheme's default). Shared by every request to the URL: never
     modify it (a plain class with slots, not a dataclass: one is made per distinct URL, on the hot path)."""
 
-    __slots__ = ("host", "port", "scheme", "transport_url", "url")
+    __slots__ = ("host", "port", "route", "scheme", "transport_url", "url")
 
     def __init__(self, url: str, scheme: str, host: str, port: int | None) -> None:
         self.url = url
@@ -45,6 +45,9 @@ class Target:
         self.port = port
         #: The transport's own parsed form of `url`, made on first use (the aiohttp transport's yarl URL).
         self.transport_url: Any = None
+        #: The native transport's (native_transport.Route), made on first use; a slot of its own, as one Target
+        #: is shared by every executor in the process, whatever its transport.
+        self.route: Any = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Target) and (self.url, self.origin) == (other.url, other.origin)
@@ -187,7 +190,8 @@ class Incoming:
 
 
 class Transport(Protocol):
-    """What the executor sends through (aiohttp_transport.AiohttpTransport, httpx_transport.HttpxTransport).
+    """What the executor sends through (native_transport.NativeTransport, aiohttp_transport.AiohttpTransport,
+    httpx_transport.HttpxTransport).
     Failures are raised as httpx's exceptions (httpx.ConnectError, httpx.ReadTimeout, ...), whatever the library
     underneath, so the executor maps them to outcomes in one place."""
 
