@@ -211,6 +211,44 @@ async def test_an_answer_head_past_its_bounds_is_a_protocol_error_and_closes_the
     assert (first.connection == after.connection) is accepted
 
 
+def endless(start: bytes, repeated: bytes) -> Route:
+    """A route that sends `start`, then `repeated` over and over (16 MiB at most) while the client reads."""
+
+    async def route(request: ParsedRequest, conn: Connection) -> None:
+        if not await conn.send(start):
+            return
+        for _ in range((16 << 20) // len(repeated)):
+            if not await conn.send(repeated):
+                return
+
+    return route
+
+
+@pytest.mark.parametrize(
+    "start, repeated",
+    [
+        # a trailer field that never ends (httptools gathers a field's value in memory until its end)
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX-Trailer: ", b"a" * 65536),
+        # a chunk extension that never ends, and chunk after chunk of framing for one byte each
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=", b"e" * 65536),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1;" + b"e" * 200 + b"\r\nx\r\n"),
+    ],
+)
+async def test_an_answer_that_sends_endless_framing_or_trailers_is_refused_not_read_on(
+    wire: WireServer, transport: NativeTransport, start: bytes, repeated: bytes
+) -> None:
+    """What an answer sends beyond its body is bounded after its head too: a hostile endpoint cannot hold a worker's
+    memory (or its CPU, until the attempt's time limit) with trailers or chunk framing that never end."""
+    wire.routes["/endless"] = endless(start, repeated)
+    incoming = await transport.send(get(wire.url("/endless")))
+    assert isinstance(incoming, NativeIncoming)
+    connection = incoming.connection
+    with pytest.raises(httpx.RemoteProtocolError, match="more than its body and framing allow"):
+        await asyncio.wait_for(incoming.read(1 << 30), 30)
+    assert connection.closed and connection.fed < (1 << 20)
+    assert await fetch(transport, get(wire.url("/after"))) == (200, b"path=/after")
+
+
 # -- a large body: reading pauses while it waits unread ----------------------------------------------------------
 
 

@@ -58,6 +58,11 @@ MAX_FIELD_BYTES = 8190
 MAX_HEAD_BYTES = 128 * 1024
 #: Unread body bytes held before the connection stops reading (it reads again once half of them are taken).
 MAX_BUFFERED = 256 * 1024
+#: Bytes of framing allowed per body chunk (its size line and line ends) beyond MAX_HEAD_BYTES, after the head.
+#: Everything an answer sends that is not body (the head, chunk framing, chunk extensions, trailer fields) must fit
+#: in MAX_HEAD_BYTES plus this per chunk: httptools gathers a trailer field in memory until its end, with no bound
+#: of its own, and llhttp would read extensions for as long as they came.
+CHUNK_FRAMING_BYTES = 64
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -163,6 +168,10 @@ class Connection(asyncio.Protocol):
         self.reason = b""
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
+        #: Every byte fed to the parser for this answer, the body's bytes among them, and its chunks so far.
+        self.fed = 0
+        self.body_bytes = 0
+        self.chunk_count = 0
         self.head_done = False
         self.interim = False
         self.begun = False
@@ -270,13 +279,22 @@ class Connection(asyncio.Protocol):
                     return
                 data = data[room:]
         self._feed(data)
+        if self.error is None and not self.complete and self.head_done and self._over_framing():
+            self._fail(httpx.RemoteProtocolError("the answer sends more than its body and framing allow"))
+            return
         self._wake()
+
+    def _over_framing(self) -> bool:
+        """Whether what the answer sent beyond its body (head, chunk framing and extensions, trailer fields)
+        passed MAX_HEAD_BYTES plus CHUNK_FRAMING_BYTES per chunk."""
+        return self.fed - self.body_bytes > MAX_HEAD_BYTES + CHUNK_FRAMING_BYTES * self.chunk_count
 
     def _feed(self, data: bytes) -> None:
         parser = self.parser
         if parser is None or self.complete or self.error is not None:  # after the answer's end: no other answer
             self.extra = self.extra or bool(data)
             return
+        self.fed += len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # a 101 answer (see on_headers_complete): what follows is not HTTP
@@ -345,9 +363,13 @@ class Connection(asyncio.Protocol):
             self.complete = True
             raise _Stop
 
+    def on_chunk_header(self) -> None:
+        self.chunk_count += 1
+
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
         self.buffered += len(body)
+        self.body_bytes += len(body)
         if self.buffered > MAX_BUFFERED and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
