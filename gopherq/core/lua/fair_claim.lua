@@ -166,14 +166,14 @@ local function fair_next(active, room)
 end
 
 -- The usual pass with many keys, from its `j`th key: they share one virtual time (`score`), every key has
--- FAIR_PLAIN's settings (no limits, weight 1: a `quantum` of FAIR_QUANTUM a visit) and their backlog entries follow their lists'
--- lengths (fair_take's `counting`). Then a visit is its list pop and little more: each key moves on by a task or
--- more, so none comes round again before the pass's other keys (the general turn's `bound` and `maybe` never stop
--- it), and the keys whose pop took a full quantum are looked at together at the end, as fair_looked does. It stops
--- at the keyless share ('': the general turn takes it, then this goes on) and when the claim is full. Returns the
--- index of the first key it did not serve, `have` (the claim's tasks now) and the pass's `bound`. (The general
--- turn's checks, a key's settings and its four bookkeeping tables cost Redis about 2,500 instructions more per key
--- visited: in a Lua function call, a table field or a comparison, each Lua instruction costs it dozens.)
+-- FAIR_PLAIN's settings (no limits, weight 1: a `quantum` of FAIR_QUANTUM a visit) and their backlog entries follow
+-- their lists' lengths (fair_take's `counting`). Then a visit is its list pop and little more: each key moves on by
+-- a task or more, so none comes round again before the pass's other keys (the general turn's `bound` and `maybe`
+-- never stop it), and the keys whose pop took a full quantum are looked at together at the end, as fair_looked
+-- does. It stops at the keyless share ('': the general turn takes it, then this goes on) and when the claim is
+-- full. Returns the index of the first key it did not serve, `have` (the claim's tasks now) and the pass's `bound`.
+-- (The general turn's checks, a key's settings and four bookkeeping tables cost Redis about 2,500 instructions per
+-- key visited: each Lua instruction costs it dozens of its own.)
 local function fair_sweep(head, j, lists_at, score, quantum, have, rescore, bound)
   local full, fkeys, n = {}, {}, 0  -- the lists a pop took a full quantum from, and their keys
   local last = quantum  -- (what the last of them took: the claim's room may have made it less)
