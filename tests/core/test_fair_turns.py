@@ -177,3 +177,46 @@ async def test_keys_taken_by_rank_but_not_reached_go_back_at_their_time(
         **{name: 0.0 for name in names[5:8]},
         **{name: 1.0 for name in names[8:]},
     }
+
+
+async def times(aredis: aioredis.Redis, keys: QueueKeys) -> dict[str, float]:
+    active = await aredis.zrange(keys.fair_active("d"), 0, -1, withscores=True)
+    return {member.decode(): score for member, score in active}
+
+
+def claimed_ids(got: list[tuple[str, bytes]] | None) -> list[str]:
+    assert got is not None
+    return [codec.loads(raw)["id"] for _, raw in got if raw != WAKE_MARKER]
+
+
+async def test_a_pass_of_plain_keys_sets_each_key_by_what_its_visit_took(
+    aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """Nine keys at virtual time 0, no settings (the pass's visits are list pops and little else): a claim of 17
+    takes 2 from each of the first eight and, its room then cut short, 1 from the ninth; the keys still waiting go
+    back at 2, the ninth at 1 (so it comes first next time), the emptied ones leave, and the backlog set follows."""
+    broker = Broker(aredis, queue_name, "w1")
+    keys = broker.keys
+    plan = {"k0": 3, "k1": 2, "k2": 4, "k3": 5, "k4": 2, "k5": 6, "k6": 2, "k7": 2, "k8": 3}
+    await enqueue(broker, [(f"{name}.{i}", name) for name, count in plan.items() for i in range(count)])
+    await aredis.delete(queue_name)  # the wake marker (else the keyless share takes the first turn)
+    first = claimed_ids(await broker.claim(17, 60000))
+    assert first == [f"{name}.{i}" for name in list(plan)[:8] for i in range(2)] + ["k8.0"]
+    assert await times(aredis, keys) == {"k0": 2.0, "k2": 2.0, "k3": 2.0, "k5": 2.0, "k8": 1.0}
+    assert await backlog_set(aredis, keys) == {"k5": 4}
+    assert claimed_ids(await broker.claim(4, 60000)) == ["k8.1", "k8.2", "k0.2", "k2.2"]
+
+
+async def test_a_pass_of_plain_keys_goes_on_after_the_keyless_turn(aredis: aioredis.Redis, queue_name: str) -> None:
+    """Keyless tasks and ten keys of three tasks, all at virtual time 0: the keyless share's turn comes first (its
+    name sorts first), then the keys' visits go on in the same pass; every one served is back at 2, the key not
+    reached stays at 0 and is served first by the next claim."""
+    broker = Broker(aredis, queue_name, "w1")
+    keys, names = broker.keys, [f"k{i}" for i in range(10)]
+    await enqueue(broker, [(f"{name}.{i}", name) for name in names for i in range(3)])
+    await aredis.rpush(queue_name, *[codec.dumps({"id": f"raw{i}", "type": "rec"}) for i in range(3)])
+    first = claimed_ids(await broker.claim(20, 60000))
+    assert first == ["raw0", "raw1"] + [f"{name}.{i}" for name in names[:9] for i in range(2)]
+    assert await times(aredis, keys) == {"": 2.0, **{name: 2.0 for name in names[:9]}, "k9": 0.0}
+    assert await backlog_set(aredis, keys) == {}
+    assert claimed_ids(await broker.claim(2, 60000)) == ["k9.0", "k9.1"]

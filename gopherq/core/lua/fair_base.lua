@@ -63,8 +63,12 @@ local function fair_cfg(k)
 end
 
 -- Whether every key has FAIR_PLAIN's settings (none set at run time, no rules): then a claim's turns need not
--- ask fair_cfg key by key.
+-- ask fair_cfg key by key. Both keys are asked about in one step first (the usual answer: neither is there).
 local function fair_all_plain()
+  if fair_conf == nil and fair_rules == nil and redis.call('EXISTS', FAIR_CONF, FAIR_RULES) == 0 then
+    fair_conf, fair_rules = false, {}
+    return true
+  end
   if fair_conf == nil then fair_conf = redis.call('EXISTS', FAIR_CONF) == 1 end
   if fair_conf then return false end
   fair_rules = fair_rules or redis.call('LRANGE', FAIR_RULES, 0, -1)

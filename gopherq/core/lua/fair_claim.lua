@@ -165,16 +165,65 @@ local function fair_next(active, room)
   return redis.call('ZPOPMIN', active, fair_int(room)), nil
 end
 
+-- The usual pass with many keys, from its `j`th key: they share one virtual time (`score`), every key has
+-- FAIR_PLAIN's settings (no limits, weight 1: a `quantum` of FAIR_QUANTUM a visit) and their backlog entries follow
+-- their lists' lengths (fair_take's `counting`). Then a visit is its list pop and little more: each key moves on by
+-- a task or more, so none comes round again before the pass's other keys (the general turn's `bound` and `maybe`
+-- never stop it), and the keys whose pop took a full quantum are looked at together at the end, as fair_looked
+-- does. It stops at the keyless share ('': the general turn takes it, then this goes on) and when the claim is
+-- full. Returns the index of the first key it did not serve, `have` (the claim's tasks now) and the pass's `bound`.
+-- (The general turn's checks, a key's settings and four bookkeeping tables cost Redis about 2,500 instructions per
+-- key visited: each Lua instruction costs it dozens of its own.)
+local function fair_sweep(head, j, lists_at, score, quantum, have, rescore, bound)
+  local full, fkeys, n = {}, {}, 0  -- the lists a pop took a full quantum from, and their keys
+  local last = quantum  -- (what the last of them took: the claim's room may have made it less)
+  while j <= #head do
+    local k = head[j]
+    if k == '' or have >= want then break end
+    local most = want - have
+    if most > quantum then most = quantum end
+    local source = lists_at .. k
+    local popped = redis.call('LPOP', source, fair_ints[most] or fair_int(most))
+    local got = 0
+    if popped then
+      got = #popped
+      for i = 1, got do items[have + i] = popped[i] end
+      have = have + got
+    end
+    if got == most then
+      n = n + 1
+      full[n], fkeys[n], last = source, k, got
+    elseif got >= FAIR_TOP then  -- its list is gone (fair_visited with length 0)
+      fair_emptied[#fair_emptied + 1] = k
+    end
+    j = j + 1
+  end
+  -- As fair_looked, for a full quantum each but the last: one EXISTS over them all (usually none still waits),
+  -- else each one's length (their backlog entries need it).
+  local found = n > 1 and redis.call('EXISTS', unpack(full, 1, n)) or n
+  if found > 0 or quantum >= FAIR_TOP then
+    for i = 1, n do
+      local got = i < n and quantum or last
+      if found > 0 then
+        bound = fair_visited(fkeys[i], score + got, redis.call('LLEN', full[i]), got, true, rescore, nil, bound)
+      elseif got >= FAIR_TOP then
+        fair_emptied[#fair_emptied + 1] = fkeys[i]
+      end
+    end
+  end
+  return j, have, bound
+end
+
 -- Claim from level `letter` (plain list `list`) by turns among its keys; false when the level has no fair keys
 -- (the caller then takes the plain list as before).
 local function fair_take(letter, list)
   local active, vt = fair_active(letter), fair_vt(letter)
-  local plain = redis.call('LLEN', list) > 0
   local count = redis.call('ZCARD', active)
   if count == 0 or (count == 1 and redis.call('ZSCORE', active, '')) then
     if count == 1 then redis.call('DEL', active, vt) end
     return false
   end
+  local plain = redis.call('LLEN', list) > 0
   -- Whether no other level has tasks in keys' lists: then a key's backlog entry is its list's length here, which
   -- its turn reads anyway; else each turn counts its tasks off the entry (ZINCRBY).
   local waiting = redis.call('HMGET', FAIR_COUNT, 'h', 'd', 'l')
@@ -208,6 +257,12 @@ local function fair_take(letter, list)
     local sorted_before = fair_sorted
     local j, have = 1, #items  -- (have: #items, kept as items grow)
     while j <= #head do
+      if same and plain_cfg and counting and head[j] ~= '' then  -- (`counting`: until the keyless turn sorts)
+        local before = have
+        j, have, bound = fair_sweep(head, j, lists_at, tonumber(same), FAIR_QUANTUM, have, rescore, bound)
+        if have > before then served, taken = same, taken + have - before end
+        if j > #head then break end
+      end
       local k, vt_at = head[j], same or head[j + 1]
       if vt_at ~= at then at, score = vt_at, tonumber(vt_at) end
       if nfull > 0 and (score > maybe or k == '') then
@@ -252,18 +307,24 @@ local function fair_take(letter, list)
         if c.limited then most = fair_allowed(k, c, most) end
         if most > 0 then
           local source = lists_at .. k
-          local popped = redis.call('LPOP', source, fair_ints[most] or fair_int(most))
-          if popped then
-            got = #popped
-            local counted = c.ordered or c.conc > 0
-            if counted then fair_pending[k] = (fair_pending[k] or 0) + got end
-            for i = 1, got do
-              items[have + i] = popped[i]
-              if counted then fair_picked[have + i] = k end
+          if most == 1 then
+            -- (without a count: LPOP's count form costs Redis ~2,000 instructions more, a range reply read into
+            -- a table, and an ordered or rate-limited key's visit takes one task)
+            local raw = redis.call('LPOP', source)
+            if raw then got, items[have + 1] = 1, raw end
+          else
+            local popped = redis.call('LPOP', source, fair_ints[most] or fair_int(most))
+            if popped then
+              got = #popped
+              for i = 1, got do items[have + i] = popped[i] end
             end
-            have = have + got
-            taken = taken + got
           end
+          if got > 0 and (c.ordered or c.conc > 0) then  -- counted: its running tasks are (fair_track)
+            fair_pending[k] = (fair_pending[k] or 0) + got
+            for i = have + 1, have + got do fair_picked[i] = k end
+          end
+          have = have + got
+          taken = taken + got
           if not counting and got > 0
               and tonumber(redis.call('ZINCRBY', FAIR_BACKLOG, fair_int(-got), k)) < FAIR_TOP then
             -- Entries below FAIR_TOP (and those this made for keys that had none) go in one step at the end.
