@@ -34,8 +34,11 @@ local function take(key)
     if not popped then return end
     local dropped, have = false, #items  -- (have: #items, counted as it grows)
     for i = 1, #popped do
-      local raw = popped[i]  -- [fair keys] a raw push with a fair key joins its key's list (fair_claim.lua)
-      if raw ~= wake and not (string.find(raw, '"fair_key"', 1, true) and fair_sort_in(raw)) then
+      -- [fair keys] a raw push with a fair key joins its key's list (fair_claim.lua). The look for one starts at
+      -- the name's `f`, not at its opening quote: a plain find stops at each occurrence of its first character, and
+      -- an envelope has a quote every few bytes (fair_sort_in then reads the envelope itself).
+      local raw = popped[i]
+      if raw ~= wake and not (string.find(raw, 'fair_key"', 1, true) and fair_sort_in(raw)) then
         have = have + 1
         items[have] = raw
       else
