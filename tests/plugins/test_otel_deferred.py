@@ -46,13 +46,17 @@ def without_ids(span: ReadableSpan) -> dict[str, Any]:
 
 
 def attempt_spans(
-    attempts: Attempts, collected: Collecting, trace: dict[str, str] | None, drive: Callable[[Any], AttemptOutcome]
-) -> tuple[Any, list[ReadableSpan]]:
+    attempts: Attempts,
+    collected: Collecting,
+    trace: dict[str, str] | None,
+    drive: Callable[[Any], AttemptOutcome],
+    attempt: int = 1,
+) -> tuple[Any, list[Any]]:
     """One HTTP attempt (no application code) started by `attempts`, its calls made by `drive`, and ended as the
-    plugin's wrapper ends it; the spans it gave the processors."""
+    plugin's wrapper ends it; the spans it gave the processors, then its outcome events' data (exemplars)."""
     collected.ended.clear()
-    task = Task(id="t1", type="http", trace=trace)
-    context = ExecutionContext("w", "q", 1, 3, 60.0, None, logging.LoggerAdapter(logging.getLogger("t"), {}))
+    task = Task(id="t1", type="http", trace=trace, attempt=attempt)
+    context = ExecutionContext("w", "q", attempt, 3, 60.0, None, logging.LoggerAdapter(logging.getLogger("t"), {}))
     span, token, calls, _ = attempts.start(task, context, False)
     assert token is None and calls is not None
     outcome = drive(calls)
@@ -61,7 +65,7 @@ def attempt_spans(
     else:
         attempts.finished(span, outcome, context)
         span.end()
-    return span, list(collected.ended)
+    return span, [*collected.ended, context.event_data]
 
 
 def succeeded(calls: Any) -> AttemptOutcome:
@@ -91,25 +95,33 @@ def two_calls_failing(calls: Any) -> AttemptOutcome:
 
 
 @pytest.mark.parametrize("drive", [succeeded, answered_503, two_calls_failing])
-@pytest.mark.parametrize("trace", [None, PRODUCER], ids=["new-trace", "producer"])
-def test_spans_made_at_the_end_are_the_open_spans(drive: Callable[[Any], AttemptOutcome], trace: Any) -> None:
+@pytest.mark.parametrize(
+    ("trace", "attempt"), [(None, 1), (PRODUCER, 1), (PRODUCER, 2)], ids=["new-trace", "producer", "linked-retry"]
+)
+def test_spans_made_at_the_end_are_the_open_spans(
+    drive: Callable[[Any], AttemptOutcome], trace: Any, attempt: int
+) -> None:
     provider = TracerProvider()
     collected = Collecting()
     provider.add_span_processor(collected)
     masker = Masker.from_settings(load_settings(None, {}, environ={}))
     attempts = Attempts(provider.get_tracer("gopherq"), masker, link_retries=True, exemplars=True)
-    deferred, later = attempt_spans(attempts, collected, trace, drive)
+    deferred, [*later, facts] = attempt_spans(attempts, collected, trace, drive, attempt)
     assert isinstance(deferred, DeferredAttempt)
     provider.add_span_processor(Starting())
-    opened, early = attempt_spans(attempts, collected, trace, drive)
+    opened, [*early, _] = attempt_spans(attempts, collected, trace, drive, attempt)
     assert not isinstance(opened, DeferredAttempt)
     assert [without_ids(span) for span in later] == [without_ids(span) for span in early]
     consumer = later[-1]
     assert consumer.kind is SpanKind.CONSUMER
+    assert facts == {"attempt_trace_id": f"{consumer.context.trace_id:032x}"}
     for client in later[:-1]:
         assert client.parent == consumer.context and client.context.trace_id == consumer.context.trace_id
         assert consumer.start_time <= client.start_time <= client.end_time <= consumer.end_time  # type: ignore[operator]
-    if trace is not None:
+    for spans in (later, early):  # a retry is a new trace linked to the producer's span, not its child
+        links = [(link.context.span_id, dict(link.attributes or {})) for link in spans[-1].links]
+        assert links == ([(0xB7AD6B7169203331, {"gopherq.link": "producer"})] if attempt > 1 else [])
+    if trace is not None and attempt == 1:
         assert consumer.parent is not None and consumer.parent.span_id == 0xB7AD6B7169203331
         assert consumer.context.trace_state.to_header() == "k=v"
     assert "s3cret" not in str([span.to_json() for span in later])
