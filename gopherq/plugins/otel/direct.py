@@ -37,7 +37,7 @@ _new = object.__new__
 #: Most attributes a span of the plugin's own has (with room for what application code adds being checked).
 OWN_ATTRIBUTES = 16
 UNSET = Status(StatusCode.UNSET)
-#: The lock of every span made whole at its end (`DirectSpans.finished`): held only for the instant it takes to
+#: The lock of every span made whole at its end (deferred.py): held only for the instant it takes to
 #: refuse a change to an ended span, so one lock serves them all (a lock each costs its allocation per span).
 ENDED = Lock()
 
@@ -205,44 +205,8 @@ class DirectSpans:
         return span
 
     def starting(self) -> bool:
-        """Whether a processor has an `on_start`: then a span must exist from its start (see `finished`)."""
+        """Whether a processor has an `on_start`: then a span must exist from its start (see deferred.py)."""
         return bool(self._processors[0] if self.multi._span_processors is self._known else self.processors()[0])
-
-    def finished(
-        self,
-        name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
-        kind: SpanKind,
-        attributes: dict[str, Any],
-        links: Sequence[Link],
-        start_time: int,
-        end_time: int,
-        status: Status,
-    ) -> DirectSpan:
-        """A span made whole once it is over and handed to the processors' `_on_ending` and `on_end`, as `start`
-        and `end` would have made and ended it; only when no processor has an `on_start` (`starting`), since
-        nothing else can tell a span that existed while it was open from one made at its end. Its lock is the
-        shared `ENDED` one: an ended span's lock only guards the check that refuses a change."""
-        span = _new(self.kind)
-        span._name = name
-        span._context = context
-        span._parent = parent
-        span._kind = kind
-        span._attributes = attributes  # type: ignore[assignment]
-        span._links = links  # type: ignore[assignment]
-        span._resource = self.resource
-        span._lock = ENDED
-        span._start_time = start_time
-        span._end_time = end_time
-        if status is not UNSET:
-            span._status = status
-        _, ending, processors = self._processors if self.multi._span_processors is self._known else self.processors()
-        for processor in ending:
-            processor._on_ending(span)
-        for processor in processors:
-            processor.on_end(span)
-        return span
 
 
 def spans_for(tracer: Tracer) -> DirectSpans | None:
