@@ -400,7 +400,10 @@ class HttpExecutor:
             headers["Idempotency-Key"] = idempotency_key(task.id)
         headers.update(own)
         if extra is not None:
-            merge_headers(headers, extra)
+            if own:
+                merge_headers(headers, extra)
+            else:  # the task sets no header: none of its own can win (a sampled-out attempt's common case)
+                headers.update(extra)
         return headers
 
     def _host_slot(self, target: Target) -> asyncio.Semaphore | None:

@@ -16,7 +16,9 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
     INVALID_SPAN,
     Link,
     NonRecordingSpan,
@@ -30,7 +32,8 @@ from opentelemetry.trace import (
 from gopherq import AttemptOutcome, ExecutionContext, Masker, Task
 from gopherq.plugins.otel.calls import DirectCalls, SpanCalls, Targets, put
 from gopherq.plugins.otel.carrier import extract
-from gopherq.plugins.otel.direct import span_context
+from gopherq.plugins.otel.deferred import DeferredAttempt
+from gopherq.plugins.otel.direct import DirectSpans, span_context
 from gopherq.plugins.otel.fast import (
     FLAGS,
     FLAGS_HEX,
@@ -38,7 +41,9 @@ from gopherq.plugins.otel.fast import (
     NO_PRODUCER,
     RANDOM,
     SAMPLED,
+    ZEROS,
     Producer,
+    Shortcut,
     draw,
     parse_traceparent,
     recognise,
@@ -55,7 +60,10 @@ Ids = tuple[int, str, str]
 #: What `Attempts.start` gives the wrapper: the recorded span (None when not recorded), the context token to detach
 #: when the attempt ends (None: nothing was made current), and either the attempt's `context.calls` (recorded) or
 #: its `context.call_headers` (not recorded: the same propagation headers on every call, and no call observed).
-Started = tuple[Any, "Token[Context] | None", "SpanCalls | DirectCalls | None", "dict[str, str] | None"]
+#: A recorded attempt whose spans are made at its end (deferred.py) is its own span and calls: a `DeferredAttempt`.
+Started = tuple[
+    Any, "Token[Context] | None", "SpanCalls | DirectCalls | DeferredAttempt | None", "dict[str, str] | None"
+]
 
 
 def remote_context(remote: SpanContext, base: Context) -> Context:
@@ -73,7 +81,17 @@ class Attempts:
         self.masker = masker
         self.link_retries = link_retries
         self.exemplars = exemplars
-        self.fast = recognise(self.tracer)
+        self.fast: Shortcut | None = None
+        #: (deferred.Kit) The cheap path's direct spans and id generator, when it has them.
+        self.spans: DirectSpans | None = None
+        self.ids: IdGenerator | None = None
+        self._recognise()
+
+    def _recognise(self) -> Shortcut | None:
+        fast = self.fast = recognise(self.tracer)
+        self.spans = None if fast is None else fast.direct
+        self.ids = None if fast is None else fast.ids
+        return fast
 
     def start(self, task: Task, context: ExecutionContext, application_code: bool = True) -> Started:
         """The attempt's span, current while the executor runs when it runs application code; for an executor
@@ -84,7 +102,7 @@ class Attempts:
         if fast is not None and not (  # the global propagators were replaced: look again (`Shortcut.current`)
             propagate._HTTP_TEXT_FORMAT is fast.textmap if fast.module_global else fast.current()  # type: ignore[attr-defined]
         ):
-            fast = self.fast = recognise(self.tracer)
+            fast = self._recognise()
         if fast is None:
             return self._start_generic(task, context)
         trace_field = task.trace
@@ -126,6 +144,36 @@ class Attempts:
                     trace_id = fast.trace_id()
                 if (trace_id & LOW_64) >= fast.bound:
                     return self._unrecorded(trace_id, flags, None, producer, application_code, ids)
+        if ids is not None and not application_code and fast.direct is not None and not fast.direct.starting():
+            # Nothing can see the attempt's spans before it ends: they are made then (deferred.py).
+            bits, digits, trace_digits = ids
+            own = tuple.__new__(  # direct.span_context, a frame less
+                SpanContext,
+                (
+                    trace_id,
+                    (bits >> 64) & LOW_64,
+                    False,
+                    FLAGS[flags | SAMPLED],
+                    DEFAULT_TRACE_STATE if trace_state is None else trace_state,
+                    True,
+                ),
+            )
+            headers = producer.headers
+            if trace_state is not None and producer.tracestate is not None:  # the producer's, kept by the attempt
+                headers = {**headers, "tracestate": producer.tracestate}
+            attempt = DeferredAttempt(
+                self,
+                f"process {context.queue}",
+                own,
+                remote,
+                links,
+                self._attributes(task, context),
+                (bits & LOW_64, digits[48:]),
+                trace_digits,
+                FLAGS_HEX[flags | SAMPLED],
+                headers,
+            )
+            return attempt, None, attempt, None
         if fast.direct is not None:  # the span made directly (direct.py), as the SDK would make it
             if ids is None:
                 span_id = fast.ids.generate_span_id()
@@ -163,6 +211,36 @@ class Attempts:
         attempt_context = trace.set_span_in_context(span, parent_context)
         token = otel_context.attach(attempt_context)
         return span, token, SpanCalls(self.tracer, self.targets, attempt_context, producer.headers), None
+
+    def new_trace(self, task: Task, context: ExecutionContext, drawn: int) -> DeferredAttempt | None:
+        """A recorded attempt of a new trace for an executor that runs no application code, its spans made at its
+        end (deferred.py), from the wrapper's draw (`drawn`: 192 bits, the trace id and the attempt's span id, the
+        trace id's low 64 decided on already); None when a processor has an `on_start` or an id is zero (then
+        `start` decides afresh). The common case of `start`, in fewer steps."""
+        spans = self.spans
+        if spans is None or (
+            spans._processors[0] if spans.multi._span_processors is spans._known else spans.processors()[0]
+        ):
+            return None
+        digits = drawn.to_bytes(24, "big").hex()
+        if ZEROS in digits:
+            return None
+        flags = self.fast.root_sampled  # type: ignore[union-attr]
+        own = tuple.__new__(  # direct.span_context, a frame less
+            SpanContext, (drawn >> 64, drawn & LOW_64, False, FLAGS[flags], DEFAULT_TRACE_STATE, True)
+        )
+        return DeferredAttempt(
+            self,
+            f"process {context.queue}",
+            own,
+            None,
+            (),
+            self._attributes(task, context),
+            None,
+            digits[:32],
+            FLAGS_HEX[flags],
+            NO_PRODUCER.headers,
+        )
 
     def _unrecorded(
         self,

@@ -69,9 +69,28 @@ class Targets:
         #: Never changed once made, and copied for each call (a dict, not a read-only proxy: `{**proxy}` goes
         #: through the generic mapping protocol, three times slower than a dict's copy).
         self._known: dict[tuple[str, str, str], dict[str, Any]] = {}
+        #: The last plain HTTP call's method, its origin followed by "/", and its origin's attributes: the next
+        #: call to the same origin (most calls, one after another) is recognised by a prefix and a few one-pass
+        #: checks instead of `PLAIN_URL` (whose per-character look-ahead cost most of a call's attributes).
+        self._last: tuple[str, str, dict[str, Any]] = ("", "\0", {})
 
     def attributes(self, kind: str, operation: str, target: str) -> dict[str, Any]:
         """A new dict (the span it is given to owns it)."""
+        last_operation, prefix, found = self._last
+        if (
+            operation == last_operation
+            and target.startswith(prefix)
+            and kind == "http"
+            # what `masking.plain_url` checks besides the scheme (the prefix's, checked when it was remembered)
+            and target.find("://", len(prefix)) < 0
+            and "@" not in target
+            and "?" not in target
+            and "%" not in target
+        ):
+            return {**found, "url.full": target}
+        return self._attributes(kind, operation, target)
+
+    def _attributes(self, kind: str, operation: str, target: str) -> dict[str, Any]:
         http = kind == "http"
         full = target
         if not http:
@@ -80,17 +99,25 @@ class Targets:
             plain = PLAIN_URL.match(target)  # one C-level pass: the origin, and nothing to mask
             if plain is not None:
                 key = (kind, operation, plain[1])
+                if target[len(plain[1]) : len(plain[1]) + 1] == "/":
+                    self._last = (operation, plain[1] + "/", self._origin(key))
+                    return {**self._last[2], "url.full": full}
             else:
                 key = (kind, operation, origin(target))
                 full = self.masker.url(target)
+        found = self._origin(key)
+        if http:
+            return {**found, "url.full": full}
+        return found.copy()
+
+    def _origin(self, key: tuple[str, str, str]) -> dict[str, Any]:
+        """The attributes of a call's (kind, operation, origin), remembered."""
         found = self._known.get(key)
         if found is None:
             if len(self._known) >= TARGETS_CACHED:
                 self._known.clear()
-            found = self._known[key] = self._describe(kind, operation, key[2])
-        if http:
-            return {**found, "url.full": full}
-        return found.copy()
+            found = self._known[key] = self._describe(*key)
+        return found
 
     def _describe(self, kind: str, operation: str, target: str) -> dict[str, Any]:
         if kind != "http":

@@ -37,6 +37,9 @@ _new = object.__new__
 #: Most attributes a span of the plugin's own has (with room for what application code adds being checked).
 OWN_ATTRIBUTES = 16
 UNSET = Status(StatusCode.UNSET)
+#: The lock of every span made whole at its end (deferred.py): held only for the instant it takes to
+#: refuse a change to an ended span, so one lock serves them all (a lock each costs its allocation per span).
+ENDED = Lock()
 
 
 def span_context(trace_id: int, span_id: int, flags: Any, trace_state: TraceState | None) -> SpanContext:
@@ -200,6 +203,10 @@ class DirectSpans:
             for processor in starting:
                 processor.on_start(span, parent_context=given)
         return span
+
+    def starting(self) -> bool:
+        """Whether a processor has an `on_start`: then a span must exist from its start (see deferred.py)."""
+        return bool(self._processors[0] if self.multi._span_processors is self._known else self.processors()[0])
 
 
 def spans_for(tracer: Tracer) -> DirectSpans | None:

@@ -121,11 +121,17 @@ class Shortcut:
         self.direct = direct
         self.reserve = self.ids.reserve if isinstance(self.ids, AttemptIds) else None
         self.random_ids = self.ids.is_trace_id_random()
-        #: Whether the plugin draws a new trace's ids itself and decides on them (`draw`), and some of them are
-        #: sampled out (not at 100 %): the wrapper then settles those before anything else (tracing.py); and the
-        #: flags of such a trace's sampled-out attempt (two hex digits).
-        self.roots = self.own_random and (direct is not None or self.reserve is not None) and bound <= LOW_64
+        #: Whether the plugin draws a new trace's ids itself and decides on them (`draw`), and either some of
+        #: them are sampled out (not at 100 %) or its recorded attempts can be made directly: the wrapper then
+        #: settles those before anything else (tracing.py); and the flags of such a trace's sampled-out attempt
+        #: (two hex digits) and of its recorded one.
+        self.roots = (
+            self.own_random
+            and (direct is not None or self.reserve is not None)
+            and (bound <= LOW_64 or direct is not None)
+        )
         self.root_flags = FLAGS_HEX[RANDOM if self.random_ids else 0]
+        self.root_sampled = (RANDOM if self.random_ids else 0) | SAMPLED
         self.bound = bound
         self.parent_based = parent_based
         self.textmap = textmap

@@ -25,18 +25,22 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from gopherq import AttemptOutcome, AttemptRunner, ExecutionContext, Masker, Settings, Task, hookimpl
 from gopherq.core.tracecontext import BAGGAGE_MAX, TRACE_KEYS, TRACESTATE_MAX
 from gopherq.plugins.otel.attempts import SYSTEM, Attempts
 from gopherq.plugins.otel.calls import put
 from gopherq.plugins.otel.carrier import extract
+from gopherq.plugins.otel.deferred import CANCELLED, DeferredAttempt
 from gopherq.plugins.otel.export import BoundedProcessor, make_exporter
 from gopherq.plugins.otel.fast import LOW_64, ZEROS, AttemptIds, getrandbits
 from gopherq.plugins.otel.settings import OtelSettings
 
 log = logging.getLogger("gopherq.plugins.otel")
+
+#: A cancelled attempt's attribute (its status: `deferred.CANCELLED`).
+CANCELLED_ATTRIBUTES = {"error.type": "cancelled"}
 
 
 def to_trace(carrier: dict[str, str]) -> dict[str, str] | None:
@@ -150,8 +154,8 @@ class Tracing:
             try:
                 outcome = await run(entry, task, context)
             except BaseException:  # cancelled: a time limit, a cancellation, shutdown
-                put(span, {"error.type": "cancelled"})
-                span.set_status(Status(StatusCode.ERROR, "attempt cancelled (time limit, cancel or shutdown)"))
+                put(span, CANCELLED_ATTRIBUTES)
+                span.set_status(CANCELLED)
                 raise
             else:
                 attempts.finished(span, outcome, context)
@@ -160,6 +164,18 @@ class Tracing:
                 if token is not None:
                     otel_context.detach(token)
                 span.end()
+
+        async def deferred(
+            entry: Any, task: Task, context: ExecutionContext, attempt: DeferredAttempt
+        ) -> AttemptOutcome:
+            """A recorded attempt whose spans are made when it is over (deferred.py)."""
+            try:
+                outcome = await run(entry, task, context)
+            except BaseException:  # cancelled: a time limit, a cancellation, shutdown
+                attempt.end(None, context)
+                raise
+            attempt.end(outcome, context)
+            return outcome
 
         def traced(entry: Any, task: Task, context: ExecutionContext) -> Awaitable[AttemptOutcome]:
             """A plain function (see gopherq_wrap_attempt): a sampled-out attempt of an executor that runs no
@@ -171,7 +187,8 @@ class Tracing:
             the plugin's own draw, is settled here, before any other work: 192 random bits (its trace id and span
             id, as `fast.draw` cuts them), the ratio sampler's decision on the trace id's low 64, and its
             `traceparent` from their hex digits. (A draw with a zero id, about one in 2**60, is decided again by
-            `start`.)"""
+            `start`.) One the draw records is made there too when its spans can be made at its end (deferred.py:
+            `Attempts.new_trace`)."""
             fast = attempts.fast
             if task.trace is None and fast is not None and fast.roots and not entry.runs_application_code:
                 if propagate._HTTP_TEXT_FORMAT is fast.textmap if fast.module_global else fast.current():
@@ -181,9 +198,16 @@ class Tracing:
                         if ZEROS not in digits:
                             context.call_headers = {"traceparent": f"00-{digits[:32]}-{digits[32:]}-{fast.root_flags}"}
                             return run(entry, task, context)
+                    else:
+                        later = attempts.new_trace(task, context, drawn)
+                        if later is not None:
+                            context.calls = later
+                            return deferred(entry, task, context, later)
             span, token, calls, headers = attempts.start(task, context, entry.runs_application_code)
             if calls is not None:
                 context.calls = calls
+                if type(calls) is DeferredAttempt:  # (its own span)
+                    return deferred(entry, task, context, calls)
             else:
                 context.call_headers = headers
             if span is not None:

@@ -1,0 +1,230 @@
+"""A recorded attempt whose spans are made when it is over: the CONSUMER span and the CLIENT span of each call, each
+made whole at once (`DeferredAttempt.end`) from what was noted while the attempt ran (its ids, its start and end
+times, each call's target, status and error).
+
+Why: while an attempt of an executor that runs no application code (`http`) runs, nothing but the plugin itself
+looks at its spans: no context is made current, and when no span processor has an `on_start` (the plugin's own
+`BoundedProcessor` has none) none is told a span started. So an open span is not needed: the attempt notes a few
+values as it goes, and its spans, with every attribute and status they would have had, reach the processors when
+it ends, as they would have. What that saves per recorded attempt is an open span's upkeep: each span's lock, the
+attribute dicts updated after the start, the status and end calls, and about half the frames (with the wrapper's
+own draw for a new trace, `Attempts.new_trace`: a quarter of the plugin's own instructions per recorded attempt).
+
+Anything that could observe an open span (an `on_start` processor, an executor that runs application code, ids
+not drawn by the plugin) takes the open spans of `direct.py`, or the SDK's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping, Sequence
+from time import time_ns
+from types import TracebackType
+from typing import Any, Protocol
+
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+
+from gopherq import AttemptOutcome, ExecutionContext, Masker, TaskFailure, merge_headers
+from gopherq.plugins.otel.calls import Targets
+from gopherq.plugins.otel.direct import ENDED, DirectSpan, DirectSpans
+
+CLIENT = SpanKind.CLIENT
+CONSUMER = SpanKind.CONSUMER
+#: An error status without a description (an HTTP status from 400 up, an exception that is not a task failure).
+ERROR = Status(StatusCode.ERROR)
+CANCELLED = Status(StatusCode.ERROR, "attempt cancelled (time limit, cancel or shutdown)")
+
+_new = object.__new__
+
+
+class Kit(Protocol):
+    """What a process's attempts share (`attempts.Attempts`, with the standard tracer): the span maker, the id
+    generator, the call targets' attributes, the masker, and whether exemplars are wanted."""
+
+    spans: DirectSpans | None  # (never None when a DeferredAttempt is made)
+    ids: IdGenerator | None
+    targets: Targets
+    masker: Masker
+    exemplars: bool
+
+
+class DeferredCall:
+    """One call of a `DeferredAttempt`: what its CLIENT span needs, noted as the call goes (see core/calls.py)."""
+
+    __slots__ = ("attempt", "digits", "ended", "error", "kind", "operation", "span_id", "started", "status", "target")
+
+    attempt: DeferredAttempt
+    kind: str
+    operation: str
+    target: str
+    span_id: int
+    #: The span id's 16 hex digits, as the call's `traceparent` has them.
+    digits: str
+    started: int
+    ended: int | None
+    status: int | None
+    error: BaseException | None
+
+    def __enter__(self) -> DeferredCall:
+        return self
+
+    def propagate(self, headers: MutableMapping[str, str]) -> None:
+        attempt = self.attempt
+        merge_headers(
+            headers, {"traceparent": f"00-{attempt.trace_hex}-{self.digits}-{attempt.flags_hex}", **attempt.headers}
+        )
+
+    def answered(self, status: int) -> None:
+        self.status = status
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.ended = time_ns()
+        self.error = error
+
+
+class DeferredAttempt:
+    """`context.calls` of a recorded attempt whose spans are made at its end (see the module doc); `end` makes them.
+    Made by `attempts.Attempts.start` with the attempt's span context (`own`), its parent or links, its attributes,
+    and the ids drawn with it (`fast.draw`): the trace id's hex digits and the first call's span id."""
+
+    __slots__ = (
+        "attributes",
+        "calls",
+        "first",
+        "flags_hex",
+        "headers",
+        "kit",
+        "links",
+        "name",
+        "own",
+        "remote",
+        "started",
+        "trace_hex",
+    )
+
+    def __init__(
+        self,
+        kit: Kit,
+        name: str,
+        own: SpanContext,
+        remote: SpanContext | None,
+        links: Sequence[Link],
+        attributes: dict[str, Any],
+        first: tuple[int, str] | None,
+        trace_hex: str,
+        flags_hex: str,
+        headers: dict[str, str],
+    ) -> None:
+        self.kit = kit
+        self.name = name
+        self.own = own
+        self.remote = remote
+        self.links = links
+        self.attributes = attributes
+        #: The first call's span id and its hex digits when drawn with the attempt's ids, taken by that call.
+        self.first: tuple[int, str] | None = first
+        #: What every call's propagation headers are made of: the trace id's and the flags' hex digits, and the
+        #: others (the producer's `baggage`, and `tracestate` when the attempt keeps the producer's).
+        self.trace_hex = trace_hex
+        self.flags_hex = flags_hex
+        self.headers = headers
+        self.calls: list[DeferredCall] = []
+        self.started = time_ns()
+
+    def begin(self, kind: str, operation: str, target: str) -> DeferredCall:
+        # Made without calling the class (a frame less); every field is set here.
+        call = _new(DeferredCall)
+        call.attempt = self
+        call.kind = kind
+        call.operation = operation
+        call.target = target
+        first = self.first
+        if first is not None:
+            self.first = None
+            call.span_id, call.digits = first
+        else:
+            call.span_id = span_id = self.kit.ids.generate_span_id()  # type: ignore[union-attr]
+            call.digits = "%016x" % span_id  # noqa: UP031 (see fast.traceparent)
+        call.status = call.ended = call.error = None
+        self.calls.append(call)
+        call.started = time_ns()
+        return call
+
+    def end(self, outcome: AttemptOutcome | None, context: ExecutionContext) -> None:
+        """Make the attempt's spans, with its `outcome` (None: cancelled), and hand them to the processors, its
+        calls' first (they ended first), all in one frame: each span's fields are set as `DirectSpans.start` and
+        `DirectSpan.end` set them, and each call's attributes and status are those `calls.SpanCall` records on an
+        open span (the request's, the answer's status code, the error: the status code from 400 up, or the
+        failure's reason)."""
+        ended = time_ns()
+        own = self.own
+        kit = self.kit
+        spans: DirectSpans = kit.spans  # type: ignore[assignment]
+        kind = spans.kind
+        resource = spans.resource
+        masker = kit.masker
+        made: list[DirectSpan] = []
+        for call in self.calls:
+            attributes = kit.targets.attributes(call.kind, call.operation, call.target)
+            code = call.status
+            if code is not None:
+                if call.kind != "http":
+                    attributes["gopherq.call.status"] = code
+                else:
+                    attributes["http.response.status_code"] = code
+                    if code >= 400:
+                        attributes["error.type"] = str(code)
+            error = call.error
+            span = _new(kind)
+            if error is not None:
+                if isinstance(error, TaskFailure):
+                    if error.reason != "http_status":  # the status said it already
+                        attributes["error.type"] = error.reason
+                        span._status = Status(StatusCode.ERROR, masker.text(error.message)[:1000])
+                    elif code is not None and code >= 400:
+                        span._status = ERROR
+                else:
+                    attributes["error.type"] = type(error).__name__
+                    span._status = ERROR
+            elif code is not None and code >= 400:
+                span._status = ERROR
+            span._name = call.operation
+            span._context = tuple.__new__(SpanContext, (own[0], call.span_id, False, own[3], own[4], True))
+            span._parent = own
+            span._kind = CLIENT
+            span._attributes = attributes  # type: ignore[assignment]
+            span._links = ()
+            span._resource = resource
+            span._lock = ENDED
+            span._start_time = call.started
+            span._end_time = ended if call.ended is None else call.ended
+            made.append(span)
+        attributes = self.attributes
+        span = _new(kind)
+        if outcome is None:
+            attributes["error.type"] = "cancelled"
+            span._status = CANCELLED
+        elif outcome.failure is not None:
+            attributes["error.type"] = outcome.failure.reason
+            span._status = Status(StatusCode.ERROR, masker.text(outcome.failure.message)[:1000])
+        span._name = self.name
+        span._context = own
+        span._parent = self.remote
+        span._kind = CONSUMER
+        span._attributes = attributes  # type: ignore[assignment]
+        span._links = self.links  # type: ignore[assignment]
+        span._resource = resource
+        span._lock = ENDED
+        span._start_time = self.started
+        span._end_time = ended
+        made.append(span)
+        _, ending, processors = (
+            spans._processors if spans.multi._span_processors is spans._known else spans.processors()
+        )
+        for span in made:
+            for processor in ending:
+                processor._on_ending(span)
+            for processor in processors:
+                processor.on_end(span)
+        if outcome is not None and kit.exemplars:  # the attempt's trace id in its outcome events
+            context.event_data = {**(context.event_data or {}), "attempt_trace_id": self.trace_hex}
