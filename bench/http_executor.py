@@ -7,7 +7,8 @@ the HTTP client; this isolates the executor: `--tasks` GET tasks to a local ngin
 move little) is divided by the tasks. The best of `--rounds` rounds is kept; `--profile` prints cProfile's top
 functions of one more round instead (tottime), to see which layer a change moved.
 
-    python -m bench.http_executor [--tasks 20000] [--concurrency 100] [--rounds 5] [--transport native|aiohttp|httpx] [--profile]
+    python -m bench.http_executor [--tasks 20000] [--concurrency 100] [--rounds 5]
+                                  [--transport native|aiohttp|httpx] [--profile]
 """
 
 from __future__ import annotations

@@ -10,22 +10,18 @@ nothing encoded or sent). `--before DIR` measures another checkout the same way,
     python -m bench.instructions_tracing [--tasks 2000] [--modes off,0.01,1.0] [--before /path/to/checkout]
 
 At 1 % which attempts are recorded is random (about 20 of 2,000), so that row moves by a few thousand instructions
-per task between runs. The counted drain starts only once a dump taken after the warm-up is on disk (`count`), so a
-loaded machine cannot move where the count starts.
+per task between runs. The counted drain starts only once a dump taken after the warm-up is on disk
+(`bench.instructions.count_worker`), so a loaded machine cannot move where the count starts.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from bench.instructions import REPO, _totals, callgrind
+from bench.instructions import REPO, callgrind, count_worker
 
 QUEUE = "instructions"
 
@@ -37,61 +33,6 @@ def config(path: Path, redis_url: str, mode: str) -> Path:
         lines += ["[plugins.otel]", "enabled = true", 'exporter = "none"', f"sample_ratio = {float(mode)}"]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def dumped(out: Path, pid: int, part: int) -> int:
-    """Ask the callgrind of process `pid` for a dump (which also zeroes its counts) and wait for it, whole, as
-    part `part`: its instructions since the previous dump."""
-    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=False)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = [_totals(path) for path in glob.glob(f"{out}/{pid}.out.{part}")]
-        if found and found[0] is not None:
-            return found[0]
-        time.sleep(0.5)
-    raise TimeoutError(f"callgrind did not write dump {part} of process {pid}")
-
-
-def count(
-    argv: list[str],
-    env: dict[str, str],
-    cwd: Path,
-    out: Path,
-    redis_url: str,
-    envelopes: Callable[[int, int], list[bytes]],
-    warm: int,
-    tasks: int,
-) -> float:
-    """The worker `argv`'s instructions per counted task: `warm` tasks, a dump (it zeroes the counts), then `tasks`
-    counted ones and a second dump, whose figure is theirs. (`bench.instructions.count_worker` zeroes the counts
-    with `callgrind_control -z` instead, which a loaded machine can delay into the counted drain, so that part of
-    it goes uncounted: rows of 437,000 and 525,000 per task were seen there against about 660,000.)"""
-    import redis
-
-    from bench.services import stop_process, wait_for
-
-    proc = subprocess.Popen(argv, env=env, cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis.from_url(redis_url)
-    stats = f"gopherq:{{{QUEUE}}}:stats"
-    sent = 0
-
-    def drain(number: int) -> None:
-        nonlocal sent
-        before = int(client.hget(stats, "acked") or 0)
-        for start in range(sent, sent + number, 1000):
-            client.rpush(QUEUE, *envelopes(start, min(sent + number, start + 1000)))
-        sent += number
-        wait_for(lambda: int(client.hget(stats, "acked") or 0) >= before + number, 900, "the tasks to settle")
-
-    try:
-        wait_for(lambda: client.zcard(f"gopherq:{{{QUEUE}}}:workers") >= 1, 600, "the worker under valgrind")
-        drain(warm)  # imports, caches, the connection pool, the tracer
-        dumped(out, proc.pid, 1)
-        drain(tasks)
-        return dumped(out, proc.pid, 2) / tasks
-    finally:
-        stop_process(proc, 60)
-        client.close()
 
 
 def worker_row(tree: Path, mode: str, tasks: int) -> float:
@@ -113,7 +54,7 @@ def worker_row(tree: Path, mode: str, tasks: int) -> float:
             return [b'{"id":"%d","url":"%s/t/%d"}' % (i, url, i) for i in range(start, end)]
 
         try:
-            return count(argv, env, Path(tmp), out, server.url, envelopes, 500, tasks)
+            return count_worker(argv, env, Path(tmp), out, server.url, QUEUE, envelopes, 500, tasks)
         finally:
             target.stop()
             server.stop()
