@@ -51,15 +51,28 @@ class Kit(Protocol):
 class DeferredCall:
     """One call of a `DeferredAttempt`: what its CLIENT span needs, noted as the call goes (see core/calls.py)."""
 
-    __slots__ = ("attempt", "digits", "ended", "error", "kind", "operation", "span_id", "started", "status", "target")
+    __slots__ = (
+        "ended",
+        "error",
+        "headers",
+        "kind",
+        "operation",
+        "span_id",
+        "started",
+        "status",
+        "target",
+        "traceparent",
+    )
 
-    attempt: DeferredAttempt
     kind: str
     operation: str
     target: str
     span_id: int
-    #: The span id's 16 hex digits, as the call's `traceparent` has them.
-    digits: str
+    #: What the call propagates: its `traceparent` (put together from hex digits made with the ids) and the
+    #: attempt's other headers. Not the attempt itself: the attempt keeps its calls, and a call that kept its
+    #: attempt would make a reference cycle of each recorded attempt, left for the garbage collector to find.
+    traceparent: str
+    headers: dict[str, str]
     started: int
     ended: int | None
     status: int | None
@@ -69,10 +82,7 @@ class DeferredCall:
         return self
 
     def propagate(self, headers: MutableMapping[str, str]) -> None:
-        attempt = self.attempt
-        merge_headers(
-            headers, {"traceparent": f"00-{attempt.trace_hex}-{self.digits}-{attempt.flags_hex}", **attempt.headers}
-        )
+        merge_headers(headers, {"traceparent": self.traceparent, **self.headers})
 
     def answered(self, status: int) -> None:
         self.status = status
@@ -134,17 +144,18 @@ class DeferredAttempt:
     def begin(self, kind: str, operation: str, target: str) -> DeferredCall:
         # Made without calling the class (a frame less); every field is set here.
         call = _new(DeferredCall)
-        call.attempt = self
         call.kind = kind
         call.operation = operation
         call.target = target
         first = self.first
         if first is not None:
             self.first = None
-            call.span_id, call.digits = first
+            call.span_id, digits = first
         else:
             call.span_id = span_id = self.kit.ids.generate_span_id()  # type: ignore[union-attr]
-            call.digits = "%016x" % span_id  # noqa: UP031 (see fast.traceparent)
+            digits = "%016x" % span_id  # noqa: UP031 (see fast.traceparent)
+        call.traceparent = f"00-{self.trace_hex}-{digits}-{self.flags_hex}"
+        call.headers = self.headers
         call.status = call.ended = call.error = None
         self.calls.append(call)
         call.started = time_ns()
