@@ -76,7 +76,10 @@ class DeferredCall:
     started: int
     ended: int | None
     status: int | None
-    error: BaseException | None
+    #: What the CLIENT span says of the error that ended the call: its reason (a task failure's) or its type's
+    #: name, and a task failure's message (None for any other exception). Not the exception: its traceback holds
+    #: the executor's frame, which holds this call (a reference cycle per failed call).
+    error: tuple[str, str | None] | None
 
     def __enter__(self) -> DeferredCall:
         return self
@@ -89,7 +92,10 @@ class DeferredCall:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.ended = time_ns()
-        self.error = error
+        if error is not None:
+            self.error = (
+                (error.reason, error.message) if isinstance(error, TaskFailure) else (type(error).__name__, None)
+            )
 
 
 class DeferredAttempt:
@@ -188,14 +194,14 @@ class DeferredAttempt:
             error = call.error
             span = _new(kind)
             if error is not None:
-                if isinstance(error, TaskFailure):
-                    if error.reason != "http_status":  # the status said it already
-                        attributes["error.type"] = error.reason
-                        span._status = Status(StatusCode.ERROR, masker.text(error.message)[:1000])
-                    elif code is not None and code >= 400:
-                        span._status = ERROR
-                else:
-                    attributes["error.type"] = type(error).__name__
+                reason, message = error
+                if message is None:  # not a task failure
+                    attributes["error.type"] = reason
+                    span._status = ERROR
+                elif reason != "http_status":  # (else the status said it already)
+                    attributes["error.type"] = reason
+                    span._status = Status(StatusCode.ERROR, masker.text(message)[:1000])
+                elif code is not None and code >= 400:
                     span._status = ERROR
             elif code is not None and code >= 400:
                 span._status = ERROR
