@@ -5,7 +5,9 @@ processor (deferred), then with one (open)."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -153,3 +155,56 @@ def test_a_later_call_to_a_remembered_origin_is_still_masked() -> None:
         assert "pw" not in targets.attributes("http", "GET", url)["url.full"]
     assert targets.attributes("http", "GET", "http://127.0.0.1:9/c")["url.full"] == "http://127.0.0.1:9/c"
     assert targets.attributes("http", "POST", "http://127.0.0.1:9/c")["http.request.method"] == "POST"
+
+
+def call_failing(attempt: DeferredAttempt, sent: dict[str, str]) -> None:
+    """A call that fails as the `http` executor's do: raised in the frame that holds the call."""
+    with attempt.begin("http", "GET", "http://127.0.0.1:9/down") as call:
+        call.propagate(sent)
+        raise RetryTask("GET http://127.0.0.1:9/down: cannot connect", reason="connect_error")
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["answered", "failed"])
+def test_a_new_traces_attempt_is_freed_without_the_garbage_collector(fails: bool) -> None:
+    """A recorded attempt of a new trace (the wrapper's draw, `Attempts.new_trace`) sends its call the span id of
+    that call's CLIENT span, and is freed as soon as nothing refers to it: its calls do not refer back to it, nor
+    keep the exception that failed them (whose traceback holds the call), so no reference cycle per recorded
+    attempt is left for the garbage collector, in every worker."""
+    provider = TracerProvider()
+    collected = Collecting()
+    provider.add_span_processor(collected)
+    attempts = Attempts(provider.get_tracer("gopherq"), Masker.from_settings(load_settings(None, {}, environ={})),
+                        link_retries=True, exemplars=True)  # fmt: skip
+    task = Task(id="t1", type="http")
+    context = ExecutionContext("w", "q", 1, 3, 60.0, None, logging.LoggerAdapter(logging.getLogger("t"), {}))
+    sent: dict[str, str] = {"User-Agent": "test"}
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept in gc.garbage, to be looked at
+    try:
+        attempt = attempts.new_trace(task, context, random.getrandbits(192))
+        assert attempt is not None
+        if fails:
+            try:
+                call_failing(attempt, sent)
+            except RetryTask:
+                pass
+        else:
+            with attempt.begin("http", "GET", "http://127.0.0.1:9/ok") as call:
+                call.propagate(sent)
+                call.answered(200)
+            del call
+        attempt.end(AttemptOutcome(0.0, 1.0, {}), context)
+        del attempt
+        context.calls = None
+        gc.collect()
+        left = [type(found).__name__ for found in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert "DeferredAttempt" not in left and "DeferredCall" not in left and "RetryTask" not in left
+    client, consumer = collected.ended
+    assert client.attributes.get("error.type") == ("connect_error" if fails else None)
+    assert client.parent == consumer.context
+    assert sent["traceparent"] == f"00-{consumer.context.trace_id:032x}-{client.context.span_id:016x}-03"

@@ -45,6 +45,7 @@ from gopherq.plugins.otel.fast import (
     Producer,
     Shortcut,
     draw,
+    getrandbits,
     parse_traceparent,
     recognise,
     traceparent,
@@ -215,14 +216,18 @@ class Attempts:
     def new_trace(self, task: Task, context: ExecutionContext, drawn: int) -> DeferredAttempt | None:
         """A recorded attempt of a new trace for an executor that runs no application code, its spans made at its
         end (deferred.py), from the wrapper's draw (`drawn`: 192 bits, the trace id and the attempt's span id, the
-        trace id's low 64 decided on already); None when a processor has an `on_start` or an id is zero (then
-        `start` decides afresh). The common case of `start`, in fewer steps."""
+        trace id's low 64 decided on already) and 64 more bits for its first call's span id; None when a processor
+        has an `on_start` or an id is zero (then `start` decides afresh). The common case of `start`, in fewer
+        steps."""
         spans = self.spans
         if spans is None or (
             spans._processors[0] if spans.multi._span_processors is spans._known else spans.processors()[0]
         ):
             return None
-        digits = drawn.to_bytes(24, "big").hex()
+        # The first call's span id too (the low 64 of 256 bits), converted with the attempt's: a call that drew
+        # its own would go through the id generator's method and format it apart.
+        bits = drawn << 64 | getrandbits(64)
+        digits = bits.to_bytes(32, "big").hex()
         if ZEROS in digits:
             return None
         flags = self.fast.root_sampled  # type: ignore[union-attr]
@@ -236,7 +241,7 @@ class Attempts:
             None,
             (),
             self._attributes(task, context),
-            None,
+            (bits & LOW_64, digits[48:]),
             digits[:32],
             FLAGS_HEX[flags],
             NO_PRODUCER.headers,

@@ -51,35 +51,51 @@ class Kit(Protocol):
 class DeferredCall:
     """One call of a `DeferredAttempt`: what its CLIENT span needs, noted as the call goes (see core/calls.py)."""
 
-    __slots__ = ("attempt", "digits", "ended", "error", "kind", "operation", "span_id", "started", "status", "target")
+    __slots__ = (
+        "ended",
+        "error",
+        "headers",
+        "kind",
+        "operation",
+        "span_id",
+        "started",
+        "status",
+        "target",
+        "traceparent",
+    )
 
-    attempt: DeferredAttempt
     kind: str
     operation: str
     target: str
     span_id: int
-    #: The span id's 16 hex digits, as the call's `traceparent` has them.
-    digits: str
+    #: What the call propagates: its `traceparent` (put together from hex digits made with the ids) and the
+    #: attempt's other headers. Not the attempt itself: the attempt keeps its calls, and a call that kept its
+    #: attempt would make a reference cycle of each recorded attempt, left for the garbage collector to find.
+    traceparent: str
+    headers: dict[str, str]
     started: int
     ended: int | None
     status: int | None
-    error: BaseException | None
+    #: What the CLIENT span says of the error that ended the call: its reason (a task failure's) or its type's
+    #: name, and a task failure's message (None for any other exception). Not the exception: its traceback holds
+    #: the executor's frame, which holds this call (a reference cycle per failed call).
+    error: tuple[str, str | None] | None
 
     def __enter__(self) -> DeferredCall:
         return self
 
     def propagate(self, headers: MutableMapping[str, str]) -> None:
-        attempt = self.attempt
-        merge_headers(
-            headers, {"traceparent": f"00-{attempt.trace_hex}-{self.digits}-{attempt.flags_hex}", **attempt.headers}
-        )
+        merge_headers(headers, {"traceparent": self.traceparent, **self.headers})
 
     def answered(self, status: int) -> None:
         self.status = status
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.ended = time_ns()
-        self.error = error
+        if error is not None:
+            self.error = (
+                (error.reason, error.message) if isinstance(error, TaskFailure) else (type(error).__name__, None)
+            )
 
 
 class DeferredAttempt:
@@ -134,17 +150,18 @@ class DeferredAttempt:
     def begin(self, kind: str, operation: str, target: str) -> DeferredCall:
         # Made without calling the class (a frame less); every field is set here.
         call = _new(DeferredCall)
-        call.attempt = self
         call.kind = kind
         call.operation = operation
         call.target = target
         first = self.first
         if first is not None:
             self.first = None
-            call.span_id, call.digits = first
+            call.span_id, digits = first
         else:
             call.span_id = span_id = self.kit.ids.generate_span_id()  # type: ignore[union-attr]
-            call.digits = "%016x" % span_id  # noqa: UP031 (see fast.traceparent)
+            digits = "%016x" % span_id  # noqa: UP031 (see fast.traceparent)
+        call.traceparent = f"00-{self.trace_hex}-{digits}-{self.flags_hex}"
+        call.headers = self.headers
         call.status = call.ended = call.error = None
         self.calls.append(call)
         call.started = time_ns()
@@ -177,14 +194,14 @@ class DeferredAttempt:
             error = call.error
             span = _new(kind)
             if error is not None:
-                if isinstance(error, TaskFailure):
-                    if error.reason != "http_status":  # the status said it already
-                        attributes["error.type"] = error.reason
-                        span._status = Status(StatusCode.ERROR, masker.text(error.message)[:1000])
-                    elif code is not None and code >= 400:
-                        span._status = ERROR
-                else:
-                    attributes["error.type"] = type(error).__name__
+                reason, message = error
+                if message is None:  # not a task failure
+                    attributes["error.type"] = reason
+                    span._status = ERROR
+                elif reason != "http_status":  # (else the status said it already)
+                    attributes["error.type"] = reason
+                    span._status = Status(StatusCode.ERROR, masker.text(message)[:1000])
+                elif code is not None and code >= 400:
                     span._status = ERROR
             elif code is not None and code >= 400:
                 span._status = ERROR
