@@ -71,6 +71,14 @@ async def fetch(transport: NativeTransport, request: Outgoing, limit: int = 1 <<
     return incoming.status, body
 
 
+async def reused_by_next(wire: WireServer, transport: NativeTransport) -> bool:
+    """Whether the next request (to /after, answered in full) goes on the connection of the one request before it:
+    read off the wire (the server numbers the connections it accepts)."""
+    assert await fetch(transport, get(wire.url("/after"))) == (200, b"path=/after")
+    [before, after] = wire.seen()
+    return before.connection == after.connection
+
+
 # -- pooling: reused only after a clean end that allows keep-alive ---------------------------------------------
 
 
@@ -107,9 +115,7 @@ async def test_a_head_answer_has_no_body_and_its_connection_is_not_pooled(
     closes the connection rather than guess where the next answer would start."""
     wire.routes["/head"] = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
     assert await fetch(transport, get(wire.url("/head"), method="HEAD")) == (200, b"")
-    assert await fetch(transport, get(wire.url("/after"))) == (200, b"path=/after")
-    [head, after] = wire.seen()
-    assert head.connection != after.connection
+    assert not await reused_by_next(wire, transport)
 
 
 async def test_a_body_that_ends_with_the_connection_is_whole_and_the_connection_is_not_reused(
@@ -117,9 +123,7 @@ async def test_a_body_that_ends_with_the_connection_is_whole_and_the_connection_
 ) -> None:
     wire.routes["/until-close"] = answer(b"HTTP/1.1 200 OK\r\n\r\nall of it", close=True)
     assert await fetch(transport, get(wire.url("/until-close"))) == (200, b"all of it")
-    assert await fetch(transport, get(wire.url("/after"))) == (200, b"path=/after")
-    [first, after] = wire.seen()
-    assert first.connection != after.connection
+    assert not await reused_by_next(wire, transport)
 
 
 async def test_a_body_left_unread_closes_the_connection(wire: WireServer, transport: NativeTransport) -> None:
@@ -129,9 +133,7 @@ async def test_a_body_left_unread_closes_the_connection(wire: WireServer, transp
     wire.routes["/long"] = answer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     incoming = await transport.send(get(wire.url("/long")))
     assert await incoming.read(4) == (b"0123", True)
-    assert await fetch(transport, get(wire.url("/after"))) == (200, b"path=/after")
-    [first, after] = wire.seen()
-    assert first.connection != after.connection
+    assert not await reused_by_next(wire, transport)
 
 
 # -- the pool's size -------------------------------------------------------------------------------------------
@@ -206,9 +208,7 @@ async def test_an_answer_head_past_its_bounds_is_a_protocol_error_and_closes_the
     else:
         with pytest.raises(httpx.RemoteProtocolError):
             await transport.send(get(wire.url("/head")))
-    assert await fetch(transport, get(wire.url("/after"))) == (200, b"path=/after")
-    [first, after] = wire.seen()
-    assert (first.connection == after.connection) is accepted
+    assert await reused_by_next(wire, transport) is accepted
 
 
 def endless(start: bytes, repeated: bytes) -> Route:
@@ -267,9 +267,7 @@ async def test_reading_pauses_while_a_large_body_waits_unread_and_resumes_as_it_
     assert connection.buffered == held and held <= MAX_BUFFERED + 256 * 1024
     assert await incoming.read(len(body)) == (body, False)
     assert not connection.paused
-    assert await fetch(transport, get(wire.url("/after"))) == (200, b"path=/after")
-    [first, after] = wire.seen()
-    assert first.connection == after.connection  # read to its end: pooled
+    assert await reused_by_next(wire, transport)  # read to its end: pooled
 
 
 # -- failures ----------------------------------------------------------------------------------------------------
@@ -408,9 +406,7 @@ async def test_a_pooled_connection_the_server_closes_leaves_the_pool(
     wire.routes["/bye"] = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye", close=True)
     assert await fetch(transport, get(wire.url("/bye"))) == (200, b"bye")
     await async_wait_until(lambda: transport.opened == 0 and not transport.idle, what="the connection to leave")
-    assert await fetch(transport, get(wire.url("/after"))) == (200, b"path=/after")
-    [first, after] = wire.seen()
-    assert first.connection != after.connection
+    assert not await reused_by_next(wire, transport)
 
 
 async def test_header_values_are_read_without_the_whitespace_around_them(

@@ -58,7 +58,7 @@ def attempt_spans(
     plugin's wrapper ends it; the spans it gave the processors, then its outcome events' data (exemplars)."""
     collected.ended.clear()
     task = Task(id="t1", type="http", trace=trace, attempt=attempt)
-    context = ExecutionContext("w", "q", attempt, 3, 60.0, None, logging.LoggerAdapter(logging.getLogger("t"), {}))
+    context = attempt_context(attempt)
     span, token, calls, _ = attempts.start(task, context, False)
     assert token is None and calls is not None
     outcome = drive(calls)
@@ -129,14 +129,22 @@ def test_spans_made_at_the_end_are_the_open_spans(
     assert "s3cret" not in str([span.to_json() for span in later])
 
 
-def test_a_cancelled_deferred_attempt_is_an_error() -> None:
+def recording() -> tuple[Attempts, Collecting]:
+    """The plugin's attempts on a private provider whose one processor (no `on_start`) keeps what ends."""
     provider = TracerProvider()
     collected = Collecting()
     provider.add_span_processor(collected)
-    attempts = Attempts(provider.get_tracer("gopherq"), Masker.from_settings(load_settings(None, {}, environ={})),
-                        link_retries=True, exemplars=True)  # fmt: skip
-    task = Task(id="t1", type="http")
-    context = ExecutionContext("w", "q", 1, 3, 60.0, None, logging.LoggerAdapter(logging.getLogger("t"), {}))
+    masker = Masker.from_settings(load_settings(None, {}, environ={}))
+    return Attempts(provider.get_tracer("gopherq"), masker, link_retries=True, exemplars=True), collected
+
+
+def attempt_context(attempt: int = 1) -> ExecutionContext:
+    return ExecutionContext("w", "q", attempt, 3, 60.0, None, logging.LoggerAdapter(logging.getLogger("t"), {}))
+
+
+def test_a_cancelled_deferred_attempt_is_an_error() -> None:
+    attempts, collected = recording()
+    task, context = Task(id="t1", type="http"), attempt_context()
     attempt, _, _, _ = attempts.start(task, context, False)
     assert isinstance(attempt, DeferredAttempt)
     attempt.begin("http", "GET", "http://127.0.0.1:9/slow").__enter__()  # cancelled inside the call: never exited
@@ -170,13 +178,8 @@ def test_a_new_traces_attempt_is_freed_without_the_garbage_collector(fails: bool
     that call's CLIENT span, and is freed as soon as nothing refers to it: its calls do not refer back to it, nor
     keep the exception that failed them (whose traceback holds the call), so no reference cycle per recorded
     attempt is left for the garbage collector, in every worker."""
-    provider = TracerProvider()
-    collected = Collecting()
-    provider.add_span_processor(collected)
-    attempts = Attempts(provider.get_tracer("gopherq"), Masker.from_settings(load_settings(None, {}, environ={})),
-                        link_retries=True, exemplars=True)  # fmt: skip
-    task = Task(id="t1", type="http")
-    context = ExecutionContext("w", "q", 1, 3, 60.0, None, logging.LoggerAdapter(logging.getLogger("t"), {}))
+    attempts, collected = recording()
+    task, context = Task(id="t1", type="http"), attempt_context()
     sent: dict[str, str] = {"User-Agent": "test"}
     gc.collect()
     gc.disable()

@@ -48,7 +48,14 @@ from gopherq import (
     hookimpl,
     merge_headers,
 )
-from gopherq.plugins.http.checks import basic_auth, check_credentials, check_headers, check_url, idempotency_key
+from gopherq.plugins.http.checks import (
+    METHODS,
+    basic_auth,
+    check_credentials,
+    check_headers,
+    check_url,
+    idempotency_key,
+)
 from gopherq.plugins.http.command import curl_command
 from gopherq.plugins.http.egress import EgressGuard, EgressSettings
 from gopherq.plugins.http.extras import EnvValue, callback_tasks, parse_statuses, resolve_headers
@@ -57,8 +64,6 @@ from gopherq.plugins.http.responses import MAX_REDIRECTS, REDIRECT_STATUSES, red
 from gopherq.plugins.http.summary import call_summary, encoded_body
 from gopherq.plugins.http.wire import Incoming, Outgoing, Target, Transport, once, target
 from gopherq.plugins.signing import secret_key, sign
-
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 #: Control characters (C0, DEL, C1) refused anywhere in a task's URL, as in task ids.
 _URL_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -400,10 +405,7 @@ class HttpExecutor:
             headers["Idempotency-Key"] = idempotency_key(task.id)
         headers.update(own)
         if extra is not None:
-            if own:
-                merge_headers(headers, extra)
-            else:  # the task sets no header: none of its own can win (a sampled-out attempt's common case)
-                headers.update(extra)
+            merge_headers(headers, extra)  # (its own first step is this update, when no name collides)
         return headers
 
     def _host_slot(self, target: Target) -> asyncio.Semaphore | None:

@@ -32,6 +32,9 @@ _NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9A-Fa-f]*)$")
 #: 7.6.1), with why each is the executor's. A task that could set them could make one request
 #: look like two (Transfer-Encoding beside the Content-Length the body gets), cut its own body (Content-Length: 0)
 #: or change what the pooled connection does next, and so smuggle a request or a response into another task's.
+#: The methods an `http` task may use (the payload's validation; a transport sends others only after checking them).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 FRAMING_HEADERS: dict[str, str] = {
     "transfer-encoding": "the executor frames every body itself (Content-Length from the bytes it sends)",
     "content-length": "the executor frames every body itself (Content-Length from the bytes it sends)",

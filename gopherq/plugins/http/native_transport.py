@@ -47,6 +47,7 @@ import httpx
 
 from gopherq.core.executor import time_limit
 from gopherq.plugins.http.body import ACCEPT_ENCODING, read_chunks, read_whole
+from gopherq.plugins.http.checks import METHODS
 from gopherq.plugins.http.egress import EgressGuard
 from gopherq.plugins.http.wire import Incoming, Outgoing, Target, decode_headers, framed_headers
 
@@ -70,7 +71,6 @@ _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _NAMES = re.compile(f"{_TOKEN}(?::{_TOKEN})*")
 #: A method is a token too (the executor's are known; one built without validation is checked).
 _METHOD = re.compile(_TOKEN)
-_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: What a request-target may not hold (it would end the request line early).
 _TARGET_BREAK = re.compile("[ \t\r\n\0]")
 #: What no header value may hold (RFC 9110 5.5): it would end the field, or the section, early.
@@ -127,7 +127,7 @@ def request_head(request: Outgoing, where: Route) -> bytes:
     """The request line and header section, framed (wire.framed_headers); raises httpx.LocalProtocolError for a
     header that could not go on the wire as it is, ValueError for one that is not ASCII."""
     method = request.method
-    if method not in _KNOWN_METHODS and _METHOD.fullmatch(method) is None:
+    if method not in METHODS and _METHOD.fullmatch(method) is None:
         raise httpx.LocalProtocolError(f"the method {method!r} is not a token")
     headers = framed_headers(request)
     if headers and _NAMES.fullmatch(":".join(headers)) is None:
