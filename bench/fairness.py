@@ -12,7 +12,9 @@ executor: the claim script's own cost and choices, not a task's), in one interpr
   spare, and a row whose backlogs ran out before its time says so instead of printing a share;
 - cost: claims per second with `--keys` active keys (`--per-key` tasks each) against the plain claim of as many
   keyless tasks, and what each claimed task cost in CPU: the redis-server process (INFO cpu) and this one; with
-  `--rounds N`, N alternating runs of each and the best of each.
+  `--rounds N`, N rounds of a plain and a keyed run back to back (which goes first alternates), the best of each,
+  and the median of the rounds' own keyed / plain ratios: on a machine whose speed drifts between runs, each
+  round's two runs see much the same machine, where the best of each may come from different moments.
 
 The rates are noisy on a shared 2-core machine (the run prints the load average at its start); the CPU figures per
 task much less so.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -246,9 +249,9 @@ class Bench:
         keys, per_key, rounds = self.args.keys, self.args.per_key, self.args.rounds
         plain: list[tuple[float, float, float]] = []
         fair: list[tuple[float, float, float]] = []
-        for _ in range(rounds):
-            plain.append(await self.cost_run(keys, per_key, keyed=False))
-            fair.append(await self.cost_run(keys, per_key, keyed=True))
+        for turn in range(rounds):  # each round's two runs back to back, the first of them alternating
+            for keyed in (False, True) if turn % 2 == 0 else (True, False):
+                (fair if keyed else plain).append(await self.cost_run(keys, per_key, keyed=keyed))
         plain_rate, fair_rate = max(run[0] for run in plain), max(run[0] for run in fair)
         plain_redis, fair_redis = min(run[1] for run in plain), min(run[1] for run in fair)
         plain_cpu, fair_cpu = min(run[2] for run in plain), min(run[2] for run in fair)
@@ -262,6 +265,15 @@ class Bench:
                 f"{fair_rate:,.0f}/s ({100 * fair_rate / plain_rate:.0f} %)",
             )
         )
+        if rounds > 1:
+            paired = sorted(keyed[0] / bare[0] for bare, keyed in zip(plain, fair, strict=True))
+            self.rows.append(
+                (
+                    f"the same, median of the {rounds} rounds' own ratios (target >= 85 %)",
+                    f"{keys:,} of {per_key * keys:,} tasks, {rounds} rounds",
+                    f"{100 * statistics.median(paired):.0f} % ({100 * paired[0]:.0f}-{100 * paired[-1]:.0f} %)",
+                )
+            )
         self.rows.append(
             (
                 "CPU per task, plain: redis-server / this process",

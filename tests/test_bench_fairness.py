@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.bench, pytest.mark.timeout(120)]
 def test_fairness_bench_prints_every_row(tmp_path: Path) -> None:
     out = tmp_path / "fairness.md"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOPHERQ_", "REDIS_", "QUEUE_NAME", "BENCH_"))}
-    args = ["--big", "2000", "--keys", "2000", "--window", "0.5", "--windows", "2", "--out", str(out)]
+    args = ["--big", "2000", "--keys", "2000", "--window", "0.5", "--windows", "2", "--rounds", "2", "--out", str(out)]
     proc = subprocess.run(
         [sys.executable, "-m", "bench.fairness", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=110
     )
@@ -30,3 +30,5 @@ def test_fairness_bench_prints_every_row(tmp_path: Path) -> None:
     assert rows["weighted shares 1:2:3:4, largest error (target <= 5 %)"].endswith(" %")
     assert rows["claim + settle, 2,000 active keys x 2 tasks (target >= 85 % of plain)"].endswith("%)")
     assert "µs" in rows["CPU per task, 2,000 keys: redis-server / this process"]
+    paired = rows["the same, median of the 2 rounds' own ratios (target >= 85 %)"]
+    assert paired.endswith("%)") and paired.count("%") == 2, paired
