@@ -5,6 +5,11 @@ empty). Each claimed task is decoded and checked (poison, then core.admission's 
 then flow control); what fails a check becomes a decision (outcomes.py) for the settler, and what passes is handed
 to the worker's `launch`. A task that already lost its worker `isolate_from` times runs alone, so a task that crashes
 workers becomes poison without dragging its neighbours along.
+
+The fetcher claims up to `prefetch` tasks beyond its free slots: they wait, admitted, in `holdings.staged` and start
+the moment a runner finishes, so the next batch's claim (and the last batch's settle) travel while the current
+batch runs instead of while the worker waits. At most `concurrency` tasks run at once; staged ones are held like
+running ones (leases renewed, cancellable) and go back to the queue when the worker goes quiet.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class Fetcher:
         self.policy, self.decide, self.flush, self.launch, self.quiet = policy, decide, flush, launch, quiet
         cfg = self.settings.worker
         self.concurrency = cfg.concurrency
+        #: How many claimed tasks may wait for a slot (see the module docstring).
+        self.ahead = min(cfg.batch_size, cfg.concurrency) if cfg.prefetch is None else cfg.prefetch
         self.lease_ms = int(cfg.lease_timeout * 1000)
         self.levels = LevelOrder(cfg.priority_mode, cfg.priority_weights)
         # A task recovered this often may be what crashes the worker: it runs alone (see _run_suspect).
@@ -74,19 +81,34 @@ class Fetcher:
         cfg = self.settings.worker
         backoff = Backoff("fetch", outage=self.outage)
         wait = blocking_wait(self.settings)
-        runners = self.holdings.runners
+        limit = self.concurrency + self.ahead
+        # With tasks staged, the next claim waits until it can be a full one: no round trip per finished task.
+        low_water = min(cfg.batch_size, self.ahead)
+        starter = asyncio.create_task(self._starter(), name="gopherq-start") if self.ahead else None
+        try:
+            await self._fetch(cfg.batch_size, limit, low_water, backoff, wait)
+        finally:
+            if starter is not None:
+                starter.cancel()
+        # Quiet: what this worker claimed but did not start goes back to the queue for the others.
+        self.release_unstarted()
+        await with_retries("release staged", self.broker.release_staged, outage=self.outage, attempts=5)
+
+    async def _fetch(self, batch_size: int, limit: int, low_water: int, backoff: Backoff, wait: float) -> None:
+        """The claim loop, until the worker is quiet: claim while fewer than `limit` tasks are running or staged."""
+        runners, staged = self.holdings.runners, self.holdings.staged
         slot_free = self.holdings.slot_free
         while not self.quiet.is_set():
             if self.suspect is not None:
                 await self._run_suspect()
                 continue
-            free = self.concurrency - len(runners)
-            if free <= 0:
+            room = limit - len(runners) - len(staged)
+            if room <= 0 or (staged and room < low_water):
                 slot_free.clear()
                 await slot_free.wait()
                 continue
             try:
-                batch = await self.broker.claim(min(free, cfg.batch_size), self.lease_ms, self.levels.next())
+                batch = await self.broker.claim(min(room, batch_size), self.lease_ms, self.levels.next())
                 if batch is None:
                     await self._paused()
                     continue
@@ -103,9 +125,16 @@ class Fetcher:
                 await backoff.wait(exc)
                 continue
             await self._start_batch(batch)
-        # Quiet: what this worker claimed but did not start goes back to the queue for the others.
-        self.release_suspect()
-        await with_retries("release staged", self.broker.release_staged, outage=self.outage, attempts=5)
+
+    async def _starter(self) -> None:
+        """Start staged tasks as runners finish: woken once per burst of finished runners (the event their done
+        callbacks set), not once per task, and never behind a claim in flight."""
+        slot_free = self.holdings.slot_free
+        while True:
+            slot_free.clear()
+            await slot_free.wait()
+            if self.holdings.staged:
+                self.start_staged()
 
     async def _paused(self) -> None:
         """The queue is paused: ask again in PAUSE_POLL seconds (or stop waiting when told to stop)."""
@@ -132,13 +161,33 @@ class Fetcher:
         runner = self.launch(token, task, entry)
         await asyncio.wait({runner})
 
-    def release_suspect(self) -> None:
-        """Put back the task waiting to run alone, if any (the worker is going quiet)."""
+    def release_unstarted(self) -> None:
+        """Put back the staged tasks and the one waiting to run alone, if any (the worker is going quiet)."""
+        staged = self.holdings.staged
+        while staged:
+            token, task, _ = staged.popleft()
+            self.flow.released(token)
+            self.decide(self.policy.release(token, task))
         if self.suspect is not None:
             token, task, _ = self.suspect
             self.suspect = None
             self.flow.released(token)
             self.decide(self.policy.release(token, task))
+
+    def start_staged(self) -> None:
+        """Start staged tasks while slots are free. A task whose cancellation was asked for since its claim ends
+        cancelled without running; none starts once the worker is quiet."""
+        staged, runners = self.holdings.staged, self.holdings.runners
+        if self.quiet.is_set():
+            return
+        cancels = self.broker.cancel_requests
+        while staged and len(runners) < self.concurrency:
+            token, task, entry = staged.popleft()
+            if cancels and task.id in cancels:
+                self.flow.released(token)
+                self.decide(self.policy.cancelled(token, task, None, time.time()))
+                continue
+            self.launch(token, task, entry)
 
     async def _start_batch(self, batch: list[tuple[str, bytes]]) -> None:
         max_bytes = self.settings.worker.max_payload_bytes
@@ -172,9 +221,13 @@ class Fetcher:
         if adopt:
             await with_retries("adopt", lambda: self.broker.adopt(adopt), outage=self.outage, attempts=5)
         ready = await self._flow_gate(ready)
+        staged, runners, concurrency = self.holdings.staged, self.holdings.runners, self.concurrency
         for token, task, entry in ready:
             if task.recoveries < self.isolate_from:
-                self.launch(token, task, entry)
+                if staged or len(runners) >= concurrency:
+                    staged.append((token, task, entry))  # in claim order, after those staged before
+                else:
+                    self.launch(token, task, entry)
             elif self.suspect is None:
                 self.suspect = (token, task, entry)
             else:  # one suspect at a time: the others go back for another worker (or a later turn)

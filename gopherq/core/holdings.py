@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from collections import deque
 from typing import Any
 
 from gopherq.core.task import Task
@@ -23,6 +24,9 @@ class Holdings:
         self.tasks: dict[str, Task | None] = {}
         #: The asyncio task running each attempt (named after its token).
         self.runners: set[asyncio.Task[None]] = set()
+        #: Claimed and admitted tasks waiting for a free slot (the fetcher's prefetch), oldest first: (token, task,
+        #: executor). They are held like running ones (in `tasks`, their leases renewed) but have no runner yet.
+        self.staged: deque[tuple[str, Task, Any]] = deque()
         #: Runners cancelled on a client's request (see Upkeep's cancel watch), told apart from a shutdown.
         self.cancelling: set[asyncio.Task[None]] = set()
         #: (first token, claim time) of every batch claimed since the oldest held one: when each task was claimed,

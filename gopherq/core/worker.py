@@ -132,6 +132,7 @@ class Worker:
         if not self._quiet.is_set():
             log.info("worker %s is quiet: no new tasks will be fetched", self.id)
             self._quiet.set()
+            self.fetcher.release_unstarted()  # claimed ahead, not started: back to the queue for the others now
             self.bus.emit("worker.quiet")
 
     def install_signal_handlers(self) -> None:
@@ -214,7 +215,7 @@ class Worker:
         if self._fetcher is not None:
             self._fetcher.cancel()
             fetch_stopped = await self._stopped_within({self._fetcher}, "the fetch loop")
-        self.fetcher.release_suspect()
+        self.fetcher.release_unstarted()
         grace = self.settings.worker.shutdown_timeout
         if self.executing:
             log.info("waiting up to %ss for %d running tasks", grace, len(self.executing))

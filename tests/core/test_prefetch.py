@@ -1,0 +1,108 @@
+"""Prefetch: a worker claims up to `prefetch` tasks beyond its free slots and starts them as slots free. Never more
+than `concurrency` run at once; staged tasks keep their leases (the reaper leaves them alone), a cancel request
+reaches them before they start, and they go back to the queue, unchanged, as soon as the worker goes quiet."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from gopherq import AsyncClient, ExecutionContext, Settings, Task
+from gopherq.core import codec
+from gopherq.core.keys import QueueKeys
+from gopherq.core.plugins import load_plugins
+from tests.support.common import async_wait_until, wait_until, write_config
+from tests.support.loopback import LoopbackServer
+from tests.support.plugins import ExecutorPlugin
+
+
+class Counting:
+    """Sleeps `seconds`; records each start and the most attempts running at once."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.running = 0
+        self.most = 0
+
+    async def execute(self, task: Task, context: ExecutionContext) -> str:
+        self.started.append(task.id)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(task.fields.get("seconds", 0))
+        finally:
+            self.running -= 1
+        return "slept"
+
+
+async def test_staged_tasks_wait_for_a_slot_and_keep_their_leases(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    # Four tasks of 1.8 s, two at a time: the last two wait 1.8 s staged, beyond the 1.5 s lease unless it is renewed.
+    settings = make_settings(worker={"concurrency": 2, "lease_timeout": 1.5, "heartbeat_interval": 0.25})
+    counting = Counting()
+    extra = {"sleep": ExecutorPlugin("sleep", counting)}
+    async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
+        ids = [await client.enqueue("sleep", seconds=1.8) for _ in range(4)]
+        running = await start_worker(settings, extra_plugins=extra)
+        holdings = running.worker.holdings
+        await async_wait_until(lambda: len(holdings.staged) == 2, what="two tasks claimed ahead")
+        assert len(holdings.runners) == 2 and len(holdings.tasks) == 4  # held: leases renewed by the heartbeat
+        for task_id in ids:
+            record = await client.wait(task_id, timeout=10)
+            assert record is not None and record.status.value == "succeeded" and record.attempts == 1
+    assert counting.most == 2 and sorted(counting.started) == sorted(ids)  # each once: none recovered
+    assert running.worker.stats["recovered"] == 0
+
+
+async def test_a_cancel_request_reaches_a_staged_task_before_it_starts(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    settings = make_settings(worker={"concurrency": 1})
+    counting = Counting()
+    extra = {"sleep": ExecutorPlugin("sleep", counting)}
+    async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
+        running = await start_worker(settings, extra_plugins=extra)
+        first = await client.enqueue("sleep", seconds=1.5)
+        staged = await client.enqueue("sleep", seconds=0)
+        await async_wait_until(lambda: len(running.worker.holdings.staged) == 1, what="the second task staged")
+        assert await client.cancel(staged) == "requested"
+        record = await client.wait(staged, timeout=8)
+        assert record is not None and record.status.value == "cancelled" and record.attempts == 0
+        done = await client.wait(first, timeout=8)
+        assert done is not None and done.status.value == "succeeded"
+    assert counting.started == [first]
+
+
+def test_quiet_puts_staged_tasks_back_at_once(
+    tmp_path: Path,
+    redis_url: str,
+    queue_name: str,
+    sync_redis: redis.Redis,
+    worker_process: Callable[..., Any],
+    loopback: LoopbackServer,
+) -> None:
+    config = write_config(
+        tmp_path,
+        f'[redis]\nurl = "{redis_url}"\n[queue]\nname = "{queue_name}"\n[worker]\nconcurrency = 1\n'
+        'lease_timeout = 2.0\nheartbeat_interval = 0.5\nreaper_interval = 0.5\n[logging]\nlevel = "INFO"\n',
+    )
+    proc = worker_process(["run", "-c", str(config)])
+    wait_until(lambda: "started: queue" in proc.output, what="worker start")
+    keys = QueueKeys(queue_name)
+    waiting = codec.dumps({"id": "waiting", "url": loopback.url("/ok")})
+    sync_redis.rpush(queue_name, codec.dumps({"id": "running", "url": loopback.url("/slow?seconds=3")}), waiting)
+    wait_until(lambda: loopback.count("running") == 1, what="the first task to start")
+    wait_until(lambda: sync_redis.hlen(keys.inflight) == 2, what="the second task claimed ahead")
+    proc.signal(signal.SIGTSTP)
+    # Back at the head, unchanged (no attempt counted), while the running task still runs.
+    wait_until(lambda: sync_redis.lrange(queue_name, 0, -1) == [waiting], timeout=1.5, what="the staged task back")
+    assert loopback.count("waiting") == 0 and not sync_redis.get(keys.result("running"))
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert sync_redis.lrange(queue_name, 0, -1) == [waiting]
