@@ -6,10 +6,13 @@ then flow control); what fails a check becomes a decision (outcomes.py) for the 
 to the worker's `launch`. A task that already lost its worker `isolate_from` times runs alone, so a task that crashes
 workers becomes poison without dragging its neighbours along.
 
-The fetcher claims up to `prefetch` tasks beyond its free slots: they wait, admitted, in `holdings.staged` and start
-the moment a runner finishes, so the next batch's claim (and the last batch's settle) travel while the current
-batch runs instead of while the worker waits. At most `concurrency` tasks run at once; staged ones are held like
-running ones (leases renewed, cancellable) and go back to the queue when the worker goes quiet.
+With `worker.prefetch` set, the fetcher claims up to that many tasks beyond its free slots: they wait, admitted, in
+`holdings.staged` and start the moment a runner finishes, so the next batch's claim (and the last batch's settle)
+travel while the current batch runs instead of while the worker waits. At most `concurrency` tasks run at once;
+staged ones are held like running ones (leases renewed, cancellable) and go back to the queue when the worker goes
+quiet. It is off by default: a staged task has been claimed, so what arrives after it (a higher priority, a flow's
+join at its level's head) waits behind it, another worker cannot take it, and a flow's fail_fast or a cancel
+reaches it only as a cancel request, as for a running task, rather than by taking it off the queue.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ class Fetcher:
         cfg = self.settings.worker
         self.concurrency = cfg.concurrency
         #: How many claimed tasks may wait for a slot (see the module docstring).
-        self.ahead = min(cfg.batch_size, cfg.concurrency) if cfg.prefetch is None else cfg.prefetch
+        self.ahead = cfg.prefetch
         self.lease_ms = int(cfg.lease_timeout * 1000)
         self.levels = LevelOrder(cfg.priority_mode, cfg.priority_weights)
         # A task recovered this often may be what crashes the worker: it runs alone (see _run_suspect).

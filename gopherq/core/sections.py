@@ -105,11 +105,8 @@ class WorkerSettings(Section):
     concurrency: int = Field(50, ge=1, le=100000, description="tasks in flight at once (the seed's NUM_WORKERS)")
     processes: int = Field(1, ge=1, le=256, description="worker processes started by `gopherq run`")
     batch_size: int = Field(200, ge=1, le=5000, description="most tasks claimed in one round trip")
-    prefetch: int | None = Field(
-        None,
-        ge=0,
-        le=100000,
-        description="tasks claimed ahead of free slots, to start when slots free (None: min(batch_size, concurrency))",
+    prefetch: int = Field(
+        0, ge=0, le=100000, description="tasks claimed ahead of free slots, started as slots free (0: none)"
     )
     task_timeout: float = Field(60.0, gt=0, description="time limit of one attempt unless the task sets one")
     shutdown_timeout: float = Field(25.0, ge=0, description="grace period for running tasks on SIGTERM")

@@ -212,9 +212,7 @@ async def test_cancelling_a_flow_cancels_what_has_not_started_and_the_reconciler
 async def test_fail_fast_cancels_the_members_that_have_not_started(
     make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
 ) -> None:
-    # No prefetch: a task claimed ahead starts as soon as the one before it ends, before the failure's cancel
-    # requests can reach the worker, and which siblings ran would be a race (tests/core/test_prefetch.py).
-    settings = make_settings(worker={"concurrency": 1, "prefetch": 0}, queue={"max_attempts": 1})
+    settings = make_settings(worker={"concurrency": 1}, queue={"max_attempts": 1})
     recorder = Recorder()
     extra, client = setup(settings, recorder)
     async with client:

@@ -1,6 +1,7 @@
-"""Prefetch: a worker claims up to `prefetch` tasks beyond its free slots and starts them as slots free. Never more
-than `concurrency` run at once; staged tasks keep their leases (the reaper leaves them alone), a cancel request
-reaches them before they start, and they go back to the queue, unchanged, as soon as the worker goes quiet."""
+"""Prefetch (`worker.prefetch`, off by default): a worker claims up to `prefetch` tasks beyond its free slots and
+starts them as slots free. Never more than `concurrency` run at once; staged tasks keep their leases (the reaper
+leaves them alone), a cancel request reaches them before they start, and they go back to the queue, unchanged, as
+soon as the worker goes quiet or is told to stop."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from gopherq import AsyncClient, ExecutionContext, Settings, Task
@@ -44,7 +46,7 @@ async def test_staged_tasks_wait_for_a_slot_and_keep_their_leases(
     make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
 ) -> None:
     # Four tasks of 1.8 s, two at a time: the last two wait 1.8 s staged, beyond the 1.5 s lease unless it is renewed.
-    settings = make_settings(worker={"concurrency": 2, "lease_timeout": 1.5, "heartbeat_interval": 0.25})
+    settings = make_settings(worker={"concurrency": 2, "prefetch": 2, "lease_timeout": 1.5, "heartbeat_interval": 0.25})
     counting = Counting()
     extra = {"sleep": ExecutorPlugin("sleep", counting)}
     async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
@@ -63,7 +65,7 @@ async def test_staged_tasks_wait_for_a_slot_and_keep_their_leases(
 async def test_a_cancel_request_reaches_a_staged_task_before_it_starts(
     make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
 ) -> None:
-    settings = make_settings(worker={"concurrency": 1})
+    settings = make_settings(worker={"concurrency": 1, "prefetch": 1})
     counting = Counting()
     extra = {"sleep": ExecutorPlugin("sleep", counting)}
     async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
@@ -79,7 +81,9 @@ async def test_a_cancel_request_reaches_a_staged_task_before_it_starts(
     assert counting.started == [first]
 
 
-def test_quiet_puts_staged_tasks_back_at_once(
+@pytest.mark.parametrize("how", [signal.SIGTSTP, signal.SIGTERM], ids=["quiet", "stop"])
+def test_quiet_and_stop_put_staged_tasks_back_at_once(
+    how: signal.Signals,
     tmp_path: Path,
     redis_url: str,
     queue_name: str,
@@ -89,7 +93,7 @@ def test_quiet_puts_staged_tasks_back_at_once(
 ) -> None:
     config = write_config(
         tmp_path,
-        f'[redis]\nurl = "{redis_url}"\n[queue]\nname = "{queue_name}"\n[worker]\nconcurrency = 1\n'
+        f'[redis]\nurl = "{redis_url}"\n[queue]\nname = "{queue_name}"\n[worker]\nconcurrency = 1\nprefetch = 1\n'
         'lease_timeout = 2.0\nheartbeat_interval = 0.5\nreaper_interval = 0.5\n[logging]\nlevel = "INFO"\n',
     )
     proc = worker_process(["run", "-c", str(config)])
@@ -99,10 +103,11 @@ def test_quiet_puts_staged_tasks_back_at_once(
     sync_redis.rpush(queue_name, codec.dumps({"id": "running", "url": loopback.url("/slow?seconds=3")}), waiting)
     wait_until(lambda: loopback.count("running") == 1, what="the first task to start")
     wait_until(lambda: sync_redis.hlen(keys.inflight) == 2, what="the second task claimed ahead")
-    proc.signal(signal.SIGTSTP)
-    # Back at the head, unchanged (no attempt counted), while the running task still runs.
+    proc.signal(how)
+    # Back at the head, unchanged (no attempt counted), while the running task still runs (a stop's grace period).
     wait_until(lambda: sync_redis.lrange(queue_name, 0, -1) == [waiting], timeout=1.5, what="the staged task back")
     assert loopback.count("waiting") == 0 and not sync_redis.get(keys.result("running"))
-    proc.signal(signal.SIGTERM)
+    if how == signal.SIGTSTP:
+        proc.signal(signal.SIGTERM)
     assert proc.wait(10) == 0
     assert sync_redis.lrange(queue_name, 0, -1) == [waiting]
