@@ -23,7 +23,7 @@ from pathlib import Path
 from bench import ceilings, profile
 from bench.api import ApiServer
 from bench.peers import PEERS, Context, Peer, WorkerSpec, load_peer
-from bench.peers.gopherq import GoPherQPeer
+from bench.peers.gopherq import NOOP_BATCH, GoPherQPeer
 from bench.report import write_chart, write_markdown
 from bench.results import Results
 from bench.services import HttpTarget, RedisServer
@@ -319,6 +319,7 @@ class Run:
         for name, options in (
             ("GoPherQ x1, stream off", {"stream": "off"}),
             ("GoPherQ x1, stream on, no timelines", {"stream": "no-timeline"}),
+            ("GoPherQ x1, prefetch (worker.prefetch = batch_size)", {"prefetch": str(NOOP_BATCH)}),
             ("GoPherQ x1, shipped gopherq.toml", {"config": "shipped"}),
         ):
             spec = WorkerSpec("noop", options=options)

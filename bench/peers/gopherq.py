@@ -84,6 +84,8 @@ class GoPherQPeer(AsyncPeer):
             text += ", `[plugins.stream] enabled = false`"
         elif spec.options.get("stream") == "no-timeline":
             text += ", `[plugins.stream] timeline = 0`"
+        if "prefetch" in spec.options:
+            text += f", `[worker] prefetch = {spec.options['prefetch']}`"
         if spec.processes > 1:
             text = text.replace("1 process", f"{spec.processes} processes (`--processes {spec.processes}`)")
         if "transport" in spec.options:
@@ -174,6 +176,7 @@ class GoPherQPeer(AsyncPeer):
             f"concurrency = {concurrency}",
             f"batch_size = {batch}",
             f"processes = {spec.processes}",
+            *([f"prefetch = {spec.options['prefetch']}"] if "prefetch" in spec.options else []),
             "[logging]",
             'level = "WARNING"',
             "[plugins.http]",
@@ -195,6 +198,7 @@ class GoPherQPeer(AsyncPeer):
         tag = f"{spec.workload}-c{concurrency}-p{spec.processes}-{spec.options.get('transport', 'default')}"
         tag += f"-traced{spec.options['tracing']}" if "tracing" in spec.options else ""
         tag += f"-stream-{spec.options['stream']}" if "stream" in spec.options else ""
+        tag += f"-prefetch{spec.options['prefetch']}" if "prefetch" in spec.options else ""
         path = self.ctx.run_dir / f"gopherq-{tag}.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
