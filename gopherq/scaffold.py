@@ -17,7 +17,7 @@ from string import Template
 from gopherq.core.errors import GoPherQError
 
 #: A plugin name: it becomes the entry point's name, the settings table `[plugins.<name>]` and the module name.
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}\Z")
 
 #: What a project of each kind holds: template file -> path in the project (after substitution).
 LAYOUT = {

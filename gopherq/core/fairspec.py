@@ -10,7 +10,7 @@ from typing import Any
 #: Seconds per unit of a rate written as `<n>/<unit>`.
 RATE_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
-_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(?:/\s*([a-z]+))?\s*$")
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(?:/\s*([a-z]+))?\s*\Z")
 
 #: Fewest waiting tasks of a key with an entry in the backlog set (fair_base.lua's FAIR_TOP, the same number): keys
 #: with fewer are found in the turns, so that the many keys of a task or two cost that set nothing.

@@ -24,7 +24,7 @@ from gopherq.core.redis_client import RedisClient
 LATENCY_BOUNDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 #: What a label may be (it becomes a hash field); anything else is counted as 'other'.
-_LABEL = re.compile(r"^[a-z0-9_]{1,16}$")
+_LABEL = re.compile(r"^[a-z0-9_]{1,16}\Z")
 
 #: Seconds one statistics hash covers: the last hour is its twelve newest, so the destinations page reads 12 hashes
 #: per key (per minute it would read 60: 1,200 commands for 20 keys).

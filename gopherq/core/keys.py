@@ -30,7 +30,7 @@ WAKE_MARKER = b"gopherq:wake"
 #: A key of no queue's hash tag: in Redis Cluster it lives in a slot of its own, and no per-queue script touches it.
 QUEUE_REGISTRY = "gopherq:queues"
 
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")
 
 
 def validate_queue_name(name: str) -> str:

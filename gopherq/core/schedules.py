@@ -32,7 +32,7 @@ MAX_SLOTS_PER_TICK = 1000
 #: With `catch_up = "none"`, a slot noticed later than this (seconds) counts as missed and is skipped.
 ON_TIME = 10.0
 
-_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}\Z")
 
 
 class Schedule(BaseModel):

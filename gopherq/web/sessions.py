@@ -33,7 +33,7 @@ SESSION_PREFIX = "gopherq:web:session:"
 
 #: What a session id or a per-browser CSRF cookie looks like (secrets.token_urlsafe(32)); anything else is ignored
 #: without asking Redis.
-_RANDOM_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_RANDOM_ID = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
 
 
 def random_id() -> str:

@@ -13,10 +13,10 @@ from typing import Any
 from gopherq.core.errors import TaskRejected
 
 #: Flow ids: letters, digits and . _ : - (they become part of key names and task ids), at most 100 characters.
-FLOW_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+FLOW_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}\Z")
 
 #: Node names: letters, digits and _ : - (no dot, no comma: the bookkeeping joins them with commas), at most 64.
-NODE_NAME = re.compile(r"^[A-Za-z0-9_:\-]{1,64}$")
+NODE_NAME = re.compile(r"^[A-Za-z0-9_:\-]{1,64}\Z")
 
 #: Most parents a member's envelope names; a join with more gets their count instead (and reads them by reference).
 MAX_LISTED_PARENTS = 64

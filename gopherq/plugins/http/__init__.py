@@ -114,7 +114,7 @@ class HttpPayload(BaseModel):
     headers: dict[str, str | EnvValue] = Field(default_factory=dict, validation_alias=AliasChoices("headers", "header"))
     body: str | dict[str, Any] | list[Any] | None = None
     follow_redirects: bool = False
-    flow_key: str | None = Field(None, pattern=FLOW_KEY.pattern)
+    flow_key: str | None = Field(None, pattern=FLOW_KEY)
     success_status: list[int | str] | None = None
     retry_status: list[int | str] | None = None
     sign: bool = False

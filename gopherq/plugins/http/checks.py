@@ -18,14 +18,16 @@ import re
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 #: RFC 9110 `token`: the characters a header name may have.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: Visible ASCII, space and tab: what httpx (and so both transports) can encode in a header value, without the
 #: control characters (CR, LF, NUL, ...) that would split or corrupt the request.
-_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e]*\Z")
 #: An ASCII host name as resolvers accept it (letters, digits, hyphens, underscores, dots).
-_HOST_NAME = re.compile(r"^[A-Za-z0-9_\-.]+$")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_\-.]+\Z")
+#: What no URL a request is sent to may hold: control characters and DEL (a space is sent encoded, as %20).
+_URL_UNSAFE = re.compile("[\x00-\x1f\x7f]")
 #: The last label of a host that a URL parser reads as a number (WHATWG "ends in a number").
-_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9A-Fa-f]*)$")
+_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9A-Fa-f]*)\Z")
 
 
 #: Headers that frame the message or steer its connection (RFC 9112; the hop-by-hop fields of RFC 9110 section
@@ -119,6 +121,9 @@ def _cached_url_problem(url: str) -> str | None:
 
 
 def _url_problem(url: str) -> str | None:
+    unsafe = _URL_UNSAFE.search(url)
+    if unsafe is not None:  # urlsplit drops tabs and line ends without a word; the request could not be sent
+        return f"has a control character at position {unsafe.start()} ({unsafe.group()!r})"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port

@@ -14,7 +14,7 @@ import shlex
 from typing import Any
 
 #: An environment variable name a header may name (anything else is not rendered as an expansion).
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def curl_command(envelope: dict[str, Any]) -> str | None:

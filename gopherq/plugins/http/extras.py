@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from gopherq import Masker, PermanentFailure, Task
 from gopherq.plugins.http.checks import check_headers, idempotency_key
 
-_RANGE = re.compile(r"^\s*([1-5]\d\d)\s*-\s*([1-5]\d\d)\s*$")
+_RANGE = re.compile(r"^\s*([1-5]\d\d)\s*-\s*([1-5]\d\d)\s*\Z")
 
 
 class EnvValue(BaseModel):

@@ -9,14 +9,14 @@ errors, timeouts and 5xx count towards its circuit breaker.
 from __future__ import annotations
 
 import fnmatch
-import re
 
 from pydantic import Field
 
 from gopherq import FlowLimits, PluginSettings, TaskFailure
 
-#: A flow key becomes part of Redis key names: no braces or spaces, bounded length.
-FLOW_KEY = re.compile(r"^[A-Za-z0-9_.:\-\[\]]{1,200}$")
+#: A flow key becomes part of Redis key names: no braces or spaces, bounded length. A pydantic `pattern` (its Rust
+#: engine's `$` is the end of the text; Python's `re` would also take a final newline there).
+FLOW_KEY = r"^[A-Za-z0-9_.:\-\[\]]{1,200}$"
 
 #: Failure reasons of the http executor that say the destination is unwell (not the task).
 ERROR_REASONS = frozenset({"connect_error", "timeout", "request_error"})
