@@ -22,14 +22,12 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode
 
 from gopherq import AttemptOutcome, ExecutionContext, Masker, TaskFailure, merge_headers
 from gopherq.plugins.otel.calls import Targets
-from gopherq.plugins.otel.direct import DirectSpan, DirectSpans
+from gopherq.plugins.otel.direct import DirectSpans
 
-CLIENT = SpanKind.CLIENT
-CONSUMER = SpanKind.CONSUMER
 #: An error status without a description (an HTTP status from 400 up, an exception that is not a task failure).
 ERROR = Status(StatusCode.ERROR)
 CANCELLED = Status(StatusCode.ERROR, "attempt cancelled (time limit, cancel or shutdown)")
@@ -180,7 +178,9 @@ class DeferredAttempt:
         spans: DirectSpans = kit.spans  # type: ignore[assignment]
         client = spans.ended_client
         masker = kit.masker
-        made: list[DirectSpan] = []
+        _, ending, processors = (
+            spans._processors if spans.multi._span_processors is spans._known else spans.processors()
+        )
         for call in self.calls:
             attributes = kit.targets.attributes(call.kind, call.operation, call.target)
             code = call.status
@@ -211,7 +211,10 @@ class DeferredAttempt:
             span._attributes = attributes  # type: ignore[assignment]
             span._start_time = call.started
             span._end_time = ended if call.ended is None else call.ended
-            made.append(span)
+            for processor in ending:
+                processor._on_ending(span)
+            for processor in processors:
+                processor.on_end(span)
         attributes = self.attributes
         span = _new(spans.ended_consumer)
         if outcome is None:
@@ -227,14 +230,11 @@ class DeferredAttempt:
         span._links = self.links  # type: ignore[assignment]
         span._start_time = self.started
         span._end_time = ended
-        made.append(span)
-        _, ending, processors = (
-            spans._processors if spans.multi._span_processors is spans._known else spans.processors()
-        )
-        for span in made:
-            for processor in ending:
-                processor._on_ending(span)
-            for processor in processors:
-                processor.on_end(span)
+        for processor in ending:
+            processor._on_ending(span)
+        for processor in processors:
+            processor.on_end(span)
         if outcome is not None and kit.exemplars:  # the attempt's trace id in its outcome events
-            context.event_data = {**(context.event_data or {}), "attempt_trace_id": self.trace_hex}
+            facts = context.event_data
+            trace_id = self.trace_hex
+            context.event_data = {**facts, "attempt_trace_id": trace_id} if facts else {"attempt_trace_id": trace_id}
