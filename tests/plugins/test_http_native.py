@@ -333,6 +333,21 @@ def test_a_header_that_would_break_the_framing_is_refused(headers: dict[str, str
         )
 
 
+def test_header_names_checked_once_are_not_confused_with_others() -> None:
+    """Sets of header names already found valid are remembered as tuples of names: a name holding ":" is not
+    taken for the two names it joins, and what was refused is refused again."""
+    url = "http://127.0.0.1/"
+
+    def head(headers: dict[str, str]) -> bytes:
+        return request_head(Outgoing("GET", target(url), headers, b"", None), route(target(url)))
+
+    assert b"\r\nX-A: 1\r\nX-B: 2\r\n" in head({"X-A": "1", "X-B": "2"})
+    assert b"\r\nX-A: 1\r\nX-B: 2\r\n" in head({"X-A": "1", "X-B": "2"})  # (remembered)
+    for refused in ({"X-A:X-B": "1"}, {"X-A": "1", "X-B ": "2"}, {"X-A": "1", "X-B ": "2"}, {"X-A": "1\n"}):
+        with pytest.raises(httpx.LocalProtocolError):
+            head(refused)
+
+
 def test_a_request_is_framed_with_the_defaults_the_aiohttp_transport_sends() -> None:
     where = route(target("http://127.0.0.1:8080/p?q"))
     post = Outgoing("POST", target("http://127.0.0.1:8080/p?q"), {"User-Agent": "u"}, b"abc", None)

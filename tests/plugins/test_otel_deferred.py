@@ -211,3 +211,25 @@ def test_a_new_traces_attempt_is_freed_without_the_garbage_collector(fails: bool
     assert client.attributes.get("error.type") == ("connect_error" if fails else None)
     assert client.parent == consumer.context
     assert sent["traceparent"] == f"00-{consumer.context.trace_id:032x}-{client.context.span_id:016x}-03"
+
+
+def test_remembered_consumer_attributes_are_each_attempts_own() -> None:
+    """The CONSUMER span's attributes come from a copy of those remembered per queue, worker, type and attempt:
+    what one attempt adds (its task id, a failure's error type) never reaches the next attempt's span."""
+    attempts, collected = recording()
+    context = attempt_context()
+    first = attempts.new_trace(Task(id="a1", type="http"), context, random.getrandbits(192))
+    assert first is not None
+    first.end(AttemptOutcome(0.0, 1.0, failure=TaskFailure("connect_error", "down")), context)
+    for task_id in ("a2", "a3"):
+        task = Task(id=task_id, type="http")
+        attempt = attempts.new_trace(task, attempt_context(), random.getrandbits(192))
+        assert attempt is not None
+        attempt.end(AttemptOutcome(0.0, 1.0, {}), attempt_context())
+        opened, _, _, _ = attempts.start(Task(id=task_id + "-open", type="http"), attempt_context(), True)
+        opened.end()
+    found = [dict(span.attributes or {}) for span in collected.ended]
+    assert [f["messaging.message.id"] for f in found] == ["a1", "a2", "a2-open", "a3", "a3-open"]
+    assert found[0]["error.type"] == "connect_error"
+    assert all("error.type" not in f for f in found[1:])
+    assert all(list(f) == list(found[1]) for f in found[1:])  # the same attributes, in the same order

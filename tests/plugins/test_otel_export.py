@@ -4,9 +4,11 @@ the protobuf (opentelemetry-proto), and a collector that is not there, which mus
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
+from gopherq.plugins.otel.export import BoundedProcessor
+from gopherq.plugins.otel.settings import OtelSettings
 from tests.support.common import free_port, wait_until, write_config
 from tests.support.loopback import LoopbackServer
 
@@ -304,3 +311,47 @@ def test_sampling_in_the_worker_follows_the_producer_and_the_trace_id_ratio(
     assert header_service.headers["own-out"]["baggage"] == carried["baggage"]
     own_root = [span for span in spans if any(a.value.string_value == "own-root" for a in span.attributes)]
     assert len(spans) == 2 * (recorded_roots + 1 + len(own_root))  # (own-root: recorded or not, by its draw)
+
+
+class LineExporter(SpanExporter):
+    """Appends each exported span's name and the exporting process's id to a file, a line each."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self.path.open("a") as out:
+            out.writelines(f"{span.name} {os.getpid()}\n" for span in spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def ended_span(name: str) -> ReadableSpan:
+    context = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, False, TraceFlags(1))
+    return ReadableSpan(name=name, context=context)
+
+
+def test_a_forked_child_exports_its_spans_from_a_thread_of_its_own(tmp_path: Path) -> None:
+    """The export thread does not survive a fork: a child's first span starts the child's own (the processor is
+    told by the fork, not by a process id compared per span), and what the child ends is exported without a flush."""
+    lines = tmp_path / "exported"
+    processor = BoundedProcessor(LineExporter(lines), OtelSettings(enabled=True, export_interval=0.05))
+    processor.on_end(ended_span("in the parent"))
+    wait_until(lambda: lines.exists() and "in the parent" in lines.read_text(), timeout=10)
+    child = os.fork()
+    if child == 0:  # the child: exit 0 once its span is exported by its own thread
+        code = 1
+        try:
+            processor.on_end(ended_span("in the child"))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "in the child" not in lines.read_text():
+                time.sleep(0.02)
+            code = 0 if f"in the child {os.getpid()}\n" in lines.read_text() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, lines.read_text()
+    assert lines.read_text().count("in the parent") == 1
+    processor.shutdown()

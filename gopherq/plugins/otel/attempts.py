@@ -11,6 +11,7 @@ its span context is made directly, with the same ids, flags and tracestate the S
 from __future__ import annotations
 
 from contextvars import Token
+from time import time_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -54,6 +55,10 @@ from gopherq.plugins.otel.fast import (
 SYSTEM = "gopherq"
 CONSUMER = SpanKind.CONSUMER
 PRODUCER_LINK = {"gopherq.link": "producer"}
+_new = object.__new__
+#: Distinct (queue, worker, task type, attempt, recoveries) whose CONSUMER span name and attributes are remembered;
+#: past it the cache starts again (a worker runs a handful of types, and most attempts are first ones).
+CONSUMERS_CACHED = 1024
 
 #: An attempt's ids drawn at once (`fast.draw`): the 256 bits, their 64 hex digits, and the trace id's 32.
 Ids = tuple[int, str, str]
@@ -86,6 +91,10 @@ class Attempts:
         #: (deferred.Kit) The cheap path's direct spans and id generator, when it has them.
         self.spans: DirectSpans | None = None
         self.ids: IdGenerator | None = None
+        #: Per (queue, worker, task type, attempt, recoveries): the CONSUMER span's name and its attributes but the
+        #: task id's (`_consumer`), copied for each attempt: a dict's copy and one value set cost less than
+        #: building it and formatting its name each time.
+        self._consumers: dict[tuple[str, str, str, int, int], tuple[str, dict[str, Any]]] = {}
         self._recognise()
 
     def _recognise(self) -> Shortcut | None:
@@ -234,18 +243,26 @@ class Attempts:
         own = tuple.__new__(  # direct.span_context, a frame less
             SpanContext, (drawn >> 64, drawn & LOW_64, False, FLAGS[flags], DEFAULT_TRACE_STATE, True)
         )
-        return DeferredAttempt(
-            self,
-            f"process {context.queue}",
-            own,
-            None,
-            (),
-            self._attributes(task, context),
-            (bits & LOW_64, digits[48:]),
-            digits[:32],
-            FLAGS_HEX[flags],
-            NO_PRODUCER.headers,
-        )
+        # `_attributes`, frames less: the remembered name and attributes, the task id's set in a copy.
+        name, attributes = self._consumers.get(
+            (context.queue, context.worker_id, task.type, task.attempt, task.recoveries)
+        ) or self._consumer(task, context)
+        attributes = attributes.copy()
+        attributes["messaging.message.id"] = task.id
+        attempt = _new(DeferredAttempt)  # (every field set here, as `DeferredAttempt.__init__` sets them)
+        attempt.kit = self
+        attempt.name = name
+        attempt.own = own
+        attempt.remote = None
+        attempt.links = ()
+        attempt.attributes = attributes
+        attempt.first = (bits & LOW_64, digits[48:])
+        attempt.trace_hex = digits[:32]
+        attempt.flags_hex = FLAGS_HEX[flags]
+        attempt.headers = NO_PRODUCER.headers
+        attempt.calls = []
+        attempt.started = time_ns()
+        return attempt
 
     def _unrecorded(
         self,
@@ -295,19 +312,33 @@ class Attempts:
         return self.link_retries and not (task.attempt == 1 and task.recoveries == 0)
 
     def _attributes(self, task: Task, context: ExecutionContext) -> dict[str, Any]:
-        attributes: dict[str, Any] = {
-            "messaging.system": SYSTEM,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.destination.name": context.queue,
-            "messaging.message.id": task.id,
-            "messaging.client.id": context.worker_id,
-            "gopherq.task.type": task.type,
-            "gopherq.task.attempt": task.attempt,
-        }
-        if task.recoveries:
-            attributes["gopherq.task.recoveries"] = task.recoveries
+        """The CONSUMER span's attributes (a new dict: the span owns it)."""
+        attributes = self._consumer(task, context)[1].copy()
+        attributes["messaging.message.id"] = task.id
         return attributes
+
+    def _consumer(self, task: Task, context: ExecutionContext) -> tuple[str, dict[str, Any]]:
+        """The CONSUMER span's name and attributes, its task id's left as None (the key keeps its place), for the
+        attempt's queue, worker, task type, attempt and recoveries: remembered (see `_consumers`)."""
+        key = (context.queue, context.worker_id, task.type, task.attempt, task.recoveries)
+        found = self._consumers.get(key)
+        if found is None:
+            attributes: dict[str, Any] = {
+                "messaging.system": SYSTEM,
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "process",
+                "messaging.destination.name": context.queue,
+                "messaging.message.id": None,
+                "messaging.client.id": context.worker_id,
+                "gopherq.task.type": task.type,
+                "gopherq.task.attempt": task.attempt,
+            }
+            if task.recoveries:
+                attributes["gopherq.task.recoveries"] = task.recoveries
+            if len(self._consumers) >= CONSUMERS_CACHED:
+                self._consumers.clear()
+            found = self._consumers[key] = (f"process {context.queue}", attributes)
+        return found
 
     def _consumer_span(self, task: Task, context: ExecutionContext, parent: Context, links: Any) -> Any:
         """The attempt's CONSUMER span, with every attribute given at its start (one call, not one per attribute)."""

@@ -22,14 +22,12 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode
 
 from gopherq import AttemptOutcome, ExecutionContext, Masker, TaskFailure, merge_headers
 from gopherq.plugins.otel.calls import Targets
-from gopherq.plugins.otel.direct import ENDED, DirectSpan, DirectSpans
+from gopherq.plugins.otel.direct import DirectSpans
 
-CLIENT = SpanKind.CLIENT
-CONSUMER = SpanKind.CONSUMER
 #: An error status without a description (an HTTP status from 400 up, an exception that is not a task failure).
 ERROR = Status(StatusCode.ERROR)
 CANCELLED = Status(StatusCode.ERROR, "attempt cancelled (time limit, cancel or shutdown)")
@@ -101,7 +99,8 @@ class DeferredCall:
 class DeferredAttempt:
     """`context.calls` of a recorded attempt whose spans are made at its end (see the module doc); `end` makes them.
     Made by `attempts.Attempts.start` with the attempt's span context (`own`), its parent or links, its attributes,
-    and the ids drawn with it (`fast.draw`): the trace id's hex digits and the first call's span id."""
+    and the ids drawn with it (`fast.draw`): the trace id's hex digits and the first call's span id. (A new trace's,
+    the commonest, is made by `Attempts.new_trace` without calling the class: it sets the same fields itself.)"""
 
     __slots__ = (
         "attributes",
@@ -177,10 +176,11 @@ class DeferredAttempt:
         own = self.own
         kit = self.kit
         spans: DirectSpans = kit.spans  # type: ignore[assignment]
-        kind = spans.kind
-        resource = spans.resource
+        client = spans.ended_client
         masker = kit.masker
-        made: list[DirectSpan] = []
+        _, ending, processors = (
+            spans._processors if spans.multi._span_processors is spans._known else spans.processors()
+        )
         for call in self.calls:
             attributes = kit.targets.attributes(call.kind, call.operation, call.target)
             code = call.status
@@ -192,7 +192,7 @@ class DeferredAttempt:
                     if code >= 400:
                         attributes["error.type"] = str(code)
             error = call.error
-            span = _new(kind)
+            span = _new(client)
             if error is not None:
                 reason, message = error
                 if message is None:  # not a task failure
@@ -208,16 +208,15 @@ class DeferredAttempt:
             span._name = call.operation
             span._context = tuple.__new__(SpanContext, (own[0], call.span_id, False, own[3], own[4], True))
             span._parent = own
-            span._kind = CLIENT
             span._attributes = attributes  # type: ignore[assignment]
-            span._links = ()
-            span._resource = resource
-            span._lock = ENDED
             span._start_time = call.started
             span._end_time = ended if call.ended is None else call.ended
-            made.append(span)
+            for processor in ending:
+                processor._on_ending(span)
+            for processor in processors:
+                processor.on_end(span)
         attributes = self.attributes
-        span = _new(kind)
+        span = _new(spans.ended_consumer)
         if outcome is None:
             attributes["error.type"] = "cancelled"
             span._status = CANCELLED
@@ -227,21 +226,15 @@ class DeferredAttempt:
         span._name = self.name
         span._context = own
         span._parent = self.remote
-        span._kind = CONSUMER
         span._attributes = attributes  # type: ignore[assignment]
         span._links = self.links  # type: ignore[assignment]
-        span._resource = resource
-        span._lock = ENDED
         span._start_time = self.started
         span._end_time = ended
-        made.append(span)
-        _, ending, processors = (
-            spans._processors if spans.multi._span_processors is spans._known else spans.processors()
-        )
-        for span in made:
-            for processor in ending:
-                processor._on_ending(span)
-            for processor in processors:
-                processor.on_end(span)
+        for processor in ending:
+            processor._on_ending(span)
+        for processor in processors:
+            processor.on_end(span)
         if outcome is not None and kit.exemplars:  # the attempt's trace id in its outcome events
-            context.event_data = {**(context.event_data or {}), "attempt_trace_id": self.trace_hex}
+            facts = context.event_data
+            trace_id = self.trace_hex
+            context.event_data = {**facts, "attempt_trace_id": trace_id} if facts else {"attempt_trace_id": trace_id}

@@ -163,6 +163,17 @@ class DirectSpans:
                 "_instrumentation_info": tracer.instrumentation_info,
             },
         )
+        #: The classes of the spans made whole at an attempt's end (deferred.py), with what is the same for all
+        #: their spans (kind, resource, the shared lock, a CLIENT span's lack of links) in the class, not set on
+        #: each span.
+        self.ended_client: type[DirectSpan] = type(
+            "EndedClientSpan",
+            (self.kind,),
+            {"_kind": SpanKind.CLIENT, "_links": (), "_resource": self.resource, "_lock": ENDED},
+        )
+        self.ended_consumer: type[DirectSpan] = type(
+            "EndedConsumerSpan", (self.kind,), {"_kind": SpanKind.CONSUMER, "_resource": self.resource, "_lock": ENDED}
+        )
 
     def processors(self) -> Processors:
         """The provider's span processors, sorted by what they need; looked at again when one is added."""

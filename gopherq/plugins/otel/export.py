@@ -14,7 +14,9 @@ import importlib.metadata as metadata
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -84,6 +86,13 @@ class DroppingExporter(SpanExporter):
         return None
 
 
+def _forked(processor: weakref.ref[BoundedProcessor]) -> None:
+    """Run in a forked child for `processor` (if it still exists): the child has no export thread (see `_thread`)."""
+    found = processor()
+    if found is not None:
+        found._thread = None
+
+
 class BoundedProcessor(SpanProcessor):
     """Batches sampled spans for `exporter` in a bounded buffer, exported by a daemon thread (see the module doc).
     It has no `on_start` of its own (the base class's does nothing), so the plugin's own spans skip the call and
@@ -103,20 +112,23 @@ class BoundedProcessor(SpanProcessor):
         self._closed = False
         self._wakeup = threading.Event()
         self._lock = threading.Lock()  # one export at a time (the thread's, or a flush's)
+        #: The export thread, started by the first span; None again in a forked child (`_forked`), which has no
+        #: thread of its parent's, so its first span starts its own. (Told by the fork itself, not by comparing
+        #: `os.getpid()` per span: a system call for every span the worker ends.)
         self._thread: threading.Thread | None = None
-        self._pid = -1
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=partial(_forked, weakref.ref(self)))
 
     def _start(self) -> None:
         """Start (or, in a forked child, restart) the export thread."""
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # (a child's copy may have been held, by its parent's thread, at the fork)
         self._thread = threading.Thread(target=self._run, name="gopherq-otel-export", daemon=True)
         self._thread.start()
 
     def on_end(self, span: ReadableSpan) -> None:
         if self._closed or not span.context.trace_flags.sampled:
             return
-        if self._pid != os.getpid():
+        if self._thread is None:
             self._start()
         buffer = self.buffer
         if len(buffer) >= self.capacity:
@@ -168,7 +180,7 @@ class BoundedProcessor(SpanProcessor):
         if self._closed:
             return
         thread = self._thread
-        if thread is not None and self._pid == os.getpid():
+        if thread is not None:  # (None in a forked child that has ended no span: nothing of its own to export)
             self.force_flush(int(self.shutdown_timeout * 1000))
         self._closed = True
         self._wakeup.set()
