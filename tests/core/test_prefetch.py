@@ -18,7 +18,7 @@ from gopherq import AsyncClient, ExecutionContext, Settings, Task
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
 from gopherq.core.plugins import load_plugins
-from tests.support.common import async_wait_until, wait_until, write_config
+from tests.support.common import async_wait_until, wait_until, worker_config
 from tests.support.loopback import LoopbackServer
 from tests.support.plugins import ExecutorPlugin
 
@@ -91,11 +91,7 @@ def test_quiet_and_stop_put_staged_tasks_back_at_once(
     worker_process: Callable[..., Any],
     loopback: LoopbackServer,
 ) -> None:
-    config = write_config(
-        tmp_path,
-        f'[redis]\nurl = "{redis_url}"\n[queue]\nname = "{queue_name}"\n[worker]\nconcurrency = 1\nprefetch = 1\n'
-        'lease_timeout = 2.0\nheartbeat_interval = 0.5\nreaper_interval = 0.5\n[logging]\nlevel = "INFO"\n',
-    )
+    config = worker_config(tmp_path, redis_url, queue_name, concurrency=1, prefetch=1)
     proc = worker_process(["run", "-c", str(config)])
     wait_until(lambda: "started: queue" in proc.output, what="worker start")
     keys = QueueKeys(queue_name)

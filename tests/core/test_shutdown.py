@@ -18,18 +18,8 @@ from gopherq.core import codec
 from gopherq.core.broker import Broker
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
-from tests.support.common import async_wait_until, wait_until, write_config
+from tests.support.common import async_wait_until, wait_until, worker_config
 from tests.support.loopback import LoopbackServer
-
-
-def worker_config(directory: Path, redis_url: str, queue: str, **worker: Any) -> Path:
-    timings = {"lease_timeout": 2.0, "heartbeat_interval": 0.5, "reaper_interval": 0.5, **worker}
-    lines = "\n".join(f"{key} = {value!r}" for key, value in timings.items())
-    return write_config(
-        directory,
-        f'[redis]\nurl = "{redis_url}"\n[queue]\nname = "{queue}"\n[worker]\n{lines}\n'
-        '[logging]\nlevel = "INFO"\n[plugins.logging]\nevents = ["worker.*"]\n',
-    )
 
 
 def test_sigtstp_stops_fetching_and_running_tasks_finish(

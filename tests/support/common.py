@@ -54,6 +54,18 @@ def write_config(directory: Path, text: str, name: str = "gopherq.toml") -> Path
     return path
 
 
+def worker_config(directory: Path, redis_url: str, queue: str, **worker: Any) -> Path:
+    """A worker's config file for a subprocess test: short leases and heartbeats (a stop or a recovery shows within
+    seconds), `worker` settings on top, INFO logging with the worker's own events logged."""
+    timings = {"lease_timeout": 2.0, "heartbeat_interval": 0.5, "reaper_interval": 0.5, **worker}
+    lines = "\n".join(f"{key} = {value!r}" for key, value in timings.items())
+    return write_config(
+        directory,
+        f'[redis]\nurl = "{redis_url}"\n[queue]\nname = "{queue}"\n[worker]\n{lines}\n'
+        '[logging]\nlevel = "INFO"\n[plugins.logging]\nevents = ["worker.*"]\n',
+    )
+
+
 def free_port() -> int:
     import socket
 
