@@ -225,9 +225,10 @@ class Fetcher:
             await with_retries("adopt", lambda: self.broker.adopt(adopt), outage=self.outage, attempts=5)
         ready = await self._flow_gate(ready)
         staged, runners, concurrency = self.holdings.staged, self.holdings.runners, self.concurrency
+        ahead = self.ahead  # (0: nothing is staged, and nothing would start it: every task starts now, as before)
         for token, task, entry in ready:
             if task.recoveries < self.isolate_from:
-                if staged or len(runners) >= concurrency:
+                if ahead and (staged or len(runners) >= concurrency):
                     staged.append((token, task, entry))  # in claim order, after those staged before
                 else:
                     self.launch(token, task, entry)
