@@ -152,12 +152,15 @@ class Fetcher:
         """Run a task that lost its worker `isolate_from` times or more alone: nothing else running, nothing
         else claimed. If it is what kills the worker, only its own recovery count grows, and the tasks that
         happened to be claimed with it are not dragged towards poison."""
-        while self.holdings.runners:
-            self.holdings.slot_free.clear()
-            await self.holdings.slot_free.wait()
+        holdings = self.holdings
+        while holdings.runners or holdings.staged:  # (the staged start as slots free: the suspect goes after them)
+            holdings.slot_free.clear()
+            await holdings.slot_free.wait()
         if self.quiet.is_set() or self.suspect is None:
             return
         await with_retries("settle before an isolated task", self.flush, outage=self.outage, attempts=5)
+        if self.quiet.is_set() or self.suspect is None:  # quiet during the settle: it went back (release_unstarted)
+            return
         token, task, entry = self.suspect
         self.suspect = None
         log.warning("task %s lost its worker %d times: running it alone", task.id, task.recoveries)
