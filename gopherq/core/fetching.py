@@ -169,14 +169,10 @@ class Fetcher:
 
     def release_unstarted(self) -> None:
         """Put back the staged tasks and the one waiting to run alone, if any (the worker is going quiet)."""
-        staged = self.holdings.staged
-        while staged:
-            token, task, _ = staged.popleft()
-            self.flow.released(token)
-            self.decide(self.policy.release(token, task))
-        if self.suspect is not None:
-            token, task, _ = self.suspect
-            self.suspect = None
+        unstarted = [*self.holdings.staged, *([self.suspect] if self.suspect is not None else [])]
+        self.holdings.staged.clear()
+        self.suspect = None
+        for token, task, _ in unstarted:
             self.flow.released(token)
             self.decide(self.policy.release(token, task))
 

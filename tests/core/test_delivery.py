@@ -22,35 +22,7 @@ from gopherq.core.broker import Broker, Settlement, now_ms
 from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import Settings
 from tests.support.common import async_wait_until
-from tests.support.plugins import CaptureSink, ExecutorPlugin, SinkPlugin
-
-
-class Sleeper:
-    """Sleeps `seconds` and returns; counts its runs by task id."""
-
-    def __init__(self) -> None:
-        self.runs: dict[str, int] = {}
-        self.started: dict[str, float] = {}
-        self.spans: dict[str, tuple[float, float]] = {}
-
-    async def execute(self, task: Task, context: ExecutionContext) -> dict[str, Any]:
-        self.runs[task.id] = self.runs.get(task.id, 0) + 1
-        start = time.monotonic()
-        self.started.setdefault(task.id, time.time())
-        await asyncio.sleep(float(task.payload.get("seconds", 0)))
-        self.spans[task.id] = (start, time.monotonic())
-        return {"slept": task.payload.get("seconds", 0)}
-
-    def overlaps(self, task_id: str) -> list[str]:
-        start, end = self.spans[task_id]
-        return [other for other, (s, e) in self.spans.items() if other != task_id and s < end and start < e]
-
-
-def sleeper_plugins(sleeper: Sleeper, sink: CaptureSink | None = None) -> dict[str, Any]:
-    plugins: dict[str, Any] = {"sleeper": ExecutorPlugin("sleep", sleeper)}
-    if sink is not None:
-        plugins["capture"] = SinkPlugin(sink)
-    return plugins
+from tests.support.plugins import CaptureSink, ExecutorPlugin, Sleeper, sleeper_plugins
 
 
 async def result_of(aredis: aioredis.Redis, queue: str, task_id: str) -> dict[str, Any] | None:

@@ -5,7 +5,6 @@ soon as the worker goes quiet or is told to stop."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -14,32 +13,13 @@ from typing import Any
 import pytest
 import redis
 
-from gopherq import AsyncClient, ExecutionContext, Settings, Task
+from gopherq import AsyncClient, Settings
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
 from gopherq.core.plugins import load_plugins
 from tests.support.common import async_wait_until, wait_until, worker_config
 from tests.support.loopback import LoopbackServer
-from tests.support.plugins import ExecutorPlugin
-
-
-class Counting:
-    """Sleeps `seconds`; records each start and the most attempts running at once."""
-
-    def __init__(self) -> None:
-        self.started: list[str] = []
-        self.running = 0
-        self.most = 0
-
-    async def execute(self, task: Task, context: ExecutionContext) -> str:
-        self.started.append(task.id)
-        self.running += 1
-        self.most = max(self.most, self.running)
-        try:
-            await asyncio.sleep(task.fields.get("seconds", 0))
-        finally:
-            self.running -= 1
-        return "slept"
+from tests.support.plugins import Sleeper, sleeper_plugins
 
 
 async def test_staged_tasks_wait_for_a_slot_and_keep_their_leases(
@@ -47,8 +27,8 @@ async def test_staged_tasks_wait_for_a_slot_and_keep_their_leases(
 ) -> None:
     # Four tasks of 1.8 s, two at a time: the last two wait 1.8 s staged, beyond the 1.5 s lease unless it is renewed.
     settings = make_settings(worker={"concurrency": 2, "prefetch": 2, "lease_timeout": 1.5, "heartbeat_interval": 0.25})
-    counting = Counting()
-    extra = {"sleep": ExecutorPlugin("sleep", counting)}
+    sleeper = Sleeper()
+    extra = sleeper_plugins(sleeper)
     async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
         ids = [await client.enqueue("sleep", seconds=1.8) for _ in range(4)]
         running = await start_worker(settings, extra_plugins=extra)
@@ -58,7 +38,7 @@ async def test_staged_tasks_wait_for_a_slot_and_keep_their_leases(
         for task_id in ids:
             record = await client.wait(task_id, timeout=10)
             assert record is not None and record.status.value == "succeeded" and record.attempts == 1
-    assert counting.most == 2 and sorted(counting.started) == sorted(ids)  # each once: none recovered
+    assert sleeper.most_at_once() == 2 and sleeper.runs == dict.fromkeys(ids, 1)  # each once: none recovered
     assert running.worker.stats["recovered"] == 0
 
 
@@ -66,8 +46,8 @@ async def test_a_cancel_request_reaches_a_staged_task_before_it_starts(
     make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
 ) -> None:
     settings = make_settings(worker={"concurrency": 1, "prefetch": 1})
-    counting = Counting()
-    extra = {"sleep": ExecutorPlugin("sleep", counting)}
+    sleeper = Sleeper()
+    extra = sleeper_plugins(sleeper)
     async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
         running = await start_worker(settings, extra_plugins=extra)
         first = await client.enqueue("sleep", seconds=1.5)
@@ -78,7 +58,7 @@ async def test_a_cancel_request_reaches_a_staged_task_before_it_starts(
         assert record is not None and record.status.value == "cancelled" and record.attempts == 0
         done = await client.wait(first, timeout=8)
         assert done is not None and done.status.value == "succeeded"
-    assert counting.started == [first]
+    assert sleeper.runs == {first: 1}
 
 
 @pytest.mark.parametrize("how", [signal.SIGTSTP, signal.SIGTERM], ids=["quiet", "stop"])

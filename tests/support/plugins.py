@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+from gopherq import ExecutionContext, Task
 from gopherq.core.errors import PermanentFailure
 from gopherq.core.events import Event
 from gopherq.core.hookspecs import hookimpl
@@ -78,3 +80,40 @@ class FailExecutor:
 
     async def execute(self, task: Any, context: Any) -> None:
         raise PermanentFailure("no such thing", reason="refused")
+
+
+class Sleeper:
+    """Sleeps `seconds` and returns; counts its runs by task id."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, int] = {}
+        self.started: dict[str, float] = {}
+        self.spans: dict[str, tuple[float, float]] = {}
+
+    async def execute(self, task: Task, context: ExecutionContext) -> dict[str, Any]:
+        self.runs[task.id] = self.runs.get(task.id, 0) + 1
+        start = time.monotonic()
+        self.started.setdefault(task.id, time.time())
+        await asyncio.sleep(float(task.payload.get("seconds", 0)))
+        self.spans[task.id] = (start, time.monotonic())
+        return {"slept": task.payload.get("seconds", 0)}
+
+    def most_at_once(self) -> int:
+        """The most attempts that ran at the same time."""
+        edges = sorted([(s, 1) for s, _ in self.spans.values()] + [(e, -1) for _, e in self.spans.values()])
+        running = most = 0
+        for _, step in edges:  # (an end sorts before a start at the same instant)
+            running += step
+            most = max(most, running)
+        return most
+
+    def overlaps(self, task_id: str) -> list[str]:
+        start, end = self.spans[task_id]
+        return [other for other, (s, e) in self.spans.items() if other != task_id and s < end and start < e]
+
+
+def sleeper_plugins(sleeper: Sleeper, sink: CaptureSink | None = None) -> dict[str, Any]:
+    plugins: dict[str, Any] = {"sleeper": ExecutorPlugin("sleep", sleeper)}
+    if sink is not None:
+        plugins["capture"] = SinkPlugin(sink)
+    return plugins

@@ -11,7 +11,6 @@ its span context is made directly, with the same ids, flags and tracestate the S
 from __future__ import annotations
 
 from contextvars import Token
-from time import time_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -55,7 +54,6 @@ from gopherq.plugins.otel.fast import (
 SYSTEM = "gopherq"
 CONSUMER = SpanKind.CONSUMER
 PRODUCER_LINK = {"gopherq.link": "producer"}
-_new = object.__new__
 #: Distinct (queue, worker, task type, attempt, recoveries) whose CONSUMER span name and attributes are remembered;
 #: past it the cache starts again (a worker runs a handful of types, and most attempts are first ones).
 CONSUMERS_CACHED = 1024
@@ -171,13 +169,14 @@ class Attempts:
             headers = producer.headers
             if trace_state is not None and producer.tracestate is not None:  # the producer's, kept by the attempt
                 headers = {**headers, "tracestate": producer.tracestate}
+            name, attributes = self._consumer_fields(task, context)
             attempt = DeferredAttempt(
                 self,
-                f"process {context.queue}",
+                name,
                 own,
                 remote,
                 links,
-                self._attributes(task, context),
+                attributes,
                 (bits & LOW_64, digits[48:]),
                 trace_digits,
                 FLAGS_HEX[flags | SAMPLED],
@@ -194,12 +193,13 @@ class Attempts:
                 span_id = (bits >> 64) & LOW_64
                 first = (bits & LOW_64, digits[48:])
             own = span_context(trace_id, span_id, FLAGS[flags | SAMPLED], trace_state)
+            name, attributes = self._consumer_fields(task, context)
             span = fast.direct.start(
-                f"process {context.queue}",
+                name,
                 own,
                 remote,
                 CONSUMER,
-                self._attributes(task, context),
+                attributes,
                 links,
                 lambda: producer.base if remote is None else remote_context(remote, producer.base),
             )
@@ -243,26 +243,19 @@ class Attempts:
         own = tuple.__new__(  # direct.span_context, a frame less
             SpanContext, (drawn >> 64, drawn & LOW_64, False, FLAGS[flags], DEFAULT_TRACE_STATE, True)
         )
-        # `_attributes`, frames less: the remembered name and attributes, the task id's set in a copy.
-        name, attributes = self._consumers.get(
-            (context.queue, context.worker_id, task.type, task.attempt, task.recoveries)
-        ) or self._consumer(task, context)
-        attributes = attributes.copy()
-        attributes["messaging.message.id"] = task.id
-        attempt = _new(DeferredAttempt)  # (every field set here, as `DeferredAttempt.__init__` sets them)
-        attempt.kit = self
-        attempt.name = name
-        attempt.own = own
-        attempt.remote = None
-        attempt.links = ()
-        attempt.attributes = attributes
-        attempt.first = (bits & LOW_64, digits[48:])
-        attempt.trace_hex = digits[:32]
-        attempt.flags_hex = FLAGS_HEX[flags]
-        attempt.headers = NO_PRODUCER.headers
-        attempt.calls = []
-        attempt.started = time_ns()
-        return attempt
+        name, attributes = self._consumer_fields(task, context)
+        return DeferredAttempt(
+            self,
+            name,
+            own,
+            None,
+            (),
+            attributes,
+            (bits & LOW_64, digits[48:]),
+            digits[:32],
+            FLAGS_HEX[flags],
+            NO_PRODUCER.headers,
+        )
 
     def _unrecorded(
         self,
@@ -311,11 +304,13 @@ class Attempts:
         "child"`), so a retry days later does not stretch the original trace. The producer's baggage is kept."""
         return self.link_retries and not (task.attempt == 1 and task.recoveries == 0)
 
-    def _attributes(self, task: Task, context: ExecutionContext) -> dict[str, Any]:
-        """The CONSUMER span's attributes (a new dict: the span owns it)."""
-        attributes = self._consumer(task, context)[1].copy()
+    def _consumer_fields(self, task: Task, context: ExecutionContext) -> tuple[str, dict[str, Any]]:
+        """The attempt's CONSUMER span name and attributes (a new dict: the span owns it), from the remembered ones
+        (`_consumer`) with the task's id set in its place."""
+        name, remembered = self._consumer(task, context)
+        attributes = remembered.copy()
         attributes["messaging.message.id"] = task.id
-        return attributes
+        return name, attributes
 
     def _consumer(self, task: Task, context: ExecutionContext) -> tuple[str, dict[str, Any]]:
         """The CONSUMER span's name and attributes, its task id's left as None (the key keeps its place), for the
@@ -342,13 +337,8 @@ class Attempts:
 
     def _consumer_span(self, task: Task, context: ExecutionContext, parent: Context, links: Any) -> Any:
         """The attempt's CONSUMER span, with every attribute given at its start (one call, not one per attribute)."""
-        return self.tracer.start_span(
-            f"process {context.queue}",
-            context=parent,
-            kind=CONSUMER,
-            links=links,
-            attributes=self._attributes(task, context),
-        )
+        name, attributes = self._consumer_fields(task, context)
+        return self.tracer.start_span(name, context=parent, kind=CONSUMER, links=links, attributes=attributes)
 
     def _start_generic(self, task: Task, context: ExecutionContext) -> Started:
         """Through the SDK and the configured propagators, whatever they are."""
