@@ -174,25 +174,41 @@ end
 -- full. Returns the index of the first key it did not serve, `have` (the claim's tasks now) and the pass's `bound`.
 -- (The general turn's checks, a key's settings and four bookkeeping tables cost Redis about 2,500 instructions per
 -- key visited: each Lua instruction costs it dozens of its own.)
+-- Per key only what must be: `redis.call` read once (not a global and a field per key), the pop's count string
+-- made once (again only when the claim's room cuts the last pop short), a pop of two copied without a loop, and
+-- one table of the full lists, not a second of their keys (each key is its list's name's end, cut out only in the
+-- rare case that some list still holds tasks): 33,950-34,010 -> 33,460-33,580 Redis instructions per claimed task
+-- (claim only; 100,000 keys x 2 tasks).
 local function fair_sweep(head, j, lists_at, score, quantum, have, rescore, bound)
-  local full, fkeys, n = {}, {}, 0  -- the lists a pop took a full quantum from, and their keys
+  local call = redis.call
+  local full, n = {}, 0  -- the lists a pop took a full quantum from (their keys: the names' ends)
   local last = quantum  -- (what the last of them took: the claim's room may have made it less)
-  while j <= #head do
+  local count = fair_ints[quantum] or fair_int(quantum)
+  local keys = #head
+  while j <= keys do
     local k = head[j]
     if k == '' or have >= want then break end
     local most = want - have
-    if most > quantum then most = quantum end
+    if most >= quantum then
+      most = quantum
+    else
+      count = fair_ints[most] or fair_int(most)
+    end
     local source = lists_at .. k
-    local popped = redis.call('LPOP', source, fair_ints[most] or fair_int(most))
+    local popped = call('LPOP', source, count)
     local got = 0
     if popped then
       got = #popped
-      for i = 1, got do items[have + i] = popped[i] end
+      if got == 2 then
+        items[have + 1], items[have + 2] = popped[1], popped[2]
+      else
+        for i = 1, got do items[have + i] = popped[i] end
+      end
       have = have + got
     end
     if got == most then
       n = n + 1
-      full[n], fkeys[n], last = source, k, got
+      full[n], last = source, got
     elseif got >= FAIR_TOP then  -- its list is gone (fair_visited with length 0)
       fair_emptied[#fair_emptied + 1] = k
     end
@@ -200,14 +216,16 @@ local function fair_sweep(head, j, lists_at, score, quantum, have, rescore, boun
   end
   -- As fair_looked, for a full quantum each but the last: one EXISTS over them all (usually none still waits),
   -- else each one's length (their backlog entries need it).
-  local found = n > 1 and redis.call('EXISTS', unpack(full, 1, n)) or n
+  local found = n > 1 and call('EXISTS', unpack(full, 1, n)) or n
   if found > 0 or quantum >= FAIR_TOP then
+    local cut = #lists_at + 1
     for i = 1, n do
       local got = i < n and quantum or last
+      local k = string.sub(full[i], cut)
       if found > 0 then
-        bound = fair_visited(fkeys[i], score + got, redis.call('LLEN', full[i]), got, true, rescore, nil, bound)
+        bound = fair_visited(k, score + got, call('LLEN', full[i]), got, true, rescore, nil, bound)
       elseif got >= FAIR_TOP then
-        fair_emptied[#fair_emptied + 1] = fkeys[i]
+        fair_emptied[#fair_emptied + 1] = k
       end
     end
   end
