@@ -255,13 +255,18 @@ local function fair_take(letter, list)
   local served = nil  -- the virtual time of the last pick, written once at the end
   local plain_cfg = fair_all_plain() and FAIR_PLAIN  -- every key's settings, when they are all the same
   local taken = 0     -- tasks taken from keys' lists (not the plain list)
+  local per = FAIR_QUANTUM  -- tasks a visit is counted on to give when sizing a pass (see `room`)
   while #items < want do
     -- The next keys in turn, taken out in one step (fair_next: no ZREM per emptied key): they are served in this
     -- order until one already served comes round again (its new virtual time, `bound`, is below the next key's),
     -- which needs a fresh look; the keys served and still waiting go back at their new virtual times, those not
     -- reached at their old ones, the emptied and the parked stay out. As many keys as the claim's room needs at
-    -- FAIR_QUANTUM tasks each (a key of less weight takes fewer, and a further look finds the rest).
-    local room = math.min(math.ceil((want - #items) / FAIR_QUANTUM), 500)
+    -- FAIR_QUANTUM tasks each at first, then at what the last pass's visits gave (at least 1): keys of one task
+    -- each (or a key of less weight, or parked ones) took a pass per halving of the room, about 8 per claim of
+    -- 100 (each its reads of the turns; below FAIR_GROUP keys a ZPOPMIN, a formatted score per key), now 2.
+    -- Which keys are served, and in what order, does not depend on it: a key read but not reached goes back at
+    -- its time, and one not read is read by the next pass.
+    local room = math.min(math.ceil((want - #items) / per), 500)
     local head, same = fair_next(active, room)
     if #head == 0 then break end
     local step = same and 1 or 2  -- head: keys, or keys and their virtual times
@@ -274,6 +279,7 @@ local function fair_take(letter, list)
     local counting = lone and fair_sorted == sorted_at_start  -- (the keyless turn below may sort raw pushes in)
     local sorted_before = fair_sorted
     local j, have = 1, #items  -- (have: #items, kept as items grow)
+    local had = have
     while j <= #head do
       if same and plain_cfg and counting and head[j] ~= '' then  -- (`counting`: until the keyless turn sorts)
         local before = have
@@ -367,6 +373,7 @@ local function fair_take(letter, list)
       fair_looked(full, fkeys, afters, gots, nfull, counting, rescore, fair_sorted > sorted_before and emptied,
                   bound)
     end
+    if j > 1 then per = math.max(1, math.min(FAIR_QUANTUM, (have - had) * step / (j - 1))) end
     for r = j, #head, step do  -- not reached: back at their virtual times, as read
       rescore[#rescore + 1] = same or head[r + 1]
       rescore[#rescore + 1] = head[r]
