@@ -262,8 +262,9 @@ local function fair_take(letter, list)
     -- which needs a fresh look; the keys served and still waiting go back at their new virtual times, those not
     -- reached at their old ones, the emptied and the parked stay out. As many keys as the claim's room needs at
     -- FAIR_QUANTUM tasks each at first, then at what the last pass's visits gave (at least 1): keys of one task
-    -- each (or a key of less weight, or parked ones) took a pass per halving of the room, about 8 per claim of
-    -- 100 (each its reads of the turns; below FAIR_GROUP keys a ZPOPMIN, a formatted score per key), now 2.
+    -- each (or a key of less weight, or parked ones) took a pass per halving of the room, 7 per claim of 100
+    -- (each its reads of the turns; below FAIR_GROUP keys a ZPOPMIN, a formatted score per key), now 2: with
+    -- 100,000 keys of one task, 72,300 -> 69,900 Redis instructions per task claimed and settled.
     -- Which keys are served, and in what order, does not depend on it: a key read but not reached goes back at
     -- its time, and one not read is read by the next pass.
     local room = math.min(math.ceil((want - #items) / per), 500)
