@@ -220,3 +220,22 @@ async def test_a_pass_of_plain_keys_goes_on_after_the_keyless_turn(aredis: aiore
     assert await times(aredis, keys) == {"": 2.0, **{name: 2.0 for name in names[:9]}, "k9": 0.0}
     assert await backlog_set(aredis, keys) == {}
     assert claimed_ids(await broker.claim(2, 60000)) == ["k9.0", "k9.1"]
+
+
+async def test_a_pass_sized_by_keys_of_one_task_puts_back_the_keys_it_did_not_reach(
+    aredis: aioredis.Redis, queue_name: str
+) -> None:
+    """Ten keys of one task, then ten of two, all at virtual time 0: a claim of 16 reads 8 keys first (two tasks
+    each counted on) and gets 8 tasks; its next pass is sized by what those visits gave (one each) and reads 8 more
+    keys where 5 are enough (a8, a9, b0, b1, b2): the three read but not reached are back at their time, the emptied
+    ones are gone, and the next claim starts with them, in order."""
+    broker = Broker(aredis, queue_name, "w1")
+    keys = broker.keys
+    plan = {**{f"a{i}": 1 for i in range(10)}, **{f"b{i}": 2 for i in range(10)}}
+    await enqueue(broker, [(f"{name}.{i}", name) for name, count in plan.items() for i in range(count)])
+    await aredis.delete(queue_name)  # the wake marker (else the keyless share takes the first turn)
+    first = claimed_ids(await broker.claim(16, 60000))
+    assert first == [f"a{i}.0" for i in range(10)] + [f"b{i}.{j}" for i in range(3) for j in range(2)]
+    assert await times(aredis, keys) == {f"b{i}": 0.0 for i in range(3, 10)}
+    assert await backlog_set(aredis, keys) == {}
+    assert claimed_ids(await broker.claim(4, 60000)) == ["b3.0", "b3.1", "b4.0", "b4.1"]
