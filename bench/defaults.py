@@ -3,9 +3,10 @@
 The rows of the full harness that compare the event stream and the shipped `gopherq.toml` with the benchmark's own
 settings, without the peers: the staged no-op drain of one process (20,000 tasks, CPU per task of the worker and of
 redis-server) with the stream on (the default), on without task timelines, and off, with `worker.prefetch` on (with
-the stream on and off), and with the shipped `gopherq.toml`; then the HTTP drain at c=100 with the benchmark's settings and with the shipped file. One JSON line
-per measurement, then the medians. Run it in two checkouts in alternating turns to compare a change on a shared
-machine (`--rows on,off,shipped,http,http_shipped` in a checkout whose stream has no `timeline` setting).
+the stream on and off), and with the shipped `gopherq.toml`; then the HTTP drain at c=100 with the benchmark's
+settings and with the shipped file. One JSON line per measurement, then the medians. Run it in two checkouts in
+alternating turns to compare a change on a shared machine (`--rows on,off,shipped,http,http_shipped` in a checkout
+whose stream has no `timeline` setting).
 """
 
 from __future__ import annotations
