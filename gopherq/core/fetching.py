@@ -51,7 +51,7 @@ class Fetcher:
         policy: OutcomePolicy,
         decide: Callable[[Decision], None],
         flush: Callable[[], Awaitable[None]],
-        launch: Callable[[str, Task, ExecutorEntry], asyncio.Task[None]],
+        launch: Callable[[str, Task, ExecutorEntry], asyncio.Task[None] | None],
         quiet: asyncio.Event,
     ) -> None:
         self.worker_id, self.settings, self.broker, self.bus = (
@@ -165,7 +165,8 @@ class Fetcher:
         self.suspect = None
         log.warning("task %s lost its worker %d times: running it alone", task.id, task.recoveries)
         runner = self.launch(token, task, entry)
-        await asyncio.wait({runner})
+        if runner is not None:  # (None: its deadline passed while it waited for the others)
+            await asyncio.wait({runner})
 
     def release_unstarted(self) -> None:
         """Put back the staged tasks and the one waiting to run alone, if any (the worker is going quiet)."""

@@ -259,12 +259,22 @@ class Worker:
 
     # -- executing: one task's attempt, from launch to its decision ----------------------------------------------
 
-    def launch(self, token: str, task: Task, entry: ExecutorEntry) -> asyncio.Task[None]:
+    def launch(self, token: str, task: Task, entry: ExecutorEntry) -> asyncio.Task[None] | None:
         """Start a claimed, admitted task's attempt in its own asyncio task, named after its token, under the
-        watchdog's time limit (its own `timeout`, or the worker's, cut at its `deadline`)."""
+        watchdog's time limit (its own `timeout`, or the worker's, cut at its `deadline`). A task whose deadline
+        has passed since its admission (staged until a slot freed, or run alone after the others ended) does not
+        start: an attempt, a call made after its deadline, is what a deadline forbids. It is dead-lettered as the
+        claim's admission would have done (reason 'deadline'), and None is returned."""
         limit = task.timeout or self.settings.worker.task_timeout
-        if task.deadline is not None:
-            limit = max(0.001, min(limit, task.deadline - time.time()))
+        deadline = task.deadline
+        if deadline is not None:
+            now = time.time()
+            if now >= deadline:
+                self.flow.released(token)
+                message = f"deadline {deadline:.3f} passed before attempt {task.attempt} could start"
+                self._decide(self.policy.refused(token, task, "deadline", message, now, task.encode()))
+                return None
+            limit = min(limit, deadline - now)
         runner = asyncio.create_task(self._execute(token, task, entry, limit), name=token)
         self.watchdog.watch(runner, limit)
         self.executing.add(runner)

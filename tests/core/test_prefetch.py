@@ -6,6 +6,7 @@ soon as the worker goes quiet or is told to stop."""
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,28 @@ async def test_a_cancel_request_reaches_a_staged_task_before_it_starts(
         assert await client.cancel(staged) == "requested"
         record = await client.wait(staged, timeout=8)
         assert record is not None and record.status.value == "cancelled" and record.attempts == 0
+        done = await client.wait(first, timeout=8)
+        assert done is not None and done.status.value == "succeeded"
+    assert sleeper.runs == {first: 1}
+
+
+async def test_a_staged_task_whose_deadline_passes_while_it_waits_is_dead_lettered_without_an_attempt(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    # Admitted at its claim (1.5 s before its deadline), then staged behind a 2.5 s task: when the slot frees, its
+    # deadline has passed. It used to start anyway with a 1 ms time limit (an HTTP task's request could go out).
+    settings = make_settings(worker={"concurrency": 1, "prefetch": 1})
+    sleeper = Sleeper()
+    extra = sleeper_plugins(sleeper)
+    async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
+        running = await start_worker(settings, extra_plugins=extra)
+        first = await client.enqueue("sleep", seconds=2.5)
+        await async_wait_until(lambda: first in sleeper.runs, what="the first task to start")
+        late = await client.enqueue("sleep", seconds=0, deadline=time.time() + 1.5)
+        await async_wait_until(lambda: len(running.worker.holdings.staged) == 1, what="the second task staged")
+        record = await client.wait(late, timeout=8)
+        assert record is not None and record.status.value == "dead" and record.dead_reason == "deadline"
+        assert record.error is not None and "passed before attempt 1 could start" in record.error.message
         done = await client.wait(first, timeout=8)
         assert done is not None and done.status.value == "succeeded"
     assert sleeper.runs == {first: 1}
