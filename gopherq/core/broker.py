@@ -319,6 +319,11 @@ class Broker:
             return True, int(reply[1])
         return False, int(reply[1]) if reply[1] else -1
 
+    async def paused(self) -> bool:
+        """Whether an operator paused this queue (its claims then return None): asked by a worker that holds
+        tasks it claimed ahead and has not started (`worker.prefetch`), which must not start them while paused."""
+        return await self.redis.get(self.keys.paused) is not None
+
     async def schedule_paused(self, name: str) -> bool:
         """Whether schedule `name` (of this queue) is paused by an operator (asked only when a slot is due)."""
         return bool(await self.redis.hexists(self.keys.schedules_paused, name))

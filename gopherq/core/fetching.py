@@ -9,10 +9,12 @@ workers becomes poison without dragging its neighbours along.
 With `worker.prefetch` set, the fetcher claims up to that many tasks beyond its free slots: they wait, admitted, in
 `holdings.staged` and start the moment a runner finishes, so the next batch's claim (and the last batch's settle)
 travel while the current batch runs instead of while the worker waits. At most `concurrency` tasks run at once;
-staged ones are held like running ones (leases renewed, cancellable) and go back to the queue when the worker goes
-quiet. It is off by default: a staged task has been claimed, so what arrives after it (a higher priority, a flow's
-join at its level's head) waits behind it, another worker cannot take it, and a flow's fail_fast or a cancel
-reaches it only as a cancel request, as for a running task, rather than by taking it off the queue.
+staged ones are held like running ones (leases renewed, cancellable), go back to the queue when the worker goes
+quiet or the queue is paused (a worker with staged tasks sends no claim, so it asks), and never start past their
+deadline (see `Worker.launch`). It is off by default: a staged task has been claimed, so what arrives after it
+(a higher priority, a flow's join at its level's head) waits behind it, another worker cannot take it, and a flow's
+fail_fast or a cancel reaches it only as a cancel request, as for a running task, rather than by taking it off the
+queue.
 """
 
 from __future__ import annotations
@@ -108,7 +110,19 @@ class Fetcher:
             room = limit - len(runners) - len(staged)
             if room <= 0 or (staged and room < low_water):
                 slot_free.clear()
-                await slot_free.wait()
+                if not staged:
+                    await slot_free.wait()
+                    continue
+                # Tasks wait staged, and no claim goes out (the one that would say the queue is paused): ask
+                # every PAUSE_POLL seconds, so that a pause stops them starting as it stops the claims.
+                try:
+                    await asyncio.wait_for(slot_free.wait(), PAUSE_POLL)
+                except asyncio.TimeoutError:
+                    try:
+                        if staged and await self.broker.paused():
+                            await self._paused()
+                    except RETRYABLE as exc:
+                        await backoff.wait(exc)
                 continue
             try:
                 batch = await self.broker.claim(min(room, batch_size), self.lease_ms, self.levels.next())
@@ -140,11 +154,14 @@ class Fetcher:
                 self.start_staged()
 
     async def _paused(self) -> None:
-        """The queue is paused: ask again in PAUSE_POLL seconds (or stop waiting when told to stop)."""
+        """The queue is paused: put back what was claimed and not started (a paused queue starts nothing new,
+        `worker.prefetch` or not), and ask again in PAUSE_POLL seconds (or stop waiting when told to stop)."""
         if not self.was_paused:
             self.was_paused = True
             queue = self.broker.keys.queue
             log.info("queue %s is paused: worker %s claims nothing until it is resumed", queue, self.worker_id)
+        if self.holdings.staged or self.suspect is not None:
+            self.release_unstarted()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.quiet.wait(), PAUSE_POLL)
 
@@ -169,7 +186,8 @@ class Fetcher:
             await asyncio.wait({runner})
 
     def release_unstarted(self) -> None:
-        """Put back the staged tasks and the one waiting to run alone, if any (the worker is going quiet)."""
+        """Put back the staged tasks and the one waiting to run alone, if any (the worker is going quiet, or the
+        queue is paused), unchanged, at the head of their ready lists."""
         unstarted = [*self.holdings.staged, *([self.suspect] if self.suspect is not None else [])]
         self.holdings.staged.clear()
         self.suspect = None

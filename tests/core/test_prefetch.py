@@ -84,6 +84,34 @@ async def test_a_staged_task_whose_deadline_passes_while_it_waits_is_dead_letter
     assert sleeper.runs == {first: 1}
 
 
+async def test_a_pause_puts_staged_tasks_back_and_starts_none_of_them(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any], aredis: Any
+) -> None:
+    # One slot, one task claimed ahead behind a 3 s task. The worker claims nothing while the first runs (no claim
+    # would tell it of the pause), yet the staged task must not start once the queue is paused: it goes back to
+    # the head of the queue, unchanged, and runs after the resume. It used to start when the slot freed.
+    settings = make_settings(worker={"concurrency": 1, "prefetch": 1})
+    sleeper = Sleeper()
+    extra = sleeper_plugins(sleeper)
+    async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
+        running = await start_worker(settings, extra_plugins=extra)
+        holdings = running.worker.holdings
+        first = await client.enqueue("sleep", seconds=3)
+        await async_wait_until(lambda: first in sleeper.runs, what="the first task to start")
+        second = await client.enqueue("sleep", seconds=0)
+        await async_wait_until(lambda: len(holdings.staged) == 1, what="the second task staged")
+        await client.inspect.pause(settings.queue.name)
+        await async_wait_until(lambda: not holdings.staged and second not in holdings.tasks, what="it put back")
+        assert [codec.loads(raw)["id"] for raw in await aredis.lrange(settings.queue.name, 0, -1)] == [second]
+        done = await client.wait(first, timeout=8)
+        assert done is not None and done.status.value == "succeeded"
+        assert second not in sleeper.runs and await client.result(second) is None  # not while paused
+        await client.inspect.resume(settings.queue.name)
+        record = await client.wait(second, timeout=8)
+        assert record is not None and record.status.value == "succeeded" and record.attempts == 1
+    assert sleeper.runs == {first: 1, second: 1}
+
+
 @pytest.mark.parametrize("how", [signal.SIGTSTP, signal.SIGTERM], ids=["quiet", "stop"])
 def test_quiet_and_stop_put_staged_tasks_back_at_once(
     how: signal.Signals,
