@@ -5,11 +5,12 @@ soon as the worker goes quiet or is told to stop."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import redis
@@ -43,23 +44,52 @@ async def test_staged_tasks_wait_for_a_slot_and_keep_their_leases(
     assert running.worker.stats["recovered"] == 0
 
 
-async def test_a_cancel_request_reaches_a_staged_task_before_it_starts(
-    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
-) -> None:
+class Staging(NamedTuple):
+    """A worker with one slot and one task claimed ahead (`staged_behind`)."""
+
+    client: AsyncClient
+    worker: Any
+    sleeper: Sleeper
+    first: str
+    queue: str
+
+    async def stage(self, **fields: Any) -> str:
+        """Enqueue a task and wait until the worker has claimed it ahead, behind `first`."""
+        task_id = await self.client.enqueue("sleep", **fields)
+        staged = self.worker.holdings.staged
+        await async_wait_until(lambda: any(task.id == task_id for _, task, _ in staged), what="the task staged")
+        return task_id
+
+    async def first_succeeds(self) -> None:
+        done = await self.client.wait(self.first, timeout=8)
+        assert done is not None and done.status.value == "succeeded"
+
+
+@contextlib.asynccontextmanager
+async def staged_behind(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any], seconds: float
+) -> AsyncIterator[Staging]:
+    """One slot, prefetch 1, and a first task of `seconds` already running: what the test enqueues next is staged."""
     settings = make_settings(worker={"concurrency": 1, "prefetch": 1})
     sleeper = Sleeper()
     extra = sleeper_plugins(sleeper)
     async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
         running = await start_worker(settings, extra_plugins=extra)
-        first = await client.enqueue("sleep", seconds=1.5)
-        staged = await client.enqueue("sleep", seconds=0)
-        await async_wait_until(lambda: len(running.worker.holdings.staged) == 1, what="the second task staged")
-        assert await client.cancel(staged) == "requested"
-        record = await client.wait(staged, timeout=8)
+        first = await client.enqueue("sleep", seconds=seconds)
+        await async_wait_until(lambda: first in sleeper.runs, what="the first task to start")
+        yield Staging(client, running.worker, sleeper, first, settings.queue.name)
+
+
+async def test_a_cancel_request_reaches_a_staged_task_before_it_starts(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    async with staged_behind(make_settings, start_worker, 1.5) as at:
+        staged = await at.stage(seconds=0)
+        assert await at.client.cancel(staged) == "requested"
+        record = await at.client.wait(staged, timeout=8)
         assert record is not None and record.status.value == "cancelled" and record.attempts == 0
-        done = await client.wait(first, timeout=8)
-        assert done is not None and done.status.value == "succeeded"
-    assert sleeper.runs == {first: 1}
+        await at.first_succeeds()
+    assert at.sleeper.runs == {at.first: 1}
 
 
 async def test_a_staged_task_whose_deadline_passes_while_it_waits_is_dead_lettered_without_an_attempt(
@@ -67,49 +97,33 @@ async def test_a_staged_task_whose_deadline_passes_while_it_waits_is_dead_letter
 ) -> None:
     # Admitted at its claim (1.5 s before its deadline), then staged behind a 2.5 s task: when the slot frees, its
     # deadline has passed. It used to start anyway with a 1 ms time limit (an HTTP task's request could go out).
-    settings = make_settings(worker={"concurrency": 1, "prefetch": 1})
-    sleeper = Sleeper()
-    extra = sleeper_plugins(sleeper)
-    async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
-        running = await start_worker(settings, extra_plugins=extra)
-        first = await client.enqueue("sleep", seconds=2.5)
-        await async_wait_until(lambda: first in sleeper.runs, what="the first task to start")
-        late = await client.enqueue("sleep", seconds=0, deadline=time.time() + 1.5)
-        await async_wait_until(lambda: len(running.worker.holdings.staged) == 1, what="the second task staged")
-        record = await client.wait(late, timeout=8)
+    async with staged_behind(make_settings, start_worker, 2.5) as at:
+        late = await at.stage(seconds=0, deadline=time.time() + 1.5)
+        record = await at.client.wait(late, timeout=8)
         assert record is not None and record.status.value == "dead" and record.dead_reason == "deadline"
         assert record.error is not None and "passed before attempt 1 could start" in record.error.message
-        done = await client.wait(first, timeout=8)
-        assert done is not None and done.status.value == "succeeded"
-    assert sleeper.runs == {first: 1}
+        await at.first_succeeds()
+    assert at.sleeper.runs == {at.first: 1}
 
 
 async def test_a_pause_puts_staged_tasks_back_and_starts_none_of_them(
     make_settings: Callable[..., Settings], start_worker: Callable[..., Any], aredis: Any
 ) -> None:
-    # One slot, one task claimed ahead behind a 3 s task. The worker claims nothing while the first runs (no claim
-    # would tell it of the pause), yet the staged task must not start once the queue is paused: it goes back to
-    # the head of the queue, unchanged, and runs after the resume. It used to start when the slot freed.
-    settings = make_settings(worker={"concurrency": 1, "prefetch": 1})
-    sleeper = Sleeper()
-    extra = sleeper_plugins(sleeper)
-    async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
-        running = await start_worker(settings, extra_plugins=extra)
-        holdings = running.worker.holdings
-        first = await client.enqueue("sleep", seconds=3)
-        await async_wait_until(lambda: first in sleeper.runs, what="the first task to start")
-        second = await client.enqueue("sleep", seconds=0)
-        await async_wait_until(lambda: len(holdings.staged) == 1, what="the second task staged")
-        await client.inspect.pause(settings.queue.name)
+    # The worker claims nothing while the first task runs (no claim would tell it of the pause), yet the staged task
+    # must not start once the queue is paused: it goes back to the head of the queue, unchanged, and runs after the
+    # resume. It used to start when the slot freed.
+    async with staged_behind(make_settings, start_worker, 3) as at:
+        second = await at.stage(seconds=0)
+        await at.client.inspect.pause(at.queue)
+        holdings = at.worker.holdings
         await async_wait_until(lambda: not holdings.staged and second not in holdings.tasks, what="it put back")
-        assert [codec.loads(raw)["id"] for raw in await aredis.lrange(settings.queue.name, 0, -1)] == [second]
-        done = await client.wait(first, timeout=8)
-        assert done is not None and done.status.value == "succeeded"
-        assert second not in sleeper.runs and await client.result(second) is None  # not while paused
-        await client.inspect.resume(settings.queue.name)
-        record = await client.wait(second, timeout=8)
+        assert [codec.loads(raw)["id"] for raw in await aredis.lrange(at.queue, 0, -1)] == [second]
+        await at.first_succeeds()
+        assert second not in at.sleeper.runs and await at.client.result(second) is None  # not while paused
+        await at.client.inspect.resume(at.queue)
+        record = await at.client.wait(second, timeout=8)
         assert record is not None and record.status.value == "succeeded" and record.attempts == 1
-    assert sleeper.runs == {first: 1, second: 1}
+    assert at.sleeper.runs == {at.first: 1, second: 1}
 
 
 @pytest.mark.parametrize("how", [signal.SIGTSTP, signal.SIGTERM], ids=["quiet", "stop"])
