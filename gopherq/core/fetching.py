@@ -196,19 +196,13 @@ class Fetcher:
             self.decide(self.policy.release(token, task))
 
     def start_staged(self) -> None:
-        """Start staged tasks while slots are free. A task whose cancellation was asked for since its claim ends
-        cancelled without running; none starts once the worker is quiet."""
+        """Start staged tasks while slots are free (`launch` ends one cancelled or past its deadline since its claim
+        without running it); none starts once the worker is quiet."""
         staged, runners = self.holdings.staged, self.holdings.runners
         if self.quiet.is_set():
             return
-        cancels = self.broker.cancel_requests
         while staged and len(runners) < self.concurrency:
-            token, task, entry = staged.popleft()
-            if cancels and task.id in cancels:
-                self.flow.released(token)
-                self.decide(self.policy.cancelled(token, task, None, time.time()))
-                continue
-            self.launch(token, task, entry)
+            self.launch(*staged.popleft())
 
     async def _start_batch(self, batch: list[tuple[str, bytes]]) -> None:
         max_bytes = self.settings.worker.max_payload_bytes

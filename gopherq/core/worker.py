@@ -261,10 +261,16 @@ class Worker:
 
     def launch(self, token: str, task: Task, entry: ExecutorEntry) -> asyncio.Task[None] | None:
         """Start a claimed, admitted task's attempt in its own asyncio task, named after its token, under the
-        watchdog's time limit (its own `timeout`, or the worker's, cut at its `deadline`). A task whose deadline
-        has passed since its admission (staged until a slot freed, or run alone after the others ended) does not
-        start: an attempt, a call made after its deadline, is what a deadline forbids. It is dead-lettered as the
-        claim's admission would have done (reason 'deadline'), and None is returned."""
+        watchdog's time limit (its own `timeout`, or the worker's, cut at its `deadline`). The one gate every start
+        goes through (a batch's tasks, staged ones, a task run alone after the others ended), for what may have
+        happened since the claim's checks: a task whose cancellation was asked for ends cancelled, and one whose
+        deadline has passed (an attempt, a call made after it, is what a deadline forbids) is dead-lettered as the
+        claim's admission would have done (reason 'deadline'); neither starts, and None is returned."""
+        cancels = self.broker.cancel_requests
+        if cancels and task.id in cancels:
+            self.flow.released(token)
+            self._decide(self.policy.cancelled(token, task, None, time.time()))
+            return None
         limit = task.timeout or self.settings.worker.task_timeout
         deadline = task.deadline
         if deadline is not None:
