@@ -318,8 +318,7 @@ class Worker:
             current = asyncio.current_task()
             cancelling = self.holdings.cancelling
             if self.watchdog.expired(current):
-                failure = TaskFailure("timeout", f"attempt exceeded its time limit of {limit:g}s")
-                outcome = AttemptOutcome(started, time.time(), failure=failure)
+                outcome = AttemptOutcome(started, time.time(), failure=self._timed_out(task, limit))
             elif current in cancelling:
                 cancelling.discard(current)  # type: ignore[arg-type]
                 self.flow.released(token)
@@ -340,6 +339,17 @@ class Worker:
             self._conclude(token, task, outcome, context.event_data)
         except Exception:
             self.fetcher.abandon(token, "recording the outcome of")
+
+    def _timed_out(self, task: Task, limit: float) -> TaskFailure:
+        """The failure of an attempt the watchdog ended. One whose limit was cut to the task's deadline ends the
+        task (reason 'deadline'): its failure says so and keeps the error of the attempt before it, as a deadline
+        refusal does, since a cut attempt (a retry that started just before the deadline) often had no time to get
+        an answer of its own and the dead letter should still say what kept failing."""
+        deadline = task.deadline
+        if deadline is None or limit >= (task.timeout or self.settings.worker.task_timeout):
+            return TaskFailure("timeout", f"attempt exceeded its time limit of {limit:g}s")
+        message = f"attempt cut at the task's deadline {deadline:.3f}, {limit:g}s after it started"
+        return TaskFailure("timeout", message, details={"last_error": task.last_error} if task.last_error else None)
 
     def _conclude(self, token: str, task: Task, outcome: AttemptOutcome, facts: dict[str, Any] | None = None) -> None:
         """Record the attempt's outcome; `facts` (the executor's `context.event_data`) go into its events."""

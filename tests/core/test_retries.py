@@ -227,7 +227,46 @@ async def test_a_task_past_its_deadline_gets_no_further_attempt(
     assert 2 <= loopback.count("runs-out") <= 6  # about one attempt per 0.2 s until the deadline
     entry = await dead_letter(aredis, queue_name, "runs-out")
     assert entry["reason"] == "deadline"
-    # Dead when the next retry would start too late (the error is the last response), or, when a retry was due
-    # just before the deadline but claimed after it, before that attempt (the last response is kept inside).
+    # Dead when the next retry would start too late (the error is the last response); when a retry was due just
+    # before the deadline but claimed after it, before that attempt; or when it started just before the deadline and
+    # was cut at it (in both, the last response is kept inside).
     details = entry["error"]["details"]
     assert details.get("status_code", details.get("last_error", {}).get("details", {}).get("status_code")) == 503
+
+
+async def test_an_attempt_cut_at_the_deadline_says_so_and_keeps_the_error_before_it(
+    make_settings: Callable[..., Settings],
+    start_worker: Any,
+    aredis: aioredis.Redis,
+    queue_name: str,
+    loopback: LoopbackServer,
+) -> None:
+    """A retry that starts just before the deadline gets a time limit cut to it, often too short for an answer: the
+    dead letter names the cut and still carries what the attempts before it got (CI once saw a 0.3 ms attempt)."""
+    await start_worker(make_settings(queue={"max_attempts": 100}))
+    earlier = {"reason": "http_status", "message": "HTTP 503", "details": {"status_code": 503}}
+    now = time.time()
+    await push(
+        aredis,
+        queue_name,
+        # As a retry's envelope would carry it: its second attempt, the first one's error inside.
+        {
+            "id": "cut",
+            "url": loopback.url("/slow?seconds=5"),
+            "deadline": now + 0.5,
+            "attempt": 2,
+            "last_error": earlier,
+        },
+        {"id": "own-limit", "url": loopback.url("/slow?seconds=5"), "timeout": 0.3, "max_attempts": 1},
+    )
+    record = await final(aredis, queue_name, "cut")
+    assert record["dead_reason"] == "deadline" and loopback.count("cut") == 1
+    error = (await dead_letter(aredis, queue_name, "cut"))["error"]
+    assert error["reason"] == "timeout" and "cut at the task's deadline" in error["message"]
+    assert error["details"]["last_error"] == earlier
+    # An attempt that outlasted its own time limit is a plain timeout.
+    await final(aredis, queue_name, "own-limit")
+    error = (await dead_letter(aredis, queue_name, "own-limit"))["error"]
+    assert error["message"] == "attempt exceeded its time limit of 0.3s" and "last_error" not in error.get(
+        "details", {}
+    )
