@@ -12,6 +12,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from gopherq.core.cancellation import cancel_and_wait
 from gopherq.core.connection import RedisConnection, describe_target
 from gopherq.core.loglines import EscapingFormatter, LineHandler
 from gopherq.core.masking import Masker, MaskingFilter
@@ -23,6 +24,9 @@ from gopherq.core.worker import Worker
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: How long a finished main coroutine's leftover tasks have to end before the loop closes without them.
+LEFT_TASKS_TIMEOUT = 5.0
 
 
 #: The format of every gopherq process's log lines: each record is one line starting with this prefix.
@@ -66,10 +70,8 @@ def run_on_fast_loop(coro: Coroutine[Any, Any, T]) -> T:
         return loop.run_until_complete(coro)
     finally:
         left = asyncio.all_tasks(loop)
-        for task in left:
-            task.cancel()
-        if left:
-            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        if left:  # bounded, and asking again: a cancellation can be lost (core.cancellation)
+            loop.run_until_complete(cancel_and_wait(left, LEFT_TASKS_TIMEOUT))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 

@@ -209,11 +209,12 @@ class Upkeep:
                 continue
             tokens = {token for token, task in holdings.tasks.items() if task is not None and task.id in requested}
             for runner in list(holdings.runners) if tokens else ():
-                if runner.get_name() in tokens and not runner.done() and runner not in cancelling:
-                    task = holdings.tasks.get(runner.get_name())
-                    log.info("task %s: cancelling its running attempt on request", task.id if task else "?")
-                    cancelling.add(runner)
-                    runner.cancel()
+                if runner.get_name() in tokens and not runner.done():
+                    if runner not in cancelling:
+                        task = holdings.tasks.get(runner.get_name())
+                        log.info("task %s: cancelling its running attempt on request", task.id if task else "?")
+                        cancelling.add(runner)
+                    runner.cancel()  # again at each look while it runs: a cancellation can be lost (core.cancellation)
 
     def _announce_recovered(self, envelopes: list[bytes]) -> None:
         self.stats["recovered"] += len(envelopes)

@@ -11,9 +11,12 @@ import asyncio
 import heapq
 import itertools
 
+from gopherq.core.cancellation import RECANCEL_AFTER
+
 
 class Watchdog:
-    """Cancels watched asyncio tasks whose deadline (event-loop time) has passed; remembers which it cancelled."""
+    """Cancels watched asyncio tasks whose deadline (event-loop time) has passed, again every RECANCEL_AFTER
+    seconds until they end; remembers which it cancelled."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, asyncio.Task[None]]] = []
@@ -36,6 +39,8 @@ class Watchdog:
         at an amortised O(1) cost per attempt."""
         self._heap = [entry for entry in self._heap if not entry[2].done()]
         heapq.heapify(self._heap)
+        # An attempt that ran on through a lost cancellation and then ended was never asked about.
+        self._expired = {runner for runner in self._expired if not runner.done()}
         self._compact_at = max(1024, 2 * len(self._heap))
 
     def expired(self, runner: asyncio.Task[None] | None) -> bool:
@@ -53,6 +58,8 @@ class Watchdog:
                 if not runner.done():
                     self._expired.add(runner)
                     runner.cancel()
+                    # Asked again until it ends: a cancellation can be lost on its way (core.cancellation).
+                    heapq.heappush(self._heap, (loop.time() + RECANCEL_AFTER, next(self._order), runner))
             self._wakeup.clear()
             if not self._heap:
                 await self._wakeup.wait()

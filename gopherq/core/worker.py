@@ -28,6 +28,7 @@ from typing import Any
 from redis.exceptions import AuthenticationError, NoPermissionError
 
 from gopherq.core.broker import Broker
+from gopherq.core.cancellation import awaiting_at, cancel_and_wait
 from gopherq.core.errors import BrokerUnavailable, TaskFailure
 from gopherq.core.events import EventBus
 from gopherq.core.executor import AttemptOutcome, ExecutionContext, ExecutorEntry, wrapper_failed
@@ -213,25 +214,21 @@ class Worker:
         self.bus.emit("worker.stopping", data={"running": len(self.executing)})
         fetch_stopped = True
         if self._fetcher is not None:
-            self._fetcher.cancel()
             fetch_stopped = await self._stopped_within({self._fetcher}, "the fetch loop")
         self.fetcher.release_unstarted()
         grace = self.settings.worker.shutdown_timeout
         if self.executing:
             log.info("waiting up to %ss for %d running tasks", grace, len(self.executing))
             _done, pending = await asyncio.wait(set(self.executing), timeout=grace)
-            for task in pending:
-                task.cancel()
             if pending:
                 log.warning(
                     "%d tasks outlasted shutdown_timeout; putting them back at the head of the queue", len(pending)
                 )
-                await asyncio.gather(*pending, return_exceptions=True)
+                # One that does not end even so keeps its task in this worker's list, for the reaper.
+                await self._stopped_within(pending, "attempts cancelled at shutdown")
         await with_retries("final settle", self.settler.flush, outage=self.outage, attempts=20)
         await with_retries("release staged", self.broker.release_staged, outage=self.outage, attempts=20)
         await with_retries("schedule successes", self.upkeep.write_schedule_successes, outage=self.outage, attempts=5)
-        for loop_task in self._loops:
-            loop_task.cancel()
         await self._stopped_within(set(self._loops), "the background loops")
         # A fetch loop that did not stop may still park a task in this worker's processing list: keep the heartbeat
         # registration then, so the reaper recovers that list once the heartbeat is stale.
@@ -249,12 +246,14 @@ class Worker:
 
     @staticmethod
     async def _stopped_within(tasks: set[asyncio.Task[None]], what: str, timeout: float = 3.0) -> bool:
-        """Wait for cancelled tasks to finish, but never without bound: shutdown goes on without a stuck one."""
-        if not tasks:
-            return True
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        """Cancel tasks and wait for them to end (asking again if a cancellation was lost, see core.cancellation),
+        but never without bound: shutdown goes on without a stuck one, and the warning says where it is stuck."""
+        pending = await cancel_and_wait(tasks, timeout)
         if pending:
-            log.warning("%s did not stop within %ss of being cancelled; shutting down without it", what, timeout)
+            stuck = "; ".join(f"{task.get_name()} at {awaiting_at(task)}" for task in pending)
+            log.warning(
+                "%s did not stop within %ss of being cancelled (%s); shutting down without it", what, timeout, stuck
+            )
         return not pending
 
     # -- executing: one task's attempt, from launch to its decision ----------------------------------------------
