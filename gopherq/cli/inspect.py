@@ -105,12 +105,15 @@ def workers(config: str | None, queue: str | None, as_json: bool) -> None:
         state = "alive" if worker.alive else "silent"
         click.echo(
             f"{worker.id}  {state}  host={worker.host} pid={worker.pid}  heartbeat {_age(worker.last_heartbeat)} ago  "
-            f"running {worker.running_count}/{worker.concurrency}  up since {when(worker.started)}"
+            f"running {worker.running_count}/{worker.concurrency}"
+            + (f" (+{worker.staged_count} staged)" if worker.staged_count else "")
+            + f"  up since {when(worker.started)}"
         )
         if worker.stats:
             click.echo("    " + " ".join(f"{key}={value}" for key, value in worker.stats.items()))
         for task in worker.running[:20]:
-            click.echo(f"    {task.task_id}  token {task.token}  for {_age(task.since)}")
+            staged = "  staged" if task.staged else ""
+            click.echo(f"    {task.task_id}  token {task.token}  for {_age(task.since)}{staged}")
     click.echo(f"{len(found)} worker(s) on {name}")
 
 

@@ -76,7 +76,7 @@ def tasks_list(
     for item in page.items:
         if item.state == "delayed":
             tail = _why(item)
-        elif item.state in ("running", "orphaned"):
+        elif item.state in ("running", "staged", "orphaned"):
             tail = f"{item.state} on {item.worker or '?'} since {when(item.since)}"
             tail += f" ({ORPHANED_NOTE})" if item.state == "orphaned" else ""
         else:

@@ -14,6 +14,9 @@ from typing import Any
 
 from gopherq.core.task import Task
 
+#: How `running` marks a held task that waits staged (claimed ahead, not started).
+STAGED = "staged"
+
 
 class Holdings:
     """The tasks a worker holds and the asyncio tasks running them."""
@@ -44,7 +47,8 @@ class Holdings:
         self.slot_free.set()
 
     def running(self) -> list[list[Any]]:
-        """[token, task id, claimed at] of every task this worker holds, oldest first. The claim time comes from
+        """[token, task id, claimed at] of every task this worker holds, oldest first, with a fourth item, STAGED,
+        for a task claimed ahead that has not started (it is held, not running). The claim time comes from
         `batches` (a batch's tokens are consecutive, see claim.lua), which is trimmed here to what is still held."""
         batches = self.batches
         if not self.tasks:
@@ -56,9 +60,13 @@ class Holdings:
         if oldest > 0:
             del batches[:oldest]
             del firsts[:oldest]
+        staged = {entry[0] for entry in self.staged}
         running: list[list[Any]] = []
         for token, task in tokens:
             at = bisect.bisect_right(firsts, token) - 1
             since = batches[at][1] if at >= 0 else None
-            running.append([str(token), task.id if task is not None else None, since])
+            entry = [str(token), task.id if task is not None else None, since]
+            if staged and entry[0] in staged:
+                entry.append(STAGED)
+            running.append(entry)
         return running

@@ -60,8 +60,9 @@ QUEUE_GAUGES = (
 )
 
 #: The `state` label values of gopherq_queue_state_tasks, each a disjoint part of a queue's tasks: the delayed ones
-#: split by why they wait (core/inspect/waiting.py), the running ones apart from the orphaned.
-STATES = ("ready", "retrying", "scheduled", "held", "running", "orphaned", "dead")
+#: split by why they wait (core/inspect/waiting.py), the running ones apart from the orphaned and from those a live
+#: worker claimed ahead and has not started (`worker.prefetch`).
+STATES = ("ready", "retrying", "scheduled", "held", "running", "staged", "orphaned", "dead")
 
 
 def state_counts(info: QueueInfo) -> dict[str, int]:
@@ -71,7 +72,8 @@ def state_counts(info: QueueInfo) -> dict[str, int]:
         "retrying": info.retrying,
         "scheduled": info.scheduled,
         "held": info.held,
-        "running": max(0, info.running - info.orphaned),
+        "running": max(0, info.running - info.orphaned - info.staged),
+        "staged": info.staged,
         "orphaned": info.orphaned,
         "dead": info.dead,
     }

@@ -19,6 +19,7 @@ from gopherq import AsyncClient, Settings
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
 from gopherq.core.plugins import load_plugins
+from gopherq.web.exposition import state_counts
 from tests.support.common import async_wait_until, wait_until, worker_config
 from tests.support.loopback import LoopbackServer
 from tests.support.plugins import Sleeper, sleeper_plugins
@@ -67,10 +68,11 @@ class Staging(NamedTuple):
 
 @contextlib.asynccontextmanager
 async def staged_behind(
-    make_settings: Callable[..., Settings], start_worker: Callable[..., Any], seconds: float
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any], seconds: float, **worker: Any
 ) -> AsyncIterator[Staging]:
-    """One slot, prefetch 1, and a first task of `seconds` already running: what the test enqueues next is staged."""
-    settings = make_settings(worker={"concurrency": 1, "prefetch": 1})
+    """One slot, prefetch 1, and a first task of `seconds` already running: what the test enqueues next is staged.
+    `worker`: more worker settings."""
+    settings = make_settings(worker={"concurrency": 1, "prefetch": 1, **worker})
     sleeper = Sleeper()
     extra = sleeper_plugins(sleeper)
     async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
@@ -78,6 +80,38 @@ async def staged_behind(
         first = await client.enqueue("sleep", seconds=seconds)
         await async_wait_until(lambda: first in sleeper.runs, what="the first task to start")
         yield Staging(client, running.worker, sleeper, first, settings.queue.name)
+
+
+async def test_a_staged_task_is_listed_as_staged_not_as_running(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    # Held, not running: the worker's running count, its oldest running task (a gauge alerted on), the running tab
+    # and `gopherq task` used to count it as running.
+    async with staged_behind(make_settings, start_worker, 2.5, heartbeat_interval=0.1) as at:
+        staged = await at.stage(seconds=0)
+        inspect = at.client.inspect
+
+        async def listed() -> Any:
+            found = await inspect.workers(at.queue)
+            return found if found and found[0].staged_count == 1 else None
+
+        [worker] = await async_wait_until(listed, what="a heartbeat listing the staged task")
+        assert worker.running_count == 1
+        assert [(task.task_id, task.staged) for task in worker.running] == [(at.first, False), (staged, True)]
+        first_claimed = worker.running[0].since
+        assert first_claimed is not None and at.worker.holdings.oldest_claimed == first_claimed
+        page = await inspect.running(at.queue)
+        assert {item.id: item.state for item in page.items} == {at.first: "running", staged: "staged"}
+        info = await inspect.task(at.queue, staged)
+        assert info is not None and info.state == "staged" and info.worker == worker.id
+        why = await inspect.explain(at.queue, staged)
+        assert why is not None and why.waiting_for == "staged" and "claimed ahead" in why.message
+        queue = await inspect.queue(at.queue)
+        assert (queue.running, queue.staged) == (2, 1)
+        assert state_counts(queue)["running"] == 1 and state_counts(queue)["staged"] == 1
+        await at.first_succeeds()
+        record = await at.client.wait(staged, timeout=8)
+        assert record is not None and record.status.value == "succeeded"
 
 
 async def test_a_cancel_request_reaches_a_staged_task_before_it_starts(

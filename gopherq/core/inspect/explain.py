@@ -41,6 +41,7 @@ CODES = (
     "held",
     "due",
     "running",
+    "staged",
     "orphaned",
     "dead",
     "succeeded",
@@ -52,11 +53,11 @@ _LEVELS = ("high", "default", "low")
 
 @dataclass(slots=True)
 class Whereabouts:
-    """Where a task is now. `state`: ready, delayed, running, orphaned, succeeded, dead, cancelled or unknown.
-    `raw`: its envelope as stored (ready, delayed, running); `level`/`position`: its priority level and index in
-    the list it waits in (ready), its level's or its `fair_key`'s; `due_at`: when it comes due (delayed, Unix s);
-    `token`, `worker`, `since`, `lease_until`: its attempt (running); `result`, `dead`: its result record and dead
-    letter, parsed."""
+    """Where a task is now. `state`: ready, delayed, running, staged (claimed ahead by `worker.prefetch`, not
+    started), orphaned, succeeded, dead, cancelled or unknown. `raw`: its envelope as stored (ready, delayed,
+    running, staged); `level`/`position`: its priority level and index in the list it waits in (ready), its level's
+    or its `fair_key`'s; `due_at`: when it comes due (delayed, Unix s); `token`, `worker`, `since`, `lease_until`:
+    its attempt (running, staged); `result`, `dead`: its result record and dead letter, parsed."""
 
     state: str
     raw: bytes | None = None
@@ -93,15 +94,11 @@ async def locate(inspector: Inspector, queue: str, task_id: str) -> Whereabouts:
     record = located.where
     if located.state in ("running", "orphaned"):
         token = record.token if record is not None else None
-        worker, since = located.worker, located.since
-        if token is not None and worker is None:
-            worker, since = (await inspector._holders(queue)).get(token, (None, None))
+        state, worker, since = await inspector.holding(queue, located)
         deadline = None if token is None else await redis.zscore(k.leases, token)
         lease = None if deadline is None else float(deadline) / 1000
         raw = located.envelope
-        return Whereabouts(
-            located.state, raw, token=token, worker=worker, since=since, lease_until=lease, result=result
-        )
+        return Whereabouts(state, raw, token=token, worker=worker, since=since, lease_until=lease, result=result)
     if located.state == "delayed":
         due = record.at if record is not None else None
         if due is None and located.envelope is not None:
@@ -175,8 +172,17 @@ async def explain(inspector: Inspector, queue: str, task_id: str) -> Explanation
         return await _ready(inspector, queue, where, answer)
     if where.state == "delayed":
         return _delayed(inspector, queue, where, envelope, answer)
-    if where.state in ("running", "orphaned"):
+    if where.state in ("running", "staged", "orphaned"):
         holder = where.worker or "an unknown worker"
+        if where.state == "staged":
+            return answer(
+                "staged",
+                f"claimed ahead by {holder} at {_at(where.since)} (worker.prefetch): starts when one of its slots"
+                f" frees (lease until {_at(where.lease_until)})",
+                worker=where.worker,
+                since=where.since,
+                lease_until=where.lease_until,
+            )
         if where.state == "orphaned":
             return answer(
                 "orphaned",

@@ -21,8 +21,9 @@ from gopherq.core.bounds import SHOWN_FIELD, SHOWN_TEXT, Cuts, bounded, cut_text
 from gopherq.core.broker import Broker
 from gopherq.core.deadletters import DeadLetters, masked_entry, masked_raw, masked_raw_text
 from gopherq.core.events import EventBus
+from gopherq.core.holdings import STAGED
 from gopherq.core.inspect.explain import Explanation, explain
-from gopherq.core.inspect.lookup import TaskLocator
+from gopherq.core.inspect.lookup import Located, TaskLocator
 from gopherq.core.inspect.models import (
     DeadLetterInfo,
     DeadLetterSummary,
@@ -62,6 +63,18 @@ def _raw_key(raw: bytes) -> str | None:
     envelope = decode(raw)
     key = envelope.get("fair_key") if isinstance(envelope, dict) else None
     return key if isinstance(key, str) and key else None
+
+
+def running_task(entry: list[Any]) -> RunningTask:
+    """One entry of a worker's `running` list (core.holdings: token, task id, claimed at, and "staged" for a task
+    claimed ahead that has not started)."""
+    token, task_id, since = entry[0], entry[1], entry[2]
+    return RunningTask(
+        None if task_id is None else str(task_id),
+        str(token),
+        since if isinstance(since, (int, float)) else None,
+        staged=STAGED in entry[3:],
+    )
 
 
 class Inspector(QueueReader, EventReader, OperationsReader):
@@ -111,16 +124,34 @@ class Inspector(QueueReader, EventReader, OperationsReader):
                     concurrency=integer(info.get("concurrency")),
                     last_heartbeat=heartbeat,
                     alive=heartbeat >= alive_after,
-                    running=[RunningTask(task_id, str(token), since) for token, task_id, since in running],
+                    running=[running_task(entry) for entry in running if isinstance(entry, list) and len(entry) >= 3],
                     stats={str(name): int(value) for name, value in stats.items()} if isinstance(stats, dict) else {},
                     running_count=integer(info.get("running_count"), len(running)) or 0,
+                    staged_count=integer(info.get("staged_count")) or 0,
                 )
             )
         return out
 
-    async def _holders(self, queue: str) -> dict[str, tuple[str, float | None]]:
-        """token -> (worker id, claimed at), from the workers' own lists."""
-        return {task.token: (worker.id, task.since) for worker in await self.workers(queue) for task in worker.running}
+    async def holding(self, queue: str, located: Located) -> tuple[str, str | None, float | None]:
+        """(state, worker, claimed at) of a task held by a worker (located running or orphaned): the worker and
+        claim time its whereabouts record gives, else its worker's heartbeat list; and from that list, whether a
+        running task has started or waits staged (claimed ahead by `worker.prefetch`: state 'staged')."""
+        state, worker, since = located.state, located.worker, located.since
+        token = located.where.token if located.where is not None else None
+        if token and (worker is None or state == "running"):
+            holder = (await self._holders(queue)).get(token)
+            if holder is not None:
+                worker, since = worker or holder[0], since if since is not None else holder[1]
+                state = "staged" if holder[2] and state == "running" else state
+        return state, worker, since
+
+    async def _holders(self, queue: str) -> dict[str, tuple[str, float | None, bool]]:
+        """token -> (worker id, claimed at, staged), from the workers' own lists."""
+        return {
+            task.token: (worker.id, task.since, task.staged)
+            for worker in await self.workers(queue)
+            for task in worker.running
+        }
 
     # -- pages -----------------------------------------------------------------------------------------------
 
@@ -227,8 +258,8 @@ class Inspector(QueueReader, EventReader, OperationsReader):
         for (token, (_, deadline)), raw in zip(zip(tokens, leased, strict=True), envelopes, strict=True):
             if raw is None:
                 continue  # settled between the two reads
-            worker, since = holders.get(token, (None, None))
-            state = "orphaned" if deadline <= now_ms else "running"
+            worker, since, staged = holders.get(token, (None, None, False))
+            state = "orphaned" if deadline <= now_ms else "staged" if staged else "running"
             out.append(self.summarise(raw, state, since=since, worker=worker, token=token))
         return Page(out, int(total), offset, limit)
 
@@ -297,8 +328,8 @@ class Inspector(QueueReader, EventReader, OperationsReader):
         located = await TaskLocator(self.redis).locate(k, task_id, raw_where, settled)
         state, worker, since = located.state or "unknown", located.worker, located.since
         envelope: Any = located.envelope
-        if located.state in ("running", "orphaned") and worker is None and located.where is not None:
-            worker, since = (await self._holders(queue)).get(located.where.token or "", (None, None))
+        if located.state in ("running", "orphaned"):
+            state, worker, since = await self.holding(queue, located)
         if not located.state:
             if status == "succeeded":
                 state = "succeeded"

@@ -45,12 +45,14 @@ class QueueInfo:
     `ready`: tasks waiting at every priority level (`levels` splits them); `latency`: seconds the oldest of them has
     been ready, counted from when it became ready (see core/inspect/readiness.py; 0.0 when none is ready).
     `running`: tasks held by a worker, of which `orphaned` are held by one whose heartbeat is gone (lease expired,
-    or staged in a silent worker's list): ORPHANED_NOTE. `oldest_running`: seconds since the longest-running task
-    was claimed, as its worker last reported (0.0 when none). `dead_trimmed`: dead letters dropped, oldest first,
-    because the queue held `dead_letter_max`. `totals`: all-time outcome counts (see OUTCOMES). `delayed` splits
-    into `retrying` (a failed attempt waits for its next), `scheduled` (an eta not reached) and `held` (flow control
-    holds it back): see core/inspect/waiting.py; `delayed_exact` is False when a delayed set over CLASSIFY_LIMIT was
-    split in the proportions of its soonest-due part.
+    or moved into a silent worker's list by its blocking fetch): ORPHANED_NOTE, and `staged` are claimed ahead by a
+    live one (`worker.prefetch`) and not started yet, as their workers last reported. `oldest_running`: seconds
+    since the longest-running task (not a staged one) was claimed, as its worker last reported (0.0 when none).
+    `dead_trimmed`: dead letters dropped, oldest first, because the queue held `dead_letter_max`. `totals`: all-time
+    outcome counts (see OUTCOMES). `delayed` splits into `retrying` (a failed attempt waits for its next),
+    `scheduled` (an eta not reached) and `held` (flow control holds it back): see core/inspect/waiting.py;
+    `delayed_exact` is False when a delayed set over CLASSIFY_LIMIT was split in the proportions of its soonest-due
+    part.
     """
 
     name: str
@@ -64,6 +66,7 @@ class QueueInfo:
     totals: dict[str, int]
     levels: dict[str, LevelInfo] = field(default_factory=dict)
     orphaned: int = 0
+    staged: int = 0
     oldest_running: float = 0.0
     dead_trimmed: int = 0
     retrying: int = 0
@@ -79,11 +82,13 @@ class QueueInfo:
 
 @dataclass(frozen=True, slots=True)
 class RunningTask:
-    """A task a worker holds: its attempt token and when the worker claimed it (Unix seconds, None if unknown)."""
+    """A task a worker holds: its attempt token and when the worker claimed it (Unix seconds, None if unknown).
+    `staged`: claimed ahead (`worker.prefetch`), waiting for a free slot: held, not running yet."""
 
     task_id: str | None
     token: str
     since: float | None
+    staged: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -92,7 +97,8 @@ class RunningTask:
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
     """A worker as it last described itself. `alive`: its heartbeat is younger than `worker.lease_timeout` (the
-    reaper's test). `running` lists at most 1000 tasks; `running_count` is exact."""
+    reaper's test). `running` lists at most 1000 of the tasks it holds, the running ones first, then those it
+    claimed ahead (`staged`); `running_count` and `staged_count` count each exactly."""
 
     id: str
     host: str | None
@@ -105,6 +111,7 @@ class WorkerInfo:
     running: list[RunningTask]
     stats: dict[str, int]
     running_count: int = 0
+    staged_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = _plain(self)

@@ -16,7 +16,7 @@ from gopherq.core.flow import FlowGate
 from gopherq.core.inspect.fair_keys import KeyInfo, key_states
 from gopherq.core.inspect.models import LevelInfo, MinuteCounts, QueueInfo
 from gopherq.core.inspect.readiness import Levels, ReadyLevels
-from gopherq.core.inspect.reading import number, text
+from gopherq.core.inspect.reading import integer, number, text
 from gopherq.core.inspect.waiting import DelayedKinds, DelayedSplit
 from gopherq.core.keys import COUNTS_TTL, HOURLY_COUNTS_TTL, QueueKeys
 from gopherq.core.redis_client import RedisClient
@@ -119,19 +119,21 @@ class QueueReader:
         levels = with_fair_keys(await self._levels.read(k, now), fair)
         alive = [text(worker) for worker, score in workers if score >= alive_after]
         silent = [text(worker) for worker, score in workers if score < alive_after]
-        stranded, oldest = 0, None
+        stranded, oldest, staged = 0, None, 0
         if workers:
             # Tasks a silent worker's blocking fetch staged but never claimed are held by nobody alive either; and
-            # each live worker says when it claimed its longest-running task.
+            # each live worker says when it claimed its longest-running task, and how many it claimed ahead.
             async with self.redis.pipeline(transaction=False) as pipe:
                 for worker in silent:
                     pipe.llen(k.processing(worker))
                 for worker in alive:
-                    pipe.hget(k.worker_info(worker), "oldest")
+                    pipe.hmget(k.worker_info(worker), ["oldest", "staged_count"])
                 replies = await pipe.execute()
             stranded = sum(int(n) for n in replies[: len(silent)])
-            claims = [stamp for stamp in map(number, replies[len(silent) :]) if stamp is not None]
+            reports = replies[len(silent) :]
+            claims = [stamp for stamp in (number(report[0]) for report in reports) if stamp is not None]
             oldest = min(claims, default=None)
+            staged = sum(integer(report[1]) or 0 for report in reports)
         counters = {text(key): int(value) for key, value in stats.items()}
         return QueueInfo(
             name=name,
@@ -145,6 +147,7 @@ class QueueReader:
             totals=totals_from_stats(counters),
             levels=levels.levels,
             orphaned=min(int(expired), int(running)) + stranded,
+            staged=min(staged, int(running)),
             oldest_running=0.0 if oldest is None else max(0.0, now - oldest),
             dead_trimmed=counters.get("dead_trimmed", 0),
             retrying=split.retrying,
