@@ -13,7 +13,7 @@ the executor adds them as it adds an observer's (`merge_headers`), with no call 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from types import TracebackType
 from typing import Protocol
 
@@ -48,17 +48,39 @@ class OutboundCalls(Protocol):
 
 #: The headers an observer may add to a call (lower case): W3C trace context and baggage.
 PROPAGATION_HEADERS = frozenset({"traceparent", "tracestate", "baggage"})
+#: Header names, exactly as spelt, already found not to be propagation headers (in any case): a worker's calls carry
+#: the same few names (an executor's defaults, the tasks' own), so a request whose names are all among them is
+#: merged after one C-level pass over its names (`issuperset`) instead of a lower-case copy of each. Names of at most
+#: PLAIN_NAME_CHARS characters, at most PLAIN_NAMES_KEPT of them (then it starts again).
+_PLAIN_NAMES: set[str] = set()
+PLAIN_NAMES_KEPT = 1024
+PLAIN_NAME_CHARS = 64
 
 
 def merge_headers(headers: MutableMapping[str, str], out: Mapping[str, str]) -> None:
     """Add the propagation headers `out` to a request's `headers`, except those the request has (names compared
     case-insensitively): a task's own `traceparent` wins, and with it its own `tracestate` (the observer's belongs
     to another trace), so the observer's is left out too."""
-    if PROPAGATION_HEADERS.isdisjoint(map(str.lower, headers)):  # the usual case (one C-level pass over the names)
+    if _PLAIN_NAMES.issuperset(headers):  # the usual case: names seen before, none of them a propagation header
         headers.update(out)
         return
     present = {name.lower() for name in headers}
+    if PROPAGATION_HEADERS.isdisjoint(present):
+        _remember_plain(headers)
+        headers.update(out)
+        return
     own_context = "traceparent" in present
     for name, value in out.items():
         if name not in present and not (own_context and name == "tracestate"):
             headers[name] = value
+
+
+def _remember_plain(names: Iterable[str]) -> None:
+    """Keep `names` (none of them a propagation header in any case) in `_PLAIN_NAMES`, those short enough, within
+    PLAIN_NAMES_KEPT."""
+    short = [name for name in names if len(name) <= PLAIN_NAME_CHARS]
+    if len(_PLAIN_NAMES) + len(short) > PLAIN_NAMES_KEPT:
+        _PLAIN_NAMES.clear()
+        if len(short) > PLAIN_NAMES_KEPT:
+            return
+    _PLAIN_NAMES.update(short)

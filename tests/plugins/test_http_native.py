@@ -348,6 +348,74 @@ def test_header_names_checked_once_are_not_confused_with_others() -> None:
             head(refused)
 
 
+def test_known_header_names_let_no_bad_value_through_and_give_the_same_head() -> None:
+    """request_head keeps what a tuple of header names needs (native_transport._KNOWN_NAMES), keyed on the names
+    exactly as spelt: a value a known tuple carries is checked all the same (CR, LF, NUL, non-ASCII), a value or
+    name holding `%` goes out as it is, another case or an added Host / Accept / Content-Type gives the head the
+    general path gives, a framing name is never kept (it is dropped), and the cache stays within its bounds."""
+    from gopherq.plugins.http import native_transport
+
+    url = "http://127.0.0.1:8080/p"
+    where = route(target(url))
+
+    def head(headers: dict[str, str], method: str = "GET", content: bytes = b"") -> bytes:
+        return request_head(Outgoing(method, target(url), headers, content, None), where)
+
+    def general(headers: dict[str, str], method: str = "GET", content: bytes = b"") -> bytes:
+        return native_transport._checked_head(Outgoing(method, target(url), headers, content, None), where)
+
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    usual = {"User-Agent": "gopherq", "Idempotency-Key": "1", "traceparent": parent}
+    expected = (
+        b"GET /p HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: gopherq\r\nIdempotency-Key: 1\r\n"
+        b"traceparent: " + parent.encode() + b"\r\nAccept: */*\r\nAccept-Encoding: gzip, deflate\r\n\r\n"
+    )
+    assert head(dict(usual)) == expected
+    assert tuple(usual) in native_transport._KNOWN_NAMES
+    assert head(dict(usual)) == expected  # (known)
+    for bad in ("v\r\nX-Injected: 1", "v\nX: 1", "v\rX", "nul\0", "\r\n"):
+        with pytest.raises(httpx.LocalProtocolError):
+            head({**usual, "traceparent": bad})
+        with pytest.raises(httpx.LocalProtocolError):
+            head({**usual, "User-Agent": bad, "Idempotency-Key": "\r\n"})  # two fields' CR/LF: not one each
+    with pytest.raises(ValueError, match="'Idempotency-Key' cannot be encoded as ASCII"):
+        head({**usual, "Idempotency-Key": "café"})
+    percent = {**usual, "User-Agent": "100% %s %%", "Idempotency-Key": "%d"}
+    assert b"\r\nUser-Agent: 100% %s %%\r\nIdempotency-Key: %d\r\n" in head(percent)
+    cases = [
+        ({"X-%s": "%s", "X-%%": "%"}, "GET", b""),
+        ({"host": "h", "User-Agent": "u"}, "GET", b""),
+        ({"HOST": "h", "User-Agent": "u"}, "GET", b""),
+        ({"User-Agent": "u", "Host": "h"}, "GET", b""),
+        ({"User-Agent": "u", "accept": "a"}, "GET", b""),
+        ({"User-Agent": "u", "ACCEPT-ENCODING": "br"}, "GET", b""),
+        ({"User-Agent": "u", "Accept": "a", "accept-encoding": "br"}, "GET", b""),
+        ({"User-Agent": "u"}, "POST", b"abc"),
+        ({"User-Agent": "u"}, "POST", b""),
+        ({"User-Agent": "u"}, "DELETE", b"abc"),
+        ({"User-Agent": "u", "content-type": "text/plain"}, "PUT", b"abc"),
+        ({"User-Agent": "u", "Connection": "close"}, "GET", b""),
+        ({"User-Agent": "u", "transfer-encoding": "chunked"}, "POST", b"abc"),
+        ({"User-Agent": "u", "Content-Length": "99"}, "POST", b"abc"),
+        ({}, "HEAD", b""),
+    ]
+    for headers, method, content in cases:
+        first = head(dict(headers), method, content)
+        assert first == general(dict(headers), method, content) == head(dict(headers), method, content), headers
+    assert b"Host: 127.0.0.1" not in head({"HOST": "h", "User-Agent": "u"})
+    assert b"\r\nUser-Agent: u\r\nContent-Length: 3\r\nAccept: */*\r\n" in head({"User-Agent": "u"}, "POST", b"abc")
+    framed = head({"User-Agent": "u", "transfer-encoding": "chunked"}, "POST", b"abc")
+    assert b"chunked" not in framed and b"Content-Length: 3\r\n" in framed
+    assert ("User-Agent", "transfer-encoding") not in native_transport._KNOWN_NAMES
+    assert ("User-Agent", "Connection") not in native_transport._KNOWN_NAMES
+    for n in range(3 * native_transport.NAMES_KEPT):
+        head({f"X-{n}": "v"})
+        assert len(native_transport._KNOWN_NAMES) <= native_transport.NAMES_KEPT
+    long_names = {f"X-{n}-" + "a" * 100: "v" for n in range(6)}
+    head(long_names)
+    assert tuple(long_names) not in native_transport._KNOWN_NAMES
+
+
 def test_a_request_is_framed_with_the_defaults_the_aiohttp_transport_sends() -> None:
     where = route(target("http://127.0.0.1:8080/p?q"))
     post = Outgoing("POST", target("http://127.0.0.1:8080/p?q"), {"User-Agent": "u"}, b"abc", None)

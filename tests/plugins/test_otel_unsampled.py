@@ -105,3 +105,33 @@ def test_a_calls_url_is_recorded_as_it_is_only_when_there_is_nothing_in_it_to_ma
         assert (plain is not None) == plain_url(url), url
         if plain is not None:
             assert plain[1] == origin(url)
+
+
+def test_names_remembered_as_plain_never_hide_a_tasks_own_propagation_header() -> None:
+    """`merge_headers` remembers names (exactly as spelt) seen not to be propagation headers: a set of names all
+    remembered merges at once, but a name in another case, or a propagation header beside remembered names, is
+    still found, and the cache stays within its bound."""
+    from gopherq.core import calls
+    from gopherq.core.calls import PLAIN_NAMES_KEPT, merge_headers
+
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    own = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    extra = {"traceparent": parent, "tracestate": "a=1"}
+    for _ in range(2):  # (remembered the second time)
+        headers = {"User-Agent": "x", "Idempotency-Key": "k"}
+        merge_headers(headers, extra)
+        assert headers == {"User-Agent": "x", "Idempotency-Key": "k", **extra}
+    assert {"User-Agent", "Idempotency-Key"} <= calls._PLAIN_NAMES
+    for spelt in ("traceparent", "TRACEPARENT", "Traceparent"):
+        theirs = {"User-Agent": "x", spelt: own, "Idempotency-Key": "k"}
+        merge_headers(theirs, extra)
+        assert theirs == {"User-Agent": "x", spelt: own, "Idempotency-Key": "k"}, spelt
+        assert spelt not in calls._PLAIN_NAMES
+    baggage = {"User-Agent": "x", "Baggage": "mine"}
+    merge_headers(baggage, {"baggage": "theirs"})
+    assert baggage == {"User-Agent": "x", "Baggage": "mine"}
+    for n in range(3 * PLAIN_NAMES_KEPT):
+        merge_headers({f"X-{n}": "v"}, extra)
+        assert len(calls._PLAIN_NAMES) <= PLAIN_NAMES_KEPT
+    merge_headers({"X-" + "a" * 100: "v"}, extra)
+    assert "X-" + "a" * 100 not in calls._PLAIN_NAMES  # too long to keep

@@ -47,9 +47,9 @@ import httpx
 
 from gopherq.core.executor import time_limit
 from gopherq.plugins.http.body import ACCEPT_ENCODING, read_chunks, read_whole
-from gopherq.plugins.http.checks import METHODS
+from gopherq.plugins.http.checks import FRAMING_HEADERS, METHODS
 from gopherq.plugins.http.egress import EgressGuard
-from gopherq.plugins.http.wire import Incoming, Outgoing, Target, decode_headers, framed_headers
+from gopherq.plugins.http.wire import BODY_METHODS, Incoming, Outgoing, Target, decode_headers, framed_headers
 
 #: Most header fields an answer may have (aiohttp's limit).
 MAX_FIELDS = 128
@@ -72,12 +72,15 @@ _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _NAME = _METHOD = re.compile(_TOKEN)
 #: What a request-target may not hold (it would end the request line early).
 _TARGET_BREAK = re.compile("[ \t\r\n\0]")
-#: Header names already found to be tokens, as a tuple (in order): a worker's requests carry the same few sets of
-#: names (its defaults, the tasks' own, a `traceparent`), so each set is matched once, not at every request. Only
-#: sets whose names fit in NAMES_KEPT_CHARS are kept, at most NAMES_KEPT sets (then it starts again).
-_CHECKED_NAMES: set[tuple[str, ...]] = set()
+#: What is known of a tuple of header names (in order) once a request carrying them has gone through every check
+#: (`_Names`): a worker's requests carry the same few sets of names (its defaults, the tasks' own, a `traceparent`),
+#: so each set is lowered and matched once, not at every request. Only sets whose names fit in NAMES_KEPT_CHARS are
+#: kept, at most NAMES_KEPT sets (then it starts again).
+_KNOWN_NAMES: dict[tuple[str, ...], _Names] = {}
 NAMES_KEPT = 256
 NAMES_KEPT_CHARS = 512
+#: The names framing drops (wire.framed_headers), lower-case: a set holding one is never kept (the general path).
+_FRAMING = frozenset(FRAMING_HEADERS)
 #: Space and tab, as the last byte of a header value (RFC 9110 5.5: not part of the value).
 _WHITESPACE = frozenset(b" \t")
 #: Request bodies up to this size are sent in one write with the head.
@@ -94,7 +97,7 @@ class Route:
     """How to reach a Target: where to connect, what to send as Host and request-target. Made once per Target
     and kept in its `route` slot."""
 
-    __slots__ = ("host", "host_header", "key", "path", "port", "server_name", "tls")
+    __slots__ = ("host", "host_header", "host_line", "key", "path", "port", "server_name", "tls")
 
     def __init__(self, target: Target) -> None:
         rest = target.url.split("://", 1)[1].split("#", 1)[0]
@@ -113,6 +116,8 @@ class Route:
         #: The host's ASCII form (IDNA-encoded), for SNI and the certificate check.
         self.server_name = name
         self.host_header = bracketed if self.port == default else f"{bracketed}:{self.port}"
+        #: The Host field sent when the request has none of its own.
+        self.host_line = f"Host: {self.host_header}\r\n"
         self.path = path if path.startswith("/") else f"/{path}"
         if _TARGET_BREAK.search(self.path) is not None:  # wire.target encodes them: this is for what bypassed it
             raise httpx.InvalidURL(f"the request target {self.path!r} holds whitespace or a control character")
@@ -126,22 +131,84 @@ def route(target: Target) -> Route:
     return found
 
 
+class _Names:
+    """What the head of a request needs of its tuple of header names, found once for the tuple (`_KNOWN_NAMES`).
+    Kept only for a tuple whose every name is ASCII, a token, and not a framing or hop-by-hop name (nothing that
+    framing drops): a request with such names is framed by adding a Content-Length alone, and only its values are
+    left to check."""
+
+    __slots__ = ("defaults", "fields", "has_host", "typed")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        lowered = {name.lower() for name in names}
+        #: The header fields with `%s` for each value (a `%` in a name doubled): one formatting per request.
+        self.fields = "".join([f"{name.replace('%', '%%')}: %s\r\n" for name in names])
+        self.has_host = "host" in lowered
+        #: Whether a Content-Type is among them (else a body gets the default one).
+        self.typed = "content-type" in lowered
+        #: aiohttp's default Accept and Accept-Encoding, those of them the names do not set.
+        self.defaults = _defaults(lowered)
+
+
+def _defaults(lowered: set[str]) -> str:
+    """The default Accept and Accept-Encoding fields for a request whose (lower-case) header names are `lowered`."""
+    if "accept" not in lowered and "accept-encoding" not in lowered:
+        return _DEFAULTS
+    defaults = "" if "accept" in lowered else "Accept: */*\r\n"
+    if "accept-encoding" not in lowered:
+        defaults += f"Accept-Encoding: {ACCEPT_ENCODING}\r\n"
+    return defaults
+
+
+def _remember(names: tuple[str, ...]) -> None:
+    """Keep what the head needs of `names` (`_Names`) when they qualify: each ASCII, a token and not a name framing
+    drops, and all within NAMES_KEPT_CHARS."""
+    if sum(map(len, names)) > NAMES_KEPT_CHARS:
+        return
+    for name in names:
+        if not name.isascii() or _NAME.fullmatch(name) is None or name.lower() in _FRAMING:
+            return
+    if len(_KNOWN_NAMES) >= NAMES_KEPT:
+        _KNOWN_NAMES.clear()
+    _KNOWN_NAMES[names] = _Names(names)
+
+
 def request_head(request: Outgoing, where: Route) -> bytes:
     """The request line and header section, framed (wire.framed_headers); raises httpx.LocalProtocolError for a
-    header that could not go on the wire as it is, ValueError for one that is not ASCII."""
+    header that could not go on the wire as it is, ValueError for one that is not ASCII.
+
+    A request whose tuple of header names was seen before (`_KNOWN_NAMES`) costs one tuple and one look-up for its
+    names, and one formatting and four C-level scans for its values: the checks a value needs (ASCII; no CR, LF or
+    NUL) are made on the formatted fields, whose names and separators hold no such character but one CR and one LF
+    per field. Any doubt (names not seen, a value failing a check) takes the general path (`_checked_head`), which
+    refuses exactly as it always has."""
     method = request.method
     if method not in METHODS and _METHOD.fullmatch(method) is None:
         raise httpx.LocalProtocolError(f"the method {method!r} is not a token")
+    headers = request.headers
+    known = _KNOWN_NAMES.get(tuple(headers))
+    if known is None:
+        return _checked_head(request, where)
+    count = len(headers)
+    fields = known.fields % tuple(headers.values())
+    if not fields.isascii() or fields.count("\r") != count or fields.count("\n") != count or "\0" in fields:
+        return _checked_head(request, where)  # (raises)
+    content = request.content
+    defaults = known.defaults
+    if content or method in BODY_METHODS:  # the Content-Length framed_headers would add, after the others
+        fields += f"Content-Length: {len(content)}\r\n"
+        if content and not known.typed:
+            defaults += "Content-Type: application/octet-stream\r\n"
+    host = "" if known.has_host else where.host_line
+    return f"{method} {where.path} HTTP/1.1\r\n{host}{fields}{defaults}\r\n".encode("ascii")
+
+
+def _checked_head(request: Outgoing, where: Route) -> bytes:
+    """`request_head` for a request whose names are not known yet, or one with a value to refuse: every name and
+    value checked (and the names remembered, `_remember`, once the head is made)."""
     headers = framed_headers(request)
-    if headers:
-        given = tuple(headers)
-        if given not in _CHECKED_NAMES:
-            if not all(_NAME.fullmatch(name) for name in given):
-                raise httpx.LocalProtocolError(f"a header name is not a token: {list(headers)!r}")
-            if sum(map(len, given)) <= NAMES_KEPT_CHARS:
-                if len(_CHECKED_NAMES) >= NAMES_KEPT:
-                    _CHECKED_NAMES.clear()
-                _CHECKED_NAMES.add(given)
+    if not all(_NAME.fullmatch(name) for name in headers):
+        raise httpx.LocalProtocolError(f"a header name is not a token: {list(headers)!r}")
     # What no header value may hold (RFC 9110 5.5): it would end the field, or the section, early. (Three scans
     # for one character each, at C speed: a regular expression's character class costs about ten times as much.)
     values = "".join(headers.values())
@@ -149,16 +216,13 @@ def request_head(request: Outgoing, where: Route) -> bytes:
         raise httpx.LocalProtocolError("a header value holds CR, LF or NUL")
     fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
     names = {name.lower() for name in headers}
-    host = "" if "host" in names else f"Host: {where.host_header}\r\n"
-    if "accept" in names or "accept-encoding" in names:
-        defaults = "" if "accept" in names else "Accept: */*\r\n"
-        if "accept-encoding" not in names:
-            defaults += f"Accept-Encoding: {ACCEPT_ENCODING}\r\n"
-    else:
-        defaults = _DEFAULTS
+    host = "" if "host" in names else where.host_line
+    defaults = _defaults(names)
     if request.content and "content-type" not in names:
         defaults += "Content-Type: application/octet-stream\r\n"
-    return f"{method} {where.path} HTTP/1.1\r\n{host}{fields}{defaults}\r\n".encode("ascii")
+    head = f"{request.method} {where.path} HTTP/1.1\r\n{host}{fields}{defaults}\r\n".encode("ascii")
+    _remember(tuple(request.headers))
+    return head
 
 
 class Connection(asyncio.Protocol):
