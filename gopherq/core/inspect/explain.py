@@ -94,7 +94,7 @@ async def locate(inspector: Inspector, queue: str, task_id: str) -> Whereabouts:
     record = located.where
     if located.state in ("running", "orphaned"):
         token = record.token if record is not None else None
-        state, worker, since = await inspector.holding(queue, located)
+        state, worker, since = await inspector._holding(queue, located)
         deadline = None if token is None else await redis.zscore(k.leases, token)
         lease = None if deadline is None else float(deadline) / 1000
         raw = located.envelope

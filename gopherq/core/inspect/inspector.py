@@ -132,7 +132,7 @@ class Inspector(QueueReader, EventReader, OperationsReader):
             )
         return out
 
-    async def holding(self, queue: str, located: Located) -> tuple[str, str | None, float | None]:
+    async def _holding(self, queue: str, located: Located) -> tuple[str, str | None, float | None]:
         """(state, worker, claimed at) of a task held by a worker (located running or orphaned): the worker and
         claim time its whereabouts record gives, else its worker's heartbeat list; and from that list, whether a
         running task has started or waits staged (claimed ahead by `worker.prefetch`: state 'staged')."""
@@ -329,7 +329,7 @@ class Inspector(QueueReader, EventReader, OperationsReader):
         state, worker, since = located.state or "unknown", located.worker, located.since
         envelope: Any = located.envelope
         if located.state in ("running", "orphaned"):
-            state, worker, since = await self.holding(queue, located)
+            state, worker, since = await self._holding(queue, located)
         if not located.state:
             if status == "succeeded":
                 state = "succeeded"
