@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from gopherq.core import codec
 from gopherq.core.broker import Broker
-from gopherq.core.outcomes import DEAD_DETAIL_LIMIT, OutcomePolicy, backoff_delay
+from gopherq.core.outcomes import DEAD_DETAIL_LIMIT, DEAD_ERROR_LIMIT, OutcomePolicy, backoff_delay
 from gopherq.core.resilience import Backoff
 from gopherq.core.results import ErrorInfo
 from gopherq.core.sections import QueueSettings
@@ -270,3 +270,34 @@ async def test_an_attempt_cut_at_the_deadline_says_so_and_keeps_the_error_before
     assert error["message"] == "attempt exceeded its time limit of 0.3s" and "last_error" not in error.get(
         "details", {}
     )
+
+
+async def test_a_hostile_last_error_carried_into_a_cut_attempt_stays_bounded(
+    make_settings: Callable[..., Settings],
+    start_worker: Any,
+    aredis: aioredis.Redis,
+    queue_name: str,
+    loopback: LoopbackServer,
+) -> None:
+    """`last_error` is a reserved field, but a raw push can set it: huge, deeply nested, with control characters.
+    The cut attempt keeps it in its dead letter only through the dead letter's own bound (capped_error)."""
+    await start_worker(make_settings(queue={"max_attempts": 100}))
+    nested: dict[str, Any] = {"x": "\x1b[31m\r\nforged"}
+    for _ in range(200):
+        nested = {"n": nested}
+    hostile = {"reason": "r", "message": "m", "details": {"blob": "A" * 500_000, "deep": nested}}
+    await push(
+        aredis,
+        queue_name,
+        {
+            "id": "cut",
+            "url": loopback.url("/slow?seconds=5"),
+            "deadline": time.time() + 0.5,
+            "attempt": 2,
+            "last_error": hostile,
+        },
+    )
+    assert (await final(aredis, queue_name, "cut"))["dead_reason"] == "deadline"
+    error = (await dead_letter(aredis, queue_name, "cut"))["error"]
+    assert "cut at the task's deadline" in error["message"]
+    assert len(codec.dumps(error["details"])) <= DEAD_ERROR_LIMIT + 1024
