@@ -35,8 +35,9 @@ def config(path: Path, redis_url: str, mode: str) -> Path:
     return path
 
 
-def worker_row(tree: Path, mode: str, tasks: int) -> float:
-    """Instructions per HTTP task of `tree`'s worker with tracing `mode` (off, or a sample ratio)."""
+def worker_row(tree: Path, mode: str, tasks: int, warm: int = 500) -> float:
+    """Instructions per HTTP task of `tree`'s worker with tracing `mode` (off, or a sample ratio), counted after `warm`
+    tasks."""
     from bench.services import HttpTarget, RedisServer
 
     with tempfile.TemporaryDirectory(prefix="gopherq-instructions-") as tmp:
@@ -54,7 +55,7 @@ def worker_row(tree: Path, mode: str, tasks: int) -> float:
             return [b'{"id":"%d","url":"%s/t/%d"}' % (i, url, i) for i in range(start, end)]
 
         try:
-            return count_worker(argv, env, Path(tmp), out, server.url, QUEUE, envelopes, 500, tasks)
+            return count_worker(argv, env, Path(tmp), out, server.url, QUEUE, envelopes, warm, tasks)
         finally:
             target.stop()
             server.stop()
