@@ -187,7 +187,7 @@ class Writes:
 
     def __init__(self, known: bool) -> None:
         self.count = 0
-        #: False when the client cannot tell (not opened by `RedisConnection`, or a Redis Cluster client).
+        #: False when the client cannot tell (not opened by `RedisConnection`).
         self.known = known
 
     @property
@@ -213,13 +213,26 @@ def watch_writes(client: RedisClient) -> Iterator[Writes]:
 
 
 def _pool_class(client: Any) -> Any:
+    if isinstance(client, RedisCluster):
+        return client.nodes_manager.connection_kwargs.get("connection_class")
     return getattr(getattr(client, "connection_pool", None), "connection_class", None)
 
 
 def _track_writes(client: RedisClient) -> RedisClient:
-    """Give the client's pool GoPherQ's connection class: a subclass of its own (plain, TLS, Unix socket,
-    Sentinel-managed) that counts what it sends into the current `watch_writes` block and packs commands in C (see
-    `_gopherq_connection`). Done before the first connection exists, so every connection is one."""
+    """Give the client's connections GoPherQ's connection class: a subclass of their own (plain, TLS, Unix socket,
+    Sentinel-managed, a cluster node's) that counts what it sends into the current `watch_writes` block, bounds each
+    write without losing a cancellation, and packs commands in C (see `_gopherq_connection`). Done before the first
+    connection exists, so every connection is one.
+
+    A Redis Cluster client has no pool: each node makes its own connections, of the class in the connection
+    options the client shares with the nodes it learns of later, and its startup nodes were made with a copy."""
+    if isinstance(client, RedisCluster):
+        options = client.nodes_manager.connection_kwargs
+        if not getattr(options["connection_class"], "gopherq_counts_writes", False):
+            options["connection_class"] = _gopherq_connection(options["connection_class"])
+        for node in [*client.startup_nodes, *client.nodes_manager.startup_nodes.values()]:
+            node.connection_class = options["connection_class"]
+        return client
     pool = getattr(client, "connection_pool", None)
     if pool is not None and not getattr(pool.connection_class, "gopherq_counts_writes", False):
         pool.connection_class = _gopherq_connection(pool.connection_class)
@@ -251,8 +264,14 @@ def _gopherq_connection(base: type) -> type:
             if writes is not None:
                 writes.count += 1
             timeout = self.socket_timeout
-            if not (_TIMED_WRITES and timeout and self.is_connected):  # (connecting reads under socket_timeout)
+            if not (_TIMED_WRITES and timeout):
                 return await base.send_packed_command(self, *args, **kwargs)  # type: ignore[attr-defined]
+            if not self.is_connected:
+                # Connect first, as redis-py's send would: its handshake reads under socket_timeout, unhidden. (A
+                # pool connects before it hands a connection out; a cluster node's connections connect on their
+                # first send, often the first command after a cancelled one dropped its connection.)
+                connect = getattr(self, "connect_check_health", None)
+                await (connect(check_health=False) if connect is not None else self.connect())
             self.socket_timeout = None  # redis-py's send then awaits the write itself, not through wait_for
             try:
                 async with asyncio.timeout(timeout):  # type: ignore[attr-defined,unused-ignore]

@@ -3,10 +3,12 @@ real three-node cluster that this test starts on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +20,8 @@ import redis
 
 import gopherq
 from gopherq import AsyncClient
+from gopherq.core.cancellation import cancel_and_wait
+from gopherq.core.connection import RedisConnection, watch_writes
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import load_settings
 from tests.support.common import async_wait_until
@@ -192,3 +196,31 @@ async def test_worker_and_client_on_a_cluster(cluster: list[int], start_worker: 
         # The fair keys' reads (the backlog set, then each key's lists) run in the queue's slot too.
         await client.enqueue("echo", value="k", fair_key="tenant-9")
         assert [(info.key, info.backlog) for info in await inspect.fair_keys(queue, 5)] == [("tenant-9", 1)]
+
+
+async def test_cluster_connections_lose_no_cancellation_and_count_their_writes(cluster: list[int]) -> None:
+    """A cluster node's connections are GoPherQ's too (core/connection.py): a loop of commands, cancelled once at a
+    random moment, always stops (redis-py's own writes go through `asyncio.wait_for`, which on Python 3.10 and 3.11
+    loses a cancel arriving as a write completes), and a `watch_writes` block knows whether a command went out."""
+    connection = RedisConnection(
+        load_settings(None, {"redis": {"url": f"redis://127.0.0.1:{cluster[0]}", "cluster": True}}, environ={}), "test"
+    )
+    client = await connection.open()
+
+    async def commands() -> None:
+        while True:
+            await client.incr("{c}:n")
+
+    rng = random.Random(11)
+    try:
+        with watch_writes(client) as writes:
+            assert writes.known and not writes.maybe_sent
+            await client.get("{c}:n")
+            assert writes.maybe_sent
+        for _ in range(50 if sys.version_info >= (3, 11) else 0):
+            task = asyncio.create_task(commands())
+            await asyncio.sleep(rng.uniform(0, 0.002))
+            assert await cancel_and_wait([task], timeout=2.0, recancel_after=10.0) == set()  # one cancel only
+    finally:
+        await client.delete("{c}:n")
+        await connection.close()
