@@ -228,8 +228,11 @@ def _track_writes(client: RedisClient) -> RedisClient:
     options the client shares with the nodes it learns of later, and its startup nodes were made with a copy."""
     if isinstance(client, RedisCluster):
         options = client.nodes_manager.connection_kwargs
-        if not getattr(options["connection_class"], "gopherq_counts_writes", False):
-            options["connection_class"] = _gopherq_connection(options["connection_class"])
+        base = options.get("connection_class")
+        if base is None:  # (a redis-py that keeps it elsewhere: its own class, its writes not counted)
+            return client
+        if not getattr(base, "gopherq_counts_writes", False):
+            options["connection_class"] = _gopherq_connection(base)
         for node in [*client.startup_nodes, *client.nodes_manager.startup_nodes.values()]:
             node.connection_class = options["connection_class"]
         return client
