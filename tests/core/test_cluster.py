@@ -206,21 +206,22 @@ async def test_cluster_connections_lose_no_cancellation_and_count_their_writes(c
         load_settings(None, {"redis": {"url": f"redis://127.0.0.1:{cluster[0]}", "cluster": True}}, environ={}), "test"
     )
     client = await connection.open()
+    key = f"{{c_{uuid.uuid4().hex[:8]}}}:n"
 
     async def commands() -> None:
         while True:
-            await client.incr("{c}:n")
+            await client.incr(key)
 
     rng = random.Random(11)
     try:
         with watch_writes(client) as writes:
             assert writes.known and not writes.maybe_sent
-            await client.get("{c}:n")
+            await client.get(key)
             assert writes.maybe_sent
         for _ in range(50 if sys.version_info >= (3, 11) else 0):
             task = asyncio.create_task(commands())
             await asyncio.sleep(rng.uniform(0, 0.002))
             assert await cancel_and_wait([task], timeout=2.0, recancel_after=10.0) == set()  # one cancel only
     finally:
-        await client.delete("{c}:n")
+        await client.delete(key)
         await connection.close()
