@@ -14,7 +14,7 @@ from typing import Any
 
 from gopherq.core.task import Task
 
-#: How `running` marks a held task that waits staged (claimed ahead, not started).
+#: How `held` marks a held task that waits staged (claimed ahead, not started).
 STAGED = "staged"
 
 
@@ -46,27 +46,31 @@ class Holdings:
         self.runners.discard(runner)
         self.slot_free.set()
 
-    def running(self) -> list[list[Any]]:
-        """[token, task id, claimed at] of every task this worker holds, oldest first, with a fourth item, STAGED,
-        for a task claimed ahead that has not started (it is held, not running). The claim time comes from
-        `batches` (a batch's tokens are consecutive, see claim.lua), which is trimmed here to what is still held."""
+    def held(self) -> tuple[list[list[Any]], list[list[Any]]]:
+        """The tasks this worker holds, as [token, task id, claimed at], oldest first: those running, and those
+        claimed ahead that have not started (staged: held, not running), each with a fourth item, STAGED, for the
+        readers of the worker's heartbeat. The claim time comes from `batches` (a batch's tokens are consecutive,
+        see claim.lua), which is trimmed here to what is still held."""
         batches = self.batches
         if not self.tasks:
             batches.clear()
-            return []
+            return [], []
         tokens = sorted((int(token), task) for token, task in self.tasks.items())
         firsts = [first for first, _ in batches]
         oldest = bisect.bisect_right(firsts, tokens[0][0]) - 1
         if oldest > 0:
             del batches[:oldest]
             del firsts[:oldest]
-        staged = {entry[0] for entry in self.staged}
+        staged_tokens = {entry[0] for entry in self.staged}
         running: list[list[Any]] = []
+        staged: list[list[Any]] = []
         for token, task in tokens:
             at = bisect.bisect_right(firsts, token) - 1
             since = batches[at][1] if at >= 0 else None
             entry = [str(token), task.id if task is not None else None, since]
-            if staged and entry[0] in staged:
+            if staged_tokens and entry[0] in staged_tokens:
                 entry.append(STAGED)
-            running.append(entry)
-        return running
+                staged.append(entry)
+            else:
+                running.append(entry)
+        return running, staged

@@ -22,7 +22,6 @@ from gopherq.core.broker import Broker
 from gopherq.core.connection import command_timeout
 from gopherq.core.fair import FairKeys
 from gopherq.core.flows.reconcile import Reconciler
-from gopherq.core.holdings import STAGED
 from gopherq.core.registry import QueueRegistry
 from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.schedules import Scheduler, validate_schedules
@@ -138,13 +137,9 @@ class Upkeep:
         """What this worker tells others (the inspection API) about itself, and for how long (seconds) it stays
         readable if no heartbeat refreshes it: written with each heartbeat, so it costs no round trip."""
         cfg = self.settings.worker
-        running = self.holdings.running()
-        staged: list[list[Any]] = []
-        if self.holdings.staged:
-            # A staged task (claimed ahead by worker.prefetch) is held, not running: it is listed after the running
-            # ones, marked, and counts neither as running nor as the oldest running task (a gauge alerted on).
-            staged = [entry for entry in running if STAGED in entry[3:]]
-            running = [entry for entry in running if STAGED not in entry[3:]]
+        # A staged task (claimed ahead by worker.prefetch) is held, not running: it is listed after the running ones,
+        # marked, and counts neither as running nor as the oldest running task (a gauge alerted on).
+        running, staged = self.holdings.held()
         oldest = self.holdings.oldest_claimed = running[0][2] if running else None
         info = {
             "host": socket.gethostname(),
@@ -153,7 +148,7 @@ class Upkeep:
             "started": self.started_at,
             "concurrency": cfg.concurrency,
             "stats": codec.dumps(self.stats),
-            "running": codec.dumps((running + staged)[:RUNNING_LISTED] if staged else running[:RUNNING_LISTED]),
+            "running": codec.dumps((running + staged)[:RUNNING_LISTED]),
             "running_count": len(running),
             "staged_count": len(staged),
             # When the longest-running task was claimed ("" when none): what the inspector's oldest-running age

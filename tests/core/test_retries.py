@@ -124,6 +124,18 @@ async def final(aredis: aioredis.Redis, queue: str, task_id: str, timeout: float
     return result
 
 
+def cut_retry(loopback: LoopbackServer, last_error: Any) -> dict[str, Any]:
+    """Task "cut" as a retry's envelope carries it: its second attempt, the first one's error inside, its deadline
+    0.5 s away and its call slower than that, so the attempt's time limit is cut at the deadline."""
+    return {
+        "id": "cut",
+        "url": loopback.url("/slow?seconds=5"),
+        "deadline": time.time() + 0.5,
+        "attempt": 2,
+        "last_error": last_error,
+    }
+
+
 async def dead_letter(aredis: aioredis.Redis, queue: str, task_id: str) -> dict[str, Any]:
     raw = await aredis.hget(Broker(aredis, queue).keys.dead, task_id)
     assert raw is not None, f"{task_id} is not a dead letter"
@@ -245,18 +257,10 @@ async def test_an_attempt_cut_at_the_deadline_says_so_and_keeps_the_error_before
     dead letter names the cut and still carries what the attempts before it got (CI once saw a 0.3 ms attempt)."""
     await start_worker(make_settings(queue={"max_attempts": 100}))
     earlier = {"reason": "http_status", "message": "HTTP 503", "details": {"status_code": 503}}
-    now = time.time()
     await push(
         aredis,
         queue_name,
-        # As a retry's envelope would carry it: its second attempt, the first one's error inside.
-        {
-            "id": "cut",
-            "url": loopback.url("/slow?seconds=5"),
-            "deadline": now + 0.5,
-            "attempt": 2,
-            "last_error": earlier,
-        },
+        cut_retry(loopback, earlier),
         {"id": "own-limit", "url": loopback.url("/slow?seconds=5"), "timeout": 0.3, "max_attempts": 1},
     )
     record = await final(aredis, queue_name, "cut")
@@ -286,17 +290,7 @@ async def test_a_hostile_last_error_carried_into_a_cut_attempt_stays_bounded(
     for _ in range(200):
         nested = {"n": nested}
     hostile = {"reason": "r", "message": "m", "details": {"blob": "A" * 500_000, "deep": nested}}
-    await push(
-        aredis,
-        queue_name,
-        {
-            "id": "cut",
-            "url": loopback.url("/slow?seconds=5"),
-            "deadline": time.time() + 0.5,
-            "attempt": 2,
-            "last_error": hostile,
-        },
-    )
+    await push(aredis, queue_name, cut_retry(loopback, hostile))
     assert (await final(aredis, queue_name, "cut"))["dead_reason"] == "deadline"
     error = (await dead_letter(aredis, queue_name, "cut"))["error"]
     assert "cut at the task's deadline" in error["message"]

@@ -47,9 +47,17 @@ import httpx
 
 from gopherq.core.executor import time_limit
 from gopherq.plugins.http.body import ACCEPT_ENCODING, read_chunks, read_whole
-from gopherq.plugins.http.checks import FRAMING_HEADERS, METHODS
+from gopherq.plugins.http.checks import METHODS
 from gopherq.plugins.http.egress import EgressGuard
-from gopherq.plugins.http.wire import BODY_METHODS, Incoming, Outgoing, Target, decode_headers, framed_headers
+from gopherq.plugins.http.wire import (
+    DROPPED,
+    Incoming,
+    Outgoing,
+    Target,
+    decode_headers,
+    framed_headers,
+    sends_length,
+)
 
 #: Most header fields an answer may have (aiohttp's limit).
 MAX_FIELDS = 128
@@ -79,8 +87,6 @@ _TARGET_BREAK = re.compile("[ \t\r\n\0]")
 _KNOWN_NAMES: dict[tuple[str, ...], _Names] = {}
 NAMES_KEPT = 256
 NAMES_KEPT_CHARS = 512
-#: The names framing drops (wire.framed_headers), lower-case: a set holding one is never kept (the general path).
-_FRAMING = frozenset(FRAMING_HEADERS)
 #: Space and tab, as the last byte of a header value (RFC 9110 5.5: not part of the value).
 _WHITESPACE = frozenset(b" \t")
 #: Request bodies up to this size are sent in one write with the head.
@@ -166,7 +172,7 @@ def _remember(names: tuple[str, ...]) -> None:
     if sum(map(len, names)) > NAMES_KEPT_CHARS:
         return
     for name in names:
-        if not name.isascii() or _NAME.fullmatch(name) is None or name.lower() in _FRAMING:
+        if not name.isascii() or _NAME.fullmatch(name) is None or name.lower() in DROPPED:
             return
     if len(_KNOWN_NAMES) >= NAMES_KEPT:
         _KNOWN_NAMES.clear()
@@ -195,7 +201,7 @@ def request_head(request: Outgoing, where: Route) -> bytes:
         return _checked_head(request, where)  # (raises)
     content = request.content
     defaults = known.defaults
-    if content or method in BODY_METHODS:  # the Content-Length framed_headers would add, after the others
+    if sends_length(request):  # the Content-Length framed_headers would add, after the others
         fields += f"Content-Length: {len(content)}\r\n"
         if content and not known.typed:
             defaults += "Content-Type: application/octet-stream\r\n"

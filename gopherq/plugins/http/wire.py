@@ -112,9 +112,15 @@ class Outgoing:
 
 
 #: The names `framed_headers` drops, lower-case.
-_REMOVED = frozenset(FRAMING_HEADERS)
+DROPPED = frozenset(FRAMING_HEADERS)
 #: Methods that carry a Content-Length even when their body is empty (as httpx and aiohttp send them).
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def sends_length(request: Outgoing) -> bool:
+    """Whether the request goes out with a `Content-Length` (`framed_headers` adds it): a body, or a method that
+    carries one even when empty."""
+    return bool(request.content) or request.method in BODY_METHODS
 
 
 def framed_headers(request: Outgoing) -> dict[str, str]:
@@ -128,12 +134,12 @@ def framed_headers(request: Outgoing) -> dict[str, str]:
     for name, value in headers.items():
         if not (name.isascii() and value.isascii()):
             raise ValueError(f"header {name!r} cannot be encoded as ASCII")
-        if name.lower() in _REMOVED:
+        if name.lower() in DROPPED:
             clean = False
-    expected = bool(request.content) or request.method in BODY_METHODS
+    expected = sends_length(request)
     if clean and not expected:
         return headers
-    framed = {name: value for name, value in headers.items() if name.lower() not in _REMOVED}
+    framed = {name: value for name, value in headers.items() if name.lower() not in DROPPED}
     if expected:
         framed["Content-Length"] = str(len(request.content))
     return framed
