@@ -14,13 +14,15 @@ all workers share it. `FlowGate.admit` checks a claimed batch in one script call
 flow-controlled tasks: a task over its limit is deferred (no attempt consumed) to when its rate slot opens,
 which it reserves (a slow-down cancels older reservations), or for `wait` seconds when a concurrency slot or the
 half-open probe is busy, or until the circuit's cool-down ends. `FlowGate.done` frees the concurrency slots at
-settle time and feeds the breaker (N consecutive errors within a window open it; after the cool-down one probe
-decides) and the adaptive rate (a 'slow' signal multiplies the rate by `slow_down`, at most once a second; it
-then regains `ramp_up` of the configured rate per second).
+settle time (or before the worker's next batch is admitted, if that comes first) and feeds the breaker (N
+consecutive errors within a window open it; after the cool-down one probe decides) and the adaptive rate (a 'slow'
+signal multiplies the rate by `slow_down`, at most once a second; it then regains `ramp_up` of the configured rate
+per second).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -242,12 +244,15 @@ class WorkerFlow:
         #: token -> (flow key, limits) of every admitted, running flow-controlled task
         self.running: dict[str, tuple[str, FlowLimits]] = {}
         self._ended: list[Ended] = []
+        self._sending = 0  # flushes under way: an admission waits for them too (see admit)
+        self._sent = asyncio.Event()  # set while none is
+        self._sent.set()
 
     async def admit(
         self, ready: list[tuple[str, Task, E]], lease_deadline_ms: int
     ) -> tuple[list[tuple[str, Task, E]], list[tuple[str, Task, int, str, str]]]:
         """Split a batch into the tasks that run now and (token, task, due ms, flow key, what held it back: "rate",
-        "concurrency" or "circuit") to defer."""
+        "concurrency" or "circuit") to defer, after freeing the slots of the attempts that ended meanwhile."""
         gated: list[tuple[int, str, FlowLimits]] = []
         for n, (_token, task, entry) in enumerate(ready):
             if entry.flow is not None:
@@ -256,6 +261,11 @@ class WorkerFlow:
                     gated.append((n, *found))
         if not gated:
             return ready, []
+        if self._ended or self._sending:
+            # Attempts that ended free their slots first (they go with the next settle otherwise, or are on their
+            # way): a worker's own finished tasks must not hold back the batch it claimed for the slots they left.
+            await self.flush()
+            await self._sent.wait()
         verdicts, events = await self.gate.admit(
             [(key, limits, ready[n][0], ready[n][1].flow_slot) for n, key, limits in gated], lease_deadline_ms
         )
@@ -301,11 +311,17 @@ class WorkerFlow:
         if not self._ended:
             return
         ended, self._ended = self._ended, []
+        self._sending += 1
+        self._sent.clear()
         try:
             events = await self.gate.done(ended)
         except BaseException:
             self._ended[:0] = ended
             raise
+        finally:
+            self._sending -= 1
+            if not self._sending:
+                self._sent.set()
         self.announce(events)
 
     async def renew(self, lease_deadline_ms: int) -> None:

@@ -21,12 +21,13 @@ from gopherq.core import codec
 from gopherq.core.flow import FlowGate, FlowLimits
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
+from gopherq.core.plugins import load_plugins
 from gopherq.core.settings import Settings
 from gopherq.plugins.http import HostRule
 from gopherq.plugins.http.flow import HostRules, flow_signal
 from gopherq.web.exposition import render_metrics
 from tests.support.common import free_port, wait_until, write_config
-from tests.support.plugins import CaptureSink, SinkPlugin
+from tests.support.plugins import CaptureSink, ExecutorPlugin, NoopExecutor, SinkPlugin
 
 
 class FlowServer:
@@ -293,3 +294,30 @@ async def test_a_refusing_host_opens_its_circuit_without_consuming_attempts_and_
             server.stop()
     assert (await gate.states())[0]["circuit"] == "closed"
     assert len(sink.named("task.throttled")) > 0
+
+
+class OneHost(NoopExecutor):
+    """A no-op whose tasks share one flow key, at most `limit` of them running at once (as an http task's host)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def flow(self, task: Any) -> tuple[str, FlowLimits]:
+        return "one-host", FlowLimits(concurrency=self.limit)
+
+
+async def test_a_workers_finished_tasks_free_their_flow_slots_before_its_next_batch_is_admitted(
+    make_settings: Callable[..., Settings], start_worker: Callable[..., Any]
+) -> None:
+    """A flow key's concurrency slots are freed with the settle of the attempts that held them, or before the next
+    batch is admitted if that comes first: else the batch claimed for the slots a worker's own finished tasks left
+    was admitted against those slots, still taken, and deferred (a bounce through the delayed set, no attempt)."""
+    settings = make_settings(worker={"concurrency": 10, "batch_size": 10})
+    extra = {"capped": ExecutorPlugin("capped", OneHost(limit=10))}
+    async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
+        ids = [await client.enqueue("capped") for _ in range(100)]
+        running = await start_worker(settings, extra_plugins=extra)
+        for task_id in ids:
+            record = await client.wait(task_id, timeout=15)
+            assert record is not None and record.status.value == "succeeded"
+    assert running.worker.stats["deferred"] == 0  # never held back by its own worker's finished tasks
