@@ -111,12 +111,12 @@ class Fetcher:
             if room <= 0 or (staged and room < low_water):
                 slot_free.clear()
                 if not staged:
-                    await slot_free.wait()
+                    await self._slot_free()
                     continue
                 # Tasks wait staged, and no claim goes out (the one that would say the queue is paused): ask
                 # every PAUSE_POLL seconds, so that a pause stops them starting as it stops the claims.
                 try:
-                    await asyncio.wait_for(slot_free.wait(), PAUSE_POLL)
+                    await asyncio.wait_for(self._slot_free(), PAUSE_POLL)
                 except asyncio.TimeoutError:
                     try:
                         if staged and await self.broker.paused():
@@ -125,6 +125,7 @@ class Fetcher:
                         await backoff.wait(exc)
                 continue
             try:
+                self.holdings.claims += 1
                 batch = await self.broker.claim(min(room, batch_size), self.lease_ms, self.levels.next())
                 if batch is None:
                     await self._paused()
@@ -142,6 +143,15 @@ class Fetcher:
                 await backoff.wait(exc)
                 continue
             await self._start_batch(batch)
+
+    async def _slot_free(self) -> None:
+        """Wait for a runner to free a slot, saying so meanwhile (`Holdings.waiting_for_slot`)."""
+        holdings = self.holdings
+        holdings.waiting_for_slot = True
+        try:
+            await holdings.slot_free.wait()
+        finally:
+            holdings.waiting_for_slot = False
 
     async def _starter(self) -> None:
         """Start staged tasks as runners finish: woken once per burst of finished runners (the event their done

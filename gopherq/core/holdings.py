@@ -37,6 +37,15 @@ class Holdings:
         self.batches: list[tuple[int, float]] = []
         #: Set when a runner finishes: the fetcher waits on it for a free slot.
         self.slot_free = asyncio.Event()
+        #: True while the fetcher waits on `slot_free`: the runners that just ended free their slots within a loop
+        #: turn or two, and its claim goes out then. The settler lets that claim go to Redis before the settle of
+        #: those runners' outcomes (`Settler.flush`): Redis runs one script at a time, and a claim sent just after
+        #: a settle waits for the settle script to end before its own starts; sent first, it is answered after its
+        #: own script alone, and the settle runs in Redis while the worker runs the new batch. (In a no-op drain
+        #: of batches of 500, the worker had waited about a third of each batch's cycle for its claim.)
+        self.waiting_for_slot = False
+        #: Claims the fetcher has sent: the settler waits for the next one, not for the fetcher to wait again.
+        self.claims = 0
         #: When the longest-running task held was claimed, as of the last heartbeat (None: none held); the
         #: metrics sink reads it from its own thread, so it is written, never computed, there.
         self.oldest_claimed: float | None = None

@@ -6,7 +6,8 @@ then counts and announces each one the script accepted. When the queue's event l
 outcome events go with their decisions into that same call, masked here (core/eventlog.py says why), and the event
 bus hands them to the other sinks only: the log holds exactly the outcomes the script recorded. Follow-up tasks an
 executor asks for when a task ends (e.g. callbacks) are pushed before the settle that ends it, so a crash between the
-two repeats them and never loses them.
+two repeats them and never loses them. The claim that the finished tasks make due goes to Redis before their settle
+(`Holdings.waiting_for_slot` says why), unless their settle may make a task claimable (`Settler._settle_first`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from gopherq.core.shared import Shared
 from gopherq.core.tracecontext import trace_id
 
 log = logging.getLogger("gopherq.core.worker")  # the worker's log lines, under the name operators filter on
+
+#: Most loop turns a settle waits for the claim its runners' freed slots make due (`Holdings.waiting_for_slot`):
+#: their done callbacks run in the turn after they ended and wake the fetcher for the next, so two, as a rule.
+CLAIM_FIRST_TURNS = 3
 
 #: An announced decision's event fields as the event log has them: (timestamp, error, data, facts), masked.
 Logged = tuple[float, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]
@@ -66,6 +71,7 @@ class Settler:
         self.queue = shared.settings.queue
         self.broker, self.bus, self.flow, self.plugins = shared.broker, shared.bus, shared.flow, shared.plugins
         self.held, self.stats, self.outage = shared.holdings.tasks, shared.stats, shared.outage
+        self.holdings = shared.holdings
         self.schedule_runs = shared.schedule_runs
         writer = self.bus.log_writer
         #: The queue's event log, when a sink writes it: the settle writes the outcome events it accepts.
@@ -75,6 +81,11 @@ class Settler:
         self.worker_id = shared.worker_id
         self.dags = shared.dags
         self._decisions: list[Decision] = []
+        #: Whether a decision waiting to be settled may make a task claimable: a flow member's outcome (its flow's
+        #: join, or a fail_fast flow's halt of its other members) or a counted fair key's freed place (the key's
+        #: next task). Its settle then goes before a claim that is due, so that the claim sees what it changed.
+        #: (Flow-controlled attempts free their slots before a claimed batch is admitted: `WorkerFlow.admit`.)
+        self._settle_first = False
         self._followups: list[bytes] = []  # envelopes tasks asked for when they ended (e.g. callbacks)
         self._flush_lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
@@ -82,6 +93,9 @@ class Settler:
     def decide(self, decision: Decision) -> None:
         """Take a decision about a held task; the settle loop records it with the next round trip."""
         self._decisions.append(decision)
+        settlement = decision.settlement
+        if settlement.dag is not None or settlement.token in self.broker.fair_counted:
+            self._settle_first = True
         task = decision.task
         if task is not None and decision.settlement.kind in ("ack", "dead"):
             entry = self.plugins.executors.get(task.type)
@@ -111,13 +125,20 @@ class Settler:
 
     async def flush(self) -> None:
         """Settle every pending decision in one round trip; on failure they stay pending. When it returns, every
-        decision made before the call is settled (a flush in progress elsewhere is waited for)."""
+        decision made before the call is settled (a flush in progress elsewhere is waited for). A claim that is
+        due goes to Redis first, unless a decision may make a task claimable (`_settle_first`)."""
         async with self._flush_lock:
             await self._flush_pending()
 
     async def _flush_pending(self) -> None:
         while self._decisions:
+            holdings, claims = self.holdings, self.holdings.claims
+            for _ in range(0 if self._settle_first else CLAIM_FIRST_TURNS):
+                if not holdings.waiting_for_slot or holdings.claims != claims:  # (see waiting_for_slot)
+                    break
+                await asyncio.sleep(0)  # the claim the finished tasks make due goes to Redis first
             decisions, self._decisions = self._decisions, []
+            self._settle_first = False
             if self._followups:  # before the settle that ends their tasks: a crash between repeats, never loses
                 followups, self._followups = self._followups, []
                 try:
@@ -125,6 +146,7 @@ class Settler:
                 except BaseException:
                     self._decisions[:0] = decisions
                     self._followups[:0] = followups
+                    self._settle_first = True  # (retried first: it may hold what _settle_first is for)
                     raise
             for decision in decisions:  # a task with a fair key frees its place among its key's running tasks
                 if decision.task is not None and decision.task.fair_key is not None:
@@ -146,6 +168,7 @@ class Settler:
                 )
             except BaseException:
                 self._decisions[:0] = decisions
+                self._settle_first = True
                 raise
             for index, (decision, ok) in enumerate(zip(decisions, accepted, strict=False)):
                 self.held.pop(decision.settlement.token, None)
