@@ -244,9 +244,7 @@ class WorkerFlow:
         #: token -> (flow key, limits) of every admitted, running flow-controlled task
         self.running: dict[str, tuple[str, FlowLimits]] = {}
         self._ended: list[Ended] = []
-        self._sending = 0  # flushes under way: an admission waits for them too (see admit)
-        self._sent = asyncio.Event()  # set while none is
-        self._sent.set()
+        self._flushing = asyncio.Lock()  # one send at a time: an admission waits for the one under way (see admit)
 
     async def admit(
         self, ready: list[tuple[str, Task, E]], lease_deadline_ms: int
@@ -261,11 +259,10 @@ class WorkerFlow:
                     gated.append((n, *found))
         if not gated:
             return ready, []
-        if self._ended or self._sending:
+        if self._ended or self._flushing.locked():
             # Attempts that ended free their slots first (they go with the next settle otherwise, or are on their
             # way): a worker's own finished tasks must not hold back the batch it claimed for the slots they left.
             await self.flush()
-            await self._sent.wait()
         verdicts, events = await self.gate.admit(
             [(key, limits, ready[n][0], ready[n][1].flow_slot) for n, key, limits in gated], lease_deadline_ms
         )
@@ -307,21 +304,19 @@ class WorkerFlow:
         self.running.pop(token, None)
 
     async def flush(self) -> None:
-        """Send what ended since the last flush (one round trip); on failure it stays pending."""
-        if not self._ended:
+        """Send what ended since the last flush (one round trip), after any send under way; on failure it stays
+        pending."""
+        if not (self._ended or self._flushing.locked()):
             return
-        ended, self._ended = self._ended, []
-        self._sending += 1
-        self._sent.clear()
-        try:
-            events = await self.gate.done(ended)
-        except BaseException:
-            self._ended[:0] = ended
-            raise
-        finally:
-            self._sending -= 1
-            if not self._sending:
-                self._sent.set()
+        async with self._flushing:
+            if not self._ended:
+                return
+            ended, self._ended = self._ended, []
+            try:
+                events = await self.gate.done(ended)
+            except BaseException:
+                self._ended[:0] = ended
+                raise
         self.announce(events)
 
     async def renew(self, lease_deadline_ms: int) -> None:

@@ -77,7 +77,7 @@ async def run_all(
     """Enqueue `tasks` no-op tasks (with `fields`), run a worker until every one has succeeded, and return their ids
     in the order they were enqueued (and so claimed) once MONITOR has seen them settled."""
     async with AsyncClient(settings, plugins=load_plugins(settings, extra=NOOP)) as client:
-        ids = [await client.enqueue("noop", **fields) for _ in range(tasks)]
+        ids = await client.enqueue_many([client.task("noop", **fields) for _ in range(tasks)])
         await start_worker(settings, extra_plugins=NOOP)
         for task_id in ids:
             record = await client.wait(task_id, timeout=15)

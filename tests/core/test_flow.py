@@ -315,7 +315,7 @@ async def test_a_workers_finished_tasks_free_their_flow_slots_before_its_next_ba
     settings = make_settings(worker={"concurrency": 10, "batch_size": 10})
     extra = {"capped": ExecutorPlugin("capped", OneHost(limit=10))}
     async with AsyncClient(settings, plugins=load_plugins(settings, extra=extra)) as client:
-        ids = [await client.enqueue("capped") for _ in range(100)]
+        ids = await client.enqueue_many([client.task("capped") for _ in range(100)])
         running = await start_worker(settings, extra_plugins=extra)
         for task_id in ids:
             record = await client.wait(task_id, timeout=15)
