@@ -103,8 +103,11 @@ async def drive(url: str, mode: str, tasks: int, batch: int, keys: int = 0, per_
     the tasks spread over `keys` fair keys: see `push_keyed`)."""
     from redis.asyncio import Redis
 
+    from gopherq.core import eventlog
     from gopherq.core.broker import Broker, Settlement
     from gopherq.core.eventlog import EventLog, entry_line
+
+    short_form = hasattr(eventlog, "ShortEvents")  # (a checkout from before it sends whole lines: `--before`)
 
     redis = Redis.from_url(url, socket_timeout=600)  # a creation call under callgrind takes seconds
     queue = f"ins{uuid.uuid4().hex[:6]}"
@@ -141,6 +144,8 @@ async def drive(url: str, mode: str, tasks: int, batch: int, keys: int = 0, per_
         claimed = await broker.claim(batch, 60_000)
         if not claimed:
             break
+        stamp = time.time()  # the batch's events, as a worker's settle sends them
+        short = eventlog.ShortEvents(stamp, "instructions", queue) if short_form else None
         items = []
         for i, (token, raw) in enumerate(claimed):
             task_id = str(done + i) if mode != "keyed" else raw[7 : raw.index(b'"', 7)].decode()
@@ -148,13 +153,19 @@ async def drive(url: str, mode: str, tasks: int, batch: int, keys: int = 0, per_
             if flow:  # the member's id and node, read from its envelope as a worker reads them
                 task_id = raw.split(b'"', 4)[3].decode()
                 dag = ("f", task_id[2:])
-            events = None
-            if log is not None:
-                stamp = time.time()
+            if log is None:
+                items.append(Settlement("ack", token, task_id, result=RESULT, dag=dag))
+            elif short is not None:  # in its short form, which the script completes (core/eventlog.py ShortEvents)
+                short_event = short.form("task.succeeded", "pycall", 1)[0] + eventlog.duration_json(1e-4)
+                items.append(Settlement("ack", token, task_id, result=RESULT, short_event=short_event, dag=dag))
+            else:
                 events = [entry_line("task.succeeded", stamp, "instructions", queue, task_id, "pycall", 1, 1e-4,
                                      None, None, None)]  # fmt: skip
-            items.append(Settlement("ack", token, task_id, result=RESULT, events=events, dag=dag))
-        await broker.settle(items, 60, 1000, log=log)
+                items.append(Settlement("ack", token, task_id, result=RESULT, events=events, dag=dag))
+        if short is not None and log is not None:
+            await broker.settle(items, 60, 1000, log=log, shorts=short.parts())
+        else:
+            await broker.settle(items, 60, 1000, log=log)
         done += len(claimed)
     await redis.aclose()
 

@@ -198,6 +198,7 @@ class Broker:
         log: EventLog | None = None,
         timing: Timing = (0, 0, 0, 0),
         moved: list[str] | None = None,
+        shorts: bytes = b"",
     ) -> list[bool]:
         """Record outcomes in one round trip; returns, per item, False when its token was stale (refused: the reaper
         handed the task to another worker). Sending the same settle again (its reply was lost) is safe: an item an
@@ -205,11 +206,12 @@ class Broker:
         queue's event log `log` (its stream and the tasks' timelines, with the result TTL) in the same call, each
         with its item: none of a refused or repeated item. `timing`: the batch's attempt durations and times in
         queue (see Timing), added to this minute's and this hour's counts. The ids of the flows whose state the
-        settled members changed (their first outcome, their end...) are added to `moved`, for announcing."""
+        settled members changed (their first outcome, their end...) are added to `moved`, for announcing. `shorts`:
+        the forms of the items' short events (core/eventlog.py `ShortEvents`), completed by the script."""
         if not items:
             return []
         limits, pending, counted = (result_ttl, dead_cap), self.cancel_requests, self.fair_counted
-        keys, args = settle_call(self.keys, items, limits, now_ms(), log, timing, pending, counted)
+        keys, args = settle_call(self.keys, items, limits, now_ms(), log, timing, pending, counted, shorts)
         flags = await self._settle(keys=keys, args=args)
         if len(flags) > len(items):  # '!flows', then the flows whose state changed
             if moved is not None:

@@ -4,7 +4,8 @@ every writer.
 Two writers fill it. The settle script writes the outcome events of the tasks it settles (`task.succeeded`,
 `task.failed`, `task.retrying`, `task.dead_lettered`, `task.cancelled`, `task.released`, `task.throttled`) in the
 same call that records the outcome, so the log agrees with the result records by construction: a settle that is
-refused (fenced) writes no event, and a settle sent again after its reply was lost writes its events once. Every
+refused (fenced) writes no event, and a settle sent again after its reply was lost writes its events once. A
+success's line it puts together itself, from a short form the worker sends (`ShortEvents`). Every
 other event (a client's `task.enqueued`, a recovery, a requeue, the worker's lifecycle, operator actions) goes
 through the `stream` sink, which writes with the `record` script. Both use lua/events.lua.
 
@@ -103,22 +104,92 @@ def entry_head(name: str, timestamp: float, worker: str | None, queue: str | Non
 _MIDDLES: dict[tuple[str | None, int], bytes] = {}
 #: orjson itself, as codec.dumps calls it: a str, a float or None needs no `default` (one call less, twice per line).
 _encode = orjson.dumps
+#: An event's duration as `entry_line` encodes it (a float or None: the end of a short event, `ShortEvents`).
+duration_json = orjson.dumps
 
 
-def plain_line(head: bytes, task_id: str, task_type: str | None, attempt: int, duration: float | None) -> bytes:
-    """`entry_line`'s very bytes for an event without error, data or trace id (a success, as a rule), from its
-    batch's `head` (`entry_head`): only the task's id and duration are encoded per event (by the same encoder, so
-    escaping and float formatting are the same), its type and attempt once per pair. About 5,500 instructions
-    a line instead of entry_line's 8,600 (a dict of eight fields and its dumps; callgrind, 100,000 lines)."""
+def _middle(task_type: str | None, attempt: int) -> bytes:
     middle = _MIDDLES.get((task_type, attempt))
     if middle is None:
         middle = b',"task_type":%s,"attempt":%d,"duration":' % (_encode(task_type), attempt)
         if len(_MIDDLES) < 4096:  # types are a worker's executors and attempts are few, but it stays bounded
             _MIDDLES[(task_type, attempt)] = middle
-    line = b"".join((head, _encode(task_id), middle, _encode(duration), b"}"))
+    return middle
+
+
+def plain_line(head: bytes, task_id: str, task_type: str | None, attempt: int, duration: float | None) -> bytes:
+    """`entry_line`'s very bytes for an event without error, data or trace id (a success, as a rule), from its
+    batch's `head` (`entry_head`): only the task's id and duration are encoded per event (by the same encoder, so
+    escaping and float formatting are the same), its type and attempt once per pair. (The settle script makes
+    most such lines itself, from their short form: `ShortEvents`.)"""
+    line = b"".join((head, _encode(task_id), _middle(task_type, attempt), _encode(duration), b"}"))
     if len(line) <= ENTRY_BYTES:
         return line
     return _cut(line, TEXT_BYTES, ENTRY_BYTES)
+
+
+#: Most distinct (event, task type, attempt) forms one settle call completes itself (`ShortEvents`): a short
+#: event of a form after the first starts with its number, one byte from 2 to SHORT_FORMS, below the first byte of
+#: any duration's JSON (a digit, "-" or "n").
+SHORT_FORMS = 31
+#: Fewer bytes than any whole line has and more than any short event (at most a byte and 24 for the duration):
+#: how the settle script tells them apart, by length alone.
+SHORT_BELOW = 32
+#: The bytes a short event's form keeps for the duration and the closing brace (a float as orjson writes it: at
+#: most 24 characters).
+DURATION_ROOM = 26
+#: The form of a batch that has SHORT_FORMS already: no room, so its events are written whole.
+FULL: tuple[bytes, int] = (b"", -1)
+
+
+class ShortEvents:
+    """One settle batch's plain outcome events (a success, as a rule: no error, data or trace id) in the short form
+    the settle script completes (lua/settle.lua), so that a worker pays next to nothing per event.
+
+    Every such event of a batch shares its head (`entry_head`: name, timestamp, worker, queue) with the others of
+    its name, and its middle (task type, attempt) with the others of its type and attempt; only the task id and
+    the duration are its own, and the script has the task id already (the item's `extra`). So the worker sends each
+    distinct (head, middle) pair once per call, as a form (`parts`, in the 'stream' item), and per event its
+    duration as `entry_line` encodes it, after its form's number (one byte) unless it is the first form (a batch
+    has one, as a rule); the script writes head, the task id in quotes, middle, duration and "}": `entry_line`'s
+    very bytes. The id is put in quotes as it is, so an id that JSON would escape (a quote or a backslash: a task id
+    has no control characters, core/task.py `name_problem`) takes no short form; nor does an event beyond
+    SHORT_FORMS forms, or one that could exceed TIMELINE_ENTRY_BYTES (so its timeline entry is the line itself).
+    Those are written whole (`plain_line`).
+
+    Used as `Settler` does: `forms.get((name, task_type, attempt))` per event, `form(...)` for one not seen yet; an
+    event fits its form when its id has no quote or backslash and `len(task_id) * 4 <= room` (UTF-8), and is then
+    `prefix + duration_json(duration)`.
+    """
+
+    __slots__ = ("_head", "_parts", "forms")
+
+    def __init__(self, stamp: float, worker: str | None, queue: str | None) -> None:
+        #: (event name, task type, attempt) -> (the form's number as one byte, the room its task id has), or FULL.
+        self.forms: dict[tuple[str, str | None, int], tuple[bytes, int]] = {}
+        self._head = (stamp, worker, queue)
+        self._parts: list[bytes] = []
+
+    def form(self, name: str, task_type: str | None, attempt: int) -> tuple[bytes, int]:
+        """The form of events of this name, type and attempt in this batch, made and remembered on first use: the
+        prefix of its events (b"" for the first form, else its number) and the room its task ids have."""
+        found = self.forms.get((name, task_type, attempt))
+        if found is None:
+            if len(self._parts) >= 2 * SHORT_FORMS:
+                found = FULL
+            else:
+                head, middle = entry_head(name, *self._head), _middle(task_type, attempt)
+                self._parts += (head, middle)
+                room = TIMELINE_ENTRY_BYTES - len(head) - len(middle) - 2 - DURATION_ROOM  # (2: the id's quotes)
+                number = len(self._parts) // 2
+                found = (bytes((number,)) if number > 1 else b"", room)
+            self.forms[(name, task_type, attempt)] = found
+        return found
+
+    def parts(self) -> bytes:
+        """The forms for the settle script: each one's head and middle, in number order, one per line (orjson
+        writes no raw newline); b"" when no event took a form."""
+        return b"\n".join(self._parts)
 
 
 def _cut(line: bytes, text: int, total: int) -> bytes:

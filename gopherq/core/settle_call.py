@@ -48,6 +48,9 @@ class Settlement:
     forget: str | None = None
     #: Its events as stream entries (core/eventlog.py), written by the settle with it, or not at all.
     events: list[bytes] | None = None
+    #: Instead of `events`, an 'ack' or 'cancel' item's one plain outcome event in the short form the settle script
+    #: completes (core/eventlog.py `ShortEvents`, whose forms go with the call: `settle_call`'s `shorts`).
+    short_event: bytes | None = None
     dag: tuple[str, str] | None = None
     #: The task's fair key: its place among the key's running tasks is freed with this settle (see fair_base.lua)
     #: when the claim counted it there (a key with limits: `Broker.fair_counted`).
@@ -63,20 +66,22 @@ def settle_call(
     timing: Timing,
     cancel_requests: frozenset[str],
     fair_counted: set[str],
+    shorts: bytes = b"",
 ) -> tuple[list[str], list[Any]]:
     """The KEYS and ARGV of one settle call for `items` (see lua/settle.lua); `limits`: the result TTL and the
     dead-letter cap; `stamp`: now (ms); `cancel_requests`: the ids with a cancel request pending (an ending task
-    takes its request with it); `fair_counted`: the attempts the claim counted among their fair keys' running tasks."""
+    takes its request with it); `fair_counted`: the attempts the claim counted among their fair keys' running tasks;
+    `shorts`: the forms of the items' short events (`ShortEvents.parts`)."""
     k = keys_of
     keys = [k.ready, k.leases, k.inflight, k.delayed, k.dead, k.dead_index, k.stats, k.counts(stamp // 60000 * 60)]
     result_ttl, dead_cap = limits
     args: list[Any] = [stamp, result_ttl, dead_cap, COUNTS_TTL]
-    with_events = log is not None and any(item.events for item in items)
+    with_events = log is not None and (bool(shorts) or any(item.events for item in items))
     outcomes: list[str] = []  # where riding events' timeline entries go (see below)
     if with_events:
         assert log is not None
         keys.append(k.events)
-        args += ["stream", log.maxlen, log.timeline, b"", b""]  # each event follows its item, as an 'event'
+        args += ["stream", log.maxlen, log.timeline, shorts, b""]  # each event follows its item, as an 'event'
         if log.timeline:
             outcomes = [k.outcome_events(result_ttl, stamp // 1000 // result_ttl), k.outcome_width]
     # A task that ends while a cancel request for it is pending (e.g. it finished before its worker saw the
@@ -94,8 +99,11 @@ def settle_call(
             extra = item.task_id
             # The usual case, a success's one event, rides in the item's own `data` (unused by these kinds):
             # no argument of its own to pack and send, and its timeline entry goes into this period's hash of
-            # outcome events, one HSET per call, instead of a key with an expiry per task (settle.lua).
-            if events is not None and len(events) == 1 and len(events[0]) <= TIMELINE_ENTRY_BYTES:
+            # outcome events, one HSET per call, instead of a key with an expiry per task (settle.lua). A short
+            # event (ShortEvents) always rides.
+            if item.short_event is not None and with_events:
+                data = item.short_event
+            elif events is not None and len(events) == 1 and len(events[0]) <= TIMELINE_ENTRY_BYTES:
                 data, events = events[0], None
         else:
             extra = item.extra

@@ -19,7 +19,7 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.broker import Timing
-from gopherq.core.eventlog import entry_head, entry_line, plain_line
+from gopherq.core.eventlog import ShortEvents, duration_json, entry_head, entry_line, plain_line
 from gopherq.core.outcomes import Decision
 from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.shared import Shared
@@ -30,6 +30,9 @@ log = logging.getLogger("gopherq.core.worker")  # the worker's log lines, under 
 #: Most loop turns a settle waits for the claim its runners' freed slots make due (`Holdings.waiting_for_slot`):
 #: their done callbacks run in the turn after they ended and wake the fetcher for the next, so two, as a rule.
 CLAIM_FIRST_TURNS = 3
+
+#: The settlement kinds whose one outcome event rides in the item (settle_call.py), so may take its short form.
+SHORT_KINDS = frozenset({"ack", "cancel"})
 
 #: An announced decision's event fields as the event log has them: (timestamp, error, data, facts), masked.
 Logged = tuple[float, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]
@@ -153,10 +156,9 @@ class Settler:
                     decision.settlement.fair_key = decision.task.fair_key
             moved: list[str] = []  # flows whose state the settle changed: announced below
             logged: list[Logged | None] | None = None
+            shorts = b""
             if self.log is not None:
-                stamp = time.time()
-                heads: dict[str, bytes] = {}  # per event name: the start of this batch's lines (plain_line)
-                logged = [self._log_events(decision, stamp, heads) for decision in decisions]
+                logged, shorts = self._log_batch(decisions)
             try:
                 accepted = await self.broker.settle(
                     [d.settlement for d in decisions],
@@ -165,6 +167,7 @@ class Settler:
                     self.log,
                     timing(decisions),
                     moved,
+                    shorts,
                 )
             except BaseException:
                 self._decisions[:0] = decisions
@@ -183,23 +186,54 @@ class Settler:
             wanted = self._logs[name] = self._log_accepts is not None and self._log_accepts(name)
         return wanted
 
-    def _log_events(self, decision: Decision, stamp: float, heads: dict[str, bytes]) -> Logged | None:
+    def _log_batch(self, decisions: list[Decision]) -> tuple[list[Logged | None], bytes]:
+        """Put each decision's events, as the log takes them, on its settlement for the settle script to write
+        (`_log_events`); returns their masked fields for `_announce` (None: no event), and the forms of the batch's
+        short events. The usual outcome, a success with no error, data or trace (nothing to mask), is sent in its
+        short form (core/eventlog.py `ShortEvents`): its duration (after a byte, in a batch of several forms),
+        completed by the script into entry_line's very bytes. That one is handled in this loop, with no call of
+        its own: it runs once per task."""
+        stamp = time.time()
+        short = ShortEvents(stamp, self.worker_id, self.broker.keys.queue)
+        forms, logs = short.forms, self._logs
+        plain: Logged = (stamp, None, None, None)  # (`_announce` reads an empty `data` as none)
+        logged: list[Logged | None] = []
+        for decision in decisions:
+            task, name, settlement = decision.task, decision.event, decision.settlement
+            if (
+                task is not None
+                and settlement.kind in SHORT_KINDS
+                and decision.error is None
+                and not decision.failed
+                and not decision.data
+                and task.trace is None
+                and logs.get(name)
+            ):
+                form = forms.get((name, task.type, task.attempt)) or short.form(name, task.type, task.attempt)
+                task_id = task.id
+                if len(task_id) * 4 <= form[1] and '"' not in task_id and "\\" not in task_id:
+                    settlement.short_event = form[0] + duration_json(decision.duration)
+                    settlement.events = None
+                    logged.append(plain)
+                    continue
+            settlement.short_event = None  # (a flush that failed may have made one, with that batch's forms)
+            logged.append(self._log_events(decision, stamp))
+        return logged, short.parts()
+
+    def _log_events(self, decision: Decision, stamp: float) -> Logged | None:
         """Put the decision's events (its `task.failed`, then its outcome), as the log takes them, on its settlement
-        for the settle script to write; returns their masked fields for `_announce` (None: no event). An outcome
-        without error, data or trace (a success, as a rule) is completed from its batch's `heads` (the same bytes
-        as entry_line's, for a fraction of the work)."""
-        task, name = decision.task, decision.event
+        for the settle script to write; returns their masked fields for `_announce` (None: no event)."""
+        task = decision.task
         if (
             task is not None
             and decision.error is None
             and not decision.failed
             and not decision.data
             and task.trace is None
-            and self._logs.get(name)
-        ):  # the usual outcome, a success: nothing to mask, one line from the batch's head (about half the work)
-            head = heads.get(name)
-            if head is None:
-                head = heads[name] = entry_head(name, stamp, self.worker_id, self.broker.keys.queue)
+            and decision.event
+            and self._logs_event(decision.event)
+        ):  # a plain outcome that takes no short form (`_log_batch`): nothing to mask, written whole
+            head = entry_head(decision.event, stamp, self.worker_id, self.broker.keys.queue)
             decision.settlement.events = [plain_line(head, task.id, task.type, task.attempt, decision.duration)]
             return stamp, None, decision.data, None
         if not decision.event and not decision.failed:

@@ -16,7 +16,18 @@ from redis.exceptions import OutOfMemoryError
 from gopherq import EventLog, PermanentFailure
 from gopherq.core import codec
 from gopherq.core.broker import Broker, Settlement
-from gopherq.core.eventlog import ENTRY_BYTES, TIMELINE_ENTRY_BYTES, entry_head, entry_line, plain_line
+from gopherq.core.eventlog import (
+    ENTRY_BYTES,
+    FULL,
+    SHORT_BELOW,
+    SHORT_FORMS,
+    TIMELINE_ENTRY_BYTES,
+    ShortEvents,
+    duration_json,
+    entry_head,
+    entry_line,
+    plain_line,
+)
 from gopherq.core.inspect import Inspector
 from gopherq.core.keys import QueueKeys
 from gopherq.core.settings import Settings
@@ -258,6 +269,82 @@ def test_a_plain_line_is_entry_lines_very_bytes(
         assert plain_line(head, task_id, task_type, attempt, duration) == expected
 
 
+#: Ids a short event may carry: none has a quote or a backslash (those are written whole: see below).
+SHORT_IDS = ["0f3a", "é", "\U0001f600 ok", "x" * 200, "a'b/c<d>&e"]
+
+
+async def test_the_settle_completes_short_events_into_entry_lines_very_bytes(
+    aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    """A success sent in its short form (its duration, after its form's number but for the first form; core/
+    eventlog.py ShortEvents) is written by the settle script as the very bytes entry_line makes: each form's name,
+    type and attempt, the id as it is (UTF-8 included), the duration's JSON. Its timeline entry (the period's
+    hash) is '<stream entry id> <that line>'."""
+    worker = Broker(aredis, queue_name, "w1")
+    tokens = await claim(worker, *SHORT_IDS)
+    stamp = time.time()
+    short = ShortEvents(stamp, "w1", queue_name)
+    forms = [("task.succeeded", "http", 1), ("task.succeeded", 'ty"pe\\', 3), ("task.cancelled", None, 2)]
+    durations = [0.000123, None, 3.0, -1.2345678901234567e-300, 12.5]
+    expected, items = {}, []
+    for n, task_id in enumerate(SHORT_IDS):
+        name, task_type, attempt = forms[n % len(forms)]
+        prefix, room = short.form(name, task_type, attempt)
+        assert len(task_id) * 4 <= room
+        duration = durations[n % len(durations)]
+        kind = "cancel" if name == "task.cancelled" else "ack"
+        event = prefix + duration_json(duration)
+        assert len(event) < SHORT_BELOW
+        items.append(Settlement(kind, tokens[task_id], task_id, b"{}", short_event=event))
+        expected[task_id] = entry_line(name, stamp, "w1", queue_name, task_id, task_type, attempt, duration, None,
+                                       None, None)  # fmt: skip
+    assert await worker.settle(items, 60, 10, LOG, shorts=short.parts()) == [True] * len(SHORT_IDS)
+    written = {codec.loads(fields[b"event"])["task_id"]: (entry, fields[b"event"])
+               for entry, fields in sync_redis.xrange(worker.keys.events)}  # fmt: skip
+    assert {task_id: line for task_id, (_, line) in written.items()} == expected
+    assert min(len(line) for line in expected.values()) >= SHORT_BELOW  # whole lines are told apart by length
+    outcomes = sync_redis.hgetall(worker.keys.outcome_events(60, int(time.time()) // 60))
+    assert {field.decode(): value for field, value in outcomes.items()} == {
+        task_id: entry + b" " + line for task_id, (entry, line) in written.items()
+    }
+    events = await Inspector(aredis, Settings()).events(queue_name, task_id="é")
+    assert [(event.name, event.task_type, event.attempt) for event in events] == [("task.succeeded", 'ty"pe\\', 3)]
+
+
+async def test_a_batch_of_one_form_sends_each_success_as_its_duration_alone(
+    aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    """The usual batch, every success of one type and attempt: one form, and each event is its duration's JSON."""
+    worker = Broker(aredis, queue_name, "w1")
+    ids = [f"t{n}" for n in range(50)]
+    tokens = await claim(worker, *ids)
+    short = ShortEvents(time.time(), "w1", queue_name)
+    prefix, _ = short.form("task.succeeded", "http", 1)
+    assert prefix == b""
+    items = [Settlement("ack", tokens[i], i, b"{}", short_event=duration_json(n / 7)) for n, i in enumerate(ids)]
+    assert await worker.settle(items, 60, 10, LOG, shorts=short.parts()) == [True] * 50
+    events = stream(sync_redis, worker)
+    assert [(event["task_id"], event["duration"], event["task_type"]) for event in events] == [
+        (i, n / 7, "http") for n, i in enumerate(ids)
+    ]
+
+
+def test_a_batch_has_at_most_short_forms_forms_and_each_form_bounds_its_events() -> None:
+    """Past SHORT_FORMS distinct (event, type, attempt) forms a batch's events are written whole (FULL: no room);
+    each form's number is one byte below any duration's first (the first form has none), and its room keeps a
+    short event, its id at four bytes a character, within a timeline entry."""
+    short = ShortEvents(time.time(), "w1", "q")
+    prefixes = [short.form("task.succeeded", "http", attempt)[0] for attempt in range(1, SHORT_FORMS + 1)]
+    assert prefixes == [b""] + [bytes((n,)) for n in range(2, SHORT_FORMS + 1)]
+    assert all(prefix < b"-" for prefix in prefixes) and SHORT_FORMS < SHORT_BELOW
+    assert short.form("task.succeeded", "http", SHORT_FORMS + 1) == FULL
+    assert short.form("task.succeeded", "http", 2)[0] == b"\x02"  # remembered
+    head, middle, *_ = short.parts().split(b"\n")
+    _, room = short.form("task.succeeded", "http", 1)
+    longest = duration_json(-1.2345678901234567e-300)  # the longest float orjson writes
+    assert len(head) + 2 + room + len(middle) + len(longest) + 1 <= TIMELINE_ENTRY_BYTES
+
+
 async def test_a_timeline_expires_with_the_result_and_keeps_its_newest_events_bounded(
     aredis: aioredis.Redis, queue_name: str, sync_redis: redis.Redis
 ) -> None:
@@ -322,3 +409,22 @@ async def test_a_worker_writes_outcomes_with_the_settle_and_every_other_sink_sti
     assert [(e.name, e.task_id) for e in capture.events if e.name in OUTCOMES] == outcomes
     assert [e.timestamp for e in capture.events if e.name in OUTCOMES] == [event["timestamp"] for event in written]
     assert "hunter2" not in str([e.error for e in capture.events])
+
+
+async def test_a_worker_writes_every_success_as_entry_line_would_whatever_its_id(
+    gopherq_queue: RedisQueue, sync_redis: redis.Redis
+) -> None:
+    """Through a real worker: ids that take the short form and ids that JSON escapes (written whole), in one
+    batch, each success's stream entry the bytes entry_line makes for it."""
+    ids = ["plain", 'q"u\\o"te\\', "\\", '"', "é\U0001f600", "x" * 200]
+    async with gopherq_queue.worker({"noop": ExecutorPlugin("noop", NoopExecutor())}) as running:
+        await running.client.enqueue_many([running.client.task("noop", id=task_id) for task_id in ids])
+        await async_wait_until(lambda: running.worker.stats["succeeded"] == len(ids), what="every task to succeed")
+        worker_id = running.worker.id
+    entries = [fields[b"event"] for _, fields in sync_redis.xrange(QueueKeys(gopherq_queue.name).events)]
+    successes = {codec.loads(line)["task_id"]: line for line in entries if b'"task.succeeded"' in line}
+    assert sorted(successes) == sorted(ids)
+    for task_id, line in successes.items():
+        event = codec.loads(line)
+        assert line == entry_line("task.succeeded", event["timestamp"], worker_id, gopherq_queue.name, task_id,
+                                  "noop", 1, event["duration"], None, None, None)  # fmt: skip

@@ -39,7 +39,11 @@
 --   event's JSON; data: the timeline's shorter copy of it, '' when it fits). An event is written only when its
 --   item was settled now: a refused or repeated item writes none. The usual event, an 'ack' or 'cancel' item's
 --   one outcome event that fits a timeline entry, rides in the item's own `data` instead (unused by those kinds):
---   no arguments of its own. Its timeline entry, the last of its task's timeline, goes into the hash of the outcome
+--   no arguments of its own. A plain one (no error, data or trace id: a success, as a rule) rides in its short
+--   form (core/eventlog.py ShortEvents), under 32 bytes where a whole line has more: its duration's JSON, after its
+--   form's number n (one byte, 2 to 31) unless n is 1; the 'stream' item's data holds the call's forms, a head and
+--   a middle each, one per line, and the event is written as head(n), the task id (the item's extra, which then
+--   has nothing JSON escapes) in quotes, middle(n), the duration and '}': the bytes the worker would have sent. Its timeline entry, the last of its task's timeline, goes into the hash of the outcome
 --   events written in this period of the result TTL (field: the task id), in one HSET per call, and that hash
 --   expires when the next period ends: a key with an expiry per task costs Redis a fifth of its work per task
 --   (core/eventlog.py; the task's earlier events are in its timeline list as before).
@@ -70,6 +74,19 @@ local last_held = false
 local last_base = 0  -- [fair keys] ARGV index of the last settled item
 local n = (#ARGV - 9) / 5
 local call, inflight = redis.call, KEYS[3]  -- (locals: the loop below reads them per item)
+local sub = string.sub
+-- The forms of this call's short events (see Events above): each one's head and middle, in number order.
+local forms, forms_count = {}, 0
+local function short_forms(parts)
+  local at, count = 1, 0
+  while at <= #parts do
+    local stop = string.find(parts, '\n', at, true) or #parts + 1
+    count = count + 1
+    forms[count] = sub(parts, at, stop - 1)
+    at = stop + 1
+  end
+  forms_count = count / 2
+end
 -- Kinds that are not items of their own but act with the item before them (see above): one table lookup per item
 -- instead of seven comparisons.
 local AFTER = {event = true, unlock = true, uncancel = true, where = true, stream = true, dag = true, fair = true}
@@ -83,6 +100,7 @@ for i = 0, n - 1 do
   if AFTER[kind] then
     if kind == 'stream' then
       stream, maxlen, keep = KEYS[9 + i], token, tonumber(result)
+      short_forms(ARGV[base + 3])
     elseif kind == 'dag' then  -- flows: the batch's members of one flow move it on, in this call (dag_settle.lua)
       dag_note(KEYS[9 + i], token, ARGV[base + 3], settled)
     elseif last_held then
@@ -153,6 +171,11 @@ for i = 0, n - 1 do
     end
     if rides then  -- record_event's XADD (events.lua), inlined: once per task; its timeline entry goes below
       local line = ARGV[base + 3]
+      if #line < 32 then  -- a short event (a whole line is longer): completed here (see Events)
+        local form = 1
+        if forms_count > 1 and string.byte(line) < 32 then form, line = string.byte(line), sub(line, 2) end
+        line = forms[2 * form - 1] .. '"' .. ARGV[base + 4] .. '"' .. forms[2 * form] .. line .. '}'
+      end
       local id = call('XADD', stream, '*', 'event', line)
       if keep > 0 then
         outcomes[ridden + 1], outcomes[ridden + 2] = ARGV[base + 4], id .. ' ' .. line
