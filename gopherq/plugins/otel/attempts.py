@@ -11,6 +11,7 @@ its span context is made directly, with the same ids, flags and tracestate the S
 from __future__ import annotations
 
 from contextvars import Token
+from time import time_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -52,6 +53,7 @@ from gopherq.plugins.otel.fast import (
 )
 
 SYSTEM = "gopherq"
+_new = object.__new__
 CONSUMER = SpanKind.CONSUMER
 PRODUCER_LINK = {"gopherq.link": "producer"}
 #: Distinct (queue, worker, task type, attempt, recoveries) whose CONSUMER span name and attributes are remembered;
@@ -240,22 +242,28 @@ class Attempts:
         if ZEROS in digits:
             return None
         flags = self.fast.root_sampled  # type: ignore[union-attr]
-        own = tuple.__new__(  # direct.span_context, a frame less
+        # The CONSUMER span's name and attributes (`_consumer_fields`, inlined), and the attempt made without
+        # calling its class (DeferredAttempt.__init__'s fields, set here): two frames less per recorded attempt.
+        found = self._consumers.get((context.queue, context.worker_id, task.type, task.attempt, task.recoveries))
+        if found is None:
+            found = self._consumer(task, context)
+        attempt = _new(DeferredAttempt)
+        attempt.kit = self
+        attempt.name = found[0]
+        attempt.attributes = attributes = found[1].copy()
+        attributes["messaging.message.id"] = task.id
+        attempt.own = tuple.__new__(  # direct.span_context, a frame less
             SpanContext, (drawn >> 64, drawn & LOW_64, False, FLAGS[flags], DEFAULT_TRACE_STATE, True)
         )
-        name, attributes = self._consumer_fields(task, context)
-        return DeferredAttempt(
-            self,
-            name,
-            own,
-            None,
-            (),
-            attributes,
-            (bits & LOW_64, digits[48:]),
-            digits[:32],
-            FLAGS_HEX[flags],
-            NO_PRODUCER.headers,
-        )
+        attempt.remote = None
+        attempt.links = ()
+        attempt.first = (bits & LOW_64, digits[48:])
+        attempt.trace_hex = digits[:32]
+        attempt.flags_hex = FLAGS_HEX[flags]
+        attempt.headers = NO_PRODUCER.headers
+        attempt.calls = []
+        attempt.started = time_ns()
+        return attempt
 
     def _unrecorded(
         self,
