@@ -165,7 +165,8 @@ class ShortEvents:
     __slots__ = ("_head", "_parts", "forms")
 
     def __init__(self, stamp: float, worker: str | None, queue: str | None) -> None:
-        #: (event name, task type, attempt) -> (the form's number as one byte, the room its task id has), or FULL.
+        #: (event name, task type, attempt) -> (its events' prefix: b"" for the first form, else the form's number
+        #: as one byte; the room its task ids have), or FULL.
         self.forms: dict[tuple[str, str | None, int], tuple[bytes, int]] = {}
         self._head = (stamp, worker, queue)
         self._parts: list[bytes] = []

@@ -43,7 +43,8 @@
 --   form (core/eventlog.py ShortEvents), under 32 bytes where a whole line has more: its duration's JSON, after its
 --   form's number n (one byte, 2 to 31) unless n is 1; the 'stream' item's data holds the call's forms, a head and
 --   a middle each, one per line, and the event is written as head(n), the task id (the item's extra, which then
---   has nothing JSON escapes) in quotes, middle(n), the duration and '}': the bytes the worker would have sent. Its timeline entry, the last of its task's timeline, goes into the hash of the outcome
+--   has nothing JSON escapes) in quotes, middle(n), the duration and '}': the bytes the worker would have sent.
+--   Its timeline entry, the last of its task's timeline, goes into the hash of the outcome
 --   events written in this period of the result TTL (field: the task id), in one HSET per call, and that hash
 --   expires when the next period ends: a key with an expiry per task costs Redis a fifth of its work per task
 --   (core/eventlog.py; the task's earlier events are in its timeline list as before).
