@@ -187,12 +187,13 @@ class Settler:
         return wanted
 
     def _log_batch(self, decisions: list[Decision]) -> tuple[list[Logged | None], bytes]:
-        """Put each decision's events, as the log takes them, on its settlement for the settle script to write
-        (`_log_events`); returns their masked fields for `_announce` (None: no event), and the forms of the batch's
-        short events. The usual outcome, a success with no error, data or trace (nothing to mask), is sent in its
-        short form (core/eventlog.py `ShortEvents`): its duration (after a byte, in a batch of several forms),
-        completed by the script into entry_line's very bytes. That one is handled in this loop, with no call of
-        its own: it runs once per task."""
+        """Put each decision's events, as the log takes them, on its settlement for the settle script to write;
+        returns their masked fields for `_announce` (None: no event), and the forms of the batch's short events.
+        The usual outcome, one with no error, data or trace (nothing to mask), is handled in this loop, with no
+        call of its own (it runs once per task): a success's or a cancellation's in its short form (core/eventlog.py
+        `ShortEvents`: its duration, after a byte in a batch of several forms, completed by the script into
+        entry_line's very bytes) when it takes one, else as a whole line from the batch's head (`plain_line`);
+        the others through `_log_events`."""
         stamp = time.time()
         short = ShortEvents(stamp, self.worker_id, self.broker.keys.queue)
         forms, logs = short.forms, self._logs
@@ -200,42 +201,38 @@ class Settler:
         logged: list[Logged | None] = []
         for decision in decisions:
             task, name, settlement = decision.task, decision.event, decision.settlement
+            settlement.short_event = None  # (a flush that failed may have made one, with that batch's forms)
+            wanted = logs.get(name)
+            if wanted is None and name is not None:
+                wanted = self._logs_event(name)
             if (
-                task is not None
-                and settlement.kind in SHORT_KINDS
-                and decision.error is None
-                and not decision.failed
-                and not decision.data
-                and task.trace is None
-                and logs.get(name)
+                task is None
+                or not wanted
+                or decision.error is not None
+                or decision.failed
+                or decision.data
+                or task.trace is not None
             ):
+                logged.append(self._log_events(decision, stamp))
+                continue
+            assert name is not None  # (`wanted`)
+            logged.append(plain)
+            task_id = task.id
+            if settlement.kind in SHORT_KINDS:
                 form = forms.get((name, task.type, task.attempt)) or short.form(name, task.type, task.attempt)
-                task_id = task.id
                 if len(task_id) * 4 <= form[1] and '"' not in task_id and "\\" not in task_id:
                     settlement.short_event = form[0] + duration_json(decision.duration)
                     settlement.events = None
-                    logged.append(plain)
                     continue
-            settlement.short_event = None  # (a flush that failed may have made one, with that batch's forms)
-            logged.append(self._log_events(decision, stamp))
+            head = entry_head(name, stamp, self.worker_id, self.broker.keys.queue)
+            settlement.events = [plain_line(head, task_id, task.type, task.attempt, decision.duration)]
         return logged, short.parts()
 
     def _log_events(self, decision: Decision, stamp: float) -> Logged | None:
-        """Put the decision's events (its `task.failed`, then its outcome), as the log takes them, on its settlement
-        for the settle script to write; returns their masked fields for `_announce` (None: no event)."""
+        """Put the events of a decision with something to mask (or none logged) on its settlement for the settle
+        script to write (its `task.failed`, then its outcome, as the log takes them); returns their masked fields
+        for `_announce` (None: no event). The plain outcomes are `_log_batch`'s."""
         task = decision.task
-        if (
-            task is not None
-            and decision.error is None
-            and not decision.failed
-            and not decision.data
-            and task.trace is None
-            and decision.event
-            and self._logs_event(decision.event)
-        ):  # a plain outcome that takes no short form (`_log_batch`): nothing to mask, written whole
-            head = entry_head(decision.event, stamp, self.worker_id, self.broker.keys.queue)
-            decision.settlement.events = [plain_line(head, task.id, task.type, task.attempt, decision.duration)]
-            return stamp, None, decision.data, None
         if not decision.event and not decision.failed:
             decision.settlement.events = None
             return None
