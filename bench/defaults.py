@@ -4,7 +4,11 @@ The rows of the full harness that compare the event stream and the shipped `goph
 settings, without the peers: the staged no-op drain of one process (20,000 tasks, CPU per task of the worker and of
 redis-server) with the stream on (the default), on without task timelines, and off, with `worker.prefetch` on (with
 the stream on and off), and with the shipped `gopherq.toml`; then the HTTP drain at c=100 with the benchmark's
-settings and with the shipped file. One JSON line per measurement, then the medians. Run it in two checkouts in
+settings and with the shipped file. On request (not among the default rows), `x2` and `x2-off`: the staged no-op
+drain of two worker processes (`--processes 2`) with the stream on and off, whose rates against `on` and `off` say
+what a second process adds on this machine (the CPU figures, of both workers together and of redis-server, give
+the most it could: see docs/benchmarks.md, "Scaling: two cores shared with Redis"). One JSON line per
+measurement, then the medians. Run it in two checkouts in
 alternating turns to compare a change on a shared machine (`--rows on,off,shipped,http,http_shipped` in a checkout
 whose stream has no `timeline` setting).
 """
@@ -34,6 +38,8 @@ NOOP_ROWS = {
     "shipped": {"config": "shipped"},
 }
 HTTP_ROWS = {"http": {}, "http_shipped": {"config": "shipped"}}
+#: Rows of two worker processes (the harness's scaling rows), asked for by name: row -> the worker's options.
+TWO_PROCESS_ROWS = {"x2": {}, "x2-off": {"stream": "off"}}
 NOOP_TASKS = 20_000
 HTTP_TASKS = 2_000
 HTTP_WINDOW = 8.0
@@ -45,6 +51,10 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join([*NOOP_ROWS, *HTTP_ROWS]))
     args = parser.parse_args()
     rows = [row.strip() for row in args.rows.split(",") if row.strip()]
+    known = [*NOOP_ROWS, *HTTP_ROWS, *TWO_PROCESS_ROWS]
+    unknown = [row for row in rows if row not in known]
+    if unknown:
+        parser.error(f"unknown rows: {', '.join(unknown)} (known: {', '.join(known)})")
     found: dict[str, list[dict[str, float]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="gopherq-defaults-") as tmp:
         run_dir = Path(tmp)
@@ -62,7 +72,10 @@ def main() -> None:
                         spec = WorkerSpec("http", concurrency=100, options=HTTP_ROWS[row])
                         figures = {"tasks/s": work.http_drain(peer, spec, HTTP_TASKS, HTTP_WINDOW)}
                     else:
-                        rate = work.staged_drain(peer, WorkerSpec("noop", options=NOOP_ROWS[row]), NOOP_TASKS)
+                        two = row in TWO_PROCESS_ROWS
+                        options = TWO_PROCESS_ROWS[row] if two else NOOP_ROWS[row]
+                        spec = WorkerSpec("noop", processes=2 if two else 1, options=options)
+                        rate = work.staged_drain(peer, spec, NOOP_TASKS)
                         figures = {"tasks/s": rate, **{f"{who} µs/task": s * 1e6 for who, s in work.last_cpu.items()}}
                     found[row].append(figures)
                     print(json.dumps({"row": row, **figures}, ensure_ascii=False), flush=True)
