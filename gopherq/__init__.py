@@ -6,7 +6,9 @@ Plugins need: `hookimpl`, the `Register*` callback types and `WorkerView` (hooks
 `SinkSettings` and `Settings` (settings), `RetryTask`, `PermanentFailure` and `TaskFailure` (what an executor
 raises), and for plugins that write to Redis or show data: `RedisConnection` (and `RedisClient`, the type of
 the client it opens), `QueueKeys`, `Masker`, `bounded` (cut a value to a size), `redis_unavailable` (an error that
-means "try again later") and `Backoff` (the wait between tries). See docs/plugins.md.
+means "try again later") and `Backoff` (the wait between tries); for an executor that bounds a step of its own,
+`time_limit` (`asyncio.timeout`, on every supported Python); for plugins that carry W3C trace context, `trace_field`
+(a task's `trace` field from the headers a propagator wrote) and `is_traceparent`. See docs/plugins.md.
 
 Names are imported on first use, so importing a submodule (such as `gopherq.testing`, the pytest plugin that
 every test run in an environment with GoPherQ loads) does not pay for Redis, pydantic and the rest.
@@ -84,6 +86,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Task": ("gopherq.core.task", "Task"),
     "TaskResult": ("gopherq.core.results", "TaskResult"),
     "TaskStatus": ("gopherq.core.task", "TaskStatus"),
+    "time_limit": ("gopherq.core.executor", "time_limit"),
+    "is_traceparent": ("gopherq.core.tracecontext", "is_traceparent"),
+    "trace_field": ("gopherq.core.tracecontext", "trace_field"),
 }
 
 if TYPE_CHECKING:
@@ -115,7 +120,7 @@ if TYPE_CHECKING:
     )
     from gopherq.core.eventlog import EventLog
     from gopherq.core.events import Event, EventFilter, Sink
-    from gopherq.core.executor import AttemptOutcome, AttemptRunner, ExecutionContext, Executor
+    from gopherq.core.executor import AttemptOutcome, AttemptRunner, ExecutionContext, Executor, time_limit
     from gopherq.core.flow import FlowLimits
     from gopherq.core.hookspecs import (
         RegisterExecutor,
@@ -137,6 +142,7 @@ if TYPE_CHECKING:
     from gopherq.core.sections import PluginSettings, SinkSettings
     from gopherq.core.settings import Settings, load_settings
     from gopherq.core.task import Task, TaskStatus
+    from gopherq.core.tracecontext import is_traceparent, trace_field
     from gopherq.functions import App, Handle, JsonSerializer, Serializer, TaskFailed, TaskFunction
 else:
 
@@ -212,9 +218,12 @@ __all__ = [
     "group",
     "hookimpl",
     "http_step",
+    "is_traceparent",
     "load_settings",
     "log_batch_handler",
     "merge_headers",
     "redis_unavailable",
     "step",
+    "time_limit",
+    "trace_field",
 ]

@@ -8,6 +8,7 @@ part of a documented text format (`version-traceid-parentid-flags`), so reading 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from gopherq.core.errors import TaskRejected
@@ -38,6 +39,28 @@ def _reject(message: str) -> TaskRejected:
     return TaskRejected("schema_invalid", message)
 
 
+def is_traceparent(value: str) -> bool:
+    """Whether `value` is a W3C `traceparent` the envelope keeps: lower-case hex, ids not all zeros, version ff
+    forbidden, and a version 00 value exactly 55 characters (a later version may add fields after the four)."""
+    return TRACEPARENT.match(value) is not None and (len(value) == 55 or not value.startswith("00-"))
+
+
+def trace_field(carrier: Mapping[str, str]) -> dict[str, str] | None:
+    """The envelope's `trace` field made from W3C headers (what a propagator wrote into `carrier`), within the
+    limits `check_trace` applies: None without a usable `traceparent`; a `tracestate` or `baggage` over its limit
+    or with anything but printable ASCII is left out (W3C lets a propagator drop either), so a producer's tracing
+    can never get its task refused."""
+    parent = carrier.get("traceparent")
+    if type(parent) is not str or len(parent) > TRACEPARENT_MAX or not is_traceparent(parent):
+        return None
+    field = {"traceparent": parent}
+    for key in ("tracestate", "baggage"):
+        value = carrier.get(key)
+        if type(value) is str and len(value) <= _LIMITS[key] and _PRINTABLE.match(value):
+            field[key] = value
+    return field
+
+
 def check_trace(value: Any) -> dict[str, str]:
     """The `trace` field, checked: an object with a W3C `traceparent` and, optionally, `tracestate` and `baggage`
     strings, each printable ASCII within its size limit. Raises TaskRejected naming what is wrong."""
@@ -52,7 +75,7 @@ def check_trace(value: Any) -> dict[str, str]:
     parent = value.get("traceparent")
     if parent is None:
         raise _reject("field 'trace.traceparent' is required")
-    if not TRACEPARENT.match(parent) or (parent.startswith("00-") and len(parent) != 55):
+    if not is_traceparent(parent):
         raise _reject(f"field 'trace.traceparent' is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>): {parent!r}")
     return value
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from gopherq import AsyncClient, Settings
+from gopherq import AsyncClient, Settings, is_traceparent, trace_field
 from gopherq.core import codec
 from gopherq.core.errors import TaskRejected
 from gopherq.core.keys import QueueKeys
@@ -97,3 +97,51 @@ async def test_the_trace_id_reaches_events_results_and_dead_letters(
         await async_wait_until(both, what="the task's events in the stream")
         seen = await events()
         assert seen["task.retrying"] == PARENT[3:35] and seen["task.succeeded"] == PARENT[3:35]
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        PARENT,
+        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-later-fields",  # a later version may add fields
+    ],
+)
+def test_is_traceparent_accepts_what_the_envelope_keeps(parent: str) -> None:
+    assert is_traceparent(parent)
+    assert task_from_dict({"id": "t", "url": "http://127.0.0.1/", "trace": {"traceparent": parent}}).trace
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        PARENT.upper(),
+        "00-" + "0" * 32 + "-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01",
+        "ff" + PARENT[2:],
+        PARENT + "-extra",
+        PARENT[:-1],
+        "",
+    ],
+)
+def test_is_traceparent_refuses_what_check_trace_refuses(parent: str) -> None:
+    assert not is_traceparent(parent)
+    with pytest.raises(TaskRejected, match="not a W3C traceparent"):
+        task_from_dict({"id": "t", "url": "http://127.0.0.1/", "trace": {"traceparent": parent}})
+
+
+def test_trace_field_keeps_what_fits_and_drops_what_the_envelope_would_refuse() -> None:
+    """What a propagator wrote becomes a `trace` field that is always accepted: a tracestate over its 512
+    characters or a baggage with a line break (a header injection) is left out, not the task."""
+    kept = trace_field({"traceparent": PARENT, "tracestate": "v=1", "baggage": "tenant=acme", "other": "x"})
+    assert kept == {"traceparent": PARENT, "tracestate": "v=1", "baggage": "tenant=acme"}
+    cut = trace_field({"traceparent": PARENT, "tracestate": "a=" + "b" * 600, "baggage": "k=v\r\nX-Injected: 1"})
+    assert cut == {"traceparent": PARENT}
+    at_limit = "k=" + "v" * 8190  # 8,192 characters: W3C Baggage's limit, kept; one more is left out
+    assert trace_field({"traceparent": PARENT, "baggage": at_limit}) == {"traceparent": PARENT, "baggage": at_limit}
+    assert trace_field({"traceparent": PARENT, "baggage": at_limit + "v"}) == {"traceparent": PARENT}
+    for field in (kept, cut):
+        assert task_from_dict({"id": "t", "url": "http://127.0.0.1/", "trace": field}).trace == field
+    assert trace_field({}) is None
+    assert trace_field({"tracestate": "v=1"}) is None  # no traceparent: no trace
+    assert trace_field({"traceparent": "00-x"}) is None
+    assert trace_field({"traceparent": "01-" + PARENT[3:] + "-" + "x" * 300}) is None  # over TRACEPARENT_MAX

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from gopherq.core.events import Event
-from gopherq.core.tracecontext import TRACEPARENT
+from gopherq.core.tracecontext import is_traceparent
 
 
 class _ToDict(Protocol):
@@ -244,7 +244,7 @@ class TaskInfo:
                 return found
         trace = (self.envelope or {}).get("trace")
         parent = trace.get("traceparent") if isinstance(trace, dict) else None
-        return parent[3:35] if isinstance(parent, str) and TRACEPARENT.match(parent) else None
+        return parent[3:35] if isinstance(parent, str) and is_traceparent(parent) else None
 
     def to_dict(self) -> dict[str, Any]:
         out = _plain(self)

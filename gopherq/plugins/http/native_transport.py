@@ -45,7 +45,7 @@ from typing import cast
 import httptools
 import httpx
 
-from gopherq.core.executor import time_limit
+from gopherq import time_limit
 from gopherq.plugins.http.body import ACCEPT_ENCODING, read_chunks, read_whole
 from gopherq.plugins.http.checks import METHODS
 from gopherq.plugins.http.egress import EgressGuard

@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased,
 from opentelemetry.trace import INVALID_SPAN, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from gopherq.core.tracecontext import TRACEPARENT
+from gopherq import is_traceparent
 from gopherq.plugins.otel.direct import DirectSpans, spans_for
 
 #: The low 64 bits of a trace id, on which the ratio sampler decides.
@@ -226,7 +226,7 @@ class Parent:
 def parse_traceparent(value: str | None) -> Parent | None:
     """The producer's span, or None where the SDK's propagator would find none (the core has checked the field's
     form already; this keeps the plugin as strict as the SDK if it ever meets one that was not checked)."""
-    if value is None or not TRACEPARENT.match(value) or (value.startswith("00-") and len(value) != 55):
+    if value is None or not is_traceparent(value):
         return None
     trace_hex = value[3:35]
     return Parent(int(trace_hex, 16), int(value[36:52], 16), int(value[53:55], 16), trace_hex)

@@ -27,8 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 
-from gopherq import AttemptOutcome, AttemptRunner, ExecutionContext, Masker, Settings, Task, hookimpl
-from gopherq.core.tracecontext import BAGGAGE_MAX, TRACE_KEYS, TRACESTATE_MAX
+from gopherq import AttemptOutcome, AttemptRunner, ExecutionContext, Masker, Settings, Task, hookimpl, trace_field
 from gopherq.plugins.otel.attempts import SYSTEM, Attempts
 from gopherq.plugins.otel.calls import put
 from gopherq.plugins.otel.carrier import extract
@@ -41,19 +40,6 @@ log = logging.getLogger("gopherq.plugins.otel")
 
 #: A cancelled attempt's attribute (its status: `deferred.CANCELLED`).
 CANCELLED_ATTRIBUTES = {"error.type": "cancelled"}
-
-
-def to_trace(carrier: dict[str, str]) -> dict[str, str] | None:
-    """The envelope's `trace` from what the propagators wrote: the W3C keys, within the core's size limits (an
-    over-long tracestate or baggage is left out: W3C lets a propagator drop it)."""
-    if "traceparent" not in carrier:
-        return None
-    trace_field = {key: carrier[key] for key in TRACE_KEYS if key in carrier}
-    if len(trace_field.get("tracestate", "")) > TRACESTATE_MAX:
-        del trace_field["tracestate"]
-    if len(trace_field.get("baggage", "")) > BAGGAGE_MAX:
-        del trace_field["baggage"]
-    return trace_field
 
 
 def build_provider(config: OtelSettings) -> tuple[Any, BoundedProcessor | None]:
@@ -132,7 +118,7 @@ class Tracing:
         span.end()
         out: dict[str, str] = {}
         propagate.inject(out, context=trace.set_span_in_context(span, ctx))
-        task.trace = to_trace(out)
+        task.trace = trace_field(out)
 
     # -- attempts ----------------------------------------------------------------------------------------------
 
