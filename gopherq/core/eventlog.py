@@ -162,14 +162,23 @@ class ShortEvents:
     `prefix + duration_json(duration)`.
     """
 
-    __slots__ = ("_head", "_parts", "forms")
+    __slots__ = ("_fields", "_heads", "_parts", "forms")
 
     def __init__(self, stamp: float, worker: str | None, queue: str | None) -> None:
         #: (event name, task type, attempt) -> (its events' prefix: b"" for the first form, else the form's number
         #: as one byte; the room its task ids have), or FULL.
         self.forms: dict[tuple[str, str | None, int], tuple[bytes, int]] = {}
-        self._head = (stamp, worker, queue)
+        self._fields = (stamp, worker, queue)
+        self._heads: dict[str, bytes] = {}
         self._parts: list[bytes] = []
+
+    def head(self, name: str) -> bytes:
+        """The batch's `entry_head` for events of this name, made once: its forms' and, for an event written whole
+        instead, `plain_line`'s."""
+        found = self._heads.get(name)
+        if found is None:
+            found = self._heads[name] = entry_head(name, *self._fields)
+        return found
 
     def form(self, name: str, task_type: str | None, attempt: int) -> tuple[bytes, int]:
         """The form of events of this name, type and attempt in this batch, made and remembered on first use: the
@@ -179,7 +188,7 @@ class ShortEvents:
             if len(self._parts) >= 2 * SHORT_FORMS:
                 found = FULL
             else:
-                head, middle = entry_head(name, *self._head), _middle(task_type, attempt)
+                head, middle = self.head(name), _middle(task_type, attempt)
                 self._parts += (head, middle)
                 room = TIMELINE_ENTRY_BYTES - len(head) - len(middle) - 2 - DURATION_ROOM  # (2: the id's quotes)
                 number = len(self._parts) // 2

@@ -19,7 +19,7 @@ from typing import Any
 
 from gopherq.core import codec
 from gopherq.core.broker import Timing
-from gopherq.core.eventlog import ShortEvents, duration_json, entry_head, entry_line, plain_line
+from gopherq.core.eventlog import ShortEvents, duration_json, entry_line, plain_line
 from gopherq.core.outcomes import Decision
 from gopherq.core.resilience import RETRYABLE, Backoff
 from gopherq.core.shared import Shared
@@ -224,8 +224,7 @@ class Settler:
                     settlement.short_event = form[0] + duration_json(decision.duration)
                     settlement.events = None
                     continue
-            head = entry_head(name, stamp, self.worker_id, self.broker.keys.queue)
-            settlement.events = [plain_line(head, task_id, task.type, task.attempt, decision.duration)]
+            settlement.events = [plain_line(short.head(name), task_id, task.type, task.attempt, decision.duration)]
         return logged, short.parts()
 
     def _log_events(self, decision: Decision, stamp: float) -> Logged | None:
