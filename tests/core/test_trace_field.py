@@ -144,4 +144,8 @@ def test_trace_field_keeps_what_fits_and_drops_what_the_envelope_would_refuse() 
     assert trace_field({}) is None
     assert trace_field({"tracestate": "v=1"}) is None  # no traceparent: no trace
     assert trace_field({"traceparent": "00-x"}) is None
+    assert trace_field({"traceparent": 42}) is None  # type: ignore[dict-item]  # the wrong type: no trace
+    nested = {"traceparent": PARENT, "baggage": {"k": ["v"] * 1000}, "tracestate": b"v=1"}
+    assert trace_field(nested) == {"traceparent": PARENT}  # type: ignore[arg-type]
+    assert trace_field({"traceparent": PARENT + "\x00"}) is None  # a control character in the parent
     assert trace_field({"traceparent": "01-" + PARENT[3:] + "-" + "x" * 300}) is None  # over TRACEPARENT_MAX
