@@ -185,7 +185,7 @@ def test_a_new_traces_attempt_is_freed_without_the_garbage_collector(fails: bool
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept in gc.garbage, to be looked at
     try:
-        attempt = attempts.new_trace(task, context, random.getrandbits(192))
+        attempt = attempts.new_trace(task, context, random.getrandbits(256))
         assert attempt is not None
         if fails:
             try:
@@ -218,12 +218,12 @@ def test_remembered_consumer_attributes_are_each_attempts_own() -> None:
     what one attempt adds (its task id, a failure's error type) never reaches the next attempt's span."""
     attempts, collected = recording()
     context = attempt_context()
-    first = attempts.new_trace(Task(id="a1", type="http"), context, random.getrandbits(192))
+    first = attempts.new_trace(Task(id="a1", type="http"), context, random.getrandbits(256))
     assert first is not None
     first.end(AttemptOutcome(0.0, 1.0, failure=TaskFailure("connect_error", "down")), context)
     for task_id in ("a2", "a3"):
         task = Task(id=task_id, type="http")
-        attempt = attempts.new_trace(task, attempt_context(), random.getrandbits(192))
+        attempt = attempts.new_trace(task, attempt_context(), random.getrandbits(256))
         assert attempt is not None
         attempt.end(AttemptOutcome(0.0, 1.0, {}), attempt_context())
         opened, _, _, _ = attempts.start(Task(id=task_id + "-open", type="http"), attempt_context(), True)

@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from gopherq import is_traceparent
 from gopherq.core import codec
 from gopherq.core.keys import QueueKeys
 from gopherq.plugins.otel.export import BoundedProcessor
@@ -283,7 +284,9 @@ def test_sampling_in_the_worker_follows_the_producer_and_the_trace_id_ratio(
     bound = round(0.5 * 2**64)
     recorded_roots = 0
     for task in tasks[:40]:
-        _, trace_id, span_id, flags = header_service.headers[task["id"]]["traceparent"].split("-")
+        sent_parent = header_service.headers[task["id"]]["traceparent"]
+        assert is_traceparent(sent_parent), sent_parent  # sampled out or not: a W3C traceparent, ids of their size
+        _, trace_id, span_id, flags = sent_parent.split("-")
         assert "tracestate" not in header_service.headers[task["id"]]
         sampled = int(trace_id, 16) & (2**64 - 1) < bound
         assert flags == ("03" if sampled else "02")  # sampled or not, and a random trace id (W3C level 2)

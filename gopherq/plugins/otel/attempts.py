@@ -46,7 +46,6 @@ from gopherq.plugins.otel.fast import (
     Producer,
     Shortcut,
     draw,
-    getrandbits,
     parse_traceparent,
     recognise,
     traceparent,
@@ -226,22 +225,18 @@ class Attempts:
 
     def new_trace(self, task: Task, context: ExecutionContext, drawn: int) -> DeferredAttempt | None:
         """A recorded attempt of a new trace for an executor that runs no application code, its spans made at its
-        end (deferred.py), from the wrapper's draw (`drawn`: 192 bits, the trace id and the attempt's span id, the
-        trace id's low 64 decided on already) and 64 more bits for its first call's span id; None when a processor
-        has an `on_start` or an id is zero (then `start` decides afresh). The common case of `start`, in fewer
-        steps."""
+        end (deferred.py), from the wrapper's draw (`drawn`: 256 bits, `fast.draw`'s layout: the trace id, whose
+        low 64 are decided on already, the attempt's span id and its first call's); None when a processor has an
+        `on_start` or an id is zero (then `start` decides afresh). The common case of `start`, in fewer steps."""
         spans = self.spans
         if spans is None or (
             spans._processors[0] if spans.multi._span_processors is spans._known else spans.processors()[0]
         ):
             return None
-        # The first call's span id too (the low 64 of 256 bits), converted with the attempt's: a call that drew
-        # its own would go through the id generator's method and format it apart.
-        bits = drawn << 64 | getrandbits(64)
-        digits = bits.to_bytes(32, "big").hex()
+        digits = drawn.to_bytes(32, "big").hex()
         if ZEROS in digits:
             return None
-        flags = self.fast.root_sampled  # type: ignore[union-attr]
+        fast: Shortcut = self.fast  # type: ignore[assignment]
         # The CONSUMER span's name and attributes (`_consumer_fields`, inlined), and the attempt made without
         # calling its class (DeferredAttempt.__init__'s fields, set here): two frames less per recorded attempt.
         found = self._consumers.get((context.queue, context.worker_id, task.type, task.attempt, task.recoveries))
@@ -253,15 +248,18 @@ class Attempts:
         attempt.attributes = attributes = found[1].copy()
         attributes["messaging.message.id"] = task.id
         attempt.own = tuple.__new__(  # direct.span_context, a frame less
-            SpanContext, (drawn >> 64, drawn & LOW_64, False, FLAGS[flags], DEFAULT_TRACE_STATE, True)
+            SpanContext, (drawn >> 128, (drawn >> 64) & LOW_64, False, fast.root_trace_flags, DEFAULT_TRACE_STATE, True)
         )
         attempt.remote = None
         attempt.links = ()
-        attempt.first = (bits & LOW_64, digits[48:])
-        attempt.trace_hex = digits[:32]
-        attempt.flags_hex = FLAGS_HEX[flags]
+        attempt.trace_hex = trace_hex = digits[:32]
+        attempt.flags_hex = flags_hex = fast.root_sampled_hex
         attempt.headers = NO_PRODUCER.headers
-        attempt.calls = []
+        # Its first call, whose record it is (deferred.CallRecord): the span id and `traceparent` drawn with it.
+        attempt.span_id = drawn & LOW_64
+        attempt.traceparent = f"00-{trace_hex}-{digits[48:]}-{flags_hex}"
+        attempt.kind = None
+        attempt.more = None
         attempt.started = time_ns()
         return attempt
 

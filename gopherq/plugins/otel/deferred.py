@@ -46,32 +46,35 @@ class Kit(Protocol):
     exemplars: bool
 
 
-class DeferredCall:
-    """One call of a `DeferredAttempt`: what its CLIENT span needs, noted as the call goes (see core/calls.py)."""
+class CallRecord:
+    """What the CLIENT span of one call of a `DeferredAttempt` needs, noted as the call goes (see core/calls.py): the
+    `OutboundCall` an executor is given. A `DeferredAttempt` is its own first call's record (most attempts make
+    one call: one object per recorded attempt, not two); each further call is a `DeferredCall`."""
 
     __slots__ = (
+        "call_started",
         "ended",
         "error",
         "headers",
         "kind",
         "operation",
         "span_id",
-        "started",
         "status",
         "target",
         "traceparent",
     )
 
-    kind: str
+    #: None until the call begins (a `DeferredAttempt` that made no call has no CLIENT span).
+    kind: str | None
     operation: str
     target: str
     span_id: int
     #: What the call propagates: its `traceparent` (put together from hex digits made with the ids) and the
-    #: attempt's other headers. Not the attempt itself: the attempt keeps its calls, and a call that kept its
-    #: attempt would make a reference cycle of each recorded attempt, left for the garbage collector to find.
+    #: attempt's other headers. A further call does not keep its attempt: the attempt keeps its calls, and a call
+    #: that kept its attempt would make a reference cycle of each recorded attempt, left for the garbage collector.
     traceparent: str
     headers: dict[str, str]
-    started: int
+    call_started: int
     ended: int | None
     status: int | None
     #: What the CLIENT span says of the error that ended the call: its reason (a task failure's) or its type's
@@ -79,11 +82,14 @@ class DeferredCall:
     #: the executor's frame, which holds this call (a reference cycle per failed call).
     error: tuple[str, str | None] | None
 
-    def __enter__(self) -> DeferredCall:
+    def __enter__(self) -> CallRecord:
         return self
 
     def propagate(self, headers: MutableMapping[str, str]) -> None:
-        merge_headers(headers, {"traceparent": self.traceparent, **self.headers})
+        out = {"traceparent": self.traceparent}
+        if self.headers:  # the producer's baggage, and its tracestate when the attempt keeps it
+            out.update(self.headers)
+        merge_headers(headers, out)
 
     def answered(self, status: int) -> None:
         self.status = status
@@ -96,20 +102,25 @@ class DeferredCall:
             )
 
 
-class DeferredAttempt:
+class DeferredCall(CallRecord):
+    """A call of a `DeferredAttempt` after its first."""
+
+    __slots__ = ()
+
+
+class DeferredAttempt(CallRecord):
     """`context.calls` of a recorded attempt whose spans are made at its end (see the module doc); `end` makes them.
     Made by `attempts.Attempts.start` with the attempt's span context (`own`), its parent or links, its attributes,
-    and the ids drawn with it (`fast.draw`): the trace id's hex digits and the first call's span id. (A new trace's,
-    the commonest, is made by `Attempts.new_trace` without calling the class: it sets the same fields itself.)"""
+    and the ids drawn with it (`fast.draw`): the trace id's hex digits and the first call's span id and digits. (A
+    new trace's, the commonest, is made by `Attempts.new_trace` without calling the class: it sets the same fields
+    itself.) It is also the record of its own first call (`CallRecord`), whose `traceparent` is made with it."""
 
     __slots__ = (
         "attributes",
-        "calls",
-        "first",
         "flags_hex",
-        "headers",
         "kit",
         "links",
+        "more",
         "name",
         "own",
         "remote",
@@ -125,7 +136,7 @@ class DeferredAttempt:
         remote: SpanContext | None,
         links: Sequence[Link],
         attributes: dict[str, Any],
-        first: tuple[int, str] | None,
+        first: tuple[int, str],
         trace_hex: str,
         flags_hex: str,
         headers: dict[str, str],
@@ -136,34 +147,36 @@ class DeferredAttempt:
         self.remote = remote
         self.links = links
         self.attributes = attributes
-        #: The first call's span id and its hex digits when drawn with the attempt's ids, taken by that call.
-        self.first: tuple[int, str] | None = first
         #: What every call's propagation headers are made of: the trace id's and the flags' hex digits, and the
         #: others (the producer's `baggage`, and `tracestate` when the attempt keeps the producer's).
         self.trace_hex = trace_hex
         self.flags_hex = flags_hex
         self.headers = headers
-        self.calls: list[DeferredCall] = []
+        #: The first call's span id and `traceparent`, from the ids drawn with the attempt's (`first`: the span id
+        #: and its hex digits).
+        self.span_id, digits = first
+        self.traceparent = f"00-{trace_hex}-{digits}-{flags_hex}"
+        self.kind = None
+        self.more: list[DeferredCall] | None = None
         self.started = time_ns()
 
-    def begin(self, kind: str, operation: str, target: str) -> DeferredCall:
-        # Made without calling the class (a frame less); every field is set here.
-        call = _new(DeferredCall)
+    def begin(self, kind: str, operation: str, target: str) -> CallRecord:
+        if self.kind is None:  # the first call: the attempt is its record (its span id and traceparent are made)
+            call: CallRecord = self
+        else:  # made without calling the class (a frame less); every field is set here
+            call = _new(DeferredCall)
+            call.span_id = span_id = self.kit.ids.generate_span_id()  # type: ignore[union-attr]
+            digits = "%016x" % span_id  # noqa: UP031 (see fast.traceparent)
+            call.traceparent = f"00-{self.trace_hex}-{digits}-{self.flags_hex}"
+            call.headers = self.headers
+            if self.more is None:
+                self.more = []
+            self.more.append(call)
         call.kind = kind
         call.operation = operation
         call.target = target
-        first = self.first
-        if first is not None:
-            self.first = None
-            call.span_id, digits = first
-        else:
-            call.span_id = span_id = self.kit.ids.generate_span_id()  # type: ignore[union-attr]
-            digits = "%016x" % span_id  # noqa: UP031 (see fast.traceparent)
-        call.traceparent = f"00-{self.trace_hex}-{digits}-{self.flags_hex}"
-        call.headers = self.headers
         call.status = call.ended = call.error = None
-        self.calls.append(call)
-        call.started = time_ns()
+        call.call_started = time_ns()
         return call
 
     def end(self, outcome: AttemptOutcome | None, context: ExecutionContext) -> None:
@@ -181,8 +194,9 @@ class DeferredAttempt:
         _, ending, processors = (
             spans._processors if spans.multi._span_processors is spans._known else spans.processors()
         )
-        for call in self.calls:
-            attributes = kit.targets.attributes(call.kind, call.operation, call.target)
+        calls: Sequence[CallRecord] = () if self.kind is None else (self,) if self.more is None else (self, *self.more)
+        for call in calls:
+            attributes = kit.targets.attributes(call.kind, call.operation, call.target)  # type: ignore[arg-type]
             code = call.status
             if code is not None:
                 if call.kind != "http":
@@ -209,7 +223,7 @@ class DeferredAttempt:
             span._context = tuple.__new__(SpanContext, (own[0], call.span_id, False, own[3], own[4], True))
             span._parent = own
             span._attributes = attributes  # type: ignore[assignment]
-            span._start_time = call.started
+            span._start_time = call.call_started
             span._end_time = ended if call.ended is None else call.ended
             for processor in ending:
                 processor._on_ending(span)
@@ -235,6 +249,7 @@ class DeferredAttempt:
         for processor in processors:
             processor.on_end(span)
         if outcome is not None and kit.exemplars:  # the attempt's trace id in its outcome events
-            facts = context.event_data
-            trace_id = self.trace_hex
-            context.event_data = {**facts, "attempt_trace_id": trace_id} if facts else {"attempt_trace_id": trace_id}
+            facts = context.event_data  # (the executor's, left as it is: a copy with the trace id added)
+            facts = {} if facts is None else facts.copy()
+            facts["attempt_trace_id"] = self.trace_hex
+            context.event_data = facts

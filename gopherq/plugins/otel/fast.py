@@ -132,6 +132,9 @@ class Shortcut:
         )
         self.root_flags = FLAGS_HEX[RANDOM if self.random_ids else 0]
         self.root_sampled = (RANDOM if self.random_ids else 0) | SAMPLED
+        #: A new trace's recorded attempt's flags (`root_sampled`), as its span context and `traceparent` have them.
+        self.root_trace_flags = FLAGS[self.root_sampled]
+        self.root_sampled_hex = FLAGS_HEX[self.root_sampled]
         self.bound = bound
         self.parent_based = parent_based
         self.textmap = textmap

@@ -170,19 +170,20 @@ class Tracing:
             executor adds them to each call with no call into the plugin.
 
             The commonest such attempt, a new trace's (a task without a producer's context) decided against by
-            the plugin's own draw, is settled here, before any other work: 192 random bits (its trace id and span
-            id, as `fast.draw` cuts them), the ratio sampler's decision on the trace id's low 64, and its
-            `traceparent` from their hex digits. (A draw with a zero id, about one in 2**60, is decided again by
-            `start`.) One the draw records is made there too when its spans can be made at its end (deferred.py:
-            `Attempts.new_trace`)."""
+            the plugin's own draw, is settled here, before any other work: 256 random bits (its trace id, its span
+            id and its first call's, as `fast.draw` cuts them), the ratio sampler's decision on the trace id's low
+            64, and its `traceparent` from their hex digits. (A draw with a zero id, about one in 2**60, is decided
+            again by `start`.) One the draw records is made from the same bits when its spans can be made at its
+            end (deferred.py: `Attempts.new_trace`)."""
             fast = attempts.fast
             if task.trace is None and fast is not None and fast.roots and not entry.runs_application_code:
                 if propagate._HTTP_TEXT_FORMAT is fast.textmap if fast.module_global else fast.current():
-                    drawn = getrandbits(192)
-                    if (drawn >> 64) & LOW_64 >= fast.bound:
-                        digits = drawn.to_bytes(24, "big").hex()
+                    drawn = getrandbits(256)
+                    if (drawn >> 128) & LOW_64 >= fast.bound:
+                        digits = drawn.to_bytes(32, "big").hex()
                         if ZEROS not in digits:
-                            context.call_headers = {"traceparent": f"00-{digits[:32]}-{digits[32:]}-{fast.root_flags}"}
+                            parent = f"00-{digits[:32]}-{digits[32:48]}-{fast.root_flags}"
+                            context.call_headers = {"traceparent": parent}
                             return run(entry, task, context)
                     else:
                         later = attempts.new_trace(task, context, drawn)
