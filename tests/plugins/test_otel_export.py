@@ -151,6 +151,54 @@ def test_a_worker_exports_its_spans_over_otlp_http(
     assert record["trace_id"] == TRACE_ID
 
 
+def test_an_attempt_cut_by_its_time_limit_still_exports_its_spans_as_cancelled(
+    tmp_path: Path,
+    redis_url: str,
+    queue_name: str,
+    sync_redis: redis.Redis,
+    worker_process: Callable[..., Any],
+    receiver: Receiver,
+    loopback: LoopbackServer,
+) -> None:
+    """A recorded `http` attempt's spans are made when it ends (deferred.py), also when the worker's time limit
+    cancels it mid-call: a new trace's (the wrapper's own draw) and a producer's child alike. Each CONSUMER span
+    says it was cancelled; its CLIENT span, ended with it, has no status code; the producer's stays the parent."""
+    otel = f'enabled = true\nendpoint = "{receiver.url}"\nexport_interval = 0.2'
+    proc = worker_process(["run", "-c", str(traced_config(tmp_path, redis_url, queue_name, otel))])
+    wait_until(lambda: "started: queue" in proc.output, what="worker start")
+    slow = loopback.url("/slow?seconds=30")
+    tasks = [
+        {"id": "cut-new", "url": slow, "timeout": 0.5, "max_attempts": 1},
+        {"id": "cut-child", "url": slow, "timeout": 0.5, "max_attempts": 1, "trace": {"traceparent": TRACEPARENT}},
+    ]
+    sync_redis.rpush(queue_name, *(codec.dumps(task) for task in tasks))
+    keys = QueueKeys(queue_name)
+    wait_until(lambda: all(sync_redis.exists(keys.result(task["id"])) for task in tasks), what="both to time out")
+    wait_until(lambda: len(receiver.found()) >= 4, what="the spans to arrive")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    spans = [span for _, span in receiver.found()]
+    assert len(spans) == 4
+    consumers = {
+        attributes(span)["messaging.message.id"]: span for span in spans if span.kind == Span.SPAN_KIND_CONSUMER
+    }
+    assert set(consumers) == {"cut-new", "cut-child"}
+    for consumer in consumers.values():
+        assert attributes(consumer)["error.type"] == "cancelled"
+        assert consumer.status.code == consumer.status.STATUS_CODE_ERROR and "cancelled" in consumer.status.message
+        [client] = [
+            span for span in spans if span.kind == Span.SPAN_KIND_CLIENT and span.parent_span_id == consumer.span_id
+        ]
+        assert client.trace_id == consumer.trace_id and "http.response.status_code" not in attributes(client)
+        assert client.start_time_unix_nano >= consumer.start_time_unix_nano
+        assert consumer.start_time_unix_nano < client.end_time_unix_nano <= consumer.end_time_unix_nano
+        assert consumer.end_time_unix_nano - consumer.start_time_unix_nano >= 400_000_000  # its time limit, 0.5 s
+    assert (
+        consumers["cut-child"].trace_id.hex() == TRACE_ID and consumers["cut-child"].parent_span_id.hex() == PARENT_ID
+    )
+    assert not consumers["cut-new"].parent_span_id and consumers["cut-new"].trace_id.hex() != TRACE_ID
+
+
 @pytest.mark.parametrize(
     ("otel", "why"),
     [
