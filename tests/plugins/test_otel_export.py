@@ -113,18 +113,29 @@ def loopback() -> Iterator[LoopbackServer]:
     server.stop()
 
 
+@pytest.fixture
+def traced_worker(
+    tmp_path: Path, redis_url: str, queue_name: str, worker_process: Callable[..., Any]
+) -> Callable[[str], Any]:
+    """Starts a worker process on the test's queue with the given `[plugins.otel]` lines, once it has started."""
+
+    def start(otel: str) -> Any:
+        proc = worker_process(["run", "-c", str(traced_config(tmp_path, redis_url, queue_name, otel))])
+        wait_until(lambda: "started: queue" in proc.output, what="worker start")
+        return proc
+
+    return start
+
+
 def test_a_worker_exports_its_spans_over_otlp_http(
-    tmp_path: Path,
-    redis_url: str,
     queue_name: str,
     sync_redis: redis.Redis,
-    worker_process: Callable[..., Any],
+    traced_worker: Callable[[str], Any],
     receiver: Receiver,
     loopback: LoopbackServer,
 ) -> None:
     otel = f'enabled = true\nendpoint = "{receiver.url}"\nservice_name = "otel-test"\nexport_interval = 0.2'
-    proc = worker_process(["run", "-c", str(traced_config(tmp_path, redis_url, queue_name, otel))])
-    wait_until(lambda: "started: queue" in proc.output, what="worker start")
+    proc = traced_worker(otel)
     url = loopback.url("/ok").replace("http://", "http://user:hunter2@") + "?token=s3cret&page=2"
     # A raw push that carries its producer's context, as any producer in any language may.
     sync_redis.rpush(queue_name, codec.dumps({"id": "exported", "url": url, "trace": {"traceparent": TRACEPARENT}}))
@@ -152,11 +163,9 @@ def test_a_worker_exports_its_spans_over_otlp_http(
 
 
 def test_an_attempt_cut_by_its_time_limit_still_exports_its_spans_as_cancelled(
-    tmp_path: Path,
-    redis_url: str,
     queue_name: str,
     sync_redis: redis.Redis,
-    worker_process: Callable[..., Any],
+    traced_worker: Callable[[str], Any],
     receiver: Receiver,
     loopback: LoopbackServer,
 ) -> None:
@@ -164,10 +173,9 @@ def test_an_attempt_cut_by_its_time_limit_still_exports_its_spans_as_cancelled(
     cancels it mid-call: a new trace's (the wrapper's own draw) and a producer's child alike. Each CONSUMER span
     says it was cancelled; its CLIENT span, ended with it, has no status code; the producer's stays the parent."""
     otel = f'enabled = true\nendpoint = "{receiver.url}"\nexport_interval = 0.2'
-    proc = worker_process(["run", "-c", str(traced_config(tmp_path, redis_url, queue_name, otel))])
-    wait_until(lambda: "started: queue" in proc.output, what="worker start")
+    proc = traced_worker(otel)
     slow = loopback.url("/slow?seconds=30")
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"id": "cut-new", "url": slow, "timeout": 0.5, "max_attempts": 1},
         {"id": "cut-child", "url": slow, "timeout": 0.5, "max_attempts": 1, "trace": {"traceparent": TRACEPARENT}},
     ]
@@ -208,19 +216,15 @@ def test_an_attempt_cut_by_its_time_limit_still_exports_its_spans_as_cancelled(
     ids=["unreachable-collector", "unknown-exporter"],
 )
 def test_bad_tracing_settings_never_stop_a_worker(
-    tmp_path: Path,
-    redis_url: str,
     queue_name: str,
     sync_redis: redis.Redis,
-    worker_process: Callable[..., Any],
+    traced_worker: Callable[[str], Any],
     loopback: LoopbackServer,
     otel: str,
     why: str,
 ) -> None:
     closed = free_port()  # nothing listens there
-    config = traced_config(tmp_path, redis_url, queue_name, otel.replace("{port}", str(closed)) + "\nbatch_size = 8")
-    proc = worker_process(["run", "-c", str(config)])
-    wait_until(lambda: "started: queue" in proc.output, what="worker start")
+    proc = traced_worker(otel.replace("{port}", str(closed)) + "\nbatch_size = 8")
     ids = [f"t{n}" for n in range(200)]
     sync_redis.rpush(queue_name, *(codec.dumps({"id": task_id, "url": loopback.url("/ok")}) for task_id in ids))
     keys = QueueKeys(queue_name)
@@ -296,11 +300,9 @@ def header_service() -> Iterator[HeaderService]:
 
 
 def test_sampling_in_the_worker_follows_the_producer_and_the_trace_id_ratio(
-    tmp_path: Path,
-    redis_url: str,
     queue_name: str,
     sync_redis: redis.Redis,
-    worker_process: Callable[..., Any],
+    traced_worker: Callable[[str], Any],
     receiver: Receiver,
     header_service: HeaderService,
 ) -> None:
@@ -308,11 +310,10 @@ def test_sampling_in_the_worker_follows_the_producer_and_the_trace_id_ratio(
     exactly when the ratio sampler's rule says so on its trace id, a producer's decision is followed, and a
     sampled-out attempt still sends its context, with the producer's tracestate and baggage, and records nothing."""
     otel = f'enabled = true\nendpoint = "{receiver.url}"\nsample_ratio = 0.5\nexport_interval = 0.2'
-    proc = worker_process(["run", "-c", str(traced_config(tmp_path, redis_url, queue_name, otel))])
-    wait_until(lambda: "started: queue" in proc.output, what="worker start")
+    proc = traced_worker(otel)
     sampled_in = "0af7651916cd43dd8448eb211c80319c"
     carried = {"tracestate": "vendor=x,other=y", "baggage": "tenant=acme"}
-    tasks = [{"id": f"root-{n}", "url": header_service.url} for n in range(40)]
+    tasks: list[dict[str, Any]] = [{"id": f"root-{n}", "url": header_service.url} for n in range(40)]
     tasks.append({"id": "out", "url": header_service.url, "trace": {"traceparent": TRACEPARENT[:-2] + "00", **carried}})
     tasks.append(
         {"id": "in", "url": header_service.url, "trace": {"traceparent": f"00-{sampled_in}-{PARENT_ID}-01", **carried}}

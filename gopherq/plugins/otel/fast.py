@@ -131,10 +131,10 @@ class Shortcut:
             and (bound <= LOW_64 or direct is not None)
         )
         self.root_flags = FLAGS_HEX[RANDOM if self.random_ids else 0]
-        self.root_sampled = (RANDOM if self.random_ids else 0) | SAMPLED
-        #: A new trace's recorded attempt's flags (`root_sampled`), as its span context and `traceparent` have them.
-        self.root_trace_flags = FLAGS[self.root_sampled]
-        self.root_sampled_hex = FLAGS_HEX[self.root_sampled]
+        #: A new trace's recorded attempt's flags, as its span context and its `traceparent` have them.
+        root_sampled = (RANDOM if self.random_ids else 0) | SAMPLED
+        self.root_trace_flags = FLAGS[root_sampled]
+        self.root_sampled_hex = FLAGS_HEX[root_sampled]
         self.bound = bound
         self.parent_based = parent_based
         self.textmap = textmap
