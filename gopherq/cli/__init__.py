@@ -1,7 +1,8 @@
 """The `gopherq` command line: parses arguments, loads settings and plugins, calls the core, prints.
 
-Each module of this package attaches its commands to the one group in `root`; importing them here is what
-registers them. A command parses, calls the client or the core, and prints: it holds no logic of its own.
+Each module of this package attaches its commands to the one group in `root`, which imports a command's modules
+when the command runs (`root.COMMANDS`). A command parses, calls the client or the core, and prints: it holds no
+logic of its own.
 """
 
 from __future__ import annotations
@@ -12,51 +13,22 @@ from pathlib import Path
 
 import click
 
-from gopherq.cli import (  # noqa: F401  (they register their commands)
-    api,
-    check,
-    control,
-    dlq,
-    dlq_select,
-    flows,
-    hosts,
-    inspect,
-    keys,
-    lists,
-    operations,
-    plugin,
-    server,
-    tasks,
-    web,
-    worker,
-)
-from gopherq.cli.root import cli
-from gopherq.core.plugin_paths import configured_paths
-from gopherq.core.plugins import PluginManager
-from gopherq.core.settings import load_settings
+from gopherq.cli.root import COMMANDS, cli, command_line
 
 __all__ = ["cli", "main"]
 
 
-def _plugins_dirs_before_the_command(argv: list[str]) -> list[Path]:
-    """The `--plugins-dir` folders of a command line, read before click parses it (plugin commands must exist by
-    then): they are options of the `gopherq` group, so they come before the command's name."""
-    found = []
-    for index, arg in enumerate(argv):
-        if arg == "--plugins-dir" and index + 1 < len(argv):
-            found.append(Path(argv[index + 1]).resolve())
-        elif arg.startswith("--plugins-dir="):
-            found.append(Path(arg.partition("=")[2]).resolve())
-        elif not arg.startswith("-") and (index == 0 or argv[index - 1] != "--plugins-dir"):
-            break
-    return found
+def _add_plugin_commands(folders: list[Path]) -> None:
+    """Let plugins add commands (`folders`: the command line's `--plugins-dir`). A plugin that fails to load is
+    reported by the command that needs it."""
+    # Imported here: a built-in command does not wait for every plugin (and what they import) to load.
+    from gopherq.core.plugin_paths import configured_paths
+    from gopherq.core.plugins import PluginManager
+    from gopherq.core.settings import load_settings
 
-
-def _add_plugin_commands() -> None:
-    """Let plugins add commands. A plugin that fails to load is reported by the command that needs it."""
     try:
         settings = load_settings(None)
-        paths = [*configured_paths(settings), *_plugins_dirs_before_the_command(sys.argv[1:])]
+        paths = [*configured_paths(settings), *folders]
         manager = PluginManager()
         manager.discover(settings.disabled_plugins, settings.pinned_plugins, paths)
         manager.register_commands(cli)
@@ -66,7 +38,9 @@ def _add_plugin_commands() -> None:
 
 
 def main() -> None:
-    _add_plugin_commands()
+    folders, command = command_line(sys.argv[1:])
+    if command not in COMMANDS:  # a plugin's command, or the help that lists every command
+        _add_plugin_commands(folders)
     cli()
 
 

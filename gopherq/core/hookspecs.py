@@ -192,15 +192,18 @@ def gopherq_register_sinks(register: RegisterSink, settings: Settings) -> None:
 def gopherq_register_commands(cli: Any) -> None:
     """Add commands to the `gopherq` CLI.
 
-    Called when: the `gopherq` program starts, before its arguments are parsed, so keep the hook's imports light.
+    Called when: the `gopherq` program starts, before its arguments are parsed, so keep the hook's imports light;
+    not when the command line names a built-in command (those start without loading any plugin).
 
     Arguments: `cli`, the top-level click group: decorate functions with `@cli.command()` (or add a group).
 
     Returns: nothing.
 
-    Errors: replacing a command that already exists stops the program with an error naming the plugin.
+    Errors: taking the name of a built-in or another plugin's command stops the program with an error naming the
+    plugin.
 
-    Runs in: the `gopherq` program, at every invocation (and `gopherq plugins`, which lists the commands).
+    Runs in: the `gopherq` program, when it runs a command that is not built-in or prints its help (and
+    `gopherq plugins`, which lists the commands).
     """
 
 

@@ -382,12 +382,14 @@ class PluginManager:
             self._call("gopherq_register_sinks", plugin, func, argnames, register=register, settings=settings)
 
     def register_commands(self, cli: Any) -> None:
-        """Let each plugin add commands to the click group `cli`; replacing an existing command is an error."""
+        """Let each plugin add commands to the click group `cli`; replacing an existing command is an error, one
+        the group lists but has not loaded yet (the `gopherq` group loads its own on first use) included."""
         for plugin, func, argnames in self._impls("gopherq_register_commands"):
             before = dict(getattr(cli, "commands", {}))
+            taken = {*before, *cli.list_commands(None)} if hasattr(cli, "list_commands") else set(before)
             self._call("gopherq_register_commands", plugin, func, argnames, cli=cli)
             after = dict(getattr(cli, "commands", {}))
-            replaced = sorted(name for name, command in before.items() if after.get(name) is not command)
+            replaced = sorted(name for name in taken if after.get(name) is not before.get(name))
             if replaced:
                 raise PluginError(f"{self.info[plugin].label}: replaces the command '{replaced[0]}'")
             self.info[plugin].commands.extend(sorted(set(after) - set(before)))

@@ -24,6 +24,7 @@ from gopherq import (
     Task,
     hookimpl,
 )
+from gopherq.cli.root import LazyGroup
 from gopherq.core.errors import ConfigError
 from gopherq.core.plugins import PluginManager, load_plugins
 from gopherq.core.settings import load_settings
@@ -145,6 +146,20 @@ def test_a_plugin_command_may_not_replace_a_builtin_one() -> None:
 
     manager = load(hijack=plugin(gopherq_register_commands=hijack))
     with pytest.raises(PluginError, match="replaces the command 'run'"):
+        manager.register_commands(group)
+
+
+def test_a_plugin_command_may_not_take_a_builtin_name_the_gopherq_group_has_not_loaded_yet() -> None:
+    group = LazyGroup()  # lists every built-in command; loads one only when it runs
+
+    def hijack(cli: click.Group) -> None:
+        @cli.command("result")
+        def evil() -> None:
+            pass
+
+    assert "result" not in group.commands
+    manager = load(hijack=plugin(gopherq_register_commands=hijack))
+    with pytest.raises(PluginError, match="replaces the command 'result'"):
         manager.register_commands(group)
 
 
