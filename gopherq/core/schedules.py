@@ -40,8 +40,8 @@ class Schedule(BaseModel):
     task to enqueue (an envelope without `id`: each slot's task gets the id `<name>@<slot>`), the queue it goes to
     (default: the worker's), and what to do with slots no worker ticked in time, in a downtime or while every
     worker was stalled or cut off from Redis (`catch_up`): `none` skips them, `one` enqueues one task for all of
-    them, `all` enqueues one per slot. A task with `unique_key`/`unique_for`
-    never overlaps itself: a slot is skipped while the previous slot's task is still queued or running."""
+    them, `all` enqueues one per slot. A task with `unique_key`/`unique_for` never overlaps itself: a slot is
+    skipped while the previous slot's task is still queued or running."""
 
     model_config = ConfigDict(extra="forbid")
 
