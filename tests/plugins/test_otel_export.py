@@ -127,6 +127,18 @@ def traced_worker(
     return start
 
 
+def wait_finished(sync_redis: redis.Redis, queue: str, ids: list[str]) -> None:
+    """Until every task of `ids` has its result record."""
+    keys = QueueKeys(queue)
+    wait_until(lambda: all(sync_redis.exists(keys.result(task_id)) for task_id in ids), what="every task to finish")
+
+
+def stop_cleanly(proc: Any) -> None:
+    """SIGTERM the worker; it exports what is left of its spans, then exits 0."""
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
 def test_a_worker_exports_its_spans_over_otlp_http(
     queue_name: str,
     sync_redis: redis.Redis,
@@ -139,10 +151,9 @@ def test_a_worker_exports_its_spans_over_otlp_http(
     url = loopback.url("/ok").replace("http://", "http://user:hunter2@") + "?token=s3cret&page=2"
     # A raw push that carries its producer's context, as any producer in any language may.
     sync_redis.rpush(queue_name, codec.dumps({"id": "exported", "url": url, "trace": {"traceparent": TRACEPARENT}}))
-    wait_until(lambda: sync_redis.get(QueueKeys(queue_name).result("exported")), what="the task to finish")
+    wait_finished(sync_redis, queue_name, ["exported"])
     wait_until(lambda: len(receiver.found()) >= 2, what="the spans to arrive")
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(20) == 0
+    stop_cleanly(proc)
     assert set(receiver.paths) == {"/v1/traces"}
     found = receiver.found()
     assert {resource["service.name"] for resource, _ in found} == {"otel-test"}
@@ -180,11 +191,9 @@ def test_an_attempt_cut_by_its_time_limit_still_exports_its_spans_as_cancelled(
         {"id": "cut-child", "url": slow, "timeout": 0.5, "max_attempts": 1, "trace": {"traceparent": TRACEPARENT}},
     ]
     sync_redis.rpush(queue_name, *(codec.dumps(task) for task in tasks))
-    keys = QueueKeys(queue_name)
-    wait_until(lambda: all(sync_redis.exists(keys.result(task["id"])) for task in tasks), what="both to time out")
+    wait_finished(sync_redis, queue_name, [task["id"] for task in tasks])
     wait_until(lambda: len(receiver.found()) >= 4, what="the spans to arrive")
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(20) == 0
+    stop_cleanly(proc)
     spans = [span for _, span in receiver.found()]
     assert len(spans) == 4
     consumers = {
@@ -227,10 +236,8 @@ def test_bad_tracing_settings_never_stop_a_worker(
     proc = traced_worker(otel.replace("{port}", str(closed)) + "\nbatch_size = 8")
     ids = [f"t{n}" for n in range(200)]
     sync_redis.rpush(queue_name, *(codec.dumps({"id": task_id, "url": loopback.url("/ok")}) for task_id in ids))
-    keys = QueueKeys(queue_name)
-    wait_until(lambda: all(sync_redis.exists(keys.result(task_id)) for task_id in ids), what="every task to finish")
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(20) == 0
+    wait_finished(sync_redis, queue_name, ids)
+    stop_cleanly(proc)
     output = proc.output
     warnings = [line for line in output.splitlines() if "otel" in line and "WARNING" in line]
     assert len(warnings) == 1, output
@@ -322,10 +329,8 @@ def test_sampling_in_the_worker_follows_the_producer_and_the_trace_id_ratio(
     tasks.append({"id": "own-root", "url": header_service.url, "headers": own})
     tasks.append({"id": "own-out", "url": header_service.url, "headers": own, "trace": tasks[40]["trace"]})
     sync_redis.rpush(queue_name, *(codec.dumps(task) for task in tasks))
-    keys = QueueKeys(queue_name)
-    wait_until(lambda: all(sync_redis.exists(keys.result(task["id"])) for task in tasks), what="every task to finish")
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(20) == 0  # exports what is left before it exits
+    wait_finished(sync_redis, queue_name, [task["id"] for task in tasks])
+    stop_cleanly(proc)
     spans = [span for _, span in receiver.found()]
     by_trace: dict[str, list[Span]] = {}
     for span in spans:
